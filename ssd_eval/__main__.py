@@ -1,0 +1,3 @@
+from ssd_eval.cli import main
+
+raise SystemExit(main())
