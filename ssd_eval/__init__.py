@@ -1,0 +1,35 @@
+"""ssd_eval: COCO accuracy evaluation of the ONNX Model Zoo SSD-ResNet34 detectors.
+
+Python API::
+
+    import ssd_eval
+    result = ssd_eval.evaluate("configs/sample.yaml")      # or a Config, or a dict
+    print(result.map, result.files["metrics"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ssd_eval.config import Config, config_from_dict, load_config
+from ssd_eval.errors import UserError
+from ssd_eval.results import EvalResult
+
+__all__ = ["Config", "EvalResult", "UserError", "evaluate", "load_config"]
+__version__ = "0.1.0"
+
+
+def evaluate(config: Config | str | Path | dict[str, Any], **options: Any) -> EvalResult:
+    """Evaluate a config (a Config, a YAML path or a plain mapping) and write its results.
+
+    ``options`` are those of :func:`ssd_eval.pipeline.evaluate` (shard, fresh, download, progress).
+    """
+    from ssd_eval.pipeline import evaluate as run
+
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    elif isinstance(config, dict):
+        config = config_from_dict(config)
+    options.setdefault("progress", False)
+    return run(config, **options)

@@ -1,0 +1,186 @@
+"""Command line: ``ssd-eval <command> ...`` (also ``python -m ssd_eval``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ssd_eval.errors import UserError
+
+DEFAULT_CONFIG = "configs/sample.yaml"
+VARIANTS = ("ssd-10", "ssd-12", "ssd-12-int8", "ssd-12-qdq")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="ssd-eval", description="COCO accuracy evaluation of SSD ONNX models")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("eval", help="evaluate a model on a COCO-format set")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    run.add_argument("--limit", type=int, help="evaluate only the first N image ids")
+    run.add_argument("--model", help="ONNX model file (overrides model.path; drops the expected size/sha256)")
+    run.add_argument("--annotations", help="COCO annotation json (overrides dataset.annotations)")
+    run.add_argument("--images", help="image folder (overrides dataset.images)")
+    run.add_argument("--out", help="output directory (overrides output.dir)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any config key, e.g. --set runtime.intra_op_threads=4 (repeatable)")
+    run.add_argument("--shard", help="evaluate slice i of n (e.g. 2/4) and write only its detections")
+    run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
+    run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_eval)
+
+    merge = commands.add_parser("merge", help="score shard outputs together")
+    merge.add_argument("shards", nargs="+", help="shard output directories")
+    merge.add_argument("--out", help="output directory (default: the config's output.dir)")
+    merge.set_defaults(handler=cmd_merge)
+
+    table = commands.add_parser("table", help="write results/TABLE.md and results/table.csv")
+    table.add_argument("--results", default="results", help="results directory (default results)")
+    table.set_defaults(handler=cmd_table)
+
+    gate = commands.add_parser("gate", help="fail (exit 1) when results regressed against the baselines")
+    gate.add_argument("--baselines", default="baselines", help="baseline directory (default baselines)")
+    gate.add_argument("--results", default="results", help="results directory (default results)")
+    gate.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    gate.add_argument("--junit", help="also write JUnit XML here")
+    gate.set_defaults(handler=cmd_gate)
+
+    baseline = commands.add_parser("baseline", help="show or rewrite baselines from current results")
+    baseline.add_argument("--update", action="store_true", required=True, help="rewrite the baseline files")
+    baseline.add_argument("--baselines", default="baselines")
+    baseline.add_argument("--results", default="results")
+    baseline.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    baseline.set_defaults(handler=cmd_baseline)
+
+    report = commands.add_parser("report", help="draw PR curves and per-category AP changes as PNG")
+    report.add_argument("--results", default="results")
+    report.set_defaults(handler=cmd_report)
+
+    fetch = commands.add_parser("fetch", help="download models or COCO val2017")
+    fetch.add_argument("what", choices=("models", "data"))
+    fetch.add_argument("--variant", action="append", choices=VARIANTS, help="only this model (repeatable)")
+    fetch.add_argument("--config", default="configs/ssd-12.yaml", help="config naming the COCO locations (data)")
+    fetch.add_argument("--no-progress", action="store_true")
+    fetch.set_defaults(handler=cmd_fetch)
+    return parser
+
+
+def eval_overrides(args: argparse.Namespace) -> list[Any]:
+    """Config overrides from the ``eval`` options, in the order they apply."""
+    overrides: list[Any] = list(args.overrides)
+    if args.model:
+        overrides += [("model.path", args.model), ("model.url", None), ("model.size", None), ("model.sha256", None)]
+    if args.annotations:
+        overrides.append(("dataset.annotations", args.annotations))
+    if args.images:
+        overrides.append(("dataset.images", args.images))
+    if args.out:
+        overrides.append(("output.dir", args.out))
+    if args.limit is not None:
+        overrides.append(("dataset.limit", args.limit))
+    return overrides
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ssd_eval.config import load_config
+    from ssd_eval.data import parse_shard
+    from ssd_eval.pipeline import evaluate
+    from ssd_eval.results import render_summary, summary_line
+
+    config = load_config(args.config, eval_overrides(args))
+    shard = parse_shard(args.shard) if args.shard else None
+    result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    if result is None:
+        print(f"shard {args.shard} of {config.variant} written to "
+              f"{config.out_dir / f'shard-{shard[0]}-of-{shard[1]}'}; score all shards with 'ssd-eval merge'")
+        return 0
+    print(render_summary([summary_line(result)]))
+    print(f"results: {result.files['metrics']}  {result.files['detections']}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ssd_eval.pipeline import merge_shards
+    from ssd_eval.results import render_summary, summary_line
+
+    result = merge_shards(args.shards, args.out)
+    print(render_summary([summary_line(result)]))
+    print(f"results: {result.files['metrics']}  {result.files['detections']}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from ssd_eval.table import write_table
+
+    write_table(Path(args.results))
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from ssd_eval.gate import run_gate
+
+    return run_gate(Path(args.baselines), Path(args.results), variants=args.variant,
+                    junit=Path(args.junit) if args.junit else None)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ssd_eval.gate import update_baselines
+
+    return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ssd_eval.report import write_report
+
+    for path in write_report(Path(args.results)):
+        print(path)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from ssd_eval import fetch
+    from ssd_eval.config import load_config
+
+    progress = not args.no_progress
+    if args.what == "models":
+        for variant in args.variant or VARIANTS:
+            config = load_config(Path("configs") / f"{variant}.yaml")
+            path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
+                                      sha256=config.model.sha256, download_missing=True, progress=progress)
+            print(f"{variant}: {path}")
+        return 0
+    config = load_config(args.config)
+    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
+                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
+                      download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress)
+    print(f"COCO: {config.dataset.annotations}  {config.dataset.images}")
+    return 0
+
+
+def configure_logging(verbosity: int) -> None:
+    """Diagnostics to stderr: warnings by default, -v info, -vv debug."""
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="ssd-eval: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for user errors, no traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"ssd-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssd-eval: interrupted; finished images stay in the resume cache: run the same command to go on",
+              file=sys.stderr)
+        return 130

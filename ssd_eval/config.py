@@ -1,0 +1,451 @@
+"""Evaluation config: YAML files with inheritance, validated into dataclasses.
+
+A config file may name a parent with ``extends: other.yaml`` (relative to the
+file). Mappings merge key by key, child over parent; anything else replaces.
+``--set a.b=value`` overrides apply last; values are parsed as YAML scalars.
+Relative paths inside a config are resolved against the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+
+from ssd_eval.errors import UserError
+
+PROTOCOLS = ("coco", "reference")
+
+# What each named protocol implies for the switches left unset (None) in a config.
+PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+    "coco": {
+        "resize_backend": "pil",
+        "skip_images_without_annotations": False,
+        "crowd_as_ground_truth": False,
+    },
+    "reference": {
+        "resize_backend": "opencv",
+        "skip_images_without_annotations": True,
+        "crowd_as_ground_truth": True,
+    },
+}
+
+
+@dataclass
+class ModelConfig:
+    """The ONNX model file, where to get it, and what it is expected to be."""
+
+    path: str = ""
+    url: Optional[str] = None
+    size: Optional[int] = None
+    sha256: Optional[str] = None
+    opset: Optional[int] = None
+    published_map: Optional[float] = None
+    parent: Optional[str] = None
+    input_name: Optional[str] = None
+    boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
+    labels_output: list[str] = field(default_factory=lambda: ["labels", "detection_classes", "classes"])
+    scores_output: list[str] = field(default_factory=lambda: ["scores", "detection_scores"])
+
+
+@dataclass
+class DatasetConfig:
+    """A COCO-format annotation file, its image folder and which images to use."""
+
+    annotations: str = ""
+    images: str = ""
+    annotations_url: Optional[str] = None
+    images_url: Optional[str] = None
+    downloads_dir: str = "data/downloads"
+    limit: Optional[int] = None
+    on_bad_image: Literal["error", "skip"] = "error"
+    skip_images_without_annotations: Optional[bool] = None
+
+
+@dataclass
+class PreprocessConfig:
+    """How an image becomes the model's input tensor."""
+
+    input_size: list[int] = field(default_factory=lambda: [1200, 1200])  # height, width
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    scale: float = 1.0 / 255.0
+    resize_backend: Optional[Literal["pil", "opencv"]] = None
+
+
+@dataclass
+class PostprocessConfig:
+    """How raw model outputs become COCO results."""
+
+    max_detections: int = 100
+    score_threshold: float = 0.0
+    # Explicit COCO category id for contiguous labels 1..K; default: sorted ids of the file.
+    label_map: Optional[list[int]] = None
+
+
+@dataclass
+class RuntimeConfig:
+    """onnxruntime session settings."""
+
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    optimized_model_cache: Optional[str] = None
+    batch_size: int = 1
+
+
+@dataclass
+class PipelineConfig:
+    """The decode/preprocess pool that runs ahead of inference."""
+
+    workers: int = 0  # 0: sized to the machine
+    mode: Literal["thread", "process"] = "thread"
+    prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
+
+
+@dataclass
+class MetricsConfig:
+    """How detections are scored."""
+
+    backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
+    crowd_as_ground_truth: Optional[bool] = None
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and whether finished images are cached for resume."""
+
+    # {run} is the variant, plus "-<protocol>" when the protocol is not plain coco.
+    dir: str = "results/{run}"
+    resume: bool = True
+
+
+@dataclass
+class Config:
+    """A whole evaluation run."""
+
+    variant: str = "custom"
+    protocol: Literal["coco", "reference"] = "coco"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in."""
+        protocol = self.protocol_label()
+        run = self.variant if protocol == "coco" else f"{self.variant}-{protocol}"
+        text = self.output.dir.replace("{run}", run).replace("{variant}", self.variant)
+        return Path(text.replace("{protocol}", protocol))
+
+    def switches(self) -> dict[str, Any]:
+        """The protocol switches in force (explicit values, else the protocol's preset)."""
+        preset = PROTOCOL_PRESETS[self.protocol]
+        explicit = {
+            "resize_backend": self.preprocess.resize_backend,
+            "skip_images_without_annotations": self.dataset.skip_images_without_annotations,
+            "crowd_as_ground_truth": self.metrics.crowd_as_ground_truth,
+        }
+        return {k: (preset[k] if v is None else v) for k, v in explicit.items()}
+
+    def protocol_label(self) -> str:
+        """``coco`` / ``reference`` when the switches match that preset, else ``custom(...)``."""
+        switches = self.switches()
+        for name, preset in PROTOCOL_PRESETS.items():
+            if switches == preset:
+                return name
+        differing = [f"{k}={v}" for k, v in switches.items() if PROTOCOL_PRESETS[self.protocol][k] != v]
+        return f"{self.protocol}+" + ",".join(differing)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (without internal bookkeeping)."""
+        data = dataclasses.asdict(self)
+        data.pop("source", None)
+        return data
+
+    def sha256(self) -> str:
+        """A stable hash of the resolved config."""
+        return hash_data(self.to_dict())
+
+
+def hash_data(data: Any) -> str:
+    """sha256 of the canonical JSON form of ``data``."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_config(path: str | Path, overrides: Sequence[str | tuple[str, Any]] = ()) -> Config:
+    """Load a YAML config (following ``extends``), apply overrides, validate.
+
+    Each override is ``"a.b=value"`` (value parsed as YAML) or a ``(key, value)`` pair.
+    """
+    path = Path(path)
+    merged, origins = _load_merged(path, seen=())
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        _set_dotted(merged, key, value, origin="--set", origins=origins)
+    config = config_from_dict(merged, origins=origins, default_origin=str(path))
+    config.source = str(path)
+    return config
+
+
+def config_from_dict(
+    data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
+) -> Config:
+    """Validate a plain mapping into a Config; errors name the offending key and its file."""
+    origins = origins or {}
+    config = _build(Config, data, prefix="", origins=origins, default_origin=default_origin)
+    _check_values(config, origins, default_origin)
+    return config
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` into the dotted key and the YAML-parsed value."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. --set runtime.batch_size=2")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted-key overrides applied and validated again."""
+    data = config.to_dict()
+    origins: dict[str, str] = {}
+    for key, value in overrides.items():
+        _set_dotted(data, key, value, origin="command line", origins=origins)
+    new = config_from_dict(data, origins=origins, default_origin=config.source)
+    new.source = config.source
+    return new
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise UserError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}:{where}: malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys, not {type(data).__name__}")
+    parent_name = data.pop("extends", None)
+    origins: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    if parent_name is not None:
+        if not isinstance(parent_name, str):
+            raise UserError(f"{path}: key 'extends' must be a file name")
+        merged, origins = _load_merged(path.parent / parent_name, seen + (resolved,))
+    _check_unknown_keys(data, Config, prefix="", origin=str(path))
+    _deep_merge(merged, data, origin=str(path), origins=origins, prefix="")
+    return merged, origins
+
+
+def _deep_merge(base: dict, update: dict, *, origin: str, origins: dict[str, str], prefix: str) -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, origin=origin, origins=origins, prefix=dotted + ".")
+        else:
+            base[key] = value
+            origins[dotted] = origin
+            if isinstance(value, dict):
+                for sub in _dotted_keys(value, dotted + "."):
+                    origins[sub] = origin
+
+
+def _dotted_keys(data: dict, prefix: str) -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys.append(prefix + str(key))
+        if isinstance(value, dict):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def _set_dotted(data: dict, key: str, value: Any, *, origin: str, origins: dict[str, str]) -> None:
+    parts = key.split(".")
+    node: Any = data
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        fields = _public_fields(cls) if cls is not None else {}
+        if cls is not None and part not in fields:
+            raise UserError(f"{origin}: unknown key {key!r}{_suggest(part, fields)}")
+        hint = _field_type(cls, part) if cls is not None else None
+        cls = hint if dataclasses.is_dataclass(hint) else None
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+    origins[key] = origin
+
+
+def _check_unknown_keys(data: dict, cls: type, *, prefix: str, origin: str) -> None:
+    fields = _public_fields(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise UserError(f"{origin}: unknown key {prefix + str(key)!r}{_suggest(str(key), fields)}")
+        hint = _field_type(cls, key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _check_unknown_keys(value, hint, prefix=f"{prefix}{key}.", origin=origin)
+
+
+def _suggest(name: str, fields: dict) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _public_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], default_origin: str) -> Any:
+    where = origins.get(prefix.rstrip("."), default_origin)
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: key {prefix.rstrip('.')!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = _public_fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in fields:
+            raise UserError(f"{origins.get(dotted, default_origin)}: unknown key {dotted!r}{_suggest(str(key), fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, prefix=dotted + ".", origins=origins, default_origin=default_origin)
+        else:
+            kwargs[key] = _coerce(value, hint, dotted, origins.get(dotted, default_origin))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
+    ok, coerced = _match(value, hint)
+    if not ok:
+        raise UserError(f"{origin}: key {key!r} must be {_describe(hint)}, got {value!r}")
+    return coerced
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, coerced = _match(value, arg)
+            if ok:
+                return True, coerced
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if origin is Literal:
+        return value in args, value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, None
+        items = []
+        for item in value:
+            ok, coerced = _match(item, args[0])
+            if not ok:
+                return False, None
+            items.append(coerced)
+        return True, items
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is str:
+        return isinstance(value, str), value
+    if hint is Any:
+        return True, value
+    return False, None
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        return text + " or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _check_values(config: Config, origins: dict[str, str], default_origin: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise UserError(f"{origins.get(key, default_origin)}: key {key!r} {message}")
+
+    pre = config.preprocess
+    if len(pre.input_size) != 2 or min(pre.input_size) <= 0:
+        fail("preprocess.input_size", f"must be [height, width] of positive integers, got {pre.input_size}")
+    if len(pre.mean) != 3:
+        fail("preprocess.mean", f"must have 3 values (R, G, B), got {pre.mean}")
+    if len(pre.std) != 3 or min(pre.std) <= 0:
+        fail("preprocess.std", f"must have 3 positive values (R, G, B), got {pre.std}")
+    if config.postprocess.max_detections <= 0:
+        fail("postprocess.max_detections", "must be positive")
+    if config.runtime.batch_size <= 0:
+        fail("runtime.batch_size", "must be positive")
+    if config.dataset.limit is not None and config.dataset.limit <= 0:
+        fail("dataset.limit", "must be a positive number of images")
+    if config.pipeline.workers < 0 or config.pipeline.prefetch < 0:
+        fail("pipeline.workers", "and pipeline.prefetch must not be negative")
+    if not config.runtime.providers:
+        fail("runtime.providers", "must name at least one execution provider")
+    sha = config.model.sha256
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+        fail("model.sha256", f"must be 64 hex digits or null, got {sha!r}")
+    if not config.model.path:
+        fail("model.path", "must be set (or pass --model PATH)")
+    if not config.dataset.annotations:
+        fail("dataset.annotations", "must be set (or pass --annotations PATH)")
+    if not config.dataset.images:
+        fail("dataset.images", "must be set (or pass --images DIR)")

@@ -1,0 +1,160 @@
+"""COCO-format annotations and images: load once, select image ids, decode images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ssd_eval.errors import UserError
+
+
+class BadImageError(UserError):
+    """An image file that is missing, unreadable, or not the size its annotation says."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image entry of the annotation file, with its resolved path."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    path: Path
+
+
+@dataclass
+class CocoDataset:
+    """A parsed COCO annotation file (kept as plain data for scoring) and its images."""
+
+    annotations_path: Path
+    images_dir: Path
+    gt: dict[str, Any]
+    images: dict[int, ImageRecord]
+    category_ids: list[int]
+    category_names: dict[int, str]
+    annotated_image_ids: frozenset[int]
+    sha256: str
+
+
+def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> CocoDataset:
+    """Read and check a COCO instances file; image paths are resolved under ``images_dir``."""
+    path = Path(annotations_path)
+    if not path.is_file():
+        raise UserError(f"{path}: annotation file not found (dataset.annotations)")
+    raw = path.read_bytes()
+    try:
+        gt = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a COCO annotation file: invalid JSON ({exc})") from None
+    _check_coco_structure(gt, path)
+    images_dir = Path(images_dir)
+    images = {}
+    for entry in gt["images"]:
+        record = ImageRecord(
+            id=int(entry["id"]),
+            file_name=str(entry["file_name"]),
+            width=int(entry["width"]),
+            height=int(entry["height"]),
+            path=images_dir / str(entry["file_name"]),
+        )
+        if record.id in images:
+            raise UserError(f"{path}: image id {record.id} appears twice in 'images'")
+        images[record.id] = record
+    categories = sorted(gt["categories"], key=lambda c: int(c["id"]))
+    annotated = frozenset(int(a["image_id"]) for a in gt["annotations"])
+    unknown = annotated - images.keys()
+    if unknown:
+        raise UserError(f"{path}: annotations refer to image id {min(unknown)}, which is not in 'images'")
+    return CocoDataset(
+        annotations_path=path,
+        images_dir=images_dir,
+        gt=gt,
+        images=images,
+        category_ids=[int(c["id"]) for c in categories],
+        category_names={int(c["id"]): str(c.get("name", c["id"])) for c in categories},
+        annotated_image_ids=annotated,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _check_coco_structure(gt: Any, path: Path) -> None:
+    if not isinstance(gt, dict):
+        raise UserError(f"{path}: not a COCO annotation file: top level is not an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise UserError(f"{path}: not a COCO annotation file: missing list {key!r}")
+    if not gt["categories"]:
+        raise UserError(f"{path}: not a COCO annotation file: 'categories' is empty")
+    required = {
+        "images": ("id", "file_name", "width", "height"),
+        "annotations": ("id", "image_id", "category_id", "bbox"),
+        "categories": ("id", "name"),
+    }
+    for key, fields in required.items():
+        for index, entry in enumerate(gt[key]):
+            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+            if missing:
+                raise UserError(f"{path}: not a COCO annotation file: {key}[{index}] lacks {missing[0]!r}")
+    for index, ann in enumerate(gt["annotations"]):
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise UserError(f"{path}: annotations[{index}] bbox must be [x, y, width, height]")
+
+
+def select_image_ids(
+    dataset: CocoDataset,
+    *,
+    limit: int | None = None,
+    skip_images_without_annotations: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> list[int]:
+    """The image ids to evaluate, in ascending id order.
+
+    ``limit`` keeps the first N ids; ``shard=(i, n)`` (1-based) then keeps the i-th of
+    n contiguous, deterministic slices.
+    """
+    ids = sorted(dataset.images)
+    if skip_images_without_annotations:
+        ids = [i for i in ids if i in dataset.annotated_image_ids]
+    if limit is not None:
+        ids = ids[:limit]
+    if shard is not None:
+        index, count = shard
+        ids = ids[(index - 1) * len(ids) // count : index * len(ids) // count]
+    return ids
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (1 <= i <= n) into ``(i, n)``."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/n, e.g. --shard 2/4") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {text!r}: i must be between 1 and n")
+    return index, count
+
+
+def read_image(record: ImageRecord) -> Image.Image:
+    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation)."""
+    try:
+        with Image.open(record.path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except FileNotFoundError:
+        raise BadImageError(f"{record.path}: image file not found (image id {record.id})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImageError(f"{record.path}: cannot decode image (image id {record.id}): {exc}") from None
+    if rgb.size != (record.width, record.height):
+        raise BadImageError(
+            f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
+            f"{record.width}x{record.height} (image id {record.id})"
+        )
+    return rgb

@@ -1,0 +1,152 @@
+"""Score COCO results against ground truth with pycocotools (or faster-coco-eval)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ssd_eval.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+BACKENDS = ("pycocotools", "faster-coco-eval")
+
+
+@dataclass
+class Scores:
+    """The outcome of one COCOeval bbox run."""
+
+    stats: list[float]
+    per_category_ap: dict[str, float]
+    pr_curves: dict[str, list[float]]
+    warnings: list[str] = field(default_factory=list)
+
+    def named(self) -> dict[str, float]:
+        """The 12 stats under their readable names."""
+        return dict(zip(STAT_NAMES, self.stats))
+
+
+def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> dict[str, Any]:
+    """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes."""
+    prepared = {k: v for k, v in gt.items() if k != "annotations"}
+    annotations = []
+    for ann in gt["annotations"]:
+        ann = dict(ann)
+        ann["bbox"] = list(ann["bbox"])
+        ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
+        ann["iscrowd"] = 0 if crowd_as_ground_truth else int(ann.get("iscrowd", 0))
+        annotations.append(ann)
+    prepared["annotations"] = annotations
+    return prepared
+
+
+def check_detections(detections: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int],
+                     source: str) -> None:
+    """Reject results whose image or category ids are not in the evaluated set."""
+    images = set(image_ids)
+    categories = set(category_ids)
+    for det in detections:
+        if det["image_id"] not in images:
+            raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
+                            "evaluated images of the annotation file")
+        if det["category_id"] not in categories:
+            raise UserError(f"{source}: detections use category id {det['category_id']}, which is not a category "
+                            "of the annotation file (contiguous labels must be mapped to COCO ids)")
+
+
+def score_detections(
+    gt: dict[str, Any],
+    detections: Sequence[dict],
+    image_ids: Sequence[int],
+    *,
+    crowd_as_ground_truth: bool = False,
+    backend: str = "pycocotools",
+    source: str = "detections",
+) -> Scores:
+    """COCO bbox metrics of ``detections`` over exactly ``image_ids``."""
+    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
+    category_ids = sorted(int(c["id"]) for c in prepared["categories"])
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
+    check_detections(detections, image_ids, category_ids, source)
+    if not detections:
+        message = f"{source}: no detections to score; every metric is 0"
+        log.warning(message)
+        zero_curve = [0.0] * 101
+        return Scores(
+            stats=[0.0] * 12,
+            per_category_ap={names[c]: 0.0 for c in category_ids},
+            pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
+            warnings=[message],
+        )
+    # pycocotools' loadRes mutates the dicts it is given: hand it copies.
+    results = [dict(d, bbox=list(d["bbox"])) for d in detections]
+    evaluator = _run_cocoeval(prepared, results, sorted(image_ids), backend)
+    precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, maxDets]
+    return Scores(
+        stats=[float(s) for s in evaluator.stats[:12]],
+        per_category_ap=_per_category_ap(precision, list(evaluator.params.catIds), names),
+        pr_curves={
+            "recall": _recall_points(),
+            "iou50": _mean_curve(precision[0]),
+            "iou75": _mean_curve(precision[5]),
+        },
+    )
+
+
+def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], backend: str):
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        if backend == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+
+            ground_truth = COCO()
+            ground_truth.dataset = copy.deepcopy(prepared)
+            ground_truth.createIndex()
+            evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        elif backend == "faster-coco-eval":
+            try:
+                from faster_coco_eval import COCO, COCOeval_faster
+            except ImportError:
+                raise UserError("metrics.backend 'faster-coco-eval' is not installed: "
+                                "pip install -e '.[fast]' (or set metrics.backend: pycocotools)") from None
+            ground_truth = COCO(copy.deepcopy(prepared))
+            evaluator = COCOeval_faster(ground_truth, ground_truth.loadRes(results), "bbox")
+        else:
+            raise UserError(f"metrics.backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    log.debug("COCOeval output:\n%s", captured.getvalue())
+    return evaluator
+
+
+def _recall_points() -> list[float]:
+    return [round(r, 2) for r in np.linspace(0.0, 1.0, 101)]
+
+
+def _mean_curve(precision: np.ndarray) -> list[float]:
+    """Mean precision over categories at each recall point (area all, maxDets 100)."""
+    values = precision[:, :, 0, -1]  # [recall, category]
+    curve = []
+    for row in values:
+        valid = row[row > -1]
+        curve.append(float(valid.mean()) if valid.size else 0.0)
+    return curve
+
+
+def _per_category_ap(precision: np.ndarray, category_ids: list[int], names: dict[int, str]) -> dict[str, float]:
+    result = {}
+    for k, category in enumerate(category_ids):
+        values = precision[:, :, k, 0, -1]
+        valid = values[values > -1]
+        result[names[category]] = float(valid.mean()) if valid.size else -1.0
+    return result

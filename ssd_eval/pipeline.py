@@ -1,0 +1,393 @@
+"""One evaluation run, end to end: data -> preprocess -> runner -> postprocess -> metrics -> results.
+
+Decoding and preprocessing run ahead of inference in a bounded pool; postprocessing
+and the resume cache are handled by a writer thread, so ``session.run`` is the only
+work on the main thread's critical path.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as futures
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ssd_eval import data, fetch, postprocess, preprocess
+from ssd_eval.cache import DetectionCache
+from ssd_eval.config import Config, hash_data
+from ssd_eval.errors import UserError
+from ssd_eval.metrics import score_detections
+from ssd_eval.results import EvalResult, atomic_write_json, atomic_write_text, detections_text, write_result
+from ssd_eval.runner import Detector
+
+log = logging.getLogger(__name__)
+
+SHARD_FILE = "shard.json"
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything a pool worker needs to turn an image file into a tensor (picklable)."""
+
+    size_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float
+    backend: str
+
+
+def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams) -> np.ndarray:
+    """Decode one image and make it a model input (runs in a pool worker)."""
+    image = data.read_image(record)
+    return preprocess.preprocess(image, size_hw=params.size_hw, mean=params.mean, std=params.std,
+                                 scale=params.scale, backend=params.backend)
+
+
+def prefetch_images(
+    records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int
+) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
+    """Preprocessed images in input order, computed ``depth`` images ahead by a pool."""
+    pool_type = futures.ProcessPoolExecutor if mode == "process" else futures.ThreadPoolExecutor
+    records = iter(records)
+    with pool_type(max_workers=workers) as pool:
+        window: collections.deque = collections.deque()
+
+        def submit_next() -> None:
+            record = next(records, None)
+            if record is not None:
+                window.append((record, pool.submit(load_and_preprocess, record, params)))
+
+        for _ in range(depth):
+            submit_next()
+        try:
+            while window:
+                record, future = window.popleft()
+                submit_next()
+                try:
+                    yield record, future.result()
+                except data.BadImageError as exc:
+                    yield record, exc
+        finally:
+            for _, future in window:
+                future.cancel()
+
+
+def cache_key(config: Config, model_sha256: str, categories: np.ndarray) -> dict[str, Any]:
+    """What determines one image's detections: model, preprocessing, postprocessing."""
+    switches = config.switches()
+    pre = dict(config.preprocess.__dict__, resize_backend=switches["resize_backend"])
+    post = dict(config.postprocess.__dict__, label_map=[int(c) for c in categories[1:]])
+    return {
+        "model_sha256": model_sha256,
+        "preprocess_sha256": hash_data(pre),
+        "postprocess_sha256": hash_data(post),
+    }
+
+
+def evaluate(
+    config: Config,
+    *,
+    shard: tuple[int, int] | None = None,
+    fresh: bool = False,
+    download: bool = False,
+    progress: bool = True,
+) -> EvalResult | None:
+    """Evaluate ``config`` and write its results; returns the result (None for a shard)."""
+    started = time.perf_counter()
+    switches = config.switches()
+    out_dir = config.out_dir if shard is None else config.out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+    model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
+                                    sha256=config.model.sha256, download_missing=download, progress=progress)
+    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
+                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
+                      download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
+                      progress=progress)
+    if switches["resize_backend"] == "opencv":
+        preprocess.import_opencv()  # fail before any work when OpenCV is missing
+    dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
+    image_ids = data.select_image_ids(
+        dataset, limit=config.dataset.limit,
+        skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
+    if not image_ids:
+        raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
+    model_sha256 = fetch.sha256_of(model_path)
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = out_dir / "cache.jsonl"
+    key = cache_key(config, model_sha256, categories)
+    with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume) as cache:
+        resumed = sum(1 for i in image_ids if i in cache.entries)
+        todo = [dataset.images[i] for i in image_ids if i not in cache.entries]
+        if resumed:
+            log.warning("resuming: %d of %d images already done in %s", resumed, len(image_ids), cache_path)
+        loop_started = time.perf_counter()
+        skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
+        loop_seconds = time.perf_counter() - loop_started
+        evaluated = [i for i in image_ids if i in cache.entries]
+        detections = [d for i in evaluated for d in cache.entries[i]]
+
+    provenance = {
+        "model": {"path": str(model_path), "sha256": model_sha256, "size": model_path.stat().st_size},
+        "annotations": {"path": str(dataset.annotations_path), "sha256": dataset.sha256},
+        "images_dir": str(dataset.images_dir),
+        "config": config.to_dict(),
+        "config_sha256": config.sha256(),
+        "config_file": config.source,
+        "images": len(evaluated),
+        "image_ids_sha256": hash_data(evaluated),
+        "skipped_images": skipped,
+        "detections": len(detections),
+        "limit": config.dataset.limit,
+        "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
+        "runtime": {
+            "onnxruntime": _version("onnxruntime"),
+            "providers_requested": list(config.runtime.providers),
+            "providers": detector.providers,
+            "intra_op_threads": config.runtime.intra_op_threads,
+            "inter_op_threads": config.runtime.inter_op_threads,
+            "batch_size": config.runtime.batch_size,
+        },
+        "versions": versions(),
+        "host": host_info(),
+        "metrics_backend": config.metrics.backend,
+        "resumed_images": resumed,
+        "inference_time_s": round(detector.inference_seconds, 3),
+        "images_per_s": round(len(todo) / loop_seconds, 3) if todo and loop_seconds > 0 else None,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if shard is not None:
+        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        _write_shard(out_dir, config, shard, evaluated, detections, provenance)
+        log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
+                 len(detections), out_dir)
+        return None
+    scores = score_detections(dataset.gt, detections, evaluated,
+                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                              backend=config.metrics.backend, source=str(cache_path))
+    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+    result = EvalResult(
+        variant=config.variant,
+        protocol=config.protocol_label(),
+        protocol_switches=switches,
+        scores=scores,
+        provenance=provenance,
+        parent=config.model.parent,
+        published_map=config.model.published_map,
+    )
+    write_result(result, detections, out_dir)
+    return result
+
+
+def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
+                cache: DetectionCache, *, progress: bool) -> list[dict[str, Any]]:
+    """Infer every image in ``todo`` and record its detections in the cache; returns skipped images."""
+    if not todo:
+        return []
+    switches = config.switches()
+    params = PreprocessParams(
+        size_hw=tuple(config.preprocess.input_size), mean=tuple(config.preprocess.mean),
+        std=tuple(config.preprocess.std), scale=config.preprocess.scale, backend=switches["resize_backend"])
+    workers = config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+    batch_size = config.runtime.batch_size
+    depth = config.pipeline.prefetch or 2 * workers * batch_size
+    skipped: list[dict[str, Any]] = []
+    pending: collections.deque[futures.Future] = collections.deque()
+
+    def finish(records: list[data.ImageRecord], raws) -> None:
+        for record, raw in zip(records, raws):
+            detections = postprocess.to_coco_results(
+                raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
+                categories=categories, max_detections=config.postprocess.max_detections,
+                score_threshold=config.postprocess.score_threshold)
+            cache.add(record.id, detections)
+
+    bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
+    with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
+        batch_records: list[data.ImageRecord] = []
+        batch_arrays: list[np.ndarray] = []
+
+        def flush_batch() -> None:
+            raws = detector.run(np.stack(batch_arrays))
+            pending.append(writer.submit(finish, list(batch_records), raws))
+            bar.update(len(batch_records))
+            batch_records.clear()
+            batch_arrays.clear()
+            while pending and (pending[0].done() or len(pending) > depth):
+                pending.popleft().result()  # re-raises a postprocessing error here
+
+        stream = prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode, depth=depth)
+        for record, array in stream:
+            if isinstance(array, data.BadImageError):
+                if config.dataset.on_bad_image != "skip":
+                    raise array
+                log.warning("skipping %s", array)
+                skipped.append({"image_id": record.id, "file": str(record.path), "reason": str(array)})
+                bar.update(1)
+                continue
+            batch_records.append(record)
+            batch_arrays.append(array)
+            if len(batch_records) == batch_size:
+                flush_batch()
+        if batch_records:
+            flush_batch()
+        while pending:
+            pending.popleft().result()
+    return skipped
+
+
+def _write_shard(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
+                 detections: list[dict], provenance: dict[str, Any]) -> None:
+    atomic_write_text(out_dir / "detections.json", detections_text(detections))
+    atomic_write_json(out_dir / SHARD_FILE, {
+        "variant": config.variant,
+        "shard": list(shard),
+        "image_ids": image_ids,
+        "identity": shard_identity(config, provenance),
+        "provenance": provenance,
+    })
+
+
+def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
+    """What every shard of one evaluation must share to be merged."""
+    config_data = config.to_dict()
+    for volatile in ("output", "pipeline", "runtime"):
+        config_data.pop(volatile)
+    return {
+        "model_sha256": provenance["model"]["sha256"],
+        "annotations_sha256": provenance["annotations"]["sha256"],
+        "config_sha256": hash_data(config_data),
+    }
+
+
+def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> EvalResult:
+    """Score shard outputs together after checking they cover the image set exactly once."""
+    if not shard_dirs:
+        raise UserError("merge: name the shard directories to merge")
+    shards = []
+    for directory in shard_dirs:
+        path = Path(directory) / SHARD_FILE
+        try:
+            manifest = json.loads(path.read_text())
+            shard_detections = json.loads((Path(directory) / "detections.json").read_text())
+        except FileNotFoundError as exc:
+            raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{directory}: unreadable shard file ({exc})") from None
+        shards.append((Path(directory), manifest, shard_detections))
+    first_dir, first, _ = shards[0]
+    total = first["shard"][1]
+    for directory, manifest, _ in shards[1:]:
+        if manifest["identity"] != first["identity"]:
+            raise UserError(f"{directory}: shard was made with a different model, annotation file or config than "
+                            f"{first_dir} ({_identity_difference(first['identity'], manifest['identity'])})")
+        if manifest["shard"][1] != total:
+            raise UserError(f"{directory}: shard {manifest['shard'][0]}/{manifest['shard'][1]} does not belong to a "
+                            f"split into {total} like {first_dir}")
+    indices = collections.Counter(m["shard"][0] for _, m, _ in shards)
+    duplicated = sorted(i for i, n in indices.items() if n > 1)
+    if duplicated:
+        raise UserError(f"merge: shard {duplicated[0]}/{total} is given more than once")
+    seen: dict[int, Path] = {}
+    for directory, manifest, _ in shards:
+        for image_id in manifest["image_ids"]:
+            if image_id in seen:
+                raise UserError(f"merge: image {image_id} is in both {seen[image_id]} and {directory}")
+            seen[image_id] = directory
+    missing = sorted(set(range(1, total + 1)) - set(indices))
+    if missing:
+        raise UserError(f"merge: shard {missing[0]}/{total} is missing (got {sorted(indices)})")
+
+    provenance = first["provenance"]
+    config_data = provenance["config"]
+    from ssd_eval.config import config_from_dict
+
+    config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
+    dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
+    if dataset.sha256 != first["identity"]["annotations_sha256"]:
+        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
+    switches = config.switches()
+    expected = data.select_image_ids(dataset, limit=config.dataset.limit,
+                                     skip_images_without_annotations=switches["skip_images_without_annotations"])
+    skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
+    covered = set(seen) | {s["image_id"] for s in skipped}
+    if covered != set(expected):
+        absent = sorted(set(expected) - covered)
+        raise UserError(f"merge: the shards do not cover the image set (e.g. image {absent[0] if absent else '?'} "
+                        "is missing)")
+    image_ids = sorted(seen)
+    by_image = collections.defaultdict(list)
+    for _, _, shard_detections in shards:
+        for det in shard_detections:
+            by_image[det["image_id"]].append(det)
+    detections = [d for i in image_ids for d in by_image[i]]
+    scores = score_detections(dataset.gt, detections, image_ids,
+                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                              backend=config.metrics.backend, source="merged shards")
+    merged = dict(provenance)
+    merged.update({
+        "images": len(image_ids),
+        "image_ids_sha256": hash_data(image_ids),
+        "skipped_images": skipped,
+        "detections": len(detections),
+        "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
+        "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
+        "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
+        "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
+        "images_per_s": None,  # shards ran in parallel or apart: no meaningful single rate
+        "merged_from": [str(d) for d, _, _ in shards],
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
+                        scores=scores, provenance=merged, parent=config.model.parent,
+                        published_map=config.model.published_map)
+    write_result(result, detections, Path(out_dir) if out_dir else config.out_dir)
+    return result
+
+
+def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in sorted(a) if a.get(k) != b.get(k))
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that shape a result."""
+    found = {"python": platform.python_version()}
+    for name in ("ssd_eval", "numpy", "onnxruntime", "pycocotools", "pillow", "opencv-python-headless",
+                 "faster-coco-eval"):
+        found[name] = _version(name)
+    return found
+
+
+def _version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model, core count and platform of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+

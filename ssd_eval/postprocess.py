@@ -1,0 +1,65 @@
+"""Raw model output -> COCO results: pixel xywh, real category ids, top-k per image."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ssd_eval.errors import UserError
+
+
+def label_map(category_ids: Sequence[int], explicit: Sequence[int] | None = None) -> np.ndarray:
+    """Lookup table from contiguous label k (1..K) to COCO category id; index 0 is unused.
+
+    Default: label k is the k-th smallest category id of the annotation file.
+    """
+    ids = list(explicit) if explicit is not None else sorted(category_ids)
+    if explicit is not None:
+        unknown = sorted(set(ids) - set(category_ids))
+        if unknown:
+            raise UserError(f"postprocess.label_map names category id {unknown[0]}, "
+                            "which is not in the annotation file's categories")
+    return np.asarray([0] + ids, dtype=np.int64)
+
+
+def to_coco_results(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    image_id: int,
+    width: int,
+    height: int,
+    categories: np.ndarray,
+    max_detections: int = 100,
+    score_threshold: float = 0.0,
+) -> list[dict]:
+    """One image's detections as COCO result dicts, best score first, at most ``max_detections``.
+
+    ``boxes`` are normalized [x_min, y_min, x_max, y_max]; they are clipped to the image
+    and scaled to its original pixel size as [x, y, width, height].
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    bad = (labels < 1) | (labels >= len(categories))
+    if bad.any():
+        raise UserError(f"image {image_id}: the model produced label {int(labels[bad][0])}, outside "
+                        f"1..{len(categories) - 1} (contiguous labels; see postprocess.label_map)")
+    keep = np.flatnonzero(np.asarray(scores) >= score_threshold)
+    order = keep[np.argsort(-np.asarray(scores, dtype=np.float64)[keep], kind="stable")][:max_detections]
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    pixel = np.clip(np.asarray(boxes, dtype=np.float64)[order], 0.0, 1.0) * scale
+    x, y = pixel[:, 0], pixel[:, 1]
+    w = np.maximum(pixel[:, 2] - x, 0.0)
+    h = np.maximum(pixel[:, 3] - y, 0.0)
+    category = categories[labels[order]]
+    score = np.asarray(scores, dtype=np.float64)[order]
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(category[i]),
+            "bbox": [float(x[i]), float(y[i]), float(w[i]), float(h[i])],
+            "score": float(score[i]),
+        }
+        for i in range(len(order))
+    ]

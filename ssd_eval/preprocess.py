@@ -1,0 +1,63 @@
+"""Image -> model input tensor: resize, scale, normalize, HWC -> CHW."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ssd_eval.errors import UserError
+
+RESIZE_BACKENDS = ("pil", "opencv")
+
+
+def resize(image: Image.Image, size_hw: Sequence[int], backend: str) -> np.ndarray:
+    """Bilinear resize of an RGB image to ``(height, width)``; returns uint8 HWC.
+
+    ``pil`` is PIL's bilinear filter (antialiased when shrinking, as the Model Zoo
+    README does); ``opencv`` is ``cv2.resize(INTER_LINEAR)`` (no antialiasing, as the
+    Intel Neural Compressor and MLPerf scripts do).
+    """
+    height, width = int(size_hw[0]), int(size_hw[1])
+    if backend == "pil":
+        return np.asarray(image.resize((width, height), Image.BILINEAR))
+    if backend == "opencv":
+        cv2 = import_opencv()
+        return cv2.resize(np.asarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+    raise UserError(f"resize backend {backend!r} is not one of {', '.join(RESIZE_BACKENDS)}")
+
+
+def import_opencv():
+    """The cv2 module, or a UserError saying how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError(
+            "resize_backend 'opencv' needs OpenCV, which is not installed: pip install -e '.[opencv]' "
+            "(or set preprocess.resize_backend: pil)"
+        ) from None
+    return cv2
+
+
+def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW: ``(pixels * scale - mean) / std`` per channel."""
+    gain = (np.float32(scale) / np.asarray(std, dtype=np.float32)).reshape(3, 1, 1)
+    offset = (-np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)).reshape(3, 1, 1)
+    chw = pixels.transpose(2, 0, 1).astype(np.float32)
+    chw *= gain
+    chw += offset
+    return chw
+
+
+def preprocess(
+    image: Image.Image,
+    *,
+    size_hw: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale: float,
+    backend: str,
+) -> np.ndarray:
+    """An RGB image as the model's float32 (3, H, W) input."""
+    return normalize(resize(image, size_hw, backend), mean, std, scale)

@@ -1,0 +1,126 @@
+"""What a run leaves behind: metrics.json, detections.json, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssd_eval.metrics import STAT_NAMES, Scores
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvalResult:
+    """A finished evaluation: the scores plus everything needed to trust them."""
+
+    variant: str
+    protocol: str
+    protocol_switches: dict[str, Any]
+    scores: Scores
+    provenance: dict[str, Any]
+    parent: str | None = None
+    published_map: float | None = None
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def map(self) -> float:
+        """COCO mAP @[.50:.95]."""
+        return self.scores.stats[0]
+
+    def to_document(self) -> dict[str, Any]:
+        """The metrics.json document (see docs/FORMATS.md)."""
+        document: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "variant": self.variant,
+            "parent": self.parent,
+            "published_map": self.published_map,
+            "protocol": self.protocol,
+            "protocol_switches": self.protocol_switches,
+            "stats": self.scores.stats,
+        }
+        document.update(self.scores.named())
+        document["per_category_ap"] = self.scores.per_category_ap
+        document["pr_curves"] = self.scores.pr_curves
+        document["warnings"] = self.scores.warnings
+        document["provenance"] = self.provenance
+        return document
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
+    """``atomic_write_text`` of ``data`` as JSON."""
+    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def detections_text(detections: list[dict]) -> str:
+    """detections.json content: a JSON list, one result per line (diff-friendly, exact floats)."""
+    if not detections:
+        return "[]\n"
+    return "[\n" + ",\n".join(json.dumps(d, separators=(", ", ": ")) for d in detections) + "\n]\n"
+
+
+def write_result(result: EvalResult, detections: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    """Write detections.json then metrics.json into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    files = {
+        "detections": atomic_write_text(out_dir / "detections.json", detections_text(detections)),
+        "metrics": atomic_write_json(out_dir / "metrics.json", result.to_document()),
+    }
+    result.out_dir = out_dir
+    result.files = files
+    return files
+
+
+def summary_line(result: EvalResult) -> dict[str, Any]:
+    """The short table row printed after a run."""
+    named = dict(zip(STAT_NAMES, result.scores.stats))
+    return {
+        "model": result.variant,
+        "protocol": result.protocol,
+        "images": result.provenance.get("images"),
+        "mAP": named["mAP"],
+        "AP50": named["AP50"],
+        "AP75": named["AP75"],
+        "images/s": result.provenance.get("images_per_s"),
+    }
+
+
+def render_summary(rows: list[dict[str, Any]]) -> str:
+    """Plain aligned text table of summary rows."""
+    headers = list(rows[0])
+    cells = [[_format(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+    return "-" if value is None else str(value)

@@ -1,0 +1,162 @@
+"""onnxruntime session: providers with fallback, threads, I/O found by name, batched runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.errors import UserError
+
+log = logging.getLogger(__name__)
+
+GRAPH_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    """One image's raw model output: normalized xyxy boxes, contiguous labels, scores."""
+
+    boxes: np.ndarray  # (N, 4) float32
+    labels: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N,) float32
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """The model's input and output tensor names and the input's shape."""
+
+    input_name: str
+    input_shape: tuple  # ints, or strings/None for symbolic dims
+    boxes: str
+    labels: str
+    scores: str
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the input's batch dimension is symbolic."""
+        return not isinstance(self.input_shape[0], int) or self.input_shape[0] <= 0
+
+
+def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The requested providers that are installed, in order; CPU when none of them is."""
+    chosen = [p for p in requested if p in available]
+    for provider in requested:
+        if provider not in available:
+            log.warning("execution provider %s is not available here (available: %s); skipping it",
+                        provider, ", ".join(available))
+    if not chosen:
+        log.warning("none of the requested providers is available; falling back to CPUExecutionProvider")
+        chosen = ["CPUExecutionProvider"]
+    return chosen
+
+
+def create_session(model_path: str | Path, runtime: RuntimeConfig) -> ort.InferenceSession:
+    """An InferenceSession for ``model_path`` with the config's providers, threads and optimization."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = runtime.intra_op_threads
+    options.inter_op_num_threads = runtime.inter_op_threads
+    options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[runtime.graph_optimization]
+    options.log_severity_level = 3
+    if runtime.optimized_model_cache:
+        cache = Path(runtime.optimized_model_cache)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        options.optimized_model_filepath = str(cache)
+    providers = choose_providers(runtime.providers, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line}") from None
+    log.info("session providers: %s", session.get_providers())
+    return session
+
+
+def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: str | Path) -> ModelIO:
+    """Find the image input and the boxes/labels/scores outputs by name."""
+    inputs = session.get_inputs()
+    input_names = [i.name for i in inputs]
+    if model.input_name:
+        if model.input_name not in input_names:
+            raise UserError(f"{model_path}: has no input named {model.input_name!r} (model.input_name); "
+                            f"its inputs are {input_names}")
+        image_input = next(i for i in inputs if i.name == model.input_name)
+    elif len(inputs) == 1:
+        image_input = inputs[0]
+    else:
+        raise UserError(f"{model_path}: has inputs {input_names}; set model.input_name to the image input")
+    output_names = [o.name for o in session.get_outputs()]
+
+    def find(candidates: list[str], key: str) -> str:
+        for name in candidates:
+            if name in output_names:
+                return name
+        raise UserError(f"{model_path}: none of the outputs {output_names} is named like {candidates} "
+                        f"({key}); set {key} to the right output name")
+
+    shape = tuple(d if isinstance(d, int) else None for d in image_input.shape)
+    if len(shape) != 4:
+        raise UserError(f"{model_path}: input {image_input.name!r} has shape {image_input.shape}; "
+                        "expected (batch, 3, height, width)")
+    return ModelIO(
+        input_name=image_input.name,
+        input_shape=shape,
+        boxes=find(model.boxes_output, "model.boxes_output"),
+        labels=find(model.labels_output, "model.labels_output"),
+        scores=find(model.scores_output, "model.scores_output"),
+    )
+
+
+class Detector:
+    """Runs batches of preprocessed images through an SSD-shaped ONNX model."""
+
+    def __init__(self, model_path: str | Path, model: ModelConfig, runtime: RuntimeConfig,
+                 input_size: Sequence[int]):
+        self.model_path = Path(model_path)
+        self.session = create_session(model_path, runtime)
+        self.io = resolve_io(self.session, model, model_path)
+        self.batch_size = runtime.batch_size
+        self.inference_seconds = 0.0
+        expected = (3, int(input_size[0]), int(input_size[1]))
+        fixed = self.io.input_shape[1:]
+        if any(f is not None and f != e for f, e in zip(fixed, expected)):
+            raise UserError(f"{model_path}: input {self.io.input_name!r} expects (3, H, W) = {fixed}, "
+                            f"but preprocess.input_size gives {expected[1:]}")
+        if self.batch_size > 1 and not self.io.dynamic_batch:
+            raise UserError(f"{model_path}: the model's batch dimension is fixed at {self.io.input_shape[0]}; "
+                            "it cannot run runtime.batch_size > 1 (set runtime.batch_size: 1)")
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def run(self, images: np.ndarray) -> list[RawDetections]:
+        """Detections for a (B, 3, H, W) float32 batch, one entry per image."""
+        started = time.perf_counter()
+        boxes, labels, scores = self.session.run(
+            [self.io.boxes, self.io.labels, self.io.scores], {self.io.input_name: images})
+        self.inference_seconds += time.perf_counter() - started
+        count = images.shape[0]
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(count, -1, 4)
+        labels = np.asarray(labels)
+        if labels.dtype.kind == "f":
+            if not np.all(labels == np.round(labels)):
+                raise UserError(f"{self.model_path}: output {self.io.labels!r} holds non-integer labels")
+        labels = labels.astype(np.int64).reshape(count, -1)
+        scores = np.asarray(scores, dtype=np.float32).reshape(count, -1)
+        if not boxes.shape[1] == labels.shape[1] == scores.shape[1]:
+            raise UserError(f"{self.model_path}: outputs disagree on the number of detections: "
+                            f"boxes {boxes.shape}, labels {labels.shape}, scores {scores.shape}")
+        return [RawDetections(boxes[i], labels[i], scores[i]) for i in range(count)]
