@@ -1,0 +1,543 @@
+"""Tests for ssd_eval.fetch against a local HTTP server on 127.0.0.1 (no internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+import socket
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ssd_eval.errors import UserError
+from ssd_eval.fetch import download, ensure_coco, ensure_model, sha256_of
+
+MAX_REQUESTS = 50  # a runaway retry loop fails the test instead of hanging it
+
+
+@dataclass
+class ServerState:
+    """What the fake server serves and how it misbehaves; plus what it saw."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    ignore_range: bool = False
+    drop_after: int | None = None  # send only this many body bytes, then close
+    stall_after: int | None = None  # send this many body bytes, then stall
+    corrupt: bool = False
+    requests: list[dict] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        st: ServerState = self.server.state
+        rec = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0}
+        with st.lock:
+            st.requests.append(rec)
+            too_many = len(st.requests) > MAX_REQUESTS
+        if too_many:
+            rec["status"] = 503
+            self.send_error(503)
+            return
+        data = st.files.get(self.path.lstrip("/"))
+        if data is None:
+            rec["status"] = 404
+            self.send_error(404)
+            return
+        if st.corrupt:
+            mid = len(data) // 2
+            data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+        start, status = 0, 200
+        m = re.fullmatch(r"bytes=(\d+)-", rec["range"] or "")
+        if m and not st.ignore_range:
+            start = int(m.group(1))
+            if start >= len(data):
+                rec["status"] = 416
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        body = data[start:]
+        rec["status"] = status
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        cut = st.drop_after if st.drop_after is not None else st.stall_after
+        if cut is not None and cut < len(body):
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            rec["sent"] = cut
+            if st.stall_after is not None:
+                st.release.wait(5)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+        rec["sent"] = len(body)
+
+
+@pytest.fixture
+def server():
+    state = ServerState()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.state = state
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _payload(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_one_line(err: UserError) -> str:
+    msg = str(err)
+    assert "\n" not in msg and msg
+    return msg
+
+
+DATA = _payload(300_000)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_sha256_of_matches_hashlib(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(DATA)
+    assert sha256_of(p, chunk_size=4096) == _sha(DATA)
+
+
+def test_plain_download_with_size_and_sha(server, tmp_path):
+    server.files["ssd-12.onnx"] = DATA
+    dest = tmp_path / "models" / "sub" / "ssd-12.onnx"  # parents are created
+    out = download(server.url("ssd-12.onnx"), dest, size=len(DATA), sha256=_sha(DATA).upper(),
+                   config_key="model.path", progress=False)
+    assert out == dest and dest.read_bytes() == DATA
+    assert not dest.with_name("ssd-12.onnx.part").exists()
+    assert not dest.with_name("ssd-12.onnx.sha256").exists()
+    assert [r["range"] for r in server.requests] == [None]
+
+
+def test_resume_after_interrupted_transfer(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    server.drop_after = 100_000
+    dest = tmp_path / "m.onnx"
+    part = tmp_path / "m.onnx.part"
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA),
+                 config_key="model.path", progress=False)
+    msg = _assert_one_line(ei.value)
+    assert "interrupted" in msg and server.url("m.onnx") in msg and str(dest) in msg
+    assert not dest.exists()
+    assert part.stat().st_size == 100_000
+
+    server.drop_after = None
+    download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert dest.read_bytes() == DATA and not part.exists()
+    last = server.requests[-1]
+    assert last["range"] == "bytes=100000-"
+    assert last["status"] == 206
+    assert last["sent"] == len(DATA) - 100_000
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    server.ignore_range = True
+    dest = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.part").write_bytes(b"garbage!" * 1000)  # wrong prefix: must be discarded
+    download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert dest.read_bytes() == DATA
+    assert server.requests[-1]["range"] == "bytes=8000-"
+    assert server.requests[-1]["status"] == 200
+    assert server.requests[-1]["sent"] == len(DATA)
+
+
+def test_416_on_complete_part_is_verified_without_body(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.part").write_bytes(DATA)
+    download(server.url("m.onnx"), dest, sha256=_sha(DATA), progress=False)  # size unknown
+    assert dest.read_bytes() == DATA
+    assert [r["status"] for r in server.requests] == [416]
+
+
+def test_complete_part_with_known_size_needs_no_request(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.part").write_bytes(DATA)
+    download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert dest.read_bytes() == DATA and server.requests == []
+
+
+def test_corrupted_content_rejected_and_deleted(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    server.corrupt = True
+    dest = tmp_path / "m.onnx"
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA),
+                 config_key="model.path", progress=False)
+    msg = _assert_one_line(ei.value)
+    assert "does not match expected" in msg and _sha(DATA) in msg and "model.path" in msg
+    assert "deleted" in msg and server.url("m.onnx") in msg
+    assert not dest.exists() and not (tmp_path / "m.onnx.part").exists()
+
+
+def test_corrupt_partial_file_caught_by_sha(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.part").write_bytes(b"\0" * 1000)  # resumed onto a bad prefix
+    with pytest.raises(UserError, match="sha256"):
+        download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert not dest.exists() and not (tmp_path / "m.onnx.part").exists()
+    download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert dest.read_bytes() == DATA
+
+
+def test_wrong_size_rejected(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.onnx"), dest, size=len(DATA) + 1, config_key="model.path",
+                 progress=False)
+    msg = _assert_one_line(ei.value)
+    assert str(len(DATA) + 1) in msg and "model.path" in msg
+    assert not dest.exists() and not (tmp_path / "m.onnx.part").exists()
+
+
+def test_wrong_size_rejected_for_local_copy(tmp_path):
+    src = tmp_path / "src.onnx"
+    src.write_bytes(DATA)
+    dest = tmp_path / "out" / "m.onnx"
+    with pytest.raises(UserError, match="size 300000 bytes does not match expected 5"):
+        download(str(src), dest, size=5, progress=False)
+    assert not dest.exists() and not dest.with_name("m.onnx.part").exists()
+
+
+def test_connection_refused_is_one_line_user_error(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/ssd-12.onnx"
+    dest = tmp_path / "ssd-12.onnx"
+    with pytest.raises(UserError) as ei:
+        download(url, dest, size=10, config_key="model.path", progress=False, timeout=5)
+    msg = _assert_one_line(ei.value)
+    assert msg.startswith(f"cannot download ssd-12.onnx from {url} (")
+    assert str(dest) in msg and "model.path" in msg and "refused" in msg.lower()
+    assert not dest.exists()
+
+
+def test_404_is_one_line_user_error(server, tmp_path):
+    dest = tmp_path / "ssd-12.onnx"
+    url = server.url("missing.onnx")
+    with pytest.raises(UserError) as ei:
+        download(url, dest, config_key="model.path", progress=False)
+    msg = _assert_one_line(ei.value)
+    assert url in msg and str(dest) in msg and "404" in msg and "model.path" in msg
+    assert not dest.exists() and not dest.with_name("ssd-12.onnx.part").exists()
+
+
+def test_stalled_server_times_out_and_keeps_part(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    server.stall_after = 50_000
+    dest = tmp_path / "m.onnx"
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.onnx"), dest, size=len(DATA), progress=False, timeout=0.3)
+    msg = _assert_one_line(ei.value)
+    assert "timed out" in msg and "interrupted" in msg
+    assert (tmp_path / "m.onnx.part").stat().st_size == 50_000
+    server.release.set()
+
+
+def test_file_url_and_local_path_sources(tmp_path):
+    src = tmp_path / "mirror" / "ssd-12.onnx"
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    for i, url in enumerate([src.as_uri(), str(src)]):
+        dest = tmp_path / f"out{i}" / "ssd-12.onnx"
+        download(url, dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+        assert dest.read_bytes() == DATA
+        assert not dest.with_name("ssd-12.onnx.part").exists()
+
+
+def test_local_source_corrupt_and_missing(tmp_path):
+    src = tmp_path / "ssd-12.onnx"
+    src.write_bytes(DATA)
+    dest = tmp_path / "out" / "ssd-12.onnx"
+    with pytest.raises(UserError, match="does not match expected"):
+        download(src.as_uri(), dest, sha256="0" * 64, progress=False)
+    assert not dest.exists() and src.read_bytes() == DATA  # the source is left alone
+    with pytest.raises(UserError) as ei:
+        download(str(tmp_path / "nope.onnx"), dest, config_key="model.path", progress=False)
+    msg = _assert_one_line(ei.value)
+    assert "nope.onnx" in msg and str(dest) in msg and "model.path" in msg
+
+
+def test_unsupported_scheme_and_bad_sha(tmp_path):
+    with pytest.raises(UserError, match="unsupported URL scheme"):
+        download("ftp://example.invalid/x.onnx", tmp_path / "x.onnx", progress=False)
+    with pytest.raises(UserError, match="model.sha256"):
+        download("x", tmp_path / "x.onnx", sha256="abc", config_key="model.sha256")
+
+
+def test_present_verified_file_skips_network(server, tmp_path):
+    dest = tmp_path / "m.onnx"
+    dest.write_bytes(DATA)
+    out = download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert out == dest and server.requests == []
+
+
+def test_present_mismatching_file_is_replaced(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    dest.write_bytes(b"old version")
+    download(server.url("m.onnx"), dest, size=len(DATA), sha256=_sha(DATA), progress=False)
+    assert dest.read_bytes() == DATA
+
+
+def test_unpinned_sha_writes_side_file(server, tmp_path, caplog):
+    server.files["ssd-10.onnx"] = DATA
+    dest = tmp_path / "ssd-10.onnx"
+    with caplog.at_level("INFO", logger="ssd_eval.fetch"):
+        download(server.url("ssd-10.onnx"), dest, size=len(DATA), progress=False)
+    side = tmp_path / "ssd-10.onnx.sha256"
+    assert side.read_text() == f"{_sha(DATA)}  ssd-10.onnx\n"
+    assert _sha(DATA) in caplog.text
+
+
+# --------------------------------------------------------------------------- ensure_model
+
+
+def test_ensure_model_missing_without_download(tmp_path):
+    path = tmp_path / "ssd-12.onnx"
+    url = "https://example.invalid/ssd-12.onnx"
+    with pytest.raises(UserError) as ei:
+        ensure_model(path, url=url, size=1, sha256=None, download_missing=False)
+    msg = _assert_one_line(ei.value)
+    assert msg == (f"model file {path} not found; run 'make models MODEL=ssd-12' to download it "
+                   f"from {url}, or set model.path to an existing copy")
+    with pytest.raises(UserError) as ei:
+        ensure_model(path, url=None, size=1, sha256=None, download_missing=True)
+    msg = _assert_one_line(ei.value)
+    assert str(path) in msg and "no download URL" in msg and "model.path" in msg
+
+
+def test_ensure_model_downloads_when_asked(server, tmp_path):
+    server.files["ssd-12.onnx"] = DATA
+    path = tmp_path / "models" / "ssd-12.onnx"
+    out = ensure_model(path, url=server.url("ssd-12.onnx"), size=len(DATA), sha256=_sha(DATA),
+                       download_missing=True, progress=False)
+    assert out == path and path.read_bytes() == DATA
+    n = len(server.requests)
+    ensure_model(path, url=server.url("ssd-12.onnx"), size=len(DATA), sha256=_sha(DATA),
+                 download_missing=True, progress=False)
+    assert len(server.requests) == n
+
+
+def test_ensure_model_existing_mismatch(tmp_path):
+    path = tmp_path / "ssd-12.onnx"
+    path.write_bytes(DATA)
+    want = "5ec1e058e666ef980a6213ac40088877865aafb2b6676b9af204b3828e4bb9d5"
+    with pytest.raises(UserError) as ei:
+        ensure_model(path, url=None, size=len(DATA), sha256=want, download_missing=True,
+                     config_key="models.ssd-12.path")
+    msg = _assert_one_line(ei.value)
+    assert str(path) in msg and want in msg and _sha(DATA) in msg
+    assert "delete it" in msg and "models.ssd-12.path" in msg
+    assert path.read_bytes() == DATA  # never deleted behind the user's back
+    with pytest.raises(UserError, match=f"is {len(DATA)} bytes, expected 7"):
+        ensure_model(path, url=None, size=7, sha256=None, download_missing=False)
+    assert ensure_model(path, url=None, size=len(DATA), sha256=_sha(DATA),
+                        download_missing=False) == path
+
+
+# --------------------------------------------------------------------------- ensure_coco
+
+ANN = {
+    "images": [{"id": 1, "file_name": "000000000001.jpg", "width": 8, "height": 6},
+               {"id": 2, "file_name": "000000000002.jpg", "width": 8, "height": 6}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 2],
+                     "area": 6.0, "iscrowd": 0}],
+    "categories": [{"id": 1, "name": "person"}],
+}
+
+
+def _jpg(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            if name.endswith("/"):
+                zf.writestr(zipfile.ZipInfo(name), b"")
+            else:
+                zf.writestr(name, data)
+    return buf.getvalue()
+
+
+ANN_BYTES = json.dumps(ANN).encode()
+JPGS = {"000000000001.jpg": _jpg((255, 0, 0)), "000000000002.jpg": _jpg((0, 0, 255))}
+ANN_ZIP = _zip({"annotations/instances_val2017.json": ANN_BYTES,
+                "annotations/captions_val2017.json": b"{}"})
+IMG_ZIP = _zip({"val2017/": b"", **{f"val2017/{k}": v for k, v in JPGS.items()}})
+
+
+def _coco_paths(tmp_path: Path):
+    root = tmp_path / "data" / "coco"
+    return root / "annotations" / "instances_val2017.json", root / "val2017", tmp_path / "dl"
+
+
+def test_ensure_coco_end_to_end(server, tmp_path):
+    server.files["annotations/annotations_trainval2017.zip"] = ANN_ZIP
+    server.files["zips/val2017.zip"] = IMG_ZIP
+    ann, images, downloads = _coco_paths(tmp_path)
+    kwargs = dict(annotations_url=server.url("annotations/annotations_trainval2017.zip"),
+                  images_url=server.url("zips/val2017.zip"), download_missing=True,
+                  downloads_dir=downloads, progress=False)
+    ensure_coco(ann, images, **kwargs)
+    assert ann.read_bytes() == ANN_BYTES
+    assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
+    for name, data in JPGS.items():
+        assert (images / name).read_bytes() == data
+    assert sorted(p.name for p in ann.parent.iterdir()) == ["instances_val2017.json"]
+    assert sorted(p.name for p in images.parent.iterdir()) == ["annotations", "val2017"]
+    assert (downloads / "val2017.zip").read_bytes() == IMG_ZIP
+    n = len(server.requests)
+    ensure_coco(ann, images, **kwargs)  # already there: no network
+    assert len(server.requests) == n
+
+
+def test_ensure_coco_resumes_zip_download(server, tmp_path):
+    server.files["zips/val2017.zip"] = IMG_ZIP
+    server.drop_after = len(IMG_ZIP) // 2
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    kwargs = dict(annotations_url=None, images_url=server.url("zips/val2017.zip"),
+                  download_missing=True, downloads_dir=downloads, progress=False)
+    with pytest.raises(UserError, match="interrupted"):
+        ensure_coco(ann, images, **kwargs)
+    assert not images.exists()
+    server.drop_after = None
+    ensure_coco(ann, images, **kwargs)
+    assert server.requests[-1]["range"] == f"bytes={len(IMG_ZIP) // 2}-"
+    assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
+
+
+def test_ensure_coco_missing_without_download(tmp_path):
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann_url = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
+    img_url = "http://images.cocodataset.org/zips/val2017.zip"
+    with pytest.raises(UserError) as ei:
+        ensure_coco(ann, images, annotations_url=ann_url, images_url=img_url,
+                    download_missing=False, downloads_dir=downloads, progress=False)
+    msg = _assert_one_line(ei.value)
+    for part in (str(ann), str(images), ann_url, img_url, "dataset.annotations",
+                 "dataset.images", "annotations/instances_val2017.json"):
+        assert part in msg
+    images.mkdir(parents=True)
+    with pytest.raises(UserError) as ei:
+        ensure_coco(ann, images, annotations_url=None, images_url=img_url,
+                    download_missing=True, downloads_dir=downloads, progress=False)
+    msg = _assert_one_line(ei.value)
+    assert str(ann) in msg and "dataset.annotations" in msg and "dataset.images" not in msg
+    assert not downloads.exists()
+
+
+def test_ensure_coco_corrupt_zip(server, tmp_path):
+    server.files["zips/val2017.zip"] = b"this is not a zip file" * 100
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    with pytest.raises(UserError) as ei:
+        ensure_coco(ann, images, annotations_url=None, images_url=server.url("zips/val2017.zip"),
+                    download_missing=True, downloads_dir=downloads, progress=False)
+    msg = _assert_one_line(ei.value)
+    assert "not a valid zip" in msg and "deleted" in msg and "dataset.images" in msg
+    assert not (downloads / "val2017.zip").exists() and not images.exists()
+
+
+def test_ensure_coco_bad_crc_leaves_no_half_folder(server, tmp_path):
+    good = _zip({f"val2017/{k}": v for k, v in JPGS.items()}, zipfile.ZIP_STORED)
+    second = JPGS["000000000002.jpg"]
+    at = good.rindex(second) + len(second) // 2  # flip a byte inside the 2nd member's data
+    server.files["zips/val2017.zip"] = good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1:]
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    with pytest.raises(UserError, match="not a valid zip"):
+        ensure_coco(ann, images, annotations_url=None, images_url=server.url("zips/val2017.zip"),
+                    download_missing=True, downloads_dir=downloads, progress=False)
+    assert sorted(p.name for p in images.parent.iterdir()) == ["annotations"]
+
+
+def test_ensure_coco_zip_without_member_and_unsafe_names(tmp_path):
+    ann, images, downloads = _coco_paths(tmp_path)
+    images.mkdir(parents=True)
+    wrong = tmp_path / "wrong.zip"
+    wrong.write_bytes(_zip({"annotations/other.json": b"{}"}))
+    with pytest.raises(UserError, match="has no annotations/instances_val2017.json"):
+        ensure_coco(ann, images, annotations_url=str(wrong), images_url=None,
+                    download_missing=True, downloads_dir=downloads, progress=False)
+    assert wrong.exists()  # a local zip is never deleted
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    images.rmdir()
+    evil = tmp_path / "evil.zip"
+    evil.write_bytes(_zip({"val2017/ok.jpg": b"x", "val2017/../../escape.jpg": b"x"}))
+    with pytest.raises(UserError, match="unsafe member"):
+        ensure_coco(ann, images, annotations_url=None, images_url=evil.as_uri(),
+                    download_missing=True, downloads_dir=downloads, progress=False)
+    assert not images.exists() and not (tmp_path / "escape.jpg").exists()
+
+
+def test_ensure_coco_from_local_zips(tmp_path):
+    ann, images, downloads = _coco_paths(tmp_path)
+    (tmp_path / "a.zip").write_bytes(ANN_ZIP)
+    (tmp_path / "v.zip").write_bytes(IMG_ZIP)
+    ensure_coco(ann, images, annotations_url=(tmp_path / "a.zip").as_uri(),
+                images_url=str(tmp_path / "v.zip"), download_missing=True,
+                downloads_dir=downloads, progress=False)
+    assert ann.read_bytes() == ANN_BYTES
+    assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
+    assert not downloads.exists()  # local zips are read in place
