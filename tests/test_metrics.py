@@ -1,0 +1,178 @@
+"""Known-answer scoring tests, directly and through the whole pipeline, plus pycocotools pitfalls."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from helpers import config_dict, fixed_detector, write_coco
+
+import ssd_eval
+from ssd_eval.errors import UserError
+from ssd_eval.metrics import STAT_NAMES, score_detections
+
+# One 200x100 image with one "car" (id 3 = contiguous label 2) at pixels [20, 10, 80, 40] (xywh).
+IMAGE = {"id": 7, "width": 200, "height": 100}
+CAR = {"image_id": 7, "category_id": 3, "bbox": [20, 10, 80, 40]}
+CAR_NORMALIZED = [20 / 200, 10 / 100, 100 / 200, 50 / 100]
+
+
+def run_pipeline(tmp_path, boxes, labels, scores, images=(IMAGE,), annotations=(CAR,), **sections):
+    annotations_path, image_dir = write_coco(tmp_path / "set", list(images), list(annotations))
+    model = fixed_detector(tmp_path / "model.onnx", boxes, labels, scores)
+    config = config_dict(model, annotations_path, image_dir, tmp_path / "out", **sections)
+    return ssd_eval.evaluate(config)
+
+
+def test_perfect_detection_scores_one(tmp_path):
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9])
+    assert result.scores.stats[0] == pytest.approx(1.0)
+    assert result.scores.stats[1] == pytest.approx(1.0)
+    assert result.scores.per_category_ap["car"] == pytest.approx(1.0)
+    assert result.scores.per_category_ap["person"] == -1.0  # no ground truth for person
+
+
+def test_wrong_category_scores_zero(tmp_path):
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [1], [0.9])  # label 1 = person
+    assert result.scores.stats[0] == pytest.approx(0.0)
+    assert result.scores.per_category_ap["car"] == pytest.approx(0.0)
+
+
+def test_shifted_box_matches_only_low_iou_thresholds(tmp_path):
+    # Shift right by 20 px of an 80 px wide box: IoU = 60*40 / (2*80*40 - 60*40) = 0.6.
+    # 0.6 sits on a threshold, so shift by 16 px instead: IoU = 64 / 96 = 0.667
+    # -> true positive at 0.50, 0.55, 0.60, 0.65 (4 of 10 thresholds) -> mAP 0.4.
+    shifted = [(20 + 16) / 200, 10 / 100, (100 + 16) / 200, 50 / 100]
+    result = run_pipeline(tmp_path, [shifted], [2], [0.9])
+    named = result.scores.named()
+    assert named["mAP"] == pytest.approx(0.4)
+    assert named["AP50"] == pytest.approx(1.0)
+    assert named["AP75"] == pytest.approx(0.0)
+
+
+CROWD = {"image_id": 7, "category_id": 3, "bbox": [120, 50, 70, 45], "iscrowd": 1}
+
+
+def test_crowd_region_is_ignored_under_coco_protocol(tmp_path):
+    # Only the ordinary car is detected; the crowd region is not a miss under the coco protocol.
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9], annotations=(CAR, CROWD))
+    assert result.protocol == "coco"
+    assert result.scores.stats[0] == pytest.approx(1.0)
+
+
+def test_crowd_as_ground_truth_makes_the_crowd_a_miss(tmp_path):
+    # Counting the crowd as ground truth halves recall: precision 1 at recall 0..0.5 -> 51/101.
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9], annotations=(CAR, CROWD),
+                          metrics={"crowd_as_ground_truth": True})
+    assert result.scores.stats[0] == pytest.approx(51 / 101)
+    assert result.protocol == "coco+crowd_as_ground_truth=True"
+
+
+def test_detection_inside_crowd_region_is_free_only_when_crowd_is_ignored(tmp_path):
+    inside_crowd = [130 / 200, 60 / 100, 150 / 200, 80 / 100]  # small box inside the crowd region
+    boxes, labels, scores = [inside_crowd, CAR_NORMALIZED], [2, 2], [0.95, 0.9]
+    ignored = run_pipeline(tmp_path / "a", boxes, labels, scores, annotations=(CAR, CROWD))
+    counted = run_pipeline(tmp_path / "b", boxes, labels, scores, annotations=(CAR, CROWD),
+                           metrics={"crowd_as_ground_truth": True})
+    assert ignored.scores.stats[0] == pytest.approx(1.0)
+    assert counted.scores.stats[0] < ignored.scores.stats[0]
+
+
+# Id 3 sorts before 7: at equal scores pycocotools ranks image 3's detection first.
+EMPTY_IMAGE = {"id": 3, "width": 200, "height": 100}
+
+
+def test_false_positive_on_image_without_annotations_counts_under_coco_protocol(tmp_path):
+    # The fixed model puts the car box on both images; on image 3 (no annotations) it is a
+    # false positive ranked first: precision 0.5 at recall 1 -> AP 0.5 at every IoU.
+    images = (IMAGE, EMPTY_IMAGE)
+    standard = run_pipeline(tmp_path / "a", [CAR_NORMALIZED], [2], [0.9], images=images)
+    skipping = run_pipeline(tmp_path / "b", [CAR_NORMALIZED], [2], [0.9], images=images,
+                            dataset={"skip_images_without_annotations": True})
+    assert standard.provenance["images"] == 2
+    assert standard.scores.stats[0] == pytest.approx(0.5)
+    assert skipping.provenance["images"] == 1
+    assert skipping.protocol == "coco+skip_images_without_annotations=True"
+    assert skipping.scores.stats[0] == pytest.approx(1.0)
+
+
+def test_false_positive_ranked_above_the_true_positive_halves_ap(tmp_path):
+    elsewhere = [0.6, 0.6, 0.9, 0.9]
+    result = run_pipeline(tmp_path, [elsewhere, CAR_NORMALIZED], [2, 2], [0.95, 0.9])
+    assert result.scores.stats[0] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------- direct scoring and pitfalls
+
+
+def ground_truth():
+    return {
+        "images": [{"id": 7, "file_name": "a.jpg", "width": 200, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [20.0, 10.0, 80.0, 40.0],
+                         "area": 3200.0, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+    }
+
+
+def test_empty_results_give_zero_stats_with_warning(caplog):
+    scores = score_detections(ground_truth(), [], [7])  # naive pycocotools: loadRes([]) -> IndexError
+    assert scores.stats == [0.0] * 12
+    assert scores.warnings and "no detections" in scores.warnings[0]
+    assert "no detections" in caplog.text
+
+
+def test_unknown_image_id_is_a_clear_error():
+    detection = {"image_id": 8, "category_id": 3, "bbox": [20, 10, 80, 40], "score": 0.9}
+    with pytest.raises(UserError, match="image id 8"):
+        score_detections(ground_truth(), [detection], [7])
+
+
+def test_contiguous_label_submitted_as_category_id_is_caught():
+    # Label 2 (car) submitted as category id 2, which does not exist in COCO.
+    detection = {"image_id": 7, "category_id": 2, "bbox": [20, 10, 80, 40], "score": 0.9}
+    with pytest.raises(UserError, match="category id 2"):
+        score_detections(ground_truth(), [detection], [7])
+
+
+def test_detections_are_not_mutated_and_scoring_is_repeatable():
+    detections = [{"image_id": 7, "category_id": 3, "bbox": [20.0, 10.0, 80.0, 40.0], "score": 0.9}]
+    before = copy.deepcopy(detections)
+    gt = ground_truth()
+    gt_before = copy.deepcopy(gt)
+    first = score_detections(gt, detections, [7])
+    second = score_detections(gt, detections, [7])
+    assert detections == before  # pycocotools' loadRes adds area/id/iscrowd to the dicts it gets
+    assert gt == gt_before
+    assert first.stats == second.stats
+    assert first.stats[0] == pytest.approx(1.0)
+
+
+def test_stats_follow_pycocotools_order():
+    scores = score_detections(ground_truth(), [
+        {"image_id": 7, "category_id": 3, "bbox": [20.0, 10.0, 80.0, 40.0], "score": 0.9}], [7])
+    assert list(scores.named()) == list(STAT_NAMES)
+    assert len(scores.pr_curves["iou50"]) == len(scores.pr_curves["recall"]) == 101
+
+
+def test_same_stats_as_plain_pycocotools_on_a_file(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = ground_truth()
+    gt["annotations"].append({"id": 2, "image_id": 7, "category_id": 1, "bbox": [100.0, 0.0, 50.0, 90.0],
+                              "area": 4500.0, "iscrowd": 0})
+    detections = [
+        {"image_id": 7, "category_id": 3, "bbox": [25.0, 12.0, 75.0, 40.0], "score": 0.8},
+        {"image_id": 7, "category_id": 1, "bbox": [95.0, 5.0, 50.0, 80.0], "score": 0.7},
+        {"image_id": 7, "category_id": 1, "bbox": [0.0, 0.0, 30.0, 30.0], "score": 0.9},
+    ]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(detections))
+    coco = COCO(str(tmp_path / "gt.json"))
+    evaluator = COCOeval(coco, coco.loadRes(str(tmp_path / "dt.json")), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    ours = score_detections(gt, detections, [7])
+    assert ours.stats == pytest.approx(list(evaluator.stats), abs=1e-12)
