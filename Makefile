@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 MODEL  ?= sample
 CONFIG ?= configs/$(MODEL).yaml
 ARGS   ?=
+PROTOCOL ?=
+EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 
 .PHONY: venv eval test data models table gate baseline bench bench-harness report sample clean
 
@@ -19,12 +21,12 @@ $(STAMP): pyproject.toml requirements.lock
 
 eval: $(STAMP)
 ifeq ($(MODEL),sample)
-	$(PY) -m ssd_eval eval --config configs/sample.yaml $(ARGS)
-	$(PY) -m ssd_eval eval --config configs/sample-int8.yaml $(ARGS)
-	$(PY) -m ssd_eval eval --config configs/sample-qdq.yaml $(ARGS)
+	$(PY) -m ssd_eval eval --config configs/sample.yaml $(EVAL_ARGS)
+	$(PY) -m ssd_eval eval --config configs/sample-int8.yaml $(EVAL_ARGS)
+	$(PY) -m ssd_eval eval --config configs/sample-qdq.yaml $(EVAL_ARGS)
 	$(PY) -m ssd_eval table
 else
-	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(ARGS)
+	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(EVAL_ARGS)
 endif
 
 test: $(STAMP)
