@@ -1,0 +1,413 @@
+"""Comparison table of evaluation results: TABLE.md, table.csv and a terminal view.
+
+Every row names its protocol. Quantized variants are compared with their fp32
+parent only like with like; a blank comparison cell always says why it is blank.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from ssd_eval.errors import UserError
+from ssd_eval.metrics import STAT_NAMES
+from ssd_eval.results import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = tuple(STAT_NAMES)
+"""The 12 readable COCOeval.stats names, in pycocotools order."""
+
+COLUMNS = (
+    ("variant", "variant"),
+    ("protocol", "protocol"),
+    ("images", "images"),
+    ("map", "mAP"),
+    ("published_map", "published mAP"),
+    ("delta", "delta"),
+    ("drop_pct", "drop %"),
+    ("images_per_s", "images/s"),
+    ("speedup", "speedup"),
+    ("provider", "provider"),
+    ("date", "date"),
+    ("model_sha256", "model sha256"),
+)
+"""(row key, display header) for every table column, in order."""
+
+REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png")
+"""Pictures written by `ssd-eval report` that TABLE.md links when present."""
+
+
+# --------------------------------------------------------------------------- loading
+
+def _lookup(data: dict, dotted_key: str) -> Any:
+    node: Any = data
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted_key)
+        node = node[part]
+    return node
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
+    # (dotted key, kind)
+    ("variant", "str"),
+    ("protocol", "str"),
+    ("mAP", "number"),
+    ("provenance.images", "int"),
+    ("provenance.image_ids_sha256", "str"),
+    ("provenance.annotations.sha256", "str"),
+    ("provenance.model.sha256", "str"),
+    ("provenance.runtime.providers", "str_list"),
+    ("provenance.host.cpu", "str"),
+    ("provenance.host.cores", "int"),
+    ("provenance.date", "str"),
+)
+
+_OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
+    # may be missing or null
+    ("parent", "str"),
+    ("published_map", "number"),
+    ("provenance.images_per_s", "number"),
+    ("provenance.runtime.intra_op_threads", "int"),
+    ("provenance.runtime.inter_op_threads", "int"),
+    ("provenance.runtime.batch_size", "int"),
+    ("provenance.resumed_images", "int"),
+)
+
+_KIND_TEXT = {
+    "str": "a string",
+    "number": "a finite number",
+    "int": "an integer",
+    "str_list": "a list of strings",
+}
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str) and value != ""
+    if kind == "number":
+        return _is_number(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "str_list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    raise ValueError(kind)
+
+
+def read_metrics_file(path: Path) -> dict:
+    """Read and check one metrics.json (docs/FORMATS.md, schema 1).
+
+    Returns the parsed dict with one extra key, `_source` (the file's path as a
+    string). Raises UserError naming the file and key when it is unreadable,
+    not JSON, or lacks a key the table, gate or report needs.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object at top level")
+    if data.get("schema") != 1:
+        raise UserError(f"{path}: schema: expected 1, got {data.get('schema')!r}")
+    for key, kind in _REQUIRED_KEYS:
+        try:
+            value = _lookup(data, key)
+        except KeyError:
+            raise UserError(f"{path}: missing key {key}") from None
+        if not _has_kind(value, kind):
+            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]}, got {value!r}")
+    for key, kind in _OPTIONAL_KEYS:
+        try:
+            value = _lookup(data, key)
+        except KeyError:
+            continue
+        if value is not None and not _has_kind(value, kind):
+            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]} or null, got {value!r}")
+    for name in METRIC_NAMES:
+        if name in data and not _is_number(data[name]):
+            raise UserError(f"{path}: {name}: expected a finite number, got {data[name]!r}")
+    if not re.match(r"\d{4}-\d{2}-\d{2}", data["provenance"]["date"]):
+        raise UserError(f"{path}: provenance.date: expected an ISO 8601 date, "
+                        f"got {data['provenance']['date']!r}")
+    data["_source"] = str(path)
+    return data
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Read every `results_dir/*/metrics.json`, sorted by path.
+
+    Each dict is the file's content plus `_source` (its path). A malformed file
+    raises UserError naming it. A missing directory gives an empty list.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    return [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+
+
+# --------------------------------------------------------------------------- comparability
+
+def _source(result: dict) -> str:
+    return result.get("_source", result.get("variant", "?"))
+
+
+def _provenance(result: dict, dotted_key: str, default: Any = None) -> Any:
+    try:
+        return _lookup(result.get("provenance", {}), dotted_key)
+    except KeyError:
+        return default
+
+
+def short_provider_names(providers: list[str]) -> str:
+    """'CUDAExecutionProvider','CPUExecutionProvider' -> 'CUDA+CPU'."""
+    return "+".join(p.removesuffix("ExecutionProvider") for p in providers) or "none"
+
+
+def accuracy_mismatch(result: dict, parent: dict) -> str | None:
+    """Why the two results' accuracies cannot be compared, or None when they can.
+
+    Comparable means: same protocol, same number of images, same image set
+    (`provenance.image_ids_sha256`) and same annotations
+    (`provenance.annotations.sha256`). The reason reads `n/a: ...`.
+    """
+    if result["protocol"] != parent["protocol"]:
+        return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
+    images, parent_images = _provenance(result, "images"), _provenance(parent, "images")
+    if images != parent_images:
+        return f"n/a: {images} vs {parent_images} images"
+    if _provenance(result, "image_ids_sha256") != _provenance(parent, "image_ids_sha256"):
+        return "n/a: different image sets"
+    if _provenance(result, "annotations.sha256") != _provenance(parent, "annotations.sha256"):
+        return "n/a: different annotation files"
+    return None
+
+
+def speed_mismatch(result: dict, parent: dict) -> str | None:
+    """Why the two results' speeds cannot be compared, or None when they can.
+
+    Needs accuracy comparability plus the same provider list, host cpu and core
+    count, thread settings and batch size, measured images/s on both sides and
+    no resumed or merged (sharded) run.
+    """
+    reason = accuracy_mismatch(result, parent)
+    if reason:
+        return reason
+    for side in (result, parent):
+        if _provenance(side, "images_per_s") is None:
+            return f"n/a: no images/s for {side['variant']}"
+        if _provenance(side, "resumed_images"):
+            return f"n/a: {side['variant']} run was resumed"
+        if _provenance(side, "shards"):
+            return f"n/a: {side['variant']} merged from shards"
+    providers = _provenance(result, "runtime.providers", [])
+    parent_providers = _provenance(parent, "runtime.providers", [])
+    if providers != parent_providers:
+        return (f"n/a: provider {short_provider_names(providers)} vs "
+                f"{short_provider_names(parent_providers)}")
+    if _provenance(result, "host.cpu") != _provenance(parent, "host.cpu"):
+        return "n/a: different host cpu"
+    cores, parent_cores = _provenance(result, "host.cores"), _provenance(parent, "host.cores")
+    if cores != parent_cores:
+        return f"n/a: {cores} vs {parent_cores} cores"
+    threads = tuple(_provenance(result, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
+    parent_threads = tuple(_provenance(parent, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
+    if threads != parent_threads:
+        return "n/a: threads intra/inter {}/{} vs {}/{}".format(*threads, *parent_threads)
+    batch, parent_batch = _provenance(result, "runtime.batch_size"), _provenance(parent, "runtime.batch_size")
+    if batch != parent_batch:
+        return f"n/a: batch {batch} vs {parent_batch}"
+    return None
+
+
+def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, str | None]:
+    """The parent result to compare `result` with, or (None, reason).
+
+    Returns (None, None) when `result` has no parent. Among several results of
+    the parent variant, an accuracy-comparable one is chosen, preferring one
+    that is also speed-comparable; when none is comparable the reason explains
+    the first candidate's mismatch.
+    """
+    parent_name = result.get("parent")
+    if not parent_name:
+        return None, None
+    candidates = [r for r in results if r.get("variant") == parent_name and r is not result]
+    if not candidates:
+        return None, f"n/a: no {parent_name} result"
+    comparable = [c for c in candidates if accuracy_mismatch(result, c) is None]
+    if not comparable:
+        return None, accuracy_mismatch(result, candidates[0])
+    for candidate in comparable:
+        if speed_mismatch(result, candidate) is None:
+            return candidate, None
+    return comparable[0], None
+
+
+def drop_ratio_pct(map_value: float, parent_map: float) -> float:
+    """(parent_mAP - mAP) / parent_mAP * 100; raises ZeroDivisionError on parent 0."""
+    return (parent_map - map_value) / parent_map * 100.0
+
+
+# --------------------------------------------------------------------------- rows
+
+def _drop_cell(result: dict, parent: dict | None, reason: str | None) -> str:
+    if not result.get("parent"):
+        return ""
+    if parent is None:
+        return reason or "n/a"
+    if parent["mAP"] <= 0:
+        return f"n/a: {parent['variant']} mAP is 0"
+    return f"{drop_ratio_pct(result['mAP'], parent['mAP']):.2f}"
+
+
+def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
+    if not result.get("parent"):
+        return ""
+    if parent is None:
+        return reason or "n/a"
+    speed_reason = speed_mismatch(result, parent)
+    if speed_reason:
+        return speed_reason
+    parent_speed = _provenance(parent, "images_per_s")
+    if parent_speed <= 0:
+        return f"n/a: {parent['variant']} images/s is 0"
+    return f"{_provenance(result, 'images_per_s') / parent_speed:.2f}x"
+
+
+def build_rows(results: list[dict]) -> list[dict]:
+    """One display row (all cells strings) per result, keyed by the COLUMNS keys.
+
+    Drop % and speedup are filled only for quantized variants (those with a
+    `parent`) against a like-with-like parent result (see accuracy_mismatch and
+    speed_mismatch); otherwise the cell says why it is blank (`n/a: ...`).
+    fp32 rows leave both cells empty.
+    """
+    rows = []
+    for result in results:
+        parent, reason = find_parent_result(result, results)
+        published = result.get("published_map")
+        images_per_s = _provenance(result, "images_per_s")
+        rows.append({
+            "variant": result["variant"],
+            "protocol": result["protocol"],
+            "images": str(_provenance(result, "images")),
+            "map": f"{result['mAP']:.4f}",
+            "published_map": "" if published is None else f"{published:.4f}",
+            "delta": ("n/a: no published mAP" if published is None
+                      else f"{result['mAP'] - published:+.4f}"),
+            "drop_pct": _drop_cell(result, parent, reason),
+            "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}",
+            "speedup": _speedup_cell(result, parent, reason),
+            "provider": short_provider_names(_provenance(result, "runtime.providers", [])),
+            "date": str(_provenance(result, "date", ""))[:10],
+            "model_sha256": str(_provenance(result, "model.sha256", ""))[:12],
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _cells(row: dict) -> list[str]:
+    return [str(row.get(key, "")) for key, _ in COLUMNS]
+
+
+def render_markdown(rows: list[dict]) -> str:
+    """The rows as a GitHub-flavoured Markdown table (display headers)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    out = [line([header for _, header in COLUMNS]), "|" + "---|" * len(COLUMNS)]
+    out += [line(_cells(row)) for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(rows: list[dict]) -> str:
+    """The rows as CSV with a header line of row keys (variant, protocol, ..., model_sha256)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([key for key, _ in COLUMNS])
+    for row in rows:
+        writer.writerow(_cells(row))
+    return buffer.getvalue()
+
+
+def render_terminal(rows: list[dict]) -> str:
+    """The rows as aligned plain text, one line per row under a header line."""
+    table = [[header for _, header in COLUMNS]] + [_cells(row) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def _report_images(results_dir: Path) -> list[str]:
+    names: list[str] = []
+    for pattern in REPORT_IMAGE_PATTERNS:
+        names += sorted(p.name for p in results_dir.glob(pattern) if p.is_file())
+    return names
+
+
+_TABLE_HEADER = """\
+# SSD-ResNet34 evaluation results
+
+Generated by `ssd-eval table` from `*/metrics.json`; do not edit by hand.
+
+Each row names its **protocol**: `coco` (official annotations, all images, crowd = ignore),
+`reference` (the Intel Neural Compressor evaluation behind the published numbers) or
+`custom(...)`. Numbers from different protocols are not comparable.
+
+- **mAP**: measured COCO mAP@[0.50:0.95]; **published mAP**: ONNX Model Zoo value;
+  **delta**: measured - published (compare only under the protocol the published value used).
+- **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
+  parent measured under the same protocol, image set and annotations.
+- **speedup**: images/s over the parent's images/s, only when additionally provider list,
+  host cpu/cores, thread settings and batch size match.
+- A blank comparison reads `n/a: <reason>`.
+- **images/s**: images / whole-run wall time; **model sha256**: first 12 hex digits.
+"""
+
+
+def render_table_markdown_file(rows: list[dict], image_names: list[str]) -> str:
+    """The full TABLE.md text: header, table, and links to the given report pictures."""
+    parts = [_TABLE_HEADER, render_markdown(rows)]
+    if image_names:
+        parts += ["", "## Pictures (`ssd-eval report`)", ""]
+        parts += [f"![{Path(name).stem}]({name})" for name in image_names]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def write_table(results_dir: Path, *, quiet: bool = False) -> list[dict]:
+    """Write `results_dir/TABLE.md` and `results_dir/table.csv`; print the table unless quiet.
+
+    TABLE.md links the report pictures found beside it. Returns the rows.
+    Raises UserError when there is no result to tabulate or a metrics.json is malformed.
+    """
+    results_dir = Path(results_dir)
+    results = load_results(results_dir)
+    if not results:
+        raise UserError(f"{results_dir}: no */metrics.json found; run `make eval` first")
+    rows = build_rows(results)
+    atomic_write_text(results_dir / "TABLE.md",
+                      render_table_markdown_file(rows, _report_images(results_dir)))
+    atomic_write_text(results_dir / "table.csv", render_csv(rows))
+    log.info("wrote %s and %s", results_dir / "TABLE.md", results_dir / "table.csv")
+    if not quiet:
+        print(render_terminal(rows), end="")
+    return rows

@@ -1,0 +1,322 @@
+"""Tests for ssd_eval.gate: exit codes, printed lines, JUnit XML, baseline updates."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssd_eval.gate import run_gate, update_baselines
+
+NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def make_metrics(variant, *, mAP, parent=None, protocol="coco", images=5000, AP50=0.35):
+    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1)."""
+    stats = [mAP, AP50, 0.19, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
+    data = {
+        "schema": 1, "variant": variant, "parent": parent, "published_map": None,
+        "protocol": protocol, "stats": stats,
+        "per_category_ap": {"person": 0.3},
+        "pr_curves": {"recall": [i / 100 for i in range(101)],
+                      "iou50": [0.5] * 101, "iou75": [0.3] * 101},
+        "provenance": {
+            "model": {"path": "m.onnx", "sha256": "a" * 64, "size": 1},
+            "annotations": {"path": "ann.json", "sha256": "ann"},
+            "images": images, "image_ids_sha256": f"ids-{images}",
+            "runtime": {"providers": ["CPUExecutionProvider"], "intra_op_threads": 0,
+                        "inter_op_threads": 0, "batch_size": 1},
+            "host": {"cpu": "cpu", "cores": 2, "platform": "Linux"},
+            "images_per_s": 5.0, "resumed_images": 0, "shards": None,
+            "date": "2026-11-25T16:00:00+00:00",
+        },
+    }
+    data.update(dict(zip(NAMES, stats)))
+    return data
+
+
+def write_result(results_dir: Path, data: dict) -> None:
+    path = results_dir / data["variant"] / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+FP32_BASELINE = """\
+variant: ssd-12
+protocol: coco
+images: 5000
+metrics:
+  mAP: {expected: 0.1898, abs_tol: 0.002, rel_tol: null}
+  AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}
+"""
+
+INT8_BASELINE = """\
+variant: ssd-12-int8
+protocol: coco
+images: 5000
+metrics:
+  mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}
+quantized:
+  parent: ssd-12
+  max_drop_pct: MAXDROP
+"""
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """(baselines_dir, results_dir) holding matching ssd-12 and ssd-12-int8 files."""
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE)
+    (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "1.0"))
+    write_result(results, make_metrics("ssd-12", mAP=0.1898))
+    write_result(results, make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
+    return baselines, results
+
+
+def test_within_tolerance_passes(dirs, capsys):
+    assert run_gate(*dirs) == 0
+    out = capsys.readouterr().out
+    assert "PASS ssd-12 mAP: expected 0.1898, got 0.1898, allowed 0.0020" in out
+    assert "PASS ssd-12-int8 drop_pct vs ssd-12: expected <= 1.00%, got 0.32%" in out
+    assert "3 passed" not in out and "4 passed, 0 failed, 0 errors" in out
+
+
+def test_small_loss_within_tolerance_passes(dirs):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1880))  # 0.0018 below, allowed 0.002
+    (baselines / "ssd-12-int8.yaml").unlink()
+    assert run_gate(baselines, results) == 0
+
+
+def test_regression_fails_with_full_line(dirs, capsys):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1850))
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 1
+    out = capsys.readouterr().out
+    (line,) = [l for l in out.splitlines() if l.startswith("FAIL")]
+    assert "ssd-12 mAP" in line
+    assert "expected 0.1898" in line and "got 0.1850" in line and "allowed 0.0020" in line
+
+
+def test_improvement_beyond_tolerance_passes_with_note(dirs, capsys):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.2000))
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS ssd-12 mAP" in out
+    assert "ssd-eval baseline --update" in out
+
+
+def test_broken_drop_rule_fails(dirs, capsys):
+    baselines, results = dirs
+    (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "0.1"))
+    assert run_gate(baselines, results) == 1
+    out = capsys.readouterr().out
+    assert "FAIL ssd-12-int8 drop_pct vs ssd-12: expected <= 0.10%, got 0.32%" in out
+    assert "PASS ssd-12-int8 mAP" in out
+
+
+def test_missing_metrics_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    (results / "ssd-12-int8" / "metrics.json").unlink()
+    assert run_gate(baselines, results) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssd-eval gate: error: ")
+    assert "ssd-12-int8/metrics.json" in err
+
+
+def test_missing_results_dir_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    assert run_gate(baselines, results.parent / "nowhere") == 2
+    assert "results directory not found" in capsys.readouterr().err
+
+
+def test_missing_parent_result_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    (results / "ssd-12" / "metrics.json").unlink()
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
+    assert "ssd-12/metrics.json" in capsys.readouterr().err
+
+
+def test_protocol_mismatch_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1898, protocol="reference"))
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    err = capsys.readouterr().err
+    assert "protocol 'reference'" in err and "'coco'" in err
+
+
+def test_image_count_mismatch_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1898, images=500))
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    err = capsys.readouterr().err
+    assert "500 images" in err and "5000 images" in err
+
+
+def test_input_error_wins_over_regression(dirs):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1))
+    (results / "ssd-12-int8" / "metrics.json").unlink()
+    assert run_gate(baselines, results) == 2
+
+
+@pytest.mark.parametrize("text, key", [
+    (FP32_BASELINE.replace("abs_tol: 0.002, rel_tol: null}\n  AP50",
+                           "abs_tol: null, rel_tol: null}\n  AP50"), "metrics.mAP"),
+    (FP32_BASELINE.replace("AP50:", "AP51:"), "metrics.AP51"),
+    (FP32_BASELINE.replace("images: 5000", "images: lots"), "images"),
+    (FP32_BASELINE.replace("expected: 0.1898", "expected: high"), "metrics.mAP.expected"),
+    (FP32_BASELINE.replace("abs_tol: 0.002, rel_tol: null}\n  AP50",
+                           "abs_tol: -1, rel_tol: null}\n  AP50"), "metrics.mAP.abs_tol"),
+    (FP32_BASELINE + "tolerance: 1\n", "tolerance"),
+    (FP32_BASELINE.replace("variant: ssd-12", "variant: ssd-10"), "variant"),
+    ("variant: [unclosed\n", "not valid YAML"),
+])
+def test_malformed_baseline_is_input_error(dirs, capsys, text, key):
+    baselines, results = dirs
+    (baselines / "ssd-12.yaml").write_text(text)
+    assert run_gate(baselines, results) == 2
+    err = capsys.readouterr().err
+    assert "ssd-12.yaml" in err and key in err
+
+
+def test_no_baselines_is_input_error(tmp_path, capsys):
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "results").mkdir()
+    assert run_gate(tmp_path / "baselines", tmp_path / "results") == 2
+    assert "no baselines" in capsys.readouterr().err
+    assert run_gate(tmp_path / "absent", tmp_path / "results") == 2
+
+
+def test_unknown_variant_is_input_error(dirs, capsys):
+    assert run_gate(*dirs, variants=["ssd-10"]) == 2
+    assert "no baseline for variant 'ssd-10'" in capsys.readouterr().err
+
+
+def test_rel_tol_versus_abs_tol(dirs, capsys):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1898, AP50=0.34))  # 0.01 below
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 1  # abs_tol 0.002 only
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace(
+        "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}",
+        "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: 0.05}"))  # 0.05*0.35 = 0.0175
+    capsys.readouterr()
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 0
+    assert "PASS ssd-12 AP50: expected 0.3500, got 0.3400, allowed 0.0175" in capsys.readouterr().out
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace(
+        "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}",
+        "AP50: {expected: 0.35, abs_tol: null, rel_tol: 0.02}"))  # 0.007 < 0.01
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 1
+
+
+def test_junit_xml(dirs, tmp_path):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.1898, AP50=0.30))
+    write_result(results, make_metrics("ssd-12-int8", mAP=0.1850, parent="ssd-12"))
+    junit = tmp_path / "out" / "gate.xml"
+    junit.parent.mkdir()
+    # ssd-12: mAP passes, AP50 fails; int8: mAP fails, drop (2.53% > 1%) fails
+    assert run_gate(baselines, results, junit=junit) == 1
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.get("name") == "ssd-eval-gate"
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests")) == 4
+    assert len(suite.findall("testcase/failure")) == int(suite.get("failures")) == 3
+    assert suite.findall("testcase/error") == [] and suite.get("errors") == "0"
+    assert [p.name for p in junit.parent.iterdir()] == ["gate.xml"]
+
+
+def test_junit_records_input_errors(dirs, tmp_path):
+    baselines, results = dirs
+    (results / "ssd-12-int8" / "metrics.json").unlink()
+    junit = tmp_path / "gate.xml"
+    assert run_gate(baselines, results, junit=junit) == 2
+    suite = ET.parse(junit).getroot()
+    assert suite.get("errors") == "1"
+    (error,) = suite.findall("testcase/error")
+    assert "ssd-12-int8/metrics.json" in error.get("message")
+
+
+# --------------------------------------------------------------------------- update
+
+def test_update_creates_baselines_that_pass(tmp_path, capsys):
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    write_result(results, make_metrics("ssd-12", mAP=0.1898))
+    write_result(results, make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
+    assert update_baselines(baselines, results) == 0
+    out = capsys.readouterr().out
+    assert "--- /dev/null" in out and f"+++ {baselines / 'ssd-12-int8.yaml'}" in out
+    data = yaml.safe_load((baselines / "ssd-12-int8.yaml").read_text())
+    assert data["variant"] == "ssd-12-int8" and data["protocol"] == "coco"
+    assert data["images"] == 5000
+    assert list(data["metrics"]) == ["mAP", "AP50", "AP75"]
+    assert data["metrics"]["mAP"] == {"expected": 0.1892, "abs_tol": 0.002, "rel_tol": None}
+    assert data["quantized"] == {"parent": "ssd-12", "max_drop_pct": 1.0}
+    assert "quantized" not in yaml.safe_load((baselines / "ssd-12.yaml").read_text())
+    assert run_gate(baselines, results) == 0
+
+
+def test_update_rewrites_values_and_keeps_tolerances(dirs, capsys):
+    baselines, results = dirs
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace(
+        "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}",
+        "APs: {expected: 0.04, abs_tol: null, rel_tol: 0.1}"))
+    (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "2.5"))
+    write_result(results, make_metrics("ssd-12", mAP=0.1800))
+    write_result(results, make_metrics("ssd-12-int8", mAP=0.1790, parent="ssd-12"))
+    assert run_gate(baselines, results) == 1
+    capsys.readouterr()
+
+    assert update_baselines(baselines, results, abs_tol=0.5, max_drop_pct=9.0) == 0
+    out = capsys.readouterr().out
+    assert "-  mAP: {expected: 0.1898" in out and "+  mAP: {expected: 0.18," in out
+    assert "+  mAP: {expected: 0.179," in out
+    fp32 = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
+    assert fp32["metrics"] == {"mAP": {"expected": 0.18, "abs_tol": 0.002, "rel_tol": None},
+                               "APs": {"expected": 0.05, "abs_tol": None, "rel_tol": 0.1}}
+    int8 = yaml.safe_load((baselines / "ssd-12-int8.yaml").read_text())
+    assert int8["quantized"] == {"parent": "ssd-12", "max_drop_pct": 2.5}
+    assert int8["metrics"]["mAP"]["abs_tol"] == 0.002
+    assert run_gate(baselines, results) == 0
+
+    capsys.readouterr()
+    assert update_baselines(baselines, results) == 0  # nothing changes the second time
+    out = capsys.readouterr().out
+    assert "---" not in out and "0 file(s) changed" in out
+
+
+def test_update_follows_protocol_and_image_count(dirs):
+    baselines, results = dirs
+    write_result(results, make_metrics("ssd-12", mAP=0.19, protocol="reference", images=4952))
+    assert update_baselines(baselines, results, variants=["ssd-12"]) == 0
+    data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
+    assert (data["protocol"], data["images"]) == ("reference", 4952)
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 0
+
+
+def test_update_input_errors(dirs, capsys):
+    baselines, results = dirs
+    before = (baselines / "ssd-12.yaml").read_text()
+    assert update_baselines(baselines, results, variants=["ssd-10"]) == 2
+    assert "ssd-eval baseline: error:" in capsys.readouterr().err
+    assert update_baselines(baselines, results.parent / "nowhere") == 2
+    (baselines / "ssd-12-int8.yaml").write_text("metrics: 3\n")
+    write_result(results, make_metrics("ssd-12", mAP=0.1))
+    assert update_baselines(baselines, results) == 2
+    assert "ssd-12-int8.yaml" in capsys.readouterr().err
+    assert (baselines / "ssd-12.yaml").read_text() == before  # nothing written on error
+
+
+def test_update_rounds_expected_and_zero_tolerance_still_passes(tmp_path):
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    write_result(results, make_metrics("ssd-12", mAP=0.18923456789, AP50=0.3400000000000001))
+    assert update_baselines(baselines, results, abs_tol=0.0) == 0
+    text = (baselines / "ssd-12.yaml").read_text()
+    assert "mAP: {expected: 0.189235, abs_tol: 0.0, rel_tol: null}" in text
+    assert "AP50: {expected: 0.34," in text
+    assert run_gate(baselines, results) == 0

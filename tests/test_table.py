@@ -1,0 +1,310 @@
+"""Tests for ssd_eval.table: like-with-like comparisons, rendering, atomic files."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ssd_eval.errors import UserError
+from ssd_eval.table import (
+    build_rows,
+    load_results,
+    render_csv,
+    render_markdown,
+    render_terminal,
+    write_table,
+)
+
+NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def make_metrics(variant, *, mAP, parent=None, published=None, protocol="coco", images=5000,
+                 image_ids="ids-5000", annotations="ann-sha", providers=("CPUExecutionProvider",),
+                 cpu="Xeon Platinum 8280", cores=4, intra=0, inter=0, images_per_s=10.0,
+                 date="2026-11-25T16:00:00+00:00", model_sha="ab" * 32):
+    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1)."""
+    stats = [mAP, mAP * 1.8, mAP * 1.05, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
+    data = {
+        "schema": 1, "variant": variant, "parent": parent, "published_map": published,
+        "protocol": protocol,
+        "protocol_switches": {"resize_backend": "pil", "skip_images_without_annotations": False,
+                              "crowd_as_ground_truth": False},
+        "stats": stats,
+        "per_category_ap": {"person": 0.31, "car": 0.2, "toaster": -1.0},
+        "pr_curves": {"recall": [i / 100 for i in range(101)],
+                      "iou50": [1 - i / 120 for i in range(101)],
+                      "iou75": [0.8 - i / 130 for i in range(101)]},
+        "provenance": {
+            "model": {"path": f"data/models/{variant}.onnx", "sha256": model_sha, "size": 123},
+            "annotations": {"path": "instances_val2017.json", "sha256": annotations},
+            "images_dir": "data/coco/val2017", "config": {}, "config_sha256": "c" * 64,
+            "images": images, "image_ids_sha256": image_ids, "skipped_images": [],
+            "detections": 1000, "limit": None, "shards": None,
+            "runtime": {"onnxruntime": "1.20.0", "providers_requested": list(providers),
+                        "providers": list(providers), "intra_op_threads": intra,
+                        "inter_op_threads": inter, "batch_size": 1},
+            "versions": {"python": "3.11.7"},
+            "host": {"cpu": cpu, "cores": cores, "platform": "Linux"},
+            "metrics_backend": "pycocotools", "wall_time_s": 100.0, "inference_time_s": 90.0,
+            "images_per_s": images_per_s, "resumed_images": 0, "date": date,
+        },
+    }
+    data.update(dict(zip(NAMES, stats)))
+    return data
+
+
+def write_result(results_dir: Path, data: dict, folder: str | None = None) -> Path:
+    path = results_dir / (folder or data["variant"]) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def fp32(**kw):
+    return make_metrics("ssd-12", mAP=0.1898, published=0.1898, images_per_s=2.0, **kw)
+
+
+def int8(**kw):
+    kw.setdefault("images_per_s", 6.98)
+    return make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892, **kw)
+
+
+def row_of(rows, variant):
+    (row,) = [r for r in rows if r["variant"] == variant]
+    return row
+
+
+# --------------------------------------------------------------------------- like with like
+
+def test_same_protocol_and_images_gives_drop_and_speedup():
+    rows = build_rows([fp32(), int8()])
+    row = row_of(rows, "ssd-12-int8")
+    assert row["drop_pct"] == "0.32"  # (0.1898 - 0.1892) / 0.1898 * 100 = 0.316
+    assert row["speedup"] == "3.49x"  # 6.98 / 2.0
+    assert row["map"] == "0.1892"
+    assert row["published_map"] == "0.1892"
+    assert row["delta"] == "+0.0000"
+    assert row["protocol"] == "coco"
+    assert row["images"] == "5000"
+    assert row["provider"] == "CPU"
+    assert row["date"] == "2026-11-25"
+    assert row["model_sha256"] == "abababababab"
+    parent_row = row_of(rows, "ssd-12")
+    assert parent_row["drop_pct"] == "" and parent_row["speedup"] == ""
+
+
+def test_drop_ratio_exact_value():
+    parent = make_metrics("ssd-12", mAP=0.2, images_per_s=4.0)
+    child = make_metrics("ssd-12-qdq", mAP=0.19, parent="ssd-12", images_per_s=10.0)
+    row = row_of(build_rows([parent, child]), "ssd-12-qdq")
+    assert row["drop_pct"] == "5.00"
+    assert row["speedup"] == "2.50x"
+
+
+def test_different_protocol_is_blank_with_reason():
+    row = row_of(build_rows([fp32(), int8(protocol="reference")]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: protocol reference vs coco"
+    assert row["speedup"] == "n/a: protocol reference vs coco"
+
+
+def test_different_image_count_is_blank_with_reason():
+    row = row_of(build_rows([fp32(), int8(images=500, image_ids="ids-500")]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: 500 vs 5000 images"
+    assert row["speedup"] == "n/a: 500 vs 5000 images"
+
+
+def test_same_count_different_image_set_or_annotations_is_blank():
+    row = row_of(build_rows([fp32(), int8(image_ids="other")]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: different image sets"
+    row = row_of(build_rows([fp32(), int8(annotations="other")]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: different annotation files"
+
+
+def test_missing_parent_is_blank_with_reason():
+    row = row_of(build_rows([int8()]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: no ssd-12 result"
+    assert row["speedup"] == "n/a: no ssd-12 result"
+
+
+def test_different_provider_keeps_drop_but_blanks_speedup():
+    rows = build_rows([fp32(), int8(providers=("CUDAExecutionProvider",))])
+    row = row_of(rows, "ssd-12-int8")
+    assert row["drop_pct"] == "0.32"
+    assert row["speedup"] == "n/a: provider CUDA vs CPU"
+    assert row["provider"] == "CUDA"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"cores": 2}, "n/a: 2 vs 4 cores"),
+    ({"cpu": "EPYC"}, "n/a: different host cpu"),
+    ({"intra": 4}, "n/a: threads intra/inter 4/0 vs 0/0"),
+    ({"images_per_s": None}, "n/a: no images/s for ssd-12-int8"),
+])
+def test_speedup_needs_same_host_threads_and_timing(change, reason):
+    row = row_of(build_rows([fp32(), int8(**change)]), "ssd-12-int8")
+    assert row["drop_pct"] == "0.32"
+    assert row["speedup"] == reason
+
+
+def test_resumed_run_has_no_speedup():
+    child = int8()
+    child["provenance"]["resumed_images"] = 100
+    row = row_of(build_rows([fp32(), child]), "ssd-12-int8")
+    assert row["speedup"] == "n/a: ssd-12-int8 run was resumed"
+
+
+def test_parent_chosen_under_the_same_protocol():
+    reference_parent = fp32(protocol="reference", images=4952, image_ids="ids-4952")
+    reference_parent["mAP"] = 0.19
+    results = [fp32(), reference_parent, int8(protocol="reference", images=4952,
+                                              image_ids="ids-4952")]
+    row = build_rows(results)[2]
+    assert row["protocol"] == "reference"
+    assert row["drop_pct"] == "0.42"  # (0.19 - 0.1892) / 0.19 * 100 = 0.421
+
+
+def test_no_published_map_says_so():
+    data = int8()
+    data["published_map"] = None
+    row = row_of(build_rows([data]), "ssd-12-int8")
+    assert row["published_map"] == ""
+    assert row["delta"] == "n/a: no published mAP"
+
+
+def test_delta_is_signed_measured_minus_published():
+    data = fp32()
+    data["mAP"] = 0.1850
+    assert row_of(build_rows([data]), "ssd-12")["delta"] == "-0.0048"
+
+
+# --------------------------------------------------------------------------- rendering
+
+def test_csv_content():
+    text = render_csv(build_rows([fp32(), int8(protocol="reference")]))
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert list(records[0]) == ["variant", "protocol", "images", "map", "published_map", "delta",
+                                "drop_pct", "images_per_s", "speedup", "provider", "date",
+                                "model_sha256"]
+    assert records[0]["variant"] == "ssd-12" and records[0]["map"] == "0.1898"
+    assert records[1]["drop_pct"] == "n/a: protocol reference vs coco"
+    assert records[1]["images_per_s"] == "6.98"
+
+
+def test_markdown_content():
+    text = render_markdown(build_rows([fp32(), int8()]))
+    lines = text.splitlines()
+    assert lines[0].startswith("| variant | protocol | images | mAP | published mAP | delta |")
+    assert set(lines[1]) <= {"|", "-"}
+    assert lines[3].startswith("| ssd-12-int8 | coco | 5000 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
+    assert "3.49x" in lines[3]
+    assert len(lines) == 4
+
+
+def test_markdown_escapes_pipes():
+    data = fp32(protocol="custom(a|b)")
+    assert "custom(a\\|b)" in render_markdown(build_rows([data]))
+
+
+def test_terminal_table_is_aligned():
+    text = render_terminal(build_rows([fp32(), int8()]))
+    lines = text.splitlines()
+    assert lines[0].startswith("variant")
+    start = lines[0].index("protocol")
+    assert all(line[start:].startswith(("protocol", "coco", "-")) for line in lines)
+
+
+# --------------------------------------------------------------------------- files
+
+def test_write_table_writes_files_atomically_and_prints(tmp_path, capsys):
+    write_result(tmp_path, fp32())
+    write_result(tmp_path, int8())
+    rows = write_table(tmp_path)
+    assert [r["variant"] for r in rows] == ["ssd-12", "ssd-12-int8"]
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert leftovers == ["TABLE.md", "table.csv"]
+    table_md = (tmp_path / "TABLE.md").read_text()
+    assert "protocol" in table_md and "| ssd-12-int8 | coco |" in table_md
+    assert "drop %" in table_md
+    assert ".png" not in table_md
+    assert (tmp_path / "table.csv").read_text() == render_csv(rows)
+    out = capsys.readouterr().out
+    assert "ssd-12-int8" in out and "3.49x" in out
+
+
+def test_write_table_quiet_prints_nothing(tmp_path, capsys):
+    write_result(tmp_path, fp32())
+    write_table(tmp_path, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_table_links_report_pictures_beside_it(tmp_path):
+    write_result(tmp_path, fp32())
+    for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_ssd-12-int8.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    write_table(tmp_path, quiet=True)
+    table_md = (tmp_path / "TABLE.md").read_text()
+    for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_ssd-12-int8.png"):
+        assert f"]({name})" in table_md
+
+
+def test_failed_write_keeps_old_table_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    write_result(tmp_path, fp32())
+    write_table(tmp_path, quiet=True)
+    before = (tmp_path / "TABLE.md").read_text()
+    write_result(tmp_path, int8())
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", failing_fsync)
+    with pytest.raises(OSError):
+        write_table(tmp_path, quiet=True)
+    assert (tmp_path / "TABLE.md").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["TABLE.md", "table.csv"]
+
+
+def test_no_results_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="make eval"):
+        write_table(tmp_path)
+    with pytest.raises(UserError, match="make eval"):
+        write_table(tmp_path / "missing")
+
+
+def test_malformed_json_names_the_file(tmp_path):
+    write_result(tmp_path, fp32())
+    bad = tmp_path / "ssd-12-int8" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match=r"ssd-12-int8/metrics\.json"):
+        load_results(tmp_path)
+    with pytest.raises(UserError, match=r"ssd-12-int8/metrics\.json"):
+        write_table(tmp_path)
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d.pop("mAP"), "mAP"),
+    (lambda d: d["provenance"].pop("image_ids_sha256"), "provenance.image_ids_sha256"),
+    (lambda d: d["provenance"]["runtime"].update(providers="CPU"), "provenance.runtime.providers"),
+    (lambda d: d.update(schema=2), "schema"),
+    (lambda d: d.update(published_map="high"), "published_map"),
+])
+def test_malformed_metrics_names_file_and_key(tmp_path, mutate, key):
+    data = copy.deepcopy(fp32())
+    mutate(data)
+    write_result(tmp_path, data)
+    with pytest.raises(UserError) as info:
+        load_results(tmp_path)
+    assert "ssd-12/metrics.json" in str(info.value) and key in str(info.value)
+
+
+def test_load_results_sorted_with_source(tmp_path):
+    write_result(tmp_path, int8())
+    write_result(tmp_path, fp32())
+    results = load_results(tmp_path)
+    assert [r["variant"] for r in results] == ["ssd-12", "ssd-12-int8"]
+    assert results[0]["_source"].endswith("ssd-12/metrics.json")
