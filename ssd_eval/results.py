@@ -73,9 +73,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
