@@ -1,0 +1,441 @@
+"""Tests for ssd_eval.config: YAML inheritance, --set overrides, validation, protocols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssd_eval.config import Config, apply_overrides, config_from_dict, load_config, parse_override
+from ssd_eval.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+BASE_YAML = """\
+protocol: coco
+dataset:
+  annotations: ann.json
+  images: imgs
+preprocess:
+  input_size: [1200, 1200]
+  mean: [0.1, 0.2, 0.3]
+runtime:
+  batch_size: 1
+  providers: [CPUExecutionProvider]
+output:
+  dir: results/{run}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    """A complete base config under a sub-folder, plus a child that extends it."""
+    write(tmp_path / "cfg" / "common" / "base.yaml", BASE_YAML)
+    return write(tmp_path / "cfg" / "child.yaml",
+                 "extends: common/base.yaml\nvariant: ssd-12\nmodel:\n  path: m.onnx\n")
+
+
+# ---------------------------------------------------------------- inheritance
+
+
+def test_child_overrides_parent_and_nested_mappings_merge(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml",
+                  "extends: base.yaml\nvariant: v\nmodel: {path: m.onnx}\n"
+                  "preprocess:\n  input_size: [300, 400]\nruntime:\n  batch_size: 4\n")
+    config = load_config(child)
+    assert config.variant == "v"
+    assert config.preprocess.input_size == [300, 400]  # child wins
+    assert config.preprocess.mean == [0.1, 0.2, 0.3]  # sibling key from the parent survives
+    assert config.runtime.batch_size == 4
+    assert config.runtime.providers == ["CPUExecutionProvider"]
+    assert config.dataset.annotations == "ann.json"
+
+
+def test_extends_is_relative_to_the_file_not_the_cwd(base, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(base)
+    assert config.variant == "ssd-12"
+    assert config.preprocess.mean == [0.1, 0.2, 0.3]
+
+
+def test_three_level_inheritance(tmp_path):
+    write(tmp_path / "a.yaml", BASE_YAML)
+    write(tmp_path / "b.yaml", "extends: a.yaml\nvariant: b\nmodel: {path: b.onnx, parent: x}\n")
+    c = write(tmp_path / "c.yaml", "extends: b.yaml\nvariant: c\nmodel: {path: c.onnx}\n")
+    config = load_config(c)
+    assert (config.variant, config.model.path, config.model.parent) == ("c", "c.onnx", "x")
+
+
+def test_lists_replace_rather_than_merge(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml",
+                  "extends: base.yaml\nmodel: {path: m}\nruntime:\n  providers: [CUDAExecutionProvider]\n")
+    assert load_config(child).runtime.providers == ["CUDAExecutionProvider"]
+
+
+def test_source_records_the_loaded_file(base):
+    assert load_config(base).source == str(base)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_set_override_int(base):
+    config = load_config(base, ["runtime.batch_size=2"])
+    assert config.runtime.batch_size == 2
+    assert isinstance(config.runtime.batch_size, int)
+
+
+def test_set_override_null_gives_none(tmp_path, base):
+    sha = "a" * 64
+    config = load_config(base, [f"model.sha256={sha}"])
+    assert config.model.sha256 == sha
+    assert load_config(base, [f"model.sha256={sha}", "model.sha256=null"]).model.sha256 is None
+
+
+def test_set_override_list(base):
+    config = load_config(base, ["runtime.providers=[CUDAExecutionProvider, CPUExecutionProvider]",
+                                "preprocess.mean=[0.5, 0.5, 0.5]"])
+    assert config.runtime.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert config.preprocess.mean == [0.5, 0.5, 0.5]
+
+
+def test_set_override_float_and_string(base):
+    config = load_config(base, ["postprocess.score_threshold=0.05", "variant=other", "model.published_map=0.1898"])
+    assert config.postprocess.score_threshold == pytest.approx(0.05)
+    assert config.variant == "other"
+    assert config.model.published_map == pytest.approx(0.1898)
+
+
+def test_set_override_int_accepted_for_float_field(base):
+    config = load_config(base, ["postprocess.score_threshold=0"])
+    assert config.postprocess.score_threshold == 0.0
+    assert isinstance(config.postprocess.score_threshold, float)
+
+
+def test_tuple_overrides(base):
+    config = load_config(base, [("runtime.batch_size", 4), ("model.sha256", None), ("preprocess.input_size", [32, 64])])
+    assert config.runtime.batch_size == 4
+    assert config.model.sha256 is None
+    assert config.preprocess.input_size == [32, 64]
+
+
+def test_parse_override_values():
+    assert parse_override("runtime.batch_size=2") == ("runtime.batch_size", 2)
+    assert parse_override("model.sha256=null") == ("model.sha256", None)
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("a.b=true") == ("a.b", True)
+    assert parse_override("model.url=http://x/y?a=b") == ("model.url", "http://x/y?a=b")
+    assert parse_override("a.b=") == ("a.b", None)
+
+
+def test_parse_override_without_equals_is_user_error():
+    with pytest.raises(UserError, match="key=value"):
+        parse_override("runtime.batch_size")
+
+
+def test_parse_override_empty_key_is_user_error():
+    with pytest.raises(UserError, match="empty key"):
+        parse_override("=3")
+
+
+def test_apply_overrides_returns_validated_copy(base):
+    config = load_config(base)
+    new = apply_overrides(config, {"runtime.batch_size": 3})
+    assert new.runtime.batch_size == 3
+    assert config.runtime.batch_size == 1
+    assert new.source == config.source
+    with pytest.raises(UserError, match="runtime.batch_size"):
+        apply_overrides(config, {"runtime.batch_size": "x"})
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unknown_key_in_file_names_file_and_dotted_key_with_suggestion(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmodel: {path: m}\nruntime:\n  batch_sise: 2\n")
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    message = str(info.value)
+    assert str(child) in message
+    assert "'runtime.batch_sise'" in message
+    assert "did you mean 'batch_size'" in message
+
+
+def test_unknown_top_level_key_in_parent_names_the_parent(tmp_path):
+    parent = write(tmp_path / "base.yaml", BASE_YAML + "protocl: coco\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmodel: {path: m}\n")
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    assert str(parent) in str(info.value)
+    assert "did you mean 'protocol'" in str(info.value)
+
+
+def test_unknown_key_in_set(base):
+    with pytest.raises(UserError) as info:
+        load_config(base, ["runtime.batchsize=2"])
+    message = str(info.value)
+    assert "--set" in message
+    assert "'runtime.batchsize'" in message
+    assert "did you mean 'batch_size'" in message
+
+
+def test_unknown_section_in_set(base):
+    with pytest.raises(UserError, match="runtme"):
+        load_config(base, ["runtme.batch_size=2"])
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml", 'extends: base.yaml\nmodel: {path: m}\nruntime:\n  batch_size: "two"\n')
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    message = str(info.value)
+    assert str(child) in message
+    assert "'runtime.batch_size'" in message
+    assert "integer" in message
+
+
+def test_bool_is_not_an_integer(base):
+    with pytest.raises(UserError, match="runtime.batch_size"):
+        load_config(base, [("runtime.batch_size", True)])
+
+
+def test_wrong_type_from_set_names_set(base):
+    with pytest.raises(UserError) as info:
+        load_config(base, ["runtime.batch_size=two"])
+    assert "--set" in str(info.value)
+    assert "'runtime.batch_size'" in str(info.value)
+
+
+def test_mean_with_two_values_names_file_and_key(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmodel: {path: m}\npreprocess:\n  mean: [1, 2]\n")
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    message = str(info.value)
+    assert str(child) in message
+    assert "'preprocess.mean'" in message
+    assert "3 values" in message
+
+
+def test_list_of_strings_where_numbers_expected(base):
+    with pytest.raises(UserError, match="preprocess.std"):
+        load_config(base, ["preprocess.std=[a, b, c]"])
+
+
+def test_section_that_is_not_a_mapping(tmp_path):
+    write(tmp_path / "base.yaml", BASE_YAML)
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmodel: {path: m}\npipeline: 5\n")
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    assert str(child) in str(info.value)
+    assert "'pipeline' must be a mapping" in str(info.value)
+
+
+def test_literal_choice_is_checked(base):
+    with pytest.raises(UserError, match="'coco', 'reference'"):
+        load_config(base, ["protocol=standard"])
+    with pytest.raises(UserError, match="preprocess.resize_backend"):
+        load_config(base, ["preprocess.resize_backend=cv2"])
+
+
+def test_nonpositive_values_are_rejected(base):
+    for override in ("runtime.batch_size=0", "dataset.limit=0", "postprocess.max_detections=0",
+                     "preprocess.std=[1, 0, 1]", "preprocess.input_size=[0, 10]", "runtime.providers=[]"):
+        key = override.split("=")[0]
+        with pytest.raises(UserError, match=key.replace(".", r"\.")):
+            load_config(base, [override])
+
+
+def test_missing_required_path(tmp_path):
+    config = write(tmp_path / "c.yaml", BASE_YAML)  # no model.path
+    with pytest.raises(UserError, match="model.path"):
+        load_config(config)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "variant: x\nruntime:\n  providers: [CPUExecutionProvider\nmodel: {}\n")
+    with pytest.raises(UserError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert str(bad) in message
+    assert "line 4" in message
+    assert "malformed YAML" in message
+
+
+def test_malformed_yaml_in_parent_names_the_parent(tmp_path):
+    parent = write(tmp_path / "base.yaml", "a: [\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\n")
+    with pytest.raises(UserError) as info:
+        load_config(child)
+    assert str(parent) in str(info.value)
+
+
+def test_config_that_is_not_a_mapping(tmp_path):
+    bad = write(tmp_path / "list.yaml", "- a\n- b\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config(bad)
+
+
+def test_missing_config_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(UserError) as info:
+        load_config(missing)
+    assert str(missing) in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_missing_parent_file(tmp_path):
+    child = write(tmp_path / "child.yaml", "extends: nope.yaml\n")
+    with pytest.raises(UserError, match="nope.yaml"):
+        load_config(child)
+
+
+def test_extends_loop(tmp_path):
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    b = write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(UserError, match="loops"):
+        load_config(b)
+
+
+def test_extends_self(tmp_path):
+    a = write(tmp_path / "a.yaml", "extends: a.yaml\n")
+    with pytest.raises(UserError, match="loops"):
+        load_config(a)
+
+
+def test_extends_not_a_string(tmp_path):
+    a = write(tmp_path / "a.yaml", "extends: [b.yaml]\n")
+    with pytest.raises(UserError, match="extends"):
+        load_config(a)
+
+
+def test_invalid_sha256_rejected(base):
+    for bad in ("abc", "g" * 64, "a" * 63):
+        with pytest.raises(UserError, match="model.sha256"):
+            load_config(base, [f"model.sha256={bad}"])
+
+
+def test_config_from_dict_unknown_key():
+    with pytest.raises(UserError, match="did you mean 'model'"):
+        config_from_dict({"modle": {"path": "x"}})
+
+
+# ---------------------------------------------------------------- protocols and output dir
+
+
+def test_coco_protocol_switches(base):
+    config = load_config(base)
+    assert config.switches() == {"resize_backend": "pil", "skip_images_without_annotations": False,
+                                 "crowd_as_ground_truth": False}
+    assert config.protocol_label() == "coco"
+
+
+def test_reference_protocol_switches(base):
+    config = load_config(base, ["protocol=reference"])
+    assert config.switches() == {"resize_backend": "opencv", "skip_images_without_annotations": True,
+                                 "crowd_as_ground_truth": True}
+    assert config.protocol_label() == "reference"
+
+
+def test_overriding_one_switch_gives_mixed_label(base):
+    config = load_config(base, ["protocol=reference", "preprocess.resize_backend=pil"])
+    assert config.switches()["resize_backend"] == "pil"
+    assert config.switches()["crowd_as_ground_truth"] is True
+    assert config.protocol_label() == "reference+resize_backend=pil"
+
+
+def test_explicit_switch_equal_to_preset_keeps_plain_label(base):
+    config = load_config(base, ["protocol=reference", "preprocess.resize_backend=opencv"])
+    assert config.protocol_label() == "reference"
+
+
+def test_coco_with_one_switch_changed(base):
+    config = load_config(base, ["dataset.skip_images_without_annotations=true"])
+    assert config.protocol_label() == "coco+skip_images_without_annotations=True"
+
+
+def test_out_dir_for_coco_and_reference(base):
+    assert load_config(base).out_dir == Path("results/ssd-12")
+    assert load_config(base, ["protocol=reference"]).out_dir == Path("results/ssd-12-reference")
+
+
+def test_out_dir_placeholders(base):
+    config = load_config(base, ["output.dir=out/{variant}/{protocol}", "protocol=reference"])
+    assert config.out_dir == Path("out/ssd-12/reference")
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def test_config_sha256_is_stable_and_tracks_values(base):
+    first = load_config(base).sha256()
+    assert len(first) == 64
+    assert load_config(base).sha256() == first
+    assert load_config(base, ["runtime.batch_size=2"]).sha256() != first
+
+
+def test_to_dict_omits_source(base):
+    data = load_config(base).to_dict()
+    assert "source" not in data
+    assert data["runtime"]["batch_size"] == 1
+
+
+def test_default_config_is_a_config():
+    assert isinstance(Config(), Config)
+
+
+# ---------------------------------------------------------------- shipped configs
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    overrides = []
+    if path.name == "base.yaml":  # the base names no model
+        overrides = ["model.path=x.onnx"]
+    config = load_config(path, overrides)
+    assert config.protocol == "coco"
+    assert config.model.input_name == "image"
+    assert config.preprocess.input_size == [1200, 1200]
+
+
+REAL_VARIANTS = {
+    "ssd-10": (80363696, None, 10, 0.195, None),
+    "ssd-12": (80366315, "5ec1e058e666ef980a6213ac40088877865aafb2b6676b9af204b3828e4bb9d5", 12, 0.1898, None),
+    "ssd-12-int8": (20484185, "687696a719e57bb86aabb5fe44b0262cabd5bf26bd82e2698eb14753647632c4", 12, 0.1892,
+                    "ssd-12"),
+    "ssd-12-qdq": (20479718, "a287de043788b325b8a7209d1193377d9e7f78fe8572666da485710284fb8727", 12, 0.1863,
+                   "ssd-12"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REAL_VARIANTS))
+def test_real_variants_carry_published_facts(variant):
+    size, sha, opset, published, parent = REAL_VARIANTS[variant]
+    config = load_config(CONFIGS / f"{variant}.yaml")
+    assert config.variant == variant
+    assert config.model.url.endswith(f"/ssd/model/{variant}.onnx")
+    assert config.model.url.startswith("https://github.com/onnx/models/")
+    assert config.model.size == size
+    assert config.model.sha256 == sha
+    assert config.model.opset == opset
+    assert config.model.published_map == published
+    assert config.model.parent == parent
+    assert config.out_dir == Path(f"results/{variant}")
+
+
+def test_sample_variants_have_sample_parent():
+    assert load_config(CONFIGS / "sample-int8.yaml").model.parent == "sample"
+    assert load_config(CONFIGS / "sample-qdq.yaml").model.parent == "sample"
+    assert load_config(CONFIGS / "sample.yaml").dataset.annotations_url is None

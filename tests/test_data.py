@@ -1,0 +1,297 @@
+"""Tests for ssd_eval.data: annotation loading, image selection and sharding, image decoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import CATEGORIES, write_coco
+from ssd_eval.data import BadImageError, ImageRecord, load_annotations, parse_shard, read_image, select_image_ids
+from ssd_eval.errors import UserError
+
+IMAGES = [
+    {"id": 7, "width": 40, "height": 30},
+    {"id": 2, "width": 20, "height": 10, "mode": "L"},
+    {"id": 5, "width": 16, "height": 24, "mode": "CMYK"},
+    {"id": 11, "width": 8, "height": 8},
+]
+ANNOTATIONS = [
+    {"image_id": 7, "category_id": 1, "bbox": [1, 2, 10, 5]},
+    {"image_id": 7, "category_id": 13, "bbox": [3, 3, 4, 4]},
+    {"image_id": 5, "category_id": 18, "bbox": [0, 0, 5, 5], "iscrowd": 1},
+]
+
+
+@pytest.fixture
+def coco(tmp_path):
+    return write_coco(tmp_path, IMAGES, ANNOTATIONS)
+
+
+@pytest.fixture
+def dataset(coco):
+    annotations, images = coco
+    return load_annotations(annotations, images)
+
+
+def make_dataset(tmp_path, ids, annotated=()):
+    images = [{"id": i, "width": 4, "height": 4} for i in ids]
+    anns = [{"image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1]} for i in annotated]
+    annotations, image_dir = write_coco(tmp_path, images, anns)
+    return load_annotations(annotations, image_dir)
+
+
+# ---------------------------------------------------------------- load_annotations
+
+
+def test_load_annotations_images_and_categories(dataset, coco):
+    annotations, image_dir = coco
+    assert sorted(dataset.images) == [2, 5, 7, 11]
+    record = dataset.images[7]
+    assert (record.id, record.width, record.height) == (7, 40, 30)
+    assert record.file_name == "000000000007.jpg"
+    assert record.path == image_dir / "000000000007.jpg"
+    assert dataset.category_ids == [1, 3, 11, 13, 18]
+    assert dataset.category_names[13] == "stop sign"
+    assert dataset.annotated_image_ids == frozenset({5, 7})
+    assert dataset.annotations_path == annotations
+    assert dataset.sha256 == hashlib.sha256(annotations.read_bytes()).hexdigest()
+    assert len(dataset.gt["annotations"]) == 3
+
+
+def test_categories_sorted_by_id_whatever_the_file_order(tmp_path):
+    shuffled = [CATEGORIES[3], CATEGORIES[0], CATEGORIES[4], CATEGORIES[2], CATEGORIES[1]]
+    annotations, image_dir = write_coco(tmp_path, [{"id": 1, "width": 4, "height": 4}], [], categories=shuffled)
+    assert load_annotations(annotations, image_dir).category_ids == [1, 3, 11, 13, 18]
+
+
+def write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def valid_gt():
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+
+
+def assert_user_error_naming(path: Path, match: str | None = None) -> None:
+    with pytest.raises(UserError) as info:
+        load_annotations(path, path.parent)
+    assert str(path) in str(info.value)
+    if match:
+        assert match in str(info.value)
+
+
+def test_valid_minimal_gt_loads(tmp_path):
+    dataset = load_annotations(write_json(tmp_path / "ok.json", valid_gt()), tmp_path)
+    assert list(dataset.images) == [1]
+
+
+def test_top_level_list_is_rejected(tmp_path):
+    assert_user_error_naming(write_json(tmp_path / "list.json", [valid_gt()]), "not a COCO annotation file")
+
+
+def test_missing_images_is_rejected(tmp_path):
+    gt = valid_gt()
+    del gt["images"]
+    assert_user_error_naming(write_json(tmp_path / "noimages.json", gt), "'images'")
+
+
+def test_annotation_without_bbox_is_rejected(tmp_path):
+    gt = valid_gt()
+    del gt["annotations"][0]["bbox"]
+    assert_user_error_naming(write_json(tmp_path / "nobbox.json", gt), "'bbox'")
+
+
+def test_bbox_with_wrong_length_is_rejected(tmp_path):
+    gt = valid_gt()
+    gt["annotations"][0]["bbox"] = [0, 0, 1]
+    assert_user_error_naming(write_json(tmp_path / "bbox3.json", gt), "bbox")
+
+
+def test_empty_categories_is_rejected(tmp_path):
+    gt = valid_gt()
+    gt["categories"] = []
+    assert_user_error_naming(write_json(tmp_path / "nocats.json", gt), "categories")
+
+
+def test_invalid_json_is_rejected(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [')
+    assert_user_error_naming(path, "invalid JSON")
+
+
+def test_missing_annotation_file(tmp_path):
+    assert_user_error_naming(tmp_path / "missing.json", "not found")
+
+
+def test_duplicate_image_id_is_rejected(tmp_path):
+    gt = valid_gt()
+    gt["images"].append(dict(gt["images"][0], file_name="b.jpg"))
+    assert_user_error_naming(write_json(tmp_path / "dup.json", gt), "appears twice")
+
+
+def test_annotation_for_unknown_image_is_rejected(tmp_path):
+    gt = valid_gt()
+    gt["annotations"][0]["image_id"] = 99
+    assert_user_error_naming(write_json(tmp_path / "orphan.json", gt), "99")
+
+
+# ---------------------------------------------------------------- select_image_ids
+
+
+def test_select_returns_sorted_ids(dataset):
+    assert select_image_ids(dataset) == [2, 5, 7, 11]
+
+
+def test_limit_takes_first_n_in_id_order(dataset):
+    assert select_image_ids(dataset, limit=2) == [2, 5]
+    assert select_image_ids(dataset, limit=100) == [2, 5, 7, 11]
+
+
+def test_skip_images_without_annotations(dataset):
+    assert select_image_ids(dataset, skip_images_without_annotations=True) == [5, 7]
+
+
+def test_skip_then_limit(dataset):
+    assert select_image_ids(dataset, skip_images_without_annotations=True, limit=1) == [5]
+
+
+def test_shards_partition_ids_exactly(tmp_path):
+    ids = [3, 1, 40, 8, 15, 9, 22, 100, 51, 6]
+    dataset = make_dataset(tmp_path, ids)
+    shards = [select_image_ids(dataset, shard=(i, 3)) for i in (1, 2, 3)]
+    assert shards == [[1, 3, 6], [8, 9, 15], [22, 40, 51, 100]]
+    assert sum(shards, []) == sorted(ids)
+
+
+def test_shards_partition_with_limit(tmp_path):
+    dataset = make_dataset(tmp_path, range(1, 21))
+    shards = [select_image_ids(dataset, limit=7, shard=(i, 3)) for i in (1, 2, 3)]
+    assert sum(shards, []) == [1, 2, 3, 4, 5, 6, 7]
+    assert [len(s) for s in shards] == [2, 2, 3]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
+def test_shards_partition_for_any_count(tmp_path, count):
+    dataset = make_dataset(tmp_path, range(10, 15))  # 5 images; count 7 leaves empty shards
+    shards = [select_image_ids(dataset, shard=(i, count)) for i in range(1, count + 1)]
+    assert sum(shards, []) == [10, 11, 12, 13, 14]
+
+
+def test_parse_shard():
+    assert parse_shard("2/3") == (2, 3)
+    assert parse_shard("1/1") == (1, 1)
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "1/2/3", "a/b", ""])
+def test_parse_shard_errors(text):
+    with pytest.raises(UserError, match="--shard"):
+        parse_shard(text)
+
+
+# ---------------------------------------------------------------- read_image
+
+
+def test_read_image_rgb(dataset):
+    image = read_image(dataset.images[7])
+    assert image.mode == "RGB"
+    assert image.size == (40, 30)
+    assert np.abs(np.asarray(image).astype(int) - [120, 130, 140]).max() <= 3
+
+
+def test_read_image_converts_grayscale_to_rgb(dataset):
+    image = read_image(dataset.images[2])
+    assert image.mode == "RGB"
+    assert image.size == (20, 10)
+    pixels = np.asarray(image).astype(int)
+    assert pixels.shape == (10, 20, 3)
+    assert np.abs(pixels - 128).max() <= 2
+
+
+def test_read_image_converts_cmyk_to_rgb(dataset):
+    image = read_image(dataset.images[5])
+    assert image.mode == "RGB"
+    assert image.size == (16, 24)
+    assert np.asarray(image).shape == (24, 16, 3)
+
+
+def test_read_image_converts_palette_png(tmp_path):
+    path = tmp_path / "p.png"
+    Image.new("RGB", (6, 5), (255, 0, 0)).convert("P").save(path)
+    image = read_image(ImageRecord(1, "p.png", 6, 5, path))
+    assert image.mode == "RGB"
+    assert tuple(np.asarray(image)[0, 0]) == (255, 0, 0)
+
+
+def test_size_mismatch_names_file(dataset):
+    record = dataset.images[7]
+    wrong = ImageRecord(record.id, record.file_name, 30, 40, record.path)
+    with pytest.raises(BadImageError) as info:
+        read_image(wrong)
+    assert str(record.path) in str(info.value)
+    assert "40x30" in str(info.value)
+
+
+def test_missing_image_file(tmp_path):
+    path = tmp_path / "gone.jpg"
+    with pytest.raises(BadImageError) as info:
+        read_image(ImageRecord(3, "gone.jpg", 4, 4, path))
+    assert str(path) in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_bad_image_error_is_a_user_error():
+    assert issubclass(BadImageError, UserError)
+
+
+def noisy_jpeg(path: Path, size=(64, 48)) -> Path:
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=95)
+    return path
+
+
+def test_truncated_jpeg_names_file(tmp_path):
+    path = noisy_jpeg(tmp_path / "cut.jpg")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError) as info:
+        read_image(ImageRecord(4, "cut.jpg", 64, 48, path))
+    assert str(path) in str(info.value)
+    assert "cannot decode" in str(info.value)
+
+
+def test_truncated_solid_jpeg_names_file(dataset):
+    record = dataset.images[7]
+    data = record.path.read_bytes()
+    record.path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError, match=str(record.path)):
+        read_image(record)
+
+
+@pytest.mark.parametrize("content", [b"this is not an image at all" * 10, b"", b"\xff\xd8\xff\xe0garbage"])
+def test_garbage_bytes_name_file(tmp_path, content):
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(content)
+    with pytest.raises(BadImageError) as info:
+        read_image(ImageRecord(5, "junk.jpg", 4, 4, path))
+    assert str(path) in str(info.value)
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW when displayed
+    Image.new("RGB", (40, 20), (10, 200, 30)).save(path, exif=exif)
+    with Image.open(path) as check:
+        assert check.getexif().get(0x0112) == 6  # the tag really is in the file
+    image = read_image(ImageRecord(6, "rotated.jpg", 40, 20, path))
+    assert image.size == (40, 20)

@@ -1,0 +1,285 @@
+"""Tests for ssd_eval.runner: provider fallback, I/O found by name, shape checks, batched runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from helpers import fixed_detector
+from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.errors import UserError
+from ssd_eval.runner import Detector, choose_providers, resolve_io
+
+HW = (32, 48)
+BOXES = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 1.0], [0.0, 0.0, 1.0, 1.0]]
+LABELS = [1, 4, 80]
+SCORES = [0.9, 0.6, 0.3]
+
+
+def make_detector(path: Path, *, model: ModelConfig | None = None, runtime: RuntimeConfig | None = None,
+                  input_size=HW) -> Detector:
+    return Detector(path, model or ModelConfig(), runtime or RuntimeConfig(), input_size)
+
+
+def batch(count=1, hw=HW) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((count, 3, *hw)).astype(np.float32)
+
+
+@pytest.fixture
+def model_path(tmp_path) -> Path:
+    return fixed_detector(tmp_path / "m.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+
+
+def edit_model(src: Path, dst: Path, change) -> Path:
+    model = onnx.load(str(src))
+    change(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def batched_detector(path: Path, *, label_type=TensorProto.INT64, labels=LABELS) -> Path:
+    """Like helpers.fixed_detector, but with a symbolic batch dimension and batched outputs."""
+    count = len(SCORES)
+    np_label = np.float32 if label_type == TensorProto.FLOAT else np.int64
+    init = [
+        numpy_helper.from_array(np.asarray(BOXES, dtype=np.float32).reshape(1, count, 4), "const_boxes"),
+        numpy_helper.from_array(np.asarray(labels, dtype=np_label).reshape(1, count), "const_labels"),
+        numpy_helper.from_array(np.asarray(SCORES, dtype=np.float32).reshape(1, count), "const_scores"),
+        numpy_helper.from_array(np.zeros((1, 1), dtype=np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3], keepdims=0),  # (N, 3)
+        helper.make_node("ReduceMean", ["mean"], ["mean1"], axes=[1], keepdims=1),  # (N, 1)
+        helper.make_node("Mul", ["mean1", "zero"], ["nothing"]),  # (N, 1) zeros
+        helper.make_node("Add", ["const_scores", "nothing"], ["scores"]),  # (N, count)
+        helper.make_node("Unsqueeze", ["nothing"], ["nothing3"], axes=[2]),  # (N, 1, 1)
+        helper.make_node("Add", ["const_boxes", "nothing3"], ["bboxes"]),  # (N, count, 4)
+        helper.make_node("Cast", ["nothing"], ["nothing_l"], to=label_type),
+        helper.make_node("Add", ["const_labels", "nothing_l"], ["labels"]),  # (N, count)
+    ]
+    graph = helper.make_graph(
+        nodes, "batched_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *HW])],
+        [helper.make_tensor_value_info("bboxes", TensorProto.FLOAT, ["N", count, 4]),
+         helper.make_tensor_value_info("labels", label_type, ["N", count]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", count])],
+        init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def assert_fixed_output(dets) -> None:
+    np.testing.assert_allclose(dets.boxes, BOXES, rtol=1e-6)
+    assert dets.labels.dtype == np.int64
+    assert dets.labels.tolist() == LABELS
+    np.testing.assert_allclose(dets.scores, SCORES, rtol=1e-6)
+    assert dets.boxes.shape == (3, 4)
+
+
+# ---------------------------------------------------------------- providers
+
+
+def test_choose_providers_keeps_available_in_requested_order():
+    assert choose_providers(["B", "A"], ["A", "B", "C"]) == ["B", "A"]
+
+
+def test_choose_providers_skips_missing_with_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        chosen = choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
+    assert chosen == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider" in caplog.text
+
+
+def test_choose_providers_falls_back_to_cpu(caplog):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        chosen = choose_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"])
+    assert chosen == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider is not available" in caplog.text
+    assert "falling back to CPUExecutionProvider" in caplog.text
+
+
+def test_detector_falls_back_when_provider_missing(model_path, caplog):
+    runtime = RuntimeConfig(providers=["NoSuchExecutionProvider"])
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        detector = make_detector(model_path, runtime=runtime)
+    assert detector.providers == ["CPUExecutionProvider"]
+    assert "NoSuchExecutionProvider" in caplog.text
+
+
+# ---------------------------------------------------------------- running
+
+
+def test_detector_returns_fixed_boxes(model_path):
+    detector = make_detector(model_path)
+    assert detector.providers == ["CPUExecutionProvider"]
+    [dets] = detector.run(batch())
+    assert_fixed_output(dets)
+
+
+def test_detector_io(model_path):
+    io = make_detector(model_path).io
+    assert (io.input_name, io.boxes, io.labels, io.scores) == ("image", "bboxes", "labels", "scores")
+    assert io.input_shape == (1, 3, *HW)
+    assert io.dynamic_batch is False
+
+
+def test_outputs_found_by_name_whatever_their_order(model_path, tmp_path):
+    def reverse_outputs(model):
+        outputs = list(model.graph.output)
+        del model.graph.output[:]
+        model.graph.output.extend([outputs[2], outputs[1], outputs[0]])  # scores, labels, bboxes
+
+    path = edit_model(model_path, tmp_path / "reordered.onnx", reverse_outputs)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["scores", "labels", "bboxes"]
+    [dets] = make_detector(path).run(batch())
+    assert_fixed_output(dets)
+
+
+def test_alternative_output_names(tmp_path):
+    path = fixed_detector(tmp_path / "alt.onnx", BOXES, LABELS, SCORES, input_hw=HW,
+                          output_names=("detection_bboxes", "detection_classes", "detection_scores"))
+    detector = make_detector(path)
+    assert (detector.io.boxes, detector.io.labels, detector.io.scores) == (
+        "detection_bboxes", "detection_classes", "detection_scores")
+    assert_fixed_output(detector.run(batch())[0])
+
+
+def test_configured_output_names(tmp_path):
+    path = fixed_detector(tmp_path / "custom.onnx", BOXES, LABELS, SCORES, input_hw=HW,
+                          output_names=("out_b", "out_l", "out_s"))
+    model = ModelConfig(boxes_output=["out_b"], labels_output=["out_l"], scores_output=["out_s"])
+    assert_fixed_output(make_detector(path, model=model).run(batch())[0])
+
+
+def test_wrong_output_names_list_actual_outputs(tmp_path):
+    path = fixed_detector(tmp_path / "odd.onnx", BOXES, LABELS, SCORES, input_hw=HW,
+                          output_names=("out_b", "out_l", "out_s"))
+    with pytest.raises(UserError) as info:
+        make_detector(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "['out_b', 'out_l', 'out_s']" in message
+    assert "model.boxes_output" in message
+
+
+def add_second_input(model):
+    model.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]))
+
+
+def test_two_inputs_without_input_name(model_path, tmp_path):
+    path = edit_model(model_path, tmp_path / "two.onnx", add_second_input)
+    with pytest.raises(UserError) as info:
+        make_detector(path)
+    assert "model.input_name" in str(info.value)
+    assert "'image'" in str(info.value) and "'extra'" in str(info.value)
+
+
+def test_two_inputs_with_input_name(model_path, tmp_path):
+    path = edit_model(model_path, tmp_path / "two.onnx", add_second_input)
+    detector = make_detector(path, model=ModelConfig(input_name="image"))
+    assert detector.io.input_name == "image"
+
+
+def test_unknown_input_name(model_path):
+    with pytest.raises(UserError) as info:
+        make_detector(model_path, model=ModelConfig(input_name="images"))
+    assert "'images'" in str(info.value)
+    assert "['image']" in str(info.value)
+
+
+def test_input_size_mismatch(model_path):
+    with pytest.raises(UserError) as info:
+        make_detector(model_path, input_size=[1200, 1200])
+    message = str(info.value)
+    assert str(model_path) in message
+    assert "preprocess.input_size" in message
+    assert "(3, 32, 48)" in message
+    assert "(1200, 1200)" in message
+
+
+def test_swapped_input_size_is_a_mismatch(model_path):
+    with pytest.raises(UserError, match="preprocess.input_size"):
+        make_detector(model_path, input_size=[48, 32])
+
+
+def test_batch_size_two_on_fixed_batch_model(model_path):
+    with pytest.raises(UserError) as info:
+        make_detector(model_path, runtime=RuntimeConfig(batch_size=2))
+    message = str(info.value)
+    assert "batch dimension is fixed at 1" in message
+    assert "runtime.batch_size" in message
+
+
+def test_dynamic_batch_model_runs_batches(tmp_path):
+    path = batched_detector(tmp_path / "dyn.onnx")
+    detector = make_detector(path, runtime=RuntimeConfig(batch_size=2))
+    assert detector.io.dynamic_batch is True
+    assert detector.io.input_shape == (None, 3, *HW)
+    out = detector.run(batch(2))
+    assert len(out) == 2
+    for dets in out:
+        assert_fixed_output(dets)
+
+
+def test_float_labels_are_converted_to_int(tmp_path):
+    path = batched_detector(tmp_path / "flabels.onnx", label_type=TensorProto.FLOAT)
+    [dets] = make_detector(path).run(batch())
+    assert dets.labels.dtype == np.int64
+    assert dets.labels.tolist() == LABELS
+
+
+def test_non_integer_float_labels_are_user_error(tmp_path):
+    path = batched_detector(tmp_path / "fraction.onnx", label_type=TensorProto.FLOAT, labels=[1.0, 2.5, 3.0])
+    with pytest.raises(UserError, match="non-integer labels"):
+        make_detector(path).run(batch())
+
+
+def test_not_onnx_file_is_user_error(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(UserError) as info:
+        make_detector(path)
+    assert str(path) in str(info.value)
+    assert "cannot load" in str(info.value)
+
+
+def test_missing_model_file_is_user_error(tmp_path):
+    path = tmp_path / "absent.onnx"
+    with pytest.raises(UserError, match=str(path)):
+        make_detector(path)
+
+
+def test_optimized_model_cache_is_written(model_path, tmp_path):
+    cache = tmp_path / "cache" / "opt.onnx"
+    make_detector(model_path, runtime=RuntimeConfig(optimized_model_cache=str(cache)))
+    assert cache.is_file()
+    assert cache.stat().st_size > 0
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
+def test_graph_optimization_levels(model_path, level):
+    detector = make_detector(model_path, runtime=RuntimeConfig(graph_optimization=level, intra_op_threads=1))
+    assert_fixed_output(detector.run(batch())[0])
+
+
+def test_resolve_io_on_session(model_path):
+    detector = make_detector(model_path)
+    io = resolve_io(detector.session, ModelConfig(input_name="image"), model_path)
+    assert io == detector.io
+
+
+def test_model_with_no_detections(tmp_path):
+    path = fixed_detector(tmp_path / "empty.onnx", np.zeros((0, 4)), [], [], input_hw=HW)
+    [dets] = make_detector(path).run(batch())
+    assert dets.boxes.shape == (0, 4)
+    assert dets.labels.shape == (0,)
+    assert dets.scores.shape == (0,)
