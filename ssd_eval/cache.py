@@ -29,7 +29,7 @@ class DetectionCache:
         if fresh and self.path.exists():
             log.info("--fresh: discarding %s", self.path)
             self.path.unlink()
-        if self.path.exists():
+        if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)

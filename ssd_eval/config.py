@@ -163,7 +163,7 @@ class Config:
         return {k: (preset[k] if v is None else v) for k, v in explicit.items()}
 
     def protocol_label(self) -> str:
-        """``coco`` / ``reference`` when the switches match that preset, else ``custom(...)``."""
+        """``coco`` / ``reference`` when the switches match a preset, else e.g. ``reference+resize_backend=pil``."""
         switches = self.switches()
         for name, preset in PROTOCOL_PRESETS.items():
             if switches == preset:
@@ -344,6 +344,8 @@ def _field_type(cls: type, name: str) -> Any:
 
 def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], default_origin: str) -> Any:
     where = origins.get(prefix.rstrip("."), default_origin)
+    if data is None:  # a section whose keys are all commented out
+        data = {}
     if not isinstance(data, dict):
         raise UserError(f"{where}: key {prefix.rstrip('.')!r} must be a mapping")
     hints = typing.get_type_hints(cls)
