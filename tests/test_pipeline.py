@@ -1,0 +1,274 @@
+"""End to end on the embedded sample: every variant, resume after kill -9, shards, cache keys, providers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ssd_eval
+from ssd_eval.config import load_config
+from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
+from ssd_eval.metrics import STAT_NAMES
+from ssd_eval.pipeline import evaluate, merge_shards
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SAMPLE_CONFIGS = ["sample", "sample-int8", "sample-qdq"]
+
+
+def sample_config(name: str, out: Path, *overrides):
+    return load_config(REPO / "configs" / f"{name}.yaml",
+                       [("dataset.annotations", str(SAMPLE / "annotations.json")),
+                        ("dataset.images", str(SAMPLE / "images")),
+                        ("model.path", str(SAMPLE / "models" / f"{name}.onnx")),
+                        ("output.dir", str(out)), *overrides])
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ssd_eval", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name", SAMPLE_CONFIGS)
+def test_cli_eval_on_each_sample_variant(tmp_path, name):
+    out = tmp_path / name
+    result = run_cli("eval", "--config", f"configs/{name}.yaml", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert name in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["variant"] == name
+    assert metrics["protocol"] == "coco"
+    assert len(metrics["stats"]) == 12
+    assert [metrics[n] for n in STAT_NAMES] == metrics["stats"]
+    assert 0.0 < metrics["mAP"] < 1.0
+    annotations = json.loads((SAMPLE / "annotations.json").read_text())
+    assert set(metrics["per_category_ap"]) == {c["name"] for c in annotations["categories"]}
+    provenance = metrics["provenance"]
+    model = SAMPLE / "models" / f"{name}.onnx"
+    assert provenance["model"]["sha256"] == sha256_of(model)
+    assert provenance["annotations"]["sha256"] == sha256_of(SAMPLE / "annotations.json")
+    assert provenance["images"] == len(annotations["images"])
+    assert provenance["config"]["variant"] == name
+    assert len(provenance["config_sha256"]) == 64
+    assert provenance["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert provenance["runtime"]["onnxruntime"]
+    assert provenance["versions"]["pycocotools"]
+    assert provenance["wall_time_s"] > 0 and provenance["images_per_s"] > 0
+    assert provenance["date"].startswith("20")
+    detections = json.loads((out / "detections.json").read_text())
+    assert provenance["detections"] == len(detections)
+    assert metrics["parent"] == (None if name == "sample" else "sample")
+
+    # Anyone can re-score detections.json with plain pycocotools and get the same numbers.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco = COCO(str(SAMPLE / "annotations.json"))
+    evaluator = COCOeval(coco, coco.loadRes(str(out / "detections.json")), "bbox")
+    evaluator.params.imgIds = sorted(coco.getImgIds())
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert metrics["stats"] == pytest.approx(list(evaluator.stats), abs=1e-12)
+
+
+def test_label_map_matters_on_the_sample(tmp_path):
+    good = evaluate(sample_config("sample", tmp_path / "good"), progress=False)
+    detections = json.loads((tmp_path / "good" / "detections.json").read_text())
+    assert any(d["category_id"] > 12 for d in detections)  # ids past the first gap (12 does not exist)
+    assert good.map > 0.2
+
+
+def test_python_api_accepts_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = ssd_eval.evaluate(sample_config("sample", tmp_path / "api"))
+    assert result.files["metrics"].is_file()
+    assert result.map == json.loads(result.files["metrics"].read_text())["mAP"]
+
+
+def comparable(metrics: dict) -> dict:
+    """metrics.json without the fields that legitimately differ between two runs."""
+    provenance = metrics["provenance"]
+    return {
+        "scores": [metrics[n] for n in ("stats", "per_category_ap", "pr_curves")],
+        "model": provenance["model"]["sha256"],
+        "images": provenance["images"],
+        "ids": provenance["image_ids_sha256"],
+        "detections": provenance["detections"],
+    }
+
+
+def bigger_set(root: Path, copies: int) -> tuple[Path, Path]:
+    """The sample's images repeated under new ids, for runs long enough to interrupt."""
+    source = json.loads((SAMPLE / "annotations.json").read_text())
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for copy_index in range(copies):
+        for image in source["images"]:
+            new_id = copy_index * 100000 + image["id"]
+            name = f"{new_id:012d}.jpg"
+            shutil.copy(SAMPLE / "images" / image["file_name"], images_dir / name)
+            images.append(dict(image, id=new_id, file_name=name))
+        for ann in source["annotations"]:
+            annotations.append(dict(ann, id=copy_index * 100000 + ann["id"],
+                                    image_id=copy_index * 100000 + ann["image_id"]))
+    path = root / "annotations.json"
+    path.write_text(json.dumps(dict(source, images=images, annotations=annotations)))
+    return path, images_dir
+
+
+def test_kill_9_then_resume_gives_identical_results(tmp_path):
+    annotations, images = bigger_set(tmp_path / "set", copies=8)
+    total = len(json.loads(annotations.read_text())["images"])
+    common = ["eval", "--config", "configs/sample.yaml", "--annotations", str(annotations), "--images", str(images),
+              "--set", "pipeline.workers=1", "--no-progress"]
+    out = tmp_path / "resumed"
+    process = subprocess.Popen([sys.executable, "-m", "ssd_eval", *common, "--out", str(out)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = out / "cache.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if cache.exists() and cache.read_bytes().count(b"\n") >= 6:
+            break
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+    done_before = cache.read_bytes().count(b"\n") - 1
+    assert 5 <= done_before < total, "the run must be interrupted part-way"
+
+    resumed = run_cli(*common, "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run_cli(*common, "--out", str(tmp_path / "uninterrupted"))
+    assert fresh.returncode == 0, fresh.stderr
+
+    resumed_metrics = json.loads((out / "metrics.json").read_text())
+    fresh_metrics = json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())
+    assert resumed_metrics["provenance"]["resumed_images"] >= done_before
+    assert comparable(resumed_metrics) == comparable(fresh_metrics)
+    assert (out / "detections.json").read_bytes() == (tmp_path / "uninterrupted" / "detections.json").read_bytes()
+    ids = [json.loads(line)["image_id"] for line in cache.read_text().splitlines()[1:]]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == total  # no duplicate, no missing image
+
+
+def test_shards_merge_to_the_single_run(tmp_path):
+    single = evaluate(sample_config("sample", tmp_path / "single"), progress=False)
+    shard_dirs = []
+    for index in (1, 2, 3):
+        evaluate(sample_config("sample", tmp_path / "split"), shard=(index, 3), progress=False)
+        shard_dirs.append(tmp_path / "split" / f"shard-{index}-of-3")
+    parts = [json.loads((d / "shard.json").read_text())["image_ids"] for d in shard_dirs]
+    assert all(parts) and sorted(sum(parts, [])) == sorted(set(sum(parts, [])))
+    merged = merge_shards(shard_dirs, tmp_path / "merged")
+    assert merged.scores.stats == single.scores.stats
+    assert merged.scores.per_category_ap == single.scores.per_category_ap
+    assert merged.provenance["shards"] == ["1/3", "2/3", "3/3"]
+    assert (tmp_path / "merged" / "detections.json").read_bytes() == \
+        (tmp_path / "single" / "detections.json").read_bytes()
+
+    with pytest.raises(UserError, match="more than once"):
+        merge_shards([shard_dirs[0], shard_dirs[0], shard_dirs[1]], tmp_path / "bad")
+    with pytest.raises(UserError, match="3/3 is missing"):
+        merge_shards(shard_dirs[:2], tmp_path / "bad")
+    other = sample_config("sample", tmp_path / "other", ("postprocess.max_detections", 5))
+    evaluate(other, shard=(3, 3), progress=False)
+    with pytest.raises(UserError, match="different model, annotation file or config"):
+        merge_shards(shard_dirs[:2] + [tmp_path / "other" / "shard-3-of-3"], tmp_path / "bad")
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_merge_through_the_cli(tmp_path):
+    for index in (1, 2):
+        result = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(tmp_path / "r"), "--shard",
+                         f"{index}/2")
+        assert result.returncode == 0, result.stderr
+    result = run_cli("merge", str(tmp_path / "r" / "shard-1-of-2"), str(tmp_path / "r" / "shard-2-of-2"),
+                     "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["provenance"]["shards"] == ["1/2", "2/2"]
+
+
+def test_cache_from_another_model_or_preprocessing_is_refused(tmp_path):
+    out = tmp_path / "out"
+    evaluate(sample_config("sample", out), progress=False)
+    with pytest.raises(UserError, match="--fresh") as error:
+        evaluate(sample_config("sample", out, ("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))),
+                 progress=False)
+    assert "model_sha256" in str(error.value)
+    with pytest.raises(UserError, match="preprocess_sha256"):
+        evaluate(sample_config("sample", out, ("preprocess.mean", [0.5, 0.5, 0.5])), progress=False)
+    again = evaluate(sample_config("sample", out, ("preprocess.mean", [0.5, 0.5, 0.5])), fresh=True,
+                     progress=False)
+    assert again.provenance["resumed_images"] == 0
+
+
+def test_second_run_reuses_every_image(tmp_path):
+    first = evaluate(sample_config("sample", tmp_path / "out"), progress=False)
+    second = evaluate(sample_config("sample", tmp_path / "out"), progress=False)
+    assert second.provenance["resumed_images"] == second.provenance["images"]
+    assert second.scores.stats == first.scores.stats
+
+
+def test_missing_cuda_falls_back_to_cpu_and_says_so(tmp_path, caplog):
+    config = sample_config("sample", tmp_path / "out",
+                           ("runtime.providers", ["CUDAExecutionProvider", "CPUExecutionProvider"]))
+    result = evaluate(config, progress=False)
+    if "CUDAExecutionProvider" in result.provenance["runtime"]["providers"]:
+        pytest.skip("CUDA is available here")
+    assert "CUDAExecutionProvider is not available" in caplog.text
+    assert result.provenance["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert result.provenance["runtime"]["providers_requested"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_batch_of_two_equals_batch_of_one_on_a_dynamic_batch_model(tmp_path):
+    from ssd_eval.sample import build_detector, write_model
+
+    model = write_model(build_detector(dynamic_batch=True), tmp_path / "dynamic.onnx")
+    one = evaluate(sample_config("sample", tmp_path / "one", ("model.path", str(model))), progress=False)
+    two = evaluate(sample_config("sample", tmp_path / "two", ("model.path", str(model)),
+                                 ("runtime.batch_size", 2)), progress=False)
+    assert two.scores.stats == one.scores.stats
+    assert two.provenance["runtime"]["batch_size"] == 2
+
+
+def test_batch_of_two_on_a_fixed_batch_model_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="batch dimension is fixed"):
+        evaluate(sample_config("sample", tmp_path / "out", ("runtime.batch_size", 2)), progress=False)
+
+
+def test_process_pool_gives_the_same_result_as_threads(tmp_path):
+    threads = evaluate(sample_config("sample", tmp_path / "t"), progress=False)
+    processes = evaluate(sample_config("sample", tmp_path / "p", ("pipeline.mode", "process"),
+                                       ("pipeline.workers", 2)), progress=False)
+    assert processes.scores.stats == threads.scores.stats
+
+
+def test_reference_protocol_switches_are_recorded(tmp_path):
+    result = evaluate(sample_config("sample", tmp_path / "ref", ("protocol", "reference")), progress=False)
+    metrics = json.loads(result.files["metrics"].read_text())
+    assert metrics["protocol"] == "reference"
+    assert metrics["protocol_switches"] == {"resize_backend": "opencv", "skip_images_without_annotations": True,
+                                            "crowd_as_ground_truth": True}
+    annotations = json.loads((SAMPLE / "annotations.json").read_text())
+    annotated = {a["image_id"] for a in annotations["annotations"]}
+    assert metrics["provenance"]["images"] == len(annotated) < len(annotations["images"])
+
+
+def test_limit_takes_the_first_ids(tmp_path):
+    result = evaluate(sample_config("sample", tmp_path / "lim", ("dataset.limit", 3)), progress=False)
+    annotations = json.loads((SAMPLE / "annotations.json").read_text())
+    first_three = sorted(i["id"] for i in annotations["images"])[:3]
+    detections = json.loads((tmp_path / "lim" / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} <= set(first_three)
+    assert result.provenance["images"] == 3
