@@ -7,6 +7,7 @@ MODEL  ?= sample
 CONFIG ?= configs/$(MODEL).yaml
 ARGS   ?=
 PROTOCOL ?=
+BASELINES ?= baselines
 EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 
 .PHONY: venv eval test data models table gate baseline bench bench-harness report sample clean
@@ -42,10 +43,10 @@ table: $(STAMP)
 	$(PY) -m ssd_eval table
 
 gate: $(STAMP)
-	$(PY) -m ssd_eval gate $(ARGS)
+	$(PY) -m ssd_eval gate --baselines $(BASELINES) $(ARGS)
 
 baseline: $(STAMP)
-	$(PY) -m ssd_eval baseline --update $(ARGS)
+	$(PY) -m ssd_eval baseline --update --baselines $(BASELINES) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m ssd_eval bench $(if $(filter-out sample,$(MODEL)),--variant $(MODEL),) $(ARGS)

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--baselines", default="baselines")
     baseline.add_argument("--results", default="results")
     baseline.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    baseline.add_argument("--abs-tol", type=float, default=0.002,
+                          help="absolute mAP tolerance for new baseline files (default 0.002)")
+    baseline.add_argument("--max-drop-pct", type=float, default=1.0,
+                          help="allowed drop of a quantized variant vs its fp32 parent, in %% (default 1.0)")
     baseline.set_defaults(handler=cmd_baseline)
 
     report = commands.add_parser("report", help="draw PR curves and per-category AP changes as PNG")
@@ -133,7 +137,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from ssd_eval.gate import update_baselines
 
-    return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant)
+    return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
+                            abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
