@@ -226,14 +226,28 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(round(value, 4) - value) < 1e-12 else f"{value:.6f}"
 
 
-def _read_variant_result(results_dir: Path, variant: str, role: str) -> dict:
-    path = results_dir / variant / "metrics.json"
-    if not path.is_file():
-        raise UserError(f"{path}: missing ({role} {variant}); run `make eval MODEL={variant}` first")
-    result = read_metrics_file(path)
-    if result["variant"] != variant:
-        raise UserError(f"{path}: variant: {result['variant']!r}, expected {variant!r}")
-    return result
+def _read_variant_result(results_dir: Path, variant: str, role: str, protocol: str | None = None) -> dict:
+    """The result of `variant` in `results_dir`: under `protocol` when one is given and exists
+    (e.g. results/ssd-12-reference/), else results/<variant>/metrics.json."""
+    default_path = results_dir / variant / "metrics.json"
+    candidates = []
+    for path in sorted(results_dir.glob("*/metrics.json")):
+        try:
+            result = read_metrics_file(path)
+        except UserError:
+            if path == default_path:
+                raise
+            continue  # someone else's broken file: reported when its own variant is gated
+        if result["variant"] == variant:
+            candidates.append(result)
+    if not candidates:
+        raise UserError(f"{default_path}: missing ({role} {variant}); run `make eval MODEL={variant}` first")
+    if protocol is not None:
+        matching = [c for c in candidates if c["protocol"] == protocol]
+        if matching:
+            candidates = matching
+    in_default = [c for c in candidates if Path(c["_source"]) == default_path]
+    return (in_default or candidates)[0]
 
 
 def check_metric(variant: str, rule: MetricRule, got: float) -> Check:
@@ -265,7 +279,7 @@ def check_drop(variant: str, parent: str, max_drop_pct: float,
 
 
 def _parent_for_drop(results_dir: Path, result: dict, parent: str) -> dict:
-    parent_result = _read_variant_result(results_dir, parent, "parent of")
+    parent_result = _read_variant_result(results_dir, parent, "parent of", result["protocol"])
     reason = accuracy_mismatch(result, parent_result)
     if reason:
         raise UserError(f"{parent_result['_source']} is not comparable with "
@@ -280,7 +294,7 @@ def check_variant(baseline: Baseline, results_dir: Path) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks."""
     variant = baseline.variant
     try:
-        result = _read_variant_result(results_dir, variant, "baselined variant")
+        result = _read_variant_result(results_dir, variant, "baselined variant", baseline.protocol)
         if result["protocol"] != baseline.protocol:
             raise UserError(f"{result['_source']}: protocol {result['protocol']!r} but "
                             f"{baseline.source} applies to protocol {baseline.protocol!r}")

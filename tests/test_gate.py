@@ -320,3 +320,21 @@ def test_update_rounds_expected_and_zero_tolerance_still_passes(tmp_path):
     assert "mAP: {expected: 0.189235, abs_tol: 0.0, rel_tol: null}" in text
     assert "AP50: {expected: 0.34," in text
     assert run_gate(baselines, results) == 0
+
+
+def test_reference_protocol_results_are_found_in_their_own_folder(tmp_path, capsys):
+    # `make eval MODEL=ssd-12 PROTOCOL=reference` writes results/ssd-12-reference/.
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: reference"))
+    (baselines / "ssd-12-int8.yaml").write_text(
+        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: reference"))
+    for variant, value, parent in (("ssd-12", 0.1898, None), ("ssd-12-int8", 0.1892, "ssd-12")):
+        write_result(results, make_metrics(variant, mAP=value - 0.05, parent=parent))  # coco: lower
+        reference = make_metrics(variant, mAP=value, parent=parent, protocol="reference")
+        path = results / f"{variant}-reference" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(reference))
+    assert run_gate(baselines, results) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "drop_pct vs ssd-12" in out
