@@ -176,3 +176,75 @@ def test_same_stats_as_plain_pycocotools_on_a_file(tmp_path):
     evaluator.summarize()
     ours = score_detections(gt, detections, [7])
     assert ours.stats == pytest.approx(list(evaluator.stats), abs=1e-12)
+
+
+# --------------------------------------------------------------- the optional faster-coco-eval backend
+
+
+def synthetic_case(images: int, per_image: int, seed: int = 0):
+    """Random ground truth and noisy detections (some matching, some not) over 5 categories."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    categories = [{"id": c, "name": f"c{c}"} for c in (1, 3, 11, 13, 18)]
+    gt = {"images": [], "annotations": [], "categories": categories}
+    detections = []
+    ann_id = 0
+    for image_id in range(1, images + 1):
+        gt["images"].append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 640, "height": 480})
+        for _ in range(int(rng.integers(0, 6))):
+            ann_id += 1
+            x, y = rng.uniform(0, 500), rng.uniform(0, 380)
+            w, h = rng.uniform(4, 140), rng.uniform(4, 100)
+            category = int(rng.choice([1, 3, 11, 13, 18]))
+            gt["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": category,
+                                      "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.05)})
+            detections.append({"image_id": image_id, "category_id": category,
+                               "bbox": [x + rng.normal(0, 6), y + rng.normal(0, 6), w * rng.uniform(0.8, 1.2),
+                                        h * rng.uniform(0.8, 1.2)], "score": float(rng.uniform(0.3, 1.0))})
+        for _ in range(per_image):
+            detections.append({"image_id": image_id, "category_id": int(rng.choice([1, 3, 11, 13, 18])),
+                               "bbox": [rng.uniform(0, 600), rng.uniform(0, 440), rng.uniform(2, 200),
+                                        rng.uniform(2, 200)], "score": float(rng.uniform(0, 0.6))})
+    return gt, detections
+
+
+def test_faster_coco_eval_gives_the_same_stats_on_a_synthetic_large_case():
+    pytest.importorskip("faster_coco_eval")
+    gt, detections = synthetic_case(images=400, per_image=40)
+    image_ids = [i["id"] for i in gt["images"]]
+    reference = score_detections(gt, detections, image_ids, backend="pycocotools")
+    fast = score_detections(gt, detections, image_ids, backend="faster-coco-eval")
+    assert len(detections) > 15000
+    assert 0.05 < reference.stats[0] < 0.95
+    assert fast.stats == pytest.approx(reference.stats, abs=1e-9)
+    for name, value in reference.per_category_ap.items():
+        assert fast.per_category_ap[name] == pytest.approx(value, abs=1e-9)
+
+
+def test_faster_coco_eval_gives_the_same_stats_on_the_sample(tmp_path):
+    pytest.importorskip("faster_coco_eval")
+    from pathlib import Path
+
+    from ssd_eval.config import load_config
+    from ssd_eval.pipeline import evaluate
+
+    repo = Path(__file__).resolve().parents[1]
+    results = {}
+    for backend in ("pycocotools", "faster-coco-eval"):
+        config = load_config(repo / "configs" / "sample.yaml", [
+            ("dataset.annotations", str(repo / "data/sample/annotations.json")),
+            ("dataset.images", str(repo / "data/sample/images")),
+            ("model.path", str(repo / "data/sample/models/sample.onnx")),
+            ("output.dir", str(tmp_path / backend)), ("metrics.backend", backend)])
+        results[backend] = evaluate(config, progress=False)
+    assert results["faster-coco-eval"].scores.stats == pytest.approx(results["pycocotools"].scores.stats, abs=1e-9)
+    assert results["faster-coco-eval"].provenance["metrics_backend"] == "faster-coco-eval"
+
+
+def test_missing_faster_coco_eval_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faster_coco_eval", None)
+    gt = ground_truth()
+    detection = {"image_id": 7, "category_id": 3, "bbox": [20, 10, 80, 40], "score": 0.9}
+    with pytest.raises(UserError, match=r"\.\[fast\]"):
+        score_detections(gt, [detection], [7], backend="faster-coco-eval")
