@@ -1,0 +1,812 @@
+"""Benchmarks that back the speed and memory claims with ratios measured side by side.
+
+``bench_models``: the model alone (session.run on one fixed input), every variant
+interleaved, with the speedup of each quantized variant over its fp32 parent.
+
+``bench_harness``: the harness itself, on synthetic data generated on the fly:
+(a) end-to-end evaluation throughput against a bare ``session.run`` loop,
+(b) peak memory at a small and a ten-times larger image count,
+(c) scoring time of pycocotools against faster-coco-eval, with agreement of the stats.
+
+Numbers are never asserted in tests; they are printed and returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ssd_eval.config import Config, config_from_dict, load_config
+from ssd_eval.errors import UserError
+
+# COCO 2017 category ids: 1..90 without these ten.
+COCO_MISSING_IDS = frozenset({12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in COCO_MISSING_IDS)
+
+BENCH_GROUPS: dict[str, tuple[str, ...]] = {
+    "sample": ("sample", "sample-int8", "sample-qdq"),
+    "ssd-12": ("ssd-12", "ssd-12-int8", "ssd-12-qdq"),
+    "ssd-12-int8": ("ssd-12", "ssd-12-int8"),
+    "ssd-12-qdq": ("ssd-12", "ssd-12-qdq"),
+    "ssd-10": ("ssd-10",),
+}
+
+HARNESS_TARGET_RATIO = 0.95
+MEMORY_GROWTH_TARGET = 0.10
+STATS_TOLERANCE = 1e-9
+# Other processes using more than this many cores make a timing untrustworthy.
+QUIET_LOAD_CORES = 0.25
+DEFAULT_RESULTS_PATH = Path("results/bench-harness.json")
+
+
+# =========================================================================== model alone
+
+
+def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs") -> list[Config]:
+    """The configs ``bench`` compares for ``variant`` (parents first).
+
+    None or ``sample``: the three sample models; ``ssd-12``: fp32, int8 and qdq;
+    ``ssd-12-int8`` / ``ssd-12-qdq``: that model and its fp32 parent; ``ssd-10``: alone.
+    """
+    name = variant or "sample"
+    if name not in BENCH_GROUPS:
+        raise UserError(f"bench: unknown variant {name!r}; choose one of {', '.join(BENCH_GROUPS)}")
+    return [load_config(Path(configs_dir) / f"{member}.yaml") for member in BENCH_GROUPS[name]]
+
+
+def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0) -> dict:
+    """Latency and throughput of each model alone (batch 1, one fixed random input), interleaved.
+
+    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99
+    latency in ms, and under ``speedups`` the throughput ratio of every variant whose
+    ``model.parent`` ran too, over that parent.
+    """
+    import onnxruntime as ort
+
+    from ssd_eval.pipeline import host_info
+    from ssd_eval.runner import create_session, resolve_io
+
+    if not configs:
+        raise UserError("bench: no models to benchmark")
+    if iterations < 1 or warmup < 0:
+        raise UserError("bench: iterations must be at least 1 and warmup not negative")
+    _check_model_files(configs)
+    variants = [c.variant for c in configs]
+    duplicated = sorted({v for v in variants if variants.count(v) > 1})
+    if duplicated:
+        raise UserError(f"bench: variant {duplicated[0]!r} is given more than once")
+
+    sessions = []
+    for config in configs:
+        session = create_session(config.model.path, config.runtime)
+        io = resolve_io(session, config.model, config.model.path)
+        sessions.append((config, session, io))
+
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in configs[0].preprocess.input_size)
+    inputs: dict[tuple[int, int], np.ndarray] = {}
+    feeds = []
+    for config, session, io in sessions:
+        size = tuple(int(v) for v in config.preprocess.input_size)
+        if size not in inputs:
+            inputs[size] = rng.standard_normal((1, 3, *size), dtype=np.float32)
+        feeds.append({io.input_name: inputs[size]})
+
+    host = host_info()
+    header = {
+        "cpu": host["cpu"],
+        "cores": host["cores"],
+        "onnxruntime": ort.__version__,
+        "warmup": warmup,
+        "iterations": iterations,
+        "seed": seed,
+        "input_shape": [1, 3, height, width],
+    }
+    print("== bench: models alone (batch 1, one fixed random input, variants interleaved round-robin)")
+    print(f"cpu: {host['cpu']}  cores: {host['cores']}  onnxruntime: {ort.__version__}")
+    for config, session, _ in sessions:
+        print(f"  {config.variant}: providers {', '.join(session.get_providers())}; "
+              f"intra_op_threads {_threads_text(config.runtime.intra_op_threads, per_core=True)}, "
+              f"inter_op_threads {_threads_text(config.runtime.inter_op_threads, per_core=False)}; "
+              f"model {config.model.path}")
+    print(f"warmup {warmup} + {iterations} timed runs per model")
+
+    latencies: list[list[float]] = [[] for _ in sessions]
+    for _ in range(warmup):
+        for (config, session, io), feed in zip(sessions, feeds):
+            session.run([io.boxes, io.labels, io.scores], feed)
+    with ForeignLoad() as load:
+        for round_index in range(iterations):
+            # Each round starts with the next variant, so none always follows the same one.
+            for offset in range(len(sessions)):
+                index = (round_index + offset) % len(sessions)
+                (config, session, io), feed = sessions[index], feeds[index]
+                started = time.perf_counter()
+                session.run([io.boxes, io.labels, io.scores], feed)
+                latencies[index].append(time.perf_counter() - started)
+
+    models = []
+    for (config, session, _), times in zip(sessions, latencies):
+        stats = latency_stats(times)
+        models.append({
+            "variant": config.variant,
+            "parent": config.model.parent,
+            "model": str(config.model.path),
+            "providers": list(session.get_providers()),
+            "intra_op_threads": config.runtime.intra_op_threads,
+            "inter_op_threads": config.runtime.inter_op_threads,
+            **stats,
+        })
+    by_variant = {m["variant"]: m for m in models}
+    speedups = {}
+    for model in models:
+        parent = by_variant.get(model["parent"]) if model["parent"] else None
+        if parent is not None:
+            speedups[model["variant"]] = {
+                "parent": parent["variant"],
+                "speedup": parent["mean_ms"] / model["mean_ms"],
+                "speedup_p50": parent["p50_ms"] / model["p50_ms"],
+            }
+    _print_table(
+        ["variant", "images/s", "mean ms", "p50 ms", "p90 ms", "p99 ms", "speedup vs parent"],
+        [[m["variant"], f"{m['images_per_s']:.2f}", f"{m['mean_ms']:.2f}", f"{m['p50_ms']:.2f}",
+          f"{m['p90_ms']:.2f}", f"{m['p99_ms']:.2f}",
+          (f"{speedups[m['variant']]['speedup']:.2f}x vs {m['parent']}" if m["variant"] in speedups else "-")]
+         for m in models])
+    if any(m["parent"] and m["variant"] not in speedups for m in models):
+        print("(a quantized variant's speedup is shown only when its parent is in the same run)")
+    print(f"other processes used {_load_text(load.cores)} cores while timing"
+          + ("" if load.cores is None or load.cores <= QUIET_LOAD_CORES
+             else " (the machine was busy: absolute numbers suffer; interleaving spreads it over all variants)"))
+    if speedups:
+        print("Model Zoo claim for reference: int8 3.49x faster than fp32 (Xeon Platinum 8280, 4 cores per "
+              "instance, batch 1)")
+    return {**header, "foreign_load_cores": load.cores, "models": models, "speedups": speedups}
+
+
+def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """images/s (batch 1) and mean/p50/p90/p99 latency in milliseconds of per-call times."""
+    values = np.asarray(seconds, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("latency_stats needs at least one measurement")
+    p50, p90, p99 = (float(v) for v in np.percentile(values * 1000.0, [50, 90, 99]))
+    total = float(values.sum())
+    return {
+        "runs": int(values.size),
+        "images_per_s": values.size / total if total > 0 else math.inf,
+        "mean_ms": float(values.mean() * 1000.0),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+    }
+
+
+def _check_model_files(configs: Sequence[Config]) -> None:
+    missing = [c for c in configs if not Path(c.model.path).is_file()]
+    if not missing:
+        return
+    parts = []
+    for config in missing:
+        if config.model.url:
+            how = f"run 'make models MODEL={config.variant}'"
+        elif config.variant.startswith("sample"):
+            how = "run 'make sample' to generate it"
+        else:
+            how = "set model.path to an existing copy"
+        parts.append(f"{config.model.path} ({config.variant}): {how}")
+    raise UserError("bench: model file not found: " + "; ".join(parts))
+
+
+def _threads_text(count: int, *, per_core: bool) -> str:
+    if count:
+        return str(count)
+    return f"0 (onnxruntime default: {os.cpu_count()}, one per core)" if per_core else "0 (onnxruntime default)"
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+class ForeignLoad:
+    """CPU used by other processes while a block runs, in cores (from /proc/stat; None elsewhere).
+
+    Use as a context manager; ``cores`` is set on exit. It includes time the hypervisor
+    stole from this machine.
+    """
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(v) for v in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+        busy = sum(fields[:3]) + sum(fields[5:8])
+        own = os.times()
+        return busy / ticks, own.user + own.system, time.perf_counter()
+
+    def __enter__(self) -> "ForeignLoad":
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._snapshot()
+        if self._start is None or end is None:
+            return
+        wall = end[2] - self._start[2]
+        if wall > 0:
+            self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / wall)
+
+
+# =========================================================================== synthetic data
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Shape and cost of a synthetic SSD-shaped detector.
+
+    The backbone is one stride-2 3x3 conv per entry of ``channels``, each followed by
+    ``extra_convs[i]`` stride-1 3x3 convs of the same width; every cell of the last
+    feature map is an anchor.
+    """
+
+    input_size: tuple[int, int] = (1200, 1200)
+    channels: tuple[int, ...] = (8, 8, 8, 8, 8)
+    extra_convs: tuple[int, ...] = (0, 0, 0, 0, 0)
+    detections: int = 100
+    seed: int = 0
+    output_names: tuple[str, str, str] = ("bboxes", "labels", "scores")
+
+
+# A model that takes a few tenths of a second per image on a 2-core machine: the
+# harness's overhead shows against a realistic cost, not against a free model.
+COSTLY_DETECTOR = DetectorSpec(channels=(16, 48, 96, 128, 128), extra_convs=(0, 0, 24, 6, 2))
+# Nearly free to run: throughput and memory are the harness's own.
+CHEAP_DETECTOR = DetectorSpec()
+
+
+def build_synthetic_detector(spec: DetectorSpec = CHEAP_DETECTOR):
+    """A deterministic SSD-shaped ONNX model (opset 12) built in memory.
+
+    Input ``image`` float32 [1, 3, H, W]; outputs boxes float32 [1, N, 4] (normalized
+    x_min <= x_max, y_min <= y_max in [0, 1]), labels int64 [1, N] in 1..80 and scores
+    float32 [1, N] sorted descending, all depending on the pixels.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if len(spec.channels) != len(spec.extra_convs) or not spec.channels:
+        raise ValueError("channels and extra_convs must be non-empty and of the same length")
+    height, width = spec.input_size
+    for _ in spec.channels:
+        height, width = (height + 1) // 2, (width + 1) // 2
+    anchors = height * width
+    if not 1 <= spec.detections <= anchors:
+        raise ValueError(f"detections must be between 1 and the {anchors} anchors of the last feature map")
+    rng = np.random.default_rng(spec.seed)
+    boxes_name, labels_name, scores_name = spec.output_names
+    classes = len(COCO_CATEGORY_IDS)
+    initializers = []
+    nodes = []
+
+    def constant(name: str, value: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def conv(source: str, c_in: int, c_out: int, stride: int, kernel: int, name: str, relu: bool = True) -> str:
+        fan_in = c_in * kernel * kernel
+        weight = (rng.standard_normal((c_out, c_in, kernel, kernel)) * math.sqrt(2.0 / fan_in)).astype(np.float32)
+        bias = (rng.standard_normal(c_out) * 0.1).astype(np.float32)
+        pad = kernel // 2
+        nodes.append(helper.make_node(
+            "Conv", [source, constant(f"{name}_w", weight), constant(f"{name}_b", bias)], [f"{name}_out"],
+            name=name, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4))
+        if not relu:
+            return f"{name}_out"
+        nodes.append(helper.make_node("Relu", [f"{name}_out"], [f"{name}_relu"], name=f"{name}_relu"))
+        return f"{name}_relu"
+
+    features, c_in = "image", 3
+    for stage, (c_out, extra) in enumerate(zip(spec.channels, spec.extra_convs)):
+        features = conv(features, c_in, c_out, 2, 3, f"down{stage}")
+        for repeat in range(extra):
+            features = conv(features, c_out, c_out, 1, 3, f"stage{stage}_conv{repeat}")
+        c_in = c_out
+    # Each channel normalized over the cells, so anchors differ by what they see, not by a shared offset.
+    nodes.append(helper.make_node(
+        "InstanceNormalization",
+        [features, constant("norm_scale", np.ones(c_in, dtype=np.float32)),
+         constant("norm_bias", np.zeros(c_in, dtype=np.float32))], ["head_features"], name="head_norm"))
+    logits_map = conv("head_features", c_in, classes, 1, 1, "class_head", relu=False)
+    deltas_map = conv("head_features", c_in, 4, 1, 1, "box_head", relu=False)
+
+    # Anchor centres of the last feature map's cells, in (x, y) order.
+    ys, xs = np.meshgrid((np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width, indexing="ij")
+    centres = np.stack([xs.ravel(), ys.ravel()], axis=-1)[np.newaxis].astype(np.float32)
+    constant("anchor_centres", centres)
+    constant("per_anchor_shape", np.asarray([1, -1, anchors], dtype=np.int64))
+    constant("half_size_scale", np.asarray(0.2, dtype=np.float32))
+    constant("half_size_floor", np.asarray(0.005, dtype=np.float32))
+    constant("box_min", np.asarray(0.0, dtype=np.float32))
+    constant("box_max", np.asarray(1.0, dtype=np.float32))
+    constant("label_shift", np.asarray(1, dtype=np.int64))
+    constant("detections_k", np.asarray([spec.detections], dtype=np.int64))
+    constant("size_start", np.asarray([0], dtype=np.int64))
+    constant("size_end", np.asarray([2], dtype=np.int64))
+    constant("last_axis", np.asarray([2], dtype=np.int64))
+    nodes += [
+        helper.make_node("Reshape", [logits_map, "per_anchor_shape"], ["logits_nca"], name="flatten_logits"),
+        helper.make_node("Transpose", ["logits_nca"], ["logits"], name="logits_last", perm=[0, 2, 1]),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="class_softmax", axis=2),
+        helper.make_node("ReduceMax", ["probs"], ["anchor_scores"], name="best_score", axes=[2], keepdims=0),
+        helper.make_node("ArgMax", ["probs"], ["label_index"], name="best_label", axis=2, keepdims=0),
+        helper.make_node("Add", ["label_index", "label_shift"], ["anchor_labels"], name="contiguous_label"),
+        helper.make_node("Reshape", [deltas_map, "per_anchor_shape"], ["deltas_nca"], name="flatten_deltas"),
+        helper.make_node("Transpose", ["deltas_nca"], ["deltas"], name="deltas_last", perm=[0, 2, 1]),
+        helper.make_node("Slice", ["deltas", "size_start", "size_end", "last_axis"], ["size_deltas"],
+                         name="size_deltas"),
+        helper.make_node("Sigmoid", ["size_deltas"], ["size_gate"], name="size_gate"),
+        helper.make_node("Mul", ["size_gate", "half_size_scale"], ["half_scaled"], name="half_scaled"),
+        helper.make_node("Add", ["half_scaled", "half_size_floor"], ["half_size"], name="half_size"),
+        helper.make_node("Sub", ["anchor_centres", "half_size"], ["corner_min"], name="corner_min"),
+        helper.make_node("Add", ["anchor_centres", "half_size"], ["corner_max"], name="corner_max"),
+        helper.make_node("Concat", ["corner_min", "corner_max"], ["anchor_boxes"], name="corners", axis=2),
+        helper.make_node("Clip", ["anchor_boxes", "box_min", "box_max"], ["anchor_boxes_clipped"], name="clip"),
+        helper.make_node("TopK", ["anchor_scores", "detections_k"], [scores_name, "top_indices"],
+                         name="sort_by_score", axis=1, largest=1, sorted=1),
+        helper.make_node("GatherElements", ["anchor_labels", "top_indices"], [labels_name], name="gather_labels",
+                         axis=1),
+        helper.make_node("Unsqueeze", ["top_indices"], ["top_indices_nd"], name="indices_nd", axes=[2]),
+        helper.make_node("GatherND", ["anchor_boxes_clipped", "top_indices_nd"], [boxes_name], name="gather_boxes",
+                         batch_dims=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "ssd_eval_bench_detector",
+        inputs=[helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *spec.input_size])],
+        outputs=[
+            helper.make_tensor_value_info(boxes_name, TensorProto.FLOAT, [1, spec.detections, 4]),
+            helper.make_tensor_value_info(labels_name, TensorProto.INT64, [1, spec.detections]),
+            helper.make_tensor_value_info(scores_name, TensorProto.FLOAT, [1, spec.detections]),
+        ],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], producer_name="ssd_eval.bench")
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_synthetic_detector(path: str | Path, spec: DetectorSpec = CHEAP_DETECTOR) -> Path:
+    """``build_synthetic_detector(spec)`` saved to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(build_synthetic_detector(spec).SerializeToString())
+    return path
+
+
+def coco_categories() -> list[dict[str, Any]]:
+    """The 80 COCO 2017 category ids (1..90 with the usual gaps), with placeholder names."""
+    return [{"id": i, "name": f"category-{i}", "supercategory": "synthetic"} for i in COCO_CATEGORY_IDS]
+
+
+def write_synthetic_coco(directory: str | Path, images: int, *, seed: int = 0,
+                         size_range: tuple[int, int] = (240, 480)) -> tuple[Path, Path]:
+    """A COCO-format set of ``images`` small JPEGs with coloured boxes and their annotations.
+
+    Returns (annotation json, image folder). About one image in twenty has no annotation.
+    """
+    from PIL import Image, ImageDraw
+
+    directory = Path(directory)
+    image_dir = directory / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries, annotations = [], []
+    for index in range(images):
+        image_id = 1000 + 7 * index
+        width, height = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+        base = rng.integers(90, 170, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+        picture = Image.fromarray(base).resize((width, height), Image.BILINEAR)
+        draw = ImageDraw.Draw(picture)
+        objects = 0 if rng.random() < 0.05 else int(rng.integers(1, 7))
+        for _ in range(objects):
+            w = int(rng.integers(8, width // 2))
+            h = int(rng.integers(8, height // 2))
+            x = int(rng.integers(0, width - w))
+            y = int(rng.integers(0, height - h))
+            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+            draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id,
+                "category_id": int(rng.choice(COCO_CATEGORY_IDS)),
+                "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h), "iscrowd": 0,
+            })
+        file_name = f"{image_id:012d}.jpg"
+        picture.save(image_dir / file_name, format="JPEG", quality=85)
+        entries.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+    annotation_path = directory / "annotations.json"
+    annotation_path.write_text(json.dumps({
+        "info": {"description": "ssd_eval bench synthetic set", "seed": seed},
+        "images": entries, "annotations": annotations, "categories": coco_categories(),
+    }))
+    return annotation_path, image_dir
+
+
+def synthetic_scoring_case(images: int, detections_per_image: int = 100, *,
+                           seed: int = 0) -> tuple[dict[str, Any], list[dict], list[int]]:
+    """Synthetic ground truth, detections and image ids for timing the scorers.
+
+    Each image has 1..12 boxes (a few crowd regions, all COCO area ranges); its
+    detections mix jittered copies of the truth (right and wrong class) with random boxes.
+    """
+    rng = np.random.default_rng(seed)
+    category_ids = np.asarray(COCO_CATEGORY_IDS)
+    image_entries, annotations, detections = [], [], []
+    for index in range(images):
+        image_id = index + 1
+        width, height = 640, int(rng.choice([360, 427, 480, 512]))
+        image_entries.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": width,
+                              "height": height})
+        count = int(rng.integers(1, 13))
+        sizes = rng.choice([12.0, 48.0, 160.0], size=count) * rng.uniform(0.6, 1.6, size=(2, count))
+        w = np.minimum(sizes[0], width - 2)
+        h = np.minimum(sizes[1], height - 2)
+        x = rng.uniform(0, width - w)
+        y = rng.uniform(0, height - h)
+        cats = rng.choice(category_ids, size=count)
+        crowd = rng.random(count) < 0.01
+        for k in range(count):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cats[k]),
+                "bbox": [float(x[k]), float(y[k]), float(w[k]), float(h[k])],
+                "area": float(w[k] * h[k]), "iscrowd": int(crowd[k]),
+            })
+        source = rng.integers(0, count, size=detections_per_image)
+        near_truth = rng.random(detections_per_image) < 0.5
+        jitter = rng.normal(0.0, 0.12, size=(4, detections_per_image))
+        dw = np.where(near_truth, w[source] * np.exp(jitter[2]), rng.uniform(4, width / 2, detections_per_image))
+        dh = np.where(near_truth, h[source] * np.exp(jitter[3]), rng.uniform(4, height / 2, detections_per_image))
+        dx = np.where(near_truth, x[source] + jitter[0] * w[source], rng.uniform(0, width, detections_per_image))
+        dy = np.where(near_truth, y[source] + jitter[1] * h[source], rng.uniform(0, height, detections_per_image))
+        dx = np.clip(dx, 0, width - 1)
+        dy = np.clip(dy, 0, height - 1)
+        dw = np.minimum(dw, width - dx)
+        dh = np.minimum(dh, height - dy)
+        right_class = near_truth & (rng.random(detections_per_image) < 0.7)
+        dcat = np.where(right_class, cats[source], rng.choice(category_ids, size=detections_per_image))
+        score = np.where(right_class, rng.uniform(0.3, 1.0, detections_per_image),
+                         rng.uniform(0.0, 0.6, detections_per_image))
+        for k in np.argsort(-score, kind="stable"):
+            detections.append({
+                "image_id": image_id, "category_id": int(dcat[k]),
+                "bbox": [round(float(dx[k]), 2), round(float(dy[k]), 2), round(float(dw[k]), 2),
+                         round(float(dh[k]), 2)],
+                "score": round(float(score[k]), 5),
+            })
+    gt = {"images": image_entries, "annotations": annotations, "categories": coco_categories()}
+    return gt, detections, [e["id"] for e in image_entries]
+
+
+# =========================================================================== harness
+
+
+def compare_scoring_backends(gt: dict[str, Any], detections: Sequence[dict], image_ids: Sequence[int],
+                             *, backends: Sequence[str] = ("pycocotools", "faster-coco-eval")) -> dict[str, Any]:
+    """Score the same detections with each backend: seconds, the 12 stats, and whether they agree.
+
+    ``agree`` is true when every stat matches the first backend's within 1e-9.
+    """
+    from ssd_eval.metrics import score_detections
+
+    runs = {}
+    for backend in backends:
+        started = time.perf_counter()
+        scores = score_detections(gt, detections, image_ids, backend=backend, source="bench")
+        runs[backend] = {"seconds": time.perf_counter() - started, "stats": list(scores.stats)}
+    reference = runs[backends[0]]["stats"]
+    max_difference = max(
+        (abs(a - b) for run in runs.values() for a, b in zip(reference, run["stats"])), default=0.0)
+    return {"backends": runs, "max_stat_difference": max_difference,
+            "agree": max_difference <= STATS_TOLERANCE}
+
+
+def harness_config(model_path: Path, annotations: Path, images: Path, out_dir: Path, *,
+                   limit: int | None = None, input_size: Sequence[int] = (1200, 1200),
+                   metrics_backend: str = "pycocotools") -> Config:
+    """An evaluation config for a synthetic model and set, fresh output under ``out_dir``."""
+    return config_from_dict({
+        "variant": "bench",
+        "model": {"path": str(model_path), "input_name": "image"},
+        "dataset": {"annotations": str(annotations), "images": str(images), "limit": limit},
+        "preprocess": {"input_size": list(input_size)},
+        "metrics": {"backend": metrics_backend},
+        "output": {"dir": str(out_dir), "resume": True},
+    }, default_origin="bench")
+
+
+def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
+                  results_path: str | Path | None = DEFAULT_RESULTS_PATH) -> dict:
+    """Measure the harness against its targets: throughput, memory growth, scoring time.
+
+    (a) images/s of a whole ``evaluate`` run vs a bare ``session.run`` loop on the same
+    model (target ratio >= 0.95); (b) peak RSS of evaluations of a small and a ten- (quick:
+    five-) times larger image count, each in a fresh process (target growth < 10 %);
+    (c) pycocotools vs faster-coco-eval scoring time on synthetic detections, with the
+    12 stats compared. Prints a report, writes it as JSON to ``results_path`` (unless
+    None) and returns it. Synthetic data goes to ``work_dir`` (default: a temporary folder).
+    """
+    from ssd_eval.pipeline import host_info, versions
+    from ssd_eval.results import atomic_write_json
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ssd-eval-bench-") as temporary:
+        root = Path(work_dir) if work_dir is not None else Path(temporary)
+        root.mkdir(parents=True, exist_ok=True)
+        host = host_info()
+        print(f"== bench-harness ({'quick' if quick else 'full'}) on {host['cpu']}, {host['cores']} cores; "
+              f"work dir {root}")
+        report: dict[str, Any] = {"quick": quick, "host": host, "versions": versions()}
+        report["throughput"] = bench_throughput(root / "throughput", images=20 if quick else 60,
+                                                repeats=2 if quick else 3)
+        report["memory"] = bench_memory(root / "memory", sizes=(20, 100) if quick else (50, 500))
+        report["scoring"] = bench_scoring(images=500 if quick else 5000, detections_per_image=100)
+    report["total_seconds"] = time.perf_counter() - started
+    print(f"== summary: throughput ratio {report['throughput']['ratio']:.3f} "
+          f"({_verdict(report['throughput']['pass'])}), memory growth "
+          f"{100 * report['memory']['growth']:.1f} % ({_verdict(report['memory']['pass'])}), scoring speedup "
+          f"{report['scoring']['speedup']:.1f}x (stats {'agree' if report['scoring']['agree'] else 'DIFFER'}); "
+          f"{report['total_seconds']:.0f} s")
+    if results_path is not None:
+        written = atomic_write_json(results_path, report)
+        print(f"written: {written}")
+        report["results_path"] = str(written)
+    return report
+
+
+def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: DetectorSpec = COSTLY_DETECTOR,
+                     warmup: int = 1) -> dict[str, Any]:
+    """Section (a): a bare ``session.run`` loop vs whole ``evaluate`` runs, same model and threads.
+
+    Each repeat times half the bare loop, one fresh evaluation, then the other half; the
+    best time of each side over the repeats is compared (other load only ever slows down).
+    """
+    from ssd_eval.data import load_annotations
+    from ssd_eval.pipeline import PreprocessParams, evaluate, load_and_preprocess
+    from ssd_eval.runner import create_session, resolve_io
+
+    print(f"-- (a) throughput: {images} synthetic images, best of {repeats}; synthetic detector "
+          f"(channels {list(spec.channels)}, extra convs {list(spec.extra_convs)}, "
+          f"{spec.input_size[0]}x{spec.input_size[1]} input)")
+    model_path = write_synthetic_detector(directory / "detector.onnx", spec)
+    annotations, image_dir = write_synthetic_coco(directory / "coco", images, seed=1)
+    config = harness_config(model_path, annotations, image_dir, directory / "out", input_size=spec.input_size)
+
+    # The bare loop runs on real preprocessed inputs, made before timing and reused in turn.
+    dataset = load_annotations(annotations, image_dir)
+    params = PreprocessParams(size_hw=tuple(config.preprocess.input_size), mean=tuple(config.preprocess.mean),
+                              std=tuple(config.preprocess.std), scale=config.preprocess.scale,
+                              backend=config.switches()["resize_backend"])
+    records = [dataset.images[i] for i in sorted(dataset.images)]
+    tensors = []
+    preprocess_started = time.perf_counter()
+    for record in records[: min(4, len(records))]:
+        tensors.append(load_and_preprocess(record, params)[np.newaxis])
+    preprocess_seconds = (time.perf_counter() - preprocess_started) / len(tensors)
+    session = create_session(model_path, config.runtime)
+    io = resolve_io(session, config.model, model_path)
+    outputs = [io.boxes, io.labels, io.scores]
+
+    def bare_loop(count: int) -> float:
+        loop_started = time.perf_counter()
+        for index in range(count):
+            session.run(outputs, {io.input_name: tensors[index % len(tensors)]})
+        return time.perf_counter() - loop_started
+
+    bare_loop(warmup)
+    bare_times, harness_times, loop_rates, bare_loads, harness_loads = [], [], [], [], []
+    evaluated = images
+    for _ in range(repeats):
+        with ForeignLoad() as first_load:
+            bare_seconds = bare_loop(images // 2)
+        with ForeignLoad() as harness_load:
+            harness_started = time.perf_counter()
+            result = evaluate(config, fresh=True, progress=False)
+            harness_times.append(time.perf_counter() - harness_started)
+        with ForeignLoad() as second_load:
+            bare_seconds += bare_loop(images - images // 2)
+        bare_times.append(bare_seconds)
+        bare_loads.append(_mean_load([first_load.cores, second_load.cores]))
+        harness_loads.append(harness_load.cores)
+        evaluated = result.provenance["images"]
+        loop_rates.append(result.provenance["images_per_s"] or 0.0)
+    del session
+    best_bare = int(np.argmin(bare_times))
+    best_harness = int(np.argmin(harness_times))
+    bare_rate = images / bare_times[best_bare]
+    harness_rate = evaluated / harness_times[best_harness]
+    foreign = [bare_loads[best_bare], harness_loads[best_harness]]
+    quiet = all(load is not None and load <= QUIET_LOAD_CORES for load in foreign)
+    loop_rate = max(loop_rates)
+    ratio = harness_rate / bare_rate
+    # With every core busy in inference, preprocessing CPU time is taken from it:
+    # the best a pipeline can do without idle cores.
+    cores = os.cpu_count() or 1
+    ceiling = (1.0 / bare_rate) / (1.0 / bare_rate + preprocess_seconds / cores)
+    section = {
+        "images": images,
+        "repeats": repeats,
+        "model": {"channels": list(spec.channels), "extra_convs": list(spec.extra_convs),
+                  "input_size": list(spec.input_size), "detections": spec.detections},
+        "bare_seconds": bare_times,
+        "harness_seconds": harness_times,
+        "bare_seconds_per_image": 1.0 / bare_rate,
+        "bare_images_per_s": bare_rate,
+        "harness_images_per_s": harness_rate,
+        "harness_loop_images_per_s": loop_rate,
+        "loop_ratio": loop_rate / bare_rate,
+        "ratio": ratio,
+        "target": HARNESS_TARGET_RATIO,
+        "pass": ratio >= HARNESS_TARGET_RATIO,
+        "foreign_load_cores": {"bare": bare_loads, "harness": harness_loads},
+        "quiet": quiet,
+        "preprocess_seconds_per_image": preprocess_seconds,
+        "ratio_ceiling_if_cores_busy": ceiling,
+        "threads": {"intra_op": config.runtime.intra_op_threads, "inter_op": config.runtime.inter_op_threads},
+        "pipeline_workers": config.pipeline.workers or max(1, min(8, cores // 2)),
+    }
+    print(f"   bare session.run loop : {bare_rate:.3f} img/s ({1000 / bare_rate:.0f} ms/img; "
+          f"runs of {', '.join(f'{t:.1f}' for t in bare_times)} s)")
+    print(f"   harness (evaluate)    : {harness_rate:.3f} img/s end to end (runs of "
+          f"{', '.join(f'{t:.1f}' for t in harness_times)} s; inference loop alone {loop_rate:.3f} img/s)")
+    print(f"   decode+preprocess     : {1000 * preprocess_seconds:.0f} ms of CPU per image, on "
+          f"{section['pipeline_workers']} worker(s) beside onnxruntime's threads on {cores} cores "
+          f"(ceiling if inference keeps every core busy: {ceiling:.3f})")
+    print(f"   ratio {ratio:.3f} (inference loop alone {section['loop_ratio']:.3f}); "
+          f"target >= {HARNESS_TARGET_RATIO}: {_verdict(section['pass'])}")
+    print(f"   other processes used {_load_text(foreign[0])} cores during the best bare run, "
+          f"{_load_text(foreign[1])} during the best harness run")
+    if not quiet:
+        print("   WARNING: the machine was not idle while measuring; this ratio is unreliable, rerun it on an "
+              "idle machine")
+    return section
+
+
+# ru_maxrss alone would mislead here: on Linux a child started by fork/exec inherits its
+# parent's peak RSS in it, so the probe prefers /proc/self/status VmHWM (reset by exec).
+_MEMORY_PROBE = """
+import json, resource, sys
+from ssd_eval.config import config_from_dict
+from ssd_eval.pipeline import evaluate
+
+def peak_kb():
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]), "VmHWM"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
+
+config = config_from_dict(json.loads(sys.argv[1]), default_origin="bench")
+before, source = peak_kb()
+result = evaluate(config, fresh=True, progress=False)
+after, source = peak_kb()
+print(json.dumps({"maxrss_kb": after, "maxrss_before_kb": before, "source": source,
+                  "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "images": result.provenance["images"], "detections": result.provenance["detections"]}))
+"""
+
+
+def bench_memory(directory: Path, *, sizes: tuple[int, int], spec: DetectorSpec = CHEAP_DETECTOR) -> dict[str, Any]:
+    """Section (b): peak RSS of a whole evaluation at two image counts, each in a fresh process."""
+    small, large = sizes
+    print(f"-- (b) memory: peak RSS of an evaluation of {small} vs {large} synthetic images "
+          "(cheap detector, fresh process each)")
+    model_path = write_synthetic_detector(directory / "detector.onnx", spec)
+    annotations, image_dir = write_synthetic_coco(directory / "coco", large, seed=2)
+    runs = []
+    for count in sizes:
+        config = harness_config(model_path, annotations, image_dir, directory / f"out-{count}", limit=count,
+                                input_size=spec.input_size)
+        runs.append(measure_peak_rss(config))
+    growth = runs[1]["maxrss_kb"] / runs[0]["maxrss_kb"] - 1.0
+    per_image_kb = (runs[1]["maxrss_kb"] - runs[0]["maxrss_kb"]) / (large - small)
+    section = {
+        "sizes": list(sizes),
+        "runs": runs,
+        "peak_rss_mb": [r["maxrss_kb"] / 1024 for r in runs],
+        "growth": growth,
+        "kb_per_extra_image": per_image_kb,
+        "detections_per_image": spec.detections,
+        "extrapolated_5000_images_mb": (runs[0]["maxrss_kb"] + per_image_kb * (5000 - small)) / 1024,
+        "target": MEMORY_GROWTH_TARGET,
+        "pass": growth < MEMORY_GROWTH_TARGET,
+    }
+    for count, run in zip(sizes, runs):
+        print(f"   {count:5d} images: peak RSS {run['maxrss_kb'] / 1024:.0f} MB (after imports "
+              f"{run['maxrss_before_kb'] / 1024:.0f} MB), {run['detections']} detections, {run['seconds']:.1f} s")
+    print(f"   growth {100 * growth:.1f} % ({per_image_kb:.0f} kB per extra image of {spec.detections} detections; "
+          f"straight-line extrapolation to 5000 images: {section['extrapolated_5000_images_mb']:.0f} MB); "
+          f"target < {100 * MEMORY_GROWTH_TARGET:.0f} %: {_verdict(section['pass'])}")
+    return section
+
+
+def measure_peak_rss(config: Config) -> dict[str, Any]:
+    """Run ``evaluate(config)`` in a fresh Python process; its peak RSS (kB) and counts.
+
+    ``maxrss_kb`` is the process's own peak (VmHWM where /proc exists, else ru_maxrss);
+    ``maxrss_before_kb`` the peak after imports, before the evaluation started.
+    """
+    package_root = str(Path(__file__).resolve().parent.parent)
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    started = time.perf_counter()
+    completed = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, json.dumps(config.to_dict())],
+                               capture_output=True, text=True, env=environment, check=False)
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"memory probe failed (exit {completed.returncode}): {tail}")
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    measured["seconds"] = seconds
+    return measured
+
+
+def bench_scoring(*, images: int, detections_per_image: int = 100, seed: int = 0) -> dict[str, Any]:
+    """Section (c): pycocotools vs faster-coco-eval on the same synthetic detections."""
+    print(f"-- (c) scoring: {images} images, {images * detections_per_image} detections, pycocotools vs "
+          "faster-coco-eval")
+    gt, detections, image_ids = synthetic_scoring_case(images, detections_per_image, seed=seed)
+    compared = compare_scoring_backends(gt, detections, image_ids)
+    slow = compared["backends"]["pycocotools"]["seconds"]
+    fast = compared["backends"]["faster-coco-eval"]["seconds"]
+    section = {
+        "images": images,
+        "detections": len(detections),
+        "pycocotools_seconds": slow,
+        "faster_coco_eval_seconds": fast,
+        "speedup": slow / fast,
+        "max_stat_difference": compared["max_stat_difference"],
+        "agree": compared["agree"],
+        "stats": compared["backends"]["pycocotools"]["stats"],
+    }
+    print(f"   pycocotools      : {slow:.2f} s")
+    print(f"   faster-coco-eval : {fast:.2f} s")
+    print(f"   speedup {section['speedup']:.2f}x; 12 stats agree within {STATS_TOLERANCE:g}: "
+          f"{'yes' if section['agree'] else 'NO'} (max difference {section['max_stat_difference']:.3g}); "
+          f"mAP {section['stats'][0]:.4f}")
+    return section
+
+
+def _mean_load(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _load_text(cores: float | None) -> str:
+    return "?" if cores is None else f"{cores:.2f}"
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"

@@ -1,0 +1,231 @@
+"""Tests of ssd_eval.bench: shapes of the reports and the synthetic data, never timings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from ssd_eval import bench
+from ssd_eval.config import RuntimeConfig, config_from_dict
+from ssd_eval.errors import UserError
+from ssd_eval.runner import create_session
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+TINY = bench.DetectorSpec(input_size=(64, 64), channels=(4, 8, 8), extra_convs=(0, 1, 0), detections=20)
+
+
+def tiny_config(tmp_path: Path, variant: str, *, parent: str | None = None, seed: int = 0,
+                url: str | None = None, write: bool = True):
+    model_path = tmp_path / f"{variant}.onnx"
+    if write:
+        bench.write_synthetic_detector(model_path, bench.DetectorSpec(**{**TINY.__dict__, "seed": seed}))
+    return config_from_dict({
+        "variant": variant,
+        "model": {"path": str(model_path), "parent": parent, "url": url},
+        "dataset": {"annotations": str(tmp_path / "annotations.json"), "images": str(tmp_path / "images")},
+        "preprocess": {"input_size": [64, 64]},
+        "runtime": {"intra_op_threads": 1},
+    })
+
+
+def run_model(model_path: Path, image: np.ndarray) -> dict[str, np.ndarray]:
+    session = create_session(model_path, RuntimeConfig(intra_op_threads=1))
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"image": image})))
+
+
+# ------------------------------------------------------------------ bench_models
+
+
+def test_bench_models_report_is_well_formed(tmp_path, capsys):
+    configs = [
+        tiny_config(tmp_path, "tiny"),
+        tiny_config(tmp_path, "tiny-int8", parent="tiny", seed=1),
+        tiny_config(tmp_path, "orphan-int8", parent="not-in-this-run", seed=2),
+    ]
+    report = bench.bench_models(configs, warmup=1, iterations=5, seed=3)
+
+    assert [m["variant"] for m in report["models"]] == ["tiny", "tiny-int8", "orphan-int8"]
+    for model in report["models"]:
+        assert model["runs"] == 5
+        assert 0 < model["p50_ms"] <= model["p90_ms"] <= model["p99_ms"]
+        assert model["images_per_s"] > 0
+        assert model["providers"] == ["CPUExecutionProvider"]
+        assert model["intra_op_threads"] == 1
+    assert set(report["speedups"]) == {"tiny-int8"}
+    speedup = report["speedups"]["tiny-int8"]
+    assert speedup["parent"] == "tiny"
+    assert speedup["speedup"] > 0 and speedup["speedup_p50"] > 0
+    assert report["onnxruntime"] == ort.__version__
+    assert report["input_shape"] == [1, 3, 64, 64]
+    assert report["cores"] >= 1 and report["cpu"]
+    json.dumps(report)  # plain data only
+
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "cores" in out and "CPUExecutionProvider" in out
+    assert "intra_op_threads 1" in out
+    assert "vs tiny" in out
+
+
+def test_bench_models_missing_model_is_a_user_error(tmp_path):
+    present = tiny_config(tmp_path, "ssd-12")
+    missing = tiny_config(tmp_path, "ssd-12-int8", parent="ssd-12", write=False, url="https://example.invalid/m.onnx")
+    with pytest.raises(UserError) as caught:
+        bench.bench_models([present, missing], iterations=1)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "ssd-12-int8.onnx" in message and "make models MODEL=ssd-12-int8" in message
+
+    sample = tiny_config(tmp_path, "sample-qdq", write=False)
+    with pytest.raises(UserError, match="make sample"):
+        bench.bench_models([sample], iterations=1)
+
+
+def test_bench_models_rejects_duplicates_and_empty(tmp_path):
+    config = tiny_config(tmp_path, "tiny")
+    with pytest.raises(UserError, match="more than once"):
+        bench.bench_models([config, config], iterations=1)
+    with pytest.raises(UserError):
+        bench.bench_models([], iterations=1)
+
+
+def test_latency_stats_percentiles_are_ordered():
+    stats = bench.latency_stats([0.010, 0.030, 0.020, 0.011, 0.5])
+    assert stats["runs"] == 5
+    assert stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= 500.0
+    assert stats["images_per_s"] == pytest.approx(5 / 0.571)
+    assert stats["mean_ms"] == pytest.approx(571 / 5)
+
+
+# ------------------------------------------------------------------ configs_for_bench
+
+
+@pytest.mark.parametrize("variant, expected", [
+    (None, ["sample", "sample-int8", "sample-qdq"]),
+    ("sample", ["sample", "sample-int8", "sample-qdq"]),
+    ("ssd-12", ["ssd-12", "ssd-12-int8", "ssd-12-qdq"]),
+    ("ssd-12-int8", ["ssd-12", "ssd-12-int8"]),
+    ("ssd-12-qdq", ["ssd-12", "ssd-12-qdq"]),
+    ("ssd-10", ["ssd-10"]),
+])
+def test_configs_for_bench(variant, expected):
+    configs = bench.configs_for_bench(variant, configs_dir=CONFIGS_DIR)
+    assert [c.variant for c in configs] == expected
+    for config in configs[1:]:
+        if config.variant != "ssd-10":
+            assert config.model.parent == expected[0]
+
+
+def test_configs_for_bench_unknown_variant():
+    with pytest.raises(UserError, match="ssd-12-qdq"):
+        bench.configs_for_bench("ssd-13", configs_dir=CONFIGS_DIR)
+
+
+# ------------------------------------------------------------------ synthetic model and data
+
+
+def check_contract(outputs: dict[str, np.ndarray], detections: int) -> None:
+    boxes, labels, scores = outputs["bboxes"], outputs["labels"], outputs["scores"]
+    assert boxes.shape == (1, detections, 4) and boxes.dtype == np.float32
+    assert labels.shape == (1, detections) and labels.dtype == np.int64
+    assert scores.shape == (1, detections) and scores.dtype == np.float32
+    assert np.all((boxes >= 0) & (boxes <= 1))
+    assert np.all(boxes[..., 0] <= boxes[..., 2]) and np.all(boxes[..., 1] <= boxes[..., 3])
+    assert labels.min() >= 1 and labels.max() <= 80
+    assert np.all(np.diff(scores[0]) <= 0)
+    assert np.all((scores > 0) & (scores <= 1))
+
+
+@pytest.mark.parametrize("spec", [bench.CHEAP_DETECTOR, bench.COSTLY_DETECTOR, TINY],
+                         ids=["cheap", "costly", "tiny"])
+def test_synthetic_detector_meets_the_output_contract(tmp_path, spec):
+    path = bench.write_synthetic_detector(tmp_path / "model.onnx", spec)
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1, 3, *spec.input_size), dtype=np.float32)
+    outputs = run_model(path, image)
+    check_contract(outputs, spec.detections)
+    # The detections depend on the pixels.
+    other = run_model(path, np.flip(image, axis=3).copy())
+    assert not np.array_equal(outputs["scores"], other["scores"])
+
+
+def test_synthetic_detector_is_deterministic_and_gives_varied_labels(tmp_path):
+    first = bench.build_synthetic_detector(TINY).SerializeToString()
+    assert first == bench.build_synthetic_detector(TINY).SerializeToString()
+    path = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    image = np.random.default_rng(1).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    assert len(set(run_model(path, image)["labels"][0].tolist())) > 1
+
+
+def test_synthetic_detector_rejects_more_detections_than_anchors():
+    with pytest.raises(ValueError, match="anchors"):
+        bench.build_synthetic_detector(bench.DetectorSpec(input_size=(16, 16), channels=(4, 4), extra_convs=(0, 0),
+                                                          detections=17))
+
+
+def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
+    from ssd_eval.data import load_annotations
+    from ssd_eval.pipeline import evaluate
+
+    annotations, images = bench.write_synthetic_coco(tmp_path / "coco", 6, seed=4, size_range=(40, 80))
+    dataset = load_annotations(annotations, images)
+    assert len(dataset.images) == 6
+    assert dataset.category_ids == list(bench.COCO_CATEGORY_IDS) and len(dataset.category_ids) == 80
+    assert all(r.path.is_file() for r in dataset.images.values())
+    # Same seed, same files.
+    again, _ = bench.write_synthetic_coco(tmp_path / "again", 6, seed=4, size_range=(40, 80))
+    assert again.read_bytes() == annotations.read_bytes()
+
+    model = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    config = bench.harness_config(model, annotations, images, tmp_path / "out", input_size=TINY.input_size)
+    result = evaluate(config, fresh=True, progress=False)
+    assert result.provenance["images"] == 6
+    assert result.provenance["detections"] == 6 * TINY.detections
+
+
+def test_measure_peak_rss_runs_in_a_fresh_process(tmp_path):
+    annotations, images = bench.write_synthetic_coco(tmp_path / "coco", 3, seed=5, size_range=(40, 60))
+    model = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    config = bench.harness_config(model, annotations, images, tmp_path / "out", limit=2, input_size=TINY.input_size)
+    measured = bench.measure_peak_rss(config)
+    assert measured["images"] == 2
+    assert measured["maxrss_kb"] >= measured["maxrss_before_kb"] > 0
+    if Path("/proc/self/status").exists():
+        # Not ru_maxrss, which a child inherits from its (here: larger or smaller) parent.
+        assert measured["source"] == "VmHWM"
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def test_synthetic_scoring_case_is_deterministic_and_valid():
+    gt, detections, image_ids = bench.synthetic_scoring_case(12, 15, seed=7)
+    assert image_ids == list(range(1, 13))
+    assert len(detections) == 12 * 15
+    assert (gt, detections) == bench.synthetic_scoring_case(12, 15, seed=7)[:2]
+    categories = set(bench.COCO_CATEGORY_IDS)
+    assert all(d["category_id"] in categories and d["image_id"] in image_ids for d in detections)
+    assert all(d["bbox"][2] >= 0 and d["bbox"][3] >= 0 for d in detections)
+
+
+def test_scoring_backends_agree_on_a_small_case():
+    pytest.importorskip("faster_coco_eval")
+    gt, detections, image_ids = bench.synthetic_scoring_case(30, 20, seed=11)
+    compared = bench.compare_scoring_backends(gt, detections, image_ids)
+    slow = compared["backends"]["pycocotools"]
+    fast = compared["backends"]["faster-coco-eval"]
+    assert len(slow["stats"]) == len(fast["stats"]) == 12
+    assert compared["agree"] and compared["max_stat_difference"] <= 1e-9
+    assert slow["stats"] == pytest.approx(fast["stats"], abs=1e-9)
+    assert 0 < slow["stats"][0] < 1  # a case with something to measure
+    assert slow["seconds"] > 0 and fast["seconds"] > 0
+
+
+def test_foreign_load_measures_something():
+    with bench.ForeignLoad() as load:
+        sum(range(10000))
+    assert load.cores is None or load.cores >= 0
