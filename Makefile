@@ -49,7 +49,7 @@ baseline: $(STAMP)
 	$(PY) -m ssd_eval baseline --update --baselines $(BASELINES) $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m ssd_eval bench $(if $(filter-out sample,$(MODEL)),--variant $(MODEL),) $(ARGS)
+	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)
 
 bench-harness: $(STAMP)
 	$(PY) -m ssd_eval bench-harness $(ARGS)

@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", default="results")
     report.set_defaults(handler=cmd_report)
 
+    bench = commands.add_parser("bench", help="model-alone speed: fp32 and quantized variants side by side")
+    bench.add_argument("--variant", help="ssd-10, ssd-12, ssd-12-int8, ssd-12-qdq or sample (default sample)")
+    bench.add_argument("--config", action="append", help="benchmark these configs instead (repeatable)")
+    bench.add_argument("--iterations", type=int, default=20, help="timed runs per model (default 20)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
+    bench.set_defaults(handler=cmd_bench)
+
+    harness = commands.add_parser("bench-harness", help="harness overhead, memory growth, scoring backends")
+    harness.add_argument("--quick", action="store_true", help="CI-sized run (about a minute)")
+    harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
+    harness.set_defaults(handler=cmd_bench_harness)
+
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
     fetch.add_argument("what", choices=("models", "data"))
     fetch.add_argument("--variant", action="append", choices=VARIANTS, help="only this model (repeatable)")
@@ -146,6 +160,29 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for path in write_report(Path(args.results)):
         print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ssd_eval.bench import bench_models, configs_for_bench
+    from ssd_eval.config import load_config
+
+    if args.iterations <= 0 or args.warmup < 0:
+        raise UserError("bench: --iterations must be positive and --warmup not negative")
+    if args.config:
+        configs = [load_config(path, args.overrides) for path in args.config]
+    else:
+        configs = configs_for_bench(args.variant)
+        if args.overrides:
+            configs = [load_config(c.source, args.overrides) for c in configs]
+    bench_models(configs, warmup=args.warmup, iterations=args.iterations)
+    return 0
+
+
+def cmd_bench_harness(args: argparse.Namespace) -> int:
+    from ssd_eval.bench import bench_harness
+
+    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None)
     return 0
 
 
