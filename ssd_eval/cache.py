@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from ssd_eval.errors import UserError
 
@@ -20,12 +20,14 @@ class DetectionCache:
 
     The key holds everything that determines an image's detections (model sha256,
     preprocessing, postprocessing). A cache written under another key is refused.
+    Only each image's line offset is kept in memory; detections are read back from
+    the file when needed, so memory does not grow with the number of images.
     """
 
     def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False):
         self.path = Path(path)
         self.key = key
-        self.entries: dict[int, list[dict]] = {}
+        self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
         if fresh and self.path.exists():
             log.info("--fresh: discarding %s", self.path)
             self.path.unlink()
@@ -33,44 +35,66 @@ class DetectionCache:
             self._load()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True) + "\n")
-        self._handle = open(self.path, "a", encoding="utf-8")
+            with open(self.path, "wb") as handle:
+                handle.write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
+        self._handle = open(self.path, "ab")
 
     def _load(self) -> None:
         with open(self.path, "rb") as handle:
-            lines = handle.read().splitlines(keepends=True)
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
-            raise UserError(f"{self.path}: not a detection cache of this version; pass --fresh to discard it")
-        if header.get("key") != self.key:
-            raise UserError(
-                f"{self.path}: was written for a different run ({describe_difference(header.get('key') or {}, self.key)}); "
-                "it is not reused: pass --fresh to discard it, or choose another --out")
-        good_end = len(lines[0])
-        for number, line in enumerate(lines[1:], start=2):
-            if not line.endswith(b"\n"):
-                # A kill during the last write leaves a cut line: drop it, that image runs again.
-                log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
-                break
+            first = handle.readline()
             try:
-                entry = json.loads(line)
-                self.entries[int(entry["image_id"])] = list(entry["detections"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
-            good_end += len(line)
+                header = json.loads(first)
+            except json.JSONDecodeError:
+                header = None
+            if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
+                raise UserError(f"{self.path}: not a detection cache of this version; pass --fresh to discard it")
+            if header.get("key") != self.key:
+                difference = describe_difference(header.get("key") or {}, self.key)
+                raise UserError(f"{self.path}: was written for a different run ({difference}); it is not reused: "
+                                "pass --fresh to discard it, or choose another --out")
+            good_end = len(first)
+            for number, line in enumerate(handle, start=2):
+                if not line.endswith(b"\n"):
+                    # A kill during the last write leaves a cut line: drop it, that image runs again.
+                    log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
+                    break
+                try:
+                    entry = json.loads(line)
+                    if not isinstance(entry["detections"], list):
+                        raise TypeError("detections is not a list")
+                    self.offsets[int(entry["image_id"])] = good_end
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
+                good_end += len(line)
         if good_end < os.path.getsize(self.path):
             os.truncate(self.path, good_end)
-        log.info("%s: %d finished images found", self.path, len(self.entries))
+        log.info("%s: %d finished images found", self.path, len(self.offsets))
+
+    def __contains__(self, image_id: int) -> bool:
+        return image_id in self.offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
     def add(self, image_id: int, detections: list[dict]) -> None:
         """Record one finished image (flushed to the OS before returning)."""
-        self.entries[int(image_id)] = detections
-        self._handle.write(json.dumps({"image_id": int(image_id), "detections": detections}) + "\n")
+        line = json.dumps({"image_id": int(image_id), "detections": detections}).encode() + b"\n"
+        self.offsets[int(image_id)] = self._handle.tell()
+        self._handle.write(line)
         self._handle.flush()
+
+    def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
+        """The cached detections of ``image_ids`` (all finished), in the order given."""
+        self._handle.flush()
+        with open(self.path, "rb") as reader:
+            for image_id in image_ids:
+                reader.seek(self.offsets[image_id])
+                yield from json.loads(reader.readline())["detections"]
+
+    def items(self) -> Iterator[tuple[int, list[dict]]]:
+        """Every finished image and its detections, in ascending image id order."""
+        for image_id in sorted(self.offsets):
+            yield image_id, list(self.detections([image_id]))
 
     def close(self) -> None:
         """Close the file."""

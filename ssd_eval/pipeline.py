@@ -27,7 +27,7 @@ from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import score_detections
-from ssd_eval.results import EvalResult, atomic_write_json, atomic_write_text, detections_text, write_result
+from ssd_eval.results import EvalResult, atomic_write_json, write_detections, write_result
 from ssd_eval.runner import Detector
 
 log = logging.getLogger(__name__)
@@ -128,15 +128,19 @@ def evaluate(
     cache_path = out_dir / "cache.jsonl"
     key = cache_key(config, model_sha256, categories)
     with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume) as cache:
-        resumed = sum(1 for i in image_ids if i in cache.entries)
-        todo = [dataset.images[i] for i in image_ids if i not in cache.entries]
+        resumed = sum(1 for i in image_ids if i in cache)
+        todo = [dataset.images[i] for i in image_ids if i not in cache]
         if resumed:
             log.warning("resuming: %d of %d images already done in %s", resumed, len(image_ids), cache_path)
         loop_started = time.perf_counter()
         skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
         loop_seconds = time.perf_counter() - loop_started
-        evaluated = [i for i in image_ids if i in cache.entries]
-        detections = [d for i in evaluated for d in cache.entries[i]]
+        evaluated = [i for i in image_ids if i in cache]
+        if shard is not None:  # no scoring: stream the cache into detections.json
+            detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
+        else:
+            detections = list(cache.detections(evaluated))
+            detection_count = len(detections)
 
     provenance = {
         "model": {"path": str(model_path), "sha256": model_sha256, "size": model_path.stat().st_size},
@@ -148,7 +152,7 @@ def evaluate(
         "images": len(evaluated),
         "image_ids_sha256": hash_data(evaluated),
         "skipped_images": skipped,
-        "detections": len(detections),
+        "detections": detection_count,
         "limit": config.dataset.limit,
         "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
         "runtime": {
@@ -169,9 +173,9 @@ def evaluate(
     }
     if shard is not None:
         provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-        _write_shard(out_dir, config, shard, evaluated, detections, provenance)
+        _write_shard_manifest(out_dir, config, shard, evaluated, provenance)
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
-                 len(detections), out_dir)
+                 detection_count, out_dir)
         return None
     scores = score_detections(dataset.gt, detections, evaluated,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
@@ -247,9 +251,8 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     return skipped
 
 
-def _write_shard(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
-                 detections: list[dict], provenance: dict[str, Any]) -> None:
-    atomic_write_text(out_dir / "detections.json", detections_text(detections))
+def _write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
+                          provenance: dict[str, Any]) -> None:
     atomic_write_json(out_dir / SHARD_FILE, {
         "variant": config.variant,
         "shard": list(shard),

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, TextIO
 
 from ssd_eval.metrics import STAT_NAMES, Scores
 
@@ -53,15 +53,16 @@ class EvalResult:
         return document
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a partial file."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[TextIO]:
+    """A text file handle whose content appears at ``path`` only when the block completes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -69,7 +70,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a partial file."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def _current_umask() -> int:
@@ -89,18 +96,25 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) ->
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
-def detections_text(detections: list[dict]) -> str:
-    """detections.json content: a JSON list, one result per line (diff-friendly, exact floats)."""
-    if not detections:
-        return "[]\n"
-    return "[\n" + ",\n".join(json.dumps(d, separators=(", ", ": ")) for d in detections) + "\n]\n"
+def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
+    """Write detections.json atomically, one result per line (streamed); returns the count."""
+    count = 0
+    with atomic_open(path) as handle:
+        handle.write("[")
+        for detection in detections:
+            handle.write(",\n" if count else "\n")
+            handle.write(json.dumps(detection, separators=(", ", ": ")))
+            count += 1
+        handle.write("\n]\n" if count else "]\n")
+    return count
 
 
-def write_result(result: EvalResult, detections: list[dict], out_dir: str | Path) -> dict[str, Path]:
+def write_result(result: EvalResult, detections: Iterable[dict], out_dir: str | Path) -> dict[str, Path]:
     """Write detections.json then metrics.json into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
+    write_detections(out_dir / "detections.json", detections)
     files = {
-        "detections": atomic_write_text(out_dir / "detections.json", detections_text(detections)),
+        "detections": out_dir / "detections.json",
         "metrics": atomic_write_json(out_dir / "metrics.json", result.to_document()),
     }
     result.out_dir = out_dir

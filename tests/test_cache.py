@@ -36,7 +36,7 @@ def lines(path):
 
 def test_new_cache_writes_header(path):
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {}
+        assert dict(cache.items()) == {}
     [header] = lines(path)
     assert json.loads(header) == {"format": CACHE_FORMAT, "key": KEY}
 
@@ -51,16 +51,16 @@ def test_add_is_visible_before_close(path):
     with DetectionCache(path, KEY) as cache:
         cache.add(7, DET_1)
         assert len(lines(path)) == 2  # flushed, not buffered until close
-        assert cache.entries == {7: DET_1}
+        assert dict(cache.items()) == {7: DET_1}
 
 
 def test_reopen_with_same_key_recovers_entries(path):
     filled(path)
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {1: DET_1, 2: DET_2}
+        assert dict(cache.items()) == {1: DET_1, 2: DET_2}
         cache.add(3, DET_3)
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {1: DET_1, 2: DET_2, 3: DET_3}
+        assert dict(cache.items()) == {1: DET_1, 2: DET_2, 3: DET_3}
     assert len(lines(path)) == 4  # one header, three images
 
 
@@ -68,7 +68,7 @@ def test_image_with_no_detections_is_recorded(path):
     with DetectionCache(path, KEY) as cache:
         cache.add(9, [])
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {9: []}
+        assert dict(cache.items()) == {9: []}
 
 
 def test_different_key_is_refused_naming_field_and_fresh(path):
@@ -87,7 +87,7 @@ def test_different_key_is_refused_naming_field_and_fresh(path):
 def test_fresh_discards_existing_entries(path):
     filled(path)
     with DetectionCache(path, KEY, fresh=True) as cache:
-        assert cache.entries == {}
+        assert dict(cache.items()) == {}
     assert len(lines(path)) == 1
 
 
@@ -95,7 +95,7 @@ def test_fresh_allows_a_different_key(path):
     filled(path)
     other = dict(KEY, model_sha256="e" * 64)
     with DetectionCache(path, other, fresh=True) as cache:
-        assert cache.entries == {}
+        assert dict(cache.items()) == {}
     assert json.loads(lines(path)[0])["key"] == other
 
 
@@ -113,14 +113,14 @@ def test_truncated_last_line_is_dropped_and_file_repaired(path, caplog):
         handle.write(half[: len(half) // 2])  # a kill mid-write: no newline
     with caplog.at_level(logging.WARNING, logger="ssd_eval.cache"):
         with DetectionCache(path, KEY) as cache:
-            assert cache.entries == {1: DET_1, 2: DET_2}
+            assert dict(cache.items()) == {1: DET_1, 2: DET_2}
             assert path.stat().st_size == good_size  # truncated to the last good line
             cache.add(3, DET_3)
     assert "truncated" in caplog.text
     rows = [json.loads(line) for line in lines(path)]  # every line is valid JSON again
     assert [r.get("image_id") for r in rows] == [None, 1, 2, 3]
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {1: DET_1, 2: DET_2, 3: DET_3}
+        assert dict(cache.items()) == {1: DET_1, 2: DET_2, 3: DET_3}
 
 
 def test_complete_json_without_newline_is_dropped(path):
@@ -128,10 +128,10 @@ def test_complete_json_without_newline_is_dropped(path):
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"image_id": 3, "detections": DET_3}))
     with DetectionCache(path, KEY) as cache:
-        assert set(cache.entries) == {1, 2}
+        assert set(dict(cache.items())) == {1, 2}
         cache.add(3, DET_3)
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries[3] == DET_3
+        assert dict(cache.items())[3] == DET_3
 
 
 def test_corrupt_middle_line_is_user_error(path):
@@ -168,7 +168,7 @@ def test_later_line_for_same_image_wins(path):
         cache.add(1, DET_1)
         cache.add(1, DET_3)
     with DetectionCache(path, KEY) as cache:
-        assert cache.entries == {1: DET_3}
+        assert dict(cache.items()) == {1: DET_3}
 
 
 def test_describe_difference():
