@@ -1,4 +1,4 @@
-"""Builders for test fixtures: tiny COCO sets on disk and fixed-output SSD-shaped models."""
+"""Builders for test fixtures: tiny COCO sets on disk, fixed-output SSD-shaped models, metrics.json results."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from ssd_eval.metrics import STAT_NAMES
 
 # Five real COCO categories with a gap (id 12 does not exist): label k -> k-th smallest id.
 CATEGORIES = [
@@ -106,3 +108,54 @@ def config_dict(model: Path, annotations: Path, images: Path, out: Path, **secti
         else:
             data[section] = values
     return data
+
+
+def metrics_document(variant: str, *, mAP: float, AP50: float | None = None, parent: str | None = None,
+                     published: float | None = None, protocol: str = "coco", images: int = 5000,
+                     image_ids: str | None = None, annotations: str = "ann-sha",
+                     providers: Sequence[str] = ("CPUExecutionProvider",), cpu: str = "Xeon Platinum 8280",
+                     cores: int = 4, intra: int = 0, inter: int = 0, images_per_s: float = 10.0,
+                     date: str = "2026-11-25T16:00:00+00:00", model_sha: str = "ab" * 32,
+                     per_category: dict[str, float] | None = None) -> dict:
+    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1).
+
+    AP50 defaults to 1.8 * mAP, image_ids to "ids-<images>". The iou50 curve ends in
+    COCOeval's -1 ("no data") marks.
+    """
+    stats = [mAP, mAP * 1.8 if AP50 is None else AP50, mAP * 1.05, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
+    data = {
+        "schema": 1, "variant": variant, "parent": parent, "published_map": published,
+        "protocol": protocol,
+        "protocol_switches": {"resize_backend": "pil", "skip_images_without_annotations": False,
+                              "crowd_as_ground_truth": False},
+        "stats": stats,
+        "per_category_ap": (dict(per_category) if per_category is not None
+                            else {"person": 0.31, "car": 0.2, "toaster": -1.0}),
+        "pr_curves": {"recall": [i / 100 for i in range(101)],
+                      "iou50": [max(0.0, 1 - i / 90) if i < 95 else -1.0 for i in range(101)],
+                      "iou75": [max(0.0, 0.8 - i / 110) for i in range(101)]},
+        "provenance": {
+            "model": {"path": f"data/models/{variant}.onnx", "sha256": model_sha, "size": 123},
+            "annotations": {"path": "instances_val2017.json", "sha256": annotations},
+            "images_dir": "data/coco/val2017", "config": {}, "config_sha256": "c" * 64,
+            "images": images, "image_ids_sha256": f"ids-{images}" if image_ids is None else image_ids,
+            "skipped_images": [], "detections": 1000, "limit": None, "shards": None,
+            "runtime": {"onnxruntime": "1.20.0", "providers_requested": list(providers),
+                        "providers": list(providers), "intra_op_threads": intra,
+                        "inter_op_threads": inter, "batch_size": 1},
+            "versions": {"python": "3.11.7"},
+            "host": {"cpu": cpu, "cores": cores, "platform": "Linux"},
+            "metrics_backend": "pycocotools", "wall_time_s": 100.0, "inference_time_s": 90.0,
+            "images_per_s": images_per_s, "resumed_images": 0, "date": date,
+        },
+    }
+    data.update(dict(zip(STAT_NAMES, stats)))
+    return data
+
+
+def write_metrics(results_dir: Path, data: dict, folder: str | None = None) -> Path:
+    """Write data as <results_dir>/<folder or variant>/metrics.json; returns the path."""
+    path = results_dir / (folder or data["variant"]) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path

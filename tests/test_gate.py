@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from functools import partial
 
 import pytest
 import yaml
+from helpers import metrics_document, write_metrics
 
 from ssd_eval.gate import run_gate, update_baselines
 
-NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def make_metrics(variant, *, mAP, parent=None, protocol="coco", images=5000, AP50=0.35):
-    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1)."""
-    stats = [mAP, AP50, 0.19, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
-    data = {
-        "schema": 1, "variant": variant, "parent": parent, "published_map": None,
-        "protocol": protocol, "stats": stats,
-        "per_category_ap": {"person": 0.3},
-        "pr_curves": {"recall": [i / 100 for i in range(101)],
-                      "iou50": [0.5] * 101, "iou75": [0.3] * 101},
-        "provenance": {
-            "model": {"path": "m.onnx", "sha256": "a" * 64, "size": 1},
-            "annotations": {"path": "ann.json", "sha256": "ann"},
-            "images": images, "image_ids_sha256": f"ids-{images}",
-            "runtime": {"providers": ["CPUExecutionProvider"], "intra_op_threads": 0,
-                        "inter_op_threads": 0, "batch_size": 1},
-            "host": {"cpu": "cpu", "cores": 2, "platform": "Linux"},
-            "images_per_s": 5.0, "resumed_images": 0, "shards": None,
-            "date": "2026-11-25T16:00:00+00:00",
-        },
-    }
-    data.update(dict(zip(NAMES, stats)))
-    return data
-
-
-def write_result(results_dir: Path, data: dict) -> None:
-    path = results_dir / data["variant"] / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
+# The shared builder derives AP50 as 1.8 * mAP; these results carry the 0.35 FP32_BASELINE expects.
+gate_metrics = partial(metrics_document, AP50=0.35)
 
 
 FP32_BASELINE = """\
@@ -72,8 +44,8 @@ def dirs(tmp_path):
     baselines.mkdir()
     (baselines / "ssd-12.yaml").write_text(FP32_BASELINE)
     (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "1.0"))
-    write_result(results, make_metrics("ssd-12", mAP=0.1898))
-    write_result(results, make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
     return baselines, results
 
 
@@ -87,14 +59,14 @@ def test_within_tolerance_passes(dirs, capsys):
 
 def test_small_loss_within_tolerance_passes(dirs):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1880))  # 0.0018 below, allowed 0.002
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1880))  # 0.0018 below, allowed 0.002
     (baselines / "ssd-12-int8.yaml").unlink()
     assert run_gate(baselines, results) == 0
 
 
 def test_regression_fails_with_full_line(dirs, capsys):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1850))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1850))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 1
     out = capsys.readouterr().out
     (line,) = [l for l in out.splitlines() if l.startswith("FAIL")]
@@ -104,7 +76,7 @@ def test_regression_fails_with_full_line(dirs, capsys):
 
 def test_improvement_beyond_tolerance_passes_with_note(dirs, capsys):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.2000))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.2000))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 0
     out = capsys.readouterr().out
     assert "PASS ssd-12 mAP" in out
@@ -144,7 +116,7 @@ def test_missing_parent_result_is_input_error(dirs, capsys):
 
 def test_protocol_mismatch_is_input_error(dirs, capsys):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1898, protocol="reference"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, protocol="reference"))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 2
     err = capsys.readouterr().err
     assert "protocol 'reference'" in err and "'coco'" in err
@@ -152,7 +124,7 @@ def test_protocol_mismatch_is_input_error(dirs, capsys):
 
 def test_image_count_mismatch_is_input_error(dirs, capsys):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1898, images=500))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, images=500))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 2
     err = capsys.readouterr().err
     assert "500 images" in err and "5000 images" in err
@@ -160,7 +132,7 @@ def test_image_count_mismatch_is_input_error(dirs, capsys):
 
 def test_input_error_wins_over_regression(dirs):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1))
     (results / "ssd-12-int8" / "metrics.json").unlink()
     assert run_gate(baselines, results) == 2
 
@@ -200,7 +172,7 @@ def test_unknown_variant_is_input_error(dirs, capsys):
 
 def test_rel_tol_versus_abs_tol(dirs, capsys):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1898, AP50=0.34))  # 0.01 below
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, AP50=0.34))  # 0.01 below
     assert run_gate(baselines, results, variants=["ssd-12"]) == 1  # abs_tol 0.002 only
     (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace(
         "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}",
@@ -216,8 +188,8 @@ def test_rel_tol_versus_abs_tol(dirs, capsys):
 
 def test_junit_xml(dirs, tmp_path):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.1898, AP50=0.30))
-    write_result(results, make_metrics("ssd-12-int8", mAP=0.1850, parent="ssd-12"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, AP50=0.30))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1850, parent="ssd-12"))
     junit = tmp_path / "out" / "gate.xml"
     junit.parent.mkdir()
     # ssd-12: mAP passes, AP50 fails; int8: mAP fails, drop (2.53% > 1%) fails
@@ -246,8 +218,8 @@ def test_junit_records_input_errors(dirs, tmp_path):
 
 def test_update_creates_baselines_that_pass(tmp_path, capsys):
     results, baselines = tmp_path / "results", tmp_path / "baselines"
-    write_result(results, make_metrics("ssd-12", mAP=0.1898))
-    write_result(results, make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"))
     assert update_baselines(baselines, results) == 0
     out = capsys.readouterr().out
     assert "--- /dev/null" in out and f"+++ {baselines / 'ssd-12-int8.yaml'}" in out
@@ -267,8 +239,8 @@ def test_update_rewrites_values_and_keeps_tolerances(dirs, capsys):
         "AP50: {expected: 0.35, abs_tol: 0.002, rel_tol: null}",
         "APs: {expected: 0.04, abs_tol: null, rel_tol: 0.1}"))
     (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "2.5"))
-    write_result(results, make_metrics("ssd-12", mAP=0.1800))
-    write_result(results, make_metrics("ssd-12-int8", mAP=0.1790, parent="ssd-12"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1800))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1790, parent="ssd-12"))
     assert run_gate(baselines, results) == 1
     capsys.readouterr()
 
@@ -292,7 +264,7 @@ def test_update_rewrites_values_and_keeps_tolerances(dirs, capsys):
 
 def test_update_follows_protocol_and_image_count(dirs):
     baselines, results = dirs
-    write_result(results, make_metrics("ssd-12", mAP=0.19, protocol="reference", images=4952))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.19, protocol="reference", images=4952))
     assert update_baselines(baselines, results, variants=["ssd-12"]) == 0
     data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
     assert (data["protocol"], data["images"]) == ("reference", 4952)
@@ -306,7 +278,7 @@ def test_update_input_errors(dirs, capsys):
     assert "ssd-eval baseline: error:" in capsys.readouterr().err
     assert update_baselines(baselines, results.parent / "nowhere") == 2
     (baselines / "ssd-12-int8.yaml").write_text("metrics: 3\n")
-    write_result(results, make_metrics("ssd-12", mAP=0.1))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1))
     assert update_baselines(baselines, results) == 2
     assert "ssd-12-int8.yaml" in capsys.readouterr().err
     assert (baselines / "ssd-12.yaml").read_text() == before  # nothing written on error
@@ -314,7 +286,7 @@ def test_update_input_errors(dirs, capsys):
 
 def test_update_rounds_expected_and_zero_tolerance_still_passes(tmp_path):
     results, baselines = tmp_path / "results", tmp_path / "baselines"
-    write_result(results, make_metrics("ssd-12", mAP=0.18923456789, AP50=0.3400000000000001))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.18923456789, AP50=0.3400000000000001))
     assert update_baselines(baselines, results, abs_tol=0.0) == 0
     text = (baselines / "ssd-12.yaml").read_text()
     assert "mAP: {expected: 0.189235, abs_tol: 0.0, rel_tol: null}" in text
@@ -330,8 +302,8 @@ def test_reference_protocol_results_are_found_in_their_own_folder(tmp_path, caps
     (baselines / "ssd-12-int8.yaml").write_text(
         INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: reference"))
     for variant, value, parent in (("ssd-12", 0.1898, None), ("ssd-12-int8", 0.1892, "ssd-12")):
-        write_result(results, make_metrics(variant, mAP=value - 0.05, parent=parent))  # coco: lower
-        reference = make_metrics(variant, mAP=value, parent=parent, protocol="reference")
+        write_metrics(results, gate_metrics(variant, mAP=value - 0.05, parent=parent))  # coco: lower
+        reference = gate_metrics(variant, mAP=value, parent=parent, protocol="reference")
         path = results / f"{variant}-reference" / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(reference))

@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import metrics_document, write_metrics
 
 from ssd_eval.errors import UserError
 from ssd_eval.report import MAX_CATEGORY_BARS, category_ap_changes, write_report
 
 pytest.importorskip("matplotlib")
 
-NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def make_metrics(variant, *, mAP, parent=None, protocol="coco", images=5000, per_category=None):
-    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1)."""
-    stats = [mAP, 0.35, 0.19, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
-    data = {
-        "schema": 1, "variant": variant, "parent": parent, "published_map": None,
-        "protocol": protocol, "stats": stats,
-        "per_category_ap": per_category or {"person": 0.3, "car": 0.2, "toaster": -1.0},
-        "pr_curves": {"recall": [i / 100 for i in range(101)],
-                      "iou50": [max(0.0, 1 - i / 90) if i < 95 else -1.0 for i in range(101)],
-                      "iou75": [max(0.0, 0.8 - i / 110) for i in range(101)]},
-        "provenance": {
-            "model": {"path": "m.onnx", "sha256": "a" * 64, "size": 1},
-            "annotations": {"path": "ann.json", "sha256": "ann"},
-            "images": images, "image_ids_sha256": f"ids-{images}",
-            "runtime": {"providers": ["CPUExecutionProvider"], "intra_op_threads": 0,
-                        "inter_op_threads": 0, "batch_size": 1},
-            "host": {"cpu": "cpu", "cores": 2, "platform": "Linux"},
-            "images_per_s": 5.0, "resumed_images": 0, "shards": None,
-            "date": "2026-11-25T16:00:00+00:00",
-        },
-    }
-    data.update(dict(zip(NAMES, stats)))
-    return data
-
-
-def write_result(results_dir: Path, data: dict, folder: str | None = None) -> None:
-    path = results_dir / (folder or data["variant"]) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
 
 
 def assert_png(path: Path) -> None:
@@ -55,12 +23,12 @@ def assert_png(path: Path) -> None:
 
 
 def test_report_writes_pngs_and_links_them(tmp_path):
-    write_result(tmp_path, make_metrics("ssd-12", mAP=0.1898))
-    write_result(tmp_path, make_metrics(
+    write_metrics(tmp_path, metrics_document("ssd-12", mAP=0.1898))
+    write_metrics(tmp_path, metrics_document(
         "ssd-12-int8", mAP=0.1892, parent="ssd-12",
         per_category={"person": 0.28, "car": 0.21, "toaster": 0.1}))
     # no comparable parent (other protocol): no AP-change chart
-    write_result(tmp_path, make_metrics("ssd-12-qdq", mAP=0.1863, parent="ssd-12",
+    write_metrics(tmp_path, metrics_document("ssd-12-qdq", mAP=0.1863, parent="ssd-12",
                                         protocol="reference", images=4952))
     (tmp_path / "ap_delta_old-variant.png").write_bytes(PNG_SIGNATURE)  # stale
 
@@ -79,10 +47,10 @@ def test_report_writes_pngs_and_links_them(tmp_path):
 
 
 def test_category_changes_skip_missing_and_sort_losses_first():
-    parent = make_metrics("p", mAP=0.2, per_category={f"c{i}": 0.5 for i in range(40)}
+    parent = metrics_document("p", mAP=0.2, per_category={f"c{i}": 0.5 for i in range(40)}
                           | {"nogt": -1.0, "only_parent": 0.3})
     child_ap = {f"c{i}": 0.5 + (i - 20) / 100 for i in range(40)} | {"nogt": 0.2}
-    child = make_metrics("q", mAP=0.19, parent="p", per_category=child_ap)
+    child = metrics_document("q", mAP=0.19, parent="p", per_category=child_ap)
     changes = category_ap_changes(child, parent)
     assert len(changes) == MAX_CATEGORY_BARS
     assert changes[0] == ("c0", pytest.approx(-0.20))
@@ -95,9 +63,9 @@ def test_category_changes_skip_missing_and_sort_losses_first():
 
 
 def test_malformed_pr_curves_names_file(tmp_path):
-    data = make_metrics("ssd-12", mAP=0.19)
+    data = metrics_document("ssd-12", mAP=0.19)
     data["pr_curves"]["iou75"] = [0.5] * 3
-    write_result(tmp_path, data)
+    write_metrics(tmp_path, data)
     with pytest.raises(UserError, match=r"ssd-12/metrics\.json: pr_curves\.iou75"):
         write_report(tmp_path)
 
@@ -112,7 +80,7 @@ def test_missing_matplotlib_is_a_user_error(tmp_path, monkeypatch):
         if name == "matplotlib" or name.startswith("matplotlib."):
             monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    write_result(tmp_path, make_metrics("ssd-12", mAP=0.19))
+    write_metrics(tmp_path, metrics_document("ssd-12", mAP=0.19))
     with pytest.raises(UserError) as info:
         write_report(tmp_path)
     assert str(info.value) == "make report needs matplotlib: pip install -e '.[report]'"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
-from pathlib import Path
 
 import pytest
+from helpers import metrics_document, write_metrics
 
 from ssd_eval.errors import UserError
 from ssd_eval.table import (
@@ -20,58 +19,14 @@ from ssd_eval.table import (
     write_table,
 )
 
-NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def make_metrics(variant, *, mAP, parent=None, published=None, protocol="coco", images=5000,
-                 image_ids="ids-5000", annotations="ann-sha", providers=("CPUExecutionProvider",),
-                 cpu="Xeon Platinum 8280", cores=4, intra=0, inter=0, images_per_s=10.0,
-                 date="2026-11-25T16:00:00+00:00", model_sha="ab" * 32):
-    """A synthetic metrics.json dict following docs/FORMATS.md (schema 1)."""
-    stats = [mAP, mAP * 1.8, mAP * 1.05, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
-    data = {
-        "schema": 1, "variant": variant, "parent": parent, "published_map": published,
-        "protocol": protocol,
-        "protocol_switches": {"resize_backend": "pil", "skip_images_without_annotations": False,
-                              "crowd_as_ground_truth": False},
-        "stats": stats,
-        "per_category_ap": {"person": 0.31, "car": 0.2, "toaster": -1.0},
-        "pr_curves": {"recall": [i / 100 for i in range(101)],
-                      "iou50": [1 - i / 120 for i in range(101)],
-                      "iou75": [0.8 - i / 130 for i in range(101)]},
-        "provenance": {
-            "model": {"path": f"data/models/{variant}.onnx", "sha256": model_sha, "size": 123},
-            "annotations": {"path": "instances_val2017.json", "sha256": annotations},
-            "images_dir": "data/coco/val2017", "config": {}, "config_sha256": "c" * 64,
-            "images": images, "image_ids_sha256": image_ids, "skipped_images": [],
-            "detections": 1000, "limit": None, "shards": None,
-            "runtime": {"onnxruntime": "1.20.0", "providers_requested": list(providers),
-                        "providers": list(providers), "intra_op_threads": intra,
-                        "inter_op_threads": inter, "batch_size": 1},
-            "versions": {"python": "3.11.7"},
-            "host": {"cpu": cpu, "cores": cores, "platform": "Linux"},
-            "metrics_backend": "pycocotools", "wall_time_s": 100.0, "inference_time_s": 90.0,
-            "images_per_s": images_per_s, "resumed_images": 0, "date": date,
-        },
-    }
-    data.update(dict(zip(NAMES, stats)))
-    return data
-
-
-def write_result(results_dir: Path, data: dict, folder: str | None = None) -> Path:
-    path = results_dir / (folder or data["variant"]) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
 
 def fp32(**kw):
-    return make_metrics("ssd-12", mAP=0.1898, published=0.1898, images_per_s=2.0, **kw)
+    return metrics_document("ssd-12", mAP=0.1898, published=0.1898, images_per_s=2.0, **kw)
 
 
 def int8(**kw):
     kw.setdefault("images_per_s", 6.98)
-    return make_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892, **kw)
+    return metrics_document("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892, **kw)
 
 
 def row_of(rows, variant):
@@ -99,8 +54,8 @@ def test_same_protocol_and_images_gives_drop_and_speedup():
 
 
 def test_drop_ratio_exact_value():
-    parent = make_metrics("ssd-12", mAP=0.2, images_per_s=4.0)
-    child = make_metrics("ssd-12-qdq", mAP=0.19, parent="ssd-12", images_per_s=10.0)
+    parent = metrics_document("ssd-12", mAP=0.2, images_per_s=4.0)
+    child = metrics_document("ssd-12-qdq", mAP=0.19, parent="ssd-12", images_per_s=10.0)
     row = row_of(build_rows([parent, child]), "ssd-12-qdq")
     assert row["drop_pct"] == "5.00"
     assert row["speedup"] == "2.50x"
@@ -221,8 +176,8 @@ def test_terminal_table_is_aligned():
 # --------------------------------------------------------------------------- files
 
 def test_write_table_writes_files_atomically_and_prints(tmp_path, capsys):
-    write_result(tmp_path, fp32())
-    write_result(tmp_path, int8())
+    write_metrics(tmp_path, fp32())
+    write_metrics(tmp_path, int8())
     rows = write_table(tmp_path)
     assert [r["variant"] for r in rows] == ["ssd-12", "ssd-12-int8"]
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
@@ -237,13 +192,13 @@ def test_write_table_writes_files_atomically_and_prints(tmp_path, capsys):
 
 
 def test_write_table_quiet_prints_nothing(tmp_path, capsys):
-    write_result(tmp_path, fp32())
+    write_metrics(tmp_path, fp32())
     write_table(tmp_path, quiet=True)
     assert capsys.readouterr().out == ""
 
 
 def test_table_links_report_pictures_beside_it(tmp_path):
-    write_result(tmp_path, fp32())
+    write_metrics(tmp_path, fp32())
     for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_ssd-12-int8.png"):
         (tmp_path / name).write_bytes(b"\x89PNG")
     write_table(tmp_path, quiet=True)
@@ -253,10 +208,10 @@ def test_table_links_report_pictures_beside_it(tmp_path):
 
 
 def test_failed_write_keeps_old_table_and_leaves_no_temp_file(tmp_path, monkeypatch):
-    write_result(tmp_path, fp32())
+    write_metrics(tmp_path, fp32())
     write_table(tmp_path, quiet=True)
     before = (tmp_path / "TABLE.md").read_text()
-    write_result(tmp_path, int8())
+    write_metrics(tmp_path, int8())
 
     def failing_fsync(fd):
         raise OSError("disk full")
@@ -276,7 +231,7 @@ def test_no_results_is_a_user_error(tmp_path):
 
 
 def test_malformed_json_names_the_file(tmp_path):
-    write_result(tmp_path, fp32())
+    write_metrics(tmp_path, fp32())
     bad = tmp_path / "ssd-12-int8" / "metrics.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
@@ -296,15 +251,15 @@ def test_malformed_json_names_the_file(tmp_path):
 def test_malformed_metrics_names_file_and_key(tmp_path, mutate, key):
     data = copy.deepcopy(fp32())
     mutate(data)
-    write_result(tmp_path, data)
+    write_metrics(tmp_path, data)
     with pytest.raises(UserError) as info:
         load_results(tmp_path)
     assert "ssd-12/metrics.json" in str(info.value) and key in str(info.value)
 
 
 def test_load_results_sorted_with_source(tmp_path):
-    write_result(tmp_path, int8())
-    write_result(tmp_path, fp32())
+    write_metrics(tmp_path, int8())
+    write_metrics(tmp_path, fp32())
     results = load_results(tmp_path)
     assert [r["variant"] for r in results] == ["ssd-12", "ssd-12-int8"]
     assert results[0]["_source"].endswith("ssd-12/metrics.json")
