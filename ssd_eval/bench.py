@@ -281,8 +281,22 @@ class DetectorSpec:
 # A model that takes a few tenths of a second per image on a 2-core machine: the
 # harness's overhead shows against a realistic cost, not against a free model.
 COSTLY_DETECTOR = DetectorSpec(channels=(16, 48, 96, 128, 128), extra_convs=(0, 0, 24, 6, 2))
+# About the real SSD-ResNet34's 433 GFLOPs per image (see synthetic_gflops): full mode uses
+# it so the harness's overhead is measured against the cost it will really sit beside.
+SSD_LIKE_DETECTOR = DetectorSpec(channels=(16, 48, 96, 128, 128), extra_convs=(0, 0, 96, 24, 8))
 # Nearly free to run: throughput and memory are the harness's own.
 CHEAP_DETECTOR = DetectorSpec()
+
+
+def synthetic_gflops(spec: DetectorSpec) -> float:
+    """Convolution GFLOPs (2 x multiply-adds) of one image through a synthetic detector."""
+    height, width = spec.input_size
+    channels_in, total = 3, 0.0
+    for channels, extra in zip(spec.channels, spec.extra_convs):
+        height, width = -(-height // 2), -(-width // 2)
+        total += height * width * 9 * 2 * (channels_in * channels + extra * channels * channels)
+        channels_in = channels
+    return total / 1e9
 
 
 def build_synthetic_detector(spec: DetectorSpec = CHEAP_DETECTOR):
@@ -566,8 +580,8 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
         print(f"== bench-harness ({'quick' if quick else 'full'}) on {host['cpu']}, {host['cores']} cores; "
               f"work dir {root}")
         report: dict[str, Any] = {"quick": quick, "host": host, "versions": versions()}
-        report["throughput"] = bench_throughput(root / "throughput", images=20 if quick else 60,
-                                                repeats=2 if quick else 3)
+        report["throughput"] = bench_throughput(root / "throughput", images=20 if quick else 16, repeats=2,
+                                                spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR)
         report["memory"] = bench_memory(root / "memory", sizes=(20, 100) if quick else (50, 500))
         report["scoring"] = bench_scoring(images=500 if quick else 5000, detections_per_image=100)
     report["total_seconds"] = time.perf_counter() - started
@@ -596,7 +610,7 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
 
     print(f"-- (a) throughput: {images} synthetic images, best of {repeats}; synthetic detector "
           f"(channels {list(spec.channels)}, extra convs {list(spec.extra_convs)}, "
-          f"{spec.input_size[0]}x{spec.input_size[1]} input)")
+          f"{spec.input_size[0]}x{spec.input_size[1]} input, {synthetic_gflops(spec):.0f} GFLOPs per image)")
     model_path = write_synthetic_detector(directory / "detector.onnx", spec)
     annotations, image_dir = write_synthetic_coco(directory / "coco", images, seed=1)
     config = harness_config(model_path, annotations, image_dir, directory / "out", input_size=spec.input_size)
@@ -709,49 +723,74 @@ def peak_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
 
 config = config_from_dict(json.loads(sys.argv[1]), default_origin="bench")
+score = sys.argv[2] == "score"
 before, source = peak_kb()
-result = evaluate(config, fresh=True, progress=False)
+result = evaluate(config, fresh=True, progress=False, shard=None if score else (1, 1))
 after, source = peak_kb()
+if score:
+    provenance = result.provenance
+else:
+    provenance = json.loads((config.out_dir / "shard-1-of-1" / "shard.json").read_text())["provenance"]
 print(json.dumps({"maxrss_kb": after, "maxrss_before_kb": before, "source": source,
                   "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "images": result.provenance["images"], "detections": result.provenance["detections"]}))
+                  "images": provenance["images"], "detections": provenance["detections"]}))
 """
+
+# What the memory section measures: the image pipeline alone (the target), then whole runs
+# whose scoring step necessarily holds every detection (reported, per backend).
+MEMORY_MODES = (("pipeline", None), ("pycocotools", "pycocotools"), ("faster-coco-eval", "faster-coco-eval"))
 
 
 def bench_memory(directory: Path, *, sizes: tuple[int, int], spec: DetectorSpec = CHEAP_DETECTOR) -> dict[str, Any]:
-    """Section (b): peak RSS of a whole evaluation at two image counts, each in a fresh process."""
+    """Section (b): peak RSS at two image counts, each run in a fresh process.
+
+    The target (growth < 10 %) applies to the image pipeline: decode, preprocess,
+    inference, resume cache and detections.json (a ``--shard 1/1`` run, which does not
+    score). Whole runs with scoring are measured too: scoring holds every detection, so
+    their growth is reported per metrics backend, not held to the target.
+    """
     small, large = sizes
-    print(f"-- (b) memory: peak RSS of an evaluation of {small} vs {large} synthetic images "
-          "(cheap detector, fresh process each)")
+    print(f"-- (b) memory: peak RSS at {small} vs {large} synthetic images "
+          f"(cheap detector, {spec.detections} detections per image, fresh process each)")
     model_path = write_synthetic_detector(directory / "detector.onnx", spec)
     annotations, image_dir = write_synthetic_coco(directory / "coco", large, seed=2)
-    runs = []
-    for count in sizes:
-        config = harness_config(model_path, annotations, image_dir, directory / f"out-{count}", limit=count,
-                                input_size=spec.input_size)
-        runs.append(measure_peak_rss(config))
-    growth = runs[1]["maxrss_kb"] / runs[0]["maxrss_kb"] - 1.0
-    per_image_kb = (runs[1]["maxrss_kb"] - runs[0]["maxrss_kb"]) / (large - small)
+    modes: dict[str, Any] = {}
+    for mode, backend in MEMORY_MODES:
+        runs = []
+        for count in sizes:
+            config = harness_config(model_path, annotations, image_dir, directory / f"out-{mode}-{count}",
+                                    limit=count, input_size=spec.input_size,
+                                    metrics_backend=backend or "pycocotools")
+            runs.append(measure_peak_rss(config, score=backend is not None))
+        growth = runs[1]["maxrss_kb"] / runs[0]["maxrss_kb"] - 1.0
+        modes[mode] = {
+            "runs": runs,
+            "peak_rss_mb": [r["maxrss_kb"] / 1024 for r in runs],
+            "growth": growth,
+            "kb_per_extra_image": (runs[1]["maxrss_kb"] - runs[0]["maxrss_kb"]) / (large - small),
+        }
+        label = "pipeline (no scoring)" if backend is None else f"whole run, {backend} scoring"
+        print(f"   {label:36s}: {runs[0]['maxrss_kb'] / 1024:5.0f} MB -> {runs[1]['maxrss_kb'] / 1024:5.0f} MB, "
+              f"growth {100 * growth:5.1f} % ({modes[mode]['kb_per_extra_image']:.0f} kB per extra image)")
+    pipeline = modes["pipeline"]
     section = {
         "sizes": list(sizes),
-        "runs": runs,
-        "peak_rss_mb": [r["maxrss_kb"] / 1024 for r in runs],
-        "growth": growth,
-        "kb_per_extra_image": per_image_kb,
+        "modes": modes,
+        "growth": pipeline["growth"],
+        "peak_rss_mb": pipeline["peak_rss_mb"],
         "detections_per_image": spec.detections,
         "target": MEMORY_GROWTH_TARGET,
-        "pass": growth < MEMORY_GROWTH_TARGET,
+        "pass": pipeline["growth"] < MEMORY_GROWTH_TARGET,
     }
-    for count, run in zip(sizes, runs):
-        print(f"   {count:5d} images: peak RSS {run['maxrss_kb'] / 1024:.0f} MB (after imports "
-              f"{run['maxrss_before_kb'] / 1024:.0f} MB), {run['detections']} detections, {run['seconds']:.1f} s")
-    print(f"   growth {100 * growth:.1f} % ({per_image_kb:.0f} kB per extra image of {spec.detections} detections); "
-          f"target < {100 * MEMORY_GROWTH_TARGET:.0f} %: {_verdict(section['pass'])}")
+    print(f"   pipeline growth {100 * pipeline['growth']:.1f} %; target < {100 * MEMORY_GROWTH_TARGET:.0f} %: "
+          f"{_verdict(section['pass'])} (scoring memory grows with the detections it must hold)")
     return section
 
 
-def measure_peak_rss(config: Config) -> dict[str, Any]:
+def measure_peak_rss(config: Config, *, score: bool = True) -> dict[str, Any]:
     """Run ``evaluate(config)`` in a fresh Python process; its peak RSS (kB) and counts.
+
+    ``score=False`` runs it as shard 1/1: the whole image pipeline, without scoring.
 
     ``maxrss_kb`` is the process's own peak (VmHWM where /proc exists, else ru_maxrss);
     ``maxrss_before_kb`` the peak after imports, before the evaluation started.
@@ -760,7 +799,8 @@ def measure_peak_rss(config: Config) -> dict[str, Any]:
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, json.dumps(config.to_dict())],
+    completed = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, json.dumps(config.to_dict()),
+                                "score" if score else "pipeline"],
                                capture_output=True, text=True, env=environment, check=False)
     seconds = time.perf_counter() - started
     if completed.returncode != 0:

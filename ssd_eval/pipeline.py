@@ -223,7 +223,9 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         batch_arrays: list[np.ndarray] = []
 
         def flush_batch() -> None:
-            raws = detector.run(np.stack(batch_arrays))
+            # A single image needs no copy into a new batch array: add the batch axis as a view.
+            batch = batch_arrays[0][np.newaxis] if len(batch_arrays) == 1 else np.stack(batch_arrays)
+            raws = detector.run(batch)
             pending.append(writer.submit(finish, list(batch_records), raws))
             bar.update(len(batch_records))
             batch_records.clear()
