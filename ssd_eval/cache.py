@@ -85,7 +85,8 @@ class DetectionCache:
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""
-        self._handle.flush()
+        if not self._handle.closed:
+            self._handle.flush()
         with open(self.path, "rb") as reader:
             for image_id in image_ids:
                 reader.seek(self.offsets[image_id])

@@ -7,7 +7,7 @@ import copy
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -47,11 +47,13 @@ def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> 
     return prepared
 
 
-def check_detections(detections: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int],
-                     source: str) -> None:
-    """Reject results whose image or category ids are not in the evaluated set."""
+def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],
+                   source: str) -> list[dict]:
+    """Copies of the results (pycocotools' loadRes mutates what it gets), each checked to name
+    an evaluated image and a category of the annotation file."""
     images = set(image_ids)
     categories = set(category_ids)
+    copies = []
     for det in detections:
         if det["image_id"] not in images:
             raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
@@ -59,23 +61,25 @@ def check_detections(detections: Sequence[dict], image_ids: Sequence[int], categ
         if det["category_id"] not in categories:
             raise UserError(f"{source}: detections use category id {det['category_id']}, which is not a category "
                             "of the annotation file (contiguous labels must be mapped to COCO ids)")
+        copies.append(dict(det, bbox=list(det["bbox"])))
+    return copies
 
 
 def score_detections(
     gt: dict[str, Any],
-    detections: Sequence[dict],
+    detections: Iterable[dict],
     image_ids: Sequence[int],
     *,
     crowd_as_ground_truth: bool = False,
     backend: str = "pycocotools",
     source: str = "detections",
 ) -> Scores:
-    """COCO bbox metrics of ``detections`` over exactly ``image_ids``."""
+    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``."""
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
     category_ids = sorted(int(c["id"]) for c in prepared["categories"])
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    check_detections(detections, image_ids, category_ids, source)
-    if not detections:
+    results = checked_copies(detections, image_ids, category_ids, source)
+    if not results:
         message = f"{source}: no detections to score; every metric is 0"
         log.warning(message)
         zero_curve = [0.0] * 101
@@ -85,8 +89,6 @@ def score_detections(
             pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
             warnings=[message],
         )
-    # pycocotools' loadRes mutates the dicts it is given: hand it copies.
-    results = [dict(d, bbox=list(d["bbox"])) for d in detections]
     evaluator = _run_cocoeval(prepared, results, sorted(image_ids), backend)
     precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, maxDets]
     return Scores(

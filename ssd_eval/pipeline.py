@@ -136,11 +136,8 @@ def evaluate(
         skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
         loop_seconds = time.perf_counter() - loop_started
         evaluated = [i for i in image_ids if i in cache]
-        if shard is not None:  # no scoring: stream the cache into detections.json
-            detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
-        else:
-            detections = list(cache.detections(evaluated))
-            detection_count = len(detections)
+        # Streamed from the cache file, here and for scoring: no copy of every detection is kept.
+        detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = {
         "model": {"path": str(model_path), "sha256": model_sha256, "size": model_path.stat().st_size},
@@ -177,7 +174,7 @@ def evaluate(
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
                  detection_count, out_dir)
         return None
-    scores = score_detections(dataset.gt, detections, evaluated,
+    scores = score_detections(dataset.gt, cache.detections(evaluated), evaluated,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
                               backend=config.metrics.backend, source=str(cache_path))
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -190,7 +187,7 @@ def evaluate(
         parent=config.model.parent,
         published_map=config.model.published_map,
     )
-    write_result(result, detections, out_dir)
+    write_result(result, out_dir)
     return result
 
 
@@ -357,7 +354,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
                         scores=scores, provenance=merged, parent=config.model.parent,
                         published_map=config.model.published_map)
-    write_result(result, detections, Path(out_dir) if out_dir else config.out_dir)
+    out_dir = Path(out_dir) if out_dir else config.out_dir
+    write_detections(out_dir / "detections.json", detections)
+    write_result(result, out_dir)
     return result
 
 

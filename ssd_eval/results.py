@@ -109,10 +109,9 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
     return count
 
 
-def write_result(result: EvalResult, detections: Iterable[dict], out_dir: str | Path) -> dict[str, Path]:
-    """Write detections.json then metrics.json into ``out_dir``; returns their paths."""
+def write_result(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics.json into ``out_dir`` (beside its detections.json); returns both paths."""
     out_dir = Path(out_dir)
-    write_detections(out_dir / "detections.json", detections)
     files = {
         "detections": out_dir / "detections.json",
         "metrics": atomic_write_json(out_dir / "metrics.json", result.to_document()),
