@@ -272,3 +272,16 @@ def test_limit_takes_the_first_ids(tmp_path):
     detections = json.loads((tmp_path / "lim" / "detections.json").read_text())
     assert {d["image_id"] for d in detections} <= set(first_three)
     assert result.provenance["images"] == 3
+
+
+def test_resize_backend_switch_changes_the_model_input_and_is_recorded(tmp_path):
+    pytest.importorskip("cv2")
+    pil = evaluate(sample_config("sample", tmp_path / "pil"), progress=False)
+    opencv = evaluate(sample_config("sample", tmp_path / "cv", ("preprocess.resize_backend", "opencv")),
+                      progress=False)
+    assert pil.protocol_switches["resize_backend"] == "pil"
+    assert opencv.protocol == "coco+resize_backend=opencv"
+    pil_scores = [d["score"] for d in json.loads((tmp_path / "pil" / "detections.json").read_text())]
+    cv_scores = [d["score"] for d in json.loads((tmp_path / "cv" / "detections.json").read_text())]
+    assert len(pil_scores) == len(cv_scores) and pil_scores != cv_scores
+    assert opencv.scores.stats[0] == pytest.approx(pil.scores.stats[0], abs=0.05)  # same objects found
