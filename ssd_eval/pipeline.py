@@ -139,7 +139,37 @@ def evaluate(
         # Streamed from the cache file, here and for scoring: no copy of every detection is kept.
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
-    provenance = {
+    provenance = _provenance(config, model_path, model_sha256, dataset, detector, evaluated, skipped,
+                             detection_count, shard=shard, resumed=resumed, inferred=len(todo) - len(skipped),
+                             loop_seconds=loop_seconds)
+    if shard is not None:
+        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        _write_shard_manifest(out_dir, config, shard, evaluated, provenance)
+        log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
+                 detection_count, out_dir)
+        return None
+    scores = score_detections(dataset.gt, cache.detections(evaluated), evaluated,
+                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                              backend=config.metrics.backend, source=str(cache_path))
+    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+    result = EvalResult(
+        variant=config.variant,
+        protocol=config.protocol_label(),
+        protocol_switches=switches,
+        scores=scores,
+        provenance=provenance,
+        parent=config.model.parent,
+        published_map=config.model.published_map,
+    )
+    write_result(result, out_dir)
+    return result
+
+
+def _provenance(config: Config, model_path: Path, model_sha256: str, dataset: data.CocoDataset,
+                detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
+                shard: tuple[int, int] | None, resumed: int, inferred: int, loop_seconds: float) -> dict[str, Any]:
+    """Everything needed to trust and reproduce a number (see docs/FORMATS.md)."""
+    return {
         "model": {"path": str(model_path), "sha256": model_sha256, "size": model_path.stat().st_size},
         "annotations": {"path": str(dataset.annotations_path), "sha256": dataset.sha256},
         "images_dir": str(dataset.images_dir),
@@ -165,30 +195,9 @@ def evaluate(
         "metrics_backend": config.metrics.backend,
         "resumed_images": resumed,
         "inference_time_s": round(detector.inference_seconds, 3),
-        "images_per_s": round(len(todo) / loop_seconds, 3) if todo and loop_seconds > 0 else None,
+        "images_per_s": round(inferred / loop_seconds, 3) if inferred > 0 and loop_seconds > 0 else None,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    if shard is not None:
-        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-        _write_shard_manifest(out_dir, config, shard, evaluated, provenance)
-        log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
-                 detection_count, out_dir)
-        return None
-    scores = score_detections(dataset.gt, cache.detections(evaluated), evaluated,
-                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                              backend=config.metrics.backend, source=str(cache_path))
-    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    result = EvalResult(
-        variant=config.variant,
-        protocol=config.protocol_label(),
-        protocol_switches=switches,
-        scores=scores,
-        provenance=provenance,
-        parent=config.model.parent,
-        published_map=config.model.published_map,
-    )
-    write_result(result, out_dir)
-    return result
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
