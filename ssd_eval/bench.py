@@ -210,7 +210,7 @@ def _check_model_files(configs: Sequence[Config]) -> None:
 def _threads_text(count: int, *, per_core: bool) -> str:
     if count:
         return str(count)
-    return f"0 (onnxruntime default: {os.cpu_count()}, one per core)" if per_core else "0 (onnxruntime default)"
+    return "0 (onnxruntime default: one thread per physical core)" if per_core else "0 (onnxruntime default)"
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -605,7 +605,7 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
     best time of each side over the repeats is compared (other load only ever slows down).
     """
     from ssd_eval.data import load_annotations
-    from ssd_eval.pipeline import PreprocessParams, evaluate, load_and_preprocess
+    from ssd_eval.pipeline import PreprocessParams, default_workers, evaluate, load_and_preprocess
     from ssd_eval.runner import create_session, resolve_io
 
     print(f"-- (a) throughput: {images} synthetic images, best of {repeats}; synthetic detector "
@@ -617,9 +617,7 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
 
     # The bare loop runs on real preprocessed inputs, made before timing and reused in turn.
     dataset = load_annotations(annotations, image_dir)
-    params = PreprocessParams(size_hw=tuple(config.preprocess.input_size), mean=tuple(config.preprocess.mean),
-                              std=tuple(config.preprocess.std), scale=config.preprocess.scale,
-                              backend=config.switches()["resize_backend"])
+    params = PreprocessParams.from_config(config)
     records = [dataset.images[i] for i in sorted(dataset.images)]
     tensors = []
     preprocess_started = time.perf_counter()
@@ -686,7 +684,7 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
         "preprocess_seconds_per_image": preprocess_seconds,
         "ratio_ceiling_if_cores_busy": ceiling,
         "threads": {"intra_op": config.runtime.intra_op_threads, "inter_op": config.runtime.inter_op_threads},
-        "pipeline_workers": config.pipeline.workers or max(1, min(8, cores // 2)),
+        "pipeline_workers": default_workers(config),
     }
     print(f"   bare session.run loop : {bare_rate:.3f} img/s ({1000 / bare_rate:.0f} ms/img; "
           f"runs of {', '.join(f'{t:.1f}' for t in bare_times)} s)")

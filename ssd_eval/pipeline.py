@@ -45,6 +45,19 @@ class PreprocessParams:
     scale: float
     backend: str
 
+    @classmethod
+    def from_config(cls, config: Config) -> "PreprocessParams":
+        """The preprocessing a config asks for, with the protocol's resize backend."""
+        pre = config.preprocess
+        return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
+                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale,
+                   backend=config.switches()["resize_backend"])
+
+
+def default_workers(config: Config) -> int:
+    """Decode/preprocess workers: the config's, else half the CPU cores (1 to 8)."""
+    return config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+
 
 def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams) -> np.ndarray:
     """Decode one image and make it a model input (runs in a pool worker)."""
@@ -205,11 +218,8 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     """Infer every image in ``todo`` and record its detections in the cache; returns skipped images."""
     if not todo:
         return []
-    switches = config.switches()
-    params = PreprocessParams(
-        size_hw=tuple(config.preprocess.input_size), mean=tuple(config.preprocess.mean),
-        std=tuple(config.preprocess.std), scale=config.preprocess.scale, backend=switches["resize_backend"])
-    workers = config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+    params = PreprocessParams.from_config(config)
+    workers = default_workers(config)
     batch_size = config.runtime.batch_size
     depth = config.pipeline.prefetch or 2 * workers * batch_size
     skipped: list[dict[str, Any]] = []
