@@ -59,7 +59,10 @@ def test_bench_models_report_is_well_formed(tmp_path, capsys):
     assert set(report["speedups"]) == {"tiny-int8"}
     speedup = report["speedups"]["tiny-int8"]
     assert speedup["parent"] == "tiny"
-    assert speedup["speedup"] > 0 and speedup["speedup_p50"] > 0
+    by_variant = {m["variant"]: m for m in report["models"]}
+    # Speedup = parent latency / quantized latency (higher means the quantized one is faster).
+    assert speedup["speedup"] == pytest.approx(by_variant["tiny"]["mean_ms"] / by_variant["tiny-int8"]["mean_ms"])
+    assert speedup["speedup_p50"] == pytest.approx(by_variant["tiny"]["p50_ms"] / by_variant["tiny-int8"]["p50_ms"])
     assert report["onnxruntime"] == ort.__version__
     assert report["input_shape"] == [1, 3, 64, 64]
     assert report["cores"] >= 1 and report["cpu"]
@@ -97,6 +100,10 @@ def test_latency_stats_percentiles_are_ordered():
     stats = bench.latency_stats([0.010, 0.030, 0.020, 0.011, 0.5])
     assert stats["runs"] == 5
     assert stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= 500.0
+    # numpy's linear interpolation on [10, 11, 20, 30, 500] ms
+    assert stats["p50_ms"] == pytest.approx(20.0)
+    assert stats["p90_ms"] == pytest.approx(312.0)
+    assert stats["p99_ms"] == pytest.approx(481.2)
     assert stats["images_per_s"] == pytest.approx(5 / 0.571)
     assert stats["mean_ms"] == pytest.approx(571 / 5)
 
@@ -225,7 +232,15 @@ def test_scoring_backends_agree_on_a_small_case():
     assert slow["seconds"] > 0 and fast["seconds"] > 0
 
 
-def test_foreign_load_measures_something():
-    with bench.ForeignLoad() as load:
-        sum(range(10000))
-    assert load.cores is None or load.cores >= 0
+def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
+    throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=bench.CHEAP_DETECTOR)
+    assert throughput["ratio"] == pytest.approx(throughput["harness_images_per_s"] / throughput["bare_images_per_s"])
+    memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4))
+    assert set(memory["modes"]) == {"pipeline", "pycocotools", "faster-coco-eval"}
+    pipeline = memory["modes"]["pipeline"]
+    assert memory["growth"] == pytest.approx(pipeline["peak_rss_mb"][1] / pipeline["peak_rss_mb"][0] - 1)
+    assert [run["images"] for run in pipeline["runs"]] == [2, 4]
+    scoring = bench.bench_scoring(images=20, detections_per_image=10)
+    assert scoring["agree"] and scoring["detections"] == 200
+    out = capsys.readouterr().out
+    assert "ratio" in out and "pipeline growth" in out and "faster-coco-eval" in out
