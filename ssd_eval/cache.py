@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -28,20 +29,36 @@ class DetectionCache:
         self.path = Path(path)
         self.key = key
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
-        if fresh and self.path.exists():
-            log.info("--fresh: discarding %s", self.path)
-            self.path.unlink()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._load()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "wb") as handle:
-                handle.write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
-        self._handle = open(self.path, "ab")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._handle = open(self.path, "ab")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot open the resume cache: {exc.strerror or exc}") from None
+        try:
+            # Two runs appending to one cache would interleave their lines: one at a time.
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            raise UserError(f"{self.path}: another run is using this output directory; wait for it to finish "
+                            "or choose another --out") from None
+        try:
+            if fresh and self._handle.tell() > 0:
+                log.info("--fresh: discarding %s", self.path)
+            elif self._handle.tell() > 0 and self._load():
+                return
+            self._handle.truncate(0)
+            self._handle.write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
+            self._handle.flush()
+        except BaseException:
+            self._handle.close()  # releases the lock
+            raise
 
-    def _load(self) -> None:
+    def _load(self) -> bool:
+        """Index the finished images; False when the file holds no complete header (start anew)."""
         with open(self.path, "rb") as handle:
             first = handle.readline()
+            if not first.endswith(b"\n"):
+                return False  # killed while writing the header: nothing was cached yet
             try:
                 header = json.loads(first)
             except json.JSONDecodeError:
@@ -67,14 +84,12 @@ class DetectionCache:
                     raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
                 good_end += len(line)
         if good_end < os.path.getsize(self.path):
-            os.truncate(self.path, good_end)
+            self._handle.truncate(good_end)
         log.info("%s: %d finished images found", self.path, len(self.offsets))
+        return True
 
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.offsets
-
-    def __len__(self) -> int:
-        return len(self.offsets)
 
     def add(self, image_id: int, detections: list[dict]) -> None:
         """Record one finished image (flushed to the OS before returning)."""
@@ -90,7 +105,11 @@ class DetectionCache:
         with open(self.path, "rb") as reader:
             for image_id in image_ids:
                 reader.seek(self.offsets[image_id])
-                yield from json.loads(reader.readline())["detections"]
+                entry = json.loads(reader.readline())
+                if entry["image_id"] != image_id:
+                    raise UserError(f"{self.path}: changed while in use (expected image {image_id} at byte "
+                                    f"{self.offsets[image_id]}); pass --fresh to start over")
+                yield from entry["detections"]
 
     def items(self) -> Iterator[tuple[int, list[dict]]]:
         """Every finished image and its detections, in ascending image id order."""

@@ -195,7 +195,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         for variant in args.variant or VARIANTS:
             config = load_config(Path("configs") / f"{variant}.yaml")
             path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                                      sha256=config.model.sha256, download_missing=True, progress=progress)
+                                      sha256=config.model.sha256, download_missing=True, progress=progress,
+                                      variant=variant)
             print(f"{variant}: {path}")
         return 0
     config = load_config(args.config)

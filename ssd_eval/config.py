@@ -21,8 +21,6 @@ import yaml
 
 from ssd_eval.errors import UserError
 
-PROTOCOLS = ("coco", "reference")
-
 # What each named protocol implies for the switches left unset (None) in a config.
 PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
     "coco": {
@@ -188,16 +186,21 @@ def hash_data(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_config(path: str | Path, overrides: Sequence[str | tuple[str, Any]] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Config:
     """Load a YAML config (following ``extends``), apply overrides, validate.
 
-    Each override is ``"a.b=value"`` (value parsed as YAML) or a ``(key, value)`` pair.
+    Each override is ``"a.b=value"`` (value parsed as YAML), a ``(key, value)`` pair, or a
+    ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) is named in errors.
     """
     path = Path(path)
     merged, origins = _load_merged(path, seen=())
     for item in overrides:
-        key, value = parse_override(item) if isinstance(item, str) else item
-        _set_dotted(merged, key, value, origin="--set", origins=origins)
+        if isinstance(item, str):
+            key, value = parse_override(item)
+            origin = "--set"
+        else:
+            key, value, origin = item if len(item) == 3 else (*item, "--set")
+        _set_dotted(merged, key, value, origin=origin, origins=origins)
     config = config_from_dict(merged, origins=origins, default_origin=str(path))
     config.source = str(path)
     return config
@@ -226,17 +229,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key, value
-
-
-def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A copy of ``config`` with dotted-key overrides applied and validated again."""
-    data = config.to_dict()
-    origins: dict[str, str] = {}
-    for key, value in overrides.items():
-        _set_dotted(data, key, value, origin="command line", origins=origins)
-    new = config_from_dict(data, origins=origins, default_origin=config.source)
-    new.source = config.source
-    return new
 
 
 # ---------------------------------------------------------------- loading
@@ -276,6 +268,8 @@ def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
 def _deep_merge(base: dict, update: dict, *, origin: str, origins: dict[str, str], prefix: str) -> None:
     for key, value in update.items():
         dotted = f"{prefix}{key}"
+        if value is None and isinstance(base.get(key), dict):
+            continue  # a section whose keys are all commented out inherits the parent's
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             _deep_merge(base[key], value, origin=origin, origins=origins, prefix=dotted + ".")
         else:

@@ -47,7 +47,10 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
     path = Path(annotations_path)
     if not path.is_file():
         raise UserError(f"{path}: annotation file not found (dataset.annotations)")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read annotation file: {exc.strerror or exc}") from None
     try:
         gt = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -57,17 +60,20 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
     images = {}
     for entry in gt["images"]:
         record = ImageRecord(
-            id=int(entry["id"]),
-            file_name=str(entry["file_name"]),
-            width=int(entry["width"]),
-            height=int(entry["height"]),
-            path=images_dir / str(entry["file_name"]),
+            id=entry["id"],
+            file_name=entry["file_name"],
+            width=entry["width"],
+            height=entry["height"],
+            path=images_dir / entry["file_name"],
         )
         if record.id in images:
             raise UserError(f"{path}: image id {record.id} appears twice in 'images'")
         images[record.id] = record
-    categories = sorted(gt["categories"], key=lambda c: int(c["id"]))
-    annotated = frozenset(int(a["image_id"]) for a in gt["annotations"])
+    categories = sorted(gt["categories"], key=lambda c: c["id"])
+    category_ids = [c["id"] for c in categories]
+    if len(set(category_ids)) != len(category_ids):
+        raise UserError(f"{path}: a category id appears twice in 'categories'")
+    annotated = frozenset(a["image_id"] for a in gt["annotations"])
     unknown = annotated - images.keys()
     if unknown:
         raise UserError(f"{path}: annotations refer to image id {min(unknown)}, which is not in 'images'")
@@ -76,8 +82,8 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
         images_dir=images_dir,
         gt=gt,
         images=images,
-        category_ids=[int(c["id"]) for c in categories],
-        category_names={int(c["id"]): str(c.get("name", c["id"])) for c in categories},
+        category_ids=category_ids,
+        category_names={c["id"]: str(c["name"]) for c in categories},
         annotated_image_ids=annotated,
         sha256=hashlib.sha256(raw).hexdigest(),
     )
@@ -101,10 +107,33 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 raise UserError(f"{path}: not a COCO annotation file: {key}[{index}] lacks {missing[0]!r}")
+    # pycocotools compares ids by value: "139" and 139 are different images to it.
+    integer_fields = {
+        "images": ("id", "width", "height"),
+        "annotations": ("id", "image_id", "category_id"),
+        "categories": ("id",),
+    }
+    for key, fields in integer_fields.items():
+        for index, entry in enumerate(gt[key]):
+            for name in fields:
+                if not _is_int(entry[name]):
+                    raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
+                                    f"integer, got {entry[name]!r}")
+    for index, entry in enumerate(gt["images"]):
+        if not isinstance(entry["file_name"], str):
+            raise UserError(f"{path}: images[{index}].file_name must be a string")
     for index, ann in enumerate(gt["annotations"]):
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise UserError(f"{path}: annotations[{index}] bbox must be [x, y, width, height]")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def select_image_ids(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
+import contextlib
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import time
@@ -70,9 +72,13 @@ def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
     """Preprocessed images in input order, computed ``depth`` images ahead by a pool."""
-    pool_type = futures.ProcessPoolExecutor if mode == "process" else futures.ThreadPoolExecutor
+    if mode == "process":
+        # spawn, not fork: forking after onnxruntime started its threads can deadlock.
+        pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool = futures.ThreadPoolExecutor(max_workers=workers)
     records = iter(records)
-    with pool_type(max_workers=workers) as pool:
+    with pool:
         window: collections.deque = collections.deque()
 
         def submit_next() -> None:
@@ -95,16 +101,37 @@ def prefetch_images(
                 future.cancel()
 
 
-def cache_key(config: Config, model_sha256: str, categories: np.ndarray) -> dict[str, Any]:
-    """What determines one image's detections: model, preprocessing, postprocessing."""
+def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
+              providers: Sequence[str]) -> dict[str, Any]:
+    """What determines one image's detections: model, data, preprocessing, postprocessing, providers."""
     switches = config.switches()
     pre = dict(config.preprocess.__dict__, resize_backend=switches["resize_backend"])
     post = dict(config.postprocess.__dict__, label_map=[int(c) for c in categories[1:]])
     return {
         "model_sha256": model_sha256,
+        "annotations_sha256": dataset.sha256,
+        "images_dir": str(dataset.images_dir.resolve()),
         "preprocess_sha256": hash_data(pre),
         "postprocess_sha256": hash_data(post),
+        "execution": hash_data({"providers": list(providers),
+                                "graph_optimization": config.runtime.graph_optimization}),
     }
+
+
+def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
+    """Where shard i of n writes its detections."""
+    return out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the output directory, or say in one line why it cannot be."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{out_dir}: output directory is a file (or lies under one); choose another --out") from None
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
+    return out_dir
 
 
 def evaluate(
@@ -118,9 +145,10 @@ def evaluate(
     """Evaluate ``config`` and write its results; returns the result (None for a shard)."""
     started = time.perf_counter()
     switches = config.switches()
-    out_dir = config.out_dir if shard is None else config.out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+    out_dir = prepare_out_dir(config.out_dir if shard is None else shard_dir(config.out_dir, shard))
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                                    sha256=config.model.sha256, download_missing=download, progress=progress)
+                                    sha256=config.model.sha256, download_missing=download, progress=progress,
+                                    variant=config.variant if config.model.url else None)
     fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
                       download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
@@ -131,15 +159,14 @@ def evaluate(
     image_ids = data.select_image_ids(
         dataset, limit=config.dataset.limit,
         skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
-    if not image_ids:
+    if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
     model_sha256 = fetch.sha256_of(model_path)
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
     detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     cache_path = out_dir / "cache.jsonl"
-    key = cache_key(config, model_sha256, categories)
+    key = cache_key(config, model_sha256, categories, dataset, detector.providers)
     with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume) as cache:
         resumed = sum(1 for i in image_ids if i in cache)
         todo = [dataset.images[i] for i in image_ids if i not in cache]
@@ -149,7 +176,11 @@ def evaluate(
         skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
         loop_seconds = time.perf_counter() - loop_started
         evaluated = [i for i in image_ids if i in cache]
-        # Streamed from the cache file, here and for scoring: no copy of every detection is kept.
+        # Streamed from the cache file, for scoring and writing: no copy of every detection is kept.
+        # Scoring comes first, so a failure there leaves the previous results untouched.
+        scores = None if shard is not None else score_detections(
+            dataset.gt, cache.detections(evaluated), evaluated, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+            backend=config.metrics.backend, source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = _provenance(config, model_path, model_sha256, dataset, detector, evaluated, skipped,
@@ -161,9 +192,6 @@ def evaluate(
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
                  detection_count, out_dir)
         return None
-    scores = score_detections(dataset.gt, cache.detections(evaluated), evaluated,
-                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                              backend=config.metrics.backend, source=str(cache_path))
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     result = EvalResult(
         variant=config.variant,
@@ -249,19 +277,21 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             while pending and (pending[0].done() or len(pending) > depth):
                 pending.popleft().result()  # re-raises a postprocessing error here
 
-        stream = prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode, depth=depth)
-        for record, array in stream:
-            if isinstance(array, data.BadImageError):
-                if config.dataset.on_bad_image != "skip":
-                    raise array
-                log.warning("skipping %s", array)
-                skipped.append({"image_id": record.id, "file": str(record.path), "reason": str(array)})
-                bar.update(1)
-                continue
-            batch_records.append(record)
-            batch_arrays.append(array)
-            if len(batch_records) == batch_size:
-                flush_batch()
+        stream = contextlib.closing(
+            prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode, depth=depth))
+        with stream as images:
+            for record, array in images:
+                if isinstance(array, data.BadImageError):
+                    if config.dataset.on_bad_image != "skip":
+                        raise array
+                    log.warning("skipping %s", array)
+                    skipped.append({"image_id": record.id, "file": str(record.path), "reason": str(array)})
+                    bar.update(1)
+                    continue
+                batch_records.append(record)
+                batch_arrays.append(array)
+                if len(batch_records) == batch_size:
+                    flush_batch()
         if batch_records:
             flush_batch()
         while pending:

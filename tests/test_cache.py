@@ -176,3 +176,21 @@ def test_describe_difference():
     new = {"model_sha256": "f" * 64, "batch": 1, "extra": "x"}
     assert describe_difference(old, new) == "extra None vs now x; model_sha256 aaaaaaaaaaaa vs now ffffffffffff"
     assert describe_difference(old, old) == "unknown difference"
+
+
+def test_a_second_run_on_the_same_cache_is_refused(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    with DetectionCache(path, KEY):
+        with pytest.raises(UserError, match="another run is using"):
+            DetectionCache(path, KEY)
+    with DetectionCache(path, KEY):  # free again once the first run closed it
+        pass
+
+
+def test_header_cut_by_a_kill_starts_a_new_cache(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_bytes(b'{"format": "ssd_eval det')
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1)
+    with DetectionCache(path, KEY) as cache:
+        assert dict(cache.items()) == {1: DET_1}

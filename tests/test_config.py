@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval.config import Config, apply_overrides, config_from_dict, load_config, parse_override
+from ssd_eval.config import Config, config_from_dict, load_config, parse_override
 from ssd_eval.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -146,19 +146,6 @@ def test_parse_override_without_equals_is_user_error():
 def test_parse_override_empty_key_is_user_error():
     with pytest.raises(UserError, match="empty key"):
         parse_override("=3")
-
-
-def test_apply_overrides_returns_validated_copy(base):
-    config = load_config(base)
-    new = apply_overrides(config, {"runtime.batch_size": 3})
-    assert new.runtime.batch_size == 3
-    assert config.runtime.batch_size == 1
-    assert new.source == config.source
-    with pytest.raises(UserError, match="runtime.batch_size"):
-        apply_overrides(config, {"runtime.batch_size": "x"})
-
-
-# ---------------------------------------------------------------- errors
 
 
 def test_unknown_key_in_file_names_file_and_dotted_key_with_suggestion(tmp_path):
@@ -439,3 +426,18 @@ def test_sample_variants_have_sample_parent():
     assert load_config(CONFIGS / "sample-int8.yaml").model.parent == "sample"
     assert load_config(CONFIGS / "sample-qdq.yaml").model.parent == "sample"
     assert load_config(CONFIGS / "sample.yaml").dataset.annotations_url is None
+
+
+def test_empty_child_section_inherits_the_parent_section(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {path: m.onnx}\ndataset: {annotations: a.json, images: imgs}\n"
+                                        "runtime: {batch_size: 2}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ndataset:\n  # annotations: other.json\nruntime:\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.dataset.annotations == "a.json"
+    assert config.runtime.batch_size == 2
+
+
+def test_override_origin_is_named_in_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text("model: {path: m.onnx}\ndataset: {annotations: a.json, images: imgs}\n")
+    with pytest.raises(UserError, match="^--limit: key 'dataset.limit'"):
+        load_config(tmp_path / "c.yaml", [("dataset.limit", 0, "--limit")])

@@ -295,3 +295,31 @@ def test_exif_orientation_is_not_applied(tmp_path):
         assert check.getexif().get(0x0112) == 6  # the tag really is in the file
     image = read_image(ImageRecord(6, "rotated.jpg", 40, 20, path))
     assert image.size == (40, 20)
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("images", "id", "139"),
+    ("images", "width", "abc"),
+    ("annotations", "image_id", "1"),
+    ("categories", "id", "x"),
+    ("annotations", "category_id", True),
+])
+def test_ids_and_sizes_must_be_integers(tmp_path, section, field, value):
+    annotations, images = write_coco(tmp_path, [{"id": 1, "width": 20, "height": 10}],
+                                     [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}])
+    data = json.loads(annotations.read_text())
+    data[section][0][field] = value
+    annotations.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=rf"{section}\[0\]\.{field} must be an integer"):
+        load_annotations(annotations, images)
+
+
+def test_unreadable_annotation_file_is_a_user_error(tmp_path, monkeypatch):
+    annotations, images = write_coco(tmp_path, [{"id": 1, "width": 20, "height": 10}], [])
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(annotations), "read_bytes", refuse)
+    with pytest.raises(UserError, match="cannot read annotation file: Permission denied"):
+        load_annotations(annotations, images)
