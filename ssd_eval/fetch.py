@@ -163,12 +163,48 @@ def _interrupted(name: str, url: str, dest: Path, got: int, total: int | None, r
     )
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk, so a rename after it never exposes a truncated file."""
+    with open(path, "ab") as f:  # writable: Windows cannot commit a read-only handle
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Best effort: make a rename inside ``path`` durable (not possible on every OS)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(src: Path, dst: Path) -> None:
+    """``os.replace`` then sync the folder; ``src``'s data must already be synced."""
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
 def _write_sha256_file(dest: Path, digest: str) -> Path:
     """Write ``<dest>.sha256`` (sha256sum format) atomically; return its path."""
     side = dest.with_name(dest.name + ".sha256")
     tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(f"{digest}  {dest.name}\n", encoding="ascii")
-    os.replace(tmp, side)
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{digest}  {dest.name}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _replace_durably(tmp, side)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {side} ({_reason(e)}); {dest} itself is complete") from e
     return side
 
 
@@ -203,13 +239,25 @@ def _copy_local(src: Path, part: Path, *, url: str, dest: Path, config_key: str 
         fin = open(src, "rb")
     except OSError as e:
         raise UserError(_cannot_download(dest.name, url, dest, _reason(e), config_key)) from e
-    with fin, open(part, "wb") as fout, _progress_bar(total, 0, dest.name, progress) as bar:
-        while chunk := fin.read(CHUNK_SIZE):
-            try:
-                fout.write(chunk)
-            except OSError as e:
-                raise UserError(f"cannot write {part} ({_reason(e)})") from e
-            bar.update(len(chunk))
+    with fin:
+        try:
+            fout = open(part, "wb")
+        except OSError as e:
+            raise UserError(f"cannot write {part} ({_reason(e)})") from e
+        with fout, _progress_bar(total, 0, dest.name, progress) as bar:
+            while True:
+                try:
+                    chunk = fin.read(CHUNK_SIZE)
+                except OSError as e:
+                    raise UserError(f"cannot read {src} ({_reason(e)}); "
+                                    f"fix the source {url}{_key_note(config_key)}") from e
+                if not chunk:
+                    break
+                try:
+                    fout.write(chunk)
+                except OSError as e:
+                    raise UserError(f"cannot write {part} ({_reason(e)})") from e
+                bar.update(len(chunk))
 
 
 def _open_http(url: str, offset: int, timeout: float):
@@ -223,8 +271,12 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                 progress: bool, timeout: float) -> None:
     """Bring ``part`` to a complete copy of ``url``, resuming an existing ``part``.
 
-    Does not verify the content; raises UserError when the transfer fails (the
-    ``part`` is kept when it can be resumed).
+    The file's total length comes from ``size`` or, when the server states it,
+    from Content-Range or offset + Content-Length; a transfer that ends short of
+    it raises (keeping ``part`` to resume). When no length is known at all, a
+    connection that closes early cannot be told from the end of the file: the
+    caller's checks (sha256, zip integrity) must catch it. Does not verify the
+    content; raises UserError when the transfer fails.
     """
     name = dest.name
     for _attempt in range(3):
@@ -247,10 +299,16 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
             e.close()
             if e.code == 416 and offset:
                 _, total = _parse_content_range(e.headers.get("Content-Range"))
-                if total is None or total == offset:
+                _check_total(total, size, url=url, part=part, config_key=config_key)
+                if total == offset:
                     log.info("server says %s is complete; verifying it", part)
                     return
-                log.info("server has %d bytes but %s holds %d; starting over", total, part, offset)
+                if total is None:  # no length to compare with: never trust the part
+                    log.info("server refused to resume %s without saying its length; "
+                             "starting over", name)
+                else:
+                    log.info("server has %d bytes but %s holds %d; starting over",
+                             total, part, offset)
                 part.unlink()
                 continue
             raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
@@ -259,39 +317,52 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
 
         with resp:
             length = _content_length(resp.headers)
-            if offset and resp.status == 206:
+            if resp.status == 206:
                 start, total = _parse_content_range(resp.headers.get("Content-Range"))
                 if start != offset:
-                    log.info("server answered the Range request from byte %s, not %d; starting over",
-                             start, offset)
-                    part.unlink()
+                    log.info("server answered the Range request for %s from byte %s, not %d; "
+                             "starting over", name, start, offset)
+                    part.unlink(missing_ok=True)
                     continue
-                mode, expected_total = "ab", total
+                mode = "ab" if offset else "wb"
             else:
                 if offset:
                     log.info("server ignored the Range request (HTTP %d); restarting %s from zero",
                              resp.status, name)
-                offset, mode, expected_total = 0, "wb", length
-                if resp.status == 206:
-                    expected_total = _parse_content_range(resp.headers.get("Content-Range"))[1]
-            if size is not None and expected_total is not None and expected_total != size:
-                part.unlink(missing_ok=True)
-                raise UserError(
-                    f"{url}: server reports {expected_total} bytes but {size} are expected"
-                    f"{_key_note(config_key)}; is the URL right?"
-                )
-            total = expected_total if expected_total is not None else size
+                offset, mode, total = 0, "wb", None
+            if total is None and length is not None:
+                total = offset + length
+            _check_total(total, size, url=url, part=part, config_key=config_key)
+            if total is None:
+                total = size
+            if total is None:
+                log.warning("%s: the server does not say how long %s is; a connection that "
+                            "closes early cannot be detected here", url, name)
             received = _stream_to_part(resp, part, mode, offset, total, url=url, dest=dest,
                                        progress=progress)
-        if length is not None and received < length:
-            raise UserError(_interrupted(name, url, dest, offset + received, total,
-                                         "connection closed early"))
-        if length is None and size is not None and offset + received < size:
-            raise UserError(_interrupted(name, url, dest, offset + received, total,
-                                         "connection closed early"))
+        got = offset + received
+        if total is not None and got > total:
+            part.unlink(missing_ok=True)
+            raise UserError(
+                f"{url}: server sent {got} bytes but announced {total}; the download was "
+                f"deleted, run again to retry, or download it by hand and save it as {dest}"
+            )
+        if total is not None and got < total:
+            raise UserError(_interrupted(name, url, dest, got, total, "connection closed early"))
         return
     raise UserError(_cannot_download(name, url, dest, "the server does not resume consistently",
                                      config_key))
+
+
+def _check_total(total: int | None, size: int | None, *, url: str, part: Path,
+                 config_key: str | None) -> None:
+    """Raise (deleting ``part``) when the server's stated length contradicts ``size``."""
+    if size is not None and total is not None and total != size:
+        part.unlink(missing_ok=True)
+        raise UserError(
+            f"{url}: server reports {total} bytes but {size} are expected"
+            f"{_key_note(config_key)}; is the URL right?"
+        )
 
 
 def _stream_to_part(resp, part: Path, mode: str, offset: int, total: int | None, *,
@@ -350,7 +421,11 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
         _fetch_http(url, part, dest=dest, size=size, config_key=config_key,
                     progress=progress, timeout=timeout)
     digest = _verify_part(part, url, size, want, config_key)
-    os.replace(part, dest)
+    try:
+        _fsync_file(part)  # a power loss after the rename must not leave a short dest
+        _replace_durably(part, dest)
+    except OSError as e:
+        raise UserError(f"cannot move {part} to {dest} ({_reason(e)})") from e
     if want is None:
         side = _write_sha256_file(dest, digest)
         log.info("%s: sha256 %s (not pinned; written to %s; pin it in the config%s)",
@@ -361,12 +436,14 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
 
 def ensure_model(path: Path, *, url: str | None, size: int | None, sha256: str | None,
                  download_missing: bool, config_key: str = "model.path",
-                 progress: bool = True) -> Path:
+                 progress: bool = True, variant: str | None = None) -> Path:
     """Return ``path`` once it is a model file matching ``size`` and ``sha256``.
 
     A missing file is downloaded from ``url`` when ``download_missing`` is set;
     otherwise, or when the existing file does not match, a one-line UserError
-    says what to do.
+    says what to do. ``variant`` (e.g. ``ssd-12``) names the model zoo variant
+    for the ``make models MODEL=...`` hint; without it the hint says where to
+    save a manual download (``path`` may be any file name).
     """
     path = Path(path)
     want = _normalize_sha256(sha256, config_key)
@@ -391,10 +468,15 @@ def ensure_model(path: Path, *, url: str | None, size: int | None, sha256: str |
     if download_missing and url:
         return download(url, path, size=size, sha256=want, config_key=config_key,
                         progress=progress)
+    if url and variant:
+        raise UserError(
+            f"model file {path} not found; run 'make models MODEL={variant}' to download it "
+            f"from {url}, or set {config_key} to an existing copy"
+        )
     if url:
         raise UserError(
-            f"model file {path} not found; run 'make models MODEL={path.stem}' to download it "
-            f"from {url}, or set {config_key} to an existing copy"
+            f"model file {path} not found; download it from {url} and save it as {path}, "
+            f"or set {config_key} to an existing copy"
         )
     raise UserError(
         f"model file {path} not found and no download URL is configured; "
@@ -439,10 +521,13 @@ def _safe_relative(name: str) -> PurePosixPath | None:
 
 
 def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, bar: tqdm) -> None:
+    """Write one member to ``out`` and sync it to disk (it is renamed into place later)."""
     with zf.open(info) as src, open(out, "wb") as dst:
         while chunk := src.read(CHUNK_SIZE):
             dst.write(chunk)
             bar.update(len(chunk))
+        dst.flush()
+        os.fsync(dst.fileno())
 
 
 def _extract_file(zip_path: Path, member: str, target: Path, *, url: str, owned: bool,
@@ -466,7 +551,10 @@ def _extract_file(zip_path: Path, member: str, target: Path, *, url: str, owned:
         except OSError as e:
             staging.unlink(missing_ok=True)
             raise UserError(f"cannot extract {member} to {target} ({_reason(e)})") from e
-    os.replace(staging, target)
+    try:
+        _replace_durably(staging, target)
+    except OSError as e:
+        raise UserError(f"cannot move {staging} to {target} ({_reason(e)})") from e
 
 
 def _extract_tree(zip_path: Path, prefix: str, target: Path, *, url: str, owned: bool,
@@ -496,12 +584,14 @@ def _extract_tree(zip_path: Path, prefix: str, target: Path, *, url: str, owned:
             shutil.rmtree(staging)
         staging.mkdir()
         total = sum(info.file_size for info, _ in members)
+        outs: list[Path] = []
         try:
             with _progress_bar(total, 0, target.name, progress) as bar:
                 for info, rel in members:
                     out = staging.joinpath(*rel.parts)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     _copy_member(zf, info, out, bar)
+                    outs.append(out)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             shutil.rmtree(staging, ignore_errors=True)
             zf.close()
@@ -509,7 +599,13 @@ def _extract_tree(zip_path: Path, prefix: str, target: Path, *, url: str, owned:
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise UserError(f"cannot extract {prefix} to {target} ({_reason(e)})") from e
-    os.replace(staging, target)
+    try:
+        folders = {staging, *(out.parent for out in outs)}
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            _fsync_dir(folder)  # the files' directory entries, before the folder is published
+        _replace_durably(staging, target)
+    except OSError as e:
+        raise UserError(f"cannot move {staging} to {target} ({_reason(e)})") from e
     log.info("extracted %d files into %s", len(members), target)
 
 

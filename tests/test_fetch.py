@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import socket
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from ssd_eval import fetch
 from ssd_eval.errors import UserError
 from ssd_eval.fetch import download, ensure_coco, ensure_model, sha256_of
 
@@ -32,6 +35,12 @@ class ServerState:
     drop_after: int | None = None  # send only this many body bytes, then close
     stall_after: int | None = None  # send this many body bytes, then stall
     corrupt: bool = False
+    omit_length: bool = False  # no Content-Length: the body ends when the connection closes
+    omit_content_range: bool = False  # 206 and 416 answers without Content-Range
+    range_from_zero: bool = False  # answer a Range request with 206 of the whole file
+    force_416: bool = False  # answer every Range request with 416
+    chunked: bool = False  # Transfer-Encoding: chunked (one chunk)
+    claim_total: int | None = None  # the file length Content-Range states (default: the true one)
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
@@ -67,21 +76,30 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"bytes=(\d+)-", rec["range"] or "")
         if m and not st.ignore_range:
             start = int(m.group(1))
-            if start >= len(data):
+            if start >= len(data) or st.force_416:
                 rec["status"] = 416
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
+                if not st.omit_content_range:
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             status = 206
+            if st.range_from_zero:
+                start = 0
         body = data[start:]
         rec["status"] = status
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if st.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif not st.omit_length:
+            self.send_header("Content-Length", str(len(body)))
+        if status == 206 and not st.omit_content_range:
+            claim = len(data) if st.claim_total is None else st.claim_total
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{claim}")
         self.end_headers()
+        if st.chunked:
+            self.wfile.write(f"{len(body):x}\r\n".encode())
         cut = st.drop_after if st.drop_after is not None else st.stall_after
         if cut is not None and cut < len(body):
             self.wfile.write(body[:cut])
@@ -92,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(body)
+        if st.chunked:
+            self.wfile.write(b"\r\n0\r\n\r\n")
         rec["sent"] = len(body)
 
 
@@ -341,6 +361,227 @@ def test_unpinned_sha_writes_side_file(server, tmp_path, caplog):
     assert _sha(DATA) in caplog.text
 
 
+# --------------------------------------------------------------------------- resume edge cases
+
+
+def test_206_from_wrong_offset_restarts_from_zero(server, tmp_path):
+    server.files["m.zip"] = DATA
+    server.range_from_zero = True  # answers "Range: bytes=100000-" with bytes 0-...
+    dest = tmp_path / "m.zip"
+    (tmp_path / "m.zip.part").write_bytes(DATA[:100_000])
+    download(server.url("m.zip"), dest, progress=False)  # size and sha256 unknown
+    assert dest.read_bytes() == DATA
+    assert [(r["range"], r["status"]) for r in server.requests] == [
+        ("bytes=100000-", 206), (None, 200)]
+
+
+def test_part_larger_than_expected_size_starts_over_without_range(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    dest = tmp_path / "m.onnx"
+    (tmp_path / "m.onnx.part").write_bytes(DATA + b"trailing junk")
+    download(server.url("m.onnx"), dest, size=len(DATA), progress=False)  # no sha256
+    assert dest.read_bytes() == DATA
+    assert [r["range"] for r in server.requests] == [None]  # no Range beyond the end
+
+
+@pytest.mark.parametrize("part_bytes", [DATA + b"x" * 10, DATA[:1000]], ids=["longer", "shorter"])
+def test_416_whose_total_differs_from_part_starts_over(server, tmp_path, part_bytes):
+    server.files["m.zip"] = DATA
+    server.force_416 = True  # with "Content-Range: bytes */300000"
+    dest = tmp_path / "m.zip"
+    (tmp_path / "m.zip.part").write_bytes(part_bytes)
+    download(server.url("m.zip"), dest, progress=False)  # size and sha256 unknown
+    assert dest.read_bytes() == DATA
+    assert [(r["range"], r["status"]) for r in server.requests] == [
+        (f"bytes={len(part_bytes)}-", 416), (None, 200)]
+
+
+@pytest.mark.parametrize("size", [None, len(DATA)], ids=["size-unknown", "size-known"])
+def test_416_without_total_is_never_taken_as_complete(server, tmp_path, size):
+    server.files["m.zip"] = DATA
+    server.force_416 = True
+    server.omit_content_range = True
+    dest = tmp_path / "m.zip"
+    (tmp_path / "m.zip.part").write_bytes(DATA[:1000])
+    download(server.url("m.zip"), dest, size=size, progress=False)
+    assert dest.read_bytes() == DATA
+    assert [(r["range"], r["status"]) for r in server.requests] == [
+        ("bytes=1000-", 416), (None, 200)]
+
+
+def test_short_body_without_length_but_expected_size_is_interrupted(server, tmp_path):
+    server.files["m.onnx"] = DATA
+    server.omit_length = True
+    server.drop_after = 100_000
+    dest = tmp_path / "m.onnx"
+    part = tmp_path / "m.onnx.part"
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.onnx"), dest, size=len(DATA), progress=False)  # no sha256
+    msg = _assert_one_line(ei.value)
+    assert "interrupted after 100000 of 300000 bytes" in msg and str(dest) in msg
+    assert not dest.exists() and part.stat().st_size == 100_000  # kept to resume
+    server.drop_after = None
+    download(server.url("m.onnx"), dest, size=len(DATA), progress=False)
+    assert dest.read_bytes() == DATA
+    assert server.requests[-1]["range"] == "bytes=100000-"
+
+
+def test_short_206_without_length_uses_content_range_total(server, tmp_path):
+    server.files["m.zip"] = DATA
+    server.omit_length = True  # only Content-Range says how long the file is
+    server.drop_after = 100_000
+    dest = tmp_path / "m.zip"
+    part = tmp_path / "m.zip.part"
+    part.write_bytes(DATA[:50_000])
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.zip"), dest, progress=False)  # size and sha256 unknown
+    msg = _assert_one_line(ei.value)
+    assert "interrupted after 150000 of 300000 bytes" in msg
+    assert not dest.exists() and part.read_bytes() == DATA[:150_000]
+    server.drop_after = None
+    download(server.url("m.zip"), dest, progress=False)
+    assert dest.read_bytes() == DATA
+
+
+def test_body_longer_than_announced_total_is_deleted(server, tmp_path):
+    server.files["m.zip"] = DATA
+    server.omit_length = True
+    server.claim_total = len(DATA) - 10  # Content-Range says 299990, the body gives 300000
+    dest = tmp_path / "m.zip"
+    (tmp_path / "m.zip.part").write_bytes(DATA[:1000])
+    with pytest.raises(UserError) as ei:
+        download(server.url("m.zip"), dest, progress=False)
+    msg = _assert_one_line(ei.value)
+    assert "sent 300000 bytes but announced 299990" in msg and str(dest) in msg
+    assert not dest.exists() and not (tmp_path / "m.zip.part").exists()
+
+
+def test_short_200_with_length_but_no_expected_size_is_interrupted(server, tmp_path):
+    server.files["m.zip"] = DATA
+    server.drop_after = 100_000
+    dest = tmp_path / "m.zip"
+    with pytest.raises(UserError, match="interrupted after 100000 of 300000 bytes"):
+        download(server.url("m.zip"), dest, progress=False)
+    assert not dest.exists() and (tmp_path / "m.zip.part").stat().st_size == 100_000
+
+
+def test_truncated_chunked_body_keeps_part(server, tmp_path):
+    server.files["m.zip"] = DATA
+    server.chunked = True  # no length anywhere, but chunked framing shows the cut
+    server.drop_after = 100_000
+    dest = tmp_path / "m.zip"
+    with pytest.raises(UserError, match="interrupted after 100000 bytes"):
+        download(server.url("m.zip"), dest, progress=False)
+    assert not dest.exists() and (tmp_path / "m.zip.part").stat().st_size == 100_000
+    server.chunked, server.drop_after = False, None
+    download(server.url("m.zip"), dest, progress=False)
+    assert dest.read_bytes() == DATA and server.requests[-1]["status"] == 206
+
+
+# --------------------------------------------------------------------------- local errors
+
+
+def test_local_source_read_error_is_one_line(tmp_path, monkeypatch):
+    src = tmp_path / "src.onnx"
+    src.write_bytes(DATA)
+
+    class _Unreadable(io.BytesIO):
+        def read(self, *args):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    real_open = open
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        return _Unreadable() if Path(path) == src else real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fetch, "open", fake_open, raising=False)
+    dest = tmp_path / "out" / "m.onnx"
+    with pytest.raises(UserError) as ei:
+        download(str(src), dest, config_key="model.path", progress=False)
+    msg = _assert_one_line(ei.value)
+    assert str(src) in msg and os.strerror(errno.EIO) in msg and "model.path" in msg
+    assert not dest.exists()
+
+
+def test_local_source_directory_and_unwritable_part(tmp_path):
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    dest = tmp_path / "out" / "m.onnx"
+    with pytest.raises(UserError) as ei:
+        download(str(folder), dest, progress=False)
+    assert str(folder) in _assert_one_line(ei.value) and not dest.exists()
+    src = tmp_path / "src.onnx"
+    src.write_bytes(DATA)
+    (tmp_path / "out" / "m.onnx.part").mkdir(parents=True)  # cannot be opened for writing
+    with pytest.raises(UserError) as ei:
+        download(str(src), dest, progress=False)
+    assert f"cannot write {dest}.part" in _assert_one_line(ei.value) and not dest.exists()
+
+
+def test_sha256_side_file_write_error_is_one_line(server, tmp_path):
+    server.files["ssd-10.onnx"] = DATA
+    dest = tmp_path / "ssd-10.onnx"
+    side = tmp_path / "ssd-10.onnx.sha256"
+    side.mkdir()  # a folder in the way
+    with pytest.raises(UserError) as ei:
+        download(server.url("ssd-10.onnx"), dest, size=len(DATA), progress=False)
+    msg = _assert_one_line(ei.value)
+    assert f"cannot write {side}" in msg
+    assert dest.read_bytes() == DATA  # the model itself was verified and kept
+    assert not (tmp_path / "ssd-10.onnx.sha256.tmp").exists()
+
+
+# --------------------------------------------------------------------------- durability
+
+
+@pytest.fixture
+def sync_log(monkeypatch):
+    """Record which files were fsynced, and check each os.replace source was synced first."""
+    synced: set[tuple[int, int]] = set()
+    replaced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def ident(st) -> tuple[int, int]:
+        return st.st_dev, st.st_ino
+
+    def fake_fsync(fd):
+        synced.add(ident(os.fstat(fd)))
+        return real_fsync(fd)
+
+    def fake_replace(src, dst):
+        src = Path(src)
+        files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
+        assert files
+        for f in files:
+            assert ident(f.stat()) in synced, f"{f} renamed into place without fsync"
+        replaced.append(src.name)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fetch.os, "fsync", fake_fsync)
+    monkeypatch.setattr(fetch.os, "replace", fake_replace)
+    return replaced
+
+
+def test_downloads_are_fsynced_before_rename(server, tmp_path, sync_log):
+    server.files["ssd-10.onnx"] = DATA
+    download(server.url("ssd-10.onnx"), tmp_path / "a" / "ssd-10.onnx", progress=False)
+    src = tmp_path / "src.onnx"
+    src.write_bytes(DATA)
+    download(str(src), tmp_path / "b" / "m.onnx", sha256=_sha(DATA), progress=False)
+    assert sync_log == ["ssd-10.onnx.part", "ssd-10.onnx.sha256.tmp", "m.onnx.part"]
+
+
+def test_extracted_files_are_fsynced_before_rename(tmp_path, sync_log):
+    ann, images, downloads = _coco_paths(tmp_path)
+    (tmp_path / "a.zip").write_bytes(ANN_ZIP)
+    (tmp_path / "v.zip").write_bytes(IMG_ZIP)
+    ensure_coco(ann, images, annotations_url=str(tmp_path / "a.zip"),
+                images_url=str(tmp_path / "v.zip"), download_missing=True,
+                downloads_dir=downloads, progress=False)
+    assert sync_log == ["instances_val2017.json.extracting", "val2017.extracting"]
+    assert ann.read_bytes() == ANN_BYTES and sorted(p.name for p in images.iterdir()) == sorted(JPGS)
+
+
 # --------------------------------------------------------------------------- ensure_model
 
 
@@ -348,10 +589,21 @@ def test_ensure_model_missing_without_download(tmp_path):
     path = tmp_path / "ssd-12.onnx"
     url = "https://example.invalid/ssd-12.onnx"
     with pytest.raises(UserError) as ei:
-        ensure_model(path, url=url, size=1, sha256=None, download_missing=False)
+        ensure_model(path, url=url, size=1, sha256=None, download_missing=False, variant="ssd-12")
     msg = _assert_one_line(ei.value)
     assert msg == (f"model file {path} not found; run 'make models MODEL=ssd-12' to download it "
                    f"from {url}, or set model.path to an existing copy")
+    # model.path overridden (--model /x/int8.onnx): the file name is no variant name
+    other = tmp_path / "x" / "int8.onnx"
+    with pytest.raises(UserError) as ei:
+        ensure_model(other, url=url, size=1, sha256=None, download_missing=False)
+    msg = _assert_one_line(ei.value)
+    assert msg == (f"model file {other} not found; download it from {url} and save it as {other}, "
+                   f"or set model.path to an existing copy")
+    assert "MODEL=" not in msg
+    with pytest.raises(UserError, match="MODEL=ssd-12-int8'"):
+        ensure_model(other, url=url, size=1, sha256=None, download_missing=False,
+                     variant="ssd-12-int8")
     with pytest.raises(UserError) as ei:
         ensure_model(path, url=None, size=1, sha256=None, download_missing=True)
     msg = _assert_one_line(ei.value)
@@ -541,3 +793,25 @@ def test_ensure_coco_from_local_zips(tmp_path):
     assert ann.read_bytes() == ANN_BYTES
     assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
     assert not downloads.exists()  # local zips are read in place
+
+
+def test_ensure_coco_zip_cut_short_without_any_length_is_caught(server, tmp_path, caplog):
+    # No size, no sha256, no Content-Length: HTTP cannot tell the cut from the end,
+    # so the zip check must reject the download (and delete it for a fresh start).
+    server.files["zips/val2017.zip"] = IMG_ZIP
+    server.omit_length = True
+    server.drop_after = len(IMG_ZIP) // 2
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    kwargs = dict(annotations_url=None, images_url=server.url("zips/val2017.zip"),
+                  download_missing=True, downloads_dir=downloads, progress=False)
+    with caplog.at_level("WARNING", logger="ssd_eval.fetch"), pytest.raises(UserError) as ei:
+        ensure_coco(ann, images, **kwargs)
+    msg = _assert_one_line(ei.value)
+    assert "not a valid zip" in msg and "deleted" in msg and "dataset.images" in msg
+    assert "cannot be detected" in caplog.text
+    assert not images.exists() and not (downloads / "val2017.zip").exists()
+    server.drop_after = None
+    ensure_coco(ann, images, **kwargs)
+    assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
