@@ -311,32 +311,60 @@ def _write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int],
 
 
 def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
-    """What every shard of one evaluation must share to be merged."""
-    config_data = config.to_dict()
-    for volatile in ("output", "pipeline", "runtime"):
-        config_data.pop(volatile)
+    """What every shard of one evaluation must share to be merged: model and annotation bytes,
+    and the settings that shape detections or select images (not paths, threads or outputs)."""
+    settings = config.to_dict()
+    for volatile in ("output", "pipeline", "runtime", "metrics"):
+        settings.pop(volatile)
+    for key in ("path", "url", "size", "sha256"):  # the model's bytes are pinned by its sha256
+        settings["model"].pop(key)
+    for key in ("annotations", "images", "annotations_url", "images_url", "downloads_dir"):
+        settings["dataset"].pop(key)
+    settings["switches"] = config.switches()
     return {
         "model_sha256": provenance["model"]["sha256"],
         "annotations_sha256": provenance["annotations"]["sha256"],
-        "config_sha256": hash_data(config_data),
+        "settings": _flatten(settings),
     }
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _read_shard(directory: Path) -> tuple[dict[str, Any], list[dict]]:
+    """A shard's manifest and detections, checked for shape."""
+    try:
+        manifest = json.loads((directory / SHARD_FILE).read_text())
+        detections = json.loads((directory / "detections.json").read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
+    shape_ok = (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("shard"), list) and len(manifest["shard"]) == 2
+        and all(isinstance(v, int) for v in manifest["shard"]) and 1 <= manifest["shard"][0] <= manifest["shard"][1]
+        and isinstance(manifest.get("image_ids"), list)
+        and isinstance(manifest.get("identity"), dict) and isinstance(manifest.get("provenance"), dict)
+        and isinstance(detections, list)
+    )
+    if not shape_ok:
+        raise UserError(f"{directory / SHARD_FILE}: not a shard manifest written by 'ssd-eval eval --shard'")
+    return manifest, detections
 
 
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> EvalResult:
     """Score shard outputs together after checking they cover the image set exactly once."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
-    shards = []
-    for directory in shard_dirs:
-        path = Path(directory) / SHARD_FILE
-        try:
-            manifest = json.loads(path.read_text())
-            shard_detections = json.loads((Path(directory) / "detections.json").read_text())
-        except FileNotFoundError as exc:
-            raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{directory}: unreadable shard file ({exc})") from None
-        shards.append((Path(directory), manifest, shard_detections))
+    shards = [(Path(d), *_read_shard(Path(d))) for d in shard_dirs]
     first_dir, first, _ = shards[0]
     total = first["shard"][1]
     for directory, manifest, _ in shards[1:]:
@@ -403,14 +431,19 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
                         scores=scores, provenance=merged, parent=config.model.parent,
                         published_map=config.model.published_map)
-    out_dir = Path(out_dir) if out_dir else config.out_dir
+    out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
     write_detections(out_dir / "detections.json", detections)
     write_result(result, out_dir)
     return result
 
 
 def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in sorted(a) if a.get(k) != b.get(k))
+    differing = [f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in ("model_sha256", "annotations_sha256")
+                 if a.get(k) != b.get(k)]
+    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
+    differing += [f"{k} {settings_a.get(k)!r} vs {settings_b.get(k)!r}"
+                  for k in sorted(set(settings_a) | set(settings_b)) if settings_a.get(k) != settings_b.get(k)]
+    return ", ".join(differing)
 
 
 def versions() -> dict[str, str | None]:

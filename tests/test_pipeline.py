@@ -285,3 +285,53 @@ def test_resize_backend_switch_changes_the_model_input_and_is_recorded(tmp_path)
     cv_scores = [d["score"] for d in json.loads((tmp_path / "cv" / "detections.json").read_text())]
     assert len(pil_scores) == len(cv_scores) and pil_scores != cv_scores
     assert opencv.scores.stats[0] == pytest.approx(pil.scores.stats[0], abs=0.05)  # same objects found
+
+
+def test_more_shards_than_images_still_merge(tmp_path):
+    single = evaluate(sample_config("sample", tmp_path / "single", ("dataset.limit", 2)), progress=False)
+    dirs = []
+    for index in (1, 2, 3):
+        evaluate(sample_config("sample", tmp_path / "split", ("dataset.limit", 2)), shard=(index, 3), progress=False)
+        dirs.append(tmp_path / "split" / f"shard-{index}-of-3")
+    assert json.loads((dirs[0] / "shard.json").read_text())["image_ids"] == []  # 2 images, 3 shards
+    merged = merge_shards(dirs, tmp_path / "merged")
+    assert merged.scores.stats == single.scores.stats
+
+
+def test_merge_accepts_the_same_model_at_another_path_and_names_real_differences(tmp_path):
+    copy = tmp_path / "elsewhere.onnx"
+    shutil.copy(SAMPLE / "models" / "sample.onnx", copy)
+    evaluate(sample_config("sample", tmp_path / "a"), shard=(1, 2), progress=False)
+    evaluate(sample_config("sample", tmp_path / "b", ("model.path", str(copy)), ("metrics.backend", "faster-coco-eval")),
+             shard=(2, 2), progress=False)
+    merge_shards([tmp_path / "a" / "shard-1-of-2", tmp_path / "b" / "shard-2-of-2"], tmp_path / "m")
+    evaluate(sample_config("sample", tmp_path / "c", ("postprocess.max_detections", 7)), shard=(2, 2),
+             progress=False)
+    with pytest.raises(UserError, match="postprocess.max_detections 100 vs 7"):
+        merge_shards([tmp_path / "a" / "shard-1-of-2", tmp_path / "c" / "shard-2-of-2"], tmp_path / "m2")
+
+
+def test_merge_rejects_a_malformed_manifest(tmp_path):
+    evaluate(sample_config("sample", tmp_path / "a"), shard=(1, 2), progress=False)
+    bad = tmp_path / "a" / "shard-1-of-2"
+    (bad / "shard.json").write_text('{"shard": [1, 3]}')
+    with pytest.raises(UserError, match="not a shard manifest"):
+        merge_shards([bad], tmp_path / "m")
+
+
+def test_output_directory_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="output directory is a file"):
+        evaluate(sample_config("sample", blocker), progress=False)
+    with pytest.raises(UserError, match="output directory is a file"):
+        evaluate(sample_config("sample", blocker / "sub"), progress=False)
+
+
+def test_cache_is_not_reused_for_other_images(tmp_path):
+    out = tmp_path / "out"
+    evaluate(sample_config("sample", out), progress=False)
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE / "images", images)
+    with pytest.raises(UserError, match="images_dir"):
+        evaluate(sample_config("sample", out, ("dataset.images", str(images))), progress=False)
