@@ -1,4 +1,7 @@
-"""mAP regression gate: compare results/<variant>/metrics.json with baselines/<variant>.yaml.
+"""mAP regression gate: compare a variant's metrics.json with baselines/<variant>.yaml.
+
+The result is read from the folder `ssd-eval eval` writes to: results/<variant>/
+for protocol coco, results/<variant>-<protocol>/ otherwise (ResultIndex.find).
 
 Exit codes: 0 every check holds, 1 a metric regressed or a quantized drop rule
 broke, 2 the gate could not run as asked (input or usage error). The baseline
@@ -10,7 +13,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -21,7 +23,13 @@ import yaml
 
 from ssd_eval.errors import UserError
 from ssd_eval.results import atomic_write_text
-from ssd_eval.table import METRIC_NAMES, accuracy_mismatch, drop_ratio_pct, read_metrics_file
+from ssd_eval.table import (
+    METRIC_NAMES,
+    accuracy_mismatch,
+    drop_ratio_pct,
+    is_number,
+    read_metrics_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +79,6 @@ _METRIC_KEYS = ("expected", "abs_tol", "rel_tol")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
 
-def _number(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def parse_baseline(text: str, source: str) -> Baseline:
     """Parse and check baseline YAML text; UserError names `source` and the key at fault."""
     try:
@@ -114,12 +117,12 @@ def parse_baseline(text: str, source: str) -> Baseline:
             if sub not in _METRIC_KEYS:
                 raise UserError(f"{source}: {key}.{sub}: unknown key "
                                 f"(allowed: {', '.join(_METRIC_KEYS)})")
-        if not _number(spec.get("expected")):
+        if not is_number(spec.get("expected")):
             raise UserError(f"{source}: {key}.expected: expected a number, "
                             f"got {spec.get('expected')!r}")
         for tol in ("abs_tol", "rel_tol"):
             value = spec.get(tol)
-            if value is not None and (not _number(value) or value < 0):
+            if value is not None and (not is_number(value) or value < 0):
                 raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, "
                                 f"got {value!r}")
         if spec.get("abs_tol") is None and spec.get("rel_tol") is None:
@@ -141,7 +144,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
         if not isinstance(parent, str) or not parent:
             raise UserError(f"{source}: quantized.parent: expected a variant name, got {parent!r}")
         max_drop = quantized.get("max_drop_pct")
-        if not _number(max_drop) or max_drop < 0:
+        if not is_number(max_drop) or max_drop < 0:
             raise UserError(f"{source}: quantized.max_drop_pct: expected a number >= 0, "
                             f"got {max_drop!r}")
         max_drop = float(max_drop)
@@ -185,11 +188,65 @@ def _yaml_float(value: float | None) -> str:
     return text
 
 
-def render_baseline(baseline: Baseline) -> str:
-    """The YAML text of a baseline, in the documented layout."""
-    lines = [
+def header_comments(text: str) -> list[str]:
+    """The comment block (with blank lines in it) at the top of a baseline file's text."""
+    header = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        header.append(line)
+    while header and not header[-1].strip():
+        header.pop()
+    return header
+
+
+_KEY = re.compile(r"\s*[A-Za-z0-9_]+:")
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """(content, comment) of a YAML line; the comment keeps the spaces before its `#`."""
+    quote = None
+    escaped = False
+    for i, char in enumerate(line):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            content = line[:i].rstrip()
+            return content, line[len(content):]
+    return line, ""
+
+
+def inline_comments(text: str) -> dict[str, str]:
+    """Each key line's trailing comment ("" for none) in a baseline file's text, keyed by the
+    indented key (`protocol`, `  mAP`, `  max_drop_pct`, ...)."""
+    comments = {}
+    for line in text.splitlines():
+        match = _KEY.match(line)
+        if match and not line.lstrip().startswith("#"):
+            comments[match.group(0)] = _split_comment(line)[1]
+    return comments
+
+
+def render_baseline(baseline: Baseline, header: list[str] | None = None,
+                    comments: dict[str, str] | None = None) -> str:
+    """The YAML text of a baseline, in the documented layout.
+
+    `header`: comment lines to start with (an existing file's, kept by `--update`);
+    when empty or None, a generated two-line header. `comments` (an existing file's
+    `inline_comments`) replace the generated trailing comment of each key line they name.
+    """
+    lines = list(header or [
         f"# mAP regression baseline for {baseline.variant}; format: baselines/README.md.",
         "# Refresh with `ssd-eval baseline --update` (keeps tolerances and metric selection).",
+    ])
+    lines += [
         f"variant: {_yaml_string(baseline.variant)}",
         f"protocol: {_yaml_string(baseline.protocol)}   # applies only to results with this protocol",
         f"images: {baseline.images}   # ...and this image count",
@@ -205,6 +262,11 @@ def render_baseline(baseline: Baseline) -> str:
             f"  max_drop_pct: {_yaml_float(baseline.max_drop_pct)}"
             "   # (parent mAP - mAP) / parent mAP x 100, same protocol and images",
         ]
+    if comments:
+        for number, line in enumerate(lines):
+            match = _KEY.match(line)
+            if match and match.group(0) in comments and not line.startswith("#"):
+                lines[number] = _split_comment(line)[0] + comments[match.group(0)]
     return "\n".join(lines) + "\n"
 
 
@@ -226,28 +288,67 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(round(value, 4) - value) < 1e-12 else f"{value:.6f}"
 
 
-def _read_variant_result(results_dir: Path, variant: str, role: str, protocol: str | None = None) -> dict:
-    """The result of `variant` in `results_dir`: under `protocol` when one is given and exists
-    (e.g. results/ssd-12-reference/), else results/<variant>/metrics.json."""
-    default_path = results_dir / variant / "metrics.json"
-    candidates = []
-    for path in sorted(results_dir.glob("*/metrics.json")):
-        try:
-            result = read_metrics_file(path)
-        except UserError:
-            if path == default_path:
-                raise
-            continue  # someone else's broken file: reported when its own variant is gated
-        if result["variant"] == variant:
-            candidates.append(result)
-    if not candidates:
-        raise UserError(f"{default_path}: missing ({role} {variant}); run `make eval MODEL={variant}` first")
-    if protocol is not None:
-        matching = [c for c in candidates if c["protocol"] == protocol]
-        if matching:
-            candidates = matching
-    in_default = [c for c in candidates if Path(c["_source"]) == default_path]
-    return (in_default or candidates)[0]
+def canonical_folder(variant: str, protocol: str) -> str:
+    """The results/ folder `ssd-eval eval` writes a run of `variant` under `protocol` to:
+    `<variant>` for coco, `<variant>-<protocol>` otherwise (Config.out_dir with the
+    default `output.dir: results/{run}`)."""
+    return variant if protocol == "coco" else f"{variant}-{protocol}"
+
+
+class ResultIndex:
+    """Every `results_dir/*/metrics.json`, read and checked once, and the lookup the gate
+    and `baseline --update` share (see `find`)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+        self.entries: dict[Path, dict | UserError] = {}
+        for path in sorted(self.results_dir.glob("*/metrics.json")):
+            try:
+                self.entries[path] = read_metrics_file(path)
+            except UserError as exc:
+                self.entries[path] = exc  # raised only when this file is the one asked for
+
+    def results(self) -> list[dict]:
+        """The readable results, in path order."""
+        return [e for e in self.entries.values() if isinstance(e, dict)]
+
+    def errors(self) -> list[UserError]:
+        """The unreadable or malformed files, in path order."""
+        return [e for e in self.entries.values() if isinstance(e, UserError)]
+
+    def protocols(self, variant: str) -> list[str]:
+        """The protocols `variant` has results under, in order of first appearance."""
+        return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
+
+    def find(self, variant: str, protocol: str, role: str) -> tuple[dict, str | None]:
+        """The result of `variant` under `protocol`, plus a note when it is not in its canonical folder.
+
+        The canonical folder (`canonical_folder`) wins whenever it has a metrics.json: its
+        content is returned as it is (the caller checks its protocol) unless it is malformed
+        or holds another variant (UserError). Without it, exactly one other result of that
+        variant and protocol is used, with a note naming it; several are an error naming
+        them, none an error naming the missing file. `role` (e.g. "baselined variant
+        ssd-12") says in errors what the result was wanted for.
+        """
+        path = self.results_dir / canonical_folder(variant, protocol) / "metrics.json"
+        entry = self.entries.get(path)
+        if isinstance(entry, UserError):
+            raise entry
+        if entry is not None:
+            if entry["variant"] != variant:
+                raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} "
+                                f"({role})")
+            return entry, None
+        others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol]
+        if len(others) > 1:
+            raise UserError(f"{path}: missing, and {len(others)} other results of {variant} under "
+                            f"protocol {protocol} exist: {', '.join(r['_source'] for r in others)}; "
+                            f"move the one to use to {path.parent}/ ({role})")
+        if others:
+            return others[0], (f"note: {variant} (protocol {protocol}): {path.parent}/ missing; "
+                               f"using {others[0]['_source']}")
+        hint = f"make eval MODEL={variant}" + ("" if protocol == "coco" else f" PROTOCOL={protocol}")
+        raise UserError(f"{path}: missing ({role}, protocol {protocol}); run `{hint}` first")
 
 
 def check_metric(variant: str, rule: MetricRule, got: float) -> Check:
@@ -278,8 +379,10 @@ def check_drop(variant: str, parent: str, max_drop_pct: float,
     return Check(variant, f"drop_pct vs {parent}", status, message)
 
 
-def _parent_for_drop(results_dir: Path, result: dict, parent: str) -> dict:
-    parent_result = _read_variant_result(results_dir, parent, "parent of", result["protocol"])
+def _parent_for_drop(index: ResultIndex, result: dict, parent: str) -> tuple[dict, str | None]:
+    """The parent's result under `result`'s protocol, checked for a drop ratio, plus its lookup note."""
+    parent_result, note = index.find(parent, result["protocol"],
+                                     f"{parent}, parent of {result['variant']}")
     reason = accuracy_mismatch(result, parent_result)
     if reason:
         raise UserError(f"{parent_result['_source']} is not comparable with "
@@ -287,14 +390,22 @@ def _parent_for_drop(results_dir: Path, result: dict, parent: str) -> dict:
     if parent_result["mAP"] <= 0:
         raise UserError(f"{parent_result['_source']}: mAP is {parent_result['mAP']}; "
                         "cannot compute a drop ratio")
-    return parent_result
+    return parent_result, note
 
 
-def check_variant(baseline: Baseline, results_dir: Path) -> list[Check]:
-    """All checks of one baseline against its result; input problems become ERROR checks."""
+def check_variant(baseline: Baseline, results: Path | ResultIndex) -> list[Check]:
+    """All checks of one baseline against its result; input problems become ERROR checks.
+
+    `results` is a results directory or a ResultIndex of one (read once per gate run).
+    A note saying which file was used when it is not in its canonical folder rides on
+    the first check.
+    """
+    index = results if isinstance(results, ResultIndex) else ResultIndex(results)
     variant = baseline.variant
+    notes: list[str] = []
     try:
-        result = _read_variant_result(results_dir, variant, "baselined variant", baseline.protocol)
+        result, note = index.find(variant, baseline.protocol, f"baselined variant {variant}")
+        notes += [note] if note else []
         if result["protocol"] != baseline.protocol:
             raise UserError(f"{result['_source']}: protocol {result['protocol']!r} but "
                             f"{baseline.source} applies to protocol {baseline.protocol!r}")
@@ -303,7 +414,7 @@ def check_variant(baseline: Baseline, results_dir: Path) -> list[Check]:
             raise UserError(f"{result['_source']}: {images} images but {baseline.source} "
                             f"applies to {baseline.images} images")
     except UserError as exc:
-        return [Check(variant, "results", "ERROR", str(exc))]
+        return [Check(variant, "results", "ERROR", str(exc), tuple(notes))]
 
     checks = []
     for rule in baseline.metrics:
@@ -315,12 +426,18 @@ def check_variant(baseline: Baseline, results_dir: Path) -> list[Check]:
         checks.append(check_metric(variant, rule, got))
     if baseline.parent:
         try:
-            parent_result = _parent_for_drop(results_dir, result, baseline.parent)
+            parent_result, note = _parent_for_drop(index, result, baseline.parent)
         except UserError as exc:
             checks.append(Check(variant, f"drop_pct vs {baseline.parent}", "ERROR", str(exc)))
         else:
-            checks.append(check_drop(variant, baseline.parent, baseline.max_drop_pct,
-                                     result["mAP"], parent_result["mAP"]))
+            check = check_drop(variant, baseline.parent, baseline.max_drop_pct,
+                               result["mAP"], parent_result["mAP"])
+            checks.append(Check(check.variant, check.name, check.status, check.message,
+                                (note,) if note else ()))
+    if notes and checks:
+        first = checks[0]
+        checks[0] = Check(first.variant, first.name, first.status, first.message,
+                          tuple(notes) + first.notes)
     return checks
 
 
@@ -356,8 +473,9 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
 
     0: every check holds. 1: a metric regressed or a quantized drop rule broke.
     2: input or usage error (no baselines, unknown variant, malformed baseline,
-    missing results or metrics.json, protocol or image-count mismatch,
-    incomparable parent); reported on stderr as `ssd-eval gate: error: ...`.
+    missing results or metrics.json, several candidate results without a
+    canonical folder, protocol or image-count mismatch, incomparable parent,
+    unwritable `junit` path); reported on stderr as `ssd-eval gate: error: ...`.
     With `junit`, also writes a JUnit XML report there (atomically).
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
@@ -370,6 +488,7 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
                             f"{results_dir}: results directory not found; run `make eval` first"))
     else:
         files = _baseline_files(baselines_dir)
+        index = ResultIndex(results_dir)
         selected = list(files) if variants is None else list(dict.fromkeys(variants))
         if not files:
             checks.append(Check("gate", "baselines", "ERROR",
@@ -388,7 +507,7 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
             except UserError as exc:
                 checks.append(Check(variant, "baseline", "ERROR", str(exc)))
                 continue
-            checks += check_variant(baseline, results_dir)
+            checks += check_variant(baseline, index)
 
     for check in checks:
         if check.status == "ERROR":
@@ -400,7 +519,11 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
     counts = {s: sum(c.status == s for c in checks) for s in ("PASS", "FAIL", "ERROR")}
     print(f"gate: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors")
     if junit is not None:
-        atomic_write_text(Path(junit), render_junit(checks))
+        try:
+            atomic_write_text(Path(junit), render_junit(checks))
+        except OSError as exc:
+            _error("gate", f"{junit}: cannot write the JUnit report: {exc.strerror or exc}")
+            return 2
     if counts["ERROR"] or not checks:
         return 2
     return 1 if counts["FAIL"] else 0
@@ -408,15 +531,19 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
 
 # --------------------------------------------------------------------------- updating
 
-def _updated_baseline(path: Path, result: dict, results_dir: Path,
+def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index: ResultIndex,
                       abs_tol: float, max_drop_pct: float) -> tuple[Baseline, list[str]]:
-    """The baseline that accepts `result`, plus warnings; keeps an existing file's choices."""
+    """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an
+    existing file's choices."""
     variant = result["variant"]
-    warnings: list[str] = []
-    existing = load_baseline(path) if path.exists() else None
+    messages: list[str] = []
     if existing is not None:
         names = [(r.name, r.abs_tol, r.rel_tol) for r in existing.metrics]
         parent, drop_limit = existing.parent, existing.max_drop_pct
+        if result["protocol"] != existing.protocol:
+            messages.append(f"warning: {path}: protocol changes from {existing.protocol} to "
+                            f"{result['protocol']}: {result['_source']} holds a "
+                            f"{result['protocol']} result")
     else:
         names = [(name, abs_tol, None) for name in DEFAULT_METRICS]
         parent, drop_limit = result.get("parent"), max_drop_pct
@@ -428,38 +555,63 @@ def _updated_baseline(path: Path, result: dict, results_dir: Path,
                                 rule_abs, rule_rel))
     if parent:
         try:
-            parent_result = _parent_for_drop(results_dir, result, parent)
+            parent_result, note = _parent_for_drop(index, result, parent)
         except UserError as exc:
             if existing is None:
-                warnings.append(f"{path}: not adding a quantized drop rule: {exc}")
+                messages.append(f"warning: {path}: not adding a quantized drop rule: {exc}")
                 parent = drop_limit = None
             else:
-                warnings.append(f"{path}: the gate will not be able to check the drop rule: {exc}")
+                messages.append(f"warning: {path}: the gate will not be able to check the "
+                                f"drop rule: {exc}")
         else:
+            messages += [note] if note else []
             drop = drop_ratio_pct(result["mAP"], parent_result["mAP"])
             if drop > drop_limit + FLOAT_SLACK:
-                warnings.append(f"{path}: current drop vs {parent} is {drop:.2f}%, above "
+                messages.append(f"warning: {path}: current drop vs {parent} is {drop:.2f}%, above "
                                 f"max_drop_pct {drop_limit:.2f}; the gate will fail")
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
                         tuple(rules), parent, drop_limit)
-    return baseline, warnings
+    return baseline, messages
+
+
+def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> tuple[str, str | None]:
+    """The protocol a new baseline file of `variant` is written for, plus a note when there was a choice.
+
+    The only protocol `variant` has results under; among several, coco (its canonical
+    folder results/<variant>/); several without coco is an error.
+    """
+    protocols = index.protocols(variant)
+    if len(protocols) <= 1:
+        return (protocols or ["coco"])[0], None
+    listed = ", ".join(protocols)
+    if "coco" not in protocols:
+        raise UserError(f"{variant} has results under protocols {listed}; write {path} by hand "
+                        "with the protocol to gate (format: baselines/README.md), then update it")
+    return "coco", (f"note: {variant} has results under protocols {listed}; {path} is created "
+                    f"for coco ({index.results_dir / canonical_folder(variant, 'coco')}/); to gate "
+                    "another protocol, start from a baseline file with that protocol")
 
 
 def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
                      abs_tol: float = 0.002, max_drop_pct: float = 1.0) -> int:
     """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
 
-    Existing files keep their metric selection, tolerances and drop rule; new
-    files gate mAP, AP50 and AP75 with `abs_tol`, and quantized variants with a
-    comparable parent result get `max_drop_pct`. Prints a unified diff of each
+    Each variant's result is looked up as the gate does (ResultIndex.find): under
+    an existing file's protocol, else under the variant's only protocol (coco
+    when it has several). With `variants=None`, the variants are those named in
+    the results' metrics.json files plus those with a baseline file.
+
+    Existing files keep their comment header, metric selection, tolerances and
+    drop rule; new files gate mAP, AP50 and AP75 with `abs_tol`, and quantized
+    variants with a comparable parent result get `max_drop_pct`. Prints a unified diff of each
     changed file. Returns 0, or 2 on input errors (nothing is written then);
     errors go to stderr as `ssd-eval baseline: error: ...`.
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
-    if not _number(abs_tol) or abs_tol < 0:
+    if not is_number(abs_tol) or abs_tol < 0:
         errors.append(f"abs_tol must be a number >= 0, got {abs_tol!r}")
-    if not _number(max_drop_pct) or max_drop_pct < 0:
+    if not is_number(max_drop_pct) or max_drop_pct < 0:
         errors.append(f"max_drop_pct must be a number >= 0, got {max_drop_pct!r}")
     if not results_dir.is_dir():
         errors.append(f"{results_dir}: results directory not found; run `make eval` first")
@@ -469,20 +621,10 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         return 2
 
     existing_files = _baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
+    index = ResultIndex(results_dir)
     if variants is None:
-        names = []
-        for metrics_path in sorted(results_dir.glob("*/metrics.json")):
-            try:
-                found = read_metrics_file(metrics_path)["variant"]
-            except UserError as exc:
-                errors.append(str(exc))
-                continue
-            if found != metrics_path.parent.name:
-                print(f"ssd-eval baseline: warning: skipping {metrics_path}: its variant "
-                      f"{found!r} differs from its directory name, so the gate cannot find it",
-                      file=sys.stderr)
-                continue
-            names.append(found)
+        errors += [str(exc) for exc in index.errors()]
+        names = list(dict.fromkeys(r["variant"] for r in index.results()))
         names += [v for v in existing_files if v not in names]
     else:
         names = list(dict.fromkeys(variants))
@@ -497,17 +639,29 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     planned: list[tuple[Path, str, str]] = []  # (path, old text, new text)
     for variant in names:
         path = existing_files.get(variant, baselines_dir / f"{variant}.yaml")
+        messages: list[str] = []
         try:
-            result = _read_variant_result(results_dir, variant, "variant")
-            baseline, warnings = _updated_baseline(path, result, results_dir, abs_tol, max_drop_pct)
-            new_text = render_baseline(baseline)
+            old_text = ""
+            if path.exists():
+                existing = load_baseline(path)
+                old_text = path.read_text(encoding="utf-8")
+                protocol = existing.protocol
+            else:
+                existing = None
+                protocol, note = _protocol_for_new_baseline(index, variant, path)
+                messages += [note] if note else []
+            result, note = index.find(variant, protocol, f"variant {variant} for {path}")
+            messages += [note] if note else []
+            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct)
+            messages += more
+            new_text = render_baseline(baseline, header_comments(old_text),
+                                       inline_comments(old_text))
             parse_baseline(new_text, str(path))  # what we write must load back
         except UserError as exc:
             errors.append(str(exc))
             continue
-        for warning in warnings:
-            print(f"ssd-eval baseline: warning: {warning}", file=sys.stderr)
-        old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+        for message in messages:
+            print(f"ssd-eval baseline: {message}", file=sys.stderr)
         planned.append((path, old_text, new_text))
     if errors:
         for message in errors:

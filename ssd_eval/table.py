@@ -55,7 +55,8 @@ def _lookup(data: dict, dotted_key: str) -> Any:
     return node
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for a finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -83,6 +84,7 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("provenance.runtime.inter_op_threads", "int"),
     ("provenance.runtime.batch_size", "int"),
     ("provenance.resumed_images", "int"),
+    ("provenance.limit", "int"),
 )
 
 _KIND_TEXT = {
@@ -97,7 +99,7 @@ def _has_kind(value: Any, kind: str) -> bool:
     if kind == "str":
         return isinstance(value, str) and value != ""
     if kind == "number":
-        return _is_number(value)
+        return is_number(value)
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "str_list":
@@ -142,7 +144,7 @@ def read_metrics_file(path: Path) -> dict:
         if value is not None and not _has_kind(value, kind):
             raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]} or null, got {value!r}")
     for name in METRIC_NAMES:
-        if name in data and not _is_number(data[name]):
+        if name in data and not is_number(data[name]):
             raise UserError(f"{path}: {name}: expected a finite number, got {data[name]!r}")
     if not re.match(r"\d{4}-\d{2}-\d{2}", data["provenance"]["date"]):
         raise UserError(f"{path}: provenance.date: expected an ISO 8601 date, "
@@ -267,6 +269,24 @@ def drop_ratio_pct(map_value: float, parent_map: float) -> float:
 
 # --------------------------------------------------------------------------- rows
 
+PUBLISHED_PROTOCOL = "reference"
+"""The protocol the published zoo mAP was measured under (on the full val2017 set)."""
+
+
+def _delta_cell(result: dict) -> str:
+    """measured - published, only where the run matches how the published value was measured:
+    the `reference` protocol over the full set (no `--limit`)."""
+    published = result.get("published_map")
+    if published is None:
+        return "n/a: no published mAP"
+    if result["protocol"] != PUBLISHED_PROTOCOL:
+        return f"n/a: published under {PUBLISHED_PROTOCOL} protocol, full set"
+    limit = _provenance(result, "limit")
+    if limit is not None:
+        return f"n/a: limited run (--limit {limit}); published over the full set"
+    return f"{result['mAP'] - published:+.4f}"
+
+
 def _drop_cell(result: dict, parent: dict | None, reason: str | None) -> str:
     if not result.get("parent"):
         return ""
@@ -294,6 +314,8 @@ def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
 def build_rows(results: list[dict]) -> list[dict]:
     """One display row (all cells strings) per result, keyed by the COLUMNS keys.
 
+    Delta (measured - published) is filled only for `reference` protocol runs
+    without `--limit`, the way the published numbers were measured.
     Drop % and speedup are filled only for quantized variants (those with a
     `parent`) against a like-with-like parent result (see accuracy_mismatch and
     speed_mismatch); otherwise the cell says why it is blank (`n/a: ...`).
@@ -310,8 +332,7 @@ def build_rows(results: list[dict]) -> list[dict]:
             "images": str(_provenance(result, "images")),
             "map": f"{result['mAP']:.4f}",
             "published_map": "" if published is None else f"{published:.4f}",
-            "delta": ("n/a: no published mAP" if published is None
-                      else f"{result['mAP'] - published:+.4f}"),
+            "delta": _delta_cell(result),
             "drop_pct": _drop_cell(result, parent, reason),
             "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}",
             "speedup": _speedup_cell(result, parent, reason),
@@ -375,7 +396,8 @@ a mixed label such as `reference+resize_backend=pil`. Numbers from different pro
 not comparable.
 
 - **mAP**: measured COCO mAP@[0.50:0.95]; **published mAP**: ONNX Model Zoo value;
-  **delta**: measured - published (compare only under the protocol the published value used).
+  **delta**: measured - published, filled only for `reference` protocol runs over the full set
+  (no `--limit`), the way the published values were measured.
 - **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
   parent measured under the same protocol, image set and annotations.
 - **speedup**: images/s over the parent's images/s, only when additionally provider list,

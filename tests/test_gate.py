@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from functools import partial
+from pathlib import Path
 
 import pytest
 import yaml
 from helpers import metrics_document, write_metrics
 
-from ssd_eval.gate import run_gate, update_baselines
+from ssd_eval.gate import (
+    header_comments,
+    inline_comments,
+    load_baseline,
+    render_baseline,
+    run_gate,
+    update_baselines,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The shared builder derives AP50 as 1.8 * mAP; these results carry the 0.35 FP32_BASELINE expects.
 gate_metrics = partial(metrics_document, AP50=0.35)
@@ -310,3 +320,246 @@ def test_reference_protocol_results_are_found_in_their_own_folder(tmp_path, caps
     assert run_gate(baselines, results) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and "drop_pct vs ssd-12" in out
+
+
+# --------------------------------------------------------------------------- which result is gated
+
+def reference_dirs(tmp_path):
+    """(baselines_dir, results_dir): reference-protocol baselines for ssd-12 and ssd-12-int8."""
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: reference"))
+    (baselines / "ssd-12-int8.yaml").write_text(
+        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: reference"))
+    return baselines, results
+
+
+reference_metrics = partial(gate_metrics, protocol="reference")
+
+
+def test_canonical_folder_wins_over_a_stale_copy(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    # An old good copy sorts first; the canonical folder holds the current, regressed run.
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
+                  "archive-2026-10")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1700, parent="ssd-12"),
+                  "ssd-12-int8-reference")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL ssd-12-int8 mAP: expected 0.1892, got 0.1700" in out
+    assert "FAIL ssd-12-int8 drop_pct vs ssd-12" in out
+    assert "archive-2026-10" not in out
+
+
+def test_parent_canonical_folder_wins_over_a_stale_copy(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1892), "archive-2026-10")  # drop 0 %
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1950), "ssd-12-reference")  # drop 2.97 %
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
+                  "ssd-12-int8-reference")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 1
+    assert "FAIL ssd-12-int8 drop_pct vs ssd-12: expected <= 1.00%, got 2.97%" in capsys.readouterr().out
+
+
+def test_single_result_outside_the_canonical_folder_is_used_and_named(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1500, parent="ssd-12"))  # coco: not this one
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"), "run-7")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS ssd-12-int8 mAP: expected 0.1892, got 0.1892" in out
+    (note,) = [line for line in out.splitlines() if line.startswith("note:")]
+    assert "ssd-12-int8-reference/ missing" in note
+    assert f"using {results / 'run-7' / 'metrics.json'}" in note
+
+
+def test_several_results_outside_the_canonical_folder_are_an_input_error(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"), "run-7")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1500, parent="ssd-12"), "run-8")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out and "FAIL" not in captured.out
+    err = captured.err
+    assert err.startswith("ssd-eval gate: error: ")
+    assert "ssd-12-int8-reference/metrics.json: missing" in err
+    assert str(results / "run-7" / "metrics.json") in err and str(results / "run-8" / "metrics.json") in err
+
+
+def test_several_parent_results_outside_the_canonical_folder_are_an_input_error(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "old-a")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1892), "old-b")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
+                  "ssd-12-int8-reference")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "ssd-12-reference/metrics.json: missing" in err
+    assert "old-a" in err and "old-b" in err and "parent of ssd-12-int8" in err
+
+
+def test_single_parent_result_outside_the_canonical_folder_is_used_and_named(tmp_path, capsys):
+    baselines, results = reference_dirs(tmp_path)
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "old-a")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
+                  "ssd-12-int8-reference")
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS ssd-12-int8 drop_pct vs ssd-12" in out
+    assert f"using {results / 'old-a' / 'metrics.json'}" in out
+
+
+def test_canonical_folder_holding_another_variant_is_an_input_error(dirs, capsys):
+    baselines, results = dirs
+    write_metrics(results, gate_metrics("ssd-10", mAP=0.1898), "ssd-12")
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898), "elsewhere")
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    assert "holds variant 'ssd-10', not 'ssd-12'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, protocol", [
+    ({}, "coco"),
+    ({"protocol": "reference"}, "reference"),
+    ({"protocol": "reference", "preprocess": {"resize_backend": "pil"}},
+     "reference+resize_backend=pil"),
+])
+def test_canonical_folder_is_where_eval_writes(overrides, protocol):
+    from ssd_eval.config import Config, PreprocessConfig
+    from ssd_eval.gate import canonical_folder
+
+    config = Config(variant="ssd-12", protocol=overrides.get("protocol", "coco"),
+                    preprocess=PreprocessConfig(**overrides.get("preprocess", {})))
+    assert config.protocol_label() == protocol
+    assert config.out_dir.parent.name == "results"
+    assert config.out_dir.name == canonical_folder("ssd-12", protocol)
+
+
+def test_each_metrics_file_is_read_once_per_gate_run(dirs, monkeypatch):
+    import ssd_eval.gate as gate
+
+    reads = []
+    real = gate.read_metrics_file
+    monkeypatch.setattr(gate, "read_metrics_file", lambda path: reads.append(path) or real(path))
+    assert run_gate(*dirs) == 0
+    assert len(reads) == len(set(reads)) == 2
+
+
+def test_parent_not_comparable_is_input_error(dirs, capsys):
+    baselines, results = dirs
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, annotations="other-ann"))
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
+    captured = capsys.readouterr()
+    assert "drop_pct" not in captured.out
+    assert "is not comparable with" in captured.err and "different annotation files" in captured.err
+
+
+@pytest.mark.parametrize("make_target", ["directory", "file as parent"])
+def test_unwritable_junit_path_is_input_error(dirs, tmp_path, capsys, make_target):
+    target = tmp_path / "junit-target"
+    if make_target == "directory":
+        target.mkdir()
+    else:
+        target.write_text("not a directory")
+        target = target / "gate.xml"
+    assert run_gate(*dirs, junit=target) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssd-eval gate: error: ") and str(target) in err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- update: which result
+
+ZOO_INT8 = """\
+# Published ONNX Model Zoo mAP for ssd-12-int8, as a gate for reference-protocol runs.
+# These are the published numbers, not a measurement made here.
+variant: ssd-12-int8
+protocol: reference
+images: 4952
+metrics:
+  mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}
+quantized:
+  parent: ssd-12
+  max_drop_pct: 2.0   # published: int8 0.32 %, qdq 1.84 %
+"""
+
+
+def test_update_reads_the_result_under_the_existing_files_protocol(tmp_path, capsys):
+    baselines, results = tmp_path / "zoo", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12-int8.yaml").write_text(ZOO_INT8)
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.15))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.14, parent="ssd-12"))
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1901, images=4952), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1893, parent="ssd-12", images=4952),
+                  "ssd-12-int8-reference")
+    assert update_baselines(baselines, results, variants=["ssd-12-int8"]) == 0
+    text = (baselines / "ssd-12-int8.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert (data["protocol"], data["images"]) == ("reference", 4952)
+    assert data["metrics"] == {"mAP": {"expected": 0.1893, "abs_tol": 0.002, "rel_tol": None}}
+    assert data["quantized"] == {"parent": "ssd-12", "max_drop_pct": 2.0}
+    assert text.startswith(ZOO_INT8.split("variant:")[0])  # the comment header is kept
+    assert text == ZOO_INT8.replace("expected: 0.1892", "expected: 0.1893")  # and inline comments
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    changed = [line for line in captured.out.splitlines()
+               if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))]
+    assert changed == ["-  mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}",
+                       "+  mAP: {expected: 0.1893, abs_tol: 0.002, rel_tol: null}"]
+    assert run_gate(baselines, results) == 0
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "baselines").rglob("*.yaml")), ids=lambda p: p.name)
+def test_checked_in_baselines_render_back_unchanged(path):
+    # What `baseline --update` writes when no value changed: the file as it is, comments included.
+    text = path.read_text()
+    assert render_baseline(load_baseline(path), header_comments(text), inline_comments(text)) == text
+
+
+def test_update_without_a_result_under_the_files_protocol_writes_nothing(tmp_path, capsys):
+    baselines, results = tmp_path / "zoo", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12-int8.yaml").write_text(ZOO_INT8)
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.15))
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.14, parent="ssd-12"))
+    assert update_baselines(baselines, results) == 2
+    err = capsys.readouterr().err
+    assert "ssd-12-int8-reference/metrics.json: missing" in err and "PROTOCOL=reference" in err
+    assert (baselines / "ssd-12-int8.yaml").read_text() == ZOO_INT8
+
+
+def test_update_finds_variants_by_their_metrics_not_their_folder(tmp_path, capsys):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
+    assert update_baselines(baselines, results) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "skipping" not in captured.err
+    data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
+    assert (data["variant"], data["protocol"], data["images"]) == ("ssd-12", "reference", 4952)
+    assert sorted(p.name for p in baselines.iterdir()) == ["ssd-12.yaml"]
+    assert run_gate(baselines, results) == 0
+
+
+def test_new_baseline_with_several_protocols_uses_coco_and_says_so(tmp_path, capsys):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.17))
+    assert update_baselines(baselines, results) == 0
+    err = capsys.readouterr().err
+    assert "ssd-eval baseline: note: ssd-12 has results under protocols" in err
+    assert "coco" in err and "reference" in err
+    data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
+    assert (data["protocol"], data["images"], data["metrics"]["mAP"]["expected"]) == ("coco", 5000, 0.17)
+
+
+def test_new_baseline_with_several_protocols_but_no_coco_is_an_input_error(tmp_path, capsys):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
+    mixed = gate_metrics("ssd-12", mAP=0.18, protocol="reference+resize_backend=pil", images=4952)
+    write_metrics(results, mixed, "ssd-12-reference+resize_backend=pil")
+    assert update_baselines(baselines, results) == 2
+    assert "ssd-12 has results under protocols" in capsys.readouterr().err
+    assert not baselines.exists() or not list(baselines.iterdir())

@@ -29,6 +29,10 @@ def int8(**kw):
     return metrics_document("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892, **kw)
 
 
+REFERENCE_FULL = {"protocol": "reference", "images": 4952, "image_ids": "ids-4952"}
+"""How the published zoo numbers were measured (delta is filled only for such rows)."""
+
+
 def row_of(rows, variant):
     (row,) = [r for r in rows if r["variant"] == variant]
     return row
@@ -43,7 +47,7 @@ def test_same_protocol_and_images_gives_drop_and_speedup():
     assert row["speedup"] == "3.49x"  # 6.98 / 2.0
     assert row["map"] == "0.1892"
     assert row["published_map"] == "0.1892"
-    assert row["delta"] == "+0.0000"
+    assert row["delta"] == "n/a: published under reference protocol, full set"  # coco run
     assert row["protocol"] == "coco"
     assert row["images"] == "5000"
     assert row["provider"] == "CPU"
@@ -106,6 +110,43 @@ def test_speedup_needs_same_host_threads_and_timing(change, reason):
     assert row["speedup"] == reason
 
 
+def test_different_batch_size_blanks_speedup():
+    child = int8()
+    child["provenance"]["runtime"]["batch_size"] = 4
+    row = row_of(build_rows([fp32(), child]), "ssd-12-int8")
+    assert row["drop_pct"] == "0.32"
+    assert row["speedup"] == "n/a: batch 4 vs 1"
+
+
+@pytest.mark.parametrize("side", ["child", "parent"])
+def test_run_merged_from_shards_has_no_speedup(side):
+    parent, child = fp32(), int8()
+    merged = child if side == "child" else parent
+    merged["provenance"]["shards"] = ["1/2", "2/2"]
+    row = row_of(build_rows([parent, child]), "ssd-12-int8")
+    assert row["drop_pct"] == "0.32"
+    assert row["speedup"] == f"n/a: {merged['variant']} merged from shards"
+
+
+def test_parent_with_zero_map_gives_no_drop_ratio():
+    parent = fp32()
+    parent["mAP"] = 0.0
+    row = row_of(build_rows([parent, int8()]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: ssd-12 mAP is 0"
+    assert row["speedup"] == "3.49x"
+
+
+def test_speed_comparable_parent_is_preferred():
+    # Both parents are accuracy-comparable; only the second ran on the same provider.
+    gpu_parent = metrics_document("ssd-12", mAP=0.2, images_per_s=20.0,
+                                  providers=("CUDAExecutionProvider",))
+    rows = build_rows([gpu_parent, fp32(), int8()])
+    row = rows[2]
+    assert row["variant"] == "ssd-12-int8"
+    assert row["speedup"] == "3.49x"  # 6.98 / 2.0, against the CPU parent
+    assert row["drop_pct"] == "0.32"  # and the drop against that same parent (not 5.40)
+
+
 def test_resumed_run_has_no_speedup():
     child = int8()
     child["provenance"]["resumed_images"] = 100
@@ -132,9 +173,34 @@ def test_no_published_map_says_so():
 
 
 def test_delta_is_signed_measured_minus_published():
-    data = fp32()
+    data = fp32(**REFERENCE_FULL)
     data["mAP"] = 0.1850
     assert row_of(build_rows([data]), "ssd-12")["delta"] == "-0.0048"
+
+
+def test_delta_only_under_the_published_protocol_on_the_full_set():
+    # The published zoo numbers: reference protocol, all 4952 annotated val2017 images.
+    assert row_of(build_rows([int8(**REFERENCE_FULL)]), "ssd-12-int8")["delta"] == "+0.0000"
+    coco_small = int8(images=50, image_ids="ids-50")
+    coco_small["provenance"]["limit"] = 50
+    assert (row_of(build_rows([coco_small]), "ssd-12-int8")["delta"]
+            == "n/a: published under reference protocol, full set")
+    mixed = int8(protocol="reference+resize_backend=pil", images=4952, image_ids="ids-4952")
+    assert (row_of(build_rows([mixed]), "ssd-12-int8")["delta"]
+            == "n/a: published under reference protocol, full set")
+    limited = int8(protocol="reference", images=50, image_ids="ids-50")
+    limited["provenance"]["limit"] = 50
+    assert (row_of(build_rows([limited]), "ssd-12-int8")["delta"]
+            == "n/a: limited run (--limit 50); published over the full set")
+    limited["published_map"] = None
+    assert row_of(build_rows([limited]), "ssd-12-int8")["delta"] == "n/a: no published mAP"
+
+
+def test_table_md_header_explains_when_delta_is_filled(tmp_path):
+    write_metrics(tmp_path, fp32())
+    write_table(tmp_path, quiet=True)
+    header = (tmp_path / "TABLE.md").read_text().split("| variant |")[0]
+    assert "only for `reference` protocol runs over the full set" in header
 
 
 # --------------------------------------------------------------------------- rendering
@@ -151,11 +217,11 @@ def test_csv_content():
 
 
 def test_markdown_content():
-    text = render_markdown(build_rows([fp32(), int8()]))
+    text = render_markdown(build_rows([fp32(**REFERENCE_FULL), int8(**REFERENCE_FULL)]))
     lines = text.splitlines()
     assert lines[0].startswith("| variant | protocol | images | mAP | published mAP | delta |")
     assert set(lines[1]) <= {"|", "-"}
-    assert lines[3].startswith("| ssd-12-int8 | coco | 5000 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
+    assert lines[3].startswith("| ssd-12-int8 | reference | 4952 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
     assert "3.49x" in lines[3]
     assert len(lines) == 4
 
@@ -247,6 +313,7 @@ def test_malformed_json_names_the_file(tmp_path):
     (lambda d: d["provenance"]["runtime"].update(providers="CPU"), "provenance.runtime.providers"),
     (lambda d: d.update(schema=2), "schema"),
     (lambda d: d.update(published_map="high"), "published_map"),
+    (lambda d: d["provenance"].update(limit="50"), "provenance.limit"),
 ])
 def test_malformed_metrics_names_file_and_key(tmp_path, mutate, key):
     data = copy.deepcopy(fp32())
