@@ -9,6 +9,7 @@ Python API::
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ from ssd_eval.errors import UserError
 from ssd_eval.results import EvalResult
 
 __all__ = ["Config", "EvalResult", "UserError", "evaluate", "load_config"]
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("ssd_eval")
+except metadata.PackageNotFoundError:  # run from a source tree without installing
+    __version__ = "unknown"
 
 
 def evaluate(config: Config | str | Path | dict[str, Any], **options: Any) -> EvalResult:

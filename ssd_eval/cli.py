@@ -93,22 +93,23 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
     """Config overrides from the ``eval`` options, in the order they apply."""
     overrides: list[Any] = list(args.overrides)
     if args.model:
-        overrides += [("model.path", args.model), ("model.url", None), ("model.size", None), ("model.sha256", None)]
+        overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
+                      ("model.size", None, "--model"), ("model.sha256", None, "--model")]
     if args.annotations:
-        overrides.append(("dataset.annotations", args.annotations))
+        overrides.append(("dataset.annotations", args.annotations, "--annotations"))
     if args.images:
-        overrides.append(("dataset.images", args.images))
+        overrides.append(("dataset.images", args.images, "--images"))
     if args.out:
-        overrides.append(("output.dir", args.out))
+        overrides.append(("output.dir", args.out, "--out"))
     if args.limit is not None:
-        overrides.append(("dataset.limit", args.limit))
+        overrides.append(("dataset.limit", args.limit, "--limit"))
     return overrides
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssd_eval.config import load_config
     from ssd_eval.data import parse_shard
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.pipeline import evaluate, shard_dir
     from ssd_eval.results import render_summary, summary_line
 
     config = load_config(args.config, eval_overrides(args))
@@ -116,8 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download,
                       progress=not args.no_progress and sys.stderr.isatty())
     if result is None:
-        print(f"shard {args.shard} of {config.variant} written to "
-              f"{config.out_dir / f'shard-{shard[0]}-of-{shard[1]}'}; score all shards with 'ssd-eval merge'")
+        print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
+              "score all shards with 'ssd-eval merge'")
         return 0
     print(render_summary([summary_line(result)]))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
@@ -223,7 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"ssd-eval: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system refusal the specific checks did not foresee: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ssd-eval: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("ssd-eval: interrupted; finished images stay in the resume cache: run the same command to go on",
-              file=sys.stderr)
+        hint = "; finished images stay in the resume cache: run the same command to go on" \
+            if args.command == "eval" else ""
+        print(f"ssd-eval: interrupted{hint}", file=sys.stderr)
         return 130

@@ -83,14 +83,20 @@ def score_detections(
         message = f"{source}: no detections to score; every metric is 0"
         log.warning(message)
         zero_curve = [0.0] * 101
+        evaluated = set(image_ids)
+        with_truth = {a["category_id"] for a in prepared["annotations"] if a["image_id"] in evaluated}
         return Scores(
             stats=[0.0] * 12,
-            per_category_ap={names[c]: 0.0 for c in category_ids},
+            per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
             pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
             warnings=[message],
         )
     evaluator = _run_cocoeval(prepared, results, sorted(image_ids), backend)
     precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, maxDets]
+    warnings = []
+    if evaluator.stats[0] < 0:
+        warnings.append(f"{source}: the evaluated images have no ground truth boxes; pycocotools reports -1")
+        log.warning(warnings[0])
     return Scores(
         stats=[float(s) for s in evaluator.stats[:12]],
         per_category_ap=_per_category_ap(precision, list(evaluator.params.catIds), names),
@@ -99,6 +105,7 @@ def score_detections(
             "iou50": _mean_curve(precision[0]),
             "iou75": _mean_curve(precision[5]),
         },
+        warnings=warnings,
     )
 
 
@@ -110,7 +117,7 @@ def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], bac
             from pycocotools.cocoeval import COCOeval
 
             ground_truth = COCO()
-            ground_truth.dataset = copy.deepcopy(prepared)
+            ground_truth.dataset = prepared  # fresh annotation dicts already; pycocotools only reads them
             ground_truth.createIndex()
             evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
         elif backend == "faster-coco-eval":

@@ -163,7 +163,7 @@ def evaluate(
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
     model_sha256 = fetch.sha256_of(model_path)
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
-    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size)
+    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, model_sha256)
 
     cache_path = out_dir / "cache.jsonl"
     key = cache_key(config, model_sha256, categories, dataset, detector.providers)

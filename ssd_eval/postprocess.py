@@ -15,6 +15,9 @@ def label_map(category_ids: Sequence[int], explicit: Sequence[int] | None = None
     Default: label k is the k-th smallest category id of the annotation file.
     """
     ids = list(explicit) if explicit is not None else sorted(category_ids)
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"postprocess.label_map names category id {duplicate} twice; each label needs its own id")
     if explicit is not None:
         unknown = sorted(set(ids) - set(category_ids))
         if unknown:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
-from ssd_eval.metrics import STAT_NAMES, Scores
+from ssd_eval.metrics import Scores
 
 SCHEMA_VERSION = 1
 
@@ -123,7 +123,7 @@ def write_result(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
 
 def summary_line(result: EvalResult) -> dict[str, Any]:
     """The short table row printed after a run."""
-    named = dict(zip(STAT_NAMES, result.scores.stats))
+    named = result.scores.named()
     return {
         "model": result.variant,
         "protocol": result.protocol,
@@ -138,7 +138,7 @@ def summary_line(result: EvalResult) -> dict[str, Any]:
 def render_summary(rows: list[dict[str, Any]]) -> str:
     """Plain aligned text table of summary rows."""
     headers = list(rows[0])
-    cells = [[_format(row[h]) for h in headers] for row in rows]
+    cells = [[_format(row[h], h) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -146,7 +146,7 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _format(value: Any) -> str:
+def _format(value: Any, header: str) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+        return f"{value:.2f}" if header == "images/s" else f"{value:.4f}"
     return "-" if value is None else str(value)

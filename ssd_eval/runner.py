@@ -62,20 +62,42 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     return chosen
 
 
-def create_session(model_path: str | Path, runtime: RuntimeConfig) -> ort.InferenceSession:
-    """An InferenceSession for ``model_path`` with the config's providers, threads and optimization."""
+def _optimized_model(model_path: Path, model_sha256: str, runtime: RuntimeConfig,
+                     options: ort.SessionOptions) -> Path:
+    """The cached optimized graph of this model and optimization level, made on first use."""
+    cache_dir = Path(runtime.optimized_model_cache)
+    cached = cache_dir / f"{model_sha256[:16]}-{runtime.graph_optimization}.onnx"
+    if cached.is_file():
+        # Already optimized: loading it skips the graph transformations.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        log.info("using the optimized model %s", cached)
+        return cached
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{cache_dir}: cannot create runtime.optimized_model_cache: {exc.strerror or exc}") from None
+    options.optimized_model_filepath = str(cached)
+    return model_path
+
+
+def create_session(model_path: str | Path, runtime: RuntimeConfig,
+                   model_sha256: str | None = None) -> ort.InferenceSession:
+    """An InferenceSession for ``model_path`` with the config's providers, threads and optimization.
+
+    With ``runtime.optimized_model_cache`` (a directory) and the model's sha256, the
+    optimized graph is saved there on first use and loaded directly afterwards.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = runtime.inter_op_threads
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[runtime.graph_optimization]
     options.log_severity_level = 3
-    if runtime.optimized_model_cache:
-        cache = Path(runtime.optimized_model_cache)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        options.optimized_model_filepath = str(cache)
     providers = choose_providers(runtime.providers, ort.get_available_providers())
+    load_path = Path(model_path)
+    if runtime.optimized_model_cache and model_sha256:
+        load_path = _optimized_model(load_path, model_sha256, runtime, options)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(load_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line}") from None
@@ -105,6 +127,9 @@ def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: st
         raise UserError(f"{model_path}: none of the outputs {output_names} is named like {candidates} "
                         f"({key}); set {key} to the right output name")
 
+    if image_input.type != "tensor(float)":
+        raise UserError(f"{model_path}: input {image_input.name!r} is {image_input.type}; this harness feeds "
+                        "float32 images (tensor(float))")
     shape = tuple(d if isinstance(d, int) else None for d in image_input.shape)
     if len(shape) != 4:
         raise UserError(f"{model_path}: input {image_input.name!r} has shape {image_input.shape}; "
@@ -122,9 +147,9 @@ class Detector:
     """Runs batches of preprocessed images through an SSD-shaped ONNX model."""
 
     def __init__(self, model_path: str | Path, model: ModelConfig, runtime: RuntimeConfig,
-                 input_size: Sequence[int]):
+                 input_size: Sequence[int], model_sha256: str | None = None):
         self.model_path = Path(model_path)
-        self.session = create_session(model_path, runtime)
+        self.session = create_session(model_path, runtime, model_sha256)
         self.io = resolve_io(self.session, model, model_path)
         self.batch_size = runtime.batch_size
         self.inference_seconds = 0.0
@@ -145,8 +170,12 @@ class Detector:
     def run(self, images: np.ndarray) -> list[RawDetections]:
         """Detections for a (B, 3, H, W) float32 batch, one entry per image."""
         started = time.perf_counter()
-        boxes, labels, scores = self.session.run(
-            [self.io.boxes, self.io.labels, self.io.scores], {self.io.input_name: images})
+        try:
+            boxes, labels, scores = self.session.run(
+                [self.io.boxes, self.io.labels, self.io.scores], {self.io.input_name: images})
+        except Exception as exc:  # onnxruntime's own exception types
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{self.model_path}: inference failed: {first_line}") from None
         self.inference_seconds += time.perf_counter() - started
         count = images.shape[0]
         boxes = np.asarray(boxes, dtype=np.float32).reshape(count, -1, 4)

@@ -248,3 +248,16 @@ def test_missing_faster_coco_eval_is_a_clear_error(monkeypatch):
     detection = {"image_id": 7, "category_id": 3, "bbox": [20, 10, 80, 40], "score": 0.9}
     with pytest.raises(UserError, match=r"\.\[fast\]"):
         score_detections(gt, [detection], [7], backend="faster-coco-eval")
+
+
+def test_empty_results_mark_categories_without_ground_truth():
+    scores = score_detections(ground_truth(), [], [7])
+    assert scores.per_category_ap == {"person": -1.0, "car": 0.0}
+
+
+def test_no_ground_truth_among_the_evaluated_images_is_a_warning():
+    gt = ground_truth()
+    gt["annotations"] = []
+    scores = score_detections(gt, [{"image_id": 7, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5}], [7])
+    assert scores.stats[0] == -1.0
+    assert scores.warnings and "no ground truth" in scores.warnings[0]

@@ -162,3 +162,8 @@ def test_score_threshold_keeps_scores_at_or_above():
 def test_equal_scores_keep_model_order():
     dets = results([[0, 0, 1, 1]] * 3, [3, 1, 2], [0.5, 0.5, 0.5])
     assert [d["category_id"] for d in dets] == [11, 1, 3]
+
+
+def test_label_map_with_a_duplicate_id_is_an_error():
+    with pytest.raises(UserError, match="category id 3 twice"):
+        label_map([1, 3, 11], [1, 3, 3])

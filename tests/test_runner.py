@@ -258,11 +258,40 @@ def test_missing_model_file_is_user_error(tmp_path):
         make_detector(path)
 
 
-def test_optimized_model_cache_is_written(model_path, tmp_path):
-    cache = tmp_path / "cache" / "opt.onnx"
-    make_detector(model_path, runtime=RuntimeConfig(optimized_model_cache=str(cache)))
-    assert cache.is_file()
-    assert cache.stat().st_size > 0
+def test_optimized_model_cache_is_written_then_loaded(model_path, tmp_path):
+    cache = tmp_path / "cache"
+    runtime = RuntimeConfig(optimized_model_cache=str(cache))
+    sha = "ab" * 32
+    first = Detector(model_path, ModelConfig(), runtime, HW, sha)
+    written = cache / f"{sha[:16]}-all.onnx"
+    assert written.is_file() and written.stat().st_size > 0
+    stamp = written.stat().st_mtime_ns
+    second = Detector(model_path, ModelConfig(), runtime, HW, sha)
+    assert written.stat().st_mtime_ns == stamp  # loaded, not rewritten
+    inputs = batch()
+    assert np.array_equal(first.run(inputs)[0].boxes, second.run(inputs)[0].boxes)
+
+
+def test_optimized_model_cache_under_a_file_is_a_user_error(model_path, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="optimized_model_cache"):
+        Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(blocker / "c")), HW, "ab" * 32)
+
+
+def test_non_float_input_is_a_user_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["f"], ["bboxes"], keepdims=1)],
+        "half", [helper.make_tensor_value_info("image", TensorProto.FLOAT16, [1, 3, *HW])],
+        [helper.make_tensor_value_info("bboxes", TensorProto.FLOAT, None)])
+    path = tmp_path / "half.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7), str(path))
+    with pytest.raises(UserError, match=r"tensor\(float16\)"):
+        make_detector(path)
 
 
 @pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
