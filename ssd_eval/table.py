@@ -187,8 +187,8 @@ def accuracy_mismatch(result: dict, parent: dict) -> str | None:
     """Why the two results' accuracies cannot be compared, or None when they can.
 
     Comparable means: same protocol, same number of images, same image set
-    (`provenance.image_ids_sha256`) and same annotations
-    (`provenance.annotations.sha256`). The reason reads `n/a: ...`.
+    (`provenance.image_ids_sha256`), same annotations (`provenance.annotations.sha256`)
+    and the same pre- and postprocessing settings. The reason reads `n/a: ...`.
     """
     if result["protocol"] != parent["protocol"]:
         return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
@@ -199,6 +199,13 @@ def accuracy_mismatch(result: dict, parent: dict) -> str | None:
         return "n/a: different image sets"
     if _provenance(result, "annotations.sha256") != _provenance(parent, "annotations.sha256"):
         return "n/a: different annotation files"
+    for section in ("preprocess", "postprocess"):
+        mine, theirs = _provenance(result, f"config.{section}"), _provenance(parent, f"config.{section}")
+        # resize_backend is already part of the protocol label compared above
+        differing = sorted(k for k in set(mine or {}) | set(theirs or {})
+                           if k != "resize_backend" and mine and theirs and mine.get(k) != theirs.get(k))
+        if differing:
+            return f"n/a: different {section} ({', '.join(differing)})"
     return None
 
 
@@ -206,8 +213,9 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     """Why the two results' speeds cannot be compared, or None when they can.
 
     Needs accuracy comparability plus the same provider list, host cpu and core
-    count, thread settings and batch size, measured images/s on both sides and
-    no resumed or merged (sharded) run.
+    count, thread settings, batch size, graph optimization, decode pipeline and
+    onnxruntime version, measured images/s on both sides and no resumed or
+    merged (sharded) run.
     """
     reason = accuracy_mismatch(result, parent)
     if reason:
@@ -236,6 +244,11 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     batch, parent_batch = _provenance(result, "runtime.batch_size"), _provenance(parent, "runtime.batch_size")
     if batch != parent_batch:
         return f"n/a: batch {batch} vs {parent_batch}"
+    for key, label in (("runtime.onnxruntime", "onnxruntime"), ("config.runtime.graph_optimization",
+                       "graph optimization"), ("config.pipeline", "decode pipeline")):
+        mine, theirs = _provenance(result, key), _provenance(parent, key)
+        if mine is not None and theirs is not None and mine != theirs:
+            return f"n/a: different {label}"
     return None
 
 

@@ -330,3 +330,27 @@ def test_load_results_sorted_with_source(tmp_path):
     results = load_results(tmp_path)
     assert [r["variant"] for r in results] == ["ssd-12", "ssd-12-int8"]
     assert results[0]["_source"].endswith("ssd-12/metrics.json")
+
+
+def test_different_postprocessing_is_not_compared():
+    parent, child = fp32(), int8()
+    parent["provenance"]["config"] = {"preprocess": {"mean": [0.5]}, "postprocess": {"max_detections": 100}}
+    child["provenance"]["config"] = {"preprocess": {"mean": [0.5]}, "postprocess": {"max_detections": 200}}
+    row = row_of(build_rows([parent, child]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: different postprocess (max_detections)"
+
+
+def test_resize_backend_spelled_out_or_left_to_the_protocol_is_the_same():
+    parent, child = fp32(), int8()
+    parent["provenance"]["config"] = {"preprocess": {"resize_backend": None}}
+    child["provenance"]["config"] = {"preprocess": {"resize_backend": "pil"}}
+    row = row_of(build_rows([parent, child]), "ssd-12-int8")
+    assert not str(row["drop_pct"]).startswith("n/a")
+
+
+def test_other_onnxruntime_version_blanks_only_the_speedup():
+    parent, child = fp32(), int8()
+    child["provenance"]["runtime"]["onnxruntime"] = "1.99.0"
+    row = row_of(build_rows([parent, child]), "ssd-12-int8")
+    assert not str(row["drop_pct"]).startswith("n/a")
+    assert row["speedup"] == "n/a: different onnxruntime"
