@@ -28,10 +28,10 @@ import numpy as np
 
 from ssd_eval.config import Config, config_from_dict, load_config
 from ssd_eval.errors import UserError
+from ssd_eval.sample import COCO_CATEGORIES
 
-# COCO 2017 category ids: 1..90 without these ten.
-COCO_MISSING_IDS = frozenset({12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
-COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in COCO_MISSING_IDS)
+# The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
+COCO_CATEGORY_IDS = tuple(sorted(cat_id for cat_id, _, _ in COCO_CATEGORIES))
 
 BENCH_GROUPS: dict[str, tuple[str, ...]] = {
     "sample": ("sample", "sample-int8", "sample-qdq"),
@@ -420,7 +420,7 @@ def write_synthetic_detector(path: str | Path, spec: DetectorSpec = CHEAP_DETECT
 
 def coco_categories() -> list[dict[str, Any]]:
     """The 80 COCO 2017 category ids (1..90 with the usual gaps), with placeholder names."""
-    return [{"id": i, "name": f"category-{i}", "supercategory": "synthetic"} for i in COCO_CATEGORY_IDS]
+    return [{"id": i, "name": name, "supercategory": group} for i, name, group in sorted(COCO_CATEGORIES)]
 
 
 def write_synthetic_coco(directory: str | Path, images: int, *, seed: int = 0,
