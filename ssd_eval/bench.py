@@ -28,6 +28,7 @@ import numpy as np
 
 from ssd_eval.config import Config, config_from_dict, load_config
 from ssd_eval.errors import UserError
+from ssd_eval.results import align_columns
 from ssd_eval.sample import COCO_CATEGORIES
 
 # The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
@@ -214,11 +215,7 @@ def _threads_text(count: int, *, per_core: bool) -> str:
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print(align_columns(headers, rows))
 
 
 class ForeignLoad:

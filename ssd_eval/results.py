@@ -135,15 +135,19 @@ def summary_line(result: EvalResult) -> dict[str, Any]:
     }
 
 
+def align_columns(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain text table: a header line, a dashed rule, then one line per row, columns aligned."""
+    table = [headers] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def render_summary(rows: list[dict[str, Any]]) -> str:
     """Plain aligned text table of summary rows."""
     headers = list(rows[0])
-    cells = [[_format(row[h], h) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+    return align_columns(headers, [[_format(row[h], h) for h in headers] for row in rows])
 
 
 def _format(value: Any, header: str) -> str:

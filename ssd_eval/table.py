@@ -17,7 +17,7 @@ from typing import Any
 
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.results import atomic_write_text
+from ssd_eval.results import align_columns, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -384,11 +384,7 @@ def render_csv(rows: list[dict]) -> str:
 
 def render_terminal(rows: list[dict]) -> str:
     """The rows as aligned plain text, one line per row under a header line."""
-    table = [[header for _, header in COLUMNS]] + [_cells(row) for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    return align_columns([header for _, header in COLUMNS], [_cells(row) for row in rows]) + "\n"
 
 
 def _report_images(results_dir: Path) -> list[str]:
