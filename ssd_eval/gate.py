@@ -72,9 +72,10 @@ class Baseline:
     metrics: tuple[MetricRule, ...]
     parent: str | None = None
     max_drop_pct: float | None = None
+    annotations_sha256: str | None = None
 
 
-_TOP_KEYS = ("variant", "protocol", "images", "metrics", "quantized")
+_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "metrics", "quantized")
 _METRIC_KEYS = ("expected", "abs_tol", "rel_tol")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
@@ -98,6 +99,9 @@ def parse_baseline(text: str, source: str) -> Baseline:
     images = data.get("images")
     if not isinstance(images, int) or isinstance(images, bool) or images <= 0:
         raise UserError(f"{source}: images: expected a positive integer, got {images!r}")
+    annotations_sha256 = data.get("annotations_sha256")
+    if annotations_sha256 is not None and not (isinstance(annotations_sha256, str) and len(annotations_sha256) == 64):
+        raise UserError(f"{source}: annotations_sha256: expected 64 hex digits or null, got {annotations_sha256!r}")
     stem = Path(source).stem
     if data["variant"] != stem:
         raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name "
@@ -149,7 +153,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
                             f"got {max_drop!r}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
-                    parent, max_drop)
+                    parent, max_drop, annotations_sha256)
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -250,6 +254,10 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
         f"variant: {_yaml_string(baseline.variant)}",
         f"protocol: {_yaml_string(baseline.protocol)}   # applies only to results with this protocol",
         f"images: {baseline.images}   # ...and this image count",
+    ]
+    if baseline.annotations_sha256:
+        lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
+    lines += [
         "metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed",
     ]
     for rule in baseline.metrics:
@@ -413,6 +421,10 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex) -> list[Check
         if images != baseline.images:
             raise UserError(f"{result['_source']}: {images} images but {baseline.source} "
                             f"applies to {baseline.images} images")
+        annotations = (result["provenance"].get("annotations") or {}).get("sha256")
+        if baseline.annotations_sha256 and annotations != baseline.annotations_sha256:
+            raise UserError(f"{result['_source']}: annotation file sha256 {str(annotations)[:12]} but "
+                            f"{baseline.source} applies to {baseline.annotations_sha256[:12]}")
     except UserError as exc:
         return [Check(variant, "results", "ERROR", str(exc), tuple(notes))]
 
@@ -569,8 +581,10 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
             if drop > drop_limit + FLOAT_SLACK:
                 messages.append(f"warning: {path}: current drop vs {parent} is {drop:.2f}%, above "
                                 f"max_drop_pct {drop_limit:.2f}; the gate will fail")
+    annotations = (result["provenance"].get("annotations") or {}).get("sha256")
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
-                        tuple(rules), parent, drop_limit)
+                        tuple(rules), parent, drop_limit,
+                        annotations if isinstance(annotations, str) and len(annotations) == 64 else None)
     return baseline, messages
 
 

@@ -563,3 +563,23 @@ def test_new_baseline_with_several_protocols_but_no_coco_is_an_input_error(tmp_p
     assert update_baselines(baselines, results) == 2
     assert "ssd-12 has results under protocols" in capsys.readouterr().err
     assert not baselines.exists() or not list(baselines.iterdir())
+
+
+def test_baseline_pins_the_annotation_file(tmp_path, capsys):
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, annotations="a" * 64))
+    assert update_baselines(baselines, results) == 0
+    assert yaml.safe_load((baselines / "ssd-12.yaml").read_text())["annotations_sha256"] == "a" * 64
+    assert run_gate(baselines, results) == 0
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, annotations="b" * 64))
+    capsys.readouterr()
+    assert run_gate(baselines, results) == 2
+    assert "annotation file sha256 bbbbbbbbbbbb" in capsys.readouterr().err
+
+
+def test_malformed_annotations_sha256_in_a_baseline_is_an_input_error(dirs, capsys):
+    baselines, results = dirs
+    path = baselines / "ssd-12.yaml"
+    path.write_text(path.read_text() + "annotations_sha256: nope\n")
+    assert run_gate(baselines, results) == 2
+    assert "annotations_sha256" in capsys.readouterr().err
