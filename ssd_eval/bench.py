@@ -150,9 +150,12 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
         })
     by_variant = {m["variant"]: m for m in models}
     speedups = {}
+    same_setup = ("providers", "intra_op_threads", "inter_op_threads")
     for model in models:
         parent = by_variant.get(model["parent"]) if model["parent"] else None
-        if parent is not None:
+        if parent is not None and any(parent[k] != model[k] for k in same_setup):
+            print(f"({model['variant']}: no speedup vs {parent['variant']}: providers or threads differ)")
+        elif parent is not None:
             speedups[model["variant"]] = {
                 "parent": parent["variant"],
                 "speedup": parent["mean_ms"] / model["mean_ms"],

@@ -244,3 +244,12 @@ def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
     assert scoring["agree"] and scoring["detections"] == 200
     out = capsys.readouterr().out
     assert "ratio" in out and "pipeline growth" in out and "faster-coco-eval" in out
+
+
+def test_no_speedup_between_different_thread_settings(tmp_path, capsys):
+    parent = tiny_config(tmp_path, "tiny")
+    child = tiny_config(tmp_path, "tiny-int8", parent="tiny", seed=1)
+    child.runtime.intra_op_threads = 2
+    report = bench.bench_models([parent, child], warmup=1, iterations=2)
+    assert report["speedups"] == {}
+    assert "threads differ" in capsys.readouterr().out
