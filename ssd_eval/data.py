@@ -37,7 +37,6 @@ class CocoDataset:
     gt: dict[str, Any]
     images: dict[int, ImageRecord]
     category_ids: list[int]
-    category_names: dict[int, str]
     annotated_image_ids: frozenset[int]
     sha256: str
 
@@ -83,7 +82,6 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
         gt=gt,
         images=images,
         category_ids=category_ids,
-        category_names={c["id"]: str(c["name"]) for c in categories},
         annotated_image_ids=annotated,
         sha256=hashlib.sha256(raw).hexdigest(),
     )

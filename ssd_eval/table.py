@@ -167,10 +167,6 @@ def load_results(results_dir: Path) -> list[dict]:
 
 # --------------------------------------------------------------------------- comparability
 
-def _source(result: dict) -> str:
-    return result.get("_source", result.get("variant", "?"))
-
-
 def _provenance(result: dict, dotted_key: str, default: Any = None) -> Any:
     try:
         return _lookup(result.get("provenance", {}), dotted_key)
