@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", help="evaluate slice i of n (e.g. 2/4) and write only its detections")
     run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
     run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress report (default: a bar on a terminal, a line per 10%% in logs)")
     run.set_defaults(handler=cmd_eval)
 
     merge = commands.add_parser("merge", help="score shard outputs together")
@@ -115,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
     result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=False if args.no_progress else True if sys.stderr.isatty() else "lines")
     if result is None:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
               "score all shards with 'ssd-eval merge'")

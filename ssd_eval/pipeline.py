@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,46 @@ def prefetch_images(
                 future.cancel()
 
 
+class ProgressLines:
+    """Progress as an occasional plain line on stderr, for logs where a bar would be one endless line.
+
+    A line is printed every ``every_s`` seconds, and at the end when any was printed before:
+    short runs stay silent.
+    """
+
+    def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None):
+        self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.started = self.last_line = clock()
+        self.printed = False
+
+    def update(self, count: int) -> None:
+        """Count ``count`` more finished images; print a line when one is due."""
+        self.done += count
+        now = self.clock()
+        if now - self.last_line >= self.every_s or (self.done >= self.total and self.printed):
+            self.last_line, self.printed = now, True
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            print(f"{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f} %), "
+                  f"{rate:.2f} img/s, about {_duration(left)} left", file=self.stream, flush=True)
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
               providers: Sequence[str]) -> dict[str, Any]:
     """What determines one image's detections: model, data, preprocessing, postprocessing, providers."""
@@ -140,19 +181,23 @@ def evaluate(
     shard: tuple[int, int] | None = None,
     fresh: bool = False,
     download: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> EvalResult | None:
-    """Evaluate ``config`` and write its results; returns the result (None for a shard)."""
+    """Evaluate ``config`` and write its results; returns the result (None for a shard).
+
+    ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
+    False for none.
+    """
     started = time.perf_counter()
     switches = config.switches()
     out_dir = prepare_out_dir(config.out_dir if shard is None else shard_dir(config.out_dir, shard))
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                                    sha256=config.model.sha256, download_missing=download, progress=progress,
-                                    variant=config.variant if config.model.url else None)
+                                    sha256=config.model.sha256, download_missing=download,
+                                    progress=progress is True, variant=config.variant if config.model.url else None)
     fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
                       download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
-                      progress=progress)
+                      progress=progress is True)
     if switches["resize_backend"] == "opencv":
         preprocess.import_opencv()  # fail before any work when OpenCV is missing
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
@@ -242,7 +287,7 @@ def _provenance(config: Config, model_path: Path, model_sha256: str, dataset: da
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
-                cache: DetectionCache, *, progress: bool) -> list[dict[str, Any]]:
+                cache: DetectionCache, *, progress: bool | str) -> list[dict[str, Any]]:
     """Infer every image in ``todo`` and record its detections in the cache; returns skipped images."""
     if not todo:
         return []
@@ -261,7 +306,10 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                 score_threshold=config.postprocess.score_threshold)
             cache.add(record.id, detections)
 
-    bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
+    if progress == "lines":
+        bar = ProgressLines(len(todo), config.variant)
+    else:
+        bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []
         batch_arrays: list[np.ndarray] = []

@@ -335,3 +335,31 @@ def test_cache_is_not_reused_for_other_images(tmp_path):
     shutil.copytree(SAMPLE / "images", images)
     with pytest.raises(UserError, match="images_dir"):
         evaluate(sample_config("sample", out, ("dataset.images", str(images))), progress=False)
+
+
+def test_progress_lines_for_logs():
+    import io
+
+    from ssd_eval.pipeline import ProgressLines
+
+    now = [0.0]
+    out = io.StringIO()
+    with ProgressLines(100, "ssd-12", every_s=120, clock=lambda: now[0], stream=out) as progress:
+        for _ in range(100):
+            now[0] += 2.0  # 0.5 img/s
+            progress.update(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "ssd-12: 60/100 images (60 %), 0.50 img/s, about 1m20s left"
+    assert lines[-1] == "ssd-12: 100/100 images (100 %), 0.50 img/s, about 0m00s left"
+    assert len(lines) == 2  # at 120 s (image 60), then at the end (200 s)
+
+
+def test_short_runs_print_no_progress_lines():
+    import io
+
+    from ssd_eval.pipeline import ProgressLines
+
+    out = io.StringIO()
+    with ProgressLines(3, "sample", clock=lambda: 0.0, stream=out) as progress:
+        progress.update(3)
+    assert out.getvalue() == ""
