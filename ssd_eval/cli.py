@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
     run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
     run.add_argument("--no-progress", action="store_true",
-                     help="no progress report (default: a bar on a terminal, a line per 10%% in logs)")
+                     help="no progress report (default: a bar on a terminal, a line every 2 minutes in logs)")
     run.set_defaults(handler=cmd_eval)
 
     merge = commands.add_parser("merge", help="score shard outputs together")

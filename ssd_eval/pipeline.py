@@ -231,13 +231,12 @@ def evaluate(
     provenance = _provenance(config, model_path, model_sha256, dataset, detector, evaluated, skipped,
                              detection_count, shard=shard, resumed=resumed, inferred=len(todo) - len(skipped),
                              loop_seconds=loop_seconds)
+    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     if shard is not None:
-        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
         _write_shard_manifest(out_dir, config, shard, evaluated, provenance)
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
                  detection_count, out_dir)
         return None
-    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     result = EvalResult(
         variant=config.variant,
         protocol=config.protocol_label(),
