@@ -10,7 +10,10 @@ PROTOCOL ?=
 BASELINES ?= baselines
 EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 
-.PHONY: venv eval test data models table gate baseline bench bench-harness report sample clean
+# Variants with a published number: those whose config names model.published_protocol.
+PUBLISHED_VARIANTS = $(basename $(notdir $(shell grep -l '^ *published_protocol:' configs/*.yaml)))
+
+.PHONY: venv eval test data models table gate baseline bench bench-harness report sample clean reproduce
 
 venv: $(STAMP)
 
@@ -29,6 +32,14 @@ ifeq ($(MODEL),sample)
 else
 	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(EVAL_ARGS)
 endif
+
+# Every published number under the protocol its source used (downloads when absent), then the table.
+reproduce: $(STAMP)
+	@for variant in $(PUBLISHED_VARIANTS); do \
+	  echo "== $$variant (protocol: published)"; \
+	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --download --set protocol=published $(ARGS) || exit $$?; \
+	done
+	$(PY) -m ssd_eval table
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,19 +23,64 @@ import yaml
 
 from ssd_eval.errors import UserError
 
-# What each named protocol implies for the switches left unset (None) in a config.
+log = logging.getLogger(__name__)
+
+# The 9 classes Intel Neural Compressor's label-space detour drops: their contiguous label
+# (12, 26, 29, 30, 45, 66, 68, 69, 71) is not a COCO category id (docs/PROTOCOLS.md).
+INC_DROPPED_CATEGORIES = ("stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone",
+                          "microwave", "toaster")
+
+# Every protocol switch: its short name -> the config key that holds it. A switch left
+# unset (null) in a config takes the value of the config's protocol.
+SWITCH_KEYS: dict[str, str] = {
+    "resize_backend": "preprocess.resize_backend",
+    "skip_images_without_annotations": "dataset.skip_images_without_annotations",
+    "crowd_as_ground_truth": "metrics.crowd_as_ground_truth",
+    "max_detections": "postprocess.max_detections",
+    "score_threshold": "postprocess.score_threshold",
+    "clip_boxes": "postprocess.clip_boxes",
+    "exclude_categories": "metrics.exclude_categories",
+}
+
+# What each named protocol sets every switch to; sources per cell in docs/PROTOCOLS.md.
 PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+    # The official COCO detection rules.
     "coco": {
         "resize_backend": "pil",
         "skip_images_without_annotations": False,
         "crowd_as_ground_truth": False,
+        "max_detections": 100,
+        "score_threshold": 0.0,
+        "clip_boxes": True,
+        "exclude_categories": [],
     },
-    "reference": {
+    # Intel Neural Compressor's ONNX Runtime SSD example: ssd-12, ssd-12-int8, ssd-12-qdq.
+    "inc": {
         "resize_backend": "opencv",
         "skip_images_without_annotations": True,
         "crowd_as_ground_truth": True,
+        "max_detections": "all",
+        "score_threshold": 0.0,
+        "clip_boxes": False,
+        "exclude_categories": list(INC_DROPPED_CATEGORIES),
+    },
+    # BowenBao/inference's ONNX export of the MLPerf SSD-ResNet34 reference: ssd-10.
+    "mlperf-ssd": {
+        "resize_backend": "pil",
+        "skip_images_without_annotations": True,
+        "crowd_as_ground_truth": False,
+        "max_detections": "all",
+        "score_threshold": 0.0,
+        "clip_boxes": False,
+        "exclude_categories": [],
     },
 }
+
+# Old protocol names and what they mean now.
+PROTOCOL_ALIASES = {"reference": "inc"}
+
+# ``protocol: published`` means the protocol named by the variant's model.published_protocol.
+PUBLISHED = "published"
 
 
 @dataclass
@@ -46,6 +93,10 @@ class ModelConfig:
     sha256: Optional[str] = None
     opset: Optional[int] = None
     published_map: Optional[float] = None
+    # The protocol the published mAP was measured under, and the value its source itself printed
+    # or listed where that differs from the published one (e.g. 0.19578 behind ssd-10's 0.195).
+    published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
+    source_map: Optional[float] = None
     parent: Optional[str] = None
     input_name: Optional[str] = None
     boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
@@ -80,10 +131,11 @@ class PreprocessConfig:
 
 @dataclass
 class PostprocessConfig:
-    """How raw model outputs become COCO results."""
+    """How raw model outputs become COCO results (null switches: the protocol decides)."""
 
-    max_detections: int = 100
-    score_threshold: float = 0.0
+    max_detections: Optional[int | Literal["all"]] = None  # per image, best first; "all": every output
+    score_threshold: Optional[float] = None
+    clip_boxes: Optional[bool] = None  # clip boxes to the image before scoring
     # Explicit COCO category id for contiguous labels 1..K; default: sorted ids of the file.
     label_map: Optional[list[int]] = None
 
@@ -115,6 +167,8 @@ class MetricsConfig:
 
     backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
     crowd_as_ground_truth: Optional[bool] = None
+    # Category names left out of the mean (the mean is over the rest of the file's categories).
+    exclude_categories: Optional[list[str]] = None
 
 
 @dataclass
@@ -131,7 +185,7 @@ class Config:
     """A whole evaluation run."""
 
     variant: str = "custom"
-    protocol: Literal["coco", "reference"] = "coco"
+    protocol: Literal["coco", "inc", "mlperf-ssd", "published", "reference"] = "coco"
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -151,22 +205,23 @@ class Config:
         return Path(text.replace("{protocol}", protocol))
 
     def switches(self) -> dict[str, Any]:
-        """The protocol switches in force (explicit values, else the protocol's preset)."""
+        """Every protocol switch in force (explicit values, else the protocol's preset)."""
         preset = PROTOCOL_PRESETS[self.protocol]
-        explicit = {
-            "resize_backend": self.preprocess.resize_backend,
-            "skip_images_without_annotations": self.dataset.skip_images_without_annotations,
-            "crowd_as_ground_truth": self.metrics.crowd_as_ground_truth,
-        }
-        return {k: (preset[k] if v is None else v) for k, v in explicit.items()}
+        values = {}
+        for name, key in SWITCH_KEYS.items():
+            section, attribute = key.split(".")
+            value = getattr(getattr(self, section), attribute)
+            values[name] = preset[name] if value is None else value
+        return values
 
     def protocol_label(self) -> str:
-        """``coco`` / ``reference`` when the switches match a preset, else e.g. ``reference+resize_backend=pil``."""
+        """The protocol's name when the switches match its preset, else e.g. ``inc+resize_backend=pil``."""
         switches = self.switches()
         for name, preset in PROTOCOL_PRESETS.items():
             if switches == preset:
                 return name
-        differing = [f"{k}={v}" for k, v in switches.items() if PROTOCOL_PRESETS[self.protocol][k] != v]
+        preset = PROTOCOL_PRESETS[self.protocol]
+        differing = [f"{k}={_label_value(v)}" for k, v in switches.items() if preset[k] != v]
         return f"{self.protocol}+" + ",".join(differing)
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +233,31 @@ class Config:
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
         return hash_data(self.to_dict())
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ";".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
+    """``config`` with its protocol named plainly (aliases and ``published`` resolved) and every
+    switch set, so each consumer (preprocess, postprocess, metrics, cache key, shards, table)
+    reads the values in force and none can forget one."""
+    if config.protocol == PUBLISHED:
+        if config.model.published_protocol is None:
+            raise UserError(f"{origin}: protocol 'published' needs model.published_protocol, which variant "
+                            f"{config.variant!r} does not set (it has no published number)")
+        config.protocol = config.model.published_protocol
+    elif config.protocol in PROTOCOL_ALIASES:
+        log.warning("protocol %r is an old name for %r (see docs/PROTOCOLS.md)", config.protocol,
+                    PROTOCOL_ALIASES[config.protocol])
+        config.protocol = PROTOCOL_ALIASES[config.protocol]
+    for name, value in config.switches().items():
+        section, attribute = SWITCH_KEYS[name].split(".")
+        setattr(getattr(config, section), attribute, list(value) if isinstance(value, list) else value)
+    return config
 
 
 def hash_data(data: Any) -> str:
@@ -213,7 +293,7 @@ def config_from_dict(
     origins = origins or {}
     config = _build(Config, data, prefix="", origins=origins, default_origin=default_origin)
     _check_values(config, origins, default_origin)
-    return config
+    return resolve_protocol(config, origins.get("protocol", default_origin))
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -422,12 +502,20 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
     pre = config.preprocess
     if len(pre.input_size) != 2 or min(pre.input_size) <= 0:
         fail("preprocess.input_size", f"must be [height, width] of positive integers, got {pre.input_size}")
-    if len(pre.mean) != 3:
-        fail("preprocess.mean", f"must have 3 values (R, G, B), got {pre.mean}")
-    if len(pre.std) != 3 or min(pre.std) <= 0:
-        fail("preprocess.std", f"must have 3 positive values (R, G, B), got {pre.std}")
-    if config.postprocess.max_detections <= 0:
-        fail("postprocess.max_detections", "must be positive")
+    if len(pre.mean) != 3 or not all(math.isfinite(v) for v in pre.mean):
+        fail("preprocess.mean", f"must have 3 values (R, G, B), all finite, got {pre.mean}")
+    if len(pre.std) != 3 or not all(math.isfinite(v) and v > 0 for v in pre.std):
+        fail("preprocess.std", f"must have 3 finite positive values (R, G, B), got {pre.std}")
+    if not (math.isfinite(pre.scale) and pre.scale > 0):
+        fail("preprocess.scale", f"must be a finite positive number, got {pre.scale}")
+    post = config.postprocess
+    if isinstance(post.max_detections, int) and post.max_detections <= 0:
+        fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
+    if post.score_threshold is not None and not math.isfinite(post.score_threshold):
+        fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
+    excluded = config.metrics.exclude_categories or []
+    if len(set(excluded)) != len(excluded):
+        fail("metrics.exclude_categories", "names a category twice")
     if config.runtime.batch_size <= 0:
         fail("runtime.batch_size", "must be positive")
     if config.dataset.limit is not None and config.dataset.limit <= 0:

@@ -27,6 +27,7 @@ class Scores:
     per_category_ap: dict[str, float]
     pr_curves: dict[str, list[float]]
     warnings: list[str] = field(default_factory=list)
+    categories_averaged: list[str] = field(default_factory=list)  # names the means run over
 
     def named(self) -> dict[str, float]:
         """The 12 stats under their readable names."""
@@ -72,13 +73,16 @@ def score_detections(
     *,
     crowd_as_ground_truth: bool = False,
     backend: str = "pycocotools",
+    exclude_categories: Sequence[str] = (),
     source: str = "detections",
 ) -> Scores:
-    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``."""
+    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``,
+    averaged over the file's categories except those named in ``exclude_categories``."""
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-    category_ids = sorted(int(c["id"]) for c in prepared["categories"])
+    all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    results = checked_copies(detections, image_ids, category_ids, source)
+    category_ids = averaged_category_ids(names, exclude_categories)
+    results = checked_copies(detections, image_ids, all_category_ids, source)
     if not results:
         message = f"{source}: no detections to score; every metric is 0"
         log.warning(message)
@@ -90,8 +94,9 @@ def score_detections(
             per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
             pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
             warnings=[message],
+            categories_averaged=[names[c] for c in category_ids],
         )
-    evaluator = _run_cocoeval(prepared, results, sorted(image_ids), backend)
+    evaluator = _run_cocoeval(prepared, results, sorted(image_ids), category_ids, backend)
     precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, maxDets]
     warnings = []
     if evaluator.stats[0] < 0:
@@ -106,10 +111,26 @@ def score_detections(
             "iou75": _mean_curve(precision[5]),
         },
         warnings=warnings,
+        categories_averaged=[names[c] for c in category_ids],
     )
 
 
-def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], backend: str):
+def averaged_category_ids(names: dict[int, str], exclude_categories: Sequence[str]) -> list[int]:
+    """The category ids a mean runs over: every id of ``names`` (id -> name) whose name is not excluded."""
+    known = set(names.values())
+    unknown = [n for n in exclude_categories if n not in known]
+    if unknown:
+        raise UserError(f"metrics.exclude_categories names {unknown[0]!r}, which is not a category name of the "
+                        "annotation file")
+    excluded = set(exclude_categories)
+    kept = [c for c in sorted(names) if names[c] not in excluded]
+    if not kept:
+        raise UserError("metrics.exclude_categories leaves no category to average over")
+    return kept
+
+
+def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], category_ids: list[int],
+                  backend: str):
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         if backend == "pycocotools":
@@ -131,6 +152,7 @@ def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], bac
         else:
             raise UserError(f"metrics.backend {backend!r} is not one of {', '.join(BACKENDS)}")
         evaluator.params.imgIds = image_ids
+        evaluator.params.catIds = category_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

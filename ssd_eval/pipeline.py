@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as futures
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -53,8 +54,7 @@ class PreprocessParams:
         """The preprocessing a config asks for, with the protocol's resize backend."""
         pre = config.preprocess
         return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
-                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale,
-                   backend=config.switches()["resize_backend"])
+                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend)
 
 
 def default_workers(config: Config) -> int:
@@ -144,10 +144,13 @@ def _duration(seconds: float) -> str:
 
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
               providers: Sequence[str]) -> dict[str, Any]:
-    """What determines one image's detections: model, data, preprocessing, postprocessing, providers."""
-    switches = config.switches()
-    pre = dict(config.preprocess.__dict__, resize_backend=switches["resize_backend"])
-    post = dict(config.postprocess.__dict__, label_map=[int(c) for c in categories[1:]])
+    """What determines one image's detections: model, data, preprocessing, postprocessing, providers.
+
+    The config's protocol is resolved (config.resolve_protocol), so the preprocess and
+    postprocess sections hold every switch in force: a new switch cannot be left out.
+    """
+    pre = dataclasses.asdict(config.preprocess)
+    post = dict(dataclasses.asdict(config.postprocess), label_map=[int(c) for c in categories[1:]])
     return {
         "model_sha256": model_sha256,
         "annotations_sha256": dataset.sha256,
@@ -225,7 +228,7 @@ def evaluate(
         # Scoring comes first, so a failure there leaves the previous results untouched.
         scores = None if shard is not None else score_detections(
             dataset.gt, cache.detections(evaluated), evaluated, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-            backend=config.metrics.backend, source=str(cache_path))
+            backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = _provenance(config, model_path, model_sha256, dataset, detector, evaluated, skipped,
@@ -245,6 +248,8 @@ def evaluate(
         provenance=provenance,
         parent=config.model.parent,
         published_map=config.model.published_map,
+        published_protocol=config.model.published_protocol,
+        source_map=config.model.source_map,
     )
     write_result(result, out_dir)
     return result
@@ -296,13 +301,14 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     depth = config.pipeline.prefetch or 2 * workers * batch_size
     skipped: list[dict[str, Any]] = []
     pending: collections.deque[futures.Future] = collections.deque()
+    post = config.postprocess
 
     def finish(records: list[data.ImageRecord], raws) -> None:
         for record, raw in zip(records, raws):
             detections = postprocess.to_coco_results(
                 raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
-                categories=categories, max_detections=config.postprocess.max_detections,
-                score_threshold=config.postprocess.score_threshold)
+                categories=categories, max_detections=post.max_detections,
+                score_threshold=post.score_threshold, clip_boxes=post.clip_boxes)
             cache.add(record.id, detections)
 
     if progress == "lines":
@@ -460,7 +466,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     detections = [d for i in image_ids for d in by_image[i]]
     scores = score_detections(dataset.gt, detections, image_ids,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                              backend=config.metrics.backend, source="merged shards")
+                              backend=config.metrics.backend, exclude_categories=switches["exclude_categories"],
+                              source="merged shards")
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
@@ -477,7 +484,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     })
     result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
                         scores=scores, provenance=merged, parent=config.model.parent,
-                        published_map=config.model.published_map)
+                        published_map=config.model.published_map,
+                        published_protocol=config.model.published_protocol, source_map=config.model.source_map)
     out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
     write_detections(out_dir / "detections.json", detections)
     write_result(result, out_dir)

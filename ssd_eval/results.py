@@ -26,6 +26,8 @@ class EvalResult:
     provenance: dict[str, Any]
     parent: str | None = None
     published_map: float | None = None
+    published_protocol: str | None = None
+    source_map: float | None = None
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -41,8 +43,11 @@ class EvalResult:
             "variant": self.variant,
             "parent": self.parent,
             "published_map": self.published_map,
+            "published_protocol": self.published_protocol,
+            "source_map": self.source_map,
             "protocol": self.protocol,
             "protocol_switches": self.protocol_switches,
+            "categories_averaged": self.scores.categories_averaged,
             "stats": self.scores.stats,
         }
         document.update(self.scores.named())

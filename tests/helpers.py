@@ -116,7 +116,8 @@ def metrics_document(variant: str, *, mAP: float, AP50: float | None = None, par
                      providers: Sequence[str] = ("CPUExecutionProvider",), cpu: str = "Xeon Platinum 8280",
                      cores: int = 4, intra: int = 0, inter: int = 0, images_per_s: float = 10.0,
                      date: str = "2026-11-25T16:00:00+00:00", model_sha: str = "ab" * 32,
-                     per_category: dict[str, float] | None = None) -> dict:
+                     per_category: dict[str, float] | None = None,
+                     published_protocol: str | None = None) -> dict:
     """A synthetic metrics.json dict following docs/FORMATS.md (schema 1).
 
     AP50 defaults to 1.8 * mAP, image_ids to "ids-<images>". The iou50 curve ends in
@@ -125,6 +126,7 @@ def metrics_document(variant: str, *, mAP: float, AP50: float | None = None, par
     stats = [mAP, mAP * 1.8 if AP50 is None else AP50, mAP * 1.05, 0.05, 0.2, 0.3, 0.2, 0.3, 0.32, 0.1, 0.35, 0.5]
     data = {
         "schema": 1, "variant": variant, "parent": parent, "published_map": published,
+        "published_protocol": published_protocol if published_protocol or published is None else "inc",
         "protocol": protocol,
         "protocol_switches": {"resize_backend": "pil", "skip_images_without_annotations": False,
                               "crowd_as_ground_truth": False},

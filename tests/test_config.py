@@ -231,7 +231,7 @@ def test_section_that_is_not_a_mapping(tmp_path):
 
 
 def test_literal_choice_is_checked(base):
-    with pytest.raises(UserError, match="'coco', 'reference'"):
+    with pytest.raises(UserError, match="'coco', 'inc', 'mlperf-ssd'"):
         load_config(base, ["protocol=standard"])
     with pytest.raises(UserError, match="preprocess.resize_backend"):
         load_config(base, ["preprocess.resize_backend=cv2"])
@@ -322,30 +322,101 @@ def test_config_from_dict_unknown_key():
 # ---------------------------------------------------------------- protocols and output dir
 
 
+COCO_SWITCHES = {"resize_backend": "pil", "skip_images_without_annotations": False, "crowd_as_ground_truth": False,
+                 "max_detections": 100, "score_threshold": 0.0, "clip_boxes": True, "exclude_categories": []}
+INC_DROPPED = ["stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone", "microwave", "toaster"]
+
+
 def test_coco_protocol_switches(base):
     config = load_config(base)
-    assert config.switches() == {"resize_backend": "pil", "skip_images_without_annotations": False,
-                                 "crowd_as_ground_truth": False}
+    assert config.switches() == COCO_SWITCHES
     assert config.protocol_label() == "coco"
 
 
-def test_reference_protocol_switches(base):
-    config = load_config(base, ["protocol=reference"])
+def test_inc_protocol_switches(base):
+    config = load_config(base, ["protocol=inc"])
     assert config.switches() == {"resize_backend": "opencv", "skip_images_without_annotations": True,
-                                 "crowd_as_ground_truth": True}
-    assert config.protocol_label() == "reference"
+                                 "crowd_as_ground_truth": True, "max_detections": "all", "score_threshold": 0.0,
+                                 "clip_boxes": False, "exclude_categories": INC_DROPPED}
+    assert config.protocol_label() == "inc"
+
+
+def test_mlperf_ssd_protocol_switches(base):
+    config = load_config(base, ["protocol=mlperf-ssd"])
+    assert config.switches() == {"resize_backend": "pil", "skip_images_without_annotations": True,
+                                 "crowd_as_ground_truth": False, "max_detections": "all", "score_threshold": 0.0,
+                                 "clip_boxes": False, "exclude_categories": []}
+    assert config.protocol_label() == "mlperf-ssd"
+
+
+def test_protocol_is_resolved_into_the_sections(base):
+    config = load_config(base, ["protocol=inc"])
+    assert config.preprocess.resize_backend == "opencv"
+    assert config.dataset.skip_images_without_annotations is True
+    assert config.postprocess.max_detections == "all"
+    assert config.postprocess.clip_boxes is False
+    assert config.metrics.exclude_categories == INC_DROPPED
+    assert config.to_dict()["postprocess"]["clip_boxes"] is False
+
+
+def test_reference_is_an_alias_of_inc(base, caplog):
+    config = load_config(base, ["protocol=reference"])
+    assert config.protocol == "inc"
+    assert config.protocol_label() == "inc"
+    assert "'reference' is an old name for 'inc'" in caplog.text
+
+
+def test_published_protocol_comes_from_the_model(base):
+    config = load_config(base, ["protocol=published", "model.published_protocol=mlperf-ssd"])
+    assert config.protocol == "mlperf-ssd"
+    assert config.protocol_label() == "mlperf-ssd"
+    with pytest.raises(UserError, match="needs model.published_protocol"):
+        load_config(base, ["protocol=published"])
+
+
+def test_every_zoo_variant_names_its_published_protocol():
+    expected = {"ssd-10": ("mlperf-ssd", 0.195), "ssd-12": ("inc", 0.1898), "ssd-12-int8": ("inc", 0.1892),
+                "ssd-12-qdq": ("inc", 0.1863)}
+    for variant, (protocol, published) in expected.items():
+        config = load_config(Path("configs") / f"{variant}.yaml", ["protocol=published"])
+        assert (config.protocol, config.model.published_map) == (protocol, published)
+    assert load_config(Path("configs/ssd-10.yaml")).model.source_map == 0.19578
 
 
 def test_overriding_one_switch_gives_mixed_label(base):
-    config = load_config(base, ["protocol=reference", "preprocess.resize_backend=pil"])
+    config = load_config(base, ["protocol=inc", "preprocess.resize_backend=pil"])
     assert config.switches()["resize_backend"] == "pil"
     assert config.switches()["crowd_as_ground_truth"] is True
-    assert config.protocol_label() == "reference+resize_backend=pil"
+    assert config.protocol_label() == "inc+resize_backend=pil"
+
+
+@pytest.mark.parametrize("override, label", [
+    ("postprocess.max_detections=all", "coco+max_detections=all"),
+    ("postprocess.max_detections=50", "coco+max_detections=50"),
+    ("postprocess.clip_boxes=false", "coco+clip_boxes=False"),
+    ("postprocess.score_threshold=0.05", "coco+score_threshold=0.05"),
+    ("metrics.exclude_categories=[toaster]", "coco+exclude_categories=[toaster]"),
+])
+def test_each_new_switch_can_be_set_alone(base, override, label):
+    assert load_config(base, [override]).protocol_label() == label
+
+
+@pytest.mark.parametrize("override, key", [
+    ("postprocess.max_detections=0", "postprocess.max_detections"),
+    ("postprocess.max_detections=some", "postprocess.max_detections"),
+    ("postprocess.score_threshold=.nan", "postprocess.score_threshold"),
+    ("preprocess.mean=[0.5, .nan, 0.5]", "preprocess.mean"),
+    ("preprocess.std=[0.5, .inf, 0.5]", "preprocess.std"),
+    ("metrics.exclude_categories=[toaster, toaster]", "metrics.exclude_categories"),
+])
+def test_bad_switch_values_name_the_key(base, override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        load_config(base, [override])
 
 
 def test_explicit_switch_equal_to_preset_keeps_plain_label(base):
-    config = load_config(base, ["protocol=reference", "preprocess.resize_backend=opencv"])
-    assert config.protocol_label() == "reference"
+    config = load_config(base, ["protocol=inc", "preprocess.resize_backend=opencv"])
+    assert config.protocol_label() == "inc"
 
 
 def test_coco_with_one_switch_changed(base):
@@ -353,14 +424,15 @@ def test_coco_with_one_switch_changed(base):
     assert config.protocol_label() == "coco+skip_images_without_annotations=True"
 
 
-def test_out_dir_for_coco_and_reference(base):
+def test_out_dir_for_each_protocol(base):
     assert load_config(base).out_dir == Path("results/ssd-12")
-    assert load_config(base, ["protocol=reference"]).out_dir == Path("results/ssd-12-reference")
+    assert load_config(base, ["protocol=inc"]).out_dir == Path("results/ssd-12-inc")
+    assert load_config(base, ["protocol=mlperf-ssd"]).out_dir == Path("results/ssd-12-mlperf-ssd")
 
 
 def test_out_dir_placeholders(base):
-    config = load_config(base, ["output.dir=out/{variant}/{protocol}", "protocol=reference"])
-    assert config.out_dir == Path("out/ssd-12/reference")
+    config = load_config(base, ["output.dir=out/{variant}/{protocol}", "protocol=inc"])
+    assert config.out_dir == Path("out/ssd-12/inc")
 
 
 # ---------------------------------------------------------------- hashing

@@ -55,7 +55,7 @@ def test_gate_fails_on_a_deliberately_broken_model(sample_results, tmp_path):
 
 def test_gate_refuses_results_of_another_protocol(sample_results, tmp_path):
     results = tmp_path / "results"
-    run = ssd_eval("eval", "--config", "configs/sample.yaml", "--set", "protocol=reference",
+    run = ssd_eval("eval", "--config", "configs/sample.yaml", "--set", "protocol=inc",
                    "--out", str(results / "sample"))
     assert run.returncode == 0, run.stderr
     gate = ssd_eval("gate", "--results", str(results), "--variant", "sample")

@@ -126,10 +126,10 @@ def test_missing_parent_result_is_input_error(dirs, capsys):
 
 def test_protocol_mismatch_is_input_error(dirs, capsys):
     baselines, results = dirs
-    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, protocol="reference"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, protocol="inc"))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 2
     err = capsys.readouterr().err
-    assert "protocol 'reference'" in err and "'coco'" in err
+    assert "protocol 'inc'" in err and "'coco'" in err
 
 
 def test_image_count_mismatch_is_input_error(dirs, capsys):
@@ -274,10 +274,10 @@ def test_update_rewrites_values_and_keeps_tolerances(dirs, capsys):
 
 def test_update_follows_protocol_and_image_count(dirs):
     baselines, results = dirs
-    write_metrics(results, gate_metrics("ssd-12", mAP=0.19, protocol="reference", images=4952))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.19, protocol="inc", images=4952))
     assert update_baselines(baselines, results, variants=["ssd-12"]) == 0
     data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
-    assert (data["protocol"], data["images"]) == ("reference", 4952)
+    assert (data["protocol"], data["images"]) == ("inc", 4952)
     assert run_gate(baselines, results, variants=["ssd-12"]) == 0
 
 
@@ -304,17 +304,17 @@ def test_update_rounds_expected_and_zero_tolerance_still_passes(tmp_path):
     assert run_gate(baselines, results) == 0
 
 
-def test_reference_protocol_results_are_found_in_their_own_folder(tmp_path, capsys):
-    # `make eval MODEL=ssd-12 PROTOCOL=reference` writes results/ssd-12-reference/.
+def test_inc_protocol_results_are_found_in_their_own_folder(tmp_path, capsys):
+    # `make eval MODEL=ssd-12 PROTOCOL=inc` writes results/ssd-12-inc/.
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
-    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: reference"))
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: inc"))
     (baselines / "ssd-12-int8.yaml").write_text(
-        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: reference"))
+        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: inc"))
     for variant, value, parent in (("ssd-12", 0.1898, None), ("ssd-12-int8", 0.1892, "ssd-12")):
         write_metrics(results, gate_metrics(variant, mAP=value - 0.05, parent=parent))  # coco: lower
-        reference = gate_metrics(variant, mAP=value, parent=parent, protocol="reference")
-        path = results / f"{variant}-reference" / "metrics.json"
+        reference = gate_metrics(variant, mAP=value, parent=parent, protocol="inc")
+        path = results / f"{variant}-inc" / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(reference))
     assert run_gate(baselines, results) == 0
@@ -325,26 +325,26 @@ def test_reference_protocol_results_are_found_in_their_own_folder(tmp_path, caps
 # --------------------------------------------------------------------------- which result is gated
 
 def reference_dirs(tmp_path):
-    """(baselines_dir, results_dir): reference-protocol baselines for ssd-12 and ssd-12-int8."""
+    """(baselines_dir, results_dir): inc-protocol baselines for ssd-12 and ssd-12-int8."""
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
-    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: reference"))
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("protocol: coco", "protocol: inc"))
     (baselines / "ssd-12-int8.yaml").write_text(
-        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: reference"))
+        INT8_BASELINE.replace("MAXDROP", "1.0").replace("protocol: coco", "protocol: inc"))
     return baselines, results
 
 
-reference_metrics = partial(gate_metrics, protocol="reference")
+reference_metrics = partial(gate_metrics, protocol="inc")
 
 
 def test_canonical_folder_wins_over_a_stale_copy(tmp_path, capsys):
     baselines, results = reference_dirs(tmp_path)
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-inc")
     # An old good copy sorts first; the canonical folder holds the current, regressed run.
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
                   "archive-2026-10")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1700, parent="ssd-12"),
-                  "ssd-12-int8-reference")
+                  "ssd-12-int8-inc")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 1
     out = capsys.readouterr().out
     assert "FAIL ssd-12-int8 mAP: expected 0.1892, got 0.1700" in out
@@ -355,29 +355,29 @@ def test_canonical_folder_wins_over_a_stale_copy(tmp_path, capsys):
 def test_parent_canonical_folder_wins_over_a_stale_copy(tmp_path, capsys):
     baselines, results = reference_dirs(tmp_path)
     write_metrics(results, reference_metrics("ssd-12", mAP=0.1892), "archive-2026-10")  # drop 0 %
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.1950), "ssd-12-reference")  # drop 2.97 %
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1950), "ssd-12-inc")  # drop 2.97 %
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
-                  "ssd-12-int8-reference")
+                  "ssd-12-int8-inc")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 1
     assert "FAIL ssd-12-int8 drop_pct vs ssd-12: expected <= 1.00%, got 2.97%" in capsys.readouterr().out
 
 
 def test_single_result_outside_the_canonical_folder_is_used_and_named(tmp_path, capsys):
     baselines, results = reference_dirs(tmp_path)
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-inc")
     write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1500, parent="ssd-12"))  # coco: not this one
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"), "run-7")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 0
     out = capsys.readouterr().out
     assert "PASS ssd-12-int8 mAP: expected 0.1892, got 0.1892" in out
     (note,) = [line for line in out.splitlines() if line.startswith("note:")]
-    assert "ssd-12-int8-reference/ missing" in note
+    assert "ssd-12-int8-inc/ missing" in note
     assert f"using {results / 'run-7' / 'metrics.json'}" in note
 
 
 def test_several_results_outside_the_canonical_folder_are_an_input_error(tmp_path, capsys):
     baselines, results = reference_dirs(tmp_path)
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "ssd-12-inc")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"), "run-7")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1500, parent="ssd-12"), "run-8")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
@@ -385,7 +385,7 @@ def test_several_results_outside_the_canonical_folder_are_an_input_error(tmp_pat
     assert "PASS" not in captured.out and "FAIL" not in captured.out
     err = captured.err
     assert err.startswith("ssd-eval gate: error: ")
-    assert "ssd-12-int8-reference/metrics.json: missing" in err
+    assert "ssd-12-int8-inc/metrics.json: missing" in err
     assert str(results / "run-7" / "metrics.json") in err and str(results / "run-8" / "metrics.json") in err
 
 
@@ -394,10 +394,10 @@ def test_several_parent_results_outside_the_canonical_folder_are_an_input_error(
     write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "old-a")
     write_metrics(results, reference_metrics("ssd-12", mAP=0.1892), "old-b")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
-                  "ssd-12-int8-reference")
+                  "ssd-12-int8-inc")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 2
     err = capsys.readouterr().err
-    assert "ssd-12-reference/metrics.json: missing" in err
+    assert "ssd-12-inc/metrics.json: missing" in err
     assert "old-a" in err and "old-b" in err and "parent of ssd-12-int8" in err
 
 
@@ -405,7 +405,7 @@ def test_single_parent_result_outside_the_canonical_folder_is_used_and_named(tmp
     baselines, results = reference_dirs(tmp_path)
     write_metrics(results, reference_metrics("ssd-12", mAP=0.1898), "old-a")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12"),
-                  "ssd-12-int8-reference")
+                  "ssd-12-int8-inc")
     assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 0
     out = capsys.readouterr().out
     assert "PASS ssd-12-int8 drop_pct vs ssd-12" in out
@@ -422,9 +422,9 @@ def test_canonical_folder_holding_another_variant_is_an_input_error(dirs, capsys
 
 @pytest.mark.parametrize("overrides, protocol", [
     ({}, "coco"),
-    ({"protocol": "reference"}, "reference"),
-    ({"protocol": "reference", "preprocess": {"resize_backend": "pil"}},
-     "reference+resize_backend=pil"),
+    ({"protocol": "inc"}, "inc"),
+    ({"protocol": "inc", "preprocess": {"resize_backend": "pil"}},
+     "inc+resize_backend=pil"),
 ])
 def test_canonical_folder_is_where_eval_writes(overrides, protocol):
     from ssd_eval.config import Config, PreprocessConfig
@@ -473,10 +473,10 @@ def test_unwritable_junit_path_is_input_error(dirs, tmp_path, capsys, make_targe
 # --------------------------------------------------------------------------- update: which result
 
 ZOO_INT8 = """\
-# Published ONNX Model Zoo mAP for ssd-12-int8, as a gate for reference-protocol runs.
+# Published ONNX Model Zoo mAP for ssd-12-int8, as a gate for inc-protocol runs.
 # These are the published numbers, not a measurement made here.
 variant: ssd-12-int8
-protocol: reference
+protocol: inc
 images: 4952
 metrics:
   mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}
@@ -492,13 +492,13 @@ def test_update_reads_the_result_under_the_existing_files_protocol(tmp_path, cap
     (baselines / "ssd-12-int8.yaml").write_text(ZOO_INT8)
     write_metrics(results, gate_metrics("ssd-12", mAP=0.15))
     write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.14, parent="ssd-12"))
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.1901, images=4952), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.1901, images=4952), "ssd-12-inc")
     write_metrics(results, reference_metrics("ssd-12-int8", mAP=0.1893, parent="ssd-12", images=4952),
-                  "ssd-12-int8-reference")
+                  "ssd-12-int8-inc")
     assert update_baselines(baselines, results, variants=["ssd-12-int8"]) == 0
     text = (baselines / "ssd-12-int8.yaml").read_text()
     data = yaml.safe_load(text)
-    assert (data["protocol"], data["images"]) == ("reference", 4952)
+    assert (data["protocol"], data["images"]) == ("inc", 4952)
     assert data["metrics"] == {"mAP": {"expected": 0.1893, "abs_tol": 0.002, "rel_tol": None}}
     assert data["quantized"] == {"parent": "ssd-12", "max_drop_pct": 2.0}
     assert text.startswith(ZOO_INT8.split("variant:")[0])  # the comment header is kept
@@ -527,39 +527,39 @@ def test_update_without_a_result_under_the_files_protocol_writes_nothing(tmp_pat
     write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.14, parent="ssd-12"))
     assert update_baselines(baselines, results) == 2
     err = capsys.readouterr().err
-    assert "ssd-12-int8-reference/metrics.json: missing" in err and "PROTOCOL=reference" in err
+    assert "ssd-12-int8-inc/metrics.json: missing" in err and "PROTOCOL=inc" in err
     assert (baselines / "ssd-12-int8.yaml").read_text() == ZOO_INT8
 
 
 def test_update_finds_variants_by_their_metrics_not_their_folder(tmp_path, capsys):
     baselines, results = tmp_path / "baselines", tmp_path / "results"
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-inc")
     assert update_baselines(baselines, results) == 0
     captured = capsys.readouterr()
     assert "warning" not in captured.err and "skipping" not in captured.err
     data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
-    assert (data["variant"], data["protocol"], data["images"]) == ("ssd-12", "reference", 4952)
+    assert (data["variant"], data["protocol"], data["images"]) == ("ssd-12", "inc", 4952)
     assert sorted(p.name for p in baselines.iterdir()) == ["ssd-12.yaml"]
     assert run_gate(baselines, results) == 0
 
 
 def test_new_baseline_with_several_protocols_uses_coco_and_says_so(tmp_path, capsys):
     baselines, results = tmp_path / "baselines", tmp_path / "results"
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-inc")
     write_metrics(results, gate_metrics("ssd-12", mAP=0.17))
     assert update_baselines(baselines, results) == 0
     err = capsys.readouterr().err
     assert "ssd-eval baseline: note: ssd-12 has results under protocols" in err
-    assert "coco" in err and "reference" in err
+    assert "coco" in err and "inc" in err
     data = yaml.safe_load((baselines / "ssd-12.yaml").read_text())
     assert (data["protocol"], data["images"], data["metrics"]["mAP"]["expected"]) == ("coco", 5000, 0.17)
 
 
 def test_new_baseline_with_several_protocols_but_no_coco_is_an_input_error(tmp_path, capsys):
     baselines, results = tmp_path / "baselines", tmp_path / "results"
-    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-reference")
-    mixed = gate_metrics("ssd-12", mAP=0.18, protocol="reference+resize_backend=pil", images=4952)
-    write_metrics(results, mixed, "ssd-12-reference+resize_backend=pil")
+    write_metrics(results, reference_metrics("ssd-12", mAP=0.19, images=4952), "ssd-12-inc")
+    mixed = gate_metrics("ssd-12", mAP=0.18, protocol="inc+resize_backend=pil", images=4952)
+    write_metrics(results, mixed, "ssd-12-inc+resize_backend=pil")
     assert update_baselines(baselines, results) == 2
     assert "ssd-12 has results under protocols" in capsys.readouterr().err
     assert not baselines.exists() or not list(baselines.iterdir())

@@ -254,12 +254,17 @@ def test_process_pool_gives_the_same_result_as_threads(tmp_path):
     assert processes.scores.stats == threads.scores.stats
 
 
-def test_reference_protocol_switches_are_recorded(tmp_path):
-    result = evaluate(sample_config("sample", tmp_path / "ref", ("protocol", "reference")), progress=False)
+def test_inc_protocol_switches_are_recorded(tmp_path):
+    result = evaluate(sample_config("sample", tmp_path / "ref", ("protocol", "inc")), progress=False)
     metrics = json.loads(result.files["metrics"].read_text())
-    assert metrics["protocol"] == "reference"
-    assert metrics["protocol_switches"] == {"resize_backend": "opencv", "skip_images_without_annotations": True,
-                                            "crowd_as_ground_truth": True}
+    assert metrics["protocol"] == "inc"
+    assert metrics["protocol_switches"] == {
+        "resize_backend": "opencv", "skip_images_without_annotations": True, "crowd_as_ground_truth": True,
+        "max_detections": "all", "score_threshold": 0.0, "clip_boxes": False,
+        "exclude_categories": ["stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone",
+                               "microwave", "toaster"]}
+    assert len(metrics["categories_averaged"]) == 71
+    assert "stop sign" not in metrics["categories_averaged"] and "stop sign" not in metrics["per_category_ap"]
     annotations = json.loads((SAMPLE / "annotations.json").read_text())
     annotated = {a["image_id"] for a in annotations["annotations"]}
     assert metrics["provenance"]["images"] == len(annotated) < len(annotations["images"])

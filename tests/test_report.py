@@ -29,7 +29,7 @@ def test_report_writes_pngs_and_links_them(tmp_path):
         per_category={"person": 0.28, "car": 0.21, "toaster": 0.1}))
     # no comparable parent (other protocol): no AP-change chart
     write_metrics(tmp_path, metrics_document("ssd-12-qdq", mAP=0.1863, parent="ssd-12",
-                                        protocol="reference", images=4952))
+                                        protocol="inc", images=4952))
     (tmp_path / "ap_delta_old-variant.png").write_bytes(PNG_SIGNATURE)  # stale
 
     written = write_report(tmp_path)

@@ -29,7 +29,7 @@ def int8(**kw):
     return metrics_document("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892, **kw)
 
 
-REFERENCE_FULL = {"protocol": "reference", "images": 4952, "image_ids": "ids-4952"}
+REFERENCE_FULL = {"protocol": "inc", "images": 4952, "image_ids": "ids-4952"}
 """How the published zoo numbers were measured (delta is filled only for such rows)."""
 
 
@@ -47,7 +47,7 @@ def test_same_protocol_and_images_gives_drop_and_speedup():
     assert row["speedup"] == "3.49x"  # 6.98 / 2.0
     assert row["map"] == "0.1892"
     assert row["published_map"] == "0.1892"
-    assert row["delta"] == "n/a: published under reference protocol, full set"  # coco run
+    assert row["delta"] == "n/a: published under inc protocol, full set"  # coco run
     assert row["protocol"] == "coco"
     assert row["images"] == "5000"
     assert row["provider"] == "CPU"
@@ -66,9 +66,9 @@ def test_drop_ratio_exact_value():
 
 
 def test_different_protocol_is_blank_with_reason():
-    row = row_of(build_rows([fp32(), int8(protocol="reference")]), "ssd-12-int8")
-    assert row["drop_pct"] == "n/a: protocol reference vs coco"
-    assert row["speedup"] == "n/a: protocol reference vs coco"
+    row = row_of(build_rows([fp32(), int8(protocol="inc")]), "ssd-12-int8")
+    assert row["drop_pct"] == "n/a: protocol inc vs coco"
+    assert row["speedup"] == "n/a: protocol inc vs coco"
 
 
 def test_different_image_count_is_blank_with_reason():
@@ -155,12 +155,12 @@ def test_resumed_run_has_no_speedup():
 
 
 def test_parent_chosen_under_the_same_protocol():
-    reference_parent = fp32(protocol="reference", images=4952, image_ids="ids-4952")
+    reference_parent = fp32(protocol="inc", images=4952, image_ids="ids-4952")
     reference_parent["mAP"] = 0.19
-    results = [fp32(), reference_parent, int8(protocol="reference", images=4952,
+    results = [fp32(), reference_parent, int8(protocol="inc", images=4952,
                                               image_ids="ids-4952")]
     row = build_rows(results)[2]
-    assert row["protocol"] == "reference"
+    assert row["protocol"] == "inc"
     assert row["drop_pct"] == "0.42"  # (0.19 - 0.1892) / 0.19 * 100 = 0.421
 
 
@@ -179,16 +179,16 @@ def test_delta_is_signed_measured_minus_published():
 
 
 def test_delta_only_under_the_published_protocol_on_the_full_set():
-    # The published zoo numbers: reference protocol, all 4952 annotated val2017 images.
+    # The published zoo numbers: inc protocol, all 4952 annotated val2017 images.
     assert row_of(build_rows([int8(**REFERENCE_FULL)]), "ssd-12-int8")["delta"] == "+0.0000"
     coco_small = int8(images=50, image_ids="ids-50")
     coco_small["provenance"]["limit"] = 50
     assert (row_of(build_rows([coco_small]), "ssd-12-int8")["delta"]
-            == "n/a: published under reference protocol, full set")
-    mixed = int8(protocol="reference+resize_backend=pil", images=4952, image_ids="ids-4952")
+            == "n/a: published under inc protocol, full set")
+    mixed = int8(protocol="inc+resize_backend=pil", images=4952, image_ids="ids-4952")
     assert (row_of(build_rows([mixed]), "ssd-12-int8")["delta"]
-            == "n/a: published under reference protocol, full set")
-    limited = int8(protocol="reference", images=50, image_ids="ids-50")
+            == "n/a: published under inc protocol, full set")
+    limited = int8(protocol="inc", images=50, image_ids="ids-50")
     limited["provenance"]["limit"] = 50
     assert (row_of(build_rows([limited]), "ssd-12-int8")["delta"]
             == "n/a: limited run (--limit 50); published over the full set")
@@ -200,19 +200,19 @@ def test_table_md_header_explains_when_delta_is_filled(tmp_path):
     write_metrics(tmp_path, fp32())
     write_table(tmp_path, quiet=True)
     header = (tmp_path / "TABLE.md").read_text().split("| variant |")[0]
-    assert "only for `reference` protocol runs over the full set" in header
+    assert "filled only for runs under the protocol the published\n  value was measured with, over the full set" in header
 
 
 # --------------------------------------------------------------------------- rendering
 
 def test_csv_content():
-    text = render_csv(build_rows([fp32(), int8(protocol="reference")]))
+    text = render_csv(build_rows([fp32(), int8(protocol="inc")]))
     records = list(csv.DictReader(io.StringIO(text)))
     assert list(records[0]) == ["variant", "protocol", "images", "map", "published_map", "delta",
                                 "drop_pct", "images_per_s", "speedup", "provider", "date",
                                 "model_sha256"]
     assert records[0]["variant"] == "ssd-12" and records[0]["map"] == "0.1898"
-    assert records[1]["drop_pct"] == "n/a: protocol reference vs coco"
+    assert records[1]["drop_pct"] == "n/a: protocol inc vs coco"
     assert records[1]["images_per_s"] == "6.98"
 
 
@@ -221,7 +221,7 @@ def test_markdown_content():
     lines = text.splitlines()
     assert lines[0].startswith("| variant | protocol | images | mAP | published mAP | delta |")
     assert set(lines[1]) <= {"|", "-"}
-    assert lines[3].startswith("| ssd-12-int8 | reference | 4952 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
+    assert lines[3].startswith("| ssd-12-int8 | inc | 4952 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
     assert "3.49x" in lines[3]
     assert len(lines) == 4
 
