@@ -92,6 +92,47 @@ def fixed_detector(path: Path, boxes: Sequence[Sequence[float]], labels: Sequenc
     return path
 
 
+def lookup_detector(path: Path, fingerprints: Sequence[float], boxes: np.ndarray, labels: np.ndarray,
+                    scores: np.ndarray, *, input_hw: tuple[int, int]) -> Path:
+    """An SSD-shaped ONNX model that recognizes each image by the mean of its input tensor and
+    returns that image's row of ``boxes`` (I, N, 4), ``labels`` (I, N) and ``scores`` (I, N).
+
+    ``fingerprints[i]`` is the input mean of image i under the preprocessing the run will use.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    count = boxes.shape[1]
+    init = [
+        numpy_helper.from_array(np.asarray(fingerprints, dtype=np.float32), "fingerprints"),
+        numpy_helper.from_array(np.asarray(boxes, dtype=np.float32), "table_boxes"),
+        numpy_helper.from_array(np.asarray(labels, dtype=np.int64), "table_labels"),
+        numpy_helper.from_array(np.asarray(scores, dtype=np.float32), "table_scores"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),  # (1,)
+        helper.make_node("Sub", ["fingerprints", "mean"], ["difference"]),
+        helper.make_node("Abs", ["difference"], ["distance"]),
+        helper.make_node("ArgMin", ["distance"], ["row"], axis=0, keepdims=1),  # (1,)
+        helper.make_node("Gather", ["table_boxes", "row"], ["bboxes"], axis=0),
+        helper.make_node("Gather", ["table_labels", "row"], ["labels"], axis=0),
+        helper.make_node("Gather", ["table_scores", "row"], ["scores"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "lookup_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *input_hw])],
+        [helper.make_tensor_value_info("bboxes", TensorProto.FLOAT, [1, count, 4]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [1, count]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, count])],
+        init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def config_dict(model: Path, annotations: Path, images: Path, out: Path, **sections) -> dict:
     """A plain config mapping for the Python API, with small, fast settings."""
     data = {
