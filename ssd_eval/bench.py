@@ -6,13 +6,14 @@ interleaved, with the speedup of each quantized variant over its fp32 parent.
 ``bench_harness``: the harness itself, on synthetic data generated on the fly:
 (a) end-to-end evaluation throughput against a bare ``session.run`` loop,
 (b) peak memory at a small and a ten-times larger image count,
-(c) scoring time of pycocotools against faster-coco-eval, with agreement of the stats.
+(c) scoring time of every installed metrics backend against pycocotools, with agreement of the stats.
 
 Numbers are never asserted in tests; they are printed and returned.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -524,13 +525,23 @@ def synthetic_scoring_case(images: int, detections_per_image: int = 100, *,
 # =========================================================================== harness
 
 
+def installed_backends() -> list[str]:
+    """The metrics backends (metrics.BACKENDS) importable here, pycocotools first."""
+    from ssd_eval.metrics import BACKENDS
+
+    return [name for name, backend in BACKENDS.items() if importlib.util.find_spec(backend.module) is not None]
+
+
 def compare_scoring_backends(gt: dict[str, Any], detections: Sequence[dict], image_ids: Sequence[int],
-                             *, backends: Sequence[str] = ("pycocotools", "faster-coco-eval")) -> dict[str, Any]:
-    """Score the same detections with each backend: seconds, the 12 stats, and whether they agree.
+                             *, backends: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score the same detections with each backend (default: every installed one): seconds,
+    the 12 stats, and whether they agree.
 
     ``agree`` is true when every stat matches the first backend's within 1e-9.
     """
     from ssd_eval.metrics import score_detections
+
+    backends = list(backends or installed_backends())
 
     runs = {}
     for backend in backends:
@@ -587,8 +598,10 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     report["total_seconds"] = time.perf_counter() - started
     print(f"== summary: throughput ratio {report['throughput']['ratio']:.3f} "
           f"({_verdict(report['throughput']['pass'])}), memory growth "
-          f"{100 * report['memory']['growth']:.1f} % ({_verdict(report['memory']['pass'])}), scoring speedup "
-          f"{report['scoring']['speedup']:.1f}x (stats {'agree' if report['scoring']['agree'] else 'DIFFER'}); "
+          f"{100 * report['memory']['growth']:.1f} % ({_verdict(report['memory']['pass'])}), scoring "
+          + ", ".join(f"{name} {speedup:.1f}x" for name, speedup in report['scoring']['speedup'].items()
+                      if name != "pycocotools")
+          + f" pycocotools (stats {'agree' if report['scoring']['agree'] else 'DIFFER'}); "
           f"{report['total_seconds']:.0f} s")
     if results_path is not None:
         written = atomic_write_json(results_path, report)
@@ -736,7 +749,6 @@ print(json.dumps({"maxrss_kb": after, "maxrss_before_kb": before, "source": sour
 
 # What the memory section measures: the image pipeline alone (the target), then whole runs
 # whose scoring step necessarily holds every detection (reported, per backend).
-MEMORY_MODES = (("pipeline", None), ("pycocotools", "pycocotools"), ("faster-coco-eval", "faster-coco-eval"))
 
 
 def bench_memory(directory: Path, *, sizes: tuple[int, int], spec: DetectorSpec = CHEAP_DETECTOR) -> dict[str, Any]:
@@ -753,7 +765,7 @@ def bench_memory(directory: Path, *, sizes: tuple[int, int], spec: DetectorSpec 
     model_path = write_synthetic_detector(directory / "detector.onnx", spec)
     annotations, image_dir = write_synthetic_coco(directory / "coco", large, seed=2)
     modes: dict[str, Any] = {}
-    for mode, backend in MEMORY_MODES:
+    for mode, backend in [("pipeline", None)] + [(name, name) for name in installed_backends()]:
         runs = []
         for count in sizes:
             config = harness_config(model_path, annotations, image_dir, directory / f"out-{mode}-{count}",
@@ -810,28 +822,28 @@ def measure_peak_rss(config: Config, *, score: bool = True) -> dict[str, Any]:
 
 
 def bench_scoring(*, images: int, detections_per_image: int = 100, seed: int = 0) -> dict[str, Any]:
-    """Section (c): pycocotools vs faster-coco-eval on the same synthetic detections."""
-    print(f"-- (c) scoring: {images} images, {images * detections_per_image} detections, pycocotools vs "
-          "faster-coco-eval")
+    """Section (c): every installed metrics backend on the same synthetic detections, timed side by
+    side, with each one's speedup over pycocotools and whether the 12 stats agree."""
+    backends = installed_backends()
+    print(f"-- (c) scoring: {images} images, {images * detections_per_image} detections, "
+          + " vs ".join(backends))
     gt, detections, image_ids = synthetic_scoring_case(images, detections_per_image, seed=seed)
-    compared = compare_scoring_backends(gt, detections, image_ids)
-    slow = compared["backends"]["pycocotools"]["seconds"]
-    fast = compared["backends"]["faster-coco-eval"]["seconds"]
+    compared = compare_scoring_backends(gt, detections, image_ids, backends=backends)
+    reference = compared["backends"]["pycocotools"]["seconds"]
     section = {
         "images": images,
         "detections": len(detections),
-        "pycocotools_seconds": slow,
-        "faster_coco_eval_seconds": fast,
-        "speedup": slow / fast,
+        "seconds": {name: run["seconds"] for name, run in compared["backends"].items()},
+        "speedup": {name: reference / run["seconds"] for name, run in compared["backends"].items()},
         "max_stat_difference": compared["max_stat_difference"],
         "agree": compared["agree"],
         "stats": compared["backends"]["pycocotools"]["stats"],
     }
-    print(f"   pycocotools      : {slow:.2f} s")
-    print(f"   faster-coco-eval : {fast:.2f} s")
-    print(f"   speedup {section['speedup']:.2f}x; 12 stats agree within {STATS_TOLERANCE:g}: "
-          f"{'yes' if section['agree'] else 'NO'} (max difference {section['max_stat_difference']:.3g}); "
-          f"mAP {section['stats'][0]:.4f}")
+    width = max(len(name) for name in backends)
+    for name in backends:
+        print(f"   {name:{width}s} : {section['seconds'][name]:7.2f} s  ({section['speedup'][name]:.1f}x pycocotools)")
+    print(f"   12 stats agree within {STATS_TOLERANCE:g}: {'yes' if section['agree'] else 'NO'} "
+          f"(max difference {section['max_stat_difference']:.3g}); mAP {section['stats'][0]:.4f}")
     return section
 
 

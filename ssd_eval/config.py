@@ -165,7 +165,7 @@ class PipelineConfig:
 class MetricsConfig:
     """How detections are scored."""
 
-    backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
+    backend: str = "pycocotools"  # a name of metrics.BACKENDS
     crowd_as_ground_truth: Optional[bool] = None
     # Category names left out of the mean (the mean is over the rest of the file's categories).
     exclude_categories: Optional[list[str]] = None
@@ -513,6 +513,11 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
     if post.score_threshold is not None and not math.isfinite(post.score_threshold):
         fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
+    from ssd_eval.metrics import BACKENDS  # the registry lives with the scoring code
+
+    if config.metrics.backend not in BACKENDS:
+        fail("metrics.backend", f"must be one of {', '.join(repr(b) for b in BACKENDS)}, "
+                                f"got {config.metrics.backend!r}")
     excluded = config.metrics.exclude_categories or []
     if len(set(excluded)) != len(excluded):
         fail("metrics.exclude_categories", "names a category twice")

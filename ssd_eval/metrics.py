@@ -1,4 +1,4 @@
-"""Score COCO results against ground truth with pycocotools (or faster-coco-eval)."""
+"""Score COCO results against ground truth with pycocotools (or another backend of BACKENDS)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -16,7 +16,51 @@ from ssd_eval.errors import UserError
 log = logging.getLogger(__name__)
 
 STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-BACKENDS = ("pycocotools", "faster-coco-eval")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A COCO bbox scoring library: its PyPI name, the extra that installs it, and how to build
+    a COCOeval-like evaluator (evaluate / accumulate / summarize, ``params``, ``eval``, ``stats``)
+    from prepared ground truth and result dicts."""
+
+    name: str
+    package: str  # on PyPI
+    module: str  # to import
+    extra: str | None  # pip install -e '.[extra]'
+    make_evaluator: Callable[[dict, list[dict]], Any]
+
+
+def _pycocotools_evaluator(prepared: dict, results: list[dict]) -> Any:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ground_truth = COCO()
+    ground_truth.dataset = prepared  # fresh annotation dicts already; pycocotools only reads them
+    ground_truth.createIndex()
+    return COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+
+
+def _faster_coco_eval_evaluator(prepared: dict, results: list[dict]) -> Any:
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    ground_truth = COCO(copy.deepcopy(prepared))
+    return COCOeval_faster(ground_truth, ground_truth.loadRes(results), "bbox")
+
+
+def _hotcoco_evaluator(prepared: dict, results: list[dict]) -> Any:
+    import hotcoco
+
+    ground_truth = hotcoco.COCO(copy.deepcopy(prepared))
+    return hotcoco.COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    Backend("pycocotools", "pycocotools", "pycocotools", None, _pycocotools_evaluator),
+    Backend("faster-coco-eval", "faster-coco-eval", "faster_coco_eval", "fast", _faster_coco_eval_evaluator),
+    Backend("hotcoco", "hotcoco", "hotcoco", "hotcoco", _hotcoco_evaluator),
+)}
+"""Every scoring backend by its ``metrics.backend`` name; pycocotools is the reference."""
 
 
 @dataclass
@@ -130,27 +174,17 @@ def averaged_category_ids(names: dict[int, str], exclude_categories: Sequence[st
 
 
 def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], category_ids: list[int],
-                  backend: str):
+                  backend_name: str):
+    backend = BACKENDS.get(backend_name)
+    if backend is None:
+        raise UserError(f"metrics.backend {backend_name!r} is not one of {', '.join(BACKENDS)}")
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
-        if backend == "pycocotools":
-            from pycocotools.coco import COCO
-            from pycocotools.cocoeval import COCOeval
-
-            ground_truth = COCO()
-            ground_truth.dataset = prepared  # fresh annotation dicts already; pycocotools only reads them
-            ground_truth.createIndex()
-            evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
-        elif backend == "faster-coco-eval":
-            try:
-                from faster_coco_eval import COCO, COCOeval_faster
-            except ImportError:
-                raise UserError("metrics.backend 'faster-coco-eval' is not installed: "
-                                "pip install -e '.[fast]' (or set metrics.backend: pycocotools)") from None
-            ground_truth = COCO(copy.deepcopy(prepared))
-            evaluator = COCOeval_faster(ground_truth, ground_truth.loadRes(results), "bbox")
-        else:
-            raise UserError(f"metrics.backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        try:
+            evaluator = backend.make_evaluator(prepared, results)
+        except ImportError:
+            raise UserError(f"metrics.backend {backend.name!r} is not installed: pip install -e '.[{backend.extra}]' "
+                            "(or set metrics.backend: pycocotools)") from None
         evaluator.params.imgIds = image_ids
         evaluator.params.catIds = category_ids
         evaluator.evaluate()
@@ -161,7 +195,7 @@ def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], cat
 
 
 def _recall_points() -> list[float]:
-    return [round(r, 2) for r in np.linspace(0.0, 1.0, 101)]
+    return [round(float(r), 2) for r in np.linspace(0.0, 1.0, 101)]
 
 
 def _mean_curve(precision: np.ndarray) -> list[float]:

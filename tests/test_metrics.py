@@ -10,7 +10,7 @@ from helpers import config_dict, fixed_detector, write_coco
 
 import ssd_eval
 from ssd_eval.errors import UserError
-from ssd_eval.metrics import STAT_NAMES, score_detections
+from ssd_eval.metrics import BACKENDS, STAT_NAMES, score_detections
 
 # One 200x100 image with one "car" (id 3 = contiguous label 2) at pixels [20, 10, 80, 40] (xywh).
 IMAGE = {"id": 7, "width": 200, "height": 100}
@@ -209,21 +209,27 @@ def synthetic_case(images: int, per_image: int, seed: int = 0):
     return gt, detections
 
 
-def test_faster_coco_eval_gives_the_same_stats_on_a_synthetic_large_case():
-    pytest.importorskip("faster_coco_eval")
+ALTERNATIVE_BACKENDS = [name for name in BACKENDS if name != "pycocotools"]
+
+
+@pytest.mark.parametrize("backend", ALTERNATIVE_BACKENDS)
+def test_alternative_backend_gives_the_same_stats_on_a_synthetic_large_case(backend):
+    pytest.importorskip(BACKENDS[backend].module)
     gt, detections = synthetic_case(images=400, per_image=40)
     image_ids = [i["id"] for i in gt["images"]]
     reference = score_detections(gt, detections, image_ids, backend="pycocotools")
-    fast = score_detections(gt, detections, image_ids, backend="faster-coco-eval")
+    other = score_detections(gt, detections, image_ids, backend=backend)
     assert len(detections) > 15000
     assert 0.05 < reference.stats[0] < 0.95
-    assert fast.stats == pytest.approx(reference.stats, abs=1e-9)
-    for name, value in reference.per_category_ap.items():
-        assert fast.per_category_ap[name] == pytest.approx(value, abs=1e-9)
+    assert other.stats == pytest.approx(reference.stats, abs=1e-9)
+    assert other.per_category_ap == pytest.approx(reference.per_category_ap, abs=1e-9)
+    for curve, values in reference.pr_curves.items():
+        assert other.pr_curves[curve] == pytest.approx(values, abs=1e-9)
 
 
-def test_faster_coco_eval_gives_the_same_stats_on_the_sample(tmp_path):
-    pytest.importorskip("faster_coco_eval")
+@pytest.mark.parametrize("backend", ALTERNATIVE_BACKENDS)
+def test_alternative_backend_gives_the_same_stats_on_the_sample(tmp_path, backend):
+    pytest.importorskip(BACKENDS[backend].module)
     from pathlib import Path
 
     from ssd_eval.config import load_config
@@ -231,23 +237,34 @@ def test_faster_coco_eval_gives_the_same_stats_on_the_sample(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     results = {}
-    for backend in ("pycocotools", "faster-coco-eval"):
+    for name in ("pycocotools", backend):
         config = load_config(repo / "configs" / "sample.yaml", [
             ("dataset.annotations", str(repo / "data/sample/annotations.json")),
             ("dataset.images", str(repo / "data/sample/images")),
             ("model.path", str(repo / "data/sample/models/sample.onnx")),
-            ("output.dir", str(tmp_path / backend)), ("metrics.backend", backend)])
-        results[backend] = evaluate(config, progress=False)
-    assert results["faster-coco-eval"].scores.stats == pytest.approx(results["pycocotools"].scores.stats, abs=1e-9)
-    assert results["faster-coco-eval"].provenance["metrics_backend"] == "faster-coco-eval"
+            ("output.dir", str(tmp_path / name)), ("metrics.backend", name)])
+        results[name] = evaluate(config, progress=False)
+    assert results[backend].scores.stats == pytest.approx(results["pycocotools"].scores.stats, abs=1e-9)
+    assert results[backend].scores.per_category_ap == pytest.approx(
+        results["pycocotools"].scores.per_category_ap, abs=1e-9)
+    assert results[backend].provenance["metrics_backend"] == backend
 
 
-def test_missing_faster_coco_eval_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "faster_coco_eval", None)
+@pytest.mark.parametrize("backend", ALTERNATIVE_BACKENDS)
+def test_missing_backend_is_a_clear_error(monkeypatch, backend):
+    monkeypatch.setitem(__import__("sys").modules, BACKENDS[backend].module, None)
     gt = ground_truth()
     detection = {"image_id": 7, "category_id": 3, "bbox": [20, 10, 80, 40], "score": 0.9}
-    with pytest.raises(UserError, match=r"\.\[fast\]"):
-        score_detections(gt, [detection], [7], backend="faster-coco-eval")
+    with pytest.raises(UserError, match=rf"\.\[{BACKENDS[backend].extra}\]"):
+        score_detections(gt, [detection], [7], backend=backend)
+
+
+def test_unknown_backend_is_refused_at_config_load():
+    from ssd_eval.config import config_from_dict
+
+    with pytest.raises(UserError, match="metrics.backend"):
+        config_from_dict({"model": {"path": "m"}, "dataset": {"annotations": "a", "images": "i"},
+                          "metrics": {"backend": "cocoapi"}})
 
 
 def test_empty_results_mark_categories_without_ground_truth():

@@ -21,6 +21,7 @@ from helpers import lookup_detector
 from PIL import Image
 
 from ssd_eval.config import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, config_from_dict
+from ssd_eval.metrics import BACKENDS, score_detections
 from ssd_eval.pipeline import evaluate
 from ssd_eval.preprocess import preprocess
 
@@ -225,7 +226,9 @@ def cli_runs(case, tmp_path_factory):
                       "--no-progress")
         assert run.returncode == 0, run.stderr
         name = "lookup" if protocol == "coco" else f"lookup-{protocol}"
-        runs[protocol] = (run, json.loads((folder / "results" / name / "metrics.json").read_text()))
+        metrics = json.loads((folder / "results" / name / "metrics.json").read_text())
+        metrics["_detections"] = str(folder / "results" / name / "detections.json")
+        runs[protocol] = (run, metrics)
     return runs
 
 
@@ -290,3 +293,22 @@ def test_resize_backend_matches_an_independent_resize(coco_subset, backend):
     other = preprocess(rgb, size_hw=(100, 120), mean=mean, std=std, scale=1 / 255,
                        backend="opencv" if backend == "pil" else "pil")
     assert np.abs(other - tensor).max() > 0.1
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "pycocotools"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOL_PRESETS))
+def test_alternative_backends_match_pycocotools_under_each_protocol(case, cli_runs, protocol, backend):
+    """Crowd as ignore and as ground truth, empty images skipped or kept, capped and uncapped
+    detections, 80 and 71 categories: every backend must give pycocotools' numbers."""
+    pytest.importorskip(BACKENDS[backend].module)
+    _, metrics = cli_runs[protocol]
+    switches = metrics["protocol_switches"]
+    detections = json.loads(Path(metrics["_detections"]).read_text())
+    gt = case[4]
+    annotated = {a["image_id"] for a in gt["annotations"]}
+    image_ids = sorted(i["id"] for i in gt["images"]
+                       if i["id"] in annotated or not switches["skip_images_without_annotations"])
+    scores = score_detections(gt, detections, image_ids, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                              exclude_categories=switches["exclude_categories"], backend=backend)
+    assert scores.stats == pytest.approx(metrics["stats"], abs=1e-9)
+    assert scores.per_category_ap == pytest.approx(metrics["per_category_ap"], abs=1e-9)
