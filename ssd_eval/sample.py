@@ -17,9 +17,13 @@ non-maximum suppression and a top-N over (class, anchor) pairs finish it, as
 in SSD. Its detections therefore depend on the pixels, and its mAP on the
 sample is well away from both 0 and 1 (about 0.53 with pycocotools).
 
+The int8 variants quantize the first block average by hand, with standard ONNX
+operators and scales chosen so that no value is ever rounded at a tie: they
+give the same detections on every CPU (see "quantization" below).
+
 Run ``python -m ssd_eval.sample --out data/sample`` to regenerate. The output is
-byte-for-byte deterministic for fixed versions of numpy, pillow, onnx and
-onnxruntime (recorded in ``MANIFEST.json``).
+byte-for-byte deterministic for fixed versions of numpy, pillow and onnx
+(recorded in ``MANIFEST.json``, with onnxruntime's).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import hashlib
 import json
 import math
 import sys
-import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Sequence
@@ -337,22 +341,6 @@ def _normalize_rgb(rgb: Sequence[float]) -> np.ndarray:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _calibration_input(path: Path) -> np.ndarray:
-    """One image file as detector input, float32 [1, 3, 1200, 1200].
-
-    The zoo README's preprocessing (RGB, PIL bilinear resize to 1200x1200,
-    /255, mean/std, NCHW), kept here so calibration does not depend on the
-    harness's own preprocessing module.
-    """
-    with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
-    pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
-    pixels = (pixels - np.asarray(NORMALIZE_MEAN, dtype=np.float32)) / np.asarray(
-        NORMALIZE_STD, dtype=np.float32
-    )
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis])
 
 
 # --------------------------------------------------------------------------- images
@@ -769,102 +757,210 @@ def write_model(model: "onnx.ModelProto", path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- quantization
+#
+# The quantized variants are built by hand from standard ONNX operators, so that
+# every CPU onnxruntime runs on (and onnx's reference evaluator) gives the same
+# detections. They quantize the detector's first node, the BLOCK x BLOCK average
+# of the normalized image; the rest of the graph is the fp32 detector's:
+#
+#   image -> QuantizeLinear (uint8, scale s, a power of two)
+#         -> depthwise 50x50 / stride 50 convolution, int8 weights all 1 (scale 2^-11)
+#         -> requantize to uint8 with scale s * 2^-11 * N, N odd
+#         -> DequantizeLinear -> Mul (2^11 / 2500) -> block_colours
+#
+# QOperator writes the convolution as QLinearConv; QDQ as QuantizeLinear /
+# DequantizeLinear pairs around a float Conv (onnxruntime fuses it into QLinearConv
+# at graph optimization "all"). Where CPU instruction sets could disagree, they cannot:
+# - input rounding: s is a power of two, so x / s is exact in float32 whether it is
+#   computed by division or by multiplying with 1/s; and no normalized input value
+#   (all 256 levels of each channel, computed in float64 or in float32) lies within
+#   MIN_INPUT_TIE_MARGIN of a .5 rounding tie;
+# - accumulation: weight 1 keeps u8 x s8 pair sums at most 510 (no int16
+#   saturation on CPUs without VNNI); a float Conv over dequantized values is exact,
+#   since every partial sum is an integer multiple of s * 2^-11 below 2^24 of them;
+# - requantization: the accumulator is an integer and N odd, so acc / N is never
+#   closer than 1 / (2N) to a tie, about 20 times float32's error on acc * (1 / N).
+# onnxruntime's own quantize_static used com.microsoft contrib operators whose
+# rounding differs between AVX2, AVX-512 and VNNI kernels; these models use none.
+
+QUANT_WEIGHT_SCALE = 2.0**-11  # an int8 weight of 1 stands for 2^-11, about 1 / (BLOCK * BLOCK)
+MIN_INPUT_TIE_MARGIN = 1e-3  # least distance of x / s from a .5 tie, in quantized units
+# N per variant: the requantized block sum's step, in accumulator units (the block
+# mean's step is N / 2500 input steps). Odd, so that no block sum is a rounding tie.
+# Chosen for a small, visible drop that differs between the two: on the sample,
+# 8501 costs 1.6 % of the fp32 mAP and 5001 0.5 % (finer N, e.g. 2501, cost nothing).
+QUANT_OUTPUT_STEPS = MappingProxyType({"int8": 8501, "qdq": 5001})
+QUANT_FORMATS = MappingProxyType({"int8": "QOperator", "qdq": "QDQ"})
 
 
-class _SampleImageReader:
-    """Calibration data: the sample images in sorted file order, each once."""
+@dataclass(frozen=True)
+class QuantParams:
+    """The quantized sample detectors' parameters (all float32-exact)."""
 
-    def __init__(self, image_paths: Sequence[Path]):
-        self._paths = list(image_paths)
-        self._position = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._position >= len(self._paths):
-            return None
-        path = self._paths[self._position]
-        self._position += 1
-        return {INPUT_NAME: _calibration_input(path)}
-
-    def __len__(self) -> int:
-        return len(self._paths)
+    input_scale: float
+    input_zero_point: int  # uint8
+    input_tie_margin: float  # least distance of any normalized level / input_scale from a .5 tie
+    weight_scale: float
+    output_steps: int  # N (odd): output_scale = input_scale * weight_scale * N
+    output_scale: float
+    output_zero_point: int  # uint8
+    mean_factor: float  # float Mul after DequantizeLinear: 1 / (BLOCK * BLOCK * weight_scale)
 
 
-def _round_outward(value: float, digits: int) -> tuple[float, float]:
-    """(down, up): ``value`` rounded to ``digits`` significant digits both ways."""
-    if value == 0.0 or not math.isfinite(value):
-        return value, value
-    exponent = math.floor(math.log10(abs(value))) - (digits - 1)
-    step = 10.0**exponent
-    return math.floor(value / step) * step, math.ceil(value / step) * step
+def normalized_levels() -> np.ndarray:
+    """Every float32 value a normalized input pixel can take, sorted and unique.
 
-
-def _check_quantization_support() -> None:
-    """Raise UserError unless onnxruntime can quantize from a calibration cache."""
-    import inspect  # noqa: PLC0415
-
-    import onnxruntime  # noqa: PLC0415
-    from onnxruntime.quantization import calibrate, quantize_static  # noqa: PLC0415
-
-    if not hasattr(calibrate, "save_tensors_data") or (
-        "calibration_cache_path" not in inspect.signature(quantize_static).parameters
-    ):
-        raise UserError(
-            "regenerating the sample needs an onnxruntime whose quantize_static takes calibration_cache_path "
-            f"(1.32.0 does); installed: {onnxruntime.__version__}"
-        )
-
-
-def _calibrated_ranges(model_path: Path, image_paths: Sequence[Path], work_dir: Path) -> Path:
-    """Calibrate (MinMax) on the sample images; write a rounded range cache, return its path.
-
-    Ranges are rounded outwards to 3 significant digits so that last-bit
-    float differences between CPUs do not change the quantized model's bytes.
+    The 3 x 256 levels computed in float64 and rounded once to float32 (the
+    harness's lookup table) and computed in float32 arithmetic (the zoo README's
+    NumPy preprocessing); the two differ in the last bit for some levels.
     """
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator  # noqa: PLC0415
-    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data  # noqa: PLC0415
+    levels = np.arange(256, dtype=np.float64)
+    mean = np.asarray(NORMALIZE_MEAN, dtype=np.float64)[:, np.newaxis]
+    std = np.asarray(NORMALIZE_STD, dtype=np.float64)[:, np.newaxis]
+    table = ((levels / 255.0 - mean) / std).astype(np.float32)
+    levels32 = levels.astype(np.float32) / np.float32(255.0)
+    arithmetic = (levels32 - mean.astype(np.float32)) / std.astype(np.float32)
+    return np.unique(np.concatenate([table.ravel(), arithmetic.astype(np.float32).ravel()]))
 
-    calibrator = create_calibrator(
-        model_path,
-        None,
-        augmented_model_path=str(work_dir / "augmented.onnx"),
-        calibrate_method=CalibrationMethod.MinMax,
+
+def tie_distance(values: np.ndarray) -> np.ndarray:
+    """Distance (float64) of each value from the nearest .5 rounding tie."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.abs(values - np.floor(values) - 0.5)
+
+
+def _input_quantization(levels: np.ndarray) -> tuple[float, int, float]:
+    """(scale, zero point, tie margin) of the uint8 input quantization.
+
+    A small deterministic search over scales m * 2^-e (m odd, smallest m first,
+    then the finest scale): the first whose range fits uint8 and that keeps every
+    level at least MIN_INPUT_TIE_MARGIN from a tie. m = 1, a power of two, wins
+    for the sample's mean and std; m > 1 would keep float Conv sums exact (m
+    small) but make x / s inexact, which the margin still covers.
+    """
+    values = np.asarray(levels, dtype=np.float64)
+    for m in range(1, 16, 2):
+        for e in range(16, 0, -1):
+            scale = m * 2.0**-e
+            quantized = np.rint(values / scale)
+            if quantized.max() - quantized.min() > 255:
+                continue
+            margin = float(tie_distance(values / scale).min())
+            if margin >= MIN_INPUT_TIE_MARGIN:
+                return scale, int(-quantized.min()), margin
+            break  # coarser scales of this m: the next m first
+    raise ValueError("no input scale keeps the normalized levels away from rounding ties")
+
+
+def quantization_params(variant: str, output_steps: int | None = None) -> QuantParams:
+    """Parameters of the ``int8`` or ``qdq`` sample detector (``output_steps``: another N)."""
+    steps = QUANT_OUTPUT_STEPS[variant] if output_steps is None else output_steps
+    if steps % 2 != 1:
+        raise ValueError(f"output steps must be odd, got {steps}")
+    scale, zero_point, margin = _input_quantization(normalized_levels())
+    # Block sums of any image, in accumulator units; the output keeps all of them.
+    pixels = BLOCK * BLOCK
+    lowest, highest = pixels * (0 - zero_point), pixels * (255 - zero_point)
+    out_low, out_high = round(lowest / steps), round(highest / steps)
+    if out_high - out_low > 255:
+        raise ValueError(f"output steps {steps} too fine for uint8")
+    output_zero_point = -out_low
+    # A float Conv over dequantized values is exact while every partial sum is an
+    # integer below 2^24 in units of 2^-e * 2^-11 (the scale is m * 2^-e, m odd).
+    if max(abs(lowest), abs(highest)) * Fraction(scale).numerator >= 2**24:
+        raise ValueError(f"input scale {scale} leaves float Conv sums inexact")
+    return QuantParams(
+        input_scale=scale,
+        input_zero_point=zero_point,
+        input_tie_margin=margin,
+        weight_scale=QUANT_WEIGHT_SCALE,
+        output_steps=steps,
+        output_scale=scale * QUANT_WEIGHT_SCALE * steps,
+        output_zero_point=output_zero_point,
+        mean_factor=1.0 / (pixels * QUANT_WEIGHT_SCALE),
     )
-    calibrator.collect_data(_SampleImageReader(image_paths))
-    measured = calibrator.compute_data()
-    rounded = {}
-    for name in sorted(measured.data):
-        low, high = measured.data[name].range_value
-        low_down, _ = _round_outward(float(np.asarray(low).item()), 3)
-        _, high_up = _round_outward(float(np.asarray(high).item()), 3)
-        rounded[name] = (np.asarray(low_down, dtype=np.float32), np.asarray(high_up, dtype=np.float32))
-    cache_path = work_dir / "calibration.json"
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, rounded), cache_path)
-    return cache_path
 
 
-def _quantize(model_path: Path, cache_path: Path, output_path: Path, quant_format_name: str) -> None:
-    """Static int8 quantization (uint8 activations, int8 weights, per tensor)."""
-    import logging  # noqa: PLC0415
+def build_quantized_detector(variant: str, output_steps: int | None = None) -> "onnx.ModelProto":
+    """The fp32 detector with its block average quantized: ``int8`` (QOperator) or ``qdq``.
 
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+    ``output_steps`` replaces the variant's N (tests build both formats with one N).
+    """
+    onnx = _require_onnx()
+    from onnx import helper, numpy_helper  # noqa: PLC0415
 
-    quant_logger = logging.getLogger()
-    previous_level = quant_logger.level
-    quant_logger.setLevel(logging.ERROR)  # the "consider pre-processing" warning is noise here
-    try:
-        quantize_static(
-            str(model_path),
-            str(output_path),
-            calibration_data_reader=None,
-            quant_format=getattr(QuantFormat, quant_format_name),
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=False,
-            calibrate_method=CalibrationMethod.MinMax,
-            calibration_cache_path=str(cache_path),
+    params = quantization_params(variant, output_steps)
+    quant_format = QUANT_FORMATS[variant]
+    model = build_detector()
+    graph = model.graph
+    (position,) = [index for index, node in enumerate(graph.node) if node.name == "block_colours"]
+    del graph.node[position]
+
+    def const(name: str, value: Any, dtype: Any) -> Any:
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    initializers = [
+        const("image_scale", params.input_scale, np.float32),
+        const("image_zero_point", params.input_zero_point, np.uint8),
+        const("block_weight_quantized", np.ones((3, 1, BLOCK, BLOCK)), np.int8),
+        const("block_weight_scale", params.weight_scale, np.float32),
+        const("block_weight_zero_point", 0, np.int8),
+        const("block_sum_scale", params.output_scale, np.float32),
+        const("block_sum_zero_point", params.output_zero_point, np.uint8),
+        const("block_mean_factor", params.mean_factor, np.float32),
+    ]
+    conv = {"kernel_shape": [BLOCK, BLOCK], "strides": [BLOCK, BLOCK], "group": 3}
+    nodes = [
+        helper.make_node(
+            "QuantizeLinear", [INPUT_NAME, "image_scale", "image_zero_point"], ["image_quantized"],
+            name="quantize_image",
+        ),
+    ]
+    if quant_format == "QOperator":
+        nodes.append(
+            helper.make_node(
+                "QLinearConv",
+                ["image_quantized", "image_scale", "image_zero_point",
+                 "block_weight_quantized", "block_weight_scale", "block_weight_zero_point",
+                 "block_sum_scale", "block_sum_zero_point"],
+                ["block_sums_quantized"], name="block_sums", **conv,
+            )
         )
-    finally:
-        quant_logger.setLevel(previous_level)
+    else:
+        nodes += [
+            helper.make_node(
+                "DequantizeLinear", ["image_quantized", "image_scale", "image_zero_point"], ["image_dequantized"],
+                name="dequantize_image",
+            ),
+            helper.make_node(
+                "DequantizeLinear",
+                ["block_weight_quantized", "block_weight_scale", "block_weight_zero_point"], ["block_weight"],
+                name="dequantize_block_weight",
+            ),
+            helper.make_node("Conv", ["image_dequantized", "block_weight"], ["block_sums"], name="block_sums", **conv),
+            helper.make_node(
+                "QuantizeLinear", ["block_sums", "block_sum_scale", "block_sum_zero_point"], ["block_sums_quantized"],
+                name="quantize_block_sums",
+            ),
+        ]
+    nodes += [
+        helper.make_node(
+            "DequantizeLinear", ["block_sums_quantized", "block_sum_scale", "block_sum_zero_point"],
+            ["block_sums_dequantized"], name="dequantize_block_sums",
+        ),
+        helper.make_node(
+            "Mul", ["block_sums_dequantized", "block_mean_factor"], ["block_colours"], name="block_colours",
+        ),
+    ]
+    for offset, node in enumerate(nodes):
+        graph.node.insert(position + offset, node)
+    graph.initializer.extend(initializers)
+    model.doc_string = (
+        f"Tiny synthetic SSD-shaped detector for the ssd_eval offline sample; block average quantized "
+        f"({quant_format}, uint8 activations, int8 weights, standard ONNX operators only)."
+    )
+    onnx.checker.check_model(model)
+    return model
 
 
 # --------------------------------------------------------------------------- generation
@@ -891,7 +987,6 @@ def generate(out_dir: Path) -> dict:
     """
     out_dir = Path(out_dir)
     versions = _package_versions()  # fails early, with a UserError, if onnx is missing
-    _check_quantization_support()
     images_dir = out_dir / "images"
     models_dir = out_dir / "models"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -910,13 +1005,10 @@ def generate(out_dir: Path) -> dict:
     annotations_path = out_dir / "annotations.json"
     annotations_path.write_text(json.dumps(_coco_annotations(rendered), indent=1) + "\n", encoding="utf-8")
 
-    fp32_path = models_dir / MODEL_FILES["fp32"]
-    write_model(build_detector(), fp32_path)
+    write_model(build_detector(), models_dir / MODEL_FILES["fp32"])
     write_model(build_detector(label_offset=1), models_dir / MODEL_FILES["offbyone"])
-    with tempfile.TemporaryDirectory(prefix="ssd_eval_sample_") as work:
-        cache_path = _calibrated_ranges(fp32_path, image_paths, Path(work))
-        _quantize(fp32_path, cache_path, models_dir / MODEL_FILES["int8"], "QOperator")
-        _quantize(fp32_path, cache_path, models_dir / MODEL_FILES["qdq"], "QDQ")
+    for variant in QUANT_FORMATS:
+        write_model(build_quantized_detector(variant), models_dir / MODEL_FILES[variant])
 
     generated = [*image_paths, annotations_path, *(models_dir / name for name in MODEL_FILES.values())]
     manifest = {
