@@ -7,9 +7,11 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
+from ssd_eval.data import image_fingerprint
 from ssd_eval.errors import UserError
+from ssd_eval.results import is_detection, is_int
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +23,23 @@ class DetectionCache:
 
     The key holds everything that determines an image's detections (model sha256,
     preprocessing, postprocessing). A cache written under another key is refused.
+    With ``images`` (image id -> file, the images of this run), each line also records
+    the image file's fingerprint (``data.image_fingerprint``); on resume, an image of
+    ``images`` whose file changed since (or whose line has no fingerprint) is dropped
+    from the cache and evaluated again.
     Only each image's line offset is kept in memory; detections are read back from
     the file when needed, so memory does not grow with the number of images.
+    ``started_afresh`` says whether the cache was (re)started empty, so results of an
+    earlier run beside it are stale.
     """
 
-    def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False):
+    def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False,
+                 images: Mapping[int, Path] | None = None):
         self.path = Path(path)
         self.key = key
+        self.images = images
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
+        self.started_afresh = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._handle = open(self.path, "ab")
@@ -46,9 +57,9 @@ class DetectionCache:
                 log.info("--fresh: discarding %s", self.path)
             elif self._handle.tell() > 0 and self._load():
                 return
-            self._handle.truncate(0)
-            self._handle.write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
-            self._handle.flush()
+            self.started_afresh = True
+            self._truncate(0)
+            self._write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
         except BaseException:
             self._handle.close()  # releases the lock
             raise
@@ -61,7 +72,7 @@ class DetectionCache:
                 return False  # killed while writing the header: nothing was cached yet
             try:
                 header = json.loads(first)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 header = None
             if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
                 raise UserError(f"{self.path}: not a detection cache of this version; pass --fresh to discard it")
@@ -70,33 +81,80 @@ class DetectionCache:
                 raise UserError(f"{self.path}: was written for a different run ({difference}); it is not reused: "
                                 "pass --fresh to discard it, or choose another --out")
             good_end = len(first)
+            fingerprints: dict[int, str | None] = {}
             for number, line in enumerate(handle, start=2):
                 if not line.endswith(b"\n"):
                     # A kill during the last write leaves a cut line: drop it, that image runs again.
                     log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
                     break
-                try:
-                    entry = json.loads(line)
-                    if not isinstance(entry["detections"], list):
-                        raise TypeError("detections is not a list")
-                    self.offsets[int(entry["image_id"])] = good_end
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
+                image_id, fingerprints[image_id] = self._check_line(line, number)
+                self.offsets[image_id] = good_end
                 good_end += len(line)
         if good_end < os.path.getsize(self.path):
-            self._handle.truncate(good_end)
+            self._truncate(good_end)
+        self._verify_images(fingerprints)
         log.info("%s: %d finished images found", self.path, len(self.offsets))
         return True
+
+    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None]:
+        """The image id and image fingerprint of one cache line, checked to hold that image's detections."""
+        try:
+            entry = json.loads(line)
+            image_id = entry["image_id"]
+            if not (is_int(image_id) and isinstance(entry["detections"], list)
+                    and isinstance(entry.get("fingerprint", ""), str)):
+                raise TypeError("image_id, detections or fingerprint of the wrong type")
+            for detection in entry["detections"]:
+                if not is_detection(detection):
+                    raise TypeError("malformed detection")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
+        foreign = next((d["image_id"] for d in entry["detections"] if d["image_id"] != image_id), None)
+        if foreign is not None:
+            raise UserError(f"{self.path}: line {number} holds detections of image {foreign} under image {image_id}; "
+                            "the cache was edited or mixed up: pass --fresh to discard it")
+        return image_id, entry.get("fingerprint")
+
+    def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
+        """Forget cached images whose file is gone or changed since (they are evaluated again)."""
+        if self.images is None:
+            return
+        changed = [i for i in self.offsets if i in self.images
+                   and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
+        for image_id in changed:
+            del self.offsets[image_id]
+        if changed:
+            log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
+                        "evaluating them again", self.path, len(changed), min(changed))
+
+    def _truncate(self, size: int) -> None:
+        # Appends go to the end whatever the position, but tell() (a line's offset) must be the end too.
+        self._handle.truncate(size)
+        self._handle.seek(0, os.SEEK_END)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._handle.write(data)
+            self._handle.flush()
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write the resume cache: {exc.strerror or exc}") from None
 
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.offsets
 
     def add(self, image_id: int, detections: list[dict]) -> None:
         """Record one finished image (flushed to the OS before returning)."""
-        line = json.dumps({"image_id": int(image_id), "detections": detections}).encode() + b"\n"
-        self.offsets[int(image_id)] = self._handle.tell()
-        self._handle.write(line)
-        self._handle.flush()
+        entry: dict[str, Any] = {"image_id": int(image_id)}
+        if self.images is not None:
+            try:
+                entry["fingerprint"] = image_fingerprint(self.images[image_id])
+            except OSError as exc:
+                raise UserError(f"{self.images[image_id]}: cannot read image {image_id} again: "
+                                f"{exc.strerror or exc}") from None
+        entry["detections"] = detections
+        offset = self._handle.tell()
+        self._write(json.dumps(entry).encode() + b"\n")
+        self.offsets[int(image_id)] = offset
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""
@@ -105,8 +163,12 @@ class DetectionCache:
         with open(self.path, "rb") as reader:
             for image_id in image_ids:
                 reader.seek(self.offsets[image_id])
-                entry = json.loads(reader.readline())
-                if entry["image_id"] != image_id:
+                try:
+                    entry = json.loads(reader.readline())
+                    found = entry["image_id"]
+                except (ValueError, KeyError, TypeError):
+                    found = None
+                if found != image_id:
                     raise UserError(f"{self.path}: changed while in use (expected image {image_id} at byte "
                                     f"{self.offsets[image_id]}); pass --fresh to start over")
                 yield from entry["detections"]
@@ -125,6 +187,13 @@ class DetectionCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _fingerprint_or_none(path: Path) -> str | None:
+    try:
+        return image_fingerprint(path)
+    except OSError:
+        return None
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--results", default="results", help="results directory (default results)")
     gate.add_argument("--variant", action="append", help="only this variant (repeatable)")
     gate.add_argument("--junit", help="also write JUnit XML here")
+    gate.add_argument("--configs", default="configs",
+                      help="variant configs whose pinned model.sha256 the gated model must match (default configs)")
     gate.set_defaults(handler=cmd_gate)
 
     baseline = commands.add_parser("baseline", help="show or rewrite baselines from current results")
@@ -87,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--config", default="configs/ssd-12.yaml", help="config naming the COCO locations (data)")
     fetch.add_argument("--no-progress", action="store_true")
     fetch.set_defaults(handler=cmd_fetch)
+
+    inspect = commands.add_parser("inspect", help="a model's inputs, quantization, int8 weight ranges, saturation risk")
+    inspect.add_argument("model", metavar="MODEL", help="ONNX file, or a variant name (configs/<variant>.yaml's model)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    inspect.set_defaults(handler=cmd_inspect)
     return parser
 
 
@@ -147,7 +154,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from ssd_eval.gate import run_gate
 
     return run_gate(Path(args.baselines), Path(args.results), variants=args.variant,
-                    junit=Path(args.junit) if args.junit else None)
+                    junit=Path(args.junit) if args.junit else None, configs_dir=Path(args.configs))
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -206,6 +213,25 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
                       download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress)
     print(f"COCO: {config.dataset.annotations}  {config.dataset.images}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from ssd_eval.model_info import inspect_model, render
+
+    model = Path(args.model)
+    variant_config = Path("configs") / f"{args.model}.yaml"
+    if not model.exists() and model.suffix != ".onnx" and variant_config.is_file():
+        from ssd_eval.config import load_config
+
+        model = Path(load_config(variant_config).model.path)
+        if not model.exists():
+            hint = f"; 'ssd-eval fetch models --variant {args.model}' downloads it" if args.model in VARIANTS else ""
+            raise UserError(f"{model}: no such file (the model of {variant_config}{hint})")
+    info = inspect_model(model)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else render(info))
     return 0
 
 

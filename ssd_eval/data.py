@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, quote
 
 
 class BadImageError(UserError):
@@ -54,7 +58,10 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
         gt = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a COCO annotation file: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a COCO annotation file: JSON nested too deeply") from None
     _check_coco_structure(gt, path)
+    _check_coco_values(gt, path)
     images_dir = Path(images_dir)
     images = {}
     for entry in gt["images"]:
@@ -116,7 +123,7 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
             for name in fields:
                 if not _is_int(entry[name]):
                     raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
-                                    f"integer, got {entry[name]!r}")
+                                    f"integer, got {quote(entry[name])}")
     for index, entry in enumerate(gt["images"]):
         if not isinstance(entry["file_name"], str):
             raise UserError(f"{path}: images[{index}].file_name must be a string")
@@ -124,6 +131,45 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise UserError(f"{path}: annotations[{index}] bbox must be [x, y, width, height]")
+
+
+def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
+    """Refuse what pycocotools would score wrongly or crash on after the whole inference."""
+    for index, entry in enumerate(gt["images"]):
+        where = f"{path}: images[{index}] (id {entry['id']})"
+        if entry["width"] <= 0 or entry["height"] <= 0:
+            raise UserError(f"{where}: width and height must be positive")
+        name = entry["file_name"]
+        if not name or os.path.isabs(name) or ".." in Path(name).parts:
+            raise UserError(f"{where}: file_name {quote(name)} must be a relative path inside the image folder")
+    names: dict[str, int] = {}
+    for index, category in enumerate(gt["categories"]):
+        name = category["name"]
+        if not isinstance(name, str):
+            raise UserError(f"{path}: categories[{index}].name must be a string, got {quote(name)}")
+        if name in names:
+            raise UserError(f"{path}: categories[{index}]: name {quote(name)} appears twice (also categories"
+                            f"[{names[name]}]); per-category AP would lose one of them")
+        names[name] = index
+    category_ids = {c["id"] for c in gt["categories"]}
+    seen: dict[int, int] = {}
+    for index, ann in enumerate(gt["annotations"]):
+        where = f"{path}: annotations[{index}] (id {ann['id']})"
+        if ann["id"] in seen:
+            raise UserError(f"{where}: annotation id appears twice (also annotations[{seen[ann['id']]}]); "
+                            "pycocotools would keep only one of them")
+        seen[ann["id"]] = index
+        if ann["category_id"] not in category_ids:
+            raise UserError(f"{where}: category_id {ann['category_id']} is not in 'categories'")
+        bbox = ann["bbox"]
+        if not all(math.isfinite(v) for v in bbox):
+            raise UserError(f"{where}: bbox {quote(bbox)} holds NaN or Infinity")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise UserError(f"{where}: bbox {quote(bbox)} has a negative width or height")
+        if "area" in ann and not (_is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+            raise UserError(f"{where}: area must be a finite number >= 0, got {quote(ann['area'])}")
+        if "iscrowd" in ann and not (_is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
+            raise UserError(f"{where}: iscrowd must be 0 or 1, got {quote(ann['iscrowd'])}")
 
 
 def _is_int(value: Any) -> bool:
@@ -169,12 +215,29 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def image_fingerprint(path: str | Path) -> str:
+    """``<size>:<sha256>`` of an image file's bytes: what a cached result of this image depends on."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return f"{size}:{digest.hexdigest()}"
+
+
 def read_image(record: ImageRecord) -> Image.Image:
-    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation)."""
+    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation).
+
+    16-bit grey images (PNG mode I;16) are scaled to 8 bits (value / 257), not clipped to white;
+    32-bit integer and float images are refused (their value range is unknown).
+    """
     try:
+        if not stat.S_ISREG(os.stat(record.path).st_mode):  # a FIFO or device would block or never end
+            raise BadImageError(f"{record.path}: not a regular file (image id {record.id})")
         with Image.open(record.path) as image:
             image.load()
-            rgb = image.convert("RGB")
+            rgb = _to_rgb(image, record)
     except FileNotFoundError:
         raise BadImageError(f"{record.path}: image file not found (image id {record.id})") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -185,3 +248,13 @@ def read_image(record: ImageRecord) -> Image.Image:
             f"{record.width}x{record.height} (image id {record.id})"
         )
     return rgb
+
+
+def _to_rgb(image: Image.Image, record: ImageRecord) -> Image.Image:
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I", "F"):
+        raise BadImageError(f"{record.path}: {image.mode} ({'32-bit integer' if image.mode == 'I' else 'float'}) "
+                            f"pixels are not supported; save it as 8-bit (image id {record.id})")
+    return image.convert("RGB")

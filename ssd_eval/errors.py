@@ -1,4 +1,6 @@
-"""The one exception type that means "the user's input is wrong"."""
+"""The one exception type that means "the user's input is wrong", and a bounded quote for its messages."""
+
+import reprlib
 
 
 class UserError(Exception):
@@ -7,3 +9,16 @@ class UserError(Exception):
     The CLI prints its message as one line and exits with status 2, without a
     traceback. The message must name the file, key or image at fault.
     """
+
+
+QUOTE_LIMIT = 200
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, never building the repr of a huge value."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 8
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."

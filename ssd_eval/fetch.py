@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -36,6 +37,13 @@ ANNOTATIONS_MEMBER = "annotations/instances_val2017.json"
 IMAGES_PREFIX = "val2017/"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+# An ONNX TensorProto.external_data entry {key: "location", value: <file name>} as serialized protobuf.
+_EXTERNAL_LOCATION_RE = re.compile(rb"\x0a\x08location\x12")
+ZIP_MAX_TOTAL_BYTES = 4 << 30
+"""Most bytes extracted from one zip (COCO val2017 images are 0.8 GB)."""
+ZIP_MAX_RATIO = 100
+"""Largest uncompressed / compressed size of a zip member over 1 MiB (JPEGs ~1x, the annotation JSON ~5x)."""
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -47,6 +55,57 @@ def sha256_of(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def external_data_files(path: Path) -> list[str]:
+    """The ONNX external-data file names (relative to the model's folder) a model refers to.
+
+    Found by scanning the serialized model for its ``location`` entries: no weights are loaded
+    and the ``onnx`` package is not needed.
+    """
+    names = set()
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return []
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for match in _EXTERNAL_LOCATION_RE.finditer(data):
+                length, start = _varint(data, match.end())
+                try:
+                    name = data[start:start + length].decode("utf-8")
+                except UnicodeDecodeError:
+                    continue  # weight bytes that happen to look like the entry's start
+                if 0 < length < 4096 and start + length <= len(data):
+                    names.add(name)
+    return sorted(names)
+
+
+def _varint(data, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``data[pos]``: (value, position after it)."""
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    return value, pos
+
+
+def model_sha256(path: Path) -> str:
+    """A model's sha256: of the .onnx file, or, when it keeps tensors in ONNX external-data files,
+    of the .onnx file's digest and each data file's name and digest together."""
+    path = Path(path)
+    names = external_data_files(path)
+    if not names:
+        return sha256_of(path)
+    digest = hashlib.sha256(sha256_of(path).encode())
+    for name in names:
+        data_file = path.parent / name
+        if not data_file.is_file():
+            raise UserError(f"{path}: its external data file {data_file} is missing")
+        digest.update(f"\n{name}\n{sha256_of(data_file)}".encode())
     return digest.hexdigest()
 
 
@@ -268,15 +327,15 @@ def _open_http(url: str, offset: int, timeout: float):
 
 
 def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_key: str | None,
-                progress: bool, timeout: float) -> None:
+                progress: bool, timeout: float, sha256_known: bool) -> None:
     """Bring ``part`` to a complete copy of ``url``, resuming an existing ``part``.
 
     The file's total length comes from ``size`` or, when the server states it,
     from Content-Range or offset + Content-Length; a transfer that ends short of
-    it raises (keeping ``part`` to resume). When no length is known at all, a
-    connection that closes early cannot be told from the end of the file: the
-    caller's checks (sha256, zip integrity) must catch it. Does not verify the
-    content; raises UserError when the transfer fails.
+    it raises (keeping ``part`` to resume). When no length is known at all and the
+    body is not chunked, a connection that closes early cannot be told from the end
+    of the file: only a sha256 can, so without ``sha256_known`` the download is
+    refused before it starts. Does not verify the content; raises UserError when the transfer fails.
     """
     name = dest.name
     for _attempt in range(3):
@@ -335,9 +394,15 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
             _check_total(total, size, url=url, part=part, config_key=config_key)
             if total is None:
                 total = size
-            if total is None:
-                log.warning("%s: the server does not say how long %s is; a connection that "
-                            "closes early cannot be detected here", url, name)
+            framed = getattr(resp, "chunked", False)  # chunked framing shows a cut by itself
+            if total is None and not sha256_known and not framed:
+                raise UserError(
+                    f"{url}: the server does not say how long {name} is and no size or sha256 is "
+                    f"configured{_key_note(config_key)}, so a download cut short could not be told "
+                    f"from a complete one; download it by hand and save it as {dest}")
+            if total is None and not framed:
+                log.warning("%s: the server does not say how long %s is; the sha256 check will "
+                            "catch a connection that closes early", url, name)
             received = _stream_to_part(resp, part, mode, offset, total, url=url, dest=dest,
                                        progress=progress)
         got = offset + received
@@ -419,7 +484,7 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
         _copy_local(source, part, url=url, dest=dest, config_key=config_key, progress=progress)
     else:
         _fetch_http(url, part, dest=dest, size=size, config_key=config_key,
-                    progress=progress, timeout=timeout)
+                    progress=progress, timeout=timeout, sha256_known=want is not None)
     digest = _verify_part(part, url, size, want, config_key)
     try:
         _fsync_file(part)  # a power loss after the rename must not leave a short dest
@@ -512,6 +577,28 @@ def _raise_corrupt_zip(zip_path: Path, *, url: str, owned: bool, config_key: str
     ) from exc
 
 
+def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo], *, url: str, config_key: str) -> None:
+    """Refuse encrypted members, unknown compression methods and zip bombs before extracting.
+
+    The zip is kept (downloading it again would give the same file).
+    """
+    def refuse(problem: str) -> UserError:
+        return UserError(f"{zip_path} (from {url}): {problem}; nothing was extracted and the zip is kept: "
+                         f"replace it with a good copy, or set {config_key} to an existing copy of the data")
+
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise refuse(f"member {info.filename} is encrypted")
+        if info.compress_type not in _ZIP_METHODS:
+            raise refuse(f"member {info.filename} uses an unsupported compression method ({info.compress_type})")
+        if info.file_size > (1 << 20) and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+            raise refuse(f"member {info.filename} would expand {info.compress_size} bytes to {info.file_size} "
+                         f"(more than {ZIP_MAX_RATIO}x)")
+    total = sum(info.file_size for info in infos)
+    if total > ZIP_MAX_TOTAL_BYTES:
+        raise refuse(f"would extract {total} bytes, more than the {ZIP_MAX_TOTAL_BYTES} allowed")
+
+
 def _safe_relative(name: str) -> PurePosixPath | None:
     """A zip member name as a relative path, or None if it would escape the target."""
     rel = PurePosixPath(name)
@@ -540,6 +627,7 @@ def _extract_file(zip_path: Path, member: str, target: Path, *, url: str, owned:
         except KeyError:
             raise UserError(f"{zip_path} (from {url}) has no {member}; "
                             f"set {config_key} to an existing copy") from None
+        _check_members(zip_path, [info], url=url, config_key=config_key)
         _mkdir(target.parent)
         try:
             with _progress_bar(info.file_size, 0, target.name, progress) as bar:
@@ -578,6 +666,7 @@ def _extract_tree(zip_path: Path, prefix: str, target: Path, *, url: str, owned:
         if not members:
             raise UserError(f"{zip_path} (from {url}) has no {prefix} folder; "
                             f"set {config_key} to an existing copy")
+        _check_members(zip_path, [info for info, _ in members], url=url, config_key=config_key)
         _mkdir(target.parent)
         if staging.exists():
             log.info("removing %s left over from an interrupted extraction", staging)

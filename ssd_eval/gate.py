@@ -3,8 +3,9 @@
 The result is read from the folder `ssd-eval eval` writes to: results/<variant>/
 for protocol coco, results/<variant>-<protocol>/ otherwise (ResultIndex.find).
 
-Exit codes: 0 every check holds, 1 a metric regressed or a quantized drop rule
-broke, 2 the gate could not run as asked (input or usage error). The baseline
+Exit codes: 0 every check holds, 1 a metric regressed, a quantized drop rule
+broke or the gated model is not the pinned one, 2 the gate could not run as asked
+(input or usage error). The baseline
 format is documented in baselines/README.md.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, quote
 from ssd_eval.results import atomic_write_text
 from ssd_eval.table import (
     METRIC_NAMES,
@@ -73,9 +74,11 @@ class Baseline:
     parent: str | None = None
     max_drop_pct: float | None = None
     annotations_sha256: str | None = None
+    model_sha256: str | None = None
 
 
-_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "metrics", "quantized")
+_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "model_sha256", "metrics", "quantized")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _METRIC_KEYS = ("expected", "abs_tol", "rel_tol")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
@@ -88,6 +91,8 @@ def parse_baseline(text: str, source: str) -> Baseline:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{source}: not valid YAML{where}") from None
+    except RecursionError:
+        raise UserError(f"{source}: not a baseline: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping with keys {', '.join(_TOP_KEYS)}")
     for key in data:
@@ -95,13 +100,14 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: unknown key {key!r} (allowed: {', '.join(_TOP_KEYS)})")
     for key in ("variant", "protocol"):
         if not isinstance(data.get(key), str) or not data[key]:
-            raise UserError(f"{source}: {key}: expected a non-empty string, got {data.get(key)!r}")
+            raise UserError(f"{source}: {key}: expected a non-empty string, got {quote(data.get(key))}")
     images = data.get("images")
     if not isinstance(images, int) or isinstance(images, bool) or images <= 0:
-        raise UserError(f"{source}: images: expected a positive integer, got {images!r}")
-    annotations_sha256 = data.get("annotations_sha256")
-    if annotations_sha256 is not None and not (isinstance(annotations_sha256, str) and len(annotations_sha256) == 64):
-        raise UserError(f"{source}: annotations_sha256: expected 64 hex digits or null, got {annotations_sha256!r}")
+        raise UserError(f"{source}: images: expected a positive integer, got {quote(images)}")
+    for key in ("annotations_sha256", "model_sha256"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and _SHA256.fullmatch(value)):
+            raise UserError(f"{source}: {key}: expected 64 lower-case hex digits or null, got {quote(value)}")
     stem = Path(source).stem
     if data["variant"] != stem:
         raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name "
@@ -123,12 +129,12 @@ def parse_baseline(text: str, source: str) -> Baseline:
                                 f"(allowed: {', '.join(_METRIC_KEYS)})")
         if not is_number(spec.get("expected")):
             raise UserError(f"{source}: {key}.expected: expected a number, "
-                            f"got {spec.get('expected')!r}")
+                            f"got {quote(spec.get('expected'))}")
         for tol in ("abs_tol", "rel_tol"):
             value = spec.get(tol)
             if value is not None and (not is_number(value) or value < 0):
                 raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, "
-                                f"got {value!r}")
+                                f"got {quote(value)}")
         if spec.get("abs_tol") is None and spec.get("rel_tol") is None:
             raise UserError(f"{source}: {key}: give abs_tol or rel_tol (or both)")
         rules.append(MetricRule(name, float(spec["expected"]),
@@ -146,14 +152,14 @@ def parse_baseline(text: str, source: str) -> Baseline:
                                 f"(allowed: {', '.join(_QUANTIZED_KEYS)})")
         parent = quantized.get("parent")
         if not isinstance(parent, str) or not parent:
-            raise UserError(f"{source}: quantized.parent: expected a variant name, got {parent!r}")
+            raise UserError(f"{source}: quantized.parent: expected a variant name, got {quote(parent)}")
         max_drop = quantized.get("max_drop_pct")
         if not is_number(max_drop) or max_drop < 0:
             raise UserError(f"{source}: quantized.max_drop_pct: expected a number >= 0, "
-                            f"got {max_drop!r}")
+                            f"got {quote(max_drop)}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
-                    parent, max_drop, annotations_sha256)
+                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"))
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -166,9 +172,17 @@ def load_baseline(path: Path) -> Baseline:
 
 
 def _baseline_files(baselines_dir: Path) -> dict[str, Path]:
-    files = sorted(list(baselines_dir.glob("*.yaml")) + list(baselines_dir.glob("*.yml")),
-                   key=lambda p: (p.stem, p.suffix))
-    return {p.stem: p for p in files if p.is_file()}
+    """Each variant's baseline file; two for one variant (x.yaml beside x.yml) are an input error."""
+    files: dict[str, Path] = {}
+    for path in sorted(list(baselines_dir.glob("*.yaml")) + list(baselines_dir.glob("*.yml")),
+                       key=lambda p: (p.stem, p.suffix)):
+        if not path.is_file():
+            continue
+        if path.stem in files:
+            raise UserError(f"{files[path.stem]} and {path}: two baselines for variant {path.stem!r}; "
+                            "delete one of them")
+        files[path.stem] = path
+    return files
 
 
 # --------------------------------------------------------------------------- YAML output
@@ -257,6 +271,8 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
     ]
     if baseline.annotations_sha256:
         lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
+    if baseline.model_sha256:
+        lines.append(f"model_sha256: {baseline.model_sha256}   # ...and this model")
     lines += [
         "metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed",
     ]
@@ -401,12 +417,54 @@ def _parent_for_drop(index: ResultIndex, result: dict, parent: str) -> tuple[dic
     return parent_result, note
 
 
-def check_variant(baseline: Baseline, results: Path | ResultIndex) -> list[Check]:
+def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
+                configs_dir: Path | None) -> Check:
+    """Which model was gated (sha256, 12 hex digits), held against the pins: the variant config's
+    `model.sha256` (`<configs_dir>/<variant>.yaml`; not checked when `configs_dir` is None) and the
+    baseline's `model_sha256`. FAIL when one differs, or when a quantized variant's result used its
+    parent's model (e.g. `eval --config <int8 config> --model <fp32 model>`)."""
+    variant = baseline.variant
+    model = result["provenance"]["model"]
+    got = model["sha256"]
+    gated = f"gated {got[:12]} ({model.get('path')})"
+    pins: list[tuple[str, str]] = []  # (sha256, where it is pinned)
+    unpinned: list[str] = []
+    if configs_dir is not None:
+        config_path = Path(configs_dir) / f"{variant}.yaml"
+        if not config_path.is_file():
+            unpinned.append(f"no {config_path}")
+        else:
+            from ssd_eval.config import load_config
+
+            pinned = load_config(config_path).model.sha256
+            if pinned:
+                pins.append((pinned.lower(), f"{config_path} model.sha256"))
+            else:
+                unpinned.append(f"{config_path} pins no model.sha256")
+    if baseline.model_sha256:
+        pins.append((baseline.model_sha256, f"{baseline.source} model_sha256"))
+    else:
+        unpinned.append(f"{baseline.source} has no model_sha256")
+    for pinned, where in pins:
+        if pinned != got:
+            return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated}, expected {pinned[:12]} "
+                                                   f"({where}): this result is not of {variant}'s model")
+    if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} is the model of its parent "
+                                               f"{baseline.parent} ({parent_result['_source']})")
+    status = f"pinned by {', '.join(where for _, where in pins)}" if pins else \
+        f"not pinned ({'; '.join(unpinned)})"
+    return Check(variant, "model", "PASS", f"PASS {variant} model: {gated}, {status}")
+
+
+def check_variant(baseline: Baseline, results: Path | ResultIndex,
+                  configs_dir: Path | None = None) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks.
 
     `results` is a results directory or a ResultIndex of one (read once per gate run).
-    A note saying which file was used when it is not in its canonical folder rides on
-    the first check.
+    `configs_dir` holds the variant configs whose pinned model sha256 the result must match
+    (see check_model). A note saying which file was used when it is not in its canonical
+    folder rides on the first check.
     """
     index = results if isinstance(results, ResultIndex) else ResultIndex(results)
     variant = baseline.variant
@@ -436,6 +494,7 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex) -> list[Check
                                 f"{result['_source']}: missing key {rule.name}"))
             continue
         checks.append(check_metric(variant, rule, got))
+    parent_result = None
     if baseline.parent:
         try:
             parent_result, note = _parent_for_drop(index, result, baseline.parent)
@@ -446,6 +505,10 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex) -> list[Check
                                result["mAP"], parent_result["mAP"])
             checks.append(Check(check.variant, check.name, check.status, check.message,
                                 (note,) if note else ()))
+    try:
+        checks.insert(0, check_model(baseline, result, parent_result, configs_dir))
+    except UserError as exc:
+        checks.insert(0, Check(variant, "model", "ERROR", str(exc)))
     if notes and checks:
         first = checks[0]
         checks[0] = Check(first.variant, first.name, first.status, first.message,
@@ -480,14 +543,16 @@ def _error(command: str, message: str) -> None:
 
 
 def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
-             junit: Path | None = None) -> int:
+             junit: Path | None = None, configs_dir: Path | None = None) -> int:
     """Check results against baselines; print one line per check; return the exit code.
 
-    0: every check holds. 1: a metric regressed or a quantized drop rule broke.
-    2: input or usage error (no baselines, unknown variant, malformed baseline,
-    missing results or metrics.json, several candidate results without a
-    canonical folder, protocol or image-count mismatch, incomparable parent,
-    unwritable `junit` path); reported on stderr as `ssd-eval gate: error: ...`.
+    0: every check holds. 1: a metric regressed, a quantized drop rule broke, or the
+    gated model is not the pinned one (check_model; `configs_dir` holds the variant
+    configs, None to skip their pins). 2: input or usage error (no baselines, two
+    baselines for one variant, unknown variant, malformed baseline, missing results or
+    metrics.json, several candidate results without a canonical folder, protocol or
+    image-count mismatch, incomparable parent, unwritable `junit` path); reported on
+    stderr as `ssd-eval gate: error: ...`.
     With `junit`, also writes a JUnit XML report there (atomically).
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
@@ -499,14 +564,17 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
         checks.append(Check("gate", "results", "ERROR",
                             f"{results_dir}: results directory not found; run `make eval` first"))
     else:
-        files = _baseline_files(baselines_dir)
+        files: dict[str, Path] = {}
+        try:
+            files = _baseline_files(baselines_dir)
+            if not files:
+                raise UserError(f"{baselines_dir}: no baselines (*.yaml) found; "
+                                "create them with `ssd-eval baseline --update`")
+        except UserError as exc:
+            checks.append(Check("gate", "baselines", "ERROR", str(exc)))
         index = ResultIndex(results_dir)
         selected = list(files) if variants is None else list(dict.fromkeys(variants))
-        if not files:
-            checks.append(Check("gate", "baselines", "ERROR",
-                                f"{baselines_dir}: no baselines (*.yaml) found; "
-                                "create them with `ssd-eval baseline --update`"))
-        elif not selected:
+        if files and not selected:
             checks.append(Check("gate", "baselines", "ERROR", "no variants selected"))
         for variant in selected if files else []:
             if variant not in files:
@@ -519,7 +587,7 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
             except UserError as exc:
                 checks.append(Check(variant, "baseline", "ERROR", str(exc)))
                 continue
-            checks += check_variant(baseline, index)
+            checks += check_variant(baseline, index, configs_dir)
 
     for check in checks:
         if check.status == "ERROR":
@@ -582,10 +650,14 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
                 messages.append(f"warning: {path}: current drop vs {parent} is {drop:.2f}%, above "
                                 f"max_drop_pct {drop_limit:.2f}; the gate will fail")
     annotations = (result["provenance"].get("annotations") or {}).get("sha256")
+    model = result["provenance"]["model"]["sha256"]
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
-                        tuple(rules), parent, drop_limit,
-                        annotations if isinstance(annotations, str) and len(annotations) == 64 else None)
+                        tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model))
     return baseline, messages
+
+
+def _sha256_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and _SHA256.fullmatch(value) else None
 
 
 def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> tuple[str, str | None]:
@@ -634,7 +706,11 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
             _error("baseline", message)
         return 2
 
-    existing_files = _baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
+    try:
+        existing_files = _baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
+    except UserError as exc:
+        _error("baseline", str(exc))
+        return 2
     index = ResultIndex(results_dir)
     if variants is None:
         errors += [str(exc) for exc in index.errors()]

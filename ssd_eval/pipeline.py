@@ -12,12 +12,15 @@ import concurrent.futures as futures
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import multiprocessing
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,15 @@ from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import score_detections
-from ssd_eval.results import EvalResult, atomic_write_json, write_detections, write_result
+from ssd_eval.results import (
+    EvalResult,
+    atomic_write_json,
+    is_detection,
+    is_int,
+    tidy_output_dir,
+    write_detections,
+    write_result,
+)
 from ssd_eval.runner import Detector
 
 log = logging.getLogger(__name__)
@@ -72,34 +83,50 @@ def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams) -> n
 def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
-    """Preprocessed images in input order, computed ``depth`` images ahead by a pool."""
+    """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
+
+    Closing the generator early cancels what is queued and does not wait for the pool.
+    Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
+    by SIGTERM or SIGKILL), so none stays blocked writing a result that nobody reads.
+    """
     if mode == "process":
         # spawn, not fork: forking after onnxruntime started its threads can deadlock.
-        pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_process_worker_setup, initargs=(os.getpid(),))
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
     records = iter(records)
-    with pool:
-        window: collections.deque = collections.deque()
+    window: collections.deque = collections.deque()
 
-        def submit_next() -> None:
-            record = next(records, None)
-            if record is not None:
-                window.append((record, pool.submit(load_and_preprocess, record, params)))
+    def submit_next() -> None:
+        record = next(records, None)
+        if record is not None:
+            window.append((record, pool.submit(load_and_preprocess, record, params)))
 
+    try:
         for _ in range(depth):
             submit_next()
-        try:
-            while window:
-                record, future = window.popleft()
-                submit_next()
-                try:
-                    yield record, future.result()
-                except data.BadImageError as exc:
-                    yield record, exc
-        finally:
-            for _, future in window:
-                future.cancel()
+        while window:
+            record, future = window.popleft()
+            submit_next()
+            try:
+                yield record, future.result()
+            except data.BadImageError as exc:
+                yield record, exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _process_worker_setup(parent_pid: int) -> None:
+    """Runs first in each process-pool worker: ignore Ctrl-C, and exit once the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)  # even while the main thread is blocked writing to the dead parent's pipe
 
 
 class ProgressLines:
@@ -215,7 +242,9 @@ def evaluate(
 
     cache_path = out_dir / "cache.jsonl"
     key = cache_key(config, model_sha256, categories, dataset, detector.providers)
-    with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume) as cache:
+    with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
+                        images={i: dataset.images[i].path for i in image_ids}) as cache:
+        tidy_output_dir(out_dir, discard_results=cache.started_afresh)  # before inference: no stale results
         resumed = sum(1 for i in image_ids if i in cache)
         todo = [dataset.images[i] for i in image_ids if i not in cache]
         if resumed:
@@ -354,10 +383,13 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
 
 def _write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
                           provenance: dict[str, Any]) -> None:
+    """Write shard.json last: it names the shard's images and pins its detections.json (count, sha256)."""
     atomic_write_json(out_dir / SHARD_FILE, {
         "variant": config.variant,
         "shard": list(shard),
         "image_ids": image_ids,
+        "detections_file": {"count": provenance["detections"],
+                            "sha256": fetch.sha256_of(out_dir / "detections.json")},
         "identity": shard_identity(config, provenance),
         "provenance": provenance,
     })
@@ -392,25 +424,57 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_shard(directory: Path) -> tuple[dict[str, Any], list[dict]]:
-    """A shard's manifest and detections, checked for shape."""
+    """A shard's manifest and detections, checked for shape and against each other: detections.json
+    must be the file the manifest pins (sha256, count) and name only the shard's images."""
+    manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
     try:
-        manifest = json.loads((directory / SHARD_FILE).read_text())
-        detections = json.loads((directory / "detections.json").read_text())
+        manifest = json.loads(manifest_path.read_bytes())
+        raw = detections_path.read_bytes()
+        detections = json.loads(raw)
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
         raise UserError(f"{directory}: unreadable shard output ({exc})") from None
-    shape_ok = (
-        isinstance(manifest, dict)
-        and isinstance(manifest.get("shard"), list) and len(manifest["shard"]) == 2
-        and all(isinstance(v, int) for v in manifest["shard"]) and 1 <= manifest["shard"][0] <= manifest["shard"][1]
-        and isinstance(manifest.get("image_ids"), list)
-        and isinstance(manifest.get("identity"), dict) and isinstance(manifest.get("provenance"), dict)
-        and isinstance(detections, list)
-    )
-    if not shape_ok:
-        raise UserError(f"{directory / SHARD_FILE}: not a shard manifest written by 'ssd-eval eval --shard'")
+    if not _is_shard_manifest(manifest):
+        raise UserError(f"{manifest_path}: not a shard manifest written by 'ssd-eval eval --shard'")
+    pinned = manifest["detections_file"]
+    rerun = f"run 'ssd-eval eval --shard {manifest['shard'][0]}/{manifest['shard'][1]}' again"
+    if hashlib.sha256(raw).hexdigest() != pinned["sha256"]:
+        raise UserError(f"{detections_path}: is not the file {manifest_path} was written with (sha256 differs); "
+                        f"it was changed or replaced: {rerun}")
+    if not isinstance(detections, list) or not all(is_detection(d) for d in detections):
+        raise UserError(f"{detections_path}: not a list of COCO results (image_id, category_id, bbox, score)")
+    if len(detections) != pinned["count"]:
+        raise UserError(f"{detections_path}: holds {len(detections)} detections but {manifest_path} records "
+                        f"{pinned['count']}: {rerun}")
+    image_ids = set(manifest["image_ids"])
+    foreign = next((d["image_id"] for d in detections if d["image_id"] not in image_ids), None)
+    if foreign is not None:
+        raise UserError(f"{detections_path}: holds detections of image {foreign}, which is not one of the images "
+                        f"of {manifest_path}: {rerun}")
     return manifest, detections
+
+
+def _is_shard_manifest(manifest: Any) -> bool:
+    """Whether ``manifest`` has every field ``merge_shards`` reads, of the right type."""
+    if not isinstance(manifest, dict):
+        return False
+    shard, pinned = manifest.get("shard"), manifest.get("detections_file")
+    identity, provenance = manifest.get("identity"), manifest.get("provenance")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(is_int(v) for v in shard)
+            and 1 <= shard[0] <= shard[1]
+            and isinstance(manifest.get("image_ids"), list) and all(is_int(i) for i in manifest["image_ids"])
+            and isinstance(pinned, dict) and is_int(pinned.get("count")) and isinstance(pinned.get("sha256"), str)
+            and isinstance(identity, dict) and isinstance(identity.get("annotations_sha256"), str)
+            and isinstance(provenance, dict)):
+        return False
+    skipped = provenance.get("skipped_images")
+    return (isinstance(provenance.get("config"), dict) and isinstance(provenance.get("images_dir"), str)
+            and isinstance(provenance.get("annotations"), dict)
+            and isinstance(provenance["annotations"].get("path"), str)
+            and isinstance(skipped, list) and all(isinstance(s, dict) and is_int(s.get("image_id")) for s in skipped)
+            and all(isinstance(provenance.get(k), (int, float)) and not isinstance(provenance.get(k), bool)
+                    for k in ("resumed_images", "inference_time_s", "wall_time_s")))
 
 
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> EvalResult:
@@ -504,8 +568,10 @@ def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 def versions() -> dict[str, str | None]:
     """Versions of Python and the packages that shape a result."""
     found = {"python": platform.python_version()}
-    for name in ("ssd_eval", "numpy", "onnxruntime", "pycocotools", "pillow", "opencv-python-headless",
-                 "faster-coco-eval"):
+    from ssd_eval.metrics import BACKENDS
+
+    packages = ["ssd_eval", "numpy", "onnxruntime", "pillow", "opencv-python-headless"]
+    for name in packages + [backend.package for backend in BACKENDS.values()]:
         found[name] = _version(name)
     return found
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
+from ssd_eval.errors import UserError
 from ssd_eval.metrics import Scores
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+RESULT_FILES = ("metrics.json", "detections.json", "shard.json")
+"""What a run (or a shard) leaves in its output folder, besides the resume cache."""
 
 
 @dataclass
@@ -60,7 +67,10 @@ class EvalResult:
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[TextIO]:
-    """A text file handle whose content appears at ``path`` only when the block completes."""
+    """A text file handle whose content appears at ``path`` only when the block completes.
+
+    A write error that names no file (a full disk) is raised as a UserError naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -71,10 +81,28 @@ def atomic_open(path: str | Path) -> Iterator[TextIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
         raise
+
+
+def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:
+    """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results``
+    (a run starting afresh), the results of an earlier run, so a failure cannot leave them
+    standing for the gate. Call it only while holding the folder's resume-cache lock."""
+    out_dir = Path(out_dir)
+    stale = [p for name in RESULT_FILES for p in out_dir.glob(f".{name}.*.tmp")]
+    if discard_results:
+        stale += [out_dir / name for name in RESULT_FILES if (out_dir / name).is_file()]
+    for path in stale:
+        log.info("removing %s", path)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot remove the stale file: {exc.strerror or exc}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -99,6 +127,23 @@ def _current_umask() -> int:
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
     """``atomic_write_text`` of ``data`` as JSON."""
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_detection(detection: Any) -> bool:
+    """Whether ``detection`` is a COCO result: image_id, category_id, bbox of 4 finite numbers, finite score."""
+    return (isinstance(detection, dict) and is_int(detection.get("image_id"))
+            and is_int(detection.get("category_id")) and _is_finite_number(detection.get("score"))
+            and isinstance(detection.get("bbox"), list) and len(detection["bbox"]) == 4
+            and all(_is_finite_number(v) for v in detection["bbox"]))
 
 
 def write_detections(path: str | Path, detections: Iterable[dict]) -> int:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.config import ModelConfig, RuntimeConfig, hash_data
 from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
+from ssd_eval.results import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +67,56 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     return chosen
 
 
-def _optimized_model(model_path: Path, model_sha256: str, runtime: RuntimeConfig,
-                     options: ort.SessionOptions) -> Path:
-    """The cached optimized graph of this model and optimization level, made on first use."""
-    cache_dir = Path(runtime.optimized_model_cache)
-    cached = cache_dir / f"{model_sha256[:16]}-{runtime.graph_optimization}.onnx"
-    if cached.is_file():
-        # Already optimized: loading it skips the graph transformations.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        log.info("using the optimized model %s", cached)
-        return cached
+def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: Sequence[str]) -> tuple[Path, dict]:
+    """Where the optimized graph of this model is cached, and what it was made from and with.
+
+    The file is keyed by the source model's sha256, the onnxruntime version, the optimization
+    level, the execution providers and the machine architecture (an optimized graph may
+    only suit them).
+    """
+    key = {"source_sha256": model_sha256, "onnxruntime": ort.__version__,
+           "graph_optimization": runtime.graph_optimization, "providers": list(providers),
+           "machine": platform.machine()}
+    name = f"{model_sha256[:16]}-{runtime.graph_optimization}-{hash_data(key)[:12]}.onnx"
+    return Path(runtime.optimized_model_cache) / name, key
+
+
+def _sidecar(cached: Path) -> Path:
+    return cached.with_suffix(".json")
+
+
+def _trusted_optimized_model(cached: Path, key: dict[str, Any]) -> bool:
+    """Whether ``cached`` is the optimized graph its sidecar describes, made under ``key``."""
+    if not cached.is_file():
+        return False
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{cache_dir}: cannot create runtime.optimized_model_cache: {exc.strerror or exc}") from None
-    options.optimized_model_filepath = str(cached)
-    return model_path
+        recorded = json.loads(_sidecar(cached).read_text(encoding="utf-8"))
+        trusted = (isinstance(recorded, dict) and {k: recorded.get(k) for k in key} == key
+                   and recorded.get("optimized_sha256") == sha256_of(cached))
+    except (OSError, ValueError, RecursionError):
+        trusted = False
+    if not trusted:
+        log.warning("%s: does not match its record %s (replaced, or made by another model or onnxruntime); "
+                    "optimizing the model again", cached, _sidecar(cached))
+    return trusted
+
+
+def _record_optimized_model(cached: Path, key: dict[str, Any]) -> None:
+    """Write the sidecar that lets later runs trust ``cached`` (best effort: the cache is only a speed-up)."""
+    try:
+        atomic_write_json(_sidecar(cached), dict(key, optimized_sha256=sha256_of(cached)))
+    except (OSError, UserError) as exc:
+        log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
+
+
+def check_threads(runtime: RuntimeConfig) -> None:
+    """Refuse thread counts that are negative or absurdly above the machine's cores."""
+    cores = os.cpu_count() or 1
+    for name in ("intra_op_threads", "inter_op_threads"):
+        value = getattr(runtime, name)
+        if not 0 <= value <= 4 * cores:
+            raise UserError(f"runtime.{name}: {value} must be between 0 (onnxruntime's default) and "
+                            f"{4 * cores} (4 x the {cores} CPU cores here)")
 
 
 def create_session(model_path: str | Path, runtime: RuntimeConfig,
@@ -85,8 +124,10 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig,
     """An InferenceSession for ``model_path`` with the config's providers, threads and optimization.
 
     With ``runtime.optimized_model_cache`` (a directory) and the model's sha256, the
-    optimized graph is saved there on first use and loaded directly afterwards.
+    optimized graph is saved there on first use, with a sidecar JSON recording what it was
+    made from; later runs load it directly only when the sidecar and the file's sha256 agree.
     """
+    check_threads(runtime)
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = runtime.inter_op_threads
@@ -94,13 +135,30 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig,
     options.log_severity_level = 3
     providers = choose_providers(runtime.providers, ort.get_available_providers())
     load_path = Path(model_path)
+    cached = key = None
     if runtime.optimized_model_cache and model_sha256:
-        load_path = _optimized_model(load_path, model_sha256, runtime, options)
+        cached, key = optimized_model_entry(model_sha256, runtime, providers)
+        if _trusted_optimized_model(cached, key):
+            # Already optimized: loading it skips the graph transformations.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            log.info("using the optimized model %s", cached)
+            load_path = cached
+        else:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                for stale in (_sidecar(cached), cached):  # only what this session writes may be recorded
+                    stale.unlink(missing_ok=True)
+            except OSError as exc:
+                raise UserError(f"{cached.parent}: cannot create runtime.optimized_model_cache: "
+                                f"{exc.strerror or exc}") from None
+            options.optimized_model_filepath = str(cached)
     try:
         session = ort.InferenceSession(str(load_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line}") from None
+    if cached is not None and load_path != cached and cached.is_file():
+        _record_optimized_model(cached, key)
     log.info("session providers: %s", session.get_providers())
     return session
 
@@ -178,14 +236,26 @@ class Detector:
             raise UserError(f"{self.model_path}: inference failed: {first_line}") from None
         self.inference_seconds += time.perf_counter() - started
         count = images.shape[0]
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(count, -1, 4)
-        labels = np.asarray(labels)
-        if labels.dtype.kind == "f":
-            if not np.all(labels == np.round(labels)):
-                raise UserError(f"{self.model_path}: output {self.io.labels!r} holds non-integer labels")
-        labels = labels.astype(np.int64).reshape(count, -1)
-        scores = np.asarray(scores, dtype=np.float32).reshape(count, -1)
+        boxes = self._checked(self.io.boxes, np.asarray(boxes, dtype=np.float32), (count, None, 4))
+        labels = self._checked(self.io.labels, np.asarray(labels), (count, None))
+        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+            raise UserError(f"{self.model_path}: output {self.io.labels!r} holds non-integer labels")
+        labels = labels.astype(np.int64)
+        scores = self._checked(self.io.scores, np.asarray(scores, dtype=np.float32), (count, None))
         if not boxes.shape[1] == labels.shape[1] == scores.shape[1]:
             raise UserError(f"{self.model_path}: outputs disagree on the number of detections: "
                             f"boxes {boxes.shape}, labels {labels.shape}, scores {scores.shape}")
         return [RawDetections(boxes[i], labels[i], scores[i]) for i in range(count)]
+
+    def _checked(self, name: str, array: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
+        """``array`` after checking its shape against ``expected`` (None: any length) and, for floats,
+        that it holds no NaN or Inf."""
+        if array.ndim != len(expected) or any(e is not None and e != n for e, n in zip(expected, array.shape)):
+            wanted = ", ".join("N" if e is None else str(e) for e in expected)
+            raise UserError(f"{self.model_path}: output {name!r} has shape {array.shape}; expected ({wanted}) "
+                            "(batch, detections" + (", x1 y1 x2 y2)" if len(expected) == 3 else ")"))
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))
+            raise UserError(f"{self.model_path}: output {name!r} holds NaN or Inf (image {bad[0] + 1} of a batch "
+                            f"of {array.shape[0]}); the model's output cannot be scored")
+        return array

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, quote
 from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.results import align_columns, atomic_write_text
 
@@ -127,6 +127,8 @@ def read_metrics_file(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a metrics file: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object at top level")
     if data.get("schema") != 1:
@@ -137,20 +139,20 @@ def read_metrics_file(path: Path) -> dict:
         except KeyError:
             raise UserError(f"{path}: missing key {key}") from None
         if not _has_kind(value, kind):
-            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]}, got {value!r}")
+            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]}, got {quote(value)}")
     for key, kind in _OPTIONAL_KEYS:
         try:
             value = _lookup(data, key)
         except KeyError:
             continue
         if value is not None and not _has_kind(value, kind):
-            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]} or null, got {value!r}")
+            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]} or null, got {quote(value)}")
     for name in METRIC_NAMES:
         if name in data and not is_number(data[name]):
-            raise UserError(f"{path}: {name}: expected a finite number, got {data[name]!r}")
+            raise UserError(f"{path}: {name}: expected a finite number, got {quote(data[name])}")
     if not re.match(r"\d{4}-\d{2}-\d{2}", data["provenance"]["date"]):
         raise UserError(f"{path}: provenance.date: expected an ISO 8601 date, "
-                        f"got {data['provenance']['date']!r}")
+                        f"got {quote(data['provenance']['date'])}")
     data["_source"] = str(path)
     return data
 
@@ -356,7 +358,16 @@ def build_rows(results: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- rendering
 
 def _cells(row: dict) -> list[str]:
-    return [str(row.get(key, "")) for key, _ in COLUMNS]
+    """A row's cells, each on one line: a name holding a newline must not break a table."""
+    return [" ".join(str(row.get(key, "")).split()) for key, _ in COLUMNS]
+
+
+_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?%?x?")
+
+
+def _csv_safe(cell: str) -> str:
+    """A cell a spreadsheet will not run as a formula (text starting with = + - @ gets a leading ')."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(cell) else cell
 
 
 def render_markdown(rows: list[dict]) -> str:
@@ -375,7 +386,7 @@ def render_csv(rows: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([key for key, _ in COLUMNS])
     for row in rows:
-        writer.writerow(_cells(row))
+        writer.writerow([_csv_safe(cell) for cell in _cells(row)])
     return buffer.getvalue()
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from faults import cut_last_line, full_disk, swap_bytes
 
 from ssd_eval.cache import CACHE_FORMAT, DetectionCache, describe_difference
 from ssd_eval.errors import UserError
@@ -164,11 +165,12 @@ def test_file_that_is_not_a_cache_is_refused(path):
 
 
 def test_later_line_for_same_image_wins(path):
+    later = [dict(DET_1[0], score=0.5)]
     with DetectionCache(path, KEY) as cache:
         cache.add(1, DET_1)
-        cache.add(1, DET_3)
+        cache.add(1, later)
     with DetectionCache(path, KEY) as cache:
-        assert dict(cache.items()) == {1: DET_3}
+        assert dict(cache.items()) == {1: later}
 
 
 def test_describe_difference():
@@ -194,3 +196,96 @@ def test_header_cut_by_a_kill_starts_a_new_cache(tmp_path):
         cache.add(1, DET_1)
     with DetectionCache(path, KEY) as cache:
         assert dict(cache.items()) == {1: DET_1}
+
+
+# ---------------------------------------------------------------- issue 13: cut lines, foreign lines, changed images
+
+def test_cut_last_line_then_resume_twice_gives_identical_detections(path):
+    """Item 12: after a cut last line, the append position and every offset stay right."""
+    filled(path)
+    with DetectionCache(path, KEY) as cache:
+        cache.add(3, DET_3)
+    clean = path.read_bytes()
+    cut_last_line(path)  # killed while writing image 3's line
+    with DetectionCache(path, KEY) as cache:
+        assert 3 not in cache
+        cache.add(3, DET_3)
+        assert list(cache.detections([3, 1, 2])) == DET_3 + DET_1 + DET_2  # read back in the same run
+    with DetectionCache(path, KEY) as cache:
+        assert dict(cache.items()) == {1: DET_1, 2: DET_2, 3: DET_3}
+    assert path.read_bytes() == clean
+
+
+def test_line_holding_another_images_detections_is_refused(path):
+    """Item 4: a line's detections must be of the line's image."""
+    filled(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"image_id": 3, "detections": DET_2}) + "\n")
+    with pytest.raises(UserError, match="line 4 holds detections of image 2 under image 3.*--fresh"):
+        DetectionCache(path, KEY)
+
+
+@pytest.mark.parametrize("line", [
+    b"\xff\xfe not utf-8\n",
+    b'{"image_id": "3", "detections": []}\n',
+    b'{"image_id": 3, "detections": [17]}\n',
+    b'{"image_id": 3, "detections": [{"image_id": 3, "category_id": 1, "bbox": [NaN, 0, 1, 1], "score": 1}]}\n',
+    b'{"image_id": 3, "detections": [{"image_id": 3, "category_id": 1, "bbox": [0, 1], "score": 1}]}\n',
+    b'{"image_id": 3, "fingerprint": 5, "detections": []}\n',
+    b"[" * 100_000 + b"]" * 100_000 + b"\n",
+], ids=["utf8", "id-type", "det-type", "nan", "bbox", "fingerprint", "nested"])
+def test_malformed_lines_are_one_line_errors(path, line):
+    """Item 13: no TypeError, KeyError, UnicodeDecodeError or RecursionError escapes."""
+    filled(path)
+    with open(path, "ab") as handle:
+        handle.write(line)
+    with pytest.raises(UserError, match="line 4 is corrupt; pass --fresh"):
+        DetectionCache(path, KEY)
+
+
+def test_overwritten_image_is_evaluated_again(tmp_path, path):
+    """Item 3 (b): a cached image whose file changed since (same size and mtime) is dropped."""
+    images = {i: tmp_path / f"{i}.jpg" for i in (1, 2)}
+    for number, image in images.items():
+        image.write_bytes(bytes([number]) * 100)
+    with DetectionCache(path, KEY, images=images) as cache:
+        cache.add(1, DET_1)
+        cache.add(2, DET_2)
+    assert all("fingerprint" in json.loads(line) for line in lines(path)[1:])
+    swap_bytes(images[2], b"\x09" * 100)
+    with DetectionCache(path, KEY, images=images) as cache:
+        assert 1 in cache and 2 not in cache
+        cache.add(2, DET_2)
+    with DetectionCache(path, KEY, images=images) as cache:
+        assert dict(cache.items()) == {1: DET_1, 2: DET_2}
+    with DetectionCache(path, KEY, images={1: images[1]}) as cache:  # images of other runs are left alone
+        assert set(dict(cache.items())) == {1, 2}
+
+
+def test_line_without_fingerprint_is_evaluated_again(tmp_path, path):
+    filled(path)  # written without images: no fingerprints
+    image = tmp_path / "1.jpg"
+    image.write_bytes(b"x")
+    with DetectionCache(path, KEY, images={1: image}) as cache:
+        assert 1 not in cache and 2 in cache
+
+
+def test_started_afresh(path):
+    with DetectionCache(path, KEY) as cache:
+        assert cache.started_afresh
+        cache.add(1, DET_1)
+    with DetectionCache(path, KEY) as cache:
+        assert not cache.started_afresh
+    with DetectionCache(path, KEY, fresh=True) as cache:
+        assert cache.started_afresh
+
+
+def test_disk_full_names_the_cache(path, monkeypatch):
+    from ssd_eval import cache as cache_module
+
+    DetectionCache(path, KEY).close()
+    full_disk(monkeypatch, cache_module)
+    with DetectionCache(path, KEY) as cache:
+        with pytest.raises(UserError, match=f"{path}: cannot write the resume cache: No space left on device"):
+            cache.add(1, DET_1)
+        assert 1 not in cache

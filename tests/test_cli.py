@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from faults import full_disk
 from helpers import fixed_detector, write_coco
 
 from ssd_eval.cli import main
@@ -111,8 +114,6 @@ def test_corrupt_jpeg_can_be_skipped_and_is_counted(small_set):
     image.write_bytes(b"\xff\xd8 garbage")
     result = run_cli("eval", "--config", str(small_set["config"]), "--set", "dataset.on_bad_image=skip")
     assert result.returncode == 0, result.stderr
-    import json
-
     metrics = json.loads((small_set["out"] / "metrics.json").read_text())
     assert metrics["provenance"]["images"] == 1
     assert [s["image_id"] for s in metrics["provenance"]["skipped_images"]] == [2]
@@ -145,3 +146,66 @@ def test_main_returns_exit_code_in_process(small_set, capsys):
     assert main(["eval", "--config", str(small_set["config"]), "--no-progress"]) == 0
     assert "tiny" in capsys.readouterr().out
     assert main(["eval", "--config", str(small_set["root"] / "missing.yaml")]) == 2
+
+
+# ---------------------------------------------------------------- issue 13: one line and exit 2, before inference
+
+def eval_in_process(small_set, capsys, *args: str) -> str:
+    """Run `ssd-eval eval` on the small set in this process; assert exit 2 and one error line; return it."""
+    status = main(["eval", "--config", str(small_set["config"]), "--no-progress", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2, err
+    assert len(err) == 1 and err[0].startswith("ssd-eval: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("area", None, "area must be a finite number >= 0, got None"),
+    ("area", "big", "area must be a finite number >= 0, got 'big'"),
+    ("iscrowd", None, "iscrowd must be 0 or 1, got None"),
+    ("category_id", 2, "category_id 2 is not in 'categories'"),
+])
+def test_bad_annotation_values_fail_before_inference(small_set, capsys, key, value, needle):
+    """Items 5 and 13: pycocotools used to raise these only after the whole inference."""
+    data = json.loads(small_set["annotations"].read_text())
+    data["annotations"][0][key] = value
+    small_set["annotations"].write_text(json.dumps(data))
+    line = eval_in_process(small_set, capsys)
+    assert str(small_set["annotations"]) in line and needle in line
+    assert not small_set["out"].exists() or not (small_set["out"] / "cache.jsonl").exists()
+
+
+def test_deeply_nested_annotations_are_one_line(small_set, capsys):
+    small_set["annotations"].write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "nested too deeply" in eval_in_process(small_set, capsys)
+
+
+def test_model_with_nan_boxes_is_refused(small_set, capsys):
+    """Item 2: NaN boxes used to match every ground truth box (mAP 0.75 on a 4-image set)."""
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    line = eval_in_process(small_set, capsys, "--model", str(model))
+    assert f"{model}: output 'bboxes' holds NaN or Inf" in line
+    assert not (small_set["out"] / "metrics.json").exists()
+
+
+def test_absurd_thread_count_is_refused(small_set, capsys):
+    line = eval_in_process(small_set, capsys, "--set", "runtime.intra_op_threads=100000")
+    assert "runtime.intra_op_threads: 100000 must be between 0" in line
+
+
+def test_fifo_named_like_an_image_does_not_hang(small_set, capsys):
+    """Item 14: the pool would block for ever opening a FIFO."""
+    image = small_set["images"] / "000000000002.jpg"
+    image.unlink()
+    os.mkfifo(image)
+    assert f"{image}: not a regular file (image id 2)" in eval_in_process(small_set, capsys)
+
+
+def test_disk_full_names_the_file(small_set, capsys, monkeypatch):
+    """Item 15: ENOSPC while writing the results names the path, and leaves no temp file."""
+    from ssd_eval import results
+
+    full_disk(monkeypatch, results)
+    line = eval_in_process(small_set, capsys)
+    assert f"{small_set['out'] / 'detections.json'}: cannot write: No space left on device" in line
+    assert not list(small_set["out"].glob(".*.tmp"))

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from faults import swap_bytes
 from helpers import CATEGORIES, write_coco
-from ssd_eval.data import BadImageError, ImageRecord, load_annotations, parse_shard, read_image, select_image_ids
+from ssd_eval.data import (
+    BadImageError,
+    ImageRecord,
+    image_fingerprint,
+    load_annotations,
+    parse_shard,
+    read_image,
+    select_image_ids,
+)
 from ssd_eval.errors import UserError
 
 IMAGES = [
@@ -322,3 +332,99 @@ def test_unreadable_annotation_file_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setattr(type(annotations), "read_bytes", refuse)
     with pytest.raises(UserError, match="cannot read annotation file: Permission denied"):
         load_annotations(annotations, images)
+
+
+# ---------------------------------------------------------------- issue 13: what pycocotools would score wrongly
+
+def gt_with(change) -> dict:
+    gt = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0},
+                        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4.0, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+    }
+    change(gt)
+    return gt
+
+
+def _set(section, index, key, value):
+    return lambda gt: gt[section][index].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change, match", [
+    (_set("annotations", 1, "id", 1), r"annotations\[1\] \(id 1\): annotation id appears twice"),
+    (_set("annotations", 1, "category_id", 2), r"annotations\[1\] \(id 2\): category_id 2 is not in 'categories'"),
+    (_set("annotations", 0, "bbox", [0, 0, -1, 1]), r"annotations\[0\] \(id 1\): bbox .* negative width or height"),
+    (_set("annotations", 0, "bbox", [0, 0, 1, float("nan")]), r"annotations\[0\] \(id 1\): bbox .* NaN or Infinity"),
+    (_set("annotations", 0, "bbox", [float("inf"), 0, 1, 1]), r"annotations\[0\] \(id 1\): bbox .* NaN or Infinity"),
+    (_set("annotations", 0, "area", None), r"annotations\[0\] \(id 1\): area must be a finite number >= 0, got None"),
+    (_set("annotations", 0, "area", "12"), r"area must be a finite number >= 0, got '12'"),
+    (_set("annotations", 0, "iscrowd", None), r"annotations\[0\] \(id 1\): iscrowd must be 0 or 1, got None"),
+    (_set("annotations", 0, "iscrowd", 2), r"iscrowd must be 0 or 1, got 2"),
+    (_set("categories", 1, "name", "person"), r"categories\[1\]: name 'person' appears twice"),
+    (_set("images", 0, "file_name", "../../../../etc/passwd"), r"images\[0\] \(id 1\): file_name '\.\./.*inside"),
+    (_set("images", 0, "file_name", "/etc/passwd"), r"file_name '/etc/passwd' must be a relative path"),
+    (_set("images", 0, "width", 0), r"images\[0\] \(id 1\): width and height must be positive"),
+], ids=["dup-ann-id", "unknown-category", "negative-size", "nan-bbox", "inf-bbox", "area-null", "area-string",
+        "iscrowd-null", "iscrowd-2", "dup-category-name", "dotdot-path", "absolute-path", "zero-width"])
+def test_annotations_pycocotools_would_misscore_are_refused(tmp_path, change, match):
+    """Item 5 and 13: refused when loading, i.e. before any inference, naming the file and entry."""
+    path = write_json(tmp_path / "gt.json", gt_with(change))
+    with pytest.raises(UserError, match=match) as info:
+        load_annotations(path, tmp_path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_valid_annotations_with_a_missing_area_and_iscrowd_still_load(tmp_path):
+    def drop(gt):
+        del gt["annotations"][0]["area"], gt["annotations"][0]["iscrowd"]
+    assert len(load_annotations(write_json(tmp_path / "gt.json", gt_with(drop)), tmp_path).gt["annotations"]) == 2
+
+
+def test_deeply_nested_annotation_json_is_one_line(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert_user_error_naming(path, "nested too deeply")
+
+
+def test_long_values_are_quoted_short(tmp_path):
+    gt = gt_with(_set("annotations", 0, "area", "x" * 100_000))
+    with pytest.raises(UserError) as info:
+        load_annotations(write_json(tmp_path / "gt.json", gt), tmp_path)
+    assert len(str(info.value)) < 400
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Item 14: opening a FIFO for reading would block for ever."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(BadImageError, match=f"{fifo}: not a regular file"):
+        read_image(ImageRecord(1, "x.jpg", 4, 4, fifo))
+
+
+def test_16_bit_png_is_scaled_not_saturated(tmp_path):
+    """Item 15: mode I;16 is scaled to 8 bits (value / 257), not clipped to white."""
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.uint16)).save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I;16"
+    image = read_image(ImageRecord(1, "deep.png", 4, 1, path))
+    assert image.mode == "RGB"
+    assert np.asarray(image)[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_32_bit_image_is_refused(tmp_path):
+    path = tmp_path / "wide.tif"
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(path)
+    with pytest.raises(BadImageError, match="32-bit integer"):
+        read_image(ImageRecord(1, "wide.tif", 2, 1, path))
+
+
+def test_image_fingerprint_follows_content_not_timestamps(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"one")
+    before = image_fingerprint(path)
+    os.utime(path, ns=(1, 1))
+    assert image_fingerprint(path) == before == f"3:{hashlib.sha256(b'one').hexdigest()}"
+    swap_bytes(path, b"two")
+    assert image_fingerprint(path) != before

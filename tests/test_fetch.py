@@ -795,23 +795,107 @@ def test_ensure_coco_from_local_zips(tmp_path):
     assert not downloads.exists()  # local zips are read in place
 
 
-def test_ensure_coco_zip_cut_short_without_any_length_is_caught(server, tmp_path, caplog):
-    # No size, no sha256, no Content-Length: HTTP cannot tell the cut from the end,
-    # so the zip check must reject the download (and delete it for a fresh start).
+def test_download_without_any_length_or_sha256_is_refused(server, tmp_path):
+    # No size, no sha256, no Content-Length: HTTP cannot tell a cut from the end, so nothing
+    # is downloaded or installed (issue 13, item 15), even when this time the body is complete.
     server.files["zips/val2017.zip"] = IMG_ZIP
     server.omit_length = True
-    server.drop_after = len(IMG_ZIP) // 2
     ann, images, downloads = _coco_paths(tmp_path)
     ann.parent.mkdir(parents=True)
     ann.write_bytes(ANN_BYTES)
     kwargs = dict(annotations_url=None, images_url=server.url("zips/val2017.zip"),
                   download_missing=True, downloads_dir=downloads, progress=False)
-    with caplog.at_level("WARNING", logger="ssd_eval.fetch"), pytest.raises(UserError) as ei:
-        ensure_coco(ann, images, **kwargs)
+    for drop_after in (len(IMG_ZIP) // 2, None):
+        server.drop_after = drop_after
+        with pytest.raises(UserError) as ei:
+            ensure_coco(ann, images, **kwargs)
+        msg = _assert_one_line(ei.value)
+        assert "does not say how long" in msg and "dataset.images" in msg and "val2017.zip" in msg
+        assert not images.exists() and not (downloads / "val2017.zip").exists()
+    dest = tmp_path / "m.zip"
+    download(server.url("zips/val2017.zip"), dest, sha256=hashlib.sha256(IMG_ZIP).hexdigest(), progress=False)
+    assert dest.read_bytes() == IMG_ZIP  # a sha256 makes the same download verifiable
+
+# --------------------------------------------------------------------------- issue 13: model identity, zip limits
+
+
+def _external_data_model(path: Path) -> Path:
+    """A small ONNX model whose initializer lives in the external data file ``weights.data``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.data", size_threshold=0)
+    return path
+
+
+def test_model_sha256_covers_external_data(tmp_path):
+    """Item 3 (a): swapping the .data file changes the model's sha256."""
+    from faults import swap_bytes
+
+    model = _external_data_model(tmp_path / "m.onnx")
+    data = tmp_path / "weights.data"
+    assert fetch.external_data_files(model) == ["weights.data"]
+    before = fetch.model_sha256(model)
+    assert before != sha256_of(model)
+    swap_bytes(data, data.read_bytes()[::-1])
+    assert fetch.model_sha256(model) != before
+    data.unlink()
+    with pytest.raises(UserError, match=f"{model}: its external data file {data} is missing"):
+        fetch.model_sha256(model)
+
+
+def test_model_sha256_of_a_single_file_model_is_its_file_sha256(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(DATA)
+    assert fetch.external_data_files(model) == [] and fetch.model_sha256(model) == sha256_of(model)
+
+
+def _patch_central_directory(data: bytes, offset: int, value: bytes) -> bytes:
+    """Overwrite bytes at ``offset`` of every central directory entry (flags: 8, method: 10)."""
+    out = bytearray(data)
+    position = out.find(b"PK\x01\x02")
+    while position != -1:
+        out[position + offset:position + offset + len(value)] = value
+        position = out.find(b"PK\x01\x02", position + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("zip_bytes, problem", [
+    (_patch_central_directory(IMG_ZIP, 8, b"\x01\x00"), "is encrypted"),
+    (_patch_central_directory(IMG_ZIP, 10, b"\x63\x00"), "unsupported compression method (99)"),
+    (_zip({"val2017/000000000001.jpg": bytes(8 << 20)}), "would expand"),
+], ids=["encrypted", "compression", "bomb"])
+def test_unextractable_zips_are_refused_and_kept(tmp_path, zip_bytes, problem):
+    """Items 13 and 15: one line, nothing extracted, the zip kept (downloading again gives the same)."""
+    zip_path = tmp_path / "val2017.zip"
+    zip_path.write_bytes(zip_bytes)
+    ann, images, downloads = _coco_paths(tmp_path)
+    ann.parent.mkdir(parents=True)
+    ann.write_bytes(ANN_BYTES)
+    with pytest.raises(UserError) as ei:
+        ensure_coco(ann, images, annotations_url=None, images_url=str(zip_path), download_missing=True,
+                    downloads_dir=downloads, progress=False)
     msg = _assert_one_line(ei.value)
-    assert "not a valid zip" in msg and "deleted" in msg and "dataset.images" in msg
-    assert "cannot be detected" in caplog.text
-    assert not images.exists() and not (downloads / "val2017.zip").exists()
-    server.drop_after = None
-    ensure_coco(ann, images, **kwargs)
-    assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
+    assert problem in msg and "the zip is kept" in msg and "dataset.images" in msg
+    assert not images.exists() and not images.with_name("val2017.extracting").exists()
+    assert zip_path.read_bytes() == zip_bytes
+
+
+def test_zip_total_size_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "ZIP_MAX_TOTAL_BYTES", 10)
+    zip_path = tmp_path / "a.zip"
+    zip_path.write_bytes(ANN_ZIP)
+    ann, images, downloads = _coco_paths(tmp_path)
+    images.mkdir(parents=True)
+    with pytest.raises(UserError, match="more than the 10 allowed"):
+        ensure_coco(ann, images, annotations_url=str(zip_path), images_url=None, download_missing=True,
+                    downloads_dir=downloads, progress=False)
+    assert not ann.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from functools import partial
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from helpers import metrics_document, write_metrics
 
+from ssd_eval.fetch import sha256_of
 from ssd_eval.gate import (
     header_comments,
     inline_comments,
@@ -22,8 +24,17 @@ from ssd_eval.gate import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The shared builder derives AP50 as 1.8 * mAP; these results carry the 0.35 FP32_BASELINE expects.
-gate_metrics = partial(metrics_document, AP50=0.35)
+def model_sha(variant: str) -> str:
+    """A distinct model sha256 per variant (a quantized result made with its parent's model fails the gate)."""
+    return hashlib.sha256(variant.encode()).hexdigest()
+
+
+def gate_metrics(variant: str, **values) -> dict:
+    """metrics_document with the 0.35 AP50 FP32_BASELINE expects (the shared builder derives 1.8 * mAP)
+    and the variant's own model sha256."""
+    values.setdefault("AP50", 0.35)
+    values.setdefault("model_sha", model_sha(variant))
+    return metrics_document(variant, **values)
 
 
 FP32_BASELINE = """\
@@ -64,7 +75,7 @@ def test_within_tolerance_passes(dirs, capsys):
     out = capsys.readouterr().out
     assert "PASS ssd-12 mAP: expected 0.1898, got 0.1898, allowed 0.0020" in out
     assert "PASS ssd-12-int8 drop_pct vs ssd-12: expected <= 1.00%, got 0.32%" in out
-    assert "3 passed" not in out and "4 passed, 0 failed, 0 errors" in out
+    assert "5 passed" not in out and "6 passed, 0 failed, 0 errors" in out  # 2 of them: the gated models
 
 
 def test_small_loss_within_tolerance_passes(dirs):
@@ -207,7 +218,7 @@ def test_junit_xml(dirs, tmp_path):
     suite = ET.parse(junit).getroot()
     assert suite.tag == "testsuite" and suite.get("name") == "ssd-eval-gate"
     cases = suite.findall("testcase")
-    assert len(cases) == int(suite.get("tests")) == 4
+    assert len(cases) == int(suite.get("tests")) == 6  # 4 metric and drop checks, 2 model checks
     assert len(suite.findall("testcase/failure")) == int(suite.get("failures")) == 3
     assert suite.findall("testcase/error") == [] and suite.get("errors") == "0"
     assert [p.name for p in junit.parent.iterdir()] == ["gate.xml"]
@@ -502,12 +513,14 @@ def test_update_reads_the_result_under_the_existing_files_protocol(tmp_path, cap
     assert data["metrics"] == {"mAP": {"expected": 0.1893, "abs_tol": 0.002, "rel_tol": None}}
     assert data["quantized"] == {"parent": "ssd-12", "max_drop_pct": 2.0}
     assert text.startswith(ZOO_INT8.split("variant:")[0])  # the comment header is kept
-    assert text == ZOO_INT8.replace("expected: 0.1892", "expected: 0.1893")  # and inline comments
+    assert text == ZOO_INT8.replace("expected: 0.1892", "expected: 0.1893").replace(  # and inline comments
+        "metrics:", f"model_sha256: {model_sha('ssd-12-int8')}   # ...and this model\nmetrics:", 1)
     captured = capsys.readouterr()
     assert "warning" not in captured.err
     changed = [line for line in captured.out.splitlines()
                if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))]
-    assert changed == ["-  mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}",
+    assert changed == [f"+model_sha256: {model_sha('ssd-12-int8')}   # ...and this model",
+                       "-  mAP: {expected: 0.1892, abs_tol: 0.002, rel_tol: null}",
                        "+  mAP: {expected: 0.1893, abs_tol: 0.002, rel_tol: null}"]
     assert run_gate(baselines, results) == 0
 
@@ -583,3 +596,106 @@ def test_malformed_annotations_sha256_in_a_baseline_is_an_input_error(dirs, caps
     path.write_text(path.read_text() + "annotations_sha256: nope\n")
     assert run_gate(baselines, results) == 2
     assert "annotations_sha256" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- issue 13: which model was gated
+
+def pinning_config(configs: Path, variant: str, sha256: str | None) -> Path:
+    """A minimal loadable configs/<variant>.yaml, pinning `sha256` (or nothing)."""
+    configs.mkdir(exist_ok=True)
+    path = configs / f"{variant}.yaml"
+    path.write_text(f"variant: {variant}\nmodel:\n  path: data/models/{variant}.onnx\n  sha256: "
+                    f"{sha256 or 'null'}\ndataset:\n  annotations: a.json\n  images: images\n")
+    return path
+
+
+def test_gate_prints_which_model_was_gated(dirs, tmp_path, capsys):
+    """Item 11: the gated model's sha256 (12 hex) is in the output, and whether anything pinned it."""
+    pinning_config(tmp_path / "configs", "ssd-12", model_sha("ssd-12"))
+    pinning_config(tmp_path / "configs", "ssd-12-int8", None)
+    assert run_gate(*dirs, configs_dir=tmp_path / "configs") == 0
+    out = capsys.readouterr().out
+    assert (f"PASS ssd-12 model: gated {model_sha('ssd-12')[:12]} (data/models/ssd-12.onnx), pinned by "
+            f"{tmp_path / 'configs' / 'ssd-12.yaml'} model.sha256") in out
+    assert (f"PASS ssd-12-int8 model: gated {model_sha('ssd-12-int8')[:12]} (data/models/ssd-12-int8.onnx), "
+            f"not pinned ({tmp_path / 'configs' / 'ssd-12-int8.yaml'} pins no model.sha256; ") in out
+
+
+def test_model_other_than_the_config_pin_fails(dirs, tmp_path, capsys):
+    """Item 8: `eval --model` drops the pin; the gate compares the result with the config's pin."""
+    pinning_config(tmp_path / "configs", "ssd-12", "5ec1e058e666" + "0" * 52)
+    assert run_gate(*dirs, variants=["ssd-12"], configs_dir=tmp_path / "configs") == 1
+    out = capsys.readouterr().out
+    assert (f"FAIL ssd-12 model: gated {model_sha('ssd-12')[:12]} (data/models/ssd-12.onnx), expected "
+            f"5ec1e058e666 ({tmp_path / 'configs' / 'ssd-12.yaml'} model.sha256): this result is not of "
+            "ssd-12's model") in out
+
+
+def test_model_other_than_the_baseline_pin_fails(dirs, capsys):
+    """Item 11: baselines may pin model_sha256; a raised mAP from a foreign model does not pass."""
+    baselines, results = dirs
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE + f"model_sha256: '{'0' * 64}'\n")
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.25, model_sha="f" * 64))
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 1
+    assert f"expected 000000000000 ({baselines / 'ssd-12.yaml'} model_sha256)" in capsys.readouterr().out
+
+
+def test_quantized_variant_evaluated_with_its_parents_model_fails(dirs, capsys):
+    """Item 8 without any pin: the int8 result's model is the fp32 parent's."""
+    baselines, results = dirs
+    write_metrics(results, gate_metrics("ssd-12-int8", mAP=0.1898, parent="ssd-12", model_sha=model_sha("ssd-12")))
+    assert run_gate(baselines, results, variants=["ssd-12-int8"]) == 1
+    assert f"is the model of its parent ssd-12 ({results / 'ssd-12' / 'metrics.json'})" in capsys.readouterr().out
+
+
+def test_model_override_on_the_sample_does_not_pass_as_the_variant(tmp_path, monkeypatch, capsys):
+    """Item 8 end to end: the fp32 sample model evaluated as sample-int8 fails the gate (exit 1)."""
+    from ssd_eval.cli import main
+
+    monkeypatch.chdir(REPO)
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    for variant in ("sample", "sample-int8"):
+        assert main(["eval", "--config", f"configs/{variant}.yaml", "--out", str(results / variant),
+                     "--no-progress"]) == 0
+    assert main(["baseline", "--update", "--baselines", str(baselines), "--results", str(results),
+                 "--max-drop-pct", "100"]) == 0
+    assert main(["gate", "--baselines", str(baselines), "--results", str(results)]) == 0
+    assert main(["eval", "--config", "configs/sample-int8.yaml", "--model", "data/sample/models/sample.onnx",
+                 "--out", str(results / "sample-int8"), "--no-progress", "--fresh"]) == 0
+    capsys.readouterr()
+    assert main(["gate", "--baselines", str(baselines), "--results", str(results), "--variant", "sample-int8"]) == 1
+    out = capsys.readouterr().out
+    gated = sha256_of(REPO / "data" / "sample" / "models" / "sample.onnx")[:12]
+    assert f"FAIL sample-int8 model: gated {gated} (data/sample/models/sample.onnx), expected" in out
+
+
+def test_stray_yml_beside_yaml_is_an_input_error(dirs, capsys):
+    """Item 10: a stray baselines/<variant>.yml no longer silently wins."""
+    baselines, results = dirs
+    (baselines / "ssd-12.yml").write_text(FP32_BASELINE.replace("0.1898", "0.1"))
+    assert run_gate(baselines, results) == 2
+    assert f"{baselines / 'ssd-12.yaml'} and {baselines / 'ssd-12.yml'}: two baselines for variant 'ssd-12'" in \
+        capsys.readouterr().err
+    assert update_baselines(baselines, results) == 2
+
+
+def test_deeply_nested_baseline_and_metrics_are_input_errors(dirs, capsys):
+    """Item 13: RecursionError becomes one line and exit 2."""
+    baselines, results = dirs
+    (baselines / "ssd-12.yaml").write_text("variant: " + "[" * 5000 + "]" * 5000 + "\n")
+    (results / "ssd-12-int8" / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert run_gate(baselines, results) == 2
+    err = capsys.readouterr().err
+    assert "ssd-12.yaml: not a baseline: YAML nested too deeply" in err
+    assert "ssd-12-int8/metrics.json: not a metrics file: JSON nested too deeply" in err
+
+
+def test_alias_bomb_in_a_baseline_is_quoted_short(dirs, capsys):
+    """Item 13: the error quotes at most 200 characters of the value, not the expanded bomb."""
+    baselines, results = dirs
+    levels = ["  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (baselines / "ssd-12.yaml").write_text("variant: ssd-12\nprotocol:\n" + "\n".join(levels) + "\n")
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "protocol: expected a non-empty string" in x]
+    assert len(line) < 200 + len(str(baselines)) + 100

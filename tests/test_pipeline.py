@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -368,3 +369,114 @@ def test_short_runs_print_no_progress_lines():
     with ProgressLines(3, "sample", clock=lambda: 0.0, stream=out) as progress:
         progress.update(3)
     assert out.getvalue() == ""
+
+
+# ---------------------------------------------------------------- issue 13: trusting shards, stale results, workers
+
+def two_shards(tmp_path: Path) -> list[Path]:
+    for index in (1, 2):
+        evaluate(sample_config("sample", tmp_path / "split"), shard=(index, 2), progress=False)
+    return [tmp_path / "split" / f"shard-{index}-of-2" for index in (1, 2)]
+
+
+def test_merge_refuses_a_shard_whose_detections_do_not_match_its_manifest(tmp_path):
+    """Item 6: detections.json is pinned by its shard's manifest (sha256, count, image ids)."""
+    first, second = two_shards(tmp_path)
+    manifest = json.loads((first / "shard.json").read_text())
+    assert manifest["detections_file"]["count"] == len(json.loads((first / "detections.json").read_text()))
+    shutil.copy(second / "detections.json", first / "detections.json")
+    with pytest.raises(UserError, match=r"shard-1-of-2/detections.json: is not the file .* \(sha256 differs\)"):
+        merge_shards([first, second], tmp_path / "merged")
+    copied = json.loads((first / "detections.json").read_text())
+    manifest["detections_file"] = {"count": len(copied), "sha256": sha256_of(first / "detections.json")}
+    (first / "shard.json").write_text(json.dumps(manifest))  # the manifest edited to match the copy
+    with pytest.raises(UserError, match=rf"holds detections of image {copied[0]['image_id']}, which is not one of"):
+        merge_shards([first, second], tmp_path / "merged")
+    manifest["detections_file"]["count"] += 1
+    (first / "shard.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=rf"holds {len(copied)} detections but .* records {len(copied) + 1}"):
+        merge_shards([first, second], tmp_path / "merged")
+    assert not (tmp_path / "merged" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("detections.json", b"\xff\xfe"),
+    ("detections.json", b"[" * 100_000 + b"]" * 100_000),
+    ("shard.json", b'{"shard": [1, 2], "image_ids": ["a"]}'),
+], ids=["utf8", "nested", "types"])
+def test_merge_of_malformed_shard_files_is_one_line(tmp_path, name, content):
+    """Item 13: no UnicodeDecodeError, RecursionError, TypeError or KeyError escapes."""
+    first, second = two_shards(tmp_path)
+    (first / name).write_bytes(content)
+    with pytest.raises(UserError, match=str(first)):
+        merge_shards([first, second], tmp_path / "merged")
+
+
+def test_a_fresh_run_removes_old_results_before_inference(tmp_path):
+    """Items 9 and 15: a failed --fresh rerun leaves nothing for the gate; stale temp files go."""
+    out = tmp_path / "out"
+    evaluate(sample_config("sample", out), progress=False)
+    (out / ".metrics.json.k9x2.tmp").write_text("{")  # left by a kill -9 during a write
+    evaluate(sample_config("sample", out), progress=False)  # resumed: results stay, temp files go
+    assert (out / "metrics.json").is_file() and not list(out.glob(".*.tmp"))
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE / "images", images)
+    victim = sorted(images.iterdir())[-1]
+    victim.write_bytes(victim.read_bytes()[:100])  # fails part-way through inference
+    with pytest.raises(UserError, match=str(victim)):
+        evaluate(sample_config("sample", out, ("dataset.images", str(images))), fresh=True, progress=False)
+    assert not (out / "metrics.json").exists() and not (out / "detections.json").exists()
+
+
+def test_overwritten_images_are_evaluated_again_and_scored_right(tmp_path):
+    """Item 3 (b): images overwritten in place (same size, same mtime) are not served from the cache."""
+    from PIL import Image, ImageOps
+
+    from faults import swap_bytes
+
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE / "images", images)
+    config = sample_config("sample", tmp_path / "out", ("dataset.images", str(images)))
+    evaluate(config, progress=False)
+    changed = sorted(images.iterdir())[::2]
+    for path in changed:
+        with Image.open(path) as image:
+            ImageOps.mirror(image.convert("RGB")).save(tmp_path / "mirrored.jpg", quality=95)
+        swap_bytes(path, (tmp_path / "mirrored.jpg").read_bytes())
+    resumed = evaluate(config, progress=False)
+    fresh = evaluate(sample_config("sample", tmp_path / "fresh", ("dataset.images", str(images))), progress=False)
+    assert resumed.provenance["resumed_images"] == len(list(images.iterdir())) - len(changed)
+    assert resumed.scores.stats == fresh.scores.stats
+    assert (tmp_path / "out" / "detections.json").read_bytes() == (tmp_path / "fresh" / "detections.json").read_bytes()
+
+
+def test_process_workers_exit_when_the_parent_is_terminated(tmp_path):
+    """Item 14: SIGTERM to a pipeline.mode=process run leaves no worker holding the caller's stdout."""
+    annotations, images = bigger_set(tmp_path / "set", copies=8)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ssd_eval", "eval", "--config", "configs/sample.yaml", "--annotations",
+         str(annotations), "--images", str(images), "--out", str(out), "--set", "pipeline.mode=process",
+         "--set", "pipeline.workers=2", "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if (out / "cache.jsonl").exists() and (out / "cache.jsonl").read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.01)
+        process.terminate()
+        process.communicate(timeout=30)  # EOF on stdout and stderr: every worker has exited
+        assert process.returncode == -signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("pool workers outlived their parent")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -263,8 +263,8 @@ def test_optimized_model_cache_is_written_then_loaded(model_path, tmp_path):
     runtime = RuntimeConfig(optimized_model_cache=str(cache))
     sha = "ab" * 32
     first = Detector(model_path, ModelConfig(), runtime, HW, sha)
-    written = cache / f"{sha[:16]}-all.onnx"
-    assert written.is_file() and written.stat().st_size > 0
+    [written] = cache.glob(f"{sha[:16]}-all-*.onnx")
+    assert written.stat().st_size > 0 and written.with_suffix(".json").is_file()
     stamp = written.stat().st_mtime_ns
     second = Detector(model_path, ModelConfig(), runtime, HW, sha)
     assert written.stat().st_mtime_ns == stamp  # loaded, not rewritten
@@ -312,3 +312,80 @@ def test_model_with_no_detections(tmp_path):
     assert dets.boxes.shape == (0, 4)
     assert dets.labels.shape == (0,)
     assert dets.scores.shape == (0,)
+
+
+# ---------------------------------------------------------------- issue 13: output checks, threads, optimized-model cache
+
+def constant_detector(path: Path, boxes, labels, scores) -> Path:
+    """A model that returns exactly these arrays (any shape, NaN allowed) whatever the image."""
+    arrays = {"bboxes": np.asarray(boxes, dtype=np.float32), "labels": np.asarray(labels, dtype=np.int64),
+              "scores": np.asarray(scores, dtype=np.float32)}
+    types = {"bboxes": TensorProto.FLOAT, "labels": TensorProto.INT64, "scores": TensorProto.FLOAT}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [f"const_{name}"], [name]) for name in arrays], "constant",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *HW])],
+        [helper.make_tensor_value_info(name, types[name], list(array.shape)) for name, array in arrays.items()],
+        [numpy_helper.from_array(array, f"const_{name}") for name, array in arrays.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7), str(path))
+    return path
+
+
+@pytest.mark.parametrize("boxes, labels, scores, match", [
+    (np.zeros((1, 4, 3)), [LABELS], [SCORES], r"'bboxes' has shape \(1, 4, 3\); expected \(1, N, 4\)"),
+    (np.zeros((1, 3, 5)), [LABELS], [SCORES], r"'bboxes' has shape \(1, 3, 5\); expected \(1, N, 4\)"),
+    (np.zeros((3, 4)), [LABELS], [SCORES], r"'bboxes' has shape \(3, 4\); expected \(1, N, 4\)"),
+    ([BOXES], [[[v] for v in LABELS]], [SCORES], r"'labels' has shape \(1, 3, 1\); expected \(1, N\)"),
+    ([BOXES], [LABELS], SCORES, r"'scores' has shape \(3,\); expected \(1, N\)"),
+    ([[[np.nan] * 4] * 3], [LABELS], [SCORES], r"'bboxes' holds NaN or Inf \(image 1 of a batch of 1\)"),
+    ([BOXES], [LABELS], [[0.5, np.inf, 0.1]], r"'scores' holds NaN or Inf"),
+], ids=["transposed", "five-values", "rank-2", "labels-rank-3", "scores-rank-1", "nan-boxes", "inf-scores"])
+def test_malformed_model_outputs_are_one_line_errors(tmp_path, boxes, labels, scores, match):
+    """Item 2: ranks, the last dimension and finiteness are checked; nothing is silently reshaped."""
+    path = constant_detector(tmp_path / "odd.onnx", boxes, labels, scores)
+    with pytest.raises(UserError, match=match) as info:
+        make_detector(path).run(batch())
+    assert str(info.value).startswith(f"{path}: output ")
+
+
+@pytest.mark.parametrize("key", ["intra_op_threads", "inter_op_threads"])
+@pytest.mark.parametrize("value", [100_000, -1])
+def test_absurd_thread_counts_are_refused(model_path, key, value):
+    """Item 14: runtime.intra_op_threads=100000 used to hang in onnxruntime."""
+    with pytest.raises(UserError, match=rf"runtime.{key}: {value} must be between 0 .* CPU cores"):
+        make_detector(model_path, runtime=RuntimeConfig(**{key: value}))
+
+
+def test_replaced_optimized_model_is_not_trusted(model_path, tmp_path, caplog):
+    """Item 3 (c): the cached file is checked against its sidecar, not trusted by name."""
+    cache = tmp_path / "cache"
+    runtime = RuntimeConfig(optimized_model_cache=str(cache))
+    Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
+    [cached] = cache.glob("*.onnx")
+    other = fixed_detector(tmp_path / "other.onnx", [[0.0, 0.0, 0.5, 0.5]], [7], [0.2], input_hw=HW)
+    cached.write_bytes(other.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        detector = Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
+    assert "optimizing the model again" in caplog.text
+    assert_fixed_output(detector.run(batch())[0])  # the real model's output, not the replacement's
+    assert list(cache.glob("*.onnx")) == [cached]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        assert_fixed_output(Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32).run(batch())[0])
+    assert caplog.text == ""  # rebuilt and recorded: trusted again
+
+
+def test_optimized_model_is_keyed_by_model_version_level_and_providers(monkeypatch):
+    from ssd_eval import runner
+
+    runtime = RuntimeConfig(optimized_model_cache="c")
+    base, key = runner.optimized_model_entry("ab" * 32, runtime, ["CPUExecutionProvider"])
+    assert key["source_sha256"] == "ab" * 32 and key["onnxruntime"] == runner.ort.__version__
+    others = {
+        runner.optimized_model_entry("cd" * 32, runtime, ["CPUExecutionProvider"])[0],
+        runner.optimized_model_entry("ab" * 32, RuntimeConfig(optimized_model_cache="c", graph_optimization="basic"),
+                                     ["CPUExecutionProvider"])[0],
+        runner.optimized_model_entry("ab" * 32, runtime, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0],
+    }
+    monkeypatch.setattr(runner.ort, "__version__", "0.0.1")
+    others.add(runner.optimized_model_entry("ab" * 32, runtime, ["CPUExecutionProvider"])[0])
+    assert len(others) == 4 and base not in others

@@ -231,6 +231,18 @@ def test_markdown_escapes_pipes():
     assert "custom(a\\|b)" in render_markdown(build_rows([data]))
 
 
+def test_hostile_variant_names_stay_on_one_row_and_are_not_formulas():
+    """Issue 13, item 15: a newline cannot break TABLE.md; =cmd does not run as a formula in table.csv."""
+    rows = build_rows([metrics_document("evil\n| x |\n=cmd", mAP=0.2), metrics_document("=HYPERLINK(1)", mAP=0.1),
+                       metrics_document("-x", mAP=0.3, published=0.4, protocol="inc", images=4952)])
+    lines = render_markdown(rows).splitlines()
+    assert len(lines) == 5 and lines[2].startswith("| evil \\| x \\| =cmd | coco |")
+    records = list(csv.reader(io.StringIO(render_csv(rows))))
+    assert [r[0] for r in records[1:]] == ["evil | x | =cmd", "'=HYPERLINK(1)", "'-x"]
+    assert records[3][5] == "-0.1000"  # numbers keep their sign
+    assert len(render_terminal(rows).splitlines()) == 5
+
+
 def test_terminal_table_is_aligned():
     text = render_terminal(build_rows([fp32(), int8()]))
     lines = text.splitlines()
@@ -283,7 +295,7 @@ def test_failed_write_keeps_old_table_and_leaves_no_temp_file(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr("os.fsync", failing_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="TABLE.md: cannot write: disk full"):  # the path is named
         write_table(tmp_path, quiet=True)
     assert (tmp_path / "TABLE.md").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["TABLE.md", "table.csv"]
