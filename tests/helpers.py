@@ -202,3 +202,62 @@ def write_metrics(results_dir: Path, data: dict, folder: str | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def int8_conv_model(path: Path, kind: str = "qoperator", *, weight_range: tuple[int, int] = (-128, 127),
+                    input_hw: tuple[int, int] = (64, 64), channels: tuple[int, int] = (3, 8), kernel: int = 3,
+                    output_q: bool = True, seed: int = 0) -> Path:
+    """A one-conv ONNX model: ``kind`` "qoperator" (u8s8 QLinearConv, uint8 in and out), "qdq"
+    (Q/DQ around a float Conv whose int8 weight goes through DequantizeLinear; float in and out;
+    ``output_q`` False drops the Q/DQ after the Conv) or "fp32" (a float Conv).
+
+    Weights are drawn from ``weight_range`` (inclusive) and contain both its ends: (-128, 127) is
+    full range, (-64, 63) what reduce_range keeps. Conv: stride 1, no padding, ``channels`` = (Cin, Cout).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    cin, cout = channels
+    low, high = weight_range
+    rng = np.random.default_rng(seed)
+    weight = rng.integers(low, high + 1, size=(cout, cin, kernel, kernel)).astype(np.int8)
+    weight.flat[0], weight.flat[-1] = low, high
+    height, width = input_hw
+    out_shape = [1, cout, height - kernel + 1, width - kernel + 1]
+    scalar = numpy_helper.from_array
+    if kind == "qoperator":
+        init = [scalar(np.array(0.0173, np.float32), "x_scale"), scalar(np.array(128, np.uint8), "x_zp"),
+                scalar(weight, "w"), scalar(np.array(0.00931, np.float32), "w_scale"),
+                scalar(np.array(0, np.int8), "w_zp"), scalar(np.array(1.37, np.float32), "y_scale"),
+                scalar(np.array(128, np.uint8), "y_zp")]
+        nodes = [helper.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"],
+                                  ["y"], name="qconv")]
+        in_type = out_type = TensorProto.UINT8
+    elif kind == "qdq":
+        init = [scalar(np.array(0.0173, np.float32), "x_scale"), scalar(np.array(128, np.uint8), "x_zp"),
+                scalar(weight, "w"), scalar(np.array(0.00931, np.float32), "w_scale"),
+                scalar(np.array(0, np.int8), "w_zp"), scalar(np.array(0.37, np.float32), "y_scale"),
+                scalar(np.array(128, np.uint8), "y_zp")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q_x"),
+                 helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dq_x"),
+                 helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zp"], ["wd"], name="dq_w"),
+                 helper.make_node("Conv", ["xd", "wd"], ["conv_out" if output_q else "y"], name="conv")]
+        if output_q:
+            nodes += [helper.make_node("QuantizeLinear", ["conv_out", "y_scale", "y_zp"], ["yq"], name="q_y"),
+                      helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["y"], name="dq_y")]
+        in_type = out_type = TensorProto.FLOAT
+    elif kind == "fp32":
+        init = [scalar(weight.astype(np.float32) * np.float32(0.01), "w")]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+        in_type = out_type = TensorProto.FLOAT
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    graph = helper.make_graph(nodes, f"int8_conv_{kind}",
+                              [helper.make_tensor_value_info("x", in_type, [1, cin, height, width])],
+                              [helper.make_tensor_value_info("y", out_type, out_shape)], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
