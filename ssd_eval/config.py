@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, quote
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class ModelConfig:
     # or listed where that differs from the published one (e.g. 0.19578 behind ssd-10's 0.195).
     published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
     source_map: Optional[float] = None
+    # The CPU int8 kernel class (cpu.KERNEL_CLASSES) a quantized model's published mAP was measured on.
+    published_int8_path: Optional[str] = None
     parent: Optional[str] = None
     input_name: Optional[str] = None
     boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
@@ -150,6 +152,12 @@ class RuntimeConfig:
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     optimized_model_cache: Optional[str] = None
     batch_size: int = 1
+    # onnxruntime session config entries (SessionOptions.add_session_config_entry), e.g.
+    # {session.x64quantprecision: "1"}; part of the cache key and the provenance.
+    session_config: dict[str, str] = field(default_factory=dict)
+    # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
+    # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
+    exact_int8: bool = True
 
 
 @dataclass
@@ -440,7 +448,7 @@ def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], defaul
 def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
     ok, coerced = _match(value, hint)
     if not ok:
-        raise UserError(f"{origin}: key {key!r} must be {_describe(hint)}, got {value!r}")
+        raise UserError(f"{origin}: key {key!r} must be {_describe(hint)}, got {quote(value)}")
     return coerced
 
 
@@ -457,6 +465,16 @@ def _match(value: Any, hint: Any) -> tuple[bool, Any]:
         return value is None, None
     if origin is Literal:
         return value in args, value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return False, None
+        items = {}
+        for key, item in value.items():
+            ok, coerced = _match(item, args[1])
+            if not ok:
+                return False, None
+            items[key] = coerced
+        return True, items
     if origin is list:
         if not isinstance(value, list):
             return False, None
@@ -492,6 +510,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
         return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of names to values ({_describe(args[1])})"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
@@ -513,11 +533,16 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
     if post.score_threshold is not None and not math.isfinite(post.score_threshold):
         fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
+    from ssd_eval.cpu import KERNEL_CLASSES
     from ssd_eval.metrics import BACKENDS  # the registry lives with the scoring code
+
+    if config.model.published_int8_path not in (None, *KERNEL_CLASSES):
+        fail("model.published_int8_path", f"must be one of {', '.join(KERNEL_CLASSES)} or null, "
+                                          f"got {quote(config.model.published_int8_path)}")
 
     if config.metrics.backend not in BACKENDS:
         fail("metrics.backend", f"must be one of {', '.join(repr(b) for b in BACKENDS)}, "
-                                f"got {config.metrics.backend!r}")
+                                f"got {quote(config.metrics.backend)}")
     excluded = config.metrics.exclude_categories or []
     if len(set(excluded)) != len(excluded):
         fail("metrics.exclude_categories", "names a category twice")
@@ -531,7 +556,7 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("runtime.providers", "must name at least one execution provider")
     sha = config.model.sha256
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
-        fail("model.sha256", f"must be 64 hex digits or null, got {sha!r}")
+        fail("model.sha256", f"must be 64 hex digits or null, got {quote(sha)}")
     if not config.model.path:
         fail("model.path", "must be set (or pass --model PATH)")
     if not config.dataset.annotations:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from ssd_eval.cpu import KERNEL_CLASSES
 from ssd_eval.errors import UserError, quote
 from ssd_eval.results import atomic_write_text
 from ssd_eval.table import (
@@ -75,9 +76,11 @@ class Baseline:
     max_drop_pct: float | None = None
     annotations_sha256: str | None = None
     model_sha256: str | None = None
+    int8_path: str | None = None  # the CPU int8 kernel class the expected numbers were measured on
 
 
-_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "model_sha256", "metrics", "quantized")
+_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "model_sha256", "int8_path", "metrics",
+             "quantized")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _METRIC_KEYS = ("expected", "abs_tol", "rel_tol")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
@@ -108,6 +111,10 @@ def parse_baseline(text: str, source: str) -> Baseline:
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and _SHA256.fullmatch(value)):
             raise UserError(f"{source}: {key}: expected 64 lower-case hex digits or null, got {quote(value)}")
+    int8_path = data.get("int8_path")
+    if int8_path is not None and int8_path not in KERNEL_CLASSES:
+        raise UserError(f"{source}: int8_path: expected one of {', '.join(KERNEL_CLASSES)} or null, "
+                        f"got {quote(int8_path)}")
     stem = Path(source).stem
     if data["variant"] != stem:
         raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name "
@@ -159,7 +166,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
                             f"got {quote(max_drop)}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
-                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"))
+                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), int8_path)
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -273,6 +280,8 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
         lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
     if baseline.model_sha256:
         lines.append(f"model_sha256: {baseline.model_sha256}   # ...and this model")
+    if baseline.int8_path:
+        lines.append(f"int8_path: {baseline.int8_path}   # CPU int8 kernel class the numbers were measured on")
     lines += [
         "metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed",
     ]
@@ -457,6 +466,25 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     return Check(variant, "model", "PASS", f"PASS {variant} model: {gated}, {status}")
 
 
+def int8_path_note(baseline: Baseline, result: dict) -> str | None:
+    """A note when a quantized result ran on another CPU int8 kernel class than the baseline's
+    numbers (``int8_path``): onnxruntime's int8 kernels differ between classes, so a gap may be
+    the CPU's, not the model's."""
+    provenance = result.get("provenance", {})
+    quantization = (provenance.get("model") or {}).get("quantization")
+    capability = (provenance.get("int8") or {}).get("cpu") or {}
+    here = capability.get("kernel_class")
+    if not baseline.int8_path or quantization in (None, "none") or here == baseline.int8_path:
+        return None
+    exact = (provenance.get("runtime") or {}).get("session_config", {}).get("session.x64quantprecision") == "1"
+    how = ("u8s8 products were computed exactly (session.x64quantprecision=1), other int8 kernels may still "
+           "round differently" if exact else "its u8s8 kernels may saturate and other int8 kernels round "
+           "differently")
+    return (f"note: {baseline.variant} ran on a {here or 'unknown'} CPU ({capability.get('cpu', '?')}) but "
+            f"{baseline.source} holds numbers measured on {baseline.int8_path}: {how}; see the README's "
+            "'Quantized models on different CPUs'")
+
+
 def check_variant(baseline: Baseline, results: Path | ResultIndex,
                   configs_dir: Path | None = None) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks.
@@ -509,6 +537,9 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
         checks.insert(0, check_model(baseline, result, parent_result, configs_dir))
     except UserError as exc:
         checks.insert(0, Check(variant, "model", "ERROR", str(exc)))
+    cpu_note = int8_path_note(baseline, result)
+    if cpu_note:
+        notes.append(cpu_note)
     if notes and checks:
         first = checks[0]
         checks[0] = Check(first.variant, first.name, first.status, first.message,
@@ -652,7 +683,8 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
     annotations = (result["provenance"].get("annotations") or {}).get("sha256")
     model = result["provenance"]["model"]["sha256"]
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
-                        tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model))
+                        tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model),
+                        existing.int8_path if existing else None)
     return baseline, messages
 
 

@@ -22,6 +22,7 @@ from ssd_eval.cpu import Int8Capability, describe, detect_int8_capability
 from ssd_eval.errors import UserError
 
 SAFE_RANGE = (-64, 63)
+PRECISION_KEY = "session.x64quantprecision"  # onnxruntime: exact u8s8 on x86 CPUs without VNNI
 MS_DOMAIN = "com.microsoft"
 STANDARD_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                       "QLinearMatMul", "ConvInteger", "MatMulInteger"}
@@ -417,7 +418,8 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None) ->
                      gflops_skipped_nodes=skipped, notes=notes)
 
 
-SESSION_FIX = "set runtime.session_config: {session.x64quantprecision: '1'}"
+SESSION_FIX = ("keep runtime.exact_int8: true (the default) or set runtime.session_config: "
+               f"{{{PRECISION_KEY}: '1'}}")
 
 
 def verdict(info: ModelInfo) -> str:
@@ -461,7 +463,7 @@ def saturation_warning(info: ModelInfo, session_config: Mapping[str, Any] | None
         risky = [w for w in risky if not w.needs_fusion]
         if not risky:
             return None
-    precision = str((session_config or {}).get("session.x64quantprecision", "")).strip()
+    precision = str((session_config or {}).get(PRECISION_KEY, "")).strip()
     if precision == "1" and graph_optimization != "disable":
         return None
     cap = info.capability
@@ -525,3 +527,13 @@ def render(info: ModelInfo) -> str:
     lines += ["", f"verdict: {verdict(info)}"]
     lines += [f"note: {note}" for note in info.notes]
     return "\n".join(lines)
+
+
+def int8_session_config(info: ModelInfo, session_config: Mapping[str, str], *, exact_int8: bool) -> dict[str, str]:
+    """The session config entries to run ``info``'s model with: ``session_config``, plus
+    ``session.x64quantprecision=1`` where ``exact_int8`` holds and this CPU's u8s8 kernels could
+    saturate on the model's weights (an explicit entry in ``session_config`` always wins)."""
+    entries = dict(session_config)
+    if exact_int8 and info.can_saturate_here and PRECISION_KEY not in entries:
+        entries[PRECISION_KEY] = "1"
+    return entries

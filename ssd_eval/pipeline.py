@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ssd_eval import data, fetch, postprocess, preprocess
+from ssd_eval import cpu, data, fetch, model_info, postprocess, preprocess
 from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data
 from ssd_eval.errors import UserError
@@ -170,8 +170,9 @@ def _duration(seconds: float) -> str:
 
 
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
-              providers: Sequence[str]) -> dict[str, Any]:
-    """What determines one image's detections: model, data, preprocessing, postprocessing, providers.
+              providers: Sequence[str], session_config: dict[str, str] | None = None) -> dict[str, Any]:
+    """What determines one image's detections: model (with its external data), data,
+    preprocessing, postprocessing, providers, graph optimization and session config entries.
 
     The config's protocol is resolved (config.resolve_protocol), so the preprocess and
     postprocess sections hold every switch in force: a new switch cannot be left out.
@@ -185,7 +186,8 @@ def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset
         "preprocess_sha256": hash_data(pre),
         "postprocess_sha256": hash_data(post),
         "execution": hash_data({"providers": list(providers),
-                                "graph_optimization": config.runtime.graph_optimization}),
+                                "graph_optimization": config.runtime.graph_optimization,
+                                "session_config": dict(session_config or {})}),
     }
 
 
@@ -236,12 +238,20 @@ def evaluate(
         skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
     if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
-    model_sha256 = fetch.sha256_of(model_path)
+    model_sha256 = fetch.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
+    content_sha256 = fetch.model_sha256(model_path)  # with its external data: what determines detections
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
-    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, model_sha256)
+    int8 = model_info.inspect_model(model_path, cpu.detect_int8_capability())
+    session_config = model_info.int8_session_config(int8, config.runtime.session_config,
+                                                    exact_int8=config.runtime.exact_int8)
+    int8_warning = model_info.saturation_warning(int8, session_config, config.runtime.graph_optimization)
+    if int8_warning:
+        log.warning(int8_warning)
+    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, content_sha256,
+                        session_config=session_config)
 
     cache_path = out_dir / "cache.jsonl"
-    key = cache_key(config, model_sha256, categories, dataset, detector.providers)
+    key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config)
     with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
                         images={i: dataset.images[i].path for i in image_ids}) as cache:
         tidy_output_dir(out_dir, discard_results=cache.started_afresh)  # before inference: no stale results
@@ -260,7 +270,8 @@ def evaluate(
             backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
-    provenance = _provenance(config, model_path, model_sha256, dataset, detector, evaluated, skipped,
+    provenance = _provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
+                             detector, evaluated, skipped,
                              detection_count, shard=shard, resumed=resumed, inferred=len(todo) - len(skipped),
                              loop_seconds=loop_seconds)
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -279,17 +290,27 @@ def evaluate(
         published_map=config.model.published_map,
         published_protocol=config.model.published_protocol,
         source_map=config.model.source_map,
+        published_int8_path=config.model.published_int8_path,
     )
     write_result(result, out_dir)
     return result
 
 
-def _provenance(config: Config, model_path: Path, model_sha256: str, dataset: data.CocoDataset,
+def _provenance(config: Config, model_path: Path, model_sha256: str, content_sha256: str,
+                int8: model_info.ModelInfo, int8_warning: str | None, dataset: data.CocoDataset,
                 detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
                 shard: tuple[int, int] | None, resumed: int, inferred: int, loop_seconds: float) -> dict[str, Any]:
     """Everything needed to trust and reproduce a number (see docs/FORMATS.md)."""
     return {
-        "model": {"path": str(model_path), "sha256": model_sha256, "size": model_path.stat().st_size},
+        "model": {"path": str(model_path), "sha256": model_sha256, "content_sha256": content_sha256,
+                  "size": model_path.stat().st_size, "quantization": int8.quantization_format},
+        "int8": {
+            "cpu": int8.capability.to_dict() if int8.capability else None,
+            "saturation_risk": int8.saturation_risk,
+            "can_saturate_here": int8.can_saturate_here,
+            "exact_int8": config.runtime.exact_int8,
+            "warning": int8_warning,
+        },
         "annotations": {"path": str(dataset.annotations_path), "sha256": dataset.sha256},
         "images_dir": str(dataset.images_dir),
         "config": config.to_dict(),
@@ -308,6 +329,7 @@ def _provenance(config: Config, model_path: Path, model_sha256: str, dataset: da
             "intra_op_threads": config.runtime.intra_op_threads,
             "inter_op_threads": config.runtime.inter_op_threads,
             "batch_size": config.runtime.batch_size,
+            "session_config": dict(detector.session_config),
         },
         "versions": versions(),
         "host": host_info(),
@@ -549,7 +571,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
                         scores=scores, provenance=merged, parent=config.model.parent,
                         published_map=config.model.published_map,
-                        published_protocol=config.model.published_protocol, source_map=config.model.source_map)
+                        published_protocol=config.model.published_protocol, source_map=config.model.source_map,
+                        published_int8_path=config.model.published_int8_path)
     out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
     write_detections(out_dir / "detections.json", detections)
     write_result(result, out_dir)

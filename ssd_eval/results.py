@@ -35,6 +35,7 @@ class EvalResult:
     published_map: float | None = None
     published_protocol: str | None = None
     source_map: float | None = None
+    published_int8_path: str | None = None
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -52,6 +53,7 @@ class EvalResult:
             "published_map": self.published_map,
             "published_protocol": self.published_protocol,
             "source_map": self.source_map,
+            "published_int8_path": self.published_int8_path,
             "protocol": self.protocol,
             "protocol_switches": self.protocol_switches,
             "categories_averaged": self.scores.categories_averaged,

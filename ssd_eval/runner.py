@@ -9,7 +9,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Mapping, Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -119,9 +119,10 @@ def check_threads(runtime: RuntimeConfig) -> None:
                             f"{4 * cores} (4 x the {cores} CPU cores here)")
 
 
-def create_session(model_path: str | Path, runtime: RuntimeConfig,
-                   model_sha256: str | None = None) -> ort.InferenceSession:
-    """An InferenceSession for ``model_path`` with the config's providers, threads and optimization.
+def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
+                   session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
+    """An InferenceSession for ``model_path`` with the config's providers, threads, optimization
+    and session config entries (``session_config``, default ``runtime.session_config``).
 
     With ``runtime.optimized_model_cache`` (a directory) and the model's sha256, the
     optimized graph is saved there on first use, with a sidecar JSON recording what it was
@@ -133,11 +134,19 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig,
     options.inter_op_num_threads = runtime.inter_op_threads
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[runtime.graph_optimization]
     options.log_severity_level = 3
+    entries = dict(runtime.session_config if session_config is None else session_config)
+    for name, value in sorted(entries.items()):
+        try:
+            options.add_session_config_entry(name, value)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise UserError(f"runtime.session_config: onnxruntime refuses {name}={value!r}: "
+                            f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     providers = choose_providers(runtime.providers, ort.get_available_providers())
     load_path = Path(model_path)
     cached = key = None
     if runtime.optimized_model_cache and model_sha256:
         cached, key = optimized_model_entry(model_sha256, runtime, providers)
+        key["session_config"] = entries
         if _trusted_optimized_model(cached, key):
             # Already optimized: loading it skips the graph transformations.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -205,9 +214,11 @@ class Detector:
     """Runs batches of preprocessed images through an SSD-shaped ONNX model."""
 
     def __init__(self, model_path: str | Path, model: ModelConfig, runtime: RuntimeConfig,
-                 input_size: Sequence[int], model_sha256: str | None = None):
+                 input_size: Sequence[int], model_sha256: str | None = None,
+                 session_config: Mapping[str, str] | None = None):
         self.model_path = Path(model_path)
-        self.session = create_session(model_path, runtime, model_sha256)
+        self.session_config = dict(runtime.session_config if session_config is None else session_config)
+        self.session = create_session(model_path, runtime, model_sha256, self.session_config)
         self.io = resolve_io(self.session, model, model_path)
         self.batch_size = runtime.batch_size
         self.inference_seconds = 0.0

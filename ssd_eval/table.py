@@ -35,6 +35,7 @@ COLUMNS = (
     ("images_per_s", "images/s"),
     ("speedup", "speedup"),
     ("provider", "provider"),
+    ("int8_path", "int8 path"),
     ("date", "date"),
     ("model_sha256", "model sha256"),
 )
@@ -81,6 +82,7 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("published_map", "number"),
     ("published_protocol", "str"),
     ("source_map", "number"),
+    ("published_int8_path", "str"),
     ("provenance.images_per_s", "number"),
     ("provenance.runtime.intra_op_threads", "int"),
     ("provenance.runtime.inter_op_threads", "int"),
@@ -296,7 +298,19 @@ def _delta_cell(result: dict) -> str:
     limit = _provenance(result, "limit")
     if limit is not None:
         return f"n/a: limited run (--limit {limit}); published over the full set"
-    return f"{result['mAP'] - published:+.4f}"
+    delta = f"{result['mAP'] - published:+.4f}"
+    here, there = int8_path(result), result.get("published_int8_path")
+    if here and there and here != there:
+        delta += f" (int8 on {here}; published on {there})"
+    return delta
+
+
+def int8_path(result: dict) -> str:
+    """The CPU int8 kernel class a quantized result ran on ("" for fp32 models and old results)."""
+    provenance = result.get("provenance", {})
+    if (provenance.get("model") or {}).get("quantization") in (None, "none"):
+        return ""
+    return str(((provenance.get("int8") or {}).get("cpu") or {}).get("kernel_class") or "unknown")
 
 
 def _drop_cell(result: dict, parent: dict | None, reason: str | None) -> str:
@@ -349,6 +363,7 @@ def build_rows(results: list[dict]) -> list[dict]:
             "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}",
             "speedup": _speedup_cell(result, parent, reason),
             "provider": short_provider_names(_provenance(result, "runtime.providers", [])),
+            "int8_path": int8_path(result),
             "date": str(_provenance(result, "date", ""))[:10],
             "model_sha256": str(_provenance(result, "model.sha256", ""))[:12],
         })
@@ -415,7 +430,10 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
 
 - **mAP**: measured COCO mAP@[0.50:0.95]; **published mAP**: ONNX Model Zoo value;
   **delta**: measured - published, filled only for runs under the protocol the published
-  value was measured with, over the full set (no `--limit`).
+  value was measured with, over the full set (no `--limit`). A quantized result measured on
+  another CPU int8 kernel class than the published one says so in the cell.
+- **int8 path**: for quantized models, the CPU's int8 kernel class (x86-vnni, x86-avx2, ...):
+  onnxruntime's int8 kernels differ between classes (README: Quantized models on different CPUs).
 - **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
   parent measured under the same protocol, image set and annotations.
 - **speedup**: images/s over the parent's images/s, only when additionally provider list,

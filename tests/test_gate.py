@@ -13,10 +13,12 @@ import yaml
 from helpers import metrics_document, write_metrics
 
 from ssd_eval.fetch import sha256_of
+from ssd_eval.errors import UserError
 from ssd_eval.gate import (
     header_comments,
     inline_comments,
     load_baseline,
+    parse_baseline,
     render_baseline,
     run_gate,
     update_baselines,
@@ -699,3 +701,37 @@ def test_alias_bomb_in_a_baseline_is_quoted_short(dirs, capsys):
     assert run_gate(baselines, results, variants=["ssd-12"]) == 2
     [line] = [x for x in capsys.readouterr().err.splitlines() if "protocol: expected a non-empty string" in x]
     assert len(line) < 200 + len(str(baselines)) + 100
+
+
+def _on_cpu(document: dict, kernel_class: str, quantization: str = "QOperator") -> dict:
+    document["provenance"]["model"]["quantization"] = quantization
+    document["provenance"]["int8"] = {"cpu": {"kernel_class": kernel_class, "cpu": "AMD EPYC"}}
+    document["provenance"]["runtime"]["session_config"] = {"session.x64quantprecision": "1"}
+    return document
+
+
+@pytest.mark.parametrize("kernel_class, quantization, noted", [
+    ("x86-avx2", "QOperator", True),   # another class than the baseline's: say so
+    ("x86-vnni", "QOperator", False),  # the baseline's own class
+    ("x86-avx2", "none", False),       # fp32 models do not depend on the int8 path
+])
+def test_gate_explains_a_quantized_result_from_another_cpu_class(tmp_path, capsys, kernel_class, quantization, noted):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE)
+    (baselines / "ssd-12-int8.yaml").write_text(
+        INT8_BASELINE.replace("MAXDROP", "1.0").replace("images: 5000\n", "images: 5000\nint8_path: x86-vnni\n"))
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1898))
+    write_metrics(results, _on_cpu(gate_metrics("ssd-12-int8", mAP=0.1850, parent="ssd-12"), kernel_class,
+                                   quantization))
+    assert run_gate(baselines, results) == 1  # the regression is still a regression
+    out = capsys.readouterr().out
+    assert ("ran on a x86-avx2 CPU" in out and "measured on x86-vnni" in out) == noted
+
+
+def test_int8_path_is_checked_and_kept_by_update(tmp_path):
+    text = INT8_BASELINE.replace("MAXDROP", "1.0").replace("images: 5000\n", "images: 5000\nint8_path: x86-fast\n")
+    with pytest.raises(UserError, match="int8_path"):
+        parse_baseline(text, "ssd-12-int8.yaml")
+    baseline = parse_baseline(text.replace("x86-fast", "x86-vnni"), "ssd-12-int8.yaml")
+    assert "int8_path: x86-vnni" in render_baseline(baseline)

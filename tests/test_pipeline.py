@@ -480,3 +480,85 @@ def test_process_workers_exit_when_the_parent_is_terminated(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- int8 capability and session config
+
+
+def test_metrics_record_the_int8_capability_and_session_config(tmp_path):
+    from ssd_eval.cpu import detect_int8_capability
+
+    result = evaluate(sample_config("sample-int8", tmp_path / "int8"), progress=False)
+    provenance = json.loads(result.files["metrics"].read_text())["provenance"]
+    assert provenance["int8"]["cpu"]["kernel_class"] == detect_int8_capability().kernel_class
+    assert provenance["model"]["quantization"] == "QOperator"
+    assert provenance["int8"]["saturation_risk"] is False  # the sample keeps int8 weights within [-64, 63]
+    assert provenance["runtime"]["session_config"] == {}
+    assert provenance["model"]["content_sha256"] == provenance["model"]["sha256"]  # no external data
+
+
+@pytest.fixture
+def avx2_risky_model(monkeypatch, tmp_path):
+    """Make the run see an AVX2-only CPU and a model whose u8s8 weights use the full int8 range."""
+    from helpers import int8_conv_model
+
+    from ssd_eval import model_info, pipeline
+    from ssd_eval.cpu import detect_int8_capability
+
+    avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
+    risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
+    assert risky.can_saturate_here
+    monkeypatch.setattr(pipeline.model_info, "inspect_model", lambda path, capability=None: risky)
+
+
+def test_exact_int8_is_the_default_where_int8_can_saturate(tmp_path, avx2_risky_model, caplog):
+    result = evaluate(sample_config("sample-int8", tmp_path / "exact"), progress=False)
+    provenance = result.provenance
+    assert provenance["runtime"]["session_config"] == {"session.x64quantprecision": "1"}
+    assert provenance["int8"]["can_saturate_here"] is True and provenance["int8"]["warning"] is None
+    assert "saturat" not in caplog.text
+
+
+def test_native_int8_on_request_warns_and_records_it(tmp_path, avx2_risky_model, caplog):
+    result = evaluate(sample_config("sample-int8", tmp_path / "native", ("runtime.exact_int8", False)),
+                      progress=False)
+    assert result.provenance["runtime"]["session_config"] == {}
+    assert "saturat" in result.provenance["int8"]["warning"]
+    assert "saturat" in caplog.text
+
+
+def test_an_explicit_session_config_entry_wins(tmp_path, avx2_risky_model):
+    result = evaluate(sample_config("sample-int8", tmp_path / "explicit",
+                                    ("runtime.session_config", {"session.x64quantprecision": "0"})), progress=False)
+    assert result.provenance["runtime"]["session_config"] == {"session.x64quantprecision": "0"}
+
+
+def test_session_config_is_part_of_the_cache_key(tmp_path):
+    evaluate(sample_config("sample", tmp_path / "run"), progress=False)
+    with pytest.raises(UserError, match="different run"):
+        evaluate(sample_config("sample", tmp_path / "run",
+                               ("runtime.session_config", {"session.intra_op.allow_spinning": "0"})), progress=False)
+
+
+def test_swapped_external_weights_are_not_served_from_the_cache(tmp_path):
+    """The model's external data file is part of its identity: swapping it refuses the old cache."""
+    import onnx
+    from helpers import fixed_detector
+    from onnx import external_data_helper
+
+    def external(name, score):
+        folder = tmp_path / name
+        model = onnx.load(fixed_detector(folder / "inline.onnx", [[0.1, 0.1, 0.5, 0.5]], [1], [score]))
+        external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True,
+                                                            location="m.data", size_threshold=0)
+        onnx.save(model, str(folder / "m.onnx"))
+        return folder
+
+    first, second = external("a", 0.9), external("b", 0.3)
+    config = [("model.path", str(first / "m.onnx")), ("model.sha256", None)]
+    evaluate(sample_config("sample", tmp_path / "out", *config), progress=False)
+    (first / "m.data").write_bytes((second / "m.data").read_bytes())  # same .onnx bytes, other weights
+    with pytest.raises(UserError, match="model"):
+        evaluate(sample_config("sample", tmp_path / "out", *config), progress=False)
+    fresh = evaluate(sample_config("sample", tmp_path / "out", *config), fresh=True, progress=False)
+    assert fresh.provenance["model"]["content_sha256"] != fresh.provenance["model"]["sha256"]

@@ -209,7 +209,7 @@ def test_csv_content():
     text = render_csv(build_rows([fp32(), int8(protocol="inc")]))
     records = list(csv.DictReader(io.StringIO(text)))
     assert list(records[0]) == ["variant", "protocol", "images", "map", "published_map", "delta",
-                                "drop_pct", "images_per_s", "speedup", "provider", "date",
+                                "drop_pct", "images_per_s", "speedup", "provider", "int8_path", "date",
                                 "model_sha256"]
     assert records[0]["variant"] == "ssd-12" and records[0]["map"] == "0.1898"
     assert records[1]["drop_pct"] == "n/a: protocol inc vs coco"
@@ -366,3 +366,16 @@ def test_other_onnxruntime_version_blanks_only_the_speedup():
     row = row_of(build_rows([parent, child]), "ssd-12-int8")
     assert not str(row["drop_pct"]).startswith("n/a")
     assert row["speedup"] == "n/a: different onnxruntime"
+
+
+def test_int8_path_column_and_published_class_note():
+    quantized = int8(**REFERENCE_FULL)
+    quantized["published_int8_path"] = "x86-vnni"
+    quantized["provenance"]["model"]["quantization"] = "QDQ"
+    quantized["provenance"]["int8"] = {"cpu": {"kernel_class": "x86-avx2"}}
+    row = row_of(build_rows([fp32(**REFERENCE_FULL), quantized]), "ssd-12-int8")
+    assert row["int8_path"] == "x86-avx2"
+    assert row["delta"] == "+0.0000 (int8 on x86-avx2; published on x86-vnni)"
+    quantized["provenance"]["int8"]["cpu"]["kernel_class"] = "x86-vnni"
+    assert row_of(build_rows([quantized]), "ssd-12-int8")["delta"] == "+0.0000"
+    assert row_of(build_rows([fp32(**REFERENCE_FULL)]), "ssd-12")["int8_path"] == ""
