@@ -1,4 +1,4 @@
-# ssd_eval — see README.md. Every target sets up .venv first if it is missing.
+# ssd_eval — see README.md. Every target sets up .venv first if it is missing. `make help` lists them.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,12 +10,18 @@ PROTOCOL ?=
 BASELINES ?= baselines
 EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 
-# Variants with a published number: those whose config names model.published_protocol.
+# Lists the configs already hold: the sample variants (configs/sample*.yaml) and the variants
+# with a published number (those whose config names model.published_protocol).
+SAMPLE_VARIANTS = $(basename $(notdir $(wildcard configs/sample*.yaml)))
 PUBLISHED_VARIANTS = $(basename $(notdir $(shell grep -l '^ *published_protocol:' configs/*.yaml)))
 
-.PHONY: venv eval test data models table gate baseline bench bench-harness report sample clean reproduce
+.PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \
+        reproduce portability clean
 
-venv: $(STAMP)
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
+
+venv: $(STAMP) ## create .venv from requirements.lock (every target does this first)
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,53 +29,59 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-eval: $(STAMP)
+eval: $(STAMP) ## evaluate the sample (default) or MODEL=ssd-12-int8 [PROTOCOL=published], then the table
 ifeq ($(MODEL),sample)
-	$(PY) -m ssd_eval eval --config configs/sample.yaml $(EVAL_ARGS)
-	$(PY) -m ssd_eval eval --config configs/sample-int8.yaml $(EVAL_ARGS)
-	$(PY) -m ssd_eval eval --config configs/sample-qdq.yaml $(EVAL_ARGS)
+	@for variant in $(SAMPLE_VARIANTS); do \
+	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml $(EVAL_ARGS) || exit $$?; \
+	done
 	$(PY) -m ssd_eval table
 else
 	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(EVAL_ARGS)
 endif
 
-# Every published number under the protocol its source used (downloads when absent), then the table.
-reproduce: $(STAMP)
+reproduce: $(STAMP) ## every published number under its source's protocol (downloads when absent), then the table
 	@for variant in $(PUBLISHED_VARIANTS); do \
 	  echo "== $$variant (protocol: published)"; \
 	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --download --set protocol=published $(ARGS) || exit $$?; \
 	done
 	$(PY) -m ssd_eval table
 
-test: $(STAMP)
+test: $(STAMP) ## the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-models: $(STAMP)
+lint: $(STAMP) ## ruff (rules in pyproject.toml)
+	$(PY) -m ruff check ssd_eval tests tools
+
+models: $(STAMP) ## download the zoo models (or MODEL=ssd-12) into data/models/
 	$(PY) -m ssd_eval fetch models $(if $(filter-out sample,$(MODEL)),--variant $(MODEL),)
 
-data: $(STAMP)
+data: $(STAMP) ## download COCO val2017 and its annotations into data/coco/
 	$(PY) -m ssd_eval fetch data
 
-table: $(STAMP)
+table: $(STAMP) ## results/TABLE.md and results/table.csv from every results/*/metrics.json
 	$(PY) -m ssd_eval table
 
-gate: $(STAMP)
+gate: $(STAMP) ## exit 1 if mAP regressed against the baselines (BASELINES=baselines/zoo for the published ones)
 	$(PY) -m ssd_eval gate --baselines $(BASELINES) $(ARGS)
 
-baseline: $(STAMP)
+baseline: $(STAMP) ## rewrite baselines from current results, printing the diff
 	$(PY) -m ssd_eval baseline --update --baselines $(BASELINES) $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)
 
-bench-harness: $(STAMP)
+bench-harness: $(STAMP) ## harness overhead, memory growth, scoring backends
 	$(PY) -m ssd_eval bench-harness $(ARGS)
 
-report: $(STAMP)
+report: $(STAMP) ## PR curves and per-category AP changes as PNG (needs .[report])
 	$(PY) -m ssd_eval report
 
-sample: $(STAMP)
+sample: $(STAMP) ## regenerate data/sample (byte-identical with the pinned packages)
 	$(PY) -m ssd_eval.sample --out data/sample
 
-clean:
+portability: $(STAMP) ## same sample stats under emulated AVX2/AVX/SSE4 CPUs; exact int8 there (needs qemu-user)
+	tools/check_cpu_portability.sh
+	OPENBLAS_CORETYPE=Haswell qemu-x86_64 -cpu Haswell $(PY) tools/check_exact_int8.py 2>&1 | grep -v '^qemu-x86_64: warning'
+
+clean: ## remove .venv
 	rm -rf $(VENV) .pytest_cache
