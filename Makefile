@@ -12,7 +12,7 @@ EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 
 # Lists the configs already hold: the sample variants (configs/sample*.yaml) and the variants
 # with a published number (those whose config names model.published_protocol).
-SAMPLE_VARIANTS = $(basename $(notdir $(wildcard configs/sample*.yaml)))
+SAMPLE_VARIANTS = $(sort $(basename $(notdir $(wildcard configs/sample*.yaml))))
 PUBLISHED_VARIANTS = $(basename $(notdir $(shell grep -l '^ *published_protocol:' configs/*.yaml)))
 
 .PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \

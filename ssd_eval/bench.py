@@ -27,21 +27,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_eval.config import Config, config_from_dict, load_config
+from ssd_eval.config import variant_configs, Config, config_from_dict, load_config
 from ssd_eval.errors import UserError
 from ssd_eval.results import align_columns
 from ssd_eval.sample import COCO_CATEGORIES
 
 # The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
 COCO_CATEGORY_IDS = tuple(sorted(cat_id for cat_id, _, _ in COCO_CATEGORIES))
-
-BENCH_GROUPS: dict[str, tuple[str, ...]] = {
-    "sample": ("sample", "sample-int8", "sample-qdq"),
-    "ssd-12": ("ssd-12", "ssd-12-int8", "ssd-12-qdq"),
-    "ssd-12-int8": ("ssd-12", "ssd-12-int8"),
-    "ssd-12-qdq": ("ssd-12", "ssd-12-qdq"),
-    "ssd-10": ("ssd-10",),
-}
 
 HARNESS_TARGET_RATIO = 0.95
 MEMORY_GROWTH_TARGET = 0.10
@@ -55,23 +47,52 @@ DEFAULT_RESULTS_PATH = Path("results/bench-harness.json")
 
 
 def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs") -> list[Config]:
-    """The configs ``bench`` compares for ``variant`` (parents first).
-
-    None or ``sample``: the three sample models; ``ssd-12``: fp32, int8 and qdq;
-    ``ssd-12-int8`` / ``ssd-12-qdq``: that model and its fp32 parent; ``ssd-10``: alone.
-    """
+    """The configs ``bench`` compares for ``variant`` (default ``sample``), parents first: a quantized
+    variant with its fp32 parent (``model.parent``); an fp32 variant with every variant whose
+    parent it is."""
     name = variant or "sample"
-    if name not in BENCH_GROUPS:
-        raise UserError(f"bench: unknown variant {name!r}; choose one of {', '.join(BENCH_GROUPS)}")
-    return [load_config(Path(configs_dir) / f"{member}.yaml") for member in BENCH_GROUPS[name]]
+    paths = variant_configs(configs_dir)
+    if name not in paths:
+        raise UserError(f"bench: unknown variant {name!r}; choose one of {', '.join(paths)}")
+    configs = {n: load_config(path) for n, path in paths.items()}
+    parent = configs[name].model.parent
+    if parent:
+        if parent not in configs:
+            raise UserError(f"{paths[name]}: model.parent {parent!r} has no config in {configs_dir}")
+        return [configs[parent], configs[name]]
+    return [configs[name]] + [c for n, c in configs.items() if c.model.parent == name]
 
 
-def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0) -> dict:
+def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -> list[tuple[Config, str, dict]]:
+    """(config, label, session config) for each model as ``eval`` runs it (exact int8 where the CPU's
+    u8s8 kernels could saturate); for a quantized model whose exact and native int8 differ (or
+    every quantized model with ``compare_exact_int8``) also the other way, labelled
+    ``<variant> (native int8)`` or ``<variant> (exact int8)``, to show what exactness costs."""
+    from ssd_eval import cpu, model_info
+
+    capability = cpu.detect_int8_capability()
+    entries = []
+    for config in configs:
+        info = model_info.inspect_model(config.model.path, capability)
+        used = model_info.int8_session_config(info, config.runtime.session_config,
+                                              exact_int8=config.runtime.exact_int8)
+        entries.append((config, config.variant, used))
+        if info.quantization_format == "none" or not (compare_exact_int8 or used != config.runtime.session_config):
+            continue
+        exact = used.get(model_info.PRECISION_KEY) == "1"
+        other = dict(used, **{model_info.PRECISION_KEY: "0" if exact else "1"})
+        entries.append((config, f"{config.variant} ({'native' if exact else 'exact'} int8)", other))
+    return entries
+
+
+def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0,
+                 compare_exact_int8: bool = False) -> dict:
     """Latency and throughput of each model alone (batch 1, one fixed random input), interleaved.
 
     Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99
     latency in ms, and under ``speedups`` the throughput ratio of every variant whose
-    ``model.parent`` ran too, over that parent.
+    ``model.parent`` ran too, over that parent. Quantized models run as ``eval`` runs them,
+    next to their native or exact int8 twin where those differ (see int8_twins).
     """
     import onnxruntime as ort
 
@@ -89,10 +110,14 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
         raise UserError(f"bench: variant {duplicated[0]!r} is given more than once")
 
     sessions = []
-    for config in configs:
-        session = create_session(config.model.path, config.runtime)
+    labels = []
+    session_configs = []
+    for config, label, session_config in int8_twins(configs, compare_exact_int8=compare_exact_int8):
+        session = create_session(config.model.path, config.runtime, session_config=session_config)
         io = resolve_io(session, config.model, config.model.path)
         sessions.append((config, session, io))
+        labels.append(label)
+        session_configs.append(session_config)
 
     rng = np.random.default_rng(seed)
     height, width = (int(v) for v in configs[0].preprocess.input_size)
@@ -116,11 +141,12 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     }
     print("== bench: models alone (batch 1, one fixed random input, variants interleaved round-robin)")
     print(f"cpu: {host['cpu']}  cores: {host['cores']}  onnxruntime: {ort.__version__}")
-    for config, session, _ in sessions:
-        print(f"  {config.variant}: providers {', '.join(session.get_providers())}; "
+    for (config, session, _), label, session_config in zip(sessions, labels, session_configs):
+        entries = ", ".join(f"{k}={v}" for k, v in sorted(session_config.items())) or "none"
+        print(f"  {label}: providers {', '.join(session.get_providers())}; "
               f"intra_op_threads {_threads_text(config.runtime.intra_op_threads, per_core=True)}, "
               f"inter_op_threads {_threads_text(config.runtime.inter_op_threads, per_core=False)}; "
-              f"model {config.model.path}")
+              f"session config {entries}; model {config.model.path}")
     print(f"warmup {warmup} + {iterations} timed runs per model")
 
     latencies: list[list[float]] = [[] for _ in sessions]
@@ -138,10 +164,11 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
                 latencies[index].append(time.perf_counter() - started)
 
     models = []
-    for (config, session, _), times in zip(sessions, latencies):
+    for (config, session, _), label, session_config, times in zip(sessions, labels, session_configs, latencies):
         stats = latency_stats(times)
         models.append({
-            "variant": config.variant,
+            "variant": label,
+            "session_config": session_config,
             "parent": config.model.parent,
             "model": str(config.model.path),
             "providers": list(session.get_providers()),

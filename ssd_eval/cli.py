@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from ssd_eval.errors import UserError
 
 DEFAULT_CONFIG = "configs/sample.yaml"
-VARIANTS = ("ssd-10", "ssd-12", "ssd-12-int8", "ssd-12-qdq")
+CONFIGS_DIR = Path("configs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", action="append", help="benchmark these configs instead (repeatable)")
     bench.add_argument("--iterations", type=int, default=20, help="timed runs per model (default 20)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
+    bench.add_argument("--compare-exact-int8", action="store_true",
+                       help="also time each quantized model with the other session.x64quantprecision setting "
+                            "(done anyway where this CPU needs it for exact int8)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
     bench.set_defaults(handler=cmd_bench)
@@ -85,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
     fetch.add_argument("what", choices=("models", "data"))
-    fetch.add_argument("--variant", action="append", choices=VARIANTS, help="only this model (repeatable)")
+    fetch.add_argument("--variant", action="append",
+                       help="only this model (repeatable; default: every configs/*.yaml variant with a model.url)")
     fetch.add_argument("--config", default="configs/ssd-12.yaml", help="config naming the COCO locations (data)")
     fetch.add_argument("--no-progress", action="store_true")
     fetch.set_defaults(handler=cmd_fetch)
@@ -184,7 +188,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         configs = configs_for_bench(args.variant)
         if args.overrides:
             configs = [load_config(c.source, args.overrides) for c in configs]
-    bench_models(configs, warmup=args.warmup, iterations=args.iterations)
+    bench_models(configs, warmup=args.warmup, iterations=args.iterations, compare_exact_int8=args.compare_exact_int8)
     return 0
 
 
@@ -197,12 +201,19 @@ def cmd_bench_harness(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ssd_eval import fetch
-    from ssd_eval.config import load_config
+    from ssd_eval.config import load_config, variant_configs
 
     progress = not args.no_progress
     if args.what == "models":
-        for variant in args.variant or VARIANTS:
-            config = load_config(Path("configs") / f"{variant}.yaml")
+        downloadable = {name: config for name, config in
+                        ((name, load_config(path)) for name, path in variant_configs(CONFIGS_DIR).items())
+                        if config.model.url}
+        unknown = [v for v in args.variant or [] if v not in downloadable]
+        if unknown:
+            raise UserError(f"fetch models: no downloadable variant {unknown[0]!r} in {CONFIGS_DIR}/ "
+                            f"(have: {', '.join(downloadable)})")
+        for variant in args.variant or downloadable:
+            config = downloadable[variant]
             path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
                                       sha256=config.model.sha256, download_missing=True, progress=progress,
                                       variant=variant)
@@ -222,13 +233,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ssd_eval.model_info import inspect_model, render
 
     model = Path(args.model)
-    variant_config = Path("configs") / f"{args.model}.yaml"
+    variant_config = CONFIGS_DIR / f"{args.model}.yaml"
     if not model.exists() and model.suffix != ".onnx" and variant_config.is_file():
         from ssd_eval.config import load_config
 
         model = Path(load_config(variant_config).model.path)
         if not model.exists():
-            hint = f"; 'ssd-eval fetch models --variant {args.model}' downloads it" if args.model in VARIANTS else ""
+            url = load_config(variant_config).model.url
+            hint = f"; 'ssd-eval fetch models --variant {args.model}' downloads it" if url else ""
             raise UserError(f"{model}: no such file (the model of {variant_config}{hint})")
     info = inspect_model(model)
     print(json.dumps(info.to_dict(), indent=2) if args.json else render(info))

@@ -294,6 +294,20 @@ def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Conf
     return config
 
 
+def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
+    """Every variant config of ``configs_dir``: the ``*.yaml`` files whose ``variant`` is their own
+    file name (shared bases such as base.yaml name none), by variant, sorted."""
+    found = {}
+    for path in sorted(Path(configs_dir).glob("*.yaml"), key=lambda p: p.stem):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
+        if isinstance(data, dict) and data.get("variant") == path.stem:
+            found[path.stem] = path
+    return found
+
+
 def config_from_dict(
     data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
 ) -> Config:

@@ -255,3 +255,47 @@ def test_no_speedup_between_different_thread_settings(tmp_path, capsys):
     report = bench.bench_models([parent, child], warmup=1, iterations=2)
     assert report["speedups"] == {}
     assert "threads differ" in capsys.readouterr().out
+
+
+def test_exact_int8_cost_is_timed_beside_the_native_path(capsys):
+    configs = bench.configs_for_bench("sample")
+    report = bench.bench_models(configs, warmup=0, iterations=2, compare_exact_int8=True)
+    by_variant = {m["variant"]: m for m in report["models"]}
+    assert by_variant["sample-int8 (exact int8)"]["session_config"] == {"session.x64quantprecision": "1"}
+    assert by_variant["sample-int8"]["session_config"] == {}  # this sample's weights cannot saturate anywhere
+    assert "sample (exact int8)" not in by_variant  # fp32 has no int8 path
+    assert report["speedups"]["sample-int8 (exact int8)"]["parent"] == "sample"
+    assert "session config session.x64quantprecision=1" in capsys.readouterr().out
+
+
+def test_where_int8_can_saturate_bench_times_eval_s_exact_path_and_the_native_one(monkeypatch, tmp_path):
+    from helpers import int8_conv_model
+
+    from ssd_eval import model_info
+    from ssd_eval.cpu import detect_int8_capability
+
+    avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
+    risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
+    monkeypatch.setattr(model_info, "inspect_model", lambda path, capability=None: risky)
+    entries = bench.int8_twins(bench.configs_for_bench("sample-int8"))
+    labels = {label: session_config for _, label, session_config in entries}
+    assert labels["sample-int8"] == {"session.x64quantprecision": "1"}  # as eval runs it
+    assert labels["sample-int8 (native int8)"] == {"session.x64quantprecision": "0"}
+
+
+def test_a_fifth_variant_is_one_config_file(tmp_path):
+    """Bench groups come from model.parent: a new quantized config joins its parent's group."""
+    import shutil
+
+    from ssd_eval.config import variant_configs
+
+    for name in ("base", "sample", "sample-int8", "sample-qdq"):
+        shutil.copy(f"configs/{name}.yaml", tmp_path / f"{name}.yaml")
+    (tmp_path / "sample-fp16.yaml").write_text(
+        "extends: sample.yaml\nvariant: sample-fp16\nmodel:\n  path: data/sample/models/sample.onnx\n  parent: sample\n")
+    assert list(variant_configs(tmp_path)) == ["sample", "sample-fp16", "sample-int8", "sample-qdq"]
+    group = [c.variant for c in bench.configs_for_bench("sample", configs_dir=tmp_path)]
+    assert group == ["sample", "sample-fp16", "sample-int8", "sample-qdq"]
+    assert [c.variant for c in bench.configs_for_bench("sample-fp16", configs_dir=tmp_path)] == ["sample", "sample-fp16"]
+    with pytest.raises(UserError, match="unknown variant 'nope'"):
+        bench.configs_for_bench("nope", configs_dir=tmp_path)
