@@ -42,7 +42,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ssd_eval.data import COCO_CATEGORIES
 from ssd_eval.errors import UserError
+from ssd_eval.synthetic import ssd_model, write_model
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnx
@@ -80,89 +82,6 @@ MODEL_FILES = MappingProxyType(
     }
 )
 
-# The real COCO 2017 instance categories: (id, name, supercategory).
-COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
-    (1, "person", "person"),
-    (2, "bicycle", "vehicle"),
-    (3, "car", "vehicle"),
-    (4, "motorcycle", "vehicle"),
-    (5, "airplane", "vehicle"),
-    (6, "bus", "vehicle"),
-    (7, "train", "vehicle"),
-    (8, "truck", "vehicle"),
-    (9, "boat", "vehicle"),
-    (10, "traffic light", "outdoor"),
-    (11, "fire hydrant", "outdoor"),
-    (13, "stop sign", "outdoor"),
-    (14, "parking meter", "outdoor"),
-    (15, "bench", "outdoor"),
-    (16, "bird", "animal"),
-    (17, "cat", "animal"),
-    (18, "dog", "animal"),
-    (19, "horse", "animal"),
-    (20, "sheep", "animal"),
-    (21, "cow", "animal"),
-    (22, "elephant", "animal"),
-    (23, "bear", "animal"),
-    (24, "zebra", "animal"),
-    (25, "giraffe", "animal"),
-    (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"),
-    (31, "handbag", "accessory"),
-    (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"),
-    (34, "frisbee", "sports"),
-    (35, "skis", "sports"),
-    (36, "snowboard", "sports"),
-    (37, "sports ball", "sports"),
-    (38, "kite", "sports"),
-    (39, "baseball bat", "sports"),
-    (40, "baseball glove", "sports"),
-    (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"),
-    (43, "tennis racket", "sports"),
-    (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"),
-    (47, "cup", "kitchen"),
-    (48, "fork", "kitchen"),
-    (49, "knife", "kitchen"),
-    (50, "spoon", "kitchen"),
-    (51, "bowl", "kitchen"),
-    (52, "banana", "food"),
-    (53, "apple", "food"),
-    (54, "sandwich", "food"),
-    (55, "orange", "food"),
-    (56, "broccoli", "food"),
-    (57, "carrot", "food"),
-    (58, "hot dog", "food"),
-    (59, "pizza", "food"),
-    (60, "donut", "food"),
-    (61, "cake", "food"),
-    (62, "chair", "furniture"),
-    (63, "couch", "furniture"),
-    (64, "potted plant", "furniture"),
-    (65, "bed", "furniture"),
-    (67, "dining table", "furniture"),
-    (70, "toilet", "furniture"),
-    (72, "tv", "electronic"),
-    (73, "laptop", "electronic"),
-    (74, "mouse", "electronic"),
-    (75, "remote", "electronic"),
-    (76, "keyboard", "electronic"),
-    (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"),
-    (79, "oven", "appliance"),
-    (80, "toaster", "appliance"),
-    (81, "sink", "appliance"),
-    (82, "refrigerator", "appliance"),
-    (84, "book", "indoor"),
-    (85, "clock", "indoor"),
-    (86, "vase", "indoor"),
-    (87, "scissors", "indoor"),
-    (88, "teddy bear", "indoor"),
-    (89, "hair drier", "indoor"),
-    (90, "toothbrush", "indoor"),
-)
 
 
 @dataclass(frozen=True)
@@ -586,8 +505,8 @@ def build_detector(
     ``label_offset`` shifts every label (clipped to 1..80): a broken model
     for regression tests.
     """
-    onnx = _require_onnx()
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+    _require_onnx()
+    from onnx import helper, numpy_helper  # noqa: PLC0415
 
     if len(output_names) != 3 or len(set(output_names)) != 3:
         raise ValueError(f"output_names must be three distinct names, got {output_names!r}")
@@ -723,37 +642,11 @@ def build_detector(
         ),
     ]
 
-    graph = helper.make_graph(
-        nodes,
-        "ssd_eval_sample_detector",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 3, INPUT_SIZE, INPUT_SIZE])],
-        outputs=[
-            helper.make_tensor_value_info(boxes_name, TensorProto.FLOAT, [batch, NUM_DETECTIONS, 4]),
-            helper.make_tensor_value_info(labels_name, TensorProto.INT64, [batch, NUM_DETECTIONS]),
-            helper.make_tensor_value_info(scores_name, TensorProto.FLOAT, [batch, NUM_DETECTIONS]),
-        ],
-        initializer=initializers,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="ssd_eval.sample",
-        producer_version="1",
-        doc_string="Tiny synthetic SSD-shaped detector for the ssd_eval offline sample.",
-    )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
-
-
-def write_model(model: "onnx.ModelProto", path: Path) -> Path:
-    """Validate an ONNX model, write it to ``path`` (single file, no external data), return the path."""
-    onnx = _require_onnx()
-    onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return ssd_model(nodes, initializers, name="ssd_eval_sample_detector", input_name=INPUT_NAME,
+                     input_hw=(INPUT_SIZE, INPUT_SIZE), detections=NUM_DETECTIONS, output_names=output_names,
+                     batch=batch, opset=OPSET, ir_version=IR_VERSION, producer_name="ssd_eval.sample",
+                     producer_version="1",
+                     doc_string="Tiny synthetic SSD-shaped detector for the ssd_eval offline sample.")
 
 
 # --------------------------------------------------------------------------- quantization

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ssd_eval.metrics import STAT_NAMES
+from ssd_eval.synthetic import fixed_detector, lookup_detector  # noqa: F401  (re-exported for the tests)
 
 # Five real COCO categories with a gap (id 12 does not exist): label k -> k-th smallest id.
 CATEGORIES = [
@@ -50,87 +51,6 @@ def write_coco(root: Path, images: Sequence[dict], annotations: Sequence[dict],
     annotation_path = root / "annotations.json"
     annotation_path.write_text(json.dumps({"images": entries, "annotations": anns, "categories": list(categories)}))
     return annotation_path, image_dir
-
-
-def fixed_detector(path: Path, boxes: Sequence[Sequence[float]], labels: Sequence[int], scores: Sequence[float],
-                   *, input_hw: tuple[int, int] = (1200, 1200),
-                   output_names: tuple[str, str, str] = ("bboxes", "labels", "scores")) -> Path:
-    """An SSD-shaped ONNX model that returns the same detections for every image."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    count = len(scores)
-    box_name, label_name, score_name = output_names
-    init = [
-        numpy_helper.from_array(np.asarray(boxes, dtype=np.float32).reshape(1, count, 4), "const_boxes"),
-        numpy_helper.from_array(np.asarray(labels, dtype=np.int64).reshape(1, count), "const_labels"),
-        numpy_helper.from_array(np.asarray(scores, dtype=np.float32).reshape(1, count), "const_scores"),
-        numpy_helper.from_array(np.zeros((1, 1, 1), dtype=np.float32), "zero"),
-    ]
-    nodes = [
-        # A data dependency on the input (times zero) keeps the graph honest: it reads the image.
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Unsqueeze", ["mean"], ["mean3"], axes=[1, 2]),
-        helper.make_node("Mul", ["mean3", "zero"], ["nothing"]),
-        helper.make_node("Add", ["const_boxes", "nothing"], [box_name]),
-        helper.make_node("Identity", ["const_labels"], [label_name]),
-        helper.make_node("Squeeze", ["nothing"], ["nothing2"], axes=[2]),
-        helper.make_node("Add", ["const_scores", "nothing2"], [score_name]),
-    ]
-    graph = helper.make_graph(
-        nodes, "fixed_detector",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *input_hw])],
-        [helper.make_tensor_value_info(box_name, TensorProto.FLOAT, [1, count, 4]),
-         helper.make_tensor_value_info(label_name, TensorProto.INT64, [1, count]),
-         helper.make_tensor_value_info(score_name, TensorProto.FLOAT, [1, count])],
-        init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def lookup_detector(path: Path, fingerprints: Sequence[float], boxes: np.ndarray, labels: np.ndarray,
-                    scores: np.ndarray, *, input_hw: tuple[int, int]) -> Path:
-    """An SSD-shaped ONNX model that recognizes each image by the mean of its input tensor and
-    returns that image's row of ``boxes`` (I, N, 4), ``labels`` (I, N) and ``scores`` (I, N).
-
-    ``fingerprints[i]`` is the input mean of image i under the preprocessing the run will use.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    count = boxes.shape[1]
-    init = [
-        numpy_helper.from_array(np.asarray(fingerprints, dtype=np.float32), "fingerprints"),
-        numpy_helper.from_array(np.asarray(boxes, dtype=np.float32), "table_boxes"),
-        numpy_helper.from_array(np.asarray(labels, dtype=np.int64), "table_labels"),
-        numpy_helper.from_array(np.asarray(scores, dtype=np.float32), "table_scores"),
-    ]
-    nodes = [
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),  # (1,)
-        helper.make_node("Sub", ["fingerprints", "mean"], ["difference"]),
-        helper.make_node("Abs", ["difference"], ["distance"]),
-        helper.make_node("ArgMin", ["distance"], ["row"], axis=0, keepdims=1),  # (1,)
-        helper.make_node("Gather", ["table_boxes", "row"], ["bboxes"], axis=0),
-        helper.make_node("Gather", ["table_labels", "row"], ["labels"], axis=0),
-        helper.make_node("Gather", ["table_scores", "row"], ["scores"], axis=0),
-    ]
-    graph = helper.make_graph(
-        nodes, "lookup_detector",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *input_hw])],
-        [helper.make_tensor_value_info("bboxes", TensorProto.FLOAT, [1, count, 4]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, [1, count]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, count])],
-        init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
 
 
 def config_dict(model: Path, annotations: Path, images: Path, out: Path, **sections) -> dict:

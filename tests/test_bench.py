@@ -9,20 +9,20 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ssd_eval import bench
+from ssd_eval import bench, synthetic
 from ssd_eval.config import RuntimeConfig, config_from_dict
 from ssd_eval.errors import UserError
 from ssd_eval.runner import create_session
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-TINY = bench.DetectorSpec(input_size=(64, 64), channels=(4, 8, 8), extra_convs=(0, 1, 0), detections=20)
+TINY = synthetic.DetectorSpec(input_size=(64, 64), channels=(4, 8, 8), extra_convs=(0, 1, 0), detections=20)
 
 
 def tiny_config(tmp_path: Path, variant: str, *, parent: str | None = None, seed: int = 0,
                 url: str | None = None, write: bool = True):
     model_path = tmp_path / f"{variant}.onnx"
     if write:
-        bench.write_synthetic_detector(model_path, bench.DetectorSpec(**{**TINY.__dict__, "seed": seed}))
+        synthetic.write_synthetic_detector(model_path, synthetic.DetectorSpec(**{**TINY.__dict__, "seed": seed}))
     return config_from_dict({
         "variant": variant,
         "model": {"path": str(model_path), "parent": parent, "url": url},
@@ -147,10 +147,10 @@ def check_contract(outputs: dict[str, np.ndarray], detections: int) -> None:
     assert np.all((scores > 0) & (scores <= 1))
 
 
-@pytest.mark.parametrize("spec", [bench.CHEAP_DETECTOR, bench.COSTLY_DETECTOR, TINY],
+@pytest.mark.parametrize("spec", [synthetic.CHEAP_DETECTOR, synthetic.COSTLY_DETECTOR, TINY],
                          ids=["cheap", "costly", "tiny"])
 def test_synthetic_detector_meets_the_output_contract(tmp_path, spec):
-    path = bench.write_synthetic_detector(tmp_path / "model.onnx", spec)
+    path = synthetic.write_synthetic_detector(tmp_path / "model.onnx", spec)
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, *spec.input_size), dtype=np.float32)
     outputs = run_model(path, image)
@@ -161,16 +161,16 @@ def test_synthetic_detector_meets_the_output_contract(tmp_path, spec):
 
 
 def test_synthetic_detector_is_deterministic_and_gives_varied_labels(tmp_path):
-    first = bench.build_synthetic_detector(TINY).SerializeToString()
-    assert first == bench.build_synthetic_detector(TINY).SerializeToString()
-    path = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    first = synthetic.build_synthetic_detector(TINY).SerializeToString()
+    assert first == synthetic.build_synthetic_detector(TINY).SerializeToString()
+    path = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
     image = np.random.default_rng(1).standard_normal((1, 3, 64, 64), dtype=np.float32)
     assert len(set(run_model(path, image)["labels"][0].tolist())) > 1
 
 
 def test_synthetic_detector_rejects_more_detections_than_anchors():
     with pytest.raises(ValueError, match="anchors"):
-        bench.build_synthetic_detector(bench.DetectorSpec(input_size=(16, 16), channels=(4, 4), extra_convs=(0, 0),
+        synthetic.build_synthetic_detector(synthetic.DetectorSpec(input_size=(16, 16), channels=(4, 4), extra_convs=(0, 0),
                                                           detections=17))
 
 
@@ -178,16 +178,16 @@ def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
     from ssd_eval.data import load_annotations
     from ssd_eval.pipeline import evaluate
 
-    annotations, images = bench.write_synthetic_coco(tmp_path / "coco", 6, seed=4, size_range=(40, 80))
+    annotations, images = synthetic.write_synthetic_coco(tmp_path / "coco", 6, seed=4, size_range=(40, 80))
     dataset = load_annotations(annotations, images)
     assert len(dataset.images) == 6
-    assert dataset.category_ids == list(bench.COCO_CATEGORY_IDS) and len(dataset.category_ids) == 80
+    assert dataset.category_ids == list(synthetic.COCO_CATEGORY_IDS) and len(dataset.category_ids) == 80
     assert all(r.path.is_file() for r in dataset.images.values())
     # Same seed, same files.
-    again, _ = bench.write_synthetic_coco(tmp_path / "again", 6, seed=4, size_range=(40, 80))
+    again, _ = synthetic.write_synthetic_coco(tmp_path / "again", 6, seed=4, size_range=(40, 80))
     assert again.read_bytes() == annotations.read_bytes()
 
-    model = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    model = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
     config = bench.harness_config(model, annotations, images, tmp_path / "out", input_size=TINY.input_size)
     result = evaluate(config, fresh=True, progress=False)
     assert result.provenance["images"] == 6
@@ -195,8 +195,8 @@ def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
 
 
 def test_measure_peak_rss_runs_in_a_fresh_process(tmp_path):
-    annotations, images = bench.write_synthetic_coco(tmp_path / "coco", 3, seed=5, size_range=(40, 60))
-    model = bench.write_synthetic_detector(tmp_path / "model.onnx", TINY)
+    annotations, images = synthetic.write_synthetic_coco(tmp_path / "coco", 3, seed=5, size_range=(40, 60))
+    model = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
     config = bench.harness_config(model, annotations, images, tmp_path / "out", limit=2, input_size=TINY.input_size)
     measured = bench.measure_peak_rss(config)
     assert measured["images"] == 2
@@ -210,18 +210,18 @@ def test_measure_peak_rss_runs_in_a_fresh_process(tmp_path):
 
 
 def test_synthetic_scoring_case_is_deterministic_and_valid():
-    gt, detections, image_ids = bench.synthetic_scoring_case(12, 15, seed=7)
+    gt, detections, image_ids = synthetic.synthetic_scoring_case(12, 15, seed=7)
     assert image_ids == list(range(1, 13))
     assert len(detections) == 12 * 15
-    assert (gt, detections) == bench.synthetic_scoring_case(12, 15, seed=7)[:2]
-    categories = set(bench.COCO_CATEGORY_IDS)
+    assert (gt, detections) == synthetic.synthetic_scoring_case(12, 15, seed=7)[:2]
+    categories = set(synthetic.COCO_CATEGORY_IDS)
     assert all(d["category_id"] in categories and d["image_id"] in image_ids for d in detections)
     assert all(d["bbox"][2] >= 0 and d["bbox"][3] >= 0 for d in detections)
 
 
 def test_scoring_backends_agree_on_a_small_case():
     pytest.importorskip("faster_coco_eval")
-    gt, detections, image_ids = bench.synthetic_scoring_case(30, 20, seed=11)
+    gt, detections, image_ids = synthetic.synthetic_scoring_case(30, 20, seed=11)
     compared = bench.compare_scoring_backends(gt, detections, image_ids)
     slow = compared["backends"]["pycocotools"]
     fast = compared["backends"]["faster-coco-eval"]
@@ -233,7 +233,7 @@ def test_scoring_backends_agree_on_a_small_case():
 
 
 def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
-    throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=bench.CHEAP_DETECTOR)
+    throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=synthetic.CHEAP_DETECTOR)
     assert throughput["ratio"] == pytest.approx(throughput["harness_images_per_s"] / throughput["bare_images_per_s"])
     memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4))
     assert set(memory["modes"]) == {"pipeline", *bench.installed_backends()}

@@ -233,7 +233,8 @@ def test_missing_cuda_falls_back_to_cpu_and_says_so(tmp_path, caplog):
 
 
 def test_batch_of_two_equals_batch_of_one_on_a_dynamic_batch_model(tmp_path):
-    from ssd_eval.sample import build_detector, write_model
+    from ssd_eval.sample import build_detector
+    from ssd_eval.synthetic import write_model
 
     model = write_model(build_detector(dynamic_batch=True), tmp_path / "dynamic.onnx")
     one = evaluate(sample_config("sample", tmp_path / "one", ("model.path", str(model))), progress=False)

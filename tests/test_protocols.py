@@ -20,7 +20,7 @@ from conftest import run_cli
 from helpers import lookup_detector
 from PIL import Image
 
-from ssd_eval.config import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, config_from_dict
+from ssd_eval.config import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, SWITCH_KEYS, config_from_dict
 from ssd_eval.metrics import BACKENDS, score_detections
 from ssd_eval.pipeline import evaluate
 from ssd_eval.preprocess import preprocess
@@ -30,14 +30,6 @@ from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 INPUT_HW = (64, 64)  # the lookup detector only tells images apart: a small input keeps runs fast
-SWITCH_KEYS = {
-    "skip_images_without_annotations": "dataset.skip_images_without_annotations",
-    "crowd_as_ground_truth": "metrics.crowd_as_ground_truth",
-    "max_detections": "postprocess.max_detections",
-    "score_threshold": "postprocess.score_threshold",
-    "clip_boxes": "postprocess.clip_boxes",
-    "exclude_categories": "metrics.exclude_categories",
-}
 
 
 DETECTIONS_PER_IMAGE = 110  # more than COCO's 100, so the per-image cap matters
