@@ -103,7 +103,7 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     """
     import onnxruntime as ort
 
-    from ssd_eval.pipeline import host_info
+    from ssd_eval.provenance import host_info
     from ssd_eval.runner import create_session, resolve_io
 
     if not configs:
@@ -351,7 +351,7 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     12 stats compared. Prints a report, writes it as JSON to ``results_path`` (unless
     None) and returns it. Synthetic data goes to ``work_dir`` (default: a temporary folder).
     """
-    from ssd_eval.pipeline import host_info, versions
+    from ssd_eval.provenance import host_info, versions
     from ssd_eval.results import atomic_write_json
 
     started = time.perf_counter()

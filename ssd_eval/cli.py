@@ -121,7 +121,8 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssd_eval.config import load_config
     from ssd_eval.data import parse_shard
-    from ssd_eval.pipeline import evaluate, shard_dir
+    from ssd_eval.pipeline import evaluate
+    from ssd_eval.shards import shard_dir
     from ssd_eval.results import render_summary, summary_line
 
     config = load_config(args.config, eval_overrides(args))
@@ -138,7 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ssd_eval.pipeline import merge_shards
+    from ssd_eval.shards import merge_shards
     from ssd_eval.results import render_summary, summary_line
 
     result = merge_shards(args.shards, args.out)

@@ -268,6 +268,27 @@ def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
     return config
 
 
+def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def get_dotted(data: dict[str, Any], dotted_key: str) -> Any:
+    """The value at ``a.b.c`` in nested mappings; KeyError naming the key when a part is missing."""
+    node: Any = data
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted_key)
+        node = node[part]
+    return node
+
+
 def hash_data(data: Any) -> str:
     """sha256 of the canonical JSON form of ``data``."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))

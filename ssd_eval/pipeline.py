@@ -11,13 +11,9 @@ import collections
 import concurrent.futures as futures
 import contextlib
 import dataclasses
-import datetime as dt
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
-import platform
 import signal
 import sys
 import threading
@@ -34,20 +30,12 @@ from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import score_detections
-from ssd_eval.results import (
-    EvalResult,
-    atomic_write_json,
-    is_detection,
-    is_int,
-    tidy_output_dir,
-    write_detections,
-    write_result,
-)
+from ssd_eval.provenance import run_provenance
+from ssd_eval.results import EvalResult, prepare_out_dir, result_for, tidy_output_dir, write_detections, write_result
 from ssd_eval.runner import Detector
+from ssd_eval.shards import shard_dir, write_shard_manifest
 
 log = logging.getLogger(__name__)
-
-SHARD_FILE = "shard.json"
 
 
 @dataclass(frozen=True)
@@ -191,22 +179,6 @@ def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset
     }
 
 
-def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
-    """Where shard i of n writes its detections."""
-    return out_dir / f"shard-{shard[0]}-of-{shard[1]}"
-
-
-def prepare_out_dir(out_dir: Path) -> Path:
-    """Create the output directory, or say in one line why it cannot be."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{out_dir}: output directory is a file (or lies under one); choose another --out") from None
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
-    return out_dir
-
-
 def evaluate(
     config: Config,
     *,
@@ -270,75 +242,19 @@ def evaluate(
             backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
-    provenance = _provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
+    provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
                              detector, evaluated, skipped,
                              detection_count, shard=shard, resumed=resumed, inferred=len(todo) - len(skipped),
                              loop_seconds=loop_seconds)
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     if shard is not None:
-        _write_shard_manifest(out_dir, config, shard, evaluated, provenance)
+        write_shard_manifest(out_dir, config, shard, evaluated, provenance)
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
                  detection_count, out_dir)
         return None
-    result = EvalResult(
-        variant=config.variant,
-        protocol=config.protocol_label(),
-        protocol_switches=switches,
-        scores=scores,
-        provenance=provenance,
-        parent=config.model.parent,
-        published_map=config.model.published_map,
-        published_protocol=config.model.published_protocol,
-        source_map=config.model.source_map,
-        published_int8_path=config.model.published_int8_path,
-    )
+    result = result_for(config, scores, provenance)
     write_result(result, out_dir)
     return result
-
-
-def _provenance(config: Config, model_path: Path, model_sha256: str, content_sha256: str,
-                int8: model_info.ModelInfo, int8_warning: str | None, dataset: data.CocoDataset,
-                detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
-                shard: tuple[int, int] | None, resumed: int, inferred: int, loop_seconds: float) -> dict[str, Any]:
-    """Everything needed to trust and reproduce a number (see docs/FORMATS.md)."""
-    return {
-        "model": {"path": str(model_path), "sha256": model_sha256, "content_sha256": content_sha256,
-                  "size": model_path.stat().st_size, "quantization": int8.quantization_format},
-        "int8": {
-            "cpu": int8.capability.to_dict() if int8.capability else None,
-            "saturation_risk": int8.saturation_risk,
-            "can_saturate_here": int8.can_saturate_here,
-            "exact_int8": config.runtime.exact_int8,
-            "warning": int8_warning,
-        },
-        "annotations": {"path": str(dataset.annotations_path), "sha256": dataset.sha256},
-        "images_dir": str(dataset.images_dir),
-        "config": config.to_dict(),
-        "config_sha256": config.sha256(),
-        "config_file": config.source,
-        "images": len(evaluated),
-        "image_ids_sha256": hash_data(evaluated),
-        "skipped_images": skipped,
-        "detections": detection_count,
-        "limit": config.dataset.limit,
-        "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
-        "runtime": {
-            "onnxruntime": _version("onnxruntime"),
-            "providers_requested": list(config.runtime.providers),
-            "providers": detector.providers,
-            "intra_op_threads": config.runtime.intra_op_threads,
-            "inter_op_threads": config.runtime.inter_op_threads,
-            "batch_size": config.runtime.batch_size,
-            "session_config": dict(detector.session_config),
-        },
-        "versions": versions(),
-        "host": host_info(),
-        "metrics_backend": config.metrics.backend,
-        "resumed_images": resumed,
-        "inference_time_s": round(detector.inference_seconds, 3),
-        "images_per_s": round(inferred / loop_seconds, 3) if inferred > 0 and loop_seconds > 0 else None,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
@@ -402,222 +318,4 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             pending.popleft().result()
     return skipped
 
-
-def _write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
-                          provenance: dict[str, Any]) -> None:
-    """Write shard.json last: it names the shard's images and pins its detections.json (count, sha256)."""
-    atomic_write_json(out_dir / SHARD_FILE, {
-        "variant": config.variant,
-        "shard": list(shard),
-        "image_ids": image_ids,
-        "detections_file": {"count": provenance["detections"],
-                            "sha256": fetch.sha256_of(out_dir / "detections.json")},
-        "identity": shard_identity(config, provenance),
-        "provenance": provenance,
-    })
-
-
-def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
-    """What every shard of one evaluation must share to be merged: model and annotation bytes,
-    and the settings that shape detections or select images (not paths, threads or outputs)."""
-    settings = config.to_dict()
-    for volatile in ("output", "pipeline", "runtime", "metrics"):
-        settings.pop(volatile)
-    for key in ("path", "url", "size", "sha256"):  # the model's bytes are pinned by its sha256
-        settings["model"].pop(key)
-    for key in ("annotations", "images", "annotations_url", "images_url", "downloads_dir"):
-        settings["dataset"].pop(key)
-    settings["switches"] = config.switches()
-    return {
-        "model_sha256": provenance["model"]["sha256"],
-        "annotations_sha256": provenance["annotations"]["sha256"],
-        "settings": _flatten(settings),
-    }
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def _read_shard(directory: Path) -> tuple[dict[str, Any], list[dict]]:
-    """A shard's manifest and detections, checked for shape and against each other: detections.json
-    must be the file the manifest pins (sha256, count) and name only the shard's images."""
-    manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-        raw = detections_path.read_bytes()
-        detections = json.loads(raw)
-    except FileNotFoundError as exc:
-        raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
-        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
-    if not _is_shard_manifest(manifest):
-        raise UserError(f"{manifest_path}: not a shard manifest written by 'ssd-eval eval --shard'")
-    pinned = manifest["detections_file"]
-    rerun = f"run 'ssd-eval eval --shard {manifest['shard'][0]}/{manifest['shard'][1]}' again"
-    if hashlib.sha256(raw).hexdigest() != pinned["sha256"]:
-        raise UserError(f"{detections_path}: is not the file {manifest_path} was written with (sha256 differs); "
-                        f"it was changed or replaced: {rerun}")
-    if not isinstance(detections, list) or not all(is_detection(d) for d in detections):
-        raise UserError(f"{detections_path}: not a list of COCO results (image_id, category_id, bbox, score)")
-    if len(detections) != pinned["count"]:
-        raise UserError(f"{detections_path}: holds {len(detections)} detections but {manifest_path} records "
-                        f"{pinned['count']}: {rerun}")
-    image_ids = set(manifest["image_ids"])
-    foreign = next((d["image_id"] for d in detections if d["image_id"] not in image_ids), None)
-    if foreign is not None:
-        raise UserError(f"{detections_path}: holds detections of image {foreign}, which is not one of the images "
-                        f"of {manifest_path}: {rerun}")
-    return manifest, detections
-
-
-def _is_shard_manifest(manifest: Any) -> bool:
-    """Whether ``manifest`` has every field ``merge_shards`` reads, of the right type."""
-    if not isinstance(manifest, dict):
-        return False
-    shard, pinned = manifest.get("shard"), manifest.get("detections_file")
-    identity, provenance = manifest.get("identity"), manifest.get("provenance")
-    if not (isinstance(shard, list) and len(shard) == 2 and all(is_int(v) for v in shard)
-            and 1 <= shard[0] <= shard[1]
-            and isinstance(manifest.get("image_ids"), list) and all(is_int(i) for i in manifest["image_ids"])
-            and isinstance(pinned, dict) and is_int(pinned.get("count")) and isinstance(pinned.get("sha256"), str)
-            and isinstance(identity, dict) and isinstance(identity.get("annotations_sha256"), str)
-            and isinstance(provenance, dict)):
-        return False
-    skipped = provenance.get("skipped_images")
-    return (isinstance(provenance.get("config"), dict) and isinstance(provenance.get("images_dir"), str)
-            and isinstance(provenance.get("annotations"), dict)
-            and isinstance(provenance["annotations"].get("path"), str)
-            and isinstance(skipped, list) and all(isinstance(s, dict) and is_int(s.get("image_id")) for s in skipped)
-            and all(isinstance(provenance.get(k), (int, float)) and not isinstance(provenance.get(k), bool)
-                    for k in ("resumed_images", "inference_time_s", "wall_time_s")))
-
-
-def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> EvalResult:
-    """Score shard outputs together after checking they cover the image set exactly once."""
-    if not shard_dirs:
-        raise UserError("merge: name the shard directories to merge")
-    shards = [(Path(d), *_read_shard(Path(d))) for d in shard_dirs]
-    first_dir, first, _ = shards[0]
-    total = first["shard"][1]
-    for directory, manifest, _ in shards[1:]:
-        if manifest["identity"] != first["identity"]:
-            raise UserError(f"{directory}: shard was made with a different model, annotation file or config than "
-                            f"{first_dir} ({_identity_difference(first['identity'], manifest['identity'])})")
-        if manifest["shard"][1] != total:
-            raise UserError(f"{directory}: shard {manifest['shard'][0]}/{manifest['shard'][1]} does not belong to a "
-                            f"split into {total} like {first_dir}")
-    indices = collections.Counter(m["shard"][0] for _, m, _ in shards)
-    duplicated = sorted(i for i, n in indices.items() if n > 1)
-    if duplicated:
-        raise UserError(f"merge: shard {duplicated[0]}/{total} is given more than once")
-    seen: dict[int, Path] = {}
-    for directory, manifest, _ in shards:
-        for image_id in manifest["image_ids"]:
-            if image_id in seen:
-                raise UserError(f"merge: image {image_id} is in both {seen[image_id]} and {directory}")
-            seen[image_id] = directory
-    missing = sorted(set(range(1, total + 1)) - set(indices))
-    if missing:
-        raise UserError(f"merge: shard {missing[0]}/{total} is missing (got {sorted(indices)})")
-
-    provenance = first["provenance"]
-    config_data = provenance["config"]
-    from ssd_eval.config import config_from_dict
-
-    config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
-    dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
-    if dataset.sha256 != first["identity"]["annotations_sha256"]:
-        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
-    switches = config.switches()
-    expected = data.select_image_ids(dataset, limit=config.dataset.limit,
-                                     skip_images_without_annotations=switches["skip_images_without_annotations"])
-    skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
-    covered = set(seen) | {s["image_id"] for s in skipped}
-    if covered != set(expected):
-        absent = sorted(set(expected) - covered)
-        raise UserError(f"merge: the shards do not cover the image set (e.g. image {absent[0] if absent else '?'} "
-                        "is missing)")
-    image_ids = sorted(seen)
-    by_image = collections.defaultdict(list)
-    for _, _, shard_detections in shards:
-        for det in shard_detections:
-            by_image[det["image_id"]].append(det)
-    detections = [d for i in image_ids for d in by_image[i]]
-    scores = score_detections(dataset.gt, detections, image_ids,
-                              crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                              backend=config.metrics.backend, exclude_categories=switches["exclude_categories"],
-                              source="merged shards")
-    merged = dict(provenance)
-    merged.update({
-        "images": len(image_ids),
-        "image_ids_sha256": hash_data(image_ids),
-        "skipped_images": skipped,
-        "detections": len(detections),
-        "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
-        "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
-        "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
-        "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
-        "images_per_s": None,  # shards ran in parallel or apart: no meaningful single rate
-        "merged_from": [str(d) for d, _, _ in shards],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    })
-    result = EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=switches,
-                        scores=scores, provenance=merged, parent=config.model.parent,
-                        published_map=config.model.published_map,
-                        published_protocol=config.model.published_protocol, source_map=config.model.source_map,
-                        published_int8_path=config.model.published_int8_path)
-    out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
-    write_detections(out_dir / "detections.json", detections)
-    write_result(result, out_dir)
-    return result
-
-
-def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    differing = [f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in ("model_sha256", "annotations_sha256")
-                 if a.get(k) != b.get(k)]
-    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
-    differing += [f"{k} {settings_a.get(k)!r} vs {settings_b.get(k)!r}"
-                  for k in sorted(set(settings_a) | set(settings_b)) if settings_a.get(k) != settings_b.get(k)]
-    return ", ".join(differing)
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python and the packages that shape a result."""
-    found = {"python": platform.python_version()}
-    from ssd_eval.metrics import BACKENDS
-
-    packages = ["ssd_eval", "numpy", "onnxruntime", "pillow", "opencv-python-headless"]
-    for name in packages + [backend.package for backend in BACKENDS.values()]:
-        found[name] = _version(name)
-    return found
-
-
-def _version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model, core count and platform of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 

@@ -161,6 +161,33 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
     return count
 
 
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the output directory, or say in one line why it cannot be."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{out_dir}: output directory is a file (or lies under one); choose another --out") from None
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
+    return out_dir
+
+
+def result_for(config: "Config", scores: Scores, provenance: dict[str, Any]) -> EvalResult:  # noqa: F821
+    """The EvalResult of a run of ``config`` (protocol, parent and published numbers from it)."""
+    return EvalResult(
+        variant=config.variant,
+        protocol=config.protocol_label(),
+        protocol_switches=config.switches(),
+        scores=scores,
+        provenance=provenance,
+        parent=config.model.parent,
+        published_map=config.model.published_map,
+        published_protocol=config.model.published_protocol,
+        source_map=config.model.source_map,
+        published_int8_path=config.model.published_int8_path,
+    )
+
+
 def write_result(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     """Write metrics.json into ``out_dir`` (beside its detections.json); returns both paths."""
     out_dir = Path(out_dir)

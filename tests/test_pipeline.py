@@ -19,7 +19,8 @@ from ssd_eval.config import load_config
 from ssd_eval.errors import UserError
 from ssd_eval.fetch import sha256_of
 from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.pipeline import evaluate, merge_shards
+from ssd_eval.pipeline import evaluate
+from ssd_eval.shards import merge_shards
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -1,0 +1,136 @@
+"""Config reaching the run (issue 15): postprocessing switches, onnxruntime session settings, the input size check.
+
+Each test sets a config key, runs the harness as a user would (``ssd_eval.evaluate`` on a config mapping)
+and checks what that key must change against an answer written out here, not one the harness printed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnxruntime as ort
+import pytest
+
+import ssd_eval
+from ssd_eval import pipeline
+from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.errors import UserError
+from ssd_eval.runner import Detector
+
+from helpers import config_dict, fixed_detector, write_coco
+
+HW = (32, 48)  # the fixed detector ignores pixels: a small input keeps runs fast
+IMAGE = {"id": 42, "width": 200, "height": 100}
+CATEGORIES_BY_LABEL = {1: 1, 2: 3, 3: 11, 4: 13, 5: 18}  # helpers.CATEGORIES: label k -> k-th smallest id
+# Five raw outputs, not sorted by score; the last box reaches past the right and bottom border.
+BOXES = [[0.10, 0.10, 0.30, 0.50], [0.50, 0.20, 0.60, 0.40], [0.00, 0.50, 0.25, 1.00],
+         [0.40, 0.40, 0.90, 0.90], [0.70, 0.60, 1.20, 1.10]]
+LABELS = [2, 1, 5, 3, 4]
+SCORES = [0.55, 0.90, 0.30, 0.70, 0.65]
+# The same five as COCO results on the 200x100 image, worked out by hand: pixel xywh, real category id,
+# the border box clipped to [140, 60, 60, 40] (coco protocol clips). Best score first.
+BY_SCORE = [
+    (1, [100.0, 20.0, 20.0, 20.0], 0.90),   # label 1 -> person
+    (11, [80.0, 40.0, 100.0, 50.0], 0.70),  # label 3 -> fire hydrant
+    (13, [140.0, 60.0, 60.0, 40.0], 0.65),  # label 4 -> stop sign, clipped
+    (3, [20.0, 10.0, 40.0, 40.0], 0.55),    # label 2 -> car
+    (18, [0.0, 50.0, 50.0, 50.0], 0.30),    # label 5 -> dog
+]
+
+
+def expected(count: int | None = None, threshold: float = 0.0) -> list[tuple]:
+    kept = [d for d in BY_SCORE if d[2] >= threshold]
+    return kept if count is None else kept[:count]
+
+
+def run(tmp_path, **postprocess) -> list[tuple]:
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [{"image_id": 42, "category_id": 1,
+                                                                  "bbox": [100, 20, 20, 20]}])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    config = config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                         postprocess=postprocess)
+    ssd_eval.evaluate(config)
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert all(d["image_id"] == 42 for d in detections)
+    return [(d["category_id"], d["bbox"], d["score"]) for d in detections]
+
+
+def same(got: list[tuple], want: list[tuple]) -> bool:
+    return len(got) == len(want) and all(
+        g[0] == w[0] and g[1] == pytest.approx(w[1], abs=1e-4) and g[2] == pytest.approx(w[2], abs=1e-6)
+        for g, w in zip(got, want))
+
+
+def test_the_hand_worked_table_follows_the_label_map():
+    # Sanity of the table above: label k -> k-th smallest category id, pixel boxes from the normalized ones.
+    for (category, bbox, score) in BY_SCORE:
+        row = SCORES.index(score)
+        assert CATEGORIES_BY_LABEL[LABELS[row]] == category
+        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in BOXES[row])
+        assert bbox == pytest.approx([x0 * 200, y0 * 100, (x1 - x0) * 200, (y1 - y0) * 100])
+
+
+@pytest.mark.parametrize("postprocess, want", [
+    ({}, expected(100)),  # coco: top 100, threshold 0
+    ({"max_detections": 2}, expected(2)),
+    ({"max_detections": "all", "score_threshold": 0.6}, expected(None, 0.6)),
+    ({"max_detections": 3, "score_threshold": 0.6}, expected(3, 0.6)),
+    ({"max_detections": 1, "score_threshold": 0.95}, []),
+], ids=["defaults", "top-2", "threshold-0.6", "top-3-threshold-0.6", "nothing-left"])
+def test_postprocess_config_reaches_the_detections(tmp_path, postprocess, want):
+    got = run(tmp_path, **postprocess)
+    assert same(got, want), (got, want)
+
+
+def test_clip_boxes_false_keeps_the_border_box_whole(tmp_path):
+    got = run(tmp_path, clip_boxes=False, max_detections=3)
+    # label 4's box [0.7, 0.6, 1.2, 1.1] unclipped: x 140, y 60, w 100, h 50
+    assert same(got, [BY_SCORE[0], BY_SCORE[1], (13, [140.0, 60.0, 100.0, 50.0], 0.65)]), got
+
+
+# ------------------------------------------------------------------------------ runtime settings
+
+
+@pytest.fixture
+def created_detectors(monkeypatch) -> list[Detector]:
+    """Every Detector that evaluate() creates, to look at its onnxruntime session."""
+    made: list[Detector] = []
+
+    class Recording(Detector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Detector", Recording)
+    return made
+
+
+LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@pytest.mark.parametrize("level", sorted(LEVELS))
+def test_runtime_settings_reach_the_session(tmp_path, created_detectors, level):
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    config = config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                         runtime={"graph_optimization": level, "intra_op_threads": 3, "inter_op_threads": 2})
+    ssd_eval.evaluate(config)
+    [detector] = created_detectors
+    options = detector.session.get_session_options()
+    assert options.graph_optimization_level == LEVELS[level]
+    assert options.intra_op_num_threads == 3
+    assert options.inter_op_num_threads == 2
+
+
+@pytest.mark.parametrize("input_size", [(32, 64), (32, 40), (40, 48), (16, 48)],
+                         ids=["wider", "narrower", "taller", "shorter"])
+def test_model_input_height_and_width_are_both_checked(tmp_path, input_size):
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    with pytest.raises(UserError, match=r"preprocess\.input_size"):
+        Detector(model, ModelConfig(), RuntimeConfig(), input_size)
+    Detector(model, ModelConfig(), RuntimeConfig(), HW)  # the matching size is accepted

@@ -1,0 +1,217 @@
+"""The pipeline where modules join (issue 15): the resume cache key, batching, and merging shards.
+
+Each test states what the run must do when one thing changes (a key field, the batch size, a shard's
+image list) and checks it against the unchanged run or a refusal, on the sample's input-dependent model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ssd_eval import pipeline
+from ssd_eval.cache import DetectionCache
+from ssd_eval.config import load_config
+from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
+from ssd_eval.pipeline import evaluate
+from ssd_eval.shards import merge_shards
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SAMPLE_IDS = sorted(i["id"] for i in json.loads((SAMPLE / "annotations.json").read_text())["images"])
+
+
+def sample_config(out: Path, *overrides):
+    return load_config(REPO / "configs" / "sample.yaml", [
+        ("dataset.annotations", str(SAMPLE / "annotations.json")), ("dataset.images", str(SAMPLE / "images")),
+        ("model.path", str(SAMPLE / "models" / "sample.onnx")), ("output.dir", str(out)),
+        ("pipeline.workers", 1), *overrides])
+
+
+# ------------------------------------------------------------------------------ the resume cache key
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """An output folder holding a finished sample run (and its cache)."""
+    out = tmp_path_factory.mktemp("cached") / "out"
+    evaluate(sample_config(out), progress=False)
+    return out
+
+
+def _swapped_label_map() -> list[int]:
+    ids = sorted(c["id"] for c in json.loads((SAMPLE / "annotations.json").read_text())["categories"])
+    ids[0], ids[1] = ids[1], ids[0]
+    return ids
+
+
+def _other_annotation_file(tmp_path: Path) -> str:
+    """The sample's annotations with one more top-level key: the same images, other bytes."""
+    data = json.loads((SAMPLE / "annotations.json").read_text())
+    data["info"] = {"description": "a copy"}
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+# The coco protocol's switches but inc's name: only the resize backend (opencv) comes from the protocol.
+INC_WITH_COCO_SWITCHES = [("protocol", "inc"), ("dataset.skip_images_without_annotations", False),
+                          ("metrics.crowd_as_ground_truth", False), ("postprocess.max_detections", 100),
+                          ("postprocess.score_threshold", 0.0), ("postprocess.clip_boxes", True),
+                          ("metrics.exclude_categories", [])]
+
+KEY_CHANGES = {
+    # name: (overrides (a function of tmp_path), key field that must be named, needs OpenCV)
+    "model": (lambda t: [("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))], "model_sha256", False),
+    "annotation-file": (lambda t: [("dataset.annotations", _other_annotation_file(t))], "annotations_sha256", False),
+    "preprocess-mean": (lambda t: [("preprocess.mean", [0.5, 0.5, 0.5])], "preprocess_sha256", False),
+    "resize-backend": (lambda t: [("preprocess.resize_backend", "opencv")], "preprocess_sha256", True),
+    "protocol-implied-resize-backend": (lambda t: INC_WITH_COCO_SWITCHES, "preprocess_sha256", True),
+    "label-map": (lambda t: [("postprocess.label_map", _swapped_label_map())], "postprocess_sha256", False),
+    "top-k": (lambda t: [("postprocess.max_detections", 20)], "postprocess_sha256", False),
+    "score-threshold": (lambda t: [("postprocess.score_threshold", 0.05)], "postprocess_sha256", False),
+    "clip-boxes": (lambda t: [("postprocess.clip_boxes", False)], "postprocess_sha256", False),
+    "graph-optimization": (lambda t: [("runtime.graph_optimization", "basic")], "execution", False),
+    "providers": (lambda t: [], "execution", False),  # the session's providers, changed below
+}
+
+
+@pytest.mark.parametrize("change", sorted(KEY_CHANGES))
+def test_a_cache_is_refused_after_each_key_field_changes(finished_run, tmp_path, monkeypatch, change):
+    overrides, field, needs_opencv = KEY_CHANGES[change]
+    if needs_opencv:
+        pytest.importorskip("cv2")
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    if change == "providers":
+        monkeypatch.setattr(pipeline.Detector, "providers",
+                            property(lambda self: ["AzureExecutionProvider", "CPUExecutionProvider"]))
+    with pytest.raises(UserError, match="--fresh") as refused:
+        evaluate(sample_config(out, *overrides(tmp_path)), progress=False)
+    assert field in str(refused.value)
+
+
+def test_an_unchanged_run_reuses_the_cache(finished_run, tmp_path):
+    """The control for the test above: the same settings resume every image from the copied cache."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    again = evaluate(sample_config(out), progress=False)
+    assert again.provenance["resumed_images"] == again.provenance["images"] == len(SAMPLE_IDS)
+
+
+def test_a_cache_file_changed_while_in_use_is_refused(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    detection = {"image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}
+    with DetectionCache(path, {"model_sha256": "m"}) as cache:
+        cache.add(1, [detection])
+        cache.add(2, [dict(detection, image_id=2)])
+        assert list(cache.detections([2, 1])) == [dict(detection, image_id=2), detection]
+        lines = path.read_bytes().splitlines(keepends=True)
+        path.write_bytes(lines[0] + lines[2] + lines[1])  # another process rewrote it: the offsets are stale
+        with pytest.raises(UserError, match="changed while in use"):
+            list(cache.detections([1]))
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+@pytest.fixture(scope="module")
+def dynamic_model(tmp_path_factory) -> Path:
+    """The sample detector with a symbolic batch dimension: its detections follow each image's pixels."""
+    pytest.importorskip("onnx")
+    from ssd_eval.sample import build_detector
+    from ssd_eval.synthetic import write_model
+
+    return write_model(build_detector(dynamic_batch=True), tmp_path_factory.mktemp("model") / "dynamic.onnx")
+
+
+@pytest.mark.parametrize("limit, batch", [(7, 2), (None, 3)], ids=["7-images-batch-2", "8-images-batch-3"])
+def test_a_last_partial_batch_gives_the_same_detections_as_batch_1(tmp_path, dynamic_model, limit, batch):
+    one = evaluate(sample_config(tmp_path / "one", ("model.path", str(dynamic_model)), ("dataset.limit", limit)),
+                   progress=False)
+    many = evaluate(sample_config(tmp_path / "many", ("model.path", str(dynamic_model)), ("dataset.limit", limit),
+                                  ("runtime.batch_size", batch)), progress=False)
+    count = limit or len(SAMPLE_IDS)
+    assert count % batch != 0
+    assert one.provenance["images"] == many.provenance["images"] == count
+    detections = json.loads((tmp_path / "many" / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == set(SAMPLE_IDS[:count])  # every image found something
+    assert (tmp_path / "many" / "detections.json").read_bytes() == (tmp_path / "one" / "detections.json").read_bytes()
+    assert many.scores.stats == one.scores.stats
+
+
+# ------------------------------------------------------------------------------ merging shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """(folder, [shard 1/2, shard 2/2]) of a sample run."""
+    root = tmp_path_factory.mktemp("shards")
+    for index in (1, 2):
+        evaluate(sample_config(root / "split"), shard=(index, 2), progress=False)
+    return root, [root / "split" / f"shard-{index}-of-2" for index in (1, 2)]
+
+
+def copied_shards(shards, tmp_path: Path) -> list[Path]:
+    return [Path(shutil.copytree(d, tmp_path / d.name)) for d in shards[1]]
+
+
+def rewrite_shard(directory: Path, image_ids: list[int], detections: list[dict]) -> None:
+    """Give a shard another image list and detections, with its manifest pinning the new detections.json."""
+    manifest = json.loads((directory / "shard.json").read_text())
+    (directory / "detections.json").write_text(json.dumps(detections))
+    manifest["image_ids"] = image_ids
+    manifest["detections_file"] = {"count": len(detections), "sha256": sha256_of(directory / "detections.json")}
+    (directory / "shard.json").write_text(json.dumps(manifest))
+
+
+def test_the_two_shards_merge(shards, tmp_path):
+    first, second = copied_shards(shards, tmp_path)
+    merged = merge_shards([first, second], tmp_path / "merged")
+    assert merged.provenance["images"] == len(SAMPLE_IDS)
+
+
+def test_merge_refuses_an_image_in_two_shards(shards, tmp_path):
+    first, second = copied_shards(shards, tmp_path)
+    ids = json.loads((first / "shard.json").read_text())["image_ids"]
+    borrowed = json.loads((second / "shard.json").read_text())["image_ids"][0]
+    rewrite_shard(first, ids + [borrowed], json.loads((first / "detections.json").read_text()))
+    with pytest.raises(UserError, match=rf"image {borrowed} is in both"):
+        merge_shards([first, second], tmp_path / "merged")
+    assert not (tmp_path / "merged" / "metrics.json").exists()
+
+
+def test_merge_refuses_shards_that_do_not_cover_the_image_set(shards, tmp_path):
+    first, second = copied_shards(shards, tmp_path)
+    ids = json.loads((second / "shard.json").read_text())["image_ids"]
+    dropped = ids[-1]
+    kept = [d for d in json.loads((second / "detections.json").read_text()) if d["image_id"] != dropped]
+    rewrite_shard(second, ids[:-1], kept)
+    with pytest.raises(UserError, match=rf"do not cover the image set \(e\.g\. image {dropped} is missing\)"):
+        merge_shards([first, second], tmp_path / "merged")
+    assert not (tmp_path / "merged" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("pick, message", [
+    (lambda first, second: [first], r"shard 2/2 is missing"),
+    (lambda first, second: [first, first, second], r"shard 1/2 is given more than once"),
+], ids=["missing-shard", "shard-twice"])
+def test_merge_refuses_missing_or_repeated_shard_ids(shards, tmp_path, pick, message):
+    first, second = copied_shards(shards, tmp_path)
+    with pytest.raises(UserError, match=message):
+        merge_shards(pick(first, second), tmp_path / "merged")
+
+
+def test_merge_refuses_shards_run_with_other_runtime_settings(tmp_path):
+    """Graph optimization changes detections (it is in the cache key): shards that differ in it must not merge."""
+    evaluate(load_config("configs/sample-int8.yaml", [("output.dir", str(tmp_path / "run")),
+                                                      ("runtime.graph_optimization", "disable")]),
+             shard=(1, 2), progress=False)
+    evaluate(load_config("configs/sample-int8.yaml", [("output.dir", str(tmp_path / "run"))]), shard=(2, 2),
+             progress=False)
+    with pytest.raises(UserError, match=r"different model, annotation file or config.*graph_optimization"):
+        merge_shards([tmp_path / "run" / "shard-1-of-2", tmp_path / "run" / "shard-2-of-2"], tmp_path / "merged")
