@@ -208,8 +208,7 @@ class Config:
     def out_dir(self) -> Path:
         """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in."""
         protocol = self.protocol_label()
-        run = self.variant if protocol == "coco" else f"{self.variant}-{protocol}"
-        text = self.output.dir.replace("{run}", run).replace("{variant}", self.variant)
+        text = self.output.dir.replace("{run}", run_name(self.variant, protocol)).replace("{variant}", self.variant)
         return Path(text.replace("{protocol}", protocol))
 
     def switches(self) -> dict[str, Any]:
@@ -241,6 +240,12 @@ class Config:
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
         return hash_data(self.to_dict())
+
+
+def run_name(variant: str, protocol: str) -> str:
+    """A run's name, the results folder `output.dir: results/{run}` gives it: the variant for
+    protocol coco, ``<variant>-<protocol>`` otherwise."""
+    return variant if protocol == "coco" else f"{variant}-{protocol}"
 
 
 def _label_value(value: Any) -> str:

@@ -22,3 +22,10 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     shortener.maxstring = shortener.maxother = shortener.maxlong = limit
     text = shortener.repr(value)
     return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+
+
+def print_error(command: str, message: str) -> None:
+    """Print one ``ssd-eval COMMAND: error: MESSAGE`` line on stderr."""
+    import sys
+
+    print(f"ssd-eval {command}: error: {message}", file=sys.stderr)

@@ -16,11 +16,9 @@ import tempfile
 from pathlib import Path
 
 from ssd_eval.errors import UserError
-from ssd_eval.table import (
-    find_parent_result,
-    load_results,
-    write_table,
-)
+from ssd_eval.compare import find_parent_result
+from ssd_eval.results import load_results
+from ssd_eval.table import write_table
 
 log = logging.getLogger(__name__)
 

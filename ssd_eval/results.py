@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
 from ssd_eval.errors import UserError
-from ssd_eval.metrics import Scores
+from ssd_eval.config import run_name
+from ssd_eval.errors import quote
+from ssd_eval.metrics import STAT_NAMES, Scores
+from ssd_eval.schema import check_keys, is_int, is_number
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +134,12 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) ->
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
-def is_int(value: Any) -> bool:
-    """True for an int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def is_detection(detection: Any) -> bool:
     """Whether ``detection`` is a COCO result: image_id, category_id, bbox of 4 finite numbers, finite score."""
     return (isinstance(detection, dict) and is_int(detection.get("image_id"))
-            and is_int(detection.get("category_id")) and _is_finite_number(detection.get("score"))
+            and is_int(detection.get("category_id")) and is_number(detection.get("score"))
             and isinstance(detection.get("bbox"), list) and len(detection["bbox"]) == 4
-            and all(_is_finite_number(v) for v in detection["bbox"]))
+            and all(is_number(v) for v in detection["bbox"]))
 
 
 def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
@@ -233,3 +227,138 @@ def _format(value: Any, header: str) -> str:
     if isinstance(value, float):
         return f"{value:.2f}" if header == "images/s" else f"{value:.4f}"
     return "-" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- reading metrics.json
+
+_REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
+    # (dotted key, kind)
+    ("variant", "str"),
+    ("protocol", "str"),
+    ("mAP", "number"),
+    ("provenance.images", "int"),
+    ("provenance.image_ids_sha256", "str"),
+    ("provenance.annotations.sha256", "str"),
+    ("provenance.model.sha256", "str"),
+    ("provenance.runtime.providers", "str_list"),
+    ("provenance.host.cpu", "str"),
+    ("provenance.host.cores", "int"),
+    ("provenance.date", "str"),
+)
+
+_OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
+    # may be missing or null
+    ("parent", "str"),
+    ("published_map", "number"),
+    ("published_protocol", "str"),
+    ("source_map", "number"),
+    ("published_int8_path", "str"),
+    ("provenance.images_per_s", "number"),
+    ("provenance.runtime.intra_op_threads", "int"),
+    ("provenance.runtime.inter_op_threads", "int"),
+    ("provenance.runtime.batch_size", "int"),
+    ("provenance.resumed_images", "int"),
+    ("provenance.limit", "int"),
+)
+
+def read_metrics_file(path: Path) -> dict:
+    """Read and check one metrics.json (docs/FORMATS.md, schema 1).
+
+    Returns the parsed dict with one extra key, `_source` (the file's path as a
+    string). Raises UserError naming the file and key when it is unreadable,
+    not JSON, or lacks a key the table, gate or report needs.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a metrics file: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object at top level")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema: expected {SCHEMA_VERSION}, got {quote(data.get('schema'))}")
+    check_keys(data, str(path), _REQUIRED_KEYS, _OPTIONAL_KEYS)
+    for name in STAT_NAMES:
+        if name in data and not is_number(data[name]):
+            raise UserError(f"{path}: {name}: expected a finite number, got {quote(data[name])}")
+    if not re.match(r"\d{4}-\d{2}-\d{2}", data["provenance"]["date"]):
+        raise UserError(f"{path}: provenance.date: expected an ISO 8601 date, "
+                        f"got {quote(data['provenance']['date'])}")
+    data["_source"] = str(path)
+    return data
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Read every `results_dir/*/metrics.json`, sorted by path.
+
+    Each dict is the file's content plus `_source` (its path). A malformed file
+    raises UserError naming it. A missing directory gives an empty list.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    return [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+
+
+class ResultIndex:
+    """Every `results_dir/*/metrics.json`, read and checked once, and the lookup the gate
+    and `baseline --update` share (see `find`)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+        self.entries: dict[Path, dict | UserError] = {}
+        for path in sorted(self.results_dir.glob("*/metrics.json")):
+            try:
+                self.entries[path] = read_metrics_file(path)
+            except UserError as exc:
+                self.entries[path] = exc  # raised only when this file is the one asked for
+
+    def results(self) -> list[dict]:
+        """The readable results, in path order."""
+        return [e for e in self.entries.values() if isinstance(e, dict)]
+
+    def errors(self) -> list[UserError]:
+        """The unreadable or malformed files, in path order."""
+        return [e for e in self.entries.values() if isinstance(e, UserError)]
+
+    def protocols(self, variant: str) -> list[str]:
+        """The protocols `variant` has results under, in order of first appearance."""
+        return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
+
+    def find(self, variant: str, protocol: str, role: str) -> tuple[dict, str | None]:
+        """The result of `variant` under `protocol`, plus a note when it is not in its canonical folder.
+
+        The canonical folder (`config.run_name`) wins whenever it has a metrics.json: its
+        content is returned as it is (the caller checks its protocol) unless it is malformed
+        or holds another variant (UserError). Without it, exactly one other result of that
+        variant and protocol is used, with a note naming it; several are an error naming
+        them, none an error naming the missing file. `role` (e.g. "baselined variant
+        ssd-12") says in errors what the result was wanted for.
+        """
+        path = self.results_dir / run_name(variant, protocol) / "metrics.json"
+        entry = self.entries.get(path)
+        if isinstance(entry, UserError):
+            raise entry
+        if entry is not None:
+            if entry["variant"] != variant:
+                raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} "
+                                f"({role})")
+            return entry, None
+        others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol]
+        if len(others) > 1:
+            raise UserError(f"{path}: missing, and {len(others)} other results of {variant} under "
+                            f"protocol {protocol} exist: {', '.join(r['_source'] for r in others)}; "
+                            f"move the one to use to {path.parent}/ ({role})")
+        if others:
+            return others[0], (f"note: {variant} (protocol {protocol}): {path.parent}/ missing; "
+                               f"using {others[0]['_source']}")
+        hint = f"make eval MODEL={variant}" + ("" if protocol == "coco" else f" PROTOCOL={protocol}")
+        raise UserError(f"{path}: missing ({role}, protocol {protocol}); run `{hint}` first")

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import math
 import re
 from pathlib import Path
-from typing import Any
 
-from ssd_eval.errors import UserError, quote
+from ssd_eval.errors import UserError
 from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.results import align_columns, atomic_write_text
+from ssd_eval.compare import (
+    drop_ratio_pct,
+    find_parent_result,
+    provenance_value,
+    short_provider_names,
+    speed_mismatch,
+)
+from ssd_eval.results import align_columns, atomic_write_text, load_results
 
 log = logging.getLogger(__name__)
 
@@ -47,241 +51,6 @@ REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png")
 
 # --------------------------------------------------------------------------- loading
 
-def _lookup(data: dict, dotted_key: str) -> Any:
-    node: Any = data
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted_key)
-        node = node[part]
-    return node
-
-
-def is_number(value: Any) -> bool:
-    """True for a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-_REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
-    # (dotted key, kind)
-    ("variant", "str"),
-    ("protocol", "str"),
-    ("mAP", "number"),
-    ("provenance.images", "int"),
-    ("provenance.image_ids_sha256", "str"),
-    ("provenance.annotations.sha256", "str"),
-    ("provenance.model.sha256", "str"),
-    ("provenance.runtime.providers", "str_list"),
-    ("provenance.host.cpu", "str"),
-    ("provenance.host.cores", "int"),
-    ("provenance.date", "str"),
-)
-
-_OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
-    # may be missing or null
-    ("parent", "str"),
-    ("published_map", "number"),
-    ("published_protocol", "str"),
-    ("source_map", "number"),
-    ("published_int8_path", "str"),
-    ("provenance.images_per_s", "number"),
-    ("provenance.runtime.intra_op_threads", "int"),
-    ("provenance.runtime.inter_op_threads", "int"),
-    ("provenance.runtime.batch_size", "int"),
-    ("provenance.resumed_images", "int"),
-    ("provenance.limit", "int"),
-)
-
-_KIND_TEXT = {
-    "str": "a string",
-    "number": "a finite number",
-    "int": "an integer",
-    "str_list": "a list of strings",
-}
-
-
-def _has_kind(value: Any, kind: str) -> bool:
-    if kind == "str":
-        return isinstance(value, str) and value != ""
-    if kind == "number":
-        return is_number(value)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "str_list":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    raise ValueError(kind)
-
-
-def read_metrics_file(path: Path) -> dict:
-    """Read and check one metrics.json (docs/FORMATS.md, schema 1).
-
-    Returns the parsed dict with one extra key, `_source` (the file's path as a
-    string). Raises UserError naming the file and key when it is unreadable,
-    not JSON, or lacks a key the table, gate or report needs.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not a metrics file: JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object at top level")
-    if data.get("schema") != 1:
-        raise UserError(f"{path}: schema: expected 1, got {data.get('schema')!r}")
-    for key, kind in _REQUIRED_KEYS:
-        try:
-            value = _lookup(data, key)
-        except KeyError:
-            raise UserError(f"{path}: missing key {key}") from None
-        if not _has_kind(value, kind):
-            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]}, got {quote(value)}")
-    for key, kind in _OPTIONAL_KEYS:
-        try:
-            value = _lookup(data, key)
-        except KeyError:
-            continue
-        if value is not None and not _has_kind(value, kind):
-            raise UserError(f"{path}: {key}: expected {_KIND_TEXT[kind]} or null, got {quote(value)}")
-    for name in METRIC_NAMES:
-        if name in data and not is_number(data[name]):
-            raise UserError(f"{path}: {name}: expected a finite number, got {quote(data[name])}")
-    if not re.match(r"\d{4}-\d{2}-\d{2}", data["provenance"]["date"]):
-        raise UserError(f"{path}: provenance.date: expected an ISO 8601 date, "
-                        f"got {quote(data['provenance']['date'])}")
-    data["_source"] = str(path)
-    return data
-
-
-def load_results(results_dir: Path) -> list[dict]:
-    """Read every `results_dir/*/metrics.json`, sorted by path.
-
-    Each dict is the file's content plus `_source` (its path). A malformed file
-    raises UserError naming it. A missing directory gives an empty list.
-    """
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return []
-    return [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
-
-
-# --------------------------------------------------------------------------- comparability
-
-def _provenance(result: dict, dotted_key: str, default: Any = None) -> Any:
-    try:
-        return _lookup(result.get("provenance", {}), dotted_key)
-    except KeyError:
-        return default
-
-
-def short_provider_names(providers: list[str]) -> str:
-    """'CUDAExecutionProvider','CPUExecutionProvider' -> 'CUDA+CPU'."""
-    return "+".join(p.removesuffix("ExecutionProvider") for p in providers) or "none"
-
-
-def accuracy_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' accuracies cannot be compared, or None when they can.
-
-    Comparable means: same protocol, same number of images, same image set
-    (`provenance.image_ids_sha256`), same annotations (`provenance.annotations.sha256`)
-    and the same pre- and postprocessing settings. The reason reads `n/a: ...`.
-    """
-    if result["protocol"] != parent["protocol"]:
-        return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
-    images, parent_images = _provenance(result, "images"), _provenance(parent, "images")
-    if images != parent_images:
-        return f"n/a: {images} vs {parent_images} images"
-    if _provenance(result, "image_ids_sha256") != _provenance(parent, "image_ids_sha256"):
-        return "n/a: different image sets"
-    if _provenance(result, "annotations.sha256") != _provenance(parent, "annotations.sha256"):
-        return "n/a: different annotation files"
-    for section in ("preprocess", "postprocess"):
-        mine, theirs = _provenance(result, f"config.{section}"), _provenance(parent, f"config.{section}")
-        # resize_backend is already part of the protocol label compared above
-        differing = sorted(k for k in set(mine or {}) | set(theirs or {})
-                           if k != "resize_backend" and mine and theirs and mine.get(k) != theirs.get(k))
-        if differing:
-            return f"n/a: different {section} ({', '.join(differing)})"
-    return None
-
-
-def speed_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' speeds cannot be compared, or None when they can.
-
-    Needs accuracy comparability plus the same provider list, host cpu and core
-    count, thread settings, batch size, graph optimization, decode pipeline and
-    onnxruntime version, measured images/s on both sides and no resumed or
-    merged (sharded) run.
-    """
-    reason = accuracy_mismatch(result, parent)
-    if reason:
-        return reason
-    for side in (result, parent):
-        if _provenance(side, "images_per_s") is None:
-            return f"n/a: no images/s for {side['variant']}"
-        if _provenance(side, "resumed_images"):
-            return f"n/a: {side['variant']} run was resumed"
-        if _provenance(side, "shards"):
-            return f"n/a: {side['variant']} merged from shards"
-    providers = _provenance(result, "runtime.providers", [])
-    parent_providers = _provenance(parent, "runtime.providers", [])
-    if providers != parent_providers:
-        return (f"n/a: provider {short_provider_names(providers)} vs "
-                f"{short_provider_names(parent_providers)}")
-    if _provenance(result, "host.cpu") != _provenance(parent, "host.cpu"):
-        return "n/a: different host cpu"
-    cores, parent_cores = _provenance(result, "host.cores"), _provenance(parent, "host.cores")
-    if cores != parent_cores:
-        return f"n/a: {cores} vs {parent_cores} cores"
-    threads = tuple(_provenance(result, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
-    parent_threads = tuple(_provenance(parent, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
-    if threads != parent_threads:
-        return "n/a: threads intra/inter {}/{} vs {}/{}".format(*threads, *parent_threads)
-    batch, parent_batch = _provenance(result, "runtime.batch_size"), _provenance(parent, "runtime.batch_size")
-    if batch != parent_batch:
-        return f"n/a: batch {batch} vs {parent_batch}"
-    for key, label in (("runtime.onnxruntime", "onnxruntime"), ("config.runtime.graph_optimization",
-                       "graph optimization"), ("config.pipeline", "decode pipeline")):
-        mine, theirs = _provenance(result, key), _provenance(parent, key)
-        if mine is not None and theirs is not None and mine != theirs:
-            return f"n/a: different {label}"
-    return None
-
-
-def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, str | None]:
-    """The parent result to compare `result` with, or (None, reason).
-
-    Returns (None, None) when `result` has no parent. Among several results of
-    the parent variant, an accuracy-comparable one is chosen, preferring one
-    that is also speed-comparable; when none is comparable the reason explains
-    the first candidate's mismatch.
-    """
-    parent_name = result.get("parent")
-    if not parent_name:
-        return None, None
-    candidates = [r for r in results if r.get("variant") == parent_name and r is not result]
-    if not candidates:
-        return None, f"n/a: no {parent_name} result"
-    comparable = [c for c in candidates if accuracy_mismatch(result, c) is None]
-    if not comparable:
-        return None, accuracy_mismatch(result, candidates[0])
-    for candidate in comparable:
-        if speed_mismatch(result, candidate) is None:
-            return candidate, None
-    return comparable[0], None
-
-
-def drop_ratio_pct(map_value: float, parent_map: float) -> float:
-    """(parent_mAP - mAP) / parent_mAP * 100; raises ZeroDivisionError on parent 0."""
-    return (parent_map - map_value) / parent_map * 100.0
-
-
 # --------------------------------------------------------------------------- rows
 
 def _delta_cell(result: dict) -> str:
@@ -295,7 +64,7 @@ def _delta_cell(result: dict) -> str:
         return "n/a: published protocol unknown"
     if result["protocol"] != protocol:
         return f"n/a: published under {protocol} protocol, full set"
-    limit = _provenance(result, "limit")
+    limit = provenance_value(result, "limit")
     if limit is not None:
         return f"n/a: limited run (--limit {limit}); published over the full set"
     delta = f"{result['mAP'] - published:+.4f}"
@@ -331,10 +100,10 @@ def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
     speed_reason = speed_mismatch(result, parent)
     if speed_reason:
         return speed_reason
-    parent_speed = _provenance(parent, "images_per_s")
+    parent_speed = provenance_value(parent, "images_per_s")
     if parent_speed <= 0:
         return f"n/a: {parent['variant']} images/s is 0"
-    return f"{_provenance(result, 'images_per_s') / parent_speed:.2f}x"
+    return f"{provenance_value(result, 'images_per_s') / parent_speed:.2f}x"
 
 
 def build_rows(results: list[dict]) -> list[dict]:
@@ -351,21 +120,21 @@ def build_rows(results: list[dict]) -> list[dict]:
     for result in results:
         parent, reason = find_parent_result(result, results)
         published = result.get("published_map")
-        images_per_s = _provenance(result, "images_per_s")
+        images_per_s = provenance_value(result, "images_per_s")
         rows.append({
             "variant": result["variant"],
             "protocol": result["protocol"],
-            "images": str(_provenance(result, "images")),
+            "images": str(provenance_value(result, "images")),
             "map": f"{result['mAP']:.4f}",
             "published_map": "" if published is None else f"{published:.4f}",
             "delta": _delta_cell(result),
             "drop_pct": _drop_cell(result, parent, reason),
             "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}",
             "speedup": _speedup_cell(result, parent, reason),
-            "provider": short_provider_names(_provenance(result, "runtime.providers", [])),
+            "provider": short_provider_names(provenance_value(result, "runtime.providers", [])),
             "int8_path": int8_path(result),
-            "date": str(_provenance(result, "date", ""))[:10],
-            "model_sha256": str(_provenance(result, "model.sha256", ""))[:12],
+            "date": str(provenance_value(result, "date", ""))[:10],
+            "model_sha256": str(provenance_value(result, "model.sha256", ""))[:12],
         })
     return rows
 

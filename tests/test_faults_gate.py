@@ -11,7 +11,8 @@ import pytest
 
 from ssd_eval.errors import UserError
 from ssd_eval.gate import run_gate
-from ssd_eval.table import build_rows, load_results, write_table
+from ssd_eval.results import load_results
+from ssd_eval.table import build_rows, write_table
 
 from helpers import metrics_document, write_metrics
 

@@ -14,15 +14,15 @@ from helpers import metrics_document, write_metrics
 
 from ssd_eval.fetch import sha256_of
 from ssd_eval.errors import UserError
-from ssd_eval.gate import (
+from ssd_eval.baseline import (
     header_comments,
     inline_comments,
     load_baseline,
     parse_baseline,
     render_baseline,
-    run_gate,
     update_baselines,
 )
+from ssd_eval.gate import run_gate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -441,21 +441,21 @@ def test_canonical_folder_holding_another_variant_is_an_input_error(dirs, capsys
 ])
 def test_canonical_folder_is_where_eval_writes(overrides, protocol):
     from ssd_eval.config import Config, PreprocessConfig
-    from ssd_eval.gate import canonical_folder
+    from ssd_eval.config import run_name
 
     config = Config(variant="ssd-12", protocol=overrides.get("protocol", "coco"),
                     preprocess=PreprocessConfig(**overrides.get("preprocess", {})))
     assert config.protocol_label() == protocol
     assert config.out_dir.parent.name == "results"
-    assert config.out_dir.name == canonical_folder("ssd-12", protocol)
+    assert config.out_dir.name == run_name("ssd-12", protocol)
 
 
 def test_each_metrics_file_is_read_once_per_gate_run(dirs, monkeypatch):
-    import ssd_eval.gate as gate
+    import ssd_eval.results as results
 
     reads = []
-    real = gate.read_metrics_file
-    monkeypatch.setattr(gate, "read_metrics_file", lambda path: reads.append(path) or real(path))
+    real = results.read_metrics_file
+    monkeypatch.setattr(results, "read_metrics_file", lambda path: reads.append(path) or real(path))
     assert run_gate(*dirs) == 0
     assert len(reads) == len(set(reads)) == 2
 

@@ -10,9 +10,9 @@ import pytest
 from helpers import metrics_document, write_metrics
 
 from ssd_eval.errors import UserError
+from ssd_eval.results import load_results
 from ssd_eval.table import (
     build_rows,
-    load_results,
     render_csv,
     render_markdown,
     render_terminal,
