@@ -1,0 +1,228 @@
+"""Named stratified subsets: known answers on synthetic sets, determinism, properties on real val2017 annotations,
+the subset file format and its refusals, and the command-line tool."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssd_eval.errors import UserError
+from ssd_eval.subsets import (
+    ALGORITHM,
+    SUBSETS_DIR,
+    Subset,
+    ids_sha256,
+    load_subset,
+    main,
+    make_subset,
+    read_subset,
+    stratified_subset,
+    subset_path,
+    write_subset,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_ANNOTATIONS = ROOT / "data" / "sample" / "annotations.json"
+
+# sha256 of stratified_subset(real subset annotations, 50, seed=0), as ids_sha256 writes it. Computed once by
+# this code: it pins cross-machine determinism, not correctness (the property tests below check that).
+REAL_50_IDS_SHA256 = "70f511c04113f87a633a897b6c178c394410f43275e0b5c74e2ee38d051d4c31"
+
+
+def synthetic_gt(groups: list[tuple[int, list[int]]]) -> dict:
+    """A COCO dict: for each (count, category ids) group, ``count`` images annotated with those categories."""
+    gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 10)]}
+    image_id = 1000
+    for count, categories in groups:
+        for _ in range(count):
+            image_id += 7
+            gt["images"].append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 10, "height": 10})
+            for category in categories:
+                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id,
+                                          "category_id": category, "bbox": [1, 1, 2, 2]})
+    return gt
+
+
+def images_by_category(gt: dict) -> dict[int, set[int]]:
+    found = collections.defaultdict(set)
+    for ann in gt["annotations"]:
+        found[ann["category_id"]].add(ann["image_id"])
+    return found
+
+
+def test_single_label_strata_get_exactly_their_share():
+    # 50 % category 1, 30 % category 2, 20 % unannotated; the first 10 ids would all be category 1.
+    gt = synthetic_gt([(50, [1]), (30, [2]), (20, [])])
+    ids = stratified_subset(gt, 10)
+    strata = images_by_category(gt)
+    assert len(ids) == 10
+    assert len(set(ids) & strata[1]) == 5
+    assert len(set(ids) & strata[2]) == 3
+    assert len(set(ids) - strata[1] - strata[2]) == 2
+    first_ten = sorted(i["id"] for i in gt["images"])[:10]
+    assert set(first_ten) <= strata[1]
+
+
+def test_a_rare_category_is_included_and_multi_label_images_count_for_each_category():
+    # 60 images of category 1, 30 of categories 1 and 2, 9 of category 3, 1 of category 4 (0.1 image at size 10).
+    gt = synthetic_gt([(60, [1]), (30, [1, 2]), (9, [3]), (1, [4])])
+    ids = set(stratified_subset(gt, 10))
+    strata = images_by_category(gt)
+    assert len(ids & strata[4]) == 1  # raised to 1: every category appears when the size allows
+    assert len(ids & strata[3]) == 1  # 0.9
+    assert len(ids & strata[2]) == 3  # 3.0
+    assert len(ids & strata[1]) == 8  # 9.0 wanted, but two images went to the rare categories
+
+
+def test_same_ids_whatever_the_order_of_the_file_and_twice_in_a_row():
+    gt = synthetic_gt([(40, [1]), (25, [1, 2]), (20, [2, 3]), (10, [5]), (5, [])])
+    reference = stratified_subset(gt, 17, seed=3)
+    assert stratified_subset(gt, 17, seed=3) == reference
+    shuffled = copy.deepcopy(gt)
+    generator = random.Random(1)
+    generator.shuffle(shuffled["images"])
+    generator.shuffle(shuffled["annotations"])
+    assert stratified_subset(shuffled, 17, seed=3) == reference
+    assert reference == sorted(set(reference))
+
+
+def test_the_seed_only_breaks_ties():
+    gt = synthetic_gt([(100, [1])])  # every image is equivalent: the choice is all tie-break
+    subsets = {tuple(stratified_subset(gt, 5, seed=seed)) for seed in range(4)}
+    assert len(subsets) == 4
+    assert stratified_subset(gt, 5, seed=2) == stratified_subset(gt, 5, seed=2)
+
+
+@pytest.mark.parametrize("size", [0, -1, 101])
+def test_a_size_outside_the_file_is_refused(size):
+    with pytest.raises(UserError, match="between 1 and the 100 images"):
+        stratified_subset(synthetic_gt([(100, [1])]), size)
+
+
+def test_the_whole_file_is_every_image():
+    gt = synthetic_gt([(7, [1]), (3, [])])
+    assert stratified_subset(gt, 10) == sorted(i["id"] for i in gt["images"])
+
+
+def test_real_subset_of_50_is_pinned_and_stratified(coco_subset):
+    gt = json.loads((coco_subset / "annotations.json").read_text())
+    size = 50
+    ids = stratified_subset(gt, size)
+    assert ids_sha256(ids) == REAL_50_IDS_SHA256
+    all_ids = [i["id"] for i in gt["images"]]
+    total = len(all_ids)
+    assert len(ids) == size and len(set(ids)) == size and set(ids) <= set(all_ids)
+    strata = images_by_category(gt)
+    chosen = set(ids)
+    # 80 categories with ground truth: 50 images can hold them all, and do.
+    assert len(strata) == 80 and all(strata[c] & chosen for c in strata)
+    # Each category within 3 images of its target max(1, size * share); unannotated images in proportion (0.5 -> 1).
+    for category, images in strata.items():
+        target = max(1.0, size * len(images) / total)
+        assert abs(len(images & chosen) - target) <= 3, category
+    unannotated = set(all_ids) - set().union(*strata.values())
+    assert len(unannotated & chosen) == 1
+
+    def deviation(subset) -> float:  # sum over categories of |images in subset - size * share|
+        members = set(int(i) for i in subset)
+        return sum(abs(len(images & members) - size * len(images) / total) for images in strata.values())
+
+    generator = np.random.default_rng(0)
+    random_deviations = [deviation(generator.choice(all_ids, size, replace=False)) for _ in range(200)]
+    assert deviation(ids) < deviation(sorted(all_ids)[:size])  # the first 50 ids
+    assert deviation(ids) < np.percentile(random_deviations, 5)  # better than 95 % of random draws
+
+
+def test_write_read_load_round_trip(tmp_path):
+    subset = make_subset(SAMPLE_ANNOTATIONS, 4, name="sample-4")
+    path = write_subset(tmp_path / "s.json", subset)
+    assert read_subset(path) == subset
+    sha = hashlib.sha256(SAMPLE_ANNOTATIONS.read_bytes()).hexdigest()
+    assert load_subset(path, sha) == subset.image_ids
+    assert set(json.loads(path.read_text())) == {"name", "annotations_sha256", "image_ids", "ids_sha256",
+                                                  "algorithm", "seed"}
+
+
+def test_the_committed_sample_subset_is_what_the_tool_makes():
+    sha = hashlib.sha256(SAMPLE_ANNOTATIONS.read_bytes()).hexdigest()
+    path = subset_path("sample-4")
+    assert path == ROOT / "subsets" / "sample-4.json"
+    assert load_subset(path, sha) == make_subset(SAMPLE_ANNOTATIONS, 4, name="sample-4").image_ids
+    assert read_subset(path).algorithm == ALGORITHM
+
+
+def _refusal(path: Path, sha: str = "0" * 64) -> str:
+    with pytest.raises(UserError) as caught:
+        load_subset(path, sha)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_load_refuses_edited_ids_other_annotations_and_broken_files(tmp_path):
+    subset = make_subset(SAMPLE_ANNOTATIONS, 4, name="sample-4")
+    good = write_subset(tmp_path / "good.json", subset)
+    assert "not this one" in _refusal(good)  # another annotation file
+    data = subset.to_json()
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(dict(data, image_ids=data["image_ids"][:-1])))
+    assert "do not match ids_sha256" in _refusal(edited, subset.annotations_sha256)
+    unsorted = tmp_path / "unsorted.json"
+    unsorted.write_text(json.dumps(dict(data, image_ids=data["image_ids"][::-1])))
+    assert "ascending" in _refusal(unsorted, subset.annotations_sha256)
+    lacking = tmp_path / "lacking.json"
+    lacking.write_text(json.dumps({k: v for k, v in data.items() if k != "ids_sha256"}))
+    assert "lacks 'ids_sha256'" in _refusal(lacking, subset.annotations_sha256)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert "invalid JSON" in _refusal(broken)
+    assert "not found" in _refusal(tmp_path / "absent.json")
+
+
+def test_write_refuses_ids_that_do_not_match_their_hash(tmp_path):
+    with pytest.raises(ValueError):
+        write_subset(tmp_path / "x.json", Subset("x", "0" * 64, [3, 1], ids_sha256([1, 3])))
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "", ".hidden", "ci 500"])
+def test_subset_names_are_plain_file_names(name):
+    with pytest.raises(UserError, match="subset name"):
+        subset_path(name)
+
+
+def test_subset_path_is_under_the_repository_subsets_folder():
+    assert subset_path("ci-500") == SUBSETS_DIR / "ci-500.json" == ROOT / "subsets" / "ci-500.json"
+
+
+def test_command_line_writes_keeps_and_refuses_to_replace(tmp_path, capsys):
+    out = tmp_path / "ci-4.json"
+    args = ["--annotations", str(SAMPLE_ANNOTATIONS), "--size", "4", "--name", "ci-4", "--out", str(out)]
+    assert main(args) == 0
+    first = out.read_text()
+    assert main(args) == 0 and out.read_text() == first  # same subset again: nothing changes
+    assert main([*args[:3], "5", *args[4:]]) == 2  # another list under the same name
+    assert "already has this file" in capsys.readouterr().err
+    assert main([*args[:3], "5", *args[4:], "--force"]) == 0
+    assert len(read_subset(out).image_ids) == 5
+    assert main(["--annotations", str(tmp_path / "none.json"), "--size", "4", "--name", "x",
+                 "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_module_entry_point_on_the_real_subset(coco_subset, tmp_path):
+    out = tmp_path / "ci-50.json"
+    done = subprocess.run([sys.executable, "-m", "ssd_eval.subsets", "--annotations",
+                           str(coco_subset / "annotations.json"), "--size", "50", "--name", "ci-50",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    subset = read_subset(out)
+    assert subset.ids_sha256 == REAL_50_IDS_SHA256 and subset.name == "ci-50" and subset.seed == 0
+    assert subset.annotations_sha256 == hashlib.sha256((coco_subset / "annotations.json").read_bytes()).hexdigest()

@@ -1,0 +1,269 @@
+"""The bootstrap's weighted accumulate against pycocotools: every weight 1 gives pycocotools' mAP/AP50/AP75,
+integer weights give pycocotools on a file in which the drawn images are literally duplicated (the naive
+bootstrap), weight 0 drops an image; intervals are seeded, paired intervals narrower than unpaired ones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_metrics import synthetic_case
+
+import ssd_eval.uncertainty as uncertainty
+from ssd_eval.config import INC_DROPPED_CATEGORIES
+from ssd_eval.metrics import score_detections
+from ssd_eval.synthetic import synthetic_scoring_case
+from ssd_eval.uncertainty import (
+    BOOTSTRAP_METRICS,
+    Interval,
+    bootstrap_intervals,
+    bootstrap_map,
+    bootstrap_weights,
+    evaluate_matches,
+    paired_bootstrap_difference,
+    paired_intervals,
+    percentile_interval,
+    weighted_ap,
+)
+
+EXACT = 1e-12
+
+
+def quantized(detections: list[dict], step: float) -> list[dict]:
+    """The detections with scores rounded to multiples of ``step``: many exact ties, also within an image."""
+    return [dict(d, score=round(round(d["score"] / step) * step, 10)) for d in detections]
+
+
+def jittered_detector(gt: dict, *, seed: int = 0, false_positives: int = 30) -> list[dict]:
+    """COCO results for a noisy detector: most boxes found with jitter (a few with the wrong class), then
+    false positives; scores continuous."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    categories = sorted(c["id"] for c in gt["categories"])
+    sizes = {i["id"]: (i["width"], i["height"]) for i in gt["images"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in gt["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    detections = []
+    for image_id in sorted(sizes):
+        width, height = sizes[image_id]
+        for ann in by_image.get(image_id, []):
+            if rng.random() < 0.2:
+                continue
+            x, y, w, h = ann["bbox"]
+            j = rng.normal(0, 0.1, 4)
+            category = ann["category_id"] if rng.random() < 0.85 else int(rng.choice(categories))
+            detections.append({"image_id": image_id, "category_id": category,
+                               "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
+                               "score": float(rng.uniform(0.2, 1.0))})
+        for _ in range(false_positives):
+            w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
+            detections.append({"image_id": image_id, "category_id": int(rng.choice(categories)),
+                               "bbox": [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h],
+                               "score": float(rng.uniform(0.0, 0.7))})
+    return detections
+
+
+def duplicated(gt: dict, detections: list[dict], image_ids: list[int], multiplicity: np.ndarray):
+    """The literal bootstrap data set: image i appears multiplicity[i] times under new ids (its copies next to
+    each other, in image order), with its annotations and detections."""
+    annotations, results = {}, {}
+    for ann in gt["annotations"]:
+        annotations.setdefault(ann["image_id"], []).append(ann)
+    for det in detections:
+        results.setdefault(det["image_id"], []).append(det)
+    entries = {i["id"]: i for i in gt["images"]}
+    new_gt = {"images": [], "annotations": [], "categories": gt["categories"]}
+    new_detections = []
+    for image_id, copies in zip(image_ids, multiplicity):
+        for _ in range(int(copies)):
+            new_id = len(new_gt["images"]) + 1
+            new_gt["images"].append(dict(entries[image_id], id=new_id))
+            for ann in annotations.get(image_id, []):
+                new_gt["annotations"].append(dict(ann, id=len(new_gt["annotations"]) + 1, image_id=new_id))
+            new_detections += [dict(det, image_id=new_id) for det in results.get(image_id, [])]
+    return new_gt, new_detections, list(range(1, len(new_gt["images"]) + 1))
+
+
+def unit_weights(matches) -> np.ndarray:
+    return np.ones((1, len(matches.image_ids)), dtype=np.int64)
+
+
+CASES = {
+    "continuous scores": lambda: synthetic_case(images=80, per_image=12, seed=1),
+    "scores with ties": lambda: (lambda gt, d: (gt, quantized(d, 0.05)))(*synthetic_case(80, 12, seed=2)),
+    "100 per image cap": lambda: synthetic_scoring_case(60, detections_per_image=130, seed=3)[:2],
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("protocol", [{}, {"crowd_as_ground_truth": True},
+                                      {"exclude_categories": ("c3", "c13")}])
+def test_unit_weights_give_pycocotools_stats(case, protocol):
+    gt, detections = CASES[case]()
+    if "exclude_categories" in protocol and case == "100 per image cap":
+        protocol = {"exclude_categories": ("person", "car")}
+    image_ids = [i["id"] for i in gt["images"]]
+    reference = score_detections(gt, detections, image_ids, **protocol).stats[:3]
+    got = weighted_ap(evaluate_matches(gt, detections, image_ids, **protocol), np.ones((1, len(image_ids)), int))
+    assert 0.05 < reference[0] < 0.95
+    assert np.abs(got[0] - reference).max() <= EXACT
+
+
+@pytest.mark.parametrize("protocol", ["coco", "inc"])
+def test_unit_weights_give_pycocotools_stats_on_the_real_subset(coco_subset, protocol):
+    gt = json.loads((coco_subset / "annotations.json").read_text())
+    detections = jittered_detector(gt)
+    image_ids = [i["id"] for i in gt["images"]]
+    options = {} if protocol == "coco" else {"crowd_as_ground_truth": True,
+                                             "exclude_categories": INC_DROPPED_CATEGORIES}
+    reference = score_detections(gt, detections, image_ids, **options).stats[:3]
+    got = weighted_ap(evaluate_matches(gt, detections, image_ids, **options), np.ones((1, len(image_ids)), int))
+    assert 0.05 < reference[0] < 0.9
+    assert np.abs(got[0] - reference).max() <= EXACT
+
+
+@pytest.mark.parametrize("step", [None, 0.2])
+def test_integer_weights_equal_pycocotools_on_literally_duplicated_images(step):
+    gt, detections = synthetic_case(images=40, per_image=8, seed=4)
+    if step:  # coarse scores: same-image, same-category runs of equal score mixing hits and misses
+        detections = quantized(detections, step)
+    image_ids = sorted(i["id"] for i in gt["images"])
+    matches = evaluate_matches(gt, detections, image_ids)
+    weights = bootstrap_weights(len(image_ids), 12, seed=7)
+    got = weighted_ap(matches, weights)
+    for row, multiplicity in zip(got, weights):
+        reference = score_detections(*duplicated(gt, detections, image_ids, multiplicity)).stats[:3]
+        assert np.abs(row - reference).max() <= EXACT
+    if step:
+        assert any((c.tie_run >= 0).any() for c in matches.categories)
+
+
+def test_mixed_tie_runs_need_their_copy_by_copy_order(monkeypatch):
+    """Without the copy-by-copy expansion the tied case above would differ from the duplicated file."""
+    gt, detections = synthetic_case(images=40, per_image=8, seed=4)
+    detections = quantized(detections, 0.2)
+    image_ids = sorted(i["id"] for i in gt["images"])
+    matches = evaluate_matches(gt, detections, image_ids)
+    weights = bootstrap_weights(len(image_ids), 12, seed=7)
+    exact = weighted_ap(matches, weights)
+    monkeypatch.setattr(uncertainty, "_expand_mixed_ties", lambda category, t, positions, tp, fp, w: (tp, fp))
+    assert np.abs(weighted_ap(matches, weights) - exact).max() > 1e-4
+
+
+def test_zero_weights_score_the_other_images_alone():
+    gt, detections, image_ids = synthetic_scoring_case(50, detections_per_image=40, seed=5)
+    matches = evaluate_matches(gt, detections, image_ids)
+    kept = image_ids[::3]
+    weights = np.isin(matches.image_ids, kept).astype(np.int64)[None, :]
+    reference = score_detections(gt, [d for d in detections if d["image_id"] in set(kept)], kept).stats[:3]
+    assert np.abs(weighted_ap(matches, weights)[0] - reference).max() <= EXACT
+
+
+def test_a_replicate_without_ground_truth_is_undefined():
+    gt, detections = synthetic_case(images=10, per_image=3, seed=6)
+    empty = {"id": 999, "file_name": "999.jpg", "width": 640, "height": 480}
+    gt["images"].append(empty)
+    image_ids = [i["id"] for i in gt["images"]]
+    matches = evaluate_matches(gt, detections, image_ids)
+    only_empty = (np.asarray(matches.image_ids) == 999).astype(np.int64)[None, :] * 3
+    assert weighted_ap(matches, only_empty).tolist() == [[-1.0, -1.0, -1.0]]
+
+
+def test_bootstrap_weights_draw_each_row_with_replacement():
+    weights = bootstrap_weights(50, 200, seed=3)
+    assert weights.shape == (200, 50) and (weights.sum(axis=1) == 50).all() and (weights >= 0).all()
+    assert (bootstrap_weights(50, 200, seed=3) == weights).all()
+    assert not (bootstrap_weights(50, 200, seed=4) == weights).all()
+    assert abs((weights == 0).mean() - (1 - 1 / 50) ** 50) < 0.02  # about 36.4 % of images left out
+
+
+def test_bootstrap_map_intervals_are_seeded_and_hold_their_estimate():
+    gt, detections = synthetic_case(images=150, per_image=10, seed=8)
+    image_ids = [i["id"] for i in gt["images"]]
+    intervals = bootstrap_map(gt, detections, image_ids, replicates=300, seed=5)
+    assert list(intervals) == list(BOOTSTRAP_METRICS)
+    assert bootstrap_map(gt, detections, image_ids, replicates=300, seed=5) == intervals
+    reference = score_detections(gt, detections, image_ids).stats
+    for k, name in enumerate(BOOTSTRAP_METRICS):
+        interval = intervals[name]
+        assert isinstance(interval, Interval)
+        assert (interval.replicates, interval.seed, interval.level) == (300, 5, 0.95)
+        assert abs(interval.estimate - reference[k]) <= EXACT
+        assert interval.low < interval.high and 0 < interval.half_width < 0.2
+        assert interval.as_dict()["estimate"] == interval.estimate
+    assert bootstrap_map(gt, detections, image_ids, replicates=300, seed=6)["mAP"] != intervals["mAP"]
+
+
+def test_paired_interval_is_narrower_than_unpaired_when_the_models_agree_image_by_image():
+    gt, detections = synthetic_case(images=200, per_image=10, seed=9)
+    image_ids = [i["id"] for i in gt["images"]]
+    rng = np.random.default_rng(0)
+    # b: a with a little score noise, as a quantized model differs from its fp32 parent.
+    other = [dict(d, score=float(np.clip(d["score"] + rng.normal(0, 0.02), 0, 1))) for d in detections]
+    paired = paired_bootstrap_difference(gt, detections, other, image_ids, replicates=400, seed=1)
+    matches_a, matches_b = evaluate_matches(gt, detections, image_ids), evaluate_matches(gt, other, image_ids)
+    a = weighted_ap(matches_a, bootstrap_weights(len(image_ids), 400, seed=1))
+    b = weighted_ap(matches_b, bootstrap_weights(len(image_ids), 400, seed=2))  # independent draws
+    stats_a = score_detections(gt, detections, image_ids).stats
+    stats_b = score_detections(gt, other, image_ids).stats
+    for k, name in enumerate(BOOTSTRAP_METRICS):
+        unpaired = percentile_interval(a[:, k] - b[:, k], 0.0, level=0.95, seed=1)
+        assert paired[name].half_width < unpaired.half_width / 3
+        assert abs(paired[name].estimate - (stats_a[k] - stats_b[k])) <= EXACT
+    assert paired_intervals(matches_a, matches_b, replicates=400, seed=1) == paired
+
+
+def test_paired_difference_of_identical_detections_is_exactly_zero():
+    gt, detections = synthetic_case(images=30, per_image=5, seed=10)
+    image_ids = [i["id"] for i in gt["images"]]
+    for interval in paired_bootstrap_difference(gt, detections, detections, image_ids, replicates=50).values():
+        assert (interval.low, interval.high, interval.estimate) == (0.0, 0.0, 0.0)
+
+
+def test_no_detections_gives_zero():
+    gt, _ = synthetic_case(images=20, per_image=0, seed=11)
+    image_ids = [i["id"] for i in gt["images"]]
+    intervals = bootstrap_intervals(evaluate_matches(gt, [], image_ids), replicates=20)
+    assert all((i.low, i.high, i.estimate) == (0.0, 0.0, 0.0) for i in intervals.values())
+
+
+def test_wrong_weights_and_levels_are_refused():
+    gt, detections = synthetic_case(images=5, per_image=2, seed=12)
+    matches = evaluate_matches(gt, detections, [i["id"] for i in gt["images"]])
+    with pytest.raises(ValueError):
+        weighted_ap(matches, np.ones((1, 4)))
+    with pytest.raises(ValueError):
+        weighted_ap(matches, np.full((1, 5), 0.5))
+    with pytest.raises(ValueError):
+        weighted_ap(matches, -unit_weights(matches))
+    with pytest.raises(ValueError):
+        bootstrap_intervals(matches, level=1.5)
+
+
+def test_recentered_intervals_move_the_percentile_interval_by_the_bootstrap_bias():
+    gt, detections = synthetic_case(images=150, per_image=10, seed=8)
+    image_ids = [i["id"] for i in gt["images"]]
+    matches = evaluate_matches(gt, detections, image_ids)
+    percentile = bootstrap_intervals(matches, replicates=300, seed=5)
+    recentered = bootstrap_intervals(matches, replicates=300, seed=5, method="recentered")
+    for name in BOOTSTRAP_METRICS:
+        p, r = percentile[name], recentered[name]
+        assert (p.method, r.method) == ("percentile", "recentered") and p.bias == r.bias
+        assert r.low == pytest.approx(p.low - p.bias, abs=1e-15) and r.high == pytest.approx(p.high - p.bias, abs=1e-15)
+        assert r.low < r.estimate < r.high
+    assert percentile["mAP"].bias > 0  # the upward bias of a bootstrapped AP (module docstring, "Bias")
+    with pytest.raises(ValueError):
+        bootstrap_intervals(matches, method="bca")
+
+
+def test_coverage_study_reports_coverage_bias_and_spread():
+    gt, detections = synthetic_case(images=120, per_image=6, seed=13)
+    matches = evaluate_matches(gt, detections, [i["id"] for i in gt["images"]])
+    study = uncertainty.coverage_study(matches, 40, subsets=4, replicates=40, seed=2)
+    assert (study.subset_size, study.subsets, study.replicates) == (40, 4, 40)
+    assert study.population["mAP"] == pytest.approx(weighted_ap(matches, unit_weights(matches))[0][0], abs=0)
+    for name in BOOTSTRAP_METRICS:
+        assert 0 <= study.coverage[name] <= 1 and study.mean_half_width[name] > 0 and study.spread[name] > 0
+    paired = uncertainty.coverage_study(matches, 40, subsets=2, replicates=20, matches_b=matches)
+    assert paired.population == {name: 0.0 for name in BOOTSTRAP_METRICS} and paired.coverage["mAP"] == 1.0
