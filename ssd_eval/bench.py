@@ -26,6 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ssd_eval.config import Config, config_from_dict, load_config, variant_configs
+from ssd_eval.errors import UserError
+from ssd_eval.results import align_columns
 from ssd_eval.synthetic import (
     CHEAP_DETECTOR,
     COSTLY_DETECTOR,
@@ -36,9 +39,6 @@ from ssd_eval.synthetic import (
     write_synthetic_coco,
     write_synthetic_detector,
 )
-from ssd_eval.config import variant_configs, Config, config_from_dict, load_config
-from ssd_eval.errors import UserError
-from ssd_eval.results import align_columns
 
 # The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
 
@@ -130,7 +130,7 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     height, width = (int(v) for v in configs[0].preprocess.input_size)
     inputs: dict[tuple[int, int], np.ndarray] = {}
     feeds = []
-    for config, session, io in sessions:
+    for config, _, io in sessions:
         size = tuple(int(v) for v in config.preprocess.input_size)
         if size not in inputs:
             inputs[size] = rng.standard_normal((1, 3, *size), dtype=np.float32)
@@ -158,7 +158,7 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
 
     latencies: list[list[float]] = [[] for _ in sessions]
     for _ in range(warmup):
-        for (config, session, io), feed in zip(sessions, feeds):
+        for (_, session, io), feed in zip(sessions, feeds):
             session.run([io.boxes, io.labels, io.scores], feed)
     with ForeignLoad() as load:
         for round_index in range(iterations):

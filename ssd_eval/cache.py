@@ -11,7 +11,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ssd_eval.data import image_fingerprint
 from ssd_eval.errors import UserError
-from ssd_eval.results import is_detection, is_int
+from ssd_eval.results import is_detection
+from ssd_eval.schema import is_int
 
 log = logging.getLogger(__name__)
 

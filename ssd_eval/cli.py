@@ -122,8 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ssd_eval.config import load_config
     from ssd_eval.data import parse_shard
     from ssd_eval.pipeline import evaluate
-    from ssd_eval.shards import shard_dir
     from ssd_eval.results import render_summary, summary_line
+    from ssd_eval.shards import shard_dir
 
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
@@ -139,8 +139,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ssd_eval.shards import merge_shards
     from ssd_eval.results import render_summary, summary_line
+    from ssd_eval.shards import merge_shards
 
     result = merge_shards(args.shards, args.out)
     print(render_summary([summary_line(result)]))

@@ -476,7 +476,8 @@ def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], defaul
     for key, value in data.items():
         dotted = prefix + str(key)
         if key not in fields:
-            raise UserError(f"{origins.get(dotted, default_origin)}: unknown key {dotted!r}{_suggest(str(key), fields)}")
+            where = origins.get(dotted, default_origin)
+            raise UserError(f"{where}: unknown key {dotted!r}{_suggest(str(key), fields)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, prefix=dotted + ".", origins=origins, default_origin=default_origin)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ssd_eval.errors import UserError, quote
-
+from ssd_eval.schema import is_int, is_non_finite, is_number
 
 # The real COCO 2017 instance categories: (id, name, supercategory).
 COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
@@ -206,7 +206,7 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
     for key, fields in integer_fields.items():
         for index, entry in enumerate(gt[key]):
             for name in fields:
-                if not _is_int(entry[name]):
+                if not is_int(entry[name]):
                     raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
                                     f"integer, got {quote(entry[name])}")
     for index, entry in enumerate(gt["images"]):
@@ -214,7 +214,8 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
             raise UserError(f"{path}: images[{index}].file_name must be a string")
     for index, ann in enumerate(gt["annotations"]):
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        # Finiteness is checked after the shape, with its own message (_check_coco_values).
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) or is_non_finite(v) for v in bbox)):
             raise UserError(f"{path}: annotations[{index}] bbox must be [x, y, width, height]")
 
 
@@ -251,18 +252,10 @@ def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
             raise UserError(f"{where}: bbox {quote(bbox)} holds NaN or Infinity")
         if bbox[2] < 0 or bbox[3] < 0:
             raise UserError(f"{where}: bbox {quote(bbox)} has a negative width or height")
-        if "area" in ann and not (_is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+        if "area" in ann and not (is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
             raise UserError(f"{where}: area must be a finite number >= 0, got {quote(ann['area'])}")
-        if "iscrowd" in ann and not (_is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
+        if "iscrowd" in ann and not (is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
             raise UserError(f"{where}: iscrowd must be 0 or 1, got {quote(ann['iscrowd'])}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def select_image_ids(

@@ -16,7 +16,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ssd_eval.baseline import Baseline, MetricRule, baseline_files, load_baseline
 from ssd_eval.compare import FLOAT_SLACK, drop_ratio_pct, parent_for_drop
 from ssd_eval.errors import UserError, print_error

@@ -15,8 +15,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from ssd_eval.errors import UserError
 from ssd_eval.compare import find_parent_result
+from ssd_eval.errors import UserError
 from ssd_eval.results import load_results
 from ssd_eval.table import write_table
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
-from ssd_eval.errors import UserError
 from ssd_eval.config import run_name
-from ssd_eval.errors import quote
+from ssd_eval.errors import UserError, quote
 from ssd_eval.metrics import STAT_NAMES, Scores
 from ssd_eval.schema import check_keys, is_int, is_number
 

@@ -9,7 +9,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort

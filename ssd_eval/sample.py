@@ -484,7 +484,8 @@ def _region_pool_nodes(helper: Any, numpy_helper: Any, grid: int) -> tuple[list,
                 "AveragePool", [f"{prefix}_area"], [f"{prefix}_pool"], name=f"{prefix}_pool",
                 kernel_shape=[height, width], strides=[n, n],
             ),
-            helper.make_node("Reshape", [f"{prefix}_pool", "flat_cells_shape"], [f"{prefix}_flat"], name=f"{prefix}_flat"),
+            helper.make_node("Reshape", [f"{prefix}_pool", "flat_cells_shape"], [f"{prefix}_flat"],
+                             name=f"{prefix}_flat"),
         ]
         outputs[region] = f"{prefix}_flat"
     return nodes, initializers, outputs
@@ -561,7 +562,8 @@ def build_detector(
             "AveragePool", [INPUT_NAME], ["block_colours"], name="block_colours",
             kernel_shape=[BLOCK, BLOCK], strides=[BLOCK, BLOCK],
         ),
-        helper.make_node("Pad", ["block_colours", "block_map_pads"], ["padded_blocks"], name="pad_blocks", mode="constant"),
+        helper.make_node("Pad", ["block_colours", "block_map_pads"], ["padded_blocks"], name="pad_blocks",
+                         mode="constant"),
     ]
     region_inputs: dict[str, list[str]] = {region: [] for region in ("cell", "left", "right", "above", "below")}
     for grid in GRIDS:
@@ -605,19 +607,22 @@ def build_detector(
             "Slice", ["anchor_class_scores", "foreground_start", "foreground_end", "axis_2"],
             ["foreground_scores"], name="drop_background",
         ),
-        helper.make_node("Transpose", ["foreground_scores"], ["class_anchor_scores"], name="classes_first", perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["foreground_scores"], ["class_anchor_scores"], name="classes_first",
+                         perm=[0, 2, 1]),
         # Class-agnostic box refinement: the cell, shrunk by the expected class's shape prior.
         helper.make_node("MatMul", ["class_probs", "class_box_insets"], ["anchor_insets"], name="class_to_inset"),
         helper.make_node("Mul", ["anchor_insets", "anchor_sizes"], ["anchor_offsets"], name="scale_inset"),
         helper.make_node("Add", ["anchor_boxes", "anchor_offsets"], ["anchor_boxes_moved"], name="move_boxes"),
-        helper.make_node("Clip", ["anchor_boxes_moved", "box_min", "box_max"], ["anchor_boxes_clipped"], name="clip_boxes"),
+        helper.make_node("Clip", ["anchor_boxes_moved", "box_min", "box_max"], ["anchor_boxes_clipped"],
+                         name="clip_boxes"),
         # Per-class non-maximum suppression, then the best N (class, anchor) pairs.
         helper.make_node(
             "NonMaxSuppression",
             ["anchor_boxes_clipped", "class_anchor_scores", "nms_max_per_class", "nms_iou", "nms_min_score"],
             ["nms_selected"], name="nms", center_point_box=0,
         ),
-        helper.make_node("GatherND", ["class_anchor_scores", "nms_selected"], ["nms_selected_scores"], name="nms_scores"),
+        helper.make_node("GatherND", ["class_anchor_scores", "nms_selected"], ["nms_selected_scores"],
+                         name="nms_scores"),
         helper.make_node("Shape", ["class_anchor_scores"], ["class_anchor_shape"], name="score_shape"),
         helper.make_node(
             "ConstantOfShape", ["class_anchor_shape"], ["no_scores"], name="zero_scores",
@@ -860,8 +865,8 @@ def build_quantized_detector(variant: str, output_steps: int | None = None) -> "
 
 
 def _package_versions() -> dict[str, str]:
-    import PIL  # noqa: PLC0415
     import onnxruntime  # noqa: PLC0415
+    import PIL  # noqa: PLC0415
 
     onnx = _require_onnx()
     return {

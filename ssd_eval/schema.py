@@ -27,6 +27,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_non_finite(value: Any) -> bool:
+    """True for a float NaN or infinity."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def has_kind(value: Any, kind: str) -> bool:
     """Whether ``value`` is of ``kind`` (a key of KIND_TEXT): "str" must be non-empty."""
     if kind == "str":

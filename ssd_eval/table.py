@@ -12,8 +12,6 @@ import logging
 import re
 from pathlib import Path
 
-from ssd_eval.errors import UserError
-from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.compare import (
     drop_ratio_pct,
     find_parent_result,
@@ -21,6 +19,8 @@ from ssd_eval.compare import (
     short_provider_names,
     speed_mismatch,
 )
+from ssd_eval.errors import UserError
+from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.results import align_columns, atomic_write_text, load_results
 
 log = logging.getLogger(__name__)

@@ -170,7 +170,8 @@ def test_synthetic_detector_is_deterministic_and_gives_varied_labels(tmp_path):
 
 def test_synthetic_detector_rejects_more_detections_than_anchors():
     with pytest.raises(ValueError, match="anchors"):
-        synthetic.build_synthetic_detector(synthetic.DetectorSpec(input_size=(16, 16), channels=(4, 4), extra_convs=(0, 0),
+        synthetic.build_synthetic_detector(synthetic.DetectorSpec(input_size=(16, 16), channels=(4, 4),
+                                                                  extra_convs=(0, 0),
                                                           detections=17))
 
 
@@ -269,10 +270,10 @@ def test_exact_int8_cost_is_timed_beside_the_native_path(capsys):
 
 
 def test_where_int8_can_saturate_bench_times_eval_s_exact_path_and_the_native_one(monkeypatch, tmp_path):
-    from helpers import int8_conv_model
-
     from ssd_eval import model_info
     from ssd_eval.cpu import detect_int8_capability
+
+    from helpers import int8_conv_model
 
     avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
     risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
@@ -292,10 +293,12 @@ def test_a_fifth_variant_is_one_config_file(tmp_path):
     for name in ("base", "sample", "sample-int8", "sample-qdq"):
         shutil.copy(f"configs/{name}.yaml", tmp_path / f"{name}.yaml")
     (tmp_path / "sample-fp16.yaml").write_text(
-        "extends: sample.yaml\nvariant: sample-fp16\nmodel:\n  path: data/sample/models/sample.onnx\n  parent: sample\n")
+        "extends: sample.yaml\nvariant: sample-fp16\n"
+        "model:\n  path: data/sample/models/sample.onnx\n  parent: sample\n")
     assert list(variant_configs(tmp_path)) == ["sample", "sample-fp16", "sample-int8", "sample-qdq"]
     group = [c.variant for c in bench.configs_for_bench("sample", configs_dir=tmp_path)]
     assert group == ["sample", "sample-fp16", "sample-int8", "sample-qdq"]
-    assert [c.variant for c in bench.configs_for_bench("sample-fp16", configs_dir=tmp_path)] == ["sample", "sample-fp16"]
+    pair = bench.configs_for_bench("sample-fp16", configs_dir=tmp_path)
+    assert [c.variant for c in pair] == ["sample", "sample-fp16"]
     with pytest.raises(UserError, match="unknown variant 'nope'"):
         bench.configs_for_bench("nope", configs_dir=tmp_path)

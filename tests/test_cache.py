@@ -6,10 +6,11 @@ import json
 import logging
 
 import pytest
-from faults import cut_last_line, full_disk, swap_bytes
 
 from ssd_eval.cache import CACHE_FORMAT, DetectionCache, describe_difference
 from ssd_eval.errors import UserError
+
+from faults import cut_last_line, full_disk, swap_bytes
 
 KEY = {"model_sha256": "a" * 64, "preprocess_sha256": "b" * 64, "postprocess_sha256": "c" * 64}
 DET_1 = [{"image_id": 1, "category_id": 3, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.9}]

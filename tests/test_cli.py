@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from faults import full_disk
-from helpers import fixed_detector, write_coco
 
 from ssd_eval.cli import main
 
+from conftest import run_cli
+from faults import full_disk
+from helpers import fixed_detector, write_coco
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssd_eval", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faults import swap_bytes
-from helpers import CATEGORIES, write_coco
 from ssd_eval.data import (
     BadImageError,
     ImageRecord,
@@ -23,6 +21,9 @@ from ssd_eval.data import (
     select_image_ids,
 )
 from ssd_eval.errors import UserError
+
+from faults import swap_bytes
+from helpers import CATEGORIES, write_coco
 
 IMAGES = [
     {"id": 7, "width": 40, "height": 30},

@@ -11,13 +11,15 @@ import functools
 import hashlib
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli as run
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -72,11 +74,6 @@ def write_variant_config(tmp_path: Path, base_url: str, model_bytes: bytes) -> P
         f"  downloads_dir: {work / 'downloads'}\n"
         f"output:\n  dir: {work / 'results' / '{run}'}\n")
     return config
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssd_eval", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_eval_with_download_fetches_verifies_extracts_and_scores(mirror, tmp_path):

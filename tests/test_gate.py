@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import metrics_document, write_metrics
 
-from ssd_eval.fetch import sha256_of
-from ssd_eval.errors import UserError
 from ssd_eval.baseline import (
     header_comments,
     inline_comments,
@@ -22,7 +19,11 @@ from ssd_eval.baseline import (
     render_baseline,
     update_baselines,
 )
+from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
 from ssd_eval.gate import run_gate
+
+from helpers import metrics_document, write_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +93,7 @@ def test_regression_fails_with_full_line(dirs, capsys):
     write_metrics(results, gate_metrics("ssd-12", mAP=0.1850))
     assert run_gate(baselines, results, variants=["ssd-12"]) == 1
     out = capsys.readouterr().out
-    (line,) = [l for l in out.splitlines() if l.startswith("FAIL")]
+    (line,) = [text for text in out.splitlines() if text.startswith("FAIL")]
     assert "ssd-12 mAP" in line
     assert "expected 0.1898" in line and "got 0.1850" in line and "allowed 0.0020" in line
 
@@ -440,8 +441,7 @@ def test_canonical_folder_holding_another_variant_is_an_input_error(dirs, capsys
      "inc+resize_backend=pil"),
 ])
 def test_canonical_folder_is_where_eval_writes(overrides, protocol):
-    from ssd_eval.config import Config, PreprocessConfig
-    from ssd_eval.config import run_name
+    from ssd_eval.config import Config, PreprocessConfig, run_name
 
     config = Config(variant="ssd-12", protocol=overrides.get("protocol", "coco"),
                     preprocess=PreprocessConfig(**overrides.get("preprocess", {})))

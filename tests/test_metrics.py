@@ -6,11 +6,12 @@ import copy
 import json
 
 import pytest
-from helpers import config_dict, fixed_detector, write_coco
 
 import ssd_eval
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import BACKENDS, STAT_NAMES, score_detections
+
+from helpers import config_dict, fixed_detector, write_coco
 
 # One 200x100 image with one "car" (id 3 = contiguous label 2) at pixels [20, 10, 80, 40] (xywh).
 IMAGE = {"id": 7, "width": 200, "height": 100}

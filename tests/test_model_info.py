@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
-from helpers import int8_conv_model
 
 from ssd_eval.cpu import Int8Capability, detect_int8_capability
 from ssd_eval.errors import UserError
 from ssd_eval.model_info import inspect_model, render, saturation_warning
+
+from conftest import ROOT, run_cli
+from helpers import int8_conv_model
 
 AVX2 = Int8Capability("AMD EPYC 7B12", "x86_64", ["avx2", "sse4_1"], "x86-avx2", True, "simulated")
 SKYLAKE = Int8Capability("Xeon 8168", "x86_64", ["avx2", "avx512bw", "sse4_1"], "x86-avx512", True, "simulated")

@@ -22,6 +22,8 @@ from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.pipeline import evaluate
 from ssd_eval.shards import merge_shards
 
+from conftest import run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 SAMPLE_CONFIGS = ["sample", "sample-int8", "sample-qdq"]
@@ -33,11 +35,6 @@ def sample_config(name: str, out: Path, *overrides):
                         ("dataset.images", str(SAMPLE / "images")),
                         ("model.path", str(SAMPLE / "models" / f"{name}.onnx")),
                         ("output.dir", str(out)), *overrides])
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssd_eval", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.mark.parametrize("name", SAMPLE_CONFIGS)
@@ -129,6 +126,7 @@ def bigger_set(root: Path, copies: int) -> tuple[Path, Path]:
     return path, images_dir
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_identical_results(tmp_path):
     annotations, images = bigger_set(tmp_path / "set", copies=8)
     total = len(json.loads(annotations.read_text())["images"])
@@ -310,8 +308,8 @@ def test_merge_accepts_the_same_model_at_another_path_and_names_real_differences
     copy = tmp_path / "elsewhere.onnx"
     shutil.copy(SAMPLE / "models" / "sample.onnx", copy)
     evaluate(sample_config("sample", tmp_path / "a"), shard=(1, 2), progress=False)
-    evaluate(sample_config("sample", tmp_path / "b", ("model.path", str(copy)), ("metrics.backend", "faster-coco-eval")),
-             shard=(2, 2), progress=False)
+    other = sample_config("sample", tmp_path / "b", ("model.path", str(copy)), ("metrics.backend", "faster-coco-eval"))
+    evaluate(other, shard=(2, 2), progress=False)
     merge_shards([tmp_path / "a" / "shard-1-of-2", tmp_path / "b" / "shard-2-of-2"], tmp_path / "m")
     evaluate(sample_config("sample", tmp_path / "c", ("postprocess.max_detections", 7)), shard=(2, 2),
              progress=False)
@@ -452,8 +450,9 @@ def test_overwritten_images_are_evaluated_again_and_scored_right(tmp_path):
     assert (tmp_path / "out" / "detections.json").read_bytes() == (tmp_path / "fresh" / "detections.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_process_workers_exit_when_the_parent_is_terminated(tmp_path):
-    """Item 14: SIGTERM to a pipeline.mode=process run leaves no worker holding the caller's stdout."""
+    """SIGTERM to a pipeline.mode=process run leaves no worker holding the caller's stdout."""
     annotations, images = bigger_set(tmp_path / "set", copies=8)
     out = tmp_path / "out"
     process = subprocess.Popen(
@@ -502,10 +501,10 @@ def test_metrics_record_the_int8_capability_and_session_config(tmp_path):
 @pytest.fixture
 def avx2_risky_model(monkeypatch, tmp_path):
     """Make the run see an AVX2-only CPU and a model whose u8s8 weights use the full int8 range."""
-    from helpers import int8_conv_model
-
     from ssd_eval import model_info, pipeline
     from ssd_eval.cpu import detect_int8_capability
+
+    from helpers import int8_conv_model
 
     avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
     risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
@@ -545,8 +544,9 @@ def test_session_config_is_part_of_the_cache_key(tmp_path):
 def test_swapped_external_weights_are_not_served_from_the_cache(tmp_path):
     """The model's external data file is part of its identity: swapping it refuses the old cache."""
     import onnx
-    from helpers import fixed_detector
     from onnx import external_data_helper
+
+    from helpers import fixed_detector
 
     def external(name, score):
         folder = tmp_path / name

@@ -7,17 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from helpers import CATEGORIES
 from ssd_eval.errors import UserError
 from ssd_eval.postprocess import label_map, to_coco_results
+
+from helpers import CATEGORIES
 
 CATEGORY_IDS = [c["id"] for c in CATEGORIES]  # 1, 3, 11, 13, 18
 CATS = label_map(CATEGORY_IDS)
 
 
 def results(boxes, labels, scores, *, width=640, height=480, categories=CATS, **kwargs):
-    return to_coco_results(np.asarray(boxes, dtype=np.float32), np.asarray(labels), np.asarray(scores, dtype=np.float32),
-                           image_id=42, width=width, height=height, categories=categories, **kwargs)
+    return to_coco_results(np.asarray(boxes, dtype=np.float32), np.asarray(labels),
+                           np.asarray(scores, dtype=np.float32), image_id=42, width=width, height=height,
+                           categories=categories, **kwargs)
 
 
 # ---------------------------------------------------------------- label_map

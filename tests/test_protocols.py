@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from helpers import lookup_detector
 from PIL import Image
 
 from ssd_eval.config import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, SWITCH_KEYS, config_from_dict
 from ssd_eval.metrics import BACKENDS, score_detections
 from ssd_eval.pipeline import evaluate
 from ssd_eval.preprocess import preprocess
+
+from conftest import run_cli
+from helpers import lookup_detector
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402
@@ -53,7 +54,8 @@ def detector_outputs(gt: dict) -> tuple[list[int], np.ndarray, np.ndarray, np.nd
             if annotation["image_id"] != image_id or rng.random() < 0.15:
                 continue
             x, y, bw, bh = annotation["bbox"]
-            box = np.array([x / w, y / h, (x + bw) / w, (y + bh) / h]) + rng.normal(0, 0.08, 4) * np.array([bw / w, bh / h] * 2)
+            jitter = rng.normal(0, 0.08, 4) * np.array([bw / w, bh / h] * 2)
+            box = np.array([x / w, y / h, (x + bw) / w, (y + bh) / h]) + jitter
             label = label_of[annotation["category_id"]] if rng.random() < 0.85 else int(rng.integers(1, 81))
             found.append((box, label, rng.uniform(0.2, 1.0)))
         while len(found) < DETECTIONS_PER_IMAGE:

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import metrics_document, write_metrics
 
 from ssd_eval.errors import UserError
 from ssd_eval.report import MAX_CATEGORY_BARS, category_ap_changes, write_report
+
+from helpers import metrics_document, write_metrics
 
 pytest.importorskip("matplotlib")
 

@@ -10,10 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import fixed_detector
 from ssd_eval.config import ModelConfig, RuntimeConfig
 from ssd_eval.errors import UserError
 from ssd_eval.runner import Detector, choose_providers, resolve_io
+
+from helpers import fixed_detector
 
 HW = (32, 48)
 BOXES = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 1.0], [0.0, 0.0, 1.0, 1.0]]
@@ -314,7 +315,7 @@ def test_model_with_no_detections(tmp_path):
     assert dets.scores.shape == (0,)
 
 
-# ---------------------------------------------------------------- issue 13: output checks, threads, optimized-model cache
+# ---------------------------------------------------------------- output checks, threads, optimized-model cache
 
 def constant_detector(path: Path, boxes, labels, scores) -> Path:
     """A model that returns exactly these arrays (any shape, NaN allowed) whatever the image."""

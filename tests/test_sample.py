@@ -41,7 +41,8 @@ def annotations() -> dict:
 
 
 def image_paths() -> list[Path]:
-    return [SAMPLE_DIR / "images" / image["file_name"] for image in sorted(annotations()["images"], key=lambda i: i["id"])]
+    ordered = sorted(annotations()["images"], key=lambda i: i["id"])
+    return [SAMPLE_DIR / "images" / image["file_name"] for image in ordered]
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,8 @@ def test_scales_make_the_arithmetic_exact(variant: str) -> None:
     # Every normalized level any image can produce (both ways of computing it) keeps the margin.
     levels = sample.normalized_levels().astype(np.float64) / params.input_scale
     assert sample.tie_distance(levels).min() >= sample.MIN_INPUT_TIE_MARGIN
-    assert 0 <= np.rint(levels).min() + params.input_zero_point and np.rint(levels).max() + params.input_zero_point <= 255
+    lowest, highest = np.rint(levels).min(), np.rint(levels).max()
+    assert 0 <= lowest + params.input_zero_point and highest + params.input_zero_point <= 255
     # Block sums of any uint8 input fit the uint8 output without clamping.
     pixels = sample.BLOCK * sample.BLOCK
     for extreme in (0, 255):
@@ -214,7 +215,8 @@ def test_onnxruntime_and_reference_give_the_same_detections(variant: str, images
     expected = by_runtime.pop("onnxruntime")
     expected_stats = coco_stats(expected, images, ground_truth)
     for name, outputs in by_runtime.items():
-        for (entry, _), (boxes, labels, scores), (want_boxes, want_labels, want_scores) in zip(images, outputs, expected):
+        for (entry, _), got, want in zip(images, outputs, expected):
+            (boxes, labels, scores), (want_boxes, want_labels, want_scores) = got, want
             message = f"{name}, image {entry['id']}"
             np.testing.assert_array_equal(labels, want_labels, err_msg=message)
             np.testing.assert_allclose(boxes, want_boxes, rtol=0, atol=TOLERANCE, err_msg=message)
@@ -225,7 +227,8 @@ def test_onnxruntime_and_reference_give_the_same_detections(variant: str, images
 def test_qoperator_and_qdq_with_the_same_steps_are_the_same_model(images: list) -> None:
     """The two formats differ only in their output step N; with one N they agree exactly."""
     steps = sample.QUANT_OUTPUT_STEPS["qdq"]
-    sessions = [ort_session(sample.build_quantized_detector(variant, steps).SerializeToString()) for variant in VARIANTS]
+    sessions = [ort_session(sample.build_quantized_detector(variant, steps).SerializeToString())
+                for variant in VARIANTS]
     for _, pixels in images:
         first, second = (session.run(OUTPUTS, {"image": pixels}) for session in sessions)
         for left, right in zip(first, second):

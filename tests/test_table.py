@@ -7,7 +7,6 @@ import csv
 import io
 
 import pytest
-from helpers import metrics_document, write_metrics
 
 from ssd_eval.errors import UserError
 from ssd_eval.results import load_results
@@ -18,6 +17,8 @@ from ssd_eval.table import (
     render_terminal,
     write_table,
 )
+
+from helpers import metrics_document, write_metrics
 
 
 def fp32(**kw):
@@ -200,7 +201,8 @@ def test_table_md_header_explains_when_delta_is_filled(tmp_path):
     write_metrics(tmp_path, fp32())
     write_table(tmp_path, quiet=True)
     header = (tmp_path / "TABLE.md").read_text().split("| variant |")[0]
-    assert "filled only for runs under the protocol the published\n  value was measured with, over the full set" in header
+    expected = "filled only for runs under the protocol the published\n  value was measured with, over the full set"
+    assert expected in header
 
 
 # --------------------------------------------------------------------------- rendering
