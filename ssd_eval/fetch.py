@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from ssd_eval.errors import UserError
+from ssd_eval.results import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -251,19 +252,11 @@ def _replace_durably(src: Path, dst: Path) -> None:
 def _write_sha256_file(dest: Path, digest: str) -> Path:
     """Write ``<dest>.sha256`` (sha256sum format) atomically; return its path."""
     side = dest.with_name(dest.name + ".sha256")
-    tmp = side.with_name(side.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(f"{digest}  {dest.name}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _replace_durably(tmp, side)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise UserError(f"cannot write {side} ({_reason(e)}); {dest} itself is complete") from e
+        atomic_write_text(side, f"{digest}  {dest.name}\n")
+    except (OSError, UserError) as e:
+        raise UserError(f"cannot write {side} ({_reason(e) if isinstance(e, OSError) else e}); "
+                        f"{dest} itself is complete") from e
     return side
 
 

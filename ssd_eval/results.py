@@ -70,20 +70,21 @@ class EvalResult:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[TextIO]:
-    """A text file handle whose content appears at ``path`` only when the block completes.
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; on success it is synced and renamed
+    to ``path`` (with the usual permissions), on failure removed: never a partial file at ``path``.
 
     A write error that names no file (a full disk) is raised as a UserError naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(temp)
+        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(temp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -91,6 +92,13 @@ def atomic_open(path: str | Path) -> Iterator[TextIO]:
         if isinstance(exc, OSError) and exc.filename is None:
             raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[TextIO]:
+    """A text file handle whose content appears at ``path`` only when the block completes (atomic_path)."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_eval.errors import UserError
+from ssd_eval.results import atomic_write_text
 
 ALGORITHM = "stratified-greedy-l1/v1"
 """Names (and versions) the selection rule of ``stratified_subset``; stored in every subset file."""
@@ -147,16 +146,7 @@ def write_subset(path: str | Path, subset: Subset) -> Path:
     if ids_sha256(subset.image_ids) != subset.ids_sha256 or list(subset.image_ids) != sorted(set(subset.image_ids)):
         raise ValueError("subset.image_ids must be ascending, unique and match subset.ids_sha256")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(subset.to_json(), indent=1) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(subset.to_json(), indent=1) + "\n")
 
 
 def read_subset(path: str | Path) -> Subset:
@@ -195,6 +185,33 @@ def load_subset(path: str | Path, annotations_sha256: str) -> list[int]:
                         f"{subset.annotations_sha256[:12]}…, not this one ({annotations_sha256[:12]}…); "
                         "use the annotation file it names or make a subset of this one (python -m ssd_eval.subsets)")
     return list(subset.image_ids)
+
+
+def subset_file(spec: str) -> Path:
+    """The file ``dataset.subset`` names: ``subsets/<spec>.json`` for a plain name (e.g. ``ci-500``), else the
+    path itself (anything with a ``/`` or ending in ``.json``)."""
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"dataset.subset must be a subset name (e.g. ci-500) or a subset file, got {spec!r}")
+    if "/" in spec or spec.endswith(".json"):
+        return Path(spec)
+    return subset_path(spec)
+
+
+def subset_run_name(spec: str) -> str:
+    """The subset's name as run folders and baselines use it: the name itself, or a subset file's stem."""
+    return Path(spec).stem if "/" in spec or spec.endswith(".json") else spec
+
+
+def open_subset(spec: str, annotations_sha256: str) -> Subset:
+    """The subset ``dataset.subset`` names (see ``subset_file``), checked like ``load_subset`` and for a
+    ``name`` equal to its file's stem (the name is what results and baselines record)."""
+    path = subset_file(spec)
+    load_subset(path, annotations_sha256)
+    subset = read_subset(path)
+    if subset.name != path.stem:
+        raise UserError(f"{path}: holds subset {subset.name!r}, but a subset file must be named after its subset "
+                        f"({subset.name}.json)")
+    return subset
 
 
 def main(argv: Sequence[str] | None = None) -> int:
