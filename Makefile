@@ -9,14 +9,23 @@ ARGS   ?=
 PROTOCOL ?=
 BASELINES ?= baselines
 EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
+# CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
+SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
+SIZE ?= 500
+CI_BASELINES ?= baselines/ci
+CI_RESULTS ?= results
+GATE_ARGS ?=
 
 # Lists the configs already hold: the sample variants (configs/sample*.yaml) and the variants
 # with a published number (those whose config names model.published_protocol).
 SAMPLE_VARIANTS = $(sort $(basename $(notdir $(wildcard configs/sample*.yaml))))
 PUBLISHED_VARIANTS = $(basename $(notdir $(shell grep -l '^ *published_protocol:' configs/*.yaml)))
+# What `make ci-gate` evaluates and gates: the sample variants, or MODEL after its fp32 parent (model.parent).
+MODEL_PARENT = $(shell sed -n 's/^ *parent: *\([A-Za-z0-9._-]*\).*/\1/p' $(CONFIG) 2>/dev/null)
+CI_VARIANTS = $(if $(filter sample,$(MODEL)),$(SAMPLE_VARIANTS),$(MODEL_PARENT) $(MODEL))
 
 .PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \
-        reproduce portability clean
+        reproduce portability clean mutants ci-gate ci-baseline subset
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -52,6 +61,9 @@ test: $(STAMP) ## the whole test suite
 lint: $(STAMP) ## ruff (rules in pyproject.toml)
 	$(PY) -m ruff check ssd_eval tests tools
 
+mutants: $(STAMP) ## mutation testing (mutmut) of the core modules, each with its tests; not in test/CI (MODULES=metrics)
+	$(PY) tools/mutants.py $(MODULES) $(ARGS)
+
 models: $(STAMP) ## download the zoo models (or MODEL=ssd-12) into data/models/
 	$(PY) -m ssd_eval fetch models $(if $(filter-out sample,$(MODEL)),--variant $(MODEL),)
 
@@ -66,6 +78,21 @@ gate: $(STAMP) ## exit 1 if mAP regressed against the baselines (BASELINES=basel
 
 baseline: $(STAMP) ## rewrite baselines from current results, printing the diff
 	$(PY) -m ssd_eval baseline --update --baselines $(BASELINES) $(ARGS)
+
+ci-gate: $(STAMP) ## CI on a budget: MODEL (and its parent) on SUBSET (sample-4 / ci-500), then gate vs baselines/ci
+	@for variant in $(CI_VARIANTS); do \
+	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --subset $(SUBSET) --out '$(CI_RESULTS)/{run}' \
+	    $(if $(filter sample,$(MODEL)),,--download) $(EVAL_ARGS) || exit $$?; \
+	done
+	$(PY) -m ssd_eval gate --baselines $(CI_BASELINES) --results $(CI_RESULTS) \
+	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(GATE_ARGS)
+
+ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results of MODEL (ARGS=--keep-detections)
+	$(PY) -m ssd_eval baseline --update --baselines $(CI_BASELINES) --results $(CI_RESULTS) --subset $(SUBSET) \
+	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(ARGS)
+
+subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratified by category (commit it)
+	$(PY) -m ssd_eval.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET)
 
 bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)

@@ -27,6 +27,9 @@ except metadata.PackageNotFoundError:  # run from a source tree without installi
 def evaluate(config: Config | str | Path | dict[str, Any], **options: Any) -> EvalResult:
     """Evaluate a config (a Config, a YAML path or a plain mapping) and write its results.
 
+    A mapping may start from a config file with ``"extends": "configs/sample.yaml"`` (relative to the
+    current directory); its own keys apply over the file's.
+
     ``options`` are those of :func:`ssd_eval.pipeline.evaluate` (shard, fresh, download, progress).
     """
     from ssd_eval.pipeline import evaluate as run

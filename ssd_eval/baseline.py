@@ -18,7 +18,7 @@ from ssd_eval.config import run_name
 from ssd_eval.cpu import KERNEL_CLASSES
 from ssd_eval.errors import UserError, print_error, quote
 from ssd_eval.metrics import STAT_NAMES as METRIC_NAMES
-from ssd_eval.results import ResultIndex, atomic_write_text
+from ssd_eval.results import ResultIndex, atomic_write_text, result_subset
 from ssd_eval.schema import is_number
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,23 @@ DEFAULT_METRICS = ("mAP", "AP50", "AP75")
 
 # --------------------------------------------------------------------------- baseline model
 
+TOLERANCES = ("fixed", "ci95")
+"""How a metric's regression is judged: ``fixed`` (abs_tol / rel_tol), ``ci95`` (a paired 95 % bootstrap
+interval against the baseline's kept detections or the parent; abs_tol / rel_tol when none is possible)."""
+
+CI95_METRICS = ("mAP", "AP50", "AP75")
+"""The metrics ``tolerance: ci95`` is available for (those ssd_eval.uncertainty resamples)."""
+
+
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric: fails when got < expected - allowed."""
+    """One gated metric: fails when got < expected - allowed (``tolerance: ci95``: see gate.check_variant)."""
 
     name: str
     expected: float
     abs_tol: float | None
     rel_tol: float | None
+    tolerance: str = "fixed"  # one of TOLERANCES
 
     @property
     def allowed(self) -> float:
@@ -60,12 +69,19 @@ class Baseline:
     annotations_sha256: str | None = None
     model_sha256: str | None = None
     int8_path: str | None = None  # the CPU int8 kernel class the expected numbers were measured on
+    subset: str | None = None  # the image subset (subsets/<name>.json) the numbers were measured on; None: full set
+    detections: str | None = None  # the detections the numbers were measured from, relative to the baseline file
+
+    @property
+    def detections_path(self) -> Path | None:
+        """The kept detections file (``detections``), resolved beside the baseline file, or None."""
+        return None if self.detections is None else Path(self.source).parent / self.detections
 
 
-_TOP_KEYS = ("variant", "protocol", "images", "annotations_sha256", "model_sha256", "int8_path", "metrics",
-             "quantized")
+_TOP_KEYS = ("variant", "protocol", "images", "subset", "annotations_sha256", "model_sha256", "int8_path",
+             "detections", "metrics", "quantized")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_METRIC_KEYS = ("expected", "abs_tol", "rel_tol")
+_METRIC_KEYS = ("expected", "abs_tol", "rel_tol", "tolerance")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
 
@@ -98,6 +114,19 @@ def parse_baseline(text: str, source: str) -> Baseline:
     if int8_path is not None and int8_path not in KERNEL_CLASSES:
         raise UserError(f"{source}: int8_path: expected one of {', '.join(KERNEL_CLASSES)} or null, "
                         f"got {quote(int8_path)}")
+    subset = data.get("subset")
+    if subset is not None:
+        from ssd_eval.subsets import subset_path
+
+        try:
+            subset_path(subset)
+        except UserError:
+            raise UserError(f"{source}: subset: expected a subset name (subsets/<name>.json, e.g. ci-500) or "
+                            f"null, got {quote(subset)}") from None
+    detections = data.get("detections")
+    if detections is not None and not (isinstance(detections, str) and detections.strip()):
+        raise UserError(f"{source}: detections: expected a file name (relative to the baseline file) or null, "
+                        f"got {quote(detections)}")
     stem = Path(source).stem
     if data["variant"] != stem:
         raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name "
@@ -126,10 +155,18 @@ def parse_baseline(text: str, source: str) -> Baseline:
                 raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, "
                                 f"got {quote(value)}")
         if spec.get("abs_tol") is None and spec.get("rel_tol") is None:
-            raise UserError(f"{source}: {key}: give abs_tol or rel_tol (or both)")
+            raise UserError(f"{source}: {key}: give abs_tol or rel_tol (or both)"
+                            + (" (with tolerance: ci95 they apply where no paired interval is possible)"
+                               if spec.get("tolerance") == "ci95" else ""))
+        tolerance = spec.get("tolerance", "fixed")
+        if tolerance not in TOLERANCES:
+            raise UserError(f"{source}: {key}.tolerance: expected one of {', '.join(TOLERANCES)}, "
+                            f"got {quote(tolerance)}")
+        if tolerance == "ci95" and name not in CI95_METRICS:
+            raise UserError(f"{source}: {key}.tolerance: ci95 is available for {', '.join(CI95_METRICS)} only")
         rules.append(MetricRule(name, float(spec["expected"]),
                                 None if spec.get("abs_tol") is None else float(spec["abs_tol"]),
-                                None if spec.get("rel_tol") is None else float(spec["rel_tol"])))
+                                None if spec.get("rel_tol") is None else float(spec["rel_tol"]), tolerance))
 
     parent = max_drop = None
     quantized = data.get("quantized")
@@ -149,7 +186,8 @@ def parse_baseline(text: str, source: str) -> Baseline:
                             f"got {quote(max_drop)}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
-                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), int8_path)
+                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), int8_path,
+                    subset, detections)
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -259,18 +297,25 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
         f"protocol: {_yaml_string(baseline.protocol)}   # applies only to results with this protocol",
         f"images: {baseline.images}   # ...and this image count",
     ]
+    if baseline.subset:
+        lines.append(f"subset: {_yaml_string(baseline.subset)}   # ...on this image subset "
+                     f"(subsets/{baseline.subset}.json)")
     if baseline.annotations_sha256:
         lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
     if baseline.model_sha256:
         lines.append(f"model_sha256: {baseline.model_sha256}   # ...and this model")
     if baseline.int8_path:
         lines.append(f"int8_path: {baseline.int8_path}   # CPU int8 kernel class the numbers were measured on")
+    if baseline.detections:
+        lines.append(f"detections: {_yaml_string(baseline.detections)}   # the detections the numbers were "
+                     "measured from (tolerance: ci95 pairs with them)")
     lines += [
         "metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed",
     ]
     for rule in baseline.metrics:
+        tolerance = "" if rule.tolerance == "fixed" else f", tolerance: {rule.tolerance}"
         lines.append(f"  {rule.name}: {{expected: {_yaml_float(rule.expected)}, "
-                     f"abs_tol: {_yaml_float(rule.abs_tol)}, rel_tol: {_yaml_float(rule.rel_tol)}}}")
+                     f"abs_tol: {_yaml_float(rule.abs_tol)}, rel_tol: {_yaml_float(rule.rel_tol)}{tolerance}}}")
     if baseline.parent:
         lines += [
             "quantized:",
@@ -289,27 +334,27 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
 # --------------------------------------------------------------------------- updating
 
 def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index: ResultIndex,
-                      abs_tol: float, max_drop_pct: float) -> tuple[Baseline, list[str]]:
+                      abs_tol: float, max_drop_pct: float, keep_detections: bool = False) -> tuple[Baseline, list[str]]:
     """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an
     existing file's choices."""
     variant = result["variant"]
     messages: list[str] = []
     if existing is not None:
-        names = [(r.name, r.abs_tol, r.rel_tol) for r in existing.metrics]
+        names = [(r.name, r.abs_tol, r.rel_tol, r.tolerance) for r in existing.metrics]
         parent, drop_limit = existing.parent, existing.max_drop_pct
         if result["protocol"] != existing.protocol:
             messages.append(f"warning: {path}: protocol changes from {existing.protocol} to "
                             f"{result['protocol']}: {result['_source']} holds a "
                             f"{result['protocol']} result")
     else:
-        names = [(name, abs_tol, None) for name in DEFAULT_METRICS]
+        names = [(name, abs_tol, None, "fixed") for name in DEFAULT_METRICS]
         parent, drop_limit = result.get("parent"), max_drop_pct
     rules = []
-    for name, rule_abs, rule_rel in names:
+    for name, rule_abs, rule_rel, tolerance in names:
         if result.get(name) is None:
             raise UserError(f"{result['_source']}: missing key {name} (gated by {path})")
         rules.append(MetricRule(name, round(float(result[name]), EXPECTED_DECIMALS),
-                                rule_abs, rule_rel))
+                                rule_abs, rule_rel, tolerance))
     if parent:
         try:
             parent_result, note = parent_for_drop(index, result, parent)
@@ -328,9 +373,12 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
                                 f"max_drop_pct {drop_limit:.2f}; the gate will fail")
     annotations = (result["provenance"].get("annotations") or {}).get("sha256")
     model = result["provenance"]["model"]["sha256"]
+    detections = existing.detections if existing else None
+    if detections is None and keep_detections:
+        detections = f"{variant}.detections.json"
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
                         tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model),
-                        existing.int8_path if existing else None)
+                        existing.int8_path if existing else None, result_subset(result), detections)
     return baseline, messages
 
 
@@ -357,7 +405,8 @@ def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> 
 
 
 def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
-                     abs_tol: float = 0.002, max_drop_pct: float = 1.0) -> int:
+                     abs_tol: float = 0.002, max_drop_pct: float = 1.0, subset: str | None = None,
+                     keep_detections: bool = False) -> int:
     """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
 
     Each variant's result is looked up as the gate does (ResultIndex.find): under
@@ -367,9 +416,11 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
 
     Existing files keep their comment header, metric selection, tolerances and
     drop rule; new files gate mAP, AP50 and AP75 with `abs_tol`, and quantized
-    variants with a comparable parent result get `max_drop_pct`. Prints a unified diff of each
-    changed file. Returns 0, or 2 on input errors (nothing is written then);
-    errors go to stderr as `ssd-eval baseline: error: ...`.
+    variants with a comparable parent result get `max_drop_pct`. New files are written for results on
+    image subset `subset` (None: the full set); existing files keep theirs. A baseline that keeps its
+    detections (`detections`, or every file with `keep_detections`) gets a copy of the result's
+    detections.json there. Prints a unified diff of each changed file. Returns 0, or 2 on input
+    errors (nothing is written then); errors go to stderr as `ssd-eval baseline: error: ...`.
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
@@ -392,7 +443,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     index = ResultIndex(results_dir)
     if variants is None:
         errors += [str(exc) for exc in index.errors()]
-        names = list(dict.fromkeys(r["variant"] for r in index.results()))
+        names = list(dict.fromkeys(r["variant"] for r in index.results() if result_subset(r) == subset))
         names += [v for v in existing_files if v not in names]
     else:
         names = list(dict.fromkeys(variants))
@@ -405,6 +456,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         return 2
 
     planned: list[tuple[Path, str, str]] = []  # (path, old text, new text)
+    copies: list[tuple[Path, Path]] = []  # (result's detections.json, the baseline's kept copy)
     for variant in names:
         path = existing_files.get(variant, baselines_dir / f"{variant}.yaml")
         messages: list[str] = []
@@ -418,9 +470,10 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
                 existing = None
                 protocol, note = _protocol_for_new_baseline(index, variant, path)
                 messages += [note] if note else []
-            result, note = index.find(variant, protocol, f"variant {variant} for {path}")
+            result, note = index.find(variant, protocol, f"variant {variant} for {path}",
+                                      existing.subset if existing else subset)
             messages += [note] if note else []
-            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct)
+            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections)
             messages += more
             new_text = render_baseline(baseline, header_comments(old_text),
                                        inline_comments(old_text))
@@ -431,6 +484,16 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         for message in messages:
             print(f"ssd-eval baseline: {message}", file=sys.stderr)
         planned.append((path, old_text, new_text))
+        if baseline.detections_path is not None:
+            copies.append((Path(result["_source"]).parent / "detections.json", baseline.detections_path))
+    if errors:
+        for message in errors:
+            print_error("baseline", message)
+        return 2
+
+    for source, target in copies:
+        if not source.is_file():
+            errors.append(f"{source}: not found; {target} keeps the detections of the result it is updated from")
     if errors:
         for message in errors:
             print_error("baseline", message)
@@ -438,6 +501,11 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
 
     baselines_dir.mkdir(parents=True, exist_ok=True)
     changed = 0
+    for source, target in copies:
+        content = source.read_bytes()
+        if not target.is_file() or target.read_bytes() != content:
+            atomic_write_text(target, content.decode("utf-8"))
+            print(f"baseline: copied {source} to {target}")
     for path, old_text, new_text in planned:
         if old_text == new_text:
             continue

@@ -7,12 +7,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ssd_eval.data import image_fingerprint
 from ssd_eval.errors import UserError
 from ssd_eval.results import is_detection
-from ssd_eval.schema import is_int
+from ssd_eval.schema import is_int, is_number
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,11 @@ class DetectionCache:
     the image file's fingerprint (``data.image_fingerprint``); on resume, an image of
     ``images`` whose file changed since (or whose line has no fingerprint) is dropped
     from the cache and evaluated again.
-    Only each image's line offset is kept in memory; detections are read back from
-    the file when needed, so memory does not grow with the number of images.
+    A line may also record the image's timing (``add``'s ``loop_s`` and ``inference_s``), so a
+    run served entirely from the cache can report the speed measured when its images were
+    inferred (``stored_seconds``); lines without it (older caches) stay readable.
+    Only each image's line offset, detection count and timing are kept in memory; detections
+    are read back from the file when needed.
     ``started_afresh`` says whether the cache was (re)started empty, so results of an
     earlier run beside it are stale.
     """
@@ -40,6 +43,8 @@ class DetectionCache:
         self.key = key
         self.images = images
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
+        self.counts: dict[int, int] = {}  # image id -> number of detections on its line
+        self.timings: dict[int, tuple[float, float] | None] = {}  # image id -> (loop_s, inference_s) or None
         self.started_afresh = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -88,7 +93,8 @@ class DetectionCache:
                     # A kill during the last write leaves a cut line: drop it, that image runs again.
                     log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
                     break
-                image_id, fingerprints[image_id] = self._check_line(line, number)
+                image_id, fingerprints[image_id], self.counts[image_id], self.timings[image_id] = \
+                    self._check_line(line, number)
                 self.offsets[image_id] = good_end
                 good_end += len(line)
         if good_end < os.path.getsize(self.path):
@@ -97,14 +103,17 @@ class DetectionCache:
         log.info("%s: %d finished images found", self.path, len(self.offsets))
         return True
 
-    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None]:
-        """The image id and image fingerprint of one cache line, checked to hold that image's detections."""
+    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None, int, tuple[float, float] | None]:
+        """The image id, image fingerprint, detection count and timing (None where the line has none) of
+        one cache line, checked to hold that image's detections."""
         try:
             entry = json.loads(line)
             image_id = entry["image_id"]
             if not (is_int(image_id) and isinstance(entry["detections"], list)
                     and isinstance(entry.get("fingerprint", ""), str)):
                 raise TypeError("image_id, detections or fingerprint of the wrong type")
+            if not all(is_number(entry.get(k, 0.0)) and entry.get(k, 0.0) >= 0 for k in ("loop_s", "inference_s")):
+                raise TypeError("loop_s or inference_s not a number >= 0")
             for detection in entry["detections"]:
                 if not is_detection(detection):
                     raise TypeError("malformed detection")
@@ -114,7 +123,9 @@ class DetectionCache:
         if foreign is not None:
             raise UserError(f"{self.path}: line {number} holds detections of image {foreign} under image {image_id}; "
                             "the cache was edited or mixed up: pass --fresh to discard it")
-        return image_id, entry.get("fingerprint")
+        timing = (float(entry["loop_s"]), float(entry["inference_s"])) \
+            if "loop_s" in entry and "inference_s" in entry else None
+        return image_id, entry.get("fingerprint"), len(entry["detections"]), timing
 
     def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
         """Forget cached images whose file is gone or changed since (they are evaluated again)."""
@@ -123,7 +134,7 @@ class DetectionCache:
         changed = [i for i in self.offsets if i in self.images
                    and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
         for image_id in changed:
-            del self.offsets[image_id]
+            del self.offsets[image_id], self.counts[image_id], self.timings[image_id]
         if changed:
             log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
                         "evaluating them again", self.path, len(changed), min(changed))
@@ -143,8 +154,11 @@ class DetectionCache:
     def __contains__(self, image_id: int) -> bool:
         return image_id in self.offsets
 
-    def add(self, image_id: int, detections: list[dict]) -> None:
-        """Record one finished image (flushed to the OS before returning)."""
+    def add(self, image_id: int, detections: list[dict], *, loop_s: float | None = None,
+            inference_s: float | None = None) -> None:
+        """Record one finished image (flushed to the OS before returning), with its timing when given:
+        ``loop_s``, its share of the image loop's wall time (decode, preprocess, inference,
+        postprocess), and ``inference_s``, its share of ``session.run`` time (seconds, rounded to 1 us)."""
         entry: dict[str, Any] = {"image_id": int(image_id)}
         if self.images is not None:
             try:
@@ -152,10 +166,28 @@ class DetectionCache:
             except OSError as exc:
                 raise UserError(f"{self.images[image_id]}: cannot read image {image_id} again: "
                                 f"{exc.strerror or exc}") from None
+        timing = None
+        if loop_s is not None and inference_s is not None:
+            timing = (round(float(loop_s), 6), round(float(inference_s), 6))
+            entry["loop_s"], entry["inference_s"] = timing
         entry["detections"] = detections
         offset = self._handle.tell()
         self._write(json.dumps(entry).encode() + b"\n")
         self.offsets[int(image_id)] = offset
+        self.counts[int(image_id)] = len(detections)
+        self.timings[int(image_id)] = timing
+
+    def count(self, image_ids: Iterable[int]) -> int:
+        """How many detections the finished images ``image_ids`` hold."""
+        return sum(self.counts[i] for i in image_ids)
+
+    def stored_seconds(self, image_ids: Sequence[int]) -> tuple[float, float] | None:
+        """The summed (loop_s, inference_s) recorded for ``image_ids`` (all finished), in the order
+        given; None when any of them has no timing (a line of an older cache) or there are none."""
+        timings = [self.timings.get(i) for i in image_ids]
+        if not timings or any(t is None for t in timings):
+            return None
+        return sum(t[0] for t in timings), sum(t[1] for t in timings)
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""

@@ -22,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("eval", help="evaluate a model on a COCO-format set")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
-    run.add_argument("--limit", type=int, help="evaluate only the first N image ids")
+    run.add_argument("--limit", type=int,
+                     help="evaluate only the first N image ids (a partial run: written to results/<run>@limitN/)")
+    run.add_argument("--subset", metavar="NAME",
+                     help="evaluate exactly the images of subsets/NAME.json (overrides dataset.subset), e.g. ci-500")
     run.add_argument("--model", help="ONNX model file (overrides model.path; drops the expected size/sha256)")
     run.add_argument("--annotations", help="COCO annotation json (overrides dataset.annotations)")
     run.add_argument("--images", help="image folder (overrides dataset.images)")
@@ -33,13 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
     run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
     run.add_argument("--no-progress", action="store_true",
-                     help="no progress report (default: a bar on a terminal, a line every 2 minutes in logs)")
+                     help="no progress report (default: a start line, then a bar on a terminal or in logs a line "
+                          "after 10 s or 5 %% and every pipeline.progress_interval_s (120 s), and the scoring time)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="run N shards side by side on this machine (each with cores/N threads, or one CUDA "
+                          "device each) and merge them into the normal results folder")
+    add_tracking_options(run)
     run.set_defaults(handler=cmd_eval)
 
     merge = commands.add_parser("merge", help="score shard outputs together")
     merge.add_argument("shards", nargs="+", help="shard output directories")
     merge.add_argument("--out", help="output directory (default: the config's output.dir)")
+    add_tracking_options(merge)
     merge.set_defaults(handler=cmd_merge)
+
+    show = commands.add_parser("show", help="print a result's summary: the 12 stats and per-category AP")
+    show.add_argument("metrics", metavar="METRICS.json", help="a metrics.json (or the results folder holding one)")
+    show.add_argument("--all", action="store_true", help="every category's AP, not only the best and worst")
+    show.add_argument("--top", type=int, default=5, help="categories shown at each end (default 5)")
+    show.set_defaults(handler=cmd_show)
 
     table = commands.add_parser("table", help="write results/TABLE.md and results/table.csv")
     table.add_argument("--results", default="results", help="results directory (default results)")
@@ -63,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="absolute mAP tolerance for new baseline files (default 0.002)")
     baseline.add_argument("--max-drop-pct", type=float, default=1.0,
                           help="allowed drop of a quantized variant vs its fp32 parent, in %% (default 1.0)")
+    baseline.add_argument("--subset", metavar="NAME",
+                          help="new baseline files are for results on this image subset (results/<run>@NAME/)")
+    baseline.add_argument("--keep-detections", action="store_true",
+                          help="each updated baseline keeps a copy of its result's detections beside it "
+                               "(detections:), which tolerance: ci95 pairs with")
     baseline.set_defaults(handler=cmd_baseline)
 
     report = commands.add_parser("report", help="draw PR curves and per-category AP changes as PNG")
@@ -82,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=cmd_bench)
 
     harness = commands.add_parser("bench-harness", help="harness overhead, memory growth, scoring backends")
-    harness.add_argument("--quick", action="store_true", help="CI-sized run (about a minute)")
+    harness.add_argument("--quick", action="store_true",
+                         help="CI-sized run: smaller sizes (a few minutes on 2 cores; README: Benchmarks)")
     harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
     harness.set_defaults(handler=cmd_bench_harness)
 
@@ -101,6 +122,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """--log, --log-uri, --log-dir: experiment tracking (ssd_eval.tracking), off by default."""
+    parser.add_argument("--log", action="append", choices=("mlflow", "tensorboard"),
+                        help="send the results to MLflow or TensorBoard (repeatable; sets tracking.log; "
+                             "pip install -e '.[mlflow]' / '.[tensorboard]')")
+    parser.add_argument("--log-uri", metavar="URI",
+                        help="MLflow tracking URI or folder (tracking.uri; default the file store ./mlruns)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="TensorBoard event folder (tracking.tensorboard_dir; default <output dir>/tb)")
+
+
+def tracking_overrides(args: argparse.Namespace) -> list[Any]:
+    """Config overrides from --log, --log-uri and --log-dir."""
+    overrides: list[Any] = []
+    if args.log:
+        overrides.append(("tracking.log", list(dict.fromkeys(args.log)), "--log"))
+    if args.log_uri:
+        overrides.append(("tracking.uri", args.log_uri, "--log-uri"))
+    if args.log_dir:
+        overrides.append(("tracking.tensorboard_dir", args.log_dir, "--log-dir"))
+    return overrides
+
+
+def print_tracking(result: Any) -> None:
+    """Where the run was logged (MLflow run, TensorBoard folder), when it was."""
+    if result.provenance.get("tracking"):
+        from ssd_eval.tracking import describe
+
+        print(describe(result.provenance["tracking"]))
+
+
 def eval_overrides(args: argparse.Namespace) -> list[Any]:
     """Config overrides from the ``eval`` options, in the order they apply."""
     overrides: list[Any] = list(args.overrides)
@@ -115,35 +167,65 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
         overrides.append(("output.dir", args.out, "--out"))
     if args.limit is not None:
         overrides.append(("dataset.limit", args.limit, "--limit"))
-    return overrides
+    if args.subset is not None:
+        overrides.append(("dataset.subset", args.subset, "--subset"))
+    return overrides + tracking_overrides(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssd_eval.config import load_config
     from ssd_eval.data import parse_shard
     from ssd_eval.pipeline import evaluate
-    from ssd_eval.results import render_summary, summary_line
+    from ssd_eval.results import render_result
     from ssd_eval.shards import shard_dir
 
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
-    result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download,
-                      progress=False if args.no_progress else True if sys.stderr.isatty() else "lines")
+    progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
+    if args.jobs != 1:  # N shards side by side, then merged (ssd_eval.launcher)
+        from ssd_eval.launcher import run_jobs
+
+        result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
+                          download=args.download, verbose=args.verbose, progress=progress, shard=args.shard)
+    else:
+        result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download, progress=progress)
     if result is None:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
               "score all shards with 'ssd-eval merge'")
         return 0
-    print(render_summary([summary_line(result)]))
+    print(render_result(result))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
+    print_tracking(result)
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ssd_eval.results import render_summary, summary_line
+    from ssd_eval.config import TrackingConfig
+    from ssd_eval.results import render_result
     from ssd_eval.shards import merge_shards
+    from ssd_eval.tracking import check_trackers, track
 
+    tracking = TrackingConfig(log=list(dict.fromkeys(args.log or [])), uri=args.log_uri,
+                              tensorboard_dir=args.log_dir)
+    check_trackers(tracking)
     result = merge_shards(args.shards, args.out)
-    print(render_summary([summary_line(result)]))
+    track(result, tracking)
+    print(render_result(result))
+    print(f"results: {result.files['metrics']}  {result.files['detections']}")
+    print_tracking(result)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ssd_eval.results import EvalResult, read_metrics_file, render_result
+
+    path = Path(args.metrics)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if args.top < 1:
+        raise UserError("show: --top must be at least 1")
+    result = EvalResult.from_document(read_metrics_file(path))
+    print(render_result(result, top=args.top, all_categories=args.all))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     return 0
 
@@ -166,7 +248,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from ssd_eval.baseline import update_baselines
 
     return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
-                            abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct)
+                            abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct, subset=args.subset,
+                            keep_detections=args.keep_detections)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -223,7 +306,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
-                      download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress)
+                      download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress,
+                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
+                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
     print(f"COCO: {config.dataset.annotations}  {config.dataset.images}")
     return 0
 
@@ -248,10 +333,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a line is logged (not when it was made)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(verbosity: int) -> None:
     """Diagnostics to stderr: warnings by default, -v info, -vv debug."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="ssd-eval: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    # A run's start, scoring and end lines (pipeline.progress_log): plain lines on stderr, in logs too.
+    progress = logging.getLogger("ssd_eval.progress")
+    for handler in list(progress.handlers):
+        progress.removeHandler(handler)
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ssd_eval.config import get_dotted
 from ssd_eval.errors import UserError
-from ssd_eval.results import ResultIndex
+from ssd_eval.results import ResultIndex, describe_image_set, result_subset
 
 FLOAT_SLACK = 1e-6
 """Comparisons forgive this much: `baseline --update` writes values rounded to 6 decimals."""
@@ -31,12 +31,16 @@ def short_provider_names(providers: list[str]) -> str:
 def accuracy_mismatch(result: dict, parent: dict) -> str | None:
     """Why the two results' accuracies cannot be compared, or None when they can.
 
-    Comparable means: same protocol, same number of images, same image set
+    Comparable means: same protocol, same image subset (`provenance.subset.name`, none for the full
+    set), same number of images, same image set
     (`provenance.image_ids_sha256`), same annotations (`provenance.annotations.sha256`)
     and the same pre- and postprocessing settings. The reason reads `n/a: ...`.
     """
     if result["protocol"] != parent["protocol"]:
         return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
+    subset, parent_subset = result_subset(result), result_subset(parent)
+    if subset != parent_subset:
+        return f"n/a: {describe_image_set(subset)} vs {describe_image_set(parent_subset)}"
     images, parent_images = provenance_value(result, "images"), provenance_value(parent, "images")
     if images != parent_images:
         return f"n/a: {images} vs {parent_images} images"
@@ -60,7 +64,9 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     Needs accuracy comparability plus the same provider list, host cpu and core
     count, thread settings, batch size, graph optimization, decode pipeline and
     onnxruntime version, measured images/s on both sides and no resumed or
-    merged (sharded) run.
+    merged (sharded) run; a run served entirely from the cache keeps the speed measured when its
+    images were inferred (`provenance.speed_from_cache`) and is compared. Runs of `eval --jobs N`
+    (`provenance.parallel_jobs`) are compared with runs of the same N only.
     """
     reason = accuracy_mismatch(result, parent)
     if reason:
@@ -68,10 +74,13 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     for side in (result, parent):
         if provenance_value(side, "images_per_s") is None:
             return f"n/a: no images/s for {side['variant']}"
-        if provenance_value(side, "resumed_images"):
+        if provenance_value(side, "resumed_images") and not provenance_value(side, "speed_from_cache"):
             return f"n/a: {side['variant']} run was resumed"
-        if provenance_value(side, "shards"):
+        if provenance_value(side, "shards") and not provenance_value(side, "parallel_jobs"):
             return f"n/a: {side['variant']} merged from shards"
+    jobs, parent_jobs = provenance_value(result, "parallel_jobs") or 1, provenance_value(parent, "parallel_jobs") or 1
+    if jobs != parent_jobs:  # eval --jobs N: images/s of N jobs side by side (ssd_eval.launcher)
+        return f"n/a: {jobs} vs {parent_jobs} parallel jobs"
     providers = provenance_value(result, "runtime.providers", [])
     parent_providers = provenance_value(parent, "runtime.providers", [])
     if providers != parent_providers:
@@ -92,6 +101,8 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     for key, label in (("runtime.onnxruntime", "onnxruntime"), ("config.runtime.graph_optimization",
                        "graph optimization"), ("config.pipeline", "decode pipeline")):
         mine, theirs = provenance_value(result, key), provenance_value(parent, key)
+        if isinstance(mine, dict) and isinstance(theirs, dict):  # how often progress is logged does not count
+            mine, theirs = ({k: v for k, v in d.items() if k != "progress_interval_s"} for d in (mine, theirs))
         if mine is not None and theirs is not None and mine != theirs:
             return f"n/a: different {label}"
     return None
@@ -125,14 +136,21 @@ def drop_ratio_pct(map_value: float, parent_map: float) -> float:
     return (parent_map - map_value) / parent_map * 100.0
 
 
-def parent_for_drop(index: ResultIndex, result: dict, parent: str) -> tuple[dict, str | None]:
-    """The parent's result under `result`'s protocol, checked for a drop ratio, plus its lookup note."""
+def comparable_parent(index: ResultIndex, result: dict, parent: str) -> tuple[dict, str | None]:
+    """The parent's result under `result`'s protocol and image subset, checked to be comparable
+    (accuracy_mismatch), plus its lookup note."""
     parent_result, note = index.find(parent, result["protocol"],
-                                     f"{parent}, parent of {result['variant']}")
+                                     f"{parent}, parent of {result['variant']}", result_subset(result))
     reason = accuracy_mismatch(result, parent_result)
     if reason:
         raise UserError(f"{parent_result['_source']} is not comparable with "
                         f"{result['_source']} ({reason.removeprefix('n/a: ')})")
+    return parent_result, note
+
+
+def parent_for_drop(index: ResultIndex, result: dict, parent: str) -> tuple[dict, str | None]:
+    """The parent's result under `result`'s protocol, checked for a drop ratio, plus its lookup note."""
+    parent_result, note = comparable_parent(index, result, parent)
     if parent_result["mAP"] <= 0:
         raise UserError(f"{parent_result['_source']}: mAP is {parent_result['mAP']}; "
                         "cannot compute a drop ratio")

@@ -8,7 +8,9 @@ Relative paths inside a config are resolved against the current directory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -115,9 +117,16 @@ class DatasetConfig:
     annotations_url: Optional[str] = None
     images_url: Optional[str] = None
     downloads_dir: str = "data/downloads"
+    # What the two zips must be (checked after download); null: not checked.
+    annotations_zip_size: Optional[int] = None
+    annotations_zip_sha256: Optional[str] = None
+    images_zip_size: Optional[int] = None
+    images_zip_sha256: Optional[str] = None
     limit: Optional[int] = None
     on_bad_image: Literal["error", "skip"] = "error"
     skip_images_without_annotations: Optional[bool] = None
+    # A named image subset: subsets/<name>.json (or a path to a subset file); null: every image.
+    subset: Optional[str] = None
 
 
 @dataclass
@@ -167,6 +176,21 @@ class PipelineConfig:
     workers: int = 0  # 0: sized to the machine
     mode: Literal["thread", "process"] = "thread"
     prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
+    # Seconds between progress lines in logs (stderr not a terminal); the first comes early (pipeline.ProgressLines).
+    progress_interval_s: float = 120.0
+
+
+@dataclass
+class BootstrapConfig:
+    """Bootstrap confidence intervals for mAP, AP50 and AP75 over the run's images (ssd_eval.uncertainty)."""
+
+    replicates: int = 1000  # 0: no intervals
+    seed: int = 0
+    level: float = 0.95
+    # Only runs of at most this many images get intervals by default: the cost is one more matching
+    # pass plus the replicates, about 4 s at 500 images and 44 s at 5000 (100 detections each), as
+    # much as pycocotools' whole scoring; null: every run.
+    max_images: Optional[int] = 2000
 
 
 @dataclass
@@ -177,6 +201,22 @@ class MetricsConfig:
     crowd_as_ground_truth: Optional[bool] = None
     # Category names left out of the mean (the mean is over the rest of the file's categories).
     exclude_categories: Optional[list[str]] = None
+    # Match detections a chunk of images at a time as they are read back, keeping a few bytes per detection
+    # (ssd_eval.streaming; the same numbers); false: every detection at once. faster-coco-eval never streams.
+    streaming: bool = True
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    # TIDE-style error breakdown in metrics.json (ssd_eval.errors_breakdown); null: when hotcoco is installed.
+    error_breakdown: Optional[bool] = None
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking after a run (ssd_eval.tracking); off unless ``log`` names a tracker."""
+
+    log: list[Literal["mlflow", "tensorboard"]] = field(default_factory=list)
+    uri: Optional[str] = None  # MLflow tracking URI; null: the file store ./mlruns
+    experiment: str = "ssd_eval"  # MLflow experiment name
+    tensorboard_dir: Optional[str] = None  # null: <output dir>/tb
 
 
 @dataclass
@@ -202,14 +242,49 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # The keys of PARTIAL_KEYS whose value differs from the config file's (--model, --annotations,
+    # --images, --set, or a dict over the file it extends): they make a run partial (partial_parts).
+    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
     @property
     def out_dir(self) -> Path:
-        """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in."""
+        """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in.
+
+        ``{run}`` is ``run_name`` of the variant, protocol, subset and what makes the run partial
+        (``partial_parts``): a partial run never writes to the folder of the full run.
+        """
         protocol = self.protocol_label()
-        text = self.output.dir.replace("{run}", run_name(self.variant, protocol)).replace("{variant}", self.variant)
+        run = run_name(self.variant, protocol, self.subset_name, [part for part, _ in self.partial_parts()])
+        text = self.output.dir.replace("{run}", run).replace("{variant}", self.variant)
         return Path(text.replace("{protocol}", protocol))
+
+    @property
+    def subset_name(self) -> Optional[str]:
+        """The name of the image subset ``dataset.subset`` names, or None for every image."""
+        from ssd_eval.subsets import subset_run_name
+
+        return None if self.dataset.subset is None else subset_run_name(self.dataset.subset)
+
+    def partial_parts(self) -> list[tuple[str, str]]:
+        """What makes this a partial run, as (results-folder part, description) pairs: a
+        ``dataset.limit`` (``limit3``), a model other than the config file's (``model-<sha12>``),
+        another annotation file (``annotations-<sha12>``) or image folder (``images-<sha12 of its
+        path>``). Empty for a full run of the config as its file describes it."""
+        parts = []
+        if self.dataset.limit is not None:
+            parts.append((f"limit{self.dataset.limit}", f"limit {self.dataset.limit}"))
+        if "model.path" in self.overridden:
+            parts.append((f"model-{_file_sha12(self.model.path)}", f"model {self.model.path}"))
+        if "dataset.annotations" in self.overridden:
+            parts.append((f"annotations-{_file_sha12(self.dataset.annotations)}",
+                          f"annotations {self.dataset.annotations}"))
+        if "dataset.images" in self.overridden:
+            resolved = str(Path(self.dataset.images).resolve())
+            parts.append((f"images-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}",
+                          f"images {self.dataset.images}"))
+        return parts
 
     def switches(self) -> dict[str, Any]:
         """Every protocol switch in force (explicit values, else the protocol's preset)."""
@@ -234,7 +309,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""
         data = dataclasses.asdict(self)
-        data.pop("source", None)
+        for internal in ("source", "overridden"):
+            data.pop(internal, None)
         return data
 
     def sha256(self) -> str:
@@ -242,10 +318,60 @@ class Config:
         return hash_data(self.to_dict())
 
 
-def run_name(variant: str, protocol: str) -> str:
+def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:
     """A run's name, the results folder `output.dir: results/{run}` gives it: the variant for
-    protocol coco, ``<variant>-<protocol>`` otherwise."""
-    return variant if protocol == "coco" else f"{variant}-{protocol}"
+    protocol coco, ``<variant>-<protocol>`` otherwise; ``@<subset>`` appended for a run on a named
+    image subset (``dataset.subset``), e.g. ``ssd-12-int8@ci-500``; then ``@<part>`` for each thing
+    that makes the run partial (``Config.partial_parts``), e.g. ``sample@limit3`` or
+    ``sample@model-1b21e54584bc``: the canonical folder (no partial part) is written only by full runs."""
+    name = variant if protocol == "coco" else f"{variant}-{protocol}"
+    name = name if subset is None else f"{name}@{subset}"
+    return "".join([name, *(f"@{part}" for part in partial)])
+
+
+# Config keys whose value, when it differs from the config file's, makes a run partial.
+PARTIAL_KEYS = ("model.path", "dataset.annotations", "dataset.images")
+
+
+def _file_sha12(path: str) -> str:
+    """The first 12 hex digits of a file's sha256 (cached per path, size and mtime); the file's
+    name when it cannot be read (the run then stops at its own check of the file)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(path).name) or "missing"
+    return _sha12_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha12_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def overridden_keys(file_values: dict[str, Any], merged: dict[str, Any]) -> tuple[str, ...]:
+    """The PARTIAL_KEYS whose value in ``merged`` differs from ``file_values`` (their values in the
+    config files alone); paths are compared resolved. A key the files leave unset has nothing to
+    differ from (a config that leaves the model to ``--model``): never overridden."""
+    changed = []
+    for key in PARTIAL_KEYS:
+        before, after = file_values.get(key), _dotted_or_none(merged, key)
+        if before in (None, "") or before == after:
+            continue
+        if isinstance(before, str) and isinstance(after, str) and Path(before).resolve() == Path(after).resolve():
+            continue
+        changed.append(key)
+    return tuple(changed)
+
+
+def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
+    try:
+        return get_dotted(data, dotted_key)
+    except KeyError:
+        return None
 
 
 def _label_value(value: Any) -> str:
@@ -308,6 +434,7 @@ def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Conf
     """
     path = Path(path)
     merged, origins = _load_merged(path, seen=())
+    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
     for item in overrides:
         if isinstance(item, str):
             key, value = parse_override(item)
@@ -317,6 +444,7 @@ def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Conf
         _set_dotted(merged, key, value, origin=origin, origins=origins)
     config = config_from_dict(merged, origins=origins, default_origin=str(path))
     config.source = str(path)
+    config.overridden = overridden_keys(file_values, merged)
     return config
 
 
@@ -337,11 +465,42 @@ def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
 def config_from_dict(
     data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
 ) -> Config:
-    """Validate a plain mapping into a Config; errors name the offending key and its file."""
+    """Validate a plain mapping into a Config; errors name the offending key and its file.
+
+    A mapping may name a config file to start from with ``extends`` (relative to the current
+    directory); its own keys then apply over that file's, as ``--set`` would.
+    """
+    if isinstance(data, dict) and "extends" in data:
+        return _config_extending_a_file(data, default_origin)
     origins = origins or {}
     config = _build(Config, data, prefix="", origins=origins, default_origin=default_origin)
     _check_values(config, origins, default_origin)
     return resolve_protocol(config, origins.get("protocol", default_origin))
+
+
+def _config_extends_path(data: dict[str, Any], origin: str) -> Path:
+    parent = data["extends"]
+    if not isinstance(parent, (str, Path)) or not str(parent):
+        raise UserError(f"{origin}: key 'extends' must be the path of a config file, got {quote(parent)}")
+    path = Path(parent)
+    if not path.is_file():
+        raise UserError(f"{origin}: extends {str(parent)!r}: config file not found (a mapping's 'extends' is "
+                        f"relative to the current directory, {Path.cwd()})")
+    return path
+
+
+def _config_extending_a_file(data: dict[str, Any], origin: str) -> Config:
+    """config_from_dict of a mapping with ``extends``: the file's config with the mapping's keys over it."""
+    path = _config_extends_path(data, origin)
+    own = copy.deepcopy({key: value for key, value in data.items() if key != "extends"})
+    merged, origins = _load_merged(path, seen=())
+    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
+    _check_unknown_keys(own, Config, prefix="", origin=origin)
+    _deep_merge(merged, own, origin=origin, origins=origins, prefix="")
+    config = config_from_dict(merged, origins=origins, default_origin=str(path))
+    config.source = str(path)
+    config.overridden = overridden_keys(file_values, merged)
+    return config
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -591,13 +750,35 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("runtime.batch_size", "must be positive")
     if config.dataset.limit is not None and config.dataset.limit <= 0:
         fail("dataset.limit", "must be a positive number of images")
+    if config.dataset.subset is not None:
+        from ssd_eval.subsets import subset_file
+
+        try:
+            subset_file(config.dataset.subset)
+        except UserError as exc:
+            fail("dataset.subset", f"names no subset: {exc}")
+        if config.dataset.limit is not None:
+            fail("dataset.subset", f"({config.dataset.subset}) and dataset.limit ({config.dataset.limit}) are both "
+                                   "set: a subset is a fixed list of images; drop one of them")
+    boot = config.metrics.bootstrap
+    if boot.replicates < 0 or boot.seed < 0:
+        fail("metrics.bootstrap.replicates", "and metrics.bootstrap.seed must not be negative")
+    if not 0 < boot.level < 1:
+        fail("metrics.bootstrap.level", f"must be between 0 and 1 (e.g. 0.95), got {boot.level}")
+    if boot.max_images is not None and boot.max_images <= 0:
+        fail("metrics.bootstrap.max_images", "must be a positive number of images or null")
     if config.pipeline.workers < 0 or config.pipeline.prefetch < 0:
         fail("pipeline.workers", "and pipeline.prefetch must not be negative")
+    if not (math.isfinite(config.pipeline.progress_interval_s) and config.pipeline.progress_interval_s > 0):
+        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got "
+                                             f"{config.pipeline.progress_interval_s}")
     if not config.runtime.providers:
         fail("runtime.providers", "must name at least one execution provider")
-    sha = config.model.sha256
-    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
-        fail("model.sha256", f"must be 64 hex digits or null, got {quote(sha)}")
+    for key, sha in (("model.sha256", config.model.sha256),
+                     ("dataset.annotations_zip_sha256", config.dataset.annotations_zip_sha256),
+                     ("dataset.images_zip_sha256", config.dataset.images_zip_sha256)):
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+            fail(key, f"must be 64 hex digits or null, got {quote(sha)}")
     if not config.model.path:
         fail("model.path", "must be set (or pass --model PATH)")
     if not config.dataset.annotations:

@@ -264,13 +264,23 @@ def select_image_ids(
     limit: int | None = None,
     skip_images_without_annotations: bool = False,
     shard: tuple[int, int] | None = None,
+    subset: str | None = None,
 ) -> list[int]:
     """The image ids to evaluate, in ascending id order.
 
-    ``limit`` keeps the first N ids; ``shard=(i, n)`` (1-based) then keeps the i-th of
-    n contiguous, deterministic slices.
+    ``subset`` (``dataset.subset``: a name in subsets/ or a subset file) keeps exactly the subset's ids,
+    refused unless it was made from this annotation file; ``limit`` keeps the first N ids;
+    ``shard=(i, n)`` (1-based) then keeps the i-th of n contiguous, deterministic slices.
     """
     ids = sorted(dataset.images)
+    if subset is not None:
+        from ssd_eval.subsets import open_subset, subset_file
+
+        chosen = open_subset(subset, dataset.sha256).image_ids
+        unknown = [i for i in chosen if i not in dataset.images]
+        if unknown:
+            raise UserError(f"{subset_file(subset)}: image id {unknown[0]} is not in {dataset.annotations_path}")
+        ids = list(chosen)
     if skip_images_without_annotations:
         ids = [i for i in ids if i in dataset.annotated_image_ids]
     if limit is not None:

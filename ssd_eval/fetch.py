@@ -691,20 +691,24 @@ def _extract_tree(zip_path: Path, prefix: str, target: Path, *, url: str, owned:
     log.info("extracted %d files into %s", len(members), target)
 
 
-def _zip_for(url: str, downloads_dir: Path, *, config_key: str, progress: bool) -> tuple[Path, bool]:
-    """The local zip for ``url``: ``(path, owned)``; ``owned`` means we downloaded it."""
+def _zip_for(url: str, downloads_dir: Path, *, config_key: str, progress: bool, size: int | None = None,
+             sha256: str | None = None) -> tuple[Path, bool]:
+    """The local zip for ``url``: ``(path, owned)``; ``owned`` means we downloaded it (checked against
+    ``size`` and ``sha256`` when given)."""
     local = _local_source(url)
     if local is not None:
         if not local.is_file():
             raise UserError(f"COCO zip {local} not found; fix the URL for {config_key}")
         return local, False
     name = PurePosixPath(urlsplit(url).path).name or "download.zip"
-    return download(url, Path(downloads_dir) / name, config_key=config_key, progress=progress), True
+    return download(url, Path(downloads_dir) / name, size=size, sha256=sha256, config_key=config_key,
+                    progress=progress), True
 
 
 def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | None,
                 images_url: str | None, download_missing: bool, downloads_dir: Path,
-                progress: bool = True) -> None:
+                progress: bool = True, annotations_zip: tuple[int | None, str | None] = (None, None),
+                images_zip: tuple[int | None, str | None] = (None, None)) -> None:
     """Make sure the COCO val2017 annotation file and image folder exist.
 
     When missing and ``download_missing`` is set, the zips are fetched into
@@ -712,6 +716,7 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
     place) and only the needed part is extracted, atomically. Otherwise a
     one-line UserError says what is missing, where to get it and which config
     key (``dataset.annotations``, ``dataset.images``) can point at a copy.
+    ``annotations_zip`` and ``images_zip`` are each zip's expected (size, sha256), None where unknown.
     """
     annotations, images_dir = Path(annotations), Path(images_dir)
     if annotations.is_dir():
@@ -738,12 +743,12 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
         raise UserError("; ".join(problems))
 
     if need_ann:
-        zip_path, owned = _zip_for(annotations_url, downloads_dir,
-                                   config_key="dataset.annotations", progress=progress)
+        zip_path, owned = _zip_for(annotations_url, downloads_dir, config_key="dataset.annotations",
+                                   progress=progress, size=annotations_zip[0], sha256=annotations_zip[1])
         _extract_file(zip_path, ANNOTATIONS_MEMBER, annotations, url=annotations_url, owned=owned,
                       config_key="dataset.annotations", progress=progress)
     if need_img:
-        zip_path, owned = _zip_for(images_url, downloads_dir,
-                                   config_key="dataset.images", progress=progress)
+        zip_path, owned = _zip_for(images_url, downloads_dir, config_key="dataset.images",
+                                   progress=progress, size=images_zip[0], sha256=images_zip[1])
         _extract_tree(zip_path, IMAGES_PREFIX, images_dir, url=images_url, owned=owned,
                       config_key="dataset.images", progress=progress)

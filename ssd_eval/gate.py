@@ -1,7 +1,10 @@
 """mAP regression gate: compare a variant's metrics.json with baselines/<variant>.yaml.
 
 The result is read from the folder `ssd-eval eval` writes to: results/<variant>/
-for protocol coco, results/<variant>-<protocol>/ otherwise (ResultIndex.find).
+for protocol coco, results/<variant>-<protocol>/ otherwise, with @<subset> for a
+baseline on an image subset (ResultIndex.find). A metric with `tolerance: ci95` is
+judged by a paired bootstrap interval (ssd_eval.confidence) against the baseline's
+kept detections or the parent's run; every metric line prints an interval.
 
 Exit codes: 0 every check holds, 1 a metric regressed, a quantized drop rule
 broke or the gated model is not the pinned one, 2 the gate could not run as asked
@@ -17,9 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssd_eval.baseline import Baseline, MetricRule, baseline_files, load_baseline
-from ssd_eval.compare import FLOAT_SLACK, drop_ratio_pct, parent_for_drop
+from ssd_eval.compare import FLOAT_SLACK, comparable_parent, drop_ratio_pct, parent_for_drop
+from ssd_eval.confidence import (
+    NoPairing,
+    ResultMatches,
+    bootstrap_off_reason,
+    comparison_settings,
+    format_interval,
+    paired_drop,
+    result_interval,
+)
 from ssd_eval.errors import UserError, print_error
-from ssd_eval.results import ResultIndex, atomic_write_text
+from ssd_eval.results import ResultIndex, atomic_write_text, describe_image_set, result_subset
+from ssd_eval.uncertainty import Interval
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +57,9 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(round(value, 4) - value) < 1e-12 else f"{value:.6f}"
 
 
-def check_metric(variant: str, rule: MetricRule, got: float) -> Check:
-    """PASS unless got < expected - allowed; an improvement beyond tolerance adds a note."""
+def check_metric(variant: str, rule: MetricRule, got: float, interval: str = "") -> Check:
+    """PASS unless got < expected - allowed; an improvement beyond tolerance adds a note.
+    ``interval`` (e.g. the run's own bootstrap interval, or why ci95 fell back) ends the line."""
     allowed = rule.allowed
     regressed = got < rule.expected - allowed - FLOAT_SLACK
     status = "FAIL" if regressed else "PASS"
@@ -53,6 +67,8 @@ def check_metric(variant: str, rule: MetricRule, got: float) -> Check:
                f"got {_fmt(got)}, allowed {_fmt(allowed)}")
     if regressed:
         message += f" (regressed by {_fmt(rule.expected - got)})"
+    if interval:
+        message += f"; {interval}"
     notes: tuple[str, ...] = ()
     if got > rule.expected + allowed + FLOAT_SLACK:
         notes = (f"note: {variant} {rule.name} improved beyond tolerance "
@@ -61,15 +77,98 @@ def check_metric(variant: str, rule: MetricRule, got: float) -> Check:
     return Check(variant, rule.name, status, message, notes)
 
 
+def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: Interval, expected_difference: float,
+                      against: str) -> Check:
+    """``tolerance: ci95``: FAIL only when the paired difference ``got - reference`` (a bootstrap interval of
+    it over the run's images, both sides on the same resampled images) is below ``expected_difference``
+    (0 against the baseline's own detections; the baselines' gap against a parent) both in its estimate and
+    at the interval's upper end: a regression that the resampling of these images does not explain."""
+    shortfall = expected_difference - difference.estimate
+    regressed = shortfall > FLOAT_SLACK and difference.high < expected_difference - FLOAT_SLACK
+    status = "FAIL" if regressed else "PASS"
+    message = (f"{status} {variant} {rule.name}: expected {_fmt(rule.expected)}, got {_fmt(got)}; ci95 vs "
+               f"{against}: difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
+               f"{format_interval(difference, signed=True)}, {difference.replicates} replicates, "
+               f"seed {difference.seed}")
+    if regressed:
+        message += f" (regressed by {_fmt(shortfall)}, outside the interval)"
+    elif shortfall > FLOAT_SLACK:
+        message += " (lower, within the interval)"
+    notes: tuple[str, ...] = ()
+    if difference.low > expected_difference + FLOAT_SLACK:
+        why = " (or the parent regressed)" if against.startswith("parent") else ""
+        notes = (f"note: {variant} {rule.name} lies above the baseline beyond the interval vs {against}{why}; "
+                 f"if that is the new normal, `ssd-eval baseline --update --variant {variant}`",)
+    return Check(variant, rule.name, status, message, notes)
+
+
 def check_drop(variant: str, parent: str, max_drop_pct: float,
-               map_value: float, parent_map: float) -> Check:
-    """PASS when the drop ratio vs the parent is at most max_drop_pct."""
+               map_value: float, parent_map: float, interval: str = "") -> Check:
+    """PASS when the drop ratio vs the parent is at most max_drop_pct; ``interval`` ends the line."""
     drop = drop_ratio_pct(map_value, parent_map)
     broken = drop > max_drop_pct + FLOAT_SLACK
     status = "FAIL" if broken else "PASS"
     message = (f"{status} {variant} drop_pct vs {parent}: expected <= {max_drop_pct:.2f}%, "
                f"got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)})")
+    if interval:
+        message += f"; {interval}"
     return Check(variant, f"drop_pct vs {parent}", status, message)
+
+
+def own_interval_text(result: dict, metric: str) -> str:
+    """The run's own bootstrap interval of ``metric`` from its metrics.json, as the gate prints it."""
+    interval = result_interval(result, metric)
+    if interval is None:
+        return f"no interval ({bootstrap_off_reason(result)})"
+    return f"{format_interval(interval)} of this run over its {interval.replicates} replicates"
+
+
+def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_result: dict | None,
+                parent_problem: str | None, parent_baseline: Baseline | None, matcher: ResultMatches) -> Check:
+    """A ``tolerance: ci95`` metric: paired against the baseline's kept detections, else against the parent's
+    result (expected gap from the two baselines), else abs/rel tolerance with the reason on the line."""
+    variant, got = baseline.variant, result[rule.name]
+    replicates, seed = comparison_settings(result)
+    try:
+        if baseline.detections_path is not None:
+            expected = {r.name: r.expected for r in baseline.metrics}
+            reference = matcher.detections_matches(baseline.detections_path, result, expected)
+            difference = matcher.paired((result["_source"], str(baseline.detections_path)), matcher.matches(result),
+                                        reference, replicates=replicates, seed=seed)
+            return check_metric_ci95(variant, rule, got, difference[rule.name], 0.0,
+                                     f"baseline detections {baseline.detections_path}")
+        if baseline.parent is None:
+            raise NoPairing(f"{baseline.source} keeps no detections and {variant} has no parent")
+        if parent_result is None:
+            raise NoPairing(parent_problem or f"no result of the parent {baseline.parent}")
+        parent_rule = next((r for r in parent_baseline.metrics if r.name == rule.name), None) \
+            if parent_baseline is not None else None
+        if parent_rule is None:
+            raise NoPairing(f"no baseline of the parent {baseline.parent} with {rule.name} beside {baseline.source}")
+        difference = matcher.paired((result["_source"], parent_result["_source"]), matcher.matches(result),
+                                    matcher.matches(parent_result), replicates=replicates, seed=seed)
+        return check_metric_ci95(variant, rule, got, difference[rule.name], rule.expected - parent_rule.expected,
+                                 f"parent {baseline.parent} ({parent_result['_source']})")
+    except NoPairing as exc:
+        return check_metric(variant, rule, got, f"ci95 not possible ({exc}): abs/rel tolerance used; "
+                                                + own_interval_text(result, rule.name))
+    except UserError as exc:
+        return Check(variant, rule.name, "ERROR", f"{variant} {rule.name} (tolerance ci95): {exc}")
+
+
+def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, matcher: ResultMatches) -> str:
+    """The paired interval of the drop ratio, when the baseline uses ci95 or both runs have intervals
+    (both small enough for metrics.bootstrap); otherwise why there is none."""
+    wanted = any(r.tolerance == "ci95" for r in baseline.metrics) or (
+        result_interval(result, "mAP") is not None and result_interval(parent_result, "mAP") is not None)
+    if not wanted:
+        return "no interval (the runs have no bootstrap intervals and no metric uses ci95)"
+    replicates, seed = comparison_settings(result)
+    try:
+        drop = paired_drop(matcher.matches(result), matcher.matches(parent_result), replicates=replicates, seed=seed)
+    except NoPairing as exc:
+        return f"no interval ({exc})"
+    return f"paired {format_interval(drop, digits=2, unit='%')}"
 
 
 def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
@@ -132,23 +231,31 @@ def int8_path_note(baseline: Baseline, result: dict) -> str | None:
 
 
 def check_variant(baseline: Baseline, results: Path | ResultIndex,
-                  configs_dir: Path | None = None) -> list[Check]:
+                  configs_dir: Path | None = None, parent_baseline: Baseline | None = None,
+                  matcher: ResultMatches | None = None) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks.
 
     `results` is a results directory or a ResultIndex of one (read once per gate run).
     `configs_dir` holds the variant configs whose pinned model sha256 the result must match
     (see check_model). A note saying which file was used when it is not in its canonical
-    folder rides on the first check.
+    folder rides on the first check. `parent_baseline` (the parent's baseline in the same
+    directory) gives `tolerance: ci95` the expected gap to the parent; `matcher` shares matched
+    detections between variants.
     """
     index = results if isinstance(results, ResultIndex) else ResultIndex(results)
+    matcher = matcher or ResultMatches()
     variant = baseline.variant
     notes: list[str] = []
     try:
-        result, note = index.find(variant, baseline.protocol, f"baselined variant {variant}")
+        result, note = index.find(variant, baseline.protocol, f"baselined variant {variant}", baseline.subset)
         notes += [note] if note else []
         if result["protocol"] != baseline.protocol:
             raise UserError(f"{result['_source']}: protocol {result['protocol']!r} but "
                             f"{baseline.source} applies to protocol {baseline.protocol!r}")
+        subset = result_subset(result)
+        if subset != baseline.subset:
+            raise UserError(f"{result['_source']}: image set differs from {baseline.source}'s: "
+                            f"{describe_image_set(subset)} vs {describe_image_set(baseline.subset)}")
         images = result["provenance"]["images"]
         if images != baseline.images:
             raise UserError(f"{result['_source']}: {images} images but {baseline.source} "
@@ -161,24 +268,34 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
         return [Check(variant, "results", "ERROR", str(exc), tuple(notes))]
 
     checks = []
+    parent_result = parent_problem = None  # for ci95: the parent's comparable result
+    if baseline.parent:
+        try:
+            parent_result, _ = comparable_parent(index, result, baseline.parent)
+        except UserError as exc:
+            parent_problem = str(exc)
     for rule in baseline.metrics:
         got = result.get(rule.name)
         if got is None:
             checks.append(Check(variant, rule.name, "ERROR",
                                 f"{result['_source']}: missing key {rule.name}"))
             continue
-        checks.append(check_metric(variant, rule, got))
-    parent_result = None
+        if rule.tolerance == "ci95":
+            checks.append(_ci95_check(baseline, rule, result, parent_result, parent_problem, parent_baseline,
+                                      matcher))
+        else:
+            checks.append(check_metric(variant, rule, got, own_interval_text(result, rule.name)))
     if baseline.parent:
         try:
-            parent_result, note = parent_for_drop(index, result, baseline.parent)
+            parent_result, parent_note = parent_for_drop(index, result, baseline.parent)
+            interval = _drop_interval_text(baseline, result, parent_result, matcher)
         except UserError as exc:
             checks.append(Check(variant, f"drop_pct vs {baseline.parent}", "ERROR", str(exc)))
         else:
             check = check_drop(variant, baseline.parent, baseline.max_drop_pct,
-                               result["mAP"], parent_result["mAP"])
+                               result["mAP"], parent_result["mAP"], interval)
             checks.append(Check(check.variant, check.name, check.status, check.message,
-                                (note,) if note else ()))
+                                (parent_note,) if parent_note else ()))
     try:
         checks.insert(0, check_model(baseline, result, parent_result, configs_dir))
     except UserError as exc:
@@ -246,6 +363,7 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
         except UserError as exc:
             checks.append(Check("gate", "baselines", "ERROR", str(exc)))
         index = ResultIndex(results_dir)
+        matcher = ResultMatches()
         selected = list(files) if variants is None else list(dict.fromkeys(variants))
         if files and not selected:
             checks.append(Check("gate", "baselines", "ERROR", "no variants selected"))
@@ -260,7 +378,13 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
             except UserError as exc:
                 checks.append(Check(variant, "baseline", "ERROR", str(exc)))
                 continue
-            checks += check_variant(baseline, index, configs_dir)
+            parent_baseline = None
+            if baseline.parent in files:
+                try:
+                    parent_baseline = load_baseline(files[baseline.parent])
+                except UserError:
+                    pass  # reported by the parent's own checks when it is gated; ci95 falls back without it
+            checks += check_variant(baseline, index, configs_dir, parent_baseline, matcher)
 
     for check in checks:
         if check.status == "ERROR":

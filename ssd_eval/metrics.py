@@ -98,16 +98,18 @@ def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], categor
     an evaluated image and a category of the annotation file."""
     images = set(image_ids)
     categories = set(category_ids)
-    copies = []
-    for det in detections:
-        if det["image_id"] not in images:
-            raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
-                            "evaluated images of the annotation file")
-        if det["category_id"] not in categories:
-            raise UserError(f"{source}: detections use category id {det['category_id']}, which is not a category "
-                            "of the annotation file (contiguous labels must be mapped to COCO ids)")
-        copies.append(dict(det, bbox=list(det["bbox"])))
-    return copies
+    return [checked_copy(det, images, categories, source) for det in detections]
+
+
+def checked_copy(det: dict, images: set[int], categories: set[int], source: str) -> dict:
+    """A copy of one result, checked to name one of ``images`` and one of ``categories``."""
+    if det["image_id"] not in images:
+        raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
+                        "evaluated images of the annotation file")
+    if det["category_id"] not in categories:
+        raise UserError(f"{source}: detections use category id {det['category_id']}, which is not a category "
+                        "of the annotation file (contiguous labels must be mapped to COCO ids)")
+    return dict(det, bbox=list(det["bbox"]))
 
 
 def score_detections(
@@ -119,43 +121,73 @@ def score_detections(
     backend: str = "pycocotools",
     exclude_categories: Sequence[str] = (),
     source: str = "detections",
+    streaming: bool = False,
 ) -> Scores:
     """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``,
-    averaged over the file's categories except those named in ``exclude_categories``."""
+    averaged over the file's categories except those named in ``exclude_categories``.
+
+    ``streaming``: match the detections a chunk of images at a time as they are read, keeping a few
+    bytes per detection (``ssd_eval.streaming``; same numbers). Each image's detections must then come
+    together, as the resume cache yields them. Backends that cannot stream score in one batch.
+    """
+    if streaming:
+        from ssd_eval.streaming import score_stream, streams
+
+        if streams(backend):
+            return score_stream(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth,
+                                backend=backend, exclude_categories=exclude_categories, source=source)
+        log.info("metrics.backend %s cannot stream: scoring every detection at once", backend)
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
     all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
     category_ids = averaged_category_ids(names, exclude_categories)
     results = checked_copies(detections, image_ids, all_category_ids, source)
     if not results:
-        message = f"{source}: no detections to score; every metric is 0"
-        log.warning(message)
-        zero_curve = [0.0] * 101
-        evaluated = set(image_ids)
-        with_truth = {a["category_id"] for a in prepared["annotations"] if a["image_id"] in evaluated}
-        return Scores(
-            stats=[0.0] * 12,
-            per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
-            pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
-            warnings=[message],
-            categories_averaged=[names[c] for c in category_ids],
-        )
+        return empty_scores(prepared, names, category_ids, image_ids, source)
     evaluator = _run_cocoeval(prepared, results, sorted(image_ids), category_ids, backend)
-    precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, maxDets]
+    return scores_from_evaluation(evaluator.stats, np.asarray(evaluator.eval["precision"]), names,
+                                  list(evaluator.params.catIds), source, averaged=category_ids)
+
+
+def empty_scores(prepared: dict[str, Any], names: dict[int, str], category_ids: Sequence[int],
+                 image_ids: Iterable[int], source: str) -> Scores:
+    """The Scores of no detections at all (pycocotools cannot load an empty result list): every
+    metric 0, a category's AP 0 where the evaluated images hold its ground truth, else -1."""
+    message = f"{source}: no detections to score; every metric is 0"
+    log.warning(message)
+    zero_curve = [0.0] * 101
+    evaluated = set(image_ids)
+    with_truth = {a["category_id"] for a in prepared["annotations"] if a["image_id"] in evaluated}
+    return Scores(
+        stats=[0.0] * 12,
+        per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
+        pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
+        warnings=[message],
+        categories_averaged=[names[c] for c in category_ids],
+    )
+
+
+def scores_from_evaluation(stats: Sequence[float], precision: np.ndarray, names: dict[int, str],
+                           category_ids: Sequence[int], source: str,
+                           averaged: Sequence[int] | None = None) -> Scores:
+    """Scores from COCOeval's 12 stats and its precision array [IoU, recall, category, area, maxDets]
+    over ``category_ids`` (the evaluator's catIds; ``averaged``, the categories the means run over,
+    defaults to them)."""
     warnings = []
-    if evaluator.stats[0] < 0:
+    if stats[0] < 0:
         warnings.append(f"{source}: the evaluated images have no ground truth boxes; pycocotools reports -1")
         log.warning(warnings[0])
+    averaged = category_ids if averaged is None else averaged
     return Scores(
-        stats=[float(s) for s in evaluator.stats[:12]],
-        per_category_ap=_per_category_ap(precision, list(evaluator.params.catIds), names),
+        stats=[float(s) for s in stats[:12]],
+        per_category_ap=_per_category_ap(precision, list(category_ids), names),
         pr_curves={
             "recall": _recall_points(),
             "iou50": _mean_curve(precision[0]),
             "iou75": _mean_curve(precision[5]),
         },
         warnings=warnings,
-        categories_averaged=[names[c] for c in category_ids],
+        categories_averaged=[names[c] for c in averaged],
     )
 
 

@@ -25,10 +25,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ssd_eval import cpu, data, fetch, model_info, postprocess, preprocess
+from ssd_eval import confidence, cpu, data, fetch, model_info, postprocess, preprocess
 from ssd_eval.cache import DetectionCache
-from ssd_eval.config import Config, hash_data
+from ssd_eval.config import Config, hash_data, run_name
 from ssd_eval.errors import UserError
+from ssd_eval.errors_breakdown import breakdown_for_run
 from ssd_eval.metrics import score_detections
 from ssd_eval.provenance import run_provenance
 from ssd_eval.results import EvalResult, prepare_out_dir, result_for, tidy_output_dir, write_detections, write_result
@@ -120,22 +121,33 @@ def _exit_with_parent(parent_pid: int) -> None:
 class ProgressLines:
     """Progress as an occasional plain line on stderr, for logs where a bar would be one endless line.
 
-    A line is printed every ``every_s`` seconds, and at the end when any was printed before:
-    short runs stay silent.
+    The first line comes early: once ``first_after_s`` seconds have passed or ``first_fraction``
+    of the images are done, whichever comes first (but not within ``min_first_s`` seconds of
+    the start); then a line every ``every_s`` seconds (``pipeline.progress_interval_s``), and
+    one at the end when any was printed before: a run of a few seconds stays silent.
     """
 
-    def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None):
+    def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None,
+                 first_after_s: float = 10.0, first_fraction: float = 0.05, min_first_s: float = 2.0):
         self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
+        self.first_after_s, self.first_fraction, self.min_first_s = first_after_s, first_fraction, min_first_s
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
         self.started = self.last_line = clock()
         self.printed = False
 
+    def _due(self, now: float) -> bool:
+        if self.printed:
+            return now - self.last_line >= self.every_s or self.done >= self.total
+        elapsed = now - self.started
+        early = elapsed >= min(self.first_after_s, self.every_s) or self.done >= self.first_fraction * self.total
+        return elapsed >= self.min_first_s and early
+
     def update(self, count: int) -> None:
         """Count ``count`` more finished images; print a line when one is due."""
         self.done += count
         now = self.clock()
-        if now - self.last_line >= self.every_s or (self.done >= self.total and self.printed):
+        if self._due(now):
             self.last_line, self.printed = now, True
             rate = self.done / max(now - self.started, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else float("inf")
@@ -193,21 +205,29 @@ def evaluate(
     False for none.
     """
     started = time.perf_counter()
+    if config.tracking.log and shard is None:
+        from ssd_eval.tracking import check_trackers
+
+        check_trackers(config.tracking)  # a missing MLflow / TensorBoard package: say so before any work
     switches = config.switches()
-    out_dir = prepare_out_dir(config.out_dir if shard is None else shard_dir(config.out_dir, shard))
+    out_dir = config.out_dir if shard is None else shard_dir(config.out_dir, shard)
+    prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
                                     sha256=config.model.sha256, download_missing=download,
                                     progress=progress is True, variant=config.variant if config.model.url else None)
     fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
                       download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
-                      progress=progress is True)
+                      progress=progress is True,
+                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
+                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
     if switches["resize_backend"] == "opencv":
         preprocess.import_opencv()  # fail before any work when OpenCV is missing
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
     image_ids = data.select_image_ids(
-        dataset, limit=config.dataset.limit,
+        dataset, limit=config.dataset.limit, subset=config.dataset.subset,
         skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
+    subset = confidence.subset_record(config, dataset)
     if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
     model_sha256 = fetch.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
@@ -222,30 +242,46 @@ def evaluate(
     detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, content_sha256,
                         session_config=session_config)
 
+    _warn_if_partial(config)
     cache_path = out_dir / "cache.jsonl"
     key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config)
-    with DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
-                        images={i: dataset.images[i].path for i in image_ids}) as cache:
+    with _RunFolder(out_dir) as folder, DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
+                                                      images={i: dataset.images[i].path for i in image_ids}) as cache:
+        folder.cache = cache
         tidy_output_dir(out_dir, discard_results=cache.started_afresh)  # before inference: no stale results
         resumed = sum(1 for i in image_ids if i in cache)
         todo = [dataset.images[i] for i in image_ids if i not in cache]
         if resumed:
             log.warning("resuming: %d of %d images already done in %s", resumed, len(image_ids), cache_path)
-        loop_started = time.perf_counter()
+        _say(progress, _start_line(config, len(todo), resumed, detector, out_dir))
         skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
-        loop_seconds = time.perf_counter() - loop_started
         evaluated = [i for i in image_ids if i in cache]
+        speed = _speed(cache, evaluated, [r.id for r in todo], skipped)
+        scoring_started = time.perf_counter()
+        if shard is None:
+            _say(progress, f"{config.variant}: scoring {cache.count(evaluated)} detections of {len(evaluated)} "
+                           f"images with {config.metrics.backend}")
         # Streamed from the cache file, for scoring and writing: no copy of every detection is kept.
         # Scoring comes first, so a failure there leaves the previous results untouched.
         scores = None if shard is not None else score_detections(
             dataset.gt, cache.detections(evaluated), evaluated, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-            backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path))
+            backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path),
+            streaming=config.metrics.streaming)  # streaming: matched a chunk of images at a time (ssd_eval.streaming)
+        if shard is None:
+            _say(progress, f"{config.variant}: scored in {time.perf_counter() - scoring_started:.2f} s")
+        # Bootstrap intervals (metrics.bootstrap) from the same detections: one more matching pass, then resampling.
+        intervals, bootstrap = (None, None) if shard is not None else confidence.run_bootstrap(
+            config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
                              detector, evaluated, skipped,
-                             detection_count, shard=shard, resumed=resumed, inferred=len(todo) - len(skipped),
-                             loop_seconds=loop_seconds)
+                             detection_count, shard=shard, resumed=resumed, inferred=speed["images"],
+                             loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
+                             inference_seconds=speed["inference_s"])
+    provenance["subset"] = subset
+    if bootstrap is not None:
+        provenance["bootstrap"] = bootstrap
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     if shard is not None:
         write_shard_manifest(out_dir, config, shard, evaluated, provenance)
@@ -253,8 +289,100 @@ def evaluate(
                  detection_count, out_dir)
         return None
     result = result_for(config, scores, provenance)
+    result.intervals = intervals
+    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, out_dir / "detections.json",
+                                               evaluated, switches)
     write_result(result, out_dir)
+    if config.tracking.log:
+        from ssd_eval.tracking import track
+
+        track(result, config.tracking)  # MLflow / TensorBoard; where it went lands in provenance.tracking
     return result
+
+
+progress_log = logging.getLogger("ssd_eval.progress")
+"""Start, scoring and end lines of a run (the CLI shows them on stderr, as plain lines)."""
+
+
+def _say(progress: bool | str, message: str) -> None:
+    """A progress line (``progress_log``), unless progress reports are off."""
+    if progress:
+        progress_log.info(message)
+
+
+def _warn_if_partial(config: Config) -> None:
+    """One line, like lm_eval's ``--limit`` warning, when the run is partial (``Config.partial_parts``) and
+    so goes to its own folder; in a folder named by ``--out`` / ``output.dir``, only for a limit."""
+    parts = config.partial_parts()
+    if not parts:
+        return
+    what = ", ".join(description for _, description in parts)
+    if "{run}" in config.output.dir:
+        canonical = Path(config.output.dir.replace("{run}", run_name(config.variant, config.protocol_label(),
+                                                                        config.subset_name)))
+        log.warning("partial run (%s): results go to %s/, not to %s/; a partial run is for testing, "
+                    "the table and the gate read only full runs", what, config.out_dir, canonical)
+    elif config.dataset.limit is not None:  # an explicit folder: only a limit (like lm_eval's) is worth a warning
+        log.warning("partial run (limit %d): its metrics are for testing, not the variant's result",
+                    config.dataset.limit)
+
+
+def _start_line(config: Config, todo: int, cached: int, detector: Detector, out_dir: Path) -> str:
+    runtime = config.runtime
+    return (f"{config.variant}: {todo} images to run, {cached} from the cache; "
+            f"{', '.join(detector.providers)}; threads intra {runtime.intra_op_threads} inter "
+            f"{runtime.inter_op_threads} (0: onnxruntime default); batch {runtime.batch_size}; "
+            f"decode workers {default_workers(config)} ({config.pipeline.mode}); protocol {config.protocol_label()}; "
+            f"writing to {out_dir}")
+
+
+def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
+           skipped: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The images, loop seconds and inference seconds images/s is computed from.
+
+    Images inferred in this run are timed by their cache lines (``_run_images``); when the
+    cache served every image, the times stored when they were inferred give the speed
+    (``from_cache``), so a rerun keeps it. Where nothing is timed (no image, or cache lines without
+    times), 0 images: no images/s.
+    """
+    skipped_ids = {s["image_id"] for s in skipped}
+    inferred = [i for i in todo if i not in skipped_ids]
+    timed = inferred or list(evaluated)
+    stored = cache.stored_seconds(timed) if timed else None
+    if stored is None or stored[0] <= 0:
+        return {"images": len(inferred), "loop_s": 0.0, "inference_s": None, "from_cache": False}
+    return {"images": len(timed), "loop_s": stored[0], "inference_s": stored[1] if not inferred else None,
+            "from_cache": not inferred}
+
+
+class _RunFolder:
+    """Creates a run's output folder on entry; when the block fails before any image was recorded
+    (``cache`` holds none), removes the cache file it began and every folder the entry created, so
+    a failed run leaves no empty result folder. A folder that existed before stays, with its files."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.cache: DetectionCache | None = None
+        self.created: list[Path] = []
+
+    def __enter__(self) -> "_RunFolder":
+        missing = self.out_dir
+        while not missing.exists() and missing != missing.parent:
+            self.created.append(missing)
+            missing = missing.parent
+        prepare_out_dir(self.out_dir)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None or (self.cache is not None and self.cache.offsets):
+            return
+        with contextlib.suppress(OSError):
+            if self.cache is not None and self.cache.started_afresh:  # a cache this run began, still empty
+                self.cache.path.unlink(missing_ok=True)
+            for folder in self.created:  # deepest first; only while empty
+                folder.rmdir()
+            if self.created:
+                log.info("removed %s: the run failed before evaluating any image", self.created[-1])
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
@@ -270,16 +398,22 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     pending: collections.deque[futures.Future] = collections.deque()
     post = config.postprocess
 
-    def finish(records: list[data.ImageRecord], raws) -> None:
-        for record, raw in zip(records, raws):
-            detections = postprocess.to_coco_results(
-                raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
-                categories=categories, max_detections=post.max_detections,
-                score_threshold=post.score_threshold, clip_boxes=post.clip_boxes)
-            cache.add(record.id, detections)
+    # Each image's share of the loop's wall time: the time since the previous batch was recorded,
+    # split over the batch (so the shares add up to the loop's time), kept in its cache line.
+    last_recorded = [time.perf_counter()]
+
+    def finish(records: list[data.ImageRecord], raws, inference_s: float) -> None:
+        batch = [postprocess.to_coco_results(
+            raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
+            categories=categories, max_detections=post.max_detections,
+            score_threshold=post.score_threshold, clip_boxes=post.clip_boxes) for record, raw in zip(records, raws)]
+        now = time.perf_counter()
+        loop_s, last_recorded[0] = (now - last_recorded[0]) / len(records), now
+        for record, detections in zip(records, batch):
+            cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records))
 
     if progress == "lines":
-        bar = ProgressLines(len(todo), config.variant)
+        bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
     else:
         bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
@@ -289,8 +423,10 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         def flush_batch() -> None:
             # A single image needs no copy into a new batch array: add the batch axis as a view.
             batch = batch_arrays[0][np.newaxis] if len(batch_arrays) == 1 else np.stack(batch_arrays)
+            inference_before = detector.inference_seconds
             raws = detector.run(batch)
-            pending.append(writer.submit(finish, list(batch_records), raws))
+            pending.append(writer.submit(finish, list(batch_records), raws,
+                                         detector.inference_seconds - inference_before))
             bar.update(len(batch_records))
             batch_records.clear()
             batch_arrays.clear()

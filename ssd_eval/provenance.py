@@ -12,13 +12,19 @@ from typing import Any
 from ssd_eval import data, model_info
 from ssd_eval.config import Config, hash_data
 from ssd_eval.runner import Detector
+from ssd_eval.streaming import streams
 
 
 def run_provenance(config: Config, model_path: Path, model_sha256: str, content_sha256: str,
                 int8: model_info.ModelInfo, int8_warning: str | None, dataset: data.CocoDataset,
                 detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
-                shard: tuple[int, int] | None, resumed: int, inferred: int, loop_seconds: float) -> dict[str, Any]:
-    """Everything needed to trust and reproduce a number (see docs/FORMATS.md)."""
+                shard: tuple[int, int] | None, resumed: int, inferred: int, loop_seconds: float,
+                speed_from_cache: bool = False, inference_seconds: float | None = None) -> dict[str, Any]:
+    """Everything needed to trust and reproduce a number (see docs/FORMATS.md).
+
+    images/s is ``inferred`` images over ``loop_seconds``; with ``speed_from_cache`` both (and
+    ``inference_seconds``) are the times the resume cache recorded when those images were inferred.
+    """
     return {
         "model": {"path": str(model_path), "sha256": model_sha256, "content_sha256": content_sha256,
                   "size": model_path.stat().st_size, "quantization": int8.quantization_format},
@@ -39,6 +45,10 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
         "skipped_images": skipped,
         "detections": detection_count,
         "limit": config.dataset.limit,
+        # What makes the run partial (Config.partial_parts; empty for a full run) and which of
+        # model.path, dataset.annotations and dataset.images differ from the config file's.
+        "partial": [part for part, _ in config.partial_parts()],
+        "overridden": list(config.overridden),
         "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
         "runtime": {
             "onnxruntime": package_version("onnxruntime"),
@@ -53,9 +63,13 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
         "harness_commit": harness_commit(),
         "host": host_info(),
         "metrics_backend": config.metrics.backend,
+        # Whether scoring streamed (ssd_eval.streaming); None for a shard, which is scored at merge.
+        "metrics_streaming": None if shard is not None else (config.metrics.streaming
+                                                             and streams(config.metrics.backend)),
         "resumed_images": resumed,
-        "inference_time_s": round(detector.inference_seconds, 3),
+        "inference_time_s": round(detector.inference_seconds if inference_seconds is None else inference_seconds, 3),
         "images_per_s": round(inferred / loop_seconds, 3) if inferred > 0 and loop_seconds > 0 else None,
+        "speed_from_cache": speed_from_cache,
         "date": now(),
     }
 

@@ -24,9 +24,13 @@ RESULT_FILES = ("metrics.json", "detections.json", "shard.json")
 """What a run (or a shard) leaves in its output folder, besides the resume cache."""
 
 
-@dataclass
+@dataclass(repr=False)
 class EvalResult:
-    """A finished evaluation: the scores plus everything needed to trust them."""
+    """A finished evaluation: the scores plus everything needed to trust them.
+
+    ``to_document`` writes the metrics.json document and ``from_document`` reads one back: one
+    reader and one writer of the format, both ways.
+    """
 
     variant: str
     protocol: str
@@ -38,6 +42,10 @@ class EvalResult:
     published_protocol: str | None = None
     source_map: float | None = None
     published_int8_path: str | None = None
+    # Bootstrap intervals of mAP, AP50, AP75 (Interval.as_dict() each), or None (metrics.bootstrap off).
+    intervals: dict[str, dict[str, Any]] | None = None
+    # TIDE-style error breakdown (ssd_eval.errors_breakdown), or None (metrics.error_breakdown off).
+    error_breakdown: dict[str, Any] | None = None
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -45,6 +53,38 @@ class EvalResult:
     def map(self) -> float:
         """COCO mAP @[.50:.95]."""
         return self.scores.stats[0]
+
+    def __repr__(self) -> str:
+        images = self.provenance.get("images") if isinstance(self.provenance, dict) else None
+        out_dir = None if self.out_dir is None else str(self.out_dir)
+        return (f"EvalResult(variant={self.variant!r}, protocol={self.protocol!r}, images={images}, "
+                f"mAP={float(self.map):.4f}, out_dir={out_dir!r})")
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], *, out_dir: str | Path | None = None) -> "EvalResult":
+        """The EvalResult a metrics.json document (``to_document``, or ``read_metrics_file``'s
+        dict) describes; ``out_dir`` (default: the folder of its ``_source``) and ``files`` are
+        where it lies."""
+        source = document.get("_source")
+        if out_dir is None and source:
+            out_dir = Path(source).parent
+        stats = document.get("stats")
+        if not isinstance(stats, list) or len(stats) != len(STAT_NAMES):
+            stats = [document.get(name, -1.0) for name in STAT_NAMES]  # older documents: the named stats
+        scores = Scores(stats=list(stats), per_category_ap=dict(document.get("per_category_ap") or {}),
+                        pr_curves=dict(document.get("pr_curves") or {}), warnings=list(document.get("warnings") or []),
+                        categories_averaged=list(document.get("categories_averaged") or []))
+        result = cls(variant=document["variant"], protocol=document["protocol"],
+                     protocol_switches=dict(document.get("protocol_switches") or {}), scores=scores,
+                     provenance=document.get("provenance") or {}, parent=document.get("parent"),
+                     published_map=document.get("published_map"),
+                     published_protocol=document.get("published_protocol"), source_map=document.get("source_map"),
+                     published_int8_path=document.get("published_int8_path"), intervals=document.get("intervals"),
+                     error_breakdown=document.get("error_breakdown"))
+        if out_dir is not None:
+            result.out_dir = Path(out_dir)
+            result.files = {name: result.out_dir / f"{name}.json" for name in ("metrics", "detections")}
+        return result
 
     def to_document(self) -> dict[str, Any]:
         """The metrics.json document (see docs/FORMATS.md)."""
@@ -65,6 +105,9 @@ class EvalResult:
         document["per_category_ap"] = self.scores.per_category_ap
         document["pr_curves"] = self.scores.pr_curves
         document["warnings"] = self.scores.warnings
+        document["intervals"] = self.intervals
+        if self.error_breakdown is not None:
+            document["error_breakdown"] = self.error_breakdown
         document["provenance"] = self.provenance
         return document
 
@@ -162,8 +205,18 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
     return count
 
 
-def prepare_out_dir(out_dir: Path) -> Path:
-    """Create the output directory, or say in one line why it cannot be."""
+def prepare_out_dir(out_dir: Path, *, create: bool = True) -> Path:
+    """Create the output directory, or say in one line why it cannot be; with ``create=False``
+    only check that it exists as a folder or could be created (before a run's slow steps)."""
+    if not create:
+        existing = Path(out_dir)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            raise UserError(f"{out_dir}: output directory is a file (or lies under one); choose another --out")
+        if existing.is_dir() and existing != Path(out_dir) and not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{out_dir}: cannot create the output directory: Permission denied")
+        return out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -236,6 +289,86 @@ def _format(value: Any, header: str) -> str:
     return "-" if value is None else str(value)
 
 
+# What each of the 12 stats is, as pycocotools' summarize() prints it: (AP/AR, IoU, area, maxDets).
+STAT_MEANINGS = {
+    "mAP": ("AP", "0.50:0.95", "all", 100), "AP50": ("AP", "0.50", "all", 100),
+    "AP75": ("AP", "0.75", "all", 100), "APs": ("AP", "0.50:0.95", "small", 100),
+    "APm": ("AP", "0.50:0.95", "medium", 100), "APl": ("AP", "0.50:0.95", "large", 100),
+    "AR1": ("AR", "0.50:0.95", "all", 1), "AR10": ("AR", "0.50:0.95", "all", 10),
+    "AR100": ("AR", "0.50:0.95", "all", 100), "ARs": ("AR", "0.50:0.95", "small", 100),
+    "ARm": ("AR", "0.50:0.95", "medium", 100), "ARl": ("AR", "0.50:0.95", "large", 100),
+}
+SUMMARY_TOP = 5
+"""Categories shown at each end of the summary's per-category AP table (``ssd-eval show --all``: every one)."""
+
+
+def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False) -> str:
+    """The terminal summary of one result, after ``eval`` / ``merge`` and by ``ssd-eval show``: what
+    was run (variant, protocol, images, speed, model, harness commit), the 12 COCO stats with
+    what each measures, and the per-category AP, best first (the ``top`` best and worst, or
+    every category with ``all_categories``)."""
+    provenance = result.provenance if isinstance(result.provenance, dict) else {}
+    model = provenance.get("model") or {}
+    speed = provenance.get("images_per_s")
+    speed_text = "images/s -" if speed is None else f"{speed:.2f} images/s"
+    if speed is not None and provenance.get("speed_from_cache"):
+        speed_text += " (from the cache: measured when these images were inferred)"
+    lines = [f"{result.variant}  protocol {result.protocol}  {provenance.get('images', '?')} images  "
+             f"{provenance.get('detections', '?')} detections  {speed_text}"]
+    if provenance.get("partial"):
+        lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
+    lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
+                 f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
+                 f"  date {provenance.get('date', '?')}")
+    intervals = result.intervals if isinstance(result.intervals, dict) else {}
+    rows = []
+    for name, value in result.scores.named().items():
+        kind, iou, area, max_dets = STAT_MEANINGS[name]
+        interval = intervals.get(name) or {}
+        bounds = (f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+                  if is_number(interval.get("low")) and is_number(interval.get("high")) else "")
+        rows.append([name, f"{value:.4f}", kind, iou, area, str(max_dets), bounds])
+    headers = ["stat", "value", "", "IoU", "area", "maxDets"]
+    if any(row[-1] for row in rows):
+        level = next((i.get("level") for i in intervals.values() if isinstance(i, dict) and i.get("level")), 0.95)
+        headers.append(f"{100 * level:g} % interval")
+    else:
+        rows = [row[:-1] for row in rows]
+    lines += ["", align_columns(headers, rows)]
+    if result.protocol.split("+")[0] == "inc":
+        lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
+    lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]
+    return "\n".join(lines)
+
+
+def _short_commit(provenance: dict[str, Any]) -> str:
+    """provenance.harness_commit as 12 hex digits (plus "+dirty"), or "?" where unknown."""
+    commit = provenance.get("harness_commit")
+    if not isinstance(commit, str) or not commit:
+        return "?"
+    head, dirty, _ = commit.partition("+")
+    return head[:12] + (f"+{_}" if dirty else "")
+
+
+def _category_table(per_category: dict[str, float], *, top: int, all_categories: bool) -> list[str]:
+    """Per-category AP lines, best first; categories without ground truth (AP -1) listed apart."""
+    scored = sorted(((name, ap) for name, ap in per_category.items() if ap >= 0), key=lambda item: (-item[1], item[0]))
+    absent = sorted(name for name, ap in per_category.items() if ap < 0)
+    ranked = [[str(rank), name, f"{ap:.4f}"] for rank, (name, ap) in enumerate(scored, start=1)]
+    if all_categories or len(ranked) <= 2 * top:
+        title = f"per-category AP, {len(ranked)} categories, best first:"
+        shown = ranked
+    else:
+        title = (f"per-category AP, the {top} best and {top} worst of {len(ranked)} categories "
+                 "(ssd-eval show METRICS.json --all: every one):")
+        shown = ranked[:top] + [["...", f"({len(ranked) - 2 * top} more)", ""]] + ranked[-top:]
+    lines = [title, align_columns(["rank", "category", "AP"], shown)] if shown else [title, "(none)"]
+    if absent:
+        names = absent if all_categories or len(absent) <= 2 * top else absent[:top] + ["..."]
+        lines.append(f"no ground truth in these images: {len(absent)} categories ({', '.join(names)})")
+    return lines
+
+
 # --------------------------------------------------------------------------- reading metrics.json
 
 _REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
@@ -266,6 +399,7 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("provenance.runtime.batch_size", "int"),
     ("provenance.resumed_images", "int"),
     ("provenance.limit", "int"),
+    ("provenance.subset.name", "str"),
 )
 
 def read_metrics_file(path: Path) -> dict:
@@ -303,8 +437,9 @@ def read_metrics_file(path: Path) -> dict:
     return data
 
 
-def load_results(results_dir: Path) -> list[dict]:
-    """Read every `results_dir/*/metrics.json`, sorted by path.
+def load_results(results_dir: Path, *, include_partial: bool = False) -> list[dict]:
+    """Read every `results_dir/*/metrics.json`, sorted by path, except partial runs (`is_partial`)
+    outside their variant's canonical folder (e.g. `results/sample@limit3/`) unless `include_partial`.
 
     Each dict is the file's content plus `_source` (its path). A malformed file
     raises UserError naming it. A missing directory gives an empty list.
@@ -312,7 +447,32 @@ def load_results(results_dir: Path) -> list[dict]:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
-    return [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+    results = [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+    partial = [r for r in results if is_partial(r) and Path(r["_source"]).parent.name
+               != run_name(r["variant"], r["protocol"], result_subset(r))]
+    if partial and not include_partial:
+        log.info("leaving out %d partial runs (not the variants' results): %s", len(partial),
+                 ", ".join(r["_source"] for r in partial))
+        results = [r for r in results if all(r is not p for p in partial)]
+    return results
+
+
+def is_partial(result: dict) -> bool:
+    """Whether a result (metrics.json dict) is of a partial run (`provenance.partial`: a `--limit`,
+    another model, annotation file or image folder than its config file's): the table, the gate
+    and `baseline --update` never take it for the variant's result."""
+    return bool((result.get("provenance") or {}).get("partial"))
+
+
+def result_subset(result: dict) -> str | None:
+    """The name of the image subset a result was evaluated on (`provenance.subset.name`), None for the full set."""
+    subset = (result.get("provenance") or {}).get("subset")
+    return subset.get("name") if isinstance(subset, dict) else None
+
+
+def describe_image_set(subset: str | None) -> str:
+    """`subset ci-500` or `full set`: how messages name an image set."""
+    return "full set" if subset is None else f"subset {subset}"
 
 
 class ResultIndex:
@@ -329,8 +489,9 @@ class ResultIndex:
                 self.entries[path] = exc  # raised only when this file is the one asked for
 
     def results(self) -> list[dict]:
-        """The readable results, in path order."""
-        return [e for e in self.entries.values() if isinstance(e, dict)]
+        """The readable results of full runs (not `is_partial`), in path order: `find` takes a partial
+        run only from the canonical folder, where only an explicit `--out` can put it."""
+        return [e for e in self.entries.values() if isinstance(e, dict) and not is_partial(e)]
 
     def errors(self) -> list[UserError]:
         """The unreadable or malformed files, in path order."""
@@ -340,8 +501,9 @@ class ResultIndex:
         """The protocols `variant` has results under, in order of first appearance."""
         return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
 
-    def find(self, variant: str, protocol: str, role: str) -> tuple[dict, str | None]:
-        """The result of `variant` under `protocol`, plus a note when it is not in its canonical folder.
+    def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
+        """The result of `variant` under `protocol` (on image subset `subset`, None: the full set), plus a
+        note when it is not in its canonical folder.
 
         The canonical folder (`config.run_name`) wins whenever it has a metrics.json: its
         content is returned as it is (the caller checks its protocol) unless it is malformed
@@ -350,7 +512,7 @@ class ResultIndex:
         them, none an error naming the missing file. `role` (e.g. "baselined variant
         ssd-12") says in errors what the result was wanted for.
         """
-        path = self.results_dir / run_name(variant, protocol) / "metrics.json"
+        path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
         entry = self.entries.get(path)
         if isinstance(entry, UserError):
             raise entry
@@ -359,7 +521,8 @@ class ResultIndex:
                 raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} "
                                 f"({role})")
             return entry, None
-        others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol]
+        others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol
+                  and result_subset(r) == subset]
         if len(others) > 1:
             raise UserError(f"{path}: missing, and {len(others)} other results of {variant} under "
                             f"protocol {protocol} exist: {', '.join(r['_source'] for r in others)}; "
@@ -368,4 +531,5 @@ class ResultIndex:
             return others[0], (f"note: {variant} (protocol {protocol}): {path.parent}/ missing; "
                                f"using {others[0]['_source']}")
         hint = f"make eval MODEL={variant}" + ("" if protocol == "coco" else f" PROTOCOL={protocol}")
+        hint += "" if subset is None else f" ARGS='--subset {subset}'"
         raise UserError(f"{path}: missing ({role}, protocol {protocol}); run `{hint}` first")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,7 +54,7 @@ def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]
     session config entries included; not paths, threads or outputs)."""
     settings = config.to_dict()
     runtime = settings.pop("runtime")
-    for volatile in ("output", "pipeline", "metrics"):
+    for volatile in ("output", "pipeline", "metrics", "tracking"):
         settings.pop(volatile)
     # What changes detections, as in the resume cache key: not threads, batch size or caches.
     settings["runtime"] = {"graph_optimization": runtime["graph_optimization"],
@@ -60,7 +62,8 @@ def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]
                            "providers": provenance["runtime"]["providers"]}
     for key in ("path", "url", "size", "sha256"):  # the model's bytes are pinned by its sha256
         settings["model"].pop(key)
-    for key in ("annotations", "images", "annotations_url", "images_url", "downloads_dir"):
+    for key in ("annotations", "images", "annotations_url", "images_url", "downloads_dir", "annotations_zip_size",
+                "annotations_zip_sha256", "images_zip_size", "images_zip_sha256"):
         settings["dataset"].pop(key)
     settings["switches"] = config.switches()
     return {
@@ -124,8 +127,12 @@ def _is_shard_manifest(manifest: Any) -> bool:
                     for k in ("resumed_images", "inference_time_s", "wall_time_s")))
 
 
-def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> EvalResult:
-    """Score shard outputs together after checking they cover the image set exactly once."""
+def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
+                 launch: dict[str, Any] | None = None) -> EvalResult:
+    """Score shard outputs together after checking they cover the image set exactly once.
+
+    ``launch``: provenance entries of shards run side by side by ``eval --jobs`` (ssd_eval.launcher:
+    parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
     shards = [(Path(d), *read_shard(Path(d))) for d in shard_dirs]
@@ -155,11 +162,12 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     provenance = first["provenance"]
     config_data = provenance["config"]
     config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
+    config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
     dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
     if dataset.sha256 != first["identity"]["annotations_sha256"]:
         raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
     switches = config.switches()
-    expected = data.select_image_ids(dataset, limit=config.dataset.limit,
+    expected = data.select_image_ids(dataset, limit=config.dataset.limit, subset=config.dataset.subset,
                                      skip_images_without_annotations=switches["skip_images_without_annotations"])
     skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
     covered = set(seen) | {s["image_id"] for s in skipped}
@@ -173,10 +181,18 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         for det in shard_detections:
             by_image[det["image_id"]].append(det)
     detections = [d for i in image_ids for d in by_image[i]]
+    progress_log = logging.getLogger("ssd_eval.progress")
+    progress_log.info("%s: scoring %d detections of %d images with %s", config.variant, len(detections),
+                      len(image_ids), config.metrics.backend)
+    scoring_started = time.perf_counter()
     scores = score_detections(dataset.gt, detections, image_ids,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
                               backend=config.metrics.backend, exclude_categories=switches["exclude_categories"],
                               source="merged shards")
+    progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
+    from ssd_eval.confidence import run_bootstrap
+
+    intervals, bootstrap = run_bootstrap(config, dataset.gt, detections, image_ids, source="merged shards")
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
@@ -188,10 +204,18 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
         "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
         "images_per_s": None,  # shards ran in parallel or apart: no meaningful single rate
+        "speed_from_cache": False,
         "merged_from": [str(d) for d, _, _ in shards],
+        "bootstrap": bootstrap,
         "date": now(),
     })
+    merged.update(launch or {})
     result = result_for(config, scores, merged)
+    result.intervals = intervals
+    from ssd_eval.errors_breakdown import breakdown_for_run
+
+    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, detections, image_ids,
+                                               switches)
     out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
     write_detections(out_dir / "detections.json", detections)
     write_result(result, out_dir)

@@ -19,9 +19,10 @@ from ssd_eval.compare import (
     short_provider_names,
     speed_mismatch,
 )
+from ssd_eval.confidence import ResultMatches, comparison_settings, paired_drop, result_interval
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.results import align_columns, atomic_write_text, load_results
+from ssd_eval.results import align_columns, atomic_write_text, load_results, result_subset
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,18 @@ COLUMNS = (
     ("variant", "variant"),
     ("protocol", "protocol"),
     ("images", "images"),
+    ("subset", "subset"),
     ("map", "mAP"),
+    ("map_ci", "mAP ± ci"),
     ("published_map", "published mAP"),
     ("delta", "delta"),
     ("drop_pct", "drop %"),
+    ("drop_ci", "drop ± ci"),
+    ("ap50", "AP50"),
+    ("ap75", "AP75"),
+    ("aps", "APs"),
+    ("apm", "APm"),
+    ("apl", "APl"),
     ("images_per_s", "images/s"),
     ("speedup", "speedup"),
     ("provider", "provider"),
@@ -45,7 +54,23 @@ COLUMNS = (
 )
 """(row key, display header) for every table column, in order."""
 
-REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png")
+TERMINAL_LEFT_OUT = ("aps", "apm", "apl")
+"""Columns TABLE.md and table.csv hold but the terminal view leaves out (its width)."""
+
+CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
+               "apm", "apl", "images_per_s", "speedup")
+"""table.csv columns that hold only a number or nothing (speedup without its "x"; a "± ci" column
+the interval's half width)."""
+
+CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_note", "drop_ci": "drop_ci_note",
+             "apl": "area_note", "images_per_s": "images_per_s_note", "speedup": "speedup_note"}
+"""The note column table.csv adds after a numeric column: why the number is missing (``n/a: ...``) or
+what qualifies it. ``area_note`` (after apl) is for APs, APm and APl together."""
+
+AREA_NOT_COMPARABLE = "n/a: inc computes areas from normalized boxes"
+"""Why APs/APm/APl are left out under the inc protocol."""
+
+REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "errors_*.png")
 """Pictures written by `ssd-eval report` that TABLE.md links when present."""
 
 
@@ -64,6 +89,9 @@ def _delta_cell(result: dict) -> str:
         return "n/a: published protocol unknown"
     if result["protocol"] != protocol:
         return f"n/a: published under {protocol} protocol, full set"
+    subset = result_subset(result)
+    if subset is not None:
+        return f"n/a: subset {subset}; published over the full set"
     limit = provenance_value(result, "limit")
     if limit is not None:
         return f"n/a: limited run (--limit {limit}); published over the full set"
@@ -106,6 +134,54 @@ def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
     return f"{provenance_value(result, 'images_per_s') / parent_speed:.2f}x"
 
 
+def _level_suffix(level: float) -> str:
+    return "" if abs(level - 0.95) < 1e-12 else f" ({level * 100:g}%)"
+
+
+def _map_ci_cell(result: dict) -> str:
+    """mAP ± half the width of the run's own bootstrap interval (metrics.json ``intervals``)."""
+    interval = result_interval(result, "mAP")
+    if interval is None:
+        record = provenance_value(result, "bootstrap")
+        return "n/a: bootstrap off" if isinstance(record, dict) else "n/a: no intervals"
+    return f"{result['mAP']:.4f} ± {interval.half_width:.4f}{_level_suffix(interval.level)}"
+
+
+def _drop_ci_cell(result: dict, parent: dict | None, reason: str | None, matcher: ResultMatches) -> str:
+    """The drop % ± half the width of its paired bootstrap interval (both runs' detections on the same
+    resampled images); computed only when both runs have intervals (both small enough for the bootstrap)."""
+    if not result.get("parent"):
+        return ""
+    if parent is None:
+        return reason or "n/a"
+    if result_interval(result, "mAP") is None or result_interval(parent, "mAP") is None:
+        return "n/a: a run without bootstrap"
+    if "_source" not in result or "_source" not in parent:
+        return "n/a: no detections.json"
+    replicates, seed = comparison_settings(result)
+    try:
+        drop = paired_drop(matcher.matches(result), matcher.matches(parent), replicates=replicates, seed=seed)
+    except UserError as exc:
+        log.warning("drop ± ci of %s: %s", result["_source"], exc)
+        return f"n/a: {exc}"
+    return f"{drop.estimate:.2f} ± {drop.half_width:.2f}{_level_suffix(drop.level)}"
+
+
+def _ap_cells(result: dict) -> dict[str, str]:
+    """AP50 and AP75, and APs/APm/APl where the protocol makes them comparable: not under inc, whose
+    areas come from normalized boxes ("n/a"; the reason in ``area_note``, for table.csv)."""
+    cells = {key: _stat_text(result.get(name)) for key, name in (("ap50", "AP50"), ("ap75", "AP75"))}
+    inc = str(result["protocol"]).split("+")[0] == "inc"
+    for key, name in (("aps", "APs"), ("apm", "APm"), ("apl", "APl")):
+        cells[key] = "n/a" if inc else _stat_text(result.get(name))
+    cells["area_note"] = AREA_NOT_COMPARABLE if inc else ""
+    return cells
+
+
+def _stat_text(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
 def build_rows(results: list[dict]) -> list[dict]:
     """One display row (all cells strings) per result, keyed by the COLUMNS keys.
 
@@ -114,9 +190,11 @@ def build_rows(results: list[dict]) -> list[dict]:
     Drop % and speedup are filled only for quantized variants (those with a
     `parent`) against a like-with-like parent result (see accuracy_mismatch and
     speed_mismatch); otherwise the cell says why it is blank (`n/a: ...`).
-    fp32 rows leave both cells empty.
+    fp32 rows leave both cells empty. mAP ± ci is the run's own bootstrap interval (metrics.json
+    ``intervals``); drop ± ci the paired interval of the drop, from both runs' detections.json.
     """
     rows = []
+    matcher = ResultMatches()
     for result in results:
         parent, reason = find_parent_result(result, results)
         published = result.get("published_map")
@@ -125,11 +203,16 @@ def build_rows(results: list[dict]) -> list[dict]:
             "variant": result["variant"],
             "protocol": result["protocol"],
             "images": str(provenance_value(result, "images")),
+            "subset": result_subset(result) or "",
             "map": f"{result['mAP']:.4f}",
+            "map_ci": _map_ci_cell(result),
             "published_map": "" if published is None else f"{published:.4f}",
             "delta": _delta_cell(result),
             "drop_pct": _drop_cell(result, parent, reason),
-            "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}",
+            "drop_ci": _drop_ci_cell(result, parent, reason, matcher),
+            **_ap_cells(result),
+            "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}"
+                            + (" (cached)" if provenance_value(result, "speed_from_cache") else ""),
             "speedup": _speedup_cell(result, parent, reason),
             "provider": short_provider_names(provenance_value(result, "runtime.providers", [])),
             "int8_path": int8_path(result),
@@ -164,19 +247,57 @@ def render_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def csv_columns() -> list[str]:
+    """table.csv's header: the COLUMNS keys, each numeric one followed by its note column (CSV_NOTES)."""
+    columns = []
+    for key, _ in COLUMNS:
+        columns.append(key)
+        if key in CSV_NOTES:
+            columns.append(CSV_NOTES[key])
+    return columns
+
+
+_CELL = re.compile(r"(?P<number>[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?:%|x)?(?: ± (?P<half>\d+(?:\.\d+)?))?"
+                   r"(?: \((?P<note>.*)\))?")
+
+
+def _split_cell(key: str, cell: str) -> tuple[str, str]:
+    """A numeric column's display cell as (number or "", note): ``0.98x`` -> 0.98; ``+0.0012 (int8 on
+    ...)`` -> +0.0012 and the note; ``0.5316 ± 0.0100`` -> 0.0100 (the half width); ``n/a: ...`` -> the note."""
+    match = _CELL.fullmatch(cell)
+    if match is None:
+        return "", cell
+    number = match["half"] if key.endswith("_ci") and match["half"] else match["number"]
+    return number, match["note"] or ""
+
+
 def render_csv(rows: list[dict]) -> str:
-    """The rows as CSV with a header line of row keys (variant, protocol, ..., model_sha256)."""
+    """The rows as CSV under a header of row keys (csv_columns): numeric columns (CSV_NUMERIC) hold
+    a number or nothing, and the reason a number is missing or what qualifies it goes to its note
+    column, so a CSV reader gets numeric columns."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([key for key, _ in COLUMNS])
+    writer.writerow(csv_columns())
     for row in rows:
-        writer.writerow([_csv_safe(cell) for cell in _cells(row)])
+        record = {}
+        for key, cell in zip((key for key, _ in COLUMNS), _cells(row)):
+            note = ""
+            if key in CSV_NUMERIC:
+                cell, note = _split_cell(key, cell)
+            if key == "apl":  # one note for the three area columns
+                note = " ".join(str(row.get("area_note", "")).split())
+            record[key] = cell
+            if key in CSV_NOTES:
+                record[CSV_NOTES[key]] = record.get(CSV_NOTES[key]) or note
+        writer.writerow([_csv_safe(record.get(column, "")) for column in csv_columns()])
     return buffer.getvalue()
 
 
 def render_terminal(rows: list[dict]) -> str:
-    """The rows as aligned plain text, one line per row under a header line."""
-    return align_columns([header for _, header in COLUMNS], [_cells(row) for row in rows]) + "\n"
+    """The rows as aligned plain text, one line per row under a header line (without TERMINAL_LEFT_OUT)."""
+    shown = [i for i, (key, _) in enumerate(COLUMNS) if key not in TERMINAL_LEFT_OUT]
+    return align_columns([COLUMNS[i][1] for i in shown],
+                         [[cells[i] for i in shown] for cells in (_cells(row) for row in rows)]) + "\n"
 
 
 def _report_images(results_dir: Path) -> list[str]:
@@ -205,11 +326,24 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   onnxruntime's int8 kernels differ between classes (README: Quantized models on different CPUs).
 - **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
   parent measured under the same protocol, image set and annotations.
+- **subset**: the named image subset (`subsets/<name>.json`) a run evaluated; blank for every image.
+  Runs on different image sets are never compared.
+- **mAP ± ci**: half the width of the run's 95 % bootstrap interval over its images
+  (`metrics.bootstrap`); it measures how much the mAP moves with the choice of images, not how far a
+  subset's mAP lies from the full set's (on a subset it is biased upward: README, "CI on a budget").
+- **drop ± ci**: the drop % and half the width of its paired 95 % bootstrap interval (parent and
+  quantized run scored on the same resampled images), when both runs have intervals.
+- **AP50**, **AP75**: AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small, medium
+  and large objects, "n/a" under the `inc` protocol: INC computes areas from normalized boxes,
+  so its APs/APm/APl are not comparable with anyone's.
 - **speedup**: images/s over the parent's images/s, only when additionally provider list,
   host cpu/cores, thread settings and batch size match.
-- A blank comparison reads `n/a: <reason>`.
+- A blank comparison reads `n/a: <reason>`. In table.csv numeric columns hold only numbers (or
+  nothing) and the reasons go to the `*_note` columns beside them (docs/FORMATS.md).
 - **images/s**: images run through the model / time of the image loop (decode, preprocess,
-  inference, postprocess; not model loading or scoring); **model sha256**: first 12 hex digits.
+  inference, postprocess; not model loading or scoring); "(cached)": every image came from the
+  resume cache, and the speed is the one measured when they were inferred (per-image times kept
+  in the cache); **model sha256**: first 12 hex digits.
 """
 
 

@@ -236,17 +236,27 @@ def test_scoring_backends_agree_on_a_small_case():
 def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
     throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=synthetic.CHEAP_DETECTOR)
     assert throughput["ratio"] == pytest.approx(throughput["harness_images_per_s"] / throughput["bare_images_per_s"])
-    memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4))
-    assert set(memory["modes"]) == {"pipeline", *bench.installed_backends()}
+    memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4), quick=True)
+    assert list(memory["modes"]) == ["pipeline", "pycocotools", "pycocotools streaming", "pycocotools @200",
+                                     "pycocotools streaming @200"]
     pipeline = memory["modes"]["pipeline"]
     assert memory["growth"] == pytest.approx(pipeline["peak_rss_mb"][1] / pipeline["peak_rss_mb"][0] - 1)
     assert [run["images"] for run in pipeline["runs"]] == [2, 4]
-    scoring = bench.bench_scoring(images=20, detections_per_image=10)
+    dense = memory["modes"]["pycocotools streaming @200"]
+    assert [run["detections"] for run in dense["runs"]] == [2 * 200, 4 * 200]  # max_detections: all
+    assert dense["streaming"] and dense["target"] == 0.20 and memory["modes"]["pycocotools"]["target"] is None
+    assert memory["streaming_pass"] == all(m["pass"] for m in memory["modes"].values() if m["streaming"])
+    if dense["scoring_phase_peak_mb"] is not None:  # each phase's peak, measured apart (Linux)
+        phases = zip(dense["pipeline_phase_peak_mb"], dense["scoring_phase_peak_mb"])
+        assert all(whole >= max(phase) for whole, phase in zip(dense["peak_rss_mb"], phases))
+    scoring = bench.bench_scoring(images=20, detections_per_image=(10, 20))
     assert scoring["agree"] and scoring["detections"] == 200
+    assert [size["detections"] for size in scoring["sizes"]] == [200, 400]
     out = capsys.readouterr().out
-    assert "ratio" in out and "pipeline growth" in out
+    assert "ratio" in out and "pipeline growth" in out and "streaming" in out
     assert all(name in out for name in bench.installed_backends())
-    assert set(scoring["seconds"]) == set(bench.installed_backends())
+    labels = [label for label, _, _ in bench.scorers()]
+    assert set(scoring["seconds"]) == set(labels) >= {*bench.installed_backends(), "pycocotools streaming"}
 
 
 def test_no_speedup_between_different_thread_settings(tmp_path, capsys):
@@ -302,3 +312,31 @@ def test_a_fifth_variant_is_one_config_file(tmp_path):
     assert [c.variant for c in pair] == ["sample", "sample-fp16"]
     with pytest.raises(UserError, match="unknown variant 'nope'"):
         bench.configs_for_bench("nope", configs_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- issue 11: what each figure means
+
+
+def test_a_ratio_measured_under_other_load_says_it_is_unreliable():
+    assert bench.unreliable_reason(0.1, 0.25) is None and bench.unreliable_reason(None, None) is None
+    assert bench.unreliable_reason(0.52, 0.1) == "unreliable: other processes used 0.52 cores during the bare loop"
+    assert bench.unreliable_reason(1.0, 0.98) == ("unreliable: other processes used 1.00 cores during the bare loop "
+                                                  "and 0.98 cores during the harness run")
+
+
+def test_memory_figures_say_what_they_measure(tmp_path, monkeypatch, capsys):
+    """Issue 11: a pipeline-memory MISS was labelled as scoring memory."""
+    def fake_probe(config, *, score=True):  # the pipeline grows 15 % (a MISS); whole runs 5 %
+        small = config.dataset.limit == 2
+        base = 200_000 if small else (230_000 if not score else 210_000)
+        return {"maxrss_kb": base, "maxrss_before_kb": 1, "images": config.dataset.limit, "detections": 0}
+
+    monkeypatch.setattr(bench, "measure_peak_rss", fake_probe)
+    memory = bench.bench_memory(tmp_path, sizes=(2, 4), spec=synthetic.CHEAP_DETECTOR, quick=True)
+    out = capsys.readouterr().out
+    for mode in memory["modes"].values():
+        expected = ("image pipeline peak RSS" if mode["backend"] is None else "whole run incl. scoring")
+        assert mode["measures"].startswith(expected)
+    [verdict] = [line for line in out.splitlines() if "target < 10 %: MISS" in line and "growth 15.0 %" in line]
+    assert verdict.strip().startswith("image pipeline peak RSS (no scoring): pipeline growth 15.0 %")
+    assert "scoring memory" not in out

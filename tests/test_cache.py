@@ -290,3 +290,36 @@ def test_disk_full_names_the_cache(path, monkeypatch):
         with pytest.raises(UserError, match=f"{path}: cannot write the resume cache: No space left on device"):
             cache.add(1, DET_1)
         assert 1 not in cache
+
+
+# ---------------------------------------------------------------- issue 11: the speed measured at inference
+
+
+def test_timing_is_kept_per_image_and_summed_in_the_order_given(path):
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1, loop_s=0.25, inference_s=0.2)
+        cache.add(2, DET_2, loop_s=0.5000004, inference_s=0.125)
+    entries = [json.loads(line) for line in lines(path)[1:]]
+    assert [(e["loop_s"], e["inference_s"]) for e in entries] == [(0.25, 0.2), (0.5, 0.125)]  # rounded to 1 us
+    with DetectionCache(path, KEY) as cache:
+        assert cache.stored_seconds([1, 2]) == (0.75, 0.325)
+        assert cache.count([1, 2]) == 3 and cache.count([2]) == 2
+        cache.add(3, DET_3)  # no timing: the speed of a run including it cannot come from the cache
+        assert cache.stored_seconds([1, 2, 3]) is None and cache.stored_seconds([]) is None
+
+
+def test_lines_of_an_older_cache_without_timing_stay_readable(path):
+    filled(path)  # written without timing, as before issue 11
+    with DetectionCache(path, KEY) as cache:
+        assert list(cache.detections([1, 2])) == DET_1 + DET_2
+        assert cache.stored_seconds([1, 2]) is None
+
+
+@pytest.mark.parametrize("timing", ['"loop_s": -1, "inference_s": 0', '"loop_s": "fast", "inference_s": 0',
+                                    '"loop_s": NaN, "inference_s": 0'])
+def test_a_malformed_timing_is_a_corrupt_line(path, timing):
+    filled(path)
+    text = path.read_text().replace('{"image_id": 2, ', '{"image_id": 2, ' + timing + ", ", 1)  # the line's own
+    path.write_text(text)
+    with pytest.raises(UserError, match="line 3 is corrupt"):
+        DetectionCache(path, KEY)

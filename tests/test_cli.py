@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ssd_eval.cli import main
+from ssd_eval.metrics import STAT_NAMES
 
 from conftest import run_cli
 from faults import full_disk
@@ -36,7 +42,10 @@ def small_set(tmp_path):
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str, out: Path | None = None) -> None:
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    # Progress lines ("tiny: 2 images to run, ...") and a partial run's warning may come first (both once
+    # the inputs are checked); the failure itself is one line.
+    lines = [line for line in result.stderr.strip().splitlines()
+             if line.startswith("ssd-eval:") and not line.startswith("ssd-eval: WARNING: partial run (")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ssd-eval: error: ")
     assert "Traceback" not in result.stderr
@@ -205,3 +214,163 @@ def test_disk_full_names_the_file(small_set, capsys, monkeypatch):
     line = eval_in_process(small_set, capsys)
     assert f"{small_set['out'] / 'detections.json'}: cannot write: No space left on device" in line
     assert not list(small_set["out"].glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- issue 11: partial runs, failed runs, summaries
+
+def sample_config_into(tmp_path: Path, variant: str = "sample") -> Path:
+    """A config extending configs/<variant>.yaml that writes to tmp_path/results/{run} (as `make eval` would
+    write to results/{run}); the sample's data paths stay relative to the repository (run_cli's cwd)."""
+    config = tmp_path / f"{variant}.yaml"
+    parent = REPO / "configs" / f"{variant}.yaml"
+    config.write_text(f"extends: {parent}\noutput:\n  dir: {tmp_path / 'results'}/{{run}}\n")
+    return config
+
+
+def test_limit_and_model_runs_never_replace_the_full_result(tmp_path):
+    """Issue 11: `eval --limit 3` overwrote results/sample/ (the 8-image result) and broke the table and gate."""
+    config, results = sample_config_into(tmp_path), tmp_path / "results"
+    full = run_cli("eval", "--config", str(config))
+    assert full.returncode == 0, full.stderr
+    canonical = (results / "sample" / "metrics.json").read_bytes()
+
+    limited = run_cli("eval", "--config", str(config), "--limit", "3")
+    assert limited.returncode == 0, limited.stderr
+    [warning] = [line for line in limited.stderr.splitlines() if "partial run" in line]
+    assert warning.startswith("ssd-eval: WARNING: partial run (limit 3): results go to ")
+    assert f"{results / 'sample@limit3'}/" in warning and f"not to {results / 'sample'}/" in warning
+    assert (results / "sample" / "metrics.json").read_bytes() == canonical
+    partial = json.loads((results / "sample@limit3" / "metrics.json").read_text())
+    assert partial["provenance"]["images"] == 3 and partial["provenance"]["partial"] == ["limit3"]
+
+    other_model = REPO / "data" / "sample" / "models" / "sample-int8.onnx"
+    swapped = run_cli("eval", "--config", str(config), "--model", str(other_model))
+    assert swapped.returncode == 0, swapped.stderr
+    folder = results / f"sample@model-{hashlib.sha256(other_model.read_bytes()).hexdigest()[:12]}"
+    assert json.loads((folder / "metrics.json").read_text())["provenance"]["model"]["path"] == str(other_model)
+    assert (results / "sample" / "metrics.json").read_bytes() == canonical
+
+    # --out still wins, and the same model named another way is no override.
+    mine = run_cli("eval", "--config", str(config), "--limit", "2", "--out", str(tmp_path / "mine"),
+                   "--model", "./data/sample/models/sample.onnx")
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads((tmp_path / "mine" / "metrics.json").read_text())["provenance"]["partial"] == ["limit2"]
+    assert sorted(p.name for p in results.iterdir()) == ["sample", "sample@limit3", folder.name]
+
+    # The table and the gate read the full run only.
+    table = run_cli("table", "--results", str(results))
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.DictReader(io.StringIO((results / "table.csv").read_text())))
+    assert [(r["variant"], r["images"]) for r in rows] == [("sample", "8")]
+    gate = run_cli("gate", "--results", str(results), "--variant", "sample")
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def test_a_failed_run_leaves_no_empty_results_folder(tmp_path):
+    """Issue 11: `make eval MODEL=ssd-12` offline left an empty results/ssd-12/ behind."""
+    offline = run_cli("eval", "--config", str(REPO / "configs" / "ssd-12.yaml"), cwd=tmp_path)
+    assert offline.returncode == 2 and "make models" in offline.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_run_failing_at_its_first_image_removes_the_folder_it_made(small_set):
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    failed = run_cli("eval", "--config", str(small_set["config"]), "--model", str(model))
+    assert_clean_failure(failed, "holds NaN or Inf")
+    assert not small_set["out"].exists()
+
+
+def test_a_failed_run_keeps_a_folder_that_was_there_and_finished_images(small_set):
+    small_set["out"].mkdir()
+    (small_set["out"] / "notes.txt").write_text("mine")
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    assert run_cli("eval", "--config", str(small_set["config"]), "--model", str(model)).returncode == 2
+    assert sorted(p.name for p in small_set["out"].iterdir()) == ["notes.txt"]  # the header-only cache went
+    shutil.rmtree(small_set["out"])
+    image = small_set["images"] / "000000000002.jpg"
+    image.write_bytes(image.read_bytes()[:100])  # image 1 is inferred, then image 2 fails: resume keeps image 1
+    assert run_cli("eval", "--config", str(small_set["config"])).returncode == 2
+    lines = (small_set["out"] / "cache.jsonl").read_text().splitlines()
+    assert [json.loads(line)["image_id"] for line in lines[1:]] == [1]
+
+
+def stat_lines(text: str) -> dict[str, float]:
+    """The summary's stat table: {name: value} from lines like 'mAP    0.5316  AP  0.50:0.95  all  100'."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in STAT_NAMES and parts[0] not in found:
+            found[parts[0]] = float(parts[1])
+    return found
+
+
+def category_lines(text: str) -> list[tuple[str, float]]:
+    """The summary's per-category table: [(name, AP)] from lines like '1     fire hydrant  0.4545'."""
+    rows = [re.fullmatch(r"(\d+)\s+(\S.*?)\s+(\d\.\d{4})", line) for line in text.splitlines()]
+    return [(row[2], float(row[3])) for row in rows if row]
+
+
+def test_eval_summary_shows_the_12_stats_and_per_category_ap_of_metrics_json(small_set):
+    run = run_cli("eval", "--config", str(small_set["config"]))
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((small_set["out"] / "metrics.json").read_text())
+    assert stat_lines(run.stdout) == {name: round(metrics[name], 4) for name in STAT_NAMES}
+    ranked = [(name, round(ap, 4)) for name, ap in sorted(metrics["per_category_ap"].items(),
+                                                          key=lambda item: (-item[1], item[0])) if ap >= 0]
+    assert category_lines(run.stdout) == ranked
+    no_truth = sorted(name for name, ap in metrics["per_category_ap"].items() if ap < 0)
+    assert f"no ground truth in these images: {len(no_truth)} categories ({', '.join(no_truth)})" in run.stdout
+    # `show` prints any result the same way, from metrics.json alone
+    shown = run_cli("show", str(small_set["out"] / "metrics.json"))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == run.stdout
+    assert f"harness {metrics['provenance']['harness_commit'][:12]}" in shown.stdout
+    assert run_cli("show", str(small_set["out"])).stdout == run.stdout  # the folder works too
+
+
+def test_show_of_a_missing_or_malformed_file_is_one_line(tmp_path):
+    assert_clean_failure(run_cli("show", str(tmp_path / "metrics.json")), "no such file")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert_clean_failure(run_cli("show", str(tmp_path / "metrics.json")), "schema")
+
+
+def test_progress_start_and_scoring_lines_in_logs(small_set):
+    run = run_cli("eval", "--config", str(small_set["config"]))  # stderr is a pipe: a log
+    assert run.returncode == 0, run.stderr
+    detections = json.loads((small_set["out"] / "metrics.json").read_text())["provenance"]["detections"]
+    lines = run.stderr.splitlines()
+    assert lines[0] == (f"tiny: 2 images to run, 0 from the cache; CPUExecutionProvider; threads intra 0 inter 0 "
+                        f"(0: onnxruntime default); batch 1; decode workers 1 (thread); protocol coco; "
+                        f"writing to {small_set['out']}")
+    assert lines[1] == f"tiny: scoring {detections} detections of 2 images with pycocotools"
+    assert re.fullmatch(r"tiny: scored in \d+\.\d\d s", lines[2])
+    quiet = run_cli("eval", "--config", str(small_set["config"]), "--no-progress")
+    assert "images to run" not in quiet.stderr and "scoring" not in quiet.stderr
+
+
+@pytest.mark.slow
+def test_a_rerun_from_the_cache_keeps_images_per_s_and_the_speedup(tmp_path):
+    """Issue 11: a second `make eval` took every image from the cache and erased images/s and the speedup."""
+    results = tmp_path / "results"
+    configs = [sample_config_into(tmp_path, variant) for variant in ("sample", "sample-int8")]
+
+    def make_eval() -> tuple[dict, list[dict]]:
+        for config in configs:
+            run = run_cli("eval", "--config", str(config))
+            assert run.returncode == 0, run.stderr
+        assert run_cli("table", "--results", str(results)).returncode == 0
+        metrics = {v: json.loads((results / v / "metrics.json").read_text()) for v in ("sample", "sample-int8")}
+        return metrics, list(csv.DictReader(io.StringIO((results / "table.csv").read_text())))
+
+    first, first_rows = make_eval()
+    second, second_rows = make_eval()
+    for variant in ("sample", "sample-int8"):
+        before, after = first[variant]["provenance"], second[variant]["provenance"]
+        assert before["speed_from_cache"] is False and after["speed_from_cache"] is True
+        assert after["resumed_images"] == after["images"] == 8
+        assert after["images_per_s"] == before["images_per_s"] > 0
+    speedup = second["sample-int8"]["provenance"]["images_per_s"] / second["sample"]["provenance"]["images_per_s"]
+    assert [r["speedup"] for r in second_rows] == [r["speedup"] for r in first_rows] == ["", f"{speedup:.2f}"]
+    assert [r["images_per_s_note"] for r in second_rows] == ["cached", "cached"]
+    assert "(from the cache: measured when these images were inferred)" in run_cli(
+        "show", str(results / "sample")).stdout

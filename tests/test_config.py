@@ -492,3 +492,67 @@ def test_override_origin_is_named_in_errors(tmp_path):
     (tmp_path / "c.yaml").write_text("model: {path: m.onnx}\ndataset: {annotations: a.json, images: imgs}\n")
     with pytest.raises(UserError, match="^--limit: key 'dataset.limit'"):
         load_config(tmp_path / "c.yaml", [("dataset.limit", 0, "--limit")])
+
+
+# ---------------------------------------------------------------- issue 11: partial runs, dicts that extend a file
+
+
+def test_partial_runs_get_their_own_folder_named_after_what_differs(base, tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)
+    model = write(tmp_path / "other.onnx", "not really a model, but bytes to hash")
+    sha12 = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    annotations = write(tmp_path / "other.json", "{}")
+    ann12 = hashlib.sha256(annotations.read_bytes()).hexdigest()[:12]
+    images12 = hashlib.sha256(str((tmp_path / "pics").resolve()).encode()).hexdigest()[:12]
+    assert load_config(base).partial_parts() == []
+    assert load_config(base, [("dataset.limit", 3, "--limit")]).out_dir == Path("results/ssd-12@limit3")
+    assert load_config(base, [("model.path", str(model), "--model")]).out_dir == Path(f"results/ssd-12@model-{sha12}")
+    other_annotations = load_config(base, [f"dataset.annotations={annotations}"])
+    assert other_annotations.out_dir == Path(f"results/ssd-12@annotations-{ann12}")
+    both = load_config(base, ["protocol=inc", ("dataset.images", "pics", "--images"), ("dataset.limit", 2, "--limit")])
+    assert both.out_dir == Path(f"results/ssd-12-inc@limit2@images-{images12}")
+    assert [description for _, description in both.partial_parts()] == ["limit 2", "images pics"]
+    # the value the file already holds (spelled another way) is no override; --out wins over the rule
+    assert load_config(base, [("model.path", "./m.onnx", "--model")]).out_dir == Path("results/ssd-12")
+    out = load_config(base, [("dataset.limit", 3, "--limit"), ("output.dir", "mine", "--out")])
+    assert out.out_dir == Path("mine") and out.partial_parts() == [("limit3", "limit 3")]
+    # a config that names no model leaves it to --model: nothing differs
+    no_model = load_config(tmp_path / "cfg" / "common" / "base.yaml", [("model.path", str(model), "--model")])
+    assert no_model.partial_parts() == [] and no_model.out_dir == Path("results/custom")
+    # the folder rule is not part of the config's identity
+    assert "overridden" not in load_config(base, [("model.path", str(model), "--model")]).to_dict()
+
+
+def test_run_name_with_partial_parts():
+    from ssd_eval.config import run_name
+
+    assert run_name("sample", "coco") == "sample"
+    assert run_name("sample", "coco", None, ["limit3"]) == "sample@limit3"
+    assert run_name("ssd-12", "inc", None, ["limit3", "model-abc"]) == "ssd-12-inc@limit3@model-abc"
+
+
+def test_a_mapping_can_extend_a_config_file_relative_to_the_current_directory(base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_from_dict({"extends": "cfg/child.yaml", "runtime": {"batch_size": 2}, "dataset": {"limit": 4}})
+    assert config.variant == "ssd-12" and config.model.path == "m.onnx"
+    assert config.runtime.batch_size == 2 and config.preprocess.mean == [0.1, 0.2, 0.3]
+    assert config.out_dir == Path("results/ssd-12@limit4")
+    swapped = config_from_dict({"extends": "cfg/child.yaml", "model": {"path": "n.onnx"}})
+    assert [part for part, _ in swapped.partial_parts()] == ["model-n.onnx"]  # no such file: named by its name
+
+
+def test_a_mapping_extending_a_missing_file_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"^<dict>: extends 'configs/nope.yaml': config file not found \(a mapping's "
+                                        r"'extends' is relative to the current directory, "):
+        config_from_dict({"extends": "configs/nope.yaml"})
+    with pytest.raises(UserError, match="unknown key 'modle'"):
+        config_from_dict({"extends": str(CONFIGS / "sample.yaml"), "modle": {}})
+
+
+@pytest.mark.parametrize("value", [0, -5, ".nan"])
+def test_progress_interval_must_be_positive(base, value):
+    with pytest.raises(UserError, match="pipeline.progress_interval_s"):
+        load_config(base, [f"pipeline.progress_interval_s={value}"])

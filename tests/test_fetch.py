@@ -901,3 +901,19 @@ def test_zip_total_size_is_capped(tmp_path, monkeypatch):
         ensure_coco(ann, images, annotations_url=str(zip_path), images_url=None, download_missing=True,
                     downloads_dir=downloads, progress=False)
     assert not ann.exists()
+
+
+def test_ensure_coco_checks_the_pinned_zip_size_and_sha256(server, tmp_path):
+    server.files["annotations/annotations_trainval2017.zip"] = ANN_ZIP
+    server.files["zips/val2017.zip"] = IMG_ZIP
+    ann, images, downloads = _coco_paths(tmp_path)
+    kwargs = dict(annotations_url=server.url("annotations/annotations_trainval2017.zip"),
+                  images_url=server.url("zips/val2017.zip"), download_missing=True,
+                  downloads_dir=downloads, progress=False)
+    with pytest.raises(UserError, match="sha256") as info:
+        ensure_coco(ann, images, annotations_zip=(len(ANN_ZIP), "0" * 64), **kwargs)
+    _assert_one_line(info.value)
+    assert not ann.exists() and not (downloads / "annotations_trainval2017.zip").exists()
+    ensure_coco(ann, images, annotations_zip=(len(ANN_ZIP), _sha(ANN_ZIP)), images_zip=(len(IMG_ZIP), _sha(IMG_ZIP)),
+                **kwargs)
+    assert ann.read_bytes() == ANN_BYTES

@@ -735,3 +735,293 @@ def test_int8_path_is_checked_and_kept_by_update(tmp_path):
         parse_baseline(text, "ssd-12-int8.yaml")
     baseline = parse_baseline(text.replace("x86-fast", "x86-vnni"), "ssd-12-int8.yaml")
     assert "int8_path: x86-vnni" in render_baseline(baseline)
+
+
+# --------------------------------------------------------------------------- subsets and tolerance: ci95 (issue 14)
+
+def scored_result(results: Path, variant: str, annotations: Path, detections: list[dict], *,
+                  parent: str | None = None, folder: str | None = None) -> dict:
+    """A real result of `detections` on every image of `annotations`, as `ssd-eval eval` writes it
+    (metrics.json with intervals and a reconstructible image set, detections.json beside it)."""
+    from ssd_eval.confidence import run_bootstrap
+    from ssd_eval.config import config_from_dict, hash_data
+    from ssd_eval.data import load_annotations, select_image_ids
+    from ssd_eval.metrics import score_detections
+    from ssd_eval.results import result_for, write_detections, write_result
+
+    from helpers import config_dict
+
+    images = annotations.parent / "images"
+    data = config_dict(Path("model.onnx"), annotations, images, results / (folder or variant))
+    data["variant"] = variant
+    data["model"]["parent"] = parent
+    config = config_from_dict(data)
+    dataset = load_annotations(annotations, images)
+    ids = select_image_ids(dataset)
+    scores = score_detections(dataset.gt, detections, ids)
+    intervals, bootstrap = run_bootstrap(config, dataset.gt, detections, ids)
+    provenance = metrics_document(variant, mAP=0.0)["provenance"]
+    provenance.update(annotations={"path": str(annotations), "sha256": dataset.sha256}, images_dir=str(images),
+                      config=config.to_dict(), images=len(ids), image_ids_sha256=hash_data(ids),
+                      detections=len(detections), bootstrap=bootstrap, subset=None)
+    provenance["model"]["sha256"] = model_sha(variant)
+    result = result_for(config, scores, provenance)
+    result.intervals = intervals
+    out = results / (folder or variant)
+    out.mkdir(parents=True, exist_ok=True)
+    write_detections(out / "detections.json", detections)
+    write_result(result, out)
+    return result.to_document()
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """200 synthetic images: an annotation file and three detectors on it: `a`, `noise` (a with score
+    noise, as a quantized model differs from its parent image by image) and `offbyone` (every category
+    id moved to the next one: the sample's deliberately broken model)."""
+    import numpy as np
+
+    from ssd_eval.synthetic import synthetic_scoring_case
+
+    root = tmp_path_factory.mktemp("population")
+    gt, detections, _ = synthetic_scoring_case(200, 20, seed=1)
+    (root / "annotations.json").write_text(json.dumps(gt))
+    rng = np.random.default_rng(2)
+    noise = [dict(d, score=round(float(np.clip(d["score"] + rng.normal(0, 0.02), 0, 1)), 5)) for d in detections]
+    ids = sorted(c["id"] for c in gt["categories"])
+    shift = {c: ids[(k + 1) % len(ids)] for k, c in enumerate(ids)}
+    offbyone = [dict(d, category_id=shift[d["category_id"]]) for d in detections]
+    return root / "annotations.json", {"a": detections, "noise": noise, "offbyone": offbyone}
+
+
+def ci95_baseline(variant: str, document: dict, *, detections: str | None = None, parent: str | None = None,
+                  abs_tol: float = 0.0001) -> str:
+    lines = [f"variant: {variant}", "protocol: coco", f"images: {document['provenance']['images']}"]
+    if detections:
+        lines.append(f"detections: {detections}")
+    lines.append("metrics:")
+    for name in ("mAP", "AP50", "AP75"):
+        lines.append(f"  {name}: {{expected: {round(document[name], 6)}, abs_tol: {abs_tol}, rel_tol: null, "
+                     "tolerance: ci95}")
+    if parent:
+        lines += ["quantized:", f"  parent: {parent}", "  max_drop_pct: 100.0"]
+    return "\n".join(lines) + "\n"
+
+
+def test_ci95_against_kept_detections_passes_noise_and_fails_the_off_by_one_model(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    reference = scored_result(tmp_path / "reference", "m", annotations, detectors["a"])
+    (baselines / "m.detections.json").write_bytes((tmp_path / "reference" / "m" / "detections.json").read_bytes())
+    (baselines / "m.yaml").write_text(ci95_baseline("m", reference, detections="m.detections.json"))
+
+    noisy = scored_result(results, "m", annotations, detectors["noise"])
+    assert noisy["mAP"] != reference["mAP"]  # a real, noise-level difference...
+    code = run_gate(baselines, results)
+    out = capsys.readouterr().out
+    assert code == 0, out  # ...that ci95 lets through
+    lines = [line for line in out.splitlines() if line.startswith("PASS m ")]
+    assert len(lines) == 4 and all("95% interval [" in line for line in lines[1:])
+    assert all("ci95 vs baseline detections" in line for line in lines[1:])
+    # The same numbers under a fixed abs_tol of 0.0001 fail where the noise made a metric lower:
+    fixed = (baselines / "m.yaml").read_text().replace(", tolerance: ci95", "")
+    (baselines / "m.yaml").write_text(fixed)
+    lowered = [n for n in ("mAP", "AP50", "AP75") if noisy[n] < reference[n] - 0.0001]
+    assert lowered and run_gate(baselines, results) == 1
+    capsys.readouterr()
+
+    (baselines / "m.yaml").write_text(ci95_baseline("m", reference, detections="m.detections.json"))
+    scored_result(results, "m", annotations, detectors["offbyone"])
+    assert run_gate(baselines, results) == 1
+    failing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(failing) == 3 and all("outside the interval" in line for line in failing)
+
+
+def test_ci95_against_the_parent_uses_the_baselines_gap(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    parent = scored_result(results, "p", annotations, detectors["a"])
+    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    (baselines / "p.yaml").write_text(ci95_baseline("p", parent).replace(", tolerance: ci95", ""))
+    (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p"))
+    assert run_gate(baselines, results) == 0
+    out = capsys.readouterr().out
+    assert "ci95 vs parent p" in out and "paired 95% interval [" in out  # the drop's interval too
+    for name in ("mAP", "AP50", "AP75"):
+        assert f"(expected {round(child[name], 6) - round(parent[name], 6):+.4f})" in out
+
+    scored_result(results, "q", annotations, detectors["offbyone"], parent="p")
+    assert run_gate(baselines, results) == 1
+    failing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL q ")]
+    assert {line.split(":")[0] for line in failing} >= {"FAIL q mAP", "FAIL q AP50", "FAIL q AP75"}
+
+
+def test_ci95_without_a_paired_comparison_falls_back_to_abs_tol_and_says_so(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    child = scored_result(results, "q", annotations, detectors["a"], parent="p")
+    scored_result(results, "p", annotations, detectors["a"])
+    (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p", abs_tol=0.002))  # no p.yaml
+    assert run_gate(baselines, results, variants=["q"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PASS q A") or
+             line.startswith("PASS q mAP")]
+    assert len(lines) == 3
+    assert all("ci95 not possible (no baseline of the parent p" in line and "allowed 0.0020" in line and
+               "95% interval [" in line for line in lines)
+    scored_result(results, "q", annotations, detectors["offbyone"], parent="p")
+    assert run_gate(baselines, results, variants=["q"]) == 1  # never a silent pass
+
+
+def test_kept_detections_that_do_not_give_the_expected_values_are_an_input_error(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    result = scored_result(results, "m", annotations, detectors["a"])
+    (baselines / "m.detections.json").write_text(json.dumps(detectors["noise"]))
+    (baselines / "m.yaml").write_text(ci95_baseline("m", result, detections="m.detections.json"))
+    assert run_gate(baselines, results) == 2
+    assert "not the detections the baseline was measured from" in capsys.readouterr().err
+    (baselines / "m.detections.json").unlink()
+    assert run_gate(baselines, results) == 2
+    assert "m.detections.json: detections file not found" in capsys.readouterr().err
+
+
+def test_fixed_tolerance_lines_print_the_runs_own_interval(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    result = scored_result(results, "m", annotations, detectors["a"])
+    (baselines / "m.yaml").write_text(ci95_baseline("m", result).replace(", tolerance: ci95", ""))
+    assert run_gate(baselines, results) == 0
+    out = capsys.readouterr().out
+    for name in ("mAP", "AP50", "AP75"):
+        interval = result["intervals"][name]
+        assert f"{name}: expected" in out and f"95% interval [{interval['low']:.4f}, {interval['high']:.4f}]" in out
+    write_metrics(results, gate_metrics("m", mAP=result["mAP"], AP50=result["AP50"], images=200) |
+                  {"AP75": result["AP75"]})
+    assert run_gate(baselines, results) == 0
+    assert out.count("no interval") == 0 and "no interval (the run predates metrics.bootstrap)" in \
+        capsys.readouterr().out
+
+
+SUBSET_BASELINE = FP32_BASELINE.replace("images: 5000", "images: 4\nsubset: sample-4")
+
+
+def test_a_result_on_another_image_set_than_the_baseline_is_an_input_error(tmp_path, capsys):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(SUBSET_BASELINE)
+    full = gate_metrics("ssd-12", mAP=0.1898, images=4)
+    write_metrics(results, full, "ssd-12@sample-4")  # a full-set run of 4 images in the subset's folder
+    assert run_gate(baselines, results) == 2
+    assert "image set differs" in (err := capsys.readouterr().err) and "full set vs subset sample-4" in err
+    on_subset = gate_metrics("ssd-12", mAP=0.1898, images=4)
+    on_subset["provenance"]["subset"] = {"name": "sample-4", "ids_sha256": "0" * 64, "images": 4}
+    write_metrics(results, on_subset, "ssd-12@sample-4")
+    assert run_gate(baselines, results) == 0
+    capsys.readouterr()
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("images: 5000", "images: 4"))
+    write_metrics(results, on_subset, "ssd-12")
+    assert run_gate(baselines, results) == 2
+    assert "subset sample-4 vs full set" in capsys.readouterr().err
+
+
+def test_a_subset_baseline_finds_its_result_in_the_subset_folder(tmp_path, capsys):
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    (baselines / "ssd-12.yaml").write_text(SUBSET_BASELINE)
+    write_metrics(results, gate_metrics("ssd-12", mAP=0.1, images=5000))  # the full-set run: not this baseline's
+    assert run_gate(baselines, results) == 2
+    err = capsys.readouterr().err
+    assert "ssd-12@sample-4/metrics.json: missing" in err and "--subset sample-4" in err
+
+
+@pytest.mark.parametrize("text, key", [
+    (FP32_BASELINE.replace("rel_tol: null}", "rel_tol: null, tolerance: ci99}", 1), "tolerance"),
+    (FP32_BASELINE + "  APs: {expected: 0.1, abs_tol: 0.01, rel_tol: null, tolerance: ci95}\n", "ci95 is available"),
+    (FP32_BASELINE.replace("images: 5000", "images: 5000\nsubset: ../ci"), "subset"),
+    (FP32_BASELINE.replace("images: 5000", "images: 5000\ndetections: 3"), "detections"),
+])
+def test_malformed_ci95_subset_and_detections_keys(text, key):
+    with pytest.raises(UserError, match=key):
+        parse_baseline(text, "baselines/ssd-12.yaml")
+
+
+def test_subset_detections_and_tolerance_render_back_and_are_kept_by_update(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    result = scored_result(results, "m", annotations, detectors["a"])
+    text = ci95_baseline("m", result, detections="m.detections.json")
+    baseline = parse_baseline(text, str(baselines / "m.yaml"))
+    assert baseline.detections_path == baselines / "m.detections.json"
+    assert {r.tolerance for r in baseline.metrics} == {"ci95"}
+    rendered = render_baseline(baseline)
+    assert parse_baseline(rendered, str(baselines / "m.yaml")) == baseline
+    (baselines / "m.yaml").write_text(rendered)
+    scored_result(results, "m", annotations, detectors["noise"])
+    assert update_baselines(baselines, results) == 0
+    updated = load_baseline(baselines / "m.yaml")
+    assert updated.detections == "m.detections.json" and {r.tolerance for r in updated.metrics} == {"ci95"}
+    assert (baselines / "m.detections.json").read_bytes() == (results / "m" / "detections.json").read_bytes()
+    assert "copied" in capsys.readouterr().out
+    assert run_gate(baselines, results) == 0
+
+
+def test_update_writes_new_subset_baselines_with_kept_detections(tmp_path, capsys):
+    results, baselines = tmp_path / "results", tmp_path / "ci"
+    run = partial(subprocess_cli, cwd=REPO)
+    for name in ("sample", "sample-int8"):
+        assert run("eval", "--config", f"configs/{name}.yaml", "--subset", "sample-4",
+                   "--out", str(results / "{run}")).returncode == 0
+    done = run("baseline", "--update", "--baselines", str(baselines), "--results", str(results),
+               "--subset", "sample-4", "--keep-detections", "--variant", "sample")
+    assert done.returncode == 0, done.stderr
+    baseline = load_baseline(baselines / "sample.yaml")
+    assert (baseline.subset, baseline.images, baseline.detections) == ("sample-4", 4, "sample.detections.json")
+    assert (baselines / "sample.detections.json").is_file()
+    gate = run("gate", "--baselines", str(baselines), "--results", str(results))
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def subprocess_cli(*args, cwd):
+    from conftest import run_cli
+
+    return run_cli(*args, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_make_ci_gate_on_the_sample_passes_and_the_off_by_one_model_fails_ci95(tmp_path):
+    """The README's CI recipe end to end: `make ci-gate` (sample-4 subset, then the gate against baselines/ci),
+    then the deliberately broken model in place of sample: its ci95 lines fail outside the interval."""
+    import shutil
+    import subprocess
+    import sys
+
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    results = tmp_path / "results"
+    done = subprocess.run([make, "-s", "-o", ".venv/.installed", "ci-gate", f"PY={sys.executable}",
+                           f"CI_RESULTS={results}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gate: 14 passed, 0 failed, 0 errors" in done.stdout
+    assert sorted(p.name for p in results.iterdir() if p.is_dir()) == \
+        ["sample-int8@sample-4", "sample-qdq@sample-4", "sample@sample-4"]
+    assert done.stdout.count("ci95 vs ") == 9 and "paired 95% interval" in done.stdout
+
+    shutil.rmtree(results / "sample@sample-4")  # an explicit --out puts the broken model's run where sample's was
+    broken = subprocess_cli("eval", "--config", "configs/sample.yaml", "--subset", "sample-4", "--model",
+                            "data/sample/models/sample-offbyone.onnx", "--out", str(results / "sample@sample-4"),
+                            cwd=REPO)
+    assert broken.returncode == 0, broken.stderr
+    gate = subprocess_cli("gate", "--baselines", "baselines/ci", "--results", str(results), "--variant", "sample",
+                          cwd=REPO)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    failing = [line for line in gate.stdout.splitlines() if line.startswith("FAIL sample ")]
+    for name in ("mAP", "AP50", "AP75"):
+        assert any(line.startswith(f"FAIL sample {name}: ") and "ci95 vs baseline detections" in line
+                   and "outside the interval" in line for line in failing)

@@ -279,3 +279,81 @@ def test_no_ground_truth_among_the_evaluated_images_is_a_warning():
     scores = score_detections(gt, [{"image_id": 7, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5}], [7])
     assert scores.stats[0] == -1.0
     assert scores.warnings and "no ground truth" in scores.warnings[0]
+
+
+# ---------------------------------------------------------------- found by mutation testing (docs/TESTING.md)
+
+CAR_DETECTION = {"image_id": 7, "category_id": 3, "bbox": [20.0, 10.0, 80.0, 40.0], "score": 0.9}
+
+
+def test_no_detections_give_flat_zero_pr_curves_over_the_averaged_categories():
+    scores = score_detections(ground_truth(), [], [7], exclude_categories=["person"])
+    assert scores.pr_curves == {"recall": [round(i / 100, 2) for i in range(101)], "iou50": [0.0] * 101,
+                                "iou75": [0.0] * 101}
+    assert scores.categories_averaged == ["car"]
+    assert score_detections(ground_truth(), [], [7]).categories_averaged == ["person", "car"]
+
+
+def test_categories_averaged_name_the_categories_left_after_exclusion():
+    assert score_detections(ground_truth(), [CAR_DETECTION], [7]).categories_averaged == ["person", "car"]
+    assert score_detections(ground_truth(), [CAR_DETECTION], [7],
+                            exclude_categories=["person"]).categories_averaged == ["car"]
+
+
+def test_a_zero_map_with_ground_truth_is_not_the_no_ground_truth_warning(caplog):
+    far_away = dict(CAR_DETECTION, bbox=[150.0, 60.0, 10.0, 10.0])
+    scores = score_detections(ground_truth(), [far_away], [7])
+    assert scores.stats[0] == 0.0 and scores.warnings == []
+    half = score_detections(ground_truth(), [CAR_DETECTION, dict(far_away, score=0.95)], [7])
+    assert 0 < half.stats[0] < 1 and half.warnings == []
+    assert "no ground truth" not in caplog.text
+
+
+def test_the_no_ground_truth_warning_is_logged_as_it_is_returned(caplog):
+    gt = ground_truth()
+    gt["annotations"] = []
+    scores = score_detections(gt, [CAR_DETECTION], [7], source="run x")
+    assert scores.warnings == ["run x: the evaluated images have no ground truth boxes; pycocotools reports -1"]
+    assert scores.warnings[0] in caplog.text
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_scoring_prints_nothing(capsys, backend):
+    pytest.importorskip(BACKENDS[backend].module)
+    score_detections(ground_truth(), [CAR_DETECTION], [7], backend=backend)
+    assert capsys.readouterr().out == ""  # COCOeval's summary goes to the debug log, never to stdout
+
+
+def test_an_unknown_backend_in_a_direct_call_is_a_user_error_naming_the_choices():
+    with pytest.raises(UserError) as info:
+        score_detections(ground_truth(), [CAR_DETECTION], [7], backend="cocoapi")
+    assert str(info.value) == "metrics.backend 'cocoapi' is not one of pycocotools, faster-coco-eval, hotcoco"
+
+
+def test_curves_and_per_category_ap_are_read_at_area_all_and_100_detections():
+    # Twelve medium (40x40) cars in one image, each found exactly: AP 1 and precision 1 at every recall point.
+    # Read at maxDets 10 instead, recall stops at 10/12 (AP 84/101); read at area "small", there is no data.
+    image = {"id": 1, "width": 600, "height": 100}
+    boxes = [[50.0 * i, 10.0, 40.0, 40.0] for i in range(12)]
+    gt = {"images": [image], "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+          "annotations": [{"id": i + 1, "image_id": 1, "category_id": 3, "bbox": b, "iscrowd": 0}
+                          for i, b in enumerate(boxes)]}
+    detections = [{"image_id": 1, "category_id": 3, "bbox": b, "score": 0.9 - 0.01 * i} for i, b in enumerate(boxes)]
+    scores = score_detections(gt, detections, [1])
+    assert scores.per_category_ap == {"person": -1.0, "car": 1.0}
+    assert scores.pr_curves["iou50"] == scores.pr_curves["iou75"] == [1.0] * 101
+
+
+def test_curves_without_any_ground_truth_are_zero_not_nan():
+    gt = ground_truth()
+    gt["annotations"] = []
+    scores = score_detections(gt, [CAR_DETECTION], [7])
+    assert scores.pr_curves["iou50"] == scores.pr_curves["iou75"] == [0.0] * 101
+
+
+def test_ground_truth_without_area_or_iscrowd_is_a_plain_box_of_width_times_height():
+    # 60 x 20 = 1200 px: a medium box (32^2..96^2); 20 x 20 or 60 / 20 would be small. No iscrowd: not a crowd.
+    gt = {"images": [{"id": 7, "width": 200, "height": 100}], "categories": [{"id": 3, "name": "car"}],
+          "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [20, 10, 60, 20]}]}
+    scores = score_detections(gt, [dict(CAR_DETECTION, bbox=[20.0, 10.0, 60.0, 20.0])], [7]).named()
+    assert [scores[k] for k in ("mAP", "APs", "APm", "APl")] == pytest.approx([1.0, -1.0, 1.0, -1.0])

@@ -94,6 +94,22 @@ def test_python_api_accepts_a_path(tmp_path, monkeypatch):
     assert result.map == json.loads(result.files["metrics"].read_text())["mAP"]
 
 
+def test_python_api_accepts_a_dict_that_extends_a_config_file(tmp_path, monkeypatch):
+    """Issue 11: `evaluate({'extends': ...})` failed with `unknown key 'extends'`; repr was 9 kB of np.float64."""
+    monkeypatch.chdir(REPO)
+    result = ssd_eval.evaluate({"extends": "configs/sample.yaml", "output": {"dir": str(tmp_path / "{run}")},
+                                "pipeline": {"workers": 1}})
+    metrics = json.loads((tmp_path / "sample" / "metrics.json").read_text())
+    assert result.map == metrics["mAP"] and metrics["provenance"]["config_file"] == "configs/sample.yaml"
+    assert metrics["provenance"]["partial"] == [] and metrics["provenance"]["images"] == 8
+    text = repr(result)
+    assert len(text) < 300
+    assert text == (f"EvalResult(variant='sample', protocol='coco', images=8, mAP={metrics['mAP']:.4f}, "
+                    f"out_dir='{tmp_path / 'sample'}')")
+    with pytest.raises(UserError, match="extends 'configs/none.yaml': config file not found"):
+        ssd_eval.evaluate({"extends": "configs/none.yaml"})
+
+
 def comparable(metrics: dict) -> dict:
     """metrics.json without the fields that legitimately differ between two runs."""
     provenance = metrics["provenance"]
@@ -218,6 +234,22 @@ def test_second_run_reuses_every_image(tmp_path):
     second = evaluate(sample_config("sample", tmp_path / "out"), progress=False)
     assert second.provenance["resumed_images"] == second.provenance["images"]
     assert second.scores.stats == first.scores.stats
+
+
+def test_a_run_served_from_the_cache_keeps_the_speed_measured_at_inference(tmp_path):
+    first = evaluate(sample_config("sample", tmp_path / "out"), progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "cache.jsonl").read_text().splitlines()[1:]]
+    loop = sum(line["loop_s"] for line in lines)  # what the cache recorded, image by image
+    assert first.provenance["images_per_s"] == round(8 / loop, 3) and first.provenance["speed_from_cache"] is False
+    second = evaluate(sample_config("sample", tmp_path / "out"), progress=False)
+    assert second.provenance["speed_from_cache"] is True
+    assert second.provenance["images_per_s"] == first.provenance["images_per_s"]
+    assert second.provenance["inference_time_s"] == round(sum(line["inference_s"] for line in lines), 3)
+    # a run that infers some images and takes the others from the cache times only those it inferred
+    partly = evaluate(sample_config("sample", tmp_path / "part", ("dataset.limit", 5)), progress=False)
+    rest = evaluate(sample_config("sample", tmp_path / "part"), progress=False)
+    assert partly.provenance["speed_from_cache"] is False and rest.provenance["speed_from_cache"] is False
+    assert rest.provenance["resumed_images"] == 5
 
 
 def test_missing_cuda_falls_back_to_cpu_and_says_so(tmp_path, caplog):
@@ -355,9 +387,29 @@ def test_progress_lines_for_logs():
             now[0] += 2.0  # 0.5 img/s
             progress.update(1)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "ssd-12: 60/100 images (60 %), 0.50 img/s, about 1m20s left"
-    assert lines[-1] == "ssd-12: 100/100 images (100 %), 0.50 img/s, about 0m00s left"
-    assert len(lines) == 2  # at 120 s (image 60), then at the end (200 s)
+    assert lines == ["ssd-12: 5/100 images (5 %), 0.50 img/s, about 3m10s left",  # early: 10 s (and 5 %)
+                     "ssd-12: 65/100 images (65 %), 0.50 img/s, about 1m10s left",  # 120 s later
+                     "ssd-12: 100/100 images (100 %), 0.50 img/s, about 0m00s left"]  # the end (200 s)
+
+
+@pytest.mark.parametrize("seconds_per_image, every_s, first_lines", [
+    (0.5, 120, ["20/1000", "260/1000"]),  # 10 s come before 5 % (image 50 at 25 s); then every 120 s
+    (0.1, 120, ["50/1000", "1000/1000"]),  # 5 % (5 s) comes before 10 s; the next is the end (100 s)
+    (0.5, 30, ["20/1000", "80/1000", "140/1000"]),  # pipeline.progress_interval_s: 30
+])
+def test_the_first_progress_line_comes_after_10_s_or_5_percent(seconds_per_image, every_s, first_lines):
+    import io
+
+    from ssd_eval.pipeline import ProgressLines
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = ProgressLines(1000, "v", every_s=every_s, clock=lambda: now[0], stream=out)
+    for _ in range(1000):
+        now[0] += seconds_per_image
+        progress.update(1)
+    done = [line.split()[1] for line in out.getvalue().splitlines()]
+    assert done[:len(first_lines)] == first_lines
 
 
 def test_short_runs_print_no_progress_lines():
@@ -564,3 +616,77 @@ def test_swapped_external_weights_are_not_served_from_the_cache(tmp_path):
         evaluate(sample_config("sample", tmp_path / "out", *config), progress=False)
     fresh = evaluate(sample_config("sample", tmp_path / "out", *config), fresh=True, progress=False)
     assert fresh.provenance["model"]["content_sha256"] != fresh.provenance["model"]["sha256"]
+
+
+# --------------------------------------------------------------------------- subsets and intervals (issue 14)
+
+SAMPLE_4 = [285, 776, 802, 872]  # subsets/sample-4.json
+
+
+def test_a_subset_run_scores_exactly_its_ids_and_records_subset_and_intervals(tmp_path):
+    result = evaluate(sample_config("sample", tmp_path / "{run}", ("dataset.subset", "sample-4")), progress=False)
+    assert result.out_dir == tmp_path / "sample@sample-4"
+    metrics = json.loads((tmp_path / "sample@sample-4" / "metrics.json").read_text())
+    provenance = metrics["provenance"]
+    assert provenance["subset"] == {"name": "sample-4", "ids_sha256": json.loads(
+        (REPO / "subsets" / "sample-4.json").read_text())["ids_sha256"], "images": 4}
+    assert provenance["images"] == 4
+    assert {d["image_id"] for d in json.loads((result.out_dir / "detections.json").read_text())} <= set(SAMPLE_4)
+    from ssd_eval.config import hash_data
+
+    assert provenance["image_ids_sha256"] == hash_data(SAMPLE_4)
+    assert set(metrics["intervals"]) == {"mAP", "AP50", "AP75"}
+    for name, interval in metrics["intervals"].items():
+        assert interval["estimate"] == pytest.approx(metrics[name], abs=1e-12)
+        assert (interval["replicates"], interval["seed"], interval["level"], interval["method"]) == \
+            (1000, 0, 0.95, "percentile")
+        assert interval["low"] <= interval["high"]
+    assert provenance["bootstrap"]["replicates"] == 1000 and provenance["bootstrap"]["seed"] == 0
+    full = evaluate(sample_config("sample", tmp_path / "{run}"), progress=False)
+    assert full.out_dir == tmp_path / "sample" and full.provenance["subset"] is None
+    assert full.provenance["images"] == 8
+
+
+def test_bootstrap_is_off_with_zero_replicates_and_above_max_images(tmp_path):
+    off = evaluate(sample_config("sample", tmp_path / "off", ("metrics.bootstrap.replicates", 0)), progress=False)
+    assert off.intervals is None and "replicates is 0" in off.provenance["bootstrap"]["off"]
+    assert json.loads((tmp_path / "off" / "metrics.json").read_text())["intervals"] is None
+    big = evaluate(sample_config("sample", tmp_path / "big", ("metrics.bootstrap.max_images", 7)), progress=False)
+    assert big.intervals is None and "8 images > metrics.bootstrap.max_images 7" in big.provenance["bootstrap"]["off"]
+    seeded = evaluate(sample_config("sample", tmp_path / "seeded", ("metrics.bootstrap.seed", 3),
+                                    ("metrics.bootstrap.replicates", 200), ("metrics.bootstrap.level", 0.9)),
+                      progress=False)
+    assert {(i["seed"], i["replicates"], i["level"]) for i in seeded.intervals.values()} == {(3, 200, 0.9)}
+
+
+def test_shards_of_a_subset_merge_to_the_subset_run(tmp_path):
+    subset = ("dataset.subset", "sample-4")
+    single = evaluate(sample_config("sample", tmp_path / "single", subset), progress=False)
+    shard_dirs = []
+    for index in (1, 2):
+        evaluate(sample_config("sample", tmp_path / "split", subset), shard=(index, 2), progress=False)
+        shard_dirs.append(tmp_path / "split" / f"shard-{index}-of-2")
+    parts = [json.loads((d / "shard.json").read_text())["image_ids"] for d in shard_dirs]
+    assert sorted(sum(parts, [])) == SAMPLE_4
+    merged = merge_shards(shard_dirs, tmp_path / "merged")
+    assert merged.scores.stats == single.scores.stats
+    assert merged.provenance["subset"] == single.provenance["subset"]
+    assert merged.provenance["image_ids_sha256"] == single.provenance["image_ids_sha256"]
+    assert merged.intervals == single.intervals
+
+
+def test_subset_of_another_annotation_file_is_one_line_naming_the_subset_file(tmp_path):
+    other = tmp_path / "annotations.json"
+    data = json.loads((SAMPLE / "annotations.json").read_text())
+    data["info"] = {"description": "edited"}
+    other.write_text(json.dumps(data))
+    result = run_cli("eval", "--config", "configs/sample.yaml", "--annotations", str(other), "--subset", "sample-4",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("ssd-eval: error: ") and "subsets/sample-4.json" in error and "not this one" in error
+    missing = run_cli("eval", "--config", "configs/sample.yaml", "--subset", "ci-nope", "--out", str(tmp_path / "o"))
+    assert missing.returncode == 2 and "subsets/ci-nope.json: subset file not found" in missing.stderr
+    both = run_cli("eval", "--config", "configs/sample.yaml", "--subset", "sample-4", "--limit", "2",
+                   "--out", str(tmp_path / "o"))
+    assert both.returncode == 2 and "dataset.limit" in both.stderr and "dataset.subset" in both.stderr

@@ -169,3 +169,45 @@ def test_equal_scores_keep_model_order():
 def test_label_map_with_a_duplicate_id_is_an_error():
     with pytest.raises(UserError, match="category id 3 twice"):
         label_map([1, 3, 11], [1, 3, 3])
+
+
+# ---------------------------------------------------------------- found by mutation testing (docs/TESTING.md)
+
+
+def test_score_exactly_at_the_threshold_is_kept():
+    # 0.25 and 0.5 are exact in float32, so the boundary is tested exactly (a float32 0.3 is above 0.3).
+    dets = results([[0, 0, 1, 1]] * 3, [1, 1, 1], [0.5, 0.25, 0.2499], score_threshold=0.25)
+    assert [d["score"] for d in dets] == [0.5, 0.25]
+
+
+def test_threshold_compares_the_float32_score_exactly():
+    # float32(0.7) is 0.69999998807...: below a 0.7 threshold, though equal to it once 0.7 is rounded to float32.
+    dets = results([[0, 0, 1, 1]] * 2, [1, 1], [0.7, 0.75], score_threshold=0.7)
+    assert [d["score"] for d in dets] == [0.75]
+
+
+def test_ties_keep_model_order_in_a_long_list():
+    # numpy's default sort reorders equal keys in arrays past 16 items; the top-k cut must not depend on it.
+    n = 200
+    scores = (np.random.default_rng(0).integers(0, 5, n) / 4.0).astype(np.float32)  # five levels, ~40 ties each
+    boxes = [[i / 1000, 0.0, 0.5, 1.0] for i in range(n)]  # x_min tells the detections apart
+    dets = results(boxes, np.ones(n, dtype=np.int64), scores, width=1000, max_detections=100)
+    expected = sorted(range(n), key=lambda i: -scores[i])[:100]  # Python's sort is stable
+    assert [round(d["bbox"][0]) for d in dets] == expected
+
+
+def test_float_labels_are_read_as_integers():
+    dets = to_coco_results(np.asarray([[0, 0, 1, 1]] * 2, dtype=np.float32), np.asarray([2.0, 5.0], dtype=np.float32),
+                           np.asarray([0.9, 0.8], dtype=np.float32), image_id=1, width=10, height=10, categories=CATS)
+    assert [d["category_id"] for d in dets] == [3, 18]
+
+
+@pytest.mark.parametrize("bad, what", [("boxes", "boxes"), ("scores", "scores")])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_boxes_or_scores_alone_are_refused_by_name(bad, what, value):
+    boxes = np.asarray([[0, 0, 1, 1]] * 2, dtype=np.float32)
+    scores = np.asarray([0.9, 0.8], dtype=np.float32)
+    (boxes if bad == "boxes" else scores)[1] = value
+    with pytest.raises(UserError) as info:
+        results(boxes, [1, 2], scores)
+    assert f"image 42: the model produced non-finite {what} (NaN or Inf)" in str(info.value)

@@ -306,3 +306,45 @@ def test_alternative_backends_match_pycocotools_under_each_protocol(case, cli_ru
                               exclude_categories=switches["exclude_categories"], backend=backend)
     assert scores.stats == pytest.approx(metrics["stats"], abs=1e-9)
     assert scores.per_category_ap == pytest.approx(metrics["per_category_ap"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def scored_at_once(case, cli_runs):
+    """protocol -> (its run's detections, image ids, scoring options, plain pycocotools Scores on all at once)."""
+    cached = {}
+
+    def score(protocol: str):
+        if protocol not in cached:
+            switches = cli_runs[protocol][1]["protocol_switches"]
+            detections = json.loads(Path(cli_runs[protocol][1]["_detections"]).read_text())
+            gt = case[4]
+            annotated = {a["image_id"] for a in gt["annotations"]}
+            image_ids = sorted(i["id"] for i in gt["images"]
+                               if i["id"] in annotated or not switches["skip_images_without_annotations"])
+            options = dict(crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                           exclude_categories=switches["exclude_categories"])
+            cached[protocol] = (detections, image_ids, options, score_detections(
+                gt, detections, image_ids, backend="pycocotools", streaming=False, **options))
+        return cached[protocol]
+
+    return score
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOL_PRESETS))
+def test_streaming_scoring_matches_pycocotools_all_at_once_under_each_protocol(case, cli_runs, scored_at_once,
+                                                                               protocol, backend):
+    """The CLI runs scored streaming (metrics.streaming defaults to true); scoring the same detections
+    all at once with plain pycocotools, or streaming with each streaming backend, gives the same
+    stats, per-category AP and PR curves under every protocol."""
+    pytest.importorskip(BACKENDS[backend].module)
+    _, metrics = cli_runs[protocol]
+    assert metrics["provenance"]["metrics_streaming"] is True
+    detections, image_ids, options, at_once = scored_at_once(protocol)
+    streamed = score_detections(case[4], detections, image_ids, backend=backend, streaming=True, **options)
+    assert metrics["stats"] == pytest.approx(at_once.stats, abs=1e-12)
+    assert streamed.stats == pytest.approx(at_once.stats, abs=1e-9)
+    assert streamed.per_category_ap == pytest.approx(at_once.per_category_ap, abs=1e-9)
+    for curve, values in at_once.pr_curves.items():
+        assert streamed.pr_curves[curve] == pytest.approx(values, abs=1e-9)
+        assert metrics["pr_curves"][curve] == pytest.approx(values, abs=1e-9)

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.errors import UserError
-from ssd_eval.report import MAX_CATEGORY_BARS, category_ap_changes, write_report
+from ssd_eval.errors_breakdown import ERROR_TYPES
+from ssd_eval.report import (
+    MAX_CATEGORY_BARS,
+    OKABE_ITO,
+    ap_delta_figure,
+    category_ap_changes,
+    error_breakdown_figure,
+    pr_figure,
+    write_report,
+)
 
 from helpers import metrics_document, write_metrics
 
@@ -60,7 +69,8 @@ def test_category_changes_skip_missing_and_sort_losses_first():
     names = {n for n, _ in changes}
     assert "nogt" not in names and "only_parent" not in names
     assert "c20" not in names  # a zero change is among the smallest
-    assert len(category_ap_changes(child, parent, limit=None)) == 40
+    assert len(category_ap_changes(child, parent, limit=None)) == 39  # c20's zero change is left out
+    assert len(category_ap_changes(child, parent, limit=None, min_change=0.0)) == 40
 
 
 def test_malformed_pr_curves_names_file(tmp_path):
@@ -85,3 +95,103 @@ def test_missing_matplotlib_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         write_report(tmp_path)
     assert str(info.value) == "make report needs matplotlib: pip install -e '.[report]'"
+
+
+# ---------------------------------------------------------------- issue 12: plots that explain a drop
+# Checked on the matplotlib objects (legend texts, line styles, bar labels, tick labels), not on pixels.
+
+
+def figure_class():
+    from matplotlib.figure import Figure
+
+    return Figure
+
+
+def hex_colour(rgba) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(rgba).upper()
+
+
+def sample_family() -> list[dict]:
+    return [metrics_document("sample", mAP=0.5316, AP50=0.6472),
+            metrics_document("sample-int8", mAP=0.5231, AP50=0.6391, parent="sample"),
+            metrics_document("sample-qdq", mAP=0.5288, AP50=0.6455, parent="sample")]
+
+
+def with_breakdown(document: dict, dap: dict[str, float], counts: dict[str, int] | None = None) -> dict:
+    names = [name for name, _ in ERROR_TYPES]
+    document["error_breakdown"] = {"ap50": document["AP50"], "iou": 0.5, "background_iou": 0.1,
+                                   "dAP": {n: dap.get(n, 0.01) for n in names},
+                                   "counts": {n: (counts or {}).get(n, 3) for n in names},
+                                   "oracles": {"all_false_positives": 0.2, "all_false_negatives": 0.1}}
+    return document
+
+
+def test_pr_legend_shows_each_curves_ap_and_every_line_has_its_own_style():
+    results = sample_family()
+    for key, stat in (("iou50", "AP50"), ("iou75", "AP75")):
+        axes = pr_figure(results, key, "t", figure_class()).axes[0]
+        texts = [t.get_text() for t in axes.get_legend().get_texts()]
+        assert texts == [f"{r['variant']} (coco): {stat} {r[stat]:.3f}" for r in results]
+        lines = axes.get_lines()
+        styles = [(line.get_linestyle(), line.get_marker()) for line in lines]
+        assert len({s[0] for s in styles}) == 3 and len({s[1] for s in styles}) == 3  # apart in grayscale
+        assert {hex_colour(line.get_color()) for line in lines} <= set(OKABE_ITO)
+
+
+def test_ap_delta_bars_are_labelled_colour_blind_safe_and_skip_unchanged_categories():
+    parent = metrics_document("sample", mAP=0.5, per_category={"person": 0.5, "car": 0.4, "dog": 0.3, "cat": 0.2})
+    child = metrics_document("sample-int8", mAP=0.49, parent="sample",
+                             per_category={"person": 0.45, "car": 0.4, "dog": 0.3002, "cat": 0.25})
+    changes = category_ap_changes(child, parent)
+    assert [name for name, _ in changes] == ["person", "cat"]  # car (0) and dog (+0.0002) unchanged
+    axes = ap_delta_figure(child, parent, changes, 4, figure_class()).axes[0]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["person", "cat"]  # no empty rows
+    assert [t.get_text() for t in axes.texts] == ["-0.050", "+0.050"]  # a value label on each bar
+    colours = [hex_colour(bar.get_facecolor()) for bar in axes.patches]
+    assert colours == ["#D55E00", "#0072B2"] and set(colours) <= set(OKABE_ITO)  # vermillion loss, blue gain
+    assert "2 of 4 categories" in axes.get_title()
+
+
+def test_error_breakdown_figure_against_the_parent():
+    parent = with_breakdown(metrics_document("sample", mAP=0.53, AP50=0.647), {"localization": 0.02},
+                            {"localization": 31})
+    child = with_breakdown(metrics_document("sample-int8", mAP=0.52, AP50=0.639, parent="sample"),
+                           {"localization": 0.05}, {"localization": 35})
+    figure = error_breakdown_figure(child, parent, figure_class())
+    breakdown_axes, change_axes = figure.axes
+    ticks = [t.get_text() for t in breakdown_axes.get_yticklabels()]
+    assert ticks[1] == "localization (31 -> 35)" and len(ticks) == len(ERROR_TYPES)
+    legend = [t.get_text() for t in breakdown_axes.get_legend().get_texts()]
+    assert legend == ["sample (AP50 0.647)", "sample-int8 (AP50 0.639)"]
+    hatches = {bar.get_hatch() or "" for bar in breakdown_axes.patches}
+    assert len(hatches) == 2  # parent and variant apart without colour
+    assert len(breakdown_axes.texts) == 2 * len(ERROR_TYPES)
+    change_labels = [t.get_text() for t in change_axes.texts]
+    assert change_labels[1] == "+0.030" and change_labels[0] == "+0.000"
+    alone = error_breakdown_figure(child, None, figure_class())
+    assert len(alone.axes) == 1
+    assert [t.get_text() for t in alone.axes[0].get_yticklabels()][1] == "localization (35)"
+
+
+def test_report_draws_error_breakdowns_and_removes_stale_ones(tmp_path):
+    write_metrics(tmp_path, with_breakdown(metrics_document("ssd-12", mAP=0.19), {}))
+    write_metrics(tmp_path, with_breakdown(metrics_document("ssd-12-int8", mAP=0.18, parent="ssd-12",
+                                                            per_category={"person": 0.3, "car": 0.2}), {}))
+    write_metrics(tmp_path, metrics_document("ssd-10", mAP=0.195))  # no breakdown: no chart
+    (tmp_path / "errors_gone.png").write_bytes(PNG_SIGNATURE)
+    names = sorted(p.name for p in write_report(tmp_path))
+    assert names == ["ap_delta_ssd-12-int8.png", "errors_ssd-12-int8.png", "errors_ssd-12.png",
+                     "pr_iou50.png", "pr_iou75.png"]
+    assert_png(tmp_path / "errors_ssd-12-int8.png")
+    assert not (tmp_path / "errors_gone.png").exists()
+    assert "](errors_ssd-12-int8.png)" in (tmp_path / "TABLE.md").read_text()
+
+
+def test_malformed_error_breakdown_names_the_file(tmp_path):
+    document = metrics_document("ssd-12", mAP=0.19)
+    document["error_breakdown"] = {"dAP": {}}
+    write_metrics(tmp_path, document)
+    with pytest.raises(UserError, match=r"ssd-12/metrics\.json: error_breakdown"):
+        write_report(tmp_path)

@@ -226,3 +226,61 @@ def test_module_entry_point_on_the_real_subset(coco_subset, tmp_path):
     subset = read_subset(out)
     assert subset.ids_sha256 == REAL_50_IDS_SHA256 and subset.name == "ci-50" and subset.seed == 0
     assert subset.annotations_sha256 == hashlib.sha256((coco_subset / "annotations.json").read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- wired into runs (dataset.subset)
+
+
+def test_select_image_ids_keeps_exactly_the_subset_then_the_protocol_and_the_shard():
+    from ssd_eval.data import load_annotations, select_image_ids
+
+    dataset = load_annotations(SAMPLE_ANNOTATIONS, ROOT / "data" / "sample" / "images")
+    assert select_image_ids(dataset, subset="sample-4") == [285, 776, 802, 872]
+    assert 802 not in dataset.annotated_image_ids  # the sample image without annotations
+    assert select_image_ids(dataset, subset="sample-4", skip_images_without_annotations=True) == [285, 776, 872]
+    halves = [select_image_ids(dataset, subset="sample-4", shard=(i, 2)) for i in (1, 2)]
+    assert halves == [[285, 776], [802, 872]]
+    assert select_image_ids(dataset, subset=str(subset_path("sample-4"))) == [285, 776, 802, 872]
+
+
+def test_a_subset_file_given_as_a_path_must_be_named_after_its_subset(tmp_path):
+    from ssd_eval.data import load_annotations, select_image_ids
+    from ssd_eval.subsets import open_subset, subset_run_name
+
+    dataset = load_annotations(SAMPLE_ANNOTATIONS, ROOT / "data" / "sample" / "images")
+    good = write_subset(tmp_path / "ci-3.json", make_subset(SAMPLE_ANNOTATIONS, 3, name="ci-3"))
+    assert select_image_ids(dataset, subset=str(good)) == read_subset(good).image_ids
+    assert open_subset(str(good), dataset.sha256).name == subset_run_name(str(good)) == "ci-3"
+    renamed = tmp_path / "other.json"
+    renamed.write_text(good.read_text())
+    with pytest.raises(UserError, match="must be named after its subset"):
+        select_image_ids(dataset, subset=str(renamed))
+
+
+def test_a_subset_of_another_annotation_file_is_refused_naming_the_file(tmp_path):
+    from ssd_eval.data import load_annotations, select_image_ids
+
+    from helpers import write_coco
+
+    annotations, images = write_coco(tmp_path, [{"id": 285, "width": 20, "height": 20}], [])
+    with pytest.raises(UserError) as caught:
+        select_image_ids(load_annotations(annotations, images), subset="sample-4")
+    assert str(subset_path("sample-4")) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_config_names_the_subset_in_the_run_folder_and_refuses_bad_names_and_limits():
+    from ssd_eval.config import load_config, run_name
+
+    config = load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", "sample-4")])
+    assert config.subset_name == "sample-4" and str(config.out_dir) == "results/sample@sample-4"
+    assert run_name("ssd-12", "inc", "ci-500") == "ssd-12-inc@ci-500" and run_name("ssd-12", "coco") == "ssd-12"
+    path_config = load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", "elsewhere/ci-9.json")])
+    assert path_config.subset_name == "ci-9"
+    with pytest.raises(UserError, match="dataset.subset.*subset name"):
+        load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", "ci 500")])
+    with pytest.raises(UserError, match="dataset.limit"):
+        load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", "sample-4"), ("dataset.limit", 2)])
+    with pytest.raises(UserError, match="metrics.bootstrap.level"):
+        load_config(ROOT / "configs" / "sample.yaml", [("metrics.bootstrap.level", 1.5)])
+    with pytest.raises(UserError, match="metrics.bootstrap.replicates"):
+        load_config(ROOT / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", -1)])

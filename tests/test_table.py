@@ -210,21 +210,102 @@ def test_table_md_header_explains_when_delta_is_filled(tmp_path):
 def test_csv_content():
     text = render_csv(build_rows([fp32(), int8(protocol="inc")]))
     records = list(csv.DictReader(io.StringIO(text)))
-    assert list(records[0]) == ["variant", "protocol", "images", "map", "published_map", "delta",
-                                "drop_pct", "images_per_s", "speedup", "provider", "int8_path", "date",
+    assert list(records[0]) == ["variant", "protocol", "images", "subset", "map", "map_ci", "map_ci_note",
+                                "published_map", "delta", "delta_note", "drop_pct", "drop_note", "drop_ci",
+                                "drop_ci_note", "ap50", "ap75", "aps", "apm", "apl", "area_note", "images_per_s",
+                                "images_per_s_note", "speedup", "speedup_note", "provider", "int8_path", "date",
                                 "model_sha256"]
     assert records[0]["variant"] == "ssd-12" and records[0]["map"] == "0.1898"
-    assert records[1]["drop_pct"] == "n/a: protocol inc vs coco"
+    assert records[1]["drop_pct"] == "" and records[1]["drop_note"] == "n/a: protocol inc vs coco"
     assert records[1]["images_per_s"] == "6.98"
+
+
+def numeric_columns_parse(text: str) -> list[dict]:
+    """table.csv's records, after checking every numeric column holds a number (float()) or nothing."""
+    from ssd_eval.table import CSV_NUMERIC
+
+    records = list(csv.DictReader(io.StringIO(text)))
+    for record in records:
+        for key in CSV_NUMERIC:
+            if record[key] != "":
+                float(record[key])  # raises on "n/a: ..." or "0.98x"
+    return records
+
+
+def test_csv_numeric_columns_hold_only_numbers_and_reasons_go_to_note_columns():
+    """Issue 11: table.csv put `n/a: ...` strings in numeric columns (pandas read them as object columns)."""
+    parent = fp32(**REFERENCE_FULL)
+    children = [int8(**REFERENCE_FULL),  # delta +0.0000, drop and speedup filled
+                metrics_document("ssd-12-qdq", mAP=0.1863, parent="ssd-12", published=0.1863,
+                                 protocol="coco", images=5000, images_per_s=None),  # every comparison n/a
+                int8(**REFERENCE_FULL)]  # below: ran on another int8 kernel class, so its delta has a note
+    children[2].update(variant="ssd-12-int8-avx2", published_int8_path="x86-vnni")
+    children[2]["provenance"]["model"]["quantization"] = "QDQ"
+    children[2]["provenance"]["int8"] = {"cpu": {"kernel_class": "x86-avx2"}}
+    records = {r["variant"]: r for r in numeric_columns_parse(render_csv(build_rows([parent, *children])))}
+    int8_row, qdq, avx2 = records["ssd-12-int8"], records["ssd-12-qdq"], records["ssd-12-int8-avx2"]
+    assert (float(int8_row["delta"]), float(int8_row["drop_pct"]), float(int8_row["speedup"])) == (0.0, 0.32, 3.49)
+    assert int8_row["delta_note"] == int8_row["drop_note"] == int8_row["speedup_note"] == ""
+    assert (qdq["delta"], qdq["drop_pct"], qdq["speedup"], qdq["images_per_s"]) == ("", "", "", "")
+    assert qdq["delta_note"] == "n/a: published under inc protocol, full set"
+    assert qdq["drop_note"] == qdq["speedup_note"] == "n/a: protocol coco vs inc"
+    assert float(avx2["delta"]) == 0.0 and avx2["delta_note"] == "int8 on x86-avx2; published on x86-vnni"
+    # the display table keeps the reasons in the cells
+    row = row_of(build_rows([parent, *children]), "ssd-12-qdq")
+    assert row["drop_pct"] == "n/a: protocol coco vs inc"
+
+
+def test_ap50_ap75_always_and_area_aps_only_where_comparable():
+    coco = build_rows([fp32()])[0]
+    data = fp32()
+    assert (coco["ap50"], coco["ap75"], coco["aps"], coco["apm"], coco["apl"]) == tuple(
+        f"{data[name]:.4f}" for name in ("AP50", "AP75", "APs", "APm", "APl"))
+    inc = build_rows([fp32(**REFERENCE_FULL)])[0]
+    assert inc["ap50"] == f"{data['AP50']:.4f}" and (inc["aps"], inc["apm"], inc["apl"]) == ("n/a",) * 3
+    [record] = numeric_columns_parse(render_csv([inc]))
+    assert (record["aps"], record["apm"], record["apl"]) == ("", "", "")
+    assert record["area_note"] == "n/a: inc computes areas from normalized boxes"
+    header = render_markdown([coco]).splitlines()[0]
+    assert "| AP50 | AP75 | APs | APm | APl |" in header
+
+
+def test_table_md_explains_the_area_columns_and_cached_speed(tmp_path):
+    write_metrics(tmp_path, fp32())
+    write_table(tmp_path, quiet=True)
+    text = (tmp_path / "TABLE.md").read_text()
+    assert "INC computes areas from normalized boxes" in text and '"(cached)"' in text
+
+
+def test_a_run_served_from_the_cache_keeps_its_speedup_and_says_so():
+    parent, child = fp32(), int8()
+    for result in (parent, child):
+        result["provenance"].update(resumed_images=5000, speed_from_cache=True)
+    rows = build_rows([parent, child])
+    assert row_of(rows, "ssd-12-int8")["speedup"] == "3.49x"
+    assert row_of(rows, "ssd-12-int8")["images_per_s"] == "6.98 (cached)"
+    child["provenance"]["speed_from_cache"] = False  # resumed half way: its speed covers only part of the run
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["speedup"] == "n/a: ssd-12-int8 run was resumed"
+
+
+def test_a_progress_interval_does_not_make_speeds_incomparable():
+    parent, child = fp32(), int8()
+    parent["provenance"]["config"] = {"pipeline": {"workers": 1, "mode": "thread", "prefetch": 0}}
+    child["provenance"]["config"] = {"pipeline": {"workers": 1, "mode": "thread", "prefetch": 0,
+                                                  "progress_interval_s": 30.0}}
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["speedup"] == "3.49x"
 
 
 def test_markdown_content():
     text = render_markdown(build_rows([fp32(**REFERENCE_FULL), int8(**REFERENCE_FULL)]))
     lines = text.splitlines()
-    assert lines[0].startswith("| variant | protocol | images | mAP | published mAP | delta |")
+    assert lines[0].startswith("| variant | protocol | images |")
     assert set(lines[1]) <= {"|", "-"}
-    assert lines[3].startswith("| ssd-12-int8 | inc | 4952 | 0.1892 | 0.1892 | +0.0000 | 0.32 |")
-    assert "3.49x" in lines[3]
+    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    cells = dict(zip(headers, (cell.strip() for cell in lines[3].strip("|").split("|"))))
+    assert {k: cells[k] for k in ("variant", "protocol", "images", "mAP", "published mAP", "delta", "drop %",
+                                  "speedup", "AP50")} == {
+        "variant": "ssd-12-int8", "protocol": "inc", "images": "4952", "mAP": "0.1892", "published mAP": "0.1892",
+        "delta": "+0.0000", "drop %": "0.32", "speedup": "3.49x", "AP50": f"{0.1892 * 1.8:.4f}"}
     assert len(lines) == 4
 
 
@@ -241,7 +322,7 @@ def test_hostile_variant_names_stay_on_one_row_and_are_not_formulas():
     assert len(lines) == 5 and lines[2].startswith("| evil \\| x \\| =cmd | coco |")
     records = list(csv.reader(io.StringIO(render_csv(rows))))
     assert [r[0] for r in records[1:]] == ["evil | x | =cmd", "'=HYPERLINK(1)", "'-x"]
-    assert records[3][5] == "-0.1000"  # numbers keep their sign
+    assert records[3][records[0].index("delta")] == "-0.1000"  # numbers keep their sign
     assert len(render_terminal(rows).splitlines()) == 5
 
 
@@ -381,3 +462,65 @@ def test_int8_path_column_and_published_class_note():
     quantized["provenance"]["int8"]["cpu"]["kernel_class"] = "x86-vnni"
     assert row_of(build_rows([quantized]), "ssd-12-int8")["delta"] == "+0.0000"
     assert row_of(build_rows([fp32(**REFERENCE_FULL)]), "ssd-12")["int8_path"] == ""
+
+
+# --------------------------------------------------------------------------- subsets and intervals (issue 14)
+
+def on_subset(document: dict, name: str = "ci-500") -> dict:
+    document["provenance"]["subset"] = {"name": name, "ids_sha256": "0" * 64, "images": 500}
+    return document
+
+
+def test_a_subset_run_is_compared_only_with_a_run_on_the_same_subset():
+    rows = build_rows([fp32(images=500, image_ids="ids-500"), on_subset(int8(images=500, image_ids="ids-500"))])
+    row = row_of(rows, "ssd-12-int8")
+    assert row["subset"] == "ci-500" and row_of(rows, "ssd-12")["subset"] == ""
+    assert row["drop_pct"] == row["speedup"] == row["drop_ci"] == "n/a: subset ci-500 vs full set"
+    subset_rows = build_rows([on_subset(fp32(images=500, image_ids="ids-500")),
+                              on_subset(int8(images=500, image_ids="ids-500"))])
+    assert row_of(subset_rows, "ssd-12-int8")["drop_pct"] == "0.32"
+    other = build_rows([on_subset(fp32(images=500, image_ids="ids-500"), "ci-500b"),
+                        on_subset(int8(images=500, image_ids="ids-500"))])
+    assert row_of(other, "ssd-12-int8")["drop_pct"] == "n/a: subset ci-500 vs subset ci-500b"
+
+
+def test_delta_is_blank_for_a_subset_run_and_says_why():
+    row = row_of(build_rows([on_subset(int8(**REFERENCE_FULL))]), "ssd-12-int8")
+    assert row["delta"] == "n/a: subset ci-500; published over the full set"
+
+
+def test_map_ci_shows_half_the_interval_and_keeps_the_map_column_a_number():
+    with_interval = fp32()
+    with_interval["intervals"] = {"mAP": {"low": 0.18, "high": 0.2, "level": 0.95, "replicates": 1000, "seed": 0,
+                                          "estimate": 0.1898, "method": "percentile", "bias": 0.001}}
+    ninety = copy.deepcopy(with_interval)
+    ninety["intervals"]["mAP"]["level"] = 0.9
+    off = fp32()
+    off["provenance"]["bootstrap"] = {"replicates": 0, "off": "5000 images > metrics.bootstrap.max_images 2000"}
+    rows = [build_rows([doc])[0] for doc in (with_interval, ninety, off, fp32())]
+    assert [r["map"] for r in rows] == ["0.1898"] * 4
+    assert [r["map_ci"] for r in rows] == ["0.1898 ± 0.0100", "0.1898 ± 0.0100 (90%)", "n/a: bootstrap off",
+                                           "n/a: no intervals"]
+    assert rows[0]["drop_ci"] == ""  # not a quantized variant
+
+
+def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
+    from pathlib import Path
+
+    from ssd_eval.confidence import ResultMatches, paired_drop
+    from ssd_eval.config import load_config
+    from ssd_eval.pipeline import evaluate
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("sample", "sample-int8"):
+        evaluate(load_config(repo / "configs" / f"{name}.yaml", [("dataset.subset", "sample-4"),
+                                                                 ("output.dir", str(tmp_path / "{run}"))]),
+                 progress=False)
+    results = load_results(tmp_path)
+    row = row_of(build_rows(results), "sample-int8")
+    int8_result, parent = (next(r for r in results if r["variant"] == v) for v in ("sample-int8", "sample"))
+    matcher = ResultMatches()
+    drop = paired_drop(matcher.matches(int8_result), matcher.matches(parent), replicates=1000, seed=0)
+    assert drop.estimate == pytest.approx((parent["mAP"] - int8_result["mAP"]) / parent["mAP"] * 100, abs=1e-9)
+    assert row["drop_ci"] == f"{drop.estimate:.2f} ± {drop.half_width:.2f}" and drop.half_width > 0
+    assert row["subset"] == "sample-4" and row["map_ci"].startswith(f"{int8_result['mAP']:.4f} ± ")

@@ -267,3 +267,59 @@ def test_coverage_study_reports_coverage_bias_and_spread():
         assert 0 <= study.coverage[name] <= 1 and study.mean_half_width[name] > 0 and study.spread[name] > 0
     paired = uncertainty.coverage_study(matches, 40, subsets=2, replicates=20, matches_b=matches)
     assert paired.population == {name: 0.0 for name in BOOTSTRAP_METRICS} and paired.coverage["mAP"] == 1.0
+
+
+# --------------------------------------------------------------------------- runs and results (ssd_eval.confidence)
+
+
+def test_paired_drop_is_the_drop_ratio_per_replicate():
+    from ssd_eval.confidence import paired_drop
+
+    gt, detections = synthetic_case(images=120, per_image=8, seed=14)
+    image_ids = [i["id"] for i in gt["images"]]
+    rng = np.random.default_rng(3)
+    other = [dict(d, score=float(np.clip(d["score"] + rng.normal(0, 0.05), 0, 1))) for d in detections]
+    parent, child = evaluate_matches(gt, detections, image_ids), evaluate_matches(gt, other, image_ids)
+    drop = paired_drop(child, parent, replicates=300, seed=4)
+    p, q = score_detections(gt, detections, image_ids).stats[0], score_detections(gt, other, image_ids).stats[0]
+    assert drop.estimate == pytest.approx((p - q) / p * 100, abs=1e-9)
+    assert (drop.replicates, drop.seed, drop.level) == (300, 4, 0.95) and drop.low < drop.estimate < drop.high
+    weights = bootstrap_weights(len(image_ids), 300, 4)
+    p_r, q_r = weighted_ap(parent, weights)[:, 0], weighted_ap(child, weights)[:, 0]
+    assert [drop.low, drop.high] == pytest.approx(np.percentile((p_r - q_r) / p_r * 100, [2.5, 97.5]), abs=1e-12)
+    same = paired_drop(parent, parent, replicates=50, seed=0)
+    assert (same.low, same.high, same.estimate) == (0.0, 0.0, 0.0)
+
+
+def test_result_matches_refuse_detections_of_another_run_and_say_when_they_are_missing(tmp_path):
+    from pathlib import Path
+
+    from ssd_eval.confidence import NoPairing, ResultMatches
+    from ssd_eval.config import load_config
+    from ssd_eval.errors import UserError
+    from ssd_eval.pipeline import evaluate
+    from ssd_eval.results import read_metrics_file
+
+    root = Path(__file__).resolve().parents[1]
+
+    evaluate(load_config(root / "configs" / "sample.yaml", [("output.dir", str(tmp_path / "run"))]), progress=False)
+    result = read_metrics_file(tmp_path / "run" / "metrics.json")
+    matches = ResultMatches().matches(result)
+    assert len(matches.image_ids) == 8
+    assert weighted_ap(matches, unit_weights(matches))[0][0] == pytest.approx(result["mAP"], abs=1e-12)
+    detections = json.loads((tmp_path / "run" / "detections.json").read_text())
+    (tmp_path / "run" / "detections.json").write_text(json.dumps(detections[1:]))
+    with pytest.raises(UserError, match="not the file that run scored"):
+        ResultMatches().matches(result)
+    detections[0] = dict(detections[0], category_id=next(d["category_id"] for d in detections
+                                                          if d["category_id"] != detections[0]["category_id"]))
+    (tmp_path / "run" / "detections.json").write_text(json.dumps(detections))
+    with pytest.raises(UserError, match="not of the same run"):
+        ResultMatches().matches(result)
+    (tmp_path / "run" / "detections.json").unlink()
+    with pytest.raises(NoPairing, match="not found"):
+        ResultMatches().matches(result)
+    moved = dict(result, provenance=dict(result["provenance"], annotations={"path": str(tmp_path / "gone.json"),
+                                                                           "sha256": "0" * 64}))
+    with pytest.raises(NoPairing, match="is not here"):
+        ResultMatches().matches(moved)

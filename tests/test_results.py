@@ -1,0 +1,144 @@
+"""Tests for ssd_eval.results: metrics.json both ways (to_document / from_document), the terminal summary,
+a short repr, and partial runs left out of the table's and the gate's lookups."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+
+from ssd_eval.errors import UserError
+from ssd_eval.metrics import STAT_NAMES, Scores
+from ssd_eval.results import (
+    EvalResult,
+    ResultIndex,
+    is_partial,
+    load_results,
+    read_metrics_file,
+    render_result,
+    write_result,
+)
+
+from helpers import metrics_document, write_metrics
+
+CATEGORY_NAMES = [f"class {i:02d}" for i in range(20)]
+
+
+def many_categories() -> dict[str, float]:
+    """20 categories with distinct APs (class 00: 0.00, ..., class 17: 0.85) and two without ground truth."""
+    aps = {name: round(0.05 * i, 2) for i, name in enumerate(CATEGORY_NAMES[:18])}
+    aps.update({"class 18": -1.0, "class 19": -1.0})
+    return aps
+
+
+def document(**kw) -> dict:
+    data = metrics_document("ssd-12-int8", mAP=0.1892, parent="ssd-12", published=0.1892,
+                            per_category=many_categories(), **kw)
+    data.update(categories_averaged=CATEGORY_NAMES, warnings=[], intervals=None, source_map=None,
+                published_int8_path=None)
+    data["provenance"]["harness_commit"] = "0123456789abcdef0123456789abcdef01234567+dirty"
+    return data
+
+
+def test_to_document_from_document_round_trip(tmp_path):
+    scores = Scores(stats=[0.5, 0.7, 0.6, 0.1, 0.4, 0.7, 0.45, 0.55, 0.58, 0.2, 0.5, 0.8],
+                    per_category_ap={"person": 0.6, "car": -1.0}, pr_curves={"recall": [0.0, 1.0], "iou50": [1, 0.5],
+                                                                            "iou75": [0.9, 0.1]},
+                    warnings=["w"], categories_averaged=["person", "car"])
+    result = EvalResult(variant="v", protocol="inc", protocol_switches={"clip_boxes": False}, scores=scores,
+                        provenance={"images": 8, "date": "2026-11-25"}, parent="p", published_map=0.19,
+                        published_protocol="inc", source_map=0.1958, published_int8_path="x86-vnni",
+                        intervals={"mAP": {"low": 0.4, "high": 0.6, "level": 0.95}})
+    first = result.to_document()
+    again = EvalResult.from_document(json.loads(json.dumps(first)))
+    assert again.to_document() == first
+    write_result(result, tmp_path)  # the file write_result leaves reads back the same
+    assert EvalResult.from_document(json.loads((tmp_path / "metrics.json").read_text())).to_document() == first
+
+
+def test_from_document_of_a_read_metrics_file_keeps_every_field_and_where_it_lies(tmp_path):
+    path = write_metrics(tmp_path, document())
+    data = read_metrics_file(path)
+    result = EvalResult.from_document(data)
+    assert result.out_dir == path.parent and result.files["metrics"] == path
+    rewritten = result.to_document()
+    assert rewritten == {key: value for key, value in data.items() if key != "_source"}
+
+
+def test_repr_is_short():
+    data = document()
+    result = EvalResult.from_document(data, out_dir="results/ssd-12-int8")
+    text = repr(result)
+    assert len(text) < 300
+    assert text == ("EvalResult(variant='ssd-12-int8', protocol='coco', images=5000, mAP=0.1892, "
+                    "out_dir='results/ssd-12-int8')")
+
+
+def test_summary_numbers_equal_the_documents(tmp_path):
+    data = document()
+    text = render_result(EvalResult.from_document(data))
+    for name in STAT_NAMES:
+        [line] = [line for line in text.splitlines() if line.split()[:1] == [name]]
+        assert float(line.split()[1]) == round(data[name], 4), name
+    # the top 5 and bottom 5 categories with ground truth, best first, with their ranks
+    rows = [re.fullmatch(r"(\d+)\s+(\S.*?)\s+(\d\.\d{4})", line) for line in text.splitlines()]
+    shown = [(int(r[1]), r[2], float(r[3])) for r in rows if r]
+    ranked = sorted(((name, ap) for name, ap in data["per_category_ap"].items() if ap >= 0),
+                    key=lambda item: (-item[1], item[0]))
+    expected = [(rank, name, ap) for rank, (name, ap) in enumerate(ranked, start=1)]
+    assert shown == expected[:5] + expected[-5:]
+    assert "(8 more)" in text
+    assert "no ground truth in these images: 2 categories (class 18, class 19)" in text
+    assert "harness 0123456789ab+dirty" in text
+    # --all: every category
+    every = render_result(EvalResult.from_document(data), all_categories=True)
+    assert len([line for line in every.splitlines() if re.fullmatch(r"\d+\s+\S.*\s+\d\.\d{4}", line)]) == 18
+
+
+def test_summary_says_when_speed_came_from_the_cache_and_when_a_run_was_partial():
+    data = document()
+    data["provenance"].update(speed_from_cache=True, images_per_s=6.98, partial=["limit3"])
+    text = render_result(EvalResult.from_document(data))
+    assert "6.98 images/s (from the cache: measured when these images were inferred)" in text
+    assert "partial run (limit3): for testing, not the variant's result" in text
+
+
+def test_summary_under_inc_says_areas_are_not_comparable():
+    text = render_result(EvalResult.from_document(document(protocol="inc")))
+    assert "APs/APm/APl: INC computes areas from normalized boxes" in text
+
+
+def partial(document_: dict, parts: list[str]) -> dict:
+    document_["provenance"]["partial"] = parts
+    return document_
+
+
+def test_partial_runs_are_left_out_of_the_table_but_not_a_full_run_in_any_folder(tmp_path, caplog):
+    write_metrics(tmp_path, metrics_document("sample", mAP=0.5, images=8))
+    write_metrics(tmp_path, partial(metrics_document("sample", mAP=0.6, images=3), ["limit3"]), "sample@limit3")
+    write_metrics(tmp_path, metrics_document("sample", mAP=0.5, images=8), "mine")
+    with caplog.at_level(logging.INFO):
+        results = load_results(tmp_path)
+    assert [r["_source"].split("/")[-2] for r in results] == ["mine", "sample"]
+    assert "leaving out 1 partial runs" in caplog.text and "sample@limit3" in caplog.text
+    assert len(load_results(tmp_path, include_partial=True)) == 3
+    assert is_partial(load_results(tmp_path, include_partial=True)[2])
+
+
+def test_a_partial_run_in_the_canonical_folder_is_kept(tmp_path):
+    """Only --out can put a partial run there; the table shows it (and the gate checks it) as before."""
+    write_metrics(tmp_path, partial(metrics_document("sample", mAP=0.5, images=3), ["limit3"]))
+    assert len(load_results(tmp_path)) == 1
+
+
+def test_the_gate_never_takes_a_partial_run_for_the_variants_result(tmp_path):
+    write_metrics(tmp_path, partial(metrics_document("sample", mAP=0.6, images=3), ["limit3"]), "sample@limit3")
+    index = ResultIndex(tmp_path)
+    with pytest.raises(UserError, match=r"sample/metrics.json: missing"):
+        index.find("sample", "coco", "baselined variant sample")
+    assert index.protocols("sample") == []
+    write_metrics(tmp_path, metrics_document("sample", mAP=0.5, images=8))
+    found, note = ResultIndex(tmp_path).find("sample", "coco", "baselined variant sample")
+    assert found["mAP"] == 0.5 and note is None

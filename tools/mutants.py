@@ -1,0 +1,253 @@
+"""Mutation testing of the core modules with mutmut 3, one module at a time (``make mutants``).
+
+    .venv/bin/python tools/mutants.py                      # every module in MODULES, in that order
+    .venv/bin/python tools/mutants.py preprocess metrics   # only these
+    .venv/bin/python tools/mutants.py --list               # the modules and their test files
+
+For each module it builds a fresh work folder outside the checkout (``--workdir``, default
+``$TMPDIR/ssd_eval-mutants/<module>``) holding the package, the tests and the data they read, with
+pyproject.toml's ``[tool.mutmut]`` settings plus ``only_mutate`` (this module) and
+``pytest_add_cli_args_test_selection`` (the module's test files below), and runs ``mutmut run`` there.
+mutmut then runs, for each mutant, only those of the selected tests that call the mutated function
+(``-x``: the first failure kills it). The checkout is never written to, so it can be edited meanwhile.
+
+Prints killed / survived / timeout / no tests / total and the score per module, every survivor's
+diff, and writes the same as Markdown (``--report``, default ``<workdir>/report.md``) and JSON
+(``<workdir>/report.json``). Score = (killed + timeout) / (total - skipped); a mutant no selected test
+reaches ("no tests") counts as a survivor. Exit 1 when a module scores under ``--min-score``.
+Not part of ``make test`` or CI: docs/TESTING.md has the last results and why each survivor is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# module -> the test files that cover it (paths relative to the repository root). Smallest first.
+MODULES: dict[str, list[str]] = {
+    "preprocess": ["tests/test_preprocess.py", "tests/test_faults_preprocess.py"],
+    "postprocess": ["tests/test_postprocess.py", "tests/test_faults_config.py"],
+    "compare": ["tests/test_compare.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py"],
+    "metrics": ["tests/test_metrics.py", "tests/test_faults_scoring.py"],
+    "results": ["tests/test_results.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py",
+                "tests/test_cli.py"],
+    "table": ["tests/test_table.py", "tests/test_faults_gate.py"],
+    "gate": ["tests/test_gate.py", "tests/test_faults_gate.py"],
+    "cache": ["tests/test_cache.py", "tests/test_faults_pipeline.py"],
+    "data": ["tests/test_data.py", "tests/test_faults_preprocess.py"],
+    "runner": ["tests/test_runner.py", "tests/test_faults_config.py"],
+    "pipeline": ["tests/test_pipeline.py", "tests/test_faults_pipeline.py", "tests/test_faults_config.py",
+                 "tests/test_faults_scoring.py"],
+}
+
+# What each work folder holds besides the package (mutmut copies these on into its mutants/ folder).
+COPIED = ["ssd_eval", "tests", "data", "configs", "baselines", "subsets", "pyproject.toml"]
+KILLED = ("killed", "timeout", "caught by type check")
+
+
+def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
+    """pyproject's [tool.mutmut] settings for one module, as TOML text."""
+    settings = dict(base)
+    settings["only_mutate"] = [f"ssd_eval/{module}.py"]
+    settings["pytest_add_cli_args_test_selection"] = list(tests)
+    lines = ["[tool.mutmut]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}")  # strings, numbers, booleans, lists of them: JSON is TOML
+    return "\n".join(lines) + "\n"
+
+
+def prepare(workdir: Path, module: str, tests: list[str]) -> None:
+    """A fresh copy of what the module's tests need, with the module's mutmut settings."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=ignore)
+        elif source.is_file():
+            shutil.copy2(source, workdir / name)
+    text = (REPO / "pyproject.toml").read_text()
+    base = tomllib.loads(text).get("tool", {}).get("mutmut", {})
+    text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)  # drop the section, then write ours
+    (workdir / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(base, module, tests))
+    # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared"); mutmut
+    # runs the tests from <workdir>/mutants, so the same place is <workdir>/shared.
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (workdir / "shared").symlink_to(shared)
+
+
+def run_mutmut(workdir: Path, module: str, max_children: int) -> int:
+    """``mutmut run`` in the work folder (progress output into mutmut.log), after widening its test map."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
+    with open(workdir / "mutmut.log", "w") as log:
+        # First only the stats: a mutant name that matches nothing makes mutmut stop once it has mapped
+        # each function to the tests that call it (mutants/mutmut-stats.json).
+        subprocess.run([sys.executable, "-m", "mutmut", "run", f"ssd_eval.{module}.no_such_mutant"],
+                       cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        widened = widen_test_map(workdir)
+        print(f"   widened the test map of {widened} functions to whole files with shared fixtures", file=log,
+              flush=True)
+        return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+                              cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:class|module|package|session)["']""")
+
+
+def widen_test_map(workdir: Path) -> int:
+    """mutmut runs a mutant against the tests during which the mutated function ran. A module-scoped
+    fixture runs once, inside the first test that uses it, so the other tests reading its value (e.g.
+    test_faults_scoring's PR curves) would never see the mutant. In a test file with such a fixture,
+    a function reached by one of its tests is given all of them. Returns how many functions gained tests."""
+    path = workdir / "mutants" / "mutmut-stats.json"
+    if not path.is_file():
+        return 0
+    stats = json.loads(path.read_text())
+    by_file: dict[str, set[str]] = {}
+    for test in stats["duration_by_test"]:  # every test the stats run ran
+        by_file.setdefault(test.split("::")[0], set()).add(test)
+    shared = {f for f in by_file if (workdir / "mutants" / f).is_file()
+              and SHARED_FIXTURE.search((workdir / "mutants" / f).read_text())}
+    widened = 0
+    for function, tests in stats["tests_by_mangled_function_name"].items():
+        files = {t.split("::")[0] for t in tests} & shared
+        extra = set().union(*(by_file[f] for f in files)) - set(tests) if files else set()
+        if extra:
+            stats["tests_by_mangled_function_name"][function] = sorted(set(tests) | extra)
+            widened += 1
+    path.write_text(json.dumps(stats, indent=4))
+    return widened
+
+
+def collect(workdir: Path, module: str) -> dict:
+    """Counts per status and every mutant that was not killed, with its diff."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = workdir / "mutants" / "ssd_eval" / f"{module}.py.meta"
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+    counts: dict[str, int] = {}
+    survivors = []
+    for name, code in sorted(exit_codes.items(), key=lambda item: natural_key(item[0])):
+        status = status_by_exit_code[code]
+        counts[status] = counts.get(status, 0) + 1
+        if status not in KILLED:
+            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=workdir,
+                                  capture_output=True, text=True).stdout
+            survivors.append({"name": name, "status": status, "diff": strip_header(diff)})
+    total = sum(counts.values())
+    scored = total - counts.get("skipped", 0)
+    killed = sum(counts.get(status, 0) for status in KILLED)
+    return {"module": module, "counts": counts, "total": total, "killed": killed,
+            "score": 100.0 * killed / scored if scored else None, "survivors": survivors}
+
+
+def natural_key(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def strip_header(diff: str) -> str:
+    """The diff without mutmut's ``# name: status`` line and the file header."""
+    return "\n".join(line for line in diff.splitlines()
+                     if not line.startswith(("# ", "--- ", "+++ "))).strip("\n")
+
+
+def render(results: list[dict], header: str) -> str:
+    out = [header, "", "| module | killed | survived | timeout | no tests | other | total | score | minutes |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        c = r["counts"]
+        other = r["total"] - sum(c.get(s, 0) for s in ("killed", "survived", "timeout", "no tests"))
+        score = "n/a" if r["score"] is None else f"{r['score']:.1f} %"
+        out.append(f"| {r['module']} | {c.get('killed', 0)} | {c.get('survived', 0)} | {c.get('timeout', 0)} | "
+                   f"{c.get('no tests', 0)} | {other} | {r['total']} | {score} | {r['minutes']:.1f} |")
+    for r in results:
+        if r["survivors"]:
+            out += ["", f"### {r['module']}: {len(r['survivors'])} not killed", ""]
+            for s in r["survivors"]:
+                out += [f"`{s['name']}` ({s['status']})", "```diff", s["diff"], "```"]
+    return "\n".join(out) + "\n"
+
+
+def report_header(args: argparse.Namespace) -> str:
+    versions = f"mutmut {metadata.version('mutmut')}, Python {sys.version.split()[0]}"
+    return f"## Mutation testing ({versions}, --max-children {args.max_children})"
+
+
+def write_report(results: list[dict], args: argparse.Namespace) -> None:
+    path = args.report or args.workdir / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(results, report_header(args)))
+    path.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ssd_eval-mutants")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
+    parser.add_argument("--report", type=Path, help="Markdown report (default <workdir>/report.md)")
+    parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 when a module scores lower")
+    parser.add_argument("--list", action="store_true", help="print the modules and their test files")
+    args = parser.parse_args(argv)
+    if args.list:
+        for module, tests in MODULES.items():
+            print(f"{module:12} {' '.join(tests)}")
+        return 0
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    try:
+        metadata.version("mutmut")
+    except metadata.PackageNotFoundError:
+        print("mutmut is not installed: .venv/bin/pip install -e '.[dev]' (or pip install -r requirements.lock)")
+        return 2
+    modules = args.modules or list(MODULES)
+    missing = [t for m in modules for t in MODULES[m] if not (REPO / t).is_file()]
+    if missing:
+        print(f"no {', '.join(missing)} in {REPO}: update MODULES in tools/mutants.py")
+        return 2
+    results = []
+    for module in modules:
+        workdir = args.workdir.resolve() / module
+        print(f"== {module}: mutating ssd_eval/{module}.py against {' '.join(MODULES[module])} (in {workdir})",
+              flush=True)
+        start = time.monotonic()
+        prepare(workdir, module, MODULES[module])
+        code = run_mutmut(workdir, module, args.max_children)
+        result = collect(workdir, module)
+        result["minutes"] = (time.monotonic() - start) / 60
+        result["mutmut_exit"] = code
+        if code != 0 or not result["total"]:
+            print(f"   mutmut exited {code}; see {workdir / 'mutmut.log'}", flush=True)
+        score = "n/a" if result["score"] is None else f"{result['score']:.1f} %"
+        print(f"   {result['killed']}/{result['total']} killed ({score}), {json.dumps(result['counts'])}, "
+              f"{result['minutes']:.1f} min", flush=True)
+        results.append(result)
+        write_report(results, args)  # after each module, so an interrupted run keeps what it finished
+
+    print("\n" + render(results, report_header(args)))
+    print(f"report: {args.report or args.workdir / 'report.md'} (and .json)")
+    low = [r["module"] for r in results if r["score"] is None or r["score"] < args.min_score]
+    if low:
+        print(f"under {args.min_score:g} %: {', '.join(low)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
