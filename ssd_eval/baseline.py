@@ -85,6 +85,12 @@ _METRIC_KEYS = ("expected", "abs_tol", "rel_tol", "tolerance")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
 
+def _check_known_keys(mapping: dict, allowed: tuple[str, ...], prefix: str, source: str) -> None:
+    for sub in mapping:
+        if sub not in allowed:
+            raise UserError(f"{source}: {prefix}.{sub}: unknown key (allowed: {', '.join(allowed)})")
+
+
 def parse_baseline(text: str, source: str) -> Baseline:
     """Parse and check baseline YAML text; UserError names `source` and the key at fault."""
     try:
@@ -142,10 +148,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: {key}: unknown metric (allowed: {', '.join(METRIC_NAMES)})")
         if not isinstance(spec, dict):
             raise UserError(f"{source}: {key}: expected a mapping with expected, abs_tol, rel_tol")
-        for sub in spec:
-            if sub not in _METRIC_KEYS:
-                raise UserError(f"{source}: {key}.{sub}: unknown key "
-                                f"(allowed: {', '.join(_METRIC_KEYS)})")
+        _check_known_keys(spec, _METRIC_KEYS, key, source)
         if not is_number(spec.get("expected")):
             raise UserError(f"{source}: {key}.expected: expected a number, "
                             f"got {quote(spec.get('expected'))}")
@@ -173,10 +176,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
     if quantized is not None:
         if not isinstance(quantized, dict):
             raise UserError(f"{source}: quantized: expected a mapping with parent, max_drop_pct")
-        for sub in quantized:
-            if sub not in _QUANTIZED_KEYS:
-                raise UserError(f"{source}: quantized.{sub}: unknown key "
-                                f"(allowed: {', '.join(_QUANTIZED_KEYS)})")
+        _check_known_keys(quantized, _QUANTIZED_KEYS, "quantized", source)
         parent = quantized.get("parent")
         if not isinstance(parent, str) or not parent:
             raise UserError(f"{source}: quantized.parent: expected a variant name, got {quote(parent)}")

@@ -114,23 +114,12 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
 def make_subset(annotations_path: str | Path, size: int, *, name: str, seed: int = 0) -> Subset:
     """The stratified subset of ``size`` images of an annotation file, named and hashed, ready to write."""
     _check_name(name)
-    path = Path(annotations_path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read annotation file: {exc.strerror or exc}") from None
-    try:
-        gt = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a COCO annotation file: invalid JSON ({exc})") from None
-    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations")):
-        raise UserError(f"{path}: not a COCO annotation file: needs lists 'images' and 'annotations'")
-    known = {image.get("id") for image in gt["images"] if isinstance(image, dict)}
-    for index, ann in enumerate(gt["annotations"]):
-        if not isinstance(ann, dict) or ann.get("image_id") not in known or "category_id" not in ann:
-            raise UserError(f"{path}: annotations[{index}] lacks a category_id or names an image not in 'images'")
+    from ssd_eval.data import load_annotations  # the one reader and checker of annotation files
+
+    dataset = load_annotations(annotations_path, Path("."))
+    gt = dataset.gt
     ids = stratified_subset(gt, size, seed=seed)
-    return Subset(name=name, annotations_sha256=hashlib.sha256(raw).hexdigest(), image_ids=ids,
+    return Subset(name=name, annotations_sha256=dataset.sha256, image_ids=ids,
                   ids_sha256=ids_sha256(ids), algorithm=ALGORITHM, seed=seed)
 
 
