@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import xml.etree.ElementTree as ET
 from functools import partial
 from pathlib import Path
@@ -1005,8 +1006,11 @@ def test_make_ci_gate_on_the_sample_passes_and_the_off_by_one_model_fails_ci95(t
     if make is None:
         pytest.skip("make is not installed")
     results = tmp_path / "results"
+    # A clean make: not the variables of a `make test ARGS=...` this suite may be running under.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS")}
     done = subprocess.run([make, "-s", "-o", ".venv/.installed", "ci-gate", f"PY={sys.executable}",
-                           f"CI_RESULTS={results}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           f"CI_RESULTS={results}", "ARGS="], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gate: 14 passed, 0 failed, 0 errors" in done.stdout
     assert sorted(p.name for p in results.iterdir() if p.is_dir()) == \
