@@ -524,3 +524,56 @@ def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
     assert drop.estimate == pytest.approx((parent["mAP"] - int8_result["mAP"]) / parent["mAP"] * 100, abs=1e-9)
     assert row["drop_ci"] == f"{drop.estimate:.2f} ± {drop.half_width:.2f}" and drop.half_width > 0
     assert row["subset"] == "sample-4" and row["map_ci"].startswith(f"{int8_result['mAP']:.4f} ± ")
+
+
+# ------------------------------------------------------------------ found by mutation testing (docs/TESTING.md)
+
+def test_csv_cells_starting_with_plus_or_at_are_not_formulas():
+    rows = build_rows([metrics_document("+cmd", mAP=0.2), metrics_document("@SUM(A1)", mAP=0.1)])
+    records = list(csv.reader(io.StringIO(render_csv(rows))))
+    assert sorted(r[0] for r in records[1:]) == ["'+cmd", "'@SUM(A1)"]
+
+
+def test_speedup_over_a_slow_parent_and_a_parent_at_zero_images_per_s():
+    parent, child = fp32(), int8()
+    parent["provenance"]["images_per_s"] = 0.5
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["speedup"] == "13.96x"
+    parent["provenance"]["images_per_s"] = 0.0
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["speedup"] == "n/a: ssd-12 images/s is 0"
+
+
+def test_a_run_without_a_measured_speed_leaves_the_speed_cell_empty():
+    document = fp32()
+    document["provenance"]["images_per_s"] = None
+    assert row_of(build_rows([document]), "ssd-12")["images_per_s"] == ""
+
+
+def test_int8_path_of_a_model_marked_unquantized_or_without_a_kernel_class():
+    quantized = int8()
+    quantized["provenance"]["model"]["quantization"] = "none"
+    assert row_of(build_rows([quantized]), "ssd-12-int8")["int8_path"] == ""
+    quantized["provenance"]["model"]["quantization"] = "QDQ"
+    assert row_of(build_rows([quantized]), "ssd-12-int8")["int8_path"] == "unknown"
+
+
+def test_markdown_rows_open_and_close_with_a_pipe():
+    lines = render_markdown(build_rows([fp32(), int8()])).splitlines()
+    assert all(line.startswith("| ") and line.endswith(" |") for line in lines[:1] + lines[2:])
+    assert lines[1] == "|" + "---|" * (lines[0].count(" | ") + 1)
+
+
+def test_table_md_keeps_the_table_then_one_picture_section_and_ends_in_one_newline(tmp_path):
+    write_metrics(tmp_path, fp32())
+    rows = write_table(tmp_path, quiet=True)
+    plain = (tmp_path / "TABLE.md").read_text()
+    assert plain.endswith("\n" + render_markdown(rows)) and not plain.endswith("\n\n")
+    (tmp_path / "pr_iou50.png").write_bytes(b"\x89PNG")
+    write_table(tmp_path, quiet=True)
+    assert (tmp_path / "TABLE.md").read_text() == (
+        plain + "\n\n## Pictures (`ssd-eval report`)\n\n![pr_iou50](pr_iou50.png)\n")
+
+
+def test_write_table_prints_the_terminal_table_and_nothing_else(tmp_path, capsys):
+    write_metrics(tmp_path, fp32())
+    rows = write_table(tmp_path)
+    assert capsys.readouterr().out == render_terminal(rows)

@@ -9,7 +9,8 @@ For each module it builds a fresh work folder outside the checkout (``--workdir`
 pyproject.toml's ``[tool.mutmut]`` settings plus ``only_mutate`` (this module) and
 ``pytest_add_cli_args_test_selection`` (the module's test files below), and runs ``mutmut run`` there.
 mutmut then runs, for each mutant, only those of the selected tests that call the mutated function
-(``-x``: the first failure kills it). The checkout is never written to, so it can be edited meanwhile.
+(``-x``: the first failure kills it); in test files with a module- or session-scoped fixture, all of the
+file's tests (``widen_test_map``). The checkout is never written to, so it can be edited meanwhile.
 
 Prints killed / survived / timeout / no tests / total and the score per module, every survivor's
 diff, and writes the same as Markdown (``--report``, default ``<workdir>/report.md``) and JSON
@@ -40,7 +41,7 @@ MODULES: dict[str, list[str]] = {
     "preprocess": ["tests/test_preprocess.py", "tests/test_faults_preprocess.py"],
     "postprocess": ["tests/test_postprocess.py", "tests/test_faults_config.py"],
     "compare": ["tests/test_compare.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py"],
-    "metrics": ["tests/test_metrics.py", "tests/test_faults_scoring.py"],
+    "metrics": ["tests/test_metrics.py", "tests/test_faults_scoring.py", "tests/test_streaming.py"],
     "results": ["tests/test_results.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py",
                 "tests/test_cli.py"],
     "table": ["tests/test_table.py", "tests/test_faults_gate.py"],
