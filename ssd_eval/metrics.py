@@ -29,6 +29,9 @@ class Backend:
     module: str  # to import
     extra: str | None  # pip install -e '.[extra]'
     make_evaluator: Callable[[dict, list[dict]], Any]
+    # Whether the library writes into the result dicts it gets (pycocotools' loadRes adds area, id,
+    # segmentation...): then it gets copies. hotcoco converts them without writing.
+    mutates_results: bool = True
 
 
 def _pycocotools_evaluator(prepared: dict, results: list[dict]) -> Any:
@@ -51,14 +54,14 @@ def _faster_coco_eval_evaluator(prepared: dict, results: list[dict]) -> Any:
 def _hotcoco_evaluator(prepared: dict, results: list[dict]) -> Any:
     import hotcoco
 
-    ground_truth = hotcoco.COCO(copy.deepcopy(prepared))
+    ground_truth = hotcoco.COCO(prepared)  # converted, never written to (tests/test_streaming.py checks)
     return hotcoco.COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
 
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
     Backend("pycocotools", "pycocotools", "pycocotools", None, _pycocotools_evaluator),
     Backend("faster-coco-eval", "faster-coco-eval", "faster_coco_eval", "fast", _faster_coco_eval_evaluator),
-    Backend("hotcoco", "hotcoco", "hotcoco", "hotcoco", _hotcoco_evaluator),
+    Backend("hotcoco", "hotcoco", "hotcoco", "hotcoco", _hotcoco_evaluator, mutates_results=False),
 )}
 """Every scoring backend by its ``metrics.backend`` name; pycocotools is the reference."""
 
@@ -101,15 +104,16 @@ def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], categor
     return [checked_copy(det, images, categories, source) for det in detections]
 
 
-def checked_copy(det: dict, images: set[int], categories: set[int], source: str) -> dict:
-    """A copy of one result, checked to name one of ``images`` and one of ``categories``."""
+def checked_copy(det: dict, images: set[int], categories: set[int], source: str, *, copy: bool = True) -> dict:
+    """A copy of one result (``copy=False``: the result itself), checked to name one of ``images``
+    and one of ``categories``."""
     if det["image_id"] not in images:
         raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
                         "evaluated images of the annotation file")
     if det["category_id"] not in categories:
         raise UserError(f"{source}: detections use category id {det['category_id']}, which is not a category "
                         "of the annotation file (contiguous labels must be mapped to COCO ids)")
-    return dict(det, bbox=list(det["bbox"]))
+    return dict(det, bbox=list(det["bbox"])) if copy else det
 
 
 def score_detections(
@@ -141,7 +145,12 @@ def score_detections(
     all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
     category_ids = averaged_category_ids(names, exclude_categories)
-    results = checked_copies(detections, image_ids, all_category_ids, source)
+    chosen = BACKENDS.get(backend)
+    if chosen is None or chosen.mutates_results:
+        results = checked_copies(detections, image_ids, all_category_ids, source)
+    else:  # checked, not copied: the backend only reads them
+        images, categories = set(image_ids), set(all_category_ids)
+        results = [checked_copy(det, images, categories, source, copy=False) for det in detections]
     if not results:
         return empty_scores(prepared, names, category_ids, image_ids, source)
     evaluator = _run_cocoeval(prepared, results, sorted(image_ids), category_ids, backend)

@@ -40,6 +40,7 @@ import numpy as np
 
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import (
+    BACKENDS,
     Scores,
     averaged_category_ids,
     checked_copy,
@@ -104,6 +105,7 @@ class StreamingScorer:
         self.chunks = 0
         self.peak_pending_detections = 0
         self._finished = False
+        self._copy = BACKENDS[backend].mutates_results  # pycocotools' loadRes writes into what it gets
         self.evaluation: dict[str, np.ndarray] | None = None  # precision, recall, scores once finished
         if backend == "hotcoco":
             self._engine: Any = _HotcocoEngine(self.prepared["categories"], self.category_ids)
@@ -114,7 +116,6 @@ class StreamingScorer:
         """One image's detections (COCO results: image_id, category_id, bbox, score), all of them at once."""
         if self._finished:
             raise RuntimeError("StreamingScorer.add after finish()")
-        image_id = int(image_id)
         if image_id not in self._evaluated:
             raise UserError(f"{self.source}: detections name image id {image_id}, which is not among the "
                             "evaluated images of the annotation file")
@@ -124,7 +125,8 @@ class StreamingScorer:
                             "scores them in any order)")
         copies = []
         for detection in detections:
-            copy = checked_copy(detection, self._evaluated, self._all_categories, self.source)
+            copy = checked_copy(detection, self._evaluated, self._all_categories, self.source,
+                                copy=self._copy)
             if copy["image_id"] != image_id:
                 raise UserError(f"{self.source}: a detection of image {copy['image_id']} was given as one of "
                                 f"image {image_id}")

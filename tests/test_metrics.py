@@ -357,3 +357,63 @@ def test_ground_truth_without_area_or_iscrowd_is_a_plain_box_of_width_times_heig
           "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [20, 10, 60, 20]}]}
     scores = score_detections(gt, [dict(CAR_DETECTION, bbox=[20.0, 10.0, 60.0, 20.0])], [7]).named()
     assert [scores[k] for k in ("mAP", "APs", "APm", "APl")] == pytest.approx([1.0, -1.0, 1.0, -1.0])
+
+
+def test_crowd_regions_are_ignored_unless_asked_and_errors_name_the_source():
+    gt = ground_truth()
+    gt["annotations"].append({"id": 2, "image_id": 7, "category_id": 3, "bbox": [120.0, 50.0, 70.0, 45.0],
+                              "area": 3150.0, "iscrowd": 1})
+    assert score_detections(gt, [CAR_DETECTION], [7]).stats[0] == pytest.approx(1.0)  # the coco default
+    assert score_detections(gt, [CAR_DETECTION], [7], crowd_as_ground_truth=True).stats[0] < 0.6
+    with pytest.raises(UserError, match=r"^run x: detections name image id 8,"):
+        score_detections(gt, [dict(CAR_DETECTION, image_id=8)], [7], source="run x")
+
+
+def test_categories_without_a_name_are_named_by_their_id():
+    gt = ground_truth()
+    gt["categories"] = [{"id": 1}, {"id": 3}]
+    assert score_detections(gt, [CAR_DETECTION], [7]).per_category_ap == pytest.approx({"1": -1.0, "3": 1.0})
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_streaming_passes_every_setting_on(monkeypatch, backend):
+    pytest.importorskip(BACKENDS[backend].module)
+    import ssd_eval.streaming
+
+    seen = {}
+    real = ssd_eval.streaming.score_stream
+    monkeypatch.setattr(ssd_eval.streaming, "score_stream", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    streamed = score_detections(ground_truth(), [CAR_DETECTION], [7], backend=backend, streaming=True,
+                                exclude_categories=["person"], source="run x", crowd_as_ground_truth=True)
+    assert seen == {"backend": backend, "exclude_categories": ["person"], "source": "run x",
+                    "crowd_as_ground_truth": True}
+    assert streamed.categories_averaged == ["car"]
+
+
+def test_excluding_an_unknown_or_every_category_is_refused():
+    with pytest.raises(UserError) as info:
+        score_detections(ground_truth(), [CAR_DETECTION], [7], exclude_categories=["car", "cat"])
+    assert str(info.value) == ("metrics.exclude_categories names 'cat', which is not a category name of the "
+                               "annotation file")
+    with pytest.raises(UserError) as info:
+        score_detections(ground_truth(), [CAR_DETECTION], [7], exclude_categories=["car", "person"])
+    assert str(info.value) == "metrics.exclude_categories leaves no category to average over"
+
+
+def test_the_no_detections_warning_names_the_source():
+    expected = ["detections: no detections to score; every metric is 0"]
+    assert score_detections(ground_truth(), [], [7]).warnings == expected
+    assert score_detections(ground_truth(), [], [7], source="run x").warnings[0].startswith("run x: ")
+
+
+def test_pr_curves_are_taken_at_iou_exactly_50_and_75():
+    # A car found at IoU 0.525 (a match at 0.50, not 0.55) and a person at IoU 0.775 (at 0.75, not 0.80).
+    gt = {"images": [{"id": 1, "width": 200, "height": 200}, {"id": 2, "width": 200, "height": 200}],
+          "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 100, 100], "iscrowd": 0},
+                          {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 100, 100], "iscrowd": 0}]}
+    detections = [{"image_id": 1, "category_id": 3, "bbox": [0.0, 0.0, 100.0, 52.5], "score": 0.9},
+                  {"image_id": 2, "category_id": 1, "bbox": [0.0, 0.0, 100.0, 77.5], "score": 0.9}]
+    curves = score_detections(gt, detections, [1, 2]).pr_curves
+    assert curves["iou50"] == pytest.approx([1.0] * 101)  # both categories match
+    assert curves["iou75"] == pytest.approx([0.5] * 101)  # only the person

@@ -241,12 +241,14 @@ def test_no_ground_truth_gives_minus_one_with_a_warning_as_scoring_at_once():
     assert_same_scores(streamed, score_detections(gt, [CAR], [7, 8]))
 
 
-def test_detections_are_not_mutated():
-    detections = [dict(CAR), dict(CAR, image_id=8, score=0.5)]
-    before = copy.deepcopy(detections)
-    gt = small_truth()
-    gt_before = copy.deepcopy(gt)
-    score_detections(gt, detections, [7, 8], streaming=True)
+@pytest.mark.parametrize("streamed", [True, False], ids=["streaming", "at-once"])
+@pytest.mark.parametrize("backend", STREAMING_BACKENDS)
+def test_neither_detections_nor_ground_truth_are_written_to(backend, streamed):
+    """hotcoco gets the caller's dicts uncopied (it only reads them); pycocotools gets copies."""
+    pytest.importorskip(BACKENDS[backend].module)
+    gt, detections, image_ids = synthetic.synthetic_scoring_case(30, 10, seed=6)
+    before, gt_before = copy.deepcopy(detections), copy.deepcopy(gt)
+    score_detections(gt, detections, image_ids, backend=backend, streaming=streamed)
     assert detections == before and gt == gt_before
 
 
