@@ -404,6 +404,13 @@ def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> 
                     "another protocol, start from a baseline file with that protocol")
 
 
+def _report_errors(errors: list[str]) -> int:
+    """Print each input error as one line; the exit code 2."""
+    for message in errors:
+        print_error("baseline", message)
+    return 2
+
+
 def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
                      abs_tol: float = 0.002, max_drop_pct: float = 1.0, subset: str | None = None,
                      keep_detections: bool = False) -> int:
@@ -431,9 +438,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     if not results_dir.is_dir():
         errors.append(f"{results_dir}: results directory not found; run `make eval` first")
     if errors:
-        for message in errors:
-            print_error("baseline", message)
-        return 2
+        return _report_errors(errors)
 
     try:
         existing_files = baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
@@ -448,9 +453,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     else:
         names = list(dict.fromkeys(variants))
     if errors:
-        for message in errors:
-            print_error("baseline", message)
-        return 2
+        return _report_errors(errors)
     if not names:
         print_error("baseline", f"{results_dir}: no */metrics.json found; run `make eval` first")
         return 2
@@ -487,17 +490,13 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         if baseline.detections_path is not None:
             copies.append((Path(result["_source"]).parent / "detections.json", baseline.detections_path))
     if errors:
-        for message in errors:
-            print_error("baseline", message)
-        return 2
+        return _report_errors(errors)
 
     for source, target in copies:
         if not source.is_file():
             errors.append(f"{source}: not found; {target} keeps the detections of the result it is updated from")
     if errors:
-        for message in errors:
-            print_error("baseline", message)
-        return 2
+        return _report_errors(errors)
 
     baselines_dir.mkdir(parents=True, exist_ok=True)
     changed = 0

@@ -681,13 +681,19 @@ def _coco_paths(tmp_path: Path):
     return root / "annotations" / "instances_val2017.json", root / "val2017", tmp_path / "dl"
 
 
-def test_ensure_coco_end_to_end(server, tmp_path):
+def _served_coco(server, tmp_path: Path):
+    """(annotation path, image dir, downloads dir, ensure_coco keyword arguments) with both zips served."""
     server.files["annotations/annotations_trainval2017.zip"] = ANN_ZIP
     server.files["zips/val2017.zip"] = IMG_ZIP
     ann, images, downloads = _coco_paths(tmp_path)
     kwargs = dict(annotations_url=server.url("annotations/annotations_trainval2017.zip"),
                   images_url=server.url("zips/val2017.zip"), download_missing=True,
                   downloads_dir=downloads, progress=False)
+    return ann, images, downloads, kwargs
+
+
+def test_ensure_coco_end_to_end(server, tmp_path):
+    ann, images, downloads, kwargs = _served_coco(server, tmp_path)
     ensure_coco(ann, images, **kwargs)
     assert ann.read_bytes() == ANN_BYTES
     assert sorted(p.name for p in images.iterdir()) == sorted(JPGS)
@@ -904,12 +910,7 @@ def test_zip_total_size_is_capped(tmp_path, monkeypatch):
 
 
 def test_ensure_coco_checks_the_pinned_zip_size_and_sha256(server, tmp_path):
-    server.files["annotations/annotations_trainval2017.zip"] = ANN_ZIP
-    server.files["zips/val2017.zip"] = IMG_ZIP
-    ann, images, downloads = _coco_paths(tmp_path)
-    kwargs = dict(annotations_url=server.url("annotations/annotations_trainval2017.zip"),
-                  images_url=server.url("zips/val2017.zip"), download_missing=True,
-                  downloads_dir=downloads, progress=False)
+    ann, images, downloads, kwargs = _served_coco(server, tmp_path)
     with pytest.raises(UserError, match="sha256") as info:
         ensure_coco(ann, images, annotations_zip=(len(ANN_ZIP), "0" * 64), **kwargs)
     _assert_one_line(info.value)
