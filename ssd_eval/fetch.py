@@ -94,14 +94,16 @@ def _varint(data, pos: int) -> tuple[int, int]:
     return value, pos
 
 
-def model_sha256(path: Path) -> str:
+def model_sha256(path: Path, file_sha256: str | None = None) -> str:
     """A model's sha256: of the .onnx file, or, when it keeps tensors in ONNX external-data files,
-    of the .onnx file's digest and each data file's name and digest together."""
+    of the .onnx file's digest and each data file's name and digest together. ``file_sha256`` is
+    the .onnx file's own digest when the caller has it already."""
     path = Path(path)
+    file_sha256 = file_sha256 or sha256_of(path)
     names = external_data_files(path)
     if not names:
-        return sha256_of(path)
-    digest = hashlib.sha256(sha256_of(path).encode())
+        return file_sha256
+    digest = hashlib.sha256(file_sha256.encode())
     for name in names:
         data_file = path.parent / name
         if not data_file.is_file():

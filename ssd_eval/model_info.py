@@ -11,7 +11,6 @@ needs a QuantizeLinear after it), otherwise they run in float and cannot saturat
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from ssd_eval.cpu import Int8Capability, describe, detect_int8_capability
 from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
 
 SAFE_RANGE = (-64, 63)
 PRECISION_KEY = "session.x64quantprecision"  # onnxruntime: exact u8s8 on x86 CPUs without VNNI
@@ -114,14 +114,6 @@ class ModelInfo:
         data["safe_range"] = list(SAFE_RANGE)
         data["gflops"] = round(self.gflops, 4)
         return data
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _type_name(elem_type: int) -> str:
@@ -361,8 +353,10 @@ def _flops(graph: _Graph, inputs: list[TensorInfo]) -> tuple[float, int]:
     return per_image / 1e9, skipped
 
 
-def inspect_model(path: str | Path, capability: Int8Capability | None = None) -> ModelInfo:
-    """Describe the ONNX model at ``path``; ``capability`` defaults to this CPU's.
+def inspect_model(path: str | Path, capability: Int8Capability | None = None,
+                  sha256: str | None = None) -> ModelInfo:
+    """Describe the ONNX model at ``path``; ``capability`` defaults to this CPU's; ``sha256`` is the
+    file's digest when the caller has it already (else it is computed).
 
     External weight data next to the model is loaded when present (weight ranges of tensors whose
     data is missing are reported as unknown). A missing, unreadable or non-ONNX file raises
@@ -410,7 +404,7 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None) ->
     gflops, skipped = _flops(graph, inputs)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = " ".join(filter(None, [model.producer_name, model.producer_version]))
-    return ModelInfo(path=str(path), sha256=_sha256(path), size=path.stat().st_size, opset=opset,
+    return ModelInfo(path=str(path), sha256=sha256 or sha256_of(path), size=path.stat().st_size, opset=opset,
                      ir_version=int(model.ir_version), producer=producer, inputs=inputs, outputs=outputs,
                      node_count=len(model.graph.node), quantization_format=_quant_format(graph, counts),
                      quantized_op_counts=counts, weight_ranges=weights, saturation_risk=risk,

@@ -231,9 +231,9 @@ def evaluate(
     if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
     model_sha256 = fetch.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
-    content_sha256 = fetch.model_sha256(model_path)  # with its external data: what determines detections
+    content_sha256 = fetch.model_sha256(model_path, model_sha256)  # with external data: what shapes detections
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
-    int8 = model_info.inspect_model(model_path, cpu.detect_int8_capability())
+    int8 = model_info.inspect_model(model_path, cpu.detect_int8_capability(), sha256=model_sha256)
     session_config = model_info.int8_session_config(int8, config.runtime.session_config,
                                                     exact_int8=config.runtime.exact_int8)
     int8_warning = model_info.saturation_warning(int8, session_config, config.runtime.graph_optimization)

@@ -287,7 +287,7 @@ def test_where_int8_can_saturate_bench_times_eval_s_exact_path_and_the_native_on
 
     avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
     risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
-    monkeypatch.setattr(model_info, "inspect_model", lambda path, capability=None: risky)
+    monkeypatch.setattr(model_info, "inspect_model", lambda path, capability=None, sha256=None: risky)
     entries = bench.int8_twins(bench.configs_for_bench("sample-int8"))
     labels = {label: session_config for _, label, session_config in entries}
     assert labels["sample-int8"] == {"session.x64quantprecision": "1"}  # as eval runs it

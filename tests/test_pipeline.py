@@ -561,7 +561,7 @@ def avx2_risky_model(monkeypatch, tmp_path):
     avx2 = detect_int8_capability("processor: 0\nmodel name: AMD EPYC\nflags: sse4_1 avx2\n", "x86_64")
     risky = model_info.inspect_model(int8_conv_model(tmp_path / "risky.onnx"), avx2)
     assert risky.can_saturate_here
-    monkeypatch.setattr(pipeline.model_info, "inspect_model", lambda path, capability=None: risky)
+    monkeypatch.setattr(pipeline.model_info, "inspect_model", lambda path, capability=None, sha256=None: risky)
 
 
 def test_exact_int8_is_the_default_where_int8_can_saturate(tmp_path, avx2_risky_model, caplog):
