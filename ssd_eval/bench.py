@@ -345,18 +345,22 @@ def compare_scoring_backends(gt: dict[str, Any], detections: Sequence[dict], ima
 def harness_config(model_path: Path, annotations: Path, images: Path, out_dir: Path, *,
                    limit: int | None = None, input_size: Sequence[int] = (1200, 1200),
                    metrics_backend: str = "pycocotools", streaming: bool = True,
-                   max_detections: int | str | None = None, scoring_only: bool = False) -> Config:
+                   max_detections: int | str | None = None, scoring_only: bool = False,
+                   providers: Sequence[str] | None = None) -> Config:
     """An evaluation config for a synthetic model and set, fresh output under ``out_dir``.
 
     ``max_detections``: postprocess.max_detections (None: the protocol's 100; ``"all"`` keeps every
     model output). ``scoring_only``: no pass after scoring (bootstrap intervals, error breakdown), so
-    a whole run is inference, cache, scoring and detections.json.
+    a whole run is inference, cache, scoring and detections.json. ``providers``: runtime.providers
+    (default the config's, CPU).
     """
     metrics: dict[str, Any] = {"backend": metrics_backend, "streaming": streaming}
     if scoring_only:
         metrics.update(bootstrap={"replicates": 0}, error_breakdown=False)
+    runtime = {"providers": list(providers)} if providers else {}
     return config_from_dict({
         "variant": "bench",
+        "runtime": runtime,
         "model": {"path": str(model_path), "input_name": "image"},
         "dataset": {"annotations": str(annotations), "images": str(images), "limit": limit},
         "preprocess": {"input_size": list(input_size)},
@@ -418,8 +422,9 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
 
 
 def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: DetectorSpec = COSTLY_DETECTOR,
-                     warmup: int = 1) -> dict[str, Any]:
-    """Section (a): a bare ``session.run`` loop vs whole ``evaluate`` runs, same model and threads.
+                     warmup: int = 1, providers: Sequence[str] | None = None) -> dict[str, Any]:
+    """Section (a): a bare ``session.run`` loop vs whole ``evaluate`` runs, same model, threads and
+    execution providers (``providers``: default CPU).
 
     Each repeat times half the bare loop, one fresh evaluation, then the other half; the
     best time of each side over the repeats is compared (other load only ever slows down).
@@ -433,7 +438,8 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
           f"{spec.input_size[0]}x{spec.input_size[1]} input, {synthetic_gflops(spec):.0f} GFLOPs per image)")
     model_path = write_synthetic_detector(directory / "detector.onnx", spec)
     annotations, image_dir = write_synthetic_coco(directory / "coco", images, seed=1)
-    config = harness_config(model_path, annotations, image_dir, directory / "out", input_size=spec.input_size)
+    config = harness_config(model_path, annotations, image_dir, directory / "out", input_size=spec.input_size,
+                            providers=providers)
 
     # The bare loop runs on real preprocessed inputs, made before timing and reused in turn.
     dataset = load_annotations(annotations, image_dir)

@@ -340,3 +340,14 @@ def test_memory_figures_say_what_they_measure(tmp_path, monkeypatch, capsys):
     [verdict] = [line for line in out.splitlines() if "target < 10 %: MISS" in line and "growth 15.0 %" in line]
     assert verdict.strip().startswith("image pipeline peak RSS (no scoring): pipeline growth 15.0 %")
     assert "scoring memory" not in out
+
+
+def test_harness_config_runs_on_the_providers_asked_for(tmp_path):
+    from ssd_eval.bench import harness_config
+
+    asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    config = harness_config(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "images", tmp_path / "out",
+                            providers=asked)
+    assert config.runtime.providers == asked
+    default = harness_config(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "images", tmp_path / "out")
+    assert default.runtime.providers == ["CPUExecutionProvider"]
