@@ -499,3 +499,33 @@ def synthetic_scoring_case(images: int, detections_per_image: int = 100, *,
             })
     gt = {"images": image_entries, "annotations": annotations, "categories": coco_categories()}
     return gt, detections, [e["id"] for e in image_entries]
+
+
+def noisy_detections(gt: dict[str, Any], *, seed: int = 0, false_positives: int = 30) -> list[dict]:
+    """COCO results of a noisy detector on any ground truth: per image (ascending id), 80 % of its boxes
+    found with jitter (15 % of those with a random class), then ``false_positives`` random boxes;
+    continuous scores. Seeded (PCG64): the same detections on every machine."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    categories = sorted(c["id"] for c in gt["categories"])
+    sizes = {i["id"]: (i["width"], i["height"]) for i in gt["images"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in gt["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    detections = []
+    for image_id in sorted(sizes):
+        width, height = sizes[image_id]
+        for ann in by_image.get(image_id, []):
+            if rng.random() < 0.2:
+                continue
+            x, y, w, h = ann["bbox"]
+            j = rng.normal(0, 0.1, 4)
+            category = ann["category_id"] if rng.random() < 0.85 else int(rng.choice(categories))
+            detections.append({"image_id": image_id, "category_id": category,
+                               "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
+                               "score": float(rng.uniform(0.2, 1.0))})
+        for _ in range(false_positives):
+            w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
+            detections.append({"image_id": image_id, "category_id": int(rng.choice(categories)),
+                               "bbox": [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h],
+                               "score": float(rng.uniform(0.0, 0.7))})
+    return detections

@@ -13,7 +13,7 @@ from test_metrics import synthetic_case
 import ssd_eval.uncertainty as uncertainty
 from ssd_eval.config import INC_DROPPED_CATEGORIES
 from ssd_eval.metrics import score_detections
-from ssd_eval.synthetic import synthetic_scoring_case
+from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case
 from ssd_eval.uncertainty import (
     BOOTSTRAP_METRICS,
     Interval,
@@ -33,35 +33,6 @@ EXACT = 1e-12
 def quantized(detections: list[dict], step: float) -> list[dict]:
     """The detections with scores rounded to multiples of ``step``: many exact ties, also within an image."""
     return [dict(d, score=round(round(d["score"] / step) * step, 10)) for d in detections]
-
-
-def jittered_detector(gt: dict, *, seed: int = 0, false_positives: int = 30) -> list[dict]:
-    """COCO results for a noisy detector: most boxes found with jitter (a few with the wrong class), then
-    false positives; scores continuous."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    categories = sorted(c["id"] for c in gt["categories"])
-    sizes = {i["id"]: (i["width"], i["height"]) for i in gt["images"]}
-    by_image: dict[int, list[dict]] = {}
-    for ann in gt["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    detections = []
-    for image_id in sorted(sizes):
-        width, height = sizes[image_id]
-        for ann in by_image.get(image_id, []):
-            if rng.random() < 0.2:
-                continue
-            x, y, w, h = ann["bbox"]
-            j = rng.normal(0, 0.1, 4)
-            category = ann["category_id"] if rng.random() < 0.85 else int(rng.choice(categories))
-            detections.append({"image_id": image_id, "category_id": category,
-                               "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
-                               "score": float(rng.uniform(0.2, 1.0))})
-        for _ in range(false_positives):
-            w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
-            detections.append({"image_id": image_id, "category_id": int(rng.choice(categories)),
-                               "bbox": [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h],
-                               "score": float(rng.uniform(0.0, 0.7))})
-    return detections
 
 
 def duplicated(gt: dict, detections: list[dict], image_ids: list[int], multiplicity: np.ndarray):
@@ -113,7 +84,7 @@ def test_unit_weights_give_pycocotools_stats(case, protocol):
 @pytest.mark.parametrize("protocol", ["coco", "inc"])
 def test_unit_weights_give_pycocotools_stats_on_the_real_subset(coco_subset, protocol):
     gt = json.loads((coco_subset / "annotations.json").read_text())
-    detections = jittered_detector(gt)
+    detections = noisy_detections(gt)
     image_ids = [i["id"] for i in gt["images"]]
     options = {} if protocol == "coco" else {"crowd_as_ground_truth": True,
                                              "exclude_categories": INC_DROPPED_CATEGORIES}

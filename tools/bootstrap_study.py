@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from ssd_eval import evaluate  # noqa: E402
 from ssd_eval.config import load_config  # noqa: E402
-from ssd_eval.synthetic import synthetic_scoring_case  # noqa: E402
+from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case  # noqa: E402
 from ssd_eval.uncertainty import (  # noqa: E402
     BOOTSTRAP_METRICS,
     bootstrap_intervals,
@@ -58,31 +58,6 @@ def sample_study() -> dict:
                             "match_seconds": record["match_seconds"],
                             "bootstrap_seconds": record["bootstrap_seconds"]}
     return found
-
-
-def noisy_detections(gt: dict, seed: int = 0, false_positives: int = 30) -> list[dict]:
-    """A noisy detector on real annotations: 80 % of boxes found with jitter (15 % with a wrong class),
-    plus random false positives."""
-    rng = np.random.default_rng(seed)
-    categories = sorted(c["id"] for c in gt["categories"])
-    sizes = {i["id"]: (i["width"], i["height"]) for i in gt["images"]}
-    detections = []
-    for ann in gt["annotations"]:
-        if rng.random() < 0.2:
-            continue
-        x, y, w, h = ann["bbox"]
-        j = rng.normal(0, 0.1, 4)
-        category = ann["category_id"] if rng.random() < 0.85 else int(rng.choice(categories))
-        detections.append({"image_id": ann["image_id"], "category_id": category,
-                           "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
-                           "score": float(rng.uniform(0.2, 1.0))})
-    for image_id, (width, height) in sizes.items():
-        for _ in range(false_positives):
-            w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
-            detections.append({"image_id": image_id, "category_id": int(rng.choice(categories)),
-                               "bbox": [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h],
-                               "score": float(rng.uniform(0.0, 0.7))})
-    return detections
 
 
 def real_subset_study(replicates: int) -> dict | None:
