@@ -3,7 +3,8 @@
 ``ssd_eval.uncertainty`` holds the algorithms; this module applies them to runs and results:
 
 * ``run_bootstrap``: after scoring, the intervals of a run's mAP, AP50 and AP75 (metrics.json ``intervals``),
-  with the settings in provenance (``provenance.bootstrap``).
+  on a subset run also those of the full set it was drawn from (``full_set_intervals``), with the settings
+  in provenance (``provenance.bootstrap``).
 * ``ResultMatches``: a finished result's detections (``detections.json`` beside its metrics.json) matched once
   against its annotation file on exactly the images it evaluated (reconstructed from its provenance and
   checked against ``provenance.image_ids_sha256``), and a baseline's kept detections on the same images.
@@ -36,6 +37,7 @@ from ssd_eval.uncertainty import (
     bootstrap_intervals,
     bootstrap_weights,
     evaluate_matches,
+    full_set_intervals,
     paired_intervals,
     weighted_ap,
 )
@@ -70,22 +72,24 @@ def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] |
 
 
 def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int],
-                  source: str = "detections") -> tuple[dict[str, dict] | None, dict[str, Any]]:
-    """The intervals of a scored run (metrics.json ``intervals``, or None when off) and
-    ``provenance.bootstrap`` (the settings, the time taken, or why there are no intervals)."""
+                  source: str = "detections") -> tuple[dict[str, dict] | None, dict[str, dict] | None, dict[str, Any]]:
+    """The intervals of a scored run (metrics.json ``intervals``, or None when off), on a subset run
+    (``dataset.subset``) the intervals for the whole annotation file the subset was drawn from
+    (``full_set_intervals``, or None), and ``provenance.bootstrap`` (the settings, the time taken, or
+    why there are no intervals)."""
     boot = config.metrics.bootstrap
     record: dict[str, Any] = {"replicates": 0, "seed": boot.seed, "level": boot.level, "method": METHOD,
                               "unit": "image", "max_images": boot.max_images}
     if boot.replicates == 0:
         record["off"] = "metrics.bootstrap.replicates is 0"
-        return None, record
+        return None, None, record
     if boot.max_images is not None and len(image_ids) > boot.max_images:
         record["off"] = (f"{len(image_ids)} images > metrics.bootstrap.max_images {boot.max_images} "
                          "(set it to null to bootstrap every run)")
-        return None, record
+        return None, None, record
     if not image_ids:
         record["off"] = "no images"
-        return None, record
+        return None, None, record
     switches = config.switches()
     started = time.perf_counter()
     matches = evaluate_matches(gt, detections, image_ids, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
@@ -96,7 +100,16 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
     done = time.perf_counter()
     record.update(replicates=boot.replicates, match_seconds=round(matched - started, 3),
                   bootstrap_seconds=round(done - matched, 3))
-    return {name: interval.as_dict() for name, interval in intervals.items()}, record
+    full_set = None
+    if config.dataset.subset is not None:
+        extrapolated, why = full_set_intervals(matches, full_set_images=len(gt["images"]),
+                                               replicates=boot.replicates, seed=boot.seed, level=boot.level)
+        if why:
+            record["full_set_off"] = why
+        if extrapolated is not None:
+            full_set = {name: interval.as_dict() for name, interval in extrapolated.items()}
+            record["full_set_seconds"] = round(time.perf_counter() - done, 3)
+    return {name: interval.as_dict() for name, interval in intervals.items()}, full_set, record
 
 
 def result_interval(result: dict, metric: str) -> Interval | None:

@@ -270,7 +270,7 @@ def evaluate(
         if shard is None:
             _say(progress, f"{config.variant}: scored in {time.perf_counter() - scoring_started:.2f} s")
         # Bootstrap intervals (metrics.bootstrap) from the same detections: one more matching pass, then resampling.
-        intervals, bootstrap = (None, None) if shard is not None else confidence.run_bootstrap(
+        intervals, full_set, bootstrap = (None, None, None) if shard is not None else confidence.run_bootstrap(
             config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path))
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
@@ -289,7 +289,7 @@ def evaluate(
                  detection_count, out_dir)
         return None
     result = result_for(config, scores, provenance)
-    result.intervals = intervals
+    result.intervals, result.full_set_intervals = intervals, full_set
     result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, out_dir / "detections.json",
                                                evaluated, switches)
     write_result(result, out_dir)

@@ -44,6 +44,9 @@ class EvalResult:
     published_int8_path: str | None = None
     # Bootstrap intervals of mAP, AP50, AP75 (Interval.as_dict() each), or None (metrics.bootstrap off).
     intervals: dict[str, dict[str, Any]] | None = None
+    # A subset run's intervals for the full annotation file it was drawn from (uncertainty.full_set_intervals:
+    # the small-sample bias extrapolated to the full set), or None (not a subset run, or not possible).
+    full_set_intervals: dict[str, dict[str, Any]] | None = None
     # TIDE-style error breakdown (ssd_eval.errors_breakdown), or None (metrics.error_breakdown off).
     error_breakdown: dict[str, Any] | None = None
     out_dir: Path | None = None
@@ -80,6 +83,7 @@ class EvalResult:
                      published_map=document.get("published_map"),
                      published_protocol=document.get("published_protocol"), source_map=document.get("source_map"),
                      published_int8_path=document.get("published_int8_path"), intervals=document.get("intervals"),
+                     full_set_intervals=document.get("full_set_intervals"),
                      error_breakdown=document.get("error_breakdown"))
         if out_dir is not None:
             result.out_dir = Path(out_dir)
@@ -106,6 +110,8 @@ class EvalResult:
         document["pr_curves"] = self.scores.pr_curves
         document["warnings"] = self.scores.warnings
         document["intervals"] = self.intervals
+        if self.full_set_intervals is not None:
+            document["full_set_intervals"] = self.full_set_intervals
         if self.error_breakdown is not None:
             document["error_breakdown"] = self.error_breakdown
         document["provenance"] = self.provenance
@@ -335,6 +341,11 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
     else:
         rows = [row[:-1] for row in rows]
     lines += ["", align_columns(headers, rows)]
+    full_set = (result.full_set_intervals or {}).get("mAP") if isinstance(result.full_set_intervals, dict) else None
+    if isinstance(full_set, dict) and all(is_number(full_set.get(k)) for k in ("estimate", "low", "high")):
+        lines.append(f"full set ({full_set.get('full_set_images', '?')} images), estimated from this subset: mAP "
+                     f"{full_set['estimate']:.4f} [{full_set['low']:.4f}, {full_set['high']:.4f}] "
+                     f"({100 * full_set.get('level', 0.95):g} %; the subset's upward bias extrapolated)")
     if result.protocol.split("+")[0] == "inc":
         lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
     lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]

@@ -192,7 +192,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
     from ssd_eval.confidence import run_bootstrap
 
-    intervals, bootstrap = run_bootstrap(config, dataset.gt, detections, image_ids, source="merged shards")
+    intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections, image_ids, source="merged shards")
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
@@ -211,7 +211,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     })
     merged.update(launch or {})
     result = result_for(config, scores, merged)
-    result.intervals = intervals
+    result.intervals, result.full_set_intervals = intervals, full_set
     from ssd_eval.errors_breakdown import breakdown_for_run
 
     result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, detections, image_ids,

@@ -760,7 +760,7 @@ def scored_result(results: Path, variant: str, annotations: Path, detections: li
     dataset = load_annotations(annotations, images)
     ids = select_image_ids(dataset)
     scores = score_detections(dataset.gt, detections, ids)
-    intervals, bootstrap = run_bootstrap(config, dataset.gt, detections, ids)
+    intervals, _, bootstrap = run_bootstrap(config, dataset.gt, detections, ids)
     provenance = metrics_document(variant, mAP=0.0)["provenance"]
     provenance.update(annotations={"path": str(annotations), "sha256": dataset.sha256}, images_dir=str(images),
                       config=config.to_dict(), images=len(ids), image_ids_sha256=hash_data(ids),

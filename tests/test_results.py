@@ -142,3 +142,17 @@ def test_the_gate_never_takes_a_partial_run_for_the_variants_result(tmp_path):
     write_metrics(tmp_path, metrics_document("sample", mAP=0.5, images=8))
     found, note = ResultIndex(tmp_path).find("sample", "coco", "baselined variant sample")
     assert found["mAP"] == 0.5 and note is None
+
+
+def test_a_subset_runs_full_set_intervals_round_trip_and_show(tmp_path):
+    data = document()
+    data["full_set_intervals"] = {"mAP": {"low": 0.2051, "high": 0.2193, "level": 0.95, "replicates": 1000, "seed": 0,
+                                          "estimate": 0.2121, "method": "full-set", "bias": 0.035,
+                                          "full_set_images": 5000, "alpha": 0.64}}
+    result = EvalResult.from_document(read_metrics_file(write_metrics(tmp_path, data)))
+    assert result.full_set_intervals == data["full_set_intervals"]
+    assert result.to_document()["full_set_intervals"] == data["full_set_intervals"]
+    assert ("full set (5000 images), estimated from this subset: mAP 0.2121 [0.2051, 0.2193] (95 %; the subset's "
+            "upward bias extrapolated)") in render_result(result)
+    plain = EvalResult.from_document(document())
+    assert "full_set_intervals" not in plain.to_document() and "full set (" not in render_result(plain)

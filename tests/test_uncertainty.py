@@ -5,6 +5,7 @@ bootstrap), weight 0 drops an image; intervals are seeded, paired intervals narr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +17,14 @@ from ssd_eval.metrics import score_detections
 from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case
 from ssd_eval.uncertainty import (
     BOOTSTRAP_METRICS,
+    MIN_EXTRAPOLATION_IMAGES,
     Interval,
     bootstrap_intervals,
     bootstrap_map,
     bootstrap_weights,
     evaluate_matches,
+    extrapolated_bias,
+    full_set_intervals,
     paired_bootstrap_difference,
     paired_intervals,
     percentile_interval,
@@ -28,6 +32,7 @@ from ssd_eval.uncertainty import (
 )
 
 EXACT = 1e-12
+REPO = Path(__file__).resolve().parents[1]
 
 
 def quantized(detections: list[dict], step: float) -> list[dict]:
@@ -294,3 +299,74 @@ def test_result_matches_refuse_detections_of_another_run_and_say_when_they_are_m
                                                                            "sha256": "0" * 64}))
     with pytest.raises(NoPairing, match="is not here"):
         ResultMatches().matches(moved)
+
+
+# --------------------------------------------------------------------------- a subset's full set (issue 14)
+
+@pytest.mark.parametrize("c, alpha, size, full", [(1.56, 0.65, 500, 5000), (0.4, 1.0, 800, 5000),
+                                                  (2.0, 0.3, 400, 40504)])
+def test_extrapolated_bias_is_exact_for_a_power_law(c, alpha, size, full):
+    def law(m: int) -> float:  # a metric's mean on m random images, minus its limit
+        return c * m ** -alpha
+
+    assert extrapolated_bias(law(size // 4) - law(size // 2), size, full, alpha) == pytest.approx(
+        law(size) - law(full), rel=1e-12)
+
+
+def test_full_set_intervals_need_a_large_enough_proper_subset():
+    gt, detections, ids = synthetic_scoring_case(40, 20, seed=3)
+    matches = evaluate_matches(gt, detections, ids)
+    intervals, why = full_set_intervals(matches, full_set_images=5000, replicates=50)
+    assert intervals is None and "40 images" in why and str(MIN_EXTRAPOLATION_IMAGES) in why
+
+
+@pytest.fixture(scope="module")
+def subset_matches():
+    """500 synthetic images with 20 detections each: the smallest subset full_set_intervals accepts."""
+    gt, detections, ids = synthetic_scoring_case(MIN_EXTRAPOLATION_IMAGES, 20, seed=5)
+    return evaluate_matches(gt, detections, ids)
+
+
+def test_full_set_intervals_shift_the_percentile_interval_down_by_the_bias_and_are_seeded(subset_matches):
+    intervals, why = full_set_intervals(subset_matches, full_set_images=5000, replicates=200, seed=7, draws=100)
+    assert "mAP" in intervals
+    for name in set(BOOTSTRAP_METRICS) - set(intervals):  # a metric left out is said why
+        assert f"{name} on an eighth, a quarter and a half" in why
+    plain = bootstrap_intervals(subset_matches, replicates=200, seed=7)
+    for name, interval in intervals.items():
+        assert interval.method == "full-set" and interval.full_set_images == 5000 and interval.alpha > 0
+        extra = interval.bias - plain[name].bias  # what was added to the bootstrap's own bias
+        assert extra > 0  # a small set's AP is biased upward, so the full set's estimate is lower
+        assert interval.estimate == pytest.approx(plain[name].estimate - extra, abs=1e-12)
+        assert (interval.low, interval.high) == pytest.approx(
+            (plain[name].low - interval.bias, plain[name].high - interval.bias), abs=1e-12)
+        assert interval.low < interval.estimate < interval.high
+        assert interval.as_dict()["alpha"] == interval.alpha
+    again, _ = full_set_intervals(subset_matches, full_set_images=5000, replicates=200, seed=7, draws=100)
+    assert again == intervals
+    nearer, _ = full_set_intervals(subset_matches, full_set_images=1000, replicates=200, seed=7, draws=100)
+    assert all(nearer[n].estimate > intervals[n].estimate for n in intervals)  # less bias to remove
+    assert "alpha" not in plain["mAP"].as_dict()  # plain intervals keep their fields
+
+
+def test_full_set_intervals_refuse_the_whole_set(subset_matches):
+    intervals, why = full_set_intervals(subset_matches, full_set_images=MIN_EXTRAPOLATION_IMAGES, replicates=20)
+    assert intervals is None and "whole annotation file" in why
+
+
+def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
+    from ssd_eval.confidence import run_bootstrap
+    from ssd_eval.config import load_config
+
+    gt, detections, ids = synthetic_scoring_case(1000, 20, seed=5)
+    half = ids[:500]
+    detections = [d for d in detections if d["image_id"] <= half[-1]]  # a run's detections: its images only
+    on_subset = load_config(REPO / "configs" / "sample.yaml", [("dataset.subset", "sample-4", "test"),
+                                                               ("metrics.bootstrap.replicates", 100, "test")])
+    intervals, full_set, record = run_bootstrap(on_subset, gt, detections, half)
+    assert full_set["mAP"]["full_set_images"] == 1000 and full_set["mAP"]["method"] == "full-set"
+    assert full_set["mAP"]["estimate"] < intervals["mAP"]["estimate"] and record["full_set_seconds"] >= 0
+    full = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 100, "test")])
+    assert run_bootstrap(full, gt, detections, half)[1] is None  # not a subset run: no extrapolation
+    small = run_bootstrap(on_subset, gt, [d for d in detections if d["image_id"] <= ids[7]], ids[:8])
+    assert small[1] is None and "8 images" in small[2]["full_set_off"]
