@@ -45,7 +45,10 @@ from ssd_eval.synthetic import (
 # The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
 
 HARNESS_TARGET_RATIO = 0.95
-QUICK_MEMORY_SIZES = (50, 200)  # images; the full run measures 50 vs 500
+QUICK_MEMORY_SIZES = (20, 80)  # images; the full run measures 50 vs 500
+# --quick's other sizes: images for the throughput ratio (two repeats) and images scored (100 detections each).
+QUICK_THROUGHPUT_IMAGES = 8
+QUICK_SCORING_IMAGES = 200
 MEMORY_GROWTH_TARGET = 0.10
 STATS_TOLERANCE = 1e-9
 # Other processes using more than this many cores make a timing untrustworthy.
@@ -263,7 +266,7 @@ class ForeignLoad:
     """CPU used by other processes while a block runs, in cores (from /proc/stat; None elsewhere).
 
     Use as a context manager; ``cores`` is set on exit. It includes time the hypervisor
-    stole from this machine.
+    stole from this machine; the time of this process's finished children (memory probes) is its own.
     """
 
     def __init__(self) -> None:
@@ -280,8 +283,7 @@ class ForeignLoad:
         ticks = os.sysconf("SC_CLK_TCK")
         # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
         busy = sum(fields[:3]) + sum(fields[5:8])
-        own = os.times()
-        return busy / ticks, own.user + own.system, time.perf_counter()
+        return busy / ticks, _cpu_seconds(), time.perf_counter()
 
     def __enter__(self) -> "ForeignLoad":
         self._start = self._snapshot()
@@ -376,7 +378,7 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
 
     (a) images/s of a whole ``evaluate`` run vs a bare ``session.run`` loop on the same
     model (target ratio >= 0.95); (b) peak RSS of evaluations of a small and a ten- (quick:
-    four-) times larger image count, each in a fresh process: the pipeline alone (target growth
+    four-, QUICK_MEMORY_SIZES) times larger image count, each in a fresh process: the pipeline alone (target growth
     < 10 %), whole runs scoring all at once and streaming (targets < 10 % at 100 detections per
     image, < 20 % at 200); (c) scoring time of every backend, all at once and streaming, on
     synthetic detections (full: 500k and 1M), with the 12 stats compared. Prints a report,
@@ -387,20 +389,32 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     from ssd_eval.results import atomic_write_json
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ssd-eval-bench-") as temporary:
+    cpu_started = _cpu_seconds()
+    with tempfile.TemporaryDirectory(prefix="ssd-eval-bench-") as temporary, ForeignLoad() as load:
         root = Path(work_dir) if work_dir is not None else Path(temporary)
         root.mkdir(parents=True, exist_ok=True)
         host = host_info()
         print(f"== bench-harness ({'quick' if quick else 'full'}) on {host['cpu']}, {host['cores']} cores; "
               f"work dir {root}")
         report: dict[str, Any] = {"quick": quick, "host": host, "versions": versions()}
-        report["throughput"] = bench_throughput(root / "throughput", images=12 if quick else 16, repeats=2,
-                                                spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR)
-        report["memory"] = bench_memory(root / "memory", sizes=QUICK_MEMORY_SIZES if quick else (50, 500),
-                                        quick=quick)
-        report["scoring"] = bench_scoring(images=500 if quick else 5000,
-                                          detections_per_image=100 if quick else (100, 200))
+        sections = {
+            "throughput": lambda: bench_throughput(root / "throughput", images=QUICK_THROUGHPUT_IMAGES if quick else 16,
+                                                   repeats=2, spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR),
+            "memory": lambda: bench_memory(root / "memory", sizes=QUICK_MEMORY_SIZES if quick else (50, 500),
+                                           quick=quick),
+            "scoring": lambda: bench_scoring(images=QUICK_SCORING_IMAGES if quick else 5000,
+                                             detections_per_image=100 if quick else (100, 200)),
+        }
+        # Wall seconds depend on other load; CPU seconds (this process and its probes) much less.
+        report["section_seconds"], report["section_cpu_seconds"] = {}, {}
+        for name, section in sections.items():
+            section_started, section_cpu = time.perf_counter(), _cpu_seconds()
+            report[name] = section()
+            report["section_seconds"][name] = time.perf_counter() - section_started
+            report["section_cpu_seconds"][name] = _cpu_seconds() - section_cpu
     report["total_seconds"] = time.perf_counter() - started
+    report["cpu_seconds"] = _cpu_seconds() - cpu_started
+    report["foreign_load_cores"] = load.cores
     memory = report["memory"]
     streamed = [f"{mode} {100 * m['growth']:.1f} % ({_verdict(m['pass'])})" for mode, m in memory["modes"].items()
                 if m["streaming"]]
@@ -413,7 +427,9 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
           + ", ".join(f"{name} {speedup:.1f}x" for name, speedup in report['scoring']['speedup'].items()
                       if name != "pycocotools")
           + f" pycocotools (stats {'agree' if report['scoring']['agree'] else 'DIFFER'}); "
-          f"{report['total_seconds']:.0f} s")
+          f"{report['total_seconds']:.0f} s ("
+          + ", ".join(f"{name} {seconds:.0f}" for name, seconds in report["section_seconds"].items())
+          + f"; {report['cpu_seconds']:.0f} s of CPU; other processes used {_load_text(load.cores)} cores)")
     if results_path is not None:
         written = atomic_write_json(results_path, report)
         print(f"written: {written}")
@@ -604,7 +620,7 @@ by detections per image."""
 def memory_plan(*, quick: bool = False, backends: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The runs of section (b): per detections-per-image count, the pipeline alone, then each
     backend scoring all at once (at 200 only pycocotools) and each streaming one streaming (quick:
-    the pipeline at 100 and pycocotools both ways at 100 and 200). Full runs measure the modes
+    the pipeline and pycocotools streaming at 100, pycocotools both ways at 200). Full runs measure the modes
     with a target three times (the median counts), quick ones once."""
     backends = list(backends or installed_backends())
     plan = []
@@ -615,6 +631,8 @@ def memory_plan(*, quick: bool = False, backends: Sequence[str] | None = None) -
                          "streaming": False, "repeats": 1 if quick else 3})
         for label, backend, streaming in scorers(backends):
             if backend != "pycocotools" and (quick or (suffix and not streaming)):
+                continue
+            if quick and not streaming and not suffix:  # quick: all at once only at 200, for the contrast
                 continue
             plan.append({"mode": label + suffix, "detections": per_image, "backend": backend,
                          "streaming": streaming, "repeats": 1 if quick or not streaming else 3})
@@ -767,6 +785,12 @@ def bench_scoring(*, images: int, detections_per_image: int | Sequence[int] = 10
               f"(max difference {section['max_stat_difference']:.3g}); mAP {section['stats'][0]:.4f}")
         sizes.append(section)
     return {**sizes[0], "sizes": sizes, "agree": all(section["agree"] for section in sizes)}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the memory probes)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def unreliable_reason(bare_load: float | None, harness_load: float | None) -> str | None:

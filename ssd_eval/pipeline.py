@@ -62,46 +62,92 @@ def default_workers(config: Config) -> int:
     return config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams) -> np.ndarray:
-    """Decode one image and make it a model input (runs in a pool worker)."""
+def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one image and make it a model input (runs in a pool worker).
+
+    ``out``: a float32 (3, H, W) buffer to write the input into (and return) instead of a new
+    array; the values are the same either way (``preprocess.preprocess``).
+    """
     image = data.read_image(record)
-    return preprocess.preprocess(image, size_hw=params.size_hw, mean=params.mean, std=params.std,
-                                 scale=params.scale, backend=params.backend)
+    if out is None:
+        return preprocess.preprocess(image, size_hw=params.size_hw, mean=params.mean, std=params.std,
+                                     scale=params.scale, backend=params.backend)
+    pixels = preprocess.resize(image, params.size_hw, params.backend)
+    del image
+    table = preprocess.normalization_table(params.mean, params.std, params.scale)
+    for channel in range(3):  # preprocess.normalize's table lookup, written in place (no temporaries)
+        np.take(table[channel], pixels[:, :, channel], out=out[channel], mode="clip")
+    return out
+
+
+def input_ring_size(depth: int, hold: int) -> int:
+    """How many input buffers ``prefetch_images`` allocates with ``hold``: ``depth + hold``."""
+    return depth + hold
 
 
 def prefetch_images(
-    records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int
+    records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
+    hold: int | None = None,
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
     """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
+
+    Asking for image ``i`` submits image ``i + depth``: ``depth`` images are queued or being
+    decoded while the caller works on image ``i``. The generator keeps no reference to an image
+    it has yielded: its array lives as long as the caller holds it.
+
+    ``hold`` (thread mode only; ignored for processes, whose results arrive as new arrays): each
+    image is preprocessed straight into one of ``depth + hold`` (3, H, W) buffers allocated once and
+    reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
+    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + hold``, which is
+    submitted when the caller asks for image ``i + hold``: the caller may keep the last
+    ``hold - 1`` arrays it received while it asks for the next one, never more (``_run_images``
+    keeps at most a batch less one, and passes ``hold = batch size``).
 
     Closing the generator early cancels what is queued and does not wait for the pool.
     Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
     by SIGTERM or SIGKILL), so none stays blocked writing a result that nobody reads.
     """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be at least 1, not {depth}")
     if mode == "process":
         # spawn, not fork: forking after onnxruntime started its threads can deadlock.
         pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=_process_worker_setup, initargs=(os.getpid(),))
+        hold = None
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
+    ring = (None if hold is None else
+            np.empty((input_ring_size(depth, hold), 3, *params.size_hw), dtype=np.float32))
     records = iter(records)
     window: collections.deque = collections.deque()
+    submitted = 0
 
     def submit_next() -> None:
+        nonlocal submitted
         record = next(records, None)
-        if record is not None:
+        if record is None:
+            return
+        if ring is None:
             window.append((record, pool.submit(load_and_preprocess, record, params)))
+        else:
+            window.append((record, pool.submit(load_and_preprocess, record, params, ring[submitted % len(ring)])))
+        submitted += 1
+
+    def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
+        # The future and its result go out of scope on return: the yielded array is the caller's alone.
+        record, future = window.popleft()
+        submit_next()
+        try:
+            return record, future.result()
+        except data.BadImageError as exc:
+            return record, exc
 
     try:
         for _ in range(depth):
             submit_next()
         while window:
-            record, future = window.popleft()
-            submit_next()
-            try:
-                yield record, future.result()
-            except data.BadImageError as exc:
-                yield record, exc
+            yield take()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -416,25 +462,30 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
     else:
         bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
+    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + batch buffers,
+    # allocated once; process mode: at most depth results in futures plus the batch being filled)
+    # and, for batches of more than one image, one batch buffer that every batch is stacked into.
+    stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []
         batch_arrays: list[np.ndarray] = []
 
         def flush_batch() -> None:
             # A single image needs no copy into a new batch array: add the batch axis as a view.
-            batch = batch_arrays[0][np.newaxis] if len(batch_arrays) == 1 else np.stack(batch_arrays)
+            batch = (batch_arrays[0][np.newaxis] if len(batch_arrays) == 1
+                     else np.stack(batch_arrays, out=stacked[:len(batch_arrays)]))
+            batch_arrays.clear()  # only ``batch`` holds the inputs now, and it goes on return
             inference_before = detector.inference_seconds
             raws = detector.run(batch)
             pending.append(writer.submit(finish, list(batch_records), raws,
                                          detector.inference_seconds - inference_before))
             bar.update(len(batch_records))
             batch_records.clear()
-            batch_arrays.clear()
             while pending and (pending[0].done() or len(pending) > depth):
                 pending.popleft().result()  # re-raises a postprocessing error here
 
-        stream = contextlib.closing(
-            prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode, depth=depth))
+        stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
+                                                    depth=depth, hold=batch_size))
         with stream as images:
             for record, array in images:
                 if isinstance(array, data.BadImageError):
@@ -446,6 +497,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                     continue
                 batch_records.append(record)
                 batch_arrays.append(array)
+                del array  # else it stays bound (one more input alive) while the next image is awaited
                 if len(batch_records) == batch_size:
                     flush_batch()
         if batch_records:

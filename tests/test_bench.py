@@ -237,14 +237,14 @@ def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
     throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=synthetic.CHEAP_DETECTOR)
     assert throughput["ratio"] == pytest.approx(throughput["harness_images_per_s"] / throughput["bare_images_per_s"])
     memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4), quick=True)
-    assert list(memory["modes"]) == ["pipeline", "pycocotools", "pycocotools streaming", "pycocotools @200",
+    assert list(memory["modes"]) == ["pipeline", "pycocotools streaming", "pycocotools @200",
                                      "pycocotools streaming @200"]
     pipeline = memory["modes"]["pipeline"]
     assert memory["growth"] == pytest.approx(pipeline["peak_rss_mb"][1] / pipeline["peak_rss_mb"][0] - 1)
     assert [run["images"] for run in pipeline["runs"]] == [2, 4]
     dense = memory["modes"]["pycocotools streaming @200"]
     assert [run["detections"] for run in dense["runs"]] == [2 * 200, 4 * 200]  # max_detections: all
-    assert dense["streaming"] and dense["target"] == 0.20 and memory["modes"]["pycocotools"]["target"] is None
+    assert dense["streaming"] and dense["target"] == 0.20 and memory["modes"]["pycocotools @200"]["target"] is None
     assert memory["streaming_pass"] == all(m["pass"] for m in memory["modes"].values() if m["streaming"])
     if dense["scoring_phase_peak_mb"] is not None:  # each phase's peak, measured apart (Linux)
         phases = zip(dense["pipeline_phase_peak_mb"], dense["scoring_phase_peak_mb"])
@@ -351,3 +351,27 @@ def test_harness_config_runs_on_the_providers_asked_for(tmp_path):
     assert config.runtime.providers == asked
     default = harness_config(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "images", tmp_path / "out")
     assert default.runtime.providers == ["CPUExecutionProvider"]
+
+
+def test_bench_harness_reports_each_section_s_wall_and_cpu_time(tmp_path, monkeypatch, capsys):
+    """--quick was documented as a minute and took minutes: the report says where the time went."""
+    calls = {}
+
+    def fake(name, value):
+        def section(*args, **kwargs):
+            calls[name] = kwargs
+            return value
+        return section
+
+    monkeypatch.setattr(bench, "bench_throughput", fake("throughput", {"ratio": 1.0, "pass": True}))
+    monkeypatch.setattr(bench, "bench_memory", fake("memory", {"growth": 0.01, "pass": True, "modes": {}}))
+    monkeypatch.setattr(bench, "bench_scoring", fake("scoring", {"speedup": {"pycocotools": 1.0}, "agree": True}))
+    report = bench.bench_harness(quick=True, work_dir=tmp_path, results_path=tmp_path / "bench.json")
+    assert calls["throughput"]["images"] == bench.QUICK_THROUGHPUT_IMAGES
+    assert calls["memory"]["sizes"] == bench.QUICK_MEMORY_SIZES
+    assert calls["scoring"]["images"] == bench.QUICK_SCORING_IMAGES
+    assert set(report["section_seconds"]) == set(report["section_cpu_seconds"]) == {"throughput", "memory", "scoring"}
+    assert report["cpu_seconds"] >= 0 and report["total_seconds"] >= sum(report["section_seconds"].values())
+    summary = capsys.readouterr().out.splitlines()[-2]
+    assert summary.startswith("== summary:") and "s of CPU" in summary and "throughput" in summary
+    assert json.loads((tmp_path / "bench.json").read_text())["section_seconds"].keys() == calls.keys()
