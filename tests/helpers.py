@@ -181,3 +181,26 @@ def int8_conv_model(path: Path, kind: str = "qoperator", *, weight_range: tuple[
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def plain_cocoeval(annotations: dict, results: list[dict], image_ids: Sequence[int] | None = None):
+    """Plain pycocotools (no harness code): COCOeval of ``results`` against ``annotations`` over
+    ``image_ids`` (default every image), evaluated, accumulated and summarized; its output swallowed."""
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = copy.deepcopy(annotations)
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(copy.deepcopy(results)), "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator

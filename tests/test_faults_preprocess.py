@@ -13,8 +13,6 @@ well over 0.1 mAP.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from ssd_eval.preprocess import resize
 from ssd_eval.synthetic import ground_truth_tables, preprocessing_probe, probe_fingerprint
 
 from conftest import run_cli
+from helpers import plain_cocoeval
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -130,20 +129,9 @@ MARGIN = 0.1
 def plain_pycocotools_map_of_the_ground_truth() -> float:
     """mAP of the sample's own non-crowd boxes, given as results to plain pycocotools (the probe's answer
     at the right preprocessing, worked out without the harness or the probe)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
                for a in SAMPLE_ANNOTATIONS["annotations"] if not a["iscrowd"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO()
-        ground_truth.dataset = json.loads(json.dumps(SAMPLE_ANNOTATIONS))
-        ground_truth.createIndex()
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return float(evaluation.stats[0])
+    return float(plain_cocoeval(SAMPLE_ANNOTATIONS, results).stats[0])
 
 
 @pytest.fixture(scope="module")

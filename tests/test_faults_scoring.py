@@ -9,9 +9,7 @@ the images the run selected.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 from pathlib import Path
 
@@ -25,8 +23,8 @@ from ssd_eval.pipeline import evaluate
 
 pytest.importorskip("pycocotools")
 ort = pytest.importorskip("onnxruntime")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+from helpers import plain_cocoeval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -62,19 +60,6 @@ def coco_results(annotations: dict, outputs: dict, image_ids: list[int]) -> list
                             "bbox": [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height],
                             "score": float(scores[k])})
     return results
-
-
-def plain_cocoeval(annotations: dict, results: list[dict], image_ids: list[int]) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO()
-        truth.dataset = copy.deepcopy(annotations)
-        truth.createIndex()
-        evaluator = COCOeval(truth, truth.loadRes(copy.deepcopy(results)), "bbox")
-        evaluator.params.imgIds = image_ids
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
 
 
 @pytest.fixture(scope="module")
