@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import collections
-import hashlib
+import heapq
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ssd_eval import data, fetch
 from ssd_eval.config import Config, config_from_dict, flatten_dotted, hash_data
@@ -73,14 +73,14 @@ def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def read_shard(directory: Path) -> tuple[dict[str, Any], list[dict]]:
-    """A shard's manifest and detections, checked for shape and against each other: detections.json
-    must be the file the manifest pins (sha256, count) and name only the shard's images."""
+def read_shard(directory: Path) -> tuple[dict[str, Any], Callable[[], Iterator[dict]]]:
+    """A shard's manifest, checked, and a function that reads its detections afresh each call (one at a
+    time: a merge never holds every detection). detections.json is checked in one streamed pass first:
+    it must be the file the manifest pins (sha256, count), hold COCO results of the shard's images
+    only, in ascending image order as ``eval --shard`` writes it."""
     manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
     try:
         manifest = json.loads(manifest_path.read_bytes())
-        raw = detections_path.read_bytes()
-        detections = json.loads(raw)
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
@@ -89,20 +89,51 @@ def read_shard(directory: Path) -> tuple[dict[str, Any], list[dict]]:
         raise UserError(f"{manifest_path}: not a shard manifest written by 'ssd-eval eval --shard'")
     pinned = manifest["detections_file"]
     rerun = f"run 'ssd-eval eval --shard {manifest['shard'][0]}/{manifest['shard'][1]}' again"
-    if hashlib.sha256(raw).hexdigest() != pinned["sha256"]:
+    try:
+        digest = fetch.sha256_of(detections_path)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
+    except OSError as exc:
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
+    if digest != pinned["sha256"]:
         raise UserError(f"{detections_path}: is not the file {manifest_path} was written with (sha256 differs); "
                         f"it was changed or replaced: {rerun}")
-    if not isinstance(detections, list) or not all(is_detection(d) for d in detections):
-        raise UserError(f"{detections_path}: not a list of COCO results (image_id, category_id, bbox, score)")
-    if len(detections) != pinned["count"]:
-        raise UserError(f"{detections_path}: holds {len(detections)} detections but {manifest_path} records "
-                        f"{pinned['count']}: {rerun}")
     image_ids = set(manifest["image_ids"])
-    foreign = next((d["image_id"] for d in detections if d["image_id"] not in image_ids), None)
+    count, last_image, foreign, unordered = 0, None, None, False
+    for detection in _detection_lines(detections_path, directory):
+        if not is_detection(detection):
+            raise UserError(f"{detections_path}: not a list of COCO results (image_id, category_id, bbox, score)")
+        if foreign is None and detection["image_id"] not in image_ids:
+            foreign = detection["image_id"]
+        unordered = unordered or (last_image is not None and detection["image_id"] < last_image)
+        count, last_image = count + 1, detection["image_id"]
+    if count != pinned["count"]:
+        raise UserError(f"{detections_path}: holds {count} detections but {manifest_path} records "
+                        f"{pinned['count']}: {rerun}")
     if foreign is not None:
         raise UserError(f"{detections_path}: holds detections of image {foreign}, which is not one of the images "
                         f"of {manifest_path}: {rerun}")
-    return manifest, detections
+    if unordered:  # the merge reads the shards side by side in image order
+        raise UserError(f"{detections_path}: detections are not in ascending image order: {rerun}")
+    return manifest, lambda: _detection_lines(detections_path, directory)
+
+
+def _detection_lines(path: Path, directory: Path) -> Iterator[Any]:
+    """The entries of a detections.json, one at a time where ``results.write_detections`` laid it out
+    (a lone "[" line, then one result per line); any other JSON file is read whole."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline().strip() != b"[":
+                handle.seek(0)
+                entries = json.loads(handle.read())
+                yield from entries if isinstance(entries, list) else [entries]
+                return
+            for line in handle:
+                text = line.strip().rstrip(b",")
+                if text and text != b"]":
+                    yield json.loads(text)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
 
 
 def _is_shard_manifest(manifest: Any) -> bool:
@@ -176,29 +207,32 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         raise UserError(f"merge: the shards do not cover the image set (e.g. image {absent[0] if absent else '?'} "
                         "is missing)")
     image_ids = sorted(seen)
-    by_image = collections.defaultdict(list)
-    for _, _, shard_detections in shards:
-        for det in shard_detections:
-            by_image[det["image_id"]].append(det)
-    detections = [d for i in image_ids for d in by_image[i]]
+
+    def detections() -> Iterator[dict]:
+        # Every shard's detections in ascending image order, read afresh from the files (each is in
+        # that order and the shards' images are disjoint): as a single run lists them, none held.
+        return heapq.merge(*(read() for _, _, read in shards), key=lambda d: d["image_id"])
+
+    count = sum(m["detections_file"]["count"] for _, m, _ in shards)
     progress_log = logging.getLogger("ssd_eval.progress")
-    progress_log.info("%s: scoring %d detections of %d images with %s", config.variant, len(detections),
+    progress_log.info("%s: scoring %d detections of %d images with %s", config.variant, count,
                       len(image_ids), config.metrics.backend)
     scoring_started = time.perf_counter()
-    scores = score_detections(dataset.gt, detections, image_ids,
+    scores = score_detections(dataset.gt, detections(), image_ids,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
                               backend=config.metrics.backend, exclude_categories=switches["exclude_categories"],
-                              source="merged shards")
+                              source="merged shards", streaming=config.metrics.streaming)
     progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
     from ssd_eval.confidence import run_bootstrap
 
-    intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections, image_ids, source="merged shards")
+    intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections(), image_ids,
+                                                   source="merged shards")
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
         "image_ids_sha256": hash_data(image_ids),
         "skipped_images": skipped,
-        "detections": len(detections),
+        "detections": count,
         "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
         "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
         "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
@@ -214,10 +248,10 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     result.intervals, result.full_set_intervals = intervals, full_set
     from ssd_eval.errors_breakdown import breakdown_for_run
 
-    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, detections, image_ids,
-                                               switches)
     out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
-    write_detections(out_dir / "detections.json", detections)
+    write_detections(out_dir / "detections.json", detections())
+    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,
+                                               out_dir / "detections.json", image_ids, switches)
     write_result(result, out_dir)
     return result
 

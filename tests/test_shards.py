@@ -1,0 +1,67 @@
+"""Tests for ssd_eval.shards: a merge reads the shards' detections one at a time, in image order.
+
+(Merge's coverage, duplicate and manifest checks are in test_pipeline.py and test_faults_pipeline.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import ssd_eval.shards as shards
+from ssd_eval.config import load_config
+from ssd_eval.errors import UserError
+from ssd_eval.fetch import sha256_of
+from ssd_eval.pipeline import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(scope="module")
+def two_shards(tmp_path_factory) -> list[Path]:
+    out = tmp_path_factory.mktemp("split")
+    config = load_config(REPO / "configs" / "sample.yaml", [
+        ("dataset.annotations", str(SAMPLE / "annotations.json")), ("dataset.images", str(SAMPLE / "images")),
+        ("model.path", str(SAMPLE / "models" / "sample.onnx")), ("output.dir", str(out)), ("pipeline.workers", 1)])
+    for index in (1, 2):
+        evaluate(config, shard=(index, 2), progress=False)
+    return [out / f"shard-{index}-of-2" for index in (1, 2)]
+
+
+def test_merge_streams_the_shards_detections_to_the_scorer_in_image_order(two_shards, tmp_path, monkeypatch):
+    seen = {}
+    score = shards.score_detections
+
+    def recording(gt, detections, image_ids, **kwargs):
+        seen.update(kind=type(detections), streaming=kwargs.get("streaming"))
+        detections = list(detections)
+        seen["image_order"] = [d["image_id"] for d in detections]
+        return score(gt, detections, image_ids, **kwargs)
+
+    monkeypatch.setattr(shards, "score_detections", recording)
+    result = shards.merge_shards(two_shards, tmp_path / "merged")
+    assert seen["kind"] is not list and seen["streaming"] is True  # an iterator, never every detection at once
+    assert seen["image_order"] == sorted(seen["image_order"])
+    written = json.loads((tmp_path / "merged" / "detections.json").read_text())
+    assert [d["image_id"] for d in written] == seen["image_order"]
+    assert result.provenance["detections"] == len(written)
+
+
+def test_merge_refuses_a_shard_whose_detections_are_out_of_image_order(two_shards, tmp_path):
+    first, second = (Path(shutil.copytree(d, tmp_path / d.name)) for d in two_shards)
+    detections = json.loads((first / "detections.json").read_text())
+    assert len({d["image_id"] for d in detections}) > 1
+    reordered = sorted(detections, key=lambda d: -d["image_id"])
+    with open(first / "detections.json", "w") as handle:  # the harness's layout, one result per line
+        handle.write("[\n" + ",\n".join(json.dumps(d) for d in reordered) + "\n]\n")
+    manifest = json.loads((first / "shard.json").read_text())
+    manifest["detections_file"]["sha256"] = sha256_of(first / "detections.json")
+    (first / "shard.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"shard-1-of-2/detections.json: detections are not in ascending image order"):
+        shards.merge_shards([first, second], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
