@@ -71,29 +71,43 @@ def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] |
     return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids)}
 
 
+def bootstrap_off(config: Config, image_count: int) -> str | None:
+    """Why a run of ``image_count`` images gets no bootstrap intervals under ``config``, or None when it does."""
+    boot = config.metrics.bootstrap
+    if boot.replicates == 0:
+        return "metrics.bootstrap.replicates is 0"
+    if boot.max_images is not None and image_count > boot.max_images:
+        return (f"{image_count} images > metrics.bootstrap.max_images {boot.max_images} "
+                "(set it to null to bootstrap every run)")
+    if not image_count:
+        return "no images"
+    return None
+
+
 def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int],
-                  source: str = "detections") -> tuple[dict[str, dict] | None, dict[str, dict] | None, dict[str, Any]]:
+                  source: str = "detections", matches: Matches | None = None
+                  ) -> tuple[dict[str, dict] | None, dict[str, dict] | None, dict[str, Any]]:
     """The intervals of a scored run (metrics.json ``intervals``, or None when off), on a subset run
     (``dataset.subset``) the intervals for the whole annotation file the subset was drawn from
     (``full_set_intervals``, or None), and ``provenance.bootstrap`` (the settings, the time taken, or
-    why there are no intervals)."""
+    why there are no intervals). ``matches``: the detections' matches kept by streaming scoring
+    (``Scores.matches``); without them the detections are matched once more."""
     boot = config.metrics.bootstrap
     record: dict[str, Any] = {"replicates": 0, "seed": boot.seed, "level": boot.level, "method": METHOD,
                               "unit": "image", "max_images": boot.max_images}
-    if boot.replicates == 0:
-        record["off"] = "metrics.bootstrap.replicates is 0"
-        return None, None, record
-    if boot.max_images is not None and len(image_ids) > boot.max_images:
-        record["off"] = (f"{len(image_ids)} images > metrics.bootstrap.max_images {boot.max_images} "
-                         "(set it to null to bootstrap every run)")
-        return None, None, record
-    if not image_ids:
-        record["off"] = "no images"
+    off = bootstrap_off(config, len(image_ids))
+    if off is not None:
+        record["off"] = off
         return None, None, record
     switches = config.switches()
     started = time.perf_counter()
-    matches = evaluate_matches(gt, detections, image_ids, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                               exclude_categories=switches["exclude_categories"], source=source)
+    record["matches_from_scoring"] = matches is not None
+    if matches is None:
+        matches = evaluate_matches(gt, detections, image_ids,
+                                   crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                                   exclude_categories=switches["exclude_categories"], source=source)
+    elif matches.image_ids != sorted({int(i) for i in image_ids}):
+        raise RuntimeError("the matches kept by scoring are of other images than the run's")
     matched = time.perf_counter()
     intervals = bootstrap_intervals(matches, replicates=boot.replicates, seed=boot.seed, level=boot.level,
                                     method=METHOD)

@@ -75,6 +75,9 @@ class Scores:
     pr_curves: dict[str, list[float]]
     warnings: list[str] = field(default_factory=list)
     categories_averaged: list[str] = field(default_factory=list)  # names the means run over
+    # uncertainty.Matches of the scored detections, when streaming scoring kept them (score_detections'
+    # keep_matches): a bootstrap then needs no second matching pass. Never written to metrics.json.
+    matches: Any = field(default=None, repr=False, compare=False)
 
     def named(self) -> dict[str, float]:
         """The 12 stats under their readable names."""
@@ -126,6 +129,7 @@ def score_detections(
     exclude_categories: Sequence[str] = (),
     source: str = "detections",
     streaming: bool = False,
+    keep_matches: bool = False,
 ) -> Scores:
     """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``,
     averaged over the file's categories except those named in ``exclude_categories``.
@@ -133,13 +137,16 @@ def score_detections(
     ``streaming``: match the detections a chunk of images at a time as they are read, keeping a few
     bytes per detection (``ssd_eval.streaming``; same numbers). Each image's detections must then come
     together, as the resume cache yields them. Backends that cannot stream score in one batch.
+    ``keep_matches``: when streaming with pycocotools, also keep every detection's match in
+    ``Scores.matches`` (for bootstrap intervals); otherwise it stays None.
     """
     if streaming:
         from ssd_eval.streaming import score_stream, streams
 
         if streams(backend):
             return score_stream(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth,
-                                backend=backend, exclude_categories=exclude_categories, source=source)
+                                backend=backend, exclude_categories=exclude_categories, source=source,
+                                keep_matches=keep_matches)
         log.info("metrics.backend %s cannot stream: scoring every detection at once", backend)
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
     all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])

@@ -312,12 +312,13 @@ def evaluate(
         scores = None if shard is not None else score_detections(
             dataset.gt, cache.detections(evaluated), evaluated, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
             backend=config.metrics.backend, exclude_categories=switches["exclude_categories"], source=str(cache_path),
-            streaming=config.metrics.streaming)  # streaming: matched a chunk of images at a time (ssd_eval.streaming)
+            streaming=config.metrics.streaming,  # streaming: matched a chunk of images at a time (ssd_eval.streaming)
+            keep_matches=confidence.bootstrap_off(config, len(evaluated)) is None)  # the bootstrap's, no 2nd pass
         if shard is None:
             _say(progress, f"{config.variant}: scored in {time.perf_counter() - scoring_started:.2f} s")
         # Bootstrap intervals (metrics.bootstrap) from the same detections: one more matching pass, then resampling.
         intervals, full_set, bootstrap = (None, None, None) if shard is not None else confidence.run_bootstrap(
-            config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path))
+            config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path), matches=scores.matches)
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,

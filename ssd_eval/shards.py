@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ssd_eval import data, fetch
+from ssd_eval.confidence import bootstrap_off, run_bootstrap
 from ssd_eval.config import Config, config_from_dict, flatten_dotted, hash_data
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import score_detections
@@ -221,12 +222,11 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     scores = score_detections(dataset.gt, detections(), image_ids,
                               crowd_as_ground_truth=switches["crowd_as_ground_truth"],
                               backend=config.metrics.backend, exclude_categories=switches["exclude_categories"],
-                              source="merged shards", streaming=config.metrics.streaming)
+                              source="merged shards", streaming=config.metrics.streaming,
+                              keep_matches=bootstrap_off(config, len(image_ids)) is None)
     progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
-    from ssd_eval.confidence import run_bootstrap
-
     intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections(), image_ids,
-                                                   source="merged shards")
+                                                   source="merged shards", matches=scores.matches)
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),

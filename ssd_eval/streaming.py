@@ -69,13 +69,15 @@ class StreamingScorer:
 
     Each evaluated image may be added once; images never added count as images without detections.
     ``chunks`` counts the batches matched so far, ``peak_pending_detections`` the most detections
-    held unmatched at any time, ``retained_bytes()`` what the matched state holds.
+    held unmatched at any time, ``retained_bytes()`` what the matched state holds. With
+    ``keep_matches`` (pycocotools), ``matches`` is then every detection's match as
+    ``uncertainty.evaluate_matches`` gives it, so bootstrap intervals need no second matching pass.
     """
 
     def __init__(self, gt: dict[str, Any], image_ids: Sequence[int], *, crowd_as_ground_truth: bool = False,
                  backend: str = "pycocotools", exclude_categories: Sequence[str] = (),
                  source: str = "detections", chunk_detections: int | None = None,
-                 chunk_images: int | None = None):
+                 chunk_images: int | None = None, keep_matches: bool = False):
         if not streams(backend):
             raise UserError(f"metrics.backend {backend!r} cannot stream; streaming backends: "
                             f"{', '.join(STREAMING_BACKENDS)}")
@@ -107,6 +109,8 @@ class StreamingScorer:
         self._finished = False
         self._copy = BACKENDS[backend].mutates_results  # pycocotools' loadRes writes into what it gets
         self.evaluation: dict[str, np.ndarray] | None = None  # precision, recall, scores once finished
+        self.keep_matches = keep_matches
+        self.matches: Any = None  # uncertainty.Matches once finished, with keep_matches (pycocotools only)
         if backend == "hotcoco":
             self._engine: Any = _HotcocoEngine(self.prepared["categories"], self.category_ids)
         else:
@@ -172,6 +176,8 @@ class StreamingScorer:
                 self._pending.append((image_id, []))
             self._flush()
         self._finished = True
+        if self.keep_matches:
+            self.matches = self._engine.matches(self.image_ids)
         if not self.detections:
             return empty_scores(self.prepared, self.names, self.category_ids, self.image_ids, self.source)
         stats, self.evaluation, category_ids = self._engine.result(self.image_ids)
@@ -183,13 +189,16 @@ class StreamingScorer:
 
 def score_stream(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
                  crowd_as_ground_truth: bool = False, backend: str = "pycocotools",
-                 exclude_categories: Sequence[str] = (), source: str = "detections") -> Scores:
+                 exclude_categories: Sequence[str] = (), source: str = "detections",
+                 keep_matches: bool = False) -> Scores:
     """``metrics.score_detections`` fed through a ``StreamingScorer``: ``detections`` is read once and each
-    image's detections must come together (as ``DetectionCache.detections`` yields them)."""
+    image's detections must come together (as ``DetectionCache.detections`` yields them). With
+    ``keep_matches``, ``Scores.matches`` holds the matches a bootstrap reweights (pycocotools only)."""
     scorer = StreamingScorer(gt, image_ids, crowd_as_ground_truth=crowd_as_ground_truth, backend=backend,
-                             exclude_categories=exclude_categories, source=source)
+                             exclude_categories=exclude_categories, source=source, keep_matches=keep_matches)
     scorer.add_detections(detections)
     scores = scorer.finish()
+    scores.matches = scorer.matches
     log.debug("%s: streamed %d detections to %s in %d chunks (at most %d pending)", source, scorer.detections,
               backend, scorer.chunks, scorer.peak_pending_detections)
     return scores
@@ -219,6 +228,9 @@ class _PycocotoolsEngine:
         self.scores: list[list[np.ndarray]] = [[] for _ in self.category_ids]
         self.flags: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # packed [2 x A x T] bits per detection
         self.truth = np.zeros((len(self.category_ids), self.A), dtype=np.int64)  # non-ignored ground truth
+        # Per category: (image positions, non-ignored ground truth there) for area all, for bootstrap matches.
+        self.truth_positions: list[list[np.ndarray]] = [[] for _ in self.category_ids]
+        self.truth_counts: list[list[np.ndarray]] = [[] for _ in self.category_ids]
 
     def update(self, image_ids: list[int], images: list[dict], truth: list[dict], results: list[dict],
                image_positions: list[int]) -> None:
@@ -246,12 +258,17 @@ class _PycocotoolsEngine:
         for k in range(len(self.category_ids)):
             base = k * areas * count  # evalImgs: category, then area range, then image
             positions, ranks, scores, flags = [], [], [], []
+            truth_positions, truth_counts = [], []
             for i in range(count):
                 first = entries[base + i]
                 if first is None:  # no ground truth and no detection of this category here
                     continue
                 for a in range(areas):
                     self.truth[k, a] += int(np.count_nonzero(entries[base + a * count + i]["gtIgnore"] == 0))
+                truth_here = int(np.count_nonzero(first["gtIgnore"] == 0))
+                if truth_here:
+                    truth_positions.append(image_positions[i])
+                    truth_counts.append(truth_here)
                 detected = len(first["dtScores"])
                 if not detected:
                     continue
@@ -265,6 +282,9 @@ class _PycocotoolsEngine:
                 ranks.append(np.arange(detected, dtype=np.uint8))
                 scores.append(np.asarray(first["dtScores"], dtype=np.float64))
                 flags.append(np.packbits(bits.reshape(2 * areas * T, detected), axis=0))
+            if truth_positions:
+                self.truth_positions[k].append(np.asarray(truth_positions, dtype=self.image_dtype))
+                self.truth_counts[k].append(np.asarray(truth_counts, dtype=np.int32))
             if scores:
                 self.positions[k].append(np.concatenate(positions))
                 self.ranks[k].append(np.concatenate(ranks))
@@ -276,6 +296,35 @@ class _PycocotoolsEngine:
         arrays = itertools.chain.from_iterable(itertools.chain(*lists) for lists in
                                                (self.positions, self.ranks, self.scores, self.flags))
         return int(sum(a.nbytes for a in arrays)) + self.truth.nbytes
+
+    def matches(self, image_ids: list[int]) -> Any:
+        """The run's ``uncertainty.Matches`` (what a bootstrap reweights), equal to
+        ``uncertainty.evaluate_matches`` on the same detections: no second matching pass."""
+        from ssd_eval.uncertainty import MAX_DETECTIONS, Matches, category_matches
+
+        p = self.params
+        if list(p.maxDets)[-1] != MAX_DETECTIONS or p.areaRngLbl[0] != "all":
+            raise RuntimeError("unexpected pycocotools defaults: maxDets[-1] must be 100 and areaRng[0] 'all'")
+        T, A = self.T, self.A
+        categories = []
+        for k, category_id in enumerate(self.category_ids):
+            gt_count = np.zeros(len(image_ids), dtype=np.int64)
+            if self.truth_positions[k]:
+                gt_count[np.concatenate(self.truth_positions[k])] = np.concatenate(self.truth_counts[k])
+            if not self.scores[k]:
+                empty = np.zeros((T, 0), dtype=bool)
+                categories.append(category_matches(category_id, np.zeros(0), np.zeros(0, dtype=np.int64), empty,
+                                                   empty, gt_count))
+                continue
+            positions = np.concatenate(self.positions[k])
+            ranks = np.concatenate(self.ranks[k])
+            order = np.lexsort((ranks, positions))  # accumulate's input: images ascending, evaluateImg's order
+            packed = np.concatenate(self.flags[k], axis=1)[:, order]
+            bits = np.unpackbits(packed, axis=0, count=2 * A * T).astype(bool).reshape(2, A, T, -1)
+            categories.append(category_matches(category_id, np.concatenate(self.scores[k])[order], positions[order],
+                                               bits[0, 0], bits[1, 0], gt_count))
+        return Matches(list(image_ids), categories, np.asarray(p.iouThrs, dtype=float),
+                       np.asarray(p.recThrs, dtype=float))
 
     def result(self, image_ids: list[int]) -> tuple[list[float], dict[str, np.ndarray], list[int]]:
         """(stats, precision / recall / scores arrays, category ids) as pycocotools' accumulate() and
@@ -370,6 +419,9 @@ class _HotcocoEngine:
 
     def retained_bytes(self) -> None:
         return None
+
+    def matches(self, image_ids: list[int]) -> None:
+        return None  # hotcoco keeps its matches to itself: a bootstrap matches once more
 
     def result(self, image_ids: list[int]) -> tuple[list[float], dict[str, np.ndarray], list[int]]:
         evaluator = self.stream.finalize()

@@ -405,12 +405,24 @@ def _category_matches(category_id: int, entries: list, thresholds: int) -> Categ
             ignored.append(np.asarray(entry["dtIgnore"])[:, :MAX_DETECTIONS])
     if not scores:
         return _empty_category(category_id, gt_count, thresholds)
-    score = np.concatenate(scores)
-    order = np.argsort(-score, kind="mergesort")  # exactly accumulate's order
-    score = score[order]
-    image_index = np.concatenate(images)[order]
-    dt_ignore = np.concatenate(ignored, axis=1)[:, order].astype(bool)
-    true_positive = np.logical_and(np.concatenate(matched, axis=1)[:, order], ~dt_ignore)
+    dt_ignore = np.concatenate(ignored, axis=1).astype(bool)
+    true_positive = np.logical_and(np.concatenate(matched, axis=1), ~dt_ignore)
+    return category_matches(category_id, np.concatenate(scores), np.concatenate(images), true_positive, dt_ignore,
+                            gt_count)
+
+
+def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarray, true_positive: np.ndarray,
+                     ignored: np.ndarray, gt_count: np.ndarray) -> CategoryMatches:
+    """One category's ``CategoryMatches`` from its area-all, maxDets-100 detections in the order
+    ``COCOeval.accumulate`` concatenates them (images ascending, each in evaluateImg's order): their
+    scores, image indices, true-positive and ignore flags [T, N], and each image's non-ignored ground truth."""
+    if scores.size == 0:
+        return _empty_category(category_id, gt_count, true_positive.shape[0])
+    order = np.argsort(-scores, kind="mergesort")  # exactly accumulate's order
+    score = scores[order]
+    image_index = image_index[order].astype(np.int64)
+    dt_ignore = ignored[:, order].astype(bool)
+    true_positive = true_positive[:, order].astype(bool)
     # Runs of the same image with the same score are consecutive after the stable sort.
     new_run = np.ones(score.size, dtype=bool)
     new_run[1:] = (image_index[1:] != image_index[:-1]) | (score[1:] != score[:-1])
@@ -423,7 +435,8 @@ def _category_matches(category_id: int, entries: list, thresholds: int) -> Categ
     keep = int(np.flatnonzero(run_id == run_id[hits[-1]])[-1]) + 1 if hits.size else 0
     image_index, true_positive, dt_ignore = image_index[:keep], true_positive[:, :keep], dt_ignore[:, :keep]
     tie_run = tie_run[:keep]
-    return CategoryMatches(category_id, image_index, true_positive, dt_ignore, tie_run.astype(np.int64), gt_count)
+    return CategoryMatches(category_id, image_index, true_positive, dt_ignore, tie_run.astype(np.int64),
+                           np.asarray(gt_count, dtype=np.int64))
 
 
 def _weighted_ap_chunk(matches: Matches, weights: np.ndarray) -> np.ndarray:

@@ -384,9 +384,11 @@ def test_streaming_passes_every_setting_on(monkeypatch, backend):
     real = ssd_eval.streaming.score_stream
     monkeypatch.setattr(ssd_eval.streaming, "score_stream", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
     streamed = score_detections(ground_truth(), [CAR_DETECTION], [7], backend=backend, streaming=True,
-                                exclude_categories=["person"], source="run x", crowd_as_ground_truth=True)
+                                exclude_categories=["person"], source="run x", crowd_as_ground_truth=True,
+                                keep_matches=True)
     assert seen == {"backend": backend, "exclude_categories": ["person"], "source": "run x",
-                    "crowd_as_ground_truth": True}
+                    "crowd_as_ground_truth": True, "keep_matches": True}
+    assert (streamed.matches is not None) == (backend == "pycocotools")  # hotcoco keeps no matches
     assert streamed.categories_averaged == ["car"]
 
 

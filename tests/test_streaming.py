@@ -280,3 +280,78 @@ def test_a_backend_that_cannot_stream_scores_at_once():
     assert_same_scores(streamed, score_detections(gt, detections, image_ids))
     with pytest.raises(UserError, match="cannot stream"):
         StreamingScorer(gt, image_ids, backend="faster-coco-eval")
+
+
+# --------------------------------------------------------------------------- the bootstrap's matches
+
+def assert_same_matches(kept, matched):
+    assert kept.image_ids == matched.image_ids
+    assert np.array_equal(kept.iou_thresholds, matched.iou_thresholds)
+    assert np.array_equal(kept.recall_thresholds, matched.recall_thresholds)
+    assert [c.category_id for c in kept.categories] == [c.category_id for c in matched.categories]
+    for ours, theirs in zip(kept.categories, matched.categories):
+        for name in ("image_index", "true_positive", "ignored", "tie_run", "gt_count"):
+            assert np.array_equal(getattr(ours, name), getattr(theirs, name)), (ours.category_id, name)
+
+
+def streamed_matches(gt, detections, image_ids, **switches):
+    scorer = StreamingScorer(gt, image_ids, keep_matches=True, chunk_detections=997, **switches)
+    scorer.add_detections(detections)
+    scorer.finish()
+    return scorer.matches
+
+
+@pytest.mark.parametrize("crowd_as_ground_truth, exclude", [(False, ()), (True, ()), (False, ("person", "car"))],
+                         ids=["coco", "crowd-as-ground-truth", "categories-excluded"])
+def test_matches_kept_while_streaming_equal_a_second_matching_pass(crowd_as_ground_truth, exclude):
+    """What streaming scoring keeps for the bootstrap is uncertainty.evaluate_matches' answer, ties included
+    (scores on a 1e-5 grid, 150 detections of one category on one image, chunks cutting across the set)."""
+    from ssd_eval.uncertainty import bootstrap_intervals, evaluate_matches
+
+    gt, detections, image_ids = large_case()
+    switches = {"crowd_as_ground_truth": crowd_as_ground_truth, "exclude_categories": exclude}
+    kept = streamed_matches(gt, detections, image_ids, **switches)
+    matched = evaluate_matches(gt, detections, image_ids, **switches)
+    assert_same_matches(kept, matched)
+    assert bootstrap_intervals(kept, replicates=50, seed=3) == bootstrap_intervals(matched, replicates=50, seed=3)
+
+
+def test_matches_kept_on_the_real_subset_equal_a_second_matching_pass(coco_subset):
+    import json
+
+    from ssd_eval.uncertainty import evaluate_matches
+
+    gt = json.loads((coco_subset / "annotations.json").read_text())
+    detections = synthetic.noisy_detections(gt, seed=4)
+    image_ids = sorted(i["id"] for i in gt["images"])
+    assert_same_matches(streamed_matches(gt, detections, image_ids), evaluate_matches(gt, detections, image_ids))
+
+
+def test_no_detections_keep_the_ground_truth_counts():
+    from ssd_eval.uncertainty import evaluate_matches
+
+    gt, _, image_ids = large_case()
+    assert_same_matches(streamed_matches(gt, [], image_ids), evaluate_matches(gt, [], image_ids))
+
+
+def test_a_run_bootstraps_from_the_matches_its_scoring_kept(tmp_path, monkeypatch):
+    """One matching pass: with streaming pycocotools the bootstrap reuses scoring's matches; the intervals
+    equal those of a run that matches a second time (metrics.streaming: false)."""
+    from ssd_eval import uncertainty
+    from ssd_eval.config import load_config
+    from ssd_eval.pipeline import evaluate
+
+    def run(out, streaming):
+        config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(out), "test"),
+                                                                ("metrics.streaming", streaming, "test")])
+        return evaluate(config, progress=False)
+
+    second_passes = []
+    original = uncertainty.evaluate_matches
+    monkeypatch.setattr("ssd_eval.confidence.evaluate_matches",
+                        lambda *a, **k: second_passes.append(1) or original(*a, **k))
+    streamed = run(tmp_path / "streamed", True)
+    assert second_passes == [] and streamed.provenance["bootstrap"]["matches_from_scoring"] is True
+    at_once = run(tmp_path / "at-once", False)
+    assert second_passes == [1] and at_once.provenance["bootstrap"]["matches_from_scoring"] is False
+    assert streamed.intervals == at_once.intervals and streamed.intervals["mAP"]["replicates"] == 1000
