@@ -69,16 +69,8 @@ def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
     ``out``: a float32 (3, H, W) buffer to write the input into (and return) instead of a new
     array; the values are the same either way (``preprocess.preprocess``).
     """
-    image = data.read_image(record)
-    if out is None:
-        return preprocess.preprocess(image, size_hw=params.size_hw, mean=params.mean, std=params.std,
-                                     scale=params.scale, backend=params.backend)
-    pixels = preprocess.resize(image, params.size_hw, params.backend)
-    del image
-    table = preprocess.normalization_table(params.mean, params.std, params.scale)
-    for channel in range(3):  # preprocess.normalize's table lookup, written in place (no temporaries)
-        np.take(table[channel], pixels[:, :, channel], out=out[channel], mode="clip")
-    return out
+    return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
+                                 std=params.std, scale=params.scale, backend=params.backend, out=out)
 
 
 def input_ring_size(depth: int, hold: int) -> int:
@@ -101,8 +93,8 @@ def prefetch_images(
     reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
     allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + hold``, which is
     submitted when the caller asks for image ``i + hold``: the caller may keep the last
-    ``hold - 1`` arrays it received while it asks for the next one, never more (``_run_images``
-    keeps at most a batch less one, and passes ``hold = batch size``).
+    ``hold - 1`` arrays it received (bad images count among them) while it asks for the next one,
+    never more (``_run_images`` passes ``hold = 1``: it runs or copies each image before asking on).
 
     Closing the generator early cancels what is queued and does not wait for the pool.
     Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
@@ -463,21 +455,20 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
     else:
         bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
-    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + batch buffers,
-    # allocated once; process mode: at most depth results in futures plus the batch being filled)
-    # and, for batches of more than one image, one batch buffer that every batch is stacked into.
+    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + 1 buffers,
+    # allocated once; process mode: at most depth results in futures) and, for batches of more than
+    # one image, one batch buffer each image is copied into as it arrives (so the ring may reuse the
+    # image's buffer at once, whatever images are skipped in between).
     stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []
-        batch_arrays: list[np.ndarray] = []
+        single: list[np.ndarray] = []  # a batch of one: the input itself, given a batch axis as a view
 
         def flush_batch() -> None:
-            # A single image needs no copy into a new batch array: add the batch axis as a view.
-            batch = (batch_arrays[0][np.newaxis] if len(batch_arrays) == 1
-                     else np.stack(batch_arrays, out=stacked[:len(batch_arrays)]))
-            batch_arrays.clear()  # only ``batch`` holds the inputs now, and it goes on return
+            batch = single.pop()[np.newaxis] if stacked is None else stacked[:len(batch_records)]
             inference_before = detector.inference_seconds
             raws = detector.run(batch)
+            del batch
             pending.append(writer.submit(finish, list(batch_records), raws,
                                          detector.inference_seconds - inference_before))
             bar.update(len(batch_records))
@@ -486,7 +477,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                 pending.popleft().result()  # re-raises a postprocessing error here
 
         stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
-                                                    depth=depth, hold=batch_size))
+                                                    depth=depth, hold=1))
         with stream as images:
             for record, array in images:
                 if isinstance(array, data.BadImageError):
@@ -496,8 +487,11 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                     skipped.append({"image_id": record.id, "file": str(record.path), "reason": str(array)})
                     bar.update(1)
                     continue
+                if stacked is None:
+                    single.append(array)
+                else:
+                    stacked[len(batch_records)] = array  # a copy: the ring's buffer is free again
                 batch_records.append(record)
-                batch_arrays.append(array)
                 del array  # else it stays bound (one more input alive) while the next image is awaited
                 if len(batch_records) == batch_size:
                     flush_batch()

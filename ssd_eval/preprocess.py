@@ -40,15 +40,18 @@ def import_opencv():
     return cv2
 
 
-def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW: ``(pixels * scale - mean) / std`` per channel."""
+def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW: ``(pixels * scale - mean) / std`` per channel, written into
+    ``out`` (a float32 (3, H, W) buffer) when given, else into a new array; returns it."""
     # A 256-entry table per channel: one gather per pixel instead of a cast and two
     # arithmetic passes over the 1200x1200x3 tensor: 7.8 ms instead of 16 ms here.
     table = normalization_table(mean, std, scale)
     height, width = pixels.shape[:2]
-    out = np.empty((3, height, width), dtype=np.float32)
+    if out is None:
+        out = np.empty((3, height, width), dtype=np.float32)
     for channel in range(3):
-        out[channel] = table[channel][pixels[:, :, channel]]
+        np.take(table[channel], pixels[:, :, channel], out=out[channel], mode="clip")  # uint8: always in range
     return out
 
 
@@ -68,6 +71,7 @@ def preprocess(
     std: Sequence[float],
     scale: float,
     backend: str,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """An RGB image as the model's float32 (3, H, W) input."""
-    return normalize(resize(image, size_hw, backend), mean, std, scale)
+    """An RGB image as the model's float32 (3, H, W) input (written into ``out`` when given)."""
+    return normalize(resize(image, size_hw, backend), mean, std, scale, out=out)

@@ -690,3 +690,139 @@ def test_subset_of_another_annotation_file_is_one_line_naming_the_subset_file(tm
     both = run_cli("eval", "--config", "configs/sample.yaml", "--subset", "sample-4", "--limit", "2",
                    "--out", str(tmp_path / "o"))
     assert both.returncode == 2 and "dataset.limit" in both.stderr and "dataset.subset" in both.stderr
+
+
+# --- how many preprocessed inputs are alive at once (issue 10): bounded by the prefetch depth and the batch
+
+def small_input_run(tmp_path: Path, batch_size: int, prefetch: int):
+    """A config with a small input size, the sample's records and a label map, for _run_images with fakes."""
+    from ssd_eval import data, postprocess
+
+    config = sample_config("sample", tmp_path / "out", ("preprocess.input_size", [24, 40]),
+                           ("runtime.batch_size", batch_size), ("pipeline.workers", 2),
+                           ("pipeline.prefetch", prefetch))
+    dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
+    records = [dataset.images[i] for i in sorted(dataset.images)] * 3  # 24 images: the ring wraps around
+    return config, records, postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+
+
+class RecordingDetector:
+    """Stands in for runner.Detector: checks every batch against ``check`` and returns no detections."""
+
+    def __init__(self, check):
+        self.check, self.inference_seconds, self.batches = check, 0.0, 0
+
+    def run(self, batch):
+        import numpy as np
+
+        from ssd_eval.runner import RawDetections
+
+        self.check(batch)
+        self.batches += 1
+        return [RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+                for _ in range(len(batch))]
+
+
+class NullCache:
+    def __init__(self):
+        self.added = []
+
+    def add(self, image_id, detections, **times):
+        self.added.append(image_id)
+
+
+def test_prefetch_keeps_no_reference_to_an_image_it_has_yielded():
+    import weakref
+
+    from ssd_eval import data, pipeline
+
+    dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
+    config = sample_config("sample", Path("unused"), ("preprocess.input_size", [24, 40]))
+    params = pipeline.PreprocessParams.from_config(config)
+    images = pipeline.prefetch_images([dataset.images[i] for i in sorted(dataset.images)], params,
+                                      workers=2, mode="thread", depth=3)
+    seen = 0
+    for _, array in images:
+        alive = weakref.ref(array)
+        del array
+        assert alive() is None, "the generator still holds the image it yielded"
+        seen += 1
+    assert seen == len(dataset.images)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_an_input_array_does_not_outlive_its_batch(tmp_path, monkeypatch, batch_size):
+    """Fresh arrays per image (process mode's way): when the next image is asked for, the caller holds
+    none (a batch of one has run, a larger batch has copied it into its buffer), and when a batch runs
+    every earlier input is gone."""
+    import weakref
+
+    from ssd_eval import pipeline
+
+    config, records, categories = small_input_run(tmp_path, batch_size, prefetch=2)
+    yielded: list[weakref.ref] = []
+    ran = [0]
+    original = pipeline.prefetch_images
+
+    def fresh_arrays(*args, hold=None, **kwargs):  # the thread pool without its ring
+        for item in original(*args, **kwargs):
+            yielded.append(weakref.ref(item[1]))
+            yield item
+            del item
+            # The caller asks for the next image: it holds no input array any more.
+            alive = sum(ref() is not None for ref in yielded)
+            assert alive == 0, f"{alive} inputs alive while the next is awaited"
+
+    def check(batch):
+        alive = sum(ref() is not None for ref in yielded[:-len(batch)])
+        assert alive == 0, f"{alive} inputs of earlier batches outlive them"
+        ran[0] += len(batch)
+
+    monkeypatch.setattr(pipeline, "prefetch_images", fresh_arrays)
+    detector, cache = RecordingDetector(check), NullCache()
+    skipped = pipeline._run_images(records, config, detector, categories, cache, progress=False)
+    assert skipped == [] and cache.added == [r.id for r in records]
+    assert detector.batches == -(-len(records) // batch_size)
+
+
+@pytest.mark.parametrize("batch_size, prefetch, bad", [(1, 2, ()), (3, 2, ()), (2, 5, ()), (2, 2, (1, 5, 6, 11)),
+                                                      (3, 1, (0, 2, 3, 9, 10))])
+def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_path, monkeypatch,
+                                                                            batch_size, prefetch, bad):
+    """Thread mode preprocesses into prefetch + 1 buffers allocated once (prefetch_images ``hold``):
+    every batch holds exactly its images' tensors, also when skipped bad images (``bad``: positions)
+    fall inside a batch and slow decodes let the workers run ahead, and no other input buffer is made."""
+    import dataclasses
+
+    import numpy as np
+
+    from ssd_eval import data, pipeline
+
+    config, records, categories = small_input_run(tmp_path, batch_size, prefetch)
+    records = [dataclasses.replace(r) for r in records]  # each repeat its own object: bad ones by position
+    config.dataset.on_bad_image = "skip"
+    params = pipeline.PreprocessParams.from_config(config)
+    expected = {r.id: pipeline.load_and_preprocess(r, params) for r in records}
+    unreadable = {id(records[i]) for i in bad}
+    buffers: set[int] = set()
+    original = pipeline.load_and_preprocess
+
+    def recording(record, params, out=None):
+        assert out is not None, "thread mode preprocessed into a new array"
+        buffers.add(out.__array_interface__["data"][0])
+        if id(record) in unreadable:
+            raise data.BadImageError(f"{record.path}: planted")
+        return original(record, params, out)
+
+    good = iter([r for r in records if id(r) not in unreadable])
+
+    def check(batch):
+        time.sleep(0.01)  # let the workers run ahead: an early overwrite would show in the next batch
+        for tensor in batch:
+            np.testing.assert_array_equal(tensor, expected[next(good).id])
+
+    monkeypatch.setattr(pipeline, "load_and_preprocess", recording)
+    cache = NullCache()
+    skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
+    assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
+    assert len(buffers) == pipeline.input_ring_size(prefetch, 1) == prefetch + 1
