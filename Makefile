@@ -12,6 +12,7 @@ EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
 # CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
 SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
 SIZE ?= 500
+SUBSET_ALGORITHM ?= stratified
 CI_BASELINES ?= baselines/ci
 CI_RESULTS ?= results
 GATE_ARGS ?=
@@ -91,8 +92,9 @@ ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results o
 	$(PY) -m ssd_eval baseline --update --baselines $(CI_BASELINES) --results $(CI_RESULTS) --subset $(SUBSET) \
 	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(ARGS)
 
-subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratified by category (commit it)
-	$(PY) -m ssd_eval.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET)
+subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratified by category or SUBSET_ALGORITHM=random (commit it)
+	$(PY) -m ssd_eval.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET) \
+	  --algorithm $(SUBSET_ALGORITHM)
 
 bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)

@@ -30,11 +30,13 @@ import numpy as np
 from ssd_eval import data
 from ssd_eval.config import Config, config_from_dict, hash_data
 from ssd_eval.errors import UserError
+from ssd_eval.subsets import RANDOM_ALGORITHM
 from ssd_eval.uncertainty import (
     BOOTSTRAP_METRICS,
     Interval,
     Matches,
     bootstrap_intervals,
+    bootstrap_values,
     bootstrap_weights,
     evaluate_matches,
     full_set_intervals,
@@ -68,7 +70,8 @@ def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] |
     from ssd_eval.subsets import open_subset
 
     subset = open_subset(config.dataset.subset, dataset.sha256)
-    return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids)}
+    return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids),
+            "algorithm": subset.algorithm}
 
 
 def bootstrap_off(config: Config, image_count: int) -> str | None:
@@ -85,12 +88,12 @@ def bootstrap_off(config: Config, image_count: int) -> str | None:
 
 
 def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int],
-                  source: str = "detections", matches: Matches | None = None
+                  source: str = "detections", matches: Matches | None = None, subset: dict[str, Any] | None = None
                   ) -> tuple[dict[str, dict] | None, dict[str, dict] | None, dict[str, Any]]:
-    """The intervals of a scored run (metrics.json ``intervals``, or None when off), on a subset run
-    (``dataset.subset``) the intervals for the whole annotation file the subset was drawn from
-    (``full_set_intervals``, or None), and ``provenance.bootstrap`` (the settings, the time taken, or
-    why there are no intervals). ``matches``: the detections' matches kept by streaming scoring
+    """The intervals of a scored run (metrics.json ``intervals``, or None when off), on a run of a random
+    subset (``subset``: its ``provenance.subset`` record) the intervals for the full set it was drawn
+    from (``full_set_intervals``, or None), and ``provenance.bootstrap`` (the settings, the time taken,
+    or why there are no intervals). ``matches``: the detections' matches kept by streaming scoring
     (``Scores.matches``); without them the detections are matched once more."""
     boot = config.metrics.bootstrap
     record: dict[str, Any] = {"replicates": 0, "seed": boot.seed, "level": boot.level, "method": METHOD,
@@ -109,15 +112,22 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
     elif matches.image_ids != sorted({int(i) for i in image_ids}):
         raise RuntimeError("the matches kept by scoring are of other images than the run's")
     matched = time.perf_counter()
+    values = bootstrap_values(matches, boot.replicates, boot.seed)
     intervals = bootstrap_intervals(matches, replicates=boot.replicates, seed=boot.seed, level=boot.level,
-                                    method=METHOD)
+                                    method=METHOD, values=values)
     done = time.perf_counter()
     record.update(replicates=boot.replicates, match_seconds=round(matched - started, 3),
                   bootstrap_seconds=round(done - matched, 3))
     full_set = None
-    if config.dataset.subset is not None:
-        extrapolated, why = full_set_intervals(matches, full_set_images=len(gt["images"]),
-                                               replicates=boot.replicates, seed=boot.seed, level=boot.level)
+    if subset is not None and subset.get("algorithm") != RANDOM_ALGORITHM:
+        record["full_set_off"] = (f"subset {subset.get('name')} was chosen by {subset.get('algorithm')}, not at "
+                                  "random: its mAP is not a fair draw of the full set's (README, CI on a budget)")
+    elif subset is not None:
+        with_annotations = {int(a["image_id"]) for a in gt["annotations"]}
+        full_size = (sum(1 for i in gt["images"] if int(i["id"]) in with_annotations)
+                     if switches["skip_images_without_annotations"] else len(gt["images"]))
+        extrapolated, why = full_set_intervals(matches, full_set_images=full_size, replicates=boot.replicates,
+                                               seed=boot.seed, level=boot.level, values=values)
         if why:
             record["full_set_off"] = why
         if extrapolated is not None:

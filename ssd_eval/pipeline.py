@@ -308,9 +308,12 @@ def evaluate(
             keep_matches=confidence.bootstrap_off(config, len(evaluated)) is None)  # the bootstrap's, no 2nd pass
         if shard is None:
             _say(progress, f"{config.variant}: scored in {time.perf_counter() - scoring_started:.2f} s")
-        # Bootstrap intervals (metrics.bootstrap) from the same detections: one more matching pass, then resampling.
+        # Bootstrap intervals (metrics.bootstrap) from the matches scoring kept (else one more matching pass).
         intervals, full_set, bootstrap = (None, None, None) if shard is not None else confidence.run_bootstrap(
-            config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path), matches=scores.matches)
+            config, dataset.gt, cache.detections(evaluated), evaluated, source=str(cache_path), matches=scores.matches,
+            subset=subset)
+        if scores is not None:
+            scores.matches = None  # done with: not kept alive in the result
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
     provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,

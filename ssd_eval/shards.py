@@ -23,6 +23,7 @@ from ssd_eval.results import (
     is_int,
     prepare_out_dir,
     result_for,
+    tidy_output_dir,
     write_detections,
     write_result,
 )
@@ -226,7 +227,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
                               keep_matches=bootstrap_off(config, len(image_ids)) is None)
     progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
     intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections(), image_ids,
-                                                   source="merged shards", matches=scores.matches)
+                                                   source="merged shards", matches=scores.matches,
+                                                   subset=provenance.get("subset"))
+    scores.matches = None  # done with: not kept alive in the result
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
@@ -249,6 +252,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     from ssd_eval.errors_breakdown import breakdown_for_run
 
     out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
+    tidy_output_dir(out_dir, discard_results=True)  # a failure below cannot leave an old metrics.json standing
     write_detections(out_dir / "detections.json", detections())
     result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,
                                                out_dir / "detections.json", image_ids, switches)

@@ -49,7 +49,7 @@ average above the full set's (by 0.022 for 500 of 5000 synthetic images, about 8
 subsets), so an interval from a subset says little about the full-set mAP. Verdicts should compare runs on
 the same images with ``paired_bootstrap_difference``: the bias mostly cancels in a difference (29 of 30
 paired 95 % intervals from 500-image subsets covered the 5000-image difference). To say what the full set's
-mAP is from a subset, ``full_set_intervals`` extrapolates the bias (27 of 30 500-image subsets covered it).
+mAP is from a random subset, ``full_set_intervals`` extrapolates the bias (28 of 30 500-image subsets covered it).
 
 Replicates are drawn with numpy's PCG64 generator from ``seed``: the same seed and numpy version
 give the same replicates on every machine.
@@ -69,20 +69,20 @@ from ssd_eval.metrics import BACKENDS, averaged_category_ids, checked_copies, pr
 BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")
 """The stats the bootstrap resamples, in pycocotools' order (stats[0], stats[1], stats[2])."""
 
-METHODS = ("percentile", "recentered", "full-set")
-"""Interval methods: ``percentile``, the replicates' percentiles; ``recentered``, that interval shifted by
-``-bias`` (the replicates' mean moved onto the estimate; see "Bias" in the module docstring); ``full-set``
-(``full_set_intervals`` only), an interval for the full set a random subset was drawn from."""
+METHODS = ("percentile", "recentered")
+"""Interval methods one may ask for: ``percentile``, the replicates' percentiles; ``recentered``, that
+interval shifted by ``-bias`` (the replicates' mean moved onto the estimate; see "Bias" in the module
+docstring). ``full_set_intervals`` labels its own intervals ``full-set``."""
 
 MIN_EXTRAPOLATION_IMAGES = 500
 """Fewest images ``full_set_intervals`` extrapolates from: their eighths must still give a usable mAP. On the
-synthetic 5000-image population 95 % intervals covered its mAP in 90 % of 500-image subsets but in 60 % of
+synthetic 5000-image population 95 % intervals covered its mAP in 93 % of random 500-image subsets but in 60 % of
 400-image ones (0 % at 250: the fitted power came out near 0.2). tools/bootstrap_study.py --bias-correction."""
 
-EXTRAPOLATION_DRAWS = 400
-"""Random sub-subsets per size (an eighth, a quarter, a half) in ``full_set_intervals``: at 100 the
-coverage of 500-of-5000 subsets was 73 %, at 400 93 % in exploratory runs, 90 % with this module's draws
-(tools/bootstrap_study.py --bias-correction)."""
+EXTRAPOLATION_DRAWS = 1500
+"""Random sub-subsets per size (an eighth, a quarter, a half) in ``full_set_intervals``: the extrapolation's
+Monte Carlo noise costs coverage. 30 random 500-of-5000 synthetic subsets covered the population's mAP
+24 times at 400 draws, 28 times at 1500 (tools/bootstrap_study.py --bias-correction 500)."""
 
 MAX_DETECTIONS = 100  # pycocotools' maxDets[-1], the one mAP/AP50/AP75 use
 _CHUNK_ELEMENTS = 8_000_000  # replicates x detections held at once per category (64 MB of float64)
@@ -237,13 +237,20 @@ def bootstrap_map(
     return bootstrap_intervals(matches, replicates=replicates, seed=seed, level=level, method=method)
 
 
+def bootstrap_values(matches: Matches, replicates: int, seed: int) -> np.ndarray:
+    """[replicates, 3] mAP, AP50, AP75 of each bootstrap replicate over the images (-1: undefined)."""
+    return weighted_ap(matches, bootstrap_weights(len(matches.image_ids), replicates, seed))
+
+
 def bootstrap_intervals(matches: Matches, *, replicates: int = 1000, seed: int = 0, level: float = 0.95,
-                        method: str = "percentile") -> dict[str, Interval]:
-    """``bootstrap_map`` from matches already evaluated (by ``evaluate_matches``)."""
+                        method: str = "percentile", values: np.ndarray | None = None) -> dict[str, Interval]:
+    """``bootstrap_map`` from matches already evaluated (by ``evaluate_matches``); ``values``: the
+    replicates of ``bootstrap_values`` when already drawn."""
     _check_level(level)
     _check_method(method)
     estimate = weighted_ap(matches, np.ones((1, len(matches.image_ids)), dtype=np.int64))[0]
-    values = weighted_ap(matches, bootstrap_weights(len(matches.image_ids), replicates, seed))
+    if values is None:
+        values = bootstrap_values(matches, replicates, seed)
     return {name: percentile_interval(values[:, j], estimate[j], level=level, seed=seed, method=method)
             for j, name in enumerate(BOOTSTRAP_METRICS)}
 
@@ -256,7 +263,7 @@ def extrapolated_bias(quarter_minus_half: float, size: int, full_set_images: int
 
 
 def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: int = 1000, seed: int = 0,
-                       level: float = 0.95, draws: int = EXTRAPOLATION_DRAWS
+                       level: float = 0.95, draws: int = EXTRAPOLATION_DRAWS, values: np.ndarray | None = None
                        ) -> tuple[dict[str, Interval] | None, str | None]:
     """Intervals for mAP, AP50 and AP75 of the ``full_set_images``-image set that ``matches``' images were
     drawn from at random (a subset run), and why a metric has none (None when all have one); a metric
@@ -268,8 +275,10 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     the two drops) is extrapolated from the subset's size to the full set's. The interval is the
     percentile interval moved by the bootstrap's own bias plus that extrapolated bias; its ``estimate``
     is the subset's value minus the extrapolated bias. Measured on a synthetic 5000-image population,
-    95 % intervals from 500-image subsets covered its mAP 28 times out of 30 (uncorrected: 0 of 30);
-    the model is an empirical fit, so the guarantee is that measurement, not a theorem.
+    95 % intervals from random 500-image subsets covered its mAP 28 times out of 30 (uncorrected: 0 of
+    30); the model is an empirical fit, so the guarantee is that measurement, not a theorem, and it
+    holds for random subsets only (see ``ssd_eval.subsets``). ``values``: the replicates of
+    ``bootstrap_values(matches, replicates, seed)`` when already drawn (the same numbers, not redrawn).
     """
     _check_level(level)
     size = len(matches.image_ids)
@@ -278,8 +287,11 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     if full_set_images <= size:
         return None, "the run covers the whole annotation file"
     estimate = weighted_ap(matches, np.ones((1, size), dtype=np.int64))[0]
-    values = weighted_ap(matches, bootstrap_weights(size, replicates, seed))
-    rng = np.random.Generator(np.random.PCG64(seed + 1))
+    if values is None:
+        values = bootstrap_values(matches, replicates, seed)
+    elif values.shape != (replicates, len(BOOTSTRAP_METRICS)):
+        raise ValueError(f"values must be [{replicates}, {len(BOOTSTRAP_METRICS)}], got {values.shape}")
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))  # not the bootstrap's stream
     means = {}
     for part in (8, 4, 2):
         chosen = np.argsort(rng.random((draws, size)), axis=1)[:, : size // part]

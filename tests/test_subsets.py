@@ -284,3 +284,30 @@ def test_config_names_the_subset_in_the_run_folder_and_refuses_bad_names_and_lim
         load_config(ROOT / "configs" / "sample.yaml", [("metrics.bootstrap.level", 1.5)])
     with pytest.raises(UserError, match="metrics.bootstrap.replicates"):
         load_config(ROOT / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", -1)])
+
+
+def test_a_random_subset_is_the_images_with_the_lowest_seeded_hashes():
+    from ssd_eval.subsets import random_subset
+
+    gt = {"images": [{"id": i} for i in (5, 17, 3, 42, 8, 99, 23)], "annotations": [], "categories": []}
+
+    def key(seed, image_id):  # the documented rule, written out
+        return int.from_bytes(hashlib.sha256(f"ssd-eval-subset:{seed}:{image_id}".encode()).digest()[:8], "big")
+
+    for seed in (0, 1, 7):
+        expected = sorted(sorted((i["id"] for i in gt["images"]), key=lambda i: key(seed, i))[:3])
+        assert random_subset(gt, 3, seed=seed) == expected
+    assert len({tuple(random_subset(gt, 3, seed=s)) for s in range(6)}) > 1  # the seed matters
+    with pytest.raises(UserError, match="between 1 and the 7 images"):
+        random_subset(gt, 8)
+
+
+def test_make_subset_records_its_algorithm(tmp_path):
+    from ssd_eval.subsets import ALGORITHM, RANDOM_ALGORITHM, make_subset
+
+    annotations = SAMPLE_ANNOTATIONS
+    assert make_subset(annotations, 4, name="s").algorithm == ALGORITHM
+    drawn = make_subset(annotations, 4, name="r", algorithm="random", seed=3)
+    assert drawn.algorithm == RANDOM_ALGORITHM and drawn.seed == 3 and len(drawn.image_ids) == 4
+    with pytest.raises(UserError, match="subset algorithm must be one of stratified, random"):
+        make_subset(annotations, 4, name="x", algorithm="greedy")

@@ -357,16 +357,40 @@ def test_full_set_intervals_refuse_the_whole_set(subset_matches):
 def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
     from ssd_eval.confidence import run_bootstrap
     from ssd_eval.config import load_config
+    from ssd_eval.subsets import ALGORITHM, RANDOM_ALGORITHM
 
     gt, detections, ids = synthetic_scoring_case(1000, 20, seed=5)
     half = ids[:500]
     detections = [d for d in detections if d["image_id"] <= half[-1]]  # a run's detections: its images only
-    on_subset = load_config(REPO / "configs" / "sample.yaml", [("dataset.subset", "sample-4", "test"),
-                                                               ("metrics.bootstrap.replicates", 100, "test")])
-    intervals, full_set, record = run_bootstrap(on_subset, gt, detections, half)
+    config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 100, "test")])
+    random_subset = {"name": "r-500", "ids_sha256": "0" * 64, "images": 500, "algorithm": RANDOM_ALGORITHM}
+    intervals, full_set, record = run_bootstrap(config, gt, detections, half, subset=random_subset)
     assert full_set["mAP"]["full_set_images"] == 1000 and full_set["mAP"]["method"] == "full-set"
     assert full_set["mAP"]["estimate"] < intervals["mAP"]["estimate"] and record["full_set_seconds"] >= 0
-    full = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 100, "test")])
-    assert run_bootstrap(full, gt, detections, half)[1] is None  # not a subset run: no extrapolation
-    small = run_bootstrap(on_subset, gt, [d for d in detections if d["image_id"] <= ids[7]], ids[:8])
+    assert intervals["mAP"]["estimate"] - full_set["mAP"]["estimate"] == pytest.approx(
+        full_set["mAP"]["bias"] - intervals["mAP"]["bias"], abs=1e-12)  # the same replicates on both
+    assert run_bootstrap(config, gt, detections, half)[1] is None  # not a subset run: no extrapolation
+    stratified = dict(random_subset, algorithm=ALGORITHM)
+    _, none, record = run_bootstrap(config, gt, detections, half, subset=stratified)
+    assert none is None and f"chosen by {ALGORITHM}, not at random" in record["full_set_off"]
+    small = run_bootstrap(config, gt, [d for d in detections if d["image_id"] <= ids[7]], ids[:8],
+                          subset=random_subset)
     assert small[1] is None and "8 images" in small[2]["full_set_off"]
+
+
+def test_the_full_set_of_a_protocol_that_skips_unannotated_images_counts_annotated_ones():
+    from ssd_eval.confidence import run_bootstrap
+    from ssd_eval.config import load_config
+    from ssd_eval.subsets import RANDOM_ALGORITHM
+
+    gt, detections, ids = synthetic_scoring_case(1000, 20, seed=5)
+    gt["images"] += [{"id": 5000 + k, "width": 640, "height": 480, "file_name": f"{k}.jpg"} for k in range(37)]
+    half = ids[:500]
+    detections = [d for d in detections if d["image_id"] <= half[-1]]
+    subset = {"name": "r-500", "algorithm": RANDOM_ALGORITHM}
+    for skip, expected in ((False, 1037), (True, 1000)):
+        config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 50, "test"),
+                                                                ("dataset.skip_images_without_annotations", skip,
+                                                                 "test")])
+        full_set = run_bootstrap(config, gt, detections, half, subset=subset)[1]
+        assert full_set["mAP"]["full_set_images"] == expected

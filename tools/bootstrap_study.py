@@ -36,6 +36,7 @@ from ssd_eval.config import load_config  # noqa: E402
 from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case  # noqa: E402
 from ssd_eval.uncertainty import (  # noqa: E402
     BOOTSTRAP_METRICS,
+    EXTRAPOLATION_DRAWS,
     Matches,
     bootstrap_intervals,
     coverage_study,
@@ -126,23 +127,34 @@ def restricted(matches: Matches, members: np.ndarray) -> Matches:
                    matches.recall_thresholds)
 
 
-def bias_correction_study(population: int, size: int, subsets: int, replicates: int) -> dict:
-    """Can one subset correct its own small-sample bias? For random subsets of ``size`` images of the
-    synthetic population, the share of 95 % intervals (mAP) that cover the population's mAP: the
-    percentile interval as is, recentered (moved by -bias), basic (moved by -2 x bias: the basic
-    bootstrap's centre), and ``uncertainty.full_set_intervals`` (the bias extrapolated to the population)."""
+def bias_correction_study(population: int, size: int, subsets: int, replicates: int,
+                          algorithm: str = "random", draws: int = EXTRAPOLATION_DRAWS) -> dict:
+    """Can one subset correct its own small-sample bias? For subsets of ``size`` images of the synthetic
+    population (``algorithm``: "random", random draws; "stratified", ``subsets.stratified_subset`` with
+    seeds 0, 1, ...), the share of 95 % intervals (mAP) that cover the population's mAP: the percentile
+    interval as is, recentered (moved by -bias), basic (moved by -2 x bias: the basic bootstrap's
+    centre), and ``uncertainty.full_set_intervals`` (the bias extrapolated to the population)."""
+    from ssd_eval.subsets import stratified_subset
+
     gt, detections, ids = synthetic_scoring_case(population, 100, seed=0)
     matches = evaluate_matches(gt, detections, ids)
     truth = weighted_ap(matches, np.ones((1, population), dtype=np.int64))[0, 0]
     rng = np.random.Generator(np.random.PCG64(size))
+    position = {image_id: n for n, image_id in enumerate(matches.image_ids)}
     bounds: dict[str, list[tuple[float, float]]] = {"percentile": [], "recentered": [], "basic": [], "full-set": []}
-    alphas, refused = [], []
+    alphas, refused, estimates = [], [], []
     for s in range(subsets):
-        subset = restricted(matches, np.sort(rng.choice(population, size, replace=False)))
+        if algorithm == "stratified":
+            members = np.array([position[i] for i in stratified_subset(gt, size, seed=s)])
+        else:
+            members = np.sort(rng.choice(population, size, replace=False))
+        subset = restricted(matches, members)
         plain = bootstrap_intervals(subset, replicates=replicates, seed=s)["mAP"]
+        estimates.append(plain.estimate)
         for name, shift in (("percentile", 0.0), ("recentered", plain.bias), ("basic", 2 * plain.bias)):
             bounds[name].append((plain.low - shift, plain.high - shift))
-        full, why = full_set_intervals(subset, full_set_images=population, replicates=replicates, seed=s)
+        full, why = full_set_intervals(subset, full_set_images=population, replicates=replicates, seed=s,
+                                       draws=draws)
         if full is None:
             refused.append(why)
             bounds["full-set"].append((float("nan"), float("nan")))
@@ -150,7 +162,9 @@ def bias_correction_study(population: int, size: int, subsets: int, replicates: 
             alphas.append(full["mAP"].alpha)
             bounds["full-set"].append((full["mAP"].low, full["mAP"].high))
     return {"population": population, "size": size, "subsets": subsets, "replicates": replicates,
-            "population_mAP": truth,
+            "algorithm": algorithm, "population_mAP": truth,
+            "subset_mAP": {"mean": float(np.mean(estimates)), "min": float(np.min(estimates)),
+                           "max": float(np.max(estimates))},
             "coverage": {name: float(np.mean([low <= truth <= high for low, high in rows]))
                          for name, rows in bounds.items()},
             "mean_half_width": {name: float(np.nanmean([(high - low) / 2 for low, high in rows]))
@@ -166,11 +180,16 @@ def main() -> int:
     parser.add_argument("--json", help="also write the numbers here")
     parser.add_argument("--bias-correction", type=int, metavar="SIZE",
                         help="only: can a SIZE-image subset correct its own bias? (bias_correction_study)")
+    parser.add_argument("--subset-algorithm", choices=("random", "stratified"), default="random",
+                        help="with --bias-correction: how the subsets are chosen (default random)")
     args = parser.parse_args()
     if args.bias_correction:
-        found = bias_correction_study(args.population, args.bias_correction, args.subsets, args.replicates)
-        print(f"{found['subsets']} subsets of {found['size']} of {found['population']} synthetic images "
-              f"(population mAP {found['population_mAP']:.4f}), 95 % intervals covering it, by shift:")
+        found = bias_correction_study(args.population, args.bias_correction, args.subsets, args.replicates,
+                                      algorithm=args.subset_algorithm)
+        mean = found["subset_mAP"]
+        print(f"{found['subsets']} {found['algorithm']} subsets of {found['size']} of {found['population']} "
+              f"synthetic images (population mAP {found['population_mAP']:.4f}; subsets' mAP {mean['mean']:.4f}, "
+              f"{mean['min']:.4f} to {mean['max']:.4f}), 95 % intervals covering it, by shift:")
         for name, share in found["coverage"].items():
             print(f"  {name}: {share:.0%} (mean half-width {found['mean_half_width'][name]:.4f})")
         print(f"  full-set: fitted alpha median {found['alpha_median']}; refused in {len(found['refused'])} "
