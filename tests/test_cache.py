@@ -323,3 +323,132 @@ def test_a_malformed_timing_is_a_corrupt_line(path, timing):
     path.write_text(text)
     with pytest.raises(UserError, match="line 3 is corrupt"):
         DetectionCache(path, KEY)
+
+
+# ---------------------------------------------------------------- issue 15: gaps found by mutation testing
+
+
+@pytest.mark.parametrize("first_line", [b'{"something": "else"}\n', b"not json at all\n", b"[1, 2]\n", b"null\n",
+                                        b"\n"], ids=["dict-without-format", "not-json", "list", "null", "empty-line"])
+def test_a_first_line_that_is_not_this_header_is_not_a_cache(path, first_line):
+    """Not "written for a different run" (that is a cache of this version): not a cache of this version."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(first_line)
+    with pytest.raises(UserError, match=r"not a detection cache of this version; pass --fresh to discard it"):
+        DetectionCache(path, KEY)
+    assert path.read_bytes() == first_line  # left alone
+
+
+@pytest.mark.parametrize("timing", ['"loop_s": 0, "inference_s": -1', '"loop_s": Infinity, "inference_s": 0',
+                                    '"loop_s": true, "inference_s": 0', '"loop_s": 0, "inference_s": "x"'],
+                         ids=["negative-inference", "infinite-loop", "bool-loop", "string-inference"])
+def test_a_malformed_timing_of_either_kind_is_a_corrupt_line(path, timing):
+    filled(path)
+    text = path.read_text().replace('{"image_id": 2, ', '{"image_id": 2, ' + timing + ", ", 1)
+    path.write_text(text)
+    with pytest.raises(UserError, match="line 3 is corrupt"):
+        DetectionCache(path, KEY)
+
+
+@pytest.mark.parametrize("timing", ['"loop_s": 0.5', '"inference_s": 0.25'], ids=["loop-only", "inference-only"])
+def test_a_line_with_half_a_timing_is_read_without_timing(path, timing):
+    """Both times or none: a line with one of them still gives its detections, but no stored speed."""
+    filled(path)
+    path.write_text(path.read_text().replace('{"image_id": 2, ', '{"image_id": 2, ' + timing + ", ", 1))
+    with DetectionCache(path, KEY) as cache:
+        assert list(cache.detections([2])) == DET_2
+        assert cache.stored_seconds([2]) is None
+
+
+def test_detections_are_readable_after_close(path):
+    cache = DetectionCache(path, KEY)
+    cache.add(1, DET_1)
+    cache.add(2, DET_2)
+    cache.close()
+    assert list(cache.detections([2, 1])) == DET_2 + DET_1
+
+
+def test_resume_warnings_name_the_cache_and_what_is_evaluated_again(tmp_path, path, caplog):
+    images = {i: tmp_path / f"{i}.jpg" for i in (1, 2, 3)}
+    for number, image in images.items():
+        image.write_bytes(bytes([number]) * 10)
+    with DetectionCache(path, KEY, images=images) as cache:
+        for image_id, dets in ((1, DET_1), (2, DET_2), (3, DET_3)):
+            cache.add(image_id, dets)
+    swap_bytes(images[3], b"\x07" * 10)
+    swap_bytes(images[2], b"\x08" * 10)
+    with open(path, "ab") as handle:
+        handle.write(b'{"image_id": 4, "detec')  # a kill while writing image 4
+    with caplog.at_level(logging.INFO, logger="ssd_eval.cache"):
+        DetectionCache(path, KEY, images=images).close()
+    assert caplog.messages == [
+        f"{path}: dropping a truncated last line (that image will be evaluated again)",
+        f"{path}: 2 cached images changed on disk since they were evaluated (e.g. image 2); evaluating them again",
+        f"{path}: 1 finished images found",
+    ]
+
+
+@pytest.mark.parametrize("content, logged", [(None, False), (b"", False), (b"x", True), (b"x\n", True)],
+                         ids=["no-file", "empty", "one-byte", "a-line"])
+def test_fresh_says_it_discards_only_a_file_with_content(path, caplog, content, logged):
+    if content is not None:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(content)
+    with caplog.at_level(logging.INFO, logger="ssd_eval.cache"):
+        DetectionCache(path, KEY, fresh=True).close()
+    assert caplog.messages == ([f"--fresh: discarding {path}"] if logged else [])
+    assert len(lines(path)) == 1
+
+
+def test_the_cache_folder_is_created_with_its_parents(tmp_path):
+    path = tmp_path / "a" / "b" / "c" / "cache.jsonl"
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1)
+    assert len(lines(path)) == 2
+
+
+def test_a_cache_path_that_cannot_be_opened_is_one_line_naming_it(path):
+    path.mkdir(parents=True)  # a folder where the file should be
+    with pytest.raises(UserError) as info:
+        DetectionCache(path, KEY)
+    assert str(info.value) == f"{path}: cannot open the resume cache: Is a directory"
+
+
+def test_an_image_gone_before_its_line_is_written_is_one_line_naming_it(tmp_path, path):
+    gone = tmp_path / "gone.jpg"
+    with DetectionCache(path, KEY, images={5: gone}) as cache:
+        with pytest.raises(UserError) as info:
+            cache.add(5, [])
+    assert str(info.value) == f"{gone}: cannot read image 5 again: No such file or directory"
+
+
+def test_timing_is_recorded_only_with_both_times_and_is_known_before_reopening(path):
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1, loop_s=0.5)  # half a timing: none recorded
+        cache.add(2, DET_2, inference_s=0.5)
+        cache.add(3, DET_3, loop_s=0.0000014, inference_s=0.1250004)  # rounded to 1 us: 1e-06 and 0.125
+        assert cache.stored_seconds([1]) is None and cache.stored_seconds([2]) is None
+        assert cache.stored_seconds([3]) == (0.000001, 0.125)  # in this run, not only after reopening
+    entries = [json.loads(line) for line in lines(path)[1:]]
+    assert [sorted(e) for e in entries[:2]] == [["detections", "image_id"]] * 2
+    assert (entries[2]["loop_s"], entries[2]["inference_s"]) == (0.000001, 0.125)
+
+
+def test_detection_counts_are_known_in_the_run_that_adds_them(path):
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1)
+        cache.add(2, DET_2)
+        cache.add(3, [])
+        assert cache.count([1, 2, 3]) == 3 and cache.count([2]) == 2
+
+
+def test_a_cache_file_changed_while_in_use_is_refused_naming_the_image_and_byte(path):
+    with DetectionCache(path, KEY) as cache:
+        cache.add(1, DET_1)
+        cache.add(2, DET_2)
+        header, first, second = lines(path)
+        path.write_text("\n".join([header, second, first]) + "\n")  # the lines swapped by another program
+        with pytest.raises(UserError) as info:
+            list(cache.detections([1]))
+    assert str(info.value) == (f"{path}: changed while in use (expected image 1 at byte {len(header) + 1}); "
+                               "pass --fresh to start over")

@@ -429,3 +429,107 @@ def test_image_fingerprint_follows_content_not_timestamps(tmp_path):
     assert image_fingerprint(path) == before == f"3:{hashlib.sha256(b'one').hexdigest()}"
     swap_bytes(path, b"two")
     assert image_fingerprint(path) != before
+
+
+# ---------------------------------------------------------------- issue 15: gaps found by mutation testing
+
+
+def test_dataset_records_the_image_folder(dataset, coco):
+    assert dataset.images_dir == coco[1]
+
+
+@pytest.mark.parametrize("change, match", [
+    (_set("images", 0, "file_name", 5), r"images\[0\]\.file_name must be a string"),
+    (_set("categories", 0, "name", 5), r"categories\[0\]\.name must be a string, got 5$"),
+    (lambda gt: (_set("categories", 1, "id", 1)(gt), _set("annotations", 1, "category_id", 1)(gt)),
+     r"a category id appears twice in 'categories'"),
+    (_set("images", 0, "id", "139"), r"images\[0\]\.id must be an integer, got '139'$"),
+], ids=["file-name-type", "category-name-type", "dup-category-id", "id-value-quoted"])
+def test_type_errors_name_the_entry_and_the_value(tmp_path, change, match):
+    path = write_json(tmp_path / "gt.json", gt_with(change))
+    with pytest.raises(UserError, match=match) as info:
+        load_annotations(path, tmp_path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("change, match", [
+    (_set("annotations", 1, "id", 1), r"\(also annotations\[0\]\); pycocotools would keep only one of them$"),
+    (_set("categories", 1, "name", "person"), r"\(also categories\[0\]\)"),
+    (_set("annotations", 0, "bbox", [0, 0, -1, 1]), r"bbox \[0, 0, -1, 1\] has a negative"),
+    (_set("annotations", 0, "bbox", [0, 0, 1, float("nan")]), r"bbox \[0, 0, 1, nan\] holds NaN"),
+    (_set("images", 0, "height", 0), r"images\[0\] \(id 1\): width and height must be positive"),
+], ids=["dup-ann-id", "dup-category-name", "negative-bbox", "nan-bbox", "zero-height"])
+def test_refusals_name_the_earlier_entry_and_the_bad_value(tmp_path, change, match):
+    """Which earlier entry a duplicate repeats, and the offending bbox itself, are in the message."""
+    with pytest.raises(UserError, match=match):
+        load_annotations(write_json(tmp_path / "gt.json", gt_with(change)), tmp_path)
+
+
+def test_degenerate_but_valid_values_load(tmp_path):
+    """The limits are inclusive: a 1x1 image, zero-width and zero-height boxes and area 0 are valid COCO."""
+    def degenerate(gt):
+        gt["images"][0].update(width=1, height=1)
+        gt["annotations"][0].update(bbox=[0, 0, 0, 1], area=0.0)
+        gt["annotations"][1].update(bbox=[0, 0, 1, 0], area=0)
+    dataset = load_annotations(write_json(tmp_path / "gt.json", gt_with(degenerate)), tmp_path)
+    assert (dataset.images[1].width, dataset.images[1].height) == (1, 1)
+    assert [a["bbox"] for a in dataset.gt["annotations"]] == [[0, 0, 0, 1], [0, 0, 1, 0]]
+
+
+def test_16_bit_values_round_to_the_nearest_8_bit_level(tmp_path):
+    """v / 257 rounded: 32768 / 257 = 127.502 -> 128 and 65407 / 257 = 254.502 -> 255 (just above a half)."""
+    path = tmp_path / "half.png"
+    Image.fromarray(np.array([[32768, 65407, 32639]], dtype=np.uint16)).save(path)  # 32639 / 257 = 127.0
+    image = read_image(ImageRecord(1, "half.png", 3, 1, path))
+    assert np.asarray(image)[0, :, 0].tolist() == [128, 255, 127]
+
+
+def test_float_and_32_bit_images_are_refused_naming_the_kind(tmp_path):
+    floats = tmp_path / "float.tif"
+    Image.fromarray(np.array([[0.0, 0.5]], dtype=np.float32), mode="F").save(floats)
+    with pytest.raises(BadImageError, match=r": F \(float\) pixels are not supported.*\(image id 1\)"):
+        read_image(ImageRecord(1, "float.tif", 2, 1, floats))
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(wide)
+    with pytest.raises(BadImageError, match=r": I \(32-bit integer\) pixels are not supported"):
+        read_image(ImageRecord(2, "wide.tif", 2, 1, wide))
+
+
+def test_image_fingerprint_counts_every_byte_of_a_file_over_one_chunk(tmp_path):
+    """The file is read in 1 MiB chunks; the size is the whole file's, not the last chunk's."""
+    content = bytes(range(256)) * 4096 + b"end"  # 1 MiB + 3 bytes
+    path = tmp_path / "big.jpg"
+    path.write_bytes(content)
+    assert image_fingerprint(path) == f"{(1 << 20) + 3}:{hashlib.sha256(content).hexdigest()}"
+
+
+def write_subset_file(path: Path, dataset, ids) -> Path:
+    from ssd_eval.subsets import Subset, ids_sha256, write_subset
+
+    return write_subset(path, Subset(name=path.stem, annotations_sha256=dataset.sha256, image_ids=list(ids),
+                                     ids_sha256=ids_sha256(ids), algorithm="test", seed=0))
+
+
+def test_subset_keeps_exactly_its_ids_then_skip_and_limit_apply(tmp_path):
+    dataset = make_dataset(tmp_path, [1, 2, 3, 4, 5, 6], annotated=[2, 3, 5])
+    subset = str(write_subset_file(tmp_path / "subsets" / "pick.json", dataset, [2, 4, 5, 6]))
+    assert select_image_ids(dataset, subset=subset) == [2, 4, 5, 6]
+    assert select_image_ids(dataset, subset=subset, skip_images_without_annotations=True) == [2, 5]
+    assert select_image_ids(dataset, subset=subset, limit=3) == [2, 4, 5]
+    assert select_image_ids(dataset, subset=subset, shard=(2, 2)) == [5, 6]
+
+
+def test_subset_of_another_annotation_file_is_refused(tmp_path):
+    dataset = make_dataset(tmp_path / "a", [1, 2, 3])
+    other = make_dataset(tmp_path / "b", [1, 2, 3, 4])
+    subset = str(write_subset_file(tmp_path / "pick.json", other, [1, 2]))
+    with pytest.raises(UserError, match=r"pick\.json: subset 'pick' was made from an annotation file"):
+        select_image_ids(dataset, subset=subset)
+
+
+def test_subset_naming_images_not_in_the_file_is_refused_naming_the_first(tmp_path):
+    dataset = make_dataset(tmp_path, [1, 2, 3])
+    subset = write_subset_file(tmp_path / "pick.json", dataset, [2, 7, 9])
+    with pytest.raises(UserError) as info:
+        select_image_ids(dataset, subset=str(subset))
+    assert str(info.value) == f"{subset}: image id 7 is not in {dataset.annotations_path}"

@@ -215,3 +215,113 @@ def test_merge_refuses_shards_run_with_other_runtime_settings(tmp_path):
              progress=False)
     with pytest.raises(UserError, match=r"different model, annotation file or config.*graph_optimization"):
         merge_shards([tmp_path / "run" / "shard-1-of-2", tmp_path / "run" / "shard-2-of-2"], tmp_path / "merged")
+
+
+# ------------------------------------------------------------------------------ found by mutation testing
+# The pipeline's own helpers: progress lines for logs, and the setup of process-pool workers (which run in
+# the workers, out of sight of a test in this process: here they are called with their effects recorded).
+
+
+class Clock:
+    """A monotonic clock that starts far from 0, as time.monotonic does."""
+
+    def __init__(self, start: float = 5000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def progress_lines(total: int, clock: Clock, **options):
+    import io
+
+    out = io.StringIO()
+    return pipeline.ProgressLines(total, "v", clock=clock, stream=out, **options), out
+
+
+def test_progress_lines_time_from_the_start_not_from_clock_zero():
+    clock = Clock()
+    progress, out = progress_lines(100, clock)
+    clock.now += 1.0
+    progress.update(1)  # 1 s, 1 %: not yet
+    clock.now += 9.0
+    progress.update(1)  # 10 s after the start: the first line. 2 / 10 s = 0.2 img/s, 98 left: 490 s
+    assert out.getvalue().splitlines() == ["v: 2/100 images (2 %), 0.20 img/s, about 8m10s left"]
+
+
+def test_progress_lines_defaults_first_after_2_s_then_every_120_s(capsys):
+    clock = Clock(4096.0)  # steps exact in binary: "exactly 2 s" is exact
+    progress = pipeline.ProgressLines(40, "v", clock=clock)  # stream: stderr
+    clock.now += 1.5
+    progress.update(10)  # 25 % but under 2 s: nothing
+    clock.now += 0.5
+    progress.update(1)  # exactly 2 s: due (5 % was reached). 11 / 2 s = 5.5 img/s, 29 left: 5.3 s
+    clock.now += 119.5
+    progress.update(1)
+    clock.now += 0.5
+    progress.update(1)  # exactly 120 s after the last line. 13 / 122 s, 27 left: 27 * 122 / 13 = 253.4 s
+    assert capsys.readouterr().err.splitlines() == [
+        "v: 11/40 images (28 %), 5.50 img/s, about 0m05s left",
+        "v: 13/40 images (32 %), 0.11 img/s, about 4m13s left"]
+
+
+def test_progress_line_rate_over_a_fraction_of_a_second_and_of_a_single_image():
+    clock = Clock()
+    progress, out = progress_lines(1, clock, min_first_s=0.0)
+    clock.now += 0.5
+    progress.update(1)
+    assert out.getvalue() == "v: 1/1 images (100 %), 2.00 img/s, about 0m00s left\n"
+
+
+def test_progress_line_without_any_image_done_says_the_time_left_is_unknown():
+    clock = Clock()
+    progress, out = progress_lines(10, clock)
+    clock.now += 10.0
+    progress.update(0)
+    assert out.getvalue() == "v: 0/10 images (0 %), 0.00 img/s, about ? left\n"
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0m00s"), (59.4, "0m59s"), (61, "1m01s"), (3599, "59m59s"),
+                                           (3600, "1h00m"), (7200, "2h00m"), (7322, "2h02m")])
+def test_durations_in_progress_lines(seconds, text):
+    assert pipeline._duration(seconds) == text
+
+
+def test_a_process_worker_ignores_ctrl_c_and_watches_its_parent(monkeypatch):
+    import signal
+    import threading
+
+    handlers, threads = [], []
+
+    class Recorded:
+        def __init__(self, **kwargs):
+            threads.append(kwargs)
+
+        def start(self):
+            threads[-1]["started"] = True
+
+    monkeypatch.setattr(signal, "signal", lambda *args: handlers.append(args))
+    monkeypatch.setattr(threading, "Thread", Recorded)
+    pipeline._process_worker_setup(4242)
+    assert handlers == [(signal.SIGINT, signal.SIG_IGN)]
+    assert threads == [{"target": pipeline._exit_with_parent, "args": (4242,), "name": "exit-with-parent",
+                        "daemon": True, "started": True}]
+
+
+def test_a_process_worker_exits_once_its_parent_is_gone(monkeypatch):
+    parents = iter([77, 77, 1])  # the parent dies after two checks: the worker is re-parented
+    naps, exits = [], []
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(pipeline.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(pipeline.time, "sleep", naps.append)
+    monkeypatch.setattr(pipeline.os, "_exit", exit_now)
+    with pytest.raises(Exited):
+        pipeline._exit_with_parent(77)
+    assert naps == [0.5, 0.5] and exits == [1]

@@ -825,6 +825,7 @@ def test_ci95_against_kept_detections_passes_noise_and_fails_the_off_by_one_mode
     lines = [line for line in out.splitlines() if line.startswith("PASS m ")]
     assert len(lines) == 4 and all("95% interval [" in line for line in lines[1:])
     assert all("ci95 vs baseline detections" in line for line in lines[1:])
+    assert all(", 1000 replicates, seed 0" in line for line in lines[1:])  # reproducible: seeded as the run's
     # The same numbers under a fixed abs_tol of 0.0001 fail where the noise made a metric lower:
     fixed = (baselines / "m.yaml").read_text().replace(", tolerance: ci95", "")
     (baselines / "m.yaml").write_text(fixed)
@@ -1029,3 +1030,116 @@ def test_make_ci_gate_on_the_sample_passes_and_the_off_by_one_model_fails_ci95(t
     for name in ("mAP", "AP50", "AP75"):
         assert any(line.startswith(f"FAIL sample {name}: ") and "ci95 vs baseline detections" in line
                    and "outside the interval" in line for line in failing)
+
+
+# --------------------------------------------------------------------------- found by mutation testing (issue 15)
+
+def test_junit_report_holds_every_check_with_its_status_message_and_notes():
+    """render_junit on checks written out here: one testcase per check, failures and errors with their message
+    as attribute and text, notes as system-out, and the suite's counts."""
+    from ssd_eval.gate import Check, render_junit
+
+    checks = [Check("a", "mAP", "PASS", "PASS a mAP", ("note one", "note two")),
+              Check("a", "AP50", "FAIL", "FAIL a AP50: regressed"),
+              Check("b", "mAP", "FAIL", "FAIL b mAP"),
+              Check("b", "drop_pct vs a", "FAIL", "FAIL b drop"),
+              Check("c", "results", "ERROR", "c: metrics.json not found")]
+    text = render_junit(checks)
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<testsuite ') and text.endswith("</testsuite>\n")
+    suite = ET.fromstring(text.split("\n", 1)[1])
+    assert suite.attrib == {"name": "ssd-eval-gate", "tests": "5", "failures": "3", "errors": "1", "skipped": "0"}
+    cases = suite.findall("testcase")
+    assert [c.attrib for c in cases] == [
+        {"classname": "ssd-eval-gate.a", "name": "mAP", "time": "0"},
+        {"classname": "ssd-eval-gate.a", "name": "AP50", "time": "0"},
+        {"classname": "ssd-eval-gate.b", "name": "mAP", "time": "0"},
+        {"classname": "ssd-eval-gate.b", "name": "drop_pct vs a", "time": "0"},
+        {"classname": "ssd-eval-gate.c", "name": "results", "time": "0"}]
+    assert [[child.tag for child in case] for case in cases] == [["system-out"], ["failure"], ["failure"],
+                                                                 ["failure"], ["error"]]
+    assert cases[0].find("system-out").text == "note one\nnote two"
+    failure = cases[1].find("failure")
+    assert (failure.attrib, failure.text) == ({"message": "FAIL a AP50: regressed", "type": "regression"},
+                                              "FAIL a AP50: regressed")
+    error = cases[4].find("error")
+    assert (error.attrib, error.text) == ({"message": "c: metrics.json not found", "type": "input"},
+                                          "c: metrics.json not found")
+
+
+@pytest.mark.parametrize("estimate, high, status, tail", [
+    (-1e-6, -0.5, "PASS", ""),  # short by exactly the float slack: not a shortfall, whatever the interval
+    (-0.1, -1e-6, "PASS", " (lower, within the interval)"),  # the interval reaches exactly 0 - slack
+    (-0.1, 0.0, "PASS", " (lower, within the interval)"),  # the interval reaches 0
+    (-0.1, -0.02, "FAIL", " (regressed by 0.1000, outside the interval)"),
+], ids=["shortfall-at-slack", "high-at-minus-slack", "high-at-zero", "outside"])
+def test_ci95_fails_only_below_the_interval_beyond_the_float_slack(estimate, high, status, tail):
+    """check_metric_ci95 on intervals written out here, at the edges of its two conditions (slack 1e-6)."""
+    from ssd_eval.baseline import MetricRule
+    from ssd_eval.gate import check_metric_ci95
+    from ssd_eval.uncertainty import Interval
+
+    difference = Interval(low=min(estimate, high) - 0.1, high=high, level=0.95, replicates=200, seed=0,
+                          estimate=estimate)
+    check = check_metric_ci95("m", MetricRule("mAP", 0.5, 0.001, None, "ci95"), 0.5 + estimate, difference, 0.0,
+                              "baseline detections d.json")
+    assert check.status == status
+    assert check.message.startswith(f"{status} m mAP: expected 0.5000, got ")
+    assert check.message.endswith(f"200 replicates, seed 0{tail}")
+
+
+def test_ci95_lines_spell_out_the_signed_interval_and_the_note_above_it():
+    from ssd_eval.baseline import MetricRule
+    from ssd_eval.gate import check_metric_ci95
+    from ssd_eval.uncertainty import Interval
+
+    rule = MetricRule("mAP", 0.5, 0.001, None, "ci95")
+    lower = check_metric_ci95("m", rule, 0.4, Interval(-0.2, 0.05, 0.95, 200, 3, -0.1), 0.0, "baseline detections d")
+    assert (lower.status, lower.notes) == ("PASS", ())
+    assert lower.message == ("PASS m mAP: expected 0.5000, got 0.4000; ci95 vs baseline detections d: difference "
+                             "-0.1000 (expected +0.0000), 95% interval [-0.2000, +0.0500], 200 replicates, seed 3 "
+                             "(lower, within the interval)")
+    above = check_metric_ci95("m", rule, 0.6, Interval(0.05, 0.15, 0.95, 100, 0, 0.1), 0.02, "parent p (r/p)")
+    assert above.message == ("PASS m mAP: expected 0.5000, got 0.6000; ci95 vs parent p (r/p): difference +0.1000 "
+                             "(expected +0.0200), 95% interval [+0.0500, +0.1500], 100 replicates, seed 0")
+    assert above.notes == ("note: m mAP lies above the baseline beyond the interval vs parent p (r/p) (or the parent "
+                           "regressed); if that is the new normal, `ssd-eval baseline --update --variant m`",)
+
+
+@pytest.mark.parametrize("low", [0.0, 1e-6], ids=["low-at-expected", "low-at-expected-plus-slack"])
+def test_ci95_note_only_when_the_whole_interval_lies_above_beyond_the_slack(low):
+    from ssd_eval.baseline import MetricRule
+    from ssd_eval.gate import check_metric_ci95
+    from ssd_eval.uncertainty import Interval
+
+    check = check_metric_ci95("m", MetricRule("mAP", 0.5, 0.001, None, "ci95"), 0.55,
+                              Interval(low, 0.1, 0.95, 100, 0, 0.05), 0.0, "baseline detections d")
+    assert (check.status, check.notes) == ("PASS", ())
+
+
+def test_ci95_note_against_the_baselines_own_detections_does_not_blame_a_parent():
+    from ssd_eval.baseline import MetricRule
+    from ssd_eval.gate import check_metric_ci95
+    from ssd_eval.uncertainty import Interval
+
+    check = check_metric_ci95("m", MetricRule("AP50", 0.5, 0.001, None, "ci95"), 0.6,
+                              Interval(0.01, 0.2, 0.95, 100, 0, 0.1), 0.0, "baseline detections d")
+    assert (check.variant, check.name, check.status) == ("m", "AP50", "PASS")
+    assert check.notes == ("note: m AP50 lies above the baseline beyond the interval vs baseline detections d; "
+                           "if that is the new normal, `ssd-eval baseline --update --variant m`",)
+
+
+def test_ci95_without_kept_detections_or_a_parent_result_says_why_it_falls_back(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    solo = scored_result(results, "solo", annotations, detectors["a"])
+    (baselines / "solo.yaml").write_text(ci95_baseline("solo", solo))
+    orphan = scored_result(results, "orphan", annotations, detectors["a"], parent="gone")
+    (baselines / "orphan.yaml").write_text(ci95_baseline("orphan", orphan, parent="gone"))
+    run_gate(baselines, results, variants=["solo", "orphan"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if " mAP: " in line]
+    assert len(lines) == 2
+    assert (f"; ci95 not possible ({baselines / 'solo.yaml'} keeps no detections and solo has no parent): abs/rel "
+            "tolerance used; " in lines[0])
+    assert (f"; ci95 not possible ({results / 'gone' / 'metrics.json'}: missing (gone, parent of orphan, protocol "
+            "coco); run `make eval MODEL=gone` first): abs/rel tolerance used; " in lines[1])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -390,3 +393,271 @@ def test_optimized_model_is_keyed_by_model_version_level_and_providers(monkeypat
     monkeypatch.setattr(runner.ort, "__version__", "0.0.1")
     others.add(runner.optimized_model_entry("ab" * 32, runtime, ["CPUExecutionProvider"])[0])
     assert len(others) == 4 and base not in others
+
+
+# ---------------------------------------------------------------- issue 15: gaps found by mutation testing
+
+def outputs_model(path: Path, outputs: dict, *, input_batch=1) -> Path:
+    """A model returning exactly ``outputs`` (name -> numpy array, any dtype) for a (input_batch, 3, H, W) image."""
+    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
+             np.dtype(np.int64): TensorProto.INT64}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [f"const_{name}"], [name]) for name in outputs], "outputs",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [input_batch, 3, *HW])],
+        [helper.make_tensor_value_info(name, types[a.dtype], list(a.shape)) for name, a in outputs.items()],
+        [numpy_helper.from_array(a, f"const_{name}") for name, a in outputs.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7), str(path))
+    return path
+
+
+def three_outputs(boxes, labels, scores, float_type=np.float32) -> dict:
+    return {"bboxes": np.asarray(boxes, dtype=float_type), "labels": np.asarray(labels, dtype=np.int64),
+            "scores": np.asarray(scores, dtype=float_type)}
+
+
+def test_choose_providers_warnings_name_the_missing_and_the_available(caplog):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        assert choose_providers(["XExecutionProvider"], ["AExecutionProvider", "BExecutionProvider"]) == [
+            "CPUExecutionProvider"]
+    assert caplog.messages == [
+        "execution provider XExecutionProvider is not available here (available: AExecutionProvider, "
+        "BExecutionProvider); skipping it",
+        "none of the requested providers is available; falling back to CPUExecutionProvider"]
+
+
+def test_the_chosen_providers_are_the_ones_given_to_onnxruntime(model_path, monkeypatch):
+    from ssd_eval import runner
+
+    given = []
+    real = runner.ort.InferenceSession
+
+    def recording(*args, **kwargs):
+        given.append(kwargs.get("providers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner.ort, "InferenceSession", recording)
+    make_detector(model_path, runtime=RuntimeConfig(providers=["NoSuchExecutionProvider", "CPUExecutionProvider"]))
+    assert given == [["CPUExecutionProvider"]]
+
+
+def test_thread_limit_is_four_per_core_inclusive(monkeypatch):
+    from ssd_eval import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 3)
+    runner.check_threads(RuntimeConfig(intra_op_threads=12, inter_op_threads=0))  # 4 x 3: accepted
+    with pytest.raises(UserError) as info:
+        runner.check_threads(RuntimeConfig(inter_op_threads=13))
+    assert str(info.value) == ("runtime.inter_op_threads: 13 must be between 0 (onnxruntime's default) and 12 "
+                               "(4 x the 3 CPU cores here)")
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: None)  # unknown: counted as one core
+    runner.check_threads(RuntimeConfig(intra_op_threads=4))
+    with pytest.raises(UserError, match=r"between 0 \(onnxruntime's default\) and 4 \(4 x the 1 CPU cores here\)"):
+        runner.check_threads(RuntimeConfig(intra_op_threads=5))
+
+
+def test_session_config_entries_reach_the_session(model_path):
+    """From runtime.session_config, or the session_config argument (which replaces it), never neither."""
+    runtime = RuntimeConfig(session_config={"session.intra_op.allow_spinning": "0"})
+    options = make_detector(model_path, runtime=runtime).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.log_severity_level == 3  # onnxruntime's errors only
+    given = Detector(model_path, ModelConfig(), runtime, HW, session_config={"session.inter_op.allow_spinning": "0"})
+    options = given.session.get_session_options()
+    assert given.session_config == {"session.inter_op.allow_spinning": "0"}
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_a_session_config_entry_onnxruntime_refuses_is_one_line(model_path):
+    with pytest.raises(UserError) as info:
+        make_detector(model_path, runtime=RuntimeConfig(session_config={"": "1"}))
+    assert str(info.value) == ("runtime.session_config: onnxruntime refuses ='1': "
+                               "Config key is empty or longer than maximum length 1024")
+
+
+@pytest.mark.parametrize("message, shown", [("first line\nsecond line", "first line"), ("", "RuntimeError")])
+def test_a_model_onnxruntime_cannot_load_is_one_line(model_path, monkeypatch, message, shown):
+    from ssd_eval import runner
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(runner.ort, "InferenceSession", refuse)
+    with pytest.raises(UserError) as info:
+        make_detector(model_path)
+    assert str(info.value) == f"{model_path}: onnxruntime cannot load this model: {shown}"
+
+
+@pytest.mark.parametrize("message, shown", [("  first line\nsecond line", "first line"), ("", "ValueError")])
+def test_a_failed_inference_is_one_line(model_path, message, shown):
+    import types
+
+    def fail(*args):
+        raise ValueError(message)
+
+    detector = make_detector(model_path)
+    detector.session = types.SimpleNamespace(run=fail)
+    with pytest.raises(UserError) as info:
+        detector.run(batch())
+    assert str(info.value) == f"{model_path}: inference failed: {shown}"
+
+
+def test_inference_seconds_add_up_over_runs(model_path, monkeypatch):
+    import itertools
+    import types
+
+    from ssd_eval import runner
+
+    detector = make_detector(model_path)
+    assert detector.inference_seconds == 0.0
+    ticks = itertools.count(100.0, 1.5)  # each perf_counter call 1.5 s later: every run takes 1.5 s
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    detector.run(batch())
+    detector.run(batch())
+    assert detector.inference_seconds == 3.0
+
+
+@pytest.mark.parametrize("output, match", [
+    ("labels", r": none of the outputs \['bboxes', 'out_l', 'scores'\] is named like \[.*'labels'.*\] "
+               r"\(model\.labels_output\); set model\.labels_output to the right output name$"),
+    ("scores", r": none of the outputs \['bboxes', 'labels', 'out_s'\] is named like \[.*'scores'.*\] "
+               r"\(model\.scores_output\); set model\.scores_output to the right output name$"),
+    ("boxes", r": none of the outputs \['out_b', 'labels', 'scores'\] is named like \[.*'bboxes'.*\] "
+              r"\(model\.boxes_output\); set model\.boxes_output to the right output name$"),
+])
+def test_a_missing_output_names_its_config_key(tmp_path, output, match):
+    names = {"boxes": "bboxes", "labels": "labels", "scores": "scores"}
+    names[output] = {"boxes": "out_b", "labels": "out_l", "scores": "out_s"}[output]
+    path = fixed_detector(tmp_path / "m.onnx", BOXES, LABELS, SCORES, input_hw=HW,
+                          output_names=(names["boxes"], names["labels"], names["scores"]))
+    with pytest.raises(UserError, match=match):
+        make_detector(path)
+
+
+def test_an_input_that_is_not_4d_is_one_line(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["bboxes"], keepdims=1)], "flat",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [3, *HW])],
+        [helper.make_tensor_value_info("bboxes", TensorProto.FLOAT, None)])
+    path = tmp_path / "flat.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7), str(path))
+    with pytest.raises(UserError) as info:
+        make_detector(path)
+    assert str(info.value) == (f"{path}: input 'image' has shape [3, 32, 48]; expected (batch, 3, height, width)")
+
+
+def test_output_shape_errors_spell_out_the_expected_layout(tmp_path):
+    path = outputs_model(tmp_path / "odd.onnx", three_outputs(np.zeros((1, 4, 3)), [LABELS], [SCORES]))
+    with pytest.raises(UserError) as info:
+        make_detector(path).run(batch())
+    assert str(info.value) == (f"{path}: output 'bboxes' has shape (1, 4, 3); expected (1, N, 4) "
+                               "(batch, detections, x1 y1 x2 y2)")
+    path = outputs_model(tmp_path / "flat.onnx", three_outputs([BOXES], [LABELS], SCORES))
+    with pytest.raises(UserError) as info:
+        make_detector(path).run(batch())
+    assert str(info.value) == f"{path}: output 'scores' has shape (3,); expected (1, N) (batch, detections)"
+
+
+def test_outputs_disagreeing_on_the_detection_count_are_one_line(tmp_path):
+    path = outputs_model(tmp_path / "odd.onnx", three_outputs([BOXES], [LABELS[:2]], [SCORES]))
+    with pytest.raises(UserError) as info:
+        make_detector(path).run(batch())
+    assert str(info.value) == (f"{path}: outputs disagree on the number of detections: boxes (1, 3, 4), "
+                               "labels (1, 2), scores (1, 3)")
+
+
+@pytest.mark.parametrize("name", ["bboxes", "scores"])
+def test_a_non_finite_output_names_the_image_of_the_batch(tmp_path, name):
+    """Two images, one detection each, the second image's value NaN: image 2 of 2, not image 1."""
+    arrays = three_outputs([[[0.1, 0.1, 0.2, 0.2]], [[0.1, 0.1, 0.2, 0.2]]], [[1], [2]], [[0.5], [0.5]])
+    arrays[name][1] = np.nan
+    path = outputs_model(tmp_path / "nan.onnx", arrays, input_batch=2)
+    with pytest.raises(UserError, match=rf"output '{name}' holds NaN or Inf \(image 2 of a batch of 2\)"):
+        make_detector(path).run(batch(2))
+
+
+def test_double_outputs_are_returned_as_float32(tmp_path):
+    path = outputs_model(tmp_path / "double.onnx", three_outputs([BOXES], [LABELS], [SCORES], np.float64))
+    [dets] = make_detector(path).run(batch())
+    assert dets.boxes.dtype == np.float32 and dets.scores.dtype == np.float32
+    assert_fixed_output(dets)
+
+
+def test_optimized_model_sidecar_records_what_it_was_made_from(model_path, tmp_path, caplog):
+    import platform
+
+    from ssd_eval.fetch import sha256_of
+
+    cache = tmp_path / "two" / "levels"  # created with its parents
+    runtime = RuntimeConfig(optimized_model_cache=str(cache), session_config={"session.intra_op.allow_spinning": "0"})
+    Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
+    [cached] = cache.glob("*.onnx")
+    assert re.fullmatch(r"abababababababab-all-[0-9a-f]{12}\.onnx", cached.name)
+    assert json.loads(cached.with_suffix(".json").read_text()) == {
+        "source_sha256": "ab" * 32, "onnxruntime": onnxruntime.__version__, "graph_optimization": "all",
+        "providers": ["CPUExecutionProvider"], "machine": platform.machine(),
+        "session_config": {"session.intra_op.allow_spinning": "0"}, "optimized_sha256": sha256_of(cached)}
+    with caplog.at_level(logging.INFO, logger="ssd_eval.runner"):
+        Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
+    assert caplog.messages == [f"using the optimized model {cached}", "session providers: ['CPUExecutionProvider']"]
+
+
+def test_an_optimized_model_made_with_other_session_config_is_made_again(model_path, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(cache)), HW, "ab" * 32)
+    [cached] = cache.glob("*.onnx")
+    other = RuntimeConfig(optimized_model_cache=str(cache), session_config={"session.intra_op.allow_spinning": "0"})
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        Detector(model_path, ModelConfig(), other, HW, "ab" * 32)
+    assert "optimizing the model again" in caplog.text
+
+
+@pytest.mark.parametrize("sidecar", [None, "{not json", "[]"], ids=["missing", "not-json", "not-a-dict"])
+def test_an_optimized_model_without_a_valid_sidecar_is_made_again(model_path, tmp_path, caplog, sidecar):
+    cache = tmp_path / "cache"
+    runtime = RuntimeConfig(optimized_model_cache=str(cache))
+    Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
+    [cached] = cache.glob("*.onnx")
+    record = cached.with_suffix(".json")
+    record.unlink()
+    if sidecar is not None:
+        record.write_text(sidecar)
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        assert_fixed_output(Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32).run(batch())[0])
+    assert caplog.messages == [f"{cached}: does not match its record {record} (replaced, or made by another model "
+                               "or onnxruntime); optimizing the model again"]
+    assert json.loads(record.read_text())["source_sha256"] == "ab" * 32  # recorded again
+
+
+def test_a_sidecar_that_cannot_be_written_is_a_warning(model_path, tmp_path, monkeypatch, caplog):
+    from ssd_eval import runner
+
+    def refuse(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "atomic_write_json", refuse)
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+        detector = Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(cache)), HW, "ab" * 32)
+    [cached] = cache.glob("*.onnx")
+    assert caplog.messages == [f"{cached}: not recorded, the optimized model will be made again next time "
+                               "([Errno 28] No space left on device)"]
+    assert_fixed_output(detector.run(batch())[0])
+
+
+def test_an_optimized_model_cache_that_cannot_be_created_is_one_line(model_path, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError) as info:
+        Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(blocker / "c")), HW, "ab" * 32)
+    assert str(info.value) == f"{blocker / 'c'}: cannot create runtime.optimized_model_cache: Not a directory"
+
+
+def test_create_session_without_session_config_takes_the_runtimes(model_path):
+    """ssd_eval.bench calls create_session(path, runtime): runtime.session_config is the default."""
+    from ssd_eval.runner import create_session
+
+    runtime = RuntimeConfig(session_config={"session.intra_op.allow_spinning": "0"})
+    options = create_session(model_path, runtime).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
