@@ -30,7 +30,7 @@ import numpy as np
 from ssd_eval import data
 from ssd_eval.config import Config, config_from_dict, hash_data
 from ssd_eval.errors import UserError
-from ssd_eval.subsets import RANDOM_ALGORITHM
+from ssd_eval.subsets import RANDOM_ALGORITHM, open_subset, random_subset, subset_file
 from ssd_eval.uncertainty import (
     BOOTSTRAP_METRICS,
     Interval,
@@ -67,9 +67,11 @@ def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] |
     """``provenance.subset`` of a run of ``config``: name, ids_sha256 and size of its subset, or None."""
     if config.dataset.subset is None:
         return None
-    from ssd_eval.subsets import open_subset
-
     subset = open_subset(config.dataset.subset, dataset.sha256)
+    if subset.algorithm == RANDOM_ALGORITHM and random_subset(dataset.gt, len(subset.image_ids),
+                                                              seed=subset.seed) != subset.image_ids:
+        raise UserError(f"{subset_file(config.dataset.subset)}: says {RANDOM_ALGORITHM} with seed {subset.seed}, but "
+                        "its ids are not that draw (edited?); make it again with python -m ssd_eval.subsets")
     return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids),
             "algorithm": subset.algorithm}
 
@@ -120,8 +122,9 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
                   bootstrap_seconds=round(done - matched, 3))
     full_set = None
     if subset is not None and subset.get("algorithm") != RANDOM_ALGORITHM:
-        record["full_set_off"] = (f"subset {subset.get('name')} was chosen by {subset.get('algorithm')}, not at "
-                                  "random: its mAP is not a fair draw of the full set's (README, CI on a budget)")
+        record["full_set_off"] = (f"subset {subset.get('name')} was chosen by "
+                                  f"{subset.get('algorithm') or 'an unrecorded rule'}, not at random: its mAP is "
+                                  "not a fair draw of the full set's (README, CI on a budget)")
     elif subset is not None:
         with_annotations = {int(a["image_id"]) for a in gt["annotations"]}
         full_size = (sum(1 for i in gt["images"] if int(i["id"]) in with_annotations)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ssd_eval import data, fetch
-from ssd_eval.confidence import bootstrap_off, run_bootstrap
+from ssd_eval.confidence import bootstrap_off, run_bootstrap, subset_record
 from ssd_eval.config import Config, config_from_dict, flatten_dotted, hash_data
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import score_detections
@@ -209,6 +209,15 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         raise UserError(f"merge: the shards do not cover the image set (e.g. image {absent[0] if absent else '?'} "
                         "is missing)")
     image_ids = sorted(seen)
+    target = Path(out_dir) if out_dir else config.out_dir
+    if any(Path(target).resolve() == d.resolve() for d, _, _ in shards) or (Path(target) / SHARD_FILE).is_file():
+        raise UserError(f"{target}: is a shard folder (it holds {SHARD_FILE}); merging into it would replace the "
+                        "shard's own output: choose another --out")
+    # The subset record as a run of this config writes it (the file was opened and checked above).
+    subset = subset_record(config, dataset)
+    if subset is not None and subset["ids_sha256"] != (provenance.get("subset") or {}).get("ids_sha256"):
+        raise UserError(f"{first_dir / SHARD_FILE}: was made from another version of subset {subset['name']} "
+                        "than the one in subsets/ now: run the shards again")
 
     def detections() -> Iterator[dict]:
         # Every shard's detections in ascending image order, read afresh from the files (each is in
@@ -228,7 +237,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     progress_log.info("%s: scored in %.2f s", config.variant, time.perf_counter() - scoring_started)
     intervals, full_set, bootstrap = run_bootstrap(config, dataset.gt, detections(), image_ids,
                                                    source="merged shards", matches=scores.matches,
-                                                   subset=provenance.get("subset"))
+                                                   subset=subset)
     scores.matches = None  # done with: not kept alive in the result
     merged = dict(provenance)
     merged.update({
@@ -244,6 +253,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "speed_from_cache": False,
         "merged_from": [str(d) for d, _, _ in shards],
         "bootstrap": bootstrap,
+        "subset": subset,
         "date": now(),
     })
     merged.update(launch or {})
@@ -251,7 +261,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     result.intervals, result.full_set_intervals = intervals, full_set
     from ssd_eval.errors_breakdown import breakdown_for_run
 
-    out_dir = prepare_out_dir(Path(out_dir) if out_dir else config.out_dir)
+    out_dir = prepare_out_dir(Path(target))
     tidy_output_dir(out_dir, discard_results=True)  # a failure below cannot leave an old metrics.json standing
     write_detections(out_dir / "detections.json", detections())
     result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,

@@ -65,3 +65,29 @@ def test_merge_refuses_a_shard_whose_detections_are_out_of_image_order(two_shard
         shards.merge_shards([first, second], tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
 
+
+
+def test_merge_refuses_to_write_into_one_of_its_shard_folders(two_shards, tmp_path):
+    first, second = (Path(shutil.copytree(d, tmp_path / d.name)) for d in two_shards)
+    before = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match=r"shard-1-of-2: is a shard folder \(it holds shard.json\)"):
+        shards.merge_shards([first, second], first)
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == before  # the shard is intact
+    shards.merge_shards([first, second], tmp_path / "merged")  # and still merges
+
+
+def test_a_merged_subset_run_records_the_subset_as_a_single_run_does(tmp_path):
+    config = load_config(REPO / "configs" / "sample.yaml", [
+        ("dataset.annotations", str(SAMPLE / "annotations.json")), ("dataset.images", str(SAMPLE / "images")),
+        ("model.path", str(SAMPLE / "models" / "sample.onnx")), ("output.dir", str(tmp_path / "split")),
+        ("pipeline.workers", 1), ("dataset.subset", "sample-4")])
+    for index in (1, 2):
+        evaluate(config, shard=(index, 2), progress=False)
+    merged = shards.merge_shards([tmp_path / "split" / f"shard-{i}-of-2" for i in (1, 2)], tmp_path / "merged")
+    single = evaluate(load_config(REPO / "configs" / "sample.yaml", [
+        ("dataset.annotations", str(SAMPLE / "annotations.json")), ("dataset.images", str(SAMPLE / "images")),
+        ("model.path", str(SAMPLE / "models" / "sample.onnx")), ("output.dir", str(tmp_path / "single")),
+        ("pipeline.workers", 1), ("dataset.subset", "sample-4")]), progress=False)
+    assert merged.provenance["subset"] == single.provenance["subset"]
+    assert merged.provenance["subset"]["algorithm"] == "stratified-greedy-l1/v1"
+    assert merged.provenance["bootstrap"]["full_set_off"] == single.provenance["bootstrap"]["full_set_off"]

@@ -311,3 +311,21 @@ def test_make_subset_records_its_algorithm(tmp_path):
     assert drawn.algorithm == RANDOM_ALGORITHM and drawn.seed == 3 and len(drawn.image_ids) == 4
     with pytest.raises(UserError, match="subset algorithm must be one of stratified, random"):
         make_subset(annotations, 4, name="x", algorithm="greedy")
+
+
+def test_a_random_subset_whose_ids_are_not_its_draw_is_refused(tmp_path):
+    from ssd_eval.confidence import subset_record
+    from ssd_eval.config import load_config
+    from ssd_eval.data import load_annotations
+    from ssd_eval.subsets import ids_sha256, make_subset, write_subset
+
+    drawn = make_subset(SAMPLE_ANNOTATIONS, 4, name="r4", algorithm="random", seed=3)
+    path = write_subset(tmp_path / "r4.json", drawn)
+    dataset = load_annotations(SAMPLE_ANNOTATIONS, ROOT / "data" / "sample" / "images")
+    config = load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", str(path), "test")])
+    assert subset_record(config, dataset)["algorithm"] == "random-sha256/v1"
+    others = sorted(set(dataset.images) - set(drawn.image_ids))[:1] + drawn.image_ids[1:]
+    edited = dict(drawn.to_json(), image_ids=sorted(others), ids_sha256=ids_sha256(sorted(others)))
+    path.write_text(json.dumps(edited))
+    with pytest.raises(UserError, match=r"r4.json: says random-sha256/v1 with seed 3, but its ids are not that draw"):
+        subset_record(config, dataset)
