@@ -73,14 +73,14 @@ def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
                                  std=params.std, scale=params.scale, backend=params.backend, out=out)
 
 
-def input_ring_size(depth: int, hold: int) -> int:
-    """How many input buffers ``prefetch_images`` allocates with ``hold``: ``depth + hold``."""
-    return depth + hold
+def input_ring_size(depth: int) -> int:
+    """How many input buffers ``prefetch_images`` allocates with ``reuse_buffers``: ``depth + 1``."""
+    return depth + 1
 
 
 def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
-    hold: int | None = None,
+    reuse_buffers: bool = False,
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
     """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
 
@@ -88,13 +88,12 @@ def prefetch_images(
     decoded while the caller works on image ``i``. The generator keeps no reference to an image
     it has yielded: its array lives as long as the caller holds it.
 
-    ``hold`` (thread mode only; ignored for processes, whose results arrive as new arrays): each
-    image is preprocessed straight into one of ``depth + hold`` (3, H, W) buffers allocated once and
+    ``reuse_buffers`` (thread mode only; ignored for processes, whose results arrive as new arrays):
+    each image is preprocessed straight into one of ``depth + 1`` (3, H, W) buffers allocated once and
     reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
-    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + hold``, which is
-    submitted when the caller asks for image ``i + hold``: the caller may keep the last
-    ``hold - 1`` arrays it received (bad images count among them) while it asks for the next one,
-    never more (``_run_images`` passes ``hold = 1``: it runs or copies each image before asking on).
+    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + 1``, which is
+    submitted when the caller asks for image ``i + 1``: the caller must be done with an array (run
+    or copied it) before it asks for the next one (``_run_images`` is).
 
     Closing the generator early cancels what is queued and does not wait for the pool.
     Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
@@ -106,11 +105,10 @@ def prefetch_images(
         # spawn, not fork: forking after onnxruntime started its threads can deadlock.
         pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=_process_worker_setup, initargs=(os.getpid(),))
-        hold = None
+        reuse_buffers = False
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
-    ring = (None if hold is None else
-            np.empty((input_ring_size(depth, hold), 3, *params.size_hw), dtype=np.float32))
+    ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
     records = iter(records)
     window: collections.deque = collections.deque()
     submitted = 0
@@ -480,7 +478,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                 pending.popleft().result()  # re-raises a postprocessing error here
 
         stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
-                                                    depth=depth, hold=1))
+                                                    depth=depth, reuse_buffers=True))
         with stream as images:
             for record, array in images:
                 if isinstance(array, data.BadImageError):

@@ -765,7 +765,7 @@ def test_an_input_array_does_not_outlive_its_batch(tmp_path, monkeypatch, batch_
     ran = [0]
     original = pipeline.prefetch_images
 
-    def fresh_arrays(*args, hold=None, **kwargs):  # the thread pool without its ring
+    def fresh_arrays(*args, reuse_buffers=False, **kwargs):  # the thread pool without its ring
         for item in original(*args, **kwargs):
             yielded.append(weakref.ref(item[1]))
             yield item
@@ -790,7 +790,7 @@ def test_an_input_array_does_not_outlive_its_batch(tmp_path, monkeypatch, batch_
                                                       (3, 1, (0, 2, 3, 9, 10))])
 def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_path, monkeypatch,
                                                                             batch_size, prefetch, bad):
-    """Thread mode preprocesses into prefetch + 1 buffers allocated once (prefetch_images ``hold``):
+    """Thread mode preprocesses into prefetch + 1 buffers allocated once (prefetch_images ``reuse_buffers``):
     every batch holds exactly its images' tensors, also when skipped bad images (``bad``: positions)
     fall inside a batch and slow decodes let the workers run ahead, and no other input buffer is made."""
     import dataclasses
@@ -826,4 +826,4 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     cache = NullCache()
     skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
     assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
-    assert len(buffers) == pipeline.input_ring_size(prefetch, 1) == prefetch + 1
+    assert len(buffers) == pipeline.input_ring_size(prefetch) == prefetch + 1
