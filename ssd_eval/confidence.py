@@ -64,7 +64,8 @@ class NoPairing(UserError):
 
 
 def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] | None:
-    """``provenance.subset`` of a run of ``config``: name, ids_sha256 and size of its subset, or None."""
+    """``provenance.subset`` of a run of ``config``: name, ids_sha256, size and rule of its subset, and the
+    size of the full run it stands for (``full_set_images``), or None."""
     if config.dataset.subset is None:
         return None
     subset = open_subset(config.dataset.subset, dataset.sha256)
@@ -72,8 +73,10 @@ def subset_record(config: Config, dataset: data.CocoDataset) -> dict[str, Any] |
                                                               seed=subset.seed) != subset.image_ids:
         raise UserError(f"{subset_file(config.dataset.subset)}: says {RANDOM_ALGORITHM} with seed {subset.seed}, but "
                         "its ids are not that draw (edited?); make it again with python -m ssd_eval.subsets")
+    full_run = data.select_image_ids(
+        dataset, skip_images_without_annotations=config.switches()["skip_images_without_annotations"])
     return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids),
-            "algorithm": subset.algorithm}
+            "algorithm": subset.algorithm, "full_set_images": len(full_run)}
 
 
 def bootstrap_off(config: Config, image_count: int) -> str | None:
@@ -126,11 +129,9 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
                                   f"{subset.get('algorithm') or 'an unrecorded rule'}, not at random: its mAP is "
                                   "not a fair draw of the full set's (README, CI on a budget)")
     elif subset is not None:
-        with_annotations = {int(a["image_id"]) for a in gt["annotations"]}
-        full_size = (sum(1 for i in gt["images"] if int(i["id"]) in with_annotations)
-                     if switches["skip_images_without_annotations"] else len(gt["images"]))
-        extrapolated, why = full_set_intervals(matches, full_set_images=full_size, replicates=boot.replicates,
-                                               seed=boot.seed, level=boot.level, values=values)
+        extrapolated, why = full_set_intervals(matches, full_set_images=subset["full_set_images"],
+                                               replicates=boot.replicates, seed=boot.seed, level=boot.level,
+                                               values=values)
         if why:
             record["full_set_off"] = why
         if extrapolated is not None:

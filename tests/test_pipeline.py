@@ -630,7 +630,7 @@ def test_a_subset_run_scores_exactly_its_ids_and_records_subset_and_intervals(tm
     provenance = metrics["provenance"]
     assert provenance["subset"] == {"name": "sample-4", "ids_sha256": json.loads(
         (REPO / "subsets" / "sample-4.json").read_text())["ids_sha256"], "images": 4,
-                                     "algorithm": "stratified-greedy-l1/v1"}
+                                     "algorithm": "stratified-greedy-l1/v1", "full_set_images": 8}
     assert provenance["images"] == 4
     assert {d["image_id"] for d in json.loads((result.out_dir / "detections.json").read_text())} <= set(SAMPLE_4)
     from ssd_eval.config import hash_data

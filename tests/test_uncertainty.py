@@ -363,9 +363,12 @@ def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
     half = ids[:500]
     detections = [d for d in detections if d["image_id"] <= half[-1]]  # a run's detections: its images only
     config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 100, "test")])
-    random_subset = {"name": "r-500", "ids_sha256": "0" * 64, "images": 500, "algorithm": RANDOM_ALGORITHM}
+    random_subset = {"name": "r-500", "ids_sha256": "0" * 64, "images": 500, "algorithm": RANDOM_ALGORITHM,
+                     "full_set_images": 1000}
     intervals, full_set, record = run_bootstrap(config, gt, detections, half, subset=random_subset)
     assert full_set["mAP"]["full_set_images"] == 1000 and full_set["mAP"]["method"] == "full-set"
+    larger = run_bootstrap(config, gt, detections, half, subset=dict(random_subset, full_set_images=1037))[1]
+    assert larger["mAP"]["full_set_images"] == 1037  # the size the subset record gives
     assert full_set["mAP"]["estimate"] < intervals["mAP"]["estimate"] and record["full_set_seconds"] >= 0
     assert intervals["mAP"]["estimate"] - full_set["mAP"]["estimate"] == pytest.approx(
         full_set["mAP"]["bias"] - intervals["mAP"]["bias"], abs=1e-12)  # the same replicates on both
@@ -378,19 +381,20 @@ def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
     assert small[1] is None and "8 images" in small[2]["full_set_off"]
 
 
-def test_the_full_set_of_a_protocol_that_skips_unannotated_images_counts_annotated_ones():
-    from ssd_eval.confidence import run_bootstrap
+def test_the_full_set_of_a_protocol_that_skips_unannotated_images_counts_annotated_ones(tmp_path):
+    """subset_record gives the size of the full run the subset stands for: the sample's 8 images, of which
+    one has no annotation (left out where the protocol skips such images)."""
+    from ssd_eval.confidence import subset_record
     from ssd_eval.config import load_config
-    from ssd_eval.subsets import RANDOM_ALGORITHM
+    from ssd_eval.data import load_annotations
+    from ssd_eval.subsets import make_subset, write_subset
 
-    gt, detections, ids = synthetic_scoring_case(1000, 20, seed=5)
-    gt["images"] += [{"id": 5000 + k, "width": 640, "height": 480, "file_name": f"{k}.jpg"} for k in range(37)]
-    half = ids[:500]
-    detections = [d for d in detections if d["image_id"] <= half[-1]]
-    subset = {"name": "r-500", "algorithm": RANDOM_ALGORITHM}
-    for skip, expected in ((False, 1037), (True, 1000)):
-        config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", 50, "test"),
+    sample = REPO / "data" / "sample"
+    path = write_subset(tmp_path / "r4.json", make_subset(sample / "annotations.json", 4, name="r4",
+                                                          algorithm="random"))
+    dataset = load_annotations(sample / "annotations.json", sample / "images")
+    for skip, expected in ((False, 8), (True, 7)):
+        config = load_config(REPO / "configs" / "sample.yaml", [("dataset.subset", str(path), "test"),
                                                                 ("dataset.skip_images_without_annotations", skip,
                                                                  "test")])
-        full_set = run_bootstrap(config, gt, detections, half, subset=subset)[1]
-        assert full_set["mAP"]["full_set_images"] == expected
+        assert subset_record(config, dataset)["full_set_images"] == expected
