@@ -211,6 +211,22 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
     return count
 
 
+def iter_detections(path: str | Path) -> Iterator[Any]:
+    """The entries of a detections.json one at a time where ``write_detections`` laid it out (a lone
+    "[" line, then one result per line), so a reader need not hold them all; any other JSON file is
+    read whole. Read and JSON errors (OSError, ValueError, RecursionError) reach the caller."""
+    with open(path, "rb") as handle:
+        if handle.readline().strip() != b"[":
+            handle.seek(0)
+            entries = json.loads(handle.read())
+            yield from entries if isinstance(entries, list) else [entries]
+            return
+        for line in handle:
+            text = line.strip().rstrip(b",")
+            if text and text != b"]":
+                yield json.loads(text)
+
+
 def prepare_out_dir(out_dir: Path, *, create: bool = True) -> Path:
     """Create the output directory, or say in one line why it cannot be; with ``create=False``
     only check that it exists as a folder or could be created (before a run's slow steps)."""

@@ -21,6 +21,7 @@ from ssd_eval.results import (
     atomic_write_json,
     is_detection,
     is_int,
+    iter_detections,
     prepare_out_dir,
     result_for,
     tidy_output_dir,
@@ -121,19 +122,9 @@ def read_shard(directory: Path) -> tuple[dict[str, Any], Callable[[], Iterator[d
 
 
 def _detection_lines(path: Path, directory: Path) -> Iterator[Any]:
-    """The entries of a detections.json, one at a time where ``results.write_detections`` laid it out
-    (a lone "[" line, then one result per line); any other JSON file is read whole."""
+    """``results.iter_detections`` of a shard's detections.json, a read error as one line naming the shard."""
     try:
-        with open(path, "rb") as handle:
-            if handle.readline().strip() != b"[":
-                handle.seek(0)
-                entries = json.loads(handle.read())
-                yield from entries if isinstance(entries, list) else [entries]
-                return
-            for line in handle:
-                text = line.strip().rstrip(b",")
-                if text and text != b"]":
-                    yield json.loads(text)
+        yield from iter_detections(path)
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
         raise UserError(f"{directory}: unreadable shard output ({exc})") from None
 

@@ -156,3 +156,16 @@ def test_a_subset_runs_full_set_intervals_round_trip_and_show(tmp_path):
             "upward bias extrapolated)") in render_result(result)
     plain = EvalResult.from_document(document())
     assert "full_set_intervals" not in plain.to_document() and "full set (" not in render_result(plain)
+
+
+def test_iter_detections_reads_back_what_write_detections_wrote_one_at_a_time(tmp_path):
+    from ssd_eval.results import iter_detections, write_detections
+
+    rows = [{"image_id": i, "category_id": 1, "bbox": [1.5, 2.0, 3.0, 4.25], "score": 0.5 + i / 10} for i in range(3)]
+    write_detections(tmp_path / "d.json", rows)
+    read = iter_detections(tmp_path / "d.json")
+    assert next(read) == rows[0] and list(read) == rows[1:]
+    write_detections(tmp_path / "none.json", [])
+    assert list(iter_detections(tmp_path / "none.json")) == []
+    (tmp_path / "other.json").write_text(json.dumps(rows))  # another layout: read whole
+    assert list(iter_detections(tmp_path / "other.json")) == rows
