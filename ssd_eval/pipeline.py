@@ -12,6 +12,7 @@ import concurrent.futures as futures
 import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -186,7 +187,7 @@ class ProgressLines:
         if self._due(now):
             self.last_line, self.printed = now, True
             rate = self.done / max(now - self.started, 1e-9)
-            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            left = (self.total - self.done) / rate if rate > 0 else math.inf
             print(f"{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f} %), "
                   f"{rate:.2f} img/s, about {_duration(left)} left", file=self.stream, flush=True)
 
@@ -198,7 +199,7 @@ class ProgressLines:
 
 
 def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
+    if seconds == math.inf:
         return "?"
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -388,7 +389,7 @@ def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
     skipped_ids = {s["image_id"] for s in skipped}
     inferred = [i for i in todo if i not in skipped_ids]
     timed = inferred or list(evaluated)
-    stored = cache.stored_seconds(timed) if timed else None
+    stored = cache.stored_seconds(timed)  # None for no images
     if stored is None or stored[0] <= 0:
         return {"images": len(inferred), "loop_s": 0.0, "inference_s": None, "from_cache": False}
     return {"images": len(timed), "loop_s": stored[0], "inference_s": stored[1] if not inferred else None,

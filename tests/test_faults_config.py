@@ -13,7 +13,7 @@ import pytest
 
 import ssd_eval
 from ssd_eval import pipeline
-from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.config import ModelConfig, RuntimeConfig, config_from_dict
 from ssd_eval.errors import UserError
 from ssd_eval.runner import Detector
 
@@ -134,3 +134,126 @@ def test_model_input_height_and_width_are_both_checked(tmp_path, input_size):
     with pytest.raises(UserError, match=r"preprocess\.input_size"):
         Detector(model, ModelConfig(), RuntimeConfig(), input_size)
     Detector(model, ModelConfig(), RuntimeConfig(), HW)  # the matching size is accepted
+
+
+class Stop(Exception):
+    """Ends a run once the calls under test were made."""
+
+
+@pytest.mark.parametrize("download, progress", [(None, None), (True, True), (False, "lines")],
+                         ids=["defaults", "download-with-bar", "lines"])
+def test_download_settings_reach_the_fetch_calls(tmp_path, monkeypatch, download, progress):
+    """model.* and dataset.* download keys, --download and the progress mode, as evaluate hands them over."""
+    calls = {}
+
+    def ensure_model(*args, **kwargs):
+        calls["model"] = (args, kwargs)
+        return args[0]
+
+    def ensure_coco(*args, **kwargs):
+        calls["coco"] = (args, kwargs)
+        raise Stop
+
+    monkeypatch.setattr(pipeline.fetch, "ensure_model", ensure_model)
+    monkeypatch.setattr(pipeline.fetch, "ensure_coco", ensure_coco)
+    config = config_dict(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "images", tmp_path / "out")
+    config["model"].update({"url": "http://127.0.0.1:9/m.onnx", "size": 123, "sha256": "cd" * 32})
+    config["dataset"].update({"annotations_url": "http://127.0.0.1:9/a.zip", "images_url": "http://127.0.0.1:9/i.zip",
+                                  "downloads_dir": str(tmp_path / "dl"), "annotations_zip_size": 11,
+                                  "annotations_zip_sha256": "ef" * 32, "images_zip_size": 22,
+                                  "images_zip_sha256": "01" * 32})
+    options = {k: v for k, v in (("download", download), ("progress", progress)) if v is not None}
+    with pytest.raises(Stop):
+        pipeline.evaluate(config_from_dict(config), **options)  # pipeline's own defaults, not the API's
+    bar = progress in (None, True)  # a download bar only with a progress bar (the default), not with lines
+    assert calls["model"] == ((tmp_path / "m.onnx",), {
+        "url": "http://127.0.0.1:9/m.onnx", "size": 123, "sha256": "cd" * 32, "download_missing": bool(download),
+        "progress": bar, "variant": "test"})
+    assert calls["coco"] == ((tmp_path / "a.json", tmp_path / "images"), {
+        "annotations_url": "http://127.0.0.1:9/a.zip", "images_url": "http://127.0.0.1:9/i.zip",
+        "download_missing": bool(download), "downloads_dir": tmp_path / "dl", "progress": bar,
+        "annotations_zip": (11, "ef" * 32), "images_zip": (22, "01" * 32)})
+
+
+def test_a_model_without_a_url_is_fetched_without_a_variant_name(tmp_path, monkeypatch):
+    seen = {}
+
+    def ensure_model(path, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(pipeline.fetch, "ensure_model", ensure_model)
+    with pytest.raises(Stop):
+        pipeline.evaluate(config_from_dict(config_dict(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "i",
+                                                       tmp_path / "out")))
+    assert seen["url"] is None and seen["variant"] is None
+
+
+@pytest.mark.parametrize("metrics, bootstrap_on", [
+    ({"backend": "pycocotools", "streaming": True, "crowd_as_ground_truth": True,
+      "exclude_categories": ["dog"]}, True),
+    ({"backend": "faster-coco-eval", "streaming": False, "bootstrap": {"replicates": 0}}, False),
+], ids=["streaming-with-bootstrap", "batch-without-bootstrap"])
+def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch, metrics, bootstrap_on):
+    """metrics.* as score_detections and run_bootstrap receive them: the same detections, the cache file as
+    their source, and the matches scoring kept handed to the bootstrap (no second matching pass)."""
+    if metrics["backend"] == "faster-coco-eval":
+        pytest.importorskip("faster_coco_eval")
+    calls = {}
+    real_score, real_bootstrap = pipeline.score_detections, pipeline.confidence.run_bootstrap
+
+    def score_detections(gt, detections, image_ids, **kwargs):
+        detections = list(detections)
+        calls["score"] = (detections, list(image_ids), kwargs)
+        scores = real_score(gt, detections, image_ids, **kwargs)
+        calls["matches"] = scores.matches
+        return scores
+
+    def run_bootstrap(config, gt, detections, image_ids, **kwargs):
+        calls["bootstrap"] = (list(detections), list(image_ids), kwargs)
+        return real_bootstrap(config, gt, detections, image_ids, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_detections", score_detections)
+    monkeypatch.setattr(pipeline.confidence, "run_bootstrap", run_bootstrap)
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [{"image_id": 42, "category_id": 1,
+                                                                  "bbox": [100, 20, 20, 20]}])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    out = tmp_path / "out"
+    ssd_eval.evaluate(config_dict(model, annotations, images, out, preprocess={"input_size": list(HW)},
+                                  metrics=metrics))
+    detections, ids, kwargs = calls["score"]
+    assert ids == [42] and same([(d["category_id"], d["bbox"], d["score"]) for d in detections], BY_SCORE)
+    assert kwargs == {"crowd_as_ground_truth": metrics.get("crowd_as_ground_truth", False),
+                      "backend": metrics["backend"], "exclude_categories": metrics.get("exclude_categories", []),
+                      "source": str(out / "cache.jsonl"), "streaming": metrics["streaming"],
+                      "keep_matches": bootstrap_on}
+    boot_detections, boot_ids, boot_kwargs = calls["bootstrap"]
+    assert boot_ids == [42] and len(boot_detections) == len(detections)
+    assert boot_kwargs["source"] == str(out / "cache.jsonl") and boot_kwargs["subset"] is None
+    assert boot_kwargs["matches"] is calls["matches"]
+    assert (calls["matches"] is not None) == (bootstrap_on and metrics["streaming"])
+
+
+@pytest.mark.parametrize("shard", [None, (0, 2)], ids=["run", "shard"])
+def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monkeypatch, shard):
+    """tracking.log: the trackers' packages are checked before any work, and the finished result goes to
+    them; a shard is tracked by its merge, not by itself."""
+    import ssd_eval.tracking as tracking
+
+    events = []
+    monkeypatch.setattr(tracking, "check_trackers", lambda settings: events.append(("check", settings)))
+    monkeypatch.setattr(tracking, "track", lambda result, settings: events.append(("track", result, settings)))
+    real_ensure_model = pipeline.fetch.ensure_model
+    monkeypatch.setattr(pipeline.fetch, "ensure_model",
+                        lambda *a, **k: events.append(("fetch",)) or real_ensure_model(*a, **k))
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    config = config_from_dict(config_dict(model, annotations, images, tmp_path / "out",
+                                          preprocess={"input_size": list(HW)},
+                                          tracking={"log": ["mlflow"], "experiment": "x"}))
+    result = pipeline.evaluate(config, shard=shard, progress=False)
+    if shard is not None:
+        assert events == [("fetch",)]
+        return
+    assert events == [("check", config.tracking), ("fetch",), ("track", result, config.tracking)]
+    assert result.variant == "test" and result.provenance["images"] == 1  # the run's own result

@@ -7,6 +7,7 @@ image list) and checks it against the unchanged run or a refusal, on the sample'
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -92,7 +93,133 @@ def test_a_cache_is_refused_after_each_key_field_changes(finished_run, tmp_path,
                             property(lambda self: ["AzureExecutionProvider", "CPUExecutionProvider"]))
     with pytest.raises(UserError, match="--fresh") as refused:
         evaluate(sample_config(out, *overrides(tmp_path)), progress=False)
-    assert field in str(refused.value)
+    assert re.search(rf"\b{field}\b", str(refused.value))  # the field by its name, not a longer one
+
+
+def test_the_cache_key_holds_the_cache_files_field_names(tmp_path):
+    """A cache file's header holds this key, so its field names (and the parts hashed into ``execution``)
+    are the file format: renaming one refuses every cache written before. Composed here field by field."""
+    import dataclasses
+
+    from ssd_eval import data, postprocess
+    from ssd_eval.config import hash_data
+
+    config = sample_config(tmp_path / "out")
+    dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    key = pipeline.cache_key(config, "ab" * 32, categories, dataset, ["CPUExecutionProvider"], {"x.y": "1"})
+    annotations = json.loads((SAMPLE / "annotations.json").read_text())
+    label_map = sorted(c["id"] for c in annotations["categories"])  # class k (1..N) -> the k-th category id
+    assert key == {
+        "model_sha256": "ab" * 32,
+        "annotations_sha256": sha256_of(SAMPLE / "annotations.json"),
+        "images_dir": str((SAMPLE / "images").resolve()),
+        "preprocess_sha256": hash_data(dataclasses.asdict(config.preprocess)),
+        "postprocess_sha256": hash_data(dict(dataclasses.asdict(config.postprocess), label_map=label_map)),
+        "execution": hash_data({"providers": ["CPUExecutionProvider"], "session_config": {"x.y": "1"},
+                                "graph_optimization": config.runtime.graph_optimization}),
+    }
+
+
+class TimedCache:
+    """DetectionCache.stored_seconds over a dict: image id -> (loop_s, inference_s)."""
+
+    def __init__(self, timings: dict[int, tuple[float, float]]):
+        self.timings = timings
+
+    def stored_seconds(self, image_ids):
+        timings = [self.timings.get(i) for i in image_ids]
+        if not timings or any(t is None for t in timings):
+            return None
+        return sum(t[0] for t in timings), sum(t[1] for t in timings)
+
+
+@pytest.mark.parametrize("timings, evaluated, todo, skipped, expected", [
+    # inferred now (image 2 skipped as unreadable): the loop time of the images run, no inference time
+    ({1: (1.0, 0.5), 3: (1.5, 0.25)}, [1, 3], [1, 2, 3], [2],
+     {"images": 2, "loop_s": 2.5, "inference_s": None, "from_cache": False}),
+    # every image from the cache: the times stored when they were inferred, inference time too
+    ({1: (1.0, 0.5), 3: (0.5, 0.0)}, [1, 3], [], [],
+     {"images": 2, "loop_s": 1.5, "inference_s": 0.5, "from_cache": True}),
+    # a short loop (under a second) still counts; an inference time of 0 is a time
+    ({1: (0.25, 0.0)}, [1], [1], [], {"images": 1, "loop_s": 0.25, "inference_s": None, "from_cache": False}),
+    # cache lines without times (an older cache), or times of 0: no speed, nothing claimed from the cache
+    ({}, [1, 3], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None, "from_cache": False}),
+    ({1: (0.0, 0.0), 3: (0.0, 0.0)}, [1, 3], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None,
+                                                       "from_cache": False}),
+    ({1: (0.0, 0.0)}, [1], [1, 2], [2], {"images": 1, "loop_s": 0.0, "inference_s": None, "from_cache": False}),
+], ids=["inferred-one-skipped", "all-from-cache", "short-loop", "untimed-cache", "zero-times", "zero-inferred"])
+def test_the_speed_is_timed_from_the_images_inferred_else_from_the_cache(timings, evaluated, todo, skipped,
+                                                                          expected):
+    skipped_records = [{"image_id": i, "file": f"{i}.jpg", "reason": "unreadable"} for i in skipped]
+    assert pipeline._speed(TimedCache(timings), evaluated, todo, skipped_records) == expected
+
+
+class Failed(Exception):
+    pass
+
+
+class BegunCache:
+    """What _RunFolder reads of a DetectionCache: its file, whether this run began it, images recorded."""
+
+    def __init__(self, path: Path, *, started_afresh: bool = True, offsets: dict | None = None):
+        self.path, self.started_afresh, self.offsets = path, started_afresh, offsets or {}
+
+
+def test_a_run_folder_stays_after_a_run_that_succeeded_even_without_images(tmp_path):
+    out = tmp_path / "a" / "b"
+    with pipeline._RunFolder(out) as folder:
+        assert out.is_dir() and folder.created == [out, tmp_path / "a"]  # deepest first
+    assert out.is_dir()
+
+
+def test_a_run_that_fails_before_any_image_removes_what_it_created_and_nothing_else(tmp_path):
+    kept = tmp_path / "empty-before"  # an empty folder that existed before the run: not the run's to remove
+    kept.mkdir()
+    out = kept / "a" / "b"
+    with pytest.raises(Failed):
+        with pipeline._RunFolder(out) as folder:
+            folder.cache = BegunCache(out / "cache.jsonl")
+            (out / "cache.jsonl").write_text("header\n")
+            raise Failed
+    assert kept.is_dir() and not (kept / "a").exists()
+
+
+def test_a_failed_run_whose_cache_file_was_never_written_still_removes_its_folders(tmp_path):
+    out = tmp_path / "a"
+    with pytest.raises(Failed):
+        with pipeline._RunFolder(out) as folder:
+            folder.cache = BegunCache(out / "cache.jsonl")  # begun, but its file not there (yet)
+            raise Failed
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cache", ["recorded-an-image", "resumed-an-old-cache"])
+def test_a_failed_run_keeps_the_folder_of_a_cache_it_did_not_begin_or_that_holds_images(tmp_path, cache):
+    out = tmp_path / "a"
+    with pytest.raises(Failed):
+        with pipeline._RunFolder(out) as folder:
+            (out / "cache.jsonl").write_text("header\n")
+            folder.cache = BegunCache(out / "cache.jsonl", offsets={1: 7}) if cache == "recorded-an-image" else \
+                BegunCache(out / "cache.jsonl", started_afresh=False)
+            raise Failed
+    assert (out / "cache.jsonl").is_file()
+
+
+def test_a_failed_run_reports_its_own_error_when_its_folder_cannot_be_removed(tmp_path):
+    out = tmp_path / "a"
+    with pytest.raises(Failed):  # not the OSError of removing a folder someone wrote into meanwhile
+        with pipeline._RunFolder(out):
+            (out / "notes.txt").write_text("not the run's")
+            raise Failed
+    assert (out / "notes.txt").is_file()
+
+
+def test_a_run_refused_before_it_starts_creates_no_output_folder(tmp_path):
+    out = tmp_path / "results" / "run"
+    with pytest.raises(UserError, match="missing.onnx"):
+        evaluate(sample_config(out, ("model.path", str(tmp_path / "missing.onnx"))), progress=False)
+    assert not (tmp_path / "results").exists()
 
 
 def test_an_unchanged_run_reuses_the_cache(finished_run, tmp_path):
@@ -263,6 +390,50 @@ def test_progress_lines_defaults_first_after_2_s_then_every_120_s(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "v: 11/40 images (28 %), 5.50 img/s, about 0m05s left",
         "v: 13/40 images (32 %), 0.11 img/s, about 4m13s left"]
+
+
+def test_each_progress_line_is_flushed_as_it_is_printed():
+    """A log reader (CI, ``tail -f``) sees each line when it is printed, not when a buffer fills."""
+    import io
+
+    class Stream(io.StringIO):
+        def flush(self):
+            self.flushed = self.getvalue()
+
+    clock, out = Clock(), Stream()
+    progress = pipeline.ProgressLines(10, "v", clock=clock, stream=out, min_first_s=0.0)
+    clock.now += 1.0
+    progress.update(5)
+    assert out.getvalue() and out.flushed == out.getvalue()
+
+
+@pytest.mark.parametrize("output_dir, overrides, expected", [
+    ("{run}", [("dataset.limit", 3)], "partial run (limit 3): results go to {out}/, not to {canonical}/"),
+    ("{run}", [("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))],
+     "partial run (model {int8}): results go to {out}/, not to {canonical}/"),
+    ("folder", [("dataset.limit", 3)], "partial run (limit 3): its metrics are for testing"),
+    ("folder", [("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))], None),  # --out named it
+    ("{run}", [("dataset.limit", 3), ("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))],
+     "partial run (limit 3, model {int8}): results go to {out}/, not to {canonical}/"),
+    ("{run}", [("dataset.subset", "sample-4"), ("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))],
+     "partial run (model {int8}): results go to {out}/, not to {canonical}@sample-4/"),
+    ("{run}", [], None),  # a full run
+], ids=["limit", "other-model", "limit-in-named-folder", "other-model-in-named-folder", "full", "two-parts",
+        "subset"])
+def test_a_partial_run_warns_where_its_results_go(tmp_path, caplog, output_dir, overrides, expected):
+    # sample_config overrides model.path (a partial run by that alone), so configs come from the file here.
+    config = load_config(REPO / "configs" / "sample.yaml",
+                         [("output.dir", str(tmp_path / output_dir)), *overrides])
+    with caplog.at_level("WARNING", logger="ssd_eval.pipeline"):
+        pipeline._warn_if_partial(config)
+    warnings = [r.getMessage() for r in caplog.records]
+    if expected is None:
+        assert warnings == []
+    else:
+        canonical = tmp_path / "sample"
+        text = expected.format(out=config.out_dir, canonical=canonical,
+                               int8=SAMPLE / "models" / "sample-int8.onnx")
+        assert len(warnings) == 1 and warnings[0].startswith(text), warnings
 
 
 def test_progress_line_rate_over_a_fraction_of_a_second_and_of_a_single_image():

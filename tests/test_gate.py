@@ -759,8 +759,9 @@ def scored_result(results: Path, variant: str, annotations: Path, detections: li
     config = config_from_dict(data)
     dataset = load_annotations(annotations, images)
     ids = select_image_ids(dataset)
-    scores = score_detections(dataset.gt, detections, ids)
-    intervals, _, bootstrap = run_bootstrap(config, dataset.gt, detections, ids)
+    # Matched once, as `ssd-eval eval` does: streaming scoring keeps the matches the bootstrap resamples.
+    scores = score_detections(dataset.gt, detections, ids, streaming=True, keep_matches=True)
+    intervals, _, bootstrap = run_bootstrap(config, dataset.gt, detections, ids, matches=scores.matches)
     provenance = metrics_document(variant, mAP=0.0)["provenance"]
     provenance.update(annotations={"path": str(annotations), "sha256": dataset.sha256}, images_dir=str(images),
                       config=config.to_dict(), images=len(ids), image_ids_sha256=hash_data(ids),
@@ -777,7 +778,7 @@ def scored_result(results: Path, variant: str, annotations: Path, detections: li
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    """200 synthetic images: an annotation file and three detectors on it: `a`, `noise` (a with score
+    """80 synthetic images: an annotation file and three detectors on it: `a`, `noise` (a with score
     noise, as a quantized model differs from its parent image by image) and `offbyone` (every category
     id moved to the next one: the sample's deliberately broken model)."""
     import numpy as np
@@ -785,7 +786,7 @@ def population(tmp_path_factory):
     from ssd_eval.synthetic import synthetic_scoring_case
 
     root = tmp_path_factory.mktemp("population")
-    gt, detections, _ = synthetic_scoring_case(200, 20, seed=1)
+    gt, detections, _ = synthetic_scoring_case(80, 20, seed=1)
     (root / "annotations.json").write_text(json.dumps(gt))
     rng = np.random.default_rng(2)
     noise = [dict(d, score=round(float(np.clip(d["score"] + rng.normal(0, 0.02), 0, 1)), 5)) for d in detections]
@@ -902,7 +903,8 @@ def test_fixed_tolerance_lines_print_the_runs_own_interval(tmp_path, population,
     for name in ("mAP", "AP50", "AP75"):
         interval = result["intervals"][name]
         assert f"{name}: expected" in out and f"95% interval [{interval['low']:.4f}, {interval['high']:.4f}]" in out
-    write_metrics(results, gate_metrics("m", mAP=result["mAP"], AP50=result["AP50"], images=200) |
+    images = result["provenance"]["images"]
+    write_metrics(results, gate_metrics("m", mAP=result["mAP"], AP50=result["AP50"], images=images) |
                   {"AP75": result["AP75"]})
     assert run_gate(baselines, results) == 0
     assert out.count("no interval") == 0 and "no interval (the run predates metrics.bootstrap)" in \

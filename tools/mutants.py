@@ -1,6 +1,6 @@
 """Mutation testing of the core modules with mutmut 3, one module at a time (``make mutants``).
 
-    .venv/bin/python tools/mutants.py                      # every module in MODULES, in that order
+    .venv/bin/python tools/mutants.py                      # the nine core modules (CORE), in that order
     .venv/bin/python tools/mutants.py preprocess metrics   # only these
     .venv/bin/python tools/mutants.py --list               # the modules and their test files
 
@@ -57,6 +57,9 @@ MODULES: dict[str, list[str]] = {
                  "tests/test_faults_scoring.py"],
 }
 
+# `make mutants` without MODULES: the nine core modules of issue 15 (compare and results run when named).
+CORE = ["preprocess", "postprocess", "metrics", "table", "gate", "cache", "data", "runner", "pipeline"]
+
 # What each work folder holds besides the package (mutmut copies these on into its mutants/ folder).
 # The Makefile: tests/test_gate.py runs `make ci-gate` (in a subprocess, on the work folder's copy).
 COPIED = ["ssd_eval", "tests", "data", "configs", "baselines", "subsets", "pyproject.toml", "Makefile"]
@@ -68,6 +71,7 @@ def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
     settings = dict(base)
     settings["only_mutate"] = [f"ssd_eval/{module}.py"]
     settings["pytest_add_cli_args_test_selection"] = list(tests)
+    settings["also_copy"] = list(settings.get("also_copy", [])) + ["conftest.py"]  # the ordering plugin
     lines = ["[tool.mutmut]"]
     for key, value in settings.items():
         lines.append(f"{key} = {json.dumps(value)}")  # strings, numbers, booleans, lists of them: JSON is TOML
@@ -92,6 +96,8 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
     (workdir / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(base, module, tests))
     # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared"); mutmut
     # runs the tests from <workdir>/mutants, so the same place is <workdir>/shared.
+    # Fastest tests first in each mutant's run (tools/mutmut_order.py; mutmut's forkserver mode does not).
+    shutil.copy2(REPO / "tools" / "mutmut_order.py", workdir / "conftest.py")
     shared = REPO.parent / "shared"
     if shared.is_dir():
         (workdir / "shared").symlink_to(shared)
@@ -241,7 +247,7 @@ def write_report(results: list[dict], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("modules", nargs="*", help=f"default: {', '.join(CORE)} (any of {', '.join(MODULES)})")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ssd_eval-mutants")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
     parser.add_argument("--report", type=Path, help="Markdown report (default <workdir>/report.md)")
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except metadata.PackageNotFoundError:
         print("mutmut is not installed: .venv/bin/pip install -e '.[dev]' (or pip install -r requirements.lock)")
         return 2
-    modules = args.modules or list(MODULES)
+    modules = args.modules or list(CORE)
     missing = [t for m in modules for t in MODULES[m] if not (REPO / t).is_file()]
     if missing:
         print(f"no {', '.join(missing)} in {REPO}: update MODULES in tools/mutants.py")

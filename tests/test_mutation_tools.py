@@ -1,0 +1,95 @@
+"""tools/mutants.py and tools/mutmut_order.py (``make mutants``): the parts that decide which tests run
+against a mutant, and in which order, tested without running mutmut."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mutants = load_tool("mutants")
+order = load_tool("mutmut_order")
+
+
+def test_shared_fixture_users_follow_fixtures_that_request_a_shared_one():
+    source = '''
+import pytest
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory): ...
+
+@pytest.fixture
+def result(run): ...
+
+@pytest.fixture(scope="function")
+def own(tmp_path): ...
+
+def test_direct(run): ...
+def test_through_a_fixture(result): ...
+def test_function_scoped(own): ...
+def test_plain(): ...
+'''
+    assert mutants.shared_fixture_users(source) == {"test_direct", "test_through_a_fixture"}
+
+
+def test_each_module_runs_with_its_own_settings_and_the_ordering_plugin():
+    text = mutants.mutmut_section({"also_copy": ["data/"], "timeout_constant": 20.0}, "gate",
+                                  ["tests/test_gate.py"])
+    settings = tomllib.loads(text)["tool"]["mutmut"]
+    assert settings == {"also_copy": ["data/", "conftest.py"], "timeout_constant": 20.0,
+                        "only_mutate": ["ssd_eval/gate.py"],
+                        "pytest_add_cli_args_test_selection": ["tests/test_gate.py"]}
+
+
+def test_the_core_modules_and_their_test_files_exist():
+    assert set(mutants.CORE) <= set(mutants.MODULES)
+    assert len(mutants.CORE) == 9
+    for module, tests in mutants.MODULES.items():
+        assert (REPO / "ssd_eval" / f"{module}.py").is_file()
+        assert all((REPO / t).is_file() for t in tests), module
+
+
+def item(nodeid: str):
+    return SimpleNamespace(nodeid=nodeid)
+
+
+def test_the_stats_pass_records_whole_test_times_and_a_mutant_runs_the_fastest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(order, "DURATIONS", tmp_path / "test-durations.json")
+    monkeypatch.setattr(order, "_recorded", {})
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+    for nodeid, phase_seconds in [("t::slow", (5.0, 0.5, 0.1)), ("t::fast", (0.0, 0.2, 0.0)),
+                                  ("t::middle", (0.0, 1.0, 0.0))]:
+        for seconds in phase_seconds:  # setup, call, teardown: all three count
+            order.pytest_runtest_logreport(SimpleNamespace(nodeid=nodeid, duration=seconds))
+    order.pytest_sessionfinish(None)
+    assert json.loads((tmp_path / "test-durations.json").read_text()) == pytest.approx(
+        {"t::slow": 5.6, "t::fast": 0.2, "t::middle": 1.0})
+
+    collected = [item("t::slow"), item("t::new"), item("t::middle"), item("t::newer"), item("t::fast")]
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "ssd_eval.gate.x_run_gate__mutmut_1")
+    order.pytest_collection_modifyitems(collected)
+    assert [i.nodeid for i in collected] == ["t::fast", "t::middle", "t::slow", "t::new", "t::newer"]
+
+
+@pytest.mark.parametrize("mutant", ["", "stats"])
+def test_outside_a_mutant_run_the_order_is_left_alone(tmp_path, monkeypatch, mutant):
+    monkeypatch.setattr(order, "DURATIONS", tmp_path / "test-durations.json")
+    (tmp_path / "test-durations.json").write_text(json.dumps({"t::b": 0.1, "t::a": 9.0}))
+    monkeypatch.setenv("MUTANT_UNDER_TEST", mutant)
+    collected = [item("t::a"), item("t::b")]
+    order.pytest_collection_modifyitems(collected)
+    assert [i.nodeid for i in collected] == ["t::a", "t::b"]
