@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ssd_eval import confidence, cpu, data, fetch, model_info, postprocess, preprocess
+from ssd_eval import confidence, data, fetch, model_info, postprocess, preprocess
 from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data, run_name
 from ssd_eval.errors import UserError
@@ -270,7 +270,7 @@ def evaluate(
     model_sha256 = fetch.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
     content_sha256 = fetch.model_sha256(model_path, model_sha256)  # with external data: what shapes detections
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
-    int8 = model_info.inspect_model(model_path, cpu.detect_int8_capability(), sha256=model_sha256)
+    int8 = model_info.inspect_model(model_path, sha256=model_sha256)  # this CPU's int8 capability
     session_config = model_info.int8_session_config(int8, config.runtime.session_config,
                                                     exact_int8=config.runtime.exact_int8)
     int8_warning = model_info.saturation_warning(int8, session_config, config.runtime.graph_optimization)

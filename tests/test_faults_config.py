@@ -257,3 +257,72 @@ def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monke
         return
     assert events == [("check", config.tracking), ("fetch",), ("track", result, config.tracking)]
     assert result.variant == "test" and result.provenance["images"] == 1  # the run's own result
+
+
+def test_the_int8_session_settings_reach_the_session_and_the_saturation_check(tmp_path, monkeypatch,
+                                                                               created_detectors):
+    """The session config evaluate derives for an int8 model (model_info.int8_session_config) is the one the
+    session gets and the one the saturation warning judges, with the configured optimization level."""
+    derived = {"session.intra_op.allow_spinning": "0"}
+    seen = {}
+    real_warning = pipeline.model_info.saturation_warning
+
+    def int8_session_config(info, configured, *, exact_int8):
+        seen["derive"] = (configured, exact_int8)
+        return dict(derived)
+
+    def saturation_warning(info, session_config, graph_optimization):
+        seen["warning"] = (session_config, graph_optimization)
+        return real_warning(info, session_config, graph_optimization)
+
+    monkeypatch.setattr(pipeline.model_info, "int8_session_config", int8_session_config)
+    monkeypatch.setattr(pipeline.model_info, "saturation_warning", saturation_warning)
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                                  runtime={"graph_optimization": "basic", "exact_int8": True,
+                                           "session_config": {"session.use_env_allocators": "1"}}))
+    assert seen == {"derive": ({"session.use_env_allocators": "1"}, True), "warning": (derived, "basic")}
+    [detector] = created_detectors
+    assert detector.session_config == derived
+
+
+def test_the_optimized_model_cache_is_keyed_by_the_models_content(tmp_path):
+    """runtime.optimized_model_cache through a run: the optimized graph is saved under the model's sha256."""
+    from ssd_eval.fetch import sha256_of
+
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                                  runtime={"optimized_model_cache": str(tmp_path / "optimized")}))
+    [saved] = (tmp_path / "optimized").glob("*.onnx")
+    assert saved.name.startswith(sha256_of(model)[:16] + "-all-")
+
+
+@pytest.mark.parametrize("backend", ["pil", "opencv"])
+def test_a_missing_opencv_is_reported_before_the_model_is_loaded_only_when_it_is_needed(
+        tmp_path, monkeypatch, created_detectors, backend):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    config = config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW),
+                                                                                   "resize_backend": backend})
+    if backend == "pil":
+        ssd_eval.evaluate(config)
+        assert len(created_detectors) == 1
+        return
+    with pytest.raises(UserError, match="OpenCV"):
+        ssd_eval.evaluate(config)
+    assert created_detectors == [] and not (tmp_path / "out").exists()
+
+
+def test_a_selection_without_images_is_refused_naming_the_annotation_file(tmp_path):
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])  # image 42 has no annotations
+    config = config_dict(tmp_path / "model.onnx", annotations, images, tmp_path / "out",
+                         preprocess={"input_size": list(HW)}, dataset={"skip_images_without_annotations": True})
+    fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    with pytest.raises(UserError) as refused:
+        ssd_eval.evaluate(config)
+    assert str(refused.value) == f"{annotations}: no images to evaluate with these settings"
