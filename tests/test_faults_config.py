@@ -326,3 +326,59 @@ def test_a_selection_without_images_is_refused_naming_the_annotation_file(tmp_pa
     with pytest.raises(UserError) as refused:
         ssd_eval.evaluate(config)
     assert str(refused.value) == f"{annotations}: no images to evaluate with these settings"
+
+
+def test_a_run_that_fails_on_its_first_image_leaves_no_output_folder(tmp_path):
+    """The run began its cache, then the first image failed to decode (dataset.on_bad_image: error): the
+    header-only cache and the folders the run created are removed."""
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    (images / "000000000042.jpg").write_bytes(b"not a jpeg")
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    out = tmp_path / "results" / "run"
+    with pytest.raises(UserError, match="000000000042.jpg"):
+        ssd_eval.evaluate(config_dict(model, annotations, images, out, preprocess={"input_size": list(HW)}))
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("progress", [True, "lines", False])
+def test_the_progress_mode_reaches_the_image_loop(tmp_path, monkeypatch, progress):
+    """progress="lines" (logs): ProgressLines over the images to run, at pipeline.progress_interval_s;
+    True: a tqdm bar; False: neither."""
+    made = []
+
+    class Recording(pipeline.ProgressLines):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    bars = []
+    real_tqdm = pipeline.tqdm
+    monkeypatch.setattr(pipeline, "ProgressLines", Recording)
+    monkeypatch.setattr(pipeline, "tqdm", lambda *a, **k: bars.append(k) or real_tqdm(*a, **k))
+    annotations, images = write_coco(tmp_path / "set", [IMAGE, dict(IMAGE, id=43)], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                                  pipeline={"workers": 1, "progress_interval_s": 7.5}), progress=progress)
+    if progress == "lines":
+        [lines] = made
+        assert (lines.total, lines.desc, lines.every_s, lines.done) == (2, "test", 7.5, 2) and bars == []
+    else:
+        assert made == [] and [(b["total"], b["desc"], b["disable"]) for b in bars] == [(2, "test", not progress)]
+
+
+@pytest.mark.parametrize("shard", [None, (1, 2)], ids=["run", "shard"])
+def test_a_run_says_when_it_scores_and_a_shard_does_not_score(tmp_path, caplog, shard):
+    annotations, images = write_coco(tmp_path / "set", [IMAGE, dict(IMAGE, id=43)], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    with caplog.at_level("INFO", logger="ssd_eval.progress"):
+        pipeline.evaluate(config_from_dict(config_dict(model, annotations, images, tmp_path / "out",
+                                                       preprocess={"input_size": list(HW)})),
+                          shard=shard, progress="lines")
+    lines = [r.getMessage() for r in caplog.records if r.name == "ssd_eval.progress"]
+    scoring = [line for line in lines if line.startswith("test: scor")]
+    if shard is None:
+        assert lines[0].startswith("test: 2 images to run, 0 from the cache; ")
+        assert scoring[0] == "test: scoring 10 detections of 2 images with pycocotools"
+        assert scoring[1].startswith("test: scored in ") and len(scoring) == 2
+    else:
+        assert lines[0].startswith("test: 1 images to run, 0 from the cache; ") and scoring == []
