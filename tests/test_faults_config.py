@@ -354,16 +354,29 @@ def test_the_progress_mode_reaches_the_image_loop(tmp_path, monkeypatch, progres
     bars = []
     real_tqdm = pipeline.tqdm
     monkeypatch.setattr(pipeline, "ProgressLines", Recording)
-    monkeypatch.setattr(pipeline, "tqdm", lambda *a, **k: bars.append(k) or real_tqdm(*a, **k))
-    annotations, images = write_coco(tmp_path / "set", [IMAGE, dict(IMAGE, id=43)], [])
+    def recording_tqdm(*args, **kwargs):
+        bar = real_tqdm(*args, **kwargs)
+        bars.append((kwargs, bar))
+        return bar
+
+    monkeypatch.setattr(pipeline, "tqdm", recording_tqdm)
+    annotations, images = write_coco(tmp_path / "set", [IMAGE, dict(IMAGE, id=43), dict(IMAGE, id=44)], [])
+    (images / "000000000043.jpg").write_bytes(b"not a jpeg")  # skipped, and counted as done
     model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
-    ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
-                                  pipeline={"workers": 1, "progress_interval_s": 7.5}), progress=progress)
+    result = ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out",
+                                           preprocess={"input_size": list(HW)}, dataset={"on_bad_image": "skip"},
+                                           pipeline={"workers": 1, "progress_interval_s": 7.5}), progress=progress)
+    [skipped] = result.provenance["skipped_images"]
+    assert skipped["image_id"] == 43 and skipped["file"] == str(images / "000000000043.jpg")
+    assert "000000000043.jpg" in skipped["reason"]
     if progress == "lines":
         [lines] = made
-        assert (lines.total, lines.desc, lines.every_s, lines.done) == (2, "test", 7.5, 2) and bars == []
+        assert (lines.total, lines.desc, lines.every_s, lines.done) == (3, "test", 7.5, 3) and bars == []
     else:
-        assert made == [] and [(b["total"], b["desc"], b["disable"]) for b in bars] == [(2, "test", not progress)]
+        [(options, bar)] = bars
+        assert made == [] and options == {"total": 3, "desc": "test", "unit": "img", "disable": not progress,
+                                          "dynamic_ncols": True}
+        assert bar.n == (3 if progress else 0)  # a disabled bar does not count
 
 
 @pytest.mark.parametrize("shard", [None, (1, 2)], ids=["run", "shard"])

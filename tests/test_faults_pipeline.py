@@ -274,6 +274,34 @@ def test_a_last_partial_batch_gives_the_same_detections_as_batch_1(tmp_path, dyn
 # ------------------------------------------------------------------------------ merging shards
 
 
+def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dynamic_model, monkeypatch):
+    """Cache lines time each image: a batch's inference time split over its images (the shares add up to the
+    session's total), and the loop's wall time split the same way (the shares add up to at most the run's)."""
+    import time
+
+    made = []
+
+    class Recording(pipeline.Detector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Detector", Recording)
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    evaluate(sample_config(out, ("model.path", str(dynamic_model)), ("runtime.batch_size", 2),
+                           ("dataset.limit", 7)), progress=False)
+    elapsed = time.perf_counter() - started
+    lines = [json.loads(line) for line in (out / "cache.jsonl").read_text().splitlines()[1:]]
+    assert len(lines) == 7
+    [detector] = made
+    assert sum(line["inference_s"] for line in lines) == pytest.approx(detector.inference_seconds, abs=1e-5)
+    assert all(line["loop_s"] > 0 for line in lines) and sum(line["loop_s"] for line in lines) <= elapsed
+    # the two images of a batch share its times equally (the last batch holds one image)
+    for first, second in zip(lines[0:6:2], lines[1:6:2]):
+        assert (first["loop_s"], first["inference_s"]) == (second["loop_s"], second["inference_s"])
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, list[Path]]:
     """(folder, [shard 1/2, shard 2/2]) of a sample run."""
