@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ssd_eval import pipeline
@@ -300,6 +301,51 @@ def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dyna
     # the two images of a batch share its times equally (the last batch holds one image)
     for first, second in zip(lines[0:6:2], lines[1:6:2]):
         assert (first["loop_s"], first["inference_s"]) == (second["loop_s"], second["inference_s"])
+
+
+def sample_records_and_params(size_hw=(24, 40)):
+    from ssd_eval import data
+
+    dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
+    params = pipeline.PreprocessParams(size_hw=size_hw, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                       scale=1 / 255, backend="pil")
+    return [dataset.images[i] for i in sorted(dataset.images)], params
+
+
+@pytest.mark.parametrize("reuse_buffers", [False, True])
+def test_a_prefetch_depth_of_one_works_and_zero_is_refused(reuse_buffers):
+    records, params = sample_records_and_params()
+    expected = [pipeline.load_and_preprocess(r, params) for r in records]
+    got = [(record, array.copy()) for record, array in pipeline.prefetch_images(
+        records, params, workers=1, mode="thread", depth=1, reuse_buffers=reuse_buffers)]
+    assert [r for r, _ in got] == records
+    assert all(np.array_equal(a, e) for (_, a), e in zip(got, expected))
+    with pytest.raises(ValueError, match="prefetch depth must be at least 1, not 0"):
+        next(pipeline.prefetch_images(records, params, workers=1, mode="thread", depth=0))
+
+
+def test_process_workers_are_spawned_with_the_parent_watch(monkeypatch):
+    """Process mode: ``workers`` spawned processes (not forked: onnxruntime's threads), each set up by
+    _process_worker_setup with this process's id (they ignore Ctrl-C and exit when it dies)."""
+    import concurrent.futures
+    import os
+
+    made = {}
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):  # runs in threads; records what it was asked
+        def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=()):
+            made.update(max_workers=max_workers, start=mp_context.get_start_method(), initializer=initializer,
+                        initargs=initargs)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(pipeline.futures, "ProcessPoolExecutor", Recording)
+    records, params = sample_records_and_params()
+    got = list(pipeline.prefetch_images(records, params, workers=3, mode="process", depth=2, reuse_buffers=True))
+    assert made == {"max_workers": 3, "start": "spawn", "initializer": pipeline._process_worker_setup,
+                    "initargs": (os.getpid(),)}
+    arrays = [a for _, a in got]
+    assert [r for r, _ in got] == records and len(records) > 3
+    assert not any(np.shares_memory(a, b) for k, a in enumerate(arrays) for b in arrays[k + 1:])  # no ring
 
 
 @pytest.fixture(scope="module")
