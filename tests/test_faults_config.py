@@ -193,7 +193,8 @@ def test_a_model_without_a_url_is_fetched_without_a_variant_name(tmp_path, monke
     ({"backend": "pycocotools", "streaming": True, "crowd_as_ground_truth": True,
       "exclude_categories": ["dog"]}, True),
     ({"backend": "faster-coco-eval", "streaming": False, "bootstrap": {"replicates": 0}}, False),
-], ids=["streaming-with-bootstrap", "batch-without-bootstrap"])
+    ({"backend": "pycocotools", "streaming": False}, True),
+], ids=["streaming-with-bootstrap", "batch-without-bootstrap", "batch-with-bootstrap"])
 def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch, metrics, bootstrap_on):
     """metrics.* as score_detections and run_bootstrap receive them: the same detections, the cache file as
     their source, and the matches scoring kept handed to the bootstrap (no second matching pass)."""
@@ -232,6 +233,8 @@ def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch,
     assert boot_kwargs["source"] == str(out / "cache.jsonl") and boot_kwargs["subset"] is None
     assert boot_kwargs["matches"] is calls["matches"]
     assert (calls["matches"] is not None) == (bootstrap_on and metrics["streaming"])
+    result = json.loads((out / "metrics.json").read_text())
+    assert (result.get("intervals") is not None) == bootstrap_on  # matched again from the file when not kept
 
 
 @pytest.mark.parametrize("shard", [None, (0, 2)], ids=["run", "shard"])
@@ -380,7 +383,10 @@ def test_the_progress_mode_reaches_the_image_loop(tmp_path, monkeypatch, progres
 
 
 @pytest.mark.parametrize("shard", [None, (1, 2)], ids=["run", "shard"])
-def test_a_run_says_when_it_scores_and_a_shard_does_not_score(tmp_path, caplog, shard):
+def test_a_run_says_when_it_scores_and_a_shard_does_not_score(tmp_path, caplog, monkeypatch, shard):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ssd_eval.progress"), "propagate", True)  # the CLI turns it off
     annotations, images = write_coco(tmp_path / "set", [IMAGE, dict(IMAGE, id=43)], [])
     model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
     with caplog.at_level("INFO", logger="ssd_eval.progress"):
@@ -395,3 +401,47 @@ def test_a_run_says_when_it_scores_and_a_shard_does_not_score(tmp_path, caplog, 
         assert scoring[1].startswith("test: scored in ") and len(scoring) == 2
     else:
         assert lines[0].startswith("test: 1 images to run, 0 from the cache; ") and scoring == []
+        manifest = json.loads((tmp_path / "out" / "shard-1-of-2" / "shard.json").read_text())
+        assert manifest["shard"] == [1, 2] and manifest["provenance"]["shards"] == ["1/2"]
+
+
+def test_the_wall_time_is_the_runs_own_in_milliseconds(tmp_path):
+    import time
+
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    started = time.perf_counter()
+    result = ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out",
+                                           preprocess={"input_size": list(HW)}))
+    elapsed = time.perf_counter() - started
+    wall = result.provenance["wall_time_s"]
+    assert 0 < wall <= elapsed + 0.001 and wall == round(wall, 3)
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_the_error_breakdown_covers_the_runs_images_under_its_switches(tmp_path, setting):
+    """metrics.error_breakdown: the breakdown of the run's own detections.json over exactly the images it ran
+    (a --limit run: not the file's other images), with its crowd and exclusion switches; off: none."""
+    pytest.importorskip("hotcoco")
+    from ssd_eval.errors_breakdown import compute_breakdown
+
+    images_list = [IMAGE, dict(IMAGE, id=43), dict(IMAGE, id=44)]
+    truth = [{"image_id": i, "category_id": c, "bbox": b} for i in (42, 43, 44)
+             for c, b in ((1, [100, 20, 20, 20]), (3, [20, 10, 40, 40]), (18, [0, 50, 50, 50]))]
+    annotations, images = write_coco(tmp_path / "set", images_list, truth)
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    out = tmp_path / "out"
+    result = ssd_eval.evaluate(config_dict(model, annotations, images, out, preprocess={"input_size": list(HW)},
+                                           dataset={"limit": 2},
+                                           metrics={"error_breakdown": setting, "crowd_as_ground_truth": True,
+                                                    "exclude_categories": ["dog"]}))
+    if not setting:
+        assert result.error_breakdown is None
+        return
+    gt = json.loads(annotations.read_text())
+    expected = compute_breakdown(gt, json.loads((out / "detections.json").read_text()), [42, 43],
+                                 crowd_as_ground_truth=True, exclude_categories=["dog"], source="x")
+    assert result.error_breakdown == expected
+    assert result.error_breakdown != compute_breakdown(gt, json.loads((out / "detections.json").read_text()),
+                                                       [42, 43, 44], crowd_as_ground_truth=True,
+                                                       exclude_categories=["dog"], source="x")

@@ -122,17 +122,13 @@ def test_the_cache_key_holds_the_cache_files_field_names(tmp_path):
     }
 
 
-class TimedCache:
-    """DetectionCache.stored_seconds over a dict: image id -> (loop_s, inference_s)."""
-
-    def __init__(self, timings: dict[int, tuple[float, float]]):
-        self.timings = timings
-
-    def stored_seconds(self, image_ids):
-        timings = [self.timings.get(i) for i in image_ids]
-        if not timings or any(t is None for t in timings):
-            return None
-        return sum(t[0] for t in timings), sum(t[1] for t in timings)
+def timed_cache(path: Path, timings: dict[int, tuple[float, float] | None]) -> DetectionCache:
+    """A DetectionCache holding each image with its (loop_s, inference_s), or without times (None)."""
+    cache = DetectionCache(path, {"test": 1})
+    for image_id, timing in timings.items():
+        loop_s, inference_s = timing if timing is not None else (None, None)
+        cache.add(image_id, [], loop_s=loop_s, inference_s=inference_s)
+    return cache
 
 
 @pytest.mark.parametrize("timings, evaluated, todo, skipped, expected", [
@@ -145,15 +141,18 @@ class TimedCache:
     # a short loop (under a second) still counts; an inference time of 0 is a time
     ({1: (0.25, 0.0)}, [1], [1], [], {"images": 1, "loop_s": 0.25, "inference_s": None, "from_cache": False}),
     # cache lines without times (an older cache), or times of 0: no speed, nothing claimed from the cache
-    ({}, [1, 3], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None, "from_cache": False}),
+    ({1: None, 3: None}, [1, 3], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None, "from_cache": False}),
     ({1: (0.0, 0.0), 3: (0.0, 0.0)}, [1, 3], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None,
                                                        "from_cache": False}),
     ({1: (0.0, 0.0)}, [1], [1, 2], [2], {"images": 1, "loop_s": 0.0, "inference_s": None, "from_cache": False}),
-], ids=["inferred-one-skipped", "all-from-cache", "short-loop", "untimed-cache", "zero-times", "zero-inferred"])
-def test_the_speed_is_timed_from_the_images_inferred_else_from_the_cache(timings, evaluated, todo, skipped,
-                                                                          expected):
+    ({}, [], [], [], {"images": 0, "loop_s": 0.0, "inference_s": None, "from_cache": False}),  # an empty shard
+], ids=["inferred-one-skipped", "all-from-cache", "short-loop", "untimed-cache", "zero-times", "zero-inferred",
+        "no-images"])
+def test_the_speed_is_timed_from_the_images_inferred_else_from_the_cache(tmp_path, timings, evaluated, todo,
+                                                                          skipped, expected):
     skipped_records = [{"image_id": i, "file": f"{i}.jpg", "reason": "unreadable"} for i in skipped]
-    assert pipeline._speed(TimedCache(timings), evaluated, todo, skipped_records) == expected
+    with timed_cache(tmp_path / "cache.jsonl", timings) as cache:
+        assert pipeline._speed(cache, evaluated, todo, skipped_records) == expected
 
 
 class Failed(Exception):
@@ -221,6 +220,14 @@ def test_a_run_refused_before_it_starts_creates_no_output_folder(tmp_path):
     with pytest.raises(UserError, match="missing.onnx"):
         evaluate(sample_config(out, ("model.path", str(tmp_path / "missing.onnx"))), progress=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_subset_run_says_why_it_gives_no_full_set_interval(tmp_path):
+    """sample-4 was chosen by a rule, not at random: the bootstrap record says so (confidence.run_bootstrap
+    gets the run's subset record)."""
+    result = evaluate(sample_config(tmp_path / "out", ("dataset.subset", "sample-4")), progress=False)
+    assert result.provenance["bootstrap"]["full_set_off"].startswith("subset sample-4 was chosen by ")
+    assert result.full_set_intervals is None
 
 
 def test_an_unchanged_run_reuses_the_cache(finished_run, tmp_path):
@@ -297,6 +304,8 @@ def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dyna
     assert len(lines) == 7
     [detector] = made
     assert sum(line["inference_s"] for line in lines) == pytest.approx(detector.inference_seconds, abs=1e-5)
+    # Not a speed check: the shares split the time from the loop's start to its last image, which lies inside
+    # the evaluate call, so they cannot add up to more than it took.
     assert all(line["loop_s"] > 0 for line in lines) and sum(line["loop_s"] for line in lines) <= elapsed
     # the two images of a batch share its times equally (the last batch holds one image)
     for first, second in zip(lines[0:6:2], lines[1:6:2]):
@@ -492,8 +501,8 @@ def test_each_progress_line_is_flushed_as_it_is_printed():
     ("{run}", [("dataset.subset", "sample-4"), ("model.path", str(SAMPLE / "models" / "sample-int8.onnx"))],
      "partial run (model {int8}): results go to {out}/, not to {canonical}@sample-4/"),
     ("{run}", [], None),  # a full run
-], ids=["limit", "other-model", "limit-in-named-folder", "other-model-in-named-folder", "full", "two-parts",
-        "subset"])
+], ids=["limit", "other-model", "limit-in-named-folder", "other-model-in-named-folder", "two-parts", "subset",
+        "full"])
 def test_a_partial_run_warns_where_its_results_go(tmp_path, caplog, output_dir, overrides, expected):
     # sample_config overrides model.path (a partial run by that alone), so configs come from the file here.
     config = load_config(REPO / "configs" / "sample.yaml",

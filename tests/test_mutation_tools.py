@@ -93,3 +93,35 @@ def test_outside_a_mutant_run_the_order_is_left_alone(tmp_path, monkeypatch, mut
     collected = [item("t::a"), item("t::b")]
     order.pytest_collection_modifyitems(collected)
     assert [i.nodeid for i in collected] == ["t::a", "t::b"]
+
+
+def test_pytest_loads_the_plugin_as_a_root_conftest_and_orders_a_mutants_run(tmp_path):
+    """The plugin as mutmut's work folder holds it: the stats pass writes the times, a mutant's run (two test
+    files, their tests interleaved by time) goes fastest first, and a later stats pass keeps earlier times."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy2(REPO / "tools" / "mutmut_order.py", tmp_path / "conftest.py")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "import time\n\ndef test_slow():\n    time.sleep(0.3)\n\ndef test_fast():\n    pass\n")
+    (tmp_path / "tests" / "test_b.py").write_text(
+        "import time\n\ndef test_middle():\n    time.sleep(0.1)\n")
+
+    def run(mutant: str, *args: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != "MUTANT_UNDER_TEST"} | {"MUTANT_UNDER_TEST": mutant}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", ".",
+                               *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return [line.split(" ")[0] for line in done.stdout.splitlines() if " PASSED" in line]
+
+    assert run("stats", "tests") == ["tests/test_a.py::test_slow", "tests/test_a.py::test_fast",
+                                     "tests/test_b.py::test_middle"]
+    assert set(json.loads((tmp_path / "test-durations.json").read_text())) == {
+        "tests/test_a.py::test_slow", "tests/test_a.py::test_fast", "tests/test_b.py::test_middle"}
+    assert run("ssd_eval.m.x_f__mutmut_1", "tests") == [
+        "tests/test_a.py::test_fast", "tests/test_b.py::test_middle", "tests/test_a.py::test_slow"]
+    run("stats", "tests/test_b.py")  # a second stats pass over some tests only
+    assert len(json.loads((tmp_path / "test-durations.json").read_text())) == 3

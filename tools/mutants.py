@@ -97,6 +97,8 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
     # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared"); mutmut
     # runs the tests from <workdir>/mutants, so the same place is <workdir>/shared.
     # Fastest tests first in each mutant's run (tools/mutmut_order.py; mutmut's forkserver mode does not).
+    if (REPO / "conftest.py").exists():
+        raise SystemExit(f"{REPO / 'conftest.py'} exists: tools/mutants.py would replace it with tools/mutmut_order.py")
     shutil.copy2(REPO / "tools" / "mutmut_order.py", workdir / "conftest.py")
     shared = REPO.parent / "shared"
     if shared.is_dir():

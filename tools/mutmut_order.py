@@ -31,7 +31,9 @@ def pytest_runtest_logreport(report) -> None:
 
 def pytest_sessionfinish(session) -> None:
     if _mutant() == "stats" and _recorded:
-        DURATIONS.write_text(json.dumps(_recorded, indent=1, sort_keys=True))
+        # A later stats pass may run only the tests mutmut has not seen: keep the times of the others.
+        known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+        DURATIONS.write_text(json.dumps(known | _recorded, indent=1, sort_keys=True))
 
 
 def pytest_collection_modifyitems(items) -> None:

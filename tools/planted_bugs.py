@@ -1,0 +1,331 @@
+"""Issue 15's planted bugs, each planted alone in a throwaway copy of the package: a named test must catch it.
+
+    .venv/bin/python tools/planted_bugs.py                              # every bug in BUGS, in that order
+    .venv/bin/python tools/planted_bugs.py pil-bicubic nan-accepted     # only these
+    .venv/bin/python tools/planted_bugs.py --list                       # the bugs, their files and tests
+
+It copies the package, the tests and the data they read (``COPIED``) into a fresh folder outside the
+checkout (``--workdir``, default a new ``$TMPDIR/ssd_eval-planted-*``; ``../shared``, the real COCO subset
+beside the checkout, is linked in as tools/mutants.py does), so the checkout is never written to and can be
+edited meanwhile. There it first runs every listed test once on the unmodified copy (they must all pass),
+then, for each bug, replaces the exact text ``old`` with ``new`` in its file (it must occur exactly once,
+else the entry is stale: the code moved on and the entry needs updating), runs
+``python -m pytest -x -q -p no:cacheprovider <tests>`` with PYTHONPATH putting the copy first (the venv's
+editable install points at the checkout; the script checks ``ssd_eval.__file__`` resolves into the copy)
+and restores the file.
+
+Prints ``CAUGHT <name> -> <first failing test>`` or ``MISSED <name>`` per bug (``STALE`` / ``ERROR`` where
+the bug could not be planted or pytest could not run), then a summary. Exit 1 when a bug is missed, stale
+or errs, or a test fails on the unmodified copy; 2 for bad arguments or a copy that does not import.
+Each bug is the smallest realistic change of the current code; the tests are a few fast ones from the
+``test_faults_*`` files (docs/TESTING.md), so the whole list runs in a few minutes. Not part of
+``make test`` or CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What the copy holds besides the package (as tools/mutants.py copies it; the Makefile for test_gate's
+# `make ci-gate`).
+COPIED = ["ssd_eval", "tests", "data", "configs", "baselines", "subsets", "pyproject.toml", "Makefile"]
+
+
+@dataclass(frozen=True)
+class Bug:
+    """One planted bug: ``old`` replaced by ``new`` in ``file`` (relative to the repository root), and the
+    test node ids (run in this order, ``-x``) of which at least one must then fail."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    bug: Bug
+    status: str  # CAUGHT, MISSED, STALE or ERROR
+    detail: str = ""  # CAUGHT: the first failing node id; STALE / ERROR: why
+    seconds: float = 0.0
+
+
+PRE = "tests/test_faults_preprocess.py::"
+CONF = "tests/test_faults_config.py::"
+SCORE = "tests/test_faults_scoring.py::"
+PIPE = "tests/test_faults_pipeline.py::"
+GATE = "tests/test_faults_gate.py::"
+HARNESS_TENSORS = PRE + "test_harness_tensors_equal_an_independent_preprocessing_of_the_sample"
+KNOWN_RESIZE = PRE + "test_resize_known_answer_tells_bilinear_from_bicubic_and_nearest"
+PROBE = PRE + "test_the_probe_gives_the_ground_truths_map_at_the_right_preprocessing"
+POSTPROCESS = CONF + "test_postprocess_config_reaches_the_detections"
+RUNTIME = CONF + "test_runtime_settings_reach_the_session"
+KEY_FIELD = PIPE + "test_a_cache_is_refused_after_each_key_field_changes"
+CACHE_KEY_EXECUTION = ('        "execution": hash_data({"providers": list(providers),\n'
+                       '                                "graph_optimization": config.runtime.graph_optimization,\n'
+                       '                                "session_config": dict(session_config or {})}),\n')
+
+# Issue 15's list, in its order.
+BUGS: list[Bug] = [
+    # ---- preprocessing
+    Bug("pil-bicubic", "ssd_eval/preprocess.py",
+        "image.resize((width, height), Image.BILINEAR)", "image.resize((width, height), Image.BICUBIC)",
+        (f"{KNOWN_RESIZE}[pil-down-x]", f"{HARNESS_TENSORS}[pil-non-square]")),
+    Bug("opencv-nearest", "ssd_eval/preprocess.py",
+        "interpolation=cv2.INTER_LINEAR", "interpolation=cv2.INTER_NEAREST",
+        (f"{KNOWN_RESIZE}[opencv-down-x]", f"{HARNESS_TENSORS}[opencv-non-square]")),
+    Bug("std-reversed", "ssd_eval/pipeline.py",
+        "std=(pre.std[0], pre.std[1], pre.std[2])", "std=(pre.std[2], pre.std[1], pre.std[0])",
+        (f"{HARNESS_TENSORS}[pil-non-square]", f"{PROBE}[pil]")),
+    Bug("mean-reversed", "ssd_eval/pipeline.py",
+        "mean=(pre.mean[0], pre.mean[1], pre.mean[2])", "mean=(pre.mean[2], pre.mean[1], pre.mean[0])",
+        (f"{HARNESS_TENSORS}[pil-non-square]", f"{PROBE}[pil]")),
+    # ---- config reaching the run
+    Bug("max-detections-ignored", "ssd_eval/pipeline.py",
+        "categories=categories, max_detections=post.max_detections,\n", "categories=categories,\n",
+        (f"{POSTPROCESS}[top-2]", f"{POSTPROCESS}[top-3-threshold-0.6]")),
+    Bug("score-threshold-ignored", "ssd_eval/pipeline.py",
+        "score_threshold=post.score_threshold, clip_boxes=post.clip_boxes)", "clip_boxes=post.clip_boxes)",
+        (f"{POSTPROCESS}[threshold-0.6]", f"{POSTPROCESS}[top-3-threshold-0.6]")),
+    Bug("graph-optimization-disable-is-all", "ssd_eval/runner.py",
+        '"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,',
+        '"disable": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,',
+        (f"{RUNTIME}[disable]",)),
+    Bug("intra-op-threads-not-applied", "ssd_eval/runner.py",
+        "    options.intra_op_num_threads = runtime.intra_op_threads\n", "",
+        (f"{RUNTIME}[basic]",)),
+    Bug("input-width-unchecked", "ssd_eval/runner.py",
+        "for f, e in zip(fixed, expected)):", "for f, e in zip(fixed[:2], expected[:2])):",  # channels, height
+        (f"{CONF}test_model_input_height_and_width_are_both_checked[wider]",
+         f"{CONF}test_model_input_height_and_width_are_both_checked[narrower]")),
+    # ---- scoring
+    Bug("scoring-all-images", "ssd_eval/pipeline.py",
+        "dataset.gt, cache.detections(evaluated), evaluated, crowd_as_ground_truth",
+        "dataset.gt, cache.detections(evaluated), list(dataset.images), crowd_as_ground_truth",
+        (f"{SCORE}test_evaluate_equals_plain_pycocotools_on_an_independent_route[limit-3]",)),
+    Bug("per-category-ap-max-dets-1", "ssd_eval/metrics.py",
+        "values = precision[:, :, k, 0, -1]", "values = precision[:, :, k, 0, 0]",
+        (f"{SCORE}test_per_category_ap_by_hand_at_max_dets_100",)),
+    Bug("pr-curve-iou75-at-70", "ssd_eval/metrics.py",
+        '"iou75": _mean_curve(precision[5]),', '"iou75": _mean_curve(precision[4]),',
+        (f"{SCORE}test_pr_curves_by_hand_at_iou_50_and_75",)),
+    Bug("pr-curve-averages-minus-1", "ssd_eval/metrics.py",
+        "valid = row[row > -1]", "valid = row",
+        (f"{SCORE}test_pr_curves_by_hand_at_iou_50_and_75",)),
+    # ---- the resume cache key
+    Bug("cache-key-without-postprocess", "ssd_eval/pipeline.py",
+        '        "postprocess_sha256": hash_data(post),\n', "",
+        (f"{KEY_FIELD}[label-map]", f"{KEY_FIELD}[top-k]", f"{KEY_FIELD}[score-threshold]")),
+    Bug("cache-key-without-annotations", "ssd_eval/pipeline.py",
+        '        "annotations_sha256": dataset.sha256,\n', "",
+        (f"{KEY_FIELD}[annotation-file]",)),
+    Bug("cache-key-without-providers", "ssd_eval/pipeline.py",
+        CACHE_KEY_EXECUTION, CACHE_KEY_EXECUTION.replace('"providers": list(providers),\n'
+                                                         '                                ', ""),
+        (f"{KEY_FIELD}[providers]",)),
+    Bug("cache-key-without-graph-optimization", "ssd_eval/pipeline.py",
+        CACHE_KEY_EXECUTION, CACHE_KEY_EXECUTION.replace('"graph_optimization": config.runtime.graph_optimization,\n'
+                                                         '                                ', ""),
+        (f"{KEY_FIELD}[graph-optimization]",)),
+    # The protocol's switches are resolved into the config before the key is made (config.resolve_protocol),
+    # so the key can only miss the protocol-implied backend by leaving the resolved one out (as compare.py
+    # does, there because the protocol label is compared); only the protocol-implied case is run here.
+    Bug("cache-key-without-protocol-resize-backend", "ssd_eval/pipeline.py",
+        "    pre = dataclasses.asdict(config.preprocess)\n",
+        "    pre = {k: v for k, v in dataclasses.asdict(config.preprocess).items() if k != \"resize_backend\"}\n",
+        (f"{KEY_FIELD}[protocol-implied-resize-backend]",)),
+    Bug("cache-changed-in-use-unchecked", "ssd_eval/cache.py",
+        "                if found != image_id:\n"
+        '                    raise UserError(f"{self.path}: changed while in use (expected image {image_id} at byte "\n'
+        '                                    f"{self.offsets[image_id]}); pass --fresh to start over")\n', "",
+        (f"{PIPE}test_a_cache_file_changed_while_in_use_is_refused",)),
+    # ---- batching and merging
+    Bug("last-partial-batch-dropped", "ssd_eval/pipeline.py",
+        "        if batch_records:\n            flush_batch()\n", "",
+        (f"{PIPE}test_a_last_partial_batch_gives_the_same_detections_as_batch_1[7-images-batch-2]",)),
+    Bug("merge-coverage-unchecked", "ssd_eval/shards.py",
+        "    if covered != set(expected):\n"
+        "        absent = sorted(set(expected) - covered)\n"
+        "        raise UserError(f\"merge: the shards do not cover the image set (e.g. image "
+        "{absent[0] if absent else '?'} \"\n"
+        '                        "is missing)")\n', "",
+        (f"{PIPE}test_merge_refuses_shards_that_do_not_cover_the_image_set",)),
+    Bug("merge-duplicates-unchecked", "ssd_eval/shards.py",
+        "            if image_id in seen:\n"
+        '                raise UserError(f"merge: image {image_id} is in both {seen[image_id]} and {directory}")\n',
+        "", (f"{PIPE}test_merge_refuses_an_image_in_two_shards",)),
+    # ---- gate and table
+    Bug("drop-rule-extra-0.01", "ssd_eval/gate.py",
+        "broken = drop > max_drop_pct + FLOAT_SLACK", "broken = drop > max_drop_pct + 0.01",
+        (f"{GATE}test_drop_rule_edge[0.005-above]", f"{GATE}test_drop_limit_zero_tolerates_only_rounding")),
+    Bug("parent-map-0-unguarded", "ssd_eval/compare.py",
+        '    if parent_result["mAP"] <= 0:\n'
+        "        raise UserError(f\"{parent_result['_source']}: mAP is {parent_result['mAP']}; \"\n"
+        '                        "cannot compute a drop ratio")\n', "",
+        (f"{GATE}test_parent_map_of_zero_is_one_input_error_line",)),
+    Bug("preprocess-not-compared", "ssd_eval/compare.py",
+        'for section in ("preprocess", "postprocess"):', 'for section in ("postprocess",):',
+        (f"{GATE}test_preprocessing_differences_are_not_compared",
+         f"{GATE}test_gate_refuses_a_parent_with_other_preprocessing")),
+    Bug("decode-pipeline-not-compared", "ssd_eval/compare.py",
+        '"graph optimization"), ("config.pipeline", "decode pipeline")):', '"graph optimization")):',
+        (f"{GATE}test_decode_pipeline_differences_blank_only_the_speedup",)),
+    Bug("nan-accepted", "ssd_eval/schema.py",
+        "return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)",
+        "return isinstance(value, (int, float)) and not isinstance(value, bool)",
+        (f"{GATE}test_nan_or_inf_in_a_metrics_file_is_refused_naming_file_and_key",)),
+]
+
+
+def prepare(workdir: Path) -> Path:
+    """A fresh copy of the package, its tests and their data under ``workdir``; returns the copy's root."""
+    root = workdir / "repo"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=ignore)
+        elif source.is_file():
+            shutil.copy2(source, root / name)
+    # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared").
+    shared = REPO.parent / "shared"
+    link = workdir / "shared"
+    if shared.is_dir() and not link.exists():
+        link.symlink_to(shared)
+    return root
+
+
+def test_env(root: Path) -> dict[str, str]:
+    """The environment the copy's tests run in: its package first on the path, no bytecode written (a bug
+    planted and restored within a second at the same size would otherwise be read back from a stale .pyc)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
+    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def imported_from(root: Path) -> str | None:
+    """Where ``import ssd_eval`` resolves in the copy's environment, when that is not inside the copy."""
+    done = subprocess.run([sys.executable, "-c", "import ssd_eval; print(ssd_eval.__file__)"], cwd=root,
+                          env=test_env(root), capture_output=True, text=True)
+    where = done.stdout.strip() or done.stderr.strip()
+    if done.returncode == 0 and Path(where).resolve().is_relative_to(root.resolve()):
+        return None
+    return where
+
+
+def run_tests(root: Path, tests: list[str], timeout: float, *,
+              first_failure: bool = True) -> tuple[int, list[str], str]:
+    """(pytest's exit code, the node ids that failed or erred in order, the output's tail)."""
+    command = [sys.executable, "-m", "pytest", *(["-x"] if first_failure else []), "-q", "-p", "no:cacheprovider",
+               "-rfE", *tests]
+    try:
+        done = subprocess.run(command, cwd=root, env=test_env(root), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, [], f"timed out after {timeout:g} s"
+    output = done.stdout + done.stderr
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", output, flags=re.MULTILINE)
+    return done.returncode, failed, "\n".join(output.strip().splitlines()[-15:])
+
+
+def plant_and_test(root: Path, bug: Bug, timeout: float) -> Outcome:
+    path = root / bug.file
+    original = path.read_text(encoding="utf-8")
+    count = original.count(bug.old)
+    if count != 1:
+        return Outcome(bug, "STALE", f"the text to replace occurs {count} times in {bug.file}, not once")
+    started = time.monotonic()
+    try:
+        path.write_text(original.replace(bug.old, bug.new), encoding="utf-8")
+        code, failed, tail = run_tests(root, list(bug.tests), timeout)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    seconds = time.monotonic() - started
+    if code == 0:
+        return Outcome(bug, "MISSED", seconds=seconds)
+    if code == 1 and failed:
+        return Outcome(bug, "CAUGHT", failed[0], seconds)
+    return Outcome(bug, "ERROR", f"pytest exited {code}:\n{tail}", seconds)
+
+
+def unique_tests(bugs: list[Bug]) -> list[str]:
+    return list(dict.fromkeys(t for bug in bugs for t in bug.tests))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bugs", nargs="*", help="names of the bugs to plant (default: all; see --list)")
+    parser.add_argument("--list", action="store_true", help="print the bugs, their files and tests")
+    parser.add_argument("--workdir", type=Path, help="folder for the copy (default: a new temporary folder, removed "
+                                                     "at the end)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run (default 600)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for bug in BUGS:
+            print(f"{bug.name:42} {bug.file:22} {' '.join(t.split('/')[-1] for t in bug.tests)}")
+        return 0
+    by_name = {bug.name: bug for bug in BUGS}
+    unknown = [name for name in args.bugs if name not in by_name]
+    if unknown:
+        parser.error(f"unknown bug(s) {', '.join(unknown)}; see --list")
+    bugs = [by_name[name] for name in dict.fromkeys(args.bugs)] or list(BUGS)
+    missing = sorted({t.split("::")[0] for t in unique_tests(bugs)} - {str(p.relative_to(REPO))
+                                                                     for p in (REPO / "tests").glob("*.py")})
+    if missing:
+        print(f"no {', '.join(missing)} in {REPO}: update BUGS in tools/planted_bugs.py")
+        return 2
+
+    started = time.monotonic()
+    workdir = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="ssd_eval-planted-"))
+    try:
+        root = prepare(workdir)
+        elsewhere = imported_from(root)
+        if elsewhere is not None:
+            print(f"import ssd_eval in the copy {root} resolves to {elsewhere}, not to the copy")
+            return 2
+        tests = unique_tests(bugs)
+        print(f"copy: {root}\nunmodified copy: {len(tests)} tests ...", flush=True)
+        code, failed, tail = run_tests(root, tests, args.timeout, first_failure=False)
+        if code != 0:
+            print(f"unmodified copy: pytest exited {code}; failing: {', '.join(failed) or '?'}\n{tail}")
+            print(f"the tests must pass on the unmodified copy first ({time.monotonic() - started:.0f} s)")
+            return 1
+        passed = re.findall(r"(\d+) passed", tail)
+        print(f"unmodified copy: {passed[-1] if passed else '?'} tests passed ({len(tests)} node ids, "
+              f"{time.monotonic() - started:.0f} s)", flush=True)
+        outcomes = []
+        for bug in bugs:
+            outcome = plant_and_test(root, bug, args.timeout)
+            outcomes.append(outcome)
+            if outcome.status == "CAUGHT":
+                print(f"CAUGHT {bug.name} -> {outcome.detail}", flush=True)
+            elif outcome.status == "MISSED":
+                print(f"MISSED {bug.name}", flush=True)
+            else:
+                print(f"{outcome.status} {bug.name}: {outcome.detail}", flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("CAUGHT", "MISSED", "STALE", "ERROR")}
+    print(f"\n{len(outcomes)} bugs: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+          + f"; total {time.monotonic() - started:.0f} s")
+    return 0 if counts["CAUGHT"] == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
