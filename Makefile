@@ -26,7 +26,7 @@ MODEL_PARENT = $(shell sed -n 's/^ *parent: *\([A-Za-z0-9._-]*\).*/\1/p' $(CONFI
 CI_VARIANTS = $(if $(filter sample,$(MODEL)),$(SAMPLE_VARIANTS),$(MODEL_PARENT) $(MODEL))
 
 .PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \
-        reproduce portability clean mutants ci-gate ci-baseline subset
+        reproduce portability clean mutants planted-bugs ci-gate ci-baseline subset
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -64,6 +64,9 @@ lint: $(STAMP) ## ruff (rules in pyproject.toml)
 
 mutants: $(STAMP) ## mutation testing (mutmut) of the core modules, each with its tests; not in test/CI (MODULES=metrics)
 	$(PY) tools/mutants.py $(MODULES) $(ARGS)
+
+planted-bugs: $(STAMP) ## issue 15's bugs, each planted alone in a copy: a named test must catch it (about a minute)
+	$(PY) tools/planted_bugs.py $(ARGS)
 
 models: $(STAMP) ## download the zoo models (or MODEL=ssd-12) into data/models/
 	$(PY) -m ssd_eval fetch models $(if $(filter-out sample,$(MODEL)),--variant $(MODEL),)

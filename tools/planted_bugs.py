@@ -10,7 +10,7 @@ beside the checkout, is linked in as tools/mutants.py does), so the checkout is 
 edited meanwhile. There it first runs every listed test once on the unmodified copy (they must all pass),
 then, for each bug, replaces the exact text ``old`` with ``new`` in its file (it must occur exactly once,
 else the entry is stale: the code moved on and the entry needs updating), runs
-``python -m pytest -x -q -p no:cacheprovider <tests>`` with PYTHONPATH putting the copy first (the venv's
+``python -m pytest -x -q -p no:cacheprovider -rA <tests>`` with PYTHONPATH putting the copy first (the venv's
 editable install points at the checkout; the script checks ``ssd_eval.__file__`` resolves into the copy)
 and restores the file.
 
@@ -18,7 +18,7 @@ Prints ``CAUGHT <name> -> <first failing test>`` or ``MISSED <name>`` per bug (`
 the bug could not be planted or pytest could not run), then a summary. Exit 1 when a bug is missed, stale
 or errs, or a test fails on the unmodified copy; 2 for bad arguments or a copy that does not import.
 Each bug is the smallest realistic change of the current code; the tests are a few fast ones from the
-``test_faults_*`` files (docs/TESTING.md), so the whole list runs in a few minutes. Not part of
+``test_faults_*`` files (docs/TESTING.md), so the whole list runs in about a minute. Not part of
 ``make test`` or CI.
 """
 
@@ -59,7 +59,6 @@ class Outcome:
     bug: Bug
     status: str  # CAUGHT, MISSED, STALE or ERROR
     detail: str = ""  # CAUGHT: the first failing node id; STALE / ERROR: why
-    seconds: float = 0.0
 
 
 PRE = "tests/test_faults_preprocess.py::"
@@ -228,18 +227,32 @@ def imported_from(root: Path) -> str | None:
     return where
 
 
-def run_tests(root: Path, tests: list[str], timeout: float, *,
-              first_failure: bool = True) -> tuple[int, list[str], str]:
-    """(pytest's exit code, the node ids that failed or erred in order, the output's tail)."""
+@dataclass
+class PytestRun:
+    code: int  # pytest's exit code (-1: timed out)
+    passed: list[str]  # node ids
+    failed: list[str]  # node ids that failed or erred, in order
+    skipped: int
+    tail: str  # the output's last lines
+
+
+def run_tests(root: Path, tests: list[str], timeout: float, *, first_failure: bool = True) -> PytestRun:
+    """``tests`` run by pytest in the copy; ``-rA`` lists every outcome (``-q`` on pyproject's ``-q`` leaves
+    out the counts line)."""
     command = [sys.executable, "-m", "pytest", *(["-x"] if first_failure else []), "-q", "-p", "no:cacheprovider",
-               "-rfE", *tests]
+               "-rA", *tests]
     try:
         done = subprocess.run(command, cwd=root, env=test_env(root), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return -1, [], f"timed out after {timeout:g} s"
+        return PytestRun(-1, [], [], 0, f"timed out after {timeout:g} s")
     output = done.stdout + done.stderr
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", output, flags=re.MULTILINE)
-    return done.returncode, failed, "\n".join(output.strip().splitlines()[-15:])
+
+    def listed(words: str) -> list[str]:
+        return re.findall(rf"^(?:{words}) (\S+?)(?: - .*)?$", output, flags=re.MULTILINE)
+
+    skipped = sum(int(n) for n in re.findall(r"^SKIPPED \[(\d+)\]", output, flags=re.MULTILINE))
+    return PytestRun(done.returncode, listed("PASSED"), listed("FAILED|ERROR"), skipped,
+                     "\n".join(output.strip().splitlines()[-15:]))
 
 
 def plant_and_test(root: Path, bug: Bug, timeout: float) -> Outcome:
@@ -248,18 +261,16 @@ def plant_and_test(root: Path, bug: Bug, timeout: float) -> Outcome:
     count = original.count(bug.old)
     if count != 1:
         return Outcome(bug, "STALE", f"the text to replace occurs {count} times in {bug.file}, not once")
-    started = time.monotonic()
     try:
         path.write_text(original.replace(bug.old, bug.new), encoding="utf-8")
-        code, failed, tail = run_tests(root, list(bug.tests), timeout)
+        run = run_tests(root, list(bug.tests), timeout)
     finally:
         path.write_text(original, encoding="utf-8")
-    seconds = time.monotonic() - started
-    if code == 0:
-        return Outcome(bug, "MISSED", seconds=seconds)
-    if code == 1 and failed:
-        return Outcome(bug, "CAUGHT", failed[0], seconds)
-    return Outcome(bug, "ERROR", f"pytest exited {code}:\n{tail}", seconds)
+    if run.code == 0:
+        return Outcome(bug, "MISSED")
+    if run.code == 1 and run.failed:
+        return Outcome(bug, "CAUGHT", run.failed[0])
+    return Outcome(bug, "ERROR", f"pytest exited {run.code}:\n{run.tail}")
 
 
 def unique_tests(bugs: list[Bug]) -> list[str]:
@@ -298,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"import ssd_eval in the copy {root} resolves to {elsewhere}, not to the copy")
             return 2
         tests = unique_tests(bugs)
-        print(f"copy: {root}\nunmodified copy: {len(tests)} tests ...", flush=True)
-        code, failed, tail = run_tests(root, tests, args.timeout, first_failure=False)
-        if code != 0:
-            print(f"unmodified copy: pytest exited {code}; failing: {', '.join(failed) or '?'}\n{tail}")
-            print(f"the tests must pass on the unmodified copy first ({time.monotonic() - started:.0f} s)")
+        print(f"copy: {root}\nunmodified copy: running {len(tests)} node ids ...", flush=True)
+        run = run_tests(root, tests, args.timeout, first_failure=False)
+        if run.code != 0 or run.skipped or not run.passed:
+            print(f"unmodified copy: pytest exited {run.code}; failing: {', '.join(run.failed) or 'none'}; "
+                  f"skipped: {run.skipped}\n{run.tail}")
+            print(f"the tests must pass (not skip) on the unmodified copy ({time.monotonic() - started:.0f} s)")
             return 1
-        passed = re.findall(r"(\d+) passed", tail)
-        print(f"unmodified copy: {passed[-1] if passed else '?'} tests passed ({len(tests)} node ids, "
+        print(f"unmodified copy: {len(run.passed)} tests passed ("
               f"{time.monotonic() - started:.0f} s)", flush=True)
         outcomes = []
         for bug in bugs:
