@@ -7,6 +7,7 @@ and checks what that key must change against an answer written out here, not one
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import onnxruntime as ort
 import pytest
@@ -445,3 +446,33 @@ def test_the_error_breakdown_covers_the_runs_images_under_its_switches(tmp_path,
     assert result.error_breakdown != compute_breakdown(gt, json.loads((out / "detections.json").read_text()),
                                                        [42, 43, 44], crowd_as_ground_truth=True,
                                                        exclude_categories=["dog"], source="x")
+
+
+@pytest.mark.parametrize("cpus, workers", [(None, 1), (1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (16, 8), (17, 8),
+                                           (18, 8), (64, 8)])
+def test_default_decode_workers_are_half_the_cores_from_1_to_8(monkeypatch, cpus, workers):
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: cpus)
+    config = config_from_dict(config_dict(Path("m.onnx"), Path("a.json"), Path("i"), Path("out"),
+                                          pipeline={"workers": 0}))  # 0: the default
+    assert pipeline.default_workers(config) == workers
+    config.pipeline.workers = 3  # set: taken as it is
+    assert pipeline.default_workers(config) == 3
+
+
+@pytest.mark.parametrize("settings, depth", [({"workers": 3}, 6), ({"workers": 3, "prefetch": 5}, 5)],
+                         ids=["default", "set"])
+def test_the_prefetch_depth_is_twice_the_workers_unless_set(tmp_path, monkeypatch, settings, depth):
+    """pipeline.prefetch: null is 2 x workers x batch images ahead (a batch of 2: tests/test_faults_pipeline.py)."""
+    seen = {}
+    real = pipeline.prefetch_images
+
+    def prefetch_images(records, params, **kwargs):
+        seen.update(kwargs)
+        return real(records, params, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prefetch_images", prefetch_images)
+    annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
+    model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
+    ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
+                                  pipeline=settings))
+    assert seen == {"workers": 3, "mode": "thread", "depth": depth, "reuse_buffers": True}

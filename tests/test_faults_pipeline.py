@@ -357,6 +357,15 @@ def test_process_workers_are_spawned_with_the_parent_watch(monkeypatch):
     assert not any(np.shares_memory(a, b) for k, a in enumerate(arrays) for b in arrays[k + 1:])  # no ring
 
 
+def test_the_default_prefetch_depth_grows_with_the_batch(tmp_path, dynamic_model, monkeypatch):
+    seen = {}
+    real = pipeline.prefetch_images
+    monkeypatch.setattr(pipeline, "prefetch_images", lambda *a, **k: seen.update(k) or real(*a, **k))
+    evaluate(sample_config(tmp_path / "out", ("model.path", str(dynamic_model)), ("runtime.batch_size", 2),
+                           ("pipeline.workers", 2)), progress=False)
+    assert seen["depth"] == 2 * 2 * 2
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, list[Path]]:
     """(folder, [shard 1/2, shard 2/2]) of a sample run."""
