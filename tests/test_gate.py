@@ -1145,3 +1145,37 @@ def test_ci95_without_kept_detections_or_a_parent_result_says_why_it_falls_back(
             "tolerance used; " in lines[0])
     assert (f"; ci95 not possible ({results / 'gone' / 'metrics.json'}: missing (gone, parent of orphan, protocol "
             "coco); run `make eval MODEL=gone` first): abs/rel tolerance used; " in lines[1])
+
+
+@pytest.mark.parametrize("int8, runtime, expected", [
+    ({"cpu": {"kernel_class": "x86-avx2", "cpu": "AMD EPYC"}}, {"session_config": {"session.x64quantprecision": "1"}},
+     "note: ssd-12-int8 ran on a x86-avx2 CPU (AMD EPYC) but ssd-12-int8.yaml holds numbers measured on x86-vnni: u8s8 "
+     "products were computed exactly (session.x64quantprecision=1), other int8 kernels may still round "
+     "differently; see the README's 'Quantized models on different CPUs'"),
+    ({"cpu": {"kernel_class": "x86-avx2", "cpu": "AMD EPYC"}}, {"session_config": {}},
+     "note: ssd-12-int8 ran on a x86-avx2 CPU (AMD EPYC) but ssd-12-int8.yaml holds numbers measured on x86-vnni: "
+     "its u8s8 kernels may saturate and other int8 kernels round differently; see the README's 'Quantized models on "
+     "different CPUs'"),
+    ({}, {}, "note: ssd-12-int8 ran on a unknown CPU (?) but ssd-12-int8.yaml holds numbers measured on x86-vnni: "
+             "its u8s8 kernels may saturate and other int8 kernels round differently; see the README's "
+             "'Quantized models on different CPUs'"),
+    ({"cpu": {"kernel_class": "x86-vnni", "cpu": "Xeon"}}, {}, None),  # the baseline's own class
+], ids=["exact-u8s8", "saturating", "no-cpu-record", "same-class"])
+def test_the_int8_path_note_word_for_word(int8, runtime, expected):
+    from ssd_eval.gate import int8_path_note
+
+    baseline = parse_baseline(INT8_BASELINE.replace("MAXDROP", "1.0") + "int8_path: x86-vnni\n", "ssd-12-int8.yaml")
+    result = {"provenance": {"model": {"quantization": "QOperator"}, "int8": int8, "runtime": runtime}}
+    assert int8_path_note(baseline, result) == expected
+
+
+@pytest.mark.parametrize("baseline_path, model", [(None, {"quantization": "QOperator"}),
+                                                  ("x86-vnni", {"quantization": "none"}),
+                                                  ("x86-vnni", {}), ("x86-vnni", None)],
+                         ids=["baseline-without-int8-path", "fp32-model", "no-quantization-record", "no-model"])
+def test_no_int8_path_note_where_the_int8_path_does_not_apply(baseline_path, model):
+    from ssd_eval.gate import int8_path_note
+
+    text = INT8_BASELINE.replace("MAXDROP", "1.0") + (f"int8_path: {baseline_path}\n" if baseline_path else "")
+    result = {"provenance": {"model": model, "int8": {"cpu": {"kernel_class": "x86-avx2"}}}}
+    assert int8_path_note(parse_baseline(text, "ssd-12-int8.yaml"), result) is None
