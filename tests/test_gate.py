@@ -885,8 +885,11 @@ def test_kept_detections_that_do_not_give_the_expected_values_are_an_input_error
     result = scored_result(results, "m", annotations, detectors["a"])
     (baselines / "m.detections.json").write_text(json.dumps(detectors["noise"]))
     (baselines / "m.yaml").write_text(ci95_baseline("m", result, detections="m.detections.json"))
-    assert run_gate(baselines, results) == 2
+    assert run_gate(baselines, results, junit=tmp_path / "gate.xml") == 2
     assert "not the detections the baseline was measured from" in capsys.readouterr().err
+    errors = [(case.get("classname"), case.get("name")) for case in ET.parse(tmp_path / "gate.xml").getroot()
+              if case.find("error") is not None]
+    assert errors == [("ssd-eval-gate.m", "mAP"), ("ssd-eval-gate.m", "AP50"), ("ssd-eval-gate.m", "AP75")]
     (baselines / "m.detections.json").unlink()
     assert run_gate(baselines, results) == 2
     assert "m.detections.json: detections file not found" in capsys.readouterr().err
@@ -1179,3 +1182,68 @@ def test_no_int8_path_note_where_the_int8_path_does_not_apply(baseline_path, mod
     text = INT8_BASELINE.replace("MAXDROP", "1.0") + (f"int8_path: {baseline_path}\n" if baseline_path else "")
     result = {"provenance": {"model": model, "int8": {"cpu": {"kernel_class": "x86-avx2"}}}}
     assert int8_path_note(parse_baseline(text, "ssd-12-int8.yaml"), result) is None
+
+
+def test_ci95_against_a_parent_baseline_without_the_metric_falls_back_and_says_so(tmp_path, population, capsys):
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    parent = scored_result(results, "p", annotations, detectors["a"])
+    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    without_ap75 = "\n".join(line for line in ci95_baseline("p", parent).replace(", tolerance: ci95", "").splitlines()
+                             if not line.startswith("  AP75")) + "\n"
+    (baselines / "p.yaml").write_text(without_ap75)
+    (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p", abs_tol=0.002))
+    assert run_gate(baselines, results, variants=["q"]) == 0
+    out = capsys.readouterr().out
+    [ap75] = [line for line in out.splitlines() if line.startswith("PASS q AP75:")]
+    assert f"ci95 not possible (no baseline of the parent p with AP75 beside {baselines / 'q.yaml'})" in ap75
+    [map_line] = [line for line in out.splitlines() if line.startswith("PASS q mAP:")]
+    assert "ci95 vs parent p" in map_line and map_line.endswith("1000 replicates, seed 0")
+
+
+def test_the_drop_line_ends_with_the_paired_drop_ratio_interval_in_percent(tmp_path, population, capsys):
+    """Both runs have bootstrap intervals (or a metric uses ci95): the drop line ends with the paired interval
+    of (parent - child) / parent x 100 over the same resampled images, in percent with 2 decimals."""
+    from ssd_eval.confidence import ResultMatches, paired_drop
+    from ssd_eval.results import ResultIndex
+
+    annotations, detectors = population
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    scored_result(results, "p", annotations, detectors["a"])
+    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p").replace(", tolerance: ci95", ""))
+    index, matcher = ResultIndex(results), ResultMatches()
+    q, _ = index.find("q", "coco", "q", None)
+    p, _ = index.find("p", "coco", "p", None)
+    drop = paired_drop(matcher.matches(q), matcher.matches(p), replicates=1000, seed=0)
+    assert 0 < drop.high - drop.low < 5
+    expected = f"; paired 95% interval [{drop.low:.2f}%, {drop.high:.2f}%]"
+    assert run_gate(baselines, results, variants=["q"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PASS q drop_pct vs p:")]
+    assert line.endswith(expected)
+
+    for variant in ("p", "q"):  # runs without intervals and no ci95 metric: no interval, and why
+        path = results / variant / "metrics.json"
+        document = json.loads(path.read_text())
+        document.pop("intervals")
+        path.write_text(json.dumps(document))
+    assert run_gate(baselines, results, variants=["q"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PASS q drop_pct vs p:")]
+    assert line.endswith("; no interval (the runs have no bootstrap intervals and no metric uses ci95)")
+    (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p", abs_tol=0.01))  # ci95: paired anyway
+    run_gate(baselines, results, variants=["q"])
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "q drop_pct vs p:" in x]
+    assert line.endswith(expected)
+
+
+def test_direct_checks_without_an_interval_end_with_the_numbers():
+    from ssd_eval.baseline import MetricRule
+    from ssd_eval.gate import check_drop, check_metric
+
+    rule = MetricRule(name="mAP", expected=0.2, abs_tol=0.01, rel_tol=None)
+    assert check_metric("v", rule, 0.2).message == "PASS v mAP: expected 0.2000, got 0.2000, allowed 0.0100"
+    drop = check_drop("v", "p", 1.0, 0.199, 0.2)
+    assert (drop.variant, drop.name, drop.status) == ("v", "drop_pct vs p", "PASS")
+    assert drop.message == "PASS v drop_pct vs p: expected <= 1.00%, got 0.50% (mAP 0.1990 vs 0.2000)"
