@@ -1247,3 +1247,31 @@ def test_direct_checks_without_an_interval_end_with_the_numbers():
     drop = check_drop("v", "p", 1.0, 0.199, 0.2)
     assert (drop.variant, drop.name, drop.status) == ("v", "drop_pct vs p", "PASS")
     assert drop.message == "PASS v drop_pct vs p: expected <= 1.00%, got 0.50% (mAP 0.1990 vs 0.2000)"
+
+
+def test_the_model_check_names_its_variant_and_every_pin(tmp_path):
+    """check_model's Check is the variant's "model" check (its JUnit test case) in each outcome, and the PASS
+    line lists every pin, or every reason there is none."""
+    from ssd_eval.gate import check_model
+
+    sha = model_sha("ssd-12")
+    result = {"_source": "r/metrics.json", "provenance": {"model": {"sha256": sha, "path": "m.onnx"}}}
+    pinned = parse_baseline(FP32_BASELINE + f"model_sha256: '{sha}'\n", "ssd-12.yaml")
+    unpinned = parse_baseline(FP32_BASELINE, "ssd-12.yaml")
+    configs = tmp_path / "configs"
+    pinning_config(configs, "ssd-12", sha)
+    outcomes = {
+        "two-pins": check_model(pinned, result, None, configs),
+        "no-pins": check_model(unpinned, result, None, tmp_path / "elsewhere"),
+        "other-pin": check_model(parse_baseline(FP32_BASELINE + f"model_sha256: '{'0' * 64}'\n", "ssd-12.yaml"),
+                                 result, None, None),
+        "parents-model": check_model(unpinned, result, {"_source": "p/metrics.json",
+                                                        "provenance": {"model": {"sha256": sha}}}, None),
+    }
+    assert {(c.variant, c.name) for c in outcomes.values()} == {("ssd-12", "model")}
+    assert [c.status for c in outcomes.values()] == ["PASS", "PASS", "FAIL", "FAIL"]
+    assert outcomes["two-pins"].message == (f"PASS ssd-12 model: gated {sha[:12]} (m.onnx), pinned by "
+                                            f"{configs / 'ssd-12.yaml'} model.sha256, ssd-12.yaml model_sha256")
+    assert outcomes["no-pins"].message == (f"PASS ssd-12 model: gated {sha[:12]} (m.onnx), not pinned (no "
+                                           f"{tmp_path / 'elsewhere' / 'ssd-12.yaml'}; ssd-12.yaml has no "
+                                           "model_sha256)")
