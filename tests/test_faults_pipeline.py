@@ -333,6 +333,41 @@ def test_a_prefetch_depth_of_one_works_and_zero_is_refused(reuse_buffers):
         next(pipeline.prefetch_images(records, params, workers=1, mode="thread", depth=0))
 
 
+def test_closing_the_prefetch_early_cancels_what_is_queued_without_waiting(monkeypatch):
+    """A run that stops (an error, Ctrl-C) closes the generator: queued decodes are cancelled and the pool is
+    not waited for."""
+    import concurrent.futures
+    import threading
+
+    gate = threading.Event()
+    shutdowns, submitted = [], []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            first = not submitted
+
+            def held(*a, **k):
+                if not first:
+                    gate.wait(5)  # every decode but the first stays busy or queued until the test is done
+                return fn(*a, **k)
+            future = super().submit(held, *args, **kwargs)
+            submitted.append(future)
+            return future
+
+        def shutdown(self, wait=True, *, cancel_futures=False):
+            shutdowns.append({"wait": wait, "cancel_futures": cancel_futures})
+            super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(pipeline.futures, "ThreadPoolExecutor", Recording)
+    records, params = sample_records_and_params()
+    images = pipeline.prefetch_images(records, params, workers=1, mode="thread", depth=4)
+    next(images)
+    images.close()  # the second decode is running (held), the last three are queued
+    gate.set()
+    assert shutdowns == [{"wait": False, "cancel_futures": True}]
+    assert len(submitted) == 5 and any(f.cancelled() for f in submitted)
+
+
 def test_process_workers_are_spawned_with_the_parent_watch(monkeypatch):
     """Process mode: ``workers`` spawned processes (not forked: onnxruntime's threads), each set up by
     _process_worker_setup with this process's id (they ignore Ctrl-C and exit when it dies)."""
