@@ -590,7 +590,8 @@ def test_baseline_pins_the_annotation_file(tmp_path, capsys):
     write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, annotations="b" * 64))
     capsys.readouterr()
     assert run_gate(baselines, results) == 2
-    assert "annotation file sha256 bbbbbbbbbbbb" in capsys.readouterr().err
+    assert (f"annotation file sha256 bbbbbbbbbbbb but {baselines / 'ssd-12.yaml'} applies to aaaaaaaaaaaa"
+            in capsys.readouterr().err)
 
 
 def test_malformed_annotations_sha256_in_a_baseline_is_an_input_error(dirs, capsys):
@@ -1275,3 +1276,45 @@ def test_the_model_check_names_its_variant_and_every_pin(tmp_path):
     assert outcomes["no-pins"].message == (f"PASS ssd-12 model: gated {sha[:12]} (m.onnx), not pinned (no "
                                            f"{tmp_path / 'elsewhere' / 'ssd-12.yaml'}; ssd-12.yaml has no "
                                            "model_sha256)")
+
+
+def test_input_errors_are_the_variants_own_junit_cases_with_their_notes(tmp_path, capsys):
+    """A missing result, a result beside its canonical folder of another image count, and a metric missing
+    from metrics.json: each an ERROR test case of its variant, named for what failed; the note saying which
+    file was used rides on its case."""
+    baselines, results = tmp_path / "baselines", tmp_path / "results"
+    baselines.mkdir()
+    for variant in ("a", "b", "c"):
+        (baselines / f"{variant}.yaml").write_text(FP32_BASELINE.replace("variant: ssd-12", f"variant: {variant}"))
+    # a: no result at all. b: its only result sits in another folder and is of 4 images, not 5000.
+    write_metrics(results, gate_metrics("b", mAP=0.1898, images=4))
+    (results / "b").rename(results / "elsewhere")
+    document = gate_metrics("c", mAP=0.1898)
+    document.pop("AP50")  # c: a metric the baseline gates is missing
+    write_metrics(results, document)
+    assert run_gate(baselines, results, junit=tmp_path / "gate.xml") == 2
+    err = capsys.readouterr().err
+    assert (f"{results / 'a' / 'metrics.json'}: missing (baselined variant a, protocol coco); run `make eval "
+            "MODEL=a` first") in err
+    cases = {(c.get("classname"), c.get("name")): c for c in ET.parse(tmp_path / "gate.xml").getroot()}
+    errors = sorted(key for key, case in cases.items() if case.find("error") is not None)
+    assert errors == [("ssd-eval-gate.a", "results"), ("ssd-eval-gate.b", "results"), ("ssd-eval-gate.c", "AP50")]
+    assert cases[("ssd-eval-gate.c", "AP50")].find("error").text == (f"{results / 'c' / 'metrics.json'}: "
+                                                                     "missing key AP50")
+    note = cases[("ssd-eval-gate.b", "results")].find("system-out").text
+    assert note == f"note: b (protocol coco): {results / 'b'}/ missing; using {results / 'elsewhere' / 'metrics.json'}"
+
+
+def test_check_variant_called_on_a_results_folder_reads_it_and_matches_by_itself(tmp_path, population):
+    """The Python entry point without a ResultIndex or a matcher (run_gate shares both between variants)."""
+    from ssd_eval.gate import check_variant
+
+    annotations, detectors = population
+    results = tmp_path / "results"
+    scored_result(results, "p", annotations, detectors["a"])
+    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    baseline = parse_baseline(ci95_baseline("q", child, parent="p").replace(", tolerance: ci95", ""), "q.yaml")
+    checks = check_variant(baseline, results)
+    assert [(c.name, c.status) for c in checks] == [("model", "PASS"), ("mAP", "PASS"), ("AP50", "PASS"),
+                                                    ("AP75", "PASS"), ("drop_pct vs p", "PASS")]
+    assert "; paired 95% interval [" in checks[-1].message
