@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 from functools import partial
 from pathlib import Path
@@ -1322,3 +1323,37 @@ def test_check_variant_called_on_a_results_folder_reads_it_and_matches_by_itself
     assert [(c.name, c.status) for c in checks] == [("model", "PASS"), ("mAP", "PASS"), ("AP50", "PASS"),
                                                     ("AP75", "PASS"), ("drop_pct vs p", "PASS")]
     assert "; paired 95% interval [" in checks[-1].message
+
+
+GATE_INPUT_ERRORS = {
+    # name: (how the run is broken, variants, JUnit (classname, name), message with {b} the baselines dir, {r} results)
+    "no-baselines-dir": (lambda b, r: shutil.rmtree(b), None, ("gate", "baselines"),
+                         "{b}: baselines directory not found"),
+    "no-results-dir": (lambda b, r: shutil.rmtree(r), None, ("gate", "results"),
+                       "{r}: results directory not found; run `make eval` first"),
+    "no-baseline-files": (lambda b, r: [p.unlink() for p in b.glob("*.yaml")], None, ("gate", "baselines"),
+                          "{b}: no baselines (*.yaml) found; create them with `ssd-eval baseline --update`"),
+    "no-variant-selected": (lambda b, r: None, [], ("gate", "baselines"), "no variants selected"),
+    "unknown-variant": (lambda b, r: None, ["ssd-99"], ("ssd-99", "baseline"),
+                        "{b}: no baseline for variant 'ssd-99' (have: ssd-12, ssd-12-int8)"),
+    "malformed-baseline": (lambda b, r: (b / "ssd-12.yaml").write_text("variant: ssd-12\n"), ["ssd-12"],
+                           ("ssd-12", "baseline"), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GATE_INPUT_ERRORS))
+def test_each_gate_input_error_is_one_line_and_its_own_junit_error_case(dirs, tmp_path, capsys, case):
+    breaks, variants, (classname, name), message = GATE_INPUT_ERRORS[case]
+    baselines, results = dirs
+    breaks(baselines, results)
+    assert run_gate(baselines, results, variants=variants, junit=tmp_path / "gate.xml") == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    [error] = [c for c in ET.parse(tmp_path / "gate.xml").getroot() if c.find("error") is not None]
+    assert (error.get("classname"), error.get("name")) == (f"ssd-eval-gate.{classname}", name)
+    assert line == f"ssd-eval gate: error: {error.find('error').text}"
+    if message is not None:
+        assert error.find("error").text == message.format(b=baselines, r=results)
+    else:
+        assert error.find("error").text.startswith(f"{baselines / 'ssd-12.yaml'}: ")
+    assert captured.out.splitlines()[-1] == "gate: 0 passed, 0 failed, 1 errors"
