@@ -371,7 +371,7 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
             if variant not in files:
                 checks.append(Check(variant, "baseline", "ERROR",
                                     f"{baselines_dir}: no baseline for variant {variant!r} "
-                                    f"(have: {', '.join(files) or 'none'})"))
+                                    f"(have: {', '.join(files)})"))  # files is not empty here
                 continue
             try:
                 baseline = load_baseline(files[variant])

@@ -1357,3 +1357,62 @@ def test_each_gate_input_error_is_one_line_and_its_own_junit_error_case(dirs, tm
     else:
         assert error.find("error").text.startswith(f"{baselines / 'ssd-12.yaml'}: ")
     assert captured.out.splitlines()[-1] == "gate: 0 passed, 0 failed, 1 errors"
+
+
+def junit_cases(path: Path) -> dict[tuple[str, str], ET.Element]:
+    return {(c.get("classname").removeprefix("ssd-eval-gate."), c.get("name")): c for c in ET.parse(path).getroot()}
+
+
+def test_an_unknown_variant_does_not_stop_the_gate_checking_the_next(dirs, tmp_path, capsys):
+    assert run_gate(*dirs, variants=["ssd-99", "ssd-12"], junit=tmp_path / "gate.xml") == 2
+    cases = junit_cases(tmp_path / "gate.xml")
+    assert cases[("ssd-99", "baseline")].find("error") is not None
+    assert cases[("ssd-12", "mAP")].find("error") is None and cases[("ssd-12", "mAP")].find("failure") is None
+
+
+def test_no_baseline_files_and_named_variants_is_one_error(dirs, tmp_path, capsys):
+    baselines, results = dirs
+    for path in baselines.glob("*.yaml"):
+        path.unlink()
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ssd-eval gate: error: {baselines}: no baselines (*.yaml) found; create them with `ssd-eval baseline "
+        "--update`"]
+
+
+def test_a_note_rides_on_the_variants_first_check_and_keeps_it_whole(dirs, tmp_path, capsys):
+    baselines, results = dirs
+    (results / "ssd-12").rename(results / "ssd-12-copy")  # its only result, beside its canonical folder
+    assert run_gate(baselines, results, variants=["ssd-12"], junit=tmp_path / "gate.xml") == 0
+    cases = junit_cases(tmp_path / "gate.xml")
+    assert list(cases)[0] == ("ssd-12", "model")
+    model = cases[("ssd-12", "model")]
+    assert model.find("system-out").text == (f"note: ssd-12 (protocol coco): {results / 'ssd-12'}/ missing; "
+                                             f"using {results / 'ssd-12-copy' / 'metrics.json'}")
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"PASS ssd-12 model: gated {model_sha('ssd-12')[:12]} (data/models/ssd-12.onnx), not pinned "
+        f"({baselines / 'ssd-12.yaml'} has no model_sha256)",
+        model.find("system-out").text]
+
+
+def test_a_drop_or_model_check_that_cannot_run_is_that_checks_error(dirs, tmp_path, capsys):
+    baselines, results = dirs
+    shutil.rmtree(results / "ssd-12")  # the parent's result is gone: no drop ratio
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "ssd-12-int8.yaml").write_text("variant: [\n")  # and the variant's config does not load
+    assert run_gate(baselines, results, variants=["ssd-12-int8"], junit=tmp_path / "gate.xml",
+                    configs_dir=configs) == 2
+    cases = junit_cases(tmp_path / "gate.xml")
+    errors = [key for key, case in cases.items() if case.find("error") is not None]
+    assert errors == [("ssd-12-int8", "model"), ("ssd-12-int8", "drop_pct vs ssd-12")]
+    assert cases[("ssd-12-int8", "model")].find("error").text.startswith(f"{configs / 'ssd-12-int8.yaml'}: ")
+    assert "ssd-12" in cases[("ssd-12-int8", "drop_pct vs ssd-12")].find("error").text
+
+
+def test_an_unwritable_junit_path_is_one_line_naming_it(dirs, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    junit = tmp_path / "file" / "gate.xml"
+    assert run_gate(*dirs, junit=junit) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"ssd-eval gate: error: {junit}: cannot write the JUnit "
+                                                        "report: File exists")  # mkdir of its folder
