@@ -591,8 +591,8 @@ def test_baseline_pins_the_annotation_file(tmp_path, capsys):
     write_metrics(results, gate_metrics("ssd-12", mAP=0.1898, annotations="b" * 64))
     capsys.readouterr()
     assert run_gate(baselines, results) == 2
-    assert (f"annotation file sha256 bbbbbbbbbbbb but {baselines / 'ssd-12.yaml'} applies to aaaaaaaaaaaa"
-            in capsys.readouterr().err)
+    assert capsys.readouterr().err.splitlines()[0].endswith(
+        f"annotation file sha256 bbbbbbbbbbbb but {baselines / 'ssd-12.yaml'} applies to aaaaaaaaaaaa")
 
 
 def test_malformed_annotations_sha256_in_a_baseline_is_an_input_error(dirs, capsys):
@@ -1174,6 +1174,21 @@ def test_the_int8_path_note_word_for_word(int8, runtime, expected):
     assert int8_path_note(baseline, result) == expected
 
 
+@pytest.mark.parametrize("value, text", [(0.1892, "0.1892"), (0.18925, "0.189250"), (0.12345, "0.123450"),
+                                         (0.5, "0.5000"), (0.0, "0.0000"), (1 / 3, "0.333333")])
+def test_gate_numbers_get_6_decimals_only_where_4_would_hide_a_difference(value, text):
+    from ssd_eval.gate import _fmt
+
+    assert _fmt(value) == text
+
+
+def test_no_int8_path_note_for_a_result_without_provenance():
+    from ssd_eval.gate import int8_path_note
+
+    text = INT8_BASELINE.replace("MAXDROP", "1.0") + "int8_path: x86-vnni\n"
+    assert int8_path_note(parse_baseline(text, "ssd-12-int8.yaml"), {}) is None
+
+
 @pytest.mark.parametrize("baseline_path, model", [(None, {"quantization": "QOperator"}),
                                                   ("x86-vnni", {"quantization": "none"}),
                                                   ("x86-vnni", {}), ("x86-vnni", None)],
@@ -1226,14 +1241,14 @@ def test_the_drop_line_ends_with_the_paired_drop_ratio_interval_in_percent(tmp_p
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PASS q drop_pct vs p:")]
     assert line.endswith(expected)
 
-    for variant in ("p", "q"):  # runs without intervals and no ci95 metric: no interval, and why
+    for variant in ("q", "p"):  # runs without intervals and no ci95 metric: no interval, and why
         path = results / variant / "metrics.json"
         document = json.loads(path.read_text())
         document.pop("intervals")
         path.write_text(json.dumps(document))
-    assert run_gate(baselines, results, variants=["q"]) == 0
-    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PASS q drop_pct vs p:")]
-    assert line.endswith("; no interval (the runs have no bootstrap intervals and no metric uses ci95)")
+        assert run_gate(baselines, results, variants=["q"]) == 0  # one run without: no interval either
+        [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PASS q drop_pct vs p:")]
+        assert line.endswith("; no interval (the runs have no bootstrap intervals and no metric uses ci95)")
     (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p", abs_tol=0.01))  # ci95: paired anyway
     run_gate(baselines, results, variants=["q"])
     [line] = [x for x in capsys.readouterr().out.splitlines() if "q drop_pct vs p:" in x]
@@ -1246,6 +1261,10 @@ def test_direct_checks_without_an_interval_end_with_the_numbers():
 
     rule = MetricRule(name="mAP", expected=0.2, abs_tol=0.01, rel_tol=None)
     assert check_metric("v", rule, 0.2).message == "PASS v mAP: expected 0.2000, got 0.2000, allowed 0.0100"
+    at_the_top = check_metric("v", rule, 0.21)  # exactly expected + allowed: no "improved" note yet
+    assert at_the_top.status == "PASS" and at_the_top.notes == ()
+    low = check_metric("v", rule, 0.17)
+    assert low.message == ("FAIL v mAP: expected 0.2000, got 0.1700, allowed 0.0100 (regressed by 0.0300)")
     drop = check_drop("v", "p", 1.0, 0.199, 0.2)
     assert (drop.variant, drop.name, drop.status) == ("v", "drop_pct vs p", "PASS")
     assert drop.message == "PASS v drop_pct vs p: expected <= 1.00%, got 0.50% (mAP 0.1990 vs 0.2000)"
