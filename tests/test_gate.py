@@ -1341,7 +1341,7 @@ def test_check_variant_called_on_a_results_folder_reads_it_and_matches_by_itself
     checks = check_variant(baseline, results)
     assert [(c.name, c.status) for c in checks] == [("model", "PASS"), ("mAP", "PASS"), ("AP50", "PASS"),
                                                     ("AP75", "PASS"), ("drop_pct vs p", "PASS")]
-    assert "; paired 95% interval [" in checks[-1].message
+    assert "; paired 95% interval [" in checks[-1].message and {c.variant for c in checks} == {"q"}
 
 
 GATE_INPUT_ERRORS = {
@@ -1408,10 +1408,12 @@ def test_a_note_rides_on_the_variants_first_check_and_keeps_it_whole(dirs, tmp_p
     model = cases[("ssd-12", "model")]
     assert model.find("system-out").text == (f"note: ssd-12 (protocol coco): {results / 'ssd-12'}/ missing; "
                                              f"using {results / 'ssd-12-copy' / 'metrics.json'}")
-    assert capsys.readouterr().out.splitlines()[:2] == [
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
         f"PASS ssd-12 model: gated {model_sha('ssd-12')[:12]} (data/models/ssd-12.onnx), not pinned "
         f"({baselines / 'ssd-12.yaml'} has no model_sha256)",
         model.find("system-out").text]
+    assert out[-1] == "gate: 3 passed, 0 failed, 0 errors"  # the check carrying the note still counts
 
 
 def test_a_drop_or_model_check_that_cannot_run_is_that_checks_error(dirs, tmp_path, capsys):
@@ -1425,6 +1427,7 @@ def test_a_drop_or_model_check_that_cannot_run_is_that_checks_error(dirs, tmp_pa
     cases = junit_cases(tmp_path / "gate.xml")
     errors = [key for key, case in cases.items() if case.find("error") is not None]
     assert errors == [("ssd-12-int8", "model"), ("ssd-12-int8", "drop_pct vs ssd-12")]
+    assert list(cases)[0] == ("ssd-12-int8", "model")  # the model check comes first, as when it passes
     assert cases[("ssd-12-int8", "model")].find("error").text.startswith(f"{configs / 'ssd-12-int8.yaml'}: ")
     assert "ssd-12" in cases[("ssd-12-int8", "drop_pct vs ssd-12")].find("error").text
 
