@@ -117,3 +117,12 @@ def test_unknown_backend_is_user_error():
     with pytest.raises(UserError) as unknown:
         run(Image.new("RGB", (8, 8), COLOUR), "bicubic")
     assert str(unknown.value) == "resize backend 'bicubic' is not one of pil, opencv"
+
+
+def test_preprocess_writes_into_the_buffer_it_is_given():
+    """``out``: the input ring's buffer is filled and returned (no new array), with the same values."""
+    image = Image.new("RGB", (40, 30), COLOUR)
+    expected = preprocess(image, size_hw=(24, 32), mean=MEAN, std=STD, scale=1 / 255, backend="pil")
+    buffer = np.full((3, 24, 32), np.nan, dtype=np.float32)
+    got = preprocess(image, size_hw=(24, 32), mean=MEAN, std=STD, scale=1 / 255, backend="pil", out=buffer)
+    assert got is buffer and np.array_equal(buffer, expected)
