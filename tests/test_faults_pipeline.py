@@ -321,6 +321,24 @@ def sample_records_and_params(size_hw=(24, 40)):
     return [dataset.images[i] for i in sorted(dataset.images)], params
 
 
+def test_detections_are_recorded_from_one_thread_in_image_order(tmp_path, monkeypatch):
+    """Postprocessing runs beside inference on one writer thread: the cache (not thread-safe) is added to
+    from that thread only, in the order the images were run."""
+    import threading
+
+    added = []
+    real_add = DetectionCache.add
+
+    def add(self, image_id, detections, **kwargs):
+        added.append((threading.get_ident(), image_id))
+        return real_add(self, image_id, detections, **kwargs)
+
+    monkeypatch.setattr(DetectionCache, "add", add)
+    evaluate(sample_config(tmp_path / "out", ("pipeline.workers", 2)), progress=False)
+    assert len({thread for thread, _ in added}) == 1 and threading.get_ident() not in {t for t, _ in added}
+    assert [image_id for _, image_id in added] == SAMPLE_IDS
+
+
 @pytest.mark.parametrize("reuse_buffers", [False, True])
 def test_a_prefetch_depth_of_one_works_and_zero_is_refused(reuse_buffers):
     records, params = sample_records_and_params()

@@ -53,8 +53,9 @@ MODULES: dict[str, list[str]] = {
     "cache": ["tests/test_cache.py"],
     "data": ["tests/test_data.py", "tests/test_faults_preprocess.py"],
     "runner": ["tests/test_runner.py", "tests/test_faults_config.py"],
+    # test_faults_preprocess.py: the config's preprocessing reaching the workers (PreprocessParams.from_config).
     "pipeline": ["tests/test_pipeline.py", "tests/test_faults_pipeline.py", "tests/test_faults_config.py",
-                 "tests/test_faults_scoring.py"],
+                 "tests/test_faults_scoring.py", "tests/test_faults_preprocess.py"],
 }
 
 # `make mutants` without MODULES: the nine core modules of issue 15 (compare and results run when named).
