@@ -321,6 +321,20 @@ def sample_records_and_params(size_hw=(24, 40)):
     return [dataset.images[i] for i in sorted(dataset.images)], params
 
 
+@pytest.mark.parametrize("reuse_buffers", [None, True], ids=["default", "reuse"])
+def test_inputs_are_fresh_arrays_unless_buffers_are_reused_then_a_ring_of_depth_plus_one(reuse_buffers):
+    records, params = sample_records_and_params()
+    options = {} if reuse_buffers is None else {"reuse_buffers": reuse_buffers}
+    arrays = [a for _, a in pipeline.prefetch_images(records, params, workers=1, mode="thread", depth=2, **options)]
+    assert len(arrays) == len(records) > 4
+    shared = [(i, j) for i in range(len(arrays)) for j in range(i + 1, len(arrays))
+              if np.shares_memory(arrays[i], arrays[j])]
+    if reuse_buffers is None:
+        assert shared == []  # each its own array: the caller may keep it
+    else:
+        assert shared == [(i, j) for i in range(len(arrays)) for j in range(i + 1, len(arrays)) if (j - i) % 3 == 0]
+
+
 def test_detections_are_recorded_from_one_thread_in_image_order(tmp_path, monkeypatch):
     """Postprocessing runs beside inference on one writer thread: the cache (not thread-safe) is added to
     from that thread only, in the order the images were run."""
