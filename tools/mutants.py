@@ -79,31 +79,40 @@ def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare(workdir: Path, module: str, tests: list[str]) -> None:
-    """A fresh copy of what the module's tests need, with the module's mutmut settings."""
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+def copy_checkout(dest: Path) -> None:
+    """A fresh copy of the package, its tests and the data they read (``COPIED``) in ``dest``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, workdir / name, ignore=ignore)
+            shutil.copytree(source, dest / name, ignore=ignore)
         elif source.is_file():
-            shutil.copy2(source, workdir / name)
+            shutil.copy2(source, dest / name)
+
+
+def link_shared(folder: Path) -> None:
+    """tests/conftest.py finds the real COCO subset beside the checkout (``ROOT.parent / "shared"``): link it
+    into ``folder``, the parent of the tests' root in a copy, when the checkout has one."""
+    shared, link = REPO.parent / "shared", folder / "shared"
+    if shared.is_dir() and not link.exists():
+        link.symlink_to(shared)
+
+
+def prepare(workdir: Path, module: str, tests: list[str]) -> None:
+    """A fresh copy of what the module's tests need, with the module's mutmut settings."""
+    copy_checkout(workdir)
     text = (REPO / "pyproject.toml").read_text()
     base = tomllib.loads(text).get("tool", {}).get("mutmut", {})
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)  # drop the section, then write ours
     (workdir / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(base, module, tests))
-    # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared"); mutmut
-    # runs the tests from <workdir>/mutants, so the same place is <workdir>/shared.
     # Fastest tests first in each mutant's run (tools/mutmut_order.py; mutmut's forkserver mode does not).
     if (REPO / "conftest.py").exists():
         raise SystemExit(f"{REPO / 'conftest.py'} exists: tools/mutants.py would replace it with tools/mutmut_order.py")
     shutil.copy2(REPO / "tools" / "mutmut_order.py", workdir / "conftest.py")
-    shared = REPO.parent / "shared"
-    if shared.is_dir():
-        (workdir / "shared").symlink_to(shared)
+    link_shared(workdir)  # mutmut runs the tests from <workdir>/mutants: the subset is <workdir>/shared
 
 
 def run_mutmut(workdir: Path, module: str, max_children: int) -> int:

@@ -4,7 +4,7 @@
     .venv/bin/python tools/planted_bugs.py pil-bicubic nan-accepted     # only these
     .venv/bin/python tools/planted_bugs.py --list                       # the bugs, their files and tests
 
-It copies the package, the tests and the data they read (``COPIED``) into a fresh folder outside the
+It copies the package, the tests and the data they read (tools/mutants.py ``COPIED``) into a fresh folder outside the
 checkout (``--workdir``, default a new ``$TMPDIR/ssd_eval-planted-*``; ``../shared``, the real COCO subset
 beside the checkout, is linked in as tools/mutants.py does), so the checkout is never written to and can be
 edited meanwhile. There it first runs every listed test once on the unmodified copy (they must all pass),
@@ -35,11 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-# What the copy holds besides the package (as tools/mutants.py copies it; the Makefile for test_gate's
-# `make ci-gate`).
-COPIED = ["ssd_eval", "tests", "data", "configs", "baselines", "subsets", "pyproject.toml", "Makefile"]
+from mutants import REPO, copy_checkout, link_shared  # tools/: the copy is made as make mutants makes it
 
 
 @dataclass(frozen=True)
@@ -191,21 +187,8 @@ BUGS: list[Bug] = [
 def prepare(workdir: Path) -> Path:
     """A fresh copy of the package, its tests and their data under ``workdir``; returns the copy's root."""
     root = workdir / "repo"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=ignore)
-        elif source.is_file():
-            shutil.copy2(source, root / name)
-    # tests/conftest.py finds the real COCO subset beside the checkout (ROOT.parent / "shared").
-    shared = REPO.parent / "shared"
-    link = workdir / "shared"
-    if shared.is_dir() and not link.exists():
-        link.symlink_to(shared)
+    copy_checkout(root)
+    link_shared(workdir)
     return root
 
 
