@@ -18,8 +18,8 @@ Prints ``CAUGHT <name> -> <first failing test>`` or ``MISSED <name>`` per bug (`
 the bug could not be planted or pytest could not run), then a summary. Exit 1 when a bug is missed, stale
 or errs, or a test fails on the unmodified copy; 2 for bad arguments or a copy that does not import.
 Each bug is the smallest realistic change of the current code; the tests are a few fast ones from the
-``test_faults_*`` files (docs/TESTING.md), so the whole list runs in about a minute. Not part of
-``make test`` or CI.
+``test_faults_*`` files (docs/TESTING.md), so the whole list runs in about a minute. Run by CI
+(``.ci/run``); not part of ``make test``.
 """
 
 from __future__ import annotations
