@@ -26,3 +26,20 @@ def coco_subset() -> Path:
     if not (COCO_SUBSET / "annotations.json").is_file():
         pytest.skip(f"real COCO subset not found at {COCO_SUBSET} (only on development machines and CI)")
     return COCO_SUBSET
+
+
+@pytest.fixture
+def created_detectors(monkeypatch) -> list:
+    """Every Detector that evaluate() creates, to look at its onnxruntime session."""
+    from ssd_eval import pipeline
+    from ssd_eval.runner import Detector
+
+    made: list[Detector] = []
+
+    class Recording(Detector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Detector", Recording)
+    return made

@@ -92,19 +92,6 @@ def test_clip_boxes_false_keeps_the_border_box_whole(tmp_path):
 # ------------------------------------------------------------------------------ runtime settings
 
 
-@pytest.fixture
-def created_detectors(monkeypatch) -> list[Detector]:
-    """Every Detector that evaluate() creates, to look at its onnxruntime session."""
-    made: list[Detector] = []
-
-    class Recording(Detector):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(pipeline, "Detector", Recording)
-    return made
-
 
 LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

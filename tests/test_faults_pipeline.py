@@ -282,19 +282,11 @@ def test_a_last_partial_batch_gives_the_same_detections_as_batch_1(tmp_path, dyn
 # ------------------------------------------------------------------------------ merging shards
 
 
-def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dynamic_model, monkeypatch):
+def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dynamic_model, created_detectors):
     """Cache lines time each image: a batch's inference time split over its images (the shares add up to the
     session's total), and the loop's wall time split the same way (the shares add up to at most the run's)."""
     import time
 
-    made = []
-
-    class Recording(pipeline.Detector):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(pipeline, "Detector", Recording)
     out = tmp_path / "out"
     started = time.perf_counter()
     evaluate(sample_config(out, ("model.path", str(dynamic_model)), ("runtime.batch_size", 2),
@@ -302,7 +294,7 @@ def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dyna
     elapsed = time.perf_counter() - started
     lines = [json.loads(line) for line in (out / "cache.jsonl").read_text().splitlines()[1:]]
     assert len(lines) == 7
-    [detector] = made
+    [detector] = created_detectors
     assert sum(line["inference_s"] for line in lines) == pytest.approx(detector.inference_seconds, abs=1e-5)
     # Not a speed check: the shares split the time from the loop's start to its last image, which lies inside
     # the evaluate call, so they cannot add up to more than it took.
