@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ssd_eval.errors import UserError
-from ssd_eval.preprocess import import_opencv, normalize, preprocess, resize
+from ssd_eval.preprocess import import_opencv, normalization_table, normalize, preprocess, resize
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -90,6 +90,17 @@ def test_normalize_values_and_layout():
     assert out.shape == (3, 1, 1)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[:, 0, 0], [0.0, 1.0, 0.5], atol=1e-6)
+
+
+def test_normalization_table_is_one_float32_row_of_256_levels_per_channel():
+    table = normalization_table(MEAN, STD, 1 / 255)
+    assert table.shape == (3, 256)
+    assert table.dtype == np.float32
+    # Independent route: each level computed alone in Python floats, rounded to float32 once.
+    for channel in range(3):
+        for level in (0, 1, 128, 254, 255):
+            expected = np.float32((level * (1 / 255) - MEAN[channel]) / STD[channel])
+            assert table[channel, level] == expected
 
 
 def test_normalize_with_unit_scale():
