@@ -123,17 +123,21 @@ def test_empty_results_give_zero_stats_with_warning(caplog):
     assert "no detections" in caplog.text
 
 
-def test_unknown_image_id_is_a_clear_error():
+@pytest.mark.parametrize("backend", list(BACKENDS))  # hotcoco's results are checked without a copy
+def test_unknown_image_id_is_a_clear_error_naming_the_source(backend):
+    pytest.importorskip(BACKENDS[backend].module)
     detection = {"image_id": 8, "category_id": 3, "bbox": [20, 10, 80, 40], "score": 0.9}
-    with pytest.raises(UserError, match="image id 8"):
-        score_detections(ground_truth(), [detection], [7])
+    with pytest.raises(UserError, match=r"^run x: detections name image id 8,"):
+        score_detections(ground_truth(), [detection], [7], backend=backend, source="run x")
 
 
-def test_contiguous_label_submitted_as_category_id_is_caught():
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_contiguous_label_submitted_as_category_id_is_caught(backend):
+    pytest.importorskip(BACKENDS[backend].module)
     # Label 2 (car) submitted as category id 2, which does not exist in COCO.
     detection = {"image_id": 7, "category_id": 2, "bbox": [20, 10, 80, 40], "score": 0.9}
-    with pytest.raises(UserError, match="category id 2"):
-        score_detections(ground_truth(), [detection], [7])
+    with pytest.raises(UserError, match=r"^run x: detections use category id 2,"):
+        score_detections(ground_truth(), [detection], [7], backend=backend, source="run x")
 
 
 def test_detections_are_not_mutated_and_scoring_is_repeatable():
@@ -390,6 +394,13 @@ def test_streaming_passes_every_setting_on(monkeypatch, backend):
                     "crowd_as_ground_truth": True, "keep_matches": True}
     assert (streamed.matches is not None) == (backend == "pycocotools")  # hotcoco keeps no matches
     assert streamed.categories_averaged == ["car"]
+
+
+def test_streamed_matches_are_kept_only_when_asked():
+    streamed = score_detections(ground_truth(), [CAR_DETECTION], [7], streaming=True)
+    assert streamed.matches is None  # every detection's match costs memory on the full set
+    assert score_detections(ground_truth(), [CAR_DETECTION], [7], streaming=True,
+                            keep_matches=True).matches is not None
 
 
 def test_excluding_an_unknown_or_every_category_is_refused():
