@@ -374,6 +374,11 @@ def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
         return None
 
 
+def protocol_base(label: str) -> str:
+    """The protocol a protocol label starts from: ``inc`` for ``inc`` and ``inc+resize_backend=pil``."""
+    return label.split("+", 1)[0]
+
+
 def _label_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ";".join(str(v) for v in value) + "]"

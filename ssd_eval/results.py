@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
-from ssd_eval.config import run_name
+from ssd_eval.config import protocol_base, run_name
 from ssd_eval.errors import UserError, quote
 from ssd_eval.metrics import STAT_NAMES, Scores
 from ssd_eval.schema import check_keys, is_int, is_number
@@ -362,7 +362,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
         lines.append(f"full set ({full_set.get('full_set_images', '?')} images), estimated from this subset: mAP "
                      f"{full_set['estimate']:.4f} [{full_set['low']:.4f}, {full_set['high']:.4f}] "
                      f"({100 * full_set.get('level', 0.95):g} %; the subset's upward bias extrapolated)")
-    if result.protocol.split("+")[0] == "inc":
+    if protocol_base(result.protocol) == "inc":
         lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
     lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from ssd_eval.compare import (
     speed_mismatch,
 )
 from ssd_eval.confidence import ResultMatches, comparison_settings, paired_drop, result_interval
+from ssd_eval.config import protocol_base
 from ssd_eval.errors import UserError
 from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.results import align_columns, atomic_write_text, load_results, result_subset
@@ -171,7 +172,7 @@ def _ap_cells(result: dict) -> dict[str, str]:
     """AP50 and AP75, and APs/APm/APl where the protocol makes them comparable: not under inc, whose
     areas come from normalized boxes ("n/a"; the reason in ``area_note``, for table.csv)."""
     cells = {key: _stat_text(result.get(name)) for key, name in (("ap50", "AP50"), ("ap75", "AP75"))}
-    inc = str(result["protocol"]).split("+")[0] == "inc"
+    inc = protocol_base(str(result["protocol"])) == "inc"
     for key, name in (("aps", "APs"), ("apm", "APm"), ("apl", "APl")):
         cells[key] = "n/a" if inc else _stat_text(result.get(name))
     cells["area_note"] = AREA_NOT_COMPARABLE if inc else ""
@@ -281,15 +282,14 @@ def render_csv(rows: list[dict]) -> str:
     for row in rows:
         record = {}
         for key, cell in zip((key for key, _ in COLUMNS), _cells(row)):
-            note = ""
             if key in CSV_NUMERIC:
                 cell, note = _split_cell(key, cell)
-            if key == "apl":  # one note for the three area columns
-                note = " ".join(str(row.get("area_note", "")).split())
+                if key == "apl":  # one note for the three area columns
+                    note = " ".join(row["area_note"].split())
+                if key in CSV_NOTES:
+                    record[CSV_NOTES[key]] = note
             record[key] = cell
-            if key in CSV_NOTES:
-                record[CSV_NOTES[key]] = record.get(CSV_NOTES[key]) or note
-        writer.writerow([_csv_safe(record.get(column, "")) for column in csv_columns()])
+        writer.writerow([_csv_safe(record[column]) for column in csv_columns()])
     return buffer.getvalue()
 
 

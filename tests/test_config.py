@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval.config import Config, config_from_dict, load_config, parse_override
+from ssd_eval.config import Config, config_from_dict, load_config, parse_override, protocol_base
 from ssd_eval.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -343,6 +343,12 @@ def test_reference_is_an_alias_of_inc(base, caplog):
     assert config.protocol == "inc"
     assert config.protocol_label() == "inc"
     assert "'reference' is an old name for 'inc'" in caplog.text
+
+
+def test_a_protocol_label_with_switched_settings_keeps_its_base_protocol(base):
+    label = load_config(base, ["protocol=inc", "preprocess.resize_backend=pil"]).protocol_label()
+    assert label.startswith("inc+") and protocol_base(label) == "inc"
+    assert [protocol_base(name) for name in ("inc", "coco", "mlperf-ssd")] == ["inc", "coco", "mlperf-ssd"]
 
 
 def test_published_protocol_comes_from_the_model(base):

@@ -577,3 +577,71 @@ def test_write_table_prints_the_terminal_table_and_nothing_else(tmp_path, capsys
     write_metrics(tmp_path, fp32())
     rows = write_table(tmp_path)
     assert capsys.readouterr().out == render_terminal(rows)
+
+
+def with_interval(document: dict, level: float = 0.95) -> dict:
+    document["intervals"] = {"mAP": {"low": document["mAP"] - 0.01, "high": document["mAP"] + 0.01, "level": level,
+                                     "replicates": 1000, "seed": 0, "estimate": document["mAP"],
+                                     "method": "percentile", "bias": 0.0}}
+    return document
+
+
+def test_csv_interval_columns_hold_the_half_width_and_a_level_other_than_95_goes_to_the_note():
+    rows = build_rows([with_interval(fp32()), with_interval(fp32(), level=0.9)])
+    assert [row["map_ci"] for row in rows] == ["0.1898 ± 0.0100", "0.1898 ± 0.0100 (90%)"]
+    records = numeric_columns_parse(render_csv(rows))
+    assert [(r["map"], r["map_ci"], r["map_ci_note"]) for r in records] == [("0.1898", "0.0100", ""),
+                                                                          ("0.1898", "0.0100", "90%")]
+
+
+def test_a_non_inc_row_leaves_the_area_note_empty_and_an_inc_variant_protocol_fills_it():
+    [coco] = numeric_columns_parse(render_csv(build_rows([fp32()])))
+    assert (coco["aps"], coco["area_note"]) == (f"{fp32()['APs']:.4f}", "")
+    inc_switched = build_rows([fp32(protocol="inc+resize_backend=pil")])[0]
+    assert (inc_switched["aps"], inc_switched["area_note"]) == ("n/a", "n/a: inc computes areas from normalized boxes")
+
+
+def test_a_result_without_ap_breakdown_leaves_those_cells_empty():
+    document = fp32()
+    for name in ("AP50", "AP75", "APs", "APm", "APl"):
+        del document[name]  # metrics.json requires only mAP
+    row = build_rows([document])[0]
+    assert [row[key] for key in ("map", "ap50", "ap75", "aps", "apm", "apl")] == ["0.1898", "", "", "", "", ""]
+
+
+def test_a_measured_speed_is_not_marked_cached():
+    assert row_of(build_rows([fp32()]), "ssd-12")["images_per_s"] == "2.00"
+
+
+@pytest.mark.parametrize("missing, reason", [
+    ("child interval", "n/a: a run without bootstrap"), ("parent interval", "n/a: a run without bootstrap"),
+    ("child source", "n/a: no detections.json"), ("parent source", "n/a: no detections.json"),
+    (None, "1.23 ± 0.45")])
+def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_bootstrap_settings(
+        monkeypatch, missing, reason):
+    from types import SimpleNamespace
+
+    import ssd_eval.table
+
+    parent, child = with_interval(fp32()), with_interval(int8())
+    parent["_source"], child["_source"] = "results/ssd-12/metrics.json", "results/ssd-12-int8/metrics.json"
+    child["provenance"]["bootstrap"] = {"replicates": 200, "seed": 7}
+    if missing:
+        side, what = missing.split()
+        document = child if side == "child" else parent
+        del document["intervals" if what == "interval" else "_source"]
+    calls = []
+
+    class Matches:
+        def matches(self, result):
+            return f"matches of {result['variant']}"
+
+    def fake_paired_drop(child_matches, parent_matches, **settings):
+        calls.append((child_matches, parent_matches, settings))
+        return SimpleNamespace(estimate=1.234, half_width=0.449, level=0.95)
+
+    monkeypatch.setattr(ssd_eval.table, "paired_drop", fake_paired_drop)
+    monkeypatch.setattr(ssd_eval.table, "ResultMatches", Matches)
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["drop_ci"] == reason
+    assert calls == ([] if missing else [("matches of ssd-12-int8", "matches of ssd-12",
+                                          {"replicates": 200, "seed": 7})])
