@@ -15,8 +15,8 @@ edited meanwhile.
 
 Prints killed / survived / timeout / no tests / total and the score per module, every survivor's
 diff, and writes the same as Markdown (``--report``, default ``<workdir>/report.md``) and JSON
-(``<workdir>/report.json``). Score = (killed + timeout) / (total - skipped); a mutant no selected test
-reaches ("no tests") counts as a survivor. Exit 1 when a module scores under ``--min-score``.
+(``<workdir>/report.json``). Score = (killed + timeout + crashed) / (total - skipped), "crashed" being a
+test process ended by SIGABRT or SIGSEGV; a mutant no selected test reaches ("no tests") counts as a survivor. Exit 1 when a module scores under ``--min-score``.
 Not part of ``make test`` or CI: docs/TESTING.md has the last results and why each survivor is harmless.
 """
 
@@ -64,7 +64,11 @@ CORE = ["preprocess", "postprocess", "metrics", "table", "gate", "cache", "data"
 # What each work folder holds besides the package (mutmut copies these on into its mutants/ folder).
 # The Makefile: tests/test_gate.py runs `make ci-gate` (in a subprocess, on the work folder's copy).
 COPIED = ["ssd_eval", "tests", "data", "configs", "baselines", "subsets", "pyproject.toml", "Makefile"]
-KILLED = ("killed", "timeout", "caught by type check")
+KILLED = ("killed", "timeout", "caught by type check", "crashed")
+# A mutant whose tests end the test process with SIGABRT or SIGSEGV (e.g. onnxruntime aborting on
+# ``add_session_config_entry(None, ...)``) fails the suite as surely as a failing assertion; mutmut 3
+# files -6 under "suspicious" (any exit code outside its table) and -11 under "segfault".
+CRASH_EXIT_CODES = (-6, -11, 134, 139)
 
 
 def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
@@ -205,7 +209,7 @@ def collect(workdir: Path, module: str) -> dict:
     counts: dict[str, int] = {}
     survivors = []
     for name, code in sorted(exit_codes.items(), key=lambda item: natural_key(item[0])):
-        status = status_by_exit_code[code]
+        status = "crashed" if code in CRASH_EXIT_CODES else status_by_exit_code[code]
         counts[status] = counts.get(status, 0) + 1
         if status not in KILLED:
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=workdir,
