@@ -15,8 +15,9 @@ edited meanwhile.
 
 Prints killed / survived / timeout / no tests / total and the score per module, every survivor's
 diff, and writes the same as Markdown (``--report``, default ``<workdir>/report.md``) and JSON
-(``<workdir>/report.json``). Score = (killed + timeout + crashed) / (total - skipped), "crashed" being a
-test process ended by SIGABRT or SIGSEGV; a mutant no selected test reaches ("no tests") counts as a survivor. Exit 1 when a module scores under ``--min-score``.
+(``<workdir>/report.json``). Score = (killed + timeout + crashed) / (total - skipped), "crashed" being
+a test process ended by SIGABRT or SIGSEGV; a mutant no selected test reaches ("no tests") counts as a
+survivor. Exit 1 when a module scores under ``--min-score``.
 Not part of ``make test`` or CI: docs/TESTING.md has the last results and why each survivor is harmless.
 """
 
