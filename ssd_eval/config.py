@@ -44,6 +44,9 @@ SWITCH_KEYS: dict[str, str] = {
     "exclude_categories": "metrics.exclude_categories",
 }
 
+SWITCHED_MARK = "+"
+"""Joins a protocol's name and the switches a run changed in its label: ``inc+resize_backend=pil``."""
+
 # What each named protocol sets every switch to; sources per cell in docs/PROTOCOLS.md.
 PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
     # The official COCO detection rules.
@@ -304,7 +307,7 @@ class Config:
                 return name
         preset = PROTOCOL_PRESETS[self.protocol]
         differing = [f"{k}={_label_value(v)}" for k, v in switches.items() if preset[k] != v]
-        return f"{self.protocol}+" + ",".join(differing)
+        return self.protocol + SWITCHED_MARK + ",".join(differing)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""
@@ -316,6 +319,12 @@ class Config:
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
         return hash_data(self.to_dict())
+
+
+def protocol_base(label: str) -> str:
+    """The protocol a protocol label (Config.protocol_label) starts from: ``inc`` for ``inc`` and
+    ``inc+resize_backend=pil``."""
+    return label.split(SWITCHED_MARK, 1)[0]
 
 
 def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:
@@ -372,11 +381,6 @@ def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
         return get_dotted(data, dotted_key)
     except KeyError:
         return None
-
-
-def protocol_base(label: str) -> str:
-    """The protocol a protocol label starts from: ``inc`` for ``inc`` and ``inc+resize_backend=pil``."""
-    return label.split("+", 1)[0]
 
 
 def _label_value(value: Any) -> str:

@@ -226,8 +226,9 @@ def build_rows(results: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- rendering
 
 def _cells(row: dict) -> list[str]:
-    """A row's cells, each on one line: a name holding a newline must not break a table."""
-    return [" ".join(str(row.get(key, "")).split()) for key, _ in COLUMNS]
+    """A row's cells (a row of build_rows: every COLUMNS key), each on one line: a name holding a newline
+    must not break a table."""
+    return [" ".join(str(row[key]).split()) for key, _ in COLUMNS]
 
 
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?%?x?")
@@ -239,7 +240,7 @@ def _csv_safe(cell: str) -> str:
 
 
 def render_markdown(rows: list[dict]) -> str:
-    """The rows as a GitHub-flavoured Markdown table (display headers)."""
+    """build_rows' rows as a GitHub-flavoured Markdown table (display headers)."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -273,7 +274,7 @@ def _split_cell(key: str, cell: str) -> tuple[str, str]:
 
 
 def render_csv(rows: list[dict]) -> str:
-    """The rows as CSV under a header of row keys (csv_columns): numeric columns (CSV_NUMERIC) hold
+    """build_rows' rows as CSV under a header of row keys (csv_columns): numeric columns (CSV_NUMERIC) hold
     a number or nothing, and the reason a number is missing or what qualifies it goes to its note
     column, so a CSV reader gets numeric columns."""
     buffer = io.StringIO()
@@ -294,7 +295,7 @@ def render_csv(rows: list[dict]) -> str:
 
 
 def render_terminal(rows: list[dict]) -> str:
-    """The rows as aligned plain text, one line per row under a header line (without TERMINAL_LEFT_OUT)."""
+    """build_rows' rows as aligned plain text, one line each under a header line (without TERMINAL_LEFT_OUT)."""
     shown = [i for i, (key, _) in enumerate(COLUMNS) if key not in TERMINAL_LEFT_OUT]
     return align_columns([COLUMNS[i][1] for i in shown],
                          [[cells[i] for i in shown] for cells in (_cells(row) for row in rows)]) + "\n"

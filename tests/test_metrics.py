@@ -399,8 +399,10 @@ def test_streaming_passes_every_setting_on(monkeypatch, backend):
 def test_streamed_matches_are_kept_only_when_asked():
     streamed = score_detections(ground_truth(), [CAR_DETECTION], [7], streaming=True)
     assert streamed.matches is None  # every detection's match costs memory on the full set
-    assert score_detections(ground_truth(), [CAR_DETECTION], [7], streaming=True,
-                            keep_matches=True).matches is not None
+    kept = score_detections(ground_truth(), [CAR_DETECTION], [7], streaming=True, keep_matches=True).matches
+    (car,) = [c for c in kept.categories if c.category_id == 3]
+    assert kept.image_ids == [7] and car.true_positive.shape == (10, 1)
+    assert car.true_positive.all()  # the one car box lies on the ground-truth box: a match at every IoU
 
 
 def test_excluding_an_unknown_or_every_category_is_refused():

@@ -131,14 +131,21 @@ def test_collect_counts_kills_timeouts_and_crashes_and_lists_every_other_mutant(
     meta = tmp_path / "mutants" / "ssd_eval" / "runner.py.meta"
     meta.parent.mkdir(parents=True)
     codes = {"m__mutmut_1": 1, "m__mutmut_2": 0, "m__mutmut_3": -6, "m__mutmut_4": -24, "m__mutmut_5": 34,
-             "m__mutmut_6": 5, "m__mutmut_10": -11}
+             "m__mutmut_6": 5, "m__mutmut_7": -11, "m__mutmut_10": 0}
     meta.write_text(json.dumps({"exit_code_by_key": codes}))
     shown = []
     monkeypatch.setattr(mutants.subprocess, "run",
                         lambda args, **kw: shown.append(args[-1]) or SimpleNamespace(stdout=f"# {args[-1]}\n-a\n+b\n"))
     result = mutants.collect(tmp_path, "runner")
-    assert result["counts"] == {"killed": 1, "survived": 1, "crashed": 2, "timeout": 1, "skipped": 1, "no tests": 1}
-    assert (result["total"], result["killed"]) == (7, 4)
-    assert result["score"] == pytest.approx(100 * 4 / 6)  # a skipped mutant is left out
-    assert [s["name"] for s in result["survivors"]] == shown == ["m__mutmut_2", "m__mutmut_5", "m__mutmut_6"]
+    assert result["counts"] == {"killed": 1, "survived": 2, "crashed": 2, "timeout": 1, "skipped": 1, "no tests": 1}
+    assert (result["total"], result["killed"]) == (8, 4)
+    assert result["score"] == pytest.approx(100 * 4 / 7)  # a skipped mutant is left out
+    assert [s["name"] for s in result["survivors"]] == shown == ["m__mutmut_2", "m__mutmut_5", "m__mutmut_6",
+                                                                 "m__mutmut_10"]  # natural order: 10 after 6
+    result["minutes"] = 1.3
+    table = mutants.render([result], "## header").splitlines()
+    assert table[2:5] == [
+        "| module | killed | crashed | timeout | survived | no tests | other | total | score | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runner | 1 | 2 | 1 | 2 | 1 | 1 | 8 | 57.1 % | 1.3 |"]
     assert result["survivors"][0] == {"name": "m__mutmut_2", "status": "survived", "diff": "-a\n+b"}

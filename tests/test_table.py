@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import csv
 import io
+from types import SimpleNamespace
 
 import pytest
 
+import ssd_eval.table
 from ssd_eval.errors import UserError
 from ssd_eval.results import load_results
 from ssd_eval.table import (
@@ -489,19 +491,26 @@ def test_delta_is_blank_for_a_subset_run_and_says_why():
     assert row["delta"] == "n/a: subset ci-500; published over the full set"
 
 
+def with_interval(document: dict, level: float = 0.95) -> dict:
+    document["intervals"] = {"mAP": {"low": document["mAP"] - 0.01, "high": document["mAP"] + 0.01, "level": level,
+                                     "replicates": 1000, "seed": 0, "estimate": document["mAP"],
+                                     "method": "percentile", "bias": 0.0}}
+    return document
+
+
 def test_map_ci_shows_half_the_interval_and_keeps_the_map_column_a_number():
-    with_interval = fp32()
-    with_interval["intervals"] = {"mAP": {"low": 0.18, "high": 0.2, "level": 0.95, "replicates": 1000, "seed": 0,
-                                          "estimate": 0.1898, "method": "percentile", "bias": 0.001}}
-    ninety = copy.deepcopy(with_interval)
-    ninety["intervals"]["mAP"]["level"] = 0.9
     off = fp32()
     off["provenance"]["bootstrap"] = {"replicates": 0, "off": "5000 images > metrics.bootstrap.max_images 2000"}
-    rows = [build_rows([doc])[0] for doc in (with_interval, ninety, off, fp32())]
+    rows = [build_rows([doc])[0] for doc in (with_interval(fp32()), with_interval(fp32(), level=0.9), off, fp32())]
     assert [r["map"] for r in rows] == ["0.1898"] * 4
     assert [r["map_ci"] for r in rows] == ["0.1898 ± 0.0100", "0.1898 ± 0.0100 (90%)", "n/a: bootstrap off",
                                            "n/a: no intervals"]
     assert rows[0]["drop_ci"] == ""  # not a quantized variant
+    # table.csv: the half width alone, a level other than 95 % and the reasons in the note column
+    records = numeric_columns_parse(render_csv(rows))
+    assert [(r["map"], r["map_ci"], r["map_ci_note"]) for r in records] == [
+        ("0.1898", "0.0100", ""), ("0.1898", "0.0100", "90%"), ("0.1898", "", "n/a: bootstrap off"),
+        ("0.1898", "", "n/a: no intervals")]
 
 
 def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
@@ -579,21 +588,6 @@ def test_write_table_prints_the_terminal_table_and_nothing_else(tmp_path, capsys
     assert capsys.readouterr().out == render_terminal(rows)
 
 
-def with_interval(document: dict, level: float = 0.95) -> dict:
-    document["intervals"] = {"mAP": {"low": document["mAP"] - 0.01, "high": document["mAP"] + 0.01, "level": level,
-                                     "replicates": 1000, "seed": 0, "estimate": document["mAP"],
-                                     "method": "percentile", "bias": 0.0}}
-    return document
-
-
-def test_csv_interval_columns_hold_the_half_width_and_a_level_other_than_95_goes_to_the_note():
-    rows = build_rows([with_interval(fp32()), with_interval(fp32(), level=0.9)])
-    assert [row["map_ci"] for row in rows] == ["0.1898 ± 0.0100", "0.1898 ± 0.0100 (90%)"]
-    records = numeric_columns_parse(render_csv(rows))
-    assert [(r["map"], r["map_ci"], r["map_ci_note"]) for r in records] == [("0.1898", "0.0100", ""),
-                                                                          ("0.1898", "0.0100", "90%")]
-
-
 def test_a_non_inc_row_leaves_the_area_note_empty_and_an_inc_variant_protocol_fills_it():
     [coco] = numeric_columns_parse(render_csv(build_rows([fp32()])))
     assert (coco["aps"], coco["area_note"]) == (f"{fp32()['APs']:.4f}", "")
@@ -610,19 +604,17 @@ def test_a_result_without_ap_breakdown_leaves_those_cells_empty():
 
 
 def test_a_measured_speed_is_not_marked_cached():
-    assert row_of(build_rows([fp32()]), "ssd-12")["images_per_s"] == "2.00"
+    document = fp32()
+    document["provenance"]["speed_from_cache"] = False  # as every metrics.json records it
+    assert row_of(build_rows([document]), "ssd-12")["images_per_s"] == "2.00"
 
 
-@pytest.mark.parametrize("missing, reason", [
+@pytest.mark.parametrize("missing, expected_cell", [
     ("child interval", "n/a: a run without bootstrap"), ("parent interval", "n/a: a run without bootstrap"),
     ("child source", "n/a: no detections.json"), ("parent source", "n/a: no detections.json"),
     (None, "1.23 ± 0.45")])
 def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_bootstrap_settings(
-        monkeypatch, missing, reason):
-    from types import SimpleNamespace
-
-    import ssd_eval.table
-
+        monkeypatch, missing, expected_cell):
     parent, child = with_interval(fp32()), with_interval(int8())
     parent["_source"], child["_source"] = "results/ssd-12/metrics.json", "results/ssd-12-int8/metrics.json"
     child["provenance"]["bootstrap"] = {"replicates": 200, "seed": 7}
@@ -642,6 +634,6 @@ def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_b
 
     monkeypatch.setattr(ssd_eval.table, "paired_drop", fake_paired_drop)
     monkeypatch.setattr(ssd_eval.table, "ResultMatches", Matches)
-    assert row_of(build_rows([parent, child]), "ssd-12-int8")["drop_ci"] == reason
+    assert row_of(build_rows([parent, child]), "ssd-12-int8")["drop_ci"] == expected_cell
     assert calls == ([] if missing else [("matches of ssd-12-int8", "matches of ssd-12",
                                           {"replicates": 200, "seed": 7})])

@@ -234,14 +234,15 @@ def strip_header(diff: str) -> str:
 
 
 def render(results: list[dict], header: str) -> str:
-    out = [header, "", "| module | killed | survived | timeout | no tests | other | total | score | minutes |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    shown = ("killed", "crashed", "timeout", "survived", "no tests")
+    out = [header, "", "| module | " + " | ".join(shown) + " | other | total | score | minutes |",
+           "|---|" + "---:|" * (len(shown) + 4)]
     for r in results:
         c = r["counts"]
-        other = r["total"] - sum(c.get(s, 0) for s in ("killed", "survived", "timeout", "no tests"))
+        other = r["total"] - sum(c.get(s, 0) for s in shown)
         score = "n/a" if r["score"] is None else f"{r['score']:.1f} %"
-        out.append(f"| {r['module']} | {c.get('killed', 0)} | {c.get('survived', 0)} | {c.get('timeout', 0)} | "
-                   f"{c.get('no tests', 0)} | {other} | {r['total']} | {score} | {r['minutes']:.1f} |")
+        out.append(f"| {r['module']} | " + " | ".join(str(c.get(s, 0)) for s in shown)
+                   + f" | {other} | {r['total']} | {score} | {r['minutes']:.1f} |")
     for r in results:
         if r["survivors"]:
             out += ["", f"### {r['module']}: {len(r['survivors'])} not killed", ""]
