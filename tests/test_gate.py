@@ -778,6 +778,13 @@ def scored_result(results: Path, variant: str, annotations: Path, detections: li
     return result.to_document()
 
 
+def scored_parent_and_child(results: Path, population) -> tuple[dict, dict]:
+    """Results p (detector "a") and its child q (detector "noise", parent p) scored on the population."""
+    annotations, detectors = population
+    parent = scored_result(results, "p", annotations, detectors["a"])
+    return parent, scored_result(results, "q", annotations, detectors["noise"], parent="p")
+
+
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
     """80 synthetic images: an annotation file and three detectors on it: `a`, `noise` (a with score
@@ -847,8 +854,7 @@ def test_ci95_against_the_parent_uses_the_baselines_gap(tmp_path, population, ca
     annotations, detectors = population
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
-    parent = scored_result(results, "p", annotations, detectors["a"])
-    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    parent, child = scored_parent_and_child(results, population)
     (baselines / "p.yaml").write_text(ci95_baseline("p", parent).replace(", tolerance: ci95", ""))
     (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p"))
     assert run_gate(baselines, results) == 0
@@ -1202,11 +1208,9 @@ def test_no_int8_path_note_where_the_int8_path_does_not_apply(baseline_path, mod
 
 
 def test_ci95_against_a_parent_baseline_without_the_metric_falls_back_and_says_so(tmp_path, population, capsys):
-    annotations, detectors = population
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
-    parent = scored_result(results, "p", annotations, detectors["a"])
-    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    parent, child = scored_parent_and_child(results, population)
     without_ap75 = "\n".join(line for line in ci95_baseline("p", parent).replace(", tolerance: ci95", "").splitlines()
                              if not line.startswith("  AP75")) + "\n"
     (baselines / "p.yaml").write_text(without_ap75)
@@ -1225,11 +1229,9 @@ def test_the_drop_line_ends_with_the_paired_drop_ratio_interval_in_percent(tmp_p
     from ssd_eval.confidence import ResultMatches, paired_drop
     from ssd_eval.results import ResultIndex
 
-    annotations, detectors = population
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
-    scored_result(results, "p", annotations, detectors["a"])
-    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    _, child = scored_parent_and_child(results, population)
     (baselines / "q.yaml").write_text(ci95_baseline("q", child, parent="p").replace(", tolerance: ci95", ""))
     index, matcher = ResultIndex(results), ResultMatches()
     q, _ = index.find("q", "coco", "q", None)
@@ -1333,10 +1335,8 @@ def test_check_variant_called_on_a_results_folder_reads_it_and_matches_by_itself
     """The Python entry point without a ResultIndex or a matcher (run_gate shares both between variants)."""
     from ssd_eval.gate import check_variant
 
-    annotations, detectors = population
     results = tmp_path / "results"
-    scored_result(results, "p", annotations, detectors["a"])
-    child = scored_result(results, "q", annotations, detectors["noise"], parent="p")
+    _, child = scored_parent_and_child(results, population)
     baseline = parse_baseline(ci95_baseline("q", child, parent="p").replace(", tolerance: ci95", ""), "q.yaml")
     checks = check_variant(baseline, results)
     assert [(c.name, c.status) for c in checks] == [("model", "PASS"), ("mAP", "PASS"), ("AP50", "PASS"),

@@ -13,7 +13,7 @@ mutmut then runs, for each mutant, only those of the selected tests that call th
 the file's other tests that use it (``widen_test_map``). The checkout is never written to, so it can be
 edited meanwhile.
 
-Prints killed / survived / timeout / no tests / total and the score per module, every survivor's
+Prints killed / crashed / timeout / survived / no tests / total and the score per module, every survivor's
 diff, and writes the same as Markdown (``--report``, default ``<workdir>/report.md``) and JSON
 (``<workdir>/report.json``). Score = (killed + timeout + crashed) / (total - skipped), "crashed" being
 a test process ended by SIGABRT or SIGSEGV; a mutant no selected test reaches ("no tests") counts as a
