@@ -32,6 +32,7 @@ subset; a full-set estimate (``uncertainty.full_set_intervals``) is made only fo
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import re
@@ -185,8 +186,12 @@ def read_subset(path: str | Path) -> Subset:
     ids = data["image_ids"]
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise UserError(f"{path}: image_ids must be a non-empty list of integers")
-    if any(b <= a for a, b in zip(ids, ids[1:])):
-        raise UserError(f"{path}: image_ids must be ascending without duplicates")
+    repeated = next((i for i, n in collections.Counter(ids).items() if n > 1), None)
+    if repeated is not None:
+        raise UserError(f"{path}: image id {repeated} appears more than once in image_ids (it would be inferred "
+                        "and scored twice); each image must be listed once")
+    if any(b < a for a, b in zip(ids, ids[1:])):
+        raise UserError(f"{path}: image_ids must be ascending")
     if ids_sha256(ids) != data["ids_sha256"]:
         raise UserError(f"{path}: the image ids do not match ids_sha256 {data['ids_sha256']!r} "
                         f"(they hash to {ids_sha256(ids)}): the list was edited or truncated")

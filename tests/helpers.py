@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -50,6 +51,30 @@ def write_coco(root: Path, images: Sequence[dict], annotations: Sequence[dict],
         })
     annotation_path = root / "annotations.json"
     annotation_path.write_text(json.dumps({"images": entries, "annotations": anns, "categories": list(categories)}))
+    return annotation_path, image_dir
+
+
+# Real val2017 ids (all in the real 200-image subset) of 3 to 6 digits: sorted as strings they fall in another
+# order ("10764" < "139" < ... < "802") than as numbers, which the sample's own ids (all 3 digits) cannot show.
+REAL_SHAPED_IDS = [139, 802, 5001, 6818, 10764, 17627, 570448, 577539]
+
+
+def real_shaped_sample(root: Path, sample: Path) -> tuple[Path, Path]:
+    """The sample's 8 images and annotations (``sample``: data/sample) renumbered in order to REAL_SHAPED_IDS, each
+    image file renamed as COCO names it (000000577539.jpg): the same pixels, so the sample's models give the same
+    detections. Returns (annotation path, image dir) under ``root``."""
+    gt = json.loads((sample / "annotations.json").read_text())
+    new_id = dict(zip(sorted(image["id"] for image in gt["images"]), REAL_SHAPED_IDS, strict=True))
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True)
+    for image in gt["images"]:
+        name = f"{new_id[image['id']]:012d}.jpg"
+        shutil.copyfile(sample / "images" / image["file_name"], image_dir / name)
+        image.update(id=new_id[image["id"]], file_name=name)
+    for ann in gt["annotations"]:
+        ann["image_id"] = new_id[ann["image_id"]]
+    annotation_path = root / "annotations.json"
+    annotation_path.write_text(json.dumps(gt))
     return annotation_path, image_dir
 
 

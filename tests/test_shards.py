@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 import ssd_eval.shards as shards
-from ssd_eval.config import load_config
+from ssd_eval.config import hash_data, load_config
 from ssd_eval.errors import UserError
 from ssd_eval.fetch import sha256_of
 from ssd_eval.pipeline import evaluate
+
+from helpers import REAL_SHAPED_IDS, real_shaped_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -91,3 +93,59 @@ def test_a_merged_subset_run_records_the_subset_as_a_single_run_does(tmp_path):
     assert merged.provenance["subset"] == single.provenance["subset"]
     assert merged.provenance["subset"]["algorithm"] == "stratified-greedy-l1/v1"
     assert merged.provenance["bootstrap"]["full_set_off"] == single.provenance["bootstrap"]["full_set_off"]
+
+
+# ------------------------------------------------------------------ real-shaped ids, reversed shards, edited files
+# (issue 23) Real val2017 ids run from 139 to 581781: ids of 3 to 6 digits order differently as strings.
+
+
+def real_shaped_config(annotations: Path, images: Path, out: Path):
+    return load_config(REPO / "configs" / "sample.yaml", [
+        ("dataset.annotations", str(annotations)), ("dataset.images", str(images)),
+        ("model.path", str(SAMPLE / "models" / "sample.onnx")), ("output.dir", str(out)), ("pipeline.workers", 1)])
+
+
+@pytest.fixture(scope="module")
+def real_shaped_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """(single run folder, [shard 1/2, shard 2/2]) of the sample renumbered to real val2017 ids of 3 to 6 digits."""
+    root = tmp_path_factory.mktemp("real-shaped")
+    annotations, images = real_shaped_sample(root / "coco", SAMPLE)
+    evaluate(real_shaped_config(annotations, images, root / "single"), progress=False)
+    for index in (1, 2):
+        evaluate(real_shaped_config(annotations, images, root / "split"), shard=(index, 2), progress=False)
+    return root / "single", [root / "split" / f"shard-{index}-of-2" for index in (1, 2)]
+
+
+def test_merged_ids_of_every_length_are_the_single_runs_image_set(real_shaped_runs, tmp_path):
+    single_dir, shard_dirs = real_shaped_runs
+    single = json.loads((single_dir / "metrics.json").read_text())
+    merged = shards.merge_shards(shard_dirs, tmp_path / "merged")
+    assert single["provenance"]["image_ids_sha256"] == hash_data(REAL_SHAPED_IDS)  # ascending as numbers
+    assert merged.provenance["image_ids_sha256"] == single["provenance"]["image_ids_sha256"]
+    assert merged.provenance["images"] == len(REAL_SHAPED_IDS) and merged.scores.stats == single["stats"]
+
+
+def test_shards_given_in_reverse_order_merge_to_the_single_runs_files(real_shaped_runs, tmp_path):
+    single_dir, shard_dirs = real_shaped_runs
+    merged = shards.merge_shards(shard_dirs[::-1], tmp_path / "merged")
+    assert (tmp_path / "merged" / "detections.json").read_bytes() == (single_dir / "detections.json").read_bytes()
+    single = json.loads((single_dir / "metrics.json").read_text())
+    assert merged.scores.stats == single["stats"] and merged.intervals == single["intervals"]
+    assert merged.provenance["image_ids_sha256"] == single["provenance"]["image_ids_sha256"]
+    assert merged.provenance["shards"] == ["1/2", "2/2"]
+
+
+def test_merge_refuses_shards_whose_annotation_file_was_edited_after_them(tmp_path):
+    """A ground-truth box corrected between `eval --shard` and `merge`: scoring against the new file while
+    metrics.json records the shards' sha256 would be a wrong mAP without a word."""
+    annotations, images = real_shaped_sample(tmp_path / "coco", SAMPLE)
+    for index in (1, 2):
+        evaluate(real_shaped_config(annotations, images, tmp_path / "split"), shard=(index, 2), progress=False)
+    gt = json.loads(annotations.read_text())
+    x, y, w, h = gt["annotations"][0]["bbox"]
+    gt["annotations"][0]["bbox"] = [x + w / 2, y, w, h]  # the box moved by half its width
+    annotations.write_text(json.dumps(gt))
+    with pytest.raises(UserError) as caught:
+        shards.merge_shards([tmp_path / "split" / f"shard-{i}-of-2" for i in (1, 2)], tmp_path / "merged")
+    assert str(caught.value) == f"{annotations}: changed since the shards were made (sha256 differs)"
+    assert not (tmp_path / "merged").exists()
