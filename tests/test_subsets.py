@@ -30,6 +30,9 @@ from ssd_eval.subsets import (
     write_subset,
 )
 
+from conftest import run_cli
+from helpers import real_shaped_sample
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ANNOTATIONS = ROOT / "data" / "sample" / "annotations.json"
 
@@ -329,3 +332,34 @@ def test_a_random_subset_whose_ids_are_not_its_draw_is_refused(tmp_path):
     path.write_text(json.dumps(edited))
     with pytest.raises(UserError, match=r"r4.json: says random-sha256/v1 with seed 3, but its ids are not that draw"):
         subset_record(config, dataset)
+
+
+# --------------------------------------------------------------------------- a repeated id (issue 23)
+
+
+@pytest.mark.parametrize("ids", [[139, 802, 5001, 10764, 10764, 577539], [577539, 139, 802, 577539]],
+                         ids=["ascending", "unsorted"])
+def test_a_subset_file_listing_an_image_twice_is_refused_naming_the_id(tmp_path, ids):
+    """Its ids_sha256 hashes the list as it is (repeat included), so only the repeat itself can refuse it."""
+    path = tmp_path / "ci-6.json"
+    path.write_text(json.dumps(Subset("ci-6", "0" * 64, ids, ids_sha256(ids)).to_json()))
+    repeated = next(i for i in ids if ids.count(i) > 1)
+    assert f"image id {repeated} appears more than once in image_ids" in _refusal(path)
+
+
+def test_eval_of_a_subset_listing_an_image_twice_is_one_line_and_exit_2(tmp_path):
+    """On real-shaped ids: accepted, the repeated image would be inferred and scored twice (mAP and count off)."""
+    annotations, images = real_shaped_sample(tmp_path / "coco", ROOT / "data" / "sample")
+    subset = make_subset(annotations, 4, name="ci-5")
+    ids = sorted([*subset.image_ids, subset.image_ids[-1]])  # the last id twice, the list still ascending
+    path = tmp_path / "ci-5.json"
+    path.write_text(json.dumps(dict(subset.to_json(), image_ids=ids, ids_sha256=ids_sha256(ids))))
+    out = tmp_path / "out"
+    done = run_cli("eval", "--config", str(ROOT / "configs" / "sample.yaml"), "--subset", str(path),
+                   "--set", f"dataset.annotations={annotations}", "--set", f"dataset.images={images}",
+                   "--set", f"output.dir={out}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"ssd-eval: error: {path}: image id {subset.image_ids[-1]} appears more than once in image_ids (it would be "
+        "inferred and scored twice); each image must be listed once"]
+    assert not out.exists()
