@@ -660,6 +660,15 @@ def test_bootstrap_is_off_with_zero_replicates_and_above_max_images(tmp_path):
     assert {(i["seed"], i["replicates"], i["level"]) for i in seeded.intervals.values()} == {(3, 200, 0.9)}
 
 
+def test_a_run_of_exactly_max_images_gets_its_intervals(tmp_path):
+    """The boundary itself (issue 23): the sample's 8 images against metrics.bootstrap.max_images 8."""
+    exact = evaluate(sample_config("sample", tmp_path / "exact", ("metrics.bootstrap.max_images", 8)), progress=False)
+    assert exact.provenance["images"] == 8 and "off" not in exact.provenance["bootstrap"]
+    written = json.loads((tmp_path / "exact" / "metrics.json").read_text())
+    assert set(written["intervals"]) == {"mAP", "AP50", "AP75"}
+    assert written["intervals"]["mAP"]["estimate"] == pytest.approx(written["mAP"], abs=1e-12)
+
+
 def test_shards_of_a_subset_merge_to_the_subset_run(tmp_path):
     subset = ("dataset.subset", "sample-4")
     single = evaluate(sample_config("sample", tmp_path / "single", subset), progress=False)

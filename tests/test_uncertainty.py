@@ -31,6 +31,8 @@ from ssd_eval.uncertainty import (
     weighted_ap,
 )
 
+from helpers import REAL_SHAPED_IDS, real_shaped_sample
+
 EXACT = 1e-12
 REPO = Path(__file__).resolve().parents[1]
 
@@ -299,6 +301,125 @@ def test_result_matches_refuse_detections_of_another_run_and_say_when_they_are_m
                                                                            "sha256": "0" * 64}))
     with pytest.raises(NoPairing, match="is not here"):
         ResultMatches().matches(moved)
+
+
+# --------------------------------------------------------------------------- issue 23: bounds, boundaries, skips
+# Every bound is checked against np.percentile of the very replicates, drawn here from bootstrap_weights and
+# weighted_ap (their exactness is tested above), at the tails written out by hand for each level.
+
+LEVEL_TAILS = [(0.95, [2.5, 97.5]), (0.90, [5.0, 95.0])]
+REPLICATES, SEED = 400, 11
+
+
+def real_shaped(gt: dict, detections: list[dict], seed: int = 0) -> tuple[dict, list[dict], list[int]]:
+    """``gt`` and ``detections`` with their images renumbered in order to val2017-like ids of 3 to 6 digits (139 and
+    802, then random ids up to 581781, as the real val2017 ids run)."""
+    old = sorted(image["id"] for image in gt["images"])
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(np.arange(1000, 581782), len(old) - 2, replace=False)
+    new_id = dict(zip(old, sorted([139, 802, *(int(i) for i in drawn)]), strict=True))
+    gt = dict(gt, images=[dict(i, id=new_id[i["id"]]) for i in gt["images"]],
+              annotations=[dict(a, image_id=new_id[a["image_id"]]) for a in gt["annotations"]])
+    return gt, [dict(d, image_id=new_id[d["image_id"]]) for d in detections], sorted(new_id.values())
+
+
+@pytest.fixture(scope="module")
+def parent_and_child():
+    """(gt, parent detections, child detections, ids, parent matches, child matches): 150 real-shaped images, the
+    child's scores a little noisy, as a quantized model's differ from its fp32 parent's."""
+    gt, parent, ids = real_shaped(*synthetic_case(images=150, per_image=10, seed=8))
+    rng = np.random.default_rng(3)
+    child = [dict(d, score=float(np.clip(d["score"] + rng.normal(0, 0.05), 0, 1))) for d in parent]
+    return gt, parent, child, ids, evaluate_matches(gt, parent, ids), evaluate_matches(gt, child, ids)
+
+
+def replicates_of(matches) -> np.ndarray:
+    return weighted_ap(matches, bootstrap_weights(len(matches.image_ids), REPLICATES, SEED))
+
+
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+def test_a_runs_interval_is_the_replicates_percentiles_at_its_level(parent_and_child, level, tails):
+    from ssd_eval.confidence import run_bootstrap
+    from ssd_eval.config import load_config
+
+    gt, parent, _, ids, matches, _ = parent_and_child
+    config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", REPLICATES, "test"),
+                                                            ("metrics.bootstrap.seed", SEED, "test"),
+                                                            ("metrics.bootstrap.level", level, "test")])
+    intervals, _, record = run_bootstrap(config, gt, parent, ids)  # metrics.json's intervals
+    values = replicates_of(matches)
+    assert (values != -1).all()
+    for k, name in enumerate(BOOTSTRAP_METRICS):
+        expected = np.percentile(values[:, k], tails).tolist()
+        assert [intervals[name]["low"], intervals[name]["high"]] == pytest.approx(expected, abs=1e-12)
+        assert intervals[name]["level"] == level and intervals[name]["replicates"] == REPLICATES
+        direct = bootstrap_intervals(matches, replicates=REPLICATES, seed=SEED, level=level)[name]
+        assert [direct.low, direct.high] == pytest.approx(expected, abs=1e-12)
+    assert record["level"] == level
+
+
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+def test_a_paired_difference_is_the_percentiles_of_the_replicates_differences(parent_and_child, level, tails):
+    from ssd_eval.confidence import paired_difference
+
+    _, _, _, _, parent, child = parent_and_child
+    intervals = paired_difference(child, parent, replicates=REPLICATES, seed=SEED, level=level)
+    differences = replicates_of(child) - replicates_of(parent)  # both sides on the same resampled images
+    for k, name in enumerate(BOOTSTRAP_METRICS):
+        assert [intervals[name].low, intervals[name].high] == pytest.approx(
+            np.percentile(differences[:, k], tails).tolist(), abs=1e-12)
+        assert intervals[name].level == level and intervals[name].low < intervals[name].high
+
+
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+def test_a_drop_ratio_interval_is_the_percentiles_of_the_replicates_drops(parent_and_child, level, tails):
+    from ssd_eval.confidence import paired_drop
+
+    _, _, _, _, parent, child = parent_and_child
+    drop = paired_drop(child, parent, replicates=REPLICATES, seed=SEED, level=level)
+    p, q = replicates_of(parent)[:, 0], replicates_of(child)[:, 0]
+    assert (p > 0).all()
+    assert [drop.low, drop.high] == pytest.approx(np.percentile((p - q) / p * 100, tails).tolist(), abs=1e-12)
+    assert drop.level == level and drop.low < drop.high
+
+
+@pytest.mark.parametrize("images, bootstrapped", [(1999, True), (2000, True), (2001, False)],
+                         ids=["one-below", "exactly-max-images", "one-above"])
+def test_a_run_of_exactly_max_images_is_bootstrapped(images, bootstrapped):
+    from ssd_eval.confidence import bootstrap_off
+    from ssd_eval.config import load_config
+
+    config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.max_images", 2000, "test")])
+    why = f"{images} images > metrics.bootstrap.max_images 2000 (set it to null to bootstrap every run)"
+    assert bootstrap_off(config, images) == (None if bootstrapped else why)
+
+
+def test_runs_that_skipped_a_bad_image_are_paired_on_the_images_they_scored(tmp_path):
+    """dataset.on_bad_image: skip. Pairing rebuilds each run's image set from its settings and checks it against
+    image_ids_sha256: the skipped image must be left out, else the table's drop ± ci (and the gate's ci95) say n/a."""
+    from ssd_eval.confidence import ResultMatches, paired_drop
+    from ssd_eval.config import load_config
+    from ssd_eval.pipeline import evaluate
+    from ssd_eval.results import load_results
+    from ssd_eval.table import build_rows
+
+    annotations, images = real_shaped_sample(tmp_path / "coco", REPO / "data" / "sample")
+    broken = REAL_SHAPED_IDS[4]  # 10764
+    (images / f"{broken:012d}.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    for name in ("sample", "sample-int8"):
+        evaluate(load_config(REPO / "configs" / f"{name}.yaml", [
+            ("dataset.annotations", str(annotations), "test"), ("dataset.images", str(images), "test"),
+            ("dataset.on_bad_image", "skip", "test"), ("output.dir", str(tmp_path / "results" / "{run}"), "test")]),
+            progress=False)
+    results = load_results(tmp_path / "results", include_partial=True)  # other annotations: a "partial" run
+    child, parent = (next(r for r in results if r["variant"] == v) for v in ("sample-int8", "sample"))
+    assert [s["image_id"] for s in child["provenance"]["skipped_images"]] == [broken]
+    matcher = ResultMatches()
+    scored = [i for i in REAL_SHAPED_IDS if i != broken]
+    assert matcher.matches(parent).image_ids == scored == matcher.matches(child).image_ids
+    drop = paired_drop(matcher.matches(child), matcher.matches(parent), replicates=1000, seed=0)
+    row = next(r for r in build_rows(results) if r["variant"] == "sample-int8")
+    assert row["drop_ci"] == f"{drop.estimate:.2f} ± {drop.half_width:.2f}"
 
 
 # --------------------------------------------------------------------------- a subset's full set (issue 14)
