@@ -337,7 +337,7 @@ def replicates_of(matches) -> np.ndarray:
     return weighted_ap(matches, bootstrap_weights(len(matches.image_ids), REPLICATES, SEED))
 
 
-@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_runs_interval_is_the_replicates_percentiles_at_its_level(parent_and_child, level, tails):
     from ssd_eval.confidence import run_bootstrap
     from ssd_eval.config import load_config
@@ -358,7 +358,7 @@ def test_a_runs_interval_is_the_replicates_percentiles_at_its_level(parent_and_c
     assert record["level"] == level
 
 
-@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_paired_difference_is_the_percentiles_of_the_replicates_differences(parent_and_child, level, tails):
     from ssd_eval.confidence import paired_difference
 
@@ -371,7 +371,7 @@ def test_a_paired_difference_is_the_percentiles_of_the_replicates_differences(pa
         assert intervals[name].level == level and intervals[name].low < intervals[name].high
 
 
-@pytest.mark.parametrize("level, tails", LEVEL_TAILS)
+@pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_drop_ratio_interval_is_the_percentiles_of_the_replicates_drops(parent_and_child, level, tails):
     from ssd_eval.confidence import paired_drop
 

@@ -181,6 +181,34 @@ BUGS: list[Bug] = [
         "return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)",
         "return isinstance(value, (int, float)) and not isinstance(value, bool)",
         (f"{GATE}test_nan_or_inf_in_a_metrics_file_is_refused_naming_file_and_key",)),
+    # ---- issue 23: found by thinking about the data (every interval level checked against np.percentile, a run
+    # of exactly the limit, an image skipped then paired, ids of 3 to 6 digits, a file edited between steps)
+    Bug("interval-tail-not-halved", "ssd_eval/uncertainty.py",
+        "    tail = (1 - level) / 2 * 100\n    low, high = np.percentile(values[defined], [tail, 100 - tail])\n",
+        "    tail = (1 - level) * 100\n    low, high = np.percentile(values[defined], [tail, 100 - tail])\n",
+        ("tests/test_uncertainty.py::test_a_runs_interval_is_the_replicates_percentiles_at_its_level[level-0.95]",
+         "tests/test_uncertainty.py::test_a_paired_difference_is_the_percentiles_of_the_replicates_differences[level-0.90]")),
+    Bug("bootstrap-off-at-exactly-max-images", "ssd_eval/confidence.py",
+        "image_count > boot.max_images", "image_count >= boot.max_images",
+        ("tests/test_uncertainty.py::test_a_run_of_exactly_max_images_is_bootstrapped[exactly-max-images]",
+         "tests/test_pipeline.py::test_a_run_of_exactly_max_images_gets_its_intervals")),
+    Bug("skipped-images-kept-when-pairing", "ssd_eval/confidence.py",
+        "        ids = [i for i in ids if i not in skipped]\n", "",
+        ("tests/test_uncertainty.py::test_runs_that_skipped_a_bad_image_are_paired_on_the_images_they_scored",)),
+    Bug("subset-repeated-id-accepted", "ssd_eval/subsets.py",
+        "    if repeated is not None:\n"
+        '        raise UserError(f"{path}: image id {repeated} appears more than once in image_ids '
+        '(it would be inferred "\n'
+        '                        "and scored twice); each image must be listed once")\n', "",
+        ("tests/test_subsets.py::test_a_subset_file_listing_an_image_twice_is_refused_naming_the_id[ascending]",
+         "tests/test_subsets.py::test_eval_of_a_subset_listing_an_image_twice_is_one_line_and_exit_2")),
+    Bug("merged-ids-sorted-as-strings", "ssd_eval/shards.py",
+        "    image_ids = sorted(seen)\n", "    image_ids = sorted(seen, key=str)\n",
+        ("tests/test_shards.py::test_merged_ids_of_every_length_are_the_single_runs_image_set",)),
+    Bug("merge-annotations-change-unchecked", "ssd_eval/shards.py",
+        '    if dataset.sha256 != first["identity"]["annotations_sha256"]:\n'
+        '        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")\n',
+        "", ("tests/test_shards.py::test_merge_refuses_shards_whose_annotation_file_was_edited_after_them",)),
 ]
 
 
