@@ -829,7 +829,7 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     assert len(buffers) == pipeline.input_ring_size(prefetch) == prefetch + 1
 
 
-# --------------------------------------------------------------------------- the cache key covers every field (issue 22)
+# ------------------------------------------------------------------------ the cache key covers every field (issue 22)
 
 
 def config_fields(cls=None, prefix: str = "") -> list[str]:
@@ -980,3 +980,41 @@ def test_another_score_output_is_not_served_from_the_cache_through_the_cli(tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stats"] == pytest.approx(right["scores_alt"], abs=1e-6)
     assert metrics["provenance"]["config"]["model"]["scores_output"] == ["scores_alt"]
+
+
+# --------------------------------------------------------------------------- the folder lock (issue 22 item 4)
+
+
+def assert_files_match_metrics(out: Path, images: int) -> None:
+    """metrics.json describes the detections.json and cache.jsonl beside it: the same images and detections."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    detections = json.loads((out / "detections.json").read_text())
+    cache_lines = (out / "cache.jsonl").read_text().splitlines()[1:]
+    assert metrics["provenance"]["images"] == images == len(cache_lines)
+    assert metrics["provenance"]["detections"] == len(detections) == sum(
+        len(json.loads(line)["detections"]) for line in cache_lines)
+
+
+def test_a_second_run_after_detections_but_before_metrics_json_is_refused(tmp_path, monkeypatch):
+    """Issue 22 item 4: the lock was released once detections were written; a second run in that window
+    replaced detections.json and cache.jsonl, then the first wrote a metrics.json describing other files."""
+    from ssd_eval import pipeline
+
+    out = tmp_path / "out"
+    second = {}
+    breakdown = pipeline.breakdown_for_run
+
+    def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
+        second["run"] = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(out), "--limit", "1",
+                                "--fresh", "--no-progress")
+        return breakdown(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "breakdown_for_run", in_the_window)
+    result = evaluate(sample_config("sample", out), progress=False)
+    refused = second["run"]
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"ssd-eval: error: {out}: another run is using this output directory; wait for it to finish or choose "
+        "another --out")  # after the --limit warning
+    assert_files_match_metrics(out, result.provenance["images"])
+    assert result.provenance["images"] > 1
