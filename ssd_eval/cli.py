@@ -207,9 +207,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     tracking = TrackingConfig(log=list(dict.fromkeys(args.log or [])), uri=args.log_uri,
                               tensorboard_dir=args.log_dir)
-    check_trackers(tracking)
-    result = merge_shards(args.shards, args.out)
-    track(result, tracking)
+    check_trackers(tracking, Path(args.out) if args.out else None)
+    # Tracking rewrites metrics.json: it runs while merge still holds the output folder's lock.
+    result = merge_shards(args.shards, args.out, finish=lambda merged: track(merged, tracking))
     print(render_result(result))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     print_tracking(result)

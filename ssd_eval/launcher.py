@@ -30,6 +30,7 @@ from typing import IO, Any, Sequence
 from ssd_eval import fetch
 from ssd_eval.config import Config
 from ssd_eval.errors import UserError
+from ssd_eval.folder_lock import folder_lock
 from ssd_eval.results import EvalResult, prepare_out_dir, write_result
 from ssd_eval.shards import SHARD_FILE, merge_shards, shard_dir
 
@@ -154,40 +155,43 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
     if config.tracking.log:
         from ssd_eval.tracking import check_trackers
 
-        check_trackers(config.tracking)
+        check_trackers(config.tracking, config.out_dir)
     if download:  # once, here: N jobs downloading the same file would race
         _download(config)
     out_dir = prepare_out_dir(config.out_dir)
-    plans = plan_jobs(config, jobs, cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
-    started = time.perf_counter()
-    running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose) for plan in plans]
-    try:
-        _wait(running, config.variant, progress)
-    finally:
-        _stop(running)
-        for job in running:
-            job.log_file.close()
-    parallel_s = time.perf_counter() - started
-    dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
-    inferred = 0
-    for directory in dirs:
-        manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
-        inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
-    launch = {
-        "parallel_jobs": jobs,
-        "parallel_wall_time_s": round(parallel_s, 3),
-        # the images the jobs inferred together, over the wall time of the parallel phase
-        "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
-        "parallel_devices": [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None,
-    }
-    result = merge_shards(dirs, out_dir, launch=launch)
-    result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
-    write_result(result, out_dir)
-    if config.tracking.log:
-        from ssd_eval.tracking import track
+    # Locked from the start to the last file: the merged metrics.json and its rewrite by tracking.
+    with folder_lock(out_dir):
+        plans = plan_jobs(config, jobs,
+                          cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
+        started = time.perf_counter()
+        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose) for plan in plans]
+        try:
+            _wait(running, config.variant, progress)
+        finally:
+            _stop(running)
+            for job in running:
+                job.log_file.close()
+        parallel_s = time.perf_counter() - started
+        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
+        inferred = 0
+        for directory in dirs:
+            manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
+            inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
+        launch = {
+            "parallel_jobs": jobs,
+            "parallel_wall_time_s": round(parallel_s, 3),
+            # the images the jobs inferred together, over the wall time of the parallel phase
+            "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
+            "parallel_devices": [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None,
+        }
+        result = merge_shards(dirs, out_dir, launch=launch, locked=True)
+        result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
+        write_result(result, out_dir)
+        if config.tracking.log:
+            from ssd_eval.tracking import track
 
-        track(result, config.tracking)
-    return result
+            track(result, config.tracking)
+        return result
 
 
 def _download(config: Config) -> None:

@@ -31,10 +31,11 @@ from ssd_eval.cache import DetectionCache
 from ssd_eval.config import Config, hash_data, run_name
 from ssd_eval.errors import UserError
 from ssd_eval.errors_breakdown import breakdown_for_run
+from ssd_eval.folder_lock import folder_lock
 from ssd_eval.metrics import score_detections
 from ssd_eval.provenance import run_provenance
 from ssd_eval.results import EvalResult, prepare_out_dir, result_for, tidy_output_dir, write_detections, write_result
-from ssd_eval.runner import Detector
+from ssd_eval.runner import Detector, ModelIO
 from ssd_eval.shards import shard_dir, write_shard_manifest
 
 log = logging.getLogger(__name__)
@@ -206,10 +207,74 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+# Every config field (dotted key) that can change an image's detections, and what of cache_key covers it:
+# "config" where cache_key reads the field itself, else the argument that carries what the field resolves
+# to (the model's bytes, the annotation file's, the outputs read, the session's providers and entries).
+CACHE_KEY_FIELDS: dict[str, str] = {
+    "model.path": "model_sha256",
+    "model.input_name": "io",
+    "model.boxes_output": "io",
+    "model.labels_output": "io",
+    "model.scores_output": "io",
+    "dataset.annotations": "dataset",  # image sizes (pixel boxes) and categories
+    "dataset.images": "dataset",
+    **{f"preprocess.{name}": "config" for name in ("input_size", "mean", "std", "scale", "resize_backend")},
+    **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes")},
+    "postprocess.label_map": "categories",
+    "runtime.providers": "providers",
+    "runtime.graph_optimization": "config",
+    "runtime.session_config": "session_config",
+    "runtime.exact_int8": "session_config",  # it adds session.x64quantprecision where int8 can saturate
+}
+
+# Every other config field, with why it cannot change an image's detections (so it stays out of the key).
+# tests/test_pipeline.py walks every field of Config: a new one must be put in one of the two lists.
+NOT_IN_CACHE_KEY: dict[str, str] = {
+    "variant": "a name",
+    "protocol": "a name; its switches are resolved into the fields they set (config.resolve_protocol)",
+    "source": "where the config was read from",
+    "overridden": "which keys differ from the config file (the results folder's name)",
+    "model.url": "where to download the model; its bytes are keyed",
+    "model.size": "a check of the model file; its bytes are keyed",
+    "model.sha256": "a check of the model file; its bytes are keyed",
+    "model.opset": "documentation of the model",
+    "model.published_map": "the published number to compare with",
+    "model.published_protocol": "the protocol of the published number",
+    "model.source_map": "the number the published one's source printed",
+    "model.published_int8_path": "the CPU kernel class the published number was measured on",
+    "model.parent": "the model this one is compared with",
+    "dataset.annotations_url": "where to download; the annotation file's bytes are keyed",
+    "dataset.images_url": "where to download; the image folder is keyed",
+    "dataset.downloads_dir": "where downloads go",
+    "dataset.annotations_zip_size": "a check of a download",
+    "dataset.annotations_zip_sha256": "a check of a download",
+    "dataset.images_zip_size": "a check of a download",
+    "dataset.images_zip_sha256": "a check of a download",
+    "dataset.limit": "which images run, not what one image gives",
+    "dataset.on_bad_image": "whether an unreadable image stops the run; such an image is never cached",
+    "dataset.skip_images_without_annotations": "which images run, not what one image gives",
+    "dataset.subset": "which images run, not what one image gives",
+    "runtime.intra_op_threads": "speed only",
+    "runtime.inter_op_threads": "speed only",
+    "runtime.optimized_model_cache": "where the optimized graph is kept; graph_optimization is keyed",
+    "runtime.batch_size": "images per session.run; each image's outputs are its own",
+    **{f"pipeline.{name}": "decoding ahead of inference (speed only)"
+       for name in ("workers", "mode", "prefetch", "progress_interval_s")},
+    **{f"metrics.{name}": "scoring, done afresh from the cached detections each run"
+       for name in ("backend", "crowd_as_ground_truth", "exclude_categories", "streaming", "error_breakdown",
+                    "bootstrap.replicates", "bootstrap.seed", "bootstrap.level", "bootstrap.max_images")},
+    **{f"tracking.{name}": "where a finished result is sent" for name in ("log", "uri", "experiment",
+                                                                           "tensorboard_dir")},
+    "output.dir": "where the results go (the cache lies in it)",
+    "output.resume": "whether the cache is used at all",
+}
+
+
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
-              providers: Sequence[str], session_config: dict[str, str] | None = None) -> dict[str, Any]:
-    """What determines one image's detections: model (with its external data), data,
-    preprocessing, postprocessing, providers, graph optimization and session config entries.
+              providers: Sequence[str], session_config: dict[str, str] | None, io: ModelIO) -> dict[str, Any]:
+    """What determines one image's detections: model (with its external data), the input and outputs
+    read (``io``, the names resolved from model.input_name and model.*_output), data, preprocessing,
+    postprocessing, providers, graph optimization and session config entries (CACHE_KEY_FIELDS).
 
     The config's protocol is resolved (config.resolve_protocol), so the preprocess and
     postprocess sections hold every switch in force: a new switch cannot be left out.
@@ -218,6 +283,7 @@ def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset
     post = dict(dataclasses.asdict(config.postprocess), label_map=[int(c) for c in categories[1:]])
     return {
         "model_sha256": model_sha256,
+        "model_io": f"{io.input_name} -> {io.boxes}, {io.labels}, {io.scores}",
         "annotations_sha256": dataset.sha256,
         "images_dir": str(dataset.images_dir.resolve()),
         "preprocess_sha256": hash_data(pre),
@@ -242,12 +308,13 @@ def evaluate(
     False for none.
     """
     started = time.perf_counter()
+    switches = config.switches()
+    out_dir = config.out_dir if shard is None else shard_dir(config.out_dir, shard)
     if config.tracking.log and shard is None:
         from ssd_eval.tracking import check_trackers
 
-        check_trackers(config.tracking)  # a missing MLflow / TensorBoard package: say so before any work
-    switches = config.switches()
-    out_dir = config.out_dir if shard is None else shard_dir(config.out_dir, shard)
+        # A missing package, an unreachable server or a folder it cannot write: said before any work.
+        check_trackers(config.tracking, out_dir)
     prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
                                     sha256=config.model.sha256, download_missing=download,
@@ -281,7 +348,9 @@ def evaluate(
 
     _warn_if_partial(config)
     cache_path = out_dir / "cache.jsonl"
-    key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config)
+    key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config, detector.io)
+    # The folder stays locked (_RunFolder) until its last file is written: metrics.json, and its rewrite by
+    # tracking (shard.json for a shard), so no other run can replace the files that metrics.json describes.
     with _RunFolder(out_dir) as folder, DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
                                                       images={i: dataset.images[i].path for i in image_ids}) as cache:
         folder.cache = cache
@@ -315,30 +384,30 @@ def evaluate(
             scores.matches = None  # done with: not kept alive in the result
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
-    provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
-                             detector, evaluated, skipped,
-                             detection_count, shard=shard, resumed=resumed, inferred=speed["images"],
-                             loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
-                             inference_seconds=speed["inference_s"])
-    provenance["subset"] = subset
-    if bootstrap is not None:
-        provenance["bootstrap"] = bootstrap
-    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    if shard is not None:
-        write_shard_manifest(out_dir, config, shard, evaluated, provenance)
-        log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
-                 detection_count, out_dir)
-        return None
-    result = result_for(config, scores, provenance)
-    result.intervals, result.full_set_intervals = intervals, full_set
-    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt, out_dir / "detections.json",
-                                               evaluated, switches)
-    write_result(result, out_dir)
-    if config.tracking.log:
-        from ssd_eval.tracking import track
+        provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
+                                    detector, evaluated, skipped,
+                                    detection_count, shard=shard, resumed=resumed, inferred=speed["images"],
+                                    loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
+                                    inference_seconds=speed["inference_s"])
+        provenance["subset"] = subset
+        if bootstrap is not None:
+            provenance["bootstrap"] = bootstrap
+        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        if shard is not None:
+            write_shard_manifest(out_dir, config, shard, evaluated, provenance)
+            log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
+                     detection_count, out_dir)
+            return None
+        result = result_for(config, scores, provenance)
+        result.intervals, result.full_set_intervals = intervals, full_set
+        result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,
+                                                   out_dir / "detections.json", evaluated, switches)
+        write_result(result, out_dir)
+        if config.tracking.log:
+            from ssd_eval.tracking import track
 
-        track(result, config.tracking)  # MLflow / TensorBoard; where it went lands in provenance.tracking
-    return result
+            track(result, config.tracking)  # MLflow / TensorBoard; where it went lands in provenance.tracking
+        return result
 
 
 progress_log = logging.getLogger("ssd_eval.progress")
@@ -397,14 +466,16 @@ def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
 
 
 class _RunFolder:
-    """Creates a run's output folder on entry; when the block fails before any image was recorded
-    (``cache`` holds none), removes the cache file it began and every folder the entry created, so
-    a failed run leaves no empty result folder. A folder that existed before stays, with its files."""
+    """Creates a run's output folder on entry and holds its lock (``folder_lock``) until exit; when the
+    block fails before any image was recorded (``cache`` holds none), removes the cache file it began and
+    every folder the entry created, so a failed run leaves no empty result folder. A folder that existed
+    before stays, with its files."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.cache: DetectionCache | None = None
         self.created: list[Path] = []
+        self._lock = contextlib.ExitStack()
 
     def __enter__(self) -> "_RunFolder":
         missing = self.out_dir
@@ -412,9 +483,14 @@ class _RunFolder:
             self.created.append(missing)
             missing = missing.parent
         prepare_out_dir(self.out_dir)
+        self._lock.enter_context(folder_lock(self.out_dir))
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        with self._lock:  # released last, after the clean-up
+            self._clean_up(exc_type)
+
+    def _clean_up(self, exc_type) -> None:
         if exc_type is None or (self.cache is not None and self.cache.offsets):
             return
         with contextlib.suppress(OSError):

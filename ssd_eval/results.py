@@ -153,7 +153,7 @@ def atomic_open(path: str | Path) -> Iterator[TextIO]:
 def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:
     """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results``
     (a run starting afresh), the results of an earlier run, so a failure cannot leave them
-    standing for the gate. Call it only while holding the folder's resume-cache lock."""
+    standing for the gate. Call it only while holding the folder's lock (folder_lock.folder_lock)."""
     out_dir = Path(out_dir)
     stale = [p for name in RESULT_FILES for p in out_dir.glob(f".{name}.*.tmp")]
     if discard_results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import json
 import logging
@@ -14,6 +15,7 @@ from ssd_eval import data, fetch
 from ssd_eval.confidence import bootstrap_off, run_bootstrap, subset_record
 from ssd_eval.config import Config, config_from_dict, flatten_dotted, hash_data
 from ssd_eval.errors import UserError
+from ssd_eval.folder_lock import folder_lock
 from ssd_eval.metrics import score_detections
 from ssd_eval.provenance import now
 from ssd_eval.results import (
@@ -152,11 +154,15 @@ def _is_shard_manifest(manifest: Any) -> bool:
 
 
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
-                 launch: dict[str, Any] | None = None) -> EvalResult:
+                 launch: dict[str, Any] | None = None, finish: Callable[[EvalResult], Any] | None = None,
+                 locked: bool = False) -> EvalResult:
     """Score shard outputs together after checking they cover the image set exactly once.
 
     ``launch``: provenance entries of shards run side by side by ``eval --jobs`` (ssd_eval.launcher:
-    parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones."""
+    parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones.
+    The output folder is locked (``folder_lock``) from the removal of its old results until its
+    metrics.json is written and ``finish`` (e.g. tracking, which rewrites metrics.json) has run on the
+    result; ``locked``: the caller holds that lock already (``eval --jobs``)."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
     shards = [(Path(d), *read_shard(Path(d))) for d in shard_dirs]
@@ -253,11 +259,16 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     from ssd_eval.errors_breakdown import breakdown_for_run
 
     out_dir = prepare_out_dir(Path(target))
-    tidy_output_dir(out_dir, discard_results=True)  # a failure below cannot leave an old metrics.json standing
-    write_detections(out_dir / "detections.json", detections())
-    result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,
-                                               out_dir / "detections.json", image_ids, switches)
-    write_result(result, out_dir)
+    with contextlib.ExitStack() as held:
+        if not locked:
+            held.enter_context(folder_lock(out_dir))
+        tidy_output_dir(out_dir, discard_results=True)  # a failure below cannot leave an old metrics.json standing
+        write_detections(out_dir / "detections.json", detections())
+        result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, dataset.gt,
+                                                   out_dir / "detections.json", image_ids, switches)
+        write_result(result, out_dir)
+        if finish is not None:
+            finish(result)
     return result
 
 

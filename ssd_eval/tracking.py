@@ -17,9 +17,12 @@ after metrics.json is written:
   the same pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default
   ``<output dir>/tb``): ``tensorboard --logdir results`` shows every run side by side.
 
-Where each run went is added to metrics.json as ``provenance.tracking``. A missing package is
-a one-line UserError (with the pip command) before any image is evaluated; a tracker that fails
-after the run is one too, naming the results already written.
+Where each run went is added to metrics.json as ``provenance.tracking``. Before any image is evaluated
+(``check_trackers``), a missing package, an MLflow server that does not answer a TCP connect within
+``CONNECT_TIMEOUT_S`` and a file store or TensorBoard folder that cannot be written are each a one-line
+UserError. MLflow's HTTP retries are bounded to seconds (``MLFLOW_HTTP_DEFAULTS``, where the environment
+does not set them), so a tracker that fails after the run is a one-line UserError within seconds too,
+saying the results were kept.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,15 +60,71 @@ _MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX
                   "MAX_PARAMS_TAGS_PER_BATCH": 100, "MAX_METRICS_PER_BATCH": 1000}
 
 
-def check_trackers(tracking: TrackingConfig) -> None:
-    """UserError (one line, with the pip command) when a tracker of ``tracking.log`` is not installed.
+# Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
+CONNECT_TIMEOUT_S = 5.0
 
-    Called before a run starts, so a missing extra costs nothing."""
+# MLflow's HTTP retry settings while logging, where the environment does not set them: MLflow's own
+# defaults (7 retries, backoff factor 2, 120 s timeout) spend minutes on a server that is down. With
+# these a refused connection fails in about 3 s, a server that does not answer in at most about 35 s.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> None:
+    """UserError (one line) when a tracker of ``tracking.log`` cannot work: its package is not installed
+    (with the pip command), MLflow's HTTP(S) server does not accept a connection within
+    ``CONNECT_TIMEOUT_S``, or its file store or the TensorBoard folder (``tensorboard_dir``; not checked
+    when it depends on an ``out_dir`` not known yet) cannot be written.
+
+    Called before a run starts, so a tracker that cannot work costs nothing."""
     for name in tracking.log:
         module, package, extra = TRACKERS[name]
         if importlib.util.find_spec(module) is None:
             raise UserError(f"--log {name} needs {package}: pip install -e '.[{extra}]' "
                             "(or drop --log / tracking.log)")
+    for name in dict.fromkeys(tracking.log):
+        if name == "mlflow":
+            check_mlflow_target(mlflow_uri(tracking.uri))
+        elif tracking.tensorboard_dir or out_dir is not None:
+            _check_writable(tensorboard_dir(tracking, out_dir), "--log tensorboard",
+                            "--log-dir / tracking.tensorboard_dir")
+
+
+def check_mlflow_target(uri: str) -> None:
+    """UserError (one line) when the MLflow tracking URI ``uri`` cannot work: an http(s) server that does not
+    accept a TCP connection within ``CONNECT_TIMEOUT_S``, a file store folder that cannot be written. Other
+    schemes (sqlite:, databricks...) are left to MLflow."""
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            port = parsed.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise UserError(f"--log mlflow: tracking URI {uri} has a bad port; fix --log-uri / tracking.uri") from None
+        try:
+            with socket.create_connection((parsed.hostname or "localhost", port), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            reason = f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) \
+                else exc.strerror or str(exc) or type(exc).__name__
+            raise UserError(f"--log mlflow: cannot reach the tracking server {uri} ({reason}); start it, fix "
+                            "--log-uri / tracking.uri, or drop --log") from None
+    elif scheme == "file":
+        _check_writable(Path(urllib.request.url2pathname(parsed.path)), "--log mlflow", "--log-uri / tracking.uri")
+    else:
+        log.info("tracking URI %s: not checked before the run (MLflow reports its own errors)", uri)
+
+
+def _check_writable(folder: Path, option: str, key: str) -> None:
+    """UserError (one line) when ``folder`` is not a folder, or it (or the folder it would be created in)
+    cannot be written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option}: {folder} is a file (or lies under one); fix {key}, or drop --log")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option}: cannot write to {existing} (permission denied); fix {key}, or drop --log")
 
 
 def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
@@ -70,7 +132,11 @@ def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
     metrics.json (``provenance.tracking``) and return that record."""
     if not tracking.log:
         return {}
-    check_trackers(tracking)
+    kept = f"(the results were kept: {result.files['metrics']})"
+    try:
+        check_trackers(tracking, result.out_dir)  # checked before the run too, but a server can go away
+    except UserError as exc:
+        raise UserError(f"{exc} {kept}") from None
     document = result.to_document()
     document["_source"] = str(result.files["metrics"])
     where: dict[str, Any] = {}
@@ -83,11 +149,10 @@ def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
                 else:
                     where[name] = log_tensorboard(document, pictures, tensorboard_dir(tracking, result.out_dir))
             except UserError as exc:
-                raise UserError(f"{exc} (the results are written: {result.files['metrics']})") from None
+                raise UserError(f"{exc} {kept}") from None
             except Exception as exc:  # a tracker's own failure (server down, bad URI): one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise UserError(f"--log {name}: {first} (the results are written: {result.files['metrics']})") \
-                    from None
+                raise UserError(f"--log {name}: {first} {kept}") from None
     result.provenance["tracking"] = where
     write_result(result, result.out_dir)
     for name, record in where.items():
@@ -123,17 +188,21 @@ def mlflow_uri(uri: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _file_store_allowed(uri: str) -> Iterator[None]:
-    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set ("maintenance mode"); the
-    file store is what works without a database package, so allow it for file: URIs while logging."""
-    if not uri.startswith("file:") or "MLFLOW_ALLOW_FILE_STORE" in os.environ:
-        yield
-        return
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+def _mlflow_environment(uri: str) -> Iterator[None]:
+    """MLflow's settings while logging, each only where the environment does not set it: the bounded HTTP
+    retries (MLFLOW_HTTP_DEFAULTS); and for file: URIs MLFLOW_ALLOW_FILE_STORE, since MLflow 3 refuses
+    its file store without it ("maintenance mode") and the file store is what works without a database
+    package."""
+    settings = dict(MLFLOW_HTTP_DEFAULTS)
+    if uri.startswith("file:"):
+        settings["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    added = [name for name in settings if name not in os.environ]
+    os.environ.update({name: settings[name] for name in added})
     try:
         yield
     finally:
-        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _mlflow_limit(name: str) -> int:
@@ -214,7 +283,7 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
     params_per_batch = _mlflow_limit("MAX_PARAMS_TAGS_PER_BATCH")
     metrics_per_batch = _mlflow_limit("MAX_METRICS_PER_BATCH")
     param_limit, tag_limit = _mlflow_limit("MAX_PARAM_VAL_LENGTH"), _mlflow_limit("MAX_TAG_VAL_LENGTH")
-    with _file_store_allowed(uri):
+    with _mlflow_environment(uri):
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)

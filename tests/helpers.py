@@ -229,3 +229,22 @@ def plain_cocoeval(annotations: dict, results: list[dict], image_ids: Sequence[i
         evaluator.accumulate()
         evaluator.summarize()
     return evaluator
+
+
+def two_scores_detector(path: Path, boxes: Sequence[Sequence[float]], labels: Sequence[int],
+                        scores: Sequence[float], scores_alt: Sequence[float], *,
+                        input_hw: tuple[int, int] = (1200, 1200)) -> Path:
+    """``fixed_detector`` with a fourth output, ``scores_alt``: other scores for the same boxes and labels
+    (a model whose score output must be chosen with ``model.scores_output``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ssd_eval.synthetic import write_model
+
+    model = onnx.load(fixed_detector(path, boxes, labels, scores, input_hw=input_hw))
+    count = len(scores_alt)
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.asarray(scores_alt, dtype=np.float32).reshape(1, count), "const_scores_alt"))
+    model.graph.node.append(helper.make_node("Add", ["const_scores_alt", "nothing2"], ["scores_alt"]))
+    model.graph.output.append(helper.make_tensor_value_info("scores_alt", TensorProto.FLOAT, [1, count]))
+    return write_model(model, path)

@@ -232,7 +232,8 @@ def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monke
     import ssd_eval.tracking as tracking
 
     events = []
-    monkeypatch.setattr(tracking, "check_trackers", lambda settings: events.append(("check", settings)))
+    monkeypatch.setattr(tracking, "check_trackers",
+                        lambda settings, out_dir=None: events.append(("check", settings, out_dir)))
     monkeypatch.setattr(tracking, "track", lambda result, settings: events.append(("track", result, settings)))
     real_ensure_model = pipeline.fetch.ensure_model
     monkeypatch.setattr(pipeline.fetch, "ensure_model",
@@ -246,7 +247,7 @@ def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monke
     if shard is not None:
         assert events == [("fetch",)]
         return
-    assert events == [("check", config.tracking), ("fetch",), ("track", result, config.tracking)]
+    assert events == [("check", config.tracking, config.out_dir), ("fetch",), ("track", result, config.tracking)]
     assert result.variant == "test" and result.provenance["images"] == 1  # the run's own result
 
 

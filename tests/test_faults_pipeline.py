@@ -20,6 +20,7 @@ from ssd_eval.config import load_config
 from ssd_eval.errors import UserError
 from ssd_eval.fetch import sha256_of
 from ssd_eval.pipeline import evaluate
+from ssd_eval.runner import ModelIO
 from ssd_eval.shards import merge_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,11 +109,13 @@ def test_the_cache_key_holds_the_cache_files_field_names(tmp_path):
     config = sample_config(tmp_path / "out")
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
-    key = pipeline.cache_key(config, "ab" * 32, categories, dataset, ["CPUExecutionProvider"], {"x.y": "1"})
+    io = ModelIO("image", (1, 3, 64, 64), "bboxes", "labels", "scores")
+    key = pipeline.cache_key(config, "ab" * 32, categories, dataset, ["CPUExecutionProvider"], {"x.y": "1"}, io)
     annotations = json.loads((SAMPLE / "annotations.json").read_text())
     label_map = sorted(c["id"] for c in annotations["categories"])  # class k (1..N) -> the k-th category id
     assert key == {
         "model_sha256": "ab" * 32,
+        "model_io": "image -> bboxes, labels, scores",
         "annotations_sha256": sha256_of(SAMPLE / "annotations.json"),
         "images_dir": str((SAMPLE / "images").resolve()),
         "preprocess_sha256": hash_data(dataclasses.asdict(config.preprocess)),

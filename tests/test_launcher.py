@@ -176,3 +176,48 @@ def test_speed_of_parallel_runs_is_compared_only_with_the_same_number_of_jobs():
     assert speed_mismatch(run("ssd-12-int8", 2), run("ssd-12", None)) == "n/a: 2 vs 1 parallel jobs"
     merged_by_hand = run("ssd-12", None, shards=["1/2", "2/2"])
     assert speed_mismatch(run("ssd-12-int8", None), merged_by_hand) == "n/a: ssd-12 merged from shards"
+
+
+def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_path, monkeypatch):
+    """Issue 22 item 4: ``eval --jobs`` locks its output folder from the start of its jobs to its last file
+    (the merged metrics.json, written twice). Jobs are stood in for by shards evaluated here."""
+    import types
+
+    import ssd_eval.launcher as launcher
+    from ssd_eval.pipeline import evaluate
+
+    out = tmp_path / "out"
+    config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(out)), ("pipeline.workers", 1),
+                                                              ("metrics.bootstrap.replicates", 0)])
+    for index in (1, 2):
+        evaluate(config, shard=(index, 2), progress=False)
+    done = types.SimpleNamespace(poll=lambda: 0)
+    monkeypatch.setattr(launcher, "_start", lambda plan, *args, **kwargs: types.SimpleNamespace(
+        process=done, log_file=types.SimpleNamespace(close=lambda: None)))
+    monkeypatch.setattr(launcher, "_wait", lambda *args: None)
+    refusals = []
+
+    def second_run():
+        with pytest.raises(UserError) as refused:
+            evaluate(config, progress=False)
+        refusals.append(str(refused.value))
+
+    merge, write = launcher.merge_shards, launcher.write_result
+
+    def merging(*args, **kwargs):
+        second_run()  # the jobs are done, nothing merged yet
+        return merge(*args, **kwargs)
+
+    def writing(*args, **kwargs):
+        second_run()  # merged and written once; the wall time not yet
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(launcher, "merge_shards", merging)
+    monkeypatch.setattr(launcher, "write_result", writing)
+    result = run_jobs(config, 2, [], config_path="configs/sample.yaml", progress=False)
+    assert refusals == [f"{out}: another run is using this output directory; wait for it to finish or choose "
+                        "another --out"] * 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["parallel_jobs"] == 2 and metrics["mAP"] == result.map
+    assert metrics["provenance"]["detections"] == len(json.loads((out / "detections.json").read_text()))
+    assert not (out / "cache.jsonl").exists()  # the refused runs left nothing behind

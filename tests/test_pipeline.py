@@ -836,3 +836,194 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
     assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
     assert len(buffers) == pipeline.input_ring_size(prefetch) == prefetch + 1
+
+
+# ------------------------------------------------------------------------ the cache key covers every field (issue 22)
+
+
+def config_fields(cls=None, prefix: str = "") -> list[str]:
+    """Every field of Config, as dotted keys, walking the nested dataclasses (internal fields too)."""
+    import dataclasses
+    import typing
+
+    from ssd_eval.config import Config
+
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            fields += config_fields(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            fields.append(prefix + field.name)
+    return fields
+
+
+def test_every_config_field_is_in_the_cache_key_or_named_as_unable_to_change_detections():
+    from ssd_eval.pipeline import CACHE_KEY_FIELDS, NOT_IN_CACHE_KEY
+
+    fields = config_fields()
+    assert len(fields) == len(set(fields)) > 60
+    unclassified = [f for f in fields if f not in CACHE_KEY_FIELDS and f not in NOT_IN_CACHE_KEY]
+    assert not unclassified, (f"config fields {unclassified} are neither in pipeline.CACHE_KEY_FIELDS nor in "
+                              "pipeline.NOT_IN_CACHE_KEY: can they change an image's detections?")
+    assert not set(CACHE_KEY_FIELDS) & set(NOT_IN_CACHE_KEY)
+    assert not (set(CACHE_KEY_FIELDS) | set(NOT_IN_CACHE_KEY)) - set(fields)  # no stale entries
+    assert all(reason.strip() for reason in NOT_IN_CACHE_KEY.values())
+
+
+def _another(value):
+    """A value other than ``value``, of its kind (the key only hashes it)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, list):
+        return [*value, *value[:1]] if value else [1]
+    if isinstance(value, dict):
+        return {**value, "other": "1"}
+    return 1  # None
+
+
+def test_each_field_of_the_cache_key_changes_the_key(tmp_path):
+    """CACHE_KEY_FIELDS is true: each field read from the config, and each argument that carries a
+    resolved one, changes the key when it changes."""
+    import copy
+    import types
+
+    from ssd_eval import data, postprocess
+    from ssd_eval.pipeline import CACHE_KEY_FIELDS, cache_key
+    from ssd_eval.runner import ModelIO
+
+    config = sample_config("sample", tmp_path / "out")
+    dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    io = ModelIO("image", (1, 3, 64, 64), "bboxes", "labels", "scores")
+    arguments = {"model_sha256": "ab" * 32, "categories": categories, "dataset": dataset,
+                 "providers": ["CPUExecutionProvider"], "session_config": {}, "io": io}
+    base = cache_key(config, **arguments)
+    for field, covered_by in CACHE_KEY_FIELDS.items():
+        if covered_by == "config":
+            changed = copy.deepcopy(config)
+            section, name = field.split(".")
+            setattr(getattr(changed, section), name, _another(getattr(getattr(config, section), name)))
+            assert cache_key(changed, **arguments) != base, field
+    swapped = categories.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]
+    others = {
+        "model_sha256": ["cd" * 32],
+        "categories": [swapped],
+        "dataset": [types.SimpleNamespace(sha256="ef" * 32, images_dir=dataset.images_dir),
+                    types.SimpleNamespace(sha256=dataset.sha256, images_dir=tmp_path)],
+        "providers": [["CUDAExecutionProvider", "CPUExecutionProvider"]],
+        "session_config": [{"session.x64quantprecision": "1"}],
+        "io": [ModelIO("input", io.input_shape, "bboxes", "labels", "scores"),
+               ModelIO("image", io.input_shape, "boxes", "labels", "scores"),
+               ModelIO("image", io.input_shape, "bboxes", "classes", "scores"),
+               ModelIO("image", io.input_shape, "bboxes", "labels", "scores_alt")],
+    }
+    assert set(others) == set(CACHE_KEY_FIELDS.values()) - {"config"}
+    for argument, values in others.items():
+        for value in values:
+            assert cache_key(config, **{**arguments, argument: value}) != base, (argument, value)
+
+
+def two_scores_case(root: Path) -> tuple[Path, dict, dict[str, list[dict]]]:
+    """A detector with two score outputs on four images, its config file, the annotations, and the COCO
+    results of each score output computed by hand (known boxes times the image size): plain pycocotools
+    on them is the right answer."""
+    import yaml
+
+    from helpers import config_dict, two_scores_detector, write_coco
+
+    sizes = [(200, 100), (150, 120), (300, 240), (90, 160)]  # width, height
+    boxes = [[0.1, 0.2, 0.5, 0.6], [0.6, 0.55, 0.95, 0.9], [0.3, 0.1, 0.45, 0.3]]
+    labels = [1, 1, 2]  # person, person, car
+    scores = {"scores": [0.9, 0.3, 0.6], "scores_alt": [0.3, 0.9, 0.2]}
+    images = [{"id": i + 1, "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
+    truth = [{"image_id": i + 1, "category_id": 1, "bbox": [0.1 * w, 0.2 * h, 0.4 * w, 0.4 * h]}
+             for i, (w, h) in enumerate(sizes)]
+    truth += [{"image_id": 1, "category_id": 3, "bbox": [60.0, 10.0, 30.0, 20.0]}]
+    annotations, image_dir = write_coco(root / "coco", images, truth)
+    model = two_scores_detector(root / "two_scores.onnx", boxes, labels, scores["scores"], scores["scores_alt"],
+                                input_hw=(64, 64))
+    category = {1: 1, 2: 3}  # label k -> the k-th smallest category id of helpers.CATEGORIES
+    expected = {name: [{"image_id": image["id"], "category_id": category[label], "score": score,
+                        "bbox": [x1 * image["width"], y1 * image["height"], (x2 - x1) * image["width"],
+                                 (y2 - y1) * image["height"]]}
+                       for image in images for (x1, y1, x2, y2), label, score in zip(boxes, labels, values)]
+                for name, values in scores.items()}
+    config = config_dict(model, annotations, image_dir, root / "out", preprocess={"input_size": [64, 64]},
+                         metrics={"bootstrap": {"replicates": 0}, "error_breakdown": False})
+    path = root / "two_scores.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, json.loads(annotations.read_text()), expected
+
+
+def test_another_score_output_is_not_served_from_the_cache_through_the_cli(tmp_path):
+    """Issue 22 item 3: after a run reading ``scores``, a run reading ``scores_alt`` in the same folder was
+    'resumed' and reported the first output's mAP. It must be refused (the key names the outputs read),
+    and a fresh run must score ``scores_alt``: plain pycocotools on the known boxes says what to expect."""
+    from helpers import plain_cocoeval
+
+    config, annotations, expected = two_scores_case(tmp_path)
+    right = {name: [float(s) for s in plain_cocoeval(annotations, results).stats]
+             for name, results in expected.items()}
+    assert right["scores"][0] != right["scores_alt"][0]  # the case tells the two outputs apart
+    out = tmp_path / "out"
+    first = run_cli("eval", "--config", str(config), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    assert json.loads((out / "metrics.json").read_text())["stats"] == pytest.approx(right["scores"], abs=1e-6)
+
+    alt = ("--set", "model.scores_output=[scores_alt]")
+    refused = run_cli("eval", "--config", str(config), *alt, "--no-progress")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    error = refused.stderr.strip().splitlines()
+    assert len(error) == 1 and "model_io" in error[0] and "scores_alt" in error[0] and "--fresh" in error[0], error
+    assert json.loads((out / "metrics.json").read_text())["stats"] == pytest.approx(right["scores"], abs=1e-6)
+
+    fresh = run_cli("eval", "--config", str(config), *alt, "--fresh", "--no-progress")
+    assert fresh.returncode == 0, fresh.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stats"] == pytest.approx(right["scores_alt"], abs=1e-6)
+    assert metrics["provenance"]["config"]["model"]["scores_output"] == ["scores_alt"]
+
+
+# --------------------------------------------------------------------------- the folder lock (issue 22 item 4)
+
+
+def assert_files_match_metrics(out: Path, images: int) -> None:
+    """metrics.json describes the detections.json and cache.jsonl beside it: the same images and detections."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    detections = json.loads((out / "detections.json").read_text())
+    cache_lines = (out / "cache.jsonl").read_text().splitlines()[1:]
+    assert metrics["provenance"]["images"] == images == len(cache_lines)
+    assert metrics["provenance"]["detections"] == len(detections) == sum(
+        len(json.loads(line)["detections"]) for line in cache_lines)
+
+
+def test_a_second_run_after_detections_but_before_metrics_json_is_refused(tmp_path, monkeypatch):
+    """Issue 22 item 4: the lock was released once detections were written; a second run in that window
+    replaced detections.json and cache.jsonl, then the first wrote a metrics.json describing other files."""
+    from ssd_eval import pipeline
+
+    out = tmp_path / "out"
+    second = {}
+    breakdown = pipeline.breakdown_for_run
+
+    def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
+        second["run"] = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(out), "--limit", "1",
+                                "--fresh", "--no-progress")
+        return breakdown(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "breakdown_for_run", in_the_window)
+    result = evaluate(sample_config("sample", out), progress=False)
+    refused = second["run"]
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"ssd-eval: error: {out}: another run is using this output directory; wait for it to finish or choose "
+        "another --out")  # after the --limit warning
+    assert_files_match_metrics(out, result.provenance["images"])
+    assert result.provenance["images"] > 1

@@ -149,3 +149,33 @@ def test_merge_refuses_shards_whose_annotation_file_was_edited_after_them(tmp_pa
         shards.merge_shards([tmp_path / "split" / f"shard-{i}-of-2" for i in (1, 2)], tmp_path / "merged")
     assert str(caught.value) == f"{annotations}: changed since the shards were made (sha256 differs)"
     assert not (tmp_path / "merged").exists()
+def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written(two_shards, tmp_path, monkeypatch):
+    """Issue 22 item 4: merge holds the output folder's lock from its first file to its last (and through
+    ``finish``, where tracking rewrites metrics.json)."""
+    import ssd_eval.errors_breakdown
+
+    target = tmp_path / "merged"
+    refusals = []
+    breakdown = ssd_eval.errors_breakdown.breakdown_for_run
+
+    def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
+        if not refusals:  # the first merge's window only (a second merge let in would come here too)
+            refusals.append("(the second merge was let in)")
+            with pytest.raises(UserError) as refused:
+                shards.merge_shards(two_shards, target)
+            refusals[0] = str(refused.value)
+        return breakdown(*args, **kwargs)
+
+    def finish(result):
+        with pytest.raises(UserError) as refused:
+            evaluate(load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(target))]), progress=False)
+        refusals.append(str(refused.value))
+
+    monkeypatch.setattr(ssd_eval.errors_breakdown, "breakdown_for_run", in_the_window)
+    result = shards.merge_shards(two_shards, target, finish=finish)
+    assert refusals == [f"{target}: another run is using this output directory; wait for it to finish or choose "
+                        "another --out"] * 2
+    written = json.loads((target / "detections.json").read_text())
+    assert result.provenance["detections"] == len(written) == json.loads(
+        (target / "metrics.json").read_text())["provenance"]["detections"]
+    assert not (target / "cache.jsonl").exists()

@@ -4,8 +4,13 @@ event files read back record by record (and with tensorboard's own reader where 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import struct
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from ssd_eval.config import TrackingConfig, load_config
 from ssd_eval.errors import UserError
 from ssd_eval.pipeline import evaluate
 from ssd_eval.results import EvalResult, read_metrics_file
-from ssd_eval.tracking import log_mlflow, mlflow_uri, track
+from ssd_eval.tracking import check_trackers, log_mlflow, mlflow_uri, track
 
 from conftest import run_cli
 from helpers import metrics_document
@@ -112,7 +117,7 @@ def test_a_tracker_failing_after_the_run_is_one_line_naming_the_results(tmp_path
         track(result, TrackingConfig(log=["mlflow"], uri="bogus-scheme://nowhere"))
     message = str(info.value)
     assert message.startswith("--log mlflow: ") and "\n" not in message
-    assert f"the results are written: {tmp_path / 'r' / 'metrics.json'}" in message
+    assert f"the results were kept: {tmp_path / 'r' / 'metrics.json'}" in message
 
 
 @pytest.mark.parametrize("tracker,package", [("mlflow", "mlflow-skinny"), ("tensorboard", "tensorboardX")])
@@ -224,3 +229,87 @@ def test_merge_logs_the_merged_result(tmp_path, mlflow_client):
     run = mlflow_client(store).get_run(merged.provenance["tracking"]["mlflow"]["run_id"])
     assert run.data.metrics["mAP"] == pytest.approx(merged.map, abs=1e-12)
     assert run.data.tags["provenance.shards"] == '["1/2", "2/2"]'
+
+
+# ---------------------------------------------------------------- a tracker that cannot work (issue 22 item 5)
+
+
+def test_an_unreachable_mlflow_server_fails_within_seconds_before_any_image(tmp_path):
+    """Port 9 (discard) refuses connections: the run stops before its output folder exists, in one line."""
+    pytest.importorskip("mlflow")
+    started = time.monotonic()
+    run = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(tmp_path / "r"), "--log", "mlflow",
+                  "--log-uri", "http://127.0.0.1:9", "--no-progress", timeout=120)
+    seconds = time.monotonic() - started
+    assert run.returncode == 2, run.stdout + run.stderr
+    error = run.stderr.strip().splitlines()
+    assert error == [error[0]] and error[0].startswith(
+        "ssd-eval: error: --log mlflow: cannot reach the tracking server http://127.0.0.1:9 ("), error
+    assert "--log-uri" in error[0]
+    assert seconds < 20, seconds  # measured: 0.3 s (MLflow's own retries spent 4 min 11 s after the run)
+    assert not (tmp_path / "r").exists()  # before any image: not even the output folder
+
+
+@pytest.mark.parametrize("log", ["mlflow", "tensorboard"])
+def test_a_tracking_folder_that_cannot_be_written_fails_before_any_image(tmp_path, log):
+    pytest.importorskip({"mlflow": "mlflow", "tensorboard": "tensorboardX"}[log])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    option = "--log-uri" if log == "mlflow" else "--log-dir"
+    status = main(["eval", "--config", str(REPO / "configs" / "sample.yaml"), "--out", str(tmp_path / "r"),
+                   "--log", log, option, str(blocker / "store"), "--no-progress"])
+    assert status == 2
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UserError, match=rf"^--log {log}: {re.escape(str(blocker / 'store'))} is a file"):
+        check_trackers(TrackingConfig(log=[log], uri=str(blocker / "store"), tensorboard_dir=str(blocker / "store")),
+                       tmp_path / "r")
+
+
+@pytest.fixture
+def hanging_up_server():
+    """A TCP server on 127.0.0.1 that accepts each connection and closes it at once: reachable before the
+    run, an HTTP server that fails every request after it (MLflow retries such failures)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_a_tracking_server_failing_after_the_run_is_given_up_within_seconds(tmp_path, hanging_up_server):
+    """MLflow's default retries (7, backoff factor 2) spend minutes; bounded, the error comes in seconds,
+    one line, saying the results were kept."""
+    pytest.importorskip("mlflow")
+    result = sample_run("sample", tmp_path / "r")
+    outcome: dict = {}
+
+    def run():
+        try:
+            track(result, TrackingConfig(log=["mlflow"], uri=hanging_up_server))
+        except UserError as exc:
+            outcome["error"] = str(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)  # left behind, not waited for, if it hangs
+    worker.start()
+    worker.join(timeout=60)
+    seconds = time.monotonic() - started
+    assert not worker.is_alive(), "tracking still retrying after 60 s"
+    message = outcome["error"]
+    assert message.startswith("--log mlflow: ") and "\n" not in message
+    assert message.endswith(f"(the results were kept: {tmp_path / 'r' / 'metrics.json'})")
+    assert seconds < 30, seconds
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        assert name not in os.environ  # set while logging only
+    assert read_metrics_file(tmp_path / "r" / "metrics.json")["mAP"] == pytest.approx(result.map)

@@ -209,6 +209,28 @@ BUGS: list[Bug] = [
         '    if dataset.sha256 != first["identity"]["annotations_sha256"]:\n'
         '        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")\n',
         "", ("tests/test_shards.py::test_merge_refuses_shards_whose_annotation_file_was_edited_after_them",)),
+    # issue 22b: the cache key's model outputs, the folder lock held to the last file, tracking checked first
+    Bug("cache-key-without-model-io", "ssd_eval/pipeline.py",
+        '        "model_io": f"{io.input_name} -> {io.boxes}, {io.labels}, {io.scores}",\n', "",
+        ("tests/test_pipeline.py::test_another_score_output_is_not_served_from_the_cache_through_the_cli",
+         "tests/test_pipeline.py::test_each_field_of_the_cache_key_changes_the_key")),
+    Bug("eval-lock-released-before-metrics-json", "ssd_eval/pipeline.py",
+        '        detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))\n',
+        '        detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))\n'
+        "        cache.close()\n        folder._lock.close()\n",
+        ("tests/test_pipeline.py::test_a_second_run_after_detections_but_before_metrics_json_is_refused",)),
+    Bug("merge-without-folder-lock", "ssd_eval/shards.py",
+        "        if not locked:\n            held.enter_context(folder_lock(out_dir))\n", "",
+        ("tests/test_shards.py::test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written",)),
+    Bug("jobs-parent-without-folder-lock", "ssd_eval/launcher.py",
+        "    with folder_lock(out_dir):\n", "    with open(os.devnull):\n",
+        ("tests/test_launcher.py::test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written",)),
+    Bug("tracking-target-unchecked", "ssd_eval/tracking.py",
+        "            check_mlflow_target(mlflow_uri(tracking.uri))\n", "            mlflow_uri(tracking.uri)\n",
+        ("tests/test_tracking.py::test_an_unreachable_mlflow_server_fails_within_seconds_before_any_image",)),
+    Bug("mlflow-retries-unbounded", "ssd_eval/tracking.py",
+        "    settings = dict(MLFLOW_HTTP_DEFAULTS)\n", "    settings = {}\n",
+        ("tests/test_tracking.py::test_a_tracking_server_failing_after_the_run_is_given_up_within_seconds",)),
 ]
 
 

@@ -1,0 +1,39 @@
+"""The output-folder lock: one run at a time writes a results folder, from its first file to its last."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ssd_eval.errors import UserError
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the existing folder ``folder`` for the block; a one-line UserError at once
+    when another run (another process, or another block of this one) holds it.
+
+    The lock is ``flock`` on the folder itself, not on a file in it: no lock file is left in a results
+    folder, none has to be deleted (unlinking a lock file lets a third run lock a new one), and a folder a
+    failed run created can still be removed while locked. The kernel releases it when the process dies.
+    """
+    folder = Path(folder)
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot open the output directory: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(f"{folder}: another run is using this output directory; wait for it to finish "
+                                "or choose another --out") from None
+            raise UserError(f"{folder}: cannot lock the output directory: {exc.strerror or exc}") from None
+        yield folder
+    finally:
+        os.close(descriptor)  # releases the lock
