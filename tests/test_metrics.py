@@ -432,3 +432,56 @@ def test_pr_curves_are_taken_at_iou_exactly_50_and_75():
     curves = score_detections(gt, detections, [1, 2]).pr_curves
     assert curves["iou50"] == pytest.approx([1.0] * 101)  # both categories match
     assert curves["iou75"] == pytest.approx([0.5] * 101)  # only the person
+
+
+# --------------------------------------------------------------- annotation ids 0 and below (issue 22)
+
+
+def plain_pycocotools_stats(gt: dict, detections: list[dict], image_ids: list[int]) -> list[float]:
+    """COCOeval's 12 stats straight from pycocotools (loadRes gets copies)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = copy.deepcopy(gt)
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(copy.deepcopy(detections)), "bbox")
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return [float(s) for s in evaluator.stats]
+
+
+@pytest.mark.parametrize("first_id", [0, -3])
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_annotation_ids_from_zero_or_below_score_a_perfect_detector_one_on_every_backend(backend, streaming,
+                                                                                        first_id):
+    """Many exporters number annotations from 0; pycocotools records a match as the ground truth's id,
+    so a match to id 0 read as a miss (0.96 for a perfect detector). Every backend, streaming or not,
+    gives the 12 stats plain pycocotools gives the same file numbered from 1."""
+    pytest.importorskip(BACKENDS[backend].module)
+    gt, noisy = synthetic_case(images=30, per_image=3, seed=4)
+    gt["annotations"] = [a for a in gt["annotations"] if not a["iscrowd"]]
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
+                "score": 0.5 + 0.001 * n} for n, a in enumerate(gt["annotations"])]
+    from_one = copy.deepcopy(gt)
+    for n, annotation in enumerate(from_one["annotations"]):
+        annotation["id"] = n + 1
+    shifted = copy.deepcopy(gt)
+    for n, annotation in enumerate(shifted["annotations"]):
+        annotation["id"] = first_id + n
+    image_ids = [i["id"] for i in gt["images"]]
+    assert plain_pycocotools_stats(shifted, perfect, image_ids)[0] < 0.999  # the bug this guards against
+    for detections in (perfect, noisy):
+        expected = plain_pycocotools_stats(from_one, detections, image_ids)
+        ours = score_detections(shifted, detections, image_ids, backend=backend, streaming=streaming)
+        assert ours.stats == pytest.approx(expected, abs=1e-12)
+    assert score_detections(shifted, perfect, image_ids, backend=backend, streaming=streaming).stats[:3] == \
+        pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+    assert [a["id"] for a in shifted["annotations"]][:2] == [first_id, first_id + 1]  # the caller's data untouched
