@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ssd_eval.data import image_fingerprint
 from ssd_eval.errors import UserError
+from ssd_eval.postprocess import add_counts
 from ssd_eval.results import is_detection
 from ssd_eval.schema import is_int, is_number
 
@@ -30,7 +31,9 @@ class DetectionCache:
     from the cache and evaluated again.
     A line may also record the image's timing (``add``'s ``loop_s`` and ``inference_s``), so a
     run served entirely from the cache can report the speed measured when its images were
-    inferred (``stored_seconds``); lines without it (older caches) stay readable.
+    inferred (``stored_seconds``); lines without it (older caches) stay readable. Likewise a line
+    may record what the output checks count in the image's raw model outputs (``add``'s
+    ``output_counts``, summed by ``stored_output_counts``).
     Only each image's line offset, detection count and timing are kept in memory; detections
     are read back from the file when needed.
     ``started_afresh`` says whether the cache was (re)started empty, so results of an
@@ -45,6 +48,7 @@ class DetectionCache:
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
         self.counts: dict[int, int] = {}  # image id -> number of detections on its line
         self.timings: dict[int, tuple[float, float] | None] = {}  # image id -> (loop_s, inference_s) or None
+        self.output_counts: dict[int, dict[str, int]] = {}  # image id -> postprocess.output_counts, where recorded
         self.started_afresh = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -93,8 +97,11 @@ class DetectionCache:
                     # A kill during the last write leaves a cut line: drop it, that image runs again.
                     log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
                     break
-                image_id, fingerprints[image_id], self.counts[image_id], self.timings[image_id] = \
+                image_id, fingerprints[image_id], self.counts[image_id], self.timings[image_id], counts = \
                     self._check_line(line, number)
+                self.output_counts.pop(image_id, None)
+                if counts is not None:
+                    self.output_counts[image_id] = counts
                 self.offsets[image_id] = good_end
                 good_end += len(line)
         if good_end < os.path.getsize(self.path):
@@ -103,9 +110,10 @@ class DetectionCache:
         log.info("%s: %d finished images found", self.path, len(self.offsets))
         return True
 
-    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None, int, tuple[float, float] | None]:
-        """The image id, image fingerprint, detection count and timing (None where the line has none) of
-        one cache line, checked to hold that image's detections."""
+    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None, int, tuple[float, float] | None,
+                                                             dict[str, int] | None]:
+        """The image id, image fingerprint, detection count, timing and output counts (None where the line
+        has none) of one cache line, checked to hold that image's detections."""
         try:
             entry = json.loads(line)
             image_id = entry["image_id"]
@@ -114,6 +122,10 @@ class DetectionCache:
                 raise TypeError("image_id, detections or fingerprint of the wrong type")
             if not all(is_number(entry.get(k, 0.0)) and entry.get(k, 0.0) >= 0 for k in ("loop_s", "inference_s")):
                 raise TypeError("loop_s or inference_s not a number >= 0")
+            counts = entry.get("output_counts")
+            if counts is not None and not (isinstance(counts, dict) and all(
+                    isinstance(k, str) and is_int(v) and v >= 0 for k, v in counts.items())):
+                raise TypeError("output_counts not a mapping of counts")
             for detection in entry["detections"]:
                 if not is_detection(detection):
                     raise TypeError("malformed detection")
@@ -125,7 +137,7 @@ class DetectionCache:
                             "the cache was edited or mixed up: pass --fresh to discard it")
         timing = (float(entry["loop_s"]), float(entry["inference_s"])) \
             if "loop_s" in entry and "inference_s" in entry else None
-        return image_id, entry.get("fingerprint"), len(entry["detections"]), timing
+        return image_id, entry.get("fingerprint"), len(entry["detections"]), timing, counts
 
     def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
         """Forget cached images whose file is gone or changed since (they are evaluated again)."""
@@ -135,6 +147,7 @@ class DetectionCache:
                    and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
         for image_id in changed:
             del self.offsets[image_id], self.counts[image_id], self.timings[image_id]
+            self.output_counts.pop(image_id, None)
         if changed:
             log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
                         "evaluating them again", self.path, len(changed), min(changed))
@@ -155,10 +168,11 @@ class DetectionCache:
         return image_id in self.offsets
 
     def add(self, image_id: int, detections: list[dict], *, loop_s: float | None = None,
-            inference_s: float | None = None) -> None:
+            inference_s: float | None = None, output_counts: dict[str, int] | None = None) -> None:
         """Record one finished image (flushed to the OS before returning), with its timing when given:
         ``loop_s``, its share of the image loop's wall time (decode, preprocess, inference,
-        postprocess), and ``inference_s``, its share of ``session.run`` time (seconds, rounded to 1 us)."""
+        postprocess), and ``inference_s``, its share of ``session.run`` time (seconds, rounded to 1 us);
+        and ``output_counts``, what the output checks counted in its raw outputs."""
         entry: dict[str, Any] = {"image_id": int(image_id)}
         if self.images is not None:
             try:
@@ -170,12 +184,17 @@ class DetectionCache:
         if loop_s is not None and inference_s is not None:
             timing = (round(float(loop_s), 6), round(float(inference_s), 6))
             entry["loop_s"], entry["inference_s"] = timing
+        if output_counts is not None:
+            entry["output_counts"] = {key: int(value) for key, value in output_counts.items()}
         entry["detections"] = detections
         offset = self._handle.tell()
         self._write(json.dumps(entry).encode() + b"\n")
         self.offsets[int(image_id)] = offset
         self.counts[int(image_id)] = len(detections)
         self.timings[int(image_id)] = timing
+        self.output_counts.pop(int(image_id), None)
+        if output_counts is not None:
+            self.output_counts[int(image_id)] = dict(entry["output_counts"])
 
     def count(self, image_ids: Iterable[int]) -> int:
         """How many detections the finished images ``image_ids`` hold."""
@@ -188,6 +207,14 @@ class DetectionCache:
         if not timings or any(t is None for t in timings):
             return None
         return sum(t[0] for t in timings), sum(t[1] for t in timings)
+
+    def stored_output_counts(self, image_ids: Iterable[int]) -> dict[str, int] | None:
+        """The output counts recorded for ``image_ids``, summed key by key over the images that have
+        them (lines of older caches have none); None when none has."""
+        total: dict[str, int] | None = None
+        for image_id in image_ids:
+            total = add_counts(total, self.output_counts.get(image_id))
+        return total
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""

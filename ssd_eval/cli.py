@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", help="evaluate slice i of n (e.g. 2/4) and write only its detections")
     run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
     run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
+    run.add_argument("--strict", action="store_true",
+                     help="model outputs that look read wrongly (boxes in pixels, inverted boxes, logits) are an "
+                          "error (exit 2) before scoring, not a warning in the summary")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress report (default: a start line, then a bar on a terminal or in logs a line "
                           "after 10 s or 5 %% and every pipeline.progress_interval_s (120 s), and the scoring time)")
@@ -186,9 +189,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from ssd_eval.launcher import run_jobs
 
         result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
-                          download=args.download, verbose=args.verbose, progress=progress, shard=args.shard)
+                          download=args.download, verbose=args.verbose, progress=progress, shard=args.shard,
+                          strict=args.strict)
     else:
-        result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download, progress=progress)
+        result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download, progress=progress,
+                          strict=args.strict)
     if result is None:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
               "score all shards with 'ssd-eval merge'")

@@ -41,6 +41,7 @@ SWITCH_KEYS: dict[str, str] = {
     "max_detections": "postprocess.max_detections",
     "score_threshold": "postprocess.score_threshold",
     "clip_boxes": "postprocess.clip_boxes",
+    "keep_inverted_boxes": "postprocess.keep_inverted_boxes",
     "exclude_categories": "metrics.exclude_categories",
 }
 
@@ -57,6 +58,7 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
         "max_detections": 100,
         "score_threshold": 0.0,
         "clip_boxes": True,
+        "keep_inverted_boxes": False,
         "exclude_categories": [],
     },
     # Intel Neural Compressor's ONNX Runtime SSD example: ssd-12, ssd-12-int8, ssd-12-qdq.
@@ -67,6 +69,7 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
         "max_detections": "all",
         "score_threshold": 0.0,
         "clip_boxes": False,
+        "keep_inverted_boxes": True,
         "exclude_categories": list(INC_DROPPED_CATEGORIES),
     },
     # BowenBao/inference's ONNX export of the MLPerf SSD-ResNet34 reference: ssd-10.
@@ -77,6 +80,7 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
         "max_detections": "all",
         "score_threshold": 0.0,
         "clip_boxes": False,
+        "keep_inverted_boxes": True,
         "exclude_categories": [],
     },
 }
@@ -150,8 +154,15 @@ class PostprocessConfig:
     max_detections: Optional[int | Literal["all"]] = None  # per image, best first; "all": every output
     score_threshold: Optional[float] = None
     clip_boxes: Optional[bool] = None  # clip boxes to the image before scoring
-    # Explicit COCO category id for contiguous labels 1..K; default: sorted ids of the file.
+    # An inverted box (x_max < x_min or y_max < y_min) keeps its negative width or height (as INC and the
+    # MLPerf export hand it to pycocotools, which then ignores it) instead of getting 0 (a false positive).
+    keep_inverted_boxes: Optional[bool] = None
+    # Explicit COCO category id for contiguous labels 1..K; default: the COCO-80 table (postprocess.COCO_80_IDS).
     label_map: Optional[list[int]] = None
+    # The order of the model's 4 box values (postprocess.BOX_FORMATS), and the [width, height] its box
+    # coordinates are relative to (e.g. the input's [1200, 1200] for boxes in input pixels); null: normalized.
+    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"
+    box_scale: Optional[list[float]] = None
 
 
 @dataclass
@@ -742,6 +753,10 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
     if post.score_threshold is not None and not math.isfinite(post.score_threshold):
         fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
+    if post.box_scale is not None and (len(post.box_scale) != 2
+                                       or not all(math.isfinite(v) and v > 0 for v in post.box_scale)):
+        fail("postprocess.box_scale", f"must be [width, height], two finite positive numbers, or null, "
+                                      f"got {post.box_scale}")
     from ssd_eval.cpu import KERNEL_CLASSES
     from ssd_eval.metrics import BACKENDS  # the registry lives with the scoring code
 

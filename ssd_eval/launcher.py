@@ -146,8 +146,9 @@ class _Job:
 
 def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool = False,
              download: bool = False, verbose: int = 0, progress: bool | str = True,
-             shard: str | None = None) -> EvalResult:
-    """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result."""
+             shard: str | None = None, strict: bool = False) -> EvalResult:
+    """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result
+    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards)."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:
@@ -184,7 +185,7 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
             "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
             "parallel_devices": [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None,
         }
-        result = merge_shards(dirs, out_dir, launch=launch, locked=True)
+        result = merge_shards(dirs, out_dir, launch=launch, locked=True, strict=strict)
         result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
         write_result(result, out_dir)
         if config.tracking.log:

@@ -85,11 +85,21 @@ class Scores:
 
 
 def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> dict[str, Any]:
-    """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes."""
+    """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes.
+
+    When any annotation id is 0 or negative, every annotation gets the internal id ``position + 1``
+    (the file's id of internal id k is ``gt["annotations"][k - 1]["id"]``); otherwise the file's
+    ids are kept, so a file with positive ids is scored exactly as the backends read it.
+    """
     prepared = {k: v for k, v in gt.items() if k != "annotations"}
+    # pycocotools and faster-coco-eval record a detection's match as the ground truth's id: a match
+    # to id 0 reads as no match (a perfect detector scored 0.96 on a file numbered from 0).
+    renumber = any(int(ann["id"]) <= 0 for ann in gt["annotations"])
     annotations = []
-    for ann in gt["annotations"]:
+    for position, ann in enumerate(gt["annotations"]):
         ann = dict(ann)
+        if renumber:
+            ann["id"] = position + 1
         ann["bbox"] = list(ann["bbox"])
         ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
         ann["iscrowd"] = 0 if crowd_as_ground_truth else int(ann.get("iscrowd", 0))

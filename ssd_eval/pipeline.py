@@ -301,11 +301,13 @@ def evaluate(
     fresh: bool = False,
     download: bool = False,
     progress: bool | str = True,
+    strict: bool = False,
 ) -> EvalResult | None:
     """Evaluate ``config`` and write its results; returns the result (None for a shard).
 
     ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
-    False for none.
+    False for none. ``strict``: model outputs that are almost certainly read wrongly
+    (``postprocess.output_warnings``) are a UserError before scoring, not a warning.
     """
     started = time.perf_counter()
     switches = config.switches()
@@ -337,6 +339,10 @@ def evaluate(
     model_sha256 = fetch.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
     content_sha256 = fetch.model_sha256(model_path, model_sha256)  # with external data: what shapes detections
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    label_notes = postprocess.label_space_notes(categories, dataset.gt["categories"],
+                                                explicit=config.postprocess.label_map is not None)
+    for note in label_notes:  # the summary and metrics.json warnings carry them
+        log.info("%s: %s", dataset.annotations_path, note)
     int8 = model_info.inspect_model(model_path, sha256=model_sha256)  # this CPU's int8 capability
     session_config = model_info.int8_session_config(int8, config.runtime.session_config,
                                                     exact_int8=config.runtime.exact_int8)
@@ -363,6 +369,9 @@ def evaluate(
         skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
         evaluated = [i for i in image_ids if i in cache]
         speed = _speed(cache, evaluated, [r.id for r in todo], skipped)
+        output_counts = cache.stored_output_counts(evaluated)
+        output_warnings = postprocess.checked_outputs(output_counts, config.postprocess.score_threshold,
+                                                      strict=strict)
         scoring_started = time.perf_counter()
         if shard is None:
             _say(progress, f"{config.variant}: scoring {cache.count(evaluated)} detections of {len(evaluated)} "
@@ -382,6 +391,7 @@ def evaluate(
             subset=subset)
         if scores is not None:
             scores.matches = None  # done with: not kept alive in the result
+            scores.warnings = [*label_notes, *output_warnings, *scores.warnings]
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
         provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
@@ -390,6 +400,7 @@ def evaluate(
                                     loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
                                     inference_seconds=speed["inference_s"])
         provenance["subset"] = subset
+        provenance["output_counts"] = output_counts
         if bootstrap is not None:
             provenance["bootstrap"] = bootstrap
         provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -523,11 +534,15 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         batch = [postprocess.to_coco_results(
             raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
             categories=categories, max_detections=post.max_detections,
-            score_threshold=post.score_threshold, clip_boxes=post.clip_boxes) for record, raw in zip(records, raws)]
+            score_threshold=post.score_threshold, clip_boxes=post.clip_boxes,
+            keep_inverted_boxes=post.keep_inverted_boxes, box_format=post.box_format,
+            box_scale=post.box_scale) for record, raw in zip(records, raws)]
+        counts = [postprocess.output_counts(raw.boxes, raw.scores, post.box_format, post.box_scale) for raw in raws]
         now = time.perf_counter()
         loop_s, last_recorded[0] = (now - last_recorded[0]) / len(records), now
-        for record, detections in zip(records, batch):
-            cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records))
+        for record, detections, image_counts in zip(records, batch, counts):
+            cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records),
+                      output_counts=image_counts)
 
     if progress == "lines":
         bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)

@@ -328,7 +328,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
     """The terminal summary of one result, after ``eval`` / ``merge`` and by ``ssd-eval show``: what
     was run (variant, protocol, images, speed, model, harness commit), the 12 COCO stats with
     what each measures, and the per-category AP, best first (the ``top`` best and worst, or
-    every category with ``all_categories``)."""
+    every category with ``all_categories``); each of the scores' ``warnings`` is a ``warning:`` line."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
     model = provenance.get("model") or {}
     speed = provenance.get("images_per_s")
@@ -339,6 +339,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
              f"{provenance.get('detections', '?')} detections  {speed_text}"]
     if provenance.get("partial"):
         lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
+    lines += [f"warning: {warning}" for warning in result.scores.warnings]
     lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
                  f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
                  f"  date {provenance.get('date', '?')}")

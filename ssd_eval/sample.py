@@ -243,7 +243,7 @@ def _category_id_by_name() -> dict[str, int]:
 
 
 def _contiguous_label_by_name() -> dict[str, int]:
-    """Contiguous label k (1..80) is the k-th smallest category id."""
+    """Contiguous label k (1..80) is the k-th of the 80 COCO ids (postprocess.COCO_80_IDS: the same order)."""
     ordered = sorted(COCO_CATEGORIES)
     return {name: index + 1 for index, (_, name, _) in enumerate(ordered)}
 

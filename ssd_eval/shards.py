@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ssd_eval import data, fetch
+from ssd_eval import data, fetch, postprocess
 from ssd_eval.confidence import bootstrap_off, run_bootstrap, subset_record
 from ssd_eval.config import Config, config_from_dict, flatten_dotted, hash_data
 from ssd_eval.errors import UserError
@@ -155,14 +155,15 @@ def _is_shard_manifest(manifest: Any) -> bool:
 
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
                  launch: dict[str, Any] | None = None, finish: Callable[[EvalResult], Any] | None = None,
-                 locked: bool = False) -> EvalResult:
+                 locked: bool = False, strict: bool = False) -> EvalResult:
     """Score shard outputs together after checking they cover the image set exactly once.
 
     ``launch``: provenance entries of shards run side by side by ``eval --jobs`` (ssd_eval.launcher:
     parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones.
     The output folder is locked (``folder_lock``) from the removal of its old results until its
     metrics.json is written and ``finish`` (e.g. tracking, which rewrites metrics.json) has run on the
-    result; ``locked``: the caller holds that lock already (``eval --jobs``)."""
+    result; ``locked``: the caller holds that lock already (``eval --jobs``).
+    ``strict``: as ``pipeline.evaluate``'s, on the shards' summed output counts."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
     shards = [(Path(d), *read_shard(Path(d))) for d in shard_dirs]
@@ -216,6 +217,14 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         raise UserError(f"{first_dir / SHARD_FILE}: was made from another version of subset {subset['name']} "
                         "than the one in subsets/ now: run the shards again")
 
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    label_notes = postprocess.label_space_notes(categories, dataset.gt["categories"],
+                                                explicit=config.postprocess.label_map is not None)
+    output_counts = None
+    for _, manifest, _ in shards:
+        output_counts = postprocess.add_counts(output_counts, manifest["provenance"].get("output_counts"))
+    output_warnings = postprocess.checked_outputs(output_counts, switches["score_threshold"], strict=strict)
+
     def detections() -> Iterator[dict]:
         # Every shard's detections in ascending image order, read afresh from the files (each is in
         # that order and the shards' images are disjoint): as a single run lists them, none held.
@@ -236,6 +245,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
                                                    source="merged shards", matches=scores.matches,
                                                    subset=subset)
     scores.matches = None  # done with: not kept alive in the result
+    scores.warnings = [*label_notes, *output_warnings, *scores.warnings]
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
@@ -251,6 +261,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "merged_from": [str(d) for d, _, _ in shards],
         "bootstrap": bootstrap,
         "subset": subset,
+        "output_counts": output_counts,
         "date": now(),
     })
     merged.update(launch or {})

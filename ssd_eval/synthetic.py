@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_eval.data import COCO_CATEGORIES
+from ssd_eval.postprocess import COCO_80_IDS
 
-COCO_CATEGORY_IDS = tuple(sorted(cat_id for cat_id, _, _ in COCO_CATEGORIES))
+COCO_CATEGORY_IDS = COCO_80_IDS
 
 
 def ssd_model(nodes: list, initializers: list, *, name: str, input_hw: Sequence[int], detections: int,
@@ -136,16 +137,17 @@ def probe_fingerprint(tensor: np.ndarray) -> np.ndarray:
 def ground_truth_tables(annotations: dict[str, Any], image_ids: Sequence[int],
                         score: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each image's non-crowd ground truth as detector output rows: boxes (I, N, 4) normalized xyxy,
-    contiguous labels (I, N) (label k: the k-th smallest category id of the file), scores (I, N).
+    contiguous labels (I, N) (label k: the k-th of the 80 COCO ids, postprocess.COCO_80_IDS; objects of
+    other categories are left out: no label can name them), scores (I, N).
 
     Real rows score ``score`` minus 0.001 per row; rows past an image's objects are padding: a
     zero-size box at the image's corner, label 1, score 0 (last in every ranking, so never costing AP).
     """
-    contiguous = {cat_id: k for k, cat_id in enumerate(sorted(c["id"] for c in annotations["categories"]), 1)}
+    contiguous = {cat_id: k for k, cat_id in enumerate(COCO_80_IDS, 1)}
     sizes = {entry["id"]: (entry["width"], entry["height"]) for entry in annotations["images"]}
     objects: dict[int, list[dict]] = {image_id: [] for image_id in image_ids}
     for ann in annotations["annotations"]:
-        if ann["image_id"] in objects and not ann.get("iscrowd", 0):
+        if ann["image_id"] in objects and not ann.get("iscrowd", 0) and ann["category_id"] in contiguous:
             objects[ann["image_id"]].append(ann)
     count = max([1, *(len(rows) for rows in objects.values())])
     boxes = np.zeros((len(image_ids), count, 4), dtype=np.float32)

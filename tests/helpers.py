@@ -13,7 +13,8 @@ from PIL import Image
 from ssd_eval.metrics import STAT_NAMES
 from ssd_eval.synthetic import fixed_detector, lookup_detector  # noqa: F401  (re-exported for the tests)
 
-# Five real COCO categories with a gap (id 12 does not exist): label k -> k-th smallest id.
+# Five real COCO categories with a gap (id 12 does not exist). A model's label k is the k-th of the 80 COCO
+# ids (postprocess.COCO_80_IDS), so their labels are 1, 3, 11, 12 and 17.
 CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person"},
     {"id": 3, "name": "car", "supercategory": "vehicle"},

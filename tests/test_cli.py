@@ -31,7 +31,7 @@ def small_set(tmp_path):
         tmp_path / "set",
         [{"id": 1, "width": 120, "height": 80}, {"id": 2, "width": 90, "height": 90, "mode": "L"}],
         [{"image_id": 1, "category_id": 3, "bbox": [10, 10, 50, 40]}])
-    model = fixed_detector(tmp_path / "model.onnx", [[10 / 120, 10 / 80, 60 / 120, 50 / 80]], [2], [0.8])
+    model = fixed_detector(tmp_path / "model.onnx", [[10 / 120, 10 / 80, 60 / 120, 50 / 80]], [3], [0.8])
     config = tmp_path / "config.yaml"
     config.write_text(
         f"variant: tiny\nmodel:\n  path: {model}\ndataset:\n  annotations: {annotations}\n  images: {images}\n"
@@ -187,7 +187,7 @@ def test_deeply_nested_annotations_are_one_line(small_set, capsys):
 
 def test_model_with_nan_boxes_is_refused(small_set, capsys):
     """Item 2: NaN boxes used to match every ground truth box (mAP 0.75 on a 4-image set)."""
-    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [3], [0.8])
     line = eval_in_process(small_set, capsys, "--model", str(model))
     assert f"{model}: output 'bboxes' holds NaN or Inf" in line
     assert not (small_set["out"] / "metrics.json").exists()
@@ -274,7 +274,7 @@ def test_a_failed_run_leaves_no_empty_results_folder(tmp_path):
 
 
 def test_a_run_failing_at_its_first_image_removes_the_folder_it_made(small_set):
-    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [3], [0.8])
     failed = run_cli("eval", "--config", str(small_set["config"]), "--model", str(model))
     assert_clean_failure(failed, "holds NaN or Inf")
     assert not small_set["out"].exists()
@@ -283,7 +283,7 @@ def test_a_run_failing_at_its_first_image_removes_the_folder_it_made(small_set):
 def test_a_failed_run_keeps_a_folder_that_was_there_and_finished_images(small_set):
     small_set["out"].mkdir()
     (small_set["out"] / "notes.txt").write_text("mine")
-    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [2], [0.8])
+    model = fixed_detector(small_set["root"] / "nan.onnx", [[float("nan")] * 4], [3], [0.8])
     assert run_cli("eval", "--config", str(small_set["config"]), "--model", str(model)).returncode == 2
     assert sorted(p.name for p in small_set["out"].iterdir()) == ["notes.txt"]  # the header-only cache went
     shutil.rmtree(small_set["out"])

@@ -302,7 +302,8 @@ def test_config_from_dict_unknown_key():
 
 
 COCO_SWITCHES = {"resize_backend": "pil", "skip_images_without_annotations": False, "crowd_as_ground_truth": False,
-                 "max_detections": 100, "score_threshold": 0.0, "clip_boxes": True, "exclude_categories": []}
+                 "max_detections": 100, "score_threshold": 0.0, "clip_boxes": True, "keep_inverted_boxes": False,
+                 "exclude_categories": []}
 INC_DROPPED = ["stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone", "microwave", "toaster"]
 
 
@@ -316,7 +317,7 @@ def test_inc_protocol_switches(base):
     config = load_config(base, ["protocol=inc"])
     assert config.switches() == {"resize_backend": "opencv", "skip_images_without_annotations": True,
                                  "crowd_as_ground_truth": True, "max_detections": "all", "score_threshold": 0.0,
-                                 "clip_boxes": False, "exclude_categories": INC_DROPPED}
+                                 "clip_boxes": False, "keep_inverted_boxes": True, "exclude_categories": INC_DROPPED}
     assert config.protocol_label() == "inc"
 
 
@@ -324,7 +325,7 @@ def test_mlperf_ssd_protocol_switches(base):
     config = load_config(base, ["protocol=mlperf-ssd"])
     assert config.switches() == {"resize_backend": "pil", "skip_images_without_annotations": True,
                                  "crowd_as_ground_truth": False, "max_detections": "all", "score_threshold": 0.0,
-                                 "clip_boxes": False, "exclude_categories": []}
+                                 "clip_boxes": False, "keep_inverted_boxes": True, "exclude_categories": []}
     assert config.protocol_label() == "mlperf-ssd"
 
 

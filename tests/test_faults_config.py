@@ -22,20 +22,21 @@ from helpers import config_dict, fixed_detector, write_coco
 
 HW = (32, 48)  # the fixed detector ignores pixels: a small input keeps runs fast
 IMAGE = {"id": 42, "width": 200, "height": 100}
-CATEGORIES_BY_LABEL = {1: 1, 2: 3, 3: 11, 4: 13, 5: 18}  # helpers.CATEGORIES: label k -> k-th smallest id
+# helpers.CATEGORIES by COCO-80 label (label k -> the k-th of the 80 published ids, 12 not among them).
+CATEGORIES_BY_LABEL = {1: 1, 3: 3, 11: 11, 12: 13, 17: 18}
 # Five raw outputs, not sorted by score; the last box reaches past the right and bottom border.
 BOXES = [[0.10, 0.10, 0.30, 0.50], [0.50, 0.20, 0.60, 0.40], [0.00, 0.50, 0.25, 1.00],
          [0.40, 0.40, 0.90, 0.90], [0.70, 0.60, 1.20, 1.10]]
-LABELS = [2, 1, 5, 3, 4]
+LABELS = [3, 1, 17, 11, 12]
 SCORES = [0.55, 0.90, 0.30, 0.70, 0.65]
 # The same five as COCO results on the 200x100 image, worked out by hand: pixel xywh, real category id,
 # the border box clipped to [140, 60, 60, 40] (coco protocol clips). Best score first.
 BY_SCORE = [
     (1, [100.0, 20.0, 20.0, 20.0], 0.90),   # label 1 -> person
-    (11, [80.0, 40.0, 100.0, 50.0], 0.70),  # label 3 -> fire hydrant
-    (13, [140.0, 60.0, 60.0, 40.0], 0.65),  # label 4 -> stop sign, clipped
-    (3, [20.0, 10.0, 40.0, 40.0], 0.55),    # label 2 -> car
-    (18, [0.0, 50.0, 50.0, 50.0], 0.30),    # label 5 -> dog
+    (11, [80.0, 40.0, 100.0, 50.0], 0.70),  # label 11 -> fire hydrant
+    (13, [140.0, 60.0, 60.0, 40.0], 0.65),  # label 12 -> stop sign, clipped
+    (3, [20.0, 10.0, 40.0, 40.0], 0.55),    # label 3 -> car
+    (18, [0.0, 50.0, 50.0, 50.0], 0.30),    # label 17 -> dog
 ]
 
 
@@ -63,7 +64,7 @@ def same(got: list[tuple], want: list[tuple]) -> bool:
 
 
 def test_the_hand_worked_table_follows_the_label_map():
-    # Sanity of the table above: label k -> k-th smallest category id, pixel boxes from the normalized ones.
+    # Sanity of the table above: label k -> the k-th COCO-80 id, pixel boxes from the normalized ones.
     for (category, bbox, score) in BY_SCORE:
         row = SCORES.index(score)
         assert CATEGORIES_BY_LABEL[LABELS[row]] == category
@@ -85,7 +86,7 @@ def test_postprocess_config_reaches_the_detections(tmp_path, postprocess, want):
 
 def test_clip_boxes_false_keeps_the_border_box_whole(tmp_path):
     got = run(tmp_path, clip_boxes=False, max_detections=3)
-    # label 4's box [0.7, 0.6, 1.2, 1.1] unclipped: x 140, y 60, w 100, h 50
+    # label 12's box [0.7, 0.6, 1.2, 1.1] unclipped: x 140, y 60, w 100, h 50
     assert same(got, [BY_SCORE[0], BY_SCORE[1], (13, [140.0, 60.0, 100.0, 50.0], 0.65)]), got
 
 

@@ -13,7 +13,7 @@ from ssd_eval.metrics import BACKENDS, STAT_NAMES, score_detections
 
 from helpers import config_dict, fixed_detector, write_coco
 
-# One 200x100 image with one "car" (id 3 = contiguous label 2) at pixels [20, 10, 80, 40] (xywh).
+# One 200x100 image with one "car" (id 3 = COCO-80 label 3) at pixels [20, 10, 80, 40] (xywh).
 IMAGE = {"id": 7, "width": 200, "height": 100}
 CAR = {"image_id": 7, "category_id": 3, "bbox": [20, 10, 80, 40]}
 CAR_NORMALIZED = [20 / 200, 10 / 100, 100 / 200, 50 / 100]
@@ -27,7 +27,7 @@ def run_pipeline(tmp_path, boxes, labels, scores, images=(IMAGE,), annotations=(
 
 
 def test_perfect_detection_scores_one(tmp_path):
-    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9])
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [3], [0.9])
     assert result.scores.stats[0] == pytest.approx(1.0)
     assert result.scores.stats[1] == pytest.approx(1.0)
     assert result.scores.per_category_ap["car"] == pytest.approx(1.0)
@@ -45,7 +45,7 @@ def test_shifted_box_matches_only_low_iou_thresholds(tmp_path):
     # 0.6 sits on a threshold, so shift by 16 px instead: IoU = 64 / 96 = 0.667
     # -> true positive at 0.50, 0.55, 0.60, 0.65 (4 of 10 thresholds) -> mAP 0.4.
     shifted = [(20 + 16) / 200, 10 / 100, (100 + 16) / 200, 50 / 100]
-    result = run_pipeline(tmp_path, [shifted], [2], [0.9])
+    result = run_pipeline(tmp_path, [shifted], [3], [0.9])
     named = result.scores.named()
     assert named["mAP"] == pytest.approx(0.4)
     assert named["AP50"] == pytest.approx(1.0)
@@ -57,14 +57,14 @@ CROWD = {"image_id": 7, "category_id": 3, "bbox": [120, 50, 70, 45], "iscrowd": 
 
 def test_crowd_region_is_ignored_under_coco_protocol(tmp_path):
     # Only the ordinary car is detected; the crowd region is not a miss under the coco protocol.
-    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9], annotations=(CAR, CROWD))
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [3], [0.9], annotations=(CAR, CROWD))
     assert result.protocol == "coco"
     assert result.scores.stats[0] == pytest.approx(1.0)
 
 
 def test_crowd_as_ground_truth_makes_the_crowd_a_miss(tmp_path):
     # Counting the crowd as ground truth halves recall: precision 1 at recall 0..0.5 -> 51/101.
-    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [2], [0.9], annotations=(CAR, CROWD),
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [3], [0.9], annotations=(CAR, CROWD),
                           metrics={"crowd_as_ground_truth": True})
     assert result.scores.stats[0] == pytest.approx(51 / 101)
     assert result.protocol == "coco+crowd_as_ground_truth=True"
@@ -72,7 +72,7 @@ def test_crowd_as_ground_truth_makes_the_crowd_a_miss(tmp_path):
 
 def test_detection_inside_crowd_region_is_free_only_when_crowd_is_ignored(tmp_path):
     inside_crowd = [130 / 200, 60 / 100, 150 / 200, 80 / 100]  # small box inside the crowd region
-    boxes, labels, scores = [inside_crowd, CAR_NORMALIZED], [2, 2], [0.95, 0.9]
+    boxes, labels, scores = [inside_crowd, CAR_NORMALIZED], [3, 3], [0.95, 0.9]
     ignored = run_pipeline(tmp_path / "a", boxes, labels, scores, annotations=(CAR, CROWD))
     counted = run_pipeline(tmp_path / "b", boxes, labels, scores, annotations=(CAR, CROWD),
                            metrics={"crowd_as_ground_truth": True})
@@ -88,8 +88,8 @@ def test_false_positive_on_image_without_annotations_counts_under_coco_protocol(
     # The fixed model puts the car box on both images; on image 3 (no annotations) it is a
     # false positive ranked first: precision 0.5 at recall 1 -> AP 0.5 at every IoU.
     images = (IMAGE, EMPTY_IMAGE)
-    standard = run_pipeline(tmp_path / "a", [CAR_NORMALIZED], [2], [0.9], images=images)
-    skipping = run_pipeline(tmp_path / "b", [CAR_NORMALIZED], [2], [0.9], images=images,
+    standard = run_pipeline(tmp_path / "a", [CAR_NORMALIZED], [3], [0.9], images=images)
+    skipping = run_pipeline(tmp_path / "b", [CAR_NORMALIZED], [3], [0.9], images=images,
                             dataset={"skip_images_without_annotations": True})
     assert standard.provenance["images"] == 2
     assert standard.scores.stats[0] == pytest.approx(0.5)
@@ -100,7 +100,7 @@ def test_false_positive_on_image_without_annotations_counts_under_coco_protocol(
 
 def test_false_positive_ranked_above_the_true_positive_halves_ap(tmp_path):
     elsewhere = [0.6, 0.6, 0.9, 0.9]
-    result = run_pipeline(tmp_path, [elsewhere, CAR_NORMALIZED], [2, 2], [0.95, 0.9])
+    result = run_pipeline(tmp_path, [elsewhere, CAR_NORMALIZED], [3, 3], [0.95, 0.9])
     assert result.scores.stats[0] == pytest.approx(0.5)
 
 
@@ -432,3 +432,56 @@ def test_pr_curves_are_taken_at_iou_exactly_50_and_75():
     curves = score_detections(gt, detections, [1, 2]).pr_curves
     assert curves["iou50"] == pytest.approx([1.0] * 101)  # both categories match
     assert curves["iou75"] == pytest.approx([0.5] * 101)  # only the person
+
+
+# --------------------------------------------------------------- annotation ids 0 and below (issue 22)
+
+
+def plain_pycocotools_stats(gt: dict, detections: list[dict], image_ids: list[int]) -> list[float]:
+    """COCOeval's 12 stats straight from pycocotools (loadRes gets copies)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = copy.deepcopy(gt)
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(copy.deepcopy(detections)), "bbox")
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return [float(s) for s in evaluator.stats]
+
+
+@pytest.mark.parametrize("first_id", [0, -3])
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_annotation_ids_from_zero_or_below_score_a_perfect_detector_one_on_every_backend(backend, streaming,
+                                                                                        first_id):
+    """Many exporters number annotations from 0; pycocotools records a match as the ground truth's id,
+    so a match to id 0 read as a miss (0.96 for a perfect detector). Every backend, streaming or not,
+    gives the 12 stats plain pycocotools gives the same file numbered from 1."""
+    pytest.importorskip(BACKENDS[backend].module)
+    gt, noisy = synthetic_case(images=30, per_image=3, seed=4)
+    gt["annotations"] = [a for a in gt["annotations"] if not a["iscrowd"]]
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
+                "score": 0.5 + 0.001 * n} for n, a in enumerate(gt["annotations"])]
+    from_one = copy.deepcopy(gt)
+    for n, annotation in enumerate(from_one["annotations"]):
+        annotation["id"] = n + 1
+    shifted = copy.deepcopy(gt)
+    for n, annotation in enumerate(shifted["annotations"]):
+        annotation["id"] = first_id + n
+    image_ids = [i["id"] for i in gt["images"]]
+    assert plain_pycocotools_stats(shifted, perfect, image_ids)[0] < 0.999  # the bug this guards against
+    for detections in (perfect, noisy):
+        expected = plain_pycocotools_stats(from_one, detections, image_ids)
+        ours = score_detections(shifted, detections, image_ids, backend=backend, streaming=streaming)
+        assert ours.stats == pytest.approx(expected, abs=1e-12)
+    assert score_detections(shifted, perfect, image_ids, backend=backend, streaming=streaming).stats[:3] == \
+        pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+    assert [a["id"] for a in shifted["annotations"]][:2] == [first_id, first_id + 1]  # the caller's data untouched

@@ -293,7 +293,7 @@ def test_inc_protocol_switches_are_recorded(tmp_path):
     assert metrics["protocol"] == "inc"
     assert metrics["protocol_switches"] == {
         "resize_backend": "opencv", "skip_images_without_annotations": True, "crowd_as_ground_truth": True,
-        "max_detections": "all", "score_threshold": 0.0, "clip_boxes": False,
+        "max_detections": "all", "score_threshold": 0.0, "clip_boxes": False, "keep_inverted_boxes": True,
         "exclude_categories": ["stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone",
                                "microwave", "toaster"]}
     assert len(metrics["categories_averaged"]) == 71

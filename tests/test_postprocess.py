@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from ssd_eval.data import COCO_CATEGORIES
 from ssd_eval.errors import UserError
 from ssd_eval.postprocess import label_map, to_coco_results
 
@@ -14,6 +15,9 @@ from helpers import CATEGORIES
 
 CATEGORY_IDS = [c["id"] for c in CATEGORIES]  # 1, 3, 11, 13, 18
 CATS = label_map(CATEGORY_IDS)
+# Their labels in the COCO-80 table (label k = the k-th published id; 12 is not one): person 1, car 3,
+# fire hydrant 11, stop sign 12, dog 17.
+PERSON, CAR, HYDRANT, STOP, DOG = 1, 3, 11, 12, 17
 
 
 def results(boxes, labels, scores, *, width=640, height=480, categories=CATS, **kwargs):
@@ -25,13 +29,16 @@ def results(boxes, labels, scores, *, width=640, height=480, categories=CATS, **
 # ---------------------------------------------------------------- label_map
 
 
-def test_label_map_sorted_ids_with_gaps():
-    assert CATS.tolist() == [0, 1, 3, 11, 13, 18]
-    assert CATS[4] == 13
-
-
-def test_label_map_sorts_unsorted_input():
-    assert label_map([18, 1, 13, 3, 11]).tolist() == [0, 1, 3, 11, 13, 18]
+def test_default_label_map_is_the_coco_80_table_whatever_the_file_lists():
+    """Label k is the k-th of the 80 published COCO ids, read from data.COCO_CATEGORIES' own table;
+    labels of categories the file does not list map to 0 (not scored)."""
+    published = [cat_id for cat_id, _, _ in COCO_CATEGORIES]
+    assert len(published) == 80
+    assert label_map(published).tolist() == [0, *published]
+    assert label_map(published + [12, 91]).tolist() == [0, *published]  # a 91-entry list shifts nothing
+    assert label_map(published[::-1]).tolist() == [0, *published]
+    assert CATS[[PERSON, CAR, HYDRANT, STOP, DOG]].tolist() == [1, 3, 11, 13, 18]
+    assert np.count_nonzero(CATS) == 5 and len(CATS) == 81
 
 
 def test_explicit_label_map_keeps_its_order():
@@ -70,7 +77,7 @@ def test_inverted_box_gets_zero_size():
 
 
 def test_results_are_plain_json_types():
-    dets = results([[0.1, 0.1, 0.2, 0.2]], np.array([2], dtype=np.int64), [0.5])
+    dets = results([[0.1, 0.1, 0.2, 0.2]], np.array([CAR], dtype=np.int64), [0.5])
     det = dets[0]
     assert type(det["image_id"]) is int
     assert type(det["category_id"]) is int
@@ -87,8 +94,16 @@ def test_empty_detections():
 
 
 def test_label_with_gap_maps_to_real_category_id():
-    dets = results([[0, 0, 0.5, 0.5]] * 5, [1, 2, 3, 4, 5], [0.9, 0.8, 0.7, 0.6, 0.5])
+    dets = results([[0, 0, 0.5, 0.5]] * 5, [PERSON, CAR, HYDRANT, STOP, DOG], [0.9, 0.8, 0.7, 0.6, 0.5])
     assert [d["category_id"] for d in dets] == [1, 3, 11, 13, 18]
+
+
+def test_detections_of_categories_the_file_does_not_list_are_dropped_after_the_cap():
+    """As pycocotools leaves results outside its catIds unscored; the per-image cap counts them first,
+    as it would in a results file written before scoring."""
+    labels = [2, CAR, 4, PERSON]  # bicycle and motorcycle are not in the file
+    dets = results([[0, 0, 0.5, 0.5]] * 4, labels, [0.9, 0.8, 0.7, 0.6], max_detections=3)
+    assert [d["category_id"] for d in dets] == [3]
 
 
 def test_explicit_label_map_is_used():
@@ -97,11 +112,11 @@ def test_explicit_label_map_is_used():
 
 
 def test_naive_labels_as_category_ids_differ():
-    labels = [2, 4, 5]
+    labels = [CAR, STOP, DOG]
     dets = results([[0, 0, 0.5, 0.5]] * 3, labels, [0.9, 0.8, 0.7])
     correct = [d["category_id"] for d in dets]
     assert correct == [3, 13, 18]
-    assert correct != labels  # the naive mistake would submit 2, 4, 5
+    assert correct != labels  # the naive mistake would submit 3, 12, 17
 
 
 def test_label_zero_is_user_error_naming_image():
@@ -121,9 +136,9 @@ def test_label_81_with_80_categories_is_user_error():
 
 
 def test_label_80_with_80_categories_is_fine():
-    cats = label_map(list(range(1, 81)))
+    cats = label_map([cat_id for cat_id, _, _ in COCO_CATEGORIES])
     [det] = results([[0, 0, 1, 1]], [80], [0.9], categories=cats)
-    assert det["category_id"] == 80
+    assert det["category_id"] == 90
 
 
 
@@ -144,13 +159,13 @@ def test_top_100_cap_keeps_highest_scores_descending():
 
 
 def test_max_detections_parameter():
-    dets = results([[0, 0, 1, 1]] * 4, [1, 2, 3, 4], [0.1, 0.4, 0.3, 0.2], max_detections=2)
+    dets = results([[0, 0, 1, 1]] * 4, [PERSON, CAR, HYDRANT, STOP], [0.1, 0.4, 0.3, 0.2], max_detections=2)
     assert [(d["category_id"], round(d["score"], 3)) for d in dets] == [(3, 0.4), (11, 0.3)]
 
 
 def test_boxes_follow_their_scores_when_sorted():
     boxes = [[0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.5, 0.5]]
-    dets = results(boxes, [1, 2], [0.2, 0.9], width=100, height=100)
+    dets = results(boxes, [PERSON, CAR], [0.2, 0.9], width=100, height=100)
     assert dets[0]["category_id"] == 3
     assert dets[0]["bbox"] == pytest.approx([0, 0, 50, 50], rel=1e-6)
     assert dets[1]["bbox"] == pytest.approx([0, 0, 10, 10], rel=1e-6)
@@ -162,7 +177,7 @@ def test_score_threshold_keeps_scores_at_or_above():
 
 
 def test_equal_scores_keep_model_order():
-    dets = results([[0, 0, 1, 1]] * 3, [3, 1, 2], [0.5, 0.5, 0.5])
+    dets = results([[0, 0, 1, 1]] * 3, [HYDRANT, PERSON, CAR], [0.5, 0.5, 0.5])
     assert [d["category_id"] for d in dets] == [11, 1, 3]
 
 
@@ -197,7 +212,7 @@ def test_ties_keep_model_order_in_a_long_list():
 
 
 def test_float_labels_are_read_as_integers():
-    dets = to_coco_results(np.asarray([[0, 0, 1, 1]] * 2, dtype=np.float32), np.asarray([2.0, 5.0], dtype=np.float32),
+    dets = to_coco_results(np.asarray([[0, 0, 1, 1]] * 2, dtype=np.float32), np.asarray([3.0, 17.0], dtype=np.float32),
                            np.asarray([0.9, 0.8], dtype=np.float32), image_id=1, width=10, height=10, categories=CATS)
     assert [d["category_id"] for d in dets] == [3, 18]
 
@@ -211,3 +226,87 @@ def test_non_finite_boxes_or_scores_alone_are_refused_by_name(bad, what, value):
     with pytest.raises(UserError) as info:
         results(boxes, [1, 2], scores)
     assert f"image 42: the model produced non-finite {what} (NaN or Inf)" in str(info.value)
+
+
+# ---------------------------------------------------------------- issue 22: label space, odd outputs, inverted boxes
+
+
+def test_label_space_notes_count_the_scored_categories_and_name_the_extra_ones():
+    from ssd_eval.postprocess import label_space_notes
+
+    person_only = [{"id": 1, "name": "person"}]
+    notes = label_space_notes(label_map([1]), person_only, explicit=False)
+    assert len(notes) == 1 and notes[0].startswith("scored 1 of 80 categories")
+    coco_91 = [{"id": i, "name": n} for i, n, _ in COCO_CATEGORIES] + [{"id": 12, "name": "street sign"}]
+    notes = label_space_notes(label_map([c["id"] for c in coco_91]), coco_91, explicit=False)
+    assert len(notes) == 1 and "(street sign)" in notes[0] and "can never detect them" in notes[0]
+    coco_80 = coco_91[:-1]
+    assert label_space_notes(label_map([c["id"] for c in coco_80]), coco_80, explicit=False) == []
+    explicit = label_space_notes(label_map([1, 3], [3]), [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+                                 explicit=True)
+    assert explicit == [explicit[0]] and "(person)" in explicit[0] and "postprocess.label_map" in explicit[0]
+
+
+def test_inverted_box_keeps_its_negative_size_when_asked():
+    [det] = results([[0.5, 0.25, 0.25, 0.5]], [1], [0.5], width=100, height=100, clip_boxes=False,
+                    keep_inverted_boxes=True)
+    assert det["bbox"] == pytest.approx([50.0, 25.0, -25.0, 25.0])
+
+
+@pytest.mark.parametrize("box_format, box", [("xyxy", [0.1, 0.2, 0.5, 0.6]), ("yxyx", [0.2, 0.1, 0.6, 0.5]),
+                                             ("xywh", [0.1, 0.2, 0.4, 0.4])])
+def test_box_format_and_scale_give_the_same_box(box_format, box):
+    [det] = results([box], [1], [0.5], width=200, height=100, box_format=box_format)
+    assert det["bbox"] == pytest.approx([20.0, 20.0, 80.0, 40.0])
+    in_pixels = np.asarray(box) * 600
+    [det] = results([in_pixels], [1], [0.5], width=200, height=100, box_format=box_format, box_scale=[600, 600])
+    assert det["bbox"] == pytest.approx([20.0, 20.0, 80.0, 40.0])
+
+
+def odd_outputs(kind: str, rows: int = 10, odd: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and scores of which ``odd`` rows of ``rows`` look like pixels, inverted boxes or logits."""
+    boxes = np.tile([0.1, 0.2, 0.5, 0.6], (rows, 1))
+    scores = np.full(rows, 0.5)
+    if kind == "pixels":
+        boxes[:odd] *= 1200
+    elif kind == "inverted":
+        boxes[:odd] = boxes[:odd][:, [2, 1, 0, 3]]  # x_max first
+    elif kind == "logits":
+        scores[:odd] = -2.0
+    return boxes, scores
+
+
+@pytest.mark.parametrize("kind, key", [("pixels", "postprocess.box_scale"), ("inverted", "postprocess.box_format"),
+                                       ("logits", "postprocess.score_threshold")])
+def test_output_warnings_name_the_likely_cause_and_the_key_that_fixes_it(kind, key):
+    from ssd_eval.postprocess import add_counts, output_counts, output_warnings
+
+    counts = output_counts(*odd_outputs(kind))
+    [warning] = output_warnings(counts)
+    assert key in warning and "60%" in warning
+    assert output_warnings(output_counts(*odd_outputs(kind, odd=5))) == []  # half is not "most"
+    assert output_warnings(output_counts(*odd_outputs("none"))) == []
+    assert output_warnings(None) == [] and output_warnings(output_counts(np.zeros((0, 4)), np.zeros(0))) == []
+    twice = add_counts(counts, output_counts(*odd_outputs("none")))
+    assert twice["boxes"] == 20 and output_warnings(twice) == []  # counted over the whole run
+
+
+def test_output_counts_follow_box_format_and_scale():
+    from ssd_eval.postprocess import output_counts, output_warnings
+
+    boxes, scores = odd_outputs("pixels", odd=10)
+    assert output_warnings(output_counts(boxes, scores, box_scale=[1200, 1200])) == []
+    xywh = np.tile([0.5, 0.5, 0.1, 0.1], (4, 1))  # read as xyxy, every box is inverted
+    assert output_counts(xywh, np.ones(4))["inverted_boxes"] == 4
+    assert output_counts(xywh, np.ones(4), box_format="xywh")["inverted_boxes"] == 0
+
+
+def test_strict_output_checks_are_one_line_errors():
+    from ssd_eval.postprocess import checked_outputs, output_counts
+
+    counts = output_counts(*odd_outputs("logits"))
+    assert len(checked_outputs(counts, 0.0, strict=False)) == 1
+    with pytest.raises(UserError) as info:
+        checked_outputs(counts, 0.0, strict=True)
+    assert str(info.value).startswith("--strict: model outputs: 60% of scores are below 0")
+    assert "\n" not in str(info.value)

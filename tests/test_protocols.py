@@ -128,7 +128,8 @@ def cocoeval_stats(gt: dict, results: list[dict], image_ids: list[int], category
 
 
 def expected_stats(case, *, skip_images_without_annotations=False, crowd_as_ground_truth=False, max_detections=100,
-                   score_threshold=0.0, clip_boxes=True, exclude_categories=()) -> list[float]:
+                   score_threshold=0.0, clip_boxes=True, keep_inverted_boxes=False,
+                   exclude_categories=()) -> list[float]:
     """Plain pycocotools on results made here from the constant outputs, under the given rules."""
     _, _, _, outputs, gt = case
     gt = copy.deepcopy(gt)
@@ -147,8 +148,11 @@ def expected_stats(case, *, skip_images_without_annotations=False, crowd_as_grou
             if clip_boxes:
                 x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x0, y0, x1, y1))
             w, h = image["width"], image["height"]
+            bw, bh = (x1 - x0) * w, (y1 - y0) * h
+            if not keep_inverted_boxes:
+                bw, bh = max(bw, 0.0), max(bh, 0.0)
             results.append({"image_id": image["id"], "category_id": category_ids[labels[i] - 1],
-                            "bbox": [x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h], "score": float(scores[i])})
+                            "bbox": [x0 * w, y0 * h, bw, bh], "score": float(scores[i])})
     if crowd_as_ground_truth:
         for annotation in gt["annotations"]:
             annotation["iscrowd"] = 0

@@ -68,6 +68,7 @@ PROBE = PRE + "test_the_probe_gives_the_ground_truths_map_at_the_right_preproces
 POSTPROCESS = CONF + "test_postprocess_config_reaches_the_detections"
 RUNTIME = CONF + "test_runtime_settings_reach_the_session"
 KEY_FIELD = PIPE + "test_a_cache_is_refused_after_each_key_field_changes"
+LABELS = "tests/test_cli_label_space.py::"
 CACHE_KEY_EXECUTION = ('        "execution": hash_data({"providers": list(providers),\n'
                        '                                "graph_optimization": config.runtime.graph_optimization,\n'
                        '                                "session_config": dict(session_config or {})}),\n')
@@ -92,7 +93,7 @@ BUGS: list[Bug] = [
         "categories=categories, max_detections=post.max_detections,\n", "categories=categories,\n",
         (f"{POSTPROCESS}[top-2]", f"{POSTPROCESS}[top-3-threshold-0.6]")),
     Bug("score-threshold-ignored", "ssd_eval/pipeline.py",
-        "score_threshold=post.score_threshold, clip_boxes=post.clip_boxes)", "clip_boxes=post.clip_boxes)",
+        "score_threshold=post.score_threshold, clip_boxes=post.clip_boxes,", "clip_boxes=post.clip_boxes,",
         (f"{POSTPROCESS}[threshold-0.6]", f"{POSTPROCESS}[top-3-threshold-0.6]")),
     Bug("graph-optimization-disable-is-all", "ssd_eval/runner.py",
         '"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,',
@@ -231,8 +232,37 @@ BUGS: list[Bug] = [
     Bug("mlflow-retries-unbounded", "ssd_eval/tracking.py",
         "    settings = dict(MLFLOW_HTTP_DEFAULTS)\n", "    settings = {}\n",
         ("tests/test_tracking.py::test_a_tracking_server_failing_after_the_run_is_given_up_within_seconds",)),
+    # issue 22a: annotation ids <= 0, the COCO-80 label table, odd model outputs, inverted boxes
+    Bug("annotation-id-0-not-renumbered", "ssd_eval/metrics.py",
+        'renumber = any(int(ann["id"]) <= 0 for ann in gt["annotations"])', "renumber = False",
+        ("tests/test_metrics.py::test_annotation_ids_from_zero_or_below_score_a_perfect_detector_one_on_every_backend"
+         "[pycocotools-False-0]",
+         f"{LABELS}test_a_91_entry_category_list_numbered_from_0_scores_as_plain_pycocotools")),
+    Bug("label-map-from-the-file", "ssd_eval/postprocess.py",
+        "return np.asarray([0] + [c if c in listed else NOT_SCORED for c in COCO_80_IDS], dtype=np.int64)",
+        "return np.asarray([0] + sorted(listed), dtype=np.int64)",
+        ("tests/test_postprocess.py::test_default_label_map_is_the_coco_80_table_whatever_the_file_lists",
+         f"{LABELS}test_a_91_entry_category_list_numbered_from_0_scores_as_plain_pycocotools")),
+    Bug("unlisted-categories-not-dropped", "ssd_eval/postprocess.py",
+        "    order = order[categories[labels[order]] != NOT_SCORED]\n", "",
+        ("tests/test_postprocess.py::test_detections_of_categories_the_file_does_not_list_are_dropped_after_the_cap",
+         f"{LABELS}test_a_person_only_file_scores_only_person_as_pycocotools_does")),
+    Bug("pixel-boxes-not-warned", "ssd_eval/postprocess.py",
+        'if share["coordinates_above_1.05"] > MOST:', 'if share["coordinates_above_1.05"] > 1:',
+        ("tests/test_postprocess.py::test_output_warnings_name_the_likely_cause_and_the_key_that_fixes_it"
+         "[pixels-postprocess.box_scale]",
+         f"{LABELS}test_boxes_in_pixels_warn_fail_with_strict_and_score_right_with_box_scale")),
+    Bug("strict-not-passed", "ssd_eval/cli.py",
+        "progress=progress,\n                          strict=args.strict)", "progress=progress)",
+        (f"{LABELS}test_boxes_in_pixels_warn_fail_with_strict_and_score_right_with_box_scale",)),
+    Bug("inverted-boxes-always-clamped", "ssd_eval/postprocess.py",
+        "    if not keep_inverted_boxes:\n", "    if True:\n",
+        ("tests/test_postprocess.py::test_inverted_box_keeps_its_negative_size_when_asked",
+         f"{LABELS}test_an_inverted_box_is_clamped_under_coco_and_passed_through_under_mlperf[mlperf-ssd]")),
+    Bug("keep-inverted-boxes-not-passed", "ssd_eval/pipeline.py",
+        "keep_inverted_boxes=post.keep_inverted_boxes, ", "",
+        (f"{LABELS}test_an_inverted_box_is_clamped_under_coco_and_passed_through_under_mlperf[mlperf-ssd]",)),
 ]
-
 
 def prepare(workdir: Path) -> Path:
     """A fresh copy of the package, its tests and their data under ``workdir``; returns the copy's root."""
