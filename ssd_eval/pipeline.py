@@ -219,7 +219,8 @@ CACHE_KEY_FIELDS: dict[str, str] = {
     "dataset.annotations": "dataset",  # image sizes (pixel boxes) and categories
     "dataset.images": "dataset",
     **{f"preprocess.{name}": "config" for name in ("input_size", "mean", "std", "scale", "resize_backend")},
-    **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes")},
+    **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes",
+                                                    "keep_inverted_boxes", "box_format", "box_scale")},
     "postprocess.label_map": "categories",
     "runtime.providers": "providers",
     "runtime.graph_optimization": "config",
