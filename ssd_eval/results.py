@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, TextIO
 
 from ssd_eval.config import protocol_base, run_name
 from ssd_eval.errors import UserError, quote
+from ssd_eval.loaders import load_json
 from ssd_eval.metrics import STAT_NAMES, Scores
 from ssd_eval.schema import check_keys, is_int, is_number
 
@@ -444,7 +445,7 @@ def read_metrics_file(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        data = load_json(text, str(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:
