@@ -87,13 +87,13 @@ def _improved_note(variant: str, rule: MetricRule, got: float) -> tuple[str, ...
 def images_needed(images: int, estimate: float, low: float, allowed: float) -> int | None:
     """About how many images would make a paired interval's lower end reach ``-allowed``: its lower half
     ``estimate - low`` must shrink to ``estimate + allowed``, and the width scales about as 1/sqrt(n).
-    Rounded up to two significant digits; None when the estimate itself is beyond the margin."""
+    Rounded up to two significant digits; None when the estimate is at the margin or beyond it."""
     room = estimate + allowed
-    if room <= 0:
+    if room <= FLOAT_SLACK:
         return None
     needed = images * ((estimate - low) / room) ** 2
     scale = 10 ** max(len(str(math.ceil(needed))) - 2, 0)
-    return max(int(math.ceil(needed / scale) * scale), images + 1)
+    return int(math.ceil(needed / scale) * scale)
 
 
 def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: Interval, expected_difference: float,
@@ -105,7 +105,7 @@ def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: In
     ``low - e >= -allowed``: 95 % sure the drop is at most the margin. A point drop within the margin whose
     interval reaches below it is FAIL (inconclusive), with about how many images would settle it."""
     allowed = rule.allowed
-    point, low = difference.estimate - expected_difference, difference.low - expected_difference
+    point, low = difference.estimate - expected_difference, difference.low - expected_difference  # e is the zero
     fixed_drop = rule.expected - got
     message = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(allowed)}; ci95 vs {against}: "
                f"difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
@@ -118,9 +118,11 @@ def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: In
     elif low < -allowed - FLOAT_SLACK:
         status = "FAIL"
         needed = images_needed(images, point, low, allowed)
-        message += (f" (inconclusive: the drop {_fmt(max(-point, 0.0))} is within the margin {_fmt(allowed)} but the "
-                    f"interval reaches {low:+.4f} below -{_fmt(allowed)}; about {needed} images instead of {images} "
-                    "would narrow it enough, the width shrinking about as 1/sqrt(images))")
+        settle = (f"about {needed} images instead of {images} would narrow it enough, the width shrinking about as "
+                  "1/sqrt(images)" if needed is not None else "the point drop is at the margin itself: no number of "
+                  "images would settle it")
+        message += (f" (inconclusive: the drop {max(-point, 0.0):.4f} is within the margin {_fmt(allowed)} but the "
+                    f"interval's lower end {low:+.4f} is below -{_fmt(allowed)}; {settle})")
     else:
         status = "PASS"
         message += f" (non-inferior: the interval's lower end {low:+.4f} is within the margin -{_fmt(allowed)})"
@@ -219,7 +221,7 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     gated = f"gated {got[:12]} ({model.get('path')})"
     quantization = model.get("quantization")
     if baseline.quantization is not None and quantization != baseline.quantization:
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization {quantization or '?'} "
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization {quantization or 'unrecorded'} "
                                                f"but {baseline.source} quantization {baseline.quantization}: "
                                                f"not a model of {variant}'s kind")
     if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
