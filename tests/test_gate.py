@@ -1587,3 +1587,118 @@ def test_an_unwritable_junit_path_is_one_line_naming_it(dirs, tmp_path, capsys):
     assert run_gate(*dirs, junit=junit) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (f"ssd-eval gate: error: {junit}: cannot write the JUnit "
                                                         "report: File exists")  # mkdir of its folder
+
+
+# --------------------------------------------------------------------------- issue 21: unlisted results, exit codes
+
+def test_results_without_a_baseline_are_listed_and_strict_fails_them(dirs, tmp_path, capsys):
+    baselines, results = dirs
+    write_metrics(results, gate_metrics("oracle", mAP=0.4))
+    write_metrics(results, gate_metrics("oracle-noisy", mAP=0.39))
+    assert run_gate(baselines, results) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == ["gate: 6 passed, 0 failed, 0 errors; not gated: oracle, oracle-noisy: no baseline "
+                        "(--strict: fail)", "gate verdict: PASS (exit 0): every check holds"]
+    assert run_gate(baselines, results, strict=True, junit=tmp_path / "gate.xml") == 1
+    out = capsys.readouterr().out
+    assert (f"FAIL oracle baseline: it has results in {results} but no baseline in {baselines} (--strict)"
+            in out.splitlines())
+    assert "gate: 6 passed, 2 failed, 0 errors; not gated: oracle, oracle-noisy: no baseline\n" in out
+    assert junit_cases(tmp_path / "gate.xml")[("oracle-noisy", "baseline")].find("failure") is not None
+    assert run_gate(baselines, results, variants=["ssd-12"], strict=True) == 0  # named variants: the rest is not asked
+
+
+@pytest.mark.parametrize("args, code, verdict", [
+    ([], 0, "gate verdict: PASS (exit 0): every check holds"),
+    (["--variant", "ssd-12", "--strict"], 1, "gate verdict: FAIL (exit 1): a check failed"),
+    (["--variant", "ssd-99"], 2, "gate verdict: ERROR (exit 2): the gate could not run as asked (input error)"),
+], ids=["pass", "fail", "error"])
+def test_the_cli_exit_code_is_the_gates_and_its_last_line_the_verdict(dirs, args, code, verdict):
+    """What CI reads: `ssd-eval gate` exits 0, 1 or 2 (make would turn 1 and 2 into 2) and ends with the verdict."""
+    baselines, results = dirs
+    if code == 1:
+        write_metrics(results, gate_metrics("ssd-12", mAP=0.1))
+    done = subprocess_cli("gate", "--baselines", str(baselines), "--results", str(results), "--configs",
+                          str(baselines.parent / "configs"), *args, cwd=REPO)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == verdict
+
+
+def test_update_writes_the_asked_tolerance_and_says_which(dirs, capsys):
+    baselines, results = dirs
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE.replace("  AP50:", "  APs: {expected: 0.05, abs_tol: 0.002, "
+                                                                 "rel_tol: null}\n  AP50:"))
+    assert update_baselines(baselines, results, variants=["ssd-12"], tolerance="ci95") == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"baseline: {baselines / 'ssd-12.yaml'}: tolerance ci95 (mAP, AP50); tolerance fixed (APs)",
+        "baseline: 1 file(s) changed, 0 unchanged"]
+    assert [r.tolerance for r in load_baseline(baselines / "ssd-12.yaml").metrics] == ["ci95", "fixed", "ci95"]
+    assert update_baselines(baselines, results, variants=["ssd-12"]) == 0  # without: each file keeps its own
+    assert f"{baselines / 'ssd-12.yaml'}: tolerance ci95 (mAP, AP50); tolerance fixed (APs)" in capsys.readouterr().out
+    assert update_baselines(baselines, results, variants=["ssd-12"], tolerance="fixed") == 0
+    assert f"{baselines / 'ssd-12.yaml'}: tolerance fixed (mAP, APs, AP50)" in capsys.readouterr().out
+    assert update_baselines(baselines, results, tolerance="ci99") == 2
+
+
+def test_update_records_the_quantization_format_and_keeps_require_model_sha256(dirs):
+    baselines, results = dirs
+    document = gate_metrics("ssd-12-int8", mAP=0.1892, parent="ssd-12")
+    document["provenance"]["model"]["quantization"] = "QDQ"
+    write_metrics(results, document)
+    (baselines / "ssd-12-int8.yaml").write_text(INT8_BASELINE.replace("MAXDROP", "1.0")
+                                                + f"model_sha256: '{'0' * 64}'\nrequire_model_sha256: true\n")
+    assert update_baselines(baselines, results, variants=["ssd-12-int8"]) == 0
+    updated = load_baseline(baselines / "ssd-12-int8.yaml")
+    assert (updated.quantization, updated.require_model_sha256) == ("QDQ", True)
+    assert updated.model_sha256 == model_sha("ssd-12-int8")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("quantization: int4\n", "quantization: expected one of none, QOperator, QDQ or null, got 'int4'"),
+    ("require_model_sha256: yes please\n", "require_model_sha256: expected true or false, got 'yes please'"),
+    ("require_model_sha256: true\n", "require_model_sha256: true needs a model_sha256 to require"),
+])
+def test_malformed_quantization_and_require_keys(text, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_baseline(FP32_BASELINE + text, "ssd-12.yaml")
+
+
+def test_a_baseline_naming_a_key_twice_is_one_error_naming_both_lines(dirs, capsys):
+    """Issue 21: `mAP: {expected: 0.6, expected: 0.531605, ...}` used to gate on the last value."""
+    baselines, results = dirs
+    twice = FP32_BASELINE.replace("{expected: 0.1898,", "{expected: 0.6, expected: 0.1898,")
+    (baselines / "ssd-12.yaml").write_text(twice)
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ssd-eval gate: error: {baselines / 'ssd-12.yaml'}: duplicate key 'expected' (line 5 and line 5); YAML keeps "
+        "only the last, so delete one"]
+    (baselines / "ssd-12.yaml").write_text(FP32_BASELINE + "protocol: inc\n")
+    assert run_gate(baselines, results, variants=["ssd-12"]) == 2
+    assert "duplicate key 'protocol' (line 2 and line 7)" in capsys.readouterr().err
+
+
+def test_the_new_export_flow_one_command_each(tmp_path, monkeypatch, capsys):
+    """The README's flow for a new export of a variant: evaluate the new file as the variant (`eval --config
+    configs/<variant>.yaml --model NEW --out results/<variant>`), then gate it: the verdict is on its metrics, with the
+    "model changed" note. Here the baseline was pinned on the broken off-by-one export and the new one is better."""
+    from ssd_eval.cli import main
+
+    monkeypatch.chdir(REPO)
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    old = REPO / "data" / "sample" / "models" / "sample-offbyone.onnx"
+    new = tmp_path / "new.onnx"
+    shutil.copyfile(REPO / "data" / "sample" / "models" / "sample.onnx", new)
+    assert main(["eval", "--config", "configs/sample.yaml", "--model", str(old), "--out", str(results / "sample"),
+                 "--no-progress"]) == 0
+    assert main(["baseline", "--update", "--baselines", str(baselines), "--results", str(results), "--variant",
+                 "sample"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--config", "configs/sample.yaml", "--model", str(new), "--out", str(results / "sample"),
+                 "--no-progress", "--fresh"]) == 0
+    capsys.readouterr()
+    assert main(["gate", "--baselines", str(baselines), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    old_sha, new_sha = sha256_of(old)[:12], sha256_of(new)[:12]
+    assert f"note: sample model changed since the baseline: {old_sha}… -> {new_sha}…; gated on mAP, AP50, AP75" in out
+    assert "note: sample mAP improved beyond tolerance" in out
+    assert out.splitlines()[-1] == "gate verdict: PASS (exit 0): every check holds"
