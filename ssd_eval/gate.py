@@ -221,9 +221,9 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     gated = f"gated {got[:12]} ({model.get('path')})"
     quantization = model.get("quantization")
     if baseline.quantization is not None and quantization != baseline.quantization:
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization {quantization or 'unrecorded'} "
-                                               f"but {baseline.source} quantization {baseline.quantization}: "
-                                               f"not a model of {variant}'s kind")
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization "
+                                               f"{quantization or 'unrecorded'} but {baseline.source} quantization "
+                                               f"{baseline.quantization}: not a model of {variant}'s kind")
     if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
         return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} is the model of its parent "
                                                f"{baseline.parent} ({parent_result['_source']})")

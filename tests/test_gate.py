@@ -684,8 +684,8 @@ def test_a_model_of_another_quantization_format_than_the_baselines_fails(dirs, c
     assert run_gate(baselines, results, variants=["ssd-12"]) == (1 if status == "FAIL" else 0)
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{status} ssd-12 model")]
     if status == "FAIL":
-        assert line.endswith(f"has quantization {gated or 'unrecorded'} but {baselines / 'ssd-12.yaml'} quantization {recorded}: "
-                             "not a model of ssd-12's kind")
+        assert line.endswith(f"has quantization {gated or 'unrecorded'} but {baselines / 'ssd-12.yaml'} quantization "
+                             f"{recorded}: not a model of ssd-12's kind")
     else:
         assert f", quantization {gated} as the baseline's, " in line
 
@@ -1522,8 +1522,9 @@ def test_each_gate_input_error_is_one_line_and_its_own_junit_error_case(dirs, tm
         assert error.find("error").text == message.format(b=baselines, r=results)
     else:
         assert error.find("error").text.startswith(f"{baselines / 'ssd-12.yaml'}: ")
-    assert captured.out.splitlines()[-2:] == ["gate: 0 passed, 0 failed, 1 errors",
-                                              "gate verdict: ERROR (exit 2): the gate could not run as asked (input error)"]
+    assert captured.out.splitlines()[-2:] == [
+        "gate: 0 passed, 0 failed, 1 errors",
+        "gate verdict: ERROR (exit 2): the gate could not run as asked (input error)"]
 
 
 def junit_cases(path: Path) -> dict[tuple[str, str], ET.Element]:
