@@ -344,11 +344,11 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   parent measured under the same protocol, image set and annotations.
 - **subset**: the named image subset (`subsets/<name>.json`) a run evaluated; blank for every image.
   Runs on different image sets are never compared.
-- **mAP ± ci**: half the width of the run's 95 % bootstrap interval over its images
-  (`metrics.bootstrap`); it measures how much the mAP moves with the choice of images, not how far a
+- **mAP ± ci**: the run's 95 % bootstrap interval over its images (`metrics.bootstrap`), as
+  `mAP [low, high]`, or `mAP ± half width` when it is centred on the mAP; it measures how much the mAP moves with the choice of images, not how far a
   subset's mAP lies from the full set's (on a subset it is biased upward: README, "CI on a budget").
-- **drop ± ci**: the drop % and half the width of its paired 95 % bootstrap interval (parent and
-  quantized run scored on the same resampled images), when both runs have intervals.
+- **drop ± ci**: the drop % and its paired 95 % bootstrap interval (parent and quantized run scored
+  on the same resampled images), written as for mAP, when both runs have intervals.
 - **AP50**, **AP75**: AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small, medium
   and large objects, "n/a" under the `inc` protocol: INC computes areas from normalized boxes,
   so its APs/APm/APl are not comparable with anyone's.
