@@ -345,8 +345,9 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
 - **subset**: the named image subset (`subsets/<name>.json`) a run evaluated; blank for every image.
   Runs on different image sets are never compared.
 - **mAP ± ci**: the run's 95 % bootstrap interval over its images (`metrics.bootstrap`), as
-  `mAP [low, high]`, or `mAP ± half width` when it is centred on the mAP; it measures how much the mAP moves with the choice of images, not how far a
-  subset's mAP lies from the full set's (on a subset it is biased upward: README, "CI on a budget").
+  `mAP [low, high]`, or `mAP ± half width` when it is centred on the mAP; it measures how much the
+  mAP moves with the choice of images, not how far a subset's mAP lies from the full set's (on a
+  subset it is biased upward: README, "CI on a budget").
 - **drop ± ci**: the drop % and its paired 95 % bootstrap interval (parent and quantized run scored
   on the same resampled images), written as for mAP, when both runs have intervals.
 - **AP50**, **AP75**: AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small, medium

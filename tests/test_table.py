@@ -542,7 +542,7 @@ def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
     (0.0908, 0.1108, "0.1008 ± 0.0100", ("0.0100", "")),  # centred on the point: a ± says it right
     (0.09085, 0.11085, "0.1008 ± 0.0100", ("0.0100", "")),  # centred as printed (0.10085 -> 0.1008)
     (0.0906, 0.1108, "0.1008 [0.0906, 0.1108]", ("0.0101", "[0.0906, 0.1108]")),  # centre 0.1007: off by 1e-4
-])
+], ids=["issue-21", "centred", "centred-as-printed", "off-centre-by-1e-4"])
 def test_map_ci_prints_the_interval_as_low_high_unless_it_is_centred_on_the_point(low, high, cell, csv):
     document = fp32()
     document["mAP"] = 0.1008
