@@ -27,7 +27,7 @@ def test_load_yaml_reads_what_safe_load_reads(text):
     ("metrics:\n  mAP: {expected: 0.6, expected: 0.531605, abs_tol: 0.002}\n", "expected", (2, 2)),
     ("a:\n  b:\n    c: 1\n    c: 2\n", "c", (3, 4)),
     ("1: a\n1: b\n", 1, (1, 2)),
-])
+], ids=["postprocess", "flow-mapping", "nested", "int-key"])
 def test_a_yaml_key_given_twice_names_the_file_the_key_and_both_lines(text, key, lines):
     with pytest.raises(UserError) as caught:
         load_yaml(text, "configs/x.yaml")

@@ -197,10 +197,34 @@ def _bad_value(kind: str):
             "interval_map": "0.1008 ± 0.0204"}[kind]
 
 
-def _malformed_cases() -> list[tuple[str, object]]:
-    from ssd_eval.results import _OPTIONAL_KEYS, _REQUIRED_KEYS
+READ_FIELDS = (
+    # Every metrics.json field the gate, the table, the report or `show` reads, with its kind: written out here,
+    # not taken from ssd_eval.results, so a field the reader stops checking still has its case.
+    ("variant", "str"), ("protocol", "str"), ("mAP", "number"), ("provenance.images", "int"),
+    ("provenance.image_ids_sha256", "str"), ("provenance.annotations.sha256", "str"),
+    ("provenance.model.sha256", "str"), ("provenance.runtime.providers", "str_list"), ("provenance.host.cpu", "str"),
+    ("provenance.host.cores", "int"), ("provenance.date", "str"), ("parent", "str"), ("published_map", "number"),
+    ("published_protocol", "str"), ("source_map", "number"), ("published_int8_path", "str"),
+    ("provenance.images_per_s", "number"), ("provenance.runtime.intra_op_threads", "int"),
+    ("provenance.runtime.inter_op_threads", "int"), ("provenance.runtime.batch_size", "int"),
+    ("provenance.resumed_images", "int"), ("provenance.limit", "int"), ("provenance.subset.name", "str"),
+    ("stats", "number_list"), ("protocol_switches", "dict"), ("categories_averaged", "list"),
+    ("per_category_ap", "number_map"), ("pr_curves", "number_list_map"), ("warnings", "list"),
+    ("intervals", "interval_map"), ("full_set_intervals", "interval_map"), ("error_breakdown", "dict"),
+    ("provenance.model.path", "str"), ("provenance.model.quantization", "str"), ("provenance.annotations.path", "str"),
+    ("provenance.images_dir", "str"), ("provenance.detections", "int"), ("provenance.skipped_images", "list"),
+    ("provenance.partial", "list"), ("provenance.subset", "dict"), ("provenance.speed_from_cache", "bool"),
+    ("provenance.parallel_jobs", "int"), ("provenance.harness_commit", "str"), ("provenance.metrics_backend", "str"),
+    ("provenance.config", "dict"), ("provenance.config.preprocess", "dict"), ("provenance.config.postprocess", "dict"),
+    ("provenance.config.pipeline", "dict"), ("provenance.config.runtime", "dict"), ("provenance.bootstrap", "dict"),
+    ("provenance.bootstrap.replicates", "int"), ("provenance.bootstrap.seed", "int"),
+    ("provenance.runtime.onnxruntime", "str"), ("provenance.runtime.session_config", "dict"),
+    ("provenance.int8", "dict"), ("provenance.int8.cpu", "dict"), ("provenance.int8.cpu.kernel_class", "str"),
+)
 
-    cases = [(key, _bad_value(kind)) for key, kind in _REQUIRED_KEYS + _OPTIONAL_KEYS]
+
+def _malformed_cases() -> list[tuple[str, object]]:
+    cases = [(key, _bad_value(kind)) for key, kind in READ_FIELDS]
     cases += [("intervals", {"mAP": {"low": "0.4", "high": 0.6, "level": 0.95, "replicates": 100, "seed": 0,
                                      "estimate": 0.5}}),
               ("intervals", {"mAP": {"low": 0.4, "high": 0.6, "level": 0.95, "replicates": 1.5, "seed": 0,
@@ -208,6 +232,13 @@ def _malformed_cases() -> list[tuple[str, object]]:
               ("pr_curves", {"recall": [0.0, "x"]}), ("provenance.config.preprocess", ["mean", "std"]),
               ("AP50", "0.3"), ("mAP", None)]
     return cases
+
+
+def test_the_readers_check_every_field_listed_here():
+    """READ_FIELDS and what read_metrics_file checks are the same list (a new field needs a case here)."""
+    from ssd_eval.results import _OPTIONAL_KEYS, _REQUIRED_KEYS
+
+    assert sorted(_REQUIRED_KEYS + _OPTIONAL_KEYS) == sorted(READ_FIELDS)
 
 
 def _set_dotted(data: dict, key: str, value) -> None:

@@ -235,7 +235,7 @@ BUGS: list[Bug] = [
     Bug("metrics-preprocess-unchecked", "ssd_eval/results.py",
         '    ("provenance.config.preprocess", "dict"),\n', "",
         ("tests/test_results.py::test_each_malformed_field_a_reader_touches_is_one_line_and_exit_2"
-         "[provenance.config.preprocess=list-table]",)),
+         "[provenance.config.preprocess=list0-table]",)),
     Bug("table-plus-minus-for-any-interval", "ssd_eval/table.py",
         "    if centre == shown:\n", "    if centre:\n",
         ("tests/test_table.py::test_map_ci_prints_the_interval_as_low_high_unless_it_is_centred_on_the_point[issue-21]",)),
