@@ -16,6 +16,8 @@ SUBSET_ALGORITHM ?= stratified
 CI_BASELINES ?= baselines/ci
 CI_RESULTS ?= results
 GATE_ARGS ?=
+# The tolerance `make ci-baseline` writes on every metric: ci95 (mAP, AP50, AP75; others fixed) or fixed.
+TOLERANCE ?= ci95
 
 # Lists the configs already hold: the sample variants (configs/sample*.yaml) and the variants
 # with a published number (those whose config names model.published_protocol).
@@ -26,7 +28,7 @@ MODEL_PARENT = $(shell sed -n 's/^ *parent: *\([A-Za-z0-9._-]*\).*/\1/p' $(CONFI
 CI_VARIANTS = $(if $(filter sample,$(MODEL)),$(SAMPLE_VARIANTS),$(MODEL_PARENT) $(MODEL))
 
 .PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \
-        reproduce portability clean mutants planted-bugs ci-gate ci-baseline subset
+        reproduce portability clean mutants planted-bugs ci-gate ci-eval ci-baseline subset
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -77,23 +79,25 @@ data: $(STAMP) ## download COCO val2017 and its annotations into data/coco/
 table: $(STAMP) ## results/TABLE.md and results/table.csv from every results/*/metrics.json
 	$(PY) -m ssd_eval table
 
-gate: $(STAMP) ## exit 1 if mAP regressed against the baselines (BASELINES=baselines/zoo for the published ones)
+gate: $(STAMP) ## fail if mAP regressed against the baselines (BASELINES=baselines/zoo); last line: the verdict
 	$(PY) -m ssd_eval gate --baselines $(BASELINES) $(ARGS)
 
 baseline: $(STAMP) ## rewrite baselines from current results, printing the diff
 	$(PY) -m ssd_eval baseline --update --baselines $(BASELINES) $(ARGS)
 
-ci-gate: $(STAMP) ## CI on a budget: MODEL (and its parent) on SUBSET (sample-4 / ci-500), then gate vs baselines/ci
+ci-eval: $(STAMP) ## CI on a budget, first half: evaluate MODEL (and its parent) on SUBSET (sample-4 / ci-500)
 	@for variant in $(CI_VARIANTS); do \
 	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --subset $(SUBSET) --out '$(CI_RESULTS)/{run}' \
 	    $(if $(filter sample,$(MODEL)),,--download) $(EVAL_ARGS) || exit $$?; \
 	done
+
+ci-gate: ci-eval ## CI on a budget: ci-eval, then gate vs baselines/ci (CI telling exit 1 from 2: call ssd-eval gate)
 	$(PY) -m ssd_eval gate --baselines $(CI_BASELINES) --results $(CI_RESULTS) \
 	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(GATE_ARGS)
 
-ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results of MODEL (ARGS=--keep-detections)
+ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results of MODEL (TOLERANCE=ci95|fixed, ARGS=--keep-detections)
 	$(PY) -m ssd_eval baseline --update --baselines $(CI_BASELINES) --results $(CI_RESULTS) --subset $(SUBSET) \
-	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(ARGS)
+	  --tolerance $(TOLERANCE) $(foreach v,$(CI_VARIANTS),--variant $(v)) $(ARGS)
 
 subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratified by category or SUBSET_ALGORITHM=random (commit it)
 	$(PY) -m ssd_eval.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET) \

@@ -17,7 +17,9 @@ from ssd_eval.compare import FLOAT_SLACK, drop_ratio_pct, parent_for_drop
 from ssd_eval.config import run_name
 from ssd_eval.cpu import KERNEL_CLASSES
 from ssd_eval.errors import UserError, print_error, quote
+from ssd_eval.loaders import load_yaml
 from ssd_eval.metrics import STAT_NAMES as METRIC_NAMES
+from ssd_eval.model_info import QUANTIZATION_FORMATS
 from ssd_eval.results import ResultIndex, atomic_write_text, result_subset
 from ssd_eval.schema import is_number
 
@@ -71,6 +73,8 @@ class Baseline:
     int8_path: str | None = None  # the CPU int8 kernel class the expected numbers were measured on
     subset: str | None = None  # the image subset (subsets/<name>.json) the numbers were measured on; None: full set
     detections: str | None = None  # the detections the numbers were measured from, relative to the baseline file
+    quantization: str | None = None  # the model's quantization format (QUANTIZATION_FORMATS); None: not checked
+    require_model_sha256: bool = False  # a result of another model than model_sha256 fails (else: a note)
 
     @property
     def detections_path(self) -> Path | None:
@@ -78,8 +82,8 @@ class Baseline:
         return None if self.detections is None else Path(self.source).parent / self.detections
 
 
-_TOP_KEYS = ("variant", "protocol", "images", "subset", "annotations_sha256", "model_sha256", "int8_path",
-             "detections", "metrics", "quantized")
+_TOP_KEYS = ("variant", "protocol", "images", "subset", "annotations_sha256", "model_sha256",
+             "require_model_sha256", "quantization", "int8_path", "detections", "metrics", "quantized")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _METRIC_KEYS = ("expected", "abs_tol", "rel_tol", "tolerance")
 _QUANTIZED_KEYS = ("parent", "max_drop_pct")
@@ -94,7 +98,7 @@ def _check_known_keys(mapping: dict, allowed: tuple[str, ...], prefix: str, sour
 def parse_baseline(text: str, source: str) -> Baseline:
     """Parse and check baseline YAML text; UserError names `source` and the key at fault."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -116,6 +120,15 @@ def parse_baseline(text: str, source: str) -> Baseline:
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and _SHA256.fullmatch(value)):
             raise UserError(f"{source}: {key}: expected 64 lower-case hex digits or null, got {quote(value)}")
+    quantization = data.get("quantization")
+    if quantization is not None and quantization not in QUANTIZATION_FORMATS:
+        raise UserError(f"{source}: quantization: expected one of {', '.join(QUANTIZATION_FORMATS)} or null, "
+                        f"got {quote(quantization)}")
+    require = data.get("require_model_sha256", False)
+    if not isinstance(require, bool):
+        raise UserError(f"{source}: require_model_sha256: expected true or false, got {quote(require)}")
+    if require and data.get("model_sha256") is None:
+        raise UserError(f"{source}: require_model_sha256: true needs a model_sha256 to require")
     int8_path = data.get("int8_path")
     if int8_path is not None and int8_path not in KERNEL_CLASSES:
         raise UserError(f"{source}: int8_path: expected one of {', '.join(KERNEL_CLASSES)} or null, "
@@ -187,7 +200,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
                     parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), int8_path,
-                    subset, detections)
+                    subset, detections, quantization, require)
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -219,7 +232,7 @@ _PLAIN_SCALAR = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 
 
 def _yaml_string(value: str) -> str:
-    if _PLAIN_SCALAR.fullmatch(value) and yaml.safe_load(value) == value:
+    if _PLAIN_SCALAR.fullmatch(value) and load_yaml(value, "<scalar>") == value:
         return value
     return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
 
@@ -303,7 +316,12 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
     if baseline.annotations_sha256:
         lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
     if baseline.model_sha256:
-        lines.append(f"model_sha256: {baseline.model_sha256}   # ...and this model")
+        lines.append(f"model_sha256: {baseline.model_sha256}   # the model measured (another one is gated on mAP, "
+                     "with a note)")
+    if baseline.require_model_sha256:
+        lines.append("require_model_sha256: true   # ...and only this model passes")
+    if baseline.quantization:
+        lines.append(f"quantization: {baseline.quantization}   # a model of another quantization format fails")
     if baseline.int8_path:
         lines.append(f"int8_path: {baseline.int8_path}   # CPU int8 kernel class the numbers were measured on")
     if baseline.detections:
@@ -334,9 +352,11 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
 # --------------------------------------------------------------------------- updating
 
 def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index: ResultIndex,
-                      abs_tol: float, max_drop_pct: float, keep_detections: bool = False) -> tuple[Baseline, list[str]]:
+                      abs_tol: float, max_drop_pct: float, keep_detections: bool = False,
+                      tolerance: str | None = None) -> tuple[Baseline, list[str]]:
     """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an
-    existing file's choices."""
+    existing file's choices, except the metrics' tolerance when `tolerance` is given (ci95 only where
+    CI95_METRICS allows it, fixed elsewhere)."""
     variant = result["variant"]
     messages: list[str] = []
     if existing is not None:
@@ -350,11 +370,13 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
         names = [(name, abs_tol, None, "fixed") for name in DEFAULT_METRICS]
         parent, drop_limit = result.get("parent"), max_drop_pct
     rules = []
-    for name, rule_abs, rule_rel, tolerance in names:
+    for name, rule_abs, rule_rel, rule_tolerance in names:
         if result.get(name) is None:
             raise UserError(f"{result['_source']}: missing key {name} (gated by {path})")
+        if tolerance is not None:
+            rule_tolerance = tolerance if tolerance == "fixed" or name in CI95_METRICS else "fixed"
         rules.append(MetricRule(name, round(float(result[name]), EXPECTED_DECIMALS),
-                                rule_abs, rule_rel, tolerance))
+                                rule_abs, rule_rel, rule_tolerance))
     if parent:
         try:
             parent_result, note = parent_for_drop(index, result, parent)
@@ -376,10 +398,21 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
     detections = existing.detections if existing else None
     if detections is None and keep_detections:
         detections = f"{variant}.detections.json"
+    quantization = result["provenance"]["model"].get("quantization")
     baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
                         tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model),
-                        existing.int8_path if existing else None, result_subset(result), detections)
+                        existing.int8_path if existing else None, result_subset(result), detections,
+                        quantization if quantization in QUANTIZATION_FORMATS else None,
+                        existing.require_model_sha256 if existing else False)
     return baseline, messages
+
+
+def tolerance_summary(baseline: Baseline) -> str:
+    """Which tolerance each gated metric holds, e.g. ``tolerance ci95 (mAP, AP50, AP75)``."""
+    groups: dict[str, list[str]] = {}
+    for rule in baseline.metrics:
+        groups.setdefault(rule.tolerance, []).append(rule.name)
+    return "; ".join(f"tolerance {name} ({', '.join(metrics)})" for name, metrics in groups.items())
 
 
 def _sha256_or_none(value: object) -> str | None:
@@ -413,7 +446,7 @@ def _report_errors(errors: list[str]) -> int:
 
 def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
                      abs_tol: float = 0.002, max_drop_pct: float = 1.0, subset: str | None = None,
-                     keep_detections: bool = False) -> int:
+                     keep_detections: bool = False, tolerance: str | None = None) -> int:
     """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
 
     Each variant's result is looked up as the gate does (ResultIndex.find): under
@@ -426,8 +459,10 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     variants with a comparable parent result get `max_drop_pct`. New files are written for results on
     image subset `subset` (None: the full set); existing files keep theirs. A baseline that keeps its
     detections (`detections`, or every file with `keep_detections`) gets a copy of the result's
-    detections.json there. Prints a unified diff of each changed file. Returns 0, or 2 on input
-    errors (nothing is written then); errors go to stderr as `ssd-eval baseline: error: ...`.
+    detections.json there. `tolerance` (fixed or ci95) is written on every metric of every updated file
+    (ci95 where CI95_METRICS allows it); None keeps each file's (new files: fixed). Prints a unified diff of
+    each changed file and, per file, the tolerance it holds. Returns 0, or 2 on input errors (nothing is
+    written then); errors go to stderr as `ssd-eval baseline: error: ...`.
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
@@ -435,6 +470,8 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         errors.append(f"abs_tol must be a number >= 0, got {abs_tol!r}")
     if not is_number(max_drop_pct) or max_drop_pct < 0:
         errors.append(f"max_drop_pct must be a number >= 0, got {max_drop_pct!r}")
+    if tolerance is not None and tolerance not in TOLERANCES:
+        errors.append(f"tolerance must be one of {', '.join(TOLERANCES)}, got {tolerance!r}")
     if not results_dir.is_dir():
         errors.append(f"{results_dir}: results directory not found; run `make eval` first")
     if errors:
@@ -476,7 +513,8 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
             result, note = index.find(variant, protocol, f"variant {variant} for {path}",
                                       existing.subset if existing else subset)
             messages += [note] if note else []
-            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections)
+            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections,
+                                               tolerance)
             messages += more
             new_text = render_baseline(baseline, header_comments(old_text),
                                        inline_comments(old_text))
@@ -515,5 +553,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         print("".join(diff), end="")
         atomic_write_text(path, new_text)
         changed += 1
+    for path, _, new_text in planned:
+        print(f"baseline: {path}: {tolerance_summary(parse_baseline(new_text, str(path)))}")
     print(f"baseline: {changed} file(s) changed, {len(planned) - changed} unchanged")
     return 0

@@ -13,6 +13,34 @@ from ssd_eval.errors import UserError
 DEFAULT_CONFIG = "configs/sample.yaml"
 CONFIGS_DIR = Path("configs")
 
+GATE_DESCRIPTION = """\
+Check each variant's metrics.json against baselines/<variant>.yaml (format and rules: baselines/README.md).
+
+The rule, per gated metric: allowed = max(abs_tol, rel_tol x expected).
+  - A drop larger than allowed fails, always, whatever any interval says.
+  - tolerance: ci95 can only make it stricter. With d = new - reference, paired over the same images
+    (reference: the baseline's kept detections, else the parent's run with the baselines' gap e), and
+    [lo, hi] its 95 % bootstrap interval, it passes only when lo - e >= -allowed (95 % sure the drop is
+    at most the margin); a point drop within the margin with lo below it is FAIL (inconclusive).
+  - A quantized variant is gated against its own baseline first; the drop vs its parent
+    (quantized.max_drop_pct) is an additional check.
+  - A new model of a variant is gated on its metrics, with a "model changed" note; a model of another
+    quantization format than the baseline's `quantization` fails (require_model_sha256: true, or
+    --require-model-sha256, fails any model but the pinned one).
+
+Worked example: expected 0.5022, abs_tol 0.002, rel_tol null: allowed = 0.0020.
+  got 0.2403                                       FAIL: regressed by 0.2619, beyond the margin
+  got 0.5015, d = -0.0007, interval [-0.0450, +0.0300] on 4 images
+                                                   FAIL (inconclusive): lo -0.0450 < -0.0020; about 4700
+                                                   images would narrow it enough (width ~ 1/sqrt(n))
+  got 0.5015, d = -0.0007, interval [-0.0019, +0.0004] PASS: non-inferior
+  identical detections: d = 0, interval [0, 0]    PASS
+
+Exit codes: 0 every check holds, 1 a check failed, 2 input error (the gate could not run as asked).
+make turns any failure into 2: CI that must tell 1 from 2 calls `.venv/bin/ssd-eval gate` directly.
+The last line printed is the verdict.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -63,13 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--results", default="results", help="results directory (default results)")
     table.set_defaults(handler=cmd_table)
 
-    gate = commands.add_parser("gate", help="fail (exit 1) when results regressed against the baselines")
+    gate = commands.add_parser("gate", help="fail (exit 1) when results regressed against the baselines",
+                               description=GATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     gate.add_argument("--baselines", default="baselines", help="baseline directory (default baselines)")
     gate.add_argument("--results", default="results", help="results directory (default results)")
     gate.add_argument("--variant", action="append", help="only this variant (repeatable)")
     gate.add_argument("--junit", help="also write JUnit XML here")
     gate.add_argument("--configs", default="configs",
-                      help="variant configs whose pinned model.sha256 the gated model must match (default configs)")
+                      help="variant configs whose model.sha256 pins the variant's model (default configs); another "
+                           "model is gated on its metrics with a note")
+    gate.add_argument("--strict", action="store_true",
+                      help="without --variant: a variant with results but no baseline fails (default: listed as "
+                           "'not gated')")
+    gate.add_argument("--require-model-sha256", action="store_true",
+                      help="a model other than the pinned one fails (as a baseline's require_model_sha256: true)")
     gate.set_defaults(handler=cmd_gate)
 
     baseline = commands.add_parser("baseline", help="show or rewrite baselines from current results")
@@ -83,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="allowed drop of a quantized variant vs its fp32 parent, in %% (default 1.0)")
     baseline.add_argument("--subset", metavar="NAME",
                           help="new baseline files are for results on this image subset (results/<run>@NAME/)")
+    baseline.add_argument("--tolerance", choices=("fixed", "ci95"),
+                          help="write this tolerance on every metric of the updated files (ci95: mAP, AP50, AP75 "
+                               "only); default: keep each file's, fixed for new files")
     baseline.add_argument("--keep-detections", action="store_true",
                           help="each updated baseline keeps a copy of its result's detections beside it "
                                "(detections:), which tolerance: ci95 pairs with")
@@ -246,7 +284,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from ssd_eval.gate import run_gate
 
     return run_gate(Path(args.baselines), Path(args.results), variants=args.variant,
-                    junit=Path(args.junit) if args.junit else None, configs_dir=Path(args.configs))
+                    junit=Path(args.junit) if args.junit else None, configs_dir=Path(args.configs),
+                    strict=args.strict, require_model_sha256=args.require_model_sha256)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -254,7 +293,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
                             abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct, subset=args.subset,
-                            keep_detections=args.keep_detections)
+                            keep_detections=args.keep_detections, tolerance=args.tolerance)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 
 from ssd_eval.errors import UserError, quote
+from ssd_eval.loaders import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +475,7 @@ def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
     found = {}
     for path in sorted(Path(configs_dir).glob("*.yaml"), key=lambda p: p.stem):
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text(), str(path))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise UserError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
         if isinstance(data, dict) and data.get("variant") == path.stem:
@@ -532,7 +533,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise UserError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -548,7 +549,7 @@ def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
     if resolved in seen:
         raise UserError(f"{path}: 'extends' loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -2,19 +2,22 @@
 
 The result is read from the folder `ssd-eval eval` writes to: results/<variant>/
 for protocol coco, results/<variant>-<protocol>/ otherwise, with @<subset> for a
-baseline on an image subset (ResultIndex.find). A metric with `tolerance: ci95` is
-judged by a paired bootstrap interval (ssd_eval.confidence) against the baseline's
-kept detections or the parent's run; every metric line prints an interval.
+baseline on an image subset (ResultIndex.find). A gate is never looser than its
+written tolerance (check_metric); `tolerance: ci95` adds a non-inferiority test on a
+paired bootstrap interval (ssd_eval.confidence) against the baseline's kept
+detections or the parent's run (check_metric_ci95); every metric line prints an interval.
 
 Exit codes: 0 every check holds, 1 a metric regressed, a quantized drop rule
-broke or the gated model is not the pinned one, 2 the gate could not run as asked
-(input or usage error). The baseline
-format is documented in baselines/README.md.
+broke, the gated model is not of the variant's kind (or, where required, not the
+pinned one) or (--strict) a variant has results but no baseline, 2 the gate could
+not run as asked (input or usage error). The baseline format and the rule are
+documented in baselines/README.md.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,58 +61,89 @@ def _fmt(value: float) -> str:
 
 
 def check_metric(variant: str, rule: MetricRule, got: float, interval: str = "") -> Check:
-    """PASS unless got < expected - allowed; an improvement beyond tolerance adds a note.
-    ``interval`` (e.g. the run's own bootstrap interval, or why ci95 fell back) ends the line."""
+    """The written tolerance: FAIL when the drop ``expected - got`` exceeds the margin ``allowed`` (rule.allowed);
+    an improvement beyond it adds a note. ``interval`` (e.g. the run's own bootstrap interval, or why ci95 fell
+    back) ends the line."""
     allowed = rule.allowed
     regressed = got < rule.expected - allowed - FLOAT_SLACK
     status = "FAIL" if regressed else "PASS"
     message = (f"{status} {variant} {rule.name}: expected {_fmt(rule.expected)}, "
                f"got {_fmt(got)}, allowed {_fmt(allowed)}")
-    if regressed:
-        message += f" (regressed by {_fmt(rule.expected - got)})"
+    message += (f" (regressed by {_fmt(rule.expected - got)}, beyond the margin)" if regressed
+                else " (within the margin)")
     if interval:
         message += f"; {interval}"
-    notes: tuple[str, ...] = ()
-    if got > rule.expected + allowed + FLOAT_SLACK:
-        notes = (f"note: {variant} {rule.name} improved beyond tolerance "
-                 f"({_fmt(got)} > {_fmt(rule.expected)} + {_fmt(allowed)}); consider "
-                 f"`ssd-eval baseline --update --variant {variant}`",)
-    return Check(variant, rule.name, status, message, notes)
+    return Check(variant, rule.name, status, message, _improved_note(variant, rule, got))
+
+
+def _improved_note(variant: str, rule: MetricRule, got: float) -> tuple[str, ...]:
+    if got > rule.expected + rule.allowed + FLOAT_SLACK:
+        return (f"note: {variant} {rule.name} improved beyond tolerance "
+                f"({_fmt(got)} > {_fmt(rule.expected)} + {_fmt(rule.allowed)}); consider "
+                f"`ssd-eval baseline --update --variant {variant}`",)
+    return ()
+
+
+def images_needed(images: int, estimate: float, low: float, allowed: float) -> int | None:
+    """About how many images would make a paired interval's lower end reach ``-allowed``: its lower half
+    ``estimate - low`` must shrink to ``estimate + allowed``, and the width scales about as 1/sqrt(n).
+    Rounded up to two significant digits; None when the estimate is at the margin or beyond it."""
+    room = estimate + allowed
+    if room <= FLOAT_SLACK:
+        return None
+    needed = images * ((estimate - low) / room) ** 2
+    scale = 10 ** max(len(str(math.ceil(needed))) - 2, 0)
+    return int(math.ceil(needed / scale) * scale)
 
 
 def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: Interval, expected_difference: float,
-                      against: str) -> Check:
-    """``tolerance: ci95``: FAIL only when the paired difference ``got - reference`` (a bootstrap interval of
-    it over the run's images, both sides on the same resampled images) is below ``expected_difference``
-    (0 against the baseline's own detections; the baselines' gap against a parent) both in its estimate and
-    at the interval's upper end: a regression that the resampling of these images does not explain."""
-    shortfall = expected_difference - difference.estimate
-    regressed = shortfall > FLOAT_SLACK and difference.high < expected_difference - FLOAT_SLACK
-    status = "FAIL" if regressed else "PASS"
-    message = (f"{status} {variant} {rule.name}: expected {_fmt(rule.expected)}, got {_fmt(got)}; ci95 vs "
-               f"{against}: difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
+                      against: str, images: int) -> Check:
+    """``tolerance: ci95``: the written tolerance first (check_metric's rule, whatever the interval says), then a
+    non-inferiority test on the paired difference ``d = got - reference`` over the run's ``images`` (a bootstrap
+    interval of it, both sides on the same resampled images) against ``expected_difference`` ``e`` (0 against the
+    baseline's own detections; the baselines' gap against a parent). PASS only when the interval's lower end
+    ``low - e >= -allowed``: 95 % sure the drop is at most the margin. A point drop within the margin whose
+    interval reaches below it is FAIL (inconclusive), with about how many images would settle it."""
+    allowed = rule.allowed
+    point, low = difference.estimate - expected_difference, difference.low - expected_difference  # e is the zero
+    fixed_drop = rule.expected - got
+    message = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(allowed)}; ci95 vs {against}: "
+               f"difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
                f"{format_interval(difference, signed=True)}, {difference.replicates} replicates, "
                f"seed {difference.seed}")
-    if regressed:
-        message += f" (regressed by {_fmt(shortfall)}, outside the interval)"
-    elif shortfall > FLOAT_SLACK:
-        message += " (lower, within the interval)"
-    notes: tuple[str, ...] = ()
+    if fixed_drop > allowed + FLOAT_SLACK or -point > allowed + FLOAT_SLACK:
+        status = "FAIL"
+        drop = max(fixed_drop, -point)
+        message += f" (regressed by {_fmt(drop)}, beyond the margin {_fmt(allowed)}, whatever the interval says)"
+    elif low < -allowed - FLOAT_SLACK:
+        status = "FAIL"
+        needed = images_needed(images, point, low, allowed)
+        settle = (f"about {needed} images instead of {images} would narrow it enough, the width shrinking about as "
+                  "1/sqrt(images)" if needed is not None else "the point drop is at the margin itself: no number of "
+                  "images would settle it")
+        message += (f" (inconclusive: the drop {max(-point, 0.0):.4f} is within the margin {_fmt(allowed)} but the "
+                    f"interval's lower end {low:+.4f} is below -{_fmt(allowed)}; {settle})")
+    else:
+        status = "PASS"
+        message += f" (non-inferior: the interval's lower end {low:+.4f} is within the margin -{_fmt(allowed)})"
+    notes = _improved_note(variant, rule, got)
     if difference.low > expected_difference + FLOAT_SLACK:
         why = " (or the parent regressed)" if against.startswith("parent") else ""
-        notes = (f"note: {variant} {rule.name} lies above the baseline beyond the interval vs {against}{why}; "
-                 f"if that is the new normal, `ssd-eval baseline --update --variant {variant}`",)
-    return Check(variant, rule.name, status, message, notes)
+        notes += (f"note: {variant} {rule.name} lies above the baseline beyond the interval vs {against}{why}; "
+                  f"if that is the new normal, `ssd-eval baseline --update --variant {variant}`",)
+    return Check(variant, rule.name, status, f"{status} {variant} {rule.name}: {message}", notes)
 
 
 def check_drop(variant: str, parent: str, max_drop_pct: float,
                map_value: float, parent_map: float, interval: str = "") -> Check:
-    """PASS when the drop ratio vs the parent is at most max_drop_pct; ``interval`` ends the line."""
+    """PASS when the drop ratio vs the parent is at most max_drop_pct (a check beside the variant's own metrics,
+    never instead of them); ``interval`` ends the line."""
     drop = drop_ratio_pct(map_value, parent_map)
     broken = drop > max_drop_pct + FLOAT_SLACK
     status = "FAIL" if broken else "PASS"
     message = (f"{status} {variant} drop_pct vs {parent}: expected <= {max_drop_pct:.2f}%, "
-               f"got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)})")
+               f"got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)}), "
+               f"{'above' if broken else 'within'} the limit")
     if interval:
         message += f"; {interval}"
     return Check(variant, f"drop_pct vs {parent}", status, message)
@@ -128,6 +162,7 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
     """A ``tolerance: ci95`` metric: paired against the baseline's kept detections, else against the parent's
     result (expected gap from the two baselines), else abs/rel tolerance with the reason on the line."""
     variant, got = baseline.variant, result[rule.name]
+    images = result["provenance"]["images"]
     replicates, seed = comparison_settings(result)
     try:
         if baseline.detections_path is not None:
@@ -136,7 +171,7 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
             difference = matcher.paired((result["_source"], str(baseline.detections_path)), matcher.matches(result),
                                         reference, replicates=replicates, seed=seed)
             return check_metric_ci95(variant, rule, got, difference[rule.name], 0.0,
-                                     f"baseline detections {baseline.detections_path}")
+                                     f"baseline detections {baseline.detections_path}", images)
         if baseline.parent is None:
             raise NoPairing(f"{baseline.source} keeps no detections and {variant} has no parent")
         if parent_result is None:
@@ -148,7 +183,7 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
         difference = matcher.paired((result["_source"], parent_result["_source"]), matcher.matches(result),
                                     matcher.matches(parent_result), replicates=replicates, seed=seed)
         return check_metric_ci95(variant, rule, got, difference[rule.name], rule.expected - parent_rule.expected,
-                                 f"parent {baseline.parent} ({parent_result['_source']})")
+                                 f"parent {baseline.parent} ({parent_result['_source']})", images)
     except NoPairing as exc:
         return check_metric(variant, rule, got, f"ci95 not possible ({exc}): abs/rel tolerance used; "
                                                 + own_interval_text(result, rule.name))
@@ -172,15 +207,26 @@ def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, m
 
 
 def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
-                configs_dir: Path | None) -> Check:
-    """Which model was gated (sha256, 12 hex digits), held against the pins: the variant config's
-    `model.sha256` (`<configs_dir>/<variant>.yaml`; not checked when `configs_dir` is None) and the
-    baseline's `model_sha256`. FAIL when one differs, or when a quantized variant's result used its
-    parent's model (e.g. `eval --config <int8 config> --model <fp32 model>`)."""
+                configs_dir: Path | None, require_model_sha256: bool = False) -> Check:
+    """Which model was gated (sha256, 12 hex digits) and whether it is of the variant's kind. FAIL when its
+    quantization format (provenance.model.quantization) differs from the baseline's ``quantization`` (an fp32
+    model gated as an int8 variant), or a quantized variant's result used its parent's model (e.g. `eval
+    --config <int8 config> --model <fp32 model>`). A model other than the pins, the variant config's
+    `model.sha256` (`<configs_dir>/<variant>.yaml`; not read when `configs_dir` is None) and the baseline's
+    `model_sha256`, is a new model of the variant: gated on its metrics, with a note naming both hashes, or
+    FAIL where the baseline's `require_model_sha256` or ``require_model_sha256`` asks for the pinned model."""
     variant = baseline.variant
     model = result["provenance"]["model"]
     got = model["sha256"]
     gated = f"gated {got[:12]} ({model.get('path')})"
+    quantization = model.get("quantization")
+    if baseline.quantization is not None and quantization != baseline.quantization:
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization "
+                                               f"{quantization or 'unrecorded'} but {baseline.source} quantization "
+                                               f"{baseline.quantization}: not a model of {variant}'s kind")
+    if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} is the model of its parent "
+                                               f"{baseline.parent} ({parent_result['_source']})")
     pins: list[tuple[str, str]] = []  # (sha256, where it is pinned)
     unpinned: list[str] = []
     if configs_dir is not None:
@@ -199,16 +245,26 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
         pins.append((baseline.model_sha256, f"{baseline.source} model_sha256"))
     else:
         unpinned.append(f"{baseline.source} has no model_sha256")
-    for pinned, where in pins:
-        if pinned != got:
-            return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated}, expected {pinned[:12]} "
-                                                   f"({where}): this result is not of {variant}'s model")
-    if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} is the model of its parent "
-                                               f"{baseline.parent} ({parent_result['_source']})")
-    status = f"pinned by {', '.join(where for _, where in pins)}" if pins else \
-        f"not pinned ({'; '.join(unpinned)})"
-    return Check(variant, "model", "PASS", f"PASS {variant} model: {gated}, {status}")
+    required = require_model_sha256 or baseline.require_model_sha256
+    changed = [(pinned, where) for pinned, where in pins if pinned != got]
+    if changed and required:
+        pinned, where = changed[0]
+        why = f"{baseline.source} require_model_sha256" if baseline.require_model_sha256 else "--require-model-sha256"
+        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated}, expected {pinned[:12]} ({where}; "
+                                               f"{why}): this result is not of {variant}'s pinned model")
+    kind = "" if quantization is None and baseline.quantization is None else \
+        f"quantization {quantization}" + (" as the baseline's, " if baseline.quantization else ", ")
+    metrics = ", ".join(r.name for r in baseline.metrics)
+    since = ["the baseline" if where.startswith(baseline.source) else where for _, where in changed]
+    notes = tuple(f"note: {variant} model changed since {since[i]}"
+                  f": {pinned[:12]}… -> {got[:12]}…; gated on {metrics}" for i, (pinned, _) in enumerate(changed))
+    if changed:
+        status = "a new model of the variant (see the note)"
+    elif pins:
+        status = f"pinned by {', '.join(where for _, where in pins)}"
+    else:
+        status = f"not pinned ({'; '.join(unpinned)})"
+    return Check(variant, "model", "PASS", f"PASS {variant} model: {gated}, {kind}{status}", notes)
 
 
 def int8_path_note(baseline: Baseline, result: dict) -> str | None:
@@ -232,15 +288,15 @@ def int8_path_note(baseline: Baseline, result: dict) -> str | None:
 
 def check_variant(baseline: Baseline, results: Path | ResultIndex,
                   configs_dir: Path | None = None, parent_baseline: Baseline | None = None,
-                  matcher: ResultMatches | None = None) -> list[Check]:
+                  matcher: ResultMatches | None = None, require_model_sha256: bool = False) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks.
 
     `results` is a results directory or a ResultIndex of one (read once per gate run).
-    `configs_dir` holds the variant configs whose pinned model sha256 the result must match
-    (see check_model). A note saying which file was used when it is not in its canonical
-    folder rides on the first check. `parent_baseline` (the parent's baseline in the same
-    directory) gives `tolerance: ci95` the expected gap to the parent; `matcher` shares matched
-    detections between variants.
+    `configs_dir` holds the variant configs whose model.sha256 pins the variant's model (see
+    check_model; `require_model_sha256`: only the pinned model passes). A note saying which file
+    was used when it is not in its canonical folder rides on the first check. `parent_baseline`
+    (the parent's baseline in the same directory) gives `tolerance: ci95` the expected gap to the
+    parent; `matcher` shares matched detections between variants.
     """
     index = results if isinstance(results, ResultIndex) else ResultIndex(results)
     matcher = matcher or ResultMatches()
@@ -297,7 +353,7 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
             checks.append(Check(check.variant, check.name, check.status, check.message,
                                 (parent_note,) if parent_note else ()))
     try:
-        checks.insert(0, check_model(baseline, result, parent_result, configs_dir))
+        checks.insert(0, check_model(baseline, result, parent_result, configs_dir, require_model_sha256))
     except UserError as exc:
         checks.insert(0, Check(variant, "model", "ERROR", str(exc)))
     cpu_note = int8_path_note(baseline, result)
@@ -332,21 +388,36 @@ def render_junit(checks: list[Check]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
-             junit: Path | None = None, configs_dir: Path | None = None) -> int:
-    """Check results against baselines; print one line per check; return the exit code.
+VERDICTS = {0: "PASS (exit 0): every check holds", 1: "FAIL (exit 1): a check failed",
+            2: "ERROR (exit 2): the gate could not run as asked (input error)"}
+"""The last line of a gate run, per exit code."""
 
-    0: every check holds. 1: a metric regressed, a quantized drop rule broke, or the
-    gated model is not the pinned one (check_model; `configs_dir` holds the variant
-    configs, None to skip their pins). 2: input or usage error (no baselines, two
+
+def not_gated(index: ResultIndex, baselined: dict[str, Path]) -> list[str]:
+    """The variants with a full run in ``index`` but no baseline file among ``baselined``, in path order."""
+    return list(dict.fromkeys(r["variant"] for r in index.results() if r["variant"] not in baselined))
+
+
+def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
+             junit: Path | None = None, configs_dir: Path | None = None, strict: bool = False,
+             require_model_sha256: bool = False) -> int:
+    """Check results against baselines; print one line per check, a summary and the verdict; return the exit code.
+
+    0: every check holds. 1: a metric regressed (never looser than its written tolerance; ci95 only
+    stricter: check_metric_ci95), a quantized drop rule broke, the gated model is not of the variant's
+    kind (check_model; `configs_dir` holds the variant configs, None to skip their pins;
+    `require_model_sha256`: only the pinned model passes), or with `strict` a variant has results but no
+    baseline (without `variants` such variants are listed as "not gated" in the summary).
+    2: input or usage error (no baselines, two
     baselines for one variant, unknown variant, malformed baseline, missing results or
     metrics.json, several candidate results without a canonical folder, protocol or
     image-count mismatch, incomparable parent, unwritable `junit` path); reported on
     stderr as `ssd-eval gate: error: ...`.
-    With `junit`, also writes a JUnit XML report there (atomically).
+    With `junit`, also writes a JUnit XML report there (atomically). The last line is the verdict (VERDICTS).
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     checks: list[Check] = []
+    unlisted: list[str] = []
     if not baselines_dir.is_dir():
         checks.append(Check("gate", "baselines", "ERROR",
                             f"{baselines_dir}: baselines directory not found"))
@@ -384,25 +455,32 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
                     parent_baseline = load_baseline(files[baseline.parent])
                 except UserError:
                     pass  # reported by the parent's own checks when it is gated; ci95 falls back without it
-            checks += check_variant(baseline, index, configs_dir, parent_baseline, matcher)
+            checks += check_variant(baseline, index, configs_dir, parent_baseline, matcher, require_model_sha256)
+        if variants is None and files:
+            unlisted = not_gated(index, files)
+            if strict:
+                checks += [Check(variant, "baseline", "FAIL", f"FAIL {variant} baseline: it has results in "
+                                 f"{results_dir} but no baseline in {baselines_dir} (--strict)")
+                           for variant in unlisted]
 
     for check in checks:
         if check.status == "ERROR":
             print_error("gate", check.message)
         else:
-            print(check.message)
+            print(check.message, flush=True)
         for note in check.notes:
-            print(note)
+            print(note, flush=True)
     counts = {s: sum(c.status == s for c in checks) for s in ("PASS", "FAIL", "ERROR")}
-    print(f"gate: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors")
+    summary = f"gate: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors"
+    if unlisted:
+        summary += f"; not gated: {', '.join(unlisted)}: no baseline" + ("" if strict else " (--strict: fail)")
+    print(summary, flush=True)
+    code = 2 if counts["ERROR"] or not checks else 1 if counts["FAIL"] else 0
     if junit is not None:
         try:
             atomic_write_text(Path(junit), render_junit(checks))
         except OSError as exc:
             print_error("gate", f"{junit}: cannot write the JUnit report: {exc.strerror or exc}")
-            return 2
-    if counts["ERROR"] or not checks:
-        return 2
-    return 1 if counts["FAIL"] else 0
-
-
+            code = 2
+    print(f"gate verdict: {VERDICTS[code]}", flush=True)
+    return code

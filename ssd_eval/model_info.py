@@ -223,6 +223,10 @@ class _Graph:
         return node.input[index] if len(node.input) > index else ""
 
 
+QUANTIZATION_FORMATS = ("none", "QOperator", "QDQ")
+"""What _quant_format tells a model apart by (provenance.model.quantization, a baseline's ``quantization``)."""
+
+
 def _quant_format(graph: _Graph, counts: dict[str, int]) -> str:
     qoperator = [op for op in counts if op.rsplit(".", 1)[-1] not in QDQ_OPS]
     if qoperator:

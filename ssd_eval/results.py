@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, TextIO
 
 from ssd_eval.config import protocol_base, run_name
 from ssd_eval.errors import UserError, quote
+from ssd_eval.loaders import load_json
 from ssd_eval.metrics import STAT_NAMES, Scores
 from ssd_eval.schema import check_keys, is_int, is_number
 
@@ -428,6 +429,41 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("provenance.resumed_images", "int"),
     ("provenance.limit", "int"),
     ("provenance.subset.name", "str"),
+    # What the table, the gate, the report and `show` read besides (issue 21): a wrong type is one line, exit 2.
+    ("stats", "number_list"),
+    ("protocol_switches", "dict"),
+    ("categories_averaged", "list"),
+    ("per_category_ap", "number_map"),
+    ("pr_curves", "number_list_map"),
+    ("warnings", "list"),
+    ("intervals", "interval_map"),
+    ("full_set_intervals", "interval_map"),
+    ("error_breakdown", "dict"),
+    ("provenance.model.path", "str"),
+    ("provenance.model.quantization", "str"),
+    ("provenance.annotations.path", "str"),
+    ("provenance.images_dir", "str"),
+    ("provenance.detections", "int"),
+    ("provenance.skipped_images", "list"),
+    ("provenance.partial", "list"),
+    ("provenance.subset", "dict"),
+    ("provenance.speed_from_cache", "bool"),
+    ("provenance.parallel_jobs", "int"),
+    ("provenance.harness_commit", "str"),
+    ("provenance.metrics_backend", "str"),
+    ("provenance.config", "dict"),
+    ("provenance.config.preprocess", "dict"),
+    ("provenance.config.postprocess", "dict"),
+    ("provenance.config.pipeline", "dict"),
+    ("provenance.config.runtime", "dict"),
+    ("provenance.bootstrap", "dict"),
+    ("provenance.bootstrap.replicates", "int"),
+    ("provenance.bootstrap.seed", "int"),
+    ("provenance.runtime.onnxruntime", "str"),
+    ("provenance.runtime.session_config", "dict"),
+    ("provenance.int8", "dict"),
+    ("provenance.int8.cpu", "dict"),
+    ("provenance.int8.cpu.kernel_class", "str"),
 )
 
 def read_metrics_file(path: Path) -> dict:
@@ -445,7 +481,7 @@ def read_metrics_file(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        data = load_json(text, str(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:

@@ -13,7 +13,15 @@ KIND_TEXT = {
     "str": "a string",
     "number": "a finite number",
     "int": "an integer",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "list": "a list",
     "str_list": "a list of strings",
+    "number_list": "a list of finite numbers",
+    "number_map": "a mapping of names to finite numbers",
+    "number_list_map": "a mapping of names to lists of finite numbers",
+    "interval_map": "a mapping of metric names to intervals (low, high, level, estimate: finite numbers; "
+                    "replicates, seed: integers)",
 }
 
 
@@ -40,9 +48,31 @@ def has_kind(value: Any, kind: str) -> bool:
         return is_number(value)
     if kind == "int":
         return is_int(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
     if kind == "str_list":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "number_list":
+        return isinstance(value, list) and all(is_number(v) for v in value)
+    if kind == "number_map":
+        return isinstance(value, dict) and all(is_number(v) for v in value.values())
+    if kind == "number_list_map":
+        return isinstance(value, dict) and all(has_kind(v, "number_list") for v in value.values())
+    if kind == "interval_map":
+        return isinstance(value, dict) and all(_is_interval(v) for v in value.values())
     raise ValueError(kind)
+
+
+def _is_interval(value: Any) -> bool:
+    """An uncertainty.Interval as metrics.json holds it (as_dict), or null (no interval for that metric)."""
+    if value is None:
+        return True
+    return (isinstance(value, dict) and all(is_number(value.get(k)) for k in ("low", "high", "level", "estimate"))
+            and all(is_int(value.get(k)) for k in ("replicates", "seed")))
 
 
 def check_keys(data: dict, source: str, required: tuple[tuple[str, str], ...],

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_eval.errors import UserError
+from ssd_eval.loaders import load_json
 from ssd_eval.results import atomic_write_text
 
 ALGORITHM = "stratified-greedy-l1/v1"
@@ -171,7 +172,7 @@ def read_subset(path: str | Path) -> Subset:
     """A subset file, checked for its fields, ascending unique integer ids and their sha256."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: subset file not found (dataset.subset)") from None
     except OSError as exc:

@@ -139,13 +139,22 @@ def _level_suffix(level: float) -> str:
     return "" if abs(level - 0.95) < 1e-12 else f" ({level * 100:g}%)"
 
 
+def interval_cell(point: float, low: float, high: float, level: float, digits: int) -> str:
+    """``point ± half width`` when [low, high] is centred on the point (as printed to ``digits``), else
+    ``point [low, high]``: a ± never suggests a symmetry a bootstrap interval does not have."""
+    centre, shown = f"{(low + high) / 2:.{digits}f}", f"{point:.{digits}f}"
+    if centre == shown:
+        return f"{shown} ± {(high - low) / 2:.{digits}f}{_level_suffix(level)}"
+    return f"{shown} [{low:.{digits}f}, {high:.{digits}f}]{_level_suffix(level)}"
+
+
 def _map_ci_cell(result: dict) -> str:
-    """mAP ± half the width of the run's own bootstrap interval (metrics.json ``intervals``)."""
+    """mAP and the run's own bootstrap interval (metrics.json ``intervals``), as interval_cell writes it."""
     interval = result_interval(result, "mAP")
     if interval is None:
         record = provenance_value(result, "bootstrap")
         return "n/a: bootstrap off" if isinstance(record, dict) else "n/a: no intervals"
-    return f"{result['mAP']:.4f} ± {interval.half_width:.4f}{_level_suffix(interval.level)}"
+    return interval_cell(result["mAP"], interval.low, interval.high, interval.level, 4)
 
 
 def _drop_ci_cell(result: dict, parent: dict | None, reason: str | None, matcher: ResultMatches) -> str:
@@ -165,7 +174,7 @@ def _drop_ci_cell(result: dict, parent: dict | None, reason: str | None, matcher
     except UserError as exc:
         log.warning("drop ± ci of %s: %s", result["_source"], exc)
         return f"n/a: {exc}"
-    return f"{drop.estimate:.2f} ± {drop.half_width:.2f}{_level_suffix(drop.level)}"
+    return interval_cell(drop.estimate, drop.low, drop.high, drop.level, 2)
 
 
 def _ap_cells(result: dict) -> dict[str, str]:
@@ -260,17 +269,23 @@ def csv_columns() -> list[str]:
 
 
 _CELL = re.compile(r"(?P<number>[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?:%|x)?(?: ± (?P<half>\d+(?:\.\d+)?))?"
+                   r"(?: (?P<bounds>\[(?P<low>[+-]?\d+(?:\.(?P<decimals>\d+))?), (?P<high>[+-]?\d+(?:\.\d+)?)\]))?"
                    r"(?: \((?P<note>.*)\))?")
 
 
 def _split_cell(key: str, cell: str) -> tuple[str, str]:
     """A numeric column's display cell as (number or "", note): ``0.98x`` -> 0.98; ``+0.0012 (int8 on
-    ...)`` -> +0.0012 and the note; ``0.5316 ± 0.0100`` -> 0.0100 (the half width); ``n/a: ...`` -> the note."""
+    ...)`` -> +0.0012 and the note; ``0.5316 ± 0.0100`` -> 0.0100 (the half width); ``0.5316 [0.4000, 0.6200]``
+    -> 0.1100 (the half width) and the interval in the note; ``n/a: ...`` -> the note."""
     match = _CELL.fullmatch(cell)
     if match is None:
         return "", cell
+    note = match["note"] or ""
+    if key.endswith("_ci") and match["bounds"]:
+        half = (float(match["high"]) - float(match["low"])) / 2
+        return f"{half:.{len(match['decimals'] or '')}f}", "; ".join(filter(None, [match["bounds"], note]))
     number = match["half"] if key.endswith("_ci") and match["half"] else match["number"]
-    return number, match["note"] or ""
+    return number, note
 
 
 def render_csv(rows: list[dict]) -> str:
@@ -329,11 +344,12 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   parent measured under the same protocol, image set and annotations.
 - **subset**: the named image subset (`subsets/<name>.json`) a run evaluated; blank for every image.
   Runs on different image sets are never compared.
-- **mAP ± ci**: half the width of the run's 95 % bootstrap interval over its images
-  (`metrics.bootstrap`); it measures how much the mAP moves with the choice of images, not how far a
-  subset's mAP lies from the full set's (on a subset it is biased upward: README, "CI on a budget").
-- **drop ± ci**: the drop % and half the width of its paired 95 % bootstrap interval (parent and
-  quantized run scored on the same resampled images), when both runs have intervals.
+- **mAP ± ci**: the run's 95 % bootstrap interval over its images (`metrics.bootstrap`), as
+  `mAP [low, high]`, or `mAP ± half width` when it is centred on the mAP; it measures how much the
+  mAP moves with the choice of images, not how far a subset's mAP lies from the full set's (on a
+  subset it is biased upward: README, "CI on a budget").
+- **drop ± ci**: the drop % and its paired 95 % bootstrap interval (parent and quantized run scored
+  on the same resampled images), written as for mAP, when both runs have intervals.
 - **AP50**, **AP75**: AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small, medium
   and large objects, "n/a" under the `inc` protocol: INC computes areas from normalized boxes,
   so its APs/APm/APl are not comparable with anyone's.

@@ -374,3 +374,15 @@ def test_a_rerun_from_the_cache_keeps_images_per_s_and_the_speedup(tmp_path):
     assert [r["images_per_s_note"] for r in second_rows] == ["cached", "cached"]
     assert "(from the cache: measured when these images were inferred)" in run_cli(
         "show", str(results / "sample")).stdout
+
+
+@pytest.mark.parametrize("path", [".ci/run", "docs/ci-example.yml"])
+def test_the_documented_ci_paths_call_the_gate_cli_directly(path):
+    """Issue 21: make turns every failing recipe into exit 2, so CI calls `ssd-eval gate` and reads 1 vs 2 itself."""
+    from conftest import ROOT
+
+    commands = [line.strip() for line in (ROOT / path).read_text().splitlines()
+                if line.strip() and not line.strip().startswith("#")]
+    assert not [line for line in commands if "make gate" in line or "make ci-gate" in line]
+    assert [line for line in commands if ".venv/bin/ssd-eval gate" in line]
+    assert "|| rc=$?" in "\n".join(commands) and "case $rc in" in "\n".join(commands)  # 1 and 2 told apart

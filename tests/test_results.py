@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,116 @@ def test_iter_detections_reads_back_what_write_detections_wrote_one_at_a_time(tm
     assert list(iter_detections(tmp_path / "none.json")) == []
     (tmp_path / "other.json").write_text(json.dumps(rows))  # another layout: read whole
     assert list(iter_detections(tmp_path / "other.json")) == rows
+
+
+# --------------------------------------------------------------------------- malformed fields (issue 21)
+
+def full_document() -> dict:
+    """A metrics.json with every field the table, the gate, the report and `show` read, each of the right type."""
+    data = metrics_document("sample", mAP=0.5)
+    interval = {"low": 0.4, "high": 0.6, "level": 0.95, "replicates": 100, "seed": 0, "estimate": 0.5,
+                "method": "percentile", "bias": 0.0}
+    data.update(categories_averaged=["person", "car"], warnings=[], intervals={"mAP": interval, "AP50": None},
+                full_set_intervals={"mAP": dict(interval, full_set_images=5000, alpha=0.5)}, error_breakdown=None)
+    provenance = data["provenance"]
+    provenance["model"]["quantization"] = "none"
+    provenance.update(partial=[], subset={"name": None}, speed_from_cache=False, parallel_jobs=1,
+                      harness_commit="a" * 40, bootstrap={"replicates": 100, "seed": 0},
+                      int8={"cpu": {"kernel_class": "x86-vnni", "cpu": "Xeon"}},
+                      config={"preprocess": {}, "postprocess": {}, "pipeline": {}, "runtime": {}})
+    provenance["runtime"]["session_config"] = {}
+    return data
+
+
+def _bad_value(kind: str):
+    return {"str": 5, "number": "x", "int": "x", "bool": "yes", "dict": ["a"], "list": "a", "str_list": [1],
+            "number_list": ["a"], "number_map": {"a": "b"}, "number_list_map": {"recall": "x"},
+            "interval_map": "0.1008 ± 0.0204"}[kind]
+
+
+READ_FIELDS = (
+    # Every metrics.json field the gate, the table, the report or `show` reads, with its kind: written out here,
+    # not taken from ssd_eval.results, so a field the reader stops checking still has its case.
+    ("variant", "str"), ("protocol", "str"), ("mAP", "number"), ("provenance.images", "int"),
+    ("provenance.image_ids_sha256", "str"), ("provenance.annotations.sha256", "str"),
+    ("provenance.model.sha256", "str"), ("provenance.runtime.providers", "str_list"), ("provenance.host.cpu", "str"),
+    ("provenance.host.cores", "int"), ("provenance.date", "str"), ("parent", "str"), ("published_map", "number"),
+    ("published_protocol", "str"), ("source_map", "number"), ("published_int8_path", "str"),
+    ("provenance.images_per_s", "number"), ("provenance.runtime.intra_op_threads", "int"),
+    ("provenance.runtime.inter_op_threads", "int"), ("provenance.runtime.batch_size", "int"),
+    ("provenance.resumed_images", "int"), ("provenance.limit", "int"), ("provenance.subset.name", "str"),
+    ("stats", "number_list"), ("protocol_switches", "dict"), ("categories_averaged", "list"),
+    ("per_category_ap", "number_map"), ("pr_curves", "number_list_map"), ("warnings", "list"),
+    ("intervals", "interval_map"), ("full_set_intervals", "interval_map"), ("error_breakdown", "dict"),
+    ("provenance.model.path", "str"), ("provenance.model.quantization", "str"), ("provenance.annotations.path", "str"),
+    ("provenance.images_dir", "str"), ("provenance.detections", "int"), ("provenance.skipped_images", "list"),
+    ("provenance.partial", "list"), ("provenance.subset", "dict"), ("provenance.speed_from_cache", "bool"),
+    ("provenance.parallel_jobs", "int"), ("provenance.harness_commit", "str"), ("provenance.metrics_backend", "str"),
+    ("provenance.config", "dict"), ("provenance.config.preprocess", "dict"), ("provenance.config.postprocess", "dict"),
+    ("provenance.config.pipeline", "dict"), ("provenance.config.runtime", "dict"), ("provenance.bootstrap", "dict"),
+    ("provenance.bootstrap.replicates", "int"), ("provenance.bootstrap.seed", "int"),
+    ("provenance.runtime.onnxruntime", "str"), ("provenance.runtime.session_config", "dict"),
+    ("provenance.int8", "dict"), ("provenance.int8.cpu", "dict"), ("provenance.int8.cpu.kernel_class", "str"),
+)
+
+
+def _malformed_cases() -> list[tuple[str, object]]:
+    cases = [(key, _bad_value(kind)) for key, kind in READ_FIELDS]
+    cases += [("intervals", {"mAP": {"low": "0.4", "high": 0.6, "level": 0.95, "replicates": 100, "seed": 0,
+                                     "estimate": 0.5}}),
+              ("intervals", {"mAP": {"low": 0.4, "high": 0.6, "level": 0.95, "replicates": 1.5, "seed": 0,
+                                     "estimate": 0.5}}),
+              ("pr_curves", {"recall": [0.0, "x"]}), ("provenance.config.preprocess", ["mean", "std"]),
+              ("AP50", "0.3"), ("mAP", None)]
+    return cases
+
+
+def test_the_readers_check_every_field_listed_here():
+    """READ_FIELDS and what read_metrics_file checks are the same list (a new field needs a case here)."""
+    from ssd_eval.results import _OPTIONAL_KEYS, _REQUIRED_KEYS
+
+    assert sorted(_REQUIRED_KEYS + _OPTIONAL_KEYS) == sorted(READ_FIELDS)
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data[part]
+    data[last] = value
+
+
+def reader_setup(tmp_path) -> tuple[Path, dict[str, list[str]]]:
+    """full_document() written as results/sample/metrics.json beside a baseline of it; each reader's command line."""
+    results, baselines = tmp_path / "results", tmp_path / "baselines"
+    baselines.mkdir()
+    (baselines / "sample.yaml").write_text("variant: sample\nprotocol: coco\nimages: 5000\nmetrics:\n"
+                                           "  mAP: {expected: 0.5, abs_tol: 0.002, rel_tol: null}\n")
+    path = write_metrics(results, full_document())
+    return path, {"gate": ["gate", "--baselines", str(baselines), "--results", str(results), "--configs",
+                           str(tmp_path)],
+                  "table": ["table", "--results", str(results)], "show": ["show", str(path)],
+                  "report": ["report", "--results", str(results)]}
+
+
+def test_every_reader_takes_the_full_document(tmp_path, capsys):
+    from ssd_eval.cli import main
+
+    _, commands = reader_setup(tmp_path)
+    assert [main(args) for args in commands.values()] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("command", ["gate", "table", "show", "report"])
+@pytest.mark.parametrize("key, value", _malformed_cases(),
+                         ids=[f"{key}={type(value).__name__}" for key, value in _malformed_cases()])
+def test_each_malformed_field_a_reader_touches_is_one_line_and_exit_2(tmp_path, capsys, command, key, value):
+    """Issue 21: every metrics.json field the gate, the table, the report or `show` reads, of a wrong type, gives
+    exit 2 and one line naming the file and the key (not an AttributeError read by CI as "regressed")."""
+    from ssd_eval.cli import main
+
+    path, commands = reader_setup(tmp_path)
+    bad = json.loads(path.read_text())
+    _set_dotted(bad, key, value)
+    path.write_text(json.dumps(bad))
+    assert main(commands[command]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert str(path) in line and (key in line or key.split(".")[-1] in line), line

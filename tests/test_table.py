@@ -531,8 +531,27 @@ def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
     matcher = ResultMatches()
     drop = paired_drop(matcher.matches(int8_result), matcher.matches(parent), replicates=1000, seed=0)
     assert drop.estimate == pytest.approx((parent["mAP"] - int8_result["mAP"]) / parent["mAP"] * 100, abs=1e-9)
-    assert row["drop_ci"] == f"{drop.estimate:.2f} ± {drop.half_width:.2f}" and drop.half_width > 0
-    assert row["subset"] == "sample-4" and row["map_ci"].startswith(f"{int8_result['mAP']:.4f} ± ")
+    centred = f"{(drop.low + drop.high) / 2:.2f}" == f"{drop.estimate:.2f}"
+    assert row["drop_ci"] == (f"{drop.estimate:.2f} ± {drop.half_width:.2f}" if centred else
+                              f"{drop.estimate:.2f} [{drop.low:.2f}, {drop.high:.2f}]") and drop.half_width > 0
+    assert row["subset"] == "sample-4" and row["map_ci"].startswith(f"{int8_result['mAP']:.4f} ")
+
+
+@pytest.mark.parametrize("low, high, cell, csv", [
+    (0.0995, 0.1403, "0.1008 [0.0995, 0.1403]", ("0.0204", "[0.0995, 0.1403]")),  # issue 21's: not centred
+    (0.0908, 0.1108, "0.1008 ± 0.0100", ("0.0100", "")),  # centred on the point: a ± says it right
+    (0.09085, 0.11085, "0.1008 ± 0.0100", ("0.0100", "")),  # centred as printed (0.10085 -> 0.1008)
+    (0.0906, 0.1108, "0.1008 [0.0906, 0.1108]", ("0.0101", "[0.0906, 0.1108]")),  # centre 0.1007: off by 1e-4
+], ids=["issue-21", "centred", "centred-as-printed", "off-centre-by-1e-4"])
+def test_map_ci_prints_the_interval_as_low_high_unless_it_is_centred_on_the_point(low, high, cell, csv):
+    document = fp32()
+    document["mAP"] = 0.1008
+    document["intervals"] = {"mAP": {"low": low, "high": high, "level": 0.95, "replicates": 1000, "seed": 0,
+                                     "estimate": 0.1008, "method": "percentile", "bias": 0.0}}
+    row = build_rows([document])[0]
+    assert row["map_ci"] == cell
+    [record] = numeric_columns_parse(render_csv([row]))
+    assert (record["map_ci"], record["map_ci_note"]) == csv
 
 
 # ------------------------------------------------------------------ found by mutation testing (docs/TESTING.md)
@@ -630,7 +649,7 @@ def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_b
 
     def fake_paired_drop(child_matches, parent_matches, **settings):
         calls.append((child_matches, parent_matches, settings))
-        return SimpleNamespace(estimate=1.234, half_width=0.449, level=0.95)
+        return SimpleNamespace(estimate=1.234, low=0.785, high=1.683, half_width=0.449, level=0.95)
 
     monkeypatch.setattr(ssd_eval.table, "paired_drop", fake_paired_drop)
     monkeypatch.setattr(ssd_eval.table, "ResultMatches", Matches)
