@@ -940,7 +940,7 @@ def two_scores_case(root: Path) -> tuple[Path, dict, dict[str, list[dict]]]:
 
     sizes = [(200, 100), (150, 120), (300, 240), (90, 160)]  # width, height
     boxes = [[0.1, 0.2, 0.5, 0.6], [0.6, 0.55, 0.95, 0.9], [0.3, 0.1, 0.45, 0.3]]
-    labels = [1, 1, 2]  # person, person, car
+    labels = [1, 1, 3]  # person, person, car: the 1st and 3rd of the 80 COCO ids
     scores = {"scores": [0.9, 0.3, 0.6], "scores_alt": [0.3, 0.9, 0.2]}
     images = [{"id": i + 1, "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
     truth = [{"image_id": i + 1, "category_id": 1, "bbox": [0.1 * w, 0.2 * h, 0.4 * w, 0.4 * h]}
@@ -949,7 +949,7 @@ def two_scores_case(root: Path) -> tuple[Path, dict, dict[str, list[dict]]]:
     annotations, image_dir = write_coco(root / "coco", images, truth)
     model = two_scores_detector(root / "two_scores.onnx", boxes, labels, scores["scores"], scores["scores_alt"],
                                 input_hw=(64, 64))
-    category = {1: 1, 2: 3}  # label k -> the k-th smallest category id of helpers.CATEGORIES
+    category = {1: 1, 3: 3}  # label k -> the k-th of the 80 COCO category ids (the default label map)
     expected = {name: [{"image_id": image["id"], "category_id": category[label], "score": score,
                         "bbox": [x1 * image["width"], y1 * image["height"], (x2 - x1) * image["width"],
                                  (y2 - y1) * image["height"]]}
