@@ -419,7 +419,8 @@ def test_runs_that_skipped_a_bad_image_are_paired_on_the_images_they_scored(tmp_
     assert matcher.matches(parent).image_ids == scored == matcher.matches(child).image_ids
     drop = paired_drop(matcher.matches(child), matcher.matches(parent), replicates=1000, seed=0)
     row = next(r for r in build_rows(results) if r["variant"] == "sample-int8")
-    assert row["drop_ci"] == f"{drop.estimate:.2f} ± {drop.half_width:.2f}"
+    # Paired on the 7 images both scored (not n/a); the interval is not centred on the point, so [lo, hi].
+    assert row["drop_ci"] == f"{drop.estimate:.2f} [{drop.low:.2f}, {drop.high:.2f}]"
 
 
 # --------------------------------------------------------------------------- a subset's full set (issue 14)
