@@ -235,11 +235,13 @@ def evaluate(
     fresh: bool = False,
     download: bool = False,
     progress: bool | str = True,
+    shard_out: Path | None = None,
 ) -> EvalResult | None:
     """Evaluate ``config`` and write its results; returns the result (None for a shard).
 
     ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
-    False for none.
+    False for none. ``shard_out``: the folder a shard is written to instead of its shard folder
+    under ``config.out_dir`` (a Ray worker's scratch folder, ssd_eval.ray_executor).
     """
     started = time.perf_counter()
     if config.tracking.log and shard is None:
@@ -247,7 +249,7 @@ def evaluate(
 
         check_trackers(config.tracking)  # a missing MLflow / TensorBoard package: say so before any work
     switches = config.switches()
-    out_dir = config.out_dir if shard is None else shard_dir(config.out_dir, shard)
+    out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
     prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
                                     sha256=config.model.sha256, download_missing=download,
