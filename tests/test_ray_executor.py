@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -96,6 +97,15 @@ def test_ray_jobs_equal_a_single_run_on_the_sample_and_resume(ray_address, at_re
     assert "0 images to run, 8 from the shards' caches" in capsys.readouterr().err
     assert (ray / "detections.json").read_bytes() == (single / "detections.json").read_bytes()
     assert stats(ray) == stats(single)
+    # Caches of another run (other execution settings): a task's user error, naming this machine's shard cache
+    # (not the task's scratch folder), one line, exit 2.
+    assert main(eval_args(config, ray, "--executor", "ray", "--jobs", "2", "--no-progress",
+                          "--set", "runtime.graph_optimization=basic")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        rf"ssd-eval: error: sample-int8 shard (\d)/2: {re.escape(str(ray))}/shard-\1-of-2/cache\.jsonl: was written for "
+        r"a different run \(execution .*\); it is not reused: pass --fresh to discard it, or choose another --out",
+        err[0]), err
 
 
 def test_ray_jobs_equal_a_single_run_on_the_real_subset(ray_address, coco_subset, at_repo, tmp_path, capsys):
