@@ -103,8 +103,8 @@ def test_ray_jobs_equal_a_single_run_on_the_sample_and_resume(ray_address, at_re
                           "--set", "runtime.graph_optimization=basic")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.fullmatch(
-        rf"ssd-eval: error: sample-int8 shard (\d)/2: {re.escape(str(ray))}/shard-\1-of-2/cache\.jsonl: was written for "
-        r"a different run \(execution .*\); it is not reused: pass --fresh to discard it, or choose another --out",
+        rf"ssd-eval: error: sample-int8 shard (\d)/2: {re.escape(str(ray))}/shard-\1-of-2/cache\.jsonl: was written "
+        r"for a different run \(execution .*\); it is not reused: pass --fresh to discard it, or choose another --out",
         err[0]), err
 
 
