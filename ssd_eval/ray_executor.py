@@ -196,6 +196,7 @@ class _Shard:
     node: dict[str, Any] | None = None
     stream: Any = None  # the task's ObjectRefGenerator
     done: bool = False
+    done_at: float = 0.0  # time.perf_counter() when its results arrived
 
     @property
     def name(self) -> str:
@@ -238,15 +239,14 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
             _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
         _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
                 desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
-        parallel_s = time.perf_counter() - submitted
-        for shard in shards:
-            shard.cache.close()
         results = []
         for index, run in enumerate(runs):
             mine = [s for s in shards if s.run == index]
             launch = {"executor": "ray", "ray_nodes": len(nodes),
                       "shard_nodes": [{"shard": f"{s.shard[0]}/{s.shard[1]}", "attempts": s.attempts,
                                        **{k: v for k, v in (s.node or {}).items() if k != "pid"}} for s in mine]}
+            # The run's parallel phase ends with its last shard (in a sweep, runs shared the cluster meanwhile).
+            parallel_s = max(s.done_at for s in mine) - submitted
             results.append(merge_jobs([s.folder for s in mine], run.config.out_dir, parallel_s=parallel_s,
                                       started=started, launch=launch))
         return results
@@ -445,7 +445,7 @@ def _receive(shard: _Shard, message: dict[str, Any]) -> None:
                               (SHARD_FILE, message["done"]["manifest"])):  # the manifest last, as eval writes it
             with atomic_path(shard.folder / name) as temp:
                 temp.write_bytes(content)
-        shard.done = True
+        shard.done, shard.done_at = True, time.perf_counter()
 
 
 def _cancel(ray: ModuleType, stream: Any) -> None:
