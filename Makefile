@@ -8,7 +8,11 @@ CONFIG ?= configs/$(MODEL).yaml
 ARGS   ?=
 PROTOCOL ?=
 BASELINES ?= baselines
-EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(ARGS)
+# Where eval's shards run: EXECUTOR=ray (Ray tasks; pip install -e '.[ray]') or local, JOBS=N shards (README).
+EXECUTOR ?=
+JOBS ?=
+EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(if $(EXECUTOR),--executor $(EXECUTOR),) \
+  $(if $(JOBS),--jobs $(JOBS),) $(ARGS)
 # CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
 SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
 SIZE ?= 500
@@ -41,12 +45,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-eval: $(STAMP) ## evaluate the sample (default) or MODEL=ssd-12-int8 [PROTOCOL=published], then the table
+eval: $(STAMP) ## evaluate the sample (default) or MODEL=ssd-12-int8 [PROTOCOL=published] [EXECUTOR=ray JOBS=N], then the table
 ifeq ($(MODEL),sample)
+ifeq ($(EXECUTOR),ray)
+	$(PY) -m ssd_eval sweep $(foreach v,$(SAMPLE_VARIANTS),--config configs/$(v).yaml) \
+	  $(if $(PROTOCOL),--protocol $(PROTOCOL),) --executor ray $(if $(JOBS),--jobs $(JOBS),) $(ARGS)
+else
 	@for variant in $(SAMPLE_VARIANTS); do \
 	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml $(EVAL_ARGS) || exit $$?; \
 	done
 	$(PY) -m ssd_eval table
+endif
 else
 	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(EVAL_ARGS)
 endif

@@ -72,8 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="run N shards side by side on this machine (each with cores/N threads, or one CUDA "
                           "device each) and merge them into the normal results folder")
+    add_executor_option(run)
     add_tracking_options(run)
     run.set_defaults(handler=cmd_eval)
+
+    sweep = commands.add_parser("sweep", help="evaluate several configs under several protocols (with --executor "
+                                              "ray as one Ray job), then write the table")
+    sweep.add_argument("--config", action="append", required=True, help="a variant config (repeatable)")
+    sweep.add_argument("--protocol", action="append",
+                       help="evaluate every config under this protocol (repeatable; default: each config's own)")
+    sweep.add_argument("--results", default="results",
+                       help="results directory: each run writes to RESULTS/<run>/, the table to RESULTS/TABLE.md "
+                            "(default results)")
+    sweep.add_argument("--jobs", type=int, default=1, metavar="N", help="shards per run (default 1)")
+    add_executor_option(sweep)
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key in every run (repeatable)")
+    sweep.add_argument("--limit", type=int, help="evaluate only the first N image ids of each run (partial runs)")
+    sweep.add_argument("--subset", metavar="NAME", help="evaluate exactly the images of subsets/NAME.json")
+    sweep.add_argument("--fresh", action="store_true", help="ignore and discard the resume caches")
+    sweep.add_argument("--download", action="store_true", help="download the models and COCO when absent")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress report")
+    sweep.set_defaults(handler=cmd_sweep)
 
     merge = commands.add_parser("merge", help="score shard outputs together")
     merge.add_argument("shards", nargs="+", help="shard output directories")
@@ -163,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_executor_option(parser: argparse.ArgumentParser) -> None:
+    """--executor: where the --jobs shards run."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the --jobs shards run: local, subprocesses on this machine (default); ray, Ray "
+                             "tasks on the cluster at RAY_ADDRESS or a local Ray instance (pip install -e '.[ray]')")
+
+
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
     """--log, --log-uri, --log-dir: experiment tracking (ssd_eval.tracking), off by default."""
     parser.add_argument("--log", action="append", choices=("mlflow", "tensorboard"),
@@ -223,12 +250,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
-    if args.jobs != 1:  # N shards side by side, then merged (ssd_eval.launcher)
+    if args.jobs != 1 or args.executor != "local":  # N shards side by side, then merged (ssd_eval.launcher)
         from ssd_eval.launcher import run_jobs
 
         result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
                           download=args.download, verbose=args.verbose, progress=progress, shard=args.shard,
-                          strict=args.strict)
+                          strict=args.strict, executor=args.executor)
     else:
         result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download, progress=progress,
                           strict=args.strict)
@@ -239,6 +266,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(render_result(result))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     print_tracking(result)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Every config under every protocol, each into ``--results``/<run>/ (with ``--executor ray``: all their
+    shards as one Ray job), then the table of ``--results``."""
+    from ssd_eval.config import load_config
+    from ssd_eval.table import write_table
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.executor == "ray":
+        from ssd_eval.ray_executor import import_ray
+
+        import_ray()  # Ray missing: one line naming the pip command, before any work
+    progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
+    common: list[Any] = list(args.overrides) + [("output.dir", str(Path(args.results) / "{run}"), "--results")]
+    if args.limit is not None:
+        common.append(("dataset.limit", args.limit, "--limit"))
+    if args.subset is not None:
+        common.append(("dataset.subset", args.subset, "--subset"))
+    runs = []
+    for config_path in dict.fromkeys(args.config):
+        for protocol in dict.fromkeys(args.protocol or [None]):
+            overrides = common + ([("protocol", protocol, "--protocol")] if protocol else [])
+            runs.append((config_path, overrides, load_config(config_path, overrides)))
+    if args.executor == "ray":
+        from ssd_eval.ray_executor import RayRun, evaluate_runs
+
+        results = evaluate_runs([RayRun(config, path, overrides) for path, overrides, config in runs], args.jobs,
+                                fresh=args.fresh, download=args.download, progress=progress, verbose=args.verbose)
+    else:
+        from ssd_eval.launcher import run_jobs
+        from ssd_eval.pipeline import evaluate
+
+        results = [evaluate(config, fresh=args.fresh, download=args.download, progress=progress) if args.jobs == 1
+                   else run_jobs(config, args.jobs, overrides, config_path=path, fresh=args.fresh,
+                                 download=args.download, verbose=args.verbose, progress=progress)
+                   for path, overrides, config in runs]
+    for result in results:
+        print(f"{result.variant} ({result.protocol}): mAP {result.map:.6f}  {result.files['metrics']}")
+    write_table(Path(args.results))
     return 0
 
 

@@ -11,6 +11,9 @@ metrics.json records ``parallel_jobs`` and the combined images/s, the images inf
 over the wall time of the parallel phase. If a job fails, the others are stopped and the run
 ends with exit status 2 and that job's error line. Killed or interrupted, the jobs' resume
 caches keep every finished image: the same command goes on where they stopped.
+
+``--executor ray`` runs the same shards as Ray tasks instead (ssd_eval.ray_executor), with the
+same per-job threads (``job_overrides``) and the same merge (``merge_jobs``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 JOB_LOG = "job.log"
+EXECUTORS = ("local", "ray")
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
@@ -86,13 +90,7 @@ def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
     cores = cores or available_cores()
     if jobs > cores:
         log.warning("--jobs %d on %d cores: the jobs will share cores", jobs, cores)
-    plans = [JobPlan(i, jobs) for i in range(1, jobs + 1)]
-    for plan in plans:
-        if config.runtime.intra_op_threads == 0:
-            plan.overrides.append(f"runtime.intra_op_threads={max(1, cores // jobs)}")
-        if config.pipeline.workers == 0:
-            plan.overrides.append(f"pipeline.workers={max(1, min(8, cores // (2 * jobs)))}")
-        plan.overrides.append("tracking.log=[]")  # the merged result is tracked once, by the launcher
+    plans = [JobPlan(i, jobs, job_overrides(config, jobs, cores)) for i in range(1, jobs + 1)]
     if CUDA in config.runtime.providers:
         devices = cuda_devices or [str(i) for i in range(jobs)]
         if cuda_devices is None:
@@ -103,6 +101,19 @@ def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
         for plan in plans:
             plan.cuda_device = devices[(plan.index - 1) % len(devices)]
     return plans
+
+
+def job_overrides(config: Config, jobs: int, cores: int) -> list[str]:
+    """The ``--set`` overrides of each of ``jobs`` jobs sharing ``cores`` cores: ``cores // jobs`` onnxruntime
+    threads and decode workers to match, where the config leaves them to the machine; no tracking (the merged
+    result is tracked once). Also what each Ray task runs with (ssd_eval.ray_executor)."""
+    overrides = []
+    if config.runtime.intra_op_threads == 0:
+        overrides.append(f"runtime.intra_op_threads={max(1, cores // jobs)}")
+    if config.pipeline.workers == 0:
+        overrides.append(f"pipeline.workers={max(1, min(8, cores // (2 * jobs)))}")
+    overrides.append("tracking.log=[]")  # the merged result is tracked once, by the launcher
+    return overrides
 
 
 def set_arguments(overrides: Sequence[Any]) -> list[str]:
@@ -146,19 +157,44 @@ class _Job:
 
 def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool = False,
              download: bool = False, verbose: int = 0, progress: bool | str = True,
-             shard: str | None = None, strict: bool = False) -> EvalResult:
+             shard: str | None = None, strict: bool = False, executor: str = "local") -> EvalResult:
     """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result
-    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards)."""
+    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards).
+
+    ``executor``: ``local``, subprocesses on this machine; ``ray``, Ray tasks (ssd_eval.ray_executor)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:
         raise UserError("--jobs and --shard: choose one (--jobs N runs every shard i/N itself)")
+    if executor == "ray":
+        from ssd_eval.ray_executor import import_ray
+
+        import_ray()  # Ray missing: one line naming the pip command, before any work
     if config.tracking.log:
         from ssd_eval.tracking import check_trackers
 
         check_trackers(config.tracking, config.out_dir)
+    if executor == "ray":
+        from ssd_eval.ray_executor import RayRun, evaluate_runs
+
+        result = evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
+                               download=download, progress=progress, verbose=verbose, strict=strict)[0]
+        if config.tracking.log:
+            from ssd_eval.tracking import track
+
+            track(result, config.tracking)
+        return result
+    return _run_local(config, jobs, overrides, config_path=config_path, fresh=fresh, download=download,
+                      verbose=verbose, progress=progress, strict=strict)
+
+
+def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool,
+               download: bool, verbose: int, progress: bool | str, strict: bool) -> EvalResult:
+    """``run_jobs`` with the local executor: ``jobs`` subprocesses ``ssd-eval eval --shard i/N``."""
     if download:  # once, here: N jobs downloading the same file would race
-        _download(config)
+        download_inputs(config)
     out_dir = prepare_out_dir(config.out_dir)
     # Locked from the start to the last file: the merged metrics.json and its rewrite by tracking.
     with folder_lock(out_dir):
@@ -174,20 +210,9 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
                 job.log_file.close()
         parallel_s = time.perf_counter() - started
         dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
-        inferred = 0
-        for directory in dirs:
-            manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
-            inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
-        launch = {
-            "parallel_jobs": jobs,
-            "parallel_wall_time_s": round(parallel_s, 3),
-            # the images the jobs inferred together, over the wall time of the parallel phase
-            "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
-            "parallel_devices": [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None,
-        }
-        result = merge_shards(dirs, out_dir, launch=launch, locked=True, strict=strict)
-        result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
-        write_result(result, out_dir)
+        devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
+        result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
+                            launch={"executor": "local", "parallel_devices": devices}, strict=strict, locked=True)
         if config.tracking.log:
             from ssd_eval.tracking import track
 
@@ -195,7 +220,31 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         return result
 
 
-def _download(config: Config) -> None:
+def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, started: float,
+               launch: dict[str, Any], strict: bool = False, locked: bool = False) -> EvalResult:
+    """Merge the shards ``dirs`` that ran side by side for ``parallel_s`` seconds into ``out_dir`` and write the
+    result: provenance adds ``parallel_jobs``, the parallel phase's wall time and images/s, and ``launch``'s
+    entries; its wall time runs from ``started`` (a ``time.perf_counter()``) to the end of the merge.
+    ``strict``: as ``pipeline.evaluate``'s; ``locked``: the caller holds ``out_dir``'s folder lock."""
+    inferred = 0
+    for directory in dirs:
+        manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
+        inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
+    launch = {
+        "parallel_jobs": len(dirs),
+        "parallel_wall_time_s": round(parallel_s, 3),
+        # the images the jobs inferred together, over the wall time of the parallel phase
+        "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
+        **launch,
+    }
+    result = merge_shards(dirs, out_dir, launch=launch, locked=locked, strict=strict)
+    result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
+    write_result(result, out_dir)
+    return result
+
+
+def download_inputs(config: Config) -> None:
+    """Download the model and COCO when absent, once for every job (N jobs downloading one file would race)."""
     fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
                        sha256=config.model.sha256, download_missing=True, progress=False,
                        variant=config.variant if config.model.url else None)

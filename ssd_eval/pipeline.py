@@ -303,16 +303,19 @@ def evaluate(
     download: bool = False,
     progress: bool | str = True,
     strict: bool = False,
+    shard_out: Path | None = None,
 ) -> EvalResult | None:
     """Evaluate ``config`` and write its results; returns the result (None for a shard).
 
     ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
     False for none. ``strict``: model outputs that are almost certainly read wrongly
     (``postprocess.output_warnings``) are a UserError before scoring, not a warning.
+    ``shard_out``: the folder a shard is written to instead of its shard folder
+    under ``config.out_dir`` (a Ray worker's scratch folder, ssd_eval.ray_executor).
     """
     started = time.perf_counter()
     switches = config.switches()
-    out_dir = config.out_dir if shard is None else shard_dir(config.out_dir, shard)
+    out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
     if config.tracking.log and shard is None:
         from ssd_eval.tracking import check_trackers
 
