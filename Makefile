@@ -70,8 +70,9 @@ reproduce: $(STAMP) ## every published number under its source's protocol (downl
 test: $(STAMP) ## the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: $(STAMP) ## ruff (rules in pyproject.toml)
+lint: $(STAMP) ## ruff (rules in pyproject.toml), then the import layers (import-linter; docs/ARCHITECTURE.md)
 	$(PY) -m ruff check ssd_eval tests tools
+	$(VENV)/bin/lint-imports --no-cache
 
 mutants: $(STAMP) ## mutation testing (mutmut) of the core modules, each with its tests; not in test/CI (MODULES=metrics)
 	$(PY) tools/mutants.py $(MODULES) $(ARGS)
@@ -109,20 +110,20 @@ ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results o
 	  --tolerance $(TOLERANCE) $(foreach v,$(CI_VARIANTS),--variant $(v)) $(ARGS)
 
 subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratified by category or SUBSET_ALGORITHM=random (commit it)
-	$(PY) -m ssd_eval.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET) \
+	$(PY) -m ssd_eval.data.subsets --annotations data/coco/annotations/instances_val2017.json --size $(SIZE) --name $(SUBSET) \
 	  --algorithm $(SUBSET_ALGORITHM)
 
 bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)
 
 bench-harness: $(STAMP) ## harness overhead, memory growth, scoring backends
-	$(PY) -m ssd_eval bench-harness $(ARGS)
+	$(PY) -m ssd_eval.testing.bench_harness $(ARGS)
 
 report: $(STAMP) ## PR curves and per-category AP changes as PNG (needs .[report])
 	$(PY) -m ssd_eval report
 
 sample: $(STAMP) ## regenerate data/sample (byte-identical with the pinned packages)
-	$(PY) -m ssd_eval.sample --out data/sample
+	$(PY) -m ssd_eval.testing.sample --out data/sample
 
 portability: $(STAMP) ## same sample stats under emulated AVX2/AVX/SSE4 CPUs; exact int8 there (needs qemu-user)
 	tools/check_cpu_portability.sh

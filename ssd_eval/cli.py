@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_eval.errors import UserError
 
+log = logging.getLogger(__name__)
 DEFAULT_CONFIG = "configs/sample.yaml"
 CONFIGS_DIR = Path("configs")
 
@@ -162,10 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
     bench.set_defaults(handler=cmd_bench)
 
-    harness = commands.add_parser("bench-harness", help="harness overhead, memory growth, scoring backends")
-    harness.add_argument("--quick", action="store_true",
-                         help="CI-sized run: smaller sizes (a few minutes on 2 cores; README: Benchmarks)")
-    harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
+    harness = commands.add_parser("bench-harness", help="deprecated: make bench-harness "
+                                                        "(python -m ssd_eval.testing.bench_harness)")
+    harness.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on")
     harness.set_defaults(handler=cmd_bench_harness)
 
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
@@ -191,7 +192,7 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
-    """--log, --log-uri, --log-dir: experiment tracking (ssd_eval.tracking), off by default."""
+    """--log, --log-uri, --log-dir: experiment tracking (ssd_eval.reports.tracking), off by default."""
     parser.add_argument("--log", action="append", choices=("mlflow", "tensorboard"),
                         help="send the results to MLflow or TensorBoard (repeatable; sets tracking.log; "
                              "pip install -e '.[mlflow]' / '.[tensorboard]')")
@@ -216,7 +217,7 @@ def tracking_overrides(args: argparse.Namespace) -> list[Any]:
 def print_tracking(result: Any) -> None:
     """Where the run was logged (MLflow run, TensorBoard folder), when it was."""
     if result.provenance.get("tracking"):
-        from ssd_eval.tracking import describe
+        from ssd_eval.reports.tracking import describe
 
         print(describe(result.provenance["tracking"]))
 
@@ -241,24 +242,27 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ssd_eval.config import load_config
-    from ssd_eval.data import parse_shard
-    from ssd_eval.pipeline import evaluate
-    from ssd_eval.results import render_result
-    from ssd_eval.shards import shard_dir
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
+    from ssd_eval.engine.shards import shard_dir
+    from ssd_eval.reports.tracking import tracker_for
+    from ssd_eval.results.summary import render_result
 
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
-    if args.jobs != 1 or args.executor != "local":  # N shards side by side, then merged (ssd_eval.launcher)
-        from ssd_eval.launcher import run_jobs
+    # MLflow / TensorBoard: checked before any work, given the result while its folder is still locked; a
+    # shard is tracked by its merge.
+    on_result = None if shard else tracker_for(config.tracking, config.out_dir)
+    if args.jobs != 1 or args.executor != "local":  # N shards side by side, then merged (ssd_eval.engine.launcher)
+        from ssd_eval.engine.launcher import run_jobs
 
         result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
                           download=args.download, verbose=args.verbose, progress=progress, shard=args.shard,
-                          strict=args.strict, executor=args.executor)
+                          strict=args.strict, executor=args.executor, on_result=on_result)
     else:
         result = evaluate(config, shard=shard, fresh=args.fresh, download=args.download, progress=progress,
-                          strict=args.strict)
+                          strict=args.strict, on_result=on_result)
     if result is None:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
               "score all shards with 'ssd-eval merge'")
@@ -272,13 +276,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Every config under every protocol, each into ``--results``/<run>/ (with ``--executor ray``: all their
     shards as one Ray job), then the table of ``--results``."""
-    from ssd_eval.config import load_config
-    from ssd_eval.table import write_table
+    from ssd_eval.config.load import load_config
+    from ssd_eval.reports.table import write_table
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     if args.executor == "ray":
-        from ssd_eval.ray_executor import import_ray
+        from ssd_eval.engine.ray_executor import import_ray
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
@@ -293,13 +297,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             overrides = common + ([("protocol", protocol, "--protocol")] if protocol else [])
             runs.append((config_path, overrides, load_config(config_path, overrides)))
     if args.executor == "ray":
-        from ssd_eval.ray_executor import RayRun, evaluate_runs
+        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
 
         results = evaluate_runs([RayRun(config, path, overrides) for path, overrides, config in runs], args.jobs,
                                 fresh=args.fresh, download=args.download, progress=progress, verbose=args.verbose)
     else:
-        from ssd_eval.launcher import run_jobs
-        from ssd_eval.pipeline import evaluate
+        from ssd_eval.engine.launcher import run_jobs
+        from ssd_eval.engine.pipeline import evaluate
 
         results = [evaluate(config, fresh=args.fresh, download=args.download, progress=progress) if args.jobs == 1
                    else run_jobs(config, args.jobs, overrides, config_path=path, fresh=args.fresh,
@@ -312,16 +316,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ssd_eval.config import TrackingConfig
-    from ssd_eval.results import render_result
-    from ssd_eval.shards import merge_shards
-    from ssd_eval.tracking import check_trackers, track
+    from ssd_eval.config.schema import TrackingConfig
+    from ssd_eval.engine.shards import merge_shards
+    from ssd_eval.reports.tracking import tracker_for
+    from ssd_eval.results.summary import render_result
 
     tracking = TrackingConfig(log=list(dict.fromkeys(args.log or [])), uri=args.log_uri,
                               tensorboard_dir=args.log_dir)
-    check_trackers(tracking, Path(args.out) if args.out else None)
     # Tracking rewrites metrics.json: it runs while merge still holds the output folder's lock.
-    result = merge_shards(args.shards, args.out, finish=lambda merged: track(merged, tracking))
+    result = merge_shards(args.shards, args.out, on_result=tracker_for(tracking, Path(args.out) if args.out else None))
     print(render_result(result))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     print_tracking(result)
@@ -329,7 +332,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ssd_eval.results import EvalResult, read_metrics_file, render_result
+    from ssd_eval.results.result import EvalResult, read_metrics_file
+    from ssd_eval.results.summary import render_result
 
     path = Path(args.metrics)
     if path.is_dir():
@@ -343,14 +347,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ssd_eval.table import write_table
+    from ssd_eval.reports.table import write_table
 
     write_table(Path(args.results))
     return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from ssd_eval.gate import run_gate
+    from ssd_eval.reports.gate import run_gate
 
     return run_gate(Path(args.baselines), Path(args.results), variants=args.variant,
                     junit=Path(args.junit) if args.junit else None, configs_dir=Path(args.configs),
@@ -358,7 +362,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ssd_eval.baseline import update_baselines
+    from ssd_eval.reports.baseline import update_baselines
 
     return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
                             abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct, subset=args.subset,
@@ -366,7 +370,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ssd_eval.report import write_report
+    from ssd_eval.reports.report import write_report
 
     for path in write_report(Path(args.results)):
         print(path)
@@ -374,8 +378,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ssd_eval.bench import bench_models, configs_for_bench
-    from ssd_eval.config import load_config
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.bench import bench_models, configs_for_bench
 
     if args.iterations <= 0 or args.warmup < 0:
         raise UserError("bench: --iterations must be positive and --warmup not negative")
@@ -390,15 +394,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_harness(args: argparse.Namespace) -> int:
-    from ssd_eval.bench import bench_harness
-
-    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None)
-    return 0
+    # A dev tool outside the product since 0.2 (README, changelog); run as its own program, never imported.
+    log.warning("ssd-eval bench-harness is deprecated: use make bench-harness "
+                "(python -m ssd_eval.testing.bench_harness)")
+    return subprocess.call([sys.executable, "-m", "ssd_eval.testing.bench_harness", *args.arguments])
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ssd_eval import fetch
-    from ssd_eval.config import load_config, variant_configs
+    from ssd_eval.config.load import load_config, variant_configs
 
     progress = not args.no_progress
     if args.what == "models":
@@ -429,12 +433,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from ssd_eval.model_info import inspect_model, render
+    from ssd_eval.inference.model_info import inspect_model, render
 
     model = Path(args.model)
     variant_config = CONFIGS_DIR / f"{args.model}.yaml"
     if not model.exists() and model.suffix != ".onnx" and variant_config.is_file():
-        from ssd_eval.config import load_config
+        from ssd_eval.config.load import load_config
 
         model = Path(load_config(variant_config).model.path)
         if not model.exists():
@@ -488,3 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "eval" else ""
         print(f"ssd-eval: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (1 <= i <= n) into ``(i, n)``."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/n, e.g. --shard 2/4") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {text!r}: i must be between 1 and n")
+    return index, count

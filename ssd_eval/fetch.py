@@ -9,10 +9,8 @@ is a one-line :class:`~ssd_eval.errors.UserError`.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
-import mmap
 import os
 import re
 import shutil
@@ -28,18 +26,15 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from ssd_eval.errors import UserError
-from ssd_eval.results import atomic_write_text
+from ssd_eval.utils import CHUNK_SIZE, atomic_write_text, sha256_of
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1 << 20
 USER_AGENT = "ssd_eval-fetch/0.1"
 ANNOTATIONS_MEMBER = "annotations/instances_val2017.json"
 IMAGES_PREFIX = "val2017/"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
-# An ONNX TensorProto.external_data entry {key: "location", value: <file name>} as serialized protobuf.
-_EXTERNAL_LOCATION_RE = re.compile(rb"\x0a\x08location\x12")
 ZIP_MAX_TOTAL_BYTES = 4 << 30
 """Most bytes extracted from one zip (COCO val2017 images are 0.8 GB)."""
 ZIP_MAX_RATIO = 100
@@ -48,68 +43,6 @@ _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zip
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_of(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
-    """Return the hex sha256 digest of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def external_data_files(path: Path) -> list[str]:
-    """The ONNX external-data file names (relative to the model's folder) a model refers to.
-
-    Found by scanning the serialized model for its ``location`` entries: no weights are loaded
-    and the ``onnx`` package is not needed.
-    """
-    names = set()
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            return []
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for match in _EXTERNAL_LOCATION_RE.finditer(data):
-                length, start = _varint(data, match.end())
-                try:
-                    name = data[start:start + length].decode("utf-8")
-                except UnicodeDecodeError:
-                    continue  # weight bytes that happen to look like the entry's start
-                if 0 < length < 4096 and start + length <= len(data):
-                    names.add(name)
-    return sorted(names)
-
-
-def _varint(data, pos: int) -> tuple[int, int]:
-    """A protobuf varint at ``data[pos]``: (value, position after it)."""
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    return value, pos
-
-
-def model_sha256(path: Path, file_sha256: str | None = None) -> str:
-    """A model's sha256: of the .onnx file, or, when it keeps tensors in ONNX external-data files,
-    of the .onnx file's digest and each data file's name and digest together. ``file_sha256`` is
-    the .onnx file's own digest when the caller has it already."""
-    path = Path(path)
-    file_sha256 = file_sha256 or sha256_of(path)
-    names = external_data_files(path)
-    if not names:
-        return file_sha256
-    digest = hashlib.sha256(file_sha256.encode())
-    for name in names:
-        data_file = path.parent / name
-        if not data_file.is_file():
-            raise UserError(f"{path}: its external data file {data_file} is missing")
-        digest.update(f"\n{name}\n{sha256_of(data_file)}".encode())
-    return digest.hexdigest()
 
 
 def _one_line(text: str) -> str:

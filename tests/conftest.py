@@ -31,8 +31,8 @@ def coco_subset() -> Path:
 @pytest.fixture
 def created_detectors(monkeypatch) -> list:
     """Every Detector that evaluate() creates, to look at its onnxruntime session."""
-    from ssd_eval import pipeline
-    from ssd_eval.runner import Detector
+    from ssd_eval.engine import pipeline
+    from ssd_eval.inference.runner import Detector
 
     made: list[Detector] = []
 

@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.synthetic import fixed_detector, lookup_detector  # noqa: F401  (re-exported for the tests)
+from ssd_eval.scoring.cocoeval import STAT_NAMES
+from ssd_eval.testing.synthetic import fixed_detector, lookup_detector  # noqa: F401  (re-exported for the tests)
 
 # Five real COCO categories with a gap (id 12 does not exist). A model's label k is the k-th of the 80 COCO
 # ids (postprocess.COCO_80_IDS), so their labels are 1, 3, 11, 12 and 17.
@@ -240,7 +240,7 @@ def two_scores_detector(path: Path, boxes: Sequence[Sequence[float]], labels: Se
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ssd_eval.synthetic import write_model
+    from ssd_eval.testing.synthetic import write_model
 
     model = onnx.load(fixed_detector(path, boxes, labels, scores, input_hw=input_hw))
     count = len(scores_alt)

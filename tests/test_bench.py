@@ -1,4 +1,4 @@
-"""Tests of ssd_eval.bench: shapes of the reports and the synthetic data, never timings."""
+"""Tests of ssd_eval.engine.bench: shapes of the reports and the synthetic data, never timings."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ssd_eval import bench, synthetic
-from ssd_eval.config import RuntimeConfig, config_from_dict
+from ssd_eval.config.load import config_from_dict
+from ssd_eval.config.schema import RuntimeConfig
+from ssd_eval.engine import bench
 from ssd_eval.errors import UserError
-from ssd_eval.runner import create_session
+from ssd_eval.inference.runner import create_session
+from ssd_eval.testing import bench_harness as harness
+from ssd_eval.testing import synthetic
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 TINY = synthetic.DetectorSpec(input_size=(64, 64), channels=(4, 8, 8), extra_convs=(0, 1, 0), detections=20)
@@ -176,8 +179,8 @@ def test_synthetic_detector_rejects_more_detections_than_anchors():
 
 
 def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
-    from ssd_eval.data import load_annotations
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.engine.pipeline import evaluate
 
     annotations, images = synthetic.write_synthetic_coco(tmp_path / "coco", 6, seed=4, size_range=(40, 80))
     dataset = load_annotations(annotations, images)
@@ -189,7 +192,7 @@ def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
     assert again.read_bytes() == annotations.read_bytes()
 
     model = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
-    config = bench.harness_config(model, annotations, images, tmp_path / "out", input_size=TINY.input_size)
+    config = harness.harness_config(model, annotations, images, tmp_path / "out", input_size=TINY.input_size)
     result = evaluate(config, fresh=True, progress=False)
     assert result.provenance["images"] == 6
     assert result.provenance["detections"] == 6 * TINY.detections
@@ -198,8 +201,8 @@ def test_synthetic_coco_and_an_evaluation_on_it(tmp_path):
 def test_measure_peak_rss_runs_in_a_fresh_process(tmp_path):
     annotations, images = synthetic.write_synthetic_coco(tmp_path / "coco", 3, seed=5, size_range=(40, 60))
     model = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
-    config = bench.harness_config(model, annotations, images, tmp_path / "out", limit=2, input_size=TINY.input_size)
-    measured = bench.measure_peak_rss(config)
+    config = harness.harness_config(model, annotations, images, tmp_path / "out", limit=2, input_size=TINY.input_size)
+    measured = harness.measure_peak_rss(config)
     assert measured["images"] == 2
     assert measured["maxrss_kb"] >= measured["maxrss_before_kb"] > 0
     if Path("/proc/self/status").exists():
@@ -221,11 +224,11 @@ def test_synthetic_scoring_case_is_deterministic_and_valid():
 
 
 def test_scoring_backends_agree_on_a_small_case():
-    pytest.importorskip("faster_coco_eval")
+    pytest.importorskip("hotcoco")
     gt, detections, image_ids = synthetic.synthetic_scoring_case(30, 20, seed=11)
-    compared = bench.compare_scoring_backends(gt, detections, image_ids)
+    compared = harness.compare_scoring_backends(gt, detections, image_ids)
     slow = compared["backends"]["pycocotools"]
-    fast = compared["backends"]["faster-coco-eval"]
+    fast = compared["backends"]["hotcoco"]
     assert len(slow["stats"]) == len(fast["stats"]) == 12
     assert compared["agree"] and compared["max_stat_difference"] <= 1e-9
     assert slow["stats"] == pytest.approx(fast["stats"], abs=1e-9)
@@ -234,9 +237,9 @@ def test_scoring_backends_agree_on_a_small_case():
 
 
 def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
-    throughput = bench.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=synthetic.CHEAP_DETECTOR)
+    throughput = harness.bench_throughput(tmp_path / "t", images=2, repeats=1, spec=synthetic.CHEAP_DETECTOR)
     assert throughput["ratio"] == pytest.approx(throughput["harness_images_per_s"] / throughput["bare_images_per_s"])
-    memory = bench.bench_memory(tmp_path / "m", sizes=(2, 4), quick=True)
+    memory = harness.bench_memory(tmp_path / "m", sizes=(2, 4), quick=True)
     assert list(memory["modes"]) == ["pipeline", "pycocotools streaming", "pycocotools @200",
                                      "pycocotools streaming @200"]
     pipeline = memory["modes"]["pipeline"]
@@ -249,14 +252,14 @@ def test_harness_sections_run_on_tiny_sizes(tmp_path, capsys):
     if dense["scoring_phase_peak_mb"] is not None:  # each phase's peak, measured apart (Linux)
         phases = zip(dense["pipeline_phase_peak_mb"], dense["scoring_phase_peak_mb"])
         assert all(whole >= max(phase) for whole, phase in zip(dense["peak_rss_mb"], phases))
-    scoring = bench.bench_scoring(images=20, detections_per_image=(10, 20))
+    scoring = harness.bench_scoring(images=20, detections_per_image=(10, 20))
     assert scoring["agree"] and scoring["detections"] == 200
     assert [size["detections"] for size in scoring["sizes"]] == [200, 400]
     out = capsys.readouterr().out
     assert "ratio" in out and "pipeline growth" in out and "streaming" in out
-    assert all(name in out for name in bench.installed_backends())
-    labels = [label for label, _, _ in bench.scorers()]
-    assert set(scoring["seconds"]) == set(labels) >= {*bench.installed_backends(), "pycocotools streaming"}
+    assert all(name in out for name in harness.installed_backends())
+    labels = [label for label, _, _ in harness.scorers()]
+    assert set(scoring["seconds"]) == set(labels) >= {*harness.installed_backends(), "pycocotools streaming"}
 
 
 def test_no_speedup_between_different_thread_settings(tmp_path, capsys):
@@ -280,8 +283,8 @@ def test_exact_int8_cost_is_timed_beside_the_native_path(capsys):
 
 
 def test_where_int8_can_saturate_bench_times_eval_s_exact_path_and_the_native_one(monkeypatch, tmp_path):
-    from ssd_eval import model_info
-    from ssd_eval.cpu import detect_int8_capability
+    from ssd_eval.inference import model_info
+    from ssd_eval.inference.cpu import detect_int8_capability
 
     from helpers import int8_conv_model
 
@@ -298,7 +301,7 @@ def test_a_fifth_variant_is_one_config_file(tmp_path):
     """Bench groups come from model.parent: a new quantized config joins its parent's group."""
     import shutil
 
-    from ssd_eval.config import variant_configs
+    from ssd_eval.config.load import variant_configs
 
     for name in ("base", "sample", "sample-int8", "sample-qdq"):
         shutil.copy(f"configs/{name}.yaml", tmp_path / f"{name}.yaml")
@@ -318,9 +321,9 @@ def test_a_fifth_variant_is_one_config_file(tmp_path):
 
 
 def test_a_ratio_measured_under_other_load_says_it_is_unreliable():
-    assert bench.unreliable_reason(0.1, 0.25) is None and bench.unreliable_reason(None, None) is None
-    assert bench.unreliable_reason(0.52, 0.1) == "unreliable: other processes used 0.52 cores during the bare loop"
-    assert bench.unreliable_reason(1.0, 0.98) == ("unreliable: other processes used 1.00 cores during the bare loop "
+    assert harness.unreliable_reason(0.1, 0.25) is None and harness.unreliable_reason(None, None) is None
+    assert harness.unreliable_reason(0.52, 0.1) == "unreliable: other processes used 0.52 cores during the bare loop"
+    assert harness.unreliable_reason(1.0, 0.98) == ("unreliable: other processes used 1.00 cores during the bare loop "
                                                   "and 0.98 cores during the harness run")
 
 
@@ -331,8 +334,8 @@ def test_memory_figures_say_what_they_measure(tmp_path, monkeypatch, capsys):
         base = 200_000 if small else (230_000 if not score else 210_000)
         return {"maxrss_kb": base, "maxrss_before_kb": 1, "images": config.dataset.limit, "detections": 0}
 
-    monkeypatch.setattr(bench, "measure_peak_rss", fake_probe)
-    memory = bench.bench_memory(tmp_path, sizes=(2, 4), spec=synthetic.CHEAP_DETECTOR, quick=True)
+    monkeypatch.setattr(harness, "measure_peak_rss", fake_probe)
+    memory = harness.bench_memory(tmp_path, sizes=(2, 4), spec=synthetic.CHEAP_DETECTOR, quick=True)
     out = capsys.readouterr().out
     for mode in memory["modes"].values():
         expected = ("image pipeline peak RSS" if mode["backend"] is None else "whole run incl. scoring")
@@ -343,7 +346,7 @@ def test_memory_figures_say_what_they_measure(tmp_path, monkeypatch, capsys):
 
 
 def test_harness_config_runs_on_the_providers_asked_for(tmp_path):
-    from ssd_eval.bench import harness_config
+    from ssd_eval.testing.bench_harness import harness_config
 
     asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     config = harness_config(tmp_path / "m.onnx", tmp_path / "a.json", tmp_path / "images", tmp_path / "out",
@@ -363,13 +366,13 @@ def test_bench_harness_reports_each_section_s_wall_and_cpu_time(tmp_path, monkey
             return value
         return section
 
-    monkeypatch.setattr(bench, "bench_throughput", fake("throughput", {"ratio": 1.0, "pass": True}))
-    monkeypatch.setattr(bench, "bench_memory", fake("memory", {"growth": 0.01, "pass": True, "modes": {}}))
-    monkeypatch.setattr(bench, "bench_scoring", fake("scoring", {"speedup": {"pycocotools": 1.0}, "agree": True}))
-    report = bench.bench_harness(quick=True, work_dir=tmp_path, results_path=tmp_path / "bench.json")
-    assert calls["throughput"]["images"] == bench.QUICK_THROUGHPUT_IMAGES
-    assert calls["memory"]["sizes"] == bench.QUICK_MEMORY_SIZES
-    assert calls["scoring"]["images"] == bench.QUICK_SCORING_IMAGES
+    monkeypatch.setattr(harness, "bench_throughput", fake("throughput", {"ratio": 1.0, "pass": True}))
+    monkeypatch.setattr(harness, "bench_memory", fake("memory", {"growth": 0.01, "pass": True, "modes": {}}))
+    monkeypatch.setattr(harness, "bench_scoring", fake("scoring", {"speedup": {"pycocotools": 1.0}, "agree": True}))
+    report = harness.bench_harness(quick=True, work_dir=tmp_path, results_path=tmp_path / "bench.json")
+    assert calls["throughput"]["images"] == harness.QUICK_THROUGHPUT_IMAGES
+    assert calls["memory"]["sizes"] == harness.QUICK_MEMORY_SIZES
+    assert calls["scoring"]["images"] == harness.QUICK_SCORING_IMAGES
     assert set(report["section_seconds"]) == set(report["section_cpu_seconds"]) == {"throughput", "memory", "scoring"}
     assert report["cpu_seconds"] >= 0 and report["total_seconds"] >= sum(report["section_seconds"].values())
     summary = capsys.readouterr().out.splitlines()[-2]

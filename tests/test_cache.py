@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.cache: the append-only resume cache and its recovery rules."""
+"""Tests for ssd_eval.engine.cache: the append-only resume cache and its recovery rules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ssd_eval.cache import CACHE_FORMAT, DetectionCache, describe_difference
+from ssd_eval.engine.cache import CACHE_FORMAT, DetectionCache, describe_difference
 from ssd_eval.errors import UserError
 
 from faults import cut_last_line, full_disk, swap_bytes
@@ -113,7 +113,7 @@ def test_truncated_last_line_is_dropped_and_file_repaired(path, caplog):
     half = json.dumps({"image_id": 3, "detections": DET_3})
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(half[: len(half) // 2])  # a kill mid-write: no newline
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.cache"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.engine.cache"):
         with DetectionCache(path, KEY) as cache:
             assert dict(cache.items()) == {1: DET_1, 2: DET_2}
             assert path.stat().st_size == good_size  # truncated to the last good line
@@ -282,7 +282,7 @@ def test_started_afresh(path):
 
 
 def test_disk_full_names_the_cache(path, monkeypatch):
-    from ssd_eval import cache as cache_module
+    from ssd_eval.engine import cache as cache_module
 
     DetectionCache(path, KEY).close()
     full_disk(monkeypatch, cache_module)
@@ -379,7 +379,7 @@ def test_resume_warnings_name_the_cache_and_what_is_evaluated_again(tmp_path, pa
     swap_bytes(images[2], b"\x08" * 10)
     with open(path, "ab") as handle:
         handle.write(b'{"image_id": 4, "detec')  # a kill while writing image 4
-    with caplog.at_level(logging.INFO, logger="ssd_eval.cache"):
+    with caplog.at_level(logging.INFO, logger="ssd_eval.engine.cache"):
         DetectionCache(path, KEY, images=images).close()
     assert caplog.messages == [
         f"{path}: dropping a truncated last line (that image will be evaluated again)",
@@ -394,7 +394,7 @@ def test_fresh_says_it_discards_only_a_file_with_content(path, caplog, content, 
     if content is not None:
         path.parent.mkdir(parents=True)
         path.write_bytes(content)
-    with caplog.at_level(logging.INFO, logger="ssd_eval.cache"):
+    with caplog.at_level(logging.INFO, logger="ssd_eval.engine.cache"):
         DetectionCache(path, KEY, fresh=True).close()
     assert caplog.messages == ([f"--fresh: discarding {path}"] if logged else [])
     assert len(lines(path)) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.cli import main
-from ssd_eval.metrics import STAT_NAMES
+from ssd_eval.scoring.cocoeval import STAT_NAMES
 
 from conftest import run_cli
 from faults import full_disk
@@ -208,9 +208,9 @@ def test_fifo_named_like_an_image_does_not_hang(small_set, capsys):
 
 def test_disk_full_names_the_file(small_set, capsys, monkeypatch):
     """Item 15: ENOSPC while writing the results names the path, and leaves no temp file."""
-    from ssd_eval import results
+    from ssd_eval import utils
 
-    full_disk(monkeypatch, results)
+    full_disk(monkeypatch, utils)
     line = eval_in_process(small_set, capsys)
     assert f"{small_set['out'] / 'detections.json'}: cannot write: No space left on device" in line
     assert not list(small_set["out"].glob(".*.tmp"))

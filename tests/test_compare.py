@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.compare called directly: the like-with-like rules' exact reasons, the parent lookup.
+"""Tests for ssd_eval.results.compare called directly: the like-with-like rules' exact reasons, the parent lookup.
 
 The table's view of the same rules is in test_table.py; these were added for mutants that survived it
 (docs/TESTING.md, mutation testing).
@@ -6,9 +6,9 @@ The table's view of the same rules is in test_table.py; these were added for mut
 
 from __future__ import annotations
 
-from ssd_eval.compare import accuracy_mismatch, find_parent_result, parent_for_drop, speed_mismatch
-from ssd_eval.config import run_name
-from ssd_eval.results import ResultIndex
+from ssd_eval.config.schema import run_name
+from ssd_eval.results.compare import accuracy_mismatch, find_parent_result, parent_for_drop, speed_mismatch
+from ssd_eval.results.index import ResultIndex
 
 from helpers import metrics_document, write_metrics
 

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.config: YAML inheritance, --set overrides, validation, protocols."""
+"""Tests for ssd_eval.config.schema: YAML inheritance, --set overrides, validation, protocols."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval.config import Config, config_from_dict, load_config, parse_override, protocol_base
+from ssd_eval.config.load import config_from_dict, load_config, parse_override
+from ssd_eval.config.protocols import protocol_base
+from ssd_eval.config.schema import Config
 from ssd_eval.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -533,7 +535,7 @@ def test_partial_runs_get_their_own_folder_named_after_what_differs(base, tmp_pa
 
 
 def test_run_name_with_partial_parts():
-    from ssd_eval.config import run_name
+    from ssd_eval.config.schema import run_name
 
     assert run_name("sample", "coco") == "sample"
     assert run_name("sample", "coco", None, ["limit3"]) == "sample@limit3"

@@ -7,12 +7,8 @@ import platform
 
 import pytest
 
-from ssd_eval.cpu import (
-    KERNEL_CLASSES,
-    Int8Capability,
-    describe,
-    detect_int8_capability,
-)
+from ssd_eval.config.schema import KERNEL_CLASSES
+from ssd_eval.inference.cpu import Int8Capability, describe, detect_int8_capability
 
 BASE_X86 = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 " \
            "ht syscall nx lm constant_tsc rep_good nopl xtopology cpuid pni pclmulqdq ssse3 fma cx16 sse4_1 " \

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.data: annotation loading, image selection and sharding, image decoding."""
+"""Tests for ssd_eval.data.coco: annotation loading, image selection and sharding, image decoding."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_eval.data import (
-    BadImageError,
-    ImageRecord,
-    image_fingerprint,
-    load_annotations,
-    parse_shard,
-    read_image,
-    select_image_ids,
-)
+from ssd_eval.cli import parse_shard
+from ssd_eval.data.coco import BadImageError, ImageRecord, image_fingerprint, load_annotations, read_image
+from ssd_eval.data.subsets import select_image_ids
 from ssd_eval.errors import UserError
 
 from faults import swap_bytes
@@ -504,7 +498,7 @@ def test_image_fingerprint_counts_every_byte_of_a_file_over_one_chunk(tmp_path):
 
 
 def write_subset_file(path: Path, dataset, ids) -> Path:
-    from ssd_eval.subsets import Subset, ids_sha256, write_subset
+    from ssd_eval.data.subsets import Subset, ids_sha256, write_subset
 
     return write_subset(path, Subset(name=path.stem, annotations_sha256=dataset.sha256, image_ids=list(ids),
                                      ids_sha256=ids_sha256(ids), algorithm="test", seed=0))

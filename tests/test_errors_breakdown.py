@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.errors_breakdown: the TIDE breakdown on a case whose errors are known by construction."""
+"""Tests for ssd_eval.scoring.breakdown: the TIDE breakdown on a case whose errors are known by construction."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_eval.config import load_config
+from ssd_eval.config.load import load_config
+from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.errors import UserError
-from ssd_eval.errors_breakdown import ERROR_TYPES, breakdown_change, breakdown_for_run, compute_breakdown, wanted
-from ssd_eval.metrics import score_detections
-from ssd_eval.pipeline import evaluate
+from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change, breakdown_for_run, compute_breakdown, wanted
+from ssd_eval.scoring.metrics import score_detections
 
 pytest.importorskip("hotcoco")
 

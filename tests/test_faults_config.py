@@ -13,10 +13,11 @@ import onnxruntime as ort
 import pytest
 
 import ssd_eval
-from ssd_eval import pipeline
-from ssd_eval.config import ModelConfig, RuntimeConfig, config_from_dict
+from ssd_eval.config.load import config_from_dict
+from ssd_eval.config.schema import ModelConfig, RuntimeConfig
+from ssd_eval.engine import pipeline
 from ssd_eval.errors import UserError
-from ssd_eval.runner import Detector
+from ssd_eval.inference.runner import Detector
 
 from helpers import config_dict, fixed_detector, write_coco
 
@@ -181,16 +182,16 @@ def test_a_model_without_a_url_is_fetched_without_a_variant_name(tmp_path, monke
 @pytest.mark.parametrize("metrics, bootstrap_on", [
     ({"backend": "pycocotools", "streaming": True, "crowd_as_ground_truth": True,
       "exclude_categories": ["dog"]}, True),
-    ({"backend": "faster-coco-eval", "streaming": False, "bootstrap": {"replicates": 0}}, False),
+    ({"backend": "hotcoco", "streaming": False, "bootstrap": {"replicates": 0}}, False),
     ({"backend": "pycocotools", "streaming": False}, True),
 ], ids=["streaming-with-bootstrap", "batch-without-bootstrap", "batch-with-bootstrap"])
 def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch, metrics, bootstrap_on):
     """metrics.* as score_detections and run_bootstrap receive them: the same detections, the cache file as
     their source, and the matches scoring kept handed to the bootstrap (no second matching pass)."""
-    if metrics["backend"] == "faster-coco-eval":
-        pytest.importorskip("faster_coco_eval")
+    if metrics["backend"] == "hotcoco":
+        pytest.importorskip("hotcoco")
     calls = {}
-    real_score, real_bootstrap = pipeline.score_detections, pipeline.confidence.run_bootstrap
+    real_score, real_bootstrap = pipeline.finish.score_detections, pipeline.finish.run_bootstrap
 
     def score_detections(gt, detections, image_ids, **kwargs):
         detections = list(detections)
@@ -203,8 +204,8 @@ def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch,
         calls["bootstrap"] = (list(detections), list(image_ids), kwargs)
         return real_bootstrap(config, gt, detections, image_ids, **kwargs)
 
-    monkeypatch.setattr(pipeline, "score_detections", score_detections)
-    monkeypatch.setattr(pipeline.confidence, "run_bootstrap", run_bootstrap)
+    monkeypatch.setattr(pipeline.finish, "score_detections", score_detections)
+    monkeypatch.setattr(pipeline.finish, "run_bootstrap", run_bootstrap)
     annotations, images = write_coco(tmp_path / "set", [IMAGE], [{"image_id": 42, "category_id": 1,
                                                                   "bbox": [100, 20, 20, 20]}])
     model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
@@ -230,7 +231,7 @@ def test_metrics_settings_reach_scoring_and_the_bootstrap(tmp_path, monkeypatch,
 def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monkeypatch, shard):
     """tracking.log: the trackers' packages are checked before any work, and the finished result goes to
     them; a shard is tracked by its merge, not by itself."""
-    import ssd_eval.tracking as tracking
+    from ssd_eval.reports import tracking
 
     events = []
     monkeypatch.setattr(tracking, "check_trackers",
@@ -244,7 +245,7 @@ def test_tracking_is_checked_before_the_run_and_given_its_result(tmp_path, monke
     config = config_from_dict(config_dict(model, annotations, images, tmp_path / "out",
                                           preprocess={"input_size": list(HW)},
                                           tracking={"log": ["mlflow"], "experiment": "x"}))
-    result = pipeline.evaluate(config, shard=shard, progress=False)
+    result = ssd_eval.evaluate(config, shard=shard, progress=False)  # the API: it tracks, as the CLI does
     if shard is not None:
         assert events == [("fetch",)]
         return
@@ -282,7 +283,7 @@ def test_the_int8_session_settings_reach_the_session_and_the_saturation_check(tm
 
 def test_the_optimized_model_cache_is_keyed_by_the_models_content(tmp_path):
     """runtime.optimized_model_cache through a run: the optimized graph is saved under the model's sha256."""
-    from ssd_eval.fetch import sha256_of
+    from ssd_eval.utils import sha256_of
 
     annotations, images = write_coco(tmp_path / "set", [IMAGE], [])
     model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
@@ -415,7 +416,7 @@ def test_the_error_breakdown_covers_the_runs_images_under_its_switches(tmp_path,
     """metrics.error_breakdown: the breakdown of the run's own detections.json over exactly the images it ran
     (a --limit run: not the file's other images), with its crowd and exclusion switches; off: none."""
     pytest.importorskip("hotcoco")
-    from ssd_eval.errors_breakdown import compute_breakdown
+    from ssd_eval.scoring.breakdown import compute_breakdown
 
     images_list = [IMAGE, dict(IMAGE, id=43), dict(IMAGE, id=44)]
     truth = [{"image_id": i, "category_id": c, "bbox": b} for i in (42, 43, 44)

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from ssd_eval.errors import UserError
-from ssd_eval.gate import run_gate
-from ssd_eval.results import load_results
-from ssd_eval.table import build_rows, write_table
+from ssd_eval.reports.gate import run_gate
+from ssd_eval.reports.table import build_rows, write_table
+from ssd_eval.results.index import load_results
 
 from helpers import metrics_document, write_metrics
 

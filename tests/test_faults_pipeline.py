@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_eval import pipeline
-from ssd_eval.cache import DetectionCache
-from ssd_eval.config import load_config
+from ssd_eval.config.load import load_config
+from ssd_eval.engine import cache as cache_module
+from ssd_eval.engine import pipeline
+from ssd_eval.engine.cache import DetectionCache
+from ssd_eval.engine.pipeline import evaluate
+from ssd_eval.engine.shards import merge_shards
 from ssd_eval.errors import UserError
-from ssd_eval.fetch import sha256_of
-from ssd_eval.pipeline import evaluate
-from ssd_eval.runner import ModelIO
-from ssd_eval.shards import merge_shards
+from ssd_eval.inference.runner import ModelIO
+from ssd_eval.utils import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -103,14 +104,15 @@ def test_the_cache_key_holds_the_cache_files_field_names(tmp_path):
     are the file format: renaming one refuses every cache written before. Composed here field by field."""
     import dataclasses
 
-    from ssd_eval import data, postprocess
-    from ssd_eval.config import hash_data
+    from ssd_eval.data import coco as data
+    from ssd_eval.inference import postprocess
+    from ssd_eval.utils import hash_data
 
     config = sample_config(tmp_path / "out")
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
     categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
     io = ModelIO("image", (1, 3, 64, 64), "bboxes", "labels", "scores")
-    key = pipeline.cache_key(config, "ab" * 32, categories, dataset, ["CPUExecutionProvider"], {"x.y": "1"}, io)
+    key = cache_module.cache_key(config, "ab" * 32, categories, dataset, ["CPUExecutionProvider"], {"x.y": "1"}, io)
     annotations = json.loads((SAMPLE / "annotations.json").read_text())
     label_map = sorted(c["id"] for c in annotations["categories"])  # class k (1..N) -> the k-th category id
     assert key == {
@@ -261,8 +263,8 @@ def test_a_cache_file_changed_while_in_use_is_refused(tmp_path):
 def dynamic_model(tmp_path_factory) -> Path:
     """The sample detector with a symbolic batch dimension: its detections follow each image's pixels."""
     pytest.importorskip("onnx")
-    from ssd_eval.sample import build_detector
-    from ssd_eval.synthetic import write_model
+    from ssd_eval.testing.sample import build_detector
+    from ssd_eval.testing.synthetic import write_model
 
     return write_model(build_detector(dynamic_batch=True), tmp_path_factory.mktemp("model") / "dynamic.onnx")
 
@@ -308,7 +310,7 @@ def test_each_image_gets_its_share_of_the_loop_and_inference_time(tmp_path, dyna
 
 
 def sample_records_and_params(size_hw=(24, 40)):
-    from ssd_eval import data
+    from ssd_eval.data import coco as data
 
     dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
     params = pipeline.PreprocessParams(size_hw=size_hw, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
@@ -578,7 +580,7 @@ def test_a_partial_run_warns_where_its_results_go(tmp_path, caplog, output_dir, 
     # sample_config overrides model.path (a partial run by that alone), so configs come from the file here.
     config = load_config(REPO / "configs" / "sample.yaml",
                          [("output.dir", str(tmp_path / output_dir)), *overrides])
-    with caplog.at_level("WARNING", logger="ssd_eval.pipeline"):
+    with caplog.at_level("WARNING", logger="ssd_eval.engine.pipeline"):
         pipeline._warn_if_partial(config)
     warnings = [r.getMessage() for r in caplog.records]
     if expected is None:

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_eval.config import load_config
-from ssd_eval.data import load_annotations
-from ssd_eval.pipeline import PreprocessParams, load_and_preprocess
-from ssd_eval.preprocess import resize
-from ssd_eval.synthetic import ground_truth_tables, preprocessing_probe, probe_fingerprint
+from ssd_eval.config.load import load_config
+from ssd_eval.data.coco import load_annotations
+from ssd_eval.engine.pipeline import PreprocessParams, load_and_preprocess
+from ssd_eval.inference.preprocess import resize
+from ssd_eval.testing.synthetic import ground_truth_tables, preprocessing_probe, probe_fingerprint
 
 from conftest import run_cli
 from helpers import plain_cocoeval

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_eval.config import load_config
-from ssd_eval.metrics import score_detections
-from ssd_eval.pipeline import evaluate
+from ssd_eval.config.load import load_config
+from ssd_eval.engine.pipeline import evaluate
+from ssd_eval.scoring.metrics import score_detections
 
 pytest.importorskip("pycocotools")
 ort = pytest.importorskip("onnxruntime")

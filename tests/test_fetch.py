@@ -21,7 +21,9 @@ from PIL import Image
 
 from ssd_eval import fetch
 from ssd_eval.errors import UserError
-from ssd_eval.fetch import download, ensure_coco, ensure_model, sha256_of
+from ssd_eval.fetch import download, ensure_coco, ensure_model
+from ssd_eval.inference import model_info
+from ssd_eval.utils import sha256_of
 
 MAX_REQUESTS = 50  # a runaway retry loop fails the test instead of hanging it
 
@@ -850,20 +852,20 @@ def test_model_sha256_covers_external_data(tmp_path):
 
     model = _external_data_model(tmp_path / "m.onnx")
     data = tmp_path / "weights.data"
-    assert fetch.external_data_files(model) == ["weights.data"]
-    before = fetch.model_sha256(model)
+    assert model_info.external_data_files(model) == ["weights.data"]
+    before = model_info.model_sha256(model)
     assert before != sha256_of(model)
     swap_bytes(data, data.read_bytes()[::-1])
-    assert fetch.model_sha256(model) != before
+    assert model_info.model_sha256(model) != before
     data.unlink()
     with pytest.raises(UserError, match=f"{model}: its external data file {data} is missing"):
-        fetch.model_sha256(model)
+        model_info.model_sha256(model)
 
 
 def test_model_sha256_of_a_single_file_model_is_its_file_sha256(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(DATA)
-    assert fetch.external_data_files(model) == [] and fetch.model_sha256(model) == sha256_of(model)
+    assert model_info.external_data_files(model) == [] and model_info.model_sha256(model) == sha256_of(model)
 
 
 def _patch_central_directory(data: bytes, offset: int, value: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.folder_lock: one holder at a time, released on exit, no file left in the folder."""
+"""Tests for ssd_eval.engine.folder_lock: one holder at a time, released on exit, no file left in the folder."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.errors import UserError
-from ssd_eval.folder_lock import folder_lock
 
 
 def test_a_held_folder_is_refused_to_a_second_holder_until_released(tmp_path):
@@ -24,7 +24,7 @@ def test_a_held_folder_is_refused_to_a_second_holder_until_released(tmp_path):
 
 
 def test_another_process_is_refused_while_the_folder_is_held(tmp_path):
-    code = ("import sys\nfrom ssd_eval.errors import UserError\nfrom ssd_eval.folder_lock import folder_lock\n"
+    code = ("import sys\nfrom ssd_eval.errors import UserError\nfrom ssd_eval.engine.folder_lock import folder_lock\n"
             "try:\n    with folder_lock(sys.argv[1]):\n        print('got it')\n"
             "except UserError as exc:\n    print(exc)\n")
     with folder_lock(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.gate: exit codes, printed lines, JUnit XML, baseline updates."""
+"""Tests for ssd_eval.reports.gate: exit codes, printed lines, JUnit XML, baseline updates."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssd_eval.baseline import (
+from ssd_eval.errors import UserError
+from ssd_eval.reports.baseline import (
     header_comments,
     inline_comments,
     load_baseline,
@@ -24,9 +25,8 @@ from ssd_eval.baseline import (
     render_baseline,
     update_baselines,
 )
-from ssd_eval.errors import UserError
-from ssd_eval.fetch import sha256_of
-from ssd_eval.gate import run_gate
+from ssd_eval.reports.gate import run_gate
+from ssd_eval.utils import sha256_of
 
 from helpers import metrics_document, write_metrics
 
@@ -446,7 +446,7 @@ def test_canonical_folder_holding_another_variant_is_an_input_error(dirs, capsys
      "inc+resize_backend=pil"),
 ])
 def test_canonical_folder_is_where_eval_writes(overrides, protocol):
-    from ssd_eval.config import Config, PreprocessConfig, run_name
+    from ssd_eval.config.schema import Config, PreprocessConfig, run_name
 
     config = Config(variant="ssd-12", protocol=overrides.get("protocol", "coco"),
                     preprocess=PreprocessConfig(**overrides.get("preprocess", {})))
@@ -456,7 +456,7 @@ def test_canonical_folder_is_where_eval_writes(overrides, protocol):
 
 
 def test_each_metrics_file_is_read_once_per_gate_run(dirs, monkeypatch):
-    import ssd_eval.results as results
+    from ssd_eval.results import index as results
 
     reads = []
     real = results.read_metrics_file
@@ -792,11 +792,13 @@ def scored_result(results: Path, variant: str, annotations: Path, detections: li
                   parent: str | None = None, folder: str | None = None) -> dict:
     """A real result of `detections` on every image of `annotations`, as `ssd-eval eval` writes it
     (metrics.json with intervals and a reconstructible image set, detections.json beside it)."""
-    from ssd_eval.confidence import run_bootstrap
-    from ssd_eval.config import config_from_dict, hash_data
-    from ssd_eval.data import load_annotations, select_image_ids
-    from ssd_eval.metrics import score_detections
-    from ssd_eval.results import result_for, write_detections, write_result
+    from ssd_eval.config.load import config_from_dict
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import select_image_ids
+    from ssd_eval.engine.finish import run_bootstrap
+    from ssd_eval.results.result import result_for, write_detections, write_result
+    from ssd_eval.scoring.metrics import score_detections
+    from ssd_eval.utils import hash_data
 
     from helpers import config_dict
 
@@ -838,7 +840,7 @@ def population(tmp_path_factory):
     id moved to the next one: the sample's deliberately broken model)."""
     import numpy as np
 
-    from ssd_eval.synthetic import synthetic_scoring_case
+    from ssd_eval.testing.synthetic import synthetic_scoring_case
 
     root = tmp_path_factory.mktemp("population")
     gt, detections, _ = synthetic_scoring_case(80, 20, seed=1)
@@ -1138,7 +1140,7 @@ def test_make_ci_gate_fails_a_preprocessing_regression_and_the_cli_says_1(tmp_pa
 def test_junit_report_holds_every_check_with_its_status_message_and_notes():
     """render_junit on checks written out here: one testcase per check, failures and errors with their message
     as attribute and text, notes as system-out, and the suite's counts."""
-    from ssd_eval.gate import Check, render_junit
+    from ssd_eval.reports.gate import Check, render_junit
 
     checks = [Check("a", "mAP", "PASS", "PASS a mAP", ("note one", "note two")),
               Check("a", "AP50", "FAIL", "FAIL a AP50: regressed"),
@@ -1170,9 +1172,9 @@ def test_junit_report_holds_every_check_with_its_status_message_and_notes():
 def ci95_check(got: float, estimate: float, low: float, high: float, *, expected_difference: float = 0.0,
                against: str = "baseline detections d.json", abs_tol: float = 0.002, images: int = 4):
     """check_metric_ci95 of metric mAP (expected 0.5) on an interval written out here (200 replicates, seed 0)."""
-    from ssd_eval.baseline import MetricRule
-    from ssd_eval.gate import check_metric_ci95
-    from ssd_eval.uncertainty import Interval
+    from ssd_eval.reports.baseline import MetricRule
+    from ssd_eval.reports.gate import check_metric_ci95
+    from ssd_eval.scoring.bootstrap import Interval
 
     return check_metric_ci95("m", MetricRule("mAP", 0.5, abs_tol, None, "ci95"), got,
                              Interval(low=low, high=high, level=0.95, replicates=200, seed=0, estimate=estimate),
@@ -1235,7 +1237,7 @@ def test_a_paired_point_drop_beyond_the_margin_fails_even_when_the_own_value_is_
     (4, -0.0025, -0.3, 0.002, None), (4, -0.002, -0.3, 0.002, None),  # at or beyond the margin
 ])
 def test_images_needed_scales_the_lower_half_width_as_one_over_sqrt_n(images, estimate, low, allowed, needed):
-    from ssd_eval.gate import images_needed
+    from ssd_eval.reports.gate import images_needed
 
     assert images_needed(images, estimate, low, allowed) == needed
 
@@ -1243,7 +1245,7 @@ def test_images_needed_scales_the_lower_half_width_as_one_over_sqrt_n(images, es
 def test_the_gate_help_works_the_rule_through_with_the_gates_own_numbers():
     """The worked example in `ssd-eval gate --help` says what images_needed and the rule give."""
     from ssd_eval.cli import GATE_DESCRIPTION
-    from ssd_eval.gate import images_needed
+    from ssd_eval.reports.gate import images_needed
 
     assert f"about {images_needed(4, -0.0007, -0.045, 0.002)} images" in " ".join(GATE_DESCRIPTION.split())
     assert ci95_check(0.5015, -0.0007, -0.045, 0.03).status == "FAIL"
@@ -1314,7 +1316,7 @@ def test_ci95_without_kept_detections_or_a_parent_result_says_why_it_falls_back(
     ({"cpu": {"kernel_class": "x86-vnni", "cpu": "Xeon"}}, {}, None),  # the baseline's own class
 ], ids=["exact-u8s8", "saturating", "no-cpu-record", "same-class"])
 def test_the_int8_path_note_word_for_word(int8, runtime, expected):
-    from ssd_eval.gate import int8_path_note
+    from ssd_eval.reports.gate import int8_path_note
 
     baseline = parse_baseline(INT8_BASELINE.replace("MAXDROP", "1.0") + "int8_path: x86-vnni\n", "ssd-12-int8.yaml")
     result = {"provenance": {"model": {"quantization": "QOperator"}, "int8": int8, "runtime": runtime}}
@@ -1324,13 +1326,13 @@ def test_the_int8_path_note_word_for_word(int8, runtime, expected):
 @pytest.mark.parametrize("value, text", [(0.1892, "0.1892"), (0.18925, "0.189250"), (0.12345, "0.123450"),
                                          (0.5, "0.5000"), (0.0, "0.0000"), (1 / 3, "0.333333")])
 def test_gate_numbers_get_6_decimals_only_where_4_would_hide_a_difference(value, text):
-    from ssd_eval.gate import _fmt
+    from ssd_eval.reports.gate import _fmt
 
     assert _fmt(value) == text
 
 
 def test_no_int8_path_note_for_a_result_without_provenance():
-    from ssd_eval.gate import int8_path_note
+    from ssd_eval.reports.gate import int8_path_note
 
     text = INT8_BASELINE.replace("MAXDROP", "1.0") + "int8_path: x86-vnni\n"
     assert int8_path_note(parse_baseline(text, "ssd-12-int8.yaml"), {}) is None
@@ -1341,7 +1343,7 @@ def test_no_int8_path_note_for_a_result_without_provenance():
                                                   ("x86-vnni", {}), ("x86-vnni", None)],
                          ids=["baseline-without-int8-path", "fp32-model", "no-quantization-record", "no-model"])
 def test_no_int8_path_note_where_the_int8_path_does_not_apply(baseline_path, model):
-    from ssd_eval.gate import int8_path_note
+    from ssd_eval.reports.gate import int8_path_note
 
     text = INT8_BASELINE.replace("MAXDROP", "1.0") + (f"int8_path: {baseline_path}\n" if baseline_path else "")
     result = {"provenance": {"model": model, "int8": {"cpu": {"kernel_class": "x86-avx2"}}}}
@@ -1367,8 +1369,8 @@ def test_ci95_against_a_parent_baseline_without_the_metric_falls_back_and_says_s
 def test_the_drop_line_ends_with_the_paired_drop_ratio_interval_in_percent(tmp_path, population, capsys):
     """Both runs have bootstrap intervals (or a metric uses ci95): the drop line ends with the paired interval
     of (parent - child) / parent x 100 over the same resampled images, in percent with 2 decimals."""
-    from ssd_eval.confidence import ResultMatches, paired_drop
-    from ssd_eval.results import ResultIndex
+    from ssd_eval.results.index import ResultIndex
+    from ssd_eval.results.paired import ResultMatches, paired_drop
 
     baselines, results = tmp_path / "baselines", tmp_path / "results"
     baselines.mkdir()
@@ -1399,8 +1401,8 @@ def test_the_drop_line_ends_with_the_paired_drop_ratio_interval_in_percent(tmp_p
 
 
 def test_direct_checks_without_an_interval_end_with_the_numbers():
-    from ssd_eval.baseline import MetricRule
-    from ssd_eval.gate import check_drop, check_metric
+    from ssd_eval.reports.baseline import MetricRule
+    from ssd_eval.reports.gate import check_drop, check_metric
 
     rule = MetricRule(name="mAP", expected=0.2, abs_tol=0.01, rel_tol=None)
     assert check_metric("v", rule, 0.2).message == ("PASS v mAP: expected 0.2000, got 0.2000, allowed 0.0100 "
@@ -1420,7 +1422,7 @@ def test_direct_checks_without_an_interval_end_with_the_numbers():
 def test_the_model_check_names_its_variant_and_every_pin(tmp_path):
     """check_model's Check is the variant's "model" check (its JUnit test case) in each outcome, and the PASS
     line lists every pin, or every reason there is none."""
-    from ssd_eval.gate import check_model
+    from ssd_eval.reports.gate import check_model
 
     sha = model_sha("ssd-12")
     result = {"_source": "r/metrics.json", "provenance": {"model": {"sha256": sha, "path": "m.onnx"}}}
@@ -1480,7 +1482,7 @@ def test_input_errors_are_the_variants_own_junit_cases_with_their_notes(tmp_path
 
 def test_check_variant_called_on_a_results_folder_reads_it_and_matches_by_itself(tmp_path, population):
     """The Python entry point without a ResultIndex or a matcher (run_gate shares both between variants)."""
-    from ssd_eval.gate import check_variant
+    from ssd_eval.reports.gate import check_variant
 
     results = tmp_path / "results"
     _, child = scored_parent_and_child(results, population)

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.launcher: `eval --jobs N` equals a single run, splits the machine, fails cleanly."""
+"""Tests for ssd_eval.engine.launcher: `eval --jobs N` equals a single run, splits the machine, fails cleanly."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.cli import build_parser, eval_overrides
-from ssd_eval.compare import speed_mismatch
-from ssd_eval.config import load_config
-from ssd_eval.errors import UserError
-from ssd_eval.launcher import (
+from ssd_eval.config.load import load_config
+from ssd_eval.engine.launcher import (
     JobPlan,
     _Job,
     _stop,
@@ -26,6 +24,8 @@ from ssd_eval.launcher import (
     run_jobs,
     visible_cuda_devices,
 )
+from ssd_eval.errors import UserError
+from ssd_eval.results.compare import speed_mismatch
 
 from conftest import run_cli
 from helpers import metrics_document
@@ -183,8 +183,8 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
     (the merged metrics.json, written twice). Jobs are stood in for by shards evaluated here."""
     import types
 
-    import ssd_eval.launcher as launcher
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.engine import jobs, launcher
+    from ssd_eval.engine.pipeline import evaluate
 
     out = tmp_path / "out"
     config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(out)), ("pipeline.workers", 1),
@@ -202,7 +202,7 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
             evaluate(config, progress=False)
         refusals.append(str(refused.value))
 
-    merge, write = launcher.merge_shards, launcher.write_result
+    merge, write = jobs.merge_shards, jobs.write_result  # merge_jobs, as both executors end
 
     def merging(*args, **kwargs):
         second_run()  # the jobs are done, nothing merged yet
@@ -212,8 +212,8 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
         second_run()  # merged and written once; the wall time not yet
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(launcher, "merge_shards", merging)
-    monkeypatch.setattr(launcher, "write_result", writing)
+    monkeypatch.setattr(jobs, "merge_shards", merging)
+    monkeypatch.setattr(jobs, "write_result", writing)
     result = run_jobs(config, 2, [], config_path="configs/sample.yaml", progress=False)
     assert refusals == [f"{out}: another run is using this output directory; wait for it to finish or choose "
                         "another --out"] * 2

@@ -82,7 +82,7 @@ def test_a_subset_file_with_a_key_twice_is_exit_2_and_one_line(tmp_path):
 
 
 def test_a_set_value_with_a_key_twice_is_an_error(tmp_path):
-    from ssd_eval.config import parse_override
+    from ssd_eval.config.load import parse_override
 
     with pytest.raises(UserError, match=r"--set postprocess: duplicate key 'max_detections' \(line 1 and line 1\)"):
         parse_override("postprocess={max_detections: 5, max_detections: 6}")

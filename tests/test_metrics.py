@@ -9,7 +9,8 @@ import pytest
 
 import ssd_eval
 from ssd_eval.errors import UserError
-from ssd_eval.metrics import BACKENDS, STAT_NAMES, score_detections
+from ssd_eval.scoring.cocoeval import BACKENDS, STAT_NAMES
+from ssd_eval.scoring.metrics import score_detections
 
 from helpers import config_dict, fixed_detector, write_coco
 
@@ -183,7 +184,7 @@ def test_same_stats_as_plain_pycocotools_on_a_file(tmp_path):
     assert ours.stats == pytest.approx(list(evaluator.stats), abs=1e-12)
 
 
-# --------------------------------------------------------------- the optional faster-coco-eval backend
+# --------------------------------------------------------------- the optional hotcoco backend
 
 
 def synthetic_case(images: int, per_image: int, seed: int = 0):
@@ -237,8 +238,8 @@ def test_alternative_backend_gives_the_same_stats_on_the_sample(tmp_path, backen
     pytest.importorskip(BACKENDS[backend].module)
     from pathlib import Path
 
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
 
     repo = Path(__file__).resolve().parents[1]
     results = {}
@@ -265,7 +266,7 @@ def test_missing_backend_is_a_clear_error(monkeypatch, backend):
 
 
 def test_unknown_backend_is_refused_at_config_load():
-    from ssd_eval.config import config_from_dict
+    from ssd_eval.config.load import config_from_dict
 
     with pytest.raises(UserError, match="metrics.backend"):
         config_from_dict({"model": {"path": "m"}, "dataset": {"annotations": "a", "images": "i"},
@@ -331,7 +332,7 @@ def test_scoring_prints_nothing(capsys, backend):
 def test_an_unknown_backend_in_a_direct_call_is_a_user_error_naming_the_choices():
     with pytest.raises(UserError) as info:
         score_detections(ground_truth(), [CAR_DETECTION], [7], backend="cocoapi")
-    assert str(info.value) == "metrics.backend 'cocoapi' is not one of pycocotools, faster-coco-eval, hotcoco"
+    assert str(info.value) == "metrics.backend 'cocoapi' is not one of pycocotools, hotcoco"
 
 
 def test_curves_and_per_category_ap_are_read_at_area_all_and_100_detections():
@@ -382,11 +383,11 @@ def test_categories_without_a_name_are_named_by_their_id():
 @pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
 def test_streaming_passes_every_setting_on(monkeypatch, backend):
     pytest.importorskip(BACKENDS[backend].module)
-    import ssd_eval.streaming
+    import ssd_eval.scoring.streaming
 
     seen = {}
-    real = ssd_eval.streaming.score_stream
-    monkeypatch.setattr(ssd_eval.streaming, "score_stream", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    real = ssd_eval.scoring.streaming.score_stream
+    monkeypatch.setattr(ssd_eval.scoring.streaming, "score_stream", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
     streamed = score_detections(ground_truth(), [CAR_DETECTION], [7], backend=backend, streaming=True,
                                 exclude_categories=["person"], source="run x", crowd_as_ground_truth=True,
                                 keep_matches=True)

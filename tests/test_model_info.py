@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_eval.cpu import Int8Capability, detect_int8_capability
 from ssd_eval.errors import UserError
-from ssd_eval.model_info import inspect_model, render, saturation_warning
+from ssd_eval.inference.cpu import Int8Capability, detect_int8_capability
+from ssd_eval.inference.model_info import inspect_model, render, saturation_warning
 
 from conftest import ROOT, run_cli
 from helpers import int8_conv_model

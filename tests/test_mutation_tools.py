@@ -51,7 +51,7 @@ def test_each_module_runs_with_its_own_settings_and_the_ordering_plugin():
                                   ["tests/test_gate.py"])
     settings = tomllib.loads(text)["tool"]["mutmut"]
     assert settings == {"also_copy": ["data/", "conftest.py"], "timeout_constant": 20.0,
-                        "only_mutate": ["ssd_eval/gate.py"],
+                        "only_mutate": ["ssd_eval/reports/gate.py"],
                         "pytest_add_cli_args_test_selection": ["tests/test_gate.py"]}
 
 
@@ -59,7 +59,7 @@ def test_the_core_modules_and_their_test_files_exist():
     assert set(mutants.CORE) <= set(mutants.MODULES)
     assert len(mutants.CORE) == 9
     for module, tests in mutants.MODULES.items():
-        assert (REPO / "ssd_eval" / f"{module}.py").is_file()
+        assert (REPO / "ssd_eval" / f"{mutants.PATHS[module]}.py").is_file()
         assert all((REPO / t).is_file() for t in tests), module
 
 
@@ -80,7 +80,7 @@ def test_the_stats_pass_records_whole_test_times_and_a_mutant_runs_the_fastest_f
         {"t::slow": 5.6, "t::fast": 0.2, "t::middle": 1.0})
 
     collected = [item("t::slow"), item("t::new"), item("t::middle"), item("t::newer"), item("t::fast")]
-    monkeypatch.setenv("MUTANT_UNDER_TEST", "ssd_eval.gate.x_run_gate__mutmut_1")
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "ssd_eval.reports.gate.x_run_gate__mutmut_1")
     order.pytest_collection_modifyitems(collected)
     assert [i.nodeid for i in collected] == ["t::fast", "t::middle", "t::slow", "t::new", "t::newer"]
 
@@ -128,7 +128,7 @@ def test_pytest_loads_the_plugin_as_a_root_conftest_and_orders_a_mutants_run(tmp
 
 
 def test_collect_counts_kills_timeouts_and_crashes_and_lists_every_other_mutant(tmp_path, monkeypatch):
-    meta = tmp_path / "mutants" / "ssd_eval" / "runner.py.meta"
+    meta = tmp_path / "mutants" / "ssd_eval" / "inference" / "runner.py.meta"
     meta.parent.mkdir(parents=True)
     codes = {"m__mutmut_1": 1, "m__mutmut_2": 0, "m__mutmut_3": -6, "m__mutmut_4": -24, "m__mutmut_5": 34,
              "m__mutmut_6": 5, "m__mutmut_7": -11, "m__mutmut_10": 0}

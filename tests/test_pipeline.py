@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import ssd_eval
-from ssd_eval.config import load_config
+from ssd_eval.config.load import load_config
+from ssd_eval.engine.pipeline import evaluate
+from ssd_eval.engine.shards import merge_shards
 from ssd_eval.errors import UserError
-from ssd_eval.fetch import sha256_of
-from ssd_eval.metrics import STAT_NAMES
-from ssd_eval.pipeline import evaluate
-from ssd_eval.shards import merge_shards
+from ssd_eval.scoring.cocoeval import STAT_NAMES
+from ssd_eval.utils import sha256_of
 
 from conftest import run_cli
 
@@ -264,8 +264,8 @@ def test_missing_cuda_falls_back_to_cpu_and_says_so(tmp_path, caplog):
 
 
 def test_batch_of_two_equals_batch_of_one_on_a_dynamic_batch_model(tmp_path):
-    from ssd_eval.sample import build_detector
-    from ssd_eval.synthetic import write_model
+    from ssd_eval.testing.sample import build_detector
+    from ssd_eval.testing.synthetic import write_model
 
     model = write_model(build_detector(dynamic_batch=True), tmp_path / "dynamic.onnx")
     one = evaluate(sample_config("sample", tmp_path / "one", ("model.path", str(model))), progress=False)
@@ -340,7 +340,7 @@ def test_merge_accepts_the_same_model_at_another_path_and_names_real_differences
     copy = tmp_path / "elsewhere.onnx"
     shutil.copy(SAMPLE / "models" / "sample.onnx", copy)
     evaluate(sample_config("sample", tmp_path / "a"), shard=(1, 2), progress=False)
-    other = sample_config("sample", tmp_path / "b", ("model.path", str(copy)), ("metrics.backend", "faster-coco-eval"))
+    other = sample_config("sample", tmp_path / "b", ("model.path", str(copy)), ("metrics.backend", "hotcoco"))
     evaluate(other, shard=(2, 2), progress=False)
     merge_shards([tmp_path / "a" / "shard-1-of-2", tmp_path / "b" / "shard-2-of-2"], tmp_path / "m")
     evaluate(sample_config("sample", tmp_path / "c", ("postprocess.max_detections", 7)), shard=(2, 2),
@@ -378,7 +378,7 @@ def test_cache_is_not_reused_for_other_images(tmp_path):
 def test_progress_lines_for_logs():
     import io
 
-    from ssd_eval.pipeline import ProgressLines
+    from ssd_eval.engine.pipeline import ProgressLines
 
     now = [0.0]
     out = io.StringIO()
@@ -400,7 +400,7 @@ def test_progress_lines_for_logs():
 def test_the_first_progress_line_comes_after_10_s_or_5_percent(seconds_per_image, every_s, first_lines):
     import io
 
-    from ssd_eval.pipeline import ProgressLines
+    from ssd_eval.engine.pipeline import ProgressLines
 
     now = [0.0]
     out = io.StringIO()
@@ -415,7 +415,7 @@ def test_the_first_progress_line_comes_after_10_s_or_5_percent(seconds_per_image
 def test_short_runs_print_no_progress_lines():
     import io
 
-    from ssd_eval.pipeline import ProgressLines
+    from ssd_eval.engine.pipeline import ProgressLines
 
     out = io.StringIO()
     with ProgressLines(3, "sample", clock=lambda: 0.0, stream=out) as progress:
@@ -539,7 +539,7 @@ def test_process_workers_exit_when_the_parent_is_terminated(tmp_path):
 
 
 def test_metrics_record_the_int8_capability_and_session_config(tmp_path):
-    from ssd_eval.cpu import detect_int8_capability
+    from ssd_eval.inference.cpu import detect_int8_capability
 
     result = evaluate(sample_config("sample-int8", tmp_path / "int8"), progress=False)
     provenance = json.loads(result.files["metrics"].read_text())["provenance"]
@@ -553,8 +553,9 @@ def test_metrics_record_the_int8_capability_and_session_config(tmp_path):
 @pytest.fixture
 def avx2_risky_model(monkeypatch, tmp_path):
     """Make the run see an AVX2-only CPU and a model whose u8s8 weights use the full int8 range."""
-    from ssd_eval import model_info, pipeline
-    from ssd_eval.cpu import detect_int8_capability
+    from ssd_eval.engine import pipeline
+    from ssd_eval.inference import model_info
+    from ssd_eval.inference.cpu import detect_int8_capability
 
     from helpers import int8_conv_model
 
@@ -633,7 +634,7 @@ def test_a_subset_run_scores_exactly_its_ids_and_records_subset_and_intervals(tm
                                      "algorithm": "stratified-greedy-l1/v1", "full_set_images": 8}
     assert provenance["images"] == 4
     assert {d["image_id"] for d in json.loads((result.out_dir / "detections.json").read_text())} <= set(SAMPLE_4)
-    from ssd_eval.config import hash_data
+    from ssd_eval.utils import hash_data
 
     assert provenance["image_ids_sha256"] == hash_data(SAMPLE_4)
     assert set(metrics["intervals"]) == {"mAP", "AP50", "AP75"}
@@ -706,7 +707,8 @@ def test_subset_of_another_annotation_file_is_one_line_naming_the_subset_file(tm
 
 def small_input_run(tmp_path: Path, batch_size: int, prefetch: int):
     """A config with a small input size, the sample's records and a label map, for _run_images with fakes."""
-    from ssd_eval import data, postprocess
+    from ssd_eval.data import coco as data
+    from ssd_eval.inference import postprocess
 
     config = sample_config("sample", tmp_path / "out", ("preprocess.input_size", [24, 40]),
                            ("runtime.batch_size", batch_size), ("pipeline.workers", 2),
@@ -725,7 +727,7 @@ class RecordingDetector:
     def run(self, batch):
         import numpy as np
 
-        from ssd_eval.runner import RawDetections
+        from ssd_eval.inference.runner import RawDetections
 
         self.check(batch)
         self.batches += 1
@@ -744,7 +746,8 @@ class NullCache:
 def test_prefetch_keeps_no_reference_to_an_image_it_has_yielded():
     import weakref
 
-    from ssd_eval import data, pipeline
+    from ssd_eval.data import coco as data
+    from ssd_eval.engine import pipeline
 
     dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
     config = sample_config("sample", Path("unused"), ("preprocess.input_size", [24, 40]))
@@ -767,7 +770,7 @@ def test_an_input_array_does_not_outlive_its_batch(tmp_path, monkeypatch, batch_
     every earlier input is gone."""
     import weakref
 
-    from ssd_eval import pipeline
+    from ssd_eval.engine import pipeline
 
     config, records, categories = small_input_run(tmp_path, batch_size, prefetch=2)
     yielded: list[weakref.ref] = []
@@ -806,7 +809,8 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
 
     import numpy as np
 
-    from ssd_eval import data, pipeline
+    from ssd_eval.data import coco as data
+    from ssd_eval.engine import pipeline
 
     config, records, categories = small_input_run(tmp_path, batch_size, prefetch)
     records = [dataclasses.replace(r) for r in records]  # each repeat its own object: bad ones by position
@@ -846,7 +850,7 @@ def config_fields(cls=None, prefix: str = "") -> list[str]:
     import dataclasses
     import typing
 
-    from ssd_eval.config import Config
+    from ssd_eval.config.schema import Config
 
     cls = cls or Config
     hints = typing.get_type_hints(cls)
@@ -860,7 +864,7 @@ def config_fields(cls=None, prefix: str = "") -> list[str]:
 
 
 def test_every_config_field_is_in_the_cache_key_or_named_as_unable_to_change_detections():
-    from ssd_eval.pipeline import CACHE_KEY_FIELDS, NOT_IN_CACHE_KEY
+    from ssd_eval.engine.cache import CACHE_KEY_FIELDS, NOT_IN_CACHE_KEY
 
     fields = config_fields()
     assert len(fields) == len(set(fields)) > 60
@@ -893,9 +897,10 @@ def test_each_field_of_the_cache_key_changes_the_key(tmp_path):
     import copy
     import types
 
-    from ssd_eval import data, postprocess
-    from ssd_eval.pipeline import CACHE_KEY_FIELDS, cache_key
-    from ssd_eval.runner import ModelIO
+    from ssd_eval.data import coco as data
+    from ssd_eval.engine.cache import CACHE_KEY_FIELDS, cache_key
+    from ssd_eval.inference import postprocess
+    from ssd_eval.inference.runner import ModelIO
 
     config = sample_config("sample", tmp_path / "out")
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
@@ -1007,18 +1012,18 @@ def assert_files_match_metrics(out: Path, images: int) -> None:
 def test_a_second_run_after_detections_but_before_metrics_json_is_refused(tmp_path, monkeypatch):
     """Issue 22 item 4: the lock was released once detections were written; a second run in that window
     replaced detections.json and cache.jsonl, then the first wrote a metrics.json describing other files."""
-    from ssd_eval import pipeline
+    from ssd_eval.engine import pipeline
 
     out = tmp_path / "out"
     second = {}
-    breakdown = pipeline.breakdown_for_run
+    breakdown = pipeline.finish.breakdown_for_run
 
     def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
         second["run"] = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(out), "--limit", "1",
                                 "--fresh", "--no-progress")
         return breakdown(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "breakdown_for_run", in_the_window)
+    monkeypatch.setattr(pipeline.finish, "breakdown_for_run", in_the_window)
     result = evaluate(sample_config("sample", out), progress=False)
     refused = second["run"]
     assert refused.returncode == 2, refused.stdout + refused.stderr

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.postprocess: box conversion, label -> category id, top-k per image."""
+"""Tests for ssd_eval.inference.postprocess: box conversion, label -> category id, top-k per image."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ssd_eval.data import COCO_CATEGORIES
+from ssd_eval.data.coco import COCO_CATEGORIES
 from ssd_eval.errors import UserError
-from ssd_eval.postprocess import label_map, to_coco_results
+from ssd_eval.inference.postprocess import label_map, to_coco_results
 
 from helpers import CATEGORIES
 
@@ -232,7 +232,7 @@ def test_non_finite_boxes_or_scores_alone_are_refused_by_name(bad, what, value):
 
 
 def test_label_space_notes_count_the_scored_categories_and_name_the_extra_ones():
-    from ssd_eval.postprocess import label_space_notes
+    from ssd_eval.inference.postprocess import label_space_notes
 
     person_only = [{"id": 1, "name": "person"}]
     notes = label_space_notes(label_map([1]), person_only, explicit=False)
@@ -279,7 +279,7 @@ def odd_outputs(kind: str, rows: int = 10, odd: int = 6) -> tuple[np.ndarray, np
 @pytest.mark.parametrize("kind, key", [("pixels", "postprocess.box_scale"), ("inverted", "postprocess.box_format"),
                                        ("logits", "postprocess.score_threshold")])
 def test_output_warnings_name_the_likely_cause_and_the_key_that_fixes_it(kind, key):
-    from ssd_eval.postprocess import add_counts, output_counts, output_warnings
+    from ssd_eval.inference.postprocess import add_counts, output_counts, output_warnings
 
     counts = output_counts(*odd_outputs(kind))
     [warning] = output_warnings(counts)
@@ -292,7 +292,7 @@ def test_output_warnings_name_the_likely_cause_and_the_key_that_fixes_it(kind, k
 
 
 def test_output_counts_follow_box_format_and_scale():
-    from ssd_eval.postprocess import output_counts, output_warnings
+    from ssd_eval.inference.postprocess import output_counts, output_warnings
 
     boxes, scores = odd_outputs("pixels", odd=10)
     assert output_warnings(output_counts(boxes, scores, box_scale=[1200, 1200])) == []
@@ -302,7 +302,7 @@ def test_output_counts_follow_box_format_and_scale():
 
 
 def test_strict_output_checks_are_one_line_errors():
-    from ssd_eval.postprocess import checked_outputs, output_counts
+    from ssd_eval.inference.postprocess import checked_outputs, output_counts
 
     counts = output_counts(*odd_outputs("logits"))
     assert len(checked_outputs(counts, 0.0, strict=False)) == 1

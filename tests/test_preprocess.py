@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.preprocess: resize backends, normalization, layout."""
+"""Tests for ssd_eval.inference.preprocess: resize backends, normalization, layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ssd_eval.errors import UserError
-from ssd_eval.preprocess import import_opencv, normalization_table, normalize, preprocess, resize
+from ssd_eval.inference.preprocess import import_opencv, normalization_table, normalize, preprocess, resize
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]

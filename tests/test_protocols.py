@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_eval.config import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, SWITCH_KEYS, config_from_dict
-from ssd_eval.metrics import BACKENDS, score_detections
-from ssd_eval.pipeline import evaluate
-from ssd_eval.preprocess import preprocess
+from ssd_eval.config.load import config_from_dict
+from ssd_eval.config.protocols import INC_DROPPED_CATEGORIES, PROTOCOL_PRESETS, SWITCH_KEYS
+from ssd_eval.engine.pipeline import evaluate
+from ssd_eval.inference.preprocess import preprocess
+from ssd_eval.scoring.cocoeval import BACKENDS
+from ssd_eval.scoring.metrics import score_detections
 
 from conftest import run_cli
 from helpers import lookup_detector

@@ -1,5 +1,5 @@
-"""Tests for ssd_eval.ray_executor: `eval --executor ray --jobs N` on a real local Ray instance equals a single run,
-survives a killed worker, stops on a user error with one line; `sweep` ends with the table.
+"""Tests for ssd_eval.engine.ray_executor: `eval --executor ray --jobs N` on a real local Ray instance equals a
+single run, survives a killed worker, stops on a user error with one line; `sweep` ends with the table.
 
 The tests that need Ray share one local instance (``ray.init(num_cpus=2)``) and skip where Ray is not installed;
 the test of the missing-Ray message runs everywhere.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval import ray_executor
 from ssd_eval.cli import main
+from ssd_eval.engine import ray_executor
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.report: PNG pictures, TABLE.md links, missing matplotlib."""
+"""Tests for ssd_eval.reports.report: PNG pictures, TABLE.md links, missing matplotlib."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.errors import UserError
-from ssd_eval.errors_breakdown import ERROR_TYPES
-from ssd_eval.report import (
+from ssd_eval.reports.report import (
     MAX_CATEGORY_BARS,
     OKABE_ITO,
     ap_delta_figure,
@@ -18,6 +17,7 @@ from ssd_eval.report import (
     pr_figure,
     write_report,
 )
+from ssd_eval.scoring.breakdown import ERROR_TYPES
 
 from helpers import metrics_document, write_metrics
 

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.results: metrics.json both ways (to_document / from_document), the terminal summary,
+"""Tests for ssd_eval.results.result: metrics.json both ways (to_document / from_document), the terminal summary,
 a short repr, and partial runs left out of the table's and the gate's lookups."""
 
 from __future__ import annotations
@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.errors import UserError
-from ssd_eval.metrics import STAT_NAMES, Scores
-from ssd_eval.results import (
-    EvalResult,
-    ResultIndex,
-    is_partial,
-    load_results,
-    read_metrics_file,
-    render_result,
-    write_result,
-)
+from ssd_eval.results.index import ResultIndex, is_partial, load_results
+from ssd_eval.results.result import EvalResult, read_metrics_file, write_result
+from ssd_eval.results.summary import render_result
+from ssd_eval.scoring.cocoeval import STAT_NAMES, Scores
 
 from helpers import metrics_document, write_metrics
 
@@ -160,7 +154,7 @@ def test_a_subset_runs_full_set_intervals_round_trip_and_show(tmp_path):
 
 
 def test_iter_detections_reads_back_what_write_detections_wrote_one_at_a_time(tmp_path):
-    from ssd_eval.results import iter_detections, write_detections
+    from ssd_eval.results.result import iter_detections, write_detections
 
     rows = [{"image_id": i, "category_id": 1, "bbox": [1.5, 2.0, 3.0, 4.25], "score": 0.5 + i / 10} for i in range(3)]
     write_detections(tmp_path / "d.json", rows)
@@ -199,7 +193,7 @@ def _bad_value(kind: str):
 
 READ_FIELDS = (
     # Every metrics.json field the gate, the table, the report or `show` reads, with its kind: written out here,
-    # not taken from ssd_eval.results, so a field the reader stops checking still has its case.
+    # not taken from ssd_eval.results.result, so a field the reader stops checking still has its case.
     ("variant", "str"), ("protocol", "str"), ("mAP", "number"), ("provenance.images", "int"),
     ("provenance.image_ids_sha256", "str"), ("provenance.annotations.sha256", "str"),
     ("provenance.model.sha256", "str"), ("provenance.runtime.providers", "str_list"), ("provenance.host.cpu", "str"),
@@ -236,7 +230,7 @@ def _malformed_cases() -> list[tuple[str, object]]:
 
 def test_the_readers_check_every_field_listed_here():
     """READ_FIELDS and what read_metrics_file checks are the same list (a new field needs a case here)."""
-    from ssd_eval.results import _OPTIONAL_KEYS, _REQUIRED_KEYS
+    from ssd_eval.results.result import _OPTIONAL_KEYS, _REQUIRED_KEYS
 
     assert sorted(_REQUIRED_KEYS + _OPTIONAL_KEYS) == sorted(READ_FIELDS)
 

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.runner: provider fallback, I/O found by name, shape checks, batched runs."""
+"""Tests for ssd_eval.inference.runner: provider fallback, I/O found by name, shape checks, batched runs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ssd_eval.config import ModelConfig, RuntimeConfig
+from ssd_eval.config.schema import ModelConfig, RuntimeConfig
 from ssd_eval.errors import UserError
-from ssd_eval.runner import Detector, choose_providers, resolve_io
+from ssd_eval.inference.runner import Detector, choose_providers, resolve_io
 
 from helpers import fixed_detector
 
@@ -97,14 +97,14 @@ def test_choose_providers_keeps_available_in_requested_order():
 
 
 def test_choose_providers_skips_missing_with_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         chosen = choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
     assert chosen == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider" in caplog.text
 
 
 def test_choose_providers_falls_back_to_cpu(caplog):
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         chosen = choose_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"])
     assert chosen == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider is not available" in caplog.text
@@ -113,7 +113,7 @@ def test_choose_providers_falls_back_to_cpu(caplog):
 
 def test_detector_falls_back_when_provider_missing(model_path, caplog):
     runtime = RuntimeConfig(providers=["NoSuchExecutionProvider"])
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         detector = make_detector(model_path, runtime=runtime)
     assert detector.providers == ["CPUExecutionProvider"]
     assert "NoSuchExecutionProvider" in caplog.text
@@ -367,19 +367,19 @@ def test_replaced_optimized_model_is_not_trusted(model_path, tmp_path, caplog):
     [cached] = cache.glob("*.onnx")
     other = fixed_detector(tmp_path / "other.onnx", [[0.0, 0.0, 0.5, 0.5]], [7], [0.2], input_hw=HW)
     cached.write_bytes(other.read_bytes())
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         detector = Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
     assert "optimizing the model again" in caplog.text
     assert_fixed_output(detector.run(batch())[0])  # the real model's output, not the replacement's
     assert list(cache.glob("*.onnx")) == [cached]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         assert_fixed_output(Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32).run(batch())[0])
     assert caplog.text == ""  # rebuilt and recorded: trusted again
 
 
 def test_optimized_model_is_keyed_by_model_version_level_and_providers(monkeypatch):
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     runtime = RuntimeConfig(optimized_model_cache="c")
     base, key = runner.optimized_model_entry("ab" * 32, runtime, ["CPUExecutionProvider"])
@@ -416,7 +416,7 @@ def three_outputs(boxes, labels, scores, float_type=np.float32) -> dict:
 
 
 def test_choose_providers_warnings_name_the_missing_and_the_available(caplog):
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         assert choose_providers(["XExecutionProvider"], ["AExecutionProvider", "BExecutionProvider"]) == [
             "CPUExecutionProvider"]
     assert caplog.messages == [
@@ -426,7 +426,7 @@ def test_choose_providers_warnings_name_the_missing_and_the_available(caplog):
 
 
 def test_the_chosen_providers_are_the_ones_given_to_onnxruntime(model_path, monkeypatch):
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     given = []
     real = runner.ort.InferenceSession
@@ -441,7 +441,7 @@ def test_the_chosen_providers_are_the_ones_given_to_onnxruntime(model_path, monk
 
 
 def test_thread_limit_is_four_per_core_inclusive(monkeypatch):
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 3)
     runner.check_threads(RuntimeConfig(intra_op_threads=12, inter_op_threads=0))  # 4 x 3: accepted
@@ -478,7 +478,7 @@ def test_a_session_config_entry_onnxruntime_refuses_is_one_line(model_path):
 
 @pytest.mark.parametrize("message, shown", [("first line\nsecond line", "first line"), ("", "RuntimeError")])
 def test_a_model_onnxruntime_cannot_load_is_one_line(model_path, monkeypatch, message, shown):
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     def refuse(*args, **kwargs):
         raise RuntimeError(message)
@@ -507,7 +507,7 @@ def test_inference_seconds_add_up_over_runs(model_path, monkeypatch):
     import itertools
     import types
 
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     detector = make_detector(model_path)
     assert detector.inference_seconds == 0.0
@@ -587,7 +587,7 @@ def test_double_outputs_are_returned_as_float32(tmp_path):
 def test_optimized_model_sidecar_records_what_it_was_made_from(model_path, tmp_path, caplog):
     import platform
 
-    from ssd_eval.fetch import sha256_of
+    from ssd_eval.utils import sha256_of
 
     cache = tmp_path / "two" / "levels"  # created with its parents
     runtime = RuntimeConfig(optimized_model_cache=str(cache), session_config={"session.intra_op.allow_spinning": "0"})
@@ -598,7 +598,7 @@ def test_optimized_model_sidecar_records_what_it_was_made_from(model_path, tmp_p
         "source_sha256": "ab" * 32, "onnxruntime": onnxruntime.__version__, "graph_optimization": "all",
         "providers": ["CPUExecutionProvider"], "machine": platform.machine(),
         "session_config": {"session.intra_op.allow_spinning": "0"}, "optimized_sha256": sha256_of(cached)}
-    with caplog.at_level(logging.INFO, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.INFO, logger="ssd_eval.inference.runner"):
         Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32)
     assert caplog.messages == [f"using the optimized model {cached}", "session providers: ['CPUExecutionProvider']"]
 
@@ -608,7 +608,7 @@ def test_an_optimized_model_made_with_other_session_config_is_made_again(model_p
     Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(cache)), HW, "ab" * 32)
     [cached] = cache.glob("*.onnx")
     other = RuntimeConfig(optimized_model_cache=str(cache), session_config={"session.intra_op.allow_spinning": "0"})
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         Detector(model_path, ModelConfig(), other, HW, "ab" * 32)
     assert "optimizing the model again" in caplog.text
 
@@ -623,7 +623,7 @@ def test_an_optimized_model_without_a_valid_sidecar_is_made_again(model_path, tm
     record.unlink()
     if sidecar is not None:
         record.write_text(sidecar)
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         assert_fixed_output(Detector(model_path, ModelConfig(), runtime, HW, "ab" * 32).run(batch())[0])
     assert caplog.messages == [f"{cached}: does not match its record {record} (replaced, or made by another model "
                                "or onnxruntime); optimizing the model again"]
@@ -631,14 +631,14 @@ def test_an_optimized_model_without_a_valid_sidecar_is_made_again(model_path, tm
 
 
 def test_a_sidecar_that_cannot_be_written_is_a_warning(model_path, tmp_path, monkeypatch, caplog):
-    from ssd_eval import runner
+    from ssd_eval.inference import runner
 
     def refuse(path, data):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(runner, "atomic_write_json", refuse)
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.WARNING, logger="ssd_eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="ssd_eval.inference.runner"):
         detector = Detector(model_path, ModelConfig(), RuntimeConfig(optimized_model_cache=str(cache)), HW, "ab" * 32)
     [cached] = cache.glob("*.onnx")
     assert caplog.messages == [f"{cached}: not recorded, the optimized model will be made again next time "
@@ -655,8 +655,8 @@ def test_an_optimized_model_cache_that_cannot_be_created_is_one_line(model_path,
 
 
 def test_create_session_without_session_config_takes_the_runtimes(model_path):
-    """ssd_eval.bench calls create_session(path, runtime): runtime.session_config is the default."""
-    from ssd_eval.runner import create_session
+    """ssd_eval.engine.bench calls create_session(path, runtime): runtime.session_config is the default."""
+    from ssd_eval.inference.runner import create_session
 
     runtime = RuntimeConfig(session_config={"session.intra_op.allow_spinning": "0"})
     options = create_session(model_path, runtime).get_session_options()

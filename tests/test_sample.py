@@ -17,8 +17,11 @@ from PIL import Image
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from ssd_eval import sample, synthetic  # noqa: E402
 from ssd_eval.errors import UserError  # noqa: E402
+from ssd_eval.testing import (  # noqa: E402
+    sample,  # noqa: E402
+    synthetic,  # noqa: E402
+)
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 MODEL_NAMES = ("sample.onnx", "sample-int8.onnx", "sample-qdq.onnx", "sample-offbyone.onnx")
@@ -255,8 +258,8 @@ def test_annotations_cover_the_awkward_cases() -> None:
 
 
 def test_fp32_map_in_target_range_and_broken_model_fails(sessions: dict, inputs: dict, tmp_path: Path) -> None:
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
 
     data = annotations()
     fp32 = coco_map(data, sessions["sample.onnx"], inputs)

@@ -1,6 +1,6 @@
 """The sample's quantized models give the same results on every CPU.
 
-They are built (ssd_eval/sample.py) so that nothing is ever rounded at or near a
+They are built (ssd_eval/testing/sample.py) so that nothing is ever rounded at or near a
 .5 tie and no integer sum can saturate. Checked here on the 8 sample images,
 preprocessed the way the harness does: onnxruntime and onnx's reference
 evaluator agree (same detections, same COCO stats), the quantized block map is
@@ -25,10 +25,10 @@ reference = pytest.importorskip("onnx.reference")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference.op_run import OpRun  # noqa: E402
 
-from ssd_eval import sample  # noqa: E402
-from ssd_eval.metrics import score_detections  # noqa: E402
-from ssd_eval.postprocess import label_map, to_coco_results  # noqa: E402
-from ssd_eval.preprocess import preprocess  # noqa: E402
+from ssd_eval.inference.postprocess import label_map, to_coco_results  # noqa: E402
+from ssd_eval.inference.preprocess import preprocess  # noqa: E402
+from ssd_eval.scoring.metrics import score_detections  # noqa: E402
+from ssd_eval.testing import sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "data" / "sample"

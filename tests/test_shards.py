@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.shards: a merge reads the shards' detections one at a time, in image order.
+"""Tests for ssd_eval.engine.shards: a merge reads the shards' detections one at a time, in image order.
 
 (Merge's coverage, duplicate and manifest checks are in test_pipeline.py and test_faults_pipeline.py.)
 """
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import ssd_eval.shards as shards
-from ssd_eval.config import hash_data, load_config
+import ssd_eval.engine.finish
+from ssd_eval.config.load import load_config
+from ssd_eval.engine import shards
+from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.errors import UserError
-from ssd_eval.fetch import sha256_of
-from ssd_eval.pipeline import evaluate
+from ssd_eval.utils import hash_data, sha256_of
 
 from helpers import REAL_SHAPED_IDS, real_shaped_sample
 
@@ -36,7 +37,7 @@ def two_shards(tmp_path_factory) -> list[Path]:
 
 def test_merge_streams_the_shards_detections_to_the_scorer_in_image_order(two_shards, tmp_path, monkeypatch):
     seen = {}
-    score = shards.score_detections
+    score = ssd_eval.engine.finish.score_detections
 
     def recording(gt, detections, image_ids, **kwargs):
         seen.update(kind=type(detections), streaming=kwargs.get("streaming"))
@@ -44,7 +45,7 @@ def test_merge_streams_the_shards_detections_to_the_scorer_in_image_order(two_sh
         seen["image_order"] = [d["image_id"] for d in detections]
         return score(gt, detections, image_ids, **kwargs)
 
-    monkeypatch.setattr(shards, "score_detections", recording)
+    monkeypatch.setattr(ssd_eval.engine.finish, "score_detections", recording)
     result = shards.merge_shards(two_shards, tmp_path / "merged")
     assert seen["kind"] is not list and seen["streaming"] is True  # an iterator, never every detection at once
     assert seen["image_order"] == sorted(seen["image_order"])
@@ -152,11 +153,10 @@ def test_merge_refuses_shards_whose_annotation_file_was_edited_after_them(tmp_pa
 def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written(two_shards, tmp_path, monkeypatch):
     """Issue 22 item 4: merge holds the output folder's lock from its first file to its last (and through
     ``finish``, where tracking rewrites metrics.json)."""
-    import ssd_eval.errors_breakdown
 
     target = tmp_path / "merged"
     refusals = []
-    breakdown = ssd_eval.errors_breakdown.breakdown_for_run
+    breakdown = ssd_eval.engine.finish.breakdown_for_run
 
     def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
         if not refusals:  # the first merge's window only (a second merge let in would come here too)
@@ -166,13 +166,13 @@ def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written
             refusals[0] = str(refused.value)
         return breakdown(*args, **kwargs)
 
-    def finish(result):
+    def on_result(result):
         with pytest.raises(UserError) as refused:
             evaluate(load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(target))]), progress=False)
         refusals.append(str(refused.value))
 
-    monkeypatch.setattr(ssd_eval.errors_breakdown, "breakdown_for_run", in_the_window)
-    result = shards.merge_shards(two_shards, target, finish=finish)
+    monkeypatch.setattr(ssd_eval.engine.finish, "breakdown_for_run", in_the_window)
+    result = shards.merge_shards(two_shards, target, on_result=on_result)
     assert refusals == [f"{target}: another run is using this output directory; wait for it to finish or choose "
                         "another --out"] * 2
     written = json.loads((target / "detections.json").read_text())

@@ -1,4 +1,4 @@
-"""Streaming scoring (ssd_eval.streaming): the same numbers as pycocotools scoring every detection at
+"""Streaming scoring (ssd_eval.scoring.streaming): the same numbers as pycocotools scoring every detection at
 once, and detections really matched chunk by chunk as they arrive, keeping a few bytes each."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_eval import streaming, synthetic
 from ssd_eval.errors import UserError
-from ssd_eval.metrics import BACKENDS, prepare_ground_truth, score_detections
-from ssd_eval.streaming import STREAMING_BACKENDS, StreamingScorer
+from ssd_eval.scoring import matches, streaming
+from ssd_eval.scoring.cocoeval import BACKENDS, prepare_ground_truth
+from ssd_eval.scoring.metrics import score_detections
+from ssd_eval.scoring.streaming import STREAMING_BACKENDS, StreamingScorer
+from ssd_eval.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = synthetic.DetectorSpec(input_size=(64, 64), channels=(4, 8, 8), extra_convs=(0, 1, 0), detections=20)
@@ -113,8 +115,8 @@ def test_streaming_equals_pycocotools_all_at_once_on_a_synthetic_large_case(back
 @pytest.mark.parametrize("backend", STREAMING_BACKENDS)
 def test_streaming_equals_all_at_once_on_the_sample(tmp_path, backend):
     pytest.importorskip(BACKENDS[backend].module)
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
 
     results = {}
     for name, chosen, streamed in (("reference", "pycocotools", False), ("streamed", backend, True)):
@@ -185,8 +187,8 @@ def test_chunks_are_bounded_by_images_too():
 def test_a_run_streams_its_cache_into_the_scorer(tmp_path, monkeypatch):
     """evaluate() with metrics.streaming (the default) feeds the scorer chunk by chunk, with the same
     result as scoring every detection at once; the choice is recorded in provenance."""
-    from ssd_eval.bench import harness_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.engine.pipeline import evaluate
+    from ssd_eval.testing.bench_harness import harness_config
 
     annotations, images = synthetic.write_synthetic_coco(tmp_path / "coco", 12, seed=4, size_range=(40, 80))
     model = synthetic.write_synthetic_detector(tmp_path / "model.onnx", TINY)
@@ -272,16 +274,6 @@ def test_a_detection_given_under_another_image_is_refused():
         scorer.add(7, [dict(CAR, image_id=8)])
 
 
-def test_a_backend_that_cannot_stream_scores_at_once():
-    pytest.importorskip("faster_coco_eval")
-    assert not streaming.streams("faster-coco-eval")
-    gt, detections, image_ids = synthetic.synthetic_scoring_case(20, 10, seed=1)
-    streamed = score_detections(gt, detections, image_ids, backend="faster-coco-eval", streaming=True)
-    assert_same_scores(streamed, score_detections(gt, detections, image_ids))
-    with pytest.raises(UserError, match="cannot stream"):
-        StreamingScorer(gt, image_ids, backend="faster-coco-eval")
-
-
 # --------------------------------------------------------------------------- the bootstrap's matches
 
 def assert_same_matches(kept, matched):
@@ -306,7 +298,8 @@ def streamed_matches(gt, detections, image_ids, **switches):
 def test_matches_kept_while_streaming_equal_a_second_matching_pass(crowd_as_ground_truth, exclude):
     """What streaming scoring keeps for the bootstrap is uncertainty.evaluate_matches' answer, ties included
     (scores on a 1e-5 grid, 150 detections of one category on one image, chunks cutting across the set)."""
-    from ssd_eval.uncertainty import bootstrap_intervals, evaluate_matches
+    from ssd_eval.scoring.bootstrap import bootstrap_intervals
+    from ssd_eval.scoring.matches import evaluate_matches
 
     gt, detections, image_ids = large_case()
     switches = {"crowd_as_ground_truth": crowd_as_ground_truth, "exclude_categories": exclude}
@@ -319,7 +312,7 @@ def test_matches_kept_while_streaming_equal_a_second_matching_pass(crowd_as_grou
 def test_matches_kept_on_the_real_subset_equal_a_second_matching_pass(coco_subset):
     import json
 
-    from ssd_eval.uncertainty import evaluate_matches
+    from ssd_eval.scoring.matches import evaluate_matches
 
     gt = json.loads((coco_subset / "annotations.json").read_text())
     detections = synthetic.noisy_detections(gt, seed=4)
@@ -328,7 +321,7 @@ def test_matches_kept_on_the_real_subset_equal_a_second_matching_pass(coco_subse
 
 
 def test_no_detections_keep_the_ground_truth_counts():
-    from ssd_eval.uncertainty import evaluate_matches
+    from ssd_eval.scoring.matches import evaluate_matches
 
     gt, _, image_ids = large_case()
     assert_same_matches(streamed_matches(gt, [], image_ids), evaluate_matches(gt, [], image_ids))
@@ -337,9 +330,8 @@ def test_no_detections_keep_the_ground_truth_counts():
 def test_a_run_bootstraps_from_the_matches_its_scoring_kept(tmp_path, monkeypatch):
     """One matching pass: with streaming pycocotools the bootstrap reuses scoring's matches; the intervals
     equal those of a run that matches a second time (metrics.streaming: false)."""
-    from ssd_eval import uncertainty
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
 
     def run(out, streaming):
         config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(out), "test"),
@@ -347,8 +339,8 @@ def test_a_run_bootstraps_from_the_matches_its_scoring_kept(tmp_path, monkeypatc
         return evaluate(config, progress=False)
 
     second_passes = []
-    original = uncertainty.evaluate_matches
-    monkeypatch.setattr("ssd_eval.confidence.evaluate_matches",
+    original = matches.evaluate_matches
+    monkeypatch.setattr("ssd_eval.engine.finish.evaluate_matches",
                         lambda *a, **k: second_passes.append(1) or original(*a, **k))
     streamed = run(tmp_path / "streamed", True)
     assert second_passes == [] and streamed.provenance["bootstrap"]["matches_from_scoring"] is True

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_eval.errors import UserError
-from ssd_eval.subsets import (
+from ssd_eval.data.subsets import (
     ALGORITHM,
     SUBSETS_DIR,
     Subset,
@@ -29,6 +28,7 @@ from ssd_eval.subsets import (
     subset_path,
     write_subset,
 )
+from ssd_eval.errors import UserError
 
 from conftest import run_cli
 from helpers import real_shaped_sample
@@ -222,7 +222,7 @@ def test_command_line_writes_keeps_and_refuses_to_replace(tmp_path, capsys):
 
 def test_module_entry_point_on_the_real_subset(coco_subset, tmp_path):
     out = tmp_path / "ci-50.json"
-    done = subprocess.run([sys.executable, "-m", "ssd_eval.subsets", "--annotations",
+    done = subprocess.run([sys.executable, "-m", "ssd_eval.data.subsets", "--annotations",
                            str(coco_subset / "annotations.json"), "--size", "50", "--name", "ci-50",
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -235,7 +235,8 @@ def test_module_entry_point_on_the_real_subset(coco_subset, tmp_path):
 
 
 def test_select_image_ids_keeps_exactly_the_subset_then_the_protocol_and_the_shard():
-    from ssd_eval.data import load_annotations, select_image_ids
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import select_image_ids
 
     dataset = load_annotations(SAMPLE_ANNOTATIONS, ROOT / "data" / "sample" / "images")
     assert select_image_ids(dataset, subset="sample-4") == [285, 776, 802, 872]
@@ -247,8 +248,8 @@ def test_select_image_ids_keeps_exactly_the_subset_then_the_protocol_and_the_sha
 
 
 def test_a_subset_file_given_as_a_path_must_be_named_after_its_subset(tmp_path):
-    from ssd_eval.data import load_annotations, select_image_ids
-    from ssd_eval.subsets import open_subset, subset_run_name
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import open_subset, select_image_ids, subset_run_name
 
     dataset = load_annotations(SAMPLE_ANNOTATIONS, ROOT / "data" / "sample" / "images")
     good = write_subset(tmp_path / "ci-3.json", make_subset(SAMPLE_ANNOTATIONS, 3, name="ci-3"))
@@ -261,7 +262,8 @@ def test_a_subset_file_given_as_a_path_must_be_named_after_its_subset(tmp_path):
 
 
 def test_a_subset_of_another_annotation_file_is_refused_naming_the_file(tmp_path):
-    from ssd_eval.data import load_annotations, select_image_ids
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import select_image_ids
 
     from helpers import write_coco
 
@@ -272,7 +274,8 @@ def test_a_subset_of_another_annotation_file_is_refused_naming_the_file(tmp_path
 
 
 def test_config_names_the_subset_in_the_run_folder_and_refuses_bad_names_and_limits():
-    from ssd_eval.config import load_config, run_name
+    from ssd_eval.config.load import load_config
+    from ssd_eval.config.schema import run_name
 
     config = load_config(ROOT / "configs" / "sample.yaml", [("dataset.subset", "sample-4")])
     assert config.subset_name == "sample-4" and str(config.out_dir) == "results/sample@sample-4"
@@ -290,7 +293,7 @@ def test_config_names_the_subset_in_the_run_folder_and_refuses_bad_names_and_lim
 
 
 def test_a_random_subset_is_the_images_with_the_lowest_seeded_hashes():
-    from ssd_eval.subsets import random_subset
+    from ssd_eval.data.subsets import random_subset
 
     gt = {"images": [{"id": i} for i in (5, 17, 3, 42, 8, 99, 23)], "annotations": [], "categories": []}
 
@@ -306,7 +309,7 @@ def test_a_random_subset_is_the_images_with_the_lowest_seeded_hashes():
 
 
 def test_make_subset_records_its_algorithm(tmp_path):
-    from ssd_eval.subsets import ALGORITHM, RANDOM_ALGORITHM, make_subset
+    from ssd_eval.data.subsets import ALGORITHM, RANDOM_ALGORITHM, make_subset
 
     annotations = SAMPLE_ANNOTATIONS
     assert make_subset(annotations, 4, name="s").algorithm == ALGORITHM
@@ -317,10 +320,10 @@ def test_make_subset_records_its_algorithm(tmp_path):
 
 
 def test_a_random_subset_whose_ids_are_not_its_draw_is_refused(tmp_path):
-    from ssd_eval.confidence import subset_record
-    from ssd_eval.config import load_config
-    from ssd_eval.data import load_annotations
-    from ssd_eval.subsets import ids_sha256, make_subset, write_subset
+    from ssd_eval.config.load import load_config
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import ids_sha256, make_subset, write_subset
+    from ssd_eval.engine.finish import subset_record
 
     drawn = make_subset(SAMPLE_ANNOTATIONS, 4, name="r4", algorithm="random", seed=3)
     path = write_subset(tmp_path / "r4.json", drawn)

@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.table: like-with-like comparisons, rendering, atomic files."""
+"""Tests for ssd_eval.reports.table: like-with-like comparisons, rendering, atomic files."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import ssd_eval.table
+import ssd_eval.reports.table
 from ssd_eval.errors import UserError
-from ssd_eval.results import load_results
-from ssd_eval.table import (
-    build_rows,
-    render_csv,
-    render_markdown,
-    render_terminal,
-    write_table,
-)
+from ssd_eval.reports.table import build_rows, render_csv, render_markdown, render_terminal, write_table
+from ssd_eval.results.index import load_results
 
 from helpers import metrics_document, write_metrics
 
@@ -224,7 +218,7 @@ def test_csv_content():
 
 def numeric_columns_parse(text: str) -> list[dict]:
     """table.csv's records, after checking every numeric column holds a number (float()) or nothing."""
-    from ssd_eval.table import CSV_NUMERIC
+    from ssd_eval.reports.table import CSV_NUMERIC
 
     records = list(csv.DictReader(io.StringIO(text)))
     for record in records:
@@ -516,9 +510,9 @@ def test_map_ci_shows_half_the_interval_and_keeps_the_map_column_a_number():
 def test_drop_ci_is_the_paired_interval_of_both_runs_detections(tmp_path):
     from pathlib import Path
 
-    from ssd_eval.confidence import ResultMatches, paired_drop
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
+    from ssd_eval.results.paired import ResultMatches, paired_drop
 
     repo = Path(__file__).resolve().parents[1]
     for name in ("sample", "sample-int8"):
@@ -651,8 +645,8 @@ def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_b
         calls.append((child_matches, parent_matches, settings))
         return SimpleNamespace(estimate=1.234, low=0.785, high=1.683, half_width=0.449, level=0.95)
 
-    monkeypatch.setattr(ssd_eval.table, "paired_drop", fake_paired_drop)
-    monkeypatch.setattr(ssd_eval.table, "ResultMatches", Matches)
+    monkeypatch.setattr(ssd_eval.reports.table, "paired_drop", fake_paired_drop)
+    monkeypatch.setattr(ssd_eval.reports.table, "ResultMatches", Matches)
     assert row_of(build_rows([parent, child]), "ssd-12-int8")["drop_ci"] == expected_cell
     assert calls == ([] if missing else [("matches of ssd-12-int8", "matches of ssd-12",
                                           {"replicates": 200, "seed": 7})])

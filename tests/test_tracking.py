@@ -1,4 +1,4 @@
-"""Tests for ssd_eval.tracking: a real MLflow file store read back with MLflow's own client, TensorBoard
+"""Tests for ssd_eval.reports.tracking: a real MLflow file store read back with MLflow's own client, TensorBoard
 event files read back record by record (and with tensorboard's own reader where it is installed)."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from ssd_eval import evaluate  # the API: it tracks what tracking.log names, as the command line does
 from ssd_eval.cli import main
-from ssd_eval.config import TrackingConfig, load_config
+from ssd_eval.config.load import load_config
+from ssd_eval.config.schema import TrackingConfig
 from ssd_eval.errors import UserError
-from ssd_eval.pipeline import evaluate
-from ssd_eval.results import EvalResult, read_metrics_file
-from ssd_eval.tracking import check_trackers, log_mlflow, mlflow_uri, track
+from ssd_eval.reports.tracking import check_trackers, log_mlflow, mlflow_uri, track
+from ssd_eval.results.result import EvalResult, read_metrics_file
 
 from conftest import run_cli
 from helpers import metrics_document

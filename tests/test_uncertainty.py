@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 from test_metrics import synthetic_case
 
-import ssd_eval.uncertainty as uncertainty
-from ssd_eval.config import INC_DROPPED_CATEGORIES
-from ssd_eval.metrics import score_detections
-from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case
-from ssd_eval.uncertainty import (
+from ssd_eval.config.protocols import INC_DROPPED_CATEGORIES
+from ssd_eval.scoring import bootstrap as uncertainty
+from ssd_eval.scoring.bootstrap import (
     BOOTSTRAP_METRICS,
     MIN_EXTRAPOLATION_IMAGES,
     Interval,
     bootstrap_intervals,
     bootstrap_map,
     bootstrap_weights,
-    evaluate_matches,
     extrapolated_bias,
     full_set_intervals,
     paired_bootstrap_difference,
@@ -30,6 +27,10 @@ from ssd_eval.uncertainty import (
     percentile_interval,
     weighted_ap,
 )
+from ssd_eval.scoring.matches import evaluate_matches
+from ssd_eval.scoring.metrics import score_detections
+from ssd_eval.testing import coverage
+from ssd_eval.testing.synthetic import noisy_detections, synthetic_scoring_case
 
 from helpers import REAL_SHAPED_IDS, real_shaped_sample
 
@@ -238,20 +239,20 @@ def test_recentered_intervals_move_the_percentile_interval_by_the_bootstrap_bias
 def test_coverage_study_reports_coverage_bias_and_spread():
     gt, detections = synthetic_case(images=120, per_image=6, seed=13)
     matches = evaluate_matches(gt, detections, [i["id"] for i in gt["images"]])
-    study = uncertainty.coverage_study(matches, 40, subsets=4, replicates=40, seed=2)
+    study = coverage.coverage_study(matches, 40, subsets=4, replicates=40, seed=2)
     assert (study.subset_size, study.subsets, study.replicates) == (40, 4, 40)
     assert study.population["mAP"] == pytest.approx(weighted_ap(matches, unit_weights(matches))[0][0], abs=0)
     for name in BOOTSTRAP_METRICS:
         assert 0 <= study.coverage[name] <= 1 and study.mean_half_width[name] > 0 and study.spread[name] > 0
-    paired = uncertainty.coverage_study(matches, 40, subsets=2, replicates=20, matches_b=matches)
+    paired = coverage.coverage_study(matches, 40, subsets=2, replicates=20, matches_b=matches)
     assert paired.population == {name: 0.0 for name in BOOTSTRAP_METRICS} and paired.coverage["mAP"] == 1.0
 
 
-# --------------------------------------------------------------------------- runs and results (ssd_eval.confidence)
+# --------------------------------------------------------------------------- runs and results (ssd_eval.results.paired)
 
 
 def test_paired_drop_is_the_drop_ratio_per_replicate():
-    from ssd_eval.confidence import paired_drop
+    from ssd_eval.results.paired import paired_drop
 
     gt, detections = synthetic_case(images=120, per_image=8, seed=14)
     image_ids = [i["id"] for i in gt["images"]]
@@ -272,11 +273,11 @@ def test_paired_drop_is_the_drop_ratio_per_replicate():
 def test_result_matches_refuse_detections_of_another_run_and_say_when_they_are_missing(tmp_path):
     from pathlib import Path
 
-    from ssd_eval.confidence import NoPairing, ResultMatches
-    from ssd_eval.config import load_config
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
     from ssd_eval.errors import UserError
-    from ssd_eval.pipeline import evaluate
-    from ssd_eval.results import read_metrics_file
+    from ssd_eval.results.paired import NoPairing, ResultMatches
+    from ssd_eval.results.result import read_metrics_file
 
     root = Path(__file__).resolve().parents[1]
 
@@ -339,8 +340,8 @@ def replicates_of(matches) -> np.ndarray:
 
 @pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_runs_interval_is_the_replicates_percentiles_at_its_level(parent_and_child, level, tails):
-    from ssd_eval.confidence import run_bootstrap
-    from ssd_eval.config import load_config
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.finish import run_bootstrap
 
     gt, parent, _, ids, matches, _ = parent_and_child
     config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.replicates", REPLICATES, "test"),
@@ -360,7 +361,7 @@ def test_a_runs_interval_is_the_replicates_percentiles_at_its_level(parent_and_c
 
 @pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_paired_difference_is_the_percentiles_of_the_replicates_differences(parent_and_child, level, tails):
-    from ssd_eval.confidence import paired_difference
+    from ssd_eval.results.paired import paired_difference
 
     _, _, _, _, parent, child = parent_and_child
     intervals = paired_difference(child, parent, replicates=REPLICATES, seed=SEED, level=level)
@@ -373,7 +374,7 @@ def test_a_paired_difference_is_the_percentiles_of_the_replicates_differences(pa
 
 @pytest.mark.parametrize("level, tails", LEVEL_TAILS, ids=["level-0.95", "level-0.90"])
 def test_a_drop_ratio_interval_is_the_percentiles_of_the_replicates_drops(parent_and_child, level, tails):
-    from ssd_eval.confidence import paired_drop
+    from ssd_eval.results.paired import paired_drop
 
     _, _, _, _, parent, child = parent_and_child
     drop = paired_drop(child, parent, replicates=REPLICATES, seed=SEED, level=level)
@@ -386,8 +387,8 @@ def test_a_drop_ratio_interval_is_the_percentiles_of_the_replicates_drops(parent
 @pytest.mark.parametrize("images, bootstrapped", [(1999, True), (2000, True), (2001, False)],
                          ids=["one-below", "exactly-max-images", "one-above"])
 def test_a_run_of_exactly_max_images_is_bootstrapped(images, bootstrapped):
-    from ssd_eval.confidence import bootstrap_off
-    from ssd_eval.config import load_config
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.finish import bootstrap_off
 
     config = load_config(REPO / "configs" / "sample.yaml", [("metrics.bootstrap.max_images", 2000, "test")])
     why = f"{images} images > metrics.bootstrap.max_images 2000 (set it to null to bootstrap every run)"
@@ -397,11 +398,11 @@ def test_a_run_of_exactly_max_images_is_bootstrapped(images, bootstrapped):
 def test_runs_that_skipped_a_bad_image_are_paired_on_the_images_they_scored(tmp_path):
     """dataset.on_bad_image: skip. Pairing rebuilds each run's image set from its settings and checks it against
     image_ids_sha256: the skipped image must be left out, else the table's drop ± ci (and the gate's ci95) say n/a."""
-    from ssd_eval.confidence import ResultMatches, paired_drop
-    from ssd_eval.config import load_config
-    from ssd_eval.pipeline import evaluate
-    from ssd_eval.results import load_results
-    from ssd_eval.table import build_rows
+    from ssd_eval.config.load import load_config
+    from ssd_eval.engine.pipeline import evaluate
+    from ssd_eval.reports.table import build_rows
+    from ssd_eval.results.index import load_results
+    from ssd_eval.results.paired import ResultMatches, paired_drop
 
     annotations, images = real_shaped_sample(tmp_path / "coco", REPO / "data" / "sample")
     broken = REAL_SHAPED_IDS[4]  # 10764
@@ -477,9 +478,9 @@ def test_full_set_intervals_refuse_the_whole_set(subset_matches):
 
 
 def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
-    from ssd_eval.confidence import run_bootstrap
-    from ssd_eval.config import load_config
-    from ssd_eval.subsets import ALGORITHM, RANDOM_ALGORITHM
+    from ssd_eval.config.load import load_config
+    from ssd_eval.data.subsets import ALGORITHM, RANDOM_ALGORITHM
+    from ssd_eval.engine.finish import run_bootstrap
 
     gt, detections, ids = synthetic_scoring_case(1000, 20, seed=5)
     half = ids[:500]
@@ -506,10 +507,10 @@ def test_a_subset_run_records_its_full_set_intervals_or_why_not(tmp_path):
 def test_the_full_set_of_a_protocol_that_skips_unannotated_images_counts_annotated_ones(tmp_path):
     """subset_record gives the size of the full run the subset stands for: the sample's 8 images, of which
     one has no annotation (left out where the protocol skips such images)."""
-    from ssd_eval.confidence import subset_record
-    from ssd_eval.config import load_config
-    from ssd_eval.data import load_annotations
-    from ssd_eval.subsets import make_subset, write_subset
+    from ssd_eval.config.load import load_config
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.data.subsets import make_subset, write_subset
+    from ssd_eval.engine.finish import subset_record
 
     sample = REPO / "data" / "sample"
     path = write_subset(tmp_path / "r4.json", make_subset(sample / "annotations.json", 4, name="r4",

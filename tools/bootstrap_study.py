@@ -32,18 +32,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssd_eval import evaluate  # noqa: E402
-from ssd_eval.config import load_config  # noqa: E402
-from ssd_eval.synthetic import noisy_detections, synthetic_scoring_case  # noqa: E402
-from ssd_eval.uncertainty import (  # noqa: E402
+from ssd_eval.config.load import load_config  # noqa: E402
+from ssd_eval.scoring.bootstrap import (  # noqa: E402
     BOOTSTRAP_METRICS,
     EXTRAPOLATION_DRAWS,
-    Matches,
     bootstrap_intervals,
-    coverage_study,
-    evaluate_matches,
     full_set_intervals,
     weighted_ap,
 )
+from ssd_eval.scoring.matches import Matches, evaluate_matches  # noqa: E402
+from ssd_eval.testing.coverage import coverage_study  # noqa: E402
+from ssd_eval.testing.synthetic import noisy_detections, synthetic_scoring_case  # noqa: E402
 
 REAL_SUBSET = ROOT.parent / "shared" / "coco-val2017-subset"
 
@@ -134,7 +133,7 @@ def bias_correction_study(population: int, size: int, subsets: int, replicates: 
     seeds 0, 1, ...), the share of 95 % intervals (mAP) that cover the population's mAP: the percentile
     interval as is, recentered (moved by -bias), basic (moved by -2 x bias: the basic bootstrap's
     centre), and ``uncertainty.full_set_intervals`` (the bias extrapolated to the population)."""
-    from ssd_eval.subsets import stratified_subset
+    from ssd_eval.data.subsets import stratified_subset
 
     gt, detections, ids = synthetic_scoring_case(population, 100, seed=0)
     matches = evaluate_matches(gt, detections, ids)

@@ -39,28 +39,35 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# module -> its file under ssd_eval/ (docs/ARCHITECTURE.md).
+PATHS = {"preprocess": "inference/preprocess", "postprocess": "inference/postprocess", "compare": "results/compare",
+         "cocoeval": "scoring/cocoeval", "metrics": "scoring/metrics", "result": "results/result",
+         "table": "reports/table", "gate": "reports/gate", "cache": "engine/cache", "coco": "data/coco",
+         "runner": "inference/runner", "pipeline": "engine/pipeline"}
+
 # module -> the test files that cover it (paths relative to the repository root). Smallest first.
 MODULES: dict[str, list[str]] = {
     "preprocess": ["tests/test_preprocess.py", "tests/test_faults_preprocess.py"],
     "postprocess": ["tests/test_postprocess.py", "tests/test_faults_config.py"],
     "compare": ["tests/test_compare.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py"],
-    "metrics": ["tests/test_metrics.py", "tests/test_faults_scoring.py", "tests/test_streaming.py"],
-    "results": ["tests/test_results.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py",
+    "cocoeval": ["tests/test_metrics.py", "tests/test_faults_scoring.py", "tests/test_streaming.py"],
+    "metrics": ["tests/test_metrics.py", "tests/test_streaming.py"],
+    "result": ["tests/test_results.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py",
                 "tests/test_cli.py"],
     "table": ["tests/test_table.py", "tests/test_faults_gate.py"],
     "gate": ["tests/test_gate.py", "tests/test_faults_gate.py"],
     # tests/test_faults_pipeline.py (sample runs) killed no cache mutant that test_cache.py does not (measured
     # 2026-11-26: the same 24 survivors either way); without it cache takes 3 minutes instead of 20.
     "cache": ["tests/test_cache.py"],
-    "data": ["tests/test_data.py", "tests/test_faults_preprocess.py"],
+    "coco": ["tests/test_data.py", "tests/test_faults_preprocess.py"],
     "runner": ["tests/test_runner.py", "tests/test_faults_config.py"],
     # test_faults_preprocess.py: the config's preprocessing reaching the workers (PreprocessParams.from_config).
     "pipeline": ["tests/test_pipeline.py", "tests/test_faults_pipeline.py", "tests/test_faults_config.py",
                  "tests/test_faults_scoring.py", "tests/test_faults_preprocess.py"],
 }
 
-# `make mutants` without MODULES: the nine core modules of issue 15 (compare and results run when named).
-CORE = ["preprocess", "postprocess", "metrics", "table", "gate", "cache", "data", "runner", "pipeline"]
+# `make mutants` without MODULES: the nine core modules of issue 15 (compare, result and metrics run when named).
+CORE = ["preprocess", "postprocess", "cocoeval", "table", "gate", "cache", "coco", "runner", "pipeline"]
 
 # What each work folder holds besides the package (mutmut copies these on into its mutants/ folder).
 # The Makefile: tests/test_gate.py runs `make ci-gate` (in a subprocess, on the work folder's copy).
@@ -75,7 +82,7 @@ CRASH_EXIT_CODES = (-6, -11, 134, 139)
 def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
     """pyproject's [tool.mutmut] settings for one module, as TOML text."""
     settings = dict(base)
-    settings["only_mutate"] = [f"ssd_eval/{module}.py"]
+    settings["only_mutate"] = [f"ssd_eval/{PATHS[module]}.py"]
     settings["pytest_add_cli_args_test_selection"] = list(tests)
     settings["also_copy"] = list(settings.get("also_copy", [])) + ["conftest.py"]  # the ordering plugin
     lines = ["[tool.mutmut]"]
@@ -126,7 +133,8 @@ def run_mutmut(workdir: Path, module: str, max_children: int) -> int:
     with open(workdir / "mutmut.log", "w") as log:
         # First only the stats: a mutant name that matches nothing makes mutmut stop once it has mapped
         # each function to the tests that call it (mutants/mutmut-stats.json).
-        subprocess.run([sys.executable, "-m", "mutmut", "run", f"ssd_eval.{module}.no_such_mutant"],
+        dotted = PATHS[module].replace("/", ".")
+        subprocess.run([sys.executable, "-m", "mutmut", "run", f"ssd_eval.{dotted}.no_such_mutant"],
                        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         widened = widen_test_map(workdir)
         print(f"   widened the test map of {widened} functions to the other tests using their shared fixtures",
@@ -205,7 +213,7 @@ def collect(workdir: Path, module: str) -> dict:
     """Counts per status and every mutant that was not killed, with its diff."""
     from mutmut.stats import status_by_exit_code
 
-    meta = workdir / "mutants" / "ssd_eval" / f"{module}.py.meta"
+    meta = workdir / "mutants" / "ssd_eval" / f"{PATHS[module]}.py.meta"
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
     counts: dict[str, int] = {}
     survivors = []
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for module in modules:
         workdir = args.workdir.resolve() / module
-        print(f"== {module}: mutating ssd_eval/{module}.py against {' '.join(MODULES[module])} (in {workdir})",
+        print(f"== {module}: mutating ssd_eval/{PATHS[module]}.py against {' '.join(MODULES[module])} (in {workdir})",
               flush=True)
         start = time.monotonic()
         prepare(workdir, module, MODULES[module])

@@ -1,0 +1,428 @@
+"""Config files: YAML with extends and --set, built into the dataclasses, values checked, protocol resolved.
+
+A config file may name a parent with ``extends: other.yaml`` (relative to the
+file). Mappings merge key by key, child over parent; anything else replaces.
+``--set a.b=value`` overrides apply last; values are parsed as YAML scalars.
+Relative paths inside a config are resolved against the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from ssd_eval.config.protocols import PROTOCOL_ALIASES, PUBLISHED, SWITCH_KEYS
+from ssd_eval.config.schema import KERNEL_CLASSES, SCORING_BACKENDS, Config
+from ssd_eval.errors import UserError, quote
+from ssd_eval.loaders import load_yaml
+from ssd_eval.utils import get_dotted
+
+log = logging.getLogger(__name__)
+
+# Config keys whose value, when it differs from the config file's, makes a run partial.
+PARTIAL_KEYS = ("model.path", "dataset.annotations", "dataset.images")
+
+
+def overridden_keys(file_values: dict[str, Any], merged: dict[str, Any]) -> tuple[str, ...]:
+    """The PARTIAL_KEYS whose value in ``merged`` differs from ``file_values`` (their values in the
+    config files alone); paths are compared resolved. A key the files leave unset has nothing to
+    differ from (a config that leaves the model to ``--model``): never overridden."""
+    changed = []
+    for key in PARTIAL_KEYS:
+        before, after = file_values.get(key), _dotted_or_none(merged, key)
+        if before in (None, "") or before == after:
+            continue
+        if isinstance(before, str) and isinstance(after, str) and Path(before).resolve() == Path(after).resolve():
+            continue
+        changed.append(key)
+    return tuple(changed)
+
+
+def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
+    try:
+        return get_dotted(data, dotted_key)
+    except KeyError:
+        return None
+
+
+def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
+    """``config`` with its protocol named plainly (aliases and ``published`` resolved) and every
+    switch set, so each consumer (preprocess, postprocess, metrics, cache key, shards, table)
+    reads the values in force and none can forget one."""
+    if config.protocol == PUBLISHED:
+        if config.model.published_protocol is None:
+            raise UserError(f"{origin}: protocol 'published' needs model.published_protocol, which variant "
+                            f"{config.variant!r} does not set (it has no published number)")
+        config.protocol = config.model.published_protocol
+    elif config.protocol in PROTOCOL_ALIASES:
+        log.warning("protocol %r is an old name for %r (see docs/PROTOCOLS.md)", config.protocol,
+                    PROTOCOL_ALIASES[config.protocol])
+        config.protocol = PROTOCOL_ALIASES[config.protocol]
+    for name, value in config.switches().items():
+        section, attribute = SWITCH_KEYS[name].split(".")
+        setattr(getattr(config, section), attribute, list(value) if isinstance(value, list) else value)
+    return config
+
+
+def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Config:
+    """Load a YAML config (following ``extends``), apply overrides, validate.
+
+    Each override is ``"a.b=value"`` (value parsed as YAML), a ``(key, value)`` pair, or a
+    ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) is named in errors.
+    """
+    path = Path(path)
+    merged, origins = _load_merged(path, seen=())
+    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
+    for item in overrides:
+        if isinstance(item, str):
+            key, value = parse_override(item)
+            origin = "--set"
+        else:
+            key, value, origin = item if len(item) == 3 else (*item, "--set")
+        _set_dotted(merged, key, value, origin=origin, origins=origins)
+    config = config_from_dict(merged, origins=origins, default_origin=str(path))
+    config.source = str(path)
+    config.overridden = overridden_keys(file_values, merged)
+    return config
+
+
+def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
+    """Every variant config of ``configs_dir``: the ``*.yaml`` files whose ``variant`` is their own
+    file name (shared bases such as base.yaml name none), by variant, sorted."""
+    found = {}
+    for path in sorted(Path(configs_dir).glob("*.yaml"), key=lambda p: p.stem):
+        try:
+            data = load_yaml(path.read_text(), str(path))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
+        if isinstance(data, dict) and data.get("variant") == path.stem:
+            found[path.stem] = path
+    return found
+
+
+def config_from_dict(
+    data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
+) -> Config:
+    """Validate a plain mapping into a Config; errors name the offending key and its file.
+
+    A mapping may name a config file to start from with ``extends`` (relative to the current
+    directory); its own keys then apply over that file's, as ``--set`` would.
+    """
+    if isinstance(data, dict) and "extends" in data:
+        return _config_extending_a_file(data, default_origin)
+    origins = origins or {}
+    config = _build(Config, data, prefix="", origins=origins, default_origin=default_origin)
+    _check_values(config, origins, default_origin)
+    return resolve_protocol(config, origins.get("protocol", default_origin))
+
+
+def _config_extends_path(data: dict[str, Any], origin: str) -> Path:
+    parent = data["extends"]
+    if not isinstance(parent, (str, Path)) or not str(parent):
+        raise UserError(f"{origin}: key 'extends' must be the path of a config file, got {quote(parent)}")
+    path = Path(parent)
+    if not path.is_file():
+        raise UserError(f"{origin}: extends {str(parent)!r}: config file not found (a mapping's 'extends' is "
+                        f"relative to the current directory, {Path.cwd()})")
+    return path
+
+
+def _config_extending_a_file(data: dict[str, Any], origin: str) -> Config:
+    """config_from_dict of a mapping with ``extends``: the file's config with the mapping's keys over it."""
+    path = _config_extends_path(data, origin)
+    own = copy.deepcopy({key: value for key, value in data.items() if key != "extends"})
+    merged, origins = _load_merged(path, seen=())
+    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
+    _check_unknown_keys(own, Config, prefix="", origin=origin)
+    _deep_merge(merged, own, origin=origin, origins=origins, prefix="")
+    config = config_from_dict(merged, origins=origins, default_origin=str(path))
+    config.source = str(path)
+    config.overridden = overridden_keys(file_values, merged)
+    return config
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` into the dotted key and the YAML-parsed value."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. --set runtime.batch_size=2")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {item!r}: empty key")
+    try:
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise UserError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = load_yaml(path.read_text(), str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}:{where}: malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys, not {type(data).__name__}")
+    parent_name = data.pop("extends", None)
+    origins: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    if parent_name is not None:
+        if not isinstance(parent_name, str):
+            raise UserError(f"{path}: key 'extends' must be a file name")
+        merged, origins = _load_merged(path.parent / parent_name, seen + (resolved,))
+    _check_unknown_keys(data, Config, prefix="", origin=str(path))
+    _deep_merge(merged, data, origin=str(path), origins=origins, prefix="")
+    return merged, origins
+
+
+def _deep_merge(base: dict, update: dict, *, origin: str, origins: dict[str, str], prefix: str) -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if value is None and isinstance(base.get(key), dict):
+            continue  # a section whose keys are all commented out inherits the parent's
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, origin=origin, origins=origins, prefix=dotted + ".")
+        else:
+            base[key] = value
+            origins[dotted] = origin
+            if isinstance(value, dict):
+                for sub in _dotted_keys(value, dotted + "."):
+                    origins[sub] = origin
+
+
+def _dotted_keys(data: dict, prefix: str) -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys.append(prefix + str(key))
+        if isinstance(value, dict):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def _set_dotted(data: dict, key: str, value: Any, *, origin: str, origins: dict[str, str]) -> None:
+    parts = key.split(".")
+    node: Any = data
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        fields = _public_fields(cls) if cls is not None else {}
+        if cls is not None and part not in fields:
+            raise UserError(f"{origin}: unknown key {key!r}{_suggest(part, fields)}")
+        hint = _field_type(cls, part) if cls is not None else None
+        cls = hint if dataclasses.is_dataclass(hint) else None
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+    origins[key] = origin
+
+
+def _check_unknown_keys(data: dict, cls: type, *, prefix: str, origin: str) -> None:
+    fields = _public_fields(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise UserError(f"{origin}: unknown key {prefix + str(key)!r}{_suggest(str(key), fields)}")
+        hint = _field_type(cls, key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _check_unknown_keys(value, hint, prefix=f"{prefix}{key}.", origin=origin)
+
+
+def _suggest(name: str, fields: dict) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+
+
+def _public_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], default_origin: str) -> Any:
+    where = origins.get(prefix.rstrip("."), default_origin)
+    if data is None:  # a section whose keys are all commented out
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: key {prefix.rstrip('.')!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = _public_fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in fields:
+            where = origins.get(dotted, default_origin)
+            raise UserError(f"{where}: unknown key {dotted!r}{_suggest(str(key), fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, prefix=dotted + ".", origins=origins, default_origin=default_origin)
+        else:
+            kwargs[key] = _coerce(value, hint, dotted, origins.get(dotted, default_origin))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
+    ok, coerced = _match(value, hint)
+    if not ok:
+        raise UserError(f"{origin}: key {key!r} must be {_describe(hint)}, got {quote(value)}")
+    return coerced
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, coerced = _match(value, arg)
+            if ok:
+                return True, coerced
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if origin is Literal:
+        return value in args, value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return False, None
+        items = {}
+        for key, item in value.items():
+            ok, coerced = _match(item, args[1])
+            if not ok:
+                return False, None
+            items[key] = coerced
+        return True, items
+    if origin is list:
+        if not isinstance(value, list):
+            return False, None
+        items = []
+        for item in value:
+            ok, coerced = _match(item, args[0])
+            if not ok:
+                return False, None
+            items.append(coerced)
+        return True, items
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is str:
+        return isinstance(value, str), value
+    if hint is Any:
+        return True, value
+    return False, None
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        return text + " or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of names to values ({_describe(args[1])})"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _check_values(config: Config, origins: dict[str, str], default_origin: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise UserError(f"{origins.get(key, default_origin)}: key {key!r} {message}")
+
+    pre = config.preprocess
+    if len(pre.input_size) != 2 or min(pre.input_size) <= 0:
+        fail("preprocess.input_size", f"must be [height, width] of positive integers, got {pre.input_size}")
+    if len(pre.mean) != 3 or not all(math.isfinite(v) for v in pre.mean):
+        fail("preprocess.mean", f"must have 3 values (R, G, B), all finite, got {pre.mean}")
+    if len(pre.std) != 3 or not all(math.isfinite(v) and v > 0 for v in pre.std):
+        fail("preprocess.std", f"must have 3 finite positive values (R, G, B), got {pre.std}")
+    if not (math.isfinite(pre.scale) and pre.scale > 0):
+        fail("preprocess.scale", f"must be a finite positive number, got {pre.scale}")
+    post = config.postprocess
+    if isinstance(post.max_detections, int) and post.max_detections <= 0:
+        fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
+    if post.score_threshold is not None and not math.isfinite(post.score_threshold):
+        fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
+    if post.box_scale is not None and (len(post.box_scale) != 2
+                                       or not all(math.isfinite(v) and v > 0 for v in post.box_scale)):
+        fail("postprocess.box_scale", f"must be [width, height], two finite positive numbers, or null, "
+                                      f"got {post.box_scale}")
+    if config.model.published_int8_path not in (None, *KERNEL_CLASSES):
+        fail("model.published_int8_path", f"must be one of {', '.join(KERNEL_CLASSES)} or null, "
+                                          f"got {quote(config.model.published_int8_path)}")
+
+    if config.metrics.backend not in SCORING_BACKENDS:
+        fail("metrics.backend", f"must be one of {', '.join(repr(b) for b in SCORING_BACKENDS)}, "
+                                f"got {quote(config.metrics.backend)}")
+    excluded = config.metrics.exclude_categories or []
+    if len(set(excluded)) != len(excluded):
+        fail("metrics.exclude_categories", "names a category twice")
+    if config.runtime.batch_size <= 0:
+        fail("runtime.batch_size", "must be positive")
+    if config.dataset.limit is not None and config.dataset.limit <= 0:
+        fail("dataset.limit", "must be a positive number of images")
+    if config.dataset.subset is not None:
+        from ssd_eval.data.subsets import subset_file
+
+        try:
+            subset_file(config.dataset.subset)
+        except UserError as exc:
+            fail("dataset.subset", f"names no subset: {exc}")
+        if config.dataset.limit is not None:
+            fail("dataset.subset", f"({config.dataset.subset}) and dataset.limit ({config.dataset.limit}) are both "
+                                   "set: a subset is a fixed list of images; drop one of them")
+    boot = config.metrics.bootstrap
+    if boot.replicates < 0 or boot.seed < 0:
+        fail("metrics.bootstrap.replicates", "and metrics.bootstrap.seed must not be negative")
+    if not 0 < boot.level < 1:
+        fail("metrics.bootstrap.level", f"must be between 0 and 1 (e.g. 0.95), got {boot.level}")
+    if boot.max_images is not None and boot.max_images <= 0:
+        fail("metrics.bootstrap.max_images", "must be a positive number of images or null")
+    if config.pipeline.workers < 0 or config.pipeline.prefetch < 0:
+        fail("pipeline.workers", "and pipeline.prefetch must not be negative")
+    if not (math.isfinite(config.pipeline.progress_interval_s) and config.pipeline.progress_interval_s > 0):
+        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got "
+                                             f"{config.pipeline.progress_interval_s}")
+    if not config.runtime.providers:
+        fail("runtime.providers", "must name at least one execution provider")
+    for key, sha in (("model.sha256", config.model.sha256),
+                     ("dataset.annotations_zip_sha256", config.dataset.annotations_zip_sha256),
+                     ("dataset.images_zip_sha256", config.dataset.images_zip_sha256)):
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+            fail(key, f"must be 64 hex digits or null, got {quote(sha)}")
+    if not config.model.path:
+        fail("model.path", "must be set (or pass --model PATH)")
+    if not config.dataset.annotations:
+        fail("dataset.annotations", "must be set (or pass --annotations PATH)")
+    if not config.dataset.images:
+        fail("dataset.images", "must be set (or pass --images DIR)")

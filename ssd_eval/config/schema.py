@@ -1,0 +1,307 @@
+"""The config dataclasses: every key a run reads with its default and allowed values, run naming, and the
+protocol switches in force (config.load reads YAML files into them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+from ssd_eval.config.protocols import PROTOCOL_PRESETS, SWITCH_KEYS, SWITCHED_MARK, _label_value
+from ssd_eval.utils import hash_data
+
+log = logging.getLogger(__name__)
+
+
+"""Joins a protocol's name and the switches a run changed in its label: ``inc+resize_backend=pil``."""
+
+# The CPU int8 kernel classes (inference.cpu tells which one this CPU gets), as model.published_int8_path names
+# them.
+KERNEL_CLASSES = ("x86-amx", "x86-vnni", "x86-avx512", "x86-avx2", "x86-sse4.1",
+                  "arm64-i8mm", "arm64-dotprod", "arm64", "unknown")
+
+# The scoring libraries metrics.backend can name; scoring.cocoeval.BACKENDS implements each, in this order
+# (pycocotools, the reference, first).
+SCORING_BACKENDS = ("pycocotools", "hotcoco")
+
+
+@dataclass
+class ModelConfig:
+    """The ONNX model file, where to get it, and what it is expected to be."""
+
+    path: str = ""
+    url: Optional[str] = None
+    size: Optional[int] = None
+    sha256: Optional[str] = None
+    opset: Optional[int] = None
+    published_map: Optional[float] = None
+    # The protocol the published mAP was measured under, and the value its source itself printed
+    # or listed where that differs from the published one (e.g. 0.19578 behind ssd-10's 0.195).
+    published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
+    source_map: Optional[float] = None
+    # The CPU int8 kernel class (KERNEL_CLASSES) a quantized model's published mAP was measured on.
+    published_int8_path: Optional[str] = None
+    parent: Optional[str] = None
+    input_name: Optional[str] = None
+    boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
+    labels_output: list[str] = field(default_factory=lambda: ["labels", "detection_classes", "classes"])
+    scores_output: list[str] = field(default_factory=lambda: ["scores", "detection_scores"])
+
+
+@dataclass
+class DatasetConfig:
+    """A COCO-format annotation file, its image folder and which images to use."""
+
+    annotations: str = ""
+    images: str = ""
+    annotations_url: Optional[str] = None
+    images_url: Optional[str] = None
+    downloads_dir: str = "data/downloads"
+    # What the two zips must be (checked after download); null: not checked.
+    annotations_zip_size: Optional[int] = None
+    annotations_zip_sha256: Optional[str] = None
+    images_zip_size: Optional[int] = None
+    images_zip_sha256: Optional[str] = None
+    limit: Optional[int] = None
+    on_bad_image: Literal["error", "skip"] = "error"
+    skip_images_without_annotations: Optional[bool] = None
+    # A named image subset: subsets/<name>.json (or a path to a subset file); null: every image.
+    subset: Optional[str] = None
+
+
+@dataclass
+class PreprocessConfig:
+    """How an image becomes the model's input tensor."""
+
+    input_size: list[int] = field(default_factory=lambda: [1200, 1200])  # height, width
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    scale: float = 1.0 / 255.0
+    resize_backend: Optional[Literal["pil", "opencv"]] = None
+
+
+@dataclass
+class PostprocessConfig:
+    """How raw model outputs become COCO results (null switches: the protocol decides)."""
+
+    max_detections: Optional[int | Literal["all"]] = None  # per image, best first; "all": every output
+    score_threshold: Optional[float] = None
+    clip_boxes: Optional[bool] = None  # clip boxes to the image before scoring
+    # An inverted box (x_max < x_min or y_max < y_min) keeps its negative width or height (as INC and the
+    # MLPerf export hand it to pycocotools, which then ignores it) instead of getting 0 (a false positive).
+    keep_inverted_boxes: Optional[bool] = None
+    # Explicit COCO category id for contiguous labels 1..K; default: the COCO-80 table (postprocess.COCO_80_IDS).
+    label_map: Optional[list[int]] = None
+    # The order of the model's 4 box values (postprocess.BOX_FORMATS), and the [width, height] its box
+    # coordinates are relative to (e.g. the input's [1200, 1200] for boxes in input pixels); null: normalized.
+    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"
+    box_scale: Optional[list[float]] = None
+
+
+@dataclass
+class RuntimeConfig:
+    """onnxruntime session settings."""
+
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    optimized_model_cache: Optional[str] = None
+    batch_size: int = 1
+    # onnxruntime session config entries (SessionOptions.add_session_config_entry), e.g.
+    # {session.x64quantprecision: "1"}; part of the cache key and the provenance.
+    session_config: dict[str, str] = field(default_factory=dict)
+    # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
+    # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
+    exact_int8: bool = True
+
+
+@dataclass
+class PipelineConfig:
+    """The decode/preprocess pool that runs ahead of inference."""
+
+    workers: int = 0  # 0: sized to the machine
+    mode: Literal["thread", "process"] = "thread"
+    prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
+    # Seconds between progress lines in logs (stderr not a terminal); the first comes early (pipeline.ProgressLines).
+    progress_interval_s: float = 120.0
+
+
+@dataclass
+class BootstrapConfig:
+    """Bootstrap confidence intervals for mAP, AP50 and AP75 over the run's images (ssd_eval.scoring.bootstrap)."""
+
+    replicates: int = 1000  # 0: no intervals
+    seed: int = 0
+    level: float = 0.95
+    # Only runs of at most this many images get intervals by default: the cost is one more matching
+    # pass plus the replicates, about 4 s at 500 images and 44 s at 5000 (100 detections each), as
+    # much as pycocotools' whole scoring; null: every run.
+    max_images: Optional[int] = 2000
+
+
+@dataclass
+class MetricsConfig:
+    """How detections are scored."""
+
+    backend: str = "pycocotools"  # a name of metrics.BACKENDS
+    crowd_as_ground_truth: Optional[bool] = None
+    # Category names left out of the mean (the mean is over the rest of the file's categories).
+    exclude_categories: Optional[list[str]] = None
+    # Match detections a chunk of images at a time as they are read back, keeping a few bytes per detection
+    # (ssd_eval.scoring.streaming; the same numbers); false: every detection at once.
+    streaming: bool = True
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); null: when hotcoco is installed.
+    error_breakdown: Optional[bool] = None
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking after a run (ssd_eval.reports.tracking); off unless ``log`` names a tracker."""
+
+    log: list[Literal["mlflow", "tensorboard"]] = field(default_factory=list)
+    uri: Optional[str] = None  # MLflow tracking URI; null: the file store ./mlruns
+    experiment: str = "ssd_eval"  # MLflow experiment name
+    tensorboard_dir: Optional[str] = None  # null: <output dir>/tb
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and whether finished images are cached for resume."""
+
+    # {run} is the variant, plus "-<protocol>" when the protocol is not plain coco.
+    dir: str = "results/{run}"
+    resume: bool = True
+
+
+@dataclass
+class Config:
+    """A whole evaluation run."""
+
+    variant: str = "custom"
+    protocol: Literal["coco", "inc", "mlperf-ssd", "published", "reference"] = "coco"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+    # The keys of PARTIAL_KEYS whose value differs from the config file's (--model, --annotations,
+    # --images, --set, or a dict over the file it extends): they make a run partial (partial_parts).
+    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in.
+
+        ``{run}`` is ``run_name`` of the variant, protocol, subset and what makes the run partial
+        (``partial_parts``): a partial run never writes to the folder of the full run.
+        """
+        protocol = self.protocol_label()
+        run = run_name(self.variant, protocol, self.subset_name, [part for part, _ in self.partial_parts()])
+        text = self.output.dir.replace("{run}", run).replace("{variant}", self.variant)
+        return Path(text.replace("{protocol}", protocol))
+
+    @property
+    def subset_name(self) -> Optional[str]:
+        """The name of the image subset ``dataset.subset`` names, or None for every image."""
+        from ssd_eval.data.subsets import subset_run_name
+
+        return None if self.dataset.subset is None else subset_run_name(self.dataset.subset)
+
+    def partial_parts(self) -> list[tuple[str, str]]:
+        """What makes this a partial run, as (results-folder part, description) pairs: a
+        ``dataset.limit`` (``limit3``), a model other than the config file's (``model-<sha12>``),
+        another annotation file (``annotations-<sha12>``) or image folder (``images-<sha12 of its
+        path>``). Empty for a full run of the config as its file describes it."""
+        parts = []
+        if self.dataset.limit is not None:
+            parts.append((f"limit{self.dataset.limit}", f"limit {self.dataset.limit}"))
+        if "model.path" in self.overridden:
+            parts.append((f"model-{_file_sha12(self.model.path)}", f"model {self.model.path}"))
+        if "dataset.annotations" in self.overridden:
+            parts.append((f"annotations-{_file_sha12(self.dataset.annotations)}",
+                          f"annotations {self.dataset.annotations}"))
+        if "dataset.images" in self.overridden:
+            resolved = str(Path(self.dataset.images).resolve())
+            parts.append((f"images-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}",
+                          f"images {self.dataset.images}"))
+        return parts
+
+    def switches(self) -> dict[str, Any]:
+        """Every protocol switch in force (explicit values, else the protocol's preset)."""
+        preset = PROTOCOL_PRESETS[self.protocol]
+        values = {}
+        for name, key in SWITCH_KEYS.items():
+            section, attribute = key.split(".")
+            value = getattr(getattr(self, section), attribute)
+            values[name] = preset[name] if value is None else value
+        return values
+
+    def protocol_label(self) -> str:
+        """The protocol's name when the switches match its preset, else e.g. ``inc+resize_backend=pil``."""
+        switches = self.switches()
+        for name, preset in PROTOCOL_PRESETS.items():
+            if switches == preset:
+                return name
+        preset = PROTOCOL_PRESETS[self.protocol]
+        differing = [f"{k}={_label_value(v)}" for k, v in switches.items() if preset[k] != v]
+        return self.protocol + SWITCHED_MARK + ",".join(differing)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (without internal bookkeeping)."""
+        data = dataclasses.asdict(self)
+        for internal in ("source", "overridden"):
+            data.pop(internal, None)
+        return data
+
+    def sha256(self) -> str:
+        """A stable hash of the resolved config."""
+        return hash_data(self.to_dict())
+
+
+def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:
+    """A run's name, the results folder `output.dir: results/{run}` gives it: the variant for
+    protocol coco, ``<variant>-<protocol>`` otherwise; ``@<subset>`` appended for a run on a named
+    image subset (``dataset.subset``), e.g. ``ssd-12-int8@ci-500``; then ``@<part>`` for each thing
+    that makes the run partial (``Config.partial_parts``), e.g. ``sample@limit3`` or
+    ``sample@model-1b21e54584bc``: the canonical folder (no partial part) is written only by full runs."""
+    name = variant if protocol == "coco" else f"{variant}-{protocol}"
+    name = name if subset is None else f"{name}@{subset}"
+    return "".join([name, *(f"@{part}" for part in partial)])
+
+
+def _file_sha12(path: str) -> str:
+    """The first 12 hex digits of a file's sha256 (cached per path, size and mtime); the file's
+    name when it cannot be read (the run then stops at its own check of the file)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(path).name) or "missing"
+    return _sha12_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha12_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- loading
+
+
+# ---------------------------------------------------------------- validation
+
+

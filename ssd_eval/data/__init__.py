@@ -1,0 +1,1 @@
+"""Layer 1: COCO annotations and images, and named image subsets."""

@@ -1,0 +1,303 @@
+"""COCO-format annotations and images: load once, select image ids, decode images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ssd_eval.errors import UserError, quote
+from ssd_eval.utils import is_int, is_non_finite, is_number
+
+# The real COCO 2017 instance categories: (id, name, supercategory).
+COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
+    (1, "person", "person"),
+    (2, "bicycle", "vehicle"),
+    (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"),
+    (5, "airplane", "vehicle"),
+    (6, "bus", "vehicle"),
+    (7, "train", "vehicle"),
+    (8, "truck", "vehicle"),
+    (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"),
+    (11, "fire hydrant", "outdoor"),
+    (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"),
+    (15, "bench", "outdoor"),
+    (16, "bird", "animal"),
+    (17, "cat", "animal"),
+    (18, "dog", "animal"),
+    (19, "horse", "animal"),
+    (20, "sheep", "animal"),
+    (21, "cow", "animal"),
+    (22, "elephant", "animal"),
+    (23, "bear", "animal"),
+    (24, "zebra", "animal"),
+    (25, "giraffe", "animal"),
+    (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"),
+    (31, "handbag", "accessory"),
+    (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"),
+    (34, "frisbee", "sports"),
+    (35, "skis", "sports"),
+    (36, "snowboard", "sports"),
+    (37, "sports ball", "sports"),
+    (38, "kite", "sports"),
+    (39, "baseball bat", "sports"),
+    (40, "baseball glove", "sports"),
+    (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"),
+    (43, "tennis racket", "sports"),
+    (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"),
+    (47, "cup", "kitchen"),
+    (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"),
+    (50, "spoon", "kitchen"),
+    (51, "bowl", "kitchen"),
+    (52, "banana", "food"),
+    (53, "apple", "food"),
+    (54, "sandwich", "food"),
+    (55, "orange", "food"),
+    (56, "broccoli", "food"),
+    (57, "carrot", "food"),
+    (58, "hot dog", "food"),
+    (59, "pizza", "food"),
+    (60, "donut", "food"),
+    (61, "cake", "food"),
+    (62, "chair", "furniture"),
+    (63, "couch", "furniture"),
+    (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"),
+    (67, "dining table", "furniture"),
+    (70, "toilet", "furniture"),
+    (72, "tv", "electronic"),
+    (73, "laptop", "electronic"),
+    (74, "mouse", "electronic"),
+    (75, "remote", "electronic"),
+    (76, "keyboard", "electronic"),
+    (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"),
+    (79, "oven", "appliance"),
+    (80, "toaster", "appliance"),
+    (81, "sink", "appliance"),
+    (82, "refrigerator", "appliance"),
+    (84, "book", "indoor"),
+    (85, "clock", "indoor"),
+    (86, "vase", "indoor"),
+    (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"),
+    (89, "hair drier", "indoor"),
+    (90, "toothbrush", "indoor"),
+)
+
+
+class BadImageError(UserError):
+    """An image file that is missing, unreadable, or not the size its annotation says."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image entry of the annotation file, with its resolved path."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    path: Path
+
+
+@dataclass
+class CocoDataset:
+    """A parsed COCO annotation file (kept as plain data for scoring) and its images."""
+
+    annotations_path: Path
+    images_dir: Path
+    gt: dict[str, Any]
+    images: dict[int, ImageRecord]
+    category_ids: list[int]
+    annotated_image_ids: frozenset[int]
+    sha256: str
+
+
+def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> CocoDataset:
+    """Read and check a COCO instances file; image paths are resolved under ``images_dir``."""
+    path = Path(annotations_path)
+    if not path.is_file():
+        raise UserError(f"{path}: annotation file not found (dataset.annotations)")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read annotation file: {exc.strerror or exc}") from None
+    try:
+        gt = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a COCO annotation file: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a COCO annotation file: JSON nested too deeply") from None
+    _check_coco_structure(gt, path)
+    _check_coco_values(gt, path)
+    images_dir = Path(images_dir)
+    images = {}
+    for entry in gt["images"]:
+        record = ImageRecord(
+            id=entry["id"],
+            file_name=entry["file_name"],
+            width=entry["width"],
+            height=entry["height"],
+            path=images_dir / entry["file_name"],
+        )
+        if record.id in images:
+            raise UserError(f"{path}: image id {record.id} appears twice in 'images'")
+        images[record.id] = record
+    categories = sorted(gt["categories"], key=lambda c: c["id"])
+    category_ids = [c["id"] for c in categories]
+    if len(set(category_ids)) != len(category_ids):
+        raise UserError(f"{path}: a category id appears twice in 'categories'")
+    annotated = frozenset(a["image_id"] for a in gt["annotations"])
+    unknown = annotated - images.keys()
+    if unknown:
+        raise UserError(f"{path}: annotations refer to image id {min(unknown)}, which is not in 'images'")
+    return CocoDataset(
+        annotations_path=path,
+        images_dir=images_dir,
+        gt=gt,
+        images=images,
+        category_ids=category_ids,
+        annotated_image_ids=annotated,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _check_coco_structure(gt: Any, path: Path) -> None:
+    if not isinstance(gt, dict):
+        raise UserError(f"{path}: not a COCO annotation file: top level is not an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise UserError(f"{path}: not a COCO annotation file: missing list {key!r}")
+    if not gt["categories"]:
+        raise UserError(f"{path}: not a COCO annotation file: 'categories' is empty")
+    required = {
+        "images": ("id", "file_name", "width", "height"),
+        "annotations": ("id", "image_id", "category_id", "bbox"),
+        "categories": ("id", "name"),
+    }
+    for key, fields in required.items():
+        for index, entry in enumerate(gt[key]):
+            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+            if missing:
+                raise UserError(f"{path}: not a COCO annotation file: {key}[{index}] lacks {missing[0]!r}")
+    # pycocotools compares ids by value: "139" and 139 are different images to it.
+    integer_fields = {
+        "images": ("id", "width", "height"),
+        "annotations": ("id", "image_id", "category_id"),
+        "categories": ("id",),
+    }
+    for key, fields in integer_fields.items():
+        for index, entry in enumerate(gt[key]):
+            for name in fields:
+                if not is_int(entry[name]):
+                    raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
+                                    f"integer, got {quote(entry[name])}")
+    for index, entry in enumerate(gt["images"]):
+        if not isinstance(entry["file_name"], str):
+            raise UserError(f"{path}: images[{index}].file_name must be a string")
+    for index, ann in enumerate(gt["annotations"]):
+        bbox = ann["bbox"]
+        # Finiteness is checked after the shape, with its own message (_check_coco_values).
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) or is_non_finite(v) for v in bbox)):
+            raise UserError(f"{path}: annotations[{index}] bbox must be [x, y, width, height]")
+
+
+def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
+    """Refuse what pycocotools would score wrongly or crash on after the whole inference."""
+    for index, entry in enumerate(gt["images"]):
+        where = f"{path}: images[{index}] (id {entry['id']})"
+        if entry["width"] <= 0 or entry["height"] <= 0:
+            raise UserError(f"{where}: width and height must be positive")
+        name = entry["file_name"]
+        if not name or os.path.isabs(name) or ".." in Path(name).parts:
+            raise UserError(f"{where}: file_name {quote(name)} must be a relative path inside the image folder")
+    names: dict[str, int] = {}
+    for index, category in enumerate(gt["categories"]):
+        name = category["name"]
+        if not isinstance(name, str):
+            raise UserError(f"{path}: categories[{index}].name must be a string, got {quote(name)}")
+        if name in names:
+            raise UserError(f"{path}: categories[{index}]: name {quote(name)} appears twice (also categories"
+                            f"[{names[name]}]); per-category AP would lose one of them")
+        names[name] = index
+    category_ids = {c["id"] for c in gt["categories"]}
+    seen: dict[int, int] = {}
+    for index, ann in enumerate(gt["annotations"]):
+        where = f"{path}: annotations[{index}] (id {ann['id']})"
+        if ann["id"] in seen:
+            raise UserError(f"{where}: annotation id appears twice (also annotations[{seen[ann['id']]}]); "
+                            "pycocotools would keep only one of them")
+        seen[ann["id"]] = index
+        if ann["category_id"] not in category_ids:
+            raise UserError(f"{where}: category_id {ann['category_id']} is not in 'categories'")
+        bbox = ann["bbox"]
+        if not all(math.isfinite(v) for v in bbox):
+            raise UserError(f"{where}: bbox {quote(bbox)} holds NaN or Infinity")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise UserError(f"{where}: bbox {quote(bbox)} has a negative width or height")
+        if "area" in ann and not (is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+            raise UserError(f"{where}: area must be a finite number >= 0, got {quote(ann['area'])}")
+        if "iscrowd" in ann and not (is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
+            raise UserError(f"{where}: iscrowd must be 0 or 1, got {quote(ann['iscrowd'])}")
+
+
+def image_fingerprint(path: str | Path) -> str:
+    """``<size>:<sha256>`` of an image file's bytes: what a cached result of this image depends on."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return f"{size}:{digest.hexdigest()}"
+
+
+def read_image(record: ImageRecord) -> Image.Image:
+    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation).
+
+    16-bit grey images (PNG mode I;16) are scaled to 8 bits (value / 257), not clipped to white;
+    32-bit integer and float images are refused (their value range is unknown).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(record.path).st_mode):  # a FIFO or device would block or never end
+            raise BadImageError(f"{record.path}: not a regular file (image id {record.id})")
+        with Image.open(record.path) as image:
+            image.load()
+            rgb = _to_rgb(image, record)
+    except FileNotFoundError:
+        raise BadImageError(f"{record.path}: image file not found (image id {record.id})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImageError(f"{record.path}: cannot decode image (image id {record.id}): {exc}") from None
+    if rgb.size != (record.width, record.height):
+        raise BadImageError(
+            f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
+            f"{record.width}x{record.height} (image id {record.id})"
+        )
+    return rgb
+
+
+def _to_rgb(image: Image.Image, record: ImageRecord) -> Image.Image:
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I", "F"):
+        raise BadImageError(f"{record.path}: {image.mode} ({'32-bit integer' if image.mode == 'I' else 'float'}) "
+                            f"pixels are not supported; save it as 8-bit (image id {record.id})")
+    return image.convert("RGB")

@@ -1,0 +1,366 @@
+"""Resume cache: finished images' detections, appended and flushed one image at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ssd_eval.config.schema import Config
+from ssd_eval.data import coco as data
+from ssd_eval.data.coco import image_fingerprint
+from ssd_eval.errors import UserError
+from ssd_eval.inference.postprocess import add_counts
+from ssd_eval.inference.runner import ModelIO
+from ssd_eval.results.result import (
+    is_detection,
+)
+from ssd_eval.utils import hash_data, is_int, is_number
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "ssd_eval detection cache v1"
+
+
+class DetectionCache:
+    """A JSONL file: a header line with the cache key, then one line per finished image.
+
+    The key holds everything that determines an image's detections (model sha256,
+    preprocessing, postprocessing). A cache written under another key is refused.
+    With ``images`` (image id -> file, the images of this run), each line also records
+    the image file's fingerprint (``data.image_fingerprint``); on resume, an image of
+    ``images`` whose file changed since (or whose line has no fingerprint) is dropped
+    from the cache and evaluated again.
+    A line may also record the image's timing (``add``'s ``loop_s`` and ``inference_s``), so a
+    run served entirely from the cache can report the speed measured when its images were
+    inferred (``stored_seconds``); lines without it (older caches) stay readable. Likewise a line
+    may record what the output checks count in the image's raw model outputs (``add``'s
+    ``output_counts``, summed by ``stored_output_counts``).
+    Only each image's line offset, detection count and timing are kept in memory; detections
+    are read back from the file when needed.
+    ``started_afresh`` says whether the cache was (re)started empty, so results of an
+    earlier run beside it are stale.
+    """
+
+    def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False,
+                 images: Mapping[int, Path] | None = None):
+        self.path = Path(path)
+        self.key = key
+        self.images = images
+        self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
+        self.counts: dict[int, int] = {}  # image id -> number of detections on its line
+        self.timings: dict[int, tuple[float, float] | None] = {}  # image id -> (loop_s, inference_s) or None
+        self.output_counts: dict[int, dict[str, int]] = {}  # image id -> postprocess.output_counts, where recorded
+        self.started_afresh = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._handle = open(self.path, "ab")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot open the resume cache: {exc.strerror or exc}") from None
+        try:
+            # Two runs appending to one cache would interleave their lines: one at a time.
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            raise UserError(f"{self.path}: another run is using this output directory; wait for it to finish "
+                            "or choose another --out") from None
+        try:
+            if fresh and self._handle.tell() > 0:
+                log.info("--fresh: discarding %s", self.path)
+            elif self._handle.tell() > 0 and self._load():
+                return
+            self.started_afresh = True
+            self._truncate(0)
+            self._write(json.dumps({"format": CACHE_FORMAT, "key": key}, sort_keys=True).encode() + b"\n")
+        except BaseException:
+            self._handle.close()  # releases the lock
+            raise
+
+    def _load(self) -> bool:
+        """Index the finished images; False when the file holds no complete header (start anew)."""
+        with open(self.path, "rb") as handle:
+            first = handle.readline()
+            if not first.endswith(b"\n"):
+                return False  # killed while writing the header: nothing was cached yet
+            try:
+                header = json.loads(first)
+            except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                header = None
+            if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
+                raise UserError(f"{self.path}: not a detection cache of this version; pass --fresh to discard it")
+            if header.get("key") != self.key:
+                difference = describe_difference(header.get("key") or {}, self.key)
+                raise UserError(f"{self.path}: was written for a different run ({difference}); it is not reused: "
+                                "pass --fresh to discard it, or choose another --out")
+            good_end = len(first)
+            fingerprints: dict[int, str | None] = {}
+            for number, line in enumerate(handle, start=2):
+                if not line.endswith(b"\n"):
+                    # A kill during the last write leaves a cut line: drop it, that image runs again.
+                    log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
+                    break
+                image_id, fingerprints[image_id], self.counts[image_id], self.timings[image_id], counts = \
+                    self._check_line(line, number)
+                self.output_counts.pop(image_id, None)
+                if counts is not None:
+                    self.output_counts[image_id] = counts
+                self.offsets[image_id] = good_end
+                good_end += len(line)
+        if good_end < os.path.getsize(self.path):
+            self._truncate(good_end)
+        self._verify_images(fingerprints)
+        log.info("%s: %d finished images found", self.path, len(self.offsets))
+        return True
+
+    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None, int, tuple[float, float] | None,
+                                                             dict[str, int] | None]:
+        """The image id, image fingerprint, detection count, timing and output counts (None where the line
+        has none) of one cache line, checked to hold that image's detections."""
+        try:
+            entry = json.loads(line)
+            image_id = entry["image_id"]
+            if not (is_int(image_id) and isinstance(entry["detections"], list)
+                    and isinstance(entry.get("fingerprint", ""), str)):
+                raise TypeError("image_id, detections or fingerprint of the wrong type")
+            if not all(is_number(entry.get(k, 0.0)) and entry.get(k, 0.0) >= 0 for k in ("loop_s", "inference_s")):
+                raise TypeError("loop_s or inference_s not a number >= 0")
+            counts = entry.get("output_counts")
+            if counts is not None and not (isinstance(counts, dict) and all(
+                    isinstance(k, str) and is_int(v) and v >= 0 for k, v in counts.items())):
+                raise TypeError("output_counts not a mapping of counts")
+            for detection in entry["detections"]:
+                if not is_detection(detection):
+                    raise TypeError("malformed detection")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
+        foreign = next((d["image_id"] for d in entry["detections"] if d["image_id"] != image_id), None)
+        if foreign is not None:
+            raise UserError(f"{self.path}: line {number} holds detections of image {foreign} under image {image_id}; "
+                            "the cache was edited or mixed up: pass --fresh to discard it")
+        timing = (float(entry["loop_s"]), float(entry["inference_s"])) \
+            if "loop_s" in entry and "inference_s" in entry else None
+        return image_id, entry.get("fingerprint"), len(entry["detections"]), timing, counts
+
+    def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
+        """Forget cached images whose file is gone or changed since (they are evaluated again)."""
+        if self.images is None:
+            return
+        changed = [i for i in self.offsets if i in self.images
+                   and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
+        for image_id in changed:
+            del self.offsets[image_id], self.counts[image_id], self.timings[image_id]
+            self.output_counts.pop(image_id, None)
+        if changed:
+            log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
+                        "evaluating them again", self.path, len(changed), min(changed))
+
+    def _truncate(self, size: int) -> None:
+        # Appends go to the end whatever the position, but tell() (a line's offset) must be the end too.
+        self._handle.truncate(size)
+        self._handle.seek(0, os.SEEK_END)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._handle.write(data)
+            self._handle.flush()
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write the resume cache: {exc.strerror or exc}") from None
+
+    def __contains__(self, image_id: int) -> bool:
+        return image_id in self.offsets
+
+    def add(self, image_id: int, detections: list[dict], *, loop_s: float | None = None,
+            inference_s: float | None = None, output_counts: dict[str, int] | None = None) -> None:
+        """Record one finished image (flushed to the OS before returning), with its timing when given:
+        ``loop_s``, its share of the image loop's wall time (decode, preprocess, inference,
+        postprocess), and ``inference_s``, its share of ``session.run`` time (seconds, rounded to 1 us);
+        and ``output_counts``, what the output checks counted in its raw outputs."""
+        entry: dict[str, Any] = {"image_id": int(image_id)}
+        if self.images is not None:
+            try:
+                entry["fingerprint"] = image_fingerprint(self.images[image_id])
+            except OSError as exc:
+                raise UserError(f"{self.images[image_id]}: cannot read image {image_id} again: "
+                                f"{exc.strerror or exc}") from None
+        timing = None
+        if loop_s is not None and inference_s is not None:
+            timing = (round(float(loop_s), 6), round(float(inference_s), 6))
+            entry["loop_s"], entry["inference_s"] = timing
+        if output_counts is not None:
+            entry["output_counts"] = {key: int(value) for key, value in output_counts.items()}
+        entry["detections"] = detections
+        offset = self._handle.tell()
+        self._write(json.dumps(entry).encode() + b"\n")
+        self.offsets[int(image_id)] = offset
+        self.counts[int(image_id)] = len(detections)
+        self.timings[int(image_id)] = timing
+        self.output_counts.pop(int(image_id), None)
+        if output_counts is not None:
+            self.output_counts[int(image_id)] = dict(entry["output_counts"])
+
+    def count(self, image_ids: Iterable[int]) -> int:
+        """How many detections the finished images ``image_ids`` hold."""
+        return sum(self.counts[i] for i in image_ids)
+
+    def stored_seconds(self, image_ids: Sequence[int]) -> tuple[float, float] | None:
+        """The summed (loop_s, inference_s) recorded for ``image_ids`` (all finished), in the order
+        given; None when any of them has no timing (a line of an older cache) or there are none."""
+        timings = [self.timings.get(i) for i in image_ids]
+        if not timings or any(t is None for t in timings):
+            return None
+        return sum(t[0] for t in timings), sum(t[1] for t in timings)
+
+    def stored_output_counts(self, image_ids: Iterable[int]) -> dict[str, int] | None:
+        """The output counts recorded for ``image_ids``, summed key by key over the images that have
+        them (lines of older caches have none); None when none has."""
+        total: dict[str, int] | None = None
+        for image_id in image_ids:
+            total = add_counts(total, self.output_counts.get(image_id))
+        return total
+
+    def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
+        """The cached detections of ``image_ids`` (all finished), in the order given."""
+        if not self._handle.closed:
+            self._handle.flush()
+        with open(self.path, "rb") as reader:
+            for image_id in image_ids:
+                reader.seek(self.offsets[image_id])
+                try:
+                    entry = json.loads(reader.readline())
+                    found = entry["image_id"]
+                except (ValueError, KeyError, TypeError):
+                    found = None
+                if found != image_id:
+                    raise UserError(f"{self.path}: changed while in use (expected image {image_id} at byte "
+                                    f"{self.offsets[image_id]}); pass --fresh to start over")
+                yield from entry["detections"]
+
+    def items(self) -> Iterator[tuple[int, list[dict]]]:
+        """Every finished image and its detections, in ascending image id order."""
+        for image_id in sorted(self.offsets):
+            yield image_id, list(self.detections([image_id]))
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def __enter__(self) -> "DetectionCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fingerprint_or_none(path: Path) -> str | None:
+    try:
+        return image_fingerprint(path)
+    except OSError:
+        return None
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Which key fields differ between two cache keys, in words."""
+    names = sorted(set(old) | set(new))
+    differing = [n for n in names if old.get(n) != new.get(n)]
+    parts = []
+    for name in differing:
+        before, after = old.get(name), new.get(name)
+        if isinstance(before, str) and isinstance(after, str) and len(before) == 64:
+            before, after = before[:12], after[:12]
+        parts.append(f"{name} {before} vs now {after}")
+    return "; ".join(parts) or "unknown difference"
+
+
+# Every config field (dotted key) that can change an image's detections, and what of cache_key covers it:
+# "config" where cache_key reads the field itself, else the argument that carries what the field resolves
+# to (the model's bytes, the annotation file's, the outputs read, the session's providers and entries).
+CACHE_KEY_FIELDS: dict[str, str] = {
+    "model.path": "model_sha256",
+    "model.input_name": "io",
+    "model.boxes_output": "io",
+    "model.labels_output": "io",
+    "model.scores_output": "io",
+    "dataset.annotations": "dataset",  # image sizes (pixel boxes) and categories
+    "dataset.images": "dataset",
+    **{f"preprocess.{name}": "config" for name in ("input_size", "mean", "std", "scale", "resize_backend")},
+    **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes",
+                                                    "keep_inverted_boxes", "box_format", "box_scale")},
+    "postprocess.label_map": "categories",
+    "runtime.providers": "providers",
+    "runtime.graph_optimization": "config",
+    "runtime.session_config": "session_config",
+    "runtime.exact_int8": "session_config",  # it adds session.x64quantprecision where int8 can saturate
+}
+
+
+# Every other config field, with why it cannot change an image's detections (so it stays out of the key).
+# tests/test_pipeline.py walks every field of Config: a new one must be put in one of the two lists.
+NOT_IN_CACHE_KEY: dict[str, str] = {
+    "variant": "a name",
+    "protocol": "a name; its switches are resolved into the fields they set (config.resolve_protocol)",
+    "source": "where the config was read from",
+    "overridden": "which keys differ from the config file (the results folder's name)",
+    "model.url": "where to download the model; its bytes are keyed",
+    "model.size": "a check of the model file; its bytes are keyed",
+    "model.sha256": "a check of the model file; its bytes are keyed",
+    "model.opset": "documentation of the model",
+    "model.published_map": "the published number to compare with",
+    "model.published_protocol": "the protocol of the published number",
+    "model.source_map": "the number the published one's source printed",
+    "model.published_int8_path": "the CPU kernel class the published number was measured on",
+    "model.parent": "the model this one is compared with",
+    "dataset.annotations_url": "where to download; the annotation file's bytes are keyed",
+    "dataset.images_url": "where to download; the image folder is keyed",
+    "dataset.downloads_dir": "where downloads go",
+    "dataset.annotations_zip_size": "a check of a download",
+    "dataset.annotations_zip_sha256": "a check of a download",
+    "dataset.images_zip_size": "a check of a download",
+    "dataset.images_zip_sha256": "a check of a download",
+    "dataset.limit": "which images run, not what one image gives",
+    "dataset.on_bad_image": "whether an unreadable image stops the run; such an image is never cached",
+    "dataset.skip_images_without_annotations": "which images run, not what one image gives",
+    "dataset.subset": "which images run, not what one image gives",
+    "runtime.intra_op_threads": "speed only",
+    "runtime.inter_op_threads": "speed only",
+    "runtime.optimized_model_cache": "where the optimized graph is kept; graph_optimization is keyed",
+    "runtime.batch_size": "images per session.run; each image's outputs are its own",
+    **{f"pipeline.{name}": "decoding ahead of inference (speed only)"
+       for name in ("workers", "mode", "prefetch", "progress_interval_s")},
+    **{f"metrics.{name}": "scoring, done afresh from the cached detections each run"
+       for name in ("backend", "crowd_as_ground_truth", "exclude_categories", "streaming", "error_breakdown",
+                    "bootstrap.replicates", "bootstrap.seed", "bootstrap.level", "bootstrap.max_images")},
+    **{f"tracking.{name}": "where a finished result is sent" for name in ("log", "uri", "experiment",
+                                                                           "tensorboard_dir")},
+    "output.dir": "where the results go (the cache lies in it)",
+    "output.resume": "whether the cache is used at all",
+}
+
+
+def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
+              providers: Sequence[str], session_config: dict[str, str] | None, io: ModelIO) -> dict[str, Any]:
+    """What determines one image's detections: model (with its external data), the input and outputs
+    read (``io``, the names resolved from model.input_name and model.*_output), data, preprocessing,
+    postprocessing, providers, graph optimization and session config entries (CACHE_KEY_FIELDS).
+
+    The config's protocol is resolved (config.resolve_protocol), so the preprocess and
+    postprocess sections hold every switch in force: a new switch cannot be left out.
+    """
+    pre = dataclasses.asdict(config.preprocess)
+    post = dict(dataclasses.asdict(config.postprocess), label_map=[int(c) for c in categories[1:]])
+    return {
+        "model_sha256": model_sha256,
+        "model_io": f"{io.input_name} -> {io.boxes}, {io.labels}, {io.scores}",
+        "annotations_sha256": dataset.sha256,
+        "images_dir": str(dataset.images_dir.resolve()),
+        "preprocess_sha256": hash_data(pre),
+        "postprocess_sha256": hash_data(post),
+        "execution": hash_data({"providers": list(providers),
+                                "graph_optimization": config.runtime.graph_optimization,
+                                "session_config": dict(session_config or {})}),
+    }

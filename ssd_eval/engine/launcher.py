@@ -1,0 +1,279 @@
+"""The local launcher: ``ssd-eval eval --jobs N`` runs N shards side by side on this machine, then merges.
+
+Each job is a subprocess ``ssd-eval eval --shard i/N`` with the same config and overrides, writing
+into ``<output dir>/shard-i-of-N/`` (its resume cache, detections, manifest and ``job.log``, the
+job's own output). On CPU each job gets ``cores // N`` onnxruntime threads
+(``runtime.intra_op_threads``) and ``cores // (2 N)`` decode workers (``pipeline.workers``), unless
+the config sets them; when ``runtime.providers`` asks for CUDA, each job also sees one GPU
+(``CUDA_VISIBLE_DEVICES``; round robin when there are fewer GPUs than jobs). When all jobs are
+done the shards are merged (``shards.merge_shards``) into the normal results folder:
+metrics.json records ``parallel_jobs`` and the combined images/s, the images inferred by all jobs
+over the wall time of the parallel phase. If a job fails, the others are stopped and the run
+ends with exit status 2 and that job's error line. Killed or interrupted, the jobs' resume
+caches keep every finished image: the same command goes on where they stopped.
+
+``--executor ray`` runs the same shards as Ray tasks instead (ssd_eval.engine.ray_executor), with the
+same per-job threads (``job_overrides``) and the same merge (``merge_jobs``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Sequence
+
+from ssd_eval.config.schema import Config
+from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
+from ssd_eval.engine.shards import shard_dir
+from ssd_eval.errors import UserError
+from ssd_eval.results.result import EvalResult, prepare_out_dir
+
+log = logging.getLogger(__name__)
+
+JOB_LOG = "job.log"
+EXECUTORS = ("local", "ray")
+POLL_S = 0.2
+STOP_GRACE_S = 10.0
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def visible_cuda_devices(environ: dict[str, str] | None = None) -> list[str] | None:
+    """The CUDA devices jobs may be given: CUDA_VISIBLE_DEVICES when set, else one per GPU that
+    ``nvidia-smi -L`` lists; None when neither says."""
+    environ = os.environ if environ is None else environ
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and listed.strip():
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return [str(i) for i in range(count)] or None
+
+
+@dataclass
+class JobPlan:
+    """What job i of n runs with: its config overrides and environment."""
+
+    index: int
+    total: int
+    overrides: list[str] = field(default_factory=list)  # KEY=VALUE for --set
+    cuda_device: str | None = None
+
+    @property
+    def shard(self) -> str:
+        return f"{self.index}/{self.total}"
+
+
+def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
+              cuda_devices: list[str] | None = None) -> list[JobPlan]:
+    """Split this machine among ``jobs`` jobs: threads and decode workers (where the config leaves
+    them to the machine), one CUDA device each when CUDA is asked for."""
+    cores = cores or available_cores()
+    if jobs > cores:
+        log.warning("--jobs %d on %d cores: the jobs will share cores", jobs, cores)
+    plans = [JobPlan(i, jobs, job_overrides(config, jobs, cores)) for i in range(1, jobs + 1)]
+    if CUDA in config.runtime.providers:
+        devices = cuda_devices or [str(i) for i in range(jobs)]
+        if cuda_devices is None:
+            log.warning("cannot count the CUDA devices (no CUDA_VISIBLE_DEVICES, no nvidia-smi): job i gets "
+                        "device i-1")
+        elif jobs > len(devices):
+            log.warning("--jobs %d with %d CUDA devices: jobs share devices", jobs, len(devices))
+        for plan in plans:
+            plan.cuda_device = devices[(plan.index - 1) % len(devices)]
+    return plans
+
+
+def set_arguments(overrides: Sequence[Any]) -> list[str]:
+    """``--set KEY=VALUE`` arguments that give a child the same config overrides as this process
+    (values written as JSON, which the config loader reads back as YAML)."""
+    arguments: list[str] = []
+    for item in overrides:
+        text = item if isinstance(item, str) else f"{item[0]}={json.dumps(item[1])}"
+        arguments += ["--set", text]
+    return arguments
+
+
+def job_command(config_path: str | Path, overrides: Sequence[Any], plan: JobPlan, *, fresh: bool,
+                verbose: int = 0) -> list[str]:
+    """The ``ssd-eval eval --shard i/N`` command line of one job."""
+    command = [sys.executable, "-m", "ssd_eval"] + (["-" + "v" * verbose] if verbose else [])
+    command += ["eval", "--config", str(config_path), *set_arguments(overrides)]
+    for extra in plan.overrides:
+        command += ["--set", extra]
+    command += ["--shard", plan.shard, "--no-progress"] + (["--fresh"] if fresh else [])
+    return command
+
+
+def _stop_with_parent() -> None:  # runs in the child between fork and exec (Linux: PR_SET_PDEATHSIG)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class _Job:
+    plan: JobPlan
+    process: subprocess.Popen
+    log_path: Path
+    log_file: IO[bytes]
+    cache_path: Path
+    cache_offset: int = 0
+    cache_lines: int = 0
+
+
+def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool = False,
+             download: bool = False, verbose: int = 0, progress: bool | str = True,
+             shard: str | None = None, strict: bool = False, executor: str = "local",
+             on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult:
+    """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result
+    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards; ``on_result``: as its, on the merged
+    result, while the folder is still locked).
+
+    ``executor``: ``local``, subprocesses on this machine; ``ray``, Ray tasks (ssd_eval.engine.ray_executor)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if shard:
+        raise UserError("--jobs and --shard: choose one (--jobs N runs every shard i/N itself)")
+    if executor == "ray":
+        from ssd_eval.engine.ray_executor import import_ray
+
+        import_ray()  # Ray missing: one line naming the pip command, before any work
+    if executor == "ray":
+        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
+
+        result = evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
+                               download=download, progress=progress, verbose=verbose, strict=strict)[0]
+        if on_result is not None:
+            on_result(result)
+        return result
+    return _run_local(config, jobs, overrides, config_path=config_path, fresh=fresh, download=download,
+                      verbose=verbose, progress=progress, strict=strict, on_result=on_result)
+
+
+def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool,
+               download: bool, verbose: int, progress: bool | str, strict: bool,
+               on_result: Callable[[EvalResult], Any] | None) -> EvalResult:
+    """``run_jobs`` with the local executor: ``jobs`` subprocesses ``ssd-eval eval --shard i/N``."""
+    if download:  # once, here: N jobs downloading the same file would race
+        download_inputs(config)
+    out_dir = prepare_out_dir(config.out_dir)
+    # Locked from the start to the last file: the merged metrics.json and its rewrite by tracking.
+    with folder_lock(out_dir):
+        plans = plan_jobs(config, jobs,
+                          cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
+        started = time.perf_counter()
+        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose) for plan in plans]
+        try:
+            _wait(running, config.variant, progress)
+        finally:
+            _stop(running)
+            for job in running:
+                job.log_file.close()
+        parallel_s = time.perf_counter() - started
+        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
+        devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
+        result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
+                            launch={"executor": "local", "parallel_devices": devices}, strict=strict, locked=True)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+
+def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out_dir: Path, *, fresh: bool,
+           verbose: int) -> _Job:
+    directory = prepare_out_dir(shard_dir(out_dir, (plan.index, plan.total)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if plan.cuda_device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = plan.cuda_device
+    log_path = directory / JOB_LOG
+    log_file = open(log_path, "wb")
+    command = job_command(config_path, overrides, plan, fresh=fresh, verbose=verbose)
+    log.info("job %s: %s", plan.shard, " ".join(command))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                               env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
+    return _Job(plan, process, log_path, log_file, directory / "cache.jsonl")
+
+
+def _wait(running: list[_Job], variant: str, progress: bool | str) -> None:
+    """Wait for every job; on the first failure raise its error line (the caller stops the others)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"{variant} ({len(running)} jobs)", unit="img", disable=progress is not True,
+               dynamic_ncols=True)
+    with bar:
+        while True:
+            done = bar.n
+            bar.update(sum(_count_cached(job) for job in running) - done)
+            codes = [job.process.poll() for job in running]
+            failed = next((job for job, code in zip(running, codes) if code not in (None, 0)), None)
+            if failed is not None:
+                raise UserError(f"--jobs {len(running)}: job {failed.plan.shard} failed (exit "
+                                f"{failed.process.returncode}): {error_line(failed.log_path)} "
+                                f"(its output: {failed.log_path})")
+            if all(code == 0 for code in codes):
+                return
+            time.sleep(POLL_S)
+
+
+def _count_cached(job: _Job) -> int:
+    """Images a job has finished so far: lines of its resume cache after the header (read incrementally)."""
+    try:
+        size = job.cache_path.stat().st_size
+        if size < job.cache_offset:  # started afresh
+            job.cache_offset, job.cache_lines = 0, 0
+        with open(job.cache_path, "rb") as handle:
+            handle.seek(job.cache_offset)
+            chunk = handle.read(size - job.cache_offset)
+    except OSError:
+        return 0
+    end = chunk.rfind(b"\n") + 1  # a line being written is counted once complete
+    job.cache_lines += chunk.count(b"\n", 0, end)
+    job.cache_offset += end
+    return max(0, job.cache_lines - 1)
+
+
+def error_line(log_path: Path) -> str:
+    """The job's ``ssd-eval: error:`` line without its prefix, else its last line of output."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return "(no output)"
+    lines = [line for line in lines if line]
+    errors = [line.removeprefix("ssd-eval: error: ") for line in lines if line.startswith("ssd-eval: error:")]
+    return errors[-1] if errors else (lines[-1] if lines else "(no output)")
+
+
+def _stop(running: list[_Job]) -> None:
+    """Stop the jobs still running: SIGTERM, then SIGKILL after STOP_GRACE_S."""
+    alive = [job for job in running if job.process.poll() is None]
+    for job in alive:
+        job.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for job in alive:
+        try:
+            job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            job.process.kill()
+            job.process.wait()

@@ -1,0 +1,494 @@
+"""One evaluation run, end to end: data -> preprocess -> runner -> postprocess -> metrics -> results.
+
+Decoding and preprocessing run ahead of inference in a bounded pool; postprocessing
+and the resume cache are handled by a writer thread, so ``session.run`` is the only
+work on the main thread's critical path.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as futures
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ssd_eval import fetch, utils
+from ssd_eval.config.schema import Config, run_name
+from ssd_eval.data import coco as data
+from ssd_eval.data import subsets
+from ssd_eval.engine import finish
+from ssd_eval.engine.cache import DetectionCache, cache_key
+from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.engine.provenance import run_provenance
+from ssd_eval.engine.shards import shard_dir, write_shard_manifest
+from ssd_eval.errors import UserError
+from ssd_eval.inference import model_info, postprocess, preprocess
+from ssd_eval.inference.runner import Detector
+from ssd_eval.results.result import (
+    EvalResult,
+    prepare_out_dir,
+    tidy_output_dir,
+    write_detections,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything a pool worker needs to turn an image file into a tensor (picklable)."""
+
+    size_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float
+    backend: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> "PreprocessParams":
+        """The preprocessing a config asks for, with the protocol's resize backend."""
+        pre = config.preprocess
+        return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
+                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend)
+
+
+def default_workers(config: Config) -> int:
+    """Decode/preprocess workers: the config's, else half the CPU cores (1 to 8)."""
+    return config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one image and make it a model input (runs in a pool worker).
+
+    ``out``: a float32 (3, H, W) buffer to write the input into (and return) instead of a new
+    array; the values are the same either way (``preprocess.preprocess``).
+    """
+    return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
+                                 std=params.std, scale=params.scale, backend=params.backend, out=out)
+
+
+def input_ring_size(depth: int) -> int:
+    """How many input buffers ``prefetch_images`` allocates with ``reuse_buffers``: ``depth + 1``."""
+    return depth + 1
+
+
+def prefetch_images(
+    records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
+    reuse_buffers: bool = False,
+) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
+    """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
+
+    Asking for image ``i`` submits image ``i + depth``: ``depth`` images are queued or being
+    decoded while the caller works on image ``i``. The generator keeps no reference to an image
+    it has yielded: its array lives as long as the caller holds it.
+
+    ``reuse_buffers`` (thread mode only; ignored for processes, whose results arrive as new arrays):
+    each image is preprocessed straight into one of ``depth + 1`` (3, H, W) buffers allocated once and
+    reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
+    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + 1``, which is
+    submitted when the caller asks for image ``i + 1``: the caller must be done with an array (run
+    or copied it) before it asks for the next one (``_run_images`` is).
+
+    Closing the generator early cancels what is queued and does not wait for the pool.
+    Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
+    by SIGTERM or SIGKILL), so none stays blocked writing a result that nobody reads.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be at least 1, not {depth}")
+    if mode == "process":
+        # spawn, not fork: forking after onnxruntime started its threads can deadlock.
+        pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_process_worker_setup, initargs=(os.getpid(),))
+        reuse_buffers = False
+    else:
+        pool = futures.ThreadPoolExecutor(max_workers=workers)
+    ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
+    records = iter(records)
+    window: collections.deque = collections.deque()
+    submitted = 0
+
+    def submit_next() -> None:
+        nonlocal submitted
+        record = next(records, None)
+        if record is None:
+            return
+        if ring is None:
+            window.append((record, pool.submit(load_and_preprocess, record, params)))
+        else:
+            window.append((record, pool.submit(load_and_preprocess, record, params, ring[submitted % len(ring)])))
+        submitted += 1
+
+    def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
+        # The future and its result go out of scope on return: the yielded array is the caller's alone.
+        record, future = window.popleft()
+        submit_next()
+        try:
+            return record, future.result()
+        except data.BadImageError as exc:
+            return record, exc
+
+    try:
+        for _ in range(depth):
+            submit_next()
+        while window:
+            yield take()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _process_worker_setup(parent_pid: int) -> None:
+    """Runs first in each process-pool worker: ignore Ctrl-C, and exit once the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)  # even while the main thread is blocked writing to the dead parent's pipe
+
+
+class ProgressLines:
+    """Progress as an occasional plain line on stderr, for logs where a bar would be one endless line.
+
+    The first line comes early: once ``first_after_s`` seconds have passed or ``first_fraction``
+    of the images are done, whichever comes first (but not within ``min_first_s`` seconds of
+    the start); then a line every ``every_s`` seconds (``pipeline.progress_interval_s``), and
+    one at the end when any was printed before: a run of a few seconds stays silent.
+    """
+
+    def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None,
+                 first_after_s: float = 10.0, first_fraction: float = 0.05, min_first_s: float = 2.0):
+        self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
+        self.first_after_s, self.first_fraction, self.min_first_s = first_after_s, first_fraction, min_first_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.started = self.last_line = clock()
+        self.printed = False
+
+    def _due(self, now: float) -> bool:
+        if self.printed:
+            return now - self.last_line >= self.every_s or self.done >= self.total
+        elapsed = now - self.started
+        early = elapsed >= min(self.first_after_s, self.every_s) or self.done >= self.first_fraction * self.total
+        return elapsed >= self.min_first_s and early
+
+    def update(self, count: int) -> None:
+        """Count ``count`` more finished images; print a line when one is due."""
+        self.done += count
+        now = self.clock()
+        if self._due(now):
+            self.last_line, self.printed = now, True
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else math.inf
+            print(f"{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f} %), "
+                  f"{rate:.2f} img/s, about {_duration(left)} left", file=self.stream, flush=True)
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds == math.inf:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def evaluate(
+    config: Config,
+    *,
+    shard: tuple[int, int] | None = None,
+    fresh: bool = False,
+    download: bool = False,
+    progress: bool | str = True,
+    strict: bool = False,
+    shard_out: Path | None = None,
+    on_result: Callable[[EvalResult], Any] | None = None,
+) -> EvalResult | None:
+    """Evaluate ``config`` and write its results; returns the result (None for a shard).
+
+    ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
+    False for none. ``strict``: model outputs that are almost certainly read wrongly
+    (``postprocess.output_warnings``) are a UserError before scoring, not a warning.
+    ``shard_out``: the folder a shard is written to instead of its shard folder
+    under ``config.out_dir`` (a Ray worker's scratch folder, ssd_eval.engine.ray_executor). ``on_result``: run
+    on the result once metrics.json is written, while the output folder is still locked (the caller's tracking).
+    """
+    started = time.perf_counter()
+    switches = config.switches()
+    out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
+    prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
+    model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
+                                    sha256=config.model.sha256, download_missing=download,
+                                    progress=progress is True, variant=config.variant if config.model.url else None)
+    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
+                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
+                      download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
+                      progress=progress is True,
+                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
+                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
+    if switches["resize_backend"] == "opencv":
+        preprocess.import_opencv()  # fail before any work when OpenCV is missing
+    dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
+    opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
+    image_ids = subsets.select_image_ids(
+        dataset, limit=config.dataset.limit, subset=opened,
+        skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
+    subset = finish.subset_record(config, dataset, opened)
+    if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
+        raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")
+    model_sha256 = utils.sha256_of(model_path)  # the .onnx file: what model.sha256 pins
+    content_sha256 = model_info.model_sha256(model_path, model_sha256)  # with external data: what shapes detections
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    label_notes = postprocess.label_space_notes(categories, dataset.gt["categories"],
+                                                explicit=config.postprocess.label_map is not None)
+    for note in label_notes:  # the summary and metrics.json warnings carry them
+        log.info("%s: %s", dataset.annotations_path, note)
+    int8 = model_info.inspect_model(model_path, sha256=model_sha256)  # this CPU's int8 capability
+    session_config = model_info.int8_session_config(int8, config.runtime.session_config,
+                                                    exact_int8=config.runtime.exact_int8)
+    int8_warning = model_info.saturation_warning(int8, session_config, config.runtime.graph_optimization)
+    if int8_warning:
+        log.warning(int8_warning)
+    detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, content_sha256,
+                        session_config=session_config)
+
+    _warn_if_partial(config)
+    cache_path = out_dir / "cache.jsonl"
+    key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config, detector.io)
+    # The folder stays locked (_RunFolder) until its last file is written: metrics.json, and its rewrite by
+    # tracking (shard.json for a shard), so no other run can replace the files that metrics.json describes.
+    with _RunFolder(out_dir) as folder, DetectionCache(cache_path, key, fresh=fresh or not config.output.resume,
+                                                      images={i: dataset.images[i].path for i in image_ids}) as cache:
+        folder.cache = cache
+        tidy_output_dir(out_dir, discard_results=cache.started_afresh)  # before inference: no stale results
+        resumed = sum(1 for i in image_ids if i in cache)
+        todo = [dataset.images[i] for i in image_ids if i not in cache]
+        if resumed:
+            log.warning("resuming: %d of %d images already done in %s", resumed, len(image_ids), cache_path)
+        _say(progress, _start_line(config, len(todo), resumed, detector, out_dir))
+        skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
+        evaluated = [i for i in image_ids if i in cache]
+        speed = _speed(cache, evaluated, [r.id for r in todo], skipped)
+        output_counts = cache.stored_output_counts(evaluated)
+        output_warnings = postprocess.checked_outputs(output_counts, config.postprocess.score_threshold,
+                                                      strict=strict)
+        scores = intervals = full_set = bootstrap = None
+        if shard is None:  # streamed from the cache file, for scoring and writing: no copy of every detection
+            scores, intervals, full_set, bootstrap = finish.score_run(
+                config, dataset.gt, lambda: cache.detections(evaluated), evaluated, count=cache.count(evaluated),
+                source=str(cache_path), subset=subset, warnings=[*label_notes, *output_warnings],
+                say=lambda message: _say(progress, message))
+        detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
+
+        provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
+                                    detector, evaluated, skipped,
+                                    detection_count, shard=shard, resumed=resumed, inferred=speed["images"],
+                                    loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
+                                    inference_seconds=speed["inference_s"])
+        provenance["subset"] = subset
+        provenance["output_counts"] = output_counts
+        if bootstrap is not None:
+            provenance["bootstrap"] = bootstrap
+        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        if shard is not None:
+            write_shard_manifest(out_dir, config, shard, evaluated, provenance)
+            log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
+                     detection_count, out_dir)
+            return None
+        return finish.write_run_result(config, scores, provenance, intervals, full_set, dataset.gt, out_dir, evaluated,
+                                       on_result=on_result)
+
+progress_log = logging.getLogger("ssd_eval.progress")
+"""Start, scoring and end lines of a run (the CLI shows them on stderr, as plain lines)."""
+
+
+def _say(progress: bool | str, message: str) -> None:
+    """A progress line (``progress_log``), unless progress reports are off."""
+    if progress:
+        progress_log.info(message)
+
+
+def _warn_if_partial(config: Config) -> None:
+    """One line, like lm_eval's ``--limit`` warning, when the run is partial (``Config.partial_parts``) and
+    so goes to its own folder; in a folder named by ``--out`` / ``output.dir``, only for a limit."""
+    parts = config.partial_parts()
+    if not parts:
+        return
+    what = ", ".join(description for _, description in parts)
+    if "{run}" in config.output.dir:
+        canonical = Path(config.output.dir.replace("{run}", run_name(config.variant, config.protocol_label(),
+                                                                        config.subset_name)))
+        log.warning("partial run (%s): results go to %s/, not to %s/; a partial run is for testing, "
+                    "the table and the gate read only full runs", what, config.out_dir, canonical)
+    elif config.dataset.limit is not None:  # an explicit folder: only a limit (like lm_eval's) is worth a warning
+        log.warning("partial run (limit %d): its metrics are for testing, not the variant's result",
+                    config.dataset.limit)
+
+
+def _start_line(config: Config, todo: int, cached: int, detector: Detector, out_dir: Path) -> str:
+    runtime = config.runtime
+    return (f"{config.variant}: {todo} images to run, {cached} from the cache; "
+            f"{', '.join(detector.providers)}; threads intra {runtime.intra_op_threads} inter "
+            f"{runtime.inter_op_threads} (0: onnxruntime default); batch {runtime.batch_size}; "
+            f"decode workers {default_workers(config)} ({config.pipeline.mode}); protocol {config.protocol_label()}; "
+            f"writing to {out_dir}")
+
+
+def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
+           skipped: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The images, loop seconds and inference seconds images/s is computed from.
+
+    Images inferred in this run are timed by their cache lines (``_run_images``); when the
+    cache served every image, the times stored when they were inferred give the speed
+    (``from_cache``), so a rerun keeps it. Where nothing is timed (no image, or cache lines without
+    times), 0 images: no images/s.
+    """
+    skipped_ids = {s["image_id"] for s in skipped}
+    inferred = [i for i in todo if i not in skipped_ids]
+    timed = inferred or list(evaluated)
+    stored = cache.stored_seconds(timed)  # None for no images
+    if stored is None or stored[0] <= 0:
+        return {"images": len(inferred), "loop_s": 0.0, "inference_s": None, "from_cache": False}
+    return {"images": len(timed), "loop_s": stored[0], "inference_s": stored[1] if not inferred else None,
+            "from_cache": not inferred}
+
+
+class _RunFolder:
+    """Creates a run's output folder on entry and holds its lock (``folder_lock``) until exit; when the
+    block fails before any image was recorded (``cache`` holds none), removes the cache file it began and
+    every folder the entry created, so a failed run leaves no empty result folder. A folder that existed
+    before stays, with its files."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.cache: DetectionCache | None = None
+        self.created: list[Path] = []
+        self._lock = contextlib.ExitStack()
+
+    def __enter__(self) -> "_RunFolder":
+        missing = self.out_dir
+        while not missing.exists() and missing != missing.parent:
+            self.created.append(missing)
+            missing = missing.parent
+        prepare_out_dir(self.out_dir)
+        self._lock.enter_context(folder_lock(self.out_dir))
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        with self._lock:  # released last, after the clean-up
+            self._clean_up(exc_type)
+
+    def _clean_up(self, exc_type) -> None:
+        if exc_type is None or (self.cache is not None and self.cache.offsets):
+            return
+        with contextlib.suppress(OSError):
+            if self.cache is not None and self.cache.started_afresh:  # a cache this run began, still empty
+                self.cache.path.unlink(missing_ok=True)
+            for folder in self.created:  # deepest first; only while empty
+                folder.rmdir()
+            if self.created:
+                log.info("removed %s: the run failed before evaluating any image", self.created[-1])
+
+
+def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
+                cache: DetectionCache, *, progress: bool | str) -> list[dict[str, Any]]:
+    """Infer every image in ``todo`` and record its detections in the cache; returns skipped images."""
+    if not todo:
+        return []
+    params = PreprocessParams.from_config(config)
+    workers = default_workers(config)
+    batch_size = config.runtime.batch_size
+    depth = config.pipeline.prefetch or 2 * workers * batch_size
+    skipped: list[dict[str, Any]] = []
+    pending: collections.deque[futures.Future] = collections.deque()
+    post = config.postprocess
+
+    # Each image's share of the loop's wall time: the time since the previous batch was recorded,
+    # split over the batch (so the shares add up to the loop's time), kept in its cache line.
+    last_recorded = [time.perf_counter()]
+
+    def finish(records: list[data.ImageRecord], raws, inference_s: float) -> None:
+        batch = [postprocess.to_coco_results(
+            raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
+            categories=categories, max_detections=post.max_detections,
+            score_threshold=post.score_threshold, clip_boxes=post.clip_boxes,
+            keep_inverted_boxes=post.keep_inverted_boxes, box_format=post.box_format,
+            box_scale=post.box_scale) for record, raw in zip(records, raws)]
+        counts = [postprocess.output_counts(raw.boxes, raw.scores, post.box_format, post.box_scale) for raw in raws]
+        now = time.perf_counter()
+        loop_s, last_recorded[0] = (now - last_recorded[0]) / len(records), now
+        for record, detections, image_counts in zip(records, batch, counts):
+            cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records),
+                      output_counts=image_counts)
+
+    if progress == "lines":
+        bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
+    else:
+        bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
+    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + 1 buffers,
+    # allocated once; process mode: at most depth results in futures) and, for batches of more than
+    # one image, one batch buffer each image is copied into as it arrives (so the ring may reuse the
+    # image's buffer at once, whatever images are skipped in between).
+    stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
+    with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
+        batch_records: list[data.ImageRecord] = []
+        single: list[np.ndarray] = []  # a batch of one: the input itself, given a batch axis as a view
+
+        def flush_batch() -> None:
+            batch = single.pop()[np.newaxis] if stacked is None else stacked[:len(batch_records)]
+            inference_before = detector.inference_seconds
+            raws = detector.run(batch)
+            del batch
+            pending.append(writer.submit(finish, list(batch_records), raws,
+                                         detector.inference_seconds - inference_before))
+            bar.update(len(batch_records))
+            batch_records.clear()
+            while pending and (pending[0].done() or len(pending) > depth):
+                pending.popleft().result()  # re-raises a postprocessing error here
+
+        stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
+                                                    depth=depth, reuse_buffers=True))
+        with stream as images:
+            for record, array in images:
+                if isinstance(array, data.BadImageError):
+                    if config.dataset.on_bad_image != "skip":
+                        raise array
+                    log.warning("skipping %s", array)
+                    skipped.append({"image_id": record.id, "file": str(record.path), "reason": str(array)})
+                    bar.update(1)
+                    continue
+                if stacked is None:
+                    single.append(array)
+                else:
+                    stacked[len(batch_records)] = array  # a copy: the ring's buffer is free again
+                batch_records.append(record)
+                del array  # else it stays bound (one more input alive) while the next image is awaited
+                if len(batch_records) == batch_size:
+                    flush_batch()
+        if batch_records:
+            flush_batch()
+        while pending:
+            pending.popleft().result()
+    return skipped
+
+

@@ -1,0 +1,465 @@
+"""Shards as Ray tasks: ``ssd-eval eval --executor ray --jobs N`` and ``ssd-eval sweep --executor ray``.
+
+Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, or on a local
+Ray instance when it is unset. A task evaluates its shard with ``pipeline.evaluate(shard=(i, N))``, the code of
+``eval --shard i/N``, in a scratch folder on its own node, and streams what it writes back as Ray objects: the
+new lines of its resume cache as they are flushed (the driver's progress), then its detections.json and
+shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folders and merges each run with the
+launcher's merge (``launcher.merge_jobs``, ``shards.merge_shards``): the same bytes as a single run. Workers
+need no shared results folder; the images and the model must be readable at the same paths on every node.
+
+Failures: a task whose worker or node dies is submitted again, up to ``max_retries`` times, with the cache
+lines it returned, so it goes on from its last finished image (Ray's own task retry stays off: it would start
+the shard again from its first image). A task that fails for a user error (a bad image under
+``on_bad_image: error``) is not retried: the other tasks are cancelled and its one-line error is raised.
+Resources: each task asks Ray for the CPUs of its onnxruntime threads (``launcher.job_overrides``, as
+``--jobs`` splits one machine) and for one GPU when ``runtime.providers`` asks for CUDA.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any, Iterator, Sequence
+
+from ssd_eval.config.load import load_config
+from ssd_eval.config.schema import Config
+from ssd_eval.data import coco as data
+from ssd_eval.data import subsets
+from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
+from ssd_eval.engine.pipeline import ProgressLines, evaluate
+from ssd_eval.engine.shards import SHARD_FILE, shard_dir
+from ssd_eval.errors import UserError
+from ssd_eval.results.result import EvalResult, prepare_out_dir, tidy_output_dir
+from ssd_eval.utils import atomic_path
+
+log = logging.getLogger(__name__)
+progress_log = logging.getLogger("ssd_eval.progress")
+
+RAY_INSTALL = "pip install -e '.[ray]'"
+MAX_RETRIES = 3
+"""How many times a shard whose worker or node died is submitted again."""
+STREAM_EVERY_S = 0.25
+"""How often a task sends the cache lines flushed since its last message."""
+POLL_S = 0.2
+CACHE_FILE = "cache.jsonl"
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module; a UserError naming the pip command where Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+    return ray
+
+
+@dataclass
+class RayRun:
+    """One evaluation to run as shards on Ray: its config as loaded, and the config file and overrides each
+    shard's config is loaded from (adding the shard's threads, as ``eval --jobs`` gives each job)."""
+
+    config: Config
+    config_path: str
+    overrides: list[Any] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- on a worker
+
+
+def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
+    """A Ray task's body (a generator task): evaluate shard ``shard`` of ``config`` as ``eval --shard`` does,
+    in a scratch folder of this node, going on from the resume-cache bytes ``resume``.
+
+    Yields, as dicts: ``start`` (the node and process it runs on), then every ``STREAM_EVERY_S`` the cache's
+    new complete ``lines`` and the ``logs`` (warnings) since the last message, and last ``done`` (the bytes of
+    detections.json and shard.json) with the remaining lines. Relative paths of the config are read from
+    ``cwd`` (the driver's working directory) where this node has it. A UserError names ``shown_dir`` (the
+    driver's shard folder) instead of the scratch folder.
+    """
+    yield {"start": node_info()}
+    scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
+    folder = scratch / shard_dir(Path("."), shard).name
+    records = _Records()
+    logger = logging.getLogger("ssd_eval")
+    logger.addHandler(records)
+    previous_cwd = os.getcwd()
+    try:
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
+        folder.mkdir()
+        (folder / CACHE_FILE).write_bytes(resume)
+        tail = _Tail(folder / CACHE_FILE, len(resume))
+        failure: list[BaseException] = []
+        worker = threading.Thread(target=_evaluate_shard, args=(config, shard, folder, failure), daemon=True,
+                                  name=f"shard-{shard[0]}-of-{shard[1]}")
+        worker.start()
+        while worker.is_alive():
+            worker.join(STREAM_EVERY_S)
+            message = dict(tail.read(), logs=records.take(str(folder), shown_dir))
+            if message.get("lines") or message.get("reset") or message["logs"]:
+                yield message
+        if failure:
+            error = failure[0]
+            if isinstance(error, UserError):
+                raise type(error)(str(error).replace(str(folder), shown_dir)) from None
+            raise error
+        yield dict(tail.read(), logs=records.take(str(folder), shown_dir),
+                   done={"detections": (folder / "detections.json").read_bytes(),
+                         "manifest": (folder / SHARD_FILE).read_bytes()})
+    finally:
+        logger.removeHandler(records)
+        os.chdir(previous_cwd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _evaluate_shard(config: Config, shard: tuple[int, int], folder: Path, failure: list[BaseException]) -> None:
+    try:
+        evaluate(config, shard=shard, progress=False, shard_out=folder)
+    except BaseException as exc:  # re-raised by run_shard, in the task's own thread
+        failure.append(exc)
+
+
+def node_info() -> dict[str, Any]:
+    """The Ray node and process this runs in: node id, IP address, host name, process id."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+class _Tail:
+    """The complete lines appended to a file since the last read (a run's resume cache as it grows)."""
+
+    def __init__(self, path: Path, offset: int):
+        self.path, self.offset = path, offset
+
+    def read(self) -> dict[str, Any]:
+        """``lines``: the new complete lines; ``reset``: the file was started afresh (they are its start)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return {}
+        reset = size < self.offset
+        if reset:
+            self.offset = 0
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read(size - self.offset)
+        end = chunk.rfind(b"\n") + 1  # a line being written is sent once complete
+        self.offset += end
+        return {"lines": chunk[:end], "reset": reset} if end or reset else {}
+
+
+class _Records(logging.Handler):
+    """Warnings logged by the shard's run, kept to be sent to the driver."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.kept: list[tuple[int, str]] = []
+        self.guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.guard:
+            self.kept.append((record.levelno, record.getMessage()))
+
+    def take(self, scratch: str, shown: str) -> list[tuple[int, str]]:
+        """The records since the last take, the scratch folder named as ``shown``."""
+        with self.guard:
+            taken, self.kept = self.kept, []
+        return [(level, text.replace(scratch, shown)) for level, text in taken]
+
+
+# ----------------------------------------------------------------------------------------------- on the driver
+
+
+@dataclass
+class _Shard:
+    """One shard task as the driver follows it: its config, its folder here, what it has sent back."""
+
+    run: int  # index in the runs
+    shard: tuple[int, int]
+    config: Config  # the run's config with this task's threads (launcher.job_overrides)
+    folder: Path  # <out>/shard-i-of-N here
+    images: int  # images of the shard
+    resources: dict[str, Any]
+    cache: IO[bytes]  # the folder's cache.jsonl, locked, appended to as lines arrive
+    lines: int = 0  # complete lines in the cache file (the header, then one per finished image)
+    resumed: int = 0  # images already in the cache when the run began
+    attempts: int = 0
+    node: dict[str, Any] | None = None
+    stream: Any = None  # the task's ObjectRefGenerator
+    done: bool = False
+    done_at: float = 0.0  # time.perf_counter() when its results arrived
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.variant} shard {self.shard[0]}/{self.shard[1]}"
+
+    @property
+    def finished(self) -> int:
+        """Images finished so far (all of them once the shard is done, skipped images included)."""
+        return self.images if self.done else max(0, self.lines - 1)
+
+
+def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
+                  progress: bool | str = True, verbose: int = 0, max_retries: int = MAX_RETRIES,
+                  strict: bool = False) -> list[EvalResult]:
+    """Evaluate each run as ``jobs`` shards, every shard of every run one Ray task submitted at once, then merge
+    each run into its results folder; returns the merged results, in the order of ``runs``.
+
+    ``fresh``: the shards' resume caches here are discarded (else each task goes on from its shard's cache);
+    ``strict``: as ``pipeline.evaluate``'s, checked on each run's merged shards.
+    """
+    ray = import_ray()
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    _check_out_dirs(runs)
+    if download:  # once, here, for every run: tasks downloading the same file would race
+        for config in {str(r.config.model.path): r.config for r in runs}.values():
+            download_inputs(config)
+    started = time.perf_counter()
+    started_ray = _connect(ray, verbose)
+    shards: list[_Shard] = []
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        shards = _plan(runs, jobs, nodes, fresh=fresh)
+        remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
+        cwd = os.getcwd()
+        total = sum(s.images - s.resumed for s in shards)
+        _say(progress, f"{_describe(runs)}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
+                       f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} from the "
+                       f"shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime threads per task")
+        submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
+        for shard in shards:
+            _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
+        _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
+                desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
+        results = []
+        for index, run in enumerate(runs):
+            mine = [s for s in shards if s.run == index]
+            launch = {"executor": "ray", "ray_nodes": len(nodes),
+                      "shard_nodes": [{"shard": f"{s.shard[0]}/{s.shard[1]}", "attempts": s.attempts,
+                                       **{k: v for k, v in (s.node or {}).items() if k != "pid"}} for s in mine]}
+            # The run's parallel phase ends with its last shard (in a sweep, runs shared the cluster meanwhile).
+            parallel_s = max(s.done_at for s in mine) - submitted
+            results.append(merge_jobs([s.folder for s in mine], run.config.out_dir, parallel_s=parallel_s,
+                                      started=started, launch=launch, strict=strict))
+        return results
+    finally:
+        for shard in shards:
+            if not shard.done and shard.stream is not None:
+                _cancel(ray, shard.stream)
+            shard.cache.close()
+        if started_ray:
+            ray.shutdown()
+
+
+def _check_out_dirs(runs: Sequence[RayRun]) -> None:
+    seen: dict[Path, str] = {}
+    for run in runs:
+        out_dir = run.config.out_dir.resolve()
+        name = f"{run.config.variant} ({run.config.protocol_label()})"
+        if out_dir in seen:
+            raise UserError(f"{run.config.out_dir}: both {seen[out_dir]} and {name} would write their results "
+                            "there; give the output folder a {run} part (output.dir, --out)")
+        seen[out_dir] = name
+
+
+def _connect(ray: ModuleType, verbose: int) -> bool:
+    """Connect to the cluster at RAY_ADDRESS, or start a local Ray instance; False when this process already
+    had Ray initialized (it then stays so), True when this call connected (the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or None
+    level = logging.ERROR if verbose == 0 else logging.WARNING if verbose == 1 else logging.INFO
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": level}  # worker warnings come as messages
+    if address is None:
+        options["include_dashboard"] = False
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
+        raise UserError(f"--executor ray: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+    log.info("Ray: %s", ray.get_runtime_context().gcs_address)
+    return True
+
+
+def _resources(nodes: list[dict]) -> str:
+    cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+    gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+    return f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
+
+
+def _describe(runs: Sequence[RayRun]) -> str:
+    return runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
+
+
+def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) -> list[_Shard]:
+    """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its cache
+    opened and locked; the shard's old results removed)."""
+    node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in nodes] or [1]) or 1
+    total_cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes)) or 1
+    gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+    # Each task's threads: the cluster's CPUs split among the jobs, at most one node's.
+    cores = max(1, min(node_cpus, total_cpus // jobs)) * jobs
+    datasets: dict[tuple[str, str], data.CocoDataset] = {}
+    shards: list[_Shard] = []
+    try:
+        for index, run in enumerate(runs):
+            config = load_config(run.config_path, [*run.overrides, *job_overrides(run.config, jobs, cores)])
+            threads = config.runtime.intra_op_threads
+            if threads > node_cpus:
+                log.warning("%s: runtime.intra_op_threads %d but the largest Ray node has %d CPUs: each task asks "
+                            "for %d", run.config_path, threads, node_cpus, node_cpus)
+            resources = {"num_cpus": min(threads, node_cpus), "num_gpus": 0}
+            if CUDA in config.runtime.providers:
+                if not gpus:
+                    raise UserError(f"{run.config_path}: runtime.providers asks for {CUDA} but the Ray cluster has "
+                                    "no GPU")
+                resources["num_gpus"] = 1
+            key = (config.dataset.annotations, config.dataset.images)
+            if key not in datasets:
+                datasets[key] = data.load_annotations(*key)
+            switches = config.switches()
+            out_dir = prepare_out_dir(run.config.out_dir)
+            for i in range(1, jobs + 1):
+                images = subsets.select_image_ids(
+                    datasets[key], limit=config.dataset.limit, subset=config.dataset.subset,
+                    skip_images_without_annotations=switches["skip_images_without_annotations"], shard=(i, jobs))
+                shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
+                                          resources, fresh=fresh or not config.output.resume))
+    except BaseException:
+        for shard in shards:
+            shard.cache.close()
+        raise
+    return shards
+
+
+def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, images: int,
+                resources: dict[str, Any], *, fresh: bool) -> _Shard:
+    """A shard's folder here, its cache.jsonl locked (one run at a time) and cut to its complete lines (emptied
+    when ``fresh``), its old results removed (a failure cannot leave them standing beside the new cache)."""
+    prepare_out_dir(folder)
+    path = folder / CACHE_FILE
+    handle = open(path, "a+b")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(f"{path}: another run is using this output directory; wait for it to finish or choose "
+                        "another --out") from None
+    handle.seek(0)
+    kept = b"" if fresh else handle.read()
+    kept = kept[:kept.rfind(b"\n") + 1]
+    handle.truncate(len(kept))
+    handle.seek(0, os.SEEK_END)
+    tidy_output_dir(folder, discard_results=True)
+    lines = kept.count(b"\n")
+    return _Shard(run, shard, config, folder, images, resources, handle, lines=lines, resumed=max(0, lines - 1))
+
+
+def _submit(remote: Any, shard: _Shard, cwd: str, *, resume: bool) -> None:
+    """Start (or start again) the shard's task, with the cache lines received so far when ``resume``."""
+    shard.cache.flush()
+    if not resume:
+        shard.cache.truncate(0)
+        shard.lines = 0
+    shard.cache.seek(0)
+    sent = shard.cache.read()
+    shard.attempts += 1
+    shard.stream = remote.options(name=f"ssd-eval {shard.name}", **shard.resources).remote(
+        shard.config, shard.shard, sent, cwd, str(shard.folder))
+
+
+def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, progress: bool | str, total: int,
+            max_retries: int, desc: str) -> None:
+    """Take every task's messages until all are done, showing the images finished across them; submit a task
+    whose worker died again; raise a task's user error as one line."""
+    from tqdm import tqdm
+
+    bar: Any = (ProgressLines(total, desc, every_s=shards[0].config.pipeline.progress_interval_s)
+                if progress == "lines" else
+                tqdm(total=total, desc=desc, unit="img", disable=progress is not True, dynamic_ncols=True))
+    baseline = sum(s.finished for s in shards)
+    reported = 0
+    with bar:
+        while not all(s.done for s in shards):
+            running = {id(s.stream): s for s in shards if not s.done}
+            ready, _ = ray.wait([s.stream for s in running.values()], num_returns=len(running), timeout=POLL_S)
+            for stream in ready:
+                shard = running[id(stream)]
+                try:
+                    message = ray.get(next(stream))
+                except StopIteration:  # ended without its results: as if its worker had died
+                    _retry(remote, shard, cwd, "its task ended without results", max_retries)
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, UserError):  # not retried: the same input fails again
+                        raise UserError(f"{shard.name}: {exc.cause}") from None
+                    raise
+                except ray.exceptions.TaskCancelledError:
+                    raise
+                except ray.exceptions.RayError as exc:  # its worker or node died, or its objects were lost
+                    _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                           max_retries)
+                    continue
+                _receive(shard, message)
+            finished = sum(s.finished for s in shards) - baseline
+            if finished > reported:
+                bar.update(finished - reported)
+                reported = finished
+
+
+def _retry(remote: Any, shard: _Shard, cwd: str, why: str, max_retries: int) -> None:
+    if shard.attempts > max_retries:
+        raise UserError(f"{shard.name}: failed {shard.attempts} times, the last time because {why}; its "
+                        f"{max(0, shard.lines - 1)} finished images are kept in {shard.folder / CACHE_FILE}: run the "
+                        "same command to go on")
+    where = f" on {shard.node['node_ip']}" if shard.node else ""
+    log.warning("%s: its worker%s died (%s); submitting it again (retry %d of %d) from its %d finished images",
+                shard.name, where, why, shard.attempts, max_retries, max(0, shard.lines - 1))
+    _submit(remote, shard, cwd, resume=shard.config.output.resume)
+
+
+def _receive(shard: _Shard, message: dict[str, Any]) -> None:
+    """Take one message of a shard's task (``run_shard``): note its node, append its cache lines to the shard's
+    cache here, log its warnings, and write detections.json, then shard.json, when it is done."""
+    if "start" in message:
+        shard.node = message["start"]
+    if message.get("reset"):
+        shard.cache.truncate(0)
+        shard.lines = 0
+    if message.get("lines"):
+        shard.cache.write(message["lines"])
+        shard.cache.flush()
+        shard.lines += message["lines"].count(b"\n")
+    for level, text in message.get("logs") or ():
+        log.log(level, "%s: %s", shard.name, text)
+    if "done" in message:
+        for name, content in (("detections.json", message["done"]["detections"]),
+                              (SHARD_FILE, message["done"]["manifest"])):  # the manifest last, as eval writes it
+            with atomic_path(shard.folder / name) as temp:
+                temp.write_bytes(content)
+        shard.done, shard.done_at = True, time.perf_counter()
+
+
+def _cancel(ray: ModuleType, stream: Any) -> None:
+    try:
+        ray.cancel(stream, force=True)
+    except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
+        log.debug("cancel: %s", exc)
+
+
+def _say(progress: bool | str, message: str) -> None:
+    if progress:
+        progress_log.info(message)

@@ -1,0 +1,271 @@
+"""Shards: one evaluation split over several runs (``eval --shard i/n``), checked and merged."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ssd_eval import utils
+from ssd_eval.config.load import config_from_dict
+from ssd_eval.config.schema import Config
+from ssd_eval.data import coco as data
+from ssd_eval.data import subsets
+from ssd_eval.engine.finish import score_run, subset_record, write_run_result
+from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.errors import UserError
+from ssd_eval.inference import postprocess
+from ssd_eval.results.result import (
+    EvalResult,
+    is_detection,
+    is_int,
+    iter_detections,
+    prepare_out_dir,
+    tidy_output_dir,
+    write_detections,
+)
+from ssd_eval.utils import atomic_write_json, flatten_dotted, hash_data, now
+
+SHARD_FILE = "shard.json"
+
+
+def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
+    """Where shard i of n writes its detections."""
+    return out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
+                          provenance: dict[str, Any]) -> None:
+    """Write shard.json last: it names the shard's images and pins its detections.json (count, sha256)."""
+    atomic_write_json(out_dir / SHARD_FILE, {
+        "variant": config.variant,
+        "shard": list(shard),
+        "image_ids": image_ids,
+        "detections_file": {"count": provenance["detections"],
+                            "sha256": utils.sha256_of(out_dir / "detections.json")},
+        "identity": shard_identity(config, provenance),
+        "provenance": provenance,
+    })
+
+
+def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
+    """What every shard of one evaluation must share to be merged: model and annotation bytes,
+    and the settings that shape detections or select images (providers, graph optimization and
+    session config entries included; not paths, threads or outputs)."""
+    settings = config.to_dict()
+    runtime = settings.pop("runtime")
+    for volatile in ("output", "pipeline", "metrics", "tracking"):
+        settings.pop(volatile)
+    # What changes detections, as in the resume cache key: not threads, batch size or caches.
+    settings["runtime"] = {"graph_optimization": runtime["graph_optimization"],
+                           "session_config": provenance["runtime"].get("session_config", {}),
+                           "providers": provenance["runtime"]["providers"]}
+    for key in ("path", "url", "size", "sha256"):  # the model's bytes are pinned by its sha256
+        settings["model"].pop(key)
+    for key in ("annotations", "images", "annotations_url", "images_url", "downloads_dir", "annotations_zip_size",
+                "annotations_zip_sha256", "images_zip_size", "images_zip_sha256"):
+        settings["dataset"].pop(key)
+    settings["switches"] = config.switches()
+    return {
+        "model_sha256": provenance["model"]["sha256"],
+        "annotations_sha256": provenance["annotations"]["sha256"],
+        "settings": flatten_dotted(settings),
+    }
+
+
+def read_shard(directory: Path) -> tuple[dict[str, Any], Callable[[], Iterator[dict]]]:
+    """A shard's manifest, checked, and a function that reads its detections afresh each call (one at a
+    time: a merge never holds every detection). detections.json is checked in one streamed pass first:
+    it must be the file the manifest pins (sha256, count), hold COCO results of the shard's images
+    only, in ascending image order as ``eval --shard`` writes it."""
+    manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
+    if not _is_shard_manifest(manifest):
+        raise UserError(f"{manifest_path}: not a shard manifest written by 'ssd-eval eval --shard'")
+    pinned = manifest["detections_file"]
+    rerun = f"run 'ssd-eval eval --shard {manifest['shard'][0]}/{manifest['shard'][1]}' again"
+    try:
+        digest = utils.sha256_of(detections_path)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: not found; is {directory} the output of 'ssd-eval eval --shard'?") from None
+    except OSError as exc:
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
+    if digest != pinned["sha256"]:
+        raise UserError(f"{detections_path}: is not the file {manifest_path} was written with (sha256 differs); "
+                        f"it was changed or replaced: {rerun}")
+    image_ids = set(manifest["image_ids"])
+    count, last_image, foreign, unordered = 0, None, None, False
+    for detection in _detection_lines(detections_path, directory):
+        if not is_detection(detection):
+            raise UserError(f"{detections_path}: not a list of COCO results (image_id, category_id, bbox, score)")
+        if foreign is None and detection["image_id"] not in image_ids:
+            foreign = detection["image_id"]
+        unordered = unordered or (last_image is not None and detection["image_id"] < last_image)
+        count, last_image = count + 1, detection["image_id"]
+    if count != pinned["count"]:
+        raise UserError(f"{detections_path}: holds {count} detections but {manifest_path} records "
+                        f"{pinned['count']}: {rerun}")
+    if foreign is not None:
+        raise UserError(f"{detections_path}: holds detections of image {foreign}, which is not one of the images "
+                        f"of {manifest_path}: {rerun}")
+    if unordered:  # the merge reads the shards side by side in image order
+        raise UserError(f"{detections_path}: detections are not in ascending image order: {rerun}")
+    return manifest, lambda: _detection_lines(detections_path, directory)
+
+
+def _detection_lines(path: Path, directory: Path) -> Iterator[Any]:
+    """``results.iter_detections`` of a shard's detections.json, a read error as one line naming the shard."""
+    try:
+        yield from iter_detections(path)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise UserError(f"{directory}: unreadable shard output ({exc})") from None
+
+
+def _is_shard_manifest(manifest: Any) -> bool:
+    """Whether ``manifest`` has every field ``merge_shards`` reads, of the right type."""
+    if not isinstance(manifest, dict):
+        return False
+    shard, pinned = manifest.get("shard"), manifest.get("detections_file")
+    identity, provenance = manifest.get("identity"), manifest.get("provenance")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(is_int(v) for v in shard)
+            and 1 <= shard[0] <= shard[1]
+            and isinstance(manifest.get("image_ids"), list) and all(is_int(i) for i in manifest["image_ids"])
+            and isinstance(pinned, dict) and is_int(pinned.get("count")) and isinstance(pinned.get("sha256"), str)
+            and isinstance(identity, dict) and isinstance(identity.get("annotations_sha256"), str)
+            and isinstance(provenance, dict)):
+        return False
+    skipped = provenance.get("skipped_images")
+    return (isinstance(provenance.get("config"), dict) and isinstance(provenance.get("images_dir"), str)
+            and isinstance(provenance.get("annotations"), dict)
+            and isinstance(provenance["annotations"].get("path"), str)
+            and isinstance(skipped, list) and all(isinstance(s, dict) and is_int(s.get("image_id")) for s in skipped)
+            and all(isinstance(provenance.get(k), (int, float)) and not isinstance(provenance.get(k), bool)
+                    for k in ("resumed_images", "inference_time_s", "wall_time_s")))
+
+
+def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
+                 launch: dict[str, Any] | None = None, on_result: Callable[[EvalResult], Any] | None = None,
+                 locked: bool = False, strict: bool = False) -> EvalResult:
+    """Score shard outputs together after checking they cover the image set exactly once.
+
+    ``launch``: provenance entries of shards run side by side by ``eval --jobs`` (ssd_eval.engine.launcher:
+    parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones.
+    The output folder is locked (``folder_lock``) from the removal of its old results until its
+    metrics.json is written and ``on_result`` (e.g. tracking, which rewrites metrics.json) has run on the
+    result; ``locked``: the caller holds that lock already (``eval --jobs``).
+    ``strict``: as ``pipeline.evaluate``'s, on the shards' summed output counts."""
+    if not shard_dirs:
+        raise UserError("merge: name the shard directories to merge")
+    shards = [(Path(d), *read_shard(Path(d))) for d in shard_dirs]
+    first_dir, first, _ = shards[0]
+    total = first["shard"][1]
+    for directory, manifest, _ in shards[1:]:
+        if manifest["identity"] != first["identity"]:
+            raise UserError(f"{directory}: shard was made with a different model, annotation file or config than "
+                            f"{first_dir} ({_identity_difference(first['identity'], manifest['identity'])})")
+        if manifest["shard"][1] != total:
+            raise UserError(f"{directory}: shard {manifest['shard'][0]}/{manifest['shard'][1]} does not belong to a "
+                            f"split into {total} like {first_dir}")
+    indices = collections.Counter(m["shard"][0] for _, m, _ in shards)
+    duplicated = sorted(i for i, n in indices.items() if n > 1)
+    if duplicated:
+        raise UserError(f"merge: shard {duplicated[0]}/{total} is given more than once")
+    seen: dict[int, Path] = {}
+    for directory, manifest, _ in shards:
+        for image_id in manifest["image_ids"]:
+            if image_id in seen:
+                raise UserError(f"merge: image {image_id} is in both {seen[image_id]} and {directory}")
+            seen[image_id] = directory
+    missing = sorted(set(range(1, total + 1)) - set(indices))
+    if missing:
+        raise UserError(f"merge: shard {missing[0]}/{total} is missing (got {sorted(indices)})")
+
+    provenance = first["provenance"]
+    config_data = provenance["config"]
+    config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
+    config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
+    dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
+    if dataset.sha256 != first["identity"]["annotations_sha256"]:
+        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
+    switches = config.switches()
+    opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
+    expected = subsets.select_image_ids(dataset, limit=config.dataset.limit, subset=opened,
+                                     skip_images_without_annotations=switches["skip_images_without_annotations"])
+    skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
+    covered = set(seen) | {s["image_id"] for s in skipped}
+    if covered != set(expected):
+        absent = sorted(set(expected) - covered)
+        raise UserError(f"merge: the shards do not cover the image set (e.g. image {absent[0] if absent else '?'} "
+                        "is missing)")
+    image_ids = sorted(seen)
+    target = Path(out_dir) if out_dir else config.out_dir
+    if any(Path(target).resolve() == d.resolve() for d, _, _ in shards) or (Path(target) / SHARD_FILE).is_file():
+        raise UserError(f"{target}: is a shard folder (it holds {SHARD_FILE}); merging into it would replace the "
+                        "shard's own output: choose another --out")
+    # The subset record as a run of this config writes it (the file was opened and checked above).
+    subset = subset_record(config, dataset, opened)
+    if subset is not None and subset["ids_sha256"] != (provenance.get("subset") or {}).get("ids_sha256"):
+        raise UserError(f"{first_dir / SHARD_FILE}: was made from another version of subset {subset['name']} "
+                        "than the one in subsets/ now: run the shards again")
+
+    categories = postprocess.label_map(dataset.category_ids, config.postprocess.label_map)
+    label_notes = postprocess.label_space_notes(categories, dataset.gt["categories"],
+                                                explicit=config.postprocess.label_map is not None)
+    output_counts = None
+    for _, manifest, _ in shards:
+        output_counts = postprocess.add_counts(output_counts, manifest["provenance"].get("output_counts"))
+    output_warnings = postprocess.checked_outputs(output_counts, switches["score_threshold"], strict=strict)
+
+    def detections() -> Iterator[dict]:
+        # Every shard's detections in ascending image order, read afresh from the files (each is in
+        # that order and the shards' images are disjoint): as a single run lists them, none held.
+        return heapq.merge(*(read() for _, _, read in shards), key=lambda d: d["image_id"])
+
+    count = sum(m["detections_file"]["count"] for _, m, _ in shards)
+    scores, intervals, full_set, bootstrap = score_run(
+        config, dataset.gt, detections, image_ids, count=count, source="merged shards", subset=subset,
+        warnings=[*label_notes, *output_warnings], say=logging.getLogger("ssd_eval.progress").info)
+    merged = dict(provenance)
+    merged.update({
+        "images": len(image_ids),
+        "image_ids_sha256": hash_data(image_ids),
+        "skipped_images": skipped,
+        "detections": count,
+        "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
+        "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
+        "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
+        "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
+        "images_per_s": None,  # shards ran in parallel or apart: no meaningful single rate
+        "speed_from_cache": False,
+        "merged_from": [str(d) for d, _, _ in shards],
+        "bootstrap": bootstrap,
+        "subset": subset,
+        "output_counts": output_counts,
+        "date": now(),
+    })
+    merged.update(launch or {})
+    out_dir = prepare_out_dir(Path(target))
+    with contextlib.ExitStack() as held:
+        if not locked:
+            held.enter_context(folder_lock(out_dir))
+        tidy_output_dir(out_dir, discard_results=True)  # a failure below cannot leave an old metrics.json standing
+        write_detections(out_dir / "detections.json", detections())
+        return write_run_result(config, scores, merged, intervals, full_set, dataset.gt, out_dir, image_ids,
+                                on_result=on_result)
+
+def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    differing = [f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in ("model_sha256", "annotations_sha256")
+                 if a.get(k) != b.get(k)]
+    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
+    differing += [f"{k} {settings_a.get(k)!r} vs {settings_b.get(k)!r}"
+                  for k in sorted(set(settings_a) | set(settings_b)) if settings_a.get(k) != settings_b.get(k)]
+    return ", ".join(differing)

@@ -1,0 +1,317 @@
+"""Pictures of the results (`make report`): precision-recall curves, per-category AP changes and
+the TIDE-style error breakdown (ssd_eval.scoring.breakdown) of each variant against its parent.
+
+Colours come from the Okabe-Ito palette (told apart with every common colour-vision deficiency),
+and every series also differs by line style, marker or hatching, so a grayscale print keeps them apart.
+
+matplotlib is an optional extra (`pip install -e '.[report]'`); it is imported
+only when a report is asked for, and drawn with the Agg canvas (no display, no
+pyplot global state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ssd_eval.errors import UserError
+from ssd_eval.reports.table import write_table
+from ssd_eval.results.compare import find_parent_result
+from ssd_eval.results.index import load_results
+from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change
+
+log = logging.getLogger(__name__)
+
+MAX_CATEGORY_BARS = 30
+"""An AP-change chart shows at most this many categories (the biggest changes)."""
+
+PR_POINTS = 101
+
+# Okabe & Ito (2008), "Color Universal Design": blue, vermillion, bluish green, reddish purple,
+# orange, sky blue, black.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LOSS_COLOUR, GAIN_COLOUR = "#D55E00", "#0072B2"  # vermillion, blue
+PARENT_HATCH, VARIANT_HATCH = "", "///"
+
+ZERO_CHANGE = 0.0005
+"""AP changes smaller than this (0.000 at the charts' three decimals) are left out of the AP-change chart."""
+
+
+def series_style(index: int) -> dict:
+    """Colour, line style and marker of the index-th curve: all three differ between neighbours."""
+    return {"color": OKABE_ITO[index % len(OKABE_ITO)], "linestyle": LINE_STYLES[index % len(LINE_STYLES)],
+            "marker": MARKERS[index % len(MARKERS)]}
+
+
+def _matplotlib():
+    """(Figure, FigureCanvasAgg), or UserError when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError("make report needs matplotlib: pip install -e '.[report]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _save_png(figure, canvas_class, path: Path) -> Path:
+    """Save `figure` as PNG at `path` via a temporary file beside it and os.replace."""
+    canvas_class(figure)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        figure.savefig(temp, format="png", dpi=110, bbox_inches="tight")
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    log.info("wrote %s", path)
+    return path
+
+
+def _curve(result: dict, key: str) -> list[float]:
+    source = result.get("_source", result["variant"])
+    curves = result.get("pr_curves")
+    if not isinstance(curves, dict):
+        raise UserError(f"{source}: missing key pr_curves")
+    values = curves.get(key)
+    if (not isinstance(values, list) or len(values) != PR_POINTS
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise UserError(f"{source}: pr_curves.{key}: expected a list of {PR_POINTS} numbers")
+    return [float(v) for v in values]
+
+
+def _recall_axis(result: dict) -> list[float]:
+    try:
+        return _curve(result, "recall")
+    except UserError:
+        if isinstance(result.get("pr_curves"), dict) and "recall" not in result["pr_curves"]:
+            return [i / (PR_POINTS - 1) for i in range(PR_POINTS)]
+        raise
+
+
+def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
+    """A Figure with one precision-recall line per result, labelled variant (protocol) and its AP at
+    that IoU (AP50 for iou50, AP75 for iou75); each line has its own colour, style and marker."""
+    figure = figure_class(figsize=(7, 5))
+    axes = figure.add_subplot()
+    ap_key = "AP" + iou_key.removeprefix("iou")
+    for index, result in enumerate(results):
+        recall = _recall_axis(result)
+        # COCOeval marks "no data" with -1; leave those points out of the line.
+        precision = [p if p >= 0 else math.nan for p in _curve(result, iou_key)]
+        ap = result.get(ap_key)
+        ap_text = f": {ap_key} {ap:.3f}" if isinstance(ap, (int, float)) and not isinstance(ap, bool) else ""
+        axes.plot(recall, precision, label=f"{result['variant']} ({result['protocol']}){ap_text}",
+                  markevery=(index * 2, 10), markersize=5, linewidth=1.6, **series_style(index))
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision (mean over categories)")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.grid(True, alpha=0.3)
+    axes.set_title(title)
+    axes.legend(loc="upper right", fontsize="small")
+    return figure
+
+
+def category_ap_changes(result: dict, parent: dict, limit: int | None = MAX_CATEGORY_BARS,
+                        min_change: float = ZERO_CHANGE) -> list[tuple[str, float]]:
+    """(category, AP - parent AP) for categories with AP in both whose AP changed by at least
+    `min_change`, largest losses first, limited to the `limit` biggest absolute changes (None: all)."""
+    source = result.get("_source", result["variant"])
+    ours, theirs = result.get("per_category_ap"), parent.get("per_category_ap")
+    for data, src in ((ours, source), (theirs, parent.get("_source", parent["variant"]))):
+        if not isinstance(data, dict):
+            raise UserError(f"{src}: missing key per_category_ap")
+    changes = []
+    for name, ap in ours.items():
+        parent_ap = theirs.get(name)
+        if not isinstance(ap, (int, float)) or not isinstance(parent_ap, (int, float)):
+            continue
+        if ap < 0 or parent_ap < 0:  # -1: no ground truth for this category
+            continue
+        change = float(ap) - float(parent_ap)
+        if abs(change) >= min_change:
+            changes.append((name, change))
+    biggest = sorted(changes, key=lambda item: (-abs(item[1]), item[0]))[:limit]
+    return sorted(biggest, key=lambda item: (item[1], item[0]))
+
+
+def ap_delta_figure(result: dict, parent: dict, changes: list[tuple[str, float]],
+                    compared: int, figure_class):
+    """A Figure: horizontal bars of per-category AP change vs the parent, losses on top, each bar
+    labelled with its value; losses vermillion, gains blue (Okabe-Ito).
+
+    `compared` is how many categories had AP in both results (the chart may show fewer: the
+    biggest changes, none under ZERO_CHANGE).
+    """
+    figure = figure_class(figsize=(7, 1.5 + 0.25 * max(len(changes), 1)))
+    axes = figure.add_subplot()
+    names = [name for name, _ in changes]
+    values = [value for _, value in changes]
+    positions = list(range(len(changes)))
+    bars = axes.barh(positions, values, color=[LOSS_COLOUR if v < 0 else GAIN_COLOUR for v in values])
+    axes.bar_label(bars, labels=[f"{v:+.3f}" for v in values], padding=2, fontsize="x-small")
+    _widen_for_labels(axes, values)
+    axes.set_yticks(positions, labels=names, fontsize="small")
+    axes.invert_yaxis()  # first (largest loss) on top
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel(f"AP change vs {parent['variant']} (AP@[0.50:0.95]; loss left, gain right)")
+    axes.grid(True, axis="x", alpha=0.3)
+    images = result.get("provenance", {}).get("images")
+    axes.set_title(f"{result['variant']} vs {parent['variant']}: per-category AP change\n"
+                   f"({result['protocol']}, {images} images; {len(changes)} of {compared} "
+                   f"categories: the biggest changes, none under {ZERO_CHANGE})", fontsize="medium")
+    return figure
+
+
+def _checked_breakdown(result: dict) -> dict:
+    """`result`'s error_breakdown, or UserError naming its file when a number the chart needs is missing."""
+    breakdown = result.get("error_breakdown")
+    names = [name for name, _ in ERROR_TYPES]
+    number = (int, float)
+    if not (isinstance(breakdown, dict) and isinstance(breakdown.get("ap50"), number)
+            and all(isinstance(breakdown.get(part), dict) and isinstance(breakdown[part].get(name), number)
+                    for part in ("dAP", "counts") for name in names)):
+        raise UserError(f"{result.get('_source', result['variant'])}: error_breakdown: expected ap50 and dAP and "
+                        f"counts of {', '.join(names)}")
+    return breakdown
+
+
+def _widen_for_labels(axes, values: list[float]) -> None:
+    """Room beside the longest bars for their value labels."""
+    span = max([abs(v) for v in values] + [1e-3])
+    low, high = min(values + [0.0]), max(values + [0.0])
+    axes.set_xlim(low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span)
+
+
+def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
+    """A Figure of `result`'s TIDE error breakdown: the AP50 each error type would recover if fixed,
+    beside its parent's (hatched bars: the variant), and a second panel with the change (variant
+    minus parent; right: the variant loses more AP to that error). Without a parent breakdown, the
+    variant's bars alone."""
+    breakdown = _checked_breakdown(result)
+    if parent is not None and isinstance(parent.get("error_breakdown"), dict):
+        _checked_breakdown(parent)
+    change = breakdown_change(result, parent) if parent is not None else None
+    names = [name for name, _ in ERROR_TYPES]
+    positions = list(range(len(names)))
+    figure = figure_class(figsize=(11 if change else 6.5, 3.8))
+    axes = figure.add_subplot(1, 2 if change else 1, 1)
+    series = [(result, LOSS_COLOUR, VARIANT_HATCH)]
+    if change:
+        series.insert(0, (parent, GAIN_COLOUR, PARENT_HATCH))
+    height = 0.8 / len(series)
+    values_shown = []
+    for number, (side, colour, hatch) in enumerate(series):
+        values = [float(side["error_breakdown"]["dAP"][name]) for name in names]
+        values_shown += values
+        offsets = [p - 0.4 + height * (number + 0.5) for p in positions]
+        bars = axes.barh(offsets, values, height=height, color=colour, hatch=hatch, edgecolor="black",
+                         linewidth=0.5, label=f"{side['variant']} (AP50 {side['error_breakdown']['ap50']:.3f})")
+        axes.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize="x-small")
+    _widen_for_labels(axes, values_shown)
+    counts = breakdown["counts"]
+    if change:
+        parent_counts = parent["error_breakdown"]["counts"]
+        labels = [f"{name} ({parent_counts[name]} -> {counts[name]})" for name in names]
+    else:
+        labels = [f"{name} ({counts[name]})" for name in names]
+    axes.set_yticks(positions, labels=labels, fontsize="small")
+    axes.invert_yaxis()
+    axes.set_xlabel("AP50 recovered if fixed (dAP)")
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(loc="lower right", fontsize="x-small")
+    axes.set_title(f"{result['variant']}: where AP50 is lost (TIDE; error counts in brackets)", fontsize="medium")
+    if change:
+        delta_axes = figure.add_subplot(1, 2, 2)
+        values = [change[name] for name in names]
+        bars = delta_axes.barh(positions, values, color=[LOSS_COLOUR if v > 0 else GAIN_COLOUR for v in values],
+                               hatch=VARIANT_HATCH, edgecolor="black", linewidth=0.5)
+        delta_axes.bar_label(bars, labels=[f"{v:+.3f}" for v in values], padding=2, fontsize="x-small")
+        _widen_for_labels(delta_axes, values)
+        delta_axes.set_yticks(positions, labels=names, fontsize="small")
+        delta_axes.invert_yaxis()
+        delta_axes.axvline(0, color="black", linewidth=0.8)
+        delta_axes.set_xlabel(f"dAP change vs {parent['variant']} (right: lost more to this error)")
+        delta_axes.grid(True, axis="x", alpha=0.3)
+        delta_axes.set_title(f"{result['variant']} vs {parent['variant']}", fontsize="medium")
+    figure.tight_layout()
+    return figure
+
+
+def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[str, object]]:
+    """(PNG file name, Figure) of every report picture of `results`: pr_iou50.png and pr_iou75.png
+    (every result's curve), ap_delta_<variant>.png for each result with a comparable parent result
+    (the table's rule) and errors_<variant>.png for each result with an error breakdown. With
+    `only`, the per-variant pictures of that result alone."""
+    figure_class, _ = _matplotlib()
+    figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}", figure_class))
+               for key, iou in (("iou50", "0.50"), ("iou75", "0.75"))]
+    taken = {name for name, _ in figures}
+    for result in results:
+        if only is not None and result is not only:
+            continue
+        parent, reason = find_parent_result(result, results)
+        if result.get("parent") and parent is None:
+            log.info("no AP-change chart for %s: %s", result["variant"], reason)
+        if parent is not None:
+            all_changes = category_ap_changes(result, parent, limit=None, min_change=0.0)
+            changes = category_ap_changes(result, parent)
+            if changes:
+                name = _unique_name("ap_delta", result, taken)
+                figures.append((name, ap_delta_figure(result, parent, changes, len(all_changes), figure_class)))
+            else:
+                log.info("no AP-change chart for %s: no category's AP changed by %s or more", result["variant"],
+                         ZERO_CHANGE)
+        if isinstance(result.get("error_breakdown"), dict):
+            name = _unique_name("errors", result, taken)
+            figures.append((name, error_breakdown_figure(result, parent, figure_class)))
+    return figures
+
+
+def _unique_name(prefix: str, result: dict, taken: set[str]) -> str:
+    """<prefix>_<variant>.png, or with the results folder added when the variant has one already
+    (the same variant under another protocol, in another directory)."""
+    name = f"{prefix}_{_safe_name(result['variant'])}.png"
+    if name in taken:
+        folder = Path(result.get("_source", "x/x")).parent.name
+        name = f"{prefix}_{_safe_name(result['variant'])}-{_safe_name(folder)}.png"
+    taken.add(name)
+    return name
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def write_report(results_dir: Path) -> list[Path]:
+    """Draw the report pictures into `results_dir` and refresh TABLE.md; return written paths.
+
+    Writes the pictures of `report_figures` (PR curves, AP-change charts, error
+    breakdowns). Stale ap_delta_*.png and errors_*.png files are removed. Raises
+    UserError without matplotlib, without results, or on a malformed metrics.json.
+    """
+    _, canvas_class = _matplotlib()
+    results_dir = Path(results_dir)
+    results = load_results(results_dir)
+    if not results:
+        raise UserError(f"{results_dir}: no */metrics.json found; run `make eval` first")
+
+    written = [_save_png(figure, canvas_class, results_dir / name) for name, figure in report_figures(results)]
+
+    for stale in sorted([*results_dir.glob("ap_delta_*.png"), *results_dir.glob("errors_*.png")]):
+        if stale not in written:
+            log.info("removing stale %s", stale)
+            stale.unlink()
+
+    write_table(results_dir, quiet=True)
+    return written

@@ -1,0 +1,378 @@
+"""Experiment tracking: a finished run's numbers sent to MLflow and/or TensorBoard (off by default).
+
+``tracking.log: [mlflow, tensorboard]`` (``ssd-eval eval --log mlflow --log tensorboard``) sends,
+after metrics.json is written:
+
+- MLflow (``pip install -e '.[mlflow]'``: mlflow-skinny, the client without the server and its
+  database): one run per evaluation in experiment ``tracking.experiment``, in the tracking URI
+  ``tracking.uri`` (``--log-uri``; default the local file store ``./mlruns``). Metrics: the 12
+  stats, per-category AP (``AP/<category>``), images/s, the error breakdown (``dAP/<type>``) and
+  any bootstrap interval bound; params: the resolved config, flattened (``config.<dotted key>``);
+  tags: the provenance, flattened (``provenance.<dotted key>``), values truncated to MLflow's
+  limits; artifacts: metrics.json and, when matplotlib is installed, the run's report pictures
+  (``report/``: PR curves beside its parent's, per-category AP change, error breakdown).
+- TensorBoard (``pip install -e '.[tensorboard]'``: tensorboardX, which writes event files with
+  protobuf alone: no TensorFlow, no tensorboard server package): scalars under ``stats/``,
+  ``AP_per_category/``, ``error_breakdown/``, ``speed/``, the provenance and config as text, and
+  the same pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default
+  ``<output dir>/tb``): ``tensorboard --logdir results`` shows every run side by side.
+
+Where each run went is added to metrics.json as ``provenance.tracking``. Before any image is evaluated
+(``check_trackers``), a missing package, an MLflow server that does not answer a TCP connect within
+``CONNECT_TIMEOUT_S`` and a file store or TensorBoard folder that cannot be written are each a one-line
+UserError. MLflow's HTTP retries are bounded to seconds (``MLFLOW_HTTP_DEFAULTS``, where the environment
+does not set them), so a tracker that fails after the run is a one-line UserError within seconds too,
+saying the results were kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ssd_eval.config.schema import TrackingConfig
+from ssd_eval.errors import UserError
+from ssd_eval.results.index import load_results
+from ssd_eval.results.result import EvalResult, write_result
+from ssd_eval.utils import flatten_dotted
+
+log = logging.getLogger(__name__)
+
+TRACKERS: dict[str, tuple[str, str, str]] = {
+    # name: (module to import, package on PyPI, pip extra)
+    "mlflow": ("mlflow", "mlflow-skinny", "mlflow"),
+    "tensorboard": ("tensorboardX", "tensorboardX", "tensorboard"),
+}
+
+DEFAULT_MLFLOW_STORE = "mlruns"
+
+# MLflow's limits (mlflow.utils.validation), used where that module does not say otherwise.
+_MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250,
+                  "MAX_PARAMS_TAGS_PER_BATCH": 100, "MAX_METRICS_PER_BATCH": 1000}
+
+
+# Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
+CONNECT_TIMEOUT_S = 5.0
+
+# MLflow's HTTP retry settings while logging, where the environment does not set them: MLflow's own
+# defaults (7 retries, backoff factor 2, 120 s timeout) spend minutes on a server that is down. With
+# these a refused connection fails in about 3 s, a server that does not answer in at most about 35 s.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> None:
+    """UserError (one line) when a tracker of ``tracking.log`` cannot work: its package is not installed
+    (with the pip command), MLflow's HTTP(S) server does not accept a connection within
+    ``CONNECT_TIMEOUT_S``, or its file store or the TensorBoard folder (``tensorboard_dir``; not checked
+    when it depends on an ``out_dir`` not known yet) cannot be written.
+
+    Called before a run starts, so a tracker that cannot work costs nothing."""
+    for name in tracking.log:
+        module, package, extra = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"--log {name} needs {package}: pip install -e '.[{extra}]' "
+                            "(or drop --log / tracking.log)")
+    for name in dict.fromkeys(tracking.log):
+        if name == "mlflow":
+            check_mlflow_target(mlflow_uri(tracking.uri))
+        elif tracking.tensorboard_dir or out_dir is not None:
+            _check_writable(tensorboard_dir(tracking, out_dir), "--log tensorboard",
+                            "--log-dir / tracking.tensorboard_dir")
+
+
+def tracker_for(tracking: TrackingConfig, out_dir: Path | None) -> Callable[[EvalResult], Any] | None:
+    """What sends a finished result to the trackers ``tracking.log`` names (``on_result`` of a run, a merge or
+    ``--jobs``), checked now, before any work (``check_trackers``); None when tracking is off."""
+    if not tracking.log:
+        return None
+    check_trackers(tracking, out_dir)
+    return lambda result: track(result, tracking)
+
+
+def check_mlflow_target(uri: str) -> None:
+    """UserError (one line) when the MLflow tracking URI ``uri`` cannot work: an http(s) server that does not
+    accept a TCP connection within ``CONNECT_TIMEOUT_S``, a file store folder that cannot be written. Other
+    schemes (sqlite:, databricks...) are left to MLflow."""
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            port = parsed.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise UserError(f"--log mlflow: tracking URI {uri} has a bad port; fix --log-uri / tracking.uri") from None
+        try:
+            with socket.create_connection((parsed.hostname or "localhost", port), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            reason = f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) \
+                else exc.strerror or str(exc) or type(exc).__name__
+            raise UserError(f"--log mlflow: cannot reach the tracking server {uri} ({reason}); start it, fix "
+                            "--log-uri / tracking.uri, or drop --log") from None
+    elif scheme == "file":
+        _check_writable(Path(urllib.request.url2pathname(parsed.path)), "--log mlflow", "--log-uri / tracking.uri")
+    else:
+        log.info("tracking URI %s: not checked before the run (MLflow reports its own errors)", uri)
+
+
+def _check_writable(folder: Path, option: str, key: str) -> None:
+    """UserError (one line) when ``folder`` is not a folder, or it (or the folder it would be created in)
+    cannot be written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option}: {folder} is a file (or lies under one); fix {key}, or drop --log")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option}: cannot write to {existing} (permission denied); fix {key}, or drop --log")
+
+
+def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
+    """Send ``result`` (already written) to every tracker of ``tracking.log``; record where in its
+    metrics.json (``provenance.tracking``) and return that record."""
+    if not tracking.log:
+        return {}
+    kept = f"(the results were kept: {result.files['metrics']})"
+    try:
+        check_trackers(tracking, result.out_dir)  # checked before the run too, but a server can go away
+    except UserError as exc:
+        raise UserError(f"{exc} {kept}") from None
+    document = result.to_document()
+    document["_source"] = str(result.files["metrics"])
+    where: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ssd_eval-report-") as temp:
+        pictures = run_pictures(document, Path(temp))
+        for name in dict.fromkeys(tracking.log):
+            try:
+                if name == "mlflow":
+                    where[name] = log_mlflow(document, result.files["metrics"], pictures, tracking)
+                else:
+                    where[name] = log_tensorboard(document, pictures, tensorboard_dir(tracking, result.out_dir))
+            except UserError as exc:
+                raise UserError(f"{exc} {kept}") from None
+            except Exception as exc:  # a tracker's own failure (server down, bad URI): one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"--log {name}: {first} {kept}") from None
+    result.provenance["tracking"] = where
+    write_result(result, result.out_dir)
+    for name, record in where.items():
+        log.info("tracking: %s %s", name, record)
+    return where
+
+
+def describe(where: dict[str, Any]) -> str:
+    """One line saying where a run was logged (for the command line)."""
+    parts = []
+    if "mlflow" in where:
+        record = where["mlflow"]
+        parts.append(f"mlflow run {record['run_id']} (experiment {record['experiment']}) in {record['uri']}")
+    if "tensorboard" in where:
+        parts.append(f"tensorboard {where['tensorboard']['dir']}")
+    return "tracking: " + "; ".join(parts)
+
+
+def tensorboard_dir(tracking: TrackingConfig, out_dir: Path | None) -> Path:
+    """Where TensorBoard event files go: ``tracking.tensorboard_dir``, else ``<output dir>/tb``."""
+    if tracking.tensorboard_dir:
+        return Path(tracking.tensorboard_dir)
+    return Path(out_dir or ".") / "tb"
+
+
+def mlflow_uri(uri: str | None) -> str:
+    """The tracking URI to use: ``uri`` when it has a scheme (file:, http:, sqlite:, databricks...),
+    a local folder as a file: URI otherwise; default ./mlruns."""
+    uri = uri or DEFAULT_MLFLOW_STORE
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) or uri in ("databricks", "databricks-uc"):
+        return uri
+    return Path(uri).resolve().as_uri()
+
+
+@contextlib.contextmanager
+def _mlflow_environment(uri: str) -> Iterator[None]:
+    """MLflow's settings while logging, each only where the environment does not set it: the bounded HTTP
+    retries (MLFLOW_HTTP_DEFAULTS); and for file: URIs MLFLOW_ALLOW_FILE_STORE, since MLflow 3 refuses
+    its file store without it ("maintenance mode") and the file store is what works without a database
+    package."""
+    settings = dict(MLFLOW_HTTP_DEFAULTS)
+    if uri.startswith("file:"):
+        settings["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    added = [name for name in settings if name not in os.environ]
+    os.environ.update({name: settings[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _mlflow_limit(name: str) -> int:
+    try:
+        from mlflow.utils import validation
+    except ImportError:
+        return _MLFLOW_LIMITS[name]
+    return int(getattr(validation, name, _MLFLOW_LIMITS[name]))
+
+
+def mlflow_key(key: str) -> str:
+    """``key`` with only the characters MLflow accepts (alphanumerics, _ - . space : /), within its length limit."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key)[:_mlflow_limit("MAX_ENTITY_KEY_LENGTH")]
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in '...' when cut."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def run_metrics(document: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics.json worth plotting, by tracker key."""
+    from ssd_eval.scoring.cocoeval import STAT_NAMES
+
+    numbers: dict[str, float] = {name: float(document[name]) for name in STAT_NAMES if _is_number(document.get(name))}
+    for category, ap in (document.get("per_category_ap") or {}).items():
+        if _is_number(ap) and ap >= 0:  # -1: no ground truth for this category
+            numbers[f"AP/{category}"] = float(ap)
+    speed = (document.get("provenance") or {}).get("images_per_s")
+    if _is_number(speed):
+        numbers["images_per_s"] = float(speed)
+    breakdown = document.get("error_breakdown")
+    if isinstance(breakdown, dict):
+        for part, prefix in (("dAP", "dAP"), ("counts", "errors"), ("oracles", "dAP_oracle")):
+            for name, value in (breakdown.get(part) or {}).items():
+                if _is_number(value):
+                    numbers[f"{prefix}/{name}"] = float(value)
+    intervals = document.get("intervals")
+    if isinstance(intervals, dict):
+        for key, value in flatten_dotted(intervals).items():
+            if _is_number(value):
+                numbers[f"interval/{key}"] = float(value)
+    return numbers
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def run_params(document: dict[str, Any]) -> dict[str, str]:
+    """The resolved config, flattened (``config.<dotted key>``), plus variant and protocol."""
+    provenance = document.get("provenance") or {}
+    params = {"variant": document.get("variant"), "protocol": document.get("protocol"),
+              "parent": document.get("parent")}
+    params.update({f"config.{k}": v for k, v in flatten_dotted(provenance.get("config") or {}).items()})
+    return {key: _text(value) for key, value in params.items() if value is not None}
+
+
+def run_tags(document: dict[str, Any]) -> dict[str, str]:
+    """The provenance, flattened (``provenance.<dotted key>``; the config is in the params)."""
+    provenance = {k: v for k, v in (document.get("provenance") or {}).items() if k not in ("config", "tracking")}
+    tags = {f"provenance.{k}": v for k, v in flatten_dotted(provenance).items()}
+    tags["ssd_eval.metrics_json"] = document.get("_source")
+    return {key: _text(value) for key, value in tags.items() if value is not None}
+
+
+def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path],
+               tracking: TrackingConfig) -> dict[str, str]:
+    """One MLflow run with ``document``'s numbers, config, provenance and pictures; returns its address."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow_uri(tracking.uri)
+    params_per_batch = _mlflow_limit("MAX_PARAMS_TAGS_PER_BATCH")
+    metrics_per_batch = _mlflow_limit("MAX_METRICS_PER_BATCH")
+    param_limit, tag_limit = _mlflow_limit("MAX_PARAM_VAL_LENGTH"), _mlflow_limit("MAX_TAG_VAL_LENGTH")
+    with _mlflow_environment(uri):
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
+        run_name = Path(document["_source"]).parent.name or document["variant"]
+        run = client.create_run(experiment_id, run_name=run_name,
+                                tags={"variant": document["variant"], "protocol": document["protocol"]})
+        run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            stamp = int(time.time() * 1000)
+            metrics = [Metric(mlflow_key(k), v, stamp, 0) for k, v in run_metrics(document).items()]
+            params = [Param(k, truncate(v, param_limit))
+                      for k, v in {mlflow_key(k): v for k, v in run_params(document).items()}.items()]
+            tags = [RunTag(k, truncate(v, tag_limit))
+                    for k, v in {mlflow_key(k): v for k, v in run_tags(document).items()}.items()]
+            for start in range(0, len(metrics), metrics_per_batch):
+                client.log_batch(run_id, metrics=metrics[start:start + metrics_per_batch])
+            for entities, field in ((params, "params"), (tags, "tags")):
+                for start in range(0, len(entities), params_per_batch):
+                    client.log_batch(run_id, **{field: entities[start:start + params_per_batch]})
+            client.log_artifact(run_id, str(metrics_path))
+            for picture in pictures:
+                client.log_artifact(run_id, str(picture), artifact_path="report")
+            status = "FINISHED"
+        finally:
+            client.set_terminated(run_id, status)
+    return {"uri": uri, "experiment": tracking.experiment, "experiment_id": experiment_id, "run_id": run_id}
+
+
+def log_tensorboard(document: dict[str, Any], pictures: list[Path], log_dir: Path) -> dict[str, str]:
+    """A TensorBoard event file in ``log_dir`` with ``document``'s numbers, provenance and pictures."""
+    import numpy as np
+    from PIL import Image
+    from tensorboardX import SummaryWriter
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    groups = {"AP/": "AP_per_category/", "dAP/": "error_breakdown/dAP_", "errors/": "error_breakdown/count_",
+              "dAP_oracle/": "error_breakdown/oracle_", "interval/": "interval/"}
+    writer = SummaryWriter(logdir=str(log_dir))
+    try:
+        for key, value in run_metrics(document).items():
+            prefix = next((p for p in groups if key.startswith(p)), None)
+            if prefix is not None:
+                tag = groups[prefix] + key.removeprefix(prefix)
+            else:
+                tag = ("speed/" if key == "images_per_s" else "stats/") + key
+            writer.add_scalar(tag, value, global_step=0)
+        provenance = {k: v for k, v in (document.get("provenance") or {}).items() if k != "tracking"}
+        writer.add_text("provenance", "```\n" + json.dumps(provenance, indent=1, sort_keys=True) + "\n```", 0)
+        writer.add_text("run", f"{document['variant']} ({document['protocol']}): {document.get('_source')}", 0)
+        for picture in pictures:
+            with Image.open(picture) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            writer.add_image(f"report/{picture.stem}", pixels, global_step=0, dataformats="HWC")
+        writer.flush()
+        files = sorted(log_dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    finally:
+        writer.close()
+    return {"dir": str(log_dir), "file": str(files[-1]) if files else ""}
+
+
+def run_pictures(document: dict[str, Any], out: Path) -> list[Path]:
+    """The run's report pictures drawn into ``out`` (PR curves beside its parent's, the AP-change
+    chart and the error breakdown), or none when matplotlib is not installed."""
+    from ssd_eval.reports.report import _matplotlib, _save_png, report_figures
+    from ssd_eval.results.compare import find_parent_result
+
+    try:
+        _, canvas_class = _matplotlib()
+    except UserError:
+        log.info("no report pictures for tracking: matplotlib is not installed (pip install -e '.[report]')")
+        return []
+    source = Path(document["_source"]).resolve()
+    try:
+        others = [r for r in load_results(source.parent.parent) if Path(r["_source"]).resolve() != source]
+    except UserError as exc:  # a malformed neighbour: draw this run alone
+        log.info("tracking pictures without the other results: %s", exc)
+        others = []
+    parent, _ = find_parent_result(document, [document, *others])
+    results = [document] + ([parent] if parent is not None else [])
+    return [_save_png(figure, canvas_class, out / name) for name, figure in report_figures(results, only=document)]

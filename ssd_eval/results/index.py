@@ -1,0 +1,107 @@
+"""Finished results on disk: find, load and group metrics.json files by what they measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssd_eval.config.schema import run_name
+from ssd_eval.errors import UserError
+from ssd_eval.results.result import log, read_metrics_file
+
+
+def load_results(results_dir: Path, *, include_partial: bool = False) -> list[dict]:
+    """Read every `results_dir/*/metrics.json`, sorted by path, except partial runs (`is_partial`)
+    outside their variant's canonical folder (e.g. `results/sample@limit3/`) unless `include_partial`.
+
+    Each dict is the file's content plus `_source` (its path). A malformed file
+    raises UserError naming it. A missing directory gives an empty list.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    results = [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+    partial = [r for r in results if is_partial(r) and Path(r["_source"]).parent.name
+               != run_name(r["variant"], r["protocol"], result_subset(r))]
+    if partial and not include_partial:
+        log.info("leaving out %d partial runs (not the variants' results): %s", len(partial),
+                 ", ".join(r["_source"] for r in partial))
+        results = [r for r in results if all(r is not p for p in partial)]
+    return results
+
+
+def is_partial(result: dict) -> bool:
+    """Whether a result (metrics.json dict) is of a partial run (`provenance.partial`: a `--limit`,
+    another model, annotation file or image folder than its config file's): the table, the gate
+    and `baseline --update` never take it for the variant's result."""
+    return bool((result.get("provenance") or {}).get("partial"))
+
+
+def result_subset(result: dict) -> str | None:
+    """The name of the image subset a result was evaluated on (`provenance.subset.name`), None for the full set."""
+    subset = (result.get("provenance") or {}).get("subset")
+    return subset.get("name") if isinstance(subset, dict) else None
+
+
+def describe_image_set(subset: str | None) -> str:
+    """`subset ci-500` or `full set`: how messages name an image set."""
+    return "full set" if subset is None else f"subset {subset}"
+
+
+class ResultIndex:
+    """Every `results_dir/*/metrics.json`, read and checked once, and the lookup the gate
+    and `baseline --update` share (see `find`)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+        self.entries: dict[Path, dict | UserError] = {}
+        for path in sorted(self.results_dir.glob("*/metrics.json")):
+            try:
+                self.entries[path] = read_metrics_file(path)
+            except UserError as exc:
+                self.entries[path] = exc  # raised only when this file is the one asked for
+
+    def results(self) -> list[dict]:
+        """The readable results of full runs (not `is_partial`), in path order: `find` takes a partial
+        run only from the canonical folder, where only an explicit `--out` can put it."""
+        return [e for e in self.entries.values() if isinstance(e, dict) and not is_partial(e)]
+
+    def errors(self) -> list[UserError]:
+        """The unreadable or malformed files, in path order."""
+        return [e for e in self.entries.values() if isinstance(e, UserError)]
+
+    def protocols(self, variant: str) -> list[str]:
+        """The protocols `variant` has results under, in order of first appearance."""
+        return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
+
+    def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
+        """The result of `variant` under `protocol` (on image subset `subset`, None: the full set), plus a
+        note when it is not in its canonical folder.
+
+        The canonical folder (`config.run_name`) wins whenever it has a metrics.json: its
+        content is returned as it is (the caller checks its protocol) unless it is malformed
+        or holds another variant (UserError). Without it, exactly one other result of that
+        variant and protocol is used, with a note naming it; several are an error naming
+        them, none an error naming the missing file. `role` (e.g. "baselined variant
+        ssd-12") says in errors what the result was wanted for.
+        """
+        path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
+        entry = self.entries.get(path)
+        if isinstance(entry, UserError):
+            raise entry
+        if entry is not None:
+            if entry["variant"] != variant:
+                raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} "
+                                f"({role})")
+            return entry, None
+        others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol
+                  and result_subset(r) == subset]
+        if len(others) > 1:
+            raise UserError(f"{path}: missing, and {len(others)} other results of {variant} under "
+                            f"protocol {protocol} exist: {', '.join(r['_source'] for r in others)}; "
+                            f"move the one to use to {path.parent}/ ({role})")
+        if others:
+            return others[0], (f"note: {variant} (protocol {protocol}): {path.parent}/ missing; "
+                               f"using {others[0]['_source']}")
+        hint = f"make eval MODEL={variant}" + ("" if protocol == "coco" else f" PROTOCOL={protocol}")
+        hint += "" if subset is None else f" ARGS='--subset {subset}'"
+        raise UserError(f"{path}: missing ({role}, protocol {protocol}); run `{hint}` first")

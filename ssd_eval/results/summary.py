@@ -1,0 +1,105 @@
+"""A finished result as terminal text: the run line, the 12 stats and per-category AP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssd_eval.config.protocols import protocol_base
+from ssd_eval.results.result import EvalResult
+from ssd_eval.utils import is_number
+
+
+def align_columns(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain text table: a header line, a dashed rule, then one line per row, columns aligned."""
+    table = [headers] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# What each of the 12 stats is, as pycocotools' summarize() prints it: (AP/AR, IoU, area, maxDets).
+STAT_MEANINGS = {
+    "mAP": ("AP", "0.50:0.95", "all", 100), "AP50": ("AP", "0.50", "all", 100),
+    "AP75": ("AP", "0.75", "all", 100), "APs": ("AP", "0.50:0.95", "small", 100),
+    "APm": ("AP", "0.50:0.95", "medium", 100), "APl": ("AP", "0.50:0.95", "large", 100),
+    "AR1": ("AR", "0.50:0.95", "all", 1), "AR10": ("AR", "0.50:0.95", "all", 10),
+    "AR100": ("AR", "0.50:0.95", "all", 100), "ARs": ("AR", "0.50:0.95", "small", 100),
+    "ARm": ("AR", "0.50:0.95", "medium", 100), "ARl": ("AR", "0.50:0.95", "large", 100),
+}
+
+
+SUMMARY_TOP = 5
+
+
+def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False) -> str:
+    """The terminal summary of one result, after ``eval`` / ``merge`` and by ``ssd-eval show``: what
+    was run (variant, protocol, images, speed, model, harness commit), the 12 COCO stats with
+    what each measures, and the per-category AP, best first (the ``top`` best and worst, or
+    every category with ``all_categories``); each of the scores' ``warnings`` is a ``warning:`` line."""
+    provenance = result.provenance if isinstance(result.provenance, dict) else {}
+    model = provenance.get("model") or {}
+    speed = provenance.get("images_per_s")
+    speed_text = "images/s -" if speed is None else f"{speed:.2f} images/s"
+    if speed is not None and provenance.get("speed_from_cache"):
+        speed_text += " (from the cache: measured when these images were inferred)"
+    lines = [f"{result.variant}  protocol {result.protocol}  {provenance.get('images', '?')} images  "
+             f"{provenance.get('detections', '?')} detections  {speed_text}"]
+    if provenance.get("partial"):
+        lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
+    lines += [f"warning: {warning}" for warning in result.scores.warnings]
+    lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
+                 f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
+                 f"  date {provenance.get('date', '?')}")
+    intervals = result.intervals if isinstance(result.intervals, dict) else {}
+    rows = []
+    for name, value in result.scores.named().items():
+        kind, iou, area, max_dets = STAT_MEANINGS[name]
+        interval = intervals.get(name) or {}
+        bounds = (f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+                  if is_number(interval.get("low")) and is_number(interval.get("high")) else "")
+        rows.append([name, f"{value:.4f}", kind, iou, area, str(max_dets), bounds])
+    headers = ["stat", "value", "", "IoU", "area", "maxDets"]
+    if any(row[-1] for row in rows):
+        level = next((i.get("level") for i in intervals.values() if isinstance(i, dict) and i.get("level")), 0.95)
+        headers.append(f"{100 * level:g} % interval")
+    else:
+        rows = [row[:-1] for row in rows]
+    lines += ["", align_columns(headers, rows)]
+    full_set = (result.full_set_intervals or {}).get("mAP") if isinstance(result.full_set_intervals, dict) else None
+    if isinstance(full_set, dict) and all(is_number(full_set.get(k)) for k in ("estimate", "low", "high")):
+        lines.append(f"full set ({full_set.get('full_set_images', '?')} images), estimated from this subset: mAP "
+                     f"{full_set['estimate']:.4f} [{full_set['low']:.4f}, {full_set['high']:.4f}] "
+                     f"({100 * full_set.get('level', 0.95):g} %; the subset's upward bias extrapolated)")
+    if protocol_base(result.protocol) == "inc":
+        lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
+    lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]
+    return "\n".join(lines)
+
+
+def _short_commit(provenance: dict[str, Any]) -> str:
+    """provenance.harness_commit as 12 hex digits (plus "+dirty"), or "?" where unknown."""
+    commit = provenance.get("harness_commit")
+    if not isinstance(commit, str) or not commit:
+        return "?"
+    head, dirty, _ = commit.partition("+")
+    return head[:12] + (f"+{_}" if dirty else "")
+
+
+def _category_table(per_category: dict[str, float], *, top: int, all_categories: bool) -> list[str]:
+    """Per-category AP lines, best first; categories without ground truth (AP -1) listed apart."""
+    scored = sorted(((name, ap) for name, ap in per_category.items() if ap >= 0), key=lambda item: (-item[1], item[0]))
+    absent = sorted(name for name, ap in per_category.items() if ap < 0)
+    ranked = [[str(rank), name, f"{ap:.4f}"] for rank, (name, ap) in enumerate(scored, start=1)]
+    if all_categories or len(ranked) <= 2 * top:
+        title = f"per-category AP, {len(ranked)} categories, best first:"
+        shown = ranked
+    else:
+        title = (f"per-category AP, the {top} best and {top} worst of {len(ranked)} categories "
+                 "(ssd-eval show METRICS.json --all: every one):")
+        shown = ranked[:top] + [["...", f"({len(ranked) - 2 * top} more)", ""]] + ranked[-top:]
+    lines = [title, align_columns(["rank", "category", "AP"], shown)] if shown else [title, "(none)"]
+    if absent:
+        names = absent if all_categories or len(absent) <= 2 * top else absent[:top] + ["..."]
+        lines.append(f"no ground truth in these images: {len(absent)} categories ({', '.join(names)})")
+    return lines

@@ -1,0 +1,66 @@
+"""score_detections: one entry point for batch or streamed scoring."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ssd_eval.scoring.cocoeval import (
+    BACKENDS,
+    Scores,
+    _run_cocoeval,
+    averaged_category_ids,
+    checked_copies,
+    checked_copy,
+    empty_scores,
+    log,
+    prepare_ground_truth,
+    scores_from_evaluation,
+)
+
+
+def score_detections(
+    gt: dict[str, Any],
+    detections: Iterable[dict],
+    image_ids: Sequence[int],
+    *,
+    crowd_as_ground_truth: bool = False,
+    backend: str = "pycocotools",
+    exclude_categories: Sequence[str] = (),
+    source: str = "detections",
+    streaming: bool = False,
+    keep_matches: bool = False,
+) -> Scores:
+    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``,
+    averaged over the file's categories except those named in ``exclude_categories``.
+
+    ``streaming``: match the detections a chunk of images at a time as they are read, keeping a few
+    bytes per detection (``ssd_eval.scoring.streaming``; same numbers). Each image's detections must then come
+    together, as the resume cache yields them. Backends that cannot stream score in one batch.
+    ``keep_matches``: when streaming with pycocotools, also keep every detection's match in
+    ``Scores.matches`` (for bootstrap intervals); otherwise it stays None.
+    """
+    if streaming:
+        from ssd_eval.scoring.streaming import score_stream, streams
+
+        if streams(backend):
+            return score_stream(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth,
+                                backend=backend, exclude_categories=exclude_categories, source=source,
+                                keep_matches=keep_matches)
+        log.info("metrics.backend %s cannot stream: scoring every detection at once", backend)
+    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
+    all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
+    category_ids = averaged_category_ids(names, exclude_categories)
+    chosen = BACKENDS.get(backend)
+    if chosen is None or chosen.mutates_results:
+        results = checked_copies(detections, image_ids, all_category_ids, source)
+    else:  # checked, not copied: the backend only reads them
+        images, categories = set(image_ids), set(all_category_ids)
+        results = [checked_copy(det, images, categories, source, copy=False) for det in detections]
+    if not results:
+        return empty_scores(prepared, names, category_ids, image_ids, source)
+    evaluator = _run_cocoeval(prepared, results, sorted(image_ids), category_ids, backend)
+    return scores_from_evaluation(evaluator.stats, np.asarray(evaluator.eval["precision"]), names,
+                                  list(evaluator.params.catIds), source, averaged=category_ids)

@@ -1,0 +1,212 @@
+"""Small helpers every layer shares: hashing, dotted keys, atomic writes, file sha256, versions, clock, and checks of
+plain JSON/YAML values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from ssd_eval.errors import UserError, quote
+
+KIND_TEXT = {
+    "str": "a string",
+    "number": "a finite number",
+    "int": "an integer",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "list": "a list",
+    "str_list": "a list of strings",
+    "number_list": "a list of finite numbers",
+    "number_map": "a mapping of names to finite numbers",
+    "number_list_map": "a mapping of names to lists of finite numbers",
+    "interval_map": "a mapping of metric names to intervals (low, high, level, estimate: finite numbers; "
+                    "replicates, seed: integers)",
+}
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_non_finite(value: Any) -> bool:
+    """True for a float NaN or infinity."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def has_kind(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of ``kind`` (a key of KIND_TEXT): "str" must be non-empty."""
+    if kind == "str":
+        return isinstance(value, str) and value != ""
+    if kind == "number":
+        return is_number(value)
+    if kind == "int":
+        return is_int(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
+    if kind == "str_list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "number_list":
+        return isinstance(value, list) and all(is_number(v) for v in value)
+    if kind == "number_map":
+        return isinstance(value, dict) and all(is_number(v) for v in value.values())
+    if kind == "number_list_map":
+        return isinstance(value, dict) and all(has_kind(v, "number_list") for v in value.values())
+    if kind == "interval_map":
+        return isinstance(value, dict) and all(_is_interval(v) for v in value.values())
+    raise ValueError(kind)
+
+
+def _is_interval(value: Any) -> bool:
+    """An uncertainty.Interval as metrics.json holds it (as_dict), or null (no interval for that metric)."""
+    if value is None:
+        return True
+    return (isinstance(value, dict) and all(is_number(value.get(k)) for k in ("low", "high", "level", "estimate"))
+            and all(is_int(value.get(k)) for k in ("replicates", "seed")))
+
+
+def check_keys(data: dict, source: str, required: tuple[tuple[str, str], ...],
+               optional: tuple[tuple[str, str], ...] = ()) -> None:
+    """Check dotted keys of ``data``: each of ``required`` present and of its kind, each of
+    ``optional`` missing, null or of its kind; UserError naming ``source`` and the key."""
+    for key, kind in required:
+        try:
+            value = get_dotted(data, key)
+        except KeyError:
+            raise UserError(f"{source}: missing key {key}") from None
+        if not has_kind(value, kind):
+            raise UserError(f"{source}: {key}: expected {KIND_TEXT[kind]}, got {quote(value)}")
+    for key, kind in optional:
+        try:
+            value = get_dotted(data, key)
+        except KeyError:
+            continue
+        if value is not None and not has_kind(value, kind):
+            raise UserError(f"{source}: {key}: expected {KIND_TEXT[kind]} or null, got {quote(value)}")
+
+
+def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def get_dotted(data: dict[str, Any], dotted_key: str) -> Any:
+    """The value at ``a.b.c`` in nested mappings; KeyError naming the key when a part is missing."""
+    node: Any = data
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted_key)
+        node = node[part]
+    return node
+
+
+def hash_data(data: Any) -> str:
+    """sha256 of the canonical JSON form of ``data``."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; on success it is synced and renamed
+    to ``path`` (with the usual permissions), on failure removed: never a partial file at ``path``.
+
+    A write error that names no file (a full disk) is raised as a UserError naming ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(temp)
+        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[TextIO]:
+    """A text file handle whose content appears at ``path`` only when the block completes (atomic_path)."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8") as handle:
+        yield handle
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a partial file."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def _current_umask() -> int:
+    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
+    """``atomic_write_text`` of ``data`` as JSON."""
+    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+CHUNK_SIZE = 1 << 20
+
+
+def sha256_of(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
+    """Return the hex sha256 digest of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def now() -> str:
+    """The current UTC time in ISO 8601, to the second (provenance ``date``)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
