@@ -86,8 +86,8 @@ models: $(STAMP) ## download the zoo models (or MODEL=ssd-12) into data/models/
 data: $(STAMP) ## download COCO val2017 and its annotations into data/coco/
 	$(PY) -m ssd_eval fetch data
 
-table: $(STAMP) ## results/TABLE.md and results/table.csv from every results/*/metrics.json
-	$(PY) -m ssd_eval table
+table: $(STAMP) ## results/TABLE.md and results/table.csv from every results/*/metrics.json (ARGS=--all: every column)
+	$(PY) -m ssd_eval table $(ARGS)
 
 gate: $(STAMP) ## fail if mAP regressed against the baselines (BASELINES=baselines/zoo); last line: the verdict
 	$(PY) -m ssd_eval gate --baselines $(BASELINES) $(ARGS)

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser("table", help="write results/TABLE.md and results/table.csv")
     table.add_argument("--results", default="results", help="results directory (default results)")
+    table.add_argument("--all", action="store_true",
+                       help="show every column (default: the columns a reader compares, ~120 characters wide); "
+                            "table.csv always holds every column")
     table.set_defaults(handler=cmd_table)
 
     gate = commands.add_parser("gate", help="fail (exit 1) when results regressed against the baselines",
@@ -349,7 +352,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from ssd_eval.reports.table import write_table
 
-    write_table(Path(args.results))
+    write_table(Path(args.results), all_columns=args.all)
     return 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import ssd_eval.reports.table
 from ssd_eval.errors import UserError
-from ssd_eval.reports.table import build_rows, render_csv, render_markdown, render_terminal, write_table
+from ssd_eval.reports.table import build_rows, render_csv, render_markdown, render_terminal, table_view, write_table
 from ssd_eval.results.index import load_results
 
 from helpers import metrics_document, write_metrics
@@ -161,12 +161,14 @@ def test_parent_chosen_under_the_same_protocol():
     assert row["drop_pct"] == "0.42"  # (0.19 - 0.1892) / 0.19 * 100 = 0.421
 
 
-def test_no_published_map_says_so():
+def test_no_published_map_leaves_published_and_delta_empty_without_a_note():
+    """Issue 25: `n/a: no published mAP` filled every row; the empty published cell says it."""
     data = int8()
     data["published_map"] = None
-    row = row_of(build_rows([data]), "ssd-12-int8")
-    assert row["published_map"] == ""
-    assert row["delta"] == "n/a: no published mAP"
+    rows = build_rows([data])
+    row = row_of(rows, "ssd-12-int8")
+    assert row["published_map"] == "" and row["delta"] == ""
+    assert "no published" not in render_terminal(rows) + render_markdown(rows) + render_csv(rows)
 
 
 def test_delta_is_signed_measured_minus_published():
@@ -190,7 +192,7 @@ def test_delta_only_under_the_published_protocol_on_the_full_set():
     assert (row_of(build_rows([limited]), "ssd-12-int8")["delta"]
             == "n/a: limited run (--limit 50); published over the full set")
     limited["published_map"] = None
-    assert row_of(build_rows([limited]), "ssd-12-int8")["delta"] == "n/a: no published mAP"
+    assert row_of(build_rows([limited]), "ssd-12-int8")["delta"] == ""
 
 
 def test_table_md_header_explains_when_delta_is_filled(tmp_path):
@@ -206,7 +208,7 @@ def test_table_md_header_explains_when_delta_is_filled(tmp_path):
 def test_csv_content():
     text = render_csv(build_rows([fp32(), int8(protocol="inc")]))
     records = list(csv.DictReader(io.StringIO(text)))
-    assert list(records[0]) == ["variant", "protocol", "images", "subset", "map", "map_ci", "map_ci_note",
+    assert list(records[0]) == ["variant", "protocol", "image_set", "images", "subset", "map", "map_ci", "map_ci_note",
                                 "published_map", "delta", "delta_note", "drop_pct", "drop_note", "drop_ci",
                                 "drop_ci_note", "ap50", "ap75", "aps", "apm", "apl", "area_note", "images_per_s",
                                 "images_per_s_note", "speedup", "speedup_note", "provider", "int8_path", "date",
@@ -261,8 +263,12 @@ def test_ap50_ap75_always_and_area_aps_only_where_comparable():
     [record] = numeric_columns_parse(render_csv([inc]))
     assert (record["aps"], record["apm"], record["apl"]) == ("", "", "")
     assert record["area_note"] == "n/a: inc computes areas from normalized boxes"
-    header = render_markdown([coco]).splitlines()[0]
+    header = render_markdown([coco], all_columns=True).splitlines()[0]
     assert "| AP50 | AP75 | APs | APm | APl |" in header
+    # the views: the n/a cells empty, and one note for the three
+    headers, [cells], notes = table_view([inc], all_columns=True)
+    assert [cells[headers.index(h)] for h in ("APs", "APm", "APl", "note")] == ["", "", "", "1,2"]
+    assert notes == ["1. mAP ± ci: no intervals", "2. APs, APm, APl: inc computes areas from normalized boxes"]
 
 
 def test_table_md_explains_the_area_columns_and_cached_speed(tmp_path):
@@ -292,17 +298,26 @@ def test_a_progress_interval_does_not_make_speeds_incomparable():
 
 
 def test_markdown_content():
-    text = render_markdown(build_rows([fp32(**REFERENCE_FULL), int8(**REFERENCE_FULL)]))
-    lines = text.splitlines()
-    assert lines[0].startswith("| variant | protocol | images |")
-    assert set(lines[1]) <= {"|", "-"}
-    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    cells = dict(zip(headers, (cell.strip() for cell in lines[3].strip("|").split("|"))))
-    assert {k: cells[k] for k in ("variant", "protocol", "images", "mAP", "published mAP", "delta", "drop %",
-                                  "speedup", "AP50")} == {
-        "variant": "ssd-12-int8", "protocol": "inc", "images": "4952", "mAP": "0.1892", "published mAP": "0.1892",
-        "delta": "+0.0000", "drop %": "0.32", "speedup": "3.49x", "AP50": f"{0.1892 * 1.8:.4f}"}
-    assert len(lines) == 4
+    rows = build_rows([with_interval(fp32(**REFERENCE_FULL)), with_interval(int8(**REFERENCE_FULL))])
+    for all_columns, expected in ((True, {"variant": "ssd-12-int8", "protocol": "inc", "image set": "full set",
+                                          "images": "4952", "mAP": "0.1892", "published mAP": "0.1892",
+                                          "delta": "+0.0000", "drop %": "0.32", "speedup": "3.49x",
+                                          "AP50": f"{0.1892 * 1.8:.4f}", "drop ± ci": "", "note": "2,1"}),
+                                  (False, {"variant": "ssd-12-int8", "protocol": "inc", "image set": "full set",
+                                           "images": "4952", "mAP (95% ci)": "0.1892 ± 0.0100",
+                                           "published": "0.1892", "delta": "+0.0000", "drop %": "0.32",
+                                           "images/s": "6.98", "sha256": "abababab"})):
+        lines = render_markdown(rows, all_columns=all_columns).splitlines()
+        assert lines[0].startswith("| variant | protocol | image set | images |")
+        assert set(lines[1]) <= {"|", "-"}
+        headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+        cells = dict(zip(headers, (cell.strip() for cell in lines[3].strip("|").split("|"))))
+        assert {k: cells[k] for k in expected} == expected
+        if all_columns:  # each reason once, numbered in order of first appearance
+            assert lines[4:] == ["", "Notes:", "", "1. APs, APm, APl: inc computes areas from normalized boxes",
+                                 "2. drop ± ci: no detections.json"]
+        else:
+            assert headers[-1] == "sha256" and len(lines) == 4  # nothing empty for a reason: no note column
 
 
 def test_markdown_escapes_pipes():
@@ -315,19 +330,20 @@ def test_hostile_variant_names_stay_on_one_row_and_are_not_formulas():
     rows = build_rows([metrics_document("evil\n| x |\n=cmd", mAP=0.2), metrics_document("=HYPERLINK(1)", mAP=0.1),
                        metrics_document("-x", mAP=0.3, published=0.4, protocol="inc", images=4952)])
     lines = render_markdown(rows).splitlines()
-    assert len(lines) == 5 and lines[2].startswith("| evil \\| x \\| =cmd | coco |")
+    assert len(lines) == 5 and lines[4].startswith("| evil \\| x \\| =cmd | coco |")
     records = list(csv.reader(io.StringIO(render_csv(rows))))
-    assert [r[0] for r in records[1:]] == ["evil | x | =cmd", "'=HYPERLINK(1)", "'-x"]
-    assert records[3][records[0].index("delta")] == "-0.1000"  # numbers keep their sign
-    assert len(render_terminal(rows).splitlines()) == 5
+    assert [r[0] for r in records[1:]] == ["'-x", "'=HYPERLINK(1)", "evil | x | =cmd"]
+    assert records[1][records[0].index("delta")] == "-0.1000"  # numbers keep their sign
+    assert len([line for line in render_terminal(rows).splitlines() if "coco" in line or "inc" in line]) == 3
 
 
 def test_terminal_table_is_aligned():
     text = render_terminal(build_rows([fp32(), int8()]))
     lines = text.splitlines()
-    assert lines[0].startswith("variant")
+    assert lines[0].startswith("variant") and len(lines) == 5  # header, rule, 2 rows, 1 note
     start = lines[0].index("protocol")
-    assert all(line[start:].startswith(("protocol", "coco", "-")) for line in lines)
+    assert all(line[start:].startswith(("protocol", "coco", "-")) for line in lines[:4])
+    assert lines[4] == "1. delta: published under inc protocol, full set"
 
 
 # --------------------------------------------------------------------------- files
@@ -345,7 +361,9 @@ def test_write_table_writes_files_atomically_and_prints(tmp_path, capsys):
     assert ".png" not in table_md
     assert (tmp_path / "table.csv").read_text() == render_csv(rows)
     out = capsys.readouterr().out
-    assert "ssd-12-int8" in out and "3.49x" in out
+    assert "ssd-12-int8" in out and "0.32" in out and "3.49x" not in out  # speedup: --all
+    write_table(tmp_path, all_columns=True)
+    assert "3.49x" in capsys.readouterr().out and "3.49x" in (tmp_path / "TABLE.md").read_text()
 
 
 def test_write_table_quiet_prints_nothing(tmp_path, capsys):
@@ -354,14 +372,19 @@ def test_write_table_quiet_prints_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_table_links_report_pictures_beside_it(tmp_path):
+def test_table_links_report_pictures_group_by_group(tmp_path):
     write_metrics(tmp_path, fp32())
-    for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_ssd-12-int8.png"):
+    names = ["report/coco_ci-500_aaaa/pr_iou50.png", "report/coco_full-set_bbbb/pr_iou50.png",
+             "report/coco_full-set_bbbb/ap_delta_ssd-12-int8.png"]
+    for name in names + ["pr_iou75.png"]:  # an old report's picture beside TABLE.md is not linked
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"\x89PNG")
     write_table(tmp_path, quiet=True)
     table_md = (tmp_path / "TABLE.md").read_text()
-    for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_ssd-12-int8.png"):
-        assert f"]({name})" in table_md
+    pictures = table_md.split("## Pictures (`ssd-eval report`)\n")[1]
+    assert pictures == ("\n### coco_ci-500_aaaa\n\n![pr_iou50](report/coco_ci-500_aaaa/pr_iou50.png)\n"
+                        "\n### coco_full-set_bbbb\n\n![pr_iou50](report/coco_full-set_bbbb/pr_iou50.png)\n"
+                        "![ap_delta_ssd-12-int8](report/coco_full-set_bbbb/ap_delta_ssd-12-int8.png)\n")
 
 
 def test_failed_write_keeps_old_table_and_leaves_no_temp_file(tmp_path, monkeypatch):
@@ -579,7 +602,7 @@ def test_int8_path_of_a_model_marked_unquantized_or_without_a_kernel_class():
 
 
 def test_markdown_rows_open_and_close_with_a_pipe():
-    lines = render_markdown(build_rows([fp32(), int8()])).splitlines()
+    lines = render_markdown(build_rows([fp32(), int8()])).splitlines()[:4]
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines[:1] + lines[2:])
     assert lines[1] == "|" + "---|" * (lines[0].count(" | ") + 1)
 
@@ -589,10 +612,11 @@ def test_table_md_keeps_the_table_then_one_picture_section_and_ends_in_one_newli
     rows = write_table(tmp_path, quiet=True)
     plain = (tmp_path / "TABLE.md").read_text()
     assert plain.endswith("\n" + render_markdown(rows)) and not plain.endswith("\n\n")
-    (tmp_path / "pr_iou50.png").write_bytes(b"\x89PNG")
+    (tmp_path / "report" / "g").mkdir(parents=True)
+    (tmp_path / "report" / "g" / "pr_iou50.png").write_bytes(b"\x89PNG")
     write_table(tmp_path, quiet=True)
     assert (tmp_path / "TABLE.md").read_text() == (
-        plain + "\n\n## Pictures (`ssd-eval report`)\n\n![pr_iou50](pr_iou50.png)\n")
+        plain + "\n\n## Pictures (`ssd-eval report`)\n\n### g\n\n![pr_iou50](report/g/pr_iou50.png)\n")
 
 
 def test_write_table_prints_the_terminal_table_and_nothing_else(tmp_path, capsys):
@@ -650,3 +674,100 @@ def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_b
     assert row_of(build_rows([parent, child]), "ssd-12-int8")["drop_ci"] == expected_cell
     assert calls == ([] if missing else [("matches of ssd-12-int8", "matches of ssd-12",
                                           {"replicates": 200, "seed": 7})])
+
+
+# --------------------------------------------------------------------------- issue 25: the default view, order, image set
+
+def zoo_rows() -> list[dict]:
+    """Real-length rows: the zoo variants on the full set under the published protocol, on ci-500 under coco,
+    and a --limit run, with bootstrap intervals, cached speeds and int8 kernel-class notes."""
+    documents = []
+    for subset in (None, "ci-500"):
+        for maker in (fp32, int8):
+            document = maker(protocol="inc" if subset is None else "coco", images=4952 if subset is None else 500,
+                             image_ids=f"ids-{subset}")
+            with_interval(document)["intervals"]["mAP"].update(low=document["mAP"] - 0.0181,
+                                                               high=document["mAP"] + 0.0193)
+            document["provenance"]["images_per_s"] = 12.3456
+            document["provenance"]["speed_from_cache"] = True
+            if subset:
+                on_subset(document, subset)
+            if maker is int8:
+                document["published_int8_path"] = "x86-vnni"
+                document["provenance"]["model"]["quantization"] = "QOperator"
+                document["provenance"]["int8"] = {"cpu": {"kernel_class": "x86-avx2"}}
+            documents.append(document)
+    limited = metrics_document("ssd-10", mAP=0.1949, published=0.195, published_protocol="mlperf-ssd",
+                               protocol="mlperf-ssd", images=1000)
+    limited["provenance"]["limit"] = 1000
+    return build_rows(documents + [limited])
+
+
+def test_the_default_view_fits_120_columns_with_real_values_and_all_shows_every_column():
+    rows = zoo_rows()
+    default = render_terminal(rows).splitlines()
+    assert max(len(line) for line in default) <= 120, "\n".join(default)
+    assert default[0].split() == ["variant", "protocol", "image", "set", "images", "mAP", "(95%", "ci)", "published",
+                                  "delta", "drop", "%", "images/s", "sha256", "note"]
+    everything = render_terminal(rows, all_columns=True).splitlines()
+    for _, header in ssd_eval.reports.table.COLUMNS:
+        assert header in everything[0]
+    assert max(len(line) for line in everything) > 120
+    # table.csv keeps every column, whatever the view
+    assert list(csv.DictReader(io.StringIO(render_csv(rows))))[0].keys() >= {k for k, _ in ssd_eval.reports.table.COLUMNS}
+
+
+def test_an_empty_cell_stays_empty_and_its_reason_is_a_numbered_note_given_once():
+    rows = zoo_rows()
+    text = render_terminal(rows)
+    assert "n/a" not in text
+    headers, grid, notes = table_view(rows)
+    marks = [cells[-1] for cells in grid]
+    assert notes == ["1. delta: limited run (--limit 1000); published over the full set",
+                     "2. delta: published under inc protocol, full set",
+                     "3. images/s: from the resume cache, as measured when its images were inferred",
+                     "4. delta: int8 on x86-avx2; published on x86-vnni"]
+    delta = headers.index("delta")
+    by_row = {(cells[0], cells[2]): (cells[delta], mark) for cells, mark in zip(grid, marks)}
+    assert by_row[("ssd-10", "limit 1000")] == ("", "1")
+    assert by_row[("ssd-12", "ci-500")] == ("", "2,3") and by_row[("ssd-12-int8", "ci-500")] == ("", "2,3")
+    assert by_row[("ssd-12", "full set")] == ("+0.0000", "3")
+    assert by_row[("ssd-12-int8", "full set")] == ("+0.0000", "4,3")  # a qualified number keeps its number
+    assert text.endswith("\n".join(notes) + "\n")
+
+
+def test_rows_go_by_variant_protocol_image_set_not_by_folder_name(tmp_path):
+    """Issue 25: sorted by folder, oracle-noisy/ came before oracle/ (and oracle@ci-500/ after both)."""
+    documents = {
+        "oracle-noisy": metrics_document("oracle-noisy", mAP=0.39),
+        "oracle@limit50": metrics_document("oracle", mAP=0.41, images=50),
+        "oracle@limit100": metrics_document("oracle", mAP=0.42, images=100),
+        "oracle@ci-500": on_subset(metrics_document("oracle", mAP=0.4, images=500)),
+        "oracle-inc": metrics_document("oracle", mAP=0.38, protocol="inc"),
+        "oracle": metrics_document("oracle", mAP=0.4),
+        "oracle@own": metrics_document("oracle", mAP=0.9, images=200),
+    }
+    documents["oracle@limit50"]["provenance"]["limit"] = 50
+    documents["oracle@limit100"]["provenance"]["limit"] = 100
+    documents["oracle@own"]["provenance"]["overridden"] = ["dataset.annotations", "dataset.images"]
+    for folder, document in documents.items():
+        write_metrics(tmp_path, document, folder)
+    rows = build_rows(load_results(tmp_path, include_partial=True))
+    assert [(r["variant"], r["protocol"], r["image_set"]) for r in rows] == [
+        ("oracle", "coco", "full set"), ("oracle", "coco", "ci-500"), ("oracle", "coco", "limit 50"),
+        ("oracle", "coco", "limit 100"), ("oracle", "coco", "own annotations"), ("oracle", "inc", "full set"),
+        ("oracle-noisy", "coco", "full set")]
+
+
+def test_image_set_names_subset_limit_and_own_data_together():
+    from ssd_eval.results.index import image_set
+
+    document = metrics_document("x", mAP=0.1)
+    assert image_set(document) == "full set"
+    on_subset(document, "ci-500")
+    document["provenance"]["limit"] = 20
+    assert image_set(document) == "ci-500, limit 20"
+    document["provenance"]["overridden"] = ["dataset.images"]
+    assert image_set(document) == "own images, ci-500, limit 20"
+    document["provenance"].update(overridden=["model.path", "dataset.annotations"], subset=None, limit=None)
+    assert image_set(document) == "own annotations"

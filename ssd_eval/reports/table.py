@@ -1,7 +1,10 @@
 """Comparison table of evaluation results: TABLE.md, table.csv and a terminal view.
 
-Every row names its protocol. Quantized variants are compared with their fp32
-parent only like with like; a blank comparison cell always says why it is blank.
+Every row names its protocol and image set; rows go by variant, protocol, image set. Quantized variants
+are compared with their fp32 parent only like with like. A cell without a number stays empty, and why it
+is empty goes to the row's note (the terminal and TABLE.md: numbered notes under the table; table.csv:
+the ``*_note`` column beside it). The terminal and TABLE.md show DEFAULT_COLUMNS (at most ~120
+characters wide), or every column with ``--all``; table.csv always holds every column.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ssd_eval.results.compare import (
     short_provider_names,
     speed_mismatch,
 )
-from ssd_eval.results.index import load_results, result_subset
+from ssd_eval.results.index import image_set, load_results, result_subset, table_order
 from ssd_eval.results.paired import ResultMatches, comparison_settings, paired_drop, result_interval
 from ssd_eval.results.summary import align_columns
 from ssd_eval.scoring.cocoeval import STAT_NAMES
@@ -35,6 +38,7 @@ METRIC_NAMES = tuple(STAT_NAMES)
 COLUMNS = (
     ("variant", "variant"),
     ("protocol", "protocol"),
+    ("image_set", "image set"),
     ("images", "images"),
     ("subset", "subset"),
     ("map", "mAP"),
@@ -55,10 +59,31 @@ COLUMNS = (
     ("date", "date"),
     ("model_sha256", "model sha256"),
 )
-"""(row key, display header) for every table column, in order."""
+"""(row key, display header) for every table column, in order: table.csv and the ``--all`` view."""
 
-TERMINAL_LEFT_OUT = ("aps", "apm", "apl")
-"""Columns TABLE.md and table.csv hold but the terminal view leaves out (its width)."""
+DEFAULT_COLUMNS = (
+    ("variant", "variant"),
+    ("protocol", "protocol"),
+    ("image_set", "image set"),
+    ("images", "images"),
+    ("map_interval", "mAP (95% ci)"),
+    ("published_map", "published"),
+    ("delta", "delta"),
+    ("drop_pct", "drop %"),
+    ("images_per_s", "images/s"),
+    ("model_sha", "sha256"),
+)
+"""(row key, display header) of the default terminal and TABLE.md view: the columns a reader compares,
+at most ~120 characters wide with real values (``--all``: COLUMNS)."""
+
+QUALIFIED = ("delta", "images_per_s")
+"""Columns whose cell may carry a qualifier in brackets (``+0.0012 (int8 on x86-avx2; ...)``, ``6.98 (cached)``):
+the views show the number and move the qualifier to the row's note."""
+
+QUALIFIER_NOTES = {"cached": "from the resume cache, as measured when its images were inferred"}
+"""The note a view gives a qualifier that is too short to explain itself."""
+
+AREA_KEYS = ("aps", "apm", "apl")
 
 CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
                "apm", "apl", "images_per_s", "speedup")
@@ -74,7 +99,10 @@ AREA_NOT_COMPARABLE = "n/a: inc computes areas from normalized boxes"
 """Why APs/APm/APl are left out under the inc protocol."""
 
 REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "errors_*.png")
-"""Pictures written by `ssd-eval report` that TABLE.md links when present."""
+"""Pictures written by `ssd-eval report` (into report/<group>/) that TABLE.md links when present."""
+
+REPORT_DIR = "report"
+"""The folder under the results directory that `ssd-eval report` draws into, one subfolder per group."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -86,7 +114,7 @@ def _delta_cell(result: dict) -> str:
     the variant's published protocol over the full set (no `--limit`)."""
     published = result.get("published_map")
     if published is None:
-        return "n/a: no published mAP"
+        return ""  # the empty published cell says it: no note in every row
     protocol = result.get("published_protocol")
     if protocol is None:
         return "n/a: published protocol unknown"
@@ -191,14 +219,30 @@ def _ap_cells(result: dict) -> dict[str, str]:
 
 
 def _stat_text(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    """A stat to 4 decimals; pycocotools' -1 ("no ground truth" for that area or set) as n/a."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return ""
+    return "n/a: no ground truth" if value < 0 else f"{value:.4f}"
+
+
+def _map_interval_cell(result: dict) -> str:
+    """The default view's mAP: with its interval where the run has one, else alone. As interval_cell
+    writes it, but an off-centre interval's bounds to 3 decimals (``0.1892 [0.171, 0.209]``: the view's width)."""
+    interval = result_interval(result, "mAP")
+    if interval is None:
+        return _stat_text(result["mAP"])
+    cell = interval_cell(result["mAP"], interval.low, interval.high, interval.level, 4)
+    if "[" not in cell:
+        return cell
+    return f"{result['mAP']:.4f} [{interval.low:.3f}, {interval.high:.3f}]{_level_suffix(interval.level)}"
 
 
 def build_rows(results: list[dict]) -> list[dict]:
     """One display row (all cells strings) per result, keyed by the COLUMNS keys.
 
-    Delta (measured - published) is filled only for runs under the variant's published
-    protocol without `--limit`, the way the published numbers were measured.
+    Rows go in `table_order` (variant, protocol, image set). Delta (measured - published) is filled only
+    for runs under the variant's published protocol without `--limit`, the way the published numbers
+    were measured, and is empty without a published mAP.
     Drop % and speedup are filled only for quantized variants (those with a
     `parent`) against a like-with-like parent result (see accuracy_mismatch and
     speed_mismatch); otherwise the cell says why it is blank (`n/a: ...`).
@@ -207,17 +251,19 @@ def build_rows(results: list[dict]) -> list[dict]:
     """
     rows = []
     matcher = ResultMatches()
-    for result in results:
+    for result in sorted(results, key=table_order):
         parent, reason = find_parent_result(result, results)
         published = result.get("published_map")
         images_per_s = provenance_value(result, "images_per_s")
         rows.append({
             "variant": result["variant"],
             "protocol": result["protocol"],
+            "image_set": image_set(result),
             "images": str(provenance_value(result, "images")),
             "subset": result_subset(result) or "",
-            "map": f"{result['mAP']:.4f}",
+            "map": _stat_text(result["mAP"]),
             "map_ci": _map_ci_cell(result),
+            "map_interval": _map_interval_cell(result),
             "published_map": "" if published is None else f"{published:.4f}",
             "delta": _delta_cell(result),
             "drop_pct": _drop_cell(result, parent, reason),
@@ -230,6 +276,7 @@ def build_rows(results: list[dict]) -> list[dict]:
             "int8_path": int8_path(result),
             "date": str(provenance_value(result, "date", ""))[:10],
             "model_sha256": str(provenance_value(result, "model.sha256", ""))[:12],
+            "model_sha": str(provenance_value(result, "model.sha256", ""))[:8],
         })
     return rows
 
@@ -239,7 +286,53 @@ def build_rows(results: list[dict]) -> list[dict]:
 def _cells(row: dict) -> list[str]:
     """A row's cells (a row of build_rows: every COLUMNS key), each on one line: a name holding a newline
     must not break a table."""
-    return [" ".join(str(row[key]).split()) for key, _ in COLUMNS]
+    return [_one_line(row[key]) for key, _ in COLUMNS]
+
+
+def _one_line(cell) -> str:
+    return " ".join(str(cell).split())
+
+
+def _view_cell(row: dict, key: str) -> tuple[str, str]:
+    """What a view shows in a cell, and the reason or qualifier it moves to the row's note: a ``n/a: why``
+    cell is shown empty (why: the note; the inc area cells' reason is ``area_note``), and a QUALIFIED
+    cell's bracketed qualifier goes to the note."""
+    cell = _one_line(row[key])
+    if cell.startswith("n/a"):
+        reason = cell.removeprefix("n/a").removeprefix(":").strip()
+        if not reason and key in AREA_KEYS:
+            reason = _one_line(row.get("area_note", "")).removeprefix("n/a: ")
+        return "", reason or "not available"
+    if key in QUALIFIED:
+        match = re.fullmatch(r"(\S+) \((.+)\)", cell)
+        if match:
+            return match[1], QUALIFIER_NOTES.get(match[2], match[2])
+    return cell, ""
+
+
+def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, cell rows, notes) of the default view (DEFAULT_COLUMNS) or, with ``all_columns``, of every
+    column: empty cells where a row has no number, and a ``note`` column (only when some row has a note)
+    numbering the reasons, each reason once, listed in ``notes`` as "<columns>: <reason>"."""
+    columns = COLUMNS if all_columns else DEFAULT_COLUMNS
+    notes: dict[str, int] = {}
+    grid, marks = [], []
+    for row in rows:
+        cells, reasons = [], {}
+        for key, header in columns:
+            cell, reason = _view_cell(row, key)
+            cells.append(cell)
+            if reason:
+                reasons.setdefault(reason, []).append(header)
+        numbers = [notes.setdefault(f"{', '.join(headers)}: {reason}", len(notes) + 1)
+                   for reason, headers in reasons.items()]
+        grid.append(cells)
+        marks.append(",".join(str(n) for n in numbers))
+    headers = [header for _, header in columns]
+    if notes:
+        headers.append("note")
+        grid = [cells + [mark] for cells, mark in zip(grid, marks)]
+    return headers, grid, [f"{number}. {text}" for text, number in notes.items()]
 
 
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?%?x?")
@@ -250,13 +343,17 @@ def _csv_safe(cell: str) -> str:
     return "'" + cell if cell[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(cell) else cell
 
 
-def render_markdown(rows: list[dict]) -> str:
-    """build_rows' rows as a GitHub-flavoured Markdown table (display headers)."""
+def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
+    """build_rows' rows as a GitHub-flavoured Markdown table (table_view: display headers, a note column
+    when some row has one), then its numbered notes."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    out = [line([header for _, header in COLUMNS]), "|" + "---|" * len(COLUMNS)]
-    out += [line(_cells(row)) for row in rows]
+    headers, grid, notes = table_view(rows, all_columns=all_columns)
+    out = [line(headers), "|" + "---|" * len(headers)]
+    out += [line(cells) for cells in grid]
+    if notes:
+        out += ["", "Notes:", ""] + [text.replace("|", "\\|") for text in notes]
     return "\n".join(out) + "\n"
 
 
@@ -311,17 +408,19 @@ def render_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def render_terminal(rows: list[dict]) -> str:
-    """build_rows' rows as aligned plain text, one line each under a header line (without TERMINAL_LEFT_OUT)."""
-    shown = [i for i, (key, _) in enumerate(COLUMNS) if key not in TERMINAL_LEFT_OUT]
-    return align_columns([COLUMNS[i][1] for i in shown],
-                         [[cells[i] for i in shown] for cells in (_cells(row) for row in rows)]) + "\n"
+def render_terminal(rows: list[dict], *, all_columns: bool = False) -> str:
+    """build_rows' rows as aligned plain text, one line each under a header line (table_view), then the
+    numbered notes, one line each."""
+    headers, grid, notes = table_view(rows, all_columns=all_columns)
+    return align_columns(headers, grid) + "\n" + "".join(f"{text}\n" for text in notes)
 
 
 def _report_images(results_dir: Path) -> list[str]:
+    """The report pictures under results_dir/report/<group>/, as paths relative to results_dir, group by group."""
     names: list[str] = []
-    for pattern in REPORT_IMAGE_PATTERNS:
-        names += sorted(p.name for p in results_dir.glob(pattern) if p.is_file())
+    for group in sorted(p for p in (results_dir / REPORT_DIR).glob("*") if p.is_dir()):
+        for pattern in REPORT_IMAGE_PATTERNS:
+            names += sorted(f"{REPORT_DIR}/{group.name}/{p.name}" for p in group.glob(pattern) if p.is_file())
     return names
 
 
@@ -344,41 +443,54 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   onnxruntime's int8 kernels differ between classes (README: Quantized models on different CPUs).
 - **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
   parent measured under the same protocol, image set and annotations.
-- **subset**: the named image subset (`subsets/<name>.json`) a run evaluated; blank for every image.
-  Runs on different image sets are never compared.
-- **mAP ± ci**: the run's 95 % bootstrap interval over its images (`metrics.bootstrap`), as
-  `mAP [low, high]`, or `mAP ± half width` when it is centred on the mAP; it measures how much the
+- **image set**: which images a run was scored on: `full set` (every image of its annotation file), a
+  named subset (`subsets/<name>.json`), `limit N` (`--limit`), `own annotations` / `own images`
+  (`--annotations` / `--images`). Runs on different image sets are never compared. Rows go by
+  variant, then protocol, then image set.
+- **mAP (95% ci)**: the mAP with the run's 95 % bootstrap interval over its images
+  (`metrics.bootstrap`), as `mAP [low, high]` (`--all`: the **mAP** alone, and **mAP ± ci** with the bounds
+  to 4 decimals), or `mAP ± half width` when it is centred on the mAP; it measures how much the
   mAP moves with the choice of images, not how far a subset's mAP lies from the full set's (on a
   subset it is biased upward: README, "CI on a budget").
-- **drop ± ci**: the drop % and its paired 95 % bootstrap interval (parent and quantized run scored
-  on the same resampled images), written as for mAP, when both runs have intervals.
-- **AP50**, **AP75**: AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small, medium
-  and large objects, "n/a" under the `inc` protocol: INC computes areas from normalized boxes,
+- **drop ± ci** (`--all`): the drop % and its paired 95 % bootstrap interval (parent and quantized run
+  scored on the same resampled images), written as for mAP, when both runs have intervals.
+- **AP50**, **AP75** (`--all`): AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small,
+  medium and large objects, empty under the `inc` protocol (note: INC computes areas from normalized boxes),
   so its APs/APm/APl are not comparable with anyone's.
-- **speedup**: images/s over the parent's images/s, only when additionally provider list,
+- **speedup** (`--all`): images/s over the parent's images/s, only when additionally provider list,
   host cpu/cores, thread settings and batch size match.
-- A blank comparison reads `n/a: <reason>`. In table.csv numeric columns hold only numbers (or
-  nothing) and the reasons go to the `*_note` columns beside them (docs/FORMATS.md).
+- **note**: a cell without a number stays empty; the note column numbers the reasons, listed under
+  the table. In table.csv numeric columns hold only numbers (or nothing) and the reasons go to the
+  `*_note` columns beside them (docs/FORMATS.md).
+- This view shows the columns a reader compares; `ssd-eval table --all` (`make table ARGS=--all`)
+  shows every column, and table.csv always holds every one.
 - **images/s**: images run through the model / time of the image loop (decode, preprocess,
   inference, postprocess; not model loading or scoring); "(cached)": every image came from the
   resume cache, and the speed is the one measured when they were inferred (per-image times kept
-  in the cache); **model sha256**: first 12 hex digits.
+  in the cache); **sha256**: the first 8 hex digits of the model file's sha256 (`--all`: 12).
 """
 
 
-def render_table_markdown_file(rows: list[dict], image_names: list[str]) -> str:
-    """The full TABLE.md text: header, table, and links to the given report pictures."""
-    parts = [_TABLE_HEADER, render_markdown(rows)]
+def render_table_markdown_file(rows: list[dict], image_names: list[str], *, all_columns: bool = False) -> str:
+    """The full TABLE.md text: header, table (render_markdown), and links to the given report pictures
+    (paths relative to TABLE.md), under a heading per report group folder."""
+    parts = [_TABLE_HEADER, render_markdown(rows, all_columns=all_columns)]
     if image_names:
-        parts += ["", "## Pictures (`ssd-eval report`)", ""]
-        parts += [f"![{Path(name).stem}]({name})" for name in image_names]
+        parts += ["", "## Pictures (`ssd-eval report`)"]
+        group = None
+        for name in image_names:
+            if str(Path(name).parent) != group:
+                group = str(Path(name).parent)
+                parts += ["", f"### {Path(group).name}", ""]
+            parts.append(f"![{Path(name).stem}]({name})")
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def write_table(results_dir: Path, *, quiet: bool = False) -> list[dict]:
+def write_table(results_dir: Path, *, quiet: bool = False, all_columns: bool = False) -> list[dict]:
     """Write `results_dir/TABLE.md` and `results_dir/table.csv`; print the table unless quiet.
 
-    TABLE.md links the report pictures found beside it. Returns the rows.
+    TABLE.md and the printed table show DEFAULT_COLUMNS, or every column with `all_columns`; table.csv
+    holds every column. TABLE.md links the report pictures under results_dir/report/. Returns the rows.
     Raises UserError when there is no result to tabulate or a metrics.json is malformed.
     """
     results_dir = Path(results_dir)
@@ -387,9 +499,9 @@ def write_table(results_dir: Path, *, quiet: bool = False) -> list[dict]:
         raise UserError(f"{results_dir}: no */metrics.json found; run `make eval` first")
     rows = build_rows(results)
     atomic_write_text(results_dir / "TABLE.md",
-                      render_table_markdown_file(rows, _report_images(results_dir)))
+                      render_table_markdown_file(rows, _report_images(results_dir), all_columns=all_columns))
     atomic_write_text(results_dir / "table.csv", render_csv(rows))
     log.info("wrote %s and %s", results_dir / "TABLE.md", results_dir / "table.csv")
     if not quiet:
-        print(render_terminal(rows), end="")
+        print(render_terminal(rows, all_columns=all_columns), end="")
     return rows

@@ -47,6 +47,51 @@ def describe_image_set(subset: str | None) -> str:
     return "full set" if subset is None else f"subset {subset}"
 
 
+def own_data(result: dict) -> str | None:
+    """`own annotations` or `own images` when the run's annotation file or image folder was not its config
+    file's (``provenance.overridden``: --annotations, --images), else None."""
+    overridden = (result.get("provenance") or {}).get("overridden") or []
+    if "dataset.annotations" in overridden:
+        return "own annotations"
+    return "own images" if "dataset.images" in overridden else None
+
+
+def image_set(result: dict) -> str:
+    """Which images a result was scored on, as the table's image set column and the report's titles name
+    them: `full set`, the subset's name (`ci-500`), `limit N`, `own annotations` / `own images`, or several
+    of these joined by ", " (`own annotations, limit 50`)."""
+    limit = (result.get("provenance") or {}).get("limit")
+    parts = [own_data(result), result_subset(result), None if limit is None else f"limit {limit}"]
+    return ", ".join(part for part in parts if part) or "full set"
+
+
+def table_order(result: dict) -> tuple:
+    """How the table (and the report) order results: by variant, then protocol, then image set (the full
+    set first, then subsets by name, limits by size, runs on one's own data last)."""
+    limit = (result.get("provenance") or {}).get("limit")
+    limit = limit if isinstance(limit, int) else 0
+    subset = result_subset(result) or ""
+    kind = 1 if subset else 2 if limit else 0
+    return str(result["variant"]), str(result["protocol"]), own_data(result) or "", kind, subset, limit
+
+
+def comparison_key(result: dict) -> tuple:
+    """What two results must share for the table to compare them (results.compare.accuracy_mismatch checks
+    these first): protocol, image subset, evaluated image ids and annotation file."""
+    provenance = result.get("provenance") or {}
+    return (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
+            str((provenance.get("annotations") or {}).get("sha256")))
+
+
+def comparison_groups(results: list[dict]) -> list[list[dict]]:
+    """`results` split by `comparison_key`: the runs the table would compare, each group in `table_order`,
+    the groups in the order of their first result in `table_order`."""
+    groups: dict[tuple, list[dict]] = {}
+    for result in sorted(results, key=table_order):
+        groups.setdefault(comparison_key(result), []).append(result)
+    return list(groups.values())
+
+
 class ResultIndex:
     """Every `results_dir/*/metrics.json`, read and checked once, and the lookup the gate
     and `baseline --update` share (see `find`)."""
