@@ -22,6 +22,8 @@ CI_RESULTS ?= results
 GATE_ARGS ?=
 # The tolerance `make ci-baseline` writes on every metric: ci95 (mAP, AP50, AP75; others fixed) or fixed.
 TOLERANCE ?= ci95
+# What `make ci-eval` passes every eval: one line per run, no progress (CI_EVAL_ARGS= for the full summary and progress).
+CI_EVAL_ARGS ?= --summary line --no-progress
 
 # Lists the configs already hold: the sample variants (configs/sample*.yaml) and the variants
 # with a published number (those whose config names model.published_protocol).
@@ -98,11 +100,11 @@ baseline: $(STAMP) ## rewrite baselines from current results, printing the diff
 ci-eval: $(STAMP) ## CI on a budget, first half: evaluate MODEL (and its parent) on SUBSET (sample-4 / ci-500)
 	@for variant in $(CI_VARIANTS); do \
 	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --subset $(SUBSET) --out '$(CI_RESULTS)/{run}' \
-	    $(if $(filter sample,$(MODEL)),,--download) $(EVAL_ARGS) || exit $$?; \
+	    $(CI_EVAL_ARGS) $(if $(filter sample,$(MODEL)),,--download) $(EVAL_ARGS) || exit $$?; \
 	done
 
-ci-gate: ci-eval ## CI on a budget: ci-eval, then gate vs baselines/ci (CI telling exit 1 from 2: call ssd-eval gate)
-	$(PY) -m ssd_eval gate --baselines $(CI_BASELINES) --results $(CI_RESULTS) \
+ci-gate: ci-eval ## CI on a budget: ci-eval (a line per run), then gate vs baselines/ci: its checks, the verdict last
+	@$(PY) -m ssd_eval gate --baselines $(CI_BASELINES) --results $(CI_RESULTS) \
 	  $(foreach v,$(CI_VARIANTS),--variant $(v)) $(GATE_ARGS)
 
 ci-baseline: $(STAMP) ## write or refresh baselines/ci from the SUBSET results of MODEL (TOLERANCE=ci95|fixed, ARGS=--keep-detections)

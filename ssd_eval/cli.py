@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true",
                      help="no progress report (default: a start line, then a bar on a terminal or in logs a line "
                           "after 10 s or 5 %% and every pipeline.progress_interval_s (120 s), and the scoring time)")
+    run.add_argument("--summary", choices=("full", "line"), default="full",
+                     help="what to print when the run ends: the full summary (default), or one line (variant, "
+                          "protocol, image set, mAP, images/s, where metrics.json is), as make ci-gate does")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="run N shards side by side on this machine (each with cores/N threads, or one CUDA "
                           "device each) and merge them into the normal results folder")
@@ -103,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_options(merge)
     merge.set_defaults(handler=cmd_merge)
 
-    show = commands.add_parser("show", help="print a result's summary: the 12 stats and per-category AP")
+    show = commands.add_parser("show", help="print a result's summary: the 12 stats, per-category AP and the error "
+                                             "breakdown")
     show.add_argument("metrics", metavar="METRICS.json", help="a metrics.json (or the results folder holding one)")
     show.add_argument("--all", action="store_true", help="every category's AP, not only the best and worst")
     show.add_argument("--top", type=int, default=5, help="categories shown at each end (default 5)")
@@ -249,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ssd_eval.engine.pipeline import evaluate
     from ssd_eval.engine.shards import shard_dir
     from ssd_eval.reports.tracking import tracker_for
-    from ssd_eval.results.summary import render_result
+    from ssd_eval.results.summary import render_result, render_result_line
 
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
@@ -270,8 +274,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
               "score all shards with 'ssd-eval merge'")
         return 0
-    print(render_result(result))
-    print(f"results: {result.files['metrics']}  {result.files['detections']}")
+    if args.summary == "line":
+        print(render_result_line(result))
+    else:
+        print(render_result(result))
+        print(f"results: {result.files['metrics']}  {result.files['detections']}")
     print_tracking(result)
     return 0
 
@@ -344,7 +351,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UserError("show: --top must be at least 1")
     result = EvalResult.from_document(read_metrics_file(path))
-    print(render_result(result, top=args.top, all_categories=args.all))
+    print(render_result(result, top=args.top, all_categories=args.all, error_breakdown=True))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     return 0
 

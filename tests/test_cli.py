@@ -295,18 +295,18 @@ def test_a_failed_run_keeps_a_folder_that_was_there_and_finished_images(small_se
 
 
 def stat_lines(text: str) -> dict[str, float]:
-    """The summary's stat table: {name: value} from lines like 'mAP    0.5316  AP  0.50:0.95  all  100'."""
+    """The summary's stat table: {name: value} from lines like 'mAP    0.5316  AP  0.50:0.95  all  100' ('n/a': -1)."""
     found = {}
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] in STAT_NAMES and parts[0] not in found:
-            found[parts[0]] = float(parts[1])
+            found[parts[0]] = -1.0 if parts[1] == "n/a" else float(parts[1])  # n/a: pycocotools' -1
     return found
 
 
 def category_lines(text: str) -> list[tuple[str, float]]:
     """The summary's per-category table: [(name, AP)] from lines like '1     fire hydrant  0.4545'."""
-    rows = [re.fullmatch(r"(\d+)\s+(\S.*?)\s+(\d\.\d{4})", line) for line in text.splitlines()]
+    rows = [re.fullmatch(r"(\d+)\s+(\S.*?)\s+(\d\.\d{4})(?:\s+\d+)?", line) for line in text.splitlines()]
     return [(row[2], float(row[3])) for row in rows if row]
 
 
@@ -320,12 +320,39 @@ def test_eval_summary_shows_the_12_stats_and_per_category_ap_of_metrics_json(sma
     assert category_lines(run.stdout) == ranked
     no_truth = sorted(name for name, ap in metrics["per_category_ap"].items() if ap < 0)
     assert f"no ground truth in these images: {len(no_truth)} categories ({', '.join(no_truth)})" in run.stdout
-    # `show` prints any result the same way, from metrics.json alone
+    # each category's ground-truth boxes (issue 25), as metrics.json counts them
+    assert metrics["per_category_gt"]["car"] == 1
+    assert re.search(r"^1\s+car\s+\d\.\d{4}\s+1$", run.stdout, re.M)
+    # `show` prints any result the same way, from metrics.json alone, and then its error breakdown (issue 25)
     shown = run_cli("show", str(small_set["out"] / "metrics.json"))
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == run.stdout
+    summary, results_line = run.stdout.rstrip("\n").rsplit("\n", 1)
+    if "error_breakdown" in metrics:
+        assert shown.stdout.startswith(summary + "\n\nerror breakdown (TIDE, IoU 0.5; AP50 ")
+        assert shown.stdout.endswith("\n" + results_line + "\n") and "error breakdown" not in run.stdout
+    else:
+        assert shown.stdout == run.stdout
     assert f"harness {metrics['provenance']['harness_commit'][:12]}" in shown.stdout
-    assert run_cli("show", str(small_set["out"])).stdout == run.stdout  # the folder works too
+    assert run_cli("show", str(small_set["out"])).stdout == shown.stdout  # the folder works too
+    # --summary line: one line
+    line = run_cli("eval", "--config", str(small_set["config"]), "--summary", "line", "--no-progress")
+    assert line.returncode == 0, line.stderr
+    assert line.stdout == f"tiny  coco  full set  2 images  mAP {metrics['mAP']:.4f}" + line.stdout.split(
+        f"{metrics['mAP']:.4f}", 1)[1] and line.stdout.count("\n") == 1
+    assert line.stdout.endswith(f"-> {small_set['out'] / 'metrics.json'}\n") and "images to run" not in line.stderr
+
+
+def test_table_all_shows_every_column_and_the_default_view_fits_120(small_set):
+    from ssd_eval.reports.table import COLUMNS
+
+    assert run_cli("eval", "--config", str(small_set["config"]), "--no-progress").returncode == 0
+    results = str(small_set["out"].parent)
+    default = run_cli("table", "--results", results)
+    everything = run_cli("table", "--results", results, "--all")
+    assert default.returncode == everything.returncode == 0, default.stderr + everything.stderr
+    assert max(len(line) for line in default.stdout.splitlines()) <= 120
+    assert "speedup" not in default.stdout and all(header in everything.stdout for _, header in COLUMNS)
+    assert "| speedup |" in (small_set["out"].parent / "TABLE.md").read_text()  # TABLE.md: the view asked for
 
 
 def test_show_of_a_missing_or_malformed_file_is_one_line(tmp_path):

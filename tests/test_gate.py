@@ -1086,6 +1086,13 @@ def test_make_ci_gate_on_the_sample_passes_and_the_off_by_one_model_fails_ci95(t
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-2:] == ["gate: 14 passed, 0 failed, 0 errors",
                                              "gate verdict: PASS (exit 0): every check holds"]
+    # issue 25: one short line per run (no summary, no progress), then the gate's checks, the verdict last
+    lines = done.stdout.splitlines()
+    assert [line.split("  ")[:4] for line in lines[:3]] == [
+        [variant, "coco", "sample-4", "4 images"] for variant in ("sample", "sample-int8", "sample-qdq")]
+    assert all(f"-> {results}/" in line and len(line) < 160 for line in lines[:3])
+    assert all(line.startswith("PASS ") for line in lines[3:-2]) and len(lines) == 3 + 14 + 2
+    assert done.stderr == ""
     assert sorted(p.name for p in results.iterdir() if p.is_dir()) == \
         ["sample-int8@sample-4", "sample-qdq@sample-4", "sample@sample-4"]
     assert done.stdout.count("ci95 vs baseline detections") == 9 and "paired 95% interval" in done.stdout

@@ -486,3 +486,27 @@ def test_annotation_ids_from_zero_or_below_score_a_perfect_detector_one_on_every
     assert score_detections(shifted, perfect, image_ids, backend=backend, streaming=streaming).stats[:3] == \
         pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
     assert [a["id"] for a in shifted["annotations"]][:2] == [first_id, first_id + 1]  # the caller's data untouched
+
+
+# --------------------------------------------------------------- issue 25: each category's ground-truth boxes
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("crowd_as_ground_truth, cars", [(False, 2), (True, 3)])
+def test_scores_count_each_categorys_ground_truth_boxes_in_the_evaluated_images(streaming, crowd_as_ground_truth,
+                                                                                 cars):
+    gt = ground_truth()
+    gt["images"].append({"id": 8, "file_name": "b.jpg", "width": 200, "height": 100})
+    gt["annotations"] += [
+        {"id": 2, "image_id": 7, "category_id": 3, "bbox": [100.0, 10.0, 50.0, 40.0], "area": 2000.0, "iscrowd": 0},
+        {"id": 3, "image_id": 7, "category_id": 3, "bbox": [0.0, 0.0, 200.0, 100.0], "area": 2e4, "iscrowd": 1},
+        {"id": 4, "image_id": 8, "category_id": 1, "bbox": [0.0, 0.0, 10.0, 10.0], "area": 100.0, "iscrowd": 0}]
+    detection = {"image_id": 7, "category_id": 3, "bbox": [20.0, 10.0, 80.0, 40.0], "score": 0.9}
+    scores = score_detections(gt, [detection], [7], crowd_as_ground_truth=crowd_as_ground_truth, streaming=streaming)
+    assert scores.per_category_gt == {"person": 0, "car": cars}  # image 8 (a person) is not evaluated
+    assert score_detections(gt, [], [7, 8]).per_category_gt == {"person": 1, "car": 2}  # no detections: still counted
+
+
+def test_the_ground_truth_counts_reach_metrics_json(tmp_path):
+    result = run_pipeline(tmp_path, [CAR_NORMALIZED], [3], [0.9], annotations=(CAR, CROWD))
+    document = json.loads(result.files["metrics"].read_text())
+    assert document["per_category_gt"]["car"] == 1 and document["per_category_gt"]["person"] == 0

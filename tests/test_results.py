@@ -13,7 +13,7 @@ import pytest
 from ssd_eval.errors import UserError
 from ssd_eval.results.index import ResultIndex, is_partial, load_results
 from ssd_eval.results.result import EvalResult, read_metrics_file, write_result
-from ssd_eval.results.summary import render_result
+from ssd_eval.results.summary import render_result, render_result_line
 from ssd_eval.scoring.cocoeval import STAT_NAMES, Scores
 
 from helpers import metrics_document, write_metrics
@@ -174,6 +174,7 @@ def full_document() -> dict:
     interval = {"low": 0.4, "high": 0.6, "level": 0.95, "replicates": 100, "seed": 0, "estimate": 0.5,
                 "method": "percentile", "bias": 0.0}
     data.update(categories_averaged=["person", "car"], warnings=[], intervals={"mAP": interval, "AP50": None},
+                per_category_gt={"person": 12, "car": 3, "toaster": 0},
                 full_set_intervals={"mAP": dict(interval, full_set_images=5000, alpha=0.5)}, error_breakdown=None)
     provenance = data["provenance"]
     provenance["model"]["quantization"] = "none"
@@ -203,7 +204,8 @@ READ_FIELDS = (
     ("provenance.runtime.inter_op_threads", "int"), ("provenance.runtime.batch_size", "int"),
     ("provenance.resumed_images", "int"), ("provenance.limit", "int"), ("provenance.subset.name", "str"),
     ("stats", "number_list"), ("protocol_switches", "dict"), ("categories_averaged", "list"),
-    ("per_category_ap", "number_map"), ("pr_curves", "number_list_map"), ("warnings", "list"),
+    ("per_category_ap", "number_map"), ("per_category_gt", "number_map"), ("pr_curves", "number_list_map"),
+    ("warnings", "list"),
     ("intervals", "interval_map"), ("full_set_intervals", "interval_map"), ("error_breakdown", "dict"),
     ("provenance.model.path", "str"), ("provenance.model.quantization", "str"), ("provenance.annotations.path", "str"),
     ("provenance.images_dir", "str"), ("provenance.detections", "int"), ("provenance.skipped_images", "list"),
@@ -277,3 +279,69 @@ def test_each_malformed_field_a_reader_touches_is_one_line_and_exit_2(tmp_path, 
     assert main(commands[command]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert str(path) in line and (key in line or key.split(".")[-1] in line), line
+
+
+# --------------------------------------------------------------------------- issue 25: summaries
+
+def with_breakdown(data: dict) -> dict:
+    data["error_breakdown"] = {"method": "TIDE via hotcoco", "iou": 0.5, "background_iou": 0.1, "ap50": 0.3406,
+                               "dAP": {"classification": 0.0012, "localization": 0.18, "both": 0.005,
+                                       "duplicate": 0.0, "background": 0.05, "missed": 0.1},
+                               "counts": {"classification": 6, "localization": 31, "both": 2, "duplicate": 0,
+                                          "background": 179, "missed": 3},
+                               "oracles": {"all_false_positives": 0.08, "all_false_negatives": 0.26}}
+    return data
+
+
+def test_summary_prints_pycocotools_minus_one_as_n_a_without_an_interval():
+    data = document()
+    data["stats"][3] = data["APs"] = -1.0  # no small ground truth
+    data["intervals"] = {"APs": {"low": -1.0, "high": -1.0, "level": 0.95, "replicates": 10, "seed": 0,
+                                 "estimate": -1.0}, "mAP": {"low": 0.17, "high": 0.21, "level": 0.95,
+                                                            "replicates": 10, "seed": 0, "estimate": 0.1892}}
+    lines = render_result(EvalResult.from_document(data)).splitlines()
+    [aps] = [line for line in lines if line.startswith("APs ")]
+    assert aps.split() == ["APs", "n/a", "AP", "0.50:0.95", "small", "100"]
+    assert "-1.0000" not in "\n".join(lines)
+    [map_line] = [line for line in lines if line.startswith("mAP ")]
+    assert map_line.endswith("[0.1700, 0.2100]")
+
+
+def test_the_per_category_table_gives_each_categorys_ground_truth_boxes_where_metrics_json_has_them():
+    data = document()
+    data["per_category_gt"] = {name: 10 + i for i, name in enumerate(CATEGORY_NAMES)}
+    text = render_result(EvalResult.from_document(data), all_categories=True)
+    assert "rank  category  AP      gt boxes" in text
+    assert re.search(r"^1\s+class 17\s+0\.8500\s+27$", text, re.M)  # class 17: the best, 10 + 17 boxes
+    assert re.search(r"^18\s+class 00\s+0\.0000\s+10$", text, re.M)
+    top = render_result(EvalResult.from_document(data))  # the "(8 more)" row keeps the columns
+    assert re.search(r"^\.\.\.\s+\(8 more\)$", top, re.M)
+    older = render_result(EvalResult.from_document(document()), all_categories=True)  # no counts: no column
+    assert "gt boxes" not in older and "rank  category  AP\n" in older
+
+
+def test_show_summary_prints_the_error_breakdown_when_there_is_one():
+    plain = render_result(EvalResult.from_document(with_breakdown(document())))
+    assert "error breakdown" not in plain  # eval's summary: unchanged
+    text = render_result(EvalResult.from_document(with_breakdown(document())), error_breakdown=True)
+    tail = text.split("\n\n")[-1].splitlines()
+    assert tail[0] == "error breakdown (TIDE, IoU 0.5; AP50 0.3406): AP50 recovered if each error were fixed"
+    assert tail[3].split() == ["classification", "0.0012", "6"] and tail[8].split() == ["missed", "0.1000", "3"]
+    assert tail[-1] == "dAP50 with no false positive at all 0.0800, with no missed box 0.2600"
+    assert "error breakdown" not in render_result(EvalResult.from_document(document()), error_breakdown=True)
+
+
+def test_the_one_line_summary_names_the_run_its_image_set_map_speed_and_file(tmp_path):
+    data = document()
+    data["provenance"]["subset"] = {"name": "ci-500", "images": 500}
+    data["provenance"]["images"] = 500
+    data["intervals"] = {"mAP": {"low": 0.1711, "high": 0.2085, "level": 0.95, "replicates": 10, "seed": 0,
+                                 "estimate": 0.1892}}
+    data["warnings"] = ["w1", "w2"]
+    path = write_metrics(tmp_path, data)
+    line = render_result_line(EvalResult.from_document(read_metrics_file(path)))
+    assert line == (f"ssd-12-int8  coco  ci-500  500 images  mAP 0.1892 [0.1711, 0.2085]  10.00 images/s  "
+                    f"2 warnings (ssd-eval show)  -> {path}")
+    data.update(intervals=None, warnings=[])
+    data["provenance"].update(images_per_s=None, subset=None)
+    assert render_result_line(EvalResult.from_document(data)) == "ssd-12-int8  coco  full set  500 images  mAP 0.1892"

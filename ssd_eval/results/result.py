@@ -74,7 +74,8 @@ class EvalResult:
             stats = [document.get(name, -1.0) for name in STAT_NAMES]  # older documents: the named stats
         scores = Scores(stats=list(stats), per_category_ap=dict(document.get("per_category_ap") or {}),
                         pr_curves=dict(document.get("pr_curves") or {}), warnings=list(document.get("warnings") or []),
-                        categories_averaged=list(document.get("categories_averaged") or []))
+                        categories_averaged=list(document.get("categories_averaged") or []),
+                        per_category_gt=dict(document.get("per_category_gt") or {}))
         result = cls(variant=document["variant"], protocol=document["protocol"],
                      protocol_switches=dict(document.get("protocol_switches") or {}), scores=scores,
                      provenance=document.get("provenance") or {}, parent=document.get("parent"),
@@ -105,6 +106,8 @@ class EvalResult:
         }
         document.update(self.scores.named())
         document["per_category_ap"] = self.scores.per_category_ap
+        if self.scores.per_category_gt:
+            document["per_category_gt"] = self.scores.per_category_gt
         document["pr_curves"] = self.scores.pr_curves
         document["warnings"] = self.scores.warnings
         document["intervals"] = self.intervals
@@ -257,6 +260,7 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("protocol_switches", "dict"),
     ("categories_averaged", "list"),
     ("per_category_ap", "number_map"),
+    ("per_category_gt", "number_map"),
     ("pr_curves", "number_list_map"),
     ("warnings", "list"),
     ("intervals", "interval_map"),

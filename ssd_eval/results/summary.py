@@ -1,11 +1,14 @@
-"""A finished result as terminal text: the run line, the 12 stats and per-category AP."""
+"""A finished result as terminal text: the run line, the 12 stats, per-category AP with each category's
+ground-truth boxes, the error breakdown (``show``), or all of it in one line (``eval --summary line``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ssd_eval.config.protocols import protocol_base
+from ssd_eval.results.index import image_set
 from ssd_eval.results.result import EvalResult
+from ssd_eval.scoring.breakdown import ERROR_TYPES, ORACLES
 from ssd_eval.utils import is_number
 
 
@@ -32,11 +35,19 @@ STAT_MEANINGS = {
 SUMMARY_TOP = 5
 
 
-def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False) -> str:
+def stat_text(value: float) -> str:
+    """A stat to 4 decimals; pycocotools' -1 ("no ground truth" for that area, category or set) as n/a."""
+    return "n/a" if value < 0 else f"{value:.4f}"
+
+
+def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False,
+                  error_breakdown: bool = False) -> str:
     """The terminal summary of one result, after ``eval`` / ``merge`` and by ``ssd-eval show``: what
     was run (variant, protocol, images, speed, model, harness commit), the 12 COCO stats with
-    what each measures, and the per-category AP, best first (the ``top`` best and worst, or
-    every category with ``all_categories``); each of the scores' ``warnings`` is a ``warning:`` line."""
+    what each measures (n/a where pycocotools reports -1: no ground truth), and the per-category AP
+    with each category's ground-truth boxes where metrics.json has them, best first (the ``top`` best
+    and worst, or every category with ``all_categories``); each of the scores' ``warnings`` is a
+    ``warning:`` line. With ``error_breakdown``, the result's error breakdown last, when it has one."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
     model = provenance.get("model") or {}
     speed = provenance.get("images_per_s")
@@ -58,7 +69,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
         interval = intervals.get(name) or {}
         bounds = (f"[{interval['low']:.4f}, {interval['high']:.4f}]"
                   if is_number(interval.get("low")) and is_number(interval.get("high")) else "")
-        rows.append([name, f"{value:.4f}", kind, iou, area, str(max_dets), bounds])
+        rows.append([name, stat_text(value), kind, iou, area, str(max_dets), bounds if value >= 0 else ""])
     headers = ["stat", "value", "", "IoU", "area", "maxDets"]
     if any(row[-1] for row in rows):
         level = next((i.get("level") for i in intervals.values() if isinstance(i, dict) and i.get("level")), 0.95)
@@ -73,8 +84,47 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
                      f"({100 * full_set.get('level', 0.95):g} %; the subset's upward bias extrapolated)")
     if protocol_base(result.protocol) == "inc":
         lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
-    lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]
+    lines += ["", *_category_table(result.scores.per_category_ap, result.scores.per_category_gt, top=top,
+                                   all_categories=all_categories)]
+    if error_breakdown and isinstance(result.error_breakdown, dict):
+        lines += ["", *render_error_breakdown(result.error_breakdown)]
     return "\n".join(lines)
+
+
+def render_error_breakdown(breakdown: dict[str, Any]) -> list[str]:
+    """metrics.json's ``error_breakdown`` (scoring.breakdown) as lines: the AP50 each error type would
+    recover if fixed, and how many errors of that type there were; then the two oracles."""
+    def number(part: str, name: str, digits: int | None = 4) -> str:
+        values = breakdown.get(part)
+        value = values.get(name) if isinstance(values, dict) else None
+        if not is_number(value):
+            return "?"
+        return f"{value:.{digits}f}" if digits else str(int(value))
+
+    ap50 = breakdown.get("ap50")
+    head = f"error breakdown (TIDE, IoU {breakdown.get('iou', '?')}"
+    head += f"; AP50 {ap50:.4f})" if is_number(ap50) else ")"
+    rows = [[name, number("dAP", name), number("counts", name, None)] for name, _ in ERROR_TYPES]
+    lines = [head + ": AP50 recovered if each error were fixed", align_columns(["error", "dAP50", "count"], rows)]
+    oracles = {name: number("oracles", name) for name, _ in ORACLES}
+    return lines + [f"dAP50 with no false positive at all {oracles['all_false_positives']}, with no missed box "
+                    f"{oracles['all_false_negatives']}"]
+
+
+def render_result_line(result: EvalResult) -> str:
+    """One line for a finished run (``eval --summary line``, ``make ci-gate``): variant, protocol, image set,
+    images, mAP with its interval, images/s, warnings, and where metrics.json is."""
+    provenance = result.provenance if isinstance(result.provenance, dict) else {}
+    interval = (result.intervals or {}).get("mAP") if isinstance(result.intervals, dict) else None
+    text = f"{result.variant}  {result.protocol}  {image_set({'provenance': provenance})}  " \
+           f"{provenance.get('images', '?')} images  mAP {stat_text(result.map)}"
+    if isinstance(interval, dict) and is_number(interval.get("low")) and is_number(interval.get("high")):
+        text += f" [{interval['low']:.4f}, {interval['high']:.4f}]"
+    speed = provenance.get("images_per_s")
+    text += f"  {speed:.2f} images/s" if is_number(speed) else ""
+    warnings = len(result.scores.warnings)
+    text += f"  {warnings} warning{'s' if warnings > 1 else ''} (ssd-eval show)" if warnings else ""
+    return text + (f"  -> {result.files['metrics']}" if result.files.get("metrics") else "")
 
 
 def _short_commit(provenance: dict[str, Any]) -> str:
@@ -86,19 +136,26 @@ def _short_commit(provenance: dict[str, Any]) -> str:
     return head[:12] + (f"+{_}" if dirty else "")
 
 
-def _category_table(per_category: dict[str, float], *, top: int, all_categories: bool) -> list[str]:
-    """Per-category AP lines, best first; categories without ground truth (AP -1) listed apart."""
+def _category_table(per_category: dict[str, float], ground_truth: dict[str, int], *, top: int,
+                    all_categories: bool) -> list[str]:
+    """Per-category AP lines, best first, with each category's ground-truth boxes (a column only when
+    ``ground_truth`` has counts: older metrics.json files do not); categories without ground truth
+    (AP -1) listed apart."""
     scored = sorted(((name, ap) for name, ap in per_category.items() if ap >= 0), key=lambda item: (-item[1], item[0]))
     absent = sorted(name for name, ap in per_category.items() if ap < 0)
     ranked = [[str(rank), name, f"{ap:.4f}"] for rank, (name, ap) in enumerate(scored, start=1)]
+    headers = ["rank", "category", "AP"]
+    if ground_truth:
+        headers.append("gt boxes")
+        ranked = [row + [str(ground_truth.get(row[1], "?"))] for row in ranked]
     if all_categories or len(ranked) <= 2 * top:
         title = f"per-category AP, {len(ranked)} categories, best first:"
         shown = ranked
     else:
         title = (f"per-category AP, the {top} best and {top} worst of {len(ranked)} categories "
                  "(ssd-eval show METRICS.json --all: every one):")
-        shown = ranked[:top] + [["...", f"({len(ranked) - 2 * top} more)", ""]] + ranked[-top:]
-    lines = [title, align_columns(["rank", "category", "AP"], shown)] if shown else [title, "(none)"]
+        shown = ranked[:top] + [["...", f"({len(ranked) - 2 * top} more)"] + [""] * (len(headers) - 2)] + ranked[-top:]
+    lines = [title, align_columns(headers, shown)] if shown else [title, "(none)"]
     if absent:
         names = absent if all_categories or len(absent) <= 2 * top else absent[:top] + ["..."]
         lines.append(f"no ground truth in these images: {len(absent)} categories ({', '.join(names)})")

@@ -68,6 +68,8 @@ class Scores:
     pr_curves: dict[str, list[float]]
     warnings: list[str] = field(default_factory=list)
     categories_averaged: list[str] = field(default_factory=list)  # names the means run over
+    # Each category's ground-truth boxes in the evaluated images (ground_truth_counts), by name; {} when unknown.
+    per_category_gt: dict[str, int] = field(default_factory=dict)
     # uncertainty.Matches of the scored detections, when streaming scoring kept them (score_detections'
     # keep_matches): a bootstrap then needs no second matching pass. Never written to metrics.json.
     matches: Any = field(default=None, repr=False, compare=False)
@@ -99,6 +101,21 @@ def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> 
         annotations.append(ann)
     prepared["annotations"] = annotations
     return prepared
+
+
+def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_as_ground_truth: bool) -> dict[str, int]:
+    """Each category's ground-truth boxes among ``image_ids``, by category name (every category of the file,
+    0 where it has none): the boxes a detection can match, so crowd regions count only with
+    ``crowd_as_ground_truth``."""
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
+    counts = dict.fromkeys(names.values(), 0)
+    evaluated = set(image_ids)
+    for ann in gt["annotations"]:
+        if ann["image_id"] in evaluated and (crowd_as_ground_truth or not int(ann.get("iscrowd", 0))):
+            name = names.get(int(ann["category_id"]))
+            if name is not None:
+                counts[name] += 1
+    return counts
 
 
 def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],

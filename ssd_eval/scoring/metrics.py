@@ -14,6 +14,7 @@ from ssd_eval.scoring.cocoeval import (
     checked_copies,
     checked_copy,
     empty_scores,
+    ground_truth_counts,
     log,
     prepare_ground_truth,
     scores_from_evaluation,
@@ -40,7 +41,19 @@ def score_detections(
     together, as the resume cache yields them. Backends that cannot stream score in one batch.
     ``keep_matches``: when streaming with pycocotools, also keep every detection's match in
     ``Scores.matches`` (for bootstrap intervals); otherwise it stays None.
+    ``Scores.per_category_gt`` holds each scored category's ground-truth boxes in these images.
     """
+    scores = _score(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth, backend=backend,
+                    exclude_categories=exclude_categories, source=source, streaming=streaming,
+                    keep_matches=keep_matches)
+    counts = ground_truth_counts(gt, image_ids, crowd_as_ground_truth=crowd_as_ground_truth)
+    scores.per_category_gt = {name: counts.get(name, 0) for name in scores.per_category_ap}
+    return scores
+
+
+def _score(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *, crowd_as_ground_truth: bool,
+           backend: str, exclude_categories: Sequence[str], source: str, streaming: bool, keep_matches: bool) -> Scores:
+    """score_detections without the ground-truth counts."""
     if streaming:
         from ssd_eval.scoring.streaming import score_stream, streams
 
