@@ -40,16 +40,20 @@ def test_report_writes_pngs_and_links_them(tmp_path):
     # no comparable parent (other protocol): no AP-change chart
     write_metrics(tmp_path, metrics_document("ssd-12-qdq", mAP=0.1863, parent="ssd-12",
                                         protocol="inc", images=4952))
-    (tmp_path / "ap_delta_old-variant.png").write_bytes(PNG_SIGNATURE)  # stale
+    (tmp_path / "ap_delta_old-variant.png").write_bytes(PNG_SIGNATURE)  # stale: where reports drew before
+    (tmp_path / "report" / "gone").mkdir(parents=True)
+    (tmp_path / "report" / "gone" / "pr_iou50.png").write_bytes(PNG_SIGNATURE)  # stale: a group no longer there
 
     written = write_report(tmp_path)
 
-    names = sorted(p.name for p in written)
-    assert names == ["ap_delta_ssd-12-int8.png", "pr_iou50.png", "pr_iou75.png"]
+    names = sorted(str(p.relative_to(tmp_path)) for p in written)
+    assert names == ["report/coco_full-set_ann-sha/ap_delta_ssd-12-int8.png",
+                     "report/coco_full-set_ann-sha/pr_iou50.png", "report/coco_full-set_ann-sha/pr_iou75.png",
+                     "report/inc_full-set_ann-sha/pr_iou50.png", "report/inc_full-set_ann-sha/pr_iou75.png"]
     for path in written:
         assert_png(path)
-    assert not (tmp_path / "ap_delta_old-variant.png").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not (tmp_path / "ap_delta_old-variant.png").exists() and not (tmp_path / "report" / "gone").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     table_md = (tmp_path / "TABLE.md").read_text()
     for name in names:
         assert f"]({name})" in table_md
@@ -133,7 +137,7 @@ def test_pr_legend_shows_each_curves_ap_and_every_line_has_its_own_style():
     for key, stat in (("iou50", "AP50"), ("iou75", "AP75")):
         axes = pr_figure(results, key, "t", figure_class()).axes[0]
         texts = [t.get_text() for t in axes.get_legend().get_texts()]
-        assert texts == [f"{r['variant']} (coco): {stat} {r[stat]:.3f}" for r in results]
+        assert texts == [f"{r['variant']}: {stat} {r[stat]:.3f}" for r in results]  # the title names the protocol
         lines = axes.get_lines()
         styles = [(line.get_linestyle(), line.get_marker()) for line in lines]
         assert len({s[0] for s in styles}) == 3 and len({s[1] for s in styles}) == 3  # apart in grayscale
@@ -184,9 +188,9 @@ def test_report_draws_error_breakdowns_and_removes_stale_ones(tmp_path):
     names = sorted(p.name for p in write_report(tmp_path))
     assert names == ["ap_delta_ssd-12-int8.png", "errors_ssd-12-int8.png", "errors_ssd-12.png",
                      "pr_iou50.png", "pr_iou75.png"]
-    assert_png(tmp_path / "errors_ssd-12-int8.png")
+    assert_png(tmp_path / "report" / "coco_full-set_ann-sha" / "errors_ssd-12-int8.png")
     assert not (tmp_path / "errors_gone.png").exists()
-    assert "](errors_ssd-12-int8.png)" in (tmp_path / "TABLE.md").read_text()
+    assert "](report/coco_full-set_ann-sha/errors_ssd-12-int8.png)" in (tmp_path / "TABLE.md").read_text()
 
 
 def test_malformed_error_breakdown_names_the_file(tmp_path):
@@ -195,3 +199,61 @@ def test_malformed_error_breakdown_names_the_file(tmp_path):
     write_metrics(tmp_path, document)
     with pytest.raises(UserError, match=r"ssd-12/metrics\.json: error_breakdown"):
         write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- issue 25: only runs the table would compare, together
+
+
+def test_report_draws_each_comparison_group_apart_with_its_image_set_in_every_title(tmp_path, monkeypatch):
+    """Issue 25: 8 synthetic images and 200 real ones shared one PR chart labelled only "(coco)"."""
+    import ssd_eval.reports.report as report
+    from ssd_eval.results.index import comparison_groups, load_results
+
+    sample = [with_breakdown(d, {}) for d in sample_family()]
+    for document in sample:
+        document["provenance"].update(images=8, image_ids_sha256="ids-8")
+    real = [metrics_document(v, mAP=m, images=200, annotations="7f25771d190b-real", parent=p)
+            for v, m, p in (("oracle", 0.38, None), ("oracle-noisy", 0.17, "oracle"))]
+    real[1]["per_category_ap"] = {"person": 0.2, "car": 0.1, "toaster": -1.0}
+    for document in real:
+        document["provenance"]["overridden"] = ["dataset.annotations", "dataset.images"]
+    subset = metrics_document("sample", mAP=0.50, images=4)
+    subset["provenance"]["subset"] = {"name": "sample-4", "images": 4}
+    for folder, document in [("sample", sample[0]), ("sample-int8", sample[1]), ("sample-qdq", sample[2]),
+                             ("oracle-noisy", real[1]), ("oracle", real[0]), ("sample@sample-4", subset)]:
+        write_metrics(tmp_path, document, folder)
+    drawn = {}
+    save = report._save_png
+    monkeypatch.setattr(report, "_save_png", lambda figure, canvas, path: drawn.setdefault(
+        str(path.relative_to(tmp_path)), figure) and save(figure, canvas, path))
+
+    write_report(tmp_path)
+
+    assert sorted({str(Path(name).parent) for name in drawn}) == [
+        "report/coco_full-set_ann-sha", "report/coco_own-annotations_7f25771d", "report/coco_sample-4_ann-sha"]
+    # the groups are the table's (results.index.comparison_groups), not a second rule
+    assert len(comparison_groups(load_results(tmp_path))) == 3
+
+    def legend(name):
+        return [t.get_text().split(":")[0] for t in drawn[name].axes[0].get_legend().get_texts()]
+
+    assert legend("report/coco_full-set_ann-sha/pr_iou50.png") == ["sample", "sample-int8", "sample-qdq"]
+    assert legend("report/coco_own-annotations_7f25771d/pr_iou75.png") == ["oracle", "oracle-noisy"]
+    assert legend("report/coco_sample-4_ann-sha/pr_iou50.png") == ["sample"]
+    titles = {name: figure.axes[0].get_title() for name, figure in drawn.items()}
+    assert titles["report/coco_full-set_ann-sha/pr_iou50.png"] == (
+        "Precision-recall at IoU 0.50\ncoco, full set, 8 images of instances_val2017.json")
+    assert "coco, own annotations, 200 images" in titles["report/coco_own-annotations_7f25771d/pr_iou75.png"]
+    assert "coco, sample-4, 4 images" in titles["report/coco_sample-4_ann-sha/pr_iou50.png"]
+    for name, title in titles.items():  # every picture names its group's image set
+        assert any(label in title for label in ("full set", "own annotations", "sample-4")), name
+    assert "report/coco_own-annotations_7f25771d/ap_delta_oracle-noisy.png" in drawn
+    assert "report/coco_full-set_ann-sha/errors_sample-int8.png" in drawn
+
+
+def test_an_all_zero_change_panel_gets_a_readable_axis():
+    parent = with_breakdown(metrics_document("sample", mAP=0.53, AP50=0.647), {})
+    child = with_breakdown(metrics_document("sample-qdq", mAP=0.53, AP50=0.647, parent="sample"), {})
+    change_axes = error_breakdown_figure(child, parent, figure_class()).axes[1]
+    low, high = change_axes.get_xlim()
+    assert high - low >= 0.01 and low < 0 < high  # not a 1e-5 scale with an offset over the axis label

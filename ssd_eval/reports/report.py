@@ -1,6 +1,10 @@
 """Pictures of the results (`make report`): precision-recall curves, per-category AP changes and
 the TIDE-style error breakdown (ssd_eval.scoring.breakdown) of each variant against its parent.
 
+Only runs the table would compare are drawn together: the results are split into the groups of
+``results.index.comparison_groups`` (same protocol, image set, annotations), one figure set per group
+under ``<results>/report/<group>/``, each title naming the group's protocol and image set.
+
 Colours come from the Okabe-Ito palette (told apart with every common colour-vision deficiency),
 and every series also differs by line style, marker or hatching, so a grayscale print keeps them apart.
 
@@ -20,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 from ssd_eval.errors import UserError
-from ssd_eval.reports.table import write_table
+from ssd_eval.reports.table import REPORT_DIR, write_table
 from ssd_eval.results.compare import find_parent_result
-from ssd_eval.results.index import load_results
+from ssd_eval.results.index import comparison_groups, image_set, load_results
 from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LOSS_COLOUR, GAIN_COLOUR = "#D55E00", "#0072B2"  # vermillion, blue
 PARENT_HATCH, VARIANT_HATCH = "", "///"
+
+MIN_AXIS_WIDTH = 0.01
+"""A bar chart's value axis spans at least this much (an all-zero chart would otherwise get a 1e-5 scale)."""
 
 ZERO_CHANGE = 0.0005
 """AP changes smaller than this (0.000 at the charts' three decimals) are left out of the AP-change chart."""
@@ -99,8 +106,9 @@ def _recall_axis(result: dict) -> list[float]:
 
 
 def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
-    """A Figure with one precision-recall line per result, labelled variant (protocol) and its AP at
-    that IoU (AP50 for iou50, AP75 for iou75); each line has its own colour, style and marker."""
+    """A Figure with one precision-recall line per result (runs of one comparison group: the title names
+    their protocol and image set), labelled with the variant and its AP at that IoU (AP50 for iou50, AP75
+    for iou75); each line has its own colour, style and marker."""
     figure = figure_class(figsize=(7, 5))
     axes = figure.add_subplot()
     ap_key = "AP" + iou_key.removeprefix("iou")
@@ -110,16 +118,33 @@ def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
         precision = [p if p >= 0 else math.nan for p in _curve(result, iou_key)]
         ap = result.get(ap_key)
         ap_text = f": {ap_key} {ap:.3f}" if isinstance(ap, (int, float)) and not isinstance(ap, bool) else ""
-        axes.plot(recall, precision, label=f"{result['variant']} ({result['protocol']}){ap_text}",
+        axes.plot(recall, precision, label=f"{result['variant']}{ap_text}",
                   markevery=(index * 2, 10), markersize=5, linewidth=1.6, **series_style(index))
     axes.set_xlabel("recall")
     axes.set_ylabel("precision (mean over categories)")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.02)
     axes.grid(True, alpha=0.3)
-    axes.set_title(title)
+    axes.set_title(title, fontsize="medium")
     axes.legend(loc="upper right", fontsize="small")
     return figure
+
+
+def group_label(result: dict) -> str:
+    """How a figure's title names the comparison group of ``result``: protocol, image set, images and the
+    annotation file (its folder and name)."""
+    provenance = result.get("provenance") or {}
+    annotations = Path(str((provenance.get("annotations") or {}).get("path") or "?"))
+    short = "/".join(annotations.parts[-2:])
+    return f"{result['protocol']}, {image_set(result)}, {provenance.get('images', '?')} images of {short}"
+
+
+def group_folder(result: dict) -> str:
+    """The report folder name of ``result``'s comparison group: protocol, image set and the first 8 hex
+    digits of the annotation file's sha256, e.g. ``coco_full-set_e99a2aff`` or ``inc_ci-500_1a2b3c4d``."""
+    provenance = result.get("provenance") or {}
+    sha = str((provenance.get("annotations") or {}).get("sha256") or "")[:8]
+    return _safe_name(f"{result['protocol']}_{image_set(result).replace(', ', '_').replace(' ', '-')}_{sha}")
 
 
 def category_ap_changes(result: dict, parent: dict, limit: int | None = MAX_CATEGORY_BARS,
@@ -166,9 +191,8 @@ def ap_delta_figure(result: dict, parent: dict, changes: list[tuple[str, float]]
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel(f"AP change vs {parent['variant']} (AP@[0.50:0.95]; loss left, gain right)")
     axes.grid(True, axis="x", alpha=0.3)
-    images = result.get("provenance", {}).get("images")
     axes.set_title(f"{result['variant']} vs {parent['variant']}: per-category AP change\n"
-                   f"({result['protocol']}, {images} images; {len(changes)} of {compared} "
+                   f"{group_label(result)}\n({len(changes)} of {compared} "
                    f"categories: the biggest changes, none under {ZERO_CHANGE})", fontsize="medium")
     return figure
 
@@ -190,7 +214,11 @@ def _widen_for_labels(axes, values: list[float]) -> None:
     """Room beside the longest bars for their value labels."""
     span = max([abs(v) for v in values] + [1e-3])
     low, high = min(values + [0.0]), max(values + [0.0])
-    axes.set_xlim(low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span)
+    left, right = low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span
+    if right - left < MIN_AXIS_WIDTH:  # every value (about) 0: a readable axis, not ticks of 1e-5 and an offset
+        left, right = (left if low < 0 else -0.1 * MIN_AXIS_WIDTH), (right if high > 0 else 0.9 * MIN_AXIS_WIDTH)
+        left, right = (left, left + MIN_AXIS_WIDTH) if low < 0 else (right - MIN_AXIS_WIDTH, right)
+    axes.set_xlim(left, right)
 
 
 def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
@@ -229,8 +257,9 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
     axes.invert_yaxis()
     axes.set_xlabel("AP50 recovered if fixed (dAP)")
     axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(loc="lower right", fontsize="x-small")
-    axes.set_title(f"{result['variant']}: where AP50 is lost (TIDE; error counts in brackets)", fontsize="medium")
+    axes.legend(loc="best", fontsize="x-small")
+    axes.set_title(f"{result['variant']}: where AP50 is lost (TIDE; error counts in brackets)\n{group_label(result)}",
+                   fontsize="medium")
     if change:
         delta_axes = figure.add_subplot(1, 2, 2)
         values = [change[name] for name in names]
@@ -238,6 +267,9 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
                                hatch=VARIANT_HATCH, edgecolor="black", linewidth=0.5)
         delta_axes.bar_label(bars, labels=[f"{v:+.3f}" for v in values], padding=2, fontsize="x-small")
         _widen_for_labels(delta_axes, values)
+        from matplotlib.ticker import MaxNLocator  # matplotlib is there: _matplotlib() gave the figure class
+
+        delta_axes.xaxis.set_major_locator(MaxNLocator(nbins=5))  # signed 3-decimal ticks: fewer, so none overlap
         delta_axes.set_yticks(positions, labels=names, fontsize="small")
         delta_axes.invert_yaxis()
         delta_axes.axvline(0, color="black", linewidth=0.8)
@@ -249,12 +281,14 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
 
 
 def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[str, object]]:
-    """(PNG file name, Figure) of every report picture of `results`: pr_iou50.png and pr_iou75.png
-    (every result's curve), ap_delta_<variant>.png for each result with a comparable parent result
-    (the table's rule) and errors_<variant>.png for each result with an error breakdown. With
-    `only`, the per-variant pictures of that result alone."""
+    """(PNG file name, Figure) of every report picture of `results`, runs of one comparison group
+    (results.index.comparison_groups): pr_iou50.png and pr_iou75.png (every result's curve),
+    ap_delta_<variant>.png for each result with a comparable parent result (the table's rule) and
+    errors_<variant>.png for each result with an error breakdown. With `only`, the per-variant
+    pictures of that result alone."""
     figure_class, _ = _matplotlib()
-    figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}", figure_class))
+    label = group_label(results[0]) if results else ""
+    figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}\n{label}", figure_class))
                for key, iou in (("iou50", "0.50"), ("iou75", "0.75"))]
     taken = {name for name, _ in figures}
     for result in results:
@@ -294,24 +328,39 @@ def _safe_name(text: str) -> str:
 
 
 def write_report(results_dir: Path) -> list[Path]:
-    """Draw the report pictures into `results_dir` and refresh TABLE.md; return written paths.
+    """Draw the report pictures into `results_dir/report/<group>/`, one folder per comparison group
+    (group_folder), and refresh TABLE.md, which links them; return the written paths.
 
-    Writes the pictures of `report_figures` (PR curves, AP-change charts, error
-    breakdowns). Stale ap_delta_*.png and errors_*.png files are removed. Raises
-    UserError without matplotlib, without results, or on a malformed metrics.json.
+    Writes the pictures of `report_figures` for each group's results. Pictures of an earlier report that
+    this one did not write (under report/, or beside TABLE.md where reports wrote them before) are
+    removed. Raises UserError without matplotlib, without results, or on a malformed metrics.json.
     """
     _, canvas_class = _matplotlib()
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
         raise UserError(f"{results_dir}: no */metrics.json found; run `make eval` first")
+    report_dir = results_dir / REPORT_DIR
+    written: list[Path] = []
+    folders: dict[str, tuple] = {}
+    for group in comparison_groups(results):
+        folder = group_folder(group[0])
+        if folder in folders:  # same protocol, image set label and annotations, other image ids
+            folder += "_" + _safe_name(str(group[0]["provenance"].get("image_ids_sha256", ""))[:8])
+        folders[folder] = tuple(r["variant"] for r in group)
+        log.info("report group %s: %s", folder, ", ".join(folders[folder]))
+        (report_dir / folder).mkdir(parents=True, exist_ok=True)
+        written += [_save_png(figure, canvas_class, report_dir / folder / name)
+                    for name, figure in report_figures(group)]
 
-    written = [_save_png(figure, canvas_class, results_dir / name) for name, figure in report_figures(results)]
-
-    for stale in sorted([*results_dir.glob("ap_delta_*.png"), *results_dir.glob("errors_*.png")]):
+    old_layout = [p for pattern in ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "errors_*.png")
+                  for p in results_dir.glob(pattern)]
+    for stale in sorted([*report_dir.glob("*/*.png"), *old_layout]):
         if stale not in written:
             log.info("removing stale %s", stale)
             stale.unlink()
+    for folder in sorted(p for p in report_dir.iterdir() if p.is_dir() and not any(p.iterdir())):
+        folder.rmdir()
 
     write_table(results_dir, quiet=True)
     return written
