@@ -343,7 +343,7 @@ def test_eval_summary_shows_the_12_stats_and_per_category_ap_of_metrics_json(sma
 
 
 def test_table_all_shows_every_column_and_the_default_view_fits_120(small_set):
-    from ssd_eval.reports.table import COLUMNS
+    from ssd_eval.reports.table_render import COLUMNS
 
     assert run_cli("eval", "--config", str(small_set["config"]), "--no-progress").returncode == 0
     results = str(small_set["out"].parent)

@@ -11,7 +11,8 @@ import pytest
 
 import ssd_eval.reports.table
 from ssd_eval.errors import UserError
-from ssd_eval.reports.table import build_rows, render_csv, render_markdown, render_terminal, table_view, write_table
+from ssd_eval.reports.table import build_rows, write_table
+from ssd_eval.reports.table_render import COLUMNS, render_csv, render_markdown, render_terminal, table_view
 from ssd_eval.results.index import load_results
 
 from helpers import metrics_document, write_metrics
@@ -220,7 +221,7 @@ def test_csv_content():
 
 def numeric_columns_parse(text: str) -> list[dict]:
     """table.csv's records, after checking every numeric column holds a number (float()) or nothing."""
-    from ssd_eval.reports.table import CSV_NUMERIC
+    from ssd_eval.reports.table_render import CSV_NUMERIC
 
     records = list(csv.DictReader(io.StringIO(text)))
     for record in records:
@@ -676,7 +677,7 @@ def test_drop_ci_needs_both_intervals_and_both_detections_then_uses_the_childs_b
                                           {"replicates": 200, "seed": 7})])
 
 
-# --------------------------------------------------------------------------- issue 25: the default view, order, image set
+# ------------------------------------------------------------------ issue 25: the default view, order, image set
 
 def zoo_rows() -> list[dict]:
     """Real-length rows: the zoo variants on the full set under the published protocol, on ci-500 under coco,
@@ -710,11 +711,11 @@ def test_the_default_view_fits_120_columns_with_real_values_and_all_shows_every_
     assert default[0].split() == ["variant", "protocol", "image", "set", "images", "mAP", "(95%", "ci)", "published",
                                   "delta", "drop", "%", "images/s", "sha256", "note"]
     everything = render_terminal(rows, all_columns=True).splitlines()
-    for _, header in ssd_eval.reports.table.COLUMNS:
+    for _, header in COLUMNS:
         assert header in everything[0]
     assert max(len(line) for line in everything) > 120
     # table.csv keeps every column, whatever the view
-    assert list(csv.DictReader(io.StringIO(render_csv(rows))))[0].keys() >= {k for k, _ in ssd_eval.reports.table.COLUMNS}
+    assert list(csv.DictReader(io.StringIO(render_csv(rows))))[0].keys() >= {k for k, _ in COLUMNS}
 
 
 def test_an_empty_cell_stays_empty_and_its_reason_is_a_numbered_note_given_once():

@@ -9,14 +9,12 @@ characters wide), or every column with ``--all``; table.csv always holds every c
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import re
 from pathlib import Path
 
 from ssd_eval.config.protocols import protocol_base
 from ssd_eval.errors import UserError
+from ssd_eval.reports.table_render import render_csv, render_markdown, render_terminal
 from ssd_eval.results.compare import (
     drop_ratio_pct,
     find_parent_result,
@@ -26,7 +24,6 @@ from ssd_eval.results.compare import (
 )
 from ssd_eval.results.index import image_set, load_results, result_subset, table_order
 from ssd_eval.results.paired import ResultMatches, comparison_settings, paired_drop, result_interval
-from ssd_eval.results.summary import align_columns
 from ssd_eval.scoring.cocoeval import STAT_NAMES
 from ssd_eval.utils import atomic_write_text
 
@@ -34,66 +31,6 @@ log = logging.getLogger(__name__)
 
 METRIC_NAMES = tuple(STAT_NAMES)
 """The 12 readable COCOeval.stats names, in pycocotools order."""
-
-COLUMNS = (
-    ("variant", "variant"),
-    ("protocol", "protocol"),
-    ("image_set", "image set"),
-    ("images", "images"),
-    ("subset", "subset"),
-    ("map", "mAP"),
-    ("map_ci", "mAP ± ci"),
-    ("published_map", "published mAP"),
-    ("delta", "delta"),
-    ("drop_pct", "drop %"),
-    ("drop_ci", "drop ± ci"),
-    ("ap50", "AP50"),
-    ("ap75", "AP75"),
-    ("aps", "APs"),
-    ("apm", "APm"),
-    ("apl", "APl"),
-    ("images_per_s", "images/s"),
-    ("speedup", "speedup"),
-    ("provider", "provider"),
-    ("int8_path", "int8 path"),
-    ("date", "date"),
-    ("model_sha256", "model sha256"),
-)
-"""(row key, display header) for every table column, in order: table.csv and the ``--all`` view."""
-
-DEFAULT_COLUMNS = (
-    ("variant", "variant"),
-    ("protocol", "protocol"),
-    ("image_set", "image set"),
-    ("images", "images"),
-    ("map_interval", "mAP (95% ci)"),
-    ("published_map", "published"),
-    ("delta", "delta"),
-    ("drop_pct", "drop %"),
-    ("images_per_s", "images/s"),
-    ("model_sha", "sha256"),
-)
-"""(row key, display header) of the default terminal and TABLE.md view: the columns a reader compares,
-at most ~120 characters wide with real values (``--all``: COLUMNS)."""
-
-QUALIFIED = ("delta", "images_per_s")
-"""Columns whose cell may carry a qualifier in brackets (``+0.0012 (int8 on x86-avx2; ...)``, ``6.98 (cached)``):
-the views show the number and move the qualifier to the row's note."""
-
-QUALIFIER_NOTES = {"cached": "from the resume cache, as measured when its images were inferred"}
-"""The note a view gives a qualifier that is too short to explain itself."""
-
-AREA_KEYS = ("aps", "apm", "apl")
-
-CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
-               "apm", "apl", "images_per_s", "speedup")
-"""table.csv columns that hold only a number or nothing (speedup without its "x"; a "± ci" column
-the interval's half width)."""
-
-CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_note", "drop_ci": "drop_ci_note",
-             "apl": "area_note", "images_per_s": "images_per_s_note", "speedup": "speedup_note"}
-"""The note column table.csv adds after a numeric column: why the number is missing (``n/a: ...``) or
-what qualifies it. ``area_note`` (after apl) is for APs, APm and APl together."""
 
 AREA_NOT_COMPARABLE = "n/a: inc computes areas from normalized boxes"
 """Why APs/APm/APl are left out under the inc protocol."""
@@ -104,8 +41,6 @@ REPORT_IMAGE_PATTERNS = ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "erro
 REPORT_DIR = "report"
 """The folder under the results directory that `ssd-eval report` draws into, one subfolder per group."""
 
-
-# --------------------------------------------------------------------------- loading
 
 # --------------------------------------------------------------------------- rows
 
@@ -279,140 +214,6 @@ def build_rows(results: list[dict]) -> list[dict]:
             "model_sha": str(provenance_value(result, "model.sha256", ""))[:8],
         })
     return rows
-
-
-# --------------------------------------------------------------------------- rendering
-
-def _cells(row: dict) -> list[str]:
-    """A row's cells (a row of build_rows: every COLUMNS key), each on one line: a name holding a newline
-    must not break a table."""
-    return [_one_line(row[key]) for key, _ in COLUMNS]
-
-
-def _one_line(cell) -> str:
-    return " ".join(str(cell).split())
-
-
-def _view_cell(row: dict, key: str) -> tuple[str, str]:
-    """What a view shows in a cell, and the reason or qualifier it moves to the row's note: a ``n/a: why``
-    cell is shown empty (why: the note; the inc area cells' reason is ``area_note``), and a QUALIFIED
-    cell's bracketed qualifier goes to the note."""
-    cell = _one_line(row[key])
-    if cell.startswith("n/a"):
-        reason = cell.removeprefix("n/a").removeprefix(":").strip()
-        if not reason and key in AREA_KEYS:
-            reason = _one_line(row.get("area_note", "")).removeprefix("n/a: ")
-        return "", reason or "not available"
-    if key in QUALIFIED:
-        match = re.fullmatch(r"(\S+) \((.+)\)", cell)
-        if match:
-            return match[1], QUALIFIER_NOTES.get(match[2], match[2])
-    return cell, ""
-
-
-def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str], list[list[str]], list[str]]:
-    """(headers, cell rows, notes) of the default view (DEFAULT_COLUMNS) or, with ``all_columns``, of every
-    column: empty cells where a row has no number, and a ``note`` column (only when some row has a note)
-    numbering the reasons, each reason once, listed in ``notes`` as "<columns>: <reason>"."""
-    columns = COLUMNS if all_columns else DEFAULT_COLUMNS
-    notes: dict[str, int] = {}
-    grid, marks = [], []
-    for row in rows:
-        cells, reasons = [], {}
-        for key, header in columns:
-            cell, reason = _view_cell(row, key)
-            cells.append(cell)
-            if reason:
-                reasons.setdefault(reason, []).append(header)
-        numbers = [notes.setdefault(f"{', '.join(headers)}: {reason}", len(notes) + 1)
-                   for reason, headers in reasons.items()]
-        grid.append(cells)
-        marks.append(",".join(str(n) for n in numbers))
-    headers = [header for _, header in columns]
-    if notes:
-        headers.append("note")
-        grid = [cells + [mark] for cells, mark in zip(grid, marks)]
-    return headers, grid, [f"{number}. {text}" for text, number in notes.items()]
-
-
-_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?%?x?")
-
-
-def _csv_safe(cell: str) -> str:
-    """A cell a spreadsheet will not run as a formula (text starting with = + - @ gets a leading ')."""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(cell) else cell
-
-
-def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
-    """build_rows' rows as a GitHub-flavoured Markdown table (table_view: display headers, a note column
-    when some row has one), then its numbered notes."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    headers, grid, notes = table_view(rows, all_columns=all_columns)
-    out = [line(headers), "|" + "---|" * len(headers)]
-    out += [line(cells) for cells in grid]
-    if notes:
-        out += ["", "Notes:", ""] + [text.replace("|", "\\|") for text in notes]
-    return "\n".join(out) + "\n"
-
-
-def csv_columns() -> list[str]:
-    """table.csv's header: the COLUMNS keys, each numeric one followed by its note column (CSV_NOTES)."""
-    columns = []
-    for key, _ in COLUMNS:
-        columns.append(key)
-        if key in CSV_NOTES:
-            columns.append(CSV_NOTES[key])
-    return columns
-
-
-_CELL = re.compile(r"(?P<number>[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?:%|x)?(?: ± (?P<half>\d+(?:\.\d+)?))?"
-                   r"(?: (?P<bounds>\[(?P<low>[+-]?\d+(?:\.(?P<decimals>\d+))?), (?P<high>[+-]?\d+(?:\.\d+)?)\]))?"
-                   r"(?: \((?P<note>.*)\))?")
-
-
-def _split_cell(key: str, cell: str) -> tuple[str, str]:
-    """A numeric column's display cell as (number or "", note): ``0.98x`` -> 0.98; ``+0.0012 (int8 on
-    ...)`` -> +0.0012 and the note; ``0.5316 ± 0.0100`` -> 0.0100 (the half width); ``0.5316 [0.4000, 0.6200]``
-    -> 0.1100 (the half width) and the interval in the note; ``n/a: ...`` -> the note."""
-    match = _CELL.fullmatch(cell)
-    if match is None:
-        return "", cell
-    note = match["note"] or ""
-    if key.endswith("_ci") and match["bounds"]:
-        half = (float(match["high"]) - float(match["low"])) / 2
-        return f"{half:.{len(match['decimals'] or '')}f}", "; ".join(filter(None, [match["bounds"], note]))
-    number = match["half"] if key.endswith("_ci") and match["half"] else match["number"]
-    return number, note
-
-
-def render_csv(rows: list[dict]) -> str:
-    """build_rows' rows as CSV under a header of row keys (csv_columns): numeric columns (CSV_NUMERIC) hold
-    a number or nothing, and the reason a number is missing or what qualifies it goes to its note
-    column, so a CSV reader gets numeric columns."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_columns())
-    for row in rows:
-        record = {}
-        for key, cell in zip((key for key, _ in COLUMNS), _cells(row)):
-            if key in CSV_NUMERIC:
-                cell, note = _split_cell(key, cell)
-                if key == "apl":  # one note for the three area columns
-                    note = " ".join(row["area_note"].split())
-                if key in CSV_NOTES:
-                    record[CSV_NOTES[key]] = note
-            record[key] = cell
-        writer.writerow([_csv_safe(record[column]) for column in csv_columns()])
-    return buffer.getvalue()
-
-
-def render_terminal(rows: list[dict], *, all_columns: bool = False) -> str:
-    """build_rows' rows as aligned plain text, one line each under a header line (table_view), then the
-    numbered notes, one line each."""
-    headers, grid, notes = table_view(rows, all_columns=all_columns)
-    return align_columns(headers, grid) + "\n" + "".join(f"{text}\n" for text in notes)
 
 
 def _report_images(results_dir: Path) -> list[str]:
