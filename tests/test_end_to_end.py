@@ -75,6 +75,8 @@ def test_report_draws_pictures(sample_results):
     pytest.importorskip("matplotlib")
     run = ssd_eval("report", "--results", str(sample_results))
     assert run.returncode == 0, run.stderr
+    [group] = (sample_results / "report").iterdir()  # the three sample variants: one comparison group
+    assert group.name.startswith("coco_full-set_")
     for name in ("pr_iou50.png", "pr_iou75.png", "ap_delta_sample-int8.png"):
-        assert (sample_results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "pr_iou50.png" in (sample_results / "TABLE.md").read_text()
+        assert (group / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"report/{group.name}/pr_iou50.png" in (sample_results / "TABLE.md").read_text()
