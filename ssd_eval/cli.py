@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     harness.add_argument("--quick", action="store_true",
                          help="CI-sized run: smaller sizes (a few minutes on 2 cores; README: Benchmarks)")
     harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
+    harness.add_argument("--only", action="append", choices=("throughput", "memory", "scoring", "int8"),
+                         help="run only this section (repeatable; default every one)")
+    harness.add_argument("--images", type=int, help="images of the int8 section (default 48, --quick 16)")
+    harness.add_argument("--repeats", type=int, help="repeats of the int8 section, best counts (default 2)")
+    harness.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key in the int8 section's runs and bare sessions, e.g. "
+                              "runtime.allow_spinning=true (to measure a lever)")
     harness.set_defaults(handler=cmd_bench_harness)
 
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
@@ -278,8 +285,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_harness(args: argparse.Namespace) -> int:
     from ssd_eval.bench import bench_harness
+    from ssd_eval.config import parse_override
 
-    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None)
+    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None, only=args.only,
+                  int8_images=args.images, int8_repeats=args.repeats,
+                  overrides=[parse_override(item) for item in args.overrides])
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ssd_eval import data, model_info
 from ssd_eval.config import Config, hash_data
-from ssd_eval.runner import Detector
+from ssd_eval.runner import Detector, spinning_entries
 from ssd_eval.streaming import streams
 
 
@@ -58,6 +58,8 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
             "inter_op_threads": config.runtime.inter_op_threads,
             "batch_size": config.runtime.batch_size,
             "session_config": dict(detector.session_config),
+            # runtime.allow_spinning as applied (null: auto); {} where session_config sets it itself
+            "spinning": spinning_entries(config.runtime),
         },
         "versions": versions(),
         "harness_commit": harness_commit(),

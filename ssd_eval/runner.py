@@ -119,6 +119,24 @@ def check_threads(runtime: RuntimeConfig) -> None:
                             f"{4 * cores} (4 x the {cores} CPU cores here)")
 
 
+SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
+    """The session config entries for ``runtime.allow_spinning``: true or false as given; null (auto)
+    turns spinning off (an idle onnxruntime thread busy-waits for work, taking a core from the decode
+    workers that share the CPU with it) unless the config's own session_config sets it. No detection
+    depends on it, so it is not part of the cache key."""
+    if any(key in runtime.session_config for key in SPINNING_KEYS):
+        return {}
+    allowed = runtime.allow_spinning if runtime.allow_spinning is not None else AUTO_SPINNING
+    return {key: "1" if allowed else "0" for key in SPINNING_KEYS}
+
+
+AUTO_SPINNING = False
+"""``runtime.allow_spinning: null``: spinning off (measured in docs/PERFORMANCE.md)."""
+
+
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
                    session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
     """An InferenceSession for ``model_path`` with the config's providers, threads, optimization
@@ -135,7 +153,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[runtime.graph_optimization]
     options.log_severity_level = 3
     entries = dict(runtime.session_config if session_config is None else session_config)
-    for name, value in sorted(entries.items()):
+    for name, value in sorted({**spinning_entries(runtime), **entries}.items()):
         try:
             options.add_session_config_entry(name, value)
         except Exception as exc:  # onnxruntime's own exception types
