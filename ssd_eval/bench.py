@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import subprocess
@@ -384,7 +385,9 @@ def harness_config(model_path: Path, annotations: Path, images: Path, out_dir: P
 def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
                   results_path: str | Path | None = DEFAULT_RESULTS_PATH, only: Sequence[str] | None = None,
                   int8_images: int | None = None, int8_repeats: int | None = None,
-                  overrides: Sequence[tuple[str, Any]] = ()) -> dict:
+                  overrides: Sequence[tuple[str, Any]] = (),
+                  levers: Sequence[tuple[str, Sequence[tuple[str, Any]]]] = (),
+                  int8_formats: Sequence[str] | None = None) -> dict:
     """Measure the harness against its targets: throughput, memory growth, scoring time.
 
     (a) images/s of a whole ``evaluate`` run vs a bare ``session.run`` loop on the same
@@ -398,7 +401,7 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     (d) fp32, int8 (QOperator) and QDQ of the synthetic detector, bare and through the harness, against
     the physical limit set by preprocessing (bench_int8; quick: the 105-GFLOP detector, 16 images).
     ``only``: the sections to run (default every one); ``int8_images`` / ``int8_repeats`` size section
-    (d) and ``overrides`` (dotted config keys) apply to its runs.
+    (d) and ``overrides`` (dotted config keys) apply to its runs; ``levers`` and ``int8_formats``: bench_int8's.
     """
     from ssd_eval.provenance import host_info, versions
     from ssd_eval.results import atomic_write_json
@@ -421,7 +424,7 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
                                              detections_per_image=100 if quick else (100, 200)),
             "int8": lambda: bench_int8(root / "int8", images=int8_images or (QUICK_INT8_IMAGES if quick else 48),
                                        repeats=int8_repeats or 2, spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR,
-                                       overrides=overrides),
+                                       overrides=overrides, levers=levers, formats=int8_formats or INT8_FORMATS),
         }
         unknown = sorted(set(only or ()) - set(sections))
         if unknown:
@@ -609,12 +612,25 @@ def bench_int8_models(directory: Path, spec: DetectorSpec, calibration: Sequence
 
     directory.mkdir(parents=True, exist_ok=True)
     models = {"fp32": write_synthetic_detector(directory / "fp32.onnx", spec)}
-    for name, quant_format in (("int8", QuantFormat.QOperator), ("qdq", QuantFormat.QDQ)):
-        path = directory / f"{name}.onnx"
-        quantize_static(str(models["fp32"]), str(path), Reader(), quant_format=quant_format,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
-        models[name] = path
+    root = logging.getLogger()
+    advice = _DropQuantizerAdvice()
+    root.addFilter(advice)  # quantize_static advises pre-processing on the root logger, twice per model
+    try:
+        for name, quant_format in (("int8", QuantFormat.QOperator), ("qdq", QuantFormat.QDQ)):
+            path = directory / f"{name}.onnx"
+            quantize_static(str(models["fp32"]), str(path), Reader(), quant_format=quant_format,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv"])
+            models[name] = path
+    finally:
+        root.removeFilter(advice)
     return models
+
+
+class _DropQuantizerAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage() \
+            and "run pre-processing" not in record.getMessage()
 
 
 def bench_int8_limit(bare_seconds: float, preprocess_cpu_seconds: float, cores: int) -> float:
@@ -625,7 +641,8 @@ def bench_int8_limit(bare_seconds: float, preprocess_cpu_seconds: float, cores: 
 
 def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: DetectorSpec = COSTLY_DETECTOR,
                warmup: int = 1, formats: Sequence[str] = INT8_FORMATS,
-               overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+               overrides: Sequence[tuple[str, Any]] = (),
+               levers: Sequence[tuple[str, Sequence[tuple[str, Any]]]] = ()) -> dict[str, Any]:
     """Section (d): fp32, int8 (QOperator u8s8) and QDQ of the synthetic detector, each as a bare
     ``session.run`` loop and through whole ``evaluate`` runs, interleaved (each repeat rotates the
     order; per model: half the bare loop, one evaluation, the other half), best of ``repeats``.
@@ -634,13 +651,19 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
     speedup over fp32 bare and through the harness, decode+preprocess CPU ms per image (the run's
     provenance.stages), the physical limit (bench_int8_limit) and the harness as a share of it,
     session.run's idle share, and the other processes' load while each side was timed.
-    ``overrides``: config keys set on every harness run and bare session (e.g. a lever to compare).
+    ``overrides``: config keys set on every harness run and bare session. ``levers``: (name, config keys)
+    to compare side by side: each model runs as it is and with each lever (labelled ``<model> <name>``),
+    all interleaved; ``ratio_vs_default_bare`` divides by the bare loop without the lever.
     """
     from ssd_eval import model_info
     from ssd_eval.data import load_annotations
     from ssd_eval.pipeline import PreprocessParams, load_and_preprocess
     from ssd_eval.runner import create_session, resolve_io, spinning_entries
 
+    unknown = sorted(set(formats) - set(INT8_FORMATS))
+    if unknown or not formats:
+        raise UserError(f"bench-harness: no model {unknown[0] if unknown else ''!r}; "
+                        f"choose from {', '.join(INT8_FORMATS)}")
     cores = os.cpu_count() or 1
     print(f"-- (d) int8 through the harness: {images} synthetic images, best of {repeats}, models interleaved; "
           f"synthetic detector {synthetic_gflops(spec):.0f} GFLOPs per image at {spec.input_size[0]}x"
@@ -654,16 +677,20 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
     tensors = [load_and_preprocess(record, params)[np.newaxis] for record in records[: min(4, len(records))]]
     models = bench_int8_models(directory / "models", spec, tensors[:INT8_CALIBRATION_IMAGES])
     runs: dict[str, dict[str, Any]] = {}
-    for name in formats:
-        config = harness_config(models[name], annotations, image_dir, directory / f"out-{name}",
-                                input_size=spec.input_size, scoring_only=True, overrides=overrides)
+    plan = [(name, name, "", list(overrides)) for name in formats]
+    plan += [(f"{name} {lever}", name, lever, [*overrides, *extra]) for lever, extra in levers for name in formats]
+    for label, name, lever, keys in plan:
+        config = harness_config(models[name], annotations, image_dir,
+                                directory / f"out-{label.replace(' ', '-').replace('/', '-')}",
+                                input_size=spec.input_size, scoring_only=True, overrides=keys)
         info = model_info.inspect_model(models[name])
         session_config = model_info.int8_session_config(info, config.runtime.session_config,
                                                         exact_int8=config.runtime.exact_int8)
         session = create_session(models[name], config.runtime, session_config=session_config)
         io = resolve_io(session, config.model, models[name])
-        runs[name] = {"config": config, "session": session, "io": io, "session_config": session_config,
-                      "bare": [], "bare_load": [], "harness": [], "harness_load": [], "loop": [], "stages": []}
+        runs[label] = {"config": config, "session": session, "io": io, "session_config": session_config,
+                       "format": name, "lever": lever, "overrides": keys,
+                       "bare": [], "bare_load": [], "harness": [], "harness_load": [], "loop": [], "stages": []}
 
     def bare_loop(run: dict[str, Any], count: int) -> float:
         io, session = run["io"], run["session"]
@@ -702,7 +729,10 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
         limit = bench_int8_limit(bare, preprocess_ms / 1000.0, cores)
         runtime = run["config"].runtime
         models_out[name] = {
-            "model": str(models[name]),
+            "format": run["format"],
+            "lever": run["lever"],
+            "overrides": [list(o) for o in run["overrides"]],
+            "model": str(models[run["format"]]),
             "bare_seconds_per_image": bare,
             "bare_runs": run["bare"],
             "harness_loop_images_per_s": run["loop"],
@@ -726,9 +756,11 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
         }
     fp32 = models_out.get("fp32")
     for entry in models_out.values():
+        default = models_out[entry["format"]]
+        entry["harness_images_per_s"] = max(entry["harness_loop_images_per_s"])
+        entry["ratio_vs_default_bare"] = entry["harness_images_per_s"] * default["bare_seconds_per_image"]
         entry["speedup_bare"] = fp32["bare_seconds_per_image"] / entry["bare_seconds_per_image"] if fp32 else None
-        entry["speedup_harness"] = (entry["ratio"] / entry["bare_seconds_per_image"]
-                                    / (fp32["ratio"] / fp32["bare_seconds_per_image"])) if fp32 else None
+        entry["speedup_harness"] = (entry["harness_images_per_s"] / fp32["harness_images_per_s"]) if fp32 else None
     first = next(iter(runs.values()))
     runtime = first["config"].runtime
     print(f"   onnxruntime threads: intra_op {_threads_text(runtime.intra_op_threads, per_core=True)}, inter_op "
@@ -736,10 +768,13 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
           f"{_spinning_text(models_out[order[0]]['threads']['spinning'])}; "
           f"decode workers {stages_workers(first['config'])} "
           f"({first['config'].pipeline.mode}) on {cores} cores")
+    for lever, extra in levers:
+        print(f"   lever {lever}: " + ", ".join(f"{key}={value}" for key, value in extra))
     _print_table(
-        ["model", "bare s/img", "speedup bare", "harness/bare", "end to end", "speedup harness",
+        ["model", "bare s/img", "speedup bare", "harness/bare", "vs default bare", "end to end", "speedup harness",
          "preprocess CPU ms", "limit", "share of limit", "idle", "load bare/harness"],
         [[name, f"{e['bare_seconds_per_image']:.4f}", _number(e["speedup_bare"], "{:.2f}x"), f"{e['ratio']:.3f}",
+          f"{e['ratio_vs_default_bare']:.3f}",
           f"{e['end_to_end_ratio']:.3f}", _number(e["speedup_harness"], "{:.2f}x"), f"{e['preprocess_cpu_ms']:.1f}",
           f"{e['limit']:.3f}", f"{e['share_of_limit']:.3f} ({_verdict(e['pass_limit'])})",
           _number(e["idle_share"], "{:.3f}"),
@@ -758,7 +793,8 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
     return {"images": images, "repeats": repeats, "cores": cores, "gflops": synthetic_gflops(spec),
             "model": {"channels": list(spec.channels), "extra_convs": list(spec.extra_convs),
                       "input_size": list(spec.input_size)},
-            "overrides": [list(o) for o in overrides], "models": models_out,
+            "overrides": [list(o) for o in overrides], "levers": [[n, [list(o) for o in e]] for n, e in levers],
+            "models": models_out,
             "limit_target": INT8_LIMIT_SHARE_TARGET, "int8_target": INT8_BARE_TARGET,
             "pass_limit": all(e["pass_limit"] for e in models_out.values()), "pass_int8": int8_target,
             "unreliable": unreliable or None}

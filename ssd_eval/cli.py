@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     harness.add_argument("--repeats", type=int, help="repeats of the int8 section, best counts (default 2)")
     harness.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config key in the int8 section's runs and bare sessions, e.g. "
-                              "runtime.allow_spinning=true (to measure a lever)")
+                              "runtime.allow_spinning=true")
+    harness.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                         help="int8 section: also run each model with these config keys, side by side with the "
+                              "default (repeatable), e.g. spin:runtime.allow_spinning=true")
+    harness.add_argument("--formats", help="int8 section: the models, comma-separated (default fp32,int8,qdq)")
     harness.set_defaults(handler=cmd_bench_harness)
 
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
@@ -287,9 +291,17 @@ def cmd_bench_harness(args: argparse.Namespace) -> int:
     from ssd_eval.bench import bench_harness
     from ssd_eval.config import parse_override
 
+    levers = []
+    for item in args.levers:
+        name, _, keys = item.partition(":")
+        if not name or not keys:
+            raise UserError(f"--lever {item!r}: expected NAME:KEY=VALUE[,KEY=VALUE], "
+                            "e.g. spin:runtime.allow_spinning=true")
+        levers.append((name, [parse_override(key) for key in keys.split(",")]))
     bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None, only=args.only,
                   int8_images=args.images, int8_repeats=args.repeats,
-                  overrides=[parse_override(item) for item in args.overrides])
+                  overrides=[parse_override(item) for item in args.overrides], levers=levers,
+                  int8_formats=args.formats.split(",") if args.formats else None)
     return 0
 
 

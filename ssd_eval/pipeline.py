@@ -65,12 +65,13 @@ def default_workers(config: Config) -> int:
 
 def pipeline_settings(config: Config) -> dict[str, Any]:
     """The decode pool a run used, with what the machine chose (provenance.pipeline): workers (and
-    whether they came from the config or from the CPU cores), mode, prefetch depth, the cores seen."""
+    whether they came from the config or from the CPU cores), mode, prefetch depth, the cores seen, and
+    the lookup normalize used (the same values either way)."""
     workers = default_workers(config)
     return {"workers": workers, "workers_from": "config" if config.pipeline.workers else "cores",
             "mode": config.pipeline.mode,
             "prefetch": config.pipeline.prefetch or 2 * workers * config.runtime.batch_size,
-            "cores": os.cpu_count()}
+            "cores": os.cpu_count(), "normalize": preprocess.normalize_route()}
 
 
 def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,

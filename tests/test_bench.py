@@ -444,3 +444,18 @@ def test_bench_harness_runs_only_the_sections_asked_for(tmp_path, monkeypatch, c
     assert "int8 section harness/bare fp32 0.900 (0.990 of the limit 0.910)" in capsys.readouterr().out
     with pytest.raises(UserError, match="no section 'gpu'"):
         bench.bench_harness(quick=True, work_dir=tmp_path, results_path=None, only=["gpu"])
+
+
+def test_int8_section_runs_levers_side_by_side_with_the_default(tmp_path, capsys):
+    section = bench.bench_int8(tmp_path / "int8", images=2, repeats=1, spec=TINY, formats=("fp32", "int8"),
+                               levers=[("spin", [("runtime.allow_spinning", True)])])
+    assert list(section["models"]) == ["fp32", "int8", "fp32 spin", "int8 spin"]
+    spun, default = section["models"]["int8 spin"], section["models"]["int8"]
+    assert spun["format"] == "int8" and spun["lever"] == "spin" and default["lever"] == ""
+    assert spun["threads"]["spinning"]["session.intra_op.allow_spinning"] == "1"
+    assert default["threads"]["spinning"]["session.intra_op.allow_spinning"] == "0"
+    assert spun["ratio_vs_default_bare"] == pytest.approx(
+        max(spun["harness_loop_images_per_s"]) * default["bare_seconds_per_image"])
+    assert "lever spin: runtime.allow_spinning=True" in capsys.readouterr().out
+    with pytest.raises(UserError, match="no model 'int4'"):
+        bench.bench_int8(tmp_path / "bad", images=2, repeats=1, spec=TINY, formats=("int4",))
