@@ -800,6 +800,60 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
             "unreliable": unreliable or None}
 
 
+PREPROCESS_BACKENDS = {"coco": "pil", "mlperf-ssd": "pil", "inc": "opencv"}
+"""Each protocol's resize backend (config.PROTOCOL_PRESETS): what its preprocessing costs."""
+
+
+def bench_int8_preprocess(annotations: Path, images_dir: Path, *, images: int = 40, repeats: int = 3,
+                          size_hw: Sequence[int] = (1200, 1200)) -> dict[str, Any]:
+    """Decode + resize + normalize CPU ms per image under each protocol's resize, on ``images`` files of
+    ``annotations``, normalizing through each route (preprocess.NORMALIZE_ROUTES; the one in use first):
+    process CPU time, every step of every image timed in turn (routes interleaved, their order
+    alternating), the best of ``repeats`` per image and step, averaged over the images. The routes'
+    tensors are compared bit for bit on every image."""
+    from ssd_eval import data, preprocess
+
+    dataset = data.load_annotations(annotations, images_dir)
+    records = [dataset.images[i] for i in sorted(dataset.images)[:images]]
+    mean, std, scale = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1 / 255
+    routes = [preprocess.normalize_route()] + [r for r in preprocess.NORMALIZE_ROUTES
+                                                if r != preprocess.normalize_route()]
+    if preprocess.normalize_route() == "numpy-take":
+        routes = ["numpy-take"]
+    print(f"-- (d') decode+preprocess CPU per image: {len(records)} images of {annotations}, to "
+          f"{size_hw[0]}x{size_hw[1]}, best of {repeats}; normalize routes {', '.join(routes)} (same bits)")
+    buffers = {route: np.empty((3, *size_hw), dtype=np.float32) for route in routes}
+    protocols = {}
+    for protocol, backend in PREPROCESS_BACKENDS.items():
+        steps = ["decode", "resize", *routes]
+        best = {step: np.full(len(records), np.inf) for step in steps}  # per image: other load only adds
+        identical = True
+        for repeat in range(repeats):
+            for index, record in enumerate(records):
+                # Process CPU time: OpenCV may spread a call over its own threads.
+                started = time.process_time()
+                image = data.read_image(record)
+                best["decode"][index] = min(best["decode"][index], time.process_time() - started)
+                started = time.process_time()
+                pixels = preprocess.resize(image, size_hw, backend)
+                best["resize"][index] = min(best["resize"][index], time.process_time() - started)
+                for route in routes if repeat % 2 == 0 else routes[::-1]:
+                    started = time.process_time()
+                    preprocess.normalize(pixels, mean, std, scale, out=buffers[route], route=route)
+                    best[route][index] = min(best[route][index], time.process_time() - started)
+                identical = identical and all(np.array_equal(buffers[routes[0]].view(np.uint32), b.view(np.uint32))
+                                              for b in buffers.values())
+        ms = {step: 1000.0 * float(values.mean()) for step, values in best.items()}
+        totals = {route: ms["decode"] + ms["resize"] + ms[route] for route in routes}
+        protocols[protocol] = {"backend": backend, "ms": ms, "total_ms": totals, "identical": identical}
+        print(f"   {protocol:10s} ({backend:6s}): decode {ms['decode']:.1f} + resize {ms['resize']:.1f} + "
+              "normalize " + " / ".join(f"{ms[r]:.1f} ({r})" for r in routes) + " = "
+              + " / ".join(f"{totals[r]:.1f}" for r in routes)
+              + f" ms of CPU; same bits: {'yes' if identical else 'NO'}")
+    return {"images": len(records), "repeats": repeats, "routes": routes, "protocols": protocols,
+            "annotations": str(annotations)}
+
+
 def stages_workers(config: Config) -> int:
     """The decode workers a run of ``config`` uses (pipeline.default_workers)."""
     from ssd_eval.pipeline import default_workers

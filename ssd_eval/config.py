@@ -183,6 +183,9 @@ class PipelineConfig:
     workers: int = 0  # 0: sized to the machine
     mode: Literal["thread", "process"] = "thread"
     prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
+    # The lookup that normalizes (preprocess.NORMALIZE_ROUTES; auto: OpenCV's where installed). Every
+    # route gives the same bits, so it is not in the cache key; it is here to measure one against another.
+    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"
     # Seconds between progress lines in logs (stderr not a terminal); the first comes early (pipeline.ProgressLines).
     progress_interval_s: float = 120.0
 

@@ -49,13 +49,15 @@ class PreprocessParams:
     std: tuple[float, float, float]
     scale: float
     backend: str
+    normalize: str | None = None  # preprocess.NORMALIZE_ROUTES; None: preprocess.normalize_route()
 
     @classmethod
     def from_config(cls, config: Config) -> "PreprocessParams":
         """The preprocessing a config asks for, with the protocol's resize backend."""
         pre = config.preprocess
         return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
-                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend)
+                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend,
+                   normalize=None if config.pipeline.normalize == "auto" else config.pipeline.normalize)
 
 
 def default_workers(config: Config) -> int:
@@ -71,7 +73,9 @@ def pipeline_settings(config: Config) -> dict[str, Any]:
     return {"workers": workers, "workers_from": "config" if config.pipeline.workers else "cores",
             "mode": config.pipeline.mode,
             "prefetch": config.pipeline.prefetch or 2 * workers * config.runtime.batch_size,
-            "cores": os.cpu_count(), "normalize": preprocess.normalize_route()}
+            "cores": os.cpu_count(),
+            "normalize": (preprocess.normalize_route() if config.pipeline.normalize == "auto"
+                          else config.pipeline.normalize)}
 
 
 def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
@@ -82,7 +86,8 @@ def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
     array; the values are the same either way (``preprocess.preprocess``).
     """
     return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
-                                 std=params.std, scale=params.scale, backend=params.backend, out=out)
+                                 std=params.std, scale=params.scale, backend=params.backend, out=out,
+                                 route=params.normalize)
 
 
 @dataclass

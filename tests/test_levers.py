@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 PROTOCOLS = ("coco", "inc", "mlperf-ssd")
 REAL_IMAGES = 24  # of the 200 real images: enough JPEGs of every shape, quick enough for three protocols
-LEVERS_OFF = [("runtime.allow_spinning", True), ("pipeline.workers", 2), ("runtime.intra_op_threads", 1)]
+LEVERS_OFF = [("runtime.allow_spinning", True), ("pipeline.workers", 2), ("runtime.intra_op_threads", 1),
+              ("pipeline.normalize", "numpy-take")]
 
 
 def independent_tensor(path: Path, size_hw: tuple[int, int], backend: str, mean, std, scale) -> np.ndarray:
@@ -126,3 +127,29 @@ def test_the_normalize_route_and_spinning_are_recorded(tmp_path):
     assert provenance["pipeline"]["normalize"] == preprocess.normalize_route()
     assert provenance["runtime"]["spinning"] == {"session.intra_op.allow_spinning": "0",
                                                  "session.inter_op.allow_spinning": "0"}
+
+
+def test_pipeline_normalize_picks_the_route_and_keeps_the_cache(tmp_path, monkeypatch):
+    """pipeline.normalize (the before/after lever of bench-harness) reaches the workers and is recorded;
+    it is not in the cache key, since every route gives the same bits."""
+    import json
+
+    used = []
+    real = preprocess.normalize
+
+    def recording(*args, route=None, **kwargs):
+        used.append(route)
+        return real(*args, route=route, **kwargs)
+
+    monkeypatch.setattr(preprocess, "normalize", recording)
+    config = config_for(tmp_path / "run", "coco", SAMPLE / "annotations.json", SAMPLE / "images",
+                        ("pipeline.normalize", "numpy-take"))
+    pipeline.evaluate(config, progress=False)
+    assert used and set(used) == {"numpy-take"}
+    provenance = json.loads((tmp_path / "run" / "metrics.json").read_text())["provenance"]
+    assert provenance["pipeline"]["normalize"] == "numpy-take"
+    again = config_for(tmp_path / "run", "coco", SAMPLE / "annotations.json", SAMPLE / "images",
+                       ("pipeline.normalize", "opencv-lut"))
+    used.clear()
+    result = pipeline.evaluate(again, progress=False)
+    assert used == [] and result.provenance["resumed_images"] == result.provenance["images"]
