@@ -387,7 +387,7 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
                   int8_images: int | None = None, int8_repeats: int | None = None,
                   overrides: Sequence[tuple[str, Any]] = (),
                   levers: Sequence[tuple[str, Sequence[tuple[str, Any]]]] = (),
-                  int8_formats: Sequence[str] | None = None) -> dict:
+                  int8_formats: Sequence[str] | None = None, preprocess_data: Path | None = None) -> dict:
     """Measure the harness against its targets: throughput, memory growth, scoring time.
 
     (a) images/s of a whole ``evaluate`` run vs a bare ``session.run`` loop on the same
@@ -402,6 +402,9 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     the physical limit set by preprocessing (bench_int8; quick: the 105-GFLOP detector, 16 images).
     ``only``: the sections to run (default every one); ``int8_images`` / ``int8_repeats`` size section
     (d) and ``overrides`` (dotted config keys) apply to its runs; ``levers`` and ``int8_formats``: bench_int8's.
+    (d') decode+preprocess CPU per image under each protocol, each normalize route (bench_int8_preprocess), on
+    ``preprocess_data`` (a folder with annotations.json and images/, e.g. real val2017 images), else on
+    synthetic 1200x1200 images.
     """
     from ssd_eval.provenance import host_info, versions
     from ssd_eval.results import atomic_write_json
@@ -426,6 +429,10 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
                                        repeats=int8_repeats or 2, spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR,
                                        overrides=overrides, levers=levers, formats=int8_formats or INT8_FORMATS),
         }
+        sections["preprocess"] = lambda: bench_int8_preprocess(
+            *(_preprocess_data(preprocess_data) if preprocess_data is not None
+              else write_synthetic_coco(root / "preprocess", 8 if quick else 40, seed=4)),
+            images=8 if quick else 40, repeats=3)
         unknown = sorted(set(only or ()) - set(sections))
         if unknown:
             raise UserError(f"bench-harness: no section {unknown[0]!r}; choose from {', '.join(sections)}")
@@ -468,6 +475,11 @@ def _summary_parts(report: dict[str, Any]) -> list[str]:
         parts.append("scoring " + ", ".join(f"{name} {speedup:.1f}x" for name, speedup
                                             in report["scoring"]["speedup"].items() if name != "pycocotools")
                      + f" pycocotools (stats {'agree' if report['scoring']['agree'] else 'DIFFER'})")
+    if "preprocess" in report:
+        protocols = report["preprocess"]["protocols"]
+        parts.append("decode+preprocess CPU ms " + ", ".join(
+            f"{name} " + "/".join(f"{v:.1f}" for v in p["total_ms"].values()) for name, p in protocols.items())
+            + " (" + "/".join(report["preprocess"]["routes"]) + ")")
     if "int8" in report:
         models = report["int8"]["models"]
         parts.append("int8 section harness/bare " + ", ".join(
@@ -751,7 +763,7 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
                                             run["harness_load"][best]),
             "session_config": run["session_config"],
             "threads": {"intra_op": runtime.intra_op_threads, "inter_op": runtime.inter_op_threads,
-                        "spinning": spinning_entries(runtime) or "onnxruntime default (spinning on)"},
+                        "spinning": spinning_entries(runtime) or "onnxruntime default (on)"},
             "pipeline": run["config"].pipeline.__dict__ | {"workers_used": stages_workers(run["config"])},
         }
     fp32 = models_out.get("fp32")
@@ -852,6 +864,14 @@ def bench_int8_preprocess(annotations: Path, images_dir: Path, *, images: int = 
               + f" ms of CPU; same bits: {'yes' if identical else 'NO'}")
     return {"images": len(records), "repeats": repeats, "routes": routes, "protocols": protocols,
             "annotations": str(annotations)}
+
+
+def _preprocess_data(folder: Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    annotations, images = folder / "annotations.json", folder / "images"
+    if not annotations.is_file() or not images.is_dir():
+        raise UserError(f"--preprocess-data {folder}: expected annotations.json and images/ in it")
+    return annotations, images
 
 
 def stages_workers(config: Config) -> int:

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     harness.add_argument("--quick", action="store_true",
                          help="CI-sized run: smaller sizes (a few minutes on 2 cores; README: Benchmarks)")
     harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
-    harness.add_argument("--only", action="append", choices=("throughput", "memory", "scoring", "int8"),
+    harness.add_argument("--only", action="append", choices=("throughput", "memory", "scoring", "int8", "preprocess"),
                          help="run only this section (repeatable; default every one)")
     harness.add_argument("--images", type=int, help="images of the int8 section (default 48, --quick 16)")
     harness.add_argument("--repeats", type=int, help="repeats of the int8 section, best counts (default 2)")
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="int8 section: also run each model with these config keys, side by side with the "
                               "default (repeatable), e.g. spin:runtime.allow_spinning=true")
     harness.add_argument("--formats", help="int8 section: the models, comma-separated (default fp32,int8,qdq)")
+    harness.add_argument("--preprocess-data", metavar="DIR",
+                         help="preprocess section: a folder with annotations.json and images/ (e.g. real val2017 "
+                              "images; default: synthetic 1200x1200 images)")
     harness.set_defaults(handler=cmd_bench_harness)
 
     fetch = commands.add_parser("fetch", help="download models or COCO val2017")
@@ -301,7 +304,8 @@ def cmd_bench_harness(args: argparse.Namespace) -> int:
     bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None, only=args.only,
                   int8_images=args.images, int8_repeats=args.repeats,
                   overrides=[parse_override(item) for item in args.overrides], levers=levers,
-                  int8_formats=args.formats.split(",") if args.formats else None)
+                  int8_formats=args.formats.split(",") if args.formats else None,
+                  preprocess_data=Path(args.preprocess_data) if args.preprocess_data else None)
     return 0
 
 

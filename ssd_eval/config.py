@@ -170,9 +170,9 @@ class RuntimeConfig:
     # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
     # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
     exact_int8: bool = True
-    # onnxruntime's idle threads spin (busy-wait) for work by default: CPU the decode workers need when
-    # they share the cores. null: off where the session runs on the CPU beside the decode workers
-    # (runner.spinning_entries), true / false: on / off. Changes no detection; not in the cache key.
+    # onnxruntime's idle threads spin (busy-wait) for work by default: CPU the decode workers may need
+    # when they share the cores. null: onnxruntime's default (on); true / false: on / off
+    # (runner.spinning_entries). Changes no detection; not in the cache key.
     allow_spinning: Optional[bool] = None
 
 

@@ -58,7 +58,7 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
             "inter_op_threads": config.runtime.inter_op_threads,
             "batch_size": config.runtime.batch_size,
             "session_config": dict(detector.session_config),
-            # runtime.allow_spinning as applied (null: auto); {} where session_config sets it itself
+            # runtime.allow_spinning's session config entries; {}: onnxruntime's default (or session_config's)
             "spinning": spinning_entries(config.runtime),
         },
         "versions": versions(),

@@ -123,18 +123,14 @@ SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spin
 
 
 def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
-    """The session config entries for ``runtime.allow_spinning``: true or false as given; null (auto)
-    turns spinning off (an idle onnxruntime thread busy-waits for work, taking a core from the decode
-    workers that share the CPU with it) unless the config's own session_config sets it. No detection
-    depends on it, so it is not part of the cache key."""
-    if any(key in runtime.session_config for key in SPINNING_KEYS):
+    """The session config entries for ``runtime.allow_spinning``: true or false as given (an idle
+    onnxruntime thread busy-waits for work, which can take a core from the decode workers sharing the
+    CPU); null: none, onnxruntime's default (spinning on: turning it off did not measurably help on
+    the 2-core VM, docs/PERFORMANCE.md); none either where the config's own session_config sets
+    them. No detection depends on it, so it is not part of the cache key."""
+    if runtime.allow_spinning is None or any(key in runtime.session_config for key in SPINNING_KEYS):
         return {}
-    allowed = runtime.allow_spinning if runtime.allow_spinning is not None else AUTO_SPINNING
-    return {key: "1" if allowed else "0" for key in SPINNING_KEYS}
-
-
-AUTO_SPINNING = False
-"""``runtime.allow_spinning: null``: spinning off (measured in docs/PERFORMANCE.md)."""
+    return {key: "1" if runtime.allow_spinning else "0" for key in SPINNING_KEYS}
 
 
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,

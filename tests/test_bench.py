@@ -368,13 +368,16 @@ def test_bench_harness_reports_each_section_s_wall_and_cpu_time(tmp_path, monkey
     monkeypatch.setattr(bench, "bench_scoring", fake("scoring", {"speedup": {"pycocotools": 1.0}, "agree": True}))
     monkeypatch.setattr(bench, "bench_int8", fake("int8", {"models": {"int8": {
         "ratio": 0.8, "share_of_limit": 0.95, "limit": 0.84}}, "unreliable": None}))
+    monkeypatch.setattr(bench, "bench_int8_preprocess", fake("preprocess", {
+        "routes": ["opencv-lut", "numpy-take"], "protocols": {"coco": {"total_ms": {"a": 15.0, "b": 17.1}}}}))
     report = bench.bench_harness(quick=True, work_dir=tmp_path, results_path=tmp_path / "bench.json")
     assert calls["throughput"]["images"] == bench.QUICK_THROUGHPUT_IMAGES
     assert calls["memory"]["sizes"] == bench.QUICK_MEMORY_SIZES
     assert calls["scoring"]["images"] == bench.QUICK_SCORING_IMAGES
     assert calls["int8"]["images"] == bench.QUICK_INT8_IMAGES and calls["int8"]["spec"] == synthetic.COSTLY_DETECTOR
     assert set(report["section_seconds"]) == set(report["section_cpu_seconds"]) == {
-        "throughput", "memory", "scoring", "int8"}
+        "throughput", "memory", "scoring", "int8", "preprocess"}
+    assert calls["preprocess"]["images"] == 8
     assert report["cpu_seconds"] >= 0 and report["total_seconds"] >= sum(report["section_seconds"].values())
     summary = capsys.readouterr().out.splitlines()[-2]
     assert summary.startswith("== summary:") and "s of CPU" in summary and "throughput" in summary
@@ -453,9 +456,30 @@ def test_int8_section_runs_levers_side_by_side_with_the_default(tmp_path, capsys
     spun, default = section["models"]["int8 spin"], section["models"]["int8"]
     assert spun["format"] == "int8" and spun["lever"] == "spin" and default["lever"] == ""
     assert spun["threads"]["spinning"]["session.intra_op.allow_spinning"] == "1"
-    assert default["threads"]["spinning"]["session.intra_op.allow_spinning"] == "0"
+    assert default["threads"]["spinning"] == "onnxruntime default (on)"
     assert spun["ratio_vs_default_bare"] == pytest.approx(
         max(spun["harness_loop_images_per_s"]) * default["bare_seconds_per_image"])
     assert "lever spin: runtime.allow_spinning=True" in capsys.readouterr().out
     with pytest.raises(UserError, match="no model 'int4'"):
         bench.bench_int8(tmp_path / "bad", images=2, repeats=1, spec=TINY, formats=("int4",))
+
+
+def test_preprocess_section_times_each_step_and_route_on_real_images(coco_subset, capsys):
+    section = bench.bench_int8_preprocess(coco_subset / "annotations.json", coco_subset / "images", images=3,
+                                          repeats=1, size_hw=(120, 160))
+    assert section["images"] == 3 and section["routes"][0] == "opencv-lut"
+    assert set(section["protocols"]) == {"coco", "inc", "mlperf-ssd"}
+    assert section["protocols"]["inc"]["backend"] == "opencv" and section["protocols"]["coco"]["backend"] == "pil"
+    for protocol in section["protocols"].values():
+        assert protocol["identical"]
+        ms = protocol["ms"]
+        assert all(value >= 0 for value in ms.values())
+        for route in section["routes"]:
+            assert protocol["total_ms"][route] == pytest.approx(ms["decode"] + ms["resize"] + ms[route])
+    assert "same bits: yes" in capsys.readouterr().out
+
+
+def test_preprocess_data_must_hold_annotations_and_images(tmp_path):
+    with pytest.raises(UserError, match="expected annotations.json and images/"):
+        bench.bench_harness(quick=True, work_dir=tmp_path, results_path=None, only=["preprocess"],
+                            preprocess_data=tmp_path)

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 PROTOCOLS = ("coco", "inc", "mlperf-ssd")
 REAL_IMAGES = 24  # of the 200 real images: enough JPEGs of every shape, quick enough for three protocols
-LEVERS_OFF = [("runtime.allow_spinning", True), ("pipeline.workers", 2), ("runtime.intra_op_threads", 1),
+OTHER_SETTINGS = [("runtime.allow_spinning", False), ("pipeline.workers", 2), ("runtime.intra_op_threads", 1),
               ("pipeline.normalize", "numpy-take")]
 
 
@@ -77,7 +77,7 @@ def config_for(out: Path, protocol: str, annotations: Path, images: Path, *overr
 
 def check_byte_identical(tmp_path: Path, protocol: str, annotations: Path, images: Path, *extra) -> None:
     on = config_for(tmp_path / "on", protocol, annotations, images, *extra)
-    off = config_for(tmp_path / "off", protocol, annotations, images, *extra, *LEVERS_OFF)
+    off = config_for(tmp_path / "off", protocol, annotations, images, *extra, *OTHER_SETTINGS)
     pipeline.evaluate(on, progress=False)
     pipeline.evaluate(off, progress=False)
     with_levers = (tmp_path / "on" / "detections.json").read_bytes()
@@ -125,6 +125,11 @@ def test_the_normalize_route_and_spinning_are_recorded(tmp_path):
     pipeline.evaluate(config, progress=False)
     provenance = json.loads((tmp_path / "run" / "metrics.json").read_text())["provenance"]
     assert provenance["pipeline"]["normalize"] == preprocess.normalize_route()
+    assert provenance["runtime"]["spinning"] == {}  # onnxruntime's default
+    off = config_for(tmp_path / "off", "coco", SAMPLE / "annotations.json", SAMPLE / "images",
+                     ("runtime.allow_spinning", False))
+    pipeline.evaluate(off, progress=False)
+    provenance = json.loads((tmp_path / "off" / "metrics.json").read_text())["provenance"]
     assert provenance["runtime"]["spinning"] == {"session.intra_op.allow_spinning": "0",
                                                  "session.inter_op.allow_spinning": "0"}
 
@@ -153,3 +158,18 @@ def test_pipeline_normalize_picks_the_route_and_keeps_the_cache(tmp_path, monkey
     used.clear()
     result = pipeline.evaluate(again, progress=False)
     assert used == [] and result.provenance["resumed_images"] == result.provenance["images"]
+
+
+@pytest.mark.parametrize("allow, expected", [(None, None), (False, "0"), (True, "1")])
+def test_allow_spinning_reaches_the_session(allow, expected):
+    from ssd_eval.config import RuntimeConfig
+    from ssd_eval.runner import SPINNING_KEYS, create_session
+
+    session = create_session(SAMPLE / "models" / "sample.onnx", RuntimeConfig(allow_spinning=allow))
+    options = session.get_session_options()
+    for key in SPINNING_KEYS:
+        if expected is None:
+            with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default
+                options.get_session_config_entry(key)
+        else:
+            assert options.get_session_config_entry(key) == expected
