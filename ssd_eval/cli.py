@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
     bench.set_defaults(handler=cmd_bench)
 
-    harness = commands.add_parser("bench-harness", help="harness overhead, memory growth, scoring backends")
+    harness = commands.add_parser("bench-harness", help="harness overhead, memory growth, scoring backends, "
+                                                        "int8 vs the physical limit")
     harness.add_argument("--quick", action="store_true",
                          help="CI-sized run: smaller sizes (a few minutes on 2 cores; README: Benchmarks)")
     harness.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
