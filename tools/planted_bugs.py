@@ -209,6 +209,17 @@ BUGS: list[Bug] = [
         '    if dataset.sha256 != first["identity"]["annotations_sha256"]:\n'
         '        raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")\n',
         "", ("tests/test_shards.py::test_merge_refuses_shards_whose_annotation_file_was_edited_after_them",)),
+    # ---- issue 26: speed levers must change no detection; per-stage times must go to the right stage
+    Bug("normalize-lut-channel-shifted", "ssd_eval/preprocess.py",
+        "written = cv2.LUT(plane, table[channel], dst=out[channel])",
+        "written = cv2.LUT(plane, table[(channel + 1) % 3], dst=out[channel])",
+        ("tests/test_levers.py::test_levers_leave_the_sample_detections_byte_identical[inc]",)),
+    Bug("input-wait-not-counted", "ssd_eval/pipeline.py",
+        "        clock.input_wait_s += time.perf_counter() - waited\n", "",
+        ("tests/test_stages.py::test_a_slow_decode_shows_as_decode_time_and_session_run_idle",)),
+    Bug("spinning-setting-not-applied", "ssd_eval/runner.py",
+        "sorted({**spinning_entries(runtime), **entries}.items())", "sorted(entries.items())",
+        ("tests/test_levers.py::test_allow_spinning_reaches_the_session[False-0]",)),
 ]
 
 
