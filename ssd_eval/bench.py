@@ -764,7 +764,7 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
             "session_config": run["session_config"],
             "threads": {"intra_op": runtime.intra_op_threads, "inter_op": runtime.inter_op_threads,
                         "spinning": spinning_entries(runtime) or "onnxruntime default (on)"},
-            "pipeline": run["config"].pipeline.__dict__ | {"workers_used": stages_workers(run["config"])},
+            "pipeline": run["config"].pipeline.__dict__ | {"workers_used": _decode_workers(run["config"])},
         }
     fp32 = models_out.get("fp32")
     for entry in models_out.values():
@@ -778,7 +778,7 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
     print(f"   onnxruntime threads: intra_op {_threads_text(runtime.intra_op_threads, per_core=True)}, inter_op "
           f"{_threads_text(runtime.inter_op_threads, per_core=False)}; spinning: "
           f"{_spinning_text(models_out[order[0]]['threads']['spinning'])}; "
-          f"decode workers {stages_workers(first['config'])} "
+          f"decode workers {_decode_workers(first['config'])} "
           f"({first['config'].pipeline.mode}) on {cores} cores")
     for lever, extra in levers:
         print(f"   lever {lever}: " + ", ".join(f"{key}={value}" for key, value in extra))
@@ -874,7 +874,7 @@ def _preprocess_data(folder: Path) -> tuple[Path, Path]:
     return annotations, images
 
 
-def stages_workers(config: Config) -> int:
+def _decode_workers(config: Config) -> int:
     """The decode workers a run of ``config`` uses (pipeline.default_workers)."""
     from ssd_eval.pipeline import default_workers
 

@@ -421,8 +421,8 @@ def evaluate(
     provenance["wall_time_s"] = round(ended - started, 3)
     provenance["stages"] = stage_times(
         clock, images=len(todo) - len(skipped), evaluated=len(evaluated), setup_s=loop_started - started,
-        scoring_s=scoring_ended - scoring_started if shard is None else 0.0,
-        scoring_cpu_s=scoring_cpu if shard is None else 0.0, output_s=ended - scoring_ended, wall_s=ended - started)
+        scoring_s=scoring_ended - scoring_started, scoring_cpu_s=scoring_cpu,  # a shard: none, about 0
+        output_s=ended - scoring_ended, wall_s=ended - started)
     if shard is not None:
         write_shard_manifest(out_dir, config, shard, evaluated, provenance)
         log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
@@ -632,7 +632,8 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
 
 
 def _waited(items: Iterator, clock: StageClock) -> Iterator:
-    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``."""
+    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``. Like
+    ``prefetch_images`` it keeps no reference to an item it has yielded once the next is asked for."""
     while True:
         waited = time.perf_counter()
         item = next(items, None)
@@ -640,5 +641,6 @@ def _waited(items: Iterator, clock: StageClock) -> Iterator:
         if item is None:
             return
         yield item
+        del item  # else the last input stays alive while the next one is awaited
 
 
