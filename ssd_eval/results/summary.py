@@ -47,6 +47,9 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
              f"{provenance.get('detections', '?')} detections  {speed_text}"]
     if provenance.get("partial"):
         lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
+    stages = stages_text(provenance.get("stages"))
+    if stages:
+        lines.append(stages)
     lines += [f"warning: {warning}" for warning in result.scores.warnings]
     lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
                  f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
@@ -75,6 +78,28 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
         lines.append("APs/APm/APl: INC computes areas from normalized boxes, so its own are not comparable with these")
     lines += ["", *_category_table(result.scores.per_category_ap, top=top, all_categories=all_categories)]
     return "\n".join(lines)
+
+
+STAGE_LABELS = (("decode_preprocess", "decode+preprocess"), ("inference", "inference"),
+                ("postprocess", "postprocess"), ("scoring", "scoring"))
+
+
+def stages_text(stages: Any) -> str | None:
+    """provenance.stages in one line: each stage's CPU / wall ms per image and session.run's idle share;
+    None when the run has no stage times (older results, merges)."""
+    if not isinstance(stages, dict):
+        return None
+    parts = []
+    for key, label in STAGE_LABELS:
+        stage = stages.get(key)
+        if isinstance(stage, dict) and is_number(stage.get("cpu_ms")) and is_number(stage.get("wall_ms")):
+            parts.append(f"{label} {stage['cpu_ms']:.1f}/{stage['wall_ms']:.1f}")
+    if not parts:
+        return None
+    idle = stages.get("idle_share")
+    idle_text = (f"; session.run idle {100 * idle:.1f} % of the image loop (waiting for input)"
+                 if is_number(idle) else "")
+    return "ms per image, CPU/wall: " + ", ".join(parts) + idle_text
 
 
 def _short_commit(provenance: dict[str, Any]) -> str:
