@@ -118,7 +118,7 @@ subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratifie
 bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)
 
-bench-harness: $(STAMP) ## harness overhead, memory growth, scoring backends
+bench-harness: $(STAMP) ## harness overhead, memory growth, scoring backends, int8 vs the physical limit (docs/PERFORMANCE.md)
 	$(PY) -m ssd_eval.testing.bench_harness $(ARGS)
 
 report: $(STAMP) ## PR curves and per-category AP changes as PNG (needs .[report])

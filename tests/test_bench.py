@@ -369,12 +369,120 @@ def test_bench_harness_reports_each_section_s_wall_and_cpu_time(tmp_path, monkey
     monkeypatch.setattr(harness, "bench_throughput", fake("throughput", {"ratio": 1.0, "pass": True}))
     monkeypatch.setattr(harness, "bench_memory", fake("memory", {"growth": 0.01, "pass": True, "modes": {}}))
     monkeypatch.setattr(harness, "bench_scoring", fake("scoring", {"speedup": {"pycocotools": 1.0}, "agree": True}))
+    monkeypatch.setattr(harness, "bench_int8", fake("int8", {"models": {"int8": {
+        "ratio": 0.8, "share_of_limit": 0.95, "limit": 0.84}}, "unreliable": None}))
+    monkeypatch.setattr(harness, "bench_int8_preprocess", fake("preprocess", {
+        "routes": ["opencv-lut", "numpy-take"], "protocols": {"coco": {"total_ms": {"a": 15.0, "b": 17.1}}}}))
     report = harness.bench_harness(quick=True, work_dir=tmp_path, results_path=tmp_path / "bench.json")
     assert calls["throughput"]["images"] == harness.QUICK_THROUGHPUT_IMAGES
     assert calls["memory"]["sizes"] == harness.QUICK_MEMORY_SIZES
     assert calls["scoring"]["images"] == harness.QUICK_SCORING_IMAGES
-    assert set(report["section_seconds"]) == set(report["section_cpu_seconds"]) == {"throughput", "memory", "scoring"}
+    assert calls["int8"]["images"] == harness.QUICK_INT8_IMAGES and calls["int8"]["spec"] == synthetic.COSTLY_DETECTOR
+    assert set(report["section_seconds"]) == set(report["section_cpu_seconds"]) == {
+        "throughput", "memory", "scoring", "int8", "preprocess"}
+    assert calls["preprocess"]["images"] == 8
     assert report["cpu_seconds"] >= 0 and report["total_seconds"] >= sum(report["section_seconds"].values())
     summary = capsys.readouterr().out.splitlines()[-2]
     assert summary.startswith("== summary:") and "s of CPU" in summary and "throughput" in summary
     assert json.loads((tmp_path / "bench.json").read_text())["section_seconds"].keys() == calls.keys()
+
+
+def test_int8_section_runs_on_tiny_sizes_and_its_numbers_agree(tmp_path, capsys):
+    """Issue 26: fp32, QOperator int8 and QDQ, bare and through the harness, with the physical limit.
+    Never a timing: the section runs and its numbers are consistent with each other."""
+    section = harness.bench_int8(tmp_path / "int8", images=2, repeats=1, spec=TINY)
+    assert list(section["models"]) == ["fp32", "int8", "qdq"]
+    import onnx
+
+    ops = {name: {node.op_type for node in onnx.load(section["models"][name]["model"]).graph.node}
+           for name in section["models"]}
+    assert "QLinearConv" in ops["int8"] and "QuantizeLinear" in ops["qdq"] and "QLinearConv" not in ops["qdq"]
+    assert not any("Quant" in op for op in ops["fp32"])
+    for model in section["models"].values():
+        bare = model["bare_seconds_per_image"]
+        assert bare == min(model["bare_runs"]) > 0
+        assert model["ratio"] == pytest.approx(max(model["harness_loop_images_per_s"]) * bare)
+        assert model["end_to_end_ratio"] == pytest.approx(2 / min(model["harness_seconds"]) * bare)
+        assert model["preprocess_cpu_ms"] > 0
+        assert model["limit"] == pytest.approx(bare / (bare + model["preprocess_cpu_ms"] / 1000 / section["cores"]))
+        assert model["share_of_limit"] == pytest.approx(model["ratio"] / model["limit"])
+        assert model["pass_limit"] == (model["share_of_limit"] >= harness.INT8_LIMIT_SHARE_TARGET)
+        assert 0 <= model["idle_share"] <= 1
+        assert model["threads"]["intra_op"] == 0 and model["pipeline"]["workers_used"] >= 1
+    fp32 = section["models"]["fp32"]
+    assert fp32["speedup_bare"] == pytest.approx(1.0) and fp32["speedup_harness"] == pytest.approx(1.0)
+    int8 = section["models"]["int8"]
+    assert int8["speedup_bare"] == pytest.approx(fp32["bare_seconds_per_image"] / int8["bare_seconds_per_image"])
+    assert section["pass_int8"] == (int8["ratio"] >= harness.INT8_BARE_TARGET)
+    out = capsys.readouterr().out
+    assert "(d) int8 through the harness" in out and "share of limit" in out and "spinning" in out
+    assert all(f"\n{name} " in out for name in ("fp32", "int8", "qdq"))
+
+
+def test_int8_section_applies_a_lever_to_the_harness_and_the_bare_session(tmp_path, monkeypatch):
+    from ssd_eval.inference import runner
+
+    made = []
+    real = runner.create_session
+
+    def recording(path, runtime, *args, **kwargs):
+        made.append(runtime.allow_spinning)
+        return real(path, runtime, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "create_session", recording)
+    section = harness.bench_int8(tmp_path / "int8", images=2, repeats=1, spec=TINY, formats=("int8",),
+                               overrides=[("runtime.allow_spinning", True)])
+    assert made and all(value is True for value in made)  # the bare session and every evaluation
+    assert section["overrides"] == [["runtime.allow_spinning", True]]
+    assert section["models"]["int8"]["threads"]["spinning"] == {key: "1" for key in runner.SPINNING_KEYS}
+
+
+def test_bench_harness_runs_only_the_sections_asked_for(tmp_path, monkeypatch, capsys):
+    ran = []
+    for name in ("bench_throughput", "bench_memory", "bench_scoring"):
+        monkeypatch.setattr(harness, name, lambda *a, _name=name, **k: ran.append(_name))
+    monkeypatch.setattr(harness, "bench_int8", lambda *a, **k: ran.append(("int8", k["images"], k["overrides"])) or {
+        "models": {"fp32": {"ratio": 0.9, "share_of_limit": 0.99, "limit": 0.91}}, "unreliable": None})
+    report = harness.bench_harness(quick=True, work_dir=tmp_path, results_path=None, only=["int8"], int8_images=4,
+                                 overrides=[("runtime.allow_spinning", False)])
+    assert ran == [("int8", 4, [("runtime.allow_spinning", False)])]
+    assert set(report["section_seconds"]) == {"int8"}
+    assert "int8 section harness/bare fp32 0.900 (0.990 of the limit 0.910)" in capsys.readouterr().out
+    with pytest.raises(UserError, match="no section 'gpu'"):
+        harness.bench_harness(quick=True, work_dir=tmp_path, results_path=None, only=["gpu"])
+
+
+def test_int8_section_runs_levers_side_by_side_with_the_default(tmp_path, capsys):
+    section = harness.bench_int8(tmp_path / "int8", images=2, repeats=1, spec=TINY, formats=("fp32", "int8"),
+                               levers=[("spin", [("runtime.allow_spinning", True)])])
+    assert list(section["models"]) == ["fp32", "int8", "fp32 spin", "int8 spin"]
+    spun, default = section["models"]["int8 spin"], section["models"]["int8"]
+    assert spun["format"] == "int8" and spun["lever"] == "spin" and default["lever"] == ""
+    assert spun["threads"]["spinning"]["session.intra_op.allow_spinning"] == "1"
+    assert default["threads"]["spinning"] == "onnxruntime default (on)"
+    assert spun["ratio_vs_default_bare"] == pytest.approx(
+        max(spun["harness_loop_images_per_s"]) * default["bare_seconds_per_image"])
+    assert "lever spin: runtime.allow_spinning=True" in capsys.readouterr().out
+    with pytest.raises(UserError, match="no model 'int4'"):
+        harness.bench_int8(tmp_path / "bad", images=2, repeats=1, spec=TINY, formats=("int4",))
+
+
+def test_preprocess_section_times_each_step_and_route_on_real_images(coco_subset, capsys):
+    section = harness.bench_int8_preprocess(coco_subset / "annotations.json", coco_subset / "images", images=3,
+                                          repeats=1, size_hw=(120, 160))
+    assert section["images"] == 3 and section["routes"][0] == "opencv-lut"
+    assert set(section["protocols"]) == {"coco", "inc", "mlperf-ssd"}
+    assert section["protocols"]["inc"]["backend"] == "opencv" and section["protocols"]["coco"]["backend"] == "pil"
+    for protocol in section["protocols"].values():
+        assert protocol["identical"]
+        ms = protocol["ms"]
+        assert all(value >= 0 for value in ms.values())
+        for route in section["routes"]:
+            assert protocol["total_ms"][route] == pytest.approx(ms["decode"] + ms["resize"] + ms[route])
+    assert "same bits: yes" in capsys.readouterr().out
+
+
+def test_preprocess_data_must_hold_annotations_and_images(tmp_path):
+    with pytest.raises(UserError, match="expected annotations.json and images/"):
+        harness.bench_harness(quick=True, work_dir=tmp_path, results_path=None, only=["preprocess"],
+                            preprocess_data=tmp_path)

@@ -467,4 +467,5 @@ def test_the_prefetch_depth_is_twice_the_workers_unless_set(tmp_path, monkeypatc
     model = fixed_detector(tmp_path / "model.onnx", BOXES, LABELS, SCORES, input_hw=HW)
     ssd_eval.evaluate(config_dict(model, annotations, images, tmp_path / "out", preprocess={"input_size": list(HW)},
                                   pipeline=settings))
+    assert isinstance(seen.pop("clock"), pipeline.StageClock)  # per-stage times (issue 26)
     assert seen == {"workers": 3, "mode": "thread", "depth": depth, "reuse_buffers": True}

@@ -118,6 +118,10 @@ class RuntimeConfig:
     # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
     # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
     exact_int8: bool = True
+    # onnxruntime's idle threads spin (busy-wait) for work by default: CPU the decode workers may need
+    # when they share the cores. null: onnxruntime's default (on); true / false: on / off
+    # (runner.spinning_entries). Changes no detection; not in the cache key.
+    allow_spinning: Optional[bool] = None
 
 
 @dataclass
@@ -127,6 +131,9 @@ class PipelineConfig:
     workers: int = 0  # 0: sized to the machine
     mode: Literal["thread", "process"] = "thread"
     prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
+    # The lookup that normalizes (preprocess.NORMALIZE_ROUTES; auto: OpenCV's where installed). Every
+    # route gives the same bits, so it is not in the cache key; it is here to measure one against another.
+    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"
     # Seconds between progress lines in logs (stderr not a terminal); the first comes early (pipeline.ProgressLines).
     progress_interval_s: float = 120.0
 

@@ -330,6 +330,8 @@ NOT_IN_CACHE_KEY: dict[str, str] = {
     "runtime.inter_op_threads": "speed only",
     "runtime.optimized_model_cache": "where the optimized graph is kept; graph_optimization is keyed",
     "runtime.batch_size": "images per session.run; each image's outputs are its own",
+    "runtime.allow_spinning": "whether idle onnxruntime threads busy-wait (speed only)",
+    "pipeline.normalize": "which lookup normalizes; every route gives the same float32 bits (tests/test_levers.py)",
     **{f"pipeline.{name}": "decoding ahead of inference (speed only)"
        for name in ("workers", "mode", "prefetch", "progress_interval_s")},
     **{f"metrics.{name}": "scoring, done afresh from the cached detections each run"

@@ -56,18 +56,33 @@ class PreprocessParams:
     std: tuple[float, float, float]
     scale: float
     backend: str
+    normalize: str | None = None  # preprocess.NORMALIZE_ROUTES; None: preprocess.normalize_route()
 
     @classmethod
     def from_config(cls, config: Config) -> "PreprocessParams":
         """The preprocessing a config asks for, with the protocol's resize backend."""
         pre = config.preprocess
         return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
-                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend)
+                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend,
+                   normalize=None if config.pipeline.normalize == "auto" else config.pipeline.normalize)
 
 
 def default_workers(config: Config) -> int:
     """Decode/preprocess workers: the config's, else half the CPU cores (1 to 8)."""
     return config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def pipeline_settings(config: Config) -> dict[str, Any]:
+    """The decode pool a run used, with what the machine chose (provenance.pipeline): workers (and
+    whether they came from the config or from the CPU cores), mode, prefetch depth, the cores seen, and
+    the lookup normalize used (the same values either way)."""
+    workers = default_workers(config)
+    return {"workers": workers, "workers_from": "config" if config.pipeline.workers else "cores",
+            "mode": config.pipeline.mode,
+            "prefetch": config.pipeline.prefetch or 2 * workers * config.runtime.batch_size,
+            "cores": os.cpu_count(),
+            "normalize": (preprocess.normalize_route() if config.pipeline.normalize == "auto"
+                          else config.pipeline.normalize)}
 
 
 def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
@@ -78,7 +93,75 @@ def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
     array; the values are the same either way (``preprocess.preprocess``).
     """
     return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
-                                 std=params.std, scale=params.scale, backend=params.backend, out=out)
+                                 std=params.std, scale=params.scale, backend=params.backend, out=out,
+                                 route=params.normalize)
+
+
+@dataclass
+class StageClock:
+    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``).
+
+    Written by three kinds of threads, each its own fields: the decode workers' times arrive with
+    their results and are added by the main thread (``decode_*``); the writer thread adds
+    ``post_*``; the main thread the rest. Read once the loop is over.
+    """
+
+    decoded: int = 0  # images whose decode+preprocess times are counted
+    decode_wall_s: float = 0.0  # on the worker, per image summed (workers run beside inference)
+    decode_cpu_s: float = 0.0  # the worker thread's (or process's) own CPU time
+    input_wait_s: float = 0.0  # the main thread waiting for the next input: session.run idle
+    inference_s: float = 0.0  # session.run
+    postprocessed: int = 0
+    post_wall_s: float = 0.0  # writer thread: to_coco_results and the cache line
+    post_cpu_s: float = 0.0
+    post_wait_s: float = 0.0  # the main thread waiting for the writer
+    loop_s: float = 0.0  # the loop's wall time
+    loop_cpu_s: float = 0.0  # this process's CPU time (every thread) during the loop
+    decode_in_process: bool = True  # False: decode ran in other processes (pipeline.mode process)
+
+
+def timed_load(record: data.ImageRecord, params: PreprocessParams,
+               out: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """``load_and_preprocess`` with its wall and CPU seconds (this thread's own CPU time)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    array = load_and_preprocess(record, params, out)
+    return array, time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
+                scoring_cpu_s: float, output_s: float, wall_s: float) -> dict[str, Any]:
+    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image.
+
+    ``images``: images inferred in this run (decode+preprocess, inference and postprocess are per
+    inferred image; None where there are none); ``evaluated``: images scored (scoring is per scored
+    image). ``seconds`` holds the parts of the main thread's wall time, one after another: setup,
+    waiting for input, session.run, waiting for the writer, scoring, output; ``accounted_share`` is
+    their sum over ``wall_s`` (the rest: the loop's own bookkeeping). Inference CPU is this process's
+    CPU time during the loop less the decode workers' (thread mode) and the writer's: onnxruntime's
+    threads, spinning included.
+    """
+    def per_image(seconds: float, count: int) -> float | None:
+        return round(1000.0 * seconds / count, 3) if count > 0 else None
+
+    decode_cpu = clock.decode_cpu_s if clock.decode_in_process else 0.0
+    inference_cpu = clock.loop_cpu_s - decode_cpu - clock.post_cpu_s
+    seconds = {"setup": setup_s, "input_wait": clock.input_wait_s, "inference": clock.inference_s,
+               "postprocess_wait": clock.post_wait_s, "scoring": scoring_s, "output": output_s}
+    return {
+        "images": images,
+        "decode_preprocess": {"cpu_ms": per_image(clock.decode_cpu_s, clock.decoded),
+                              "wall_ms": per_image(clock.decode_wall_s, clock.decoded),
+                              "wait_ms": per_image(clock.input_wait_s, images)},
+        "inference": {"cpu_ms": per_image(inference_cpu, images), "wall_ms": per_image(clock.inference_s, images)},
+        "postprocess": {"cpu_ms": per_image(clock.post_cpu_s, clock.postprocessed),
+                        "wall_ms": per_image(clock.post_wall_s, clock.postprocessed),
+                        "wait_ms": per_image(clock.post_wait_s, images)},
+        "scoring": {"cpu_ms": per_image(scoring_cpu_s, evaluated), "wall_ms": per_image(scoring_s, evaluated)},
+        "idle_share": round(clock.input_wait_s / clock.loop_s, 4) if clock.loop_s > 0 else None,
+        "loop_s": round(clock.loop_s, 3),
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        "accounted_share": round(sum(seconds.values()) / wall_s, 4) if wall_s > 0 else None,
+    }
 
 
 def input_ring_size(depth: int) -> int:
@@ -88,7 +171,7 @@ def input_ring_size(depth: int) -> int:
 
 def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
-    reuse_buffers: bool = False,
+    reuse_buffers: bool = False, clock: StageClock | None = None,
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
     """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
 
@@ -102,6 +185,8 @@ def prefetch_images(
     allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + 1``, which is
     submitted when the caller asks for image ``i + 1``: the caller must be done with an array (run
     or copied it) before it asks for the next one (``_run_images`` is).
+
+    ``clock``: each image's decode+preprocess wall and CPU seconds (on its worker) are added to it.
 
     Closing the generator early cancels what is queued and does not wait for the pool.
     Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
@@ -127,9 +212,9 @@ def prefetch_images(
         if record is None:
             return
         if ring is None:
-            window.append((record, pool.submit(load_and_preprocess, record, params)))
+            window.append((record, pool.submit(timed_load, record, params)))
         else:
-            window.append((record, pool.submit(load_and_preprocess, record, params, ring[submitted % len(ring)])))
+            window.append((record, pool.submit(timed_load, record, params, ring[submitted % len(ring)])))
         submitted += 1
 
     def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
@@ -137,9 +222,14 @@ def prefetch_images(
         record, future = window.popleft()
         submit_next()
         try:
-            return record, future.result()
+            array, wall, cpu = future.result()
         except data.BadImageError as exc:
             return record, exc
+        if clock is not None:
+            clock.decoded += 1
+            clock.decode_wall_s += wall
+            clock.decode_cpu_s += cpu
+        return record, array
 
     try:
         for _ in range(depth):
@@ -286,18 +376,22 @@ def evaluate(
         if resumed:
             log.warning("resuming: %d of %d images already done in %s", resumed, len(image_ids), cache_path)
         _say(progress, _start_line(config, len(todo), resumed, detector, out_dir))
-        skipped = _run_images(todo, config, detector, categories, cache, progress=progress)
+        clock = StageClock()
+        loop_started = time.perf_counter()
+        skipped = _run_images(todo, config, detector, categories, cache, progress=progress, clock=clock)
         evaluated = [i for i in image_ids if i in cache]
         speed = _speed(cache, evaluated, [r.id for r in todo], skipped)
         output_counts = cache.stored_output_counts(evaluated)
         output_warnings = postprocess.checked_outputs(output_counts, config.postprocess.score_threshold,
                                                       strict=strict)
+        scoring_started, scoring_cpu = time.perf_counter(), time.process_time()
         scores = intervals = full_set = bootstrap = None
         if shard is None:  # streamed from the cache file, for scoring and writing: no copy of every detection
             scores, intervals, full_set, bootstrap = finish.score_run(
                 config, dataset.gt, lambda: cache.detections(evaluated), evaluated, count=cache.count(evaluated),
                 source=str(cache_path), subset=subset, warnings=[*label_notes, *output_warnings],
                 say=lambda message: _say(progress, message))
+        scoring_ended, scoring_cpu = time.perf_counter(), time.process_time() - scoring_cpu
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
 
         provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
@@ -309,7 +403,13 @@ def evaluate(
         provenance["output_counts"] = output_counts
         if bootstrap is not None:
             provenance["bootstrap"] = bootstrap
-        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        provenance["pipeline"] = pipeline_settings(config)
+        ended = time.perf_counter()
+        provenance["wall_time_s"] = round(ended - started, 3)
+        provenance["stages"] = stage_times(
+            clock, images=len(todo) - len(skipped), evaluated=len(evaluated), setup_s=loop_started - started,
+            scoring_s=scoring_ended - scoring_started, scoring_cpu_s=scoring_cpu,  # a shard: none, about 0
+            output_s=ended - scoring_ended, wall_s=ended - started)
         if shard is not None:
             write_shard_manifest(out_dir, config, shard, evaluated, provenance)
             log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
@@ -411,10 +511,27 @@ class _RunFolder:
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
-                cache: DetectionCache, *, progress: bool | str) -> list[dict[str, Any]]:
-    """Infer every image in ``todo`` and record its detections in the cache; returns skipped images."""
+                cache: DetectionCache, *, progress: bool | str,
+                clock: StageClock | None = None) -> list[dict[str, Any]]:
+    """Infer every image in ``todo`` and record its detections in the cache; returns skipped images.
+
+    ``clock``: where the time of each stage goes (decode+preprocess, waiting for input, session.run,
+    postprocess, waiting for the writer, the loop's wall and CPU time).
+    """
     if not todo:
         return []
+    clock = clock if clock is not None else StageClock()
+    clock.decode_in_process = config.pipeline.mode != "process"
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
+    try:
+        return _image_loop(todo, config, detector, categories, cache, progress=progress, clock=clock)
+    finally:
+        clock.loop_s += time.perf_counter() - loop_started
+        clock.loop_cpu_s += time.process_time() - loop_cpu
+
+
+def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
+                cache: DetectionCache, *, progress: bool | str, clock: StageClock) -> list[dict[str, Any]]:
     params = PreprocessParams.from_config(config)
     workers = default_workers(config)
     batch_size = config.runtime.batch_size
@@ -428,6 +545,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     last_recorded = [time.perf_counter()]
 
     def finish(records: list[data.ImageRecord], raws, inference_s: float) -> None:
+        post_started, post_cpu = time.perf_counter(), time.thread_time()
         batch = [postprocess.to_coco_results(
             raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
             categories=categories, max_detections=post.max_detections,
@@ -440,6 +558,9 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         for record, detections, image_counts in zip(records, batch, counts):
             cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records),
                       output_counts=image_counts)
+        clock.postprocessed += len(records)
+        clock.post_wall_s += time.perf_counter() - post_started
+        clock.post_cpu_s += time.thread_time() - post_cpu
 
     if progress == "lines":
         bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
@@ -459,17 +580,22 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             inference_before = detector.inference_seconds
             raws = detector.run(batch)
             del batch
-            pending.append(writer.submit(finish, list(batch_records), raws,
-                                         detector.inference_seconds - inference_before))
+            inference_s = detector.inference_seconds - inference_before
+            clock.inference_s += inference_s
+            waited = time.perf_counter()  # handing the batch to the writer (a GIL hand-off) and waiting for it
+            pending.append(writer.submit(finish, list(batch_records), raws, inference_s))
+            clock.post_wait_s += time.perf_counter() - waited
             bar.update(len(batch_records))
             batch_records.clear()
+            waited = time.perf_counter()
             while pending and (pending[0].done() or len(pending) > depth):
                 pending.popleft().result()  # re-raises a postprocessing error here
+            clock.post_wait_s += time.perf_counter() - waited
 
         stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
-                                                    depth=depth, reuse_buffers=True))
+                                                    depth=depth, reuse_buffers=True, clock=clock))
         with stream as images:
-            for record, array in images:
+            for record, array in _waited(images, clock):
                 if isinstance(array, data.BadImageError):
                     if config.dataset.on_bad_image != "skip":
                         raise array
@@ -487,8 +613,23 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                     flush_batch()
         if batch_records:
             flush_batch()
+        waited = time.perf_counter()
         while pending:
             pending.popleft().result()
+        clock.post_wait_s += time.perf_counter() - waited
     return skipped
+
+
+def _waited(items: Iterator, clock: StageClock) -> Iterator:
+    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``. Like
+    ``prefetch_images`` it keeps no reference to an item it has yielded once the next is asked for."""
+    while True:
+        waited = time.perf_counter()
+        item = next(items, None)
+        clock.input_wait_s += time.perf_counter() - waited
+        if item is None:
+            return
+        yield item
+        del item  # else the last input stays alive while the next one is awaited
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
 from ssd_eval.inference import model_info
-from ssd_eval.inference.runner import Detector
+from ssd_eval.inference.runner import Detector, spinning_entries
 from ssd_eval.scoring.streaming import streams
 from ssd_eval.utils import hash_data, now, package_version
 
@@ -59,6 +59,8 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
             "inter_op_threads": config.runtime.inter_op_threads,
             "batch_size": config.runtime.batch_size,
             "session_config": dict(detector.session_config),
+            # runtime.allow_spinning's session config entries; {}: onnxruntime's default (or session_config's)
+            "spinning": spinning_entries(config.runtime),
         },
         "versions": versions(),
         "harness_commit": harness_commit(),

@@ -245,6 +245,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
         "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
         "images_per_s": None,  # shards ran in parallel or apart: no meaningful single rate
+        "stages": None,  # each shard's own are in its shard.json
         "speed_from_cache": False,
         "merged_from": [str(d) for d, _, _ in shards],
         "bootstrap": bootstrap,

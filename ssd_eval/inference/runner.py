@@ -118,6 +118,20 @@ def check_threads(runtime: RuntimeConfig) -> None:
                             f"{4 * cores} (4 x the {cores} CPU cores here)")
 
 
+SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
+    """The session config entries for ``runtime.allow_spinning``: true or false as given (an idle
+    onnxruntime thread busy-waits for work, which can take a core from the decode workers sharing the
+    CPU); null: none, onnxruntime's default (spinning on: turning it off did not measurably help on
+    the 2-core VM, docs/PERFORMANCE.md); none either where the config's own session_config sets
+    them. No detection depends on it, so it is not part of the cache key."""
+    if runtime.allow_spinning is None or any(key in runtime.session_config for key in SPINNING_KEYS):
+        return {}
+    return {key: "1" if runtime.allow_spinning else "0" for key in SPINNING_KEYS}
+
+
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
                    session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
     """An InferenceSession for ``model_path`` with the config's providers, threads, optimization
@@ -134,7 +148,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[runtime.graph_optimization]
     options.log_severity_level = 3
     entries = dict(runtime.session_config if session_config is None else session_config)
-    for name, value in sorted(entries.items()):
+    for name, value in sorted({**spinning_entries(runtime), **entries}.items()):
         try:
             options.add_session_config_entry(name, value)
         except Exception as exc:  # onnxruntime's own exception types

@@ -58,6 +58,9 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
              f"{provenance.get('detections', '?')} detections  {speed_text}"]
     if provenance.get("partial"):
         lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
+    stages = stages_text(provenance.get("stages"))
+    if stages:
+        lines.append(stages)
     lines += [f"warning: {warning}" for warning in result.scores.warnings]
     lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
                  f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
@@ -125,6 +128,28 @@ def render_result_line(result: EvalResult) -> str:
     warnings = len(result.scores.warnings)
     text += f"  {warnings} warning{'s' if warnings > 1 else ''} (ssd-eval show)" if warnings else ""
     return text + (f"  -> {result.files['metrics']}" if result.files.get("metrics") else "")
+
+
+STAGE_LABELS = (("decode_preprocess", "decode+preprocess"), ("inference", "inference"),
+                ("postprocess", "postprocess"), ("scoring", "scoring"))
+
+
+def stages_text(stages: Any) -> str | None:
+    """provenance.stages in one line: each stage's CPU / wall ms per image and session.run's idle share;
+    None when the run has no stage times (older results, merges)."""
+    if not isinstance(stages, dict):
+        return None
+    parts = []
+    for key, label in STAGE_LABELS:
+        stage = stages.get(key)
+        if isinstance(stage, dict) and is_number(stage.get("cpu_ms")) and is_number(stage.get("wall_ms")):
+            parts.append(f"{label} {stage['cpu_ms']:.1f}/{stage['wall_ms']:.1f}")
+    if not parts:
+        return None
+    idle = stages.get("idle_share")
+    idle_text = (f"; session.run idle {100 * idle:.1f} % of the image loop (waiting for input)"
+                 if is_number(idle) else "")
+    return "ms per image, CPU/wall: " + ", ".join(parts) + idle_text
 
 
 def _short_commit(provenance: dict[str, Any]) -> str:

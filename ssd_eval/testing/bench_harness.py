@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_eval.config.load import config_from_dict
+from ssd_eval.config.load import config_from_dict, parse_override
 from ssd_eval.config.schema import Config
-from ssd_eval.engine.bench import QUIET_LOAD_CORES, ForeignLoad, _cpu_seconds, _load_text
+from ssd_eval.engine.bench import QUIET_LOAD_CORES, ForeignLoad, _cpu_seconds, _load_text, _print_table, _threads_text
+from ssd_eval.errors import UserError
 from ssd_eval.testing.synthetic import (
     CHEAP_DETECTOR,
     COSTLY_DETECTOR,
@@ -98,19 +100,21 @@ def harness_config(model_path: Path, annotations: Path, images: Path, out_dir: P
                    limit: int | None = None, input_size: Sequence[int] = (1200, 1200),
                    metrics_backend: str = "pycocotools", streaming: bool = True,
                    max_detections: int | str | None = None, scoring_only: bool = False,
-                   providers: Sequence[str] | None = None) -> Config:
+                   providers: Sequence[str] | None = None,
+                   overrides: Sequence[tuple[str, Any]] = ()) -> Config:
     """An evaluation config for a synthetic model and set, fresh output under ``out_dir``.
 
     ``max_detections``: postprocess.max_detections (None: the protocol's 100; ``"all"`` keeps every
     model output). ``scoring_only``: no pass after scoring (bootstrap intervals, error breakdown), so
     a whole run is inference, cache, scoring and detections.json. ``providers``: runtime.providers
-    (default the config's, CPU).
+    (default the config's, CPU). ``overrides``: (dotted key, value) pairs set last, e.g.
+    ``("runtime.allow_spinning", True)``.
     """
     metrics: dict[str, Any] = {"backend": metrics_backend, "streaming": streaming}
     if scoring_only:
         metrics.update(bootstrap={"replicates": 0}, error_breakdown=False)
     runtime = {"providers": list(providers)} if providers else {}
-    return config_from_dict({
+    data = {
         "variant": "bench",
         "runtime": runtime,
         "model": {"path": str(model_path), "input_name": "image"},
@@ -119,11 +123,22 @@ def harness_config(model_path: Path, annotations: Path, images: Path, out_dir: P
         "postprocess": {"max_detections": max_detections},
         "metrics": metrics,
         "output": {"dir": str(out_dir), "resume": True},
-    }, default_origin="bench")
+    }
+    for key, value in overrides:
+        *parents, last = key.split(".")
+        section = data
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[last] = value
+    return config_from_dict(data, default_origin="bench")
 
 
 def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
-                  results_path: str | Path | None = DEFAULT_RESULTS_PATH) -> dict:
+                  results_path: str | Path | None = DEFAULT_RESULTS_PATH, only: Sequence[str] | None = None,
+                  int8_images: int | None = None, int8_repeats: int | None = None,
+                  overrides: Sequence[tuple[str, Any]] = (),
+                  levers: Sequence[tuple[str, Sequence[tuple[str, Any]]]] = (),
+                  int8_formats: Sequence[str] | None = None, preprocess_data: Path | None = None) -> dict:
     """Measure the harness against its targets: throughput, memory growth, scoring time.
 
     (a) images/s of a whole ``evaluate`` run vs a bare ``session.run`` loop on the same
@@ -134,6 +149,13 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     synthetic detections (full: 500k and 1M), with the 12 stats compared. Prints a report,
     writes it as JSON to ``results_path`` (unless None) and returns it. Synthetic data goes to
     ``work_dir`` (default: a temporary folder).
+    (d) fp32, int8 (QOperator) and QDQ of the synthetic detector, bare and through the harness, against
+    the physical limit set by preprocessing (bench_int8; quick: the 105-GFLOP detector, 16 images).
+    ``only``: the sections to run (default every one); ``int8_images`` / ``int8_repeats`` size section
+    (d) and ``overrides`` (dotted config keys) apply to its runs; ``levers`` and ``int8_formats``: bench_int8's.
+    (d') decode+preprocess CPU per image under each protocol, each normalize route (bench_int8_preprocess), on
+    ``preprocess_data`` (a folder with annotations.json and images/, e.g. real val2017 images), else on
+    synthetic 1200x1200 images.
     """
     from ssd_eval.engine.provenance import host_info, versions
     from ssd_eval.utils import atomic_write_json
@@ -154,7 +176,18 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
                                            quick=quick),
             "scoring": lambda: bench_scoring(images=QUICK_SCORING_IMAGES if quick else 5000,
                                              detections_per_image=100 if quick else (100, 200)),
+            "int8": lambda: bench_int8(root / "int8", images=int8_images or (QUICK_INT8_IMAGES if quick else 48),
+                                       repeats=int8_repeats or 2, spec=COSTLY_DETECTOR if quick else SSD_LIKE_DETECTOR,
+                                       overrides=overrides, levers=levers, formats=int8_formats or INT8_FORMATS),
         }
+        sections["preprocess"] = lambda: bench_int8_preprocess(
+            *(_preprocess_data(preprocess_data) if preprocess_data is not None
+              else write_synthetic_coco(root / "preprocess", 8 if quick else 40, seed=4)),
+            images=8 if quick else 40, repeats=3)
+        unknown = sorted(set(only or ()) - set(sections))
+        if unknown:
+            raise UserError(f"bench-harness: no section {unknown[0]!r}; choose from {', '.join(sections)}")
+        sections = {name: run for name, run in sections.items() if not only or name in only}
         # Wall seconds depend on other load; CPU seconds (this process and its probes) much less.
         report["section_seconds"], report["section_cpu_seconds"] = {}, {}
         for name, section in sections.items():
@@ -165,19 +198,8 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
     report["total_seconds"] = time.perf_counter() - started
     report["cpu_seconds"] = _cpu_seconds() - cpu_started
     report["foreign_load_cores"] = load.cores
-    memory = report["memory"]
-    streamed = [f"{mode} {100 * m['growth']:.1f} % ({_verdict(m['pass'])})" for mode, m in memory["modes"].items()
-                if m["streaming"]]
-    unreliable = report["throughput"].get("unreliable")
-    print(f"== summary: throughput ratio {report['throughput']['ratio']:.3f} "
-          f"({_verdict(report['throughput']['pass'])}{'; ' + unreliable if unreliable else ''}), "
-          "image pipeline peak RSS growth "
-          f"{100 * memory['growth']:.1f} % ({_verdict(memory['pass'])}), whole runs streaming: "
-          + ", ".join(streamed) + "; scoring "
-          + ", ".join(f"{name} {speedup:.1f}x" for name, speedup in report['scoring']['speedup'].items()
-                      if name != "pycocotools")
-          + f" pycocotools (stats {'agree' if report['scoring']['agree'] else 'DIFFER'}); "
-          f"{report['total_seconds']:.0f} s ("
+    print("== summary: " + "; ".join(_summary_parts(report))
+          + f"; {report['total_seconds']:.0f} s ("
           + ", ".join(f"{name} {seconds:.0f}" for name, seconds in report["section_seconds"].items())
           + f"; {report['cpu_seconds']:.0f} s of CPU; other processes used {_load_text(load.cores)} cores)")
     if results_path is not None:
@@ -185,6 +207,37 @@ def bench_harness(*, quick: bool = False, work_dir: Path | None = None,
         print(f"written: {written}")
         report["results_path"] = str(written)
     return report
+
+
+def _summary_parts(report: dict[str, Any]) -> list[str]:
+    """One phrase per section that ran, for bench_harness's summary line."""
+    parts = []
+    if "throughput" in report:
+        unreliable = report["throughput"].get("unreliable")
+        parts.append(f"throughput ratio {report['throughput']['ratio']:.3f} "
+                     f"({_verdict(report['throughput']['pass'])}{'; ' + unreliable if unreliable else ''})")
+    if "memory" in report:
+        memory = report["memory"]
+        streamed = [f"{mode} {100 * m['growth']:.1f} % ({_verdict(m['pass'])})"
+                    for mode, m in memory["modes"].items() if m["streaming"]]
+        parts.append(f"image pipeline peak RSS growth {100 * memory['growth']:.1f} % ({_verdict(memory['pass'])}), "
+                     "whole runs streaming: " + ", ".join(streamed))
+    if "scoring" in report:
+        parts.append("scoring " + ", ".join(f"{name} {speedup:.1f}x" for name, speedup
+                                            in report["scoring"]["speedup"].items() if name != "pycocotools")
+                     + f" pycocotools (stats {'agree' if report['scoring']['agree'] else 'DIFFER'})")
+    if "preprocess" in report:
+        protocols = report["preprocess"]["protocols"]
+        parts.append("decode+preprocess CPU ms " + ", ".join(
+            f"{name} " + "/".join(f"{v:.1f}" for v in p["total_ms"].values()) for name, p in protocols.items())
+            + " (" + "/".join(report["preprocess"]["routes"]) + ")")
+    if "int8" in report:
+        models = report["int8"]["models"]
+        parts.append("int8 section harness/bare " + ", ".join(
+            f"{name} {m['ratio']:.3f} ({m['share_of_limit']:.3f} of the limit {m['limit']:.3f})"
+            for name, m in models.items())
+            + ("; unreliable: measured under other load" if report["int8"].get("unreliable") else ""))
+    return parts
 
 
 def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: DetectorSpec = COSTLY_DETECTOR,
@@ -296,6 +349,311 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
         print("   WARNING: the machine was not idle while measuring; this ratio is unreliable, rerun it on an "
               "idle machine")
     return section
+
+
+# =========================================================================== int8 through the harness
+
+INT8_FORMATS = ("fp32", "int8", "qdq")
+"""The section's models: the synthetic detector, quantized QOperator u8s8 (as INC did) and QDQ."""
+INT8_LIMIT_SHARE_TARGET = 0.97  # harness / bare as a share of the physical limit
+INT8_BARE_TARGET = 0.85  # harness / bare of int8 on the 105-GFLOP detector (--quick's)
+QUICK_INT8_IMAGES = 16
+INT8_CALIBRATION_IMAGES = 2
+
+
+def bench_int8_models(directory: Path, spec: DetectorSpec, calibration: Sequence[np.ndarray]) -> dict[str, Path]:
+    """The synthetic detector ``spec`` (fp32) and its quantize_static twins, QOperator u8s8 (``int8``) and
+    QDQ (``qdq``), calibrated (MinMax) on ``calibration`` (preprocessed (1, 3, H, W) inputs)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"image": tensor} for tensor in calibration])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    models = {"fp32": write_synthetic_detector(directory / "fp32.onnx", spec)}
+    root = logging.getLogger()
+    advice = _DropQuantizerAdvice()
+    root.addFilter(advice)  # quantize_static advises pre-processing on the root logger, twice per model
+    try:
+        for name, quant_format in (("int8", QuantFormat.QOperator), ("qdq", QuantFormat.QDQ)):
+            path = directory / f"{name}.onnx"
+            quantize_static(str(models["fp32"]), str(path), Reader(), quant_format=quant_format,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv"])
+            models[name] = path
+    finally:
+        root.removeFilter(advice)
+    return models
+
+
+class _DropQuantizerAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage() \
+            and "run pre-processing" not in record.getMessage()
+
+
+def bench_int8_limit(bare_seconds: float, preprocess_cpu_seconds: float, cores: int) -> float:
+    """The physical limit of harness / bare when decode+preprocess shares the cores with the model:
+    bare / (bare + preprocess CPU / cores) (every core busy, preprocessing's CPU taken from inference)."""
+    return bare_seconds / (bare_seconds + preprocess_cpu_seconds / max(cores, 1))
+
+
+def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: DetectorSpec = COSTLY_DETECTOR,
+               warmup: int = 1, formats: Sequence[str] = INT8_FORMATS,
+               overrides: Sequence[tuple[str, Any]] = (),
+               levers: Sequence[tuple[str, Sequence[tuple[str, Any]]]] = ()) -> dict[str, Any]:
+    """Section (d): fp32, int8 (QOperator u8s8) and QDQ of the synthetic detector, each as a bare
+    ``session.run`` loop and through whole ``evaluate`` runs, interleaved (each repeat rotates the
+    order; per model: half the bare loop, one evaluation, the other half), best of ``repeats``.
+
+    Per model: harness / bare (images/s of the image loop from metrics.json, and end to end), the
+    speedup over fp32 bare and through the harness, decode+preprocess CPU ms per image (the run's
+    provenance.stages), the physical limit (bench_int8_limit) and the harness as a share of it,
+    session.run's idle share, and the other processes' load while each side was timed.
+    ``overrides``: config keys set on every harness run and bare session. ``levers``: (name, config keys)
+    to compare side by side: each model runs as it is and with each lever (labelled ``<model> <name>``),
+    all interleaved; ``ratio_vs_default_bare`` divides by the bare loop without the lever.
+    """
+    from ssd_eval.data.coco import load_annotations
+    from ssd_eval.engine.pipeline import PreprocessParams, load_and_preprocess
+    from ssd_eval.inference import model_info
+    from ssd_eval.inference.runner import create_session, resolve_io, spinning_entries
+
+    unknown = sorted(set(formats) - set(INT8_FORMATS))
+    if unknown or not formats:
+        raise UserError(f"bench-harness: no model {unknown[0] if unknown else ''!r}; "
+                        f"choose from {', '.join(INT8_FORMATS)}")
+    cores = os.cpu_count() or 1
+    print(f"-- (d) int8 through the harness: {images} synthetic images, best of {repeats}, models interleaved; "
+          f"synthetic detector {synthetic_gflops(spec):.0f} GFLOPs per image at {spec.input_size[0]}x"
+          f"{spec.input_size[1]}, quantized with onnxruntime's quantize_static (QOperator u8s8 and QDQ)")
+    annotations, image_dir = write_synthetic_coco(directory / "coco", images, seed=3)
+    dataset = load_annotations(annotations, image_dir)
+    records = [dataset.images[i] for i in sorted(dataset.images)]
+    probe = harness_config(directory / "unused.onnx", annotations, image_dir, directory / "probe",
+                           input_size=spec.input_size)
+    params = PreprocessParams.from_config(probe)
+    tensors = [load_and_preprocess(record, params)[np.newaxis] for record in records[: min(4, len(records))]]
+    models = bench_int8_models(directory / "models", spec, tensors[:INT8_CALIBRATION_IMAGES])
+    runs: dict[str, dict[str, Any]] = {}
+    plan = [(name, name, "", list(overrides)) for name in formats]
+    plan += [(f"{name} {lever}", name, lever, [*overrides, *extra]) for lever, extra in levers for name in formats]
+    for label, name, lever, keys in plan:
+        config = harness_config(models[name], annotations, image_dir,
+                                directory / f"out-{label.replace(' ', '-').replace('/', '-')}",
+                                input_size=spec.input_size, scoring_only=True, overrides=keys)
+        info = model_info.inspect_model(models[name])
+        session_config = model_info.int8_session_config(info, config.runtime.session_config,
+                                                        exact_int8=config.runtime.exact_int8)
+        session = create_session(models[name], config.runtime, session_config=session_config)
+        io = resolve_io(session, config.model, models[name])
+        runs[label] = {"config": config, "session": session, "io": io, "session_config": session_config,
+                       "format": name, "lever": lever, "overrides": keys,
+                       "bare": [], "bare_load": [], "harness": [], "harness_load": [], "loop": [], "stages": []}
+
+    def bare_loop(run: dict[str, Any], count: int) -> float:
+        io, session = run["io"], run["session"]
+        started = time.perf_counter()
+        for index in range(count):
+            session.run([io.boxes, io.labels, io.scores], {io.input_name: tensors[index % len(tensors)]})
+        return time.perf_counter() - started
+
+    for run in runs.values():
+        bare_loop(run, warmup)
+    order = list(runs)
+    for repeat in range(repeats):
+        for name in order[repeat % len(order):] + order[: repeat % len(order)]:
+            run = runs[name]
+            with ForeignLoad() as first:
+                seconds = bare_loop(run, images // 2)
+            with ForeignLoad() as harness_load:
+                started = time.perf_counter()
+                result = _evaluate_quietly(run["config"])
+                run["harness"].append(time.perf_counter() - started)
+            with ForeignLoad() as second:
+                seconds += bare_loop(run, images - images // 2)
+            run["bare"].append(seconds / images)
+            run["bare_load"].append(_mean_load([first.cores, second.cores]))
+            run["harness_load"].append(harness_load.cores)
+            run["loop"].append(result.provenance["images_per_s"] or 0.0)
+            run["stages"].append(result.provenance["stages"])
+    models_out = {}
+    for name, run in runs.items():
+        bare = min(run["bare"])
+        best = int(np.argmax(run["loop"]))
+        stages = run["stages"][best]
+        preprocess_ms = min(s["decode_preprocess"]["cpu_ms"] for s in run["stages"])
+        loop_ratio = run["loop"][best] * bare
+        end_to_end = images / min(run["harness"]) * bare
+        limit = bench_int8_limit(bare, preprocess_ms / 1000.0, cores)
+        runtime = run["config"].runtime
+        models_out[name] = {
+            "format": run["format"],
+            "lever": run["lever"],
+            "overrides": [list(o) for o in run["overrides"]],
+            "model": str(models[run["format"]]),
+            "bare_seconds_per_image": bare,
+            "bare_runs": run["bare"],
+            "harness_loop_images_per_s": run["loop"],
+            "harness_seconds": run["harness"],
+            "ratio": loop_ratio,
+            "end_to_end_ratio": end_to_end,
+            "preprocess_cpu_ms": preprocess_ms,
+            "preprocess_wall_ms": stages["decode_preprocess"]["wall_ms"],
+            "inference_cpu_ms": stages["inference"]["cpu_ms"],
+            "idle_share": stages["idle_share"],
+            "limit": limit,
+            "share_of_limit": loop_ratio / limit,
+            "pass_limit": loop_ratio / limit >= INT8_LIMIT_SHARE_TARGET,
+            "foreign_load_cores": {"bare": run["bare_load"], "harness": run["harness_load"]},
+            "unreliable": unreliable_reason(run["bare_load"][int(np.argmin(run["bare"]))],
+                                            run["harness_load"][best]),
+            "session_config": run["session_config"],
+            "threads": {"intra_op": runtime.intra_op_threads, "inter_op": runtime.inter_op_threads,
+                        "spinning": spinning_entries(runtime) or "onnxruntime default (on)"},
+            "pipeline": run["config"].pipeline.__dict__ | {"workers_used": _decode_workers(run["config"])},
+        }
+    fp32 = models_out.get("fp32")
+    for entry in models_out.values():
+        default = models_out[entry["format"]]
+        entry["harness_images_per_s"] = max(entry["harness_loop_images_per_s"])
+        entry["ratio_vs_default_bare"] = entry["harness_images_per_s"] * default["bare_seconds_per_image"]
+        entry["speedup_bare"] = fp32["bare_seconds_per_image"] / entry["bare_seconds_per_image"] if fp32 else None
+        entry["speedup_harness"] = (entry["harness_images_per_s"] / fp32["harness_images_per_s"]) if fp32 else None
+    first = next(iter(runs.values()))
+    runtime = first["config"].runtime
+    print(f"   onnxruntime threads: intra_op {_threads_text(runtime.intra_op_threads, per_core=True)}, inter_op "
+          f"{_threads_text(runtime.inter_op_threads, per_core=False)}; spinning: "
+          f"{_spinning_text(models_out[order[0]]['threads']['spinning'])}; "
+          f"decode workers {_decode_workers(first['config'])} "
+          f"({first['config'].pipeline.mode}) on {cores} cores")
+    for lever, extra in levers:
+        print(f"   lever {lever}: " + ", ".join(f"{key}={value}" for key, value in extra))
+    _print_table(
+        ["model", "bare s/img", "speedup bare", "harness/bare", "vs default bare", "end to end", "speedup harness",
+         "preprocess CPU ms", "limit", "share of limit", "idle", "load bare/harness"],
+        [[name, f"{e['bare_seconds_per_image']:.4f}", _number(e["speedup_bare"], "{:.2f}x"), f"{e['ratio']:.3f}",
+          f"{e['ratio_vs_default_bare']:.3f}",
+          f"{e['end_to_end_ratio']:.3f}", _number(e["speedup_harness"], "{:.2f}x"), f"{e['preprocess_cpu_ms']:.1f}",
+          f"{e['limit']:.3f}", f"{e['share_of_limit']:.3f} ({_verdict(e['pass_limit'])})",
+          _number(e["idle_share"], "{:.3f}"),
+          f"{_load_text(min(_known(e['foreign_load_cores']['bare'])))}/"
+          f"{_load_text(min(_known(e['foreign_load_cores']['harness'])))}"]
+         for name, e in models_out.items()])
+    int8 = models_out.get("int8")
+    int8_target = None if int8 is None else int8["ratio"] >= INT8_BARE_TARGET
+    print(f"   limit = bare / (bare + preprocess CPU / {cores} cores); targets: share of limit >= "
+          f"{INT8_LIMIT_SHARE_TARGET} for every model"
+          + ("" if int8 is None else f", int8 harness/bare >= {INT8_BARE_TARGET} (105-GFLOP detector): "
+             f"{int8['ratio']:.3f} {_verdict(int8_target)}"))
+    unreliable = [f"{name}: {e['unreliable']}" for name, e in models_out.items() if e["unreliable"]]
+    if unreliable:
+        print("   WARNING: measured under other load, the ratios are unreliable (" + "; ".join(unreliable) + ")")
+    return {"images": images, "repeats": repeats, "cores": cores, "gflops": synthetic_gflops(spec),
+            "model": {"channels": list(spec.channels), "extra_convs": list(spec.extra_convs),
+                      "input_size": list(spec.input_size)},
+            "overrides": [list(o) for o in overrides], "levers": [[n, [list(o) for o in e]] for n, e in levers],
+            "models": models_out,
+            "limit_target": INT8_LIMIT_SHARE_TARGET, "int8_target": INT8_BARE_TARGET,
+            "pass_limit": all(e["pass_limit"] for e in models_out.values()), "pass_int8": int8_target,
+            "unreliable": unreliable or None}
+
+
+PREPROCESS_BACKENDS = {"coco": "pil", "mlperf-ssd": "pil", "inc": "opencv"}
+"""Each protocol's resize backend (config.PROTOCOL_PRESETS): what its preprocessing costs."""
+
+
+def bench_int8_preprocess(annotations: Path, images_dir: Path, *, images: int = 40, repeats: int = 3,
+                          size_hw: Sequence[int] = (1200, 1200)) -> dict[str, Any]:
+    """Decode + resize + normalize CPU ms per image under each protocol's resize, on ``images`` files of
+    ``annotations``, normalizing through each route (preprocess.NORMALIZE_ROUTES; the one in use first):
+    process CPU time, every step of every image timed in turn (routes interleaved, their order
+    alternating), the best of ``repeats`` per image and step, averaged over the images. The routes'
+    tensors are compared bit for bit on every image."""
+    from ssd_eval.data import coco as data
+    from ssd_eval.inference import preprocess
+
+    dataset = data.load_annotations(annotations, images_dir)
+    records = [dataset.images[i] for i in sorted(dataset.images)[:images]]
+    mean, std, scale = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1 / 255
+    routes = [preprocess.normalize_route()] + [r for r in preprocess.NORMALIZE_ROUTES
+                                                if r != preprocess.normalize_route()]
+    if preprocess.normalize_route() == "numpy-take":
+        routes = ["numpy-take"]
+    print(f"-- (d') decode+preprocess CPU per image: {len(records)} images of {annotations}, to "
+          f"{size_hw[0]}x{size_hw[1]}, best of {repeats}; normalize routes {', '.join(routes)} (same bits)")
+    buffers = {route: np.empty((3, *size_hw), dtype=np.float32) for route in routes}
+    protocols = {}
+    for protocol, backend in PREPROCESS_BACKENDS.items():
+        steps = ["decode", "resize", *routes]
+        best = {step: np.full(len(records), np.inf) for step in steps}  # per image: other load only adds
+        identical = True
+        for repeat in range(repeats):
+            for index, record in enumerate(records):
+                # Process CPU time: OpenCV may spread a call over its own threads.
+                started = time.process_time()
+                image = data.read_image(record)
+                best["decode"][index] = min(best["decode"][index], time.process_time() - started)
+                started = time.process_time()
+                pixels = preprocess.resize(image, size_hw, backend)
+                best["resize"][index] = min(best["resize"][index], time.process_time() - started)
+                for route in routes if repeat % 2 == 0 else routes[::-1]:
+                    started = time.process_time()
+                    preprocess.normalize(pixels, mean, std, scale, out=buffers[route], route=route)
+                    best[route][index] = min(best[route][index], time.process_time() - started)
+                identical = identical and all(np.array_equal(buffers[routes[0]].view(np.uint32), b.view(np.uint32))
+                                              for b in buffers.values())
+        ms = {step: 1000.0 * float(values.mean()) for step, values in best.items()}
+        totals = {route: ms["decode"] + ms["resize"] + ms[route] for route in routes}
+        protocols[protocol] = {"backend": backend, "ms": ms, "total_ms": totals, "identical": identical}
+        print(f"   {protocol:10s} ({backend:6s}): decode {ms['decode']:.1f} + resize {ms['resize']:.1f} + "
+              "normalize " + " / ".join(f"{ms[r]:.1f} ({r})" for r in routes) + " = "
+              + " / ".join(f"{totals[r]:.1f}" for r in routes)
+              + f" ms of CPU; same bits: {'yes' if identical else 'NO'}")
+    return {"images": len(records), "repeats": repeats, "routes": routes, "protocols": protocols,
+            "annotations": str(annotations)}
+
+
+def _preprocess_data(folder: Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    annotations, images = folder / "annotations.json", folder / "images"
+    if not annotations.is_file() or not images.is_dir():
+        raise UserError(f"--preprocess-data {folder}: expected annotations.json and images/ in it")
+    return annotations, images
+
+
+def _decode_workers(config: Config) -> int:
+    """The decode workers a run of ``config`` uses (pipeline.default_workers)."""
+    from ssd_eval.engine.pipeline import default_workers
+
+    return default_workers(config)
+
+
+def _evaluate_quietly(config: Config):
+    """``evaluate(config)`` afresh, without progress output (the memory probe's way, in process)."""
+    from ssd_eval.engine.pipeline import evaluate
+
+    return evaluate(config, fresh=True, progress=False)
+
+
+def _spinning_text(spinning: dict[str, str] | str) -> str:
+    if isinstance(spinning, str):
+        return spinning
+    return ", ".join(f"{key.split('.')[1].replace('_op', '-op')} {'on' if value == '1' else 'off'}"
+                     for key, value in spinning.items())
+
+
+def _known(values: Sequence[float | None]) -> list[float | None]:
+    known = [v for v in values if v is not None]
+    return known or [None]
+
+
+def _number(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
 
 
 # ru_maxrss alone would mislead here: on Linux a child started by fork/exec inherits its
@@ -556,14 +914,41 @@ def _verdict(passed: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m ssd_eval.testing.bench_harness [--quick] [--work-dir DIR]`` (make bench-harness)."""
+    """Command line: ``python -m ssd_eval.testing.bench_harness [--quick] [--only SECTION] ...``
+    (make bench-harness)."""
     parser = argparse.ArgumentParser(prog="python -m ssd_eval.testing.bench_harness",
-                                     description="harness overhead, memory growth, scoring backends")
+                                     description="harness overhead, memory growth, scoring backends, int8 vs the "
+                                                 "physical limit (docs/PERFORMANCE.md)")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized run: smaller sizes (a few minutes on 2 cores; docs/PERFORMANCE.md)")
     parser.add_argument("--work-dir", help="keep the synthetic data here (default: a temporary folder)")
+    parser.add_argument("--only", action="append", choices=("throughput", "memory", "scoring", "int8", "preprocess"),
+                        help="run only this section (repeatable; default every one)")
+    parser.add_argument("--images", type=int, help="images of the int8 section (default 48, --quick 16)")
+    parser.add_argument("--repeats", type=int, help="repeats of the int8 section, best counts (default 2)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in the int8 section's runs and bare sessions, e.g. "
+                             "runtime.allow_spinning=true")
+    parser.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="int8 section: also run each model with these config keys, side by side with the "
+                             "default (repeatable), e.g. spin:runtime.allow_spinning=true")
+    parser.add_argument("--formats", help="int8 section: the models, comma-separated (default fp32,int8,qdq)")
+    parser.add_argument("--preprocess-data", metavar="DIR",
+                        help="preprocess section: a folder with annotations.json and images/ (e.g. real val2017 "
+                             "images; default: synthetic 1200x1200 images)")
     args = parser.parse_args(argv)
-    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None)
+    levers = []
+    for item in args.levers:
+        name, _, keys = item.partition(":")
+        if not name or not keys:
+            parser.error(f"--lever {item!r}: expected NAME:KEY=VALUE[,KEY=VALUE], "
+                         "e.g. spin:runtime.allow_spinning=true")
+        levers.append((name, [parse_override(key) for key in keys.split(",")]))
+    bench_harness(quick=args.quick, work_dir=Path(args.work_dir) if args.work_dir else None, only=args.only,
+                  int8_images=args.images, int8_repeats=args.repeats,
+                  overrides=[parse_override(item) for item in args.overrides], levers=levers,
+                  int8_formats=args.formats.split(",") if args.formats else None,
+                  preprocess_data=Path(args.preprocess_data) if args.preprocess_data else None)
     return 0
 
 
