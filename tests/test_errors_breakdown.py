@@ -12,7 +12,7 @@ import pytest
 from ssd_eval.config.load import load_config
 from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.errors import UserError
-from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change, breakdown_for_run, compute_breakdown, wanted
+from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change, breakdown_for_run, compute_breakdown
 from ssd_eval.scoring.metrics import score_detections
 
 pytest.importorskip("hotcoco")
@@ -105,28 +105,29 @@ def test_breakdown_for_run_reads_detections_json_and_honours_the_switch(tmp_path
     path = tmp_path / "detections.json"
     path.write_text(json.dumps(detections))
     switches = {"crowd_as_ground_truth": False, "exclude_categories": []}
-    from_file = breakdown_for_run(None, gt, path, list(range(1, 8)), switches)
+    from_file = breakdown_for_run(True, gt, path, list(range(1, 8)), switches)
     assert from_file == compute_breakdown(gt, detections, list(range(1, 8)))
     assert breakdown_for_run(False, gt, path, list(range(1, 8)), switches) is None
 
 
-def test_default_breakdown_failure_is_a_warning_but_an_explicit_one_raises(tmp_path, caplog):
+def test_an_asked_for_breakdown_that_fails_fails_the_run(tmp_path):
     gt, _ = known_case()
     switches = {"crowd_as_ground_truth": False, "exclude_categories": []}
-    missing = tmp_path / "none.json"
-    assert breakdown_for_run(None, gt, missing, [1], switches) is None
-    assert "no error breakdown" in caplog.text
     with pytest.raises(FileNotFoundError):
-        breakdown_for_run(True, gt, missing, [1], switches)
+        breakdown_for_run(True, gt, tmp_path / "none.json", [1], switches)
 
 
-def test_without_hotcoco_default_is_off_and_true_is_a_one_line_error(monkeypatch):
+def test_without_hotcoco_false_is_off_and_true_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "hotcoco", None)
-    assert wanted(None) is False
-    assert wanted(False) is False
+    gt, detections = known_case()
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(detections))
+    switches = {"crowd_as_ground_truth": False, "exclude_categories": []}
+    assert breakdown_for_run(False, gt, path, [1], switches) is None
     with pytest.raises(UserError) as info:
-        wanted(True)
-    assert "pip install -e '.[hotcoco]'" in str(info.value) and "\n" not in str(info.value)
+        breakdown_for_run(True, gt, path, [1], switches)
+    assert str(info.value) == ("metrics.error_breakdown: true needs hotcoco, which is not installed: "
+                               "pip install -e '.[hotcoco]' (or set metrics.error_breakdown: false)")
 
 
 def test_change_against_the_parent():
@@ -144,7 +145,7 @@ def test_change_against_the_parent():
     assert breakdown_change(child, {"variant": "old, no breakdown"}) is None
 
 
-def test_a_sample_run_records_the_breakdown_and_the_switch_turns_it_off(tmp_path):
+def test_a_sample_run_records_the_breakdown_when_asked_and_none_by_default(tmp_path):
     sample = REPO / "data" / "sample"
 
     def run(out, *overrides):
@@ -155,9 +156,9 @@ def test_a_sample_run_records_the_breakdown_and_the_switch_turns_it_off(tmp_path
         evaluate(config, progress=False)
         return json.loads((out / "metrics.json").read_text())
 
-    document = run(tmp_path / "on")
+    document = run(tmp_path / "on", ("metrics.error_breakdown", True))
     breakdown = document["error_breakdown"]
     assert breakdown["ap50"] == pytest.approx(document["AP50"], abs=1e-9)
     assert set(breakdown["dAP"]) == {name for name, _ in ERROR_TYPES}
     assert sum(breakdown["counts"].values()) > 0
-    assert "error_breakdown" not in run(tmp_path / "off", ("metrics.error_breakdown", False))
+    assert "error_breakdown" not in run(tmp_path / "off")  # base.yaml: false, whatever is installed

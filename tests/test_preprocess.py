@@ -113,8 +113,8 @@ def test_missing_opencv_is_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(UserError) as missing:
         import_opencv()
-    assert str(missing.value) == ("resize_backend 'opencv' needs OpenCV, which is not installed: pip install -e "
-                                  "'.[opencv]' (or set preprocess.resize_backend: pil)")
+    assert str(missing.value) == ("preprocess.resize_backend: opencv needs opencv-python-headless, which is not "
+                                  "installed: pip install -e '.[opencv]' (or set preprocess.resize_backend: pil)")
     with pytest.raises(UserError, match=r"\.\[opencv\]"):
         run(Image.new("RGB", (8, 8), COLOUR), "opencv")
 

@@ -98,7 +98,8 @@ def test_missing_matplotlib_is_a_user_error(tmp_path, monkeypatch):
     write_metrics(tmp_path, metrics_document("ssd-12", mAP=0.19))
     with pytest.raises(UserError) as info:
         write_report(tmp_path)
-    assert str(info.value) == "make report needs matplotlib: pip install -e '.[report]'"
+    assert str(info.value) == ("ssd-eval report (make report) needs matplotlib, which is not installed: "
+                               "pip install -e '.[report]'")
 
 
 # ---------------------------------------------------------------- issue 12: plots that explain a drop

@@ -20,7 +20,7 @@ from ssd_eval.cli import main
 from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import TrackingConfig
 from ssd_eval.errors import UserError
-from ssd_eval.reports.tracking import check_trackers, log_mlflow, mlflow_uri, track
+from ssd_eval.reports.tracking import check_trackers, log_mlflow, mlflow_uri, run_metrics, track
 from ssd_eval.results.result import EvalResult, read_metrics_file
 
 from conftest import run_cli
@@ -53,6 +53,7 @@ def test_mlflow_run_read_back_with_mlflows_client(tmp_path, mlflow_client):
     sample_run("sample", results / "sample")
     store = tmp_path / "mlruns"
     result = sample_run("sample-int8", results / "sample-int8", ("tracking.log", ["mlflow"]),
+                        ("metrics.error_breakdown", True),
                         ("tracking.uri", str(store)), ("tracking.experiment", "quantization"))
     document = read_metrics_file(results / "sample-int8" / "metrics.json")
 
@@ -129,8 +130,8 @@ def test_a_missing_extra_is_a_one_line_error_before_any_work(tmp_path, monkeypat
                    "--log", tracker, "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert status == 2
-    assert error == (f"ssd-eval: error: --log {tracker} needs {package}: pip install -e '.[{tracker}]' "
-                     "(or drop --log / tracking.log)")
+    assert error == (f"ssd-eval: error: --log {tracker} needs {package}, which is not installed: "
+                     f"pip install -e '.[{tracker}]' (or drop --log / tracking.log)")
     assert not (tmp_path / "r" / "metrics.json").exists()
 
 
@@ -177,7 +178,8 @@ def test_tensorboard_event_file_through_the_cli(tmp_path):
     pytest.importorskip("tensorboardX")
     out, tb = tmp_path / "sample", tmp_path / "tb"
     run = run_cli("eval", "--config", "configs/sample.yaml", "--out", str(out), "--log", "tensorboard",
-                  "--log-dir", str(tb), "--set", "metrics.bootstrap.replicates=0", "--no-progress")
+                  "--log-dir", str(tb), "--set", "metrics.bootstrap.replicates=0", "--set",
+                  "metrics.error_breakdown=true", "--no-progress")
     assert run.returncode == 0, run.stderr
     assert f"tracking: tensorboard {tb}" in run.stdout
     document = json.loads((out / "metrics.json").read_text())
@@ -188,11 +190,13 @@ def test_tensorboard_event_file_through_the_cli(tmp_path):
     for event in read_events(files[0]):
         for value in event.summary.value:
             values[value.tag] = value
-    assert values["stats/mAP"].simple_value == pytest.approx(document["mAP"], abs=1e-6)  # float32
-    assert values["AP_per_category/person"].simple_value == pytest.approx(document["per_category_ap"]["person"],
-                                                                         abs=1e-6)
-    assert values["error_breakdown/dAP_localization"].simple_value == pytest.approx(
+    assert values["mAP"].simple_value == pytest.approx(document["mAP"], abs=1e-6)  # float32
+    assert values["AP/person"].simple_value == pytest.approx(document["per_category_ap"]["person"], abs=1e-6)
+    assert values["dAP/localization"].simple_value == pytest.approx(
         document["error_breakdown"]["dAP"]["localization"], abs=1e-6)
+    # the same names as MLflow's metrics (issue 25)
+    scalars = {tag for tag, value in values.items() if value.HasField("simple_value")}
+    assert scalars == set(run_metrics(document))
     provenance = values["provenance/text_summary"].tensor.string_val[0].decode()
     assert document["provenance"]["model"]["sha256"] in provenance
     if "matplotlib" in sys.modules or _importable("matplotlib"):
@@ -213,8 +217,8 @@ def test_tensorboard_event_file_read_by_tensorboards_own_reader(tmp_path):
     accumulator = accumulator_module.EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"scalars": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
-    assert "stats/mAP" in tags["scalars"] and "AP_per_category/person" in tags["scalars"]
-    [event] = accumulator.Scalars("stats/mAP")
+    assert "mAP" in tags["scalars"] and "AP/person" in tags["scalars"]
+    [event] = accumulator.Scalars("mAP")
     assert event.value == pytest.approx(result.map, abs=1e-6) and event.step == 0
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
+from ssd_eval import extras
 from ssd_eval.config.protocols import PROTOCOL_PRESETS, SWITCH_KEYS, SWITCHED_MARK, _label_value
 from ssd_eval.utils import hash_data
 
@@ -163,8 +164,8 @@ class MetricsConfig:
     # (ssd_eval.scoring.streaming; the same numbers); false: every detection at once.
     streaming: bool = True
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); null: when hotcoco is installed.
-    error_breakdown: Optional[bool] = None
+    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); true needs hotcoco (Config.needed_extras).
+    error_breakdown: bool = False
 
 
 @dataclass
@@ -263,6 +264,20 @@ class Config:
         preset = PROTOCOL_PRESETS[self.protocol]
         differing = [f"{k}={_label_value(v)}" for k, v in switches.items() if preset[k] != v]
         return self.protocol + SWITCHED_MARK + ",".join(differing)
+
+    def needed_extras(self) -> list[extras.Need]:
+        """The optional packages this config asks for (ssd_eval.extras), each with the key that asks: a run
+        checks them before it starts (``extras.check``), so no behaviour depends on what happens to be
+        installed."""
+        needs = []
+        if self.switches()["resize_backend"] == "opencv":
+            needs.append(extras.RESIZE_OPENCV)
+        if self.metrics.backend != "pycocotools":  # the reference, a core package; the others are extras
+            needs.append(extras.scoring_backend(self.metrics.backend))
+        if self.metrics.error_breakdown:
+            needs.append(extras.ERROR_BREAKDOWN)
+        needs += [extras.tracker(name) for name in dict.fromkeys(self.tracking.log)]
+        return needs
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
+from ssd_eval import extras
 from ssd_eval.config.schema import Config
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
@@ -160,6 +161,7 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         from ssd_eval.engine.ray_executor import import_ray
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
+    extras.check(config.needed_extras())  # here, not N times in the jobs
     if executor == "ray":
         from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
 

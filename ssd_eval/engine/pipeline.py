@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ssd_eval import fetch, utils
+from ssd_eval import extras, fetch, utils
 from ssd_eval.config.schema import Config, run_name
 from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
@@ -324,6 +324,7 @@ def evaluate(
     on the result once metrics.json is written, while the output folder is still locked (the caller's tracking).
     """
     started = time.perf_counter()
+    extras.check(config.needed_extras())  # an optional package the config asks for and lacks: stop before any work
     switches = config.switches()
     out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
     prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
@@ -336,8 +337,6 @@ def evaluate(
                       progress=progress is True,
                       annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
                       images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
-    if switches["resize_backend"] == "opencv":
-        preprocess.import_opencv()  # fail before any work when OpenCV is missing
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
     opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
     image_ids = subsets.select_image_ids(

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ssd_eval import utils
+from ssd_eval import extras, utils
 from ssd_eval.config.load import config_from_dict
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
@@ -193,6 +193,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     config_data = provenance["config"]
     config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
     config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
+    config.tracking.log = []  # the shards' own setting (none): merge is tracked by its caller's on_result
+    extras.check(config.needed_extras())
     dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
     if dataset.sha256 != first["identity"]["annotations_sha256"]:
         raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ssd_eval import extras
 from ssd_eval.errors import UserError
 
 RESIZE_BACKENDS = ("pil", "opencv")
@@ -30,13 +31,9 @@ def resize(image: Image.Image, size_hw: Sequence[int], backend: str) -> np.ndarr
 
 def import_opencv():
     """The cv2 module, or a UserError saying how to install it."""
-    try:
-        import cv2
-    except ImportError:
-        raise UserError(
-            "resize_backend 'opencv' needs OpenCV, which is not installed: pip install -e '.[opencv]' "
-            "(or set preprocess.resize_backend: pil)"
-        ) from None
+    extras.require(extras.RESIZE_OPENCV)
+    import cv2
+
     return cv2
 
 

@@ -23,6 +23,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ssd_eval import extras
 from ssd_eval.errors import UserError
 from ssd_eval.reports.table import REPORT_DIR, write_table
 from ssd_eval.results.compare import find_parent_result
@@ -59,11 +60,10 @@ def series_style(index: int) -> dict:
 
 def _matplotlib():
     """(Figure, FigureCanvasAgg), or UserError when matplotlib is not installed."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise UserError("make report needs matplotlib: pip install -e '.[report]'") from None
+    extras.require(extras.REPORT)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     return Figure, FigureCanvasAgg
 
 

@@ -12,9 +12,9 @@ after metrics.json is written:
   limits; artifacts: metrics.json and, when matplotlib is installed, the run's report pictures
   (``report/``: PR curves beside its parent's, per-category AP change, error breakdown).
 - TensorBoard (``pip install -e '.[tensorboard]'``: tensorboardX, which writes event files with
-  protobuf alone: no TensorFlow, no tensorboard server package): scalars under ``stats/``,
-  ``AP_per_category/``, ``error_breakdown/``, ``speed/``, the provenance and config as text, and
-  the same pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default
+  protobuf alone: no TensorFlow, no tensorboard server package): the same numbers under the same
+  names as MLflow's metrics (``run_metrics``: ``mAP``, ``AP/<category>``, ``dAP/<type>``...) as
+  scalars, the provenance and config as text, and the same pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default
   ``<output dir>/tb``): ``tensorboard --logdir results`` shows every run side by side.
 
 Where each run went is added to metrics.json as ``provenance.tracking``. Before any image is evaluated
@@ -28,7 +28,6 @@ saying the results were kept.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ssd_eval import extras
 from ssd_eval.config.schema import TrackingConfig
 from ssd_eval.errors import UserError
 from ssd_eval.results.index import load_results
@@ -49,11 +49,7 @@ from ssd_eval.utils import flatten_dotted
 
 log = logging.getLogger(__name__)
 
-TRACKERS: dict[str, tuple[str, str, str]] = {
-    # name: (module to import, package on PyPI, pip extra)
-    "mlflow": ("mlflow", "mlflow-skinny", "mlflow"),
-    "tensorboard": ("tensorboardX", "tensorboardX", "tensorboard"),
-}
+TRACKERS = ("mlflow", "tensorboard")  # each the name of its extra too (ssd_eval.extras)
 
 DEFAULT_MLFLOW_STORE = "mlruns"
 
@@ -79,11 +75,7 @@ def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> Non
     when it depends on an ``out_dir`` not known yet) cannot be written.
 
     Called before a run starts, so a tracker that cannot work costs nothing."""
-    for name in tracking.log:
-        module, package, extra = TRACKERS[name]
-        if importlib.util.find_spec(module) is None:
-            raise UserError(f"--log {name} needs {package}: pip install -e '.[{extra}]' "
-                            "(or drop --log / tracking.log)")
+    extras.check(extras.tracker(name) for name in tracking.log)
     for name in dict.fromkeys(tracking.log):
         if name == "mlflow":
             check_mlflow_target(mlflow_uri(tracking.uri))
@@ -239,7 +231,10 @@ def _text(value: Any) -> str:
 
 
 def run_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics.json worth plotting, by tracker key."""
+    """The numbers of a metrics.json worth plotting, by their name in both trackers (MLflow metric, TensorBoard
+    scalar tag): the 12 stats by name, ``AP/<category>``, ``images_per_s``, ``dAP/<type>``, ``errors/<type>``,
+    ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``; characters neither accepts as they are (a space,
+    which TensorBoard turns into ``_``) become ``_``: ``AP/stop_sign``."""
     from ssd_eval.scoring.cocoeval import STAT_NAMES
 
     numbers: dict[str, float] = {name: float(document[name]) for name in STAT_NAMES if _is_number(document.get(name))}
@@ -260,7 +255,7 @@ def run_metrics(document: dict[str, Any]) -> dict[str, float]:
         for key, value in flatten_dotted(intervals).items():
             if _is_number(value):
                 numbers[f"interval/{key}"] = float(value)
-    return numbers
+    return {re.sub(r"[^A-Za-z0-9_\-./]", "_", key): value for key, value in numbers.items()}
 
 
 def _is_number(value: Any) -> bool:
@@ -331,17 +326,10 @@ def log_tensorboard(document: dict[str, Any], pictures: list[Path], log_dir: Pat
     from tensorboardX import SummaryWriter
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    groups = {"AP/": "AP_per_category/", "dAP/": "error_breakdown/dAP_", "errors/": "error_breakdown/count_",
-              "dAP_oracle/": "error_breakdown/oracle_", "interval/": "interval/"}
     writer = SummaryWriter(logdir=str(log_dir))
     try:
-        for key, value in run_metrics(document).items():
-            prefix = next((p for p in groups if key.startswith(p)), None)
-            if prefix is not None:
-                tag = groups[prefix] + key.removeprefix(prefix)
-            else:
-                tag = ("speed/" if key == "images_per_s" else "stats/") + key
-            writer.add_scalar(tag, value, global_step=0)
+        for key, value in run_metrics(document).items():  # the names MLflow gets (mlflow_key changes none)
+            writer.add_scalar(key, value, global_step=0)
         provenance = {k: v for k, v in (document.get("provenance") or {}).items() if k != "tracking"}
         writer.add_text("provenance", "```\n" + json.dumps(provenance, indent=1, sort_keys=True) + "\n```", 0)
         writer.add_text("run", f"{document['variant']} ({document['protocol']}): {document.get('_source')}", 0)

@@ -11,7 +11,7 @@ fixes them (relabel or re-box the detection, or drop it when that would make a d
 drop a duplicate or background detection; leave a missed box out of the count).
 
 The numbers come from hotcoco's ``COCOeval.tide_errors`` (Rust; the ``hotcoco`` extra,
-pinned in requirements.lock), run on the same prepared ground truth, image set, categories
+pinned in requirements.lock; only when ``metrics.error_breakdown: true`` asks), run on the same prepared ground truth, image set, categories
 and crowd handling as the run's scores: its ``ap50`` equals the run's AP50.
 """
 
@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ssd_eval.errors import UserError
+from ssd_eval import extras
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +44,6 @@ ORACLES: tuple[tuple[str, str], ...] = (
 
 POS_IOU = 0.5
 BACKGROUND_IOU = 0.1
-
-
-def hotcoco_available() -> bool:
-    """Whether hotcoco (which computes the breakdown) can be imported."""
-    try:
-        import hotcoco  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def wanted(setting: bool | None) -> bool:
-    """Whether to compute the breakdown under ``metrics.error_breakdown`` (null: when hotcoco is
-    installed); true without hotcoco is a UserError with the pip command."""
-    if setting is None:
-        return hotcoco_available()
-    if setting and not hotcoco_available():
-        raise UserError("metrics.error_breakdown: true needs hotcoco: pip install -e '.[hotcoco]' "
-                        "(or set metrics.error_breakdown: false)")
-    return bool(setting)
 
 
 def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Path, image_ids: Sequence[int], *,
@@ -104,28 +84,19 @@ def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Pat
     }
 
 
-def breakdown_for_run(setting: bool | None, gt: dict[str, Any], detections: str | Path | list[dict],
+def breakdown_for_run(setting: bool, gt: dict[str, Any], detections: str | Path | list[dict],
                       image_ids: Sequence[int], switches: dict[str, Any]) -> dict[str, Any] | None:
     """The breakdown of a run's detections (its detections.json, or the list), or None when
-    ``metrics.error_breakdown`` turns it off.
-
-    Left to the default (null), a failure only costs the breakdown (a warning): the run's
-    results are written anyway.
-    """
-    if not wanted(setting):
+    ``metrics.error_breakdown`` is false (the default). Asked for, it needs hotcoco (a UserError with the pip
+    command; a run checks that before it starts) and a failure to compute it is the run's failure."""
+    if not setting:
         return None
+    extras.require(extras.ERROR_BREAKDOWN)
     source = "detections" if isinstance(detections, list) else str(detections)
-    try:
-        if not isinstance(detections, list) and not Path(detections).is_file():
-            raise FileNotFoundError(2, "no such file", str(detections))
-        return compute_breakdown(gt, detections, image_ids,
-                                 crowd_as_ground_truth=switches["crowd_as_ground_truth"],
-                                 exclude_categories=switches["exclude_categories"], source=source)
-    except Exception as exc:  # optional by default: never lose a finished run to it
-        if setting:
-            raise
-        log.warning("no error breakdown (metrics.error_breakdown): %s", exc)
-        return None
+    if not isinstance(detections, list) and not Path(detections).is_file():
+        raise FileNotFoundError(2, "no such file", str(detections))
+    return compute_breakdown(gt, detections, image_ids, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+                             exclude_categories=switches["exclude_categories"], source=source)
 
 
 def breakdown_change(result: dict, parent: dict) -> dict[str, float] | None:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ssd_eval import extras
 from ssd_eval.config.schema import SCORING_BACKENDS
 from ssd_eval.errors import UserError
 
@@ -205,8 +206,9 @@ def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], cat
         try:
             evaluator = backend.make_evaluator(prepared, results)
         except ImportError:
-            raise UserError(f"metrics.backend {backend.name!r} is not installed: pip install -e '.[{backend.extra}]' "
-                            "(or set metrics.backend: pycocotools)") from None
+            if backend.extra is None:  # a core package (requirements.lock): a broken install, not a choice
+                raise
+            raise UserError(extras.message(extras.scoring_backend(backend.name))) from None
         evaluator.params.imgIds = image_ids
         evaluator.params.catIds = category_ids
         evaluator.evaluate()
