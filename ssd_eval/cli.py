@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("eval", help="evaluate a model on a COCO-format set")
-    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="VARIANT|PATH",
+                     help=f"a variant (configs/VARIANT.yaml) or a YAML config file (default {DEFAULT_CONFIG})")
     run.add_argument("--limit", type=int,
                      help="evaluate only the first N image ids (a partial run: written to results/<run>@limitN/)")
     run.add_argument("--subset", metavar="NAME",
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="ONNX model file (overrides model.path; drops the expected size/sha256)")
     run.add_argument("--annotations", help="COCO annotation json (overrides dataset.annotations)")
     run.add_argument("--images", help="image folder (overrides dataset.images)")
+    run.add_argument("--name", metavar="NAME",
+                     help="a variant name for this run of your own model or data (--model/--annotations/--images): "
+                          "written to results/NAME/ like any variant, shown in the table, gated once "
+                          "baselines/NAME.yaml exists (ssd-eval baseline --update --variant NAME)")
     run.add_argument("--out", help="output directory (overrides output.dir)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set runtime.intra_op_threads=4 (repeatable)")
@@ -160,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
 
     bench = commands.add_parser("bench", help="model-alone speed: fp32 and quantized variants side by side")
-    bench.add_argument("--variant", help="ssd-10, ssd-12, ssd-12-int8, ssd-12-qdq or sample (default sample)")
-    bench.add_argument("--config", action="append", help="benchmark these configs instead (repeatable)")
+    bench.add_argument("--variant", metavar="VARIANT|PATH",
+                       help="ssd-10, ssd-12, ssd-12-int8, ssd-12-qdq or sample (default sample), with its fp32 parent "
+                            "or quantized children; a config path is benchmarked alone")
+    bench.add_argument("--config", action="append", metavar="VARIANT|PATH",
+                       help="benchmark these configs instead (a variant or a YAML file; repeatable)")
     bench.add_argument("--iterations", type=int, default=20, help="timed runs per model (default 20)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
     bench.add_argument("--compare-exact-int8", action="store_true",
@@ -180,12 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("what", choices=("models", "data"))
     fetch.add_argument("--variant", action="append",
                        help="only this model (repeatable; default: every configs/*.yaml variant with a model.url)")
-    fetch.add_argument("--config", default="configs/ssd-12.yaml", help="config naming the COCO locations (data)")
+    fetch.add_argument("--config", default="configs/ssd-12.yaml", metavar="VARIANT|PATH",
+                       help="a variant or config file naming the COCO locations (data; default configs/ssd-12.yaml)")
     fetch.add_argument("--no-progress", action="store_true")
     fetch.set_defaults(handler=cmd_fetch)
 
     inspect = commands.add_parser("inspect", help="a model's inputs, quantization, int8 weight ranges, saturation risk")
-    inspect.add_argument("model", metavar="MODEL", help="ONNX file, or a variant name (configs/<variant>.yaml's model)")
+    inspect.add_argument("model", metavar="MODEL|VARIANT|PATH",
+                         help="an ONNX file, or a variant or config file (its model.path)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of the report")
     inspect.set_defaults(handler=cmd_inspect)
     return parser
@@ -231,6 +241,8 @@ def print_tracking(result: Any) -> None:
 
 def eval_overrides(args: argparse.Namespace) -> list[Any]:
     """Config overrides from the ``eval`` options, in the order they apply."""
+    from ssd_eval.config.load import NAME_OPTION
+
     overrides: list[Any] = list(args.overrides)
     if args.model:
         overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
@@ -245,16 +257,21 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
         overrides.append(("dataset.limit", args.limit, "--limit"))
     if args.subset is not None:
         overrides.append(("dataset.subset", args.subset, "--subset"))
+    if args.name is not None:
+        overrides.append(("variant", args.name, NAME_OPTION))
     return overrides + tracking_overrides(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ssd_eval.config.load import load_config
+    from ssd_eval.config.load import check_variant_name, config_path, load_config
     from ssd_eval.engine.pipeline import evaluate
     from ssd_eval.engine.shards import shard_dir
     from ssd_eval.reports.tracking import tracker_for
     from ssd_eval.results.summary import render_result, render_result_line
 
+    if args.name is not None:
+        check_variant_name(args.name, CONFIGS_DIR)
+    args.config = config_path(args.config, CONFIGS_DIR)
     config = load_config(args.config, eval_overrides(args))
     shard = parse_shard(args.shard) if args.shard else None
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
@@ -388,13 +405,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ssd_eval.config.load import load_config
+    from ssd_eval.config.load import config_path, load_config
     from ssd_eval.engine.bench import bench_models, configs_for_bench
 
     if args.iterations <= 0 or args.warmup < 0:
         raise UserError("bench: --iterations must be positive and --warmup not negative")
-    if args.config:
-        configs = [load_config(path, args.overrides) for path in args.config]
+    a_file = args.variant is not None and config_path(args.variant, CONFIGS_DIR) != CONFIGS_DIR / f"{args.variant}.yaml"
+    if args.config or a_file:  # each config alone; a variant name brings its parent or children
+        configs = [load_config(config_path(text, CONFIGS_DIR), args.overrides) for text in args.config or [args.variant]]
     else:
         configs = configs_for_bench(args.variant)
         if args.overrides:
@@ -412,7 +430,7 @@ def cmd_bench_harness(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ssd_eval import fetch
-    from ssd_eval.config.load import load_config, variant_configs
+    from ssd_eval.config.load import config_path, load_config, variant_configs
 
     progress = not args.no_progress
     if args.what == "models":
@@ -430,7 +448,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                                       variant=variant)
             print(f"{variant}: {path}")
         return 0
-    config = load_config(args.config)
+    config = load_config(config_path(args.config, CONFIGS_DIR))
     fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
                       annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
                       download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress,
@@ -446,15 +464,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ssd_eval.inference.model_info import inspect_model, render
 
     model = Path(args.model)
-    variant_config = CONFIGS_DIR / f"{args.model}.yaml"
-    if not model.exists() and model.suffix != ".onnx" and variant_config.is_file():
-        from ssd_eval.config.load import load_config
+    if model.suffix in (".yaml", ".yml") or (model.suffix != ".onnx" and not model.is_file()):  # a config
+        from ssd_eval.config.load import config_path, load_config
 
-        model = Path(load_config(variant_config).model.path)
+        source = config_path(args.model, CONFIGS_DIR)
+        config = load_config(source)
+        model = Path(config.model.path)
         if not model.exists():
-            url = load_config(variant_config).model.url
-            hint = f"; 'ssd-eval fetch models --variant {args.model}' downloads it" if url else ""
-            raise UserError(f"{model}: no such file (the model of {variant_config}{hint})")
+            hint = f"; 'ssd-eval fetch models --variant {config.variant}' downloads it" if config.model.url else ""
+            raise UserError(f"{model}: no such file (the model of {source}{hint})")
     info = inspect_model(model)
     print(json.dumps(info.to_dict(), indent=2) if args.json else render(info))
     return 0

@@ -20,7 +20,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from ssd_eval.config.protocols import PROTOCOL_ALIASES, PUBLISHED, SWITCH_KEYS
-from ssd_eval.config.schema import KERNEL_CLASSES, SCORING_BACKENDS, Config
+from ssd_eval.config.schema import KERNEL_CLASSES, SCORING_BACKENDS, VARIANT_NAME, Config
 from ssd_eval.errors import UserError, quote
 from ssd_eval.loaders import load_yaml
 from ssd_eval.utils import get_dotted
@@ -81,17 +81,52 @@ def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Conf
     path = Path(path)
     merged, origins = _load_merged(path, seen=())
     file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
+    named_by = None
     for item in overrides:
         if isinstance(item, str):
             key, value = parse_override(item)
             origin = "--set"
         else:
             key, value, origin = item if len(item) == 3 else (*item, "--set")
+        if origin == NAME_OPTION:
+            check_variant_name(value)
+            key, named_by = "variant", NAME_OPTION
         _set_dotted(merged, key, value, origin=origin, origins=origins)
     config = config_from_dict(merged, origins=origins, default_origin=str(path))
     config.source = str(path)
     config.overridden = overridden_keys(file_values, merged)
+    config.named_by = named_by
     return config
+
+
+NAME_OPTION = "--name"
+"""The origin of an override that names the run (``("variant", NAME, "--name")``): a variant of its own."""
+
+
+def check_variant_name(name: Any, configs_dir: str | Path | None = None) -> None:
+    """UserError unless ``name`` can name a variant (schema.VARIANT_NAME); with ``configs_dir``, also when a
+    config there already is that variant (its results and baseline are the config's)."""
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+        raise UserError(f"--name {name if isinstance(name, str) else quote(name)}: a variant name is letters, digits, '.', '_' and '-' (the name of "
+                        "its results folder and baseline file), starting with a letter or digit")
+    if configs_dir is not None and name in variant_configs(configs_dir):
+        raise UserError(f"--name {name}: {Path(configs_dir) / (name + '.yaml')} is that variant already; "
+                        "give your own model or data a name of its own")
+
+
+def config_path(text: str | Path, configs_dir: str | Path = "configs") -> Path:
+    """The config file a command-line argument names: a path as it is (one with a '/' or ending in .yaml or
+    .yml, or any existing file), a bare variant name as ``<configs_dir>/<name>.yaml``. UserError naming the
+    known variants when a name has no config."""
+    text = str(text)
+    path = Path(text)
+    if "/" in text or path.suffix in (".yaml", ".yml") or path.is_file():
+        return path
+    named = Path(configs_dir) / f"{text}.yaml"
+    if not named.is_file():
+        known = ", ".join(variant_configs(configs_dir)) if Path(configs_dir).is_dir() else "none"
+        raise UserError(f"{text!r}: no such variant ({named} not found; variants: {known}) and no such config file")
+    return named
 
 
 def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -206,6 +207,9 @@ class Config:
     # The keys of PARTIAL_KEYS whose value differs from the config file's (--model, --annotations,
     # --images, --set, or a dict over the file it extends): they make a run partial (partial_parts).
     overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})
+    # Where the variant name came from when the command line gave it ("--name"): a run of the user's own
+    # model or data under a name of its own, written to results/<name>/ as a full run (partial_parts).
+    named_by: Optional[str] = field(default=None, metadata={"internal": True})
 
     @property
     def out_dir(self) -> Path:
@@ -230,10 +234,14 @@ class Config:
         """What makes this a partial run, as (results-folder part, description) pairs: a
         ``dataset.limit`` (``limit3``), a model other than the config file's (``model-<sha12>``),
         another annotation file (``annotations-<sha12>``) or image folder (``images-<sha12 of its
-        path>``). Empty for a full run of the config as its file describes it."""
+        path>``). Empty for a full run of the config as its file describes it, and for a run named by
+        ``--name`` (``named_by``) whatever its model, annotations and images: that name is a variant of
+        its own (only a limit keeps it partial)."""
         parts = []
         if self.dataset.limit is not None:
             parts.append((f"limit{self.dataset.limit}", f"limit {self.dataset.limit}"))
+        if self.named_by:
+            return parts
         if "model.path" in self.overridden:
             parts.append((f"model-{_file_sha12(self.model.path)}", f"model {self.model.path}"))
         if "dataset.annotations" in self.overridden:
@@ -279,16 +287,31 @@ class Config:
         needs += [extras.tracker(name) for name in dict.fromkeys(self.tracking.log)]
         return needs
 
+    def name_record(self) -> Optional[dict[str, Any]]:
+        """provenance.name of a run named on the command line (``named_by``): where the name came from,
+        the config file it started from and the values that file had overridden; None otherwise."""
+        if not self.named_by:
+            return None
+        values = {"model.path": self.model.path, "dataset.annotations": self.dataset.annotations,
+                  "dataset.images": self.dataset.images}
+        return {"from": self.named_by, "config_file": self.source,
+                "overridden": {key: values[key] for key in self.overridden if key in values}}
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""
         data = dataclasses.asdict(self)
-        for internal in ("source", "overridden"):
+        for internal in ("source", "overridden", "named_by"):
             data.pop(internal, None)
         return data
 
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
         return hash_data(self.to_dict())
+
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""What a variant name may be: a results folder's name (results/<name>/) and a baseline file's
+(baselines/<name>.yaml); ``@`` separates a run name's parts (run_name), so it is not allowed."""
 
 
 def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
 from ssd_eval import extras
+from ssd_eval.config.load import NAME_OPTION
 from ssd_eval.config.schema import Config
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
@@ -108,6 +109,9 @@ def set_arguments(overrides: Sequence[Any]) -> list[str]:
     (values written as JSON, which the config loader reads back as YAML)."""
     arguments: list[str] = []
     for item in overrides:
+        if not isinstance(item, str) and len(item) == 3 and item[2] == NAME_OPTION:
+            arguments += [NAME_OPTION, str(item[1])]  # a named run stays named in its jobs (config.load_config)
+            continue
         text = item if isinstance(item, str) else f"{item[0]}={json.dumps(item[1])}"
         arguments += ["--set", text]
     return arguments

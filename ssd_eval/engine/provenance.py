@@ -50,6 +50,8 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
         # model.path, dataset.annotations and dataset.images differ from the config file's.
         "partial": [part for part, _ in config.partial_parts()],
         "overridden": list(config.overridden),
+        # A run named by --name: where the name came from and what it overrode (Config.name_record); else None.
+        "name": config.name_record(),
         "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
         "runtime": {
             "onnxruntime": package_version("onnxruntime"),

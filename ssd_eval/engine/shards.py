@@ -193,6 +193,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     config_data = provenance["config"]
     config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
     config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
+    config.named_by = (provenance.get("name") or {}).get("from")  # and a named one stays named
     config.tracking.log = []  # the shards' own setting (none): merge is tracked by its caller's on_result
     extras.check(config.needed_extras())
     dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
