@@ -410,9 +410,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.iterations <= 0 or args.warmup < 0:
         raise UserError("bench: --iterations must be positive and --warmup not negative")
-    a_file = args.variant is not None and config_path(args.variant, CONFIGS_DIR) != CONFIGS_DIR / f"{args.variant}.yaml"
-    if args.config or a_file:  # each config alone; a variant name brings its parent or children
-        configs = [load_config(config_path(text, CONFIGS_DIR), args.overrides) for text in args.config or [args.variant]]
+    variant_file = None if args.variant is None else config_path(args.variant, CONFIGS_DIR)
+    if args.config or (variant_file and variant_file != CONFIGS_DIR / f"{args.variant}.yaml"):
+        # configs named as files, each alone (a variant name brings its fp32 parent or quantized children)
+        configs = [load_config(config_path(text, CONFIGS_DIR), args.overrides)
+                   for text in args.config or [args.variant]]
     else:
         configs = configs_for_bench(args.variant)
         if args.overrides:

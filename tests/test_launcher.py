@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from ssd_eval.config.load import load_config
 from ssd_eval.engine.launcher import (
     JobPlan,
     _Job,
+    _lines_after_header,
     _stop,
+    _update,
     _wait,
     error_line,
     job_command,
@@ -194,7 +197,7 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
     done = types.SimpleNamespace(poll=lambda: 0)
     monkeypatch.setattr(launcher, "_start", lambda plan, *args, **kwargs: types.SimpleNamespace(
         process=done, log_file=types.SimpleNamespace(close=lambda: None)))
-    monkeypatch.setattr(launcher, "_wait", lambda *args: None)
+    monkeypatch.setattr(launcher, "_wait", lambda *args, **kwargs: None)
     refusals = []
 
     def second_run():
@@ -221,3 +224,44 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
     assert metrics["provenance"]["parallel_jobs"] == 2 and metrics["mAP"] == result.map
     assert metrics["provenance"]["detections"] == len(json.loads((out / "detections.json").read_text()))
     assert not (out / "cache.jsonl").exists()  # the refused runs left nothing behind
+
+
+@pytest.mark.slow
+def test_two_jobs_show_their_aggregate_progress_in_logs(tmp_path, coco_subset):
+    """Issue 25: jobs run with --no-progress; the launcher's log shows their images done of the total, images/s
+    and the time left, as a single run's lines do."""
+    run = run_cli("eval", "--config", "sample", "--annotations", str(coco_subset / "annotations.json"),
+                  "--images", str(coco_subset / "images"), "--name", "real", "--out", str(tmp_path / "{run}"),
+                  "--jobs", "2", "--set", "pipeline.progress_interval_s=1", "--set", "metrics.bootstrap.replicates=0")
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert f"real: 200 images to run in 2 jobs, 0 from the jobs' caches; writing to {tmp_path / 'real'}" in lines
+    progress = [line for line in lines if re.fullmatch(
+        r"real \(2 jobs\): \d+/200 images \(\d+ %\), \d+\.\d\d img/s, about \d+m\d\ds left", line)]
+    assert len(progress) >= 2, run.stderr  # at least one on the way, and the end's
+    assert progress[-1].startswith("real (2 jobs): 200/200 images (100 %)")
+    assert sum(line.startswith("real (2 jobs): 200/200") for line in lines) == 1
+
+
+class Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, count):
+        self.n += count
+
+
+def test_progress_counts_the_jobs_new_images_not_those_their_caches_held(tmp_path):
+    def job(index: int, lines: int, resumed: int) -> _Job:
+        cache = tmp_path / f"cache{index}.jsonl"
+        cache.write_bytes(b"header\n" + b"image\n" * lines + b"half a line")
+        return _Job(JobPlan(index, 2), None, tmp_path / "log", None, cache, resumed=resumed)
+
+    running = [job(1, 5, 2), job(2, 3, 0)]
+    bar = Bar()
+    _update(bar, running)
+    assert bar.n == 3 + 3  # a line being written counts once complete
+    (tmp_path / "cache1.jsonl").write_bytes(b"header\n" + b"image\n")  # started afresh: none was resumed
+    _update(bar, running)
+    assert bar.n == 1 + 3 and running[0].resumed == 0
+    assert _lines_after_header(tmp_path / "cache2.jsonl") == 3 and _lines_after_header(tmp_path / "none") == 0

@@ -107,7 +107,8 @@ def check_variant_name(name: Any, configs_dir: str | Path | None = None) -> None
     """UserError unless ``name`` can name a variant (schema.VARIANT_NAME); with ``configs_dir``, also when a
     config there already is that variant (its results and baseline are the config's)."""
     if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-        raise UserError(f"--name {name if isinstance(name, str) else quote(name)}: a variant name is letters, digits, '.', '_' and '-' (the name of "
+        shown = name if isinstance(name, str) else quote(name)
+        raise UserError(f"--name {shown}: a variant name is letters, digits, '.', '_' and '-' (the name of "
                         "its results folder and baseline file), starting with a letter or digit")
     if configs_dir is not None and name in variant_configs(configs_dir):
         raise UserError(f"--name {name}: {Path(configs_dir) / (name + '.yaml')} is that variant already; "
@@ -125,7 +126,8 @@ def config_path(text: str | Path, configs_dir: str | Path = "configs") -> Path:
     named = Path(configs_dir) / f"{text}.yaml"
     if not named.is_file():
         known = ", ".join(variant_configs(configs_dir)) if Path(configs_dir).is_dir() else "none"
-        raise UserError(f"{text!r}: no such variant ({named} not found; variants: {known}) and no such config file")
+        raise UserError(f"{text!r}: no such variant ({named} not found; variants: {known}) and no such "
+                        "config file")
     return named
 
 

@@ -165,7 +165,7 @@ class MetricsConfig:
     # (ssd_eval.scoring.streaming; the same numbers); false: every detection at once.
     streaming: bool = True
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); true needs hotcoco (Config.needed_extras).
+    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); true needs hotcoco (needed_extras).
     error_breakdown: bool = False
 
 

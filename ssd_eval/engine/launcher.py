@@ -14,6 +14,10 @@ caches keep every finished image: the same command goes on where they stopped.
 
 ``--executor ray`` runs the same shards as Ray tasks instead (ssd_eval.engine.ray_executor), with the
 same per-job threads (``job_overrides``) and the same merge (``merge_jobs``).
+
+The jobs run without progress reports of their own; the launcher shows their aggregate progress as a
+single run shows its own (``_wait``): the images finished across all jobs (their caches' lines) of the
+total, images/s and the time left, as a bar on a terminal and as an occasional plain line in logs.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from typing import IO, Any, Callable, Sequence
 from ssd_eval import extras
 from ssd_eval.config.load import NAME_OPTION
 from ssd_eval.config.schema import Config
+from ssd_eval.data import coco as data
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
-from ssd_eval.engine.shards import shard_dir
+from ssd_eval.engine.pipeline import ProgressLines, progress_log
+from ssd_eval.engine.shards import run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir
 
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 
 JOB_LOG = "job.log"
 EXECUTORS = ("local", "ray")
+CACHE_FILE = "cache.jsonl"
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
@@ -144,6 +151,7 @@ class _Job:
     cache_path: Path
     cache_offset: int = 0
     cache_lines: int = 0
+    resumed: int = 0  # images its cache held before it started (they count as done, not as this run's speed)
 
 
 def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool = False,
@@ -189,10 +197,18 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
     with folder_lock(out_dir):
         plans = plan_jobs(config, jobs,
                           cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
+        _warn_of_other_splits(out_dir, jobs)
+        total = planned_images(config)
+        cached = {plan.index: 0 if fresh else _lines_after_header(shard_dir(out_dir, (plan.index, jobs)) / CACHE_FILE)
+                  for plan in plans}
         started = time.perf_counter()
-        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose) for plan in plans]
+        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose,
+                          resumed=cached[plan.index]) for plan in plans]
+        if progress and total is not None:
+            progress_log.info("%s: %d images to run in %d jobs, %d from the jobs' caches; writing to %s",
+                              config.variant, total - sum(cached.values()), jobs, sum(cached.values()), out_dir)
         try:
-            _wait(running, config.variant, progress)
+            _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
             _stop(running)
             for job in running:
@@ -208,7 +224,7 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
 
 
 def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out_dir: Path, *, fresh: bool,
-           verbose: int) -> _Job:
+           verbose: int, resumed: int = 0) -> _Job:
     directory = prepare_out_dir(shard_dir(out_dir, (plan.index, plan.total)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if plan.cuda_device is not None:
@@ -219,20 +235,28 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, directory / "cache.jsonl")
+    return _Job(plan, process, log_path, log_file, directory / CACHE_FILE, resumed=resumed)
 
 
-def _wait(running: list[_Job], variant: str, progress: bool | str) -> None:
-    """Wait for every job; on the first failure raise its error line (the caller stops the others)."""
+def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
+          every_s: float = 120.0) -> None:
+    """Wait for every job, showing their aggregate progress as a single run shows its own (``progress``: True a
+    bar, "lines" an occasional line for logs, False none): the images all jobs finished of ``total`` (None:
+    unknown), images/s and the time left; on the first failure raise its error line (the caller stops the
+    others). The images the jobs' caches held before they started count as done, not in images/s."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=f"{variant} ({len(running)} jobs)", unit="img", disable=progress is not True,
-               dynamic_ncols=True)
+    desc = f"{variant} ({len(running)} jobs)"
+    resumed = sum(job.resumed for job in running)
+    to_run = None if total is None else max(0, total - resumed)
+    if progress == "lines" and to_run is not None:
+        bar: Any = ProgressLines(to_run, desc, every_s=every_s)
+    else:
+        bar = tqdm(total=to_run, desc=desc, unit="img", disable=progress is not True, dynamic_ncols=True)
     with bar:
         while True:
-            done = bar.n
-            bar.update(sum(_count_cached(job) for job in running) - done)
-            codes = [job.process.poll() for job in running]
+            codes = [job.process.poll() for job in running]  # before counting: a finished job's cache is complete
+            _update(bar, running)
             failed = next((job for job, code in zip(running, codes) if code not in (None, 0)), None)
             if failed is not None:
                 raise UserError(f"--jobs {len(running)}: job {failed.plan.shard} failed (exit "
@@ -241,6 +265,46 @@ def _wait(running: list[_Job], variant: str, progress: bool | str) -> None:
             if all(code == 0 for code in codes):
                 return
             time.sleep(POLL_S)
+
+
+def _update(bar: Any, running: list[_Job]) -> None:
+    """Bring ``bar`` (a tqdm or ProgressLines) to the images the jobs inferred so far (their caches' lines
+    past those they held before)."""
+    done = 0
+    for job in running:
+        lines = _count_cached(job)
+        if lines < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
+            job.resumed = 0
+        done += lines - job.resumed
+    bar.update(done - bar.n)
+
+
+def planned_images(config: Config) -> int | None:
+    """How many images the jobs evaluate together (the progress total); None when the annotations cannot be
+    read here (the jobs then say why)."""
+    try:
+        dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
+        return len(run_image_ids(config, dataset)[0])
+    except (UserError, OSError):
+        return None
+
+
+def _lines_after_header(path: Path) -> int:
+    """The finished images a resume cache holds (its complete lines after the header); 0 without one."""
+    try:
+        with open(path, "rb") as handle:
+            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1)
+    except OSError:
+        return 0
+
+
+def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
+    """A warning naming the shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: runs of
+    another --jobs / --shard i/M, not part of this one (remove them, or they pile up)."""
+    others = sorted(str(p) for p in out_dir.glob("shard-*-of-*") if p.is_dir() and not p.name.endswith(f"-of-{jobs}"))
+    if others:
+        log.warning("%s: shard folders of another split, not part of this --jobs %d run: %s (remove them)",
+                    out_dir, jobs, ", ".join(others))
 
 
 def _count_cached(job: _Job) -> int:

@@ -28,12 +28,11 @@ from tqdm import tqdm
 from ssd_eval import extras, fetch, utils
 from ssd_eval.config.schema import Config, run_name
 from ssd_eval.data import coco as data
-from ssd_eval.data import subsets
 from ssd_eval.engine import finish
 from ssd_eval.engine.cache import DetectionCache, cache_key
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.provenance import run_provenance
-from ssd_eval.engine.shards import shard_dir, write_shard_manifest
+from ssd_eval.engine.shards import run_image_ids, shard_dir, write_shard_manifest
 from ssd_eval.errors import UserError
 from ssd_eval.inference import model_info, postprocess, preprocess
 from ssd_eval.inference.runner import Detector
@@ -269,20 +268,28 @@ class ProgressLines:
         self.done = 0
         self.started = self.last_line = clock()
         self.printed = False
+        self.printed_done = 0  # images done at the last line
 
     def _due(self, now: float) -> bool:
+        if self.printed and self.printed_done >= self.total:  # the end's line is printed once
+            return False
         if self.printed:
             return now - self.last_line >= self.every_s or self.done >= self.total
         elapsed = now - self.started
         early = elapsed >= min(self.first_after_s, self.every_s) or self.done >= self.first_fraction * self.total
         return elapsed >= self.min_first_s and early
 
+    @property
+    def n(self) -> int:
+        """The images counted so far (as tqdm names it)."""
+        return self.done
+
     def update(self, count: int) -> None:
         """Count ``count`` more finished images; print a line when one is due."""
         self.done += count
         now = self.clock()
         if self._due(now):
-            self.last_line, self.printed = now, True
+            self.last_line, self.printed, self.printed_done = now, True, self.done
             rate = self.done / max(now - self.started, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else math.inf
             print(f"{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f} %), "
@@ -338,10 +345,7 @@ def evaluate(
                       annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
                       images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
-    opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
-    image_ids = subsets.select_image_ids(
-        dataset, limit=config.dataset.limit, subset=opened,
-        skip_images_without_annotations=switches["skip_images_without_annotations"], shard=shard)
+    image_ids, opened = run_image_ids(config, dataset, shard)
     subset = finish.subset_record(config, dataset, opened)
     if not image_ids and shard is None:  # an empty shard (more shards than images) is fine
         raise UserError(f"{dataset.annotations_path}: no images to evaluate with these settings")

@@ -152,6 +152,17 @@ def _is_shard_manifest(manifest: Any) -> bool:
                     for k in ("resumed_images", "inference_time_s", "wall_time_s")))
 
 
+def run_image_ids(config: Config, dataset: data.CocoDataset, shard: tuple[int, int] | None = None
+                  ) -> tuple[list[int], subsets.Subset | None]:
+    """The image ids a run of ``config`` evaluates (of ``shard`` i/n, None: all), with the subset file opened
+    for them (None without ``dataset.subset``): what a run, a merge and ``--jobs``'s progress total count."""
+    opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
+    image_ids = subsets.select_image_ids(
+        dataset, limit=config.dataset.limit, subset=opened,
+        skip_images_without_annotations=config.switches()["skip_images_without_annotations"], shard=shard)
+    return image_ids, opened
+
+
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
                  launch: dict[str, Any] | None = None, on_result: Callable[[EvalResult], Any] | None = None,
                  locked: bool = False, strict: bool = False) -> EvalResult:
@@ -200,9 +211,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     if dataset.sha256 != first["identity"]["annotations_sha256"]:
         raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
     switches = config.switches()
-    opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
-    expected = subsets.select_image_ids(dataset, limit=config.dataset.limit, subset=opened,
-                                     skip_images_without_annotations=switches["skip_images_without_annotations"])
+    expected, opened = run_image_ids(config, dataset)
     skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
     covered = set(seen) | {s["image_id"] for s in skipped}
     if covered != set(expected):

@@ -14,8 +14,9 @@ after metrics.json is written:
 - TensorBoard (``pip install -e '.[tensorboard]'``: tensorboardX, which writes event files with
   protobuf alone: no TensorFlow, no tensorboard server package): the same numbers under the same
   names as MLflow's metrics (``run_metrics``: ``mAP``, ``AP/<category>``, ``dAP/<type>``...) as
-  scalars, the provenance and config as text, and the same pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default
-  ``<output dir>/tb``): ``tensorboard --logdir results`` shows every run side by side.
+  scalars, the provenance and config as text, and the same pictures as images, in
+  ``tracking.tensorboard_dir`` (``--log-dir``; default ``<output dir>/tb``): ``tensorboard --logdir
+  results`` shows every run side by side.
 
 Where each run went is added to metrics.json as ``provenance.tracking``. Before any image is evaluated
 (``check_trackers``), a missing package, an MLflow server that does not answer a TCP connect within

@@ -11,8 +11,8 @@ fixes them (relabel or re-box the detection, or drop it when that would make a d
 drop a duplicate or background detection; leave a missed box out of the count).
 
 The numbers come from hotcoco's ``COCOeval.tide_errors`` (Rust; the ``hotcoco`` extra,
-pinned in requirements.lock; only when ``metrics.error_breakdown: true`` asks), run on the same prepared ground truth, image set, categories
-and crowd handling as the run's scores: its ``ap50`` equals the run's AP50.
+pinned in requirements.lock; only when ``metrics.error_breakdown: true`` asks), run on the same
+prepared ground truth, image set, categories and crowd handling as the run's scores: its ``ap50`` equals the run's AP50.
 """
 
 from __future__ import annotations
