@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep)
 
     merge = commands.add_parser("merge", help="score shard outputs together")
-    merge.add_argument("shards", nargs="+", help="shard output directories")
+    merge.add_argument("shards", nargs="+", metavar="DIR",
+                       help="shard output folders (shard-i-of-n), or the folder holding them (eval --shard's --out)")
     merge.add_argument("--out", help="output directory (default: the config's output.dir)")
     add_tracking_options(merge)
     merge.set_defaults(handler=cmd_merge)
@@ -289,7 +290,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           strict=args.strict, on_result=on_result)
     if result is None:
         print(f"shard {args.shard} of {config.variant} written to {shard_dir(config.out_dir, shard)}; "
-              "score all shards with 'ssd-eval merge'")
+              f"once every shard is written, score them with 'ssd-eval merge {config.out_dir}'")
         return 0
     if args.summary == "line":
         print(render_result_line(result))

@@ -36,8 +36,10 @@ def two_shards(tmp_path_factory) -> list[Path]:
 
 
 def test_merge_streams_the_shards_detections_to_the_scorer_in_image_order(two_shards, tmp_path, monkeypatch):
+    from ssd_eval.engine import finish
+
     seen = {}
-    score = ssd_eval.engine.finish.score_detections
+    score = finish.score_detections
 
     def recording(gt, detections, image_ids, **kwargs):
         seen.update(kind=type(detections), streaming=kwargs.get("streaming"))
@@ -45,7 +47,7 @@ def test_merge_streams_the_shards_detections_to_the_scorer_in_image_order(two_sh
         seen["image_order"] = [d["image_id"] for d in detections]
         return score(gt, detections, image_ids, **kwargs)
 
-    monkeypatch.setattr(ssd_eval.engine.finish, "score_detections", recording)
+    monkeypatch.setattr(finish, "score_detections", recording)  # merge scores through engine.finish
     result = shards.merge_shards(two_shards, tmp_path / "merged")
     assert seen["kind"] is not list and seen["streaming"] is True  # an iterator, never every detection at once
     assert seen["image_order"] == sorted(seen["image_order"])
@@ -153,10 +155,11 @@ def test_merge_refuses_shards_whose_annotation_file_was_edited_after_them(tmp_pa
 def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written(two_shards, tmp_path, monkeypatch):
     """Issue 22 item 4: merge holds the output folder's lock from its first file to its last (and through
     ``finish``, where tracking rewrites metrics.json)."""
+    from ssd_eval.engine import finish
 
     target = tmp_path / "merged"
     refusals = []
-    breakdown = ssd_eval.engine.finish.breakdown_for_run
+    breakdown = finish.breakdown_for_run
 
     def in_the_window(*args, **kwargs):  # detections.json is written, metrics.json is not yet
         if not refusals:  # the first merge's window only (a second merge let in would come here too)
@@ -171,7 +174,7 @@ def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written
             evaluate(load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(target))]), progress=False)
         refusals.append(str(refused.value))
 
-    monkeypatch.setattr(ssd_eval.engine.finish, "breakdown_for_run", in_the_window)
+    monkeypatch.setattr(finish, "breakdown_for_run", in_the_window)  # called between the two files
     result = shards.merge_shards(two_shards, target, on_result=on_result)
     assert refusals == [f"{target}: another run is using this output directory; wait for it to finish or choose "
                         "another --out"] * 2
@@ -179,3 +182,27 @@ def test_a_second_merge_into_the_folder_is_refused_until_metrics_json_is_written
     assert result.provenance["detections"] == len(written) == json.loads(
         (target / "metrics.json").read_text())["provenance"]["detections"]
     assert not (target / "cache.jsonl").exists()
+
+
+def test_merge_of_the_shards_out_folder_finds_its_shards_or_names_the_splits(tmp_path, capsys):
+    """Issue 25: `eval --shard i/n --out DIR` then `merge DIR` works; DIR with shard folders of two splits (an older
+    shard-*-of-3 beside shard-*-of-2) is an error naming both, as is a folder without shards."""
+    from ssd_eval.cli import main
+
+    out = tmp_path / "out"
+    for index in (1, 2):
+        assert main(["eval", "--config", "sample", "--shard", f"{index}/2", "--out", str(out), "--no-progress",
+                     "--set", "metrics.bootstrap.replicates=0"]) == 0
+    assert f"score them with 'ssd-eval merge {out}'" in capsys.readouterr().out
+    assert main(["merge", str(out)]) == 0
+    merged = json.loads((out / "metrics.json").read_text())
+    assert merged["provenance"]["shards"] == ["1/2", "2/2"] and merged["provenance"]["images"] == 8
+    capsys.readouterr()
+
+    (out / "shard-1-of-3").mkdir()
+    assert main(["merge", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"ssd-eval: error: merge: {out} holds shards of 2 splits: 2 of 2 ({out}/shard-*-of-2); 1 of 3 "
+                     f"({out}/shard-*-of-3); name the folders of one split, and remove the other's")
+    assert main(["merge", str(tmp_path)]) == 2
+    assert "is neither a shard's output" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import contextlib
 import heapq
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -36,6 +37,36 @@ SHARD_FILE = "shard.json"
 def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
     """Where shard i of n writes its detections."""
     return out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+SHARD_FOLDER = re.compile(r"shard-(\d+)-of-(\d+)")
+
+
+def expand_shard_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """The shard folders ``merge`` is given: each path that is a shard's output (it holds SHARD_FILE) as it is;
+    a folder that is not, such as the ``--out DIR`` of ``eval --shard i/n --out DIR``, stands for the
+    ``shard-i-of-n`` folders in it. UserError (one line) when such a folder holds none, or shards of more than
+    one split (shard-*-of-2 and older shard-*-of-3): each split named, to merge one and remove the other."""
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if (path / SHARD_FILE).is_file() or not path.is_dir():
+            expanded.append(path)  # a missing one: read_shard says so
+            continue
+        splits: dict[int, list[Path]] = {}
+        for child in path.iterdir():
+            match = SHARD_FOLDER.fullmatch(child.name)
+            if match and child.is_dir():
+                splits.setdefault(int(match.group(2)), []).append(child)
+        if not splits:
+            raise UserError(f"merge: {path} is neither a shard's output (no {SHARD_FILE}) nor a folder of shard-i-of-n "
+                            "folders; name the folders 'ssd-eval eval --shard i/n' wrote (its --out DIR/shard-i-of-n)")
+        if len(splits) > 1:
+            named = "; ".join(f"{len(dirs)} of {n} ({path}/shard-*-of-{n})" for n, dirs in sorted(splits.items()))
+            raise UserError(f"merge: {path} holds shards of {len(splits)} splits: {named}; name the folders of one "
+                            "split, and remove the other's")
+        [(_, dirs)] = splits.items()
+        expanded += sorted(dirs, key=lambda d: int(SHARD_FOLDER.fullmatch(d.name).group(1)))
+    return expanded
 
 
 def write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
@@ -176,7 +207,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     ``strict``: as ``pipeline.evaluate``'s, on the shards' summed output counts."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
-    shards = [(Path(d), *read_shard(Path(d))) for d in shard_dirs]
+    shards = [(Path(d), *read_shard(Path(d))) for d in expand_shard_dirs(shard_dirs)]
     first_dir, first, _ = shards[0]
     total = first["shard"][1]
     for directory, manifest, _ in shards[1:]:
