@@ -7,11 +7,13 @@ MODEL  ?= sample
 CONFIG ?= configs/$(MODEL).yaml
 ARGS   ?=
 PROTOCOL ?=
+# Your own model or data as a variant of its own: make eval NAME=mine ARGS='--model m.onnx --annotations a.json --images dir'
+NAME ?=
 BASELINES ?= baselines
 # Where eval's shards run: EXECUTOR=ray (Ray tasks; pip install -e '.[ray]') or local, JOBS=N shards (README).
 EXECUTOR ?=
 JOBS ?=
-EVAL_ARGS = $(if $(PROTOCOL),--set protocol=$(PROTOCOL),) $(if $(EXECUTOR),--executor $(EXECUTOR),) \
+EVAL_ARGS = $(if $(PROTOCOL),--protocol $(PROTOCOL),) $(if $(EXECUTOR),--executor $(EXECUTOR),) \
   $(if $(JOBS),--jobs $(JOBS),) $(ARGS)
 # CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
 SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
@@ -47,8 +49,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-eval: $(STAMP) ## evaluate the sample (default) or MODEL=ssd-12-int8 [PROTOCOL=published] [EXECUTOR=ray JOBS=N], then the table
-ifeq ($(MODEL),sample)
+eval: $(STAMP) ## evaluate the sample (default), MODEL=ssd-12-int8 [PROTOCOL=published] [EXECUTOR=ray JOBS=N], or NAME=mine ARGS='--model ...'
+ifneq ($(NAME),)
+	$(PY) -m ssd_eval eval --config $(CONFIG) --name $(NAME) $(EVAL_ARGS)
+	$(PY) -m ssd_eval table
+else ifeq ($(MODEL),sample)
 ifeq ($(EXECUTOR),ray)
 	$(PY) -m ssd_eval sweep $(foreach v,$(SAMPLE_VARIANTS),--config configs/$(v).yaml) \
 	  $(if $(PROTOCOL),--protocol $(PROTOCOL),) --executor ray $(if $(JOBS),--jobs $(JOBS),) $(ARGS)

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="ssd-eval", description="COCO accuracy evaluation of SSD ONNX models")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"ssd-eval {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("eval", help="evaluate a model on a COCO-format set")
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (overrides output.dir)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set runtime.intra_op_threads=4 (repeatable)")
+    add_protocol_option(run)
     run.add_argument("--shard", help="evaluate slice i of n (e.g. 2/4) and write only its detections")
     run.add_argument("--fresh", action="store_true", help="ignore and discard the resume cache")
     run.add_argument("--download", action="store_true", help="download the model and COCO when absent")
@@ -142,8 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a model other than the pinned one fails (as a baseline's require_model_sha256: true)")
     gate.set_defaults(handler=cmd_gate)
 
-    baseline = commands.add_parser("baseline", help="show or rewrite baselines from current results")
-    baseline.add_argument("--update", action="store_true", required=True, help="rewrite the baseline files")
+    baseline = commands.add_parser(
+        "baseline", help="rewrite baselines/<variant>.yaml from current results (--update), printing each diff",
+        description="Write or rewrite baselines/<variant>.yaml from each variant's current result, printing a "
+                    "unified diff of every changed file and the tolerance each file holds. --update is required: "
+                    "there is no dry run (the files are in git: review the diff there).")
+    baseline.add_argument("--update", action="store_true", required=True,
+                          help="required: rewrite (or create) the baseline files")
     baseline.add_argument("--baselines", default="baselines")
     baseline.add_argument("--results", default="results")
     baseline.add_argument("--variant", action="append", help="only this variant (repeatable)")
@@ -178,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(done anyway where this CPU needs it for exact int8)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
+    add_protocol_option(bench)
     bench.set_defaults(handler=cmd_bench)
 
     harness = commands.add_parser("bench-harness", help="deprecated: make bench-harness "
@@ -207,6 +215,30 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="where the --jobs shards run: local, subprocesses on this machine (default); ray, Ray "
                              "tasks on the cluster at RAY_ADDRESS or a local Ray instance (pip install -e '.[ray]')")
+
+
+def _version() -> str:
+    """This package's version (its installed metadata), or pyproject's where it is not installed."""
+    from ssd_eval.utils import package_version
+
+    return package_version("ssd_eval") or "(not installed)"
+
+
+def add_protocol_option(parser: argparse.ArgumentParser) -> None:
+    """--protocol NAME: short for --set protocol=NAME, beside every --set (applied after them)."""
+    parser.add_argument("--protocol", metavar="NAME", type=_protocol_override,
+                        help="evaluate under this protocol: coco, inc, mlperf-ssd or published (the one the "
+                             "variant's number was published under); short for --set protocol=NAME")
+    parser.set_defaults(protocol=None)
+
+
+def _protocol_override(name: str) -> tuple[str, str, str]:
+    return ("protocol", name, "--protocol")
+
+
+def set_overrides(args: argparse.Namespace) -> list[Any]:
+    """The --set overrides, then --protocol's."""
+    return list(args.overrides) + ([args.protocol] if args.protocol else [])
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +276,7 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
     """Config overrides from the ``eval`` options, in the order they apply."""
     from ssd_eval.config.load import NAME_OPTION
 
-    overrides: list[Any] = list(args.overrides)
+    overrides: list[Any] = set_overrides(args)
     if args.model:
         overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
                       ("model.size", None, "--model"), ("model.sha256", None, "--model")]
@@ -414,12 +446,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     variant_file = None if args.variant is None else config_path(args.variant, CONFIGS_DIR)
     if args.config or (variant_file and variant_file != CONFIGS_DIR / f"{args.variant}.yaml"):
         # configs named as files, each alone (a variant name brings its fp32 parent or quantized children)
-        configs = [load_config(config_path(text, CONFIGS_DIR), args.overrides)
+        configs = [load_config(config_path(text, CONFIGS_DIR), set_overrides(args))
                    for text in args.config or [args.variant]]
     else:
         configs = configs_for_bench(args.variant)
-        if args.overrides:
-            configs = [load_config(c.source, args.overrides) for c in configs]
+        if set_overrides(args):
+            configs = [load_config(c.source, set_overrides(args)) for c in configs]
     bench_models(configs, warmup=args.warmup, iterations=args.iterations, compare_exact_int8=args.compare_exact_int8)
     return 0
 

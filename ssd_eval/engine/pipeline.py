@@ -332,7 +332,6 @@ def evaluate(
     """
     started = time.perf_counter()
     extras.check(config.needed_extras())  # an optional package the config asks for and lacks: stop before any work
-    switches = config.switches()
     out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
     prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
     model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,

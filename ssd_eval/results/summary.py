@@ -56,6 +56,11 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
         speed_text += " (from the cache: measured when these images were inferred)"
     lines = [f"{result.variant}  protocol {result.protocol}  {provenance.get('images', '?')} images  "
              f"{provenance.get('detections', '?')} detections  {speed_text}"]
+    named = provenance.get("name")
+    if isinstance(named, dict) and isinstance(named.get("overridden"), dict):
+        overrides = ", ".join(f"{key} {value}" for key, value in named["overridden"].items())
+        lines.append(f"named by {named.get('from')} from {named.get('config_file')}"
+                     + (f" over {overrides}" if overrides else ""))
     if provenance.get("partial"):
         lines.append(f"partial run ({', '.join(provenance['partial'])}): for testing, not the variant's result")
     stages = stages_text(provenance.get("stages"))
@@ -63,7 +68,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
         lines.append(stages)
     lines += [f"warning: {warning}" for warning in result.scores.warnings]
     lines.append(f"model {model.get('path', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})  "
-                 f"backend {provenance.get('metrics_backend', '?')}  harness {_short_commit(provenance)}"
+                 f"backend {provenance.get('metrics_backend', '?')}  {_harness(provenance)}"
                  f"  date {provenance.get('date', '?')}")
     intervals = result.intervals if isinstance(result.intervals, dict) else {}
     rows = []
@@ -154,11 +159,16 @@ def stages_text(stages: Any) -> str | None:
 
 def _short_commit(provenance: dict[str, Any]) -> str:
     """provenance.harness_commit as 12 hex digits (plus "+dirty"), or "?" where unknown."""
+
+
+def _harness(provenance: dict[str, Any]) -> str:
+    """``harness <commit>``: provenance.harness_commit as 12 hex digits (plus "+dirty"), or ``harness: not a git
+    checkout`` where it is unknown (an installed package, a copy without .git)."""
     commit = provenance.get("harness_commit")
     if not isinstance(commit, str) or not commit:
-        return "?"
+        return "harness: not a git checkout"
     head, dirty, _ = commit.partition("+")
-    return head[:12] + (f"+{_}" if dirty else "")
+    return "harness " + head[:12] + (f"+{_}" if dirty else "")
 
 
 def _category_table(per_category: dict[str, float], ground_truth: dict[str, int], *, top: int,
