@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import ssd_eval.engine.finish
 from ssd_eval.config.load import load_config
 from ssd_eval.engine import shards
 from ssd_eval.engine.pipeline import evaluate

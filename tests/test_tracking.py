@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval import evaluate  # the API: it tracks what tracking.log names, as the command line does
+import ssd_eval
 from ssd_eval.cli import main
 from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import TrackingConfig
@@ -35,7 +35,7 @@ def sample_run(name: str, out: Path, *overrides):
         ("dataset.annotations", str(SAMPLE / "annotations.json")), ("dataset.images", str(SAMPLE / "images")),
         ("model.path", str(SAMPLE / "models" / f"{name}.onnx")), ("output.dir", str(out)),
         ("metrics.bootstrap.replicates", 0), *overrides])
-    return evaluate(config, progress=False)
+    return ssd_eval.evaluate(config)  # the library entry point hands tracking to the run, as the CLI does
 
 
 @pytest.fixture
@@ -226,7 +226,7 @@ def test_tensorboard_event_file_read_by_tensorboards_own_reader(tmp_path):
 def test_merge_logs_the_merged_result(tmp_path, mlflow_client):
     for index in (1, 2):
         config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(tmp_path / "r"))])
-        evaluate(config, shard=(index, 2), progress=False)
+        ssd_eval.evaluate(config, shard=(index, 2), progress=False)
     store = tmp_path / "mlruns"
     status = main(["merge", str(tmp_path / "r" / "shard-1-of-2"), str(tmp_path / "r" / "shard-2-of-2"),
                    "--log", "mlflow", "--log-uri", str(store)])
