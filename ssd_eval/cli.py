@@ -218,7 +218,7 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    """This package's version (its installed metadata), or pyproject's where it is not installed."""
+    """This package's version, from its installed metadata ("(not installed)" when run from a bare copy)."""
     from ssd_eval.utils import package_version
 
     return package_version("ssd_eval") or "(not installed)"

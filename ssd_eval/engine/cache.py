@@ -306,6 +306,7 @@ NOT_IN_CACHE_KEY: dict[str, str] = {
     "protocol": "a name; its switches are resolved into the fields they set (config.resolve_protocol)",
     "source": "where the config was read from",
     "overridden": "which keys differ from the config file (the results folder's name)",
+    "named_by": "where the variant name came from (--name): the results folder's name",
     "model.url": "where to download the model; its bytes are keyed",
     "model.size": "a check of the model file; its bytes are keyed",
     "model.sha256": "a check of the model file; its bytes are keyed",
