@@ -3,6 +3,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The runtime venv (requirements.lock: what `make eval` needs) and, on top, the dev one (requirements-dev.lock:
+# tests, lint, the extras the suite tests), each installed once.
+DEV_STAMP := $(VENV)/.installed-dev
+# An extra a target needs, installed when its module is missing, at the dev lock's versions: $(call extra,NAME,MODULE)
+extra = @$(PY) -c "import $(2)" 2>/dev/null || $(PY) -m pip install -q -c requirements-dev.lock '$(1)'
 MODEL  ?= sample
 CONFIG ?= configs/$(MODEL).yaml
 ARGS   ?=
@@ -35,19 +40,25 @@ PUBLISHED_VARIANTS = $(basename $(notdir $(shell grep -l '^ *published_protocol:
 MODEL_PARENT = $(shell sed -n 's/^ *parent: *\([A-Za-z0-9._-]*\).*/\1/p' $(CONFIG) 2>/dev/null)
 CI_VARIANTS = $(if $(filter sample,$(MODEL)),$(SAMPLE_VARIANTS),$(MODEL_PARENT) $(MODEL))
 
-.PHONY: help venv eval test lint data models table gate baseline bench bench-harness report sample \
+.PHONY: help venv dev-venv eval test lint data models table gate baseline bench bench-harness report sample \
         reproduce portability clean mutants planted-bugs ci-gate ci-eval ci-baseline subset
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-venv: $(STAMP) ## create .venv from requirements.lock (every target does this first)
+venv: $(STAMP) ## create .venv from requirements.lock, the runtime packages (every target does this first)
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+dev-venv: $(DEV_STAMP) ## add requirements-dev.lock to .venv: tests, lint, the extras the suite tests
+
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
+	@touch $(DEV_STAMP)
 
 eval: $(STAMP) ## evaluate the sample (default), MODEL=ssd-12-int8 [PROTOCOL=published] [EXECUTOR=ray JOBS=N], or NAME=mine ARGS='--model ...'
 ifneq ($(NAME),)
@@ -64,27 +75,31 @@ else
 	$(PY) -m ssd_eval table
 endif
 else
+	$(call extra,opencv-python-headless,cv2)
+	$(if $(findstring mlflow,$(ARGS)),$(call extra,mlflow-skinny,mlflow))
+	$(if $(findstring tensorboard,$(ARGS)),$(call extra,tensorboardX,tensorboardX))
 	$(PY) -m ssd_eval eval --config $(CONFIG) --download $(EVAL_ARGS)
 endif
 
 reproduce: $(STAMP) ## every published number under its source's protocol (downloads when absent), then the table
+	$(call extra,opencv-python-headless,cv2)
 	@for variant in $(PUBLISHED_VARIANTS); do \
 	  echo "== $$variant (protocol: published)"; \
 	  $(PY) -m ssd_eval eval --config configs/$$variant.yaml --download --set protocol=published $(ARGS) || exit $$?; \
 	done
 	$(PY) -m ssd_eval table
 
-test: $(STAMP) ## the whole test suite
+test: $(DEV_STAMP) ## the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: $(STAMP) ## ruff (rules in pyproject.toml), then the import layers (import-linter; docs/ARCHITECTURE.md)
+lint: $(DEV_STAMP) ## ruff (rules in pyproject.toml), then the import layers (import-linter; docs/ARCHITECTURE.md)
 	$(PY) -m ruff check ssd_eval tests tools
 	$(VENV)/bin/lint-imports --no-cache
 
-mutants: $(STAMP) ## mutation testing (mutmut) of the core modules, each with its tests; not in test/CI (MODULES=metrics)
+mutants: $(DEV_STAMP) ## mutation testing (mutmut) of the core modules, each with its tests; not in test/CI (MODULES=metrics)
 	$(PY) tools/mutants.py $(MODULES) $(ARGS)
 
-planted-bugs: $(STAMP) ## issue 15's bugs, each planted alone in a copy: a named test must catch it (about a minute)
+planted-bugs: $(DEV_STAMP) ## issue 15's bugs, each planted alone in a copy: a named test must catch it (about a minute)
 	$(PY) tools/planted_bugs.py $(ARGS)
 
 models: $(STAMP) ## download the zoo models (or MODEL=ssd-12) into data/models/
@@ -123,16 +138,17 @@ subset: $(STAMP) ## write subsets/SUBSET.json: SIZE images of val2017, stratifie
 bench: $(STAMP) ## model-alone speed, fp32 and quantized side by side (MODEL=ssd-12-int8)
 	$(PY) -m ssd_eval bench --variant $(MODEL) $(ARGS)
 
-bench-harness: $(STAMP) ## harness overhead, memory growth, scoring backends, int8 vs the physical limit (docs/PERFORMANCE.md)
+bench-harness: $(DEV_STAMP) ## harness overhead, memory growth, scoring backends, int8 vs the physical limit (docs/PERFORMANCE.md)
 	$(PY) -m ssd_eval.testing.bench_harness $(ARGS)
 
-report: $(STAMP) ## PR curves and per-category AP changes as PNG (needs .[report])
+report: $(STAMP) ## PR curves and per-category AP changes as PNG (installs matplotlib, the report extra, if missing)
+	$(call extra,matplotlib,matplotlib)
 	$(PY) -m ssd_eval report
 
-sample: $(STAMP) ## regenerate data/sample (byte-identical with the pinned packages)
+sample: $(DEV_STAMP) ## regenerate data/sample (byte-identical with the pinned packages)
 	$(PY) -m ssd_eval.testing.sample --out data/sample
 
-portability: $(STAMP) ## same sample stats under emulated AVX2/AVX/SSE4 CPUs; exact int8 there (needs qemu-user)
+portability: $(DEV_STAMP) ## same sample stats under emulated AVX2/AVX/SSE4 CPUs; exact int8 there (needs qemu-user)
 	tools/check_cpu_portability.sh
 	OPENBLAS_CORETYPE=Haswell qemu-x86_64 -cpu Haswell $(PY) tools/check_exact_int8.py 2>&1 | grep -v '^qemu-x86_64: warning'
 

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metadata.version("mutmut")
     except metadata.PackageNotFoundError:
-        print("mutmut is not installed: .venv/bin/pip install -e '.[dev]' (or pip install -r requirements.lock)")
+        print("mutmut is not installed: .venv/bin/pip install -e '.[dev]' (or pip install -r requirements-dev.lock)")
         return 2
     modules = args.modules or list(CORE)
     missing = [t for m in modules for t in MODULES[m] if not (REPO / t).is_file()]
