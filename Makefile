@@ -18,8 +18,8 @@ BASELINES ?= baselines
 # Where eval's shards run: EXECUTOR=ray (Ray tasks; pip install -e '.[ray]') or local, JOBS=N shards (README).
 EXECUTOR ?=
 JOBS ?=
-EVAL_ARGS = $(if $(PROTOCOL),--protocol $(PROTOCOL),) $(if $(EXECUTOR),--executor $(EXECUTOR),) \
-  $(if $(JOBS),--jobs $(JOBS),) $(ARGS)
+EVAL_ARGS = $(strip $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+  $(if $(JOBS),--jobs $(JOBS)) $(ARGS))
 # CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
 SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
 SIZE ?= 500
