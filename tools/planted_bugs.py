@@ -322,14 +322,14 @@ BUGS: list[Bug] = [
         "    if centre == shown:\n", "    if centre:\n",
         ("tests/test_table.py::test_map_ci_prints_the_interval_as_low_high_unless_it_is_centred_on_the_point[issue-21]",)),
     # ---- issue 26: speed levers must change no detection; per-stage times must go to the right stage
-    Bug("normalize-lut-channel-shifted", "ssd_eval/preprocess.py",
+    Bug("normalize-lut-channel-shifted", "ssd_eval/inference/preprocess.py",
         "written = cv2.LUT(plane, table[channel], dst=out[channel])",
         "written = cv2.LUT(plane, table[(channel + 1) % 3], dst=out[channel])",
         ("tests/test_levers.py::test_levers_leave_the_sample_detections_byte_identical[inc]",)),
-    Bug("input-wait-not-counted", "ssd_eval/pipeline.py",
+    Bug("input-wait-not-counted", "ssd_eval/engine/pipeline.py",
         "        clock.input_wait_s += time.perf_counter() - waited\n", "",
         ("tests/test_stages.py::test_a_slow_decode_shows_as_decode_time_and_session_run_idle",)),
-    Bug("spinning-setting-not-applied", "ssd_eval/runner.py",
+    Bug("spinning-setting-not-applied", "ssd_eval/inference/runner.py",
         "sorted({**spinning_entries(runtime), **entries}.items())", "sorted(entries.items())",
         ("tests/test_levers.py::test_allow_spinning_reaches_the_session[False-0]",)),
 ]
@@ -390,6 +390,8 @@ def run_tests(root: Path, tests: list[str], timeout: float, *, first_failure: bo
 
 def plant_and_test(root: Path, bug: Bug, timeout: float) -> Outcome:
     path = root / bug.file
+    if not path.is_file():
+        return Outcome(bug, "STALE", f"{bug.file} does not exist (the code moved): update the entry")
     original = path.read_text(encoding="utf-8")
     count = original.count(bug.old)
     if count != 1:
