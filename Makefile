@@ -20,7 +20,7 @@ EXECUTOR ?=
 JOBS ?=
 EVAL_ARGS = $(strip $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
   $(if $(JOBS),--jobs $(JOBS)) $(ARGS))
-# CI on a budget (README): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
+# CI on a budget (docs/STATISTICS.md): the image subset (subsets/$(SUBSET).json), its baselines, extra gate options.
 SUBSET ?= $(if $(filter sample,$(MODEL)),sample-4,ci-500)
 SIZE ?= 500
 SUBSET_ALGORITHM ?= stratified

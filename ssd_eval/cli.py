@@ -338,6 +338,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     shards as one Ray job), then the table of ``--results``."""
     from ssd_eval.config.load import load_config
     from ssd_eval.reports.table import write_table
+    from ssd_eval.reports.tracking import tracker_for
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
@@ -356,19 +357,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for protocol in dict.fromkeys(args.protocol or [None]):
             overrides = common + ([("protocol", protocol, "--protocol")] if protocol else [])
             runs.append((config_path, overrides, load_config(config_path, overrides)))
+    # Each run's tracking (its config's tracking.log), checked before any work, as eval does.
+    trackers = [tracker_for(config.tracking, config.out_dir) for _, _, config in runs]
     if args.executor == "ray":
         from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
 
         results = evaluate_runs([RayRun(config, path, overrides) for path, overrides, config in runs], args.jobs,
-                                fresh=args.fresh, download=args.download, progress=progress, verbose=args.verbose)
+                                fresh=args.fresh, download=args.download, progress=progress, verbose=args.verbose,
+                                on_results=trackers)
     else:
         from ssd_eval.engine.launcher import run_jobs
         from ssd_eval.engine.pipeline import evaluate
 
-        results = [evaluate(config, fresh=args.fresh, download=args.download, progress=progress) if args.jobs == 1
+        results = [evaluate(config, fresh=args.fresh, download=args.download, progress=progress, on_result=tracker)
+                   if args.jobs == 1
                    else run_jobs(config, args.jobs, overrides, config_path=path, fresh=args.fresh,
-                                 download=args.download, verbose=args.verbose, progress=progress)
-                   for path, overrides, config in runs]
+                                 download=args.download, verbose=args.verbose, progress=progress, on_result=tracker)
+                   for (path, overrides, config), tracker in zip(runs, trackers)]
     for result in results:
         print(f"{result.variant} ({result.protocol}): mAP {result.map:.6f}  {result.files['metrics']}")
     write_table(Path(args.results))

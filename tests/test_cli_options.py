@@ -116,3 +116,19 @@ def test_make_eval_takes_a_name():
     dry = subprocess.run(["make", "-n", "eval", "NAME=mine", "ARGS=--model my.onnx", "PROTOCOL=inc"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     assert "-m ssd_eval eval --config configs/sample.yaml --name mine --protocol inc --model my.onnx" in dry
+
+
+def test_sweep_tracks_each_run_as_eval_does(tmp_path, monkeypatch, capsys):
+    """A sweep's runs go to the trackers their configs name: checked before any work, given each result."""
+    from ssd_eval.reports import tracking
+
+    events = []
+    monkeypatch.setattr(tracking, "check_trackers", lambda settings, out_dir=None: events.append(("check", out_dir)))
+    monkeypatch.setattr(tracking, "track", lambda result, settings: events.append(("track", result.protocol)))
+    status = main(["sweep", "--config", "configs/sample.yaml", "--protocol", "coco", "--protocol", "mlperf-ssd",
+                   "--results", str(tmp_path / "results"), "--no-progress", "--set", "tracking.log=[mlflow]",
+                   "--set", "metrics.bootstrap.replicates=0"])
+    assert status == 0, capsys.readouterr().err
+    checks = [event for event in events if event[0] == "check"]
+    assert len(checks) == 2 and events[:2] == checks  # both checked before the first run
+    assert [event for event in events if event[0] == "track"] == [("track", "coco"), ("track", "mlperf-ssd")]

@@ -1312,14 +1312,13 @@ def test_ci95_without_kept_detections_or_a_parent_result_says_why_it_falls_back(
     ({"cpu": {"kernel_class": "x86-avx2", "cpu": "AMD EPYC"}}, {"session_config": {"session.x64quantprecision": "1"}},
      "note: ssd-12-int8 ran on a x86-avx2 CPU (AMD EPYC) but ssd-12-int8.yaml holds numbers measured on x86-vnni: u8s8 "
      "products were computed exactly (session.x64quantprecision=1), other int8 kernels may still round "
-     "differently; see the README's 'Quantized models on different CPUs'"),
+     "differently; see docs/QUANTIZATION.md"),
     ({"cpu": {"kernel_class": "x86-avx2", "cpu": "AMD EPYC"}}, {"session_config": {}},
      "note: ssd-12-int8 ran on a x86-avx2 CPU (AMD EPYC) but ssd-12-int8.yaml holds numbers measured on x86-vnni: "
-     "its u8s8 kernels may saturate and other int8 kernels round differently; see the README's 'Quantized models on "
-     "different CPUs'"),
+     "its u8s8 kernels may saturate and other int8 kernels round differently; see docs/QUANTIZATION.md"),
     ({}, {}, "note: ssd-12-int8 ran on a unknown CPU (?) but ssd-12-int8.yaml holds numbers measured on x86-vnni: "
-             "its u8s8 kernels may saturate and other int8 kernels round differently; see the README's "
-             "'Quantized models on different CPUs'"),
+             "its u8s8 kernels may saturate and other int8 kernels round differently; see "
+             "docs/QUANTIZATION.md"),
     ({"cpu": {"kernel_class": "x86-vnni", "cpu": "Xeon"}}, {}, None),  # the baseline's own class
 ], ids=["exact-u8s8", "saturating", "no-cpu-record", "same-class"])
 def test_the_int8_path_note_word_for_word(int8, runtime, expected):

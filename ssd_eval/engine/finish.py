@@ -93,7 +93,7 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
     if subset is not None and subset.get("algorithm") != RANDOM_ALGORITHM:
         record["full_set_off"] = (f"subset {subset.get('name')} was chosen by "
                                   f"{subset.get('algorithm') or 'an unrecorded rule'}, not at random: its mAP is "
-                                  "not a fair draw of the full set's (README, CI on a budget)")
+                                  "not a fair draw of the full set's (docs/STATISTICS.md)")
     elif subset is not None:
         extrapolated, why = full_set_intervals(matches, full_set_images=subset["full_set_images"],
                                                replicates=boot.replicates, seed=boot.seed, level=boot.level,

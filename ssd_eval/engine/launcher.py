@@ -177,11 +177,9 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
     if executor == "ray":
         from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
 
-        result = evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
-                               download=download, progress=progress, verbose=verbose, strict=strict)[0]
-        if on_result is not None:
-            on_result(result)
-        return result
+        return evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
+                             download=download, progress=progress, verbose=verbose, strict=strict,
+                             on_results=[on_result])[0]
     return _run_local(config, jobs, overrides, config_path=config_path, fresh=fresh, download=download,
                       verbose=verbose, progress=progress, strict=strict, on_result=on_result)
 

@@ -18,6 +18,7 @@ Resources: each task asks Ray for the CPUs of its onnxruntime threads (``launche
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -29,12 +30,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
+from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.pipeline import ProgressLines, evaluate
 from ssd_eval.engine.shards import SHARD_FILE, shard_dir
@@ -213,55 +215,70 @@ class _Shard:
 
 def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
                   progress: bool | str = True, verbose: int = 0, max_retries: int = MAX_RETRIES,
-                  strict: bool = False) -> list[EvalResult]:
+                  strict: bool = False,
+                  on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
     """Evaluate each run as ``jobs`` shards, every shard of every run one Ray task submitted at once, then merge
     each run into its results folder; returns the merged results, in the order of ``runs``.
 
     ``fresh``: the shards' resume caches here are discarded (else each task goes on from its shard's cache);
-    ``strict``: as ``pipeline.evaluate``'s, checked on each run's merged shards.
+    ``strict``: as ``pipeline.evaluate``'s, checked on each run's merged shards; ``on_results``: each run's
+    ``on_result`` (as ``pipeline.evaluate``'s: tracking), run on its merged result while its folder is locked.
     """
     ray = import_ray()
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     _check_out_dirs(runs)
-    if download:  # once, here, for every run: tasks downloading the same file would race
-        for config in {str(r.config.model.path): r.config for r in runs}.values():
-            download_inputs(config)
-    started = time.perf_counter()
-    started_ray = _connect(ray, verbose)
-    shards: list[_Shard] = []
+    # Each run's results folder is locked (engine.folder_lock) from its shards' first file to its metrics.json
+    # and the run's on_result (tracking), as the local executor does.
+    held = contextlib.ExitStack()
     try:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        shards = _plan(runs, jobs, nodes, fresh=fresh)
-        remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
-        cwd = os.getcwd()
-        total = sum(s.images - s.resumed for s in shards)
-        _say(progress, f"{_describe(runs)}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
-                       f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} from the "
-                       f"shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime threads per task")
-        submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
-        for shard in shards:
-            _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
-        _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
-                desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
-        results = []
-        for index, run in enumerate(runs):
-            mine = [s for s in shards if s.run == index]
-            launch = {"executor": "ray", "ray_nodes": len(nodes),
-                      "shard_nodes": [{"shard": f"{s.shard[0]}/{s.shard[1]}", "attempts": s.attempts,
-                                       **{k: v for k, v in (s.node or {}).items() if k != "pid"}} for s in mine]}
-            # The run's parallel phase ends with its last shard (in a sweep, runs shared the cluster meanwhile).
-            parallel_s = max(s.done_at for s in mine) - submitted
-            results.append(merge_jobs([s.folder for s in mine], run.config.out_dir, parallel_s=parallel_s,
-                                      started=started, launch=launch, strict=strict))
-        return results
-    finally:
-        for shard in shards:
-            if not shard.done and shard.stream is not None:
-                _cancel(ray, shard.stream)
-            shard.cache.close()
-        if started_ray:
-            ray.shutdown()
+        for run in runs:
+            held.enter_context(folder_lock(prepare_out_dir(run.config.out_dir)))
+    except BaseException:
+        held.close()
+        raise
+    with held:
+        if download:  # once, here, for every run: tasks downloading the same file would race
+            for config in {str(r.config.model.path): r.config for r in runs}.values():
+                download_inputs(config)
+        started = time.perf_counter()
+        started_ray = _connect(ray, verbose)
+        shards: list[_Shard] = []
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            shards = _plan(runs, jobs, nodes, fresh=fresh)
+            remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
+            cwd = os.getcwd()
+            total = sum(s.images - s.resumed for s in shards)
+            _say(progress, f"{_describe(runs)}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
+                           f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} from the "
+                           f"shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime threads per task")
+            submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
+            for shard in shards:
+                _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
+            _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
+                    desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
+            results = []
+            for index, run in enumerate(runs):
+                mine = [s for s in shards if s.run == index]
+                launch = {"executor": "ray", "ray_nodes": len(nodes),
+                          "shard_nodes": [{"shard": f"{s.shard[0]}/{s.shard[1]}", "attempts": s.attempts,
+                                           **{k: v for k, v in (s.node or {}).items() if k != "pid"}} for s in mine]}
+                # The run's parallel phase ends with its last shard (in a sweep, runs shared the cluster meanwhile).
+                parallel_s = max(s.done_at for s in mine) - submitted
+                result = merge_jobs([s.folder for s in mine], run.config.out_dir, parallel_s=parallel_s,
+                                    started=started, launch=launch, strict=strict, locked=True)
+                if on_results is not None and on_results[index] is not None:
+                    on_results[index](result)
+                results.append(result)
+            return results
+        finally:
+            for shard in shards:
+                if not shard.done and shard.stream is not None:
+                    _cancel(ray, shard.stream)
+                shard.cache.close()
+            if started_ray:
+                ray.shutdown()
 
 
 def _check_out_dirs(runs: Sequence[RayRun]) -> None:

@@ -283,8 +283,8 @@ def int8_path_note(baseline: Baseline, result: dict) -> str | None:
            "round differently" if exact else "its u8s8 kernels may saturate and other int8 kernels round "
            "differently")
     return (f"note: {baseline.variant} ran on a {here or 'unknown'} CPU ({capability.get('cpu', '?')}) but "
-            f"{baseline.source} holds numbers measured on {baseline.int8_path}: {how}; see the README's "
-            "'Quantized models on different CPUs'")
+            f"{baseline.source} holds numbers measured on {baseline.int8_path}: {how}; see "
+            "docs/QUANTIZATION.md")
 
 
 def check_variant(baseline: Baseline, results: Path | ResultIndex,

@@ -241,7 +241,7 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   value was measured with, over the full set (no `--limit`). A quantized result measured on
   another CPU int8 kernel class than the published one says so in the cell.
 - **int8 path**: for quantized models, the CPU's int8 kernel class (x86-vnni, x86-avx2, ...):
-  onnxruntime's int8 kernels differ between classes (README: Quantized models on different CPUs).
+  onnxruntime's int8 kernels differ between classes (docs/QUANTIZATION.md).
 - **drop %**: (parent mAP - mAP) / parent mAP x 100 for a quantized variant against its fp32
   parent measured under the same protocol, image set and annotations.
 - **image set**: which images a run was scored on: `full set` (every image of its annotation file), a
@@ -252,7 +252,7 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
   (`metrics.bootstrap`), as `mAP [low, high]` (`--all`: the **mAP** alone, and **mAP ± ci** with the bounds
   to 4 decimals), or `mAP ± half width` when it is centred on the mAP; it measures how much the
   mAP moves with the choice of images, not how far a subset's mAP lies from the full set's (on a
-  subset it is biased upward: README, "CI on a budget").
+  subset it is biased upward: docs/STATISTICS.md).
 - **drop ± ci** (`--all`): the drop % and its paired 95 % bootstrap interval (parent and quantized run
   scored on the same resampled images), written as for mAP, when both runs have intervals.
 - **AP50**, **AP75** (`--all`): AP at IoU 0.50 and 0.75; **APs**, **APm**, **APl**: AP of small,

@@ -13,7 +13,7 @@
   on both sides in each replicate (the module docstring of ``ssd_eval.scoring.bootstrap`` says why a single run's
   interval is biased upward on a subset while a paired difference is not).
 
-Cost: see the README, "CI on a budget".
+Cost: see docs/STATISTICS.md.
 """
 
 from __future__ import annotations
