@@ -310,3 +310,23 @@ def test_strict_output_checks_are_one_line_errors():
         checked_outputs(counts, 0.0, strict=True)
     assert str(info.value).startswith("--strict: model outputs: 60% of scores are below 0")
     assert "\n" not in str(info.value)
+
+
+def test_label_space_notes_say_exactly_what_is_scored_and_what_cannot_be_detected():
+    """The full sentences users read: counts, the source named, ids where a category has no name, and at
+    most 8 names before 'and N more' (the tests above check fragments; these pin every number)."""
+    from ssd_eval.inference.postprocess import label_space_notes
+
+    file_categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    assert label_space_notes(label_map([1, 3]), file_categories, explicit=False) == [
+        "scored 2 of 80 categories: the annotation file lists only these of the COCO-80 label table; "
+        "detections of the other 78 are not scored"]
+    extra = [{"id": 100 + i, "name": f"thing{i}"} for i in range(9)] + [{"id": 200}]
+    notes = label_space_notes(label_map([1, 3], [1, 3]), file_categories + extra, explicit=True)
+    assert notes == [
+        "10 categories of the annotation file are outside postprocess.label_map (thing0, thing1, thing2, thing3, "
+        "thing4, thing5, thing6, thing7 and 2 more): the model can never detect them; where they have ground "
+        "truth they count in the mean with AP 0 (metrics.exclude_categories leaves them out)"]
+    eight = label_space_notes(label_map([1, 3], [1, 3]), file_categories + extra[:7] + [{"id": 200}],
+                              explicit=True)
+    assert "(thing0, thing1, thing2, thing3, thing4, thing5, thing6, 200):" in eight[0]

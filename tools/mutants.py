@@ -47,7 +47,7 @@ PATHS = {"preprocess": "inference/preprocess", "postprocess": "inference/postpro
 
 # module -> the test files that cover it (paths relative to the repository root). Smallest first.
 MODULES: dict[str, list[str]] = {
-    "preprocess": ["tests/test_preprocess.py", "tests/test_faults_preprocess.py"],
+    "preprocess": ["tests/test_preprocess.py", "tests/test_faults_preprocess.py", "tests/test_levers.py"],
     "postprocess": ["tests/test_postprocess.py", "tests/test_faults_config.py"],
     "compare": ["tests/test_compare.py", "tests/test_table.py", "tests/test_gate.py", "tests/test_faults_gate.py"],
     "cocoeval": ["tests/test_metrics.py", "tests/test_faults_scoring.py", "tests/test_streaming.py"],
