@@ -50,8 +50,6 @@ from ssd_eval.utils import flatten_dotted
 
 log = logging.getLogger(__name__)
 
-TRACKERS = ("mlflow", "tensorboard")  # each the name of its extra too (ssd_eval.extras)
-
 DEFAULT_MLFLOW_STORE = "mlruns"
 
 # MLflow's limits (mlflow.utils.validation), used where that module does not say otherwise.
