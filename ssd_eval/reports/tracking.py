@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MLFLOW_STORE = "mlruns"
 
 # MLflow's limits (mlflow.utils.validation), used where that module does not say otherwise.
-_MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250,
-                  "MAX_PARAMS_TAGS_PER_BATCH": 100, "MAX_METRICS_PER_BATCH": 1000}
+# (MlflowClient.log_batch splits a batch to MLflow's batch limits itself.)
+_MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250}
 
 
 # Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
@@ -285,8 +285,6 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
     from mlflow.tracking import MlflowClient
 
     uri = mlflow_uri(tracking.uri)
-    params_per_batch = _mlflow_limit("MAX_PARAMS_TAGS_PER_BATCH")
-    metrics_per_batch = _mlflow_limit("MAX_METRICS_PER_BATCH")
     param_limit, tag_limit = _mlflow_limit("MAX_PARAM_VAL_LENGTH"), _mlflow_limit("MAX_TAG_VAL_LENGTH")
     with _mlflow_environment(uri):
         client = MlflowClient(tracking_uri=uri)
@@ -304,11 +302,7 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
                       for k, v in {mlflow_key(k): v for k, v in run_params(document).items()}.items()]
             tags = [RunTag(k, truncate(v, tag_limit))
                     for k, v in {mlflow_key(k): v for k, v in run_tags(document).items()}.items()]
-            for start in range(0, len(metrics), metrics_per_batch):
-                client.log_batch(run_id, metrics=metrics[start:start + metrics_per_batch])
-            for entities, field in ((params, "params"), (tags, "tags")):
-                for start in range(0, len(entities), params_per_batch):
-                    client.log_batch(run_id, **{field: entities[start:start + params_per_batch]})
+            client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
             client.log_artifact(run_id, str(metrics_path))
             for picture in pictures:
                 client.log_artifact(run_id, str(picture), artifact_path="report")
