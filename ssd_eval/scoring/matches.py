@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ssd_eval.scoring.cocoeval import averaged_category_ids, checked_copies, prepare_ground_truth
+from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
 
 MAX_DETECTIONS = 100  # pycocotools' maxDets[-1], the one mAP/AP50/AP75 use
 
@@ -60,9 +60,8 @@ def evaluate_matches(
 ) -> Matches:
     """Match ``detections`` to ground truth once with pycocotools, under the harness's scoring conventions
     (all images in one chunk of ``PycocotoolsMatcher``, the detections in their given order)."""
-    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    category_ids = averaged_category_ids(names, exclude_categories)
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
     ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
     results = checked_copies(detections, ids, sorted(names), source)
     evaluated = set(ids)

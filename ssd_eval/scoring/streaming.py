@@ -35,10 +35,9 @@ from ssd_eval.errors import UserError
 from ssd_eval.scoring.cocoeval import (
     BACKENDS,
     Scores,
-    averaged_category_ids,
     checked_copy,
     empty_scores,
-    prepare_ground_truth,
+    prepare_scoring,
     scores_from_evaluation,
 )
 from ssd_eval.scoring.matches import PycocotoolsMatcher
@@ -79,9 +78,8 @@ class StreamingScorer:
         chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
         if chunk_detections < 1 or chunk_images < 1:
             raise ValueError("chunk sizes must be positive")
-        self.prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-        self.names = {int(c["id"]): str(c.get("name", c["id"])) for c in self.prepared["categories"]}
-        self.category_ids = averaged_category_ids(self.names, exclude_categories)
+        self.prepared, self.names, self.category_ids = prepare_scoring(
+            gt, crowd_as_ground_truth=crowd_as_ground_truth, exclude_categories=exclude_categories)
         self.image_ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
         self.source = source
         self.backend = backend
