@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 
 from ssd_eval import extras
 from ssd_eval.config.schema import TrackingConfig
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, first_line
 from ssd_eval.results.index import load_results
 from ssd_eval.results.result import EvalResult, write_result
 from ssd_eval.utils import flatten_dotted
@@ -153,8 +153,7 @@ def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
             except UserError as exc:
                 raise UserError(f"{exc} {kept}") from None
             except Exception as exc:  # a tracker's own failure (server down, bad URI): one line
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise UserError(f"--log {name}: {first} {kept}") from None
+                raise UserError(f"--log {name}: {first_line(exc)} {kept}") from None
     result.provenance["tracking"] = where
     write_result(result, result.out_dir)
     for name, record in where.items():
