@@ -199,24 +199,13 @@ class PycocotoolsMatcher:
         p = self.params
         if list(p.maxDets)[-1] != MAX_DETECTIONS or p.areaRngLbl[0] != "all":
             raise RuntimeError("unexpected pycocotools defaults: maxDets[-1] must be 100 and areaRng[0] 'all'")
-        T, A = self.T, self.A
         categories = []
         for k, category_id in enumerate(self.category_ids):
             gt_count = np.zeros(len(image_ids), dtype=np.int64)
             if self.truth_positions[k]:
                 gt_count[np.concatenate(self.truth_positions[k])] = np.concatenate(self.truth_counts[k])
-            if not self.scores[k]:
-                empty = np.zeros((T, 0), dtype=bool)
-                categories.append(category_matches(category_id, np.zeros(0), np.zeros(0, dtype=np.int64), empty,
-                                                   empty, gt_count))
-                continue
-            positions = np.concatenate(self.positions[k])
-            ranks = np.concatenate(self.ranks[k])
-            order = np.lexsort((ranks, positions))  # accumulate's input: images ascending, evaluateImg's order
-            packed = np.concatenate(self.flags[k], axis=1)[:, order]
-            bits = np.unpackbits(packed, axis=0, count=2 * A * T).astype(bool).reshape(2, A, T, -1)
-            categories.append(category_matches(category_id, np.concatenate(self.scores[k])[order], positions[order],
-                                               bits[0, 0], bits[1, 0], gt_count))
+            positions, _, values, bits = self._detections(k)
+            categories.append(category_matches(category_id, values, positions, bits[0, 0], bits[1, 0], gt_count))
         return Matches(list(image_ids), categories, np.asarray(p.iouThrs, dtype=float),
                        np.asarray(p.recThrs, dtype=float))
 
@@ -231,20 +220,8 @@ class PycocotoolsMatcher:
         recall = -np.ones((T, K, A, M))
         scores = -np.ones((T, R, K, A, M))
         for k in range(K):
-            if not self.scores[k]:
-                self._accumulate_category(k, None, precision, recall, scores)
-                continue
-            positions = np.concatenate(self.positions[k])
-            self.positions[k] = []
-            # pycocotools concatenates images in ascending id order, each in evaluateImg's order.
-            order = np.argsort(positions, kind="stable")
-            del positions
-            ranks = np.concatenate(self.ranks[k])[order]
-            values = np.concatenate(self.scores[k])[order]
-            packed = np.concatenate(self.flags[k], axis=1)[:, order]
-            self.ranks[k], self.scores[k], self.flags[k] = [], [], []
-            bits = np.unpackbits(packed, axis=0, count=2 * A * T).astype(bool).reshape(2, A, T, -1)
-            self._accumulate_category(k, (ranks, values, bits), precision, recall, scores)
+            _, ranks, values, bits = self._detections(k, release=True)
+            self._accumulate_category(k, ranks, values, bits, precision, recall, scores)
         evaluator = COCOeval(iouType="bbox")
         evaluator.params.imgIds = list(image_ids)
         evaluator.params.catIds = list(self.category_ids)
@@ -255,8 +232,26 @@ class PycocotoolsMatcher:
         arrays = {"precision": precision, "recall": recall, "scores": scores}
         return [float(s) for s in evaluator.stats], arrays, list(self.category_ids)
 
-    def _accumulate_category(self, k: int, detections, precision: np.ndarray, recall: np.ndarray,
-                             scores: np.ndarray) -> None:
+    def _detections(self, k: int, release: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's
+        order; an image's detections are kept in one chunk, in that order): image positions, ranks within the
+        image, scores and the true-positive / ignored bits [2, A, T, N]. ``release``: drop the kept chunks."""
+        if not self.scores[k]:
+            return (np.zeros(0, dtype=self.image_dtype), np.zeros(0, dtype=np.uint8), np.zeros(0),
+                    np.zeros((2, self.A, self.T, 0), dtype=bool))
+        positions = np.concatenate(self.positions[k])
+        order = np.argsort(positions, kind="stable")
+        ranks = np.concatenate(self.ranks[k])[order]
+        values = np.concatenate(self.scores[k])[order]
+        packed = np.concatenate(self.flags[k], axis=1)[:, order]
+        if release:
+            self.positions[k], self.ranks[k], self.scores[k], self.flags[k] = [], [], [], []
+        bits = np.unpackbits(packed, axis=0, count=2 * self.A * self.T).astype(bool).reshape(2, self.A, self.T, -1)
+        return positions[order], ranks, values, bits
+
+    def _accumulate_category(self, k: int, ranks: np.ndarray, values: np.ndarray, bits: np.ndarray,
+                             precision: np.ndarray, recall: np.ndarray, scores: np.ndarray) -> None:
         """COCOeval.accumulate for category ``k``, every area range and maxDets (same operations)."""
         p = self.params
         R = len(p.recThrs)
@@ -265,19 +260,11 @@ class PycocotoolsMatcher:
             if npig == 0:  # pycocotools: no evaluated image (E empty) or no non-ignored ground truth
                 continue
             for m, max_det in enumerate(p.maxDets):
-                if detections is None:
-                    dt_scores = np.zeros(0)
-                    tps = fps = np.zeros((len(p.iouThrs), 0), dtype=bool)
-                else:
-                    ranks, values, bits = detections
-                    kept = ranks < max_det
-                    dt_scores = values[kept]
-                    inds = np.argsort(-dt_scores, kind="mergesort")
-                    dt_scores_sorted = dt_scores[inds]
-                    tps = bits[0, a][:, kept][:, inds]
-                    ignored = bits[1, a][:, kept][:, inds]
-                    fps = np.logical_and(np.logical_not(tps), np.logical_not(ignored))
-                    dt_scores = dt_scores_sorted
+                kept = ranks < max_det
+                inds = np.argsort(-values[kept], kind="mergesort")
+                dt_scores = values[kept][inds]
+                tps = bits[0, a][:, kept][:, inds]
+                fps = np.logical_and(np.logical_not(tps), np.logical_not(bits[1, a][:, kept][:, inds]))
                 tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
                 fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
                 nd = tp_sum.shape[1]

@@ -161,12 +161,9 @@ class StreamingScorer:
         if self._finished:
             raise RuntimeError("StreamingScorer.finish called twice")
         self._flush()
-        unseen = [i for i in self.image_ids if i not in self._seen]
-        for start in range(0, len(unseen), self.chunk_images):
-            for image_id in unseen[start:start + self.chunk_images]:
-                self._seen.add(image_id)
-                self._pending.append((image_id, []))
-            self._flush()
+        for image_id in [i for i in self.image_ids if i not in self._seen]:
+            self.add(image_id, ())  # flushed every chunk_images
+        self._flush()
         self._finished = True
         if self.keep_matches:
             self.matches = self._engine.matches(self.image_ids)
