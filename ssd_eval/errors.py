@@ -24,6 +24,12 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a one-line UserError
+    quotes of a library's own exception."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def print_error(command: str, message: str) -> None:
     """Print one ``ssd-eval COMMAND: error: MESSAGE`` line on stderr."""
     import sys

@@ -12,24 +12,9 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from ssd_eval.errors import UserError, quote
-
-KIND_TEXT = {
-    "str": "a string",
-    "number": "a finite number",
-    "int": "an integer",
-    "bool": "true or false",
-    "dict": "a mapping",
-    "list": "a list",
-    "str_list": "a list of strings",
-    "number_list": "a list of finite numbers",
-    "number_map": "a mapping of names to finite numbers",
-    "number_list_map": "a mapping of names to lists of finite numbers",
-    "interval_map": "a mapping of metric names to intervals (low, high, level, estimate: finite numbers; "
-                    "replicates, seed: integers)",
-}
 
 
 def is_int(value: Any) -> bool:
@@ -47,39 +32,36 @@ def is_non_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
-def has_kind(value: Any, kind: str) -> bool:
-    """Whether ``value`` is of ``kind`` (a key of KIND_TEXT): "str" must be non-empty."""
-    if kind == "str":
-        return isinstance(value, str) and value != ""
-    if kind == "number":
-        return is_number(value)
-    if kind == "int":
-        return is_int(value)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "dict":
-        return isinstance(value, dict)
-    if kind == "list":
-        return isinstance(value, list)
-    if kind == "str_list":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == "number_list":
-        return isinstance(value, list) and all(is_number(v) for v in value)
-    if kind == "number_map":
-        return isinstance(value, dict) and all(is_number(v) for v in value.values())
-    if kind == "number_list_map":
-        return isinstance(value, dict) and all(has_kind(v, "number_list") for v in value.values())
-    if kind == "interval_map":
-        return isinstance(value, dict) and all(_is_interval(v) for v in value.values())
-    raise ValueError(kind)
-
-
 def _is_interval(value: Any) -> bool:
     """An uncertainty.Interval as metrics.json holds it (as_dict), or null (no interval for that metric)."""
     if value is None:
         return True
     return (isinstance(value, dict) and all(is_number(value.get(k)) for k in ("low", "high", "level", "estimate"))
             and all(is_int(value.get(k)) for k in ("replicates", "seed")))
+
+
+def _number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(is_number(v) for v in value)
+
+
+KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str) and v != ""),  # non-empty
+    "number": ("a finite number", is_number),
+    "int": ("an integer", is_int),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "dict": ("a mapping", lambda v: isinstance(v, dict)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "str_list": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "number_list": ("a list of finite numbers", _number_list),
+    "number_map": ("a mapping of names to finite numbers",
+                   lambda v: isinstance(v, dict) and all(is_number(x) for x in v.values())),
+    "number_list_map": ("a mapping of names to lists of finite numbers",
+                        lambda v: isinstance(v, dict) and all(_number_list(x) for x in v.values())),
+    "interval_map": ("a mapping of metric names to intervals (low, high, level, estimate: finite numbers; "
+                     "replicates, seed: integers)",
+                     lambda v: isinstance(v, dict) and all(_is_interval(x) for x in v.values())),
+}
+"""The kinds ``check_keys`` checks: how its errors name each, and the test of a value."""
 
 
 def check_keys(data: dict, source: str, required: tuple[tuple[str, str], ...],
@@ -91,15 +73,15 @@ def check_keys(data: dict, source: str, required: tuple[tuple[str, str], ...],
             value = get_dotted(data, key)
         except KeyError:
             raise UserError(f"{source}: missing key {key}") from None
-        if not has_kind(value, kind):
-            raise UserError(f"{source}: {key}: expected {KIND_TEXT[kind]}, got {quote(value)}")
+        if not KINDS[kind][1](value):
+            raise UserError(f"{source}: {key}: expected {KINDS[kind][0]}, got {quote(value)}")
     for key, kind in optional:
         try:
             value = get_dotted(data, key)
         except KeyError:
             continue
-        if value is not None and not has_kind(value, kind):
-            raise UserError(f"{source}: {key}: expected {KIND_TEXT[kind]} or null, got {quote(value)}")
+        if value is not None and not KINDS[kind][1](value):
+            raise UserError(f"{source}: {key}: expected {KINDS[kind][0]} or null, got {quote(value)}")
 
 
 def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -20,7 +20,6 @@ from ssd_eval.data.subsets import (
     SUBSETS_DIR,
     Subset,
     ids_sha256,
-    load_subset,
     main,
     make_subset,
     read_subset,
@@ -29,6 +28,7 @@ from ssd_eval.data.subsets import (
     write_subset,
 )
 from ssd_eval.errors import UserError
+from ssd_eval.testing.wrappers import load_subset
 
 from conftest import run_cli
 from helpers import real_shaped_sample

@@ -18,11 +18,9 @@ from ssd_eval.scoring.bootstrap import (
     MIN_EXTRAPOLATION_IMAGES,
     Interval,
     bootstrap_intervals,
-    bootstrap_map,
     bootstrap_weights,
     extrapolated_bias,
     full_set_intervals,
-    paired_bootstrap_difference,
     paired_intervals,
     percentile_interval,
     weighted_ap,
@@ -31,6 +29,7 @@ from ssd_eval.scoring.matches import evaluate_matches
 from ssd_eval.scoring.metrics import score_detections
 from ssd_eval.testing import coverage
 from ssd_eval.testing.synthetic import noisy_detections, synthetic_scoring_case
+from ssd_eval.testing.wrappers import bootstrap_map, paired_bootstrap_difference
 
 from helpers import REAL_SHAPED_IDS, real_shaped_sample
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ssd_eval.errors import UserError, quote
-from ssd_eval.utils import is_int, is_non_finite, is_number
+from ssd_eval.utils import is_int, is_non_finite, is_number, sha256_of
 
 # The real COCO 2017 instance categories: (id, name, supercategory).
 COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
@@ -260,13 +260,7 @@ def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
 
 def image_fingerprint(path: str | Path) -> str:
     """``<size>:<sha256>`` of an image file's bytes: what a cached result of this image depends on."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return f"{size}:{digest.hexdigest()}"
+    return f"{os.path.getsize(path)}:{sha256_of(Path(path))}"
 
 
 def read_image(record: ImageRecord) -> Image.Image:

@@ -202,14 +202,8 @@ def read_subset(path: str | Path) -> Subset:
                   ids_sha256=str(data["ids_sha256"]), algorithm=str(data["algorithm"]), seed=data["seed"], path=path)
 
 
-def load_subset(path: str | Path, annotations_sha256: str) -> list[int]:
-    """The image ids of a subset file, refused unless its ids hash right and it was made from these annotations."""
-    subset = read_subset(path)
-    _check_made_from(path, subset, annotations_sha256)
-    return list(subset.image_ids)
-
-
-def _check_made_from(path: str | Path, subset: Subset, annotations_sha256: str) -> None:
+def check_made_from(path: str | Path, subset: Subset, annotations_sha256: str) -> None:
+    """Refuse a subset made from another annotation file than the one with ``annotations_sha256``."""
     if subset.annotations_sha256 != annotations_sha256:
         raise UserError(f"{path}: subset {subset.name!r} was made from an annotation file with sha256 "
                         f"{subset.annotations_sha256[:12]}…, not this one ({annotations_sha256[:12]}…); "
@@ -233,11 +227,12 @@ def subset_run_name(spec: str) -> str:
 
 
 def open_subset(spec: str, annotations_sha256: str) -> Subset:
-    """The subset ``dataset.subset`` names (see ``subset_file``), checked like ``load_subset`` and for a
-    ``name`` equal to its file's stem (the name is what results and baselines record)."""
+    """The subset ``dataset.subset`` names (see ``subset_file``), refused unless its ids hash right, it was made
+    from these annotations and its ``name`` equals its file's stem (the name is what results and baselines
+    record)."""
     path = subset_file(spec)
     subset = read_subset(path)  # read once a run: select_image_ids and the run's subset record take this
-    _check_made_from(path, subset, annotations_sha256)
+    check_made_from(path, subset, annotations_sha256)
     if subset.name != path.stem:
         raise UserError(f"{path}: holds subset {subset.name!r}, but a subset file must be named after its subset "
                         f"({subset.name}.json)")

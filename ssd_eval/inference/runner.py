@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ssd_eval.config.schema import ModelConfig, RuntimeConfig
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, first_line
 from ssd_eval.utils import atomic_write_json, hash_data, sha256_of
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
             options.add_session_config_entry(name, value)
         except Exception as exc:  # onnxruntime's own exception types
             raise UserError(f"runtime.session_config: onnxruntime refuses {name}={value!r}: "
-                            f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
+                            f"{first_line(exc)}") from None
     providers = choose_providers(runtime.providers, ort.get_available_providers())
     load_path = Path(model_path)
     cached = key = None
@@ -177,8 +177,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
     try:
         session = ort.InferenceSession(str(load_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line}") from None
+        raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line(exc)}") from None
     if cached is not None and load_path != cached and cached.is_file():
         _record_optimized_model(cached, key)
     log.info("session providers: %s", session.get_providers())
@@ -256,8 +255,7 @@ class Detector:
             boxes, labels, scores = self.session.run(
                 [self.io.boxes, self.io.labels, self.io.scores], {self.io.input_name: images})
         except Exception as exc:  # onnxruntime's own exception types
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"{self.model_path}: inference failed: {first_line}") from None
+            raise UserError(f"{self.model_path}: inference failed: {first_line(exc)}") from None
         self.inference_seconds += time.perf_counter() - started
         count = images.shape[0]
         boxes = self._checked(self.io.boxes, np.asarray(boxes, dtype=np.float32), (count, None, 4))

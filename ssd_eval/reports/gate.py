@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ssd_eval.errors import UserError, print_error
@@ -351,8 +351,7 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
         else:
             check = check_drop(variant, baseline.parent, baseline.max_drop_pct,
                                result["mAP"], parent_result["mAP"], interval)
-            checks.append(Check(check.variant, check.name, check.status, check.message,
-                                (parent_note,) if parent_note else ()))
+            checks.append(replace(check, notes=(parent_note,) if parent_note else ()))
     try:
         checks.insert(0, check_model(baseline, result, parent_result, configs_dir, require_model_sha256))
     except UserError as exc:
@@ -361,9 +360,7 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
     if cpu_note:
         notes.append(cpu_note)
     if notes and checks:
-        first = checks[0]
-        checks[0] = Check(first.variant, first.name, first.status, first.message,
-                          tuple(notes) + first.notes)
+        checks[0] = replace(checks[0], notes=tuple(notes) + checks[0].notes)
     return checks
 
 

@@ -15,12 +15,9 @@ pyplot global state).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from ssd_eval import extras
@@ -29,6 +26,7 @@ from ssd_eval.reports.table import REPORT_DIR, write_table
 from ssd_eval.results.compare import find_parent_result
 from ssd_eval.results.index import comparison_groups, image_set, load_results
 from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change
+from ssd_eval.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +66,10 @@ def _matplotlib():
 
 
 def _save_png(figure, canvas_class, path: Path) -> Path:
-    """Save `figure` as PNG at `path` via a temporary file beside it and os.replace."""
+    """Save `figure` as PNG at `path`, atomically (utils.atomic_path)."""
     canvas_class(figure)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=110, bbox_inches="tight")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
     log.info("wrote %s", path)
     return path
 

@@ -43,20 +43,18 @@ from typing import Any, Callable, Iterator
 
 from ssd_eval import extras
 from ssd_eval.config.schema import TrackingConfig
-from ssd_eval.errors import UserError
+from ssd_eval.errors import UserError, first_line
 from ssd_eval.results.index import load_results
 from ssd_eval.results.result import EvalResult, write_result
 from ssd_eval.utils import flatten_dotted
 
 log = logging.getLogger(__name__)
 
-TRACKERS = ("mlflow", "tensorboard")  # each the name of its extra too (ssd_eval.extras)
-
 DEFAULT_MLFLOW_STORE = "mlruns"
 
 # MLflow's limits (mlflow.utils.validation), used where that module does not say otherwise.
-_MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250,
-                  "MAX_PARAMS_TAGS_PER_BATCH": 100, "MAX_METRICS_PER_BATCH": 1000}
+# (MlflowClient.log_batch splits a batch to MLflow's batch limits itself.)
+_MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250}
 
 
 # Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
@@ -155,8 +153,7 @@ def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
             except UserError as exc:
                 raise UserError(f"{exc} {kept}") from None
             except Exception as exc:  # a tracker's own failure (server down, bad URI): one line
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise UserError(f"--log {name}: {first} {kept}") from None
+                raise UserError(f"--log {name}: {first_line(exc)} {kept}") from None
     result.provenance["tracking"] = where
     write_result(result, result.out_dir)
     for name, record in where.items():
@@ -287,8 +284,6 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
     from mlflow.tracking import MlflowClient
 
     uri = mlflow_uri(tracking.uri)
-    params_per_batch = _mlflow_limit("MAX_PARAMS_TAGS_PER_BATCH")
-    metrics_per_batch = _mlflow_limit("MAX_METRICS_PER_BATCH")
     param_limit, tag_limit = _mlflow_limit("MAX_PARAM_VAL_LENGTH"), _mlflow_limit("MAX_TAG_VAL_LENGTH")
     with _mlflow_environment(uri):
         client = MlflowClient(tracking_uri=uri)
@@ -306,11 +301,7 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
                       for k, v in {mlflow_key(k): v for k, v in run_params(document).items()}.items()]
             tags = [RunTag(k, truncate(v, tag_limit))
                     for k, v in {mlflow_key(k): v for k, v in run_tags(document).items()}.items()]
-            for start in range(0, len(metrics), metrics_per_batch):
-                client.log_batch(run_id, metrics=metrics[start:start + metrics_per_batch])
-            for entities, field in ((params, "params"), (tags, "tags")):
-                for start in range(0, len(entities), params_per_batch):
-                    client.log_batch(run_id, **{field: entities[start:start + params_per_batch]})
+            client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
             client.log_artifact(run_id, str(metrics_path))
             for picture in pictures:
                 client.log_artifact(run_id, str(picture), artifact_path="report")

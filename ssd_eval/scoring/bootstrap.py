@@ -47,7 +47,7 @@ average above the estimate (``Interval.bias`` > 0) and the percentile interval o
 entirely above its estimate; ``method="recentered"`` shifts it back. For the same reason a subset's mAP is on
 average above the full set's (by 0.022 for 500 of 5000 synthetic images, about 8 times the spread between
 subsets), so an interval from a subset says little about the full-set mAP. Verdicts should compare runs on
-the same images with ``paired_bootstrap_difference``: the bias mostly cancels in a difference (29 of 30
+the same images with ``paired_intervals``: the bias mostly cancels in a difference (29 of 30
 paired 95 % intervals from 500-image subsets covered the 5000-image difference). To say what the full set's
 mAP is from a random subset, ``full_set_intervals`` extrapolates the bias (28 of 30 500-image subsets covered it).
 
@@ -58,11 +58,11 @@ give the same replicates on every machine.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ssd_eval.scoring.matches import CategoryMatches, Matches, evaluate_matches
+from ssd_eval.scoring.matches import CategoryMatches, Matches
 
 BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")
 """The stats the bootstrap resamples, in pycocotools' order (stats[0], stats[1], stats[2])."""
@@ -71,6 +71,9 @@ METHODS = ("percentile", "recentered")
 """Interval methods one may ask for: ``percentile``, the replicates' percentiles; ``recentered``, that
 interval shifted by ``-bias`` (the replicates' mean moved onto the estimate; see "Bias" in the module
 docstring). ``full_set_intervals`` labels its own intervals ``full-set``."""
+
+METHOD = "percentile"
+"""The method a run's intervals and paired differences use (metrics.json ``intervals``, gate, table)."""
 
 MIN_EXTRAPOLATION_IMAGES = 500
 """Fewest images ``full_set_intervals`` extrapolates from: their eighths must still give a usable mAP. On the
@@ -150,26 +153,6 @@ def percentile_interval(values: np.ndarray, estimate: float, *, level: float, se
     return _interval(values, values != -1, estimate, level, seed, method)
 
 
-def bootstrap_map(
-    gt: dict[str, Any],
-    detections: Iterable[dict],
-    image_ids: Sequence[int],
-    *,
-    crowd_as_ground_truth: bool = False,
-    exclude_categories: Sequence[str] = (),
-    replicates: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    method: str = "percentile",
-) -> dict[str, Interval]:
-    """Bootstrap intervals (resampling images) for mAP, AP50 and AP75 of one run's detections."""
-    _check_level(level)
-    _check_method(method)
-    matches = evaluate_matches(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth,
-                               exclude_categories=exclude_categories)
-    return bootstrap_intervals(matches, replicates=replicates, seed=seed, level=level, method=method)
-
-
 def bootstrap_values(matches: Matches, replicates: int, seed: int) -> np.ndarray:
     """[replicates, 3] mAP, AP50, AP75 of each bootstrap replicate over the images (-1: undefined)."""
     return weighted_ap(matches, bootstrap_weights(len(matches.image_ids), replicates, seed))
@@ -177,8 +160,8 @@ def bootstrap_values(matches: Matches, replicates: int, seed: int) -> np.ndarray
 
 def bootstrap_intervals(matches: Matches, *, replicates: int = 1000, seed: int = 0, level: float = 0.95,
                         method: str = "percentile", values: np.ndarray | None = None) -> dict[str, Interval]:
-    """``bootstrap_map`` from matches already evaluated (by ``evaluate_matches``); ``values``: the
-    replicates of ``bootstrap_values`` when already drawn."""
+    """Bootstrap intervals (resampling images) for mAP, AP50 and AP75 of matches already evaluated (by
+    ``evaluate_matches``); ``values``: the replicates of ``bootstrap_values`` when already drawn."""
     _check_level(level)
     _check_method(method)
     estimate = weighted_ap(matches, np.ones((1, len(matches.image_ids)), dtype=np.int64))[0]
@@ -250,31 +233,10 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     return intervals or None, "; ".join(refused) or None
 
 
-def paired_bootstrap_difference(
-    gt: dict[str, Any],
-    detections_a: Iterable[dict],
-    detections_b: Iterable[dict],
-    image_ids: Sequence[int],
-    *,
-    crowd_as_ground_truth: bool = False,
-    exclude_categories: Sequence[str] = (),
-    replicates: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    method: str = "percentile",
-) -> dict[str, Interval]:
-    """Intervals for metric(a) - metric(b), both scored on the same resampled images in each replicate."""
-    _check_level(level)
-    _check_method(method)
-    options = dict(crowd_as_ground_truth=crowd_as_ground_truth, exclude_categories=exclude_categories)
-    matches_a = evaluate_matches(gt, detections_a, image_ids, source="detections a", **options)
-    matches_b = evaluate_matches(gt, detections_b, image_ids, source="detections b", **options)
-    return paired_intervals(matches_a, matches_b, replicates=replicates, seed=seed, level=level, method=method)
-
-
 def paired_intervals(matches_a: Matches, matches_b: Matches, *, replicates: int = 1000, seed: int = 0,
                      level: float = 0.95, method: str = "percentile") -> dict[str, Interval]:
-    """``paired_bootstrap_difference`` from matches already evaluated on the same images and categories."""
+    """Intervals for metric(a) - metric(b) of matches already evaluated on the same images and categories,
+    both scored on the same resampled images in each replicate."""
     _check_level(level)
     _check_method(method)
     if matches_a.image_ids != matches_b.image_ids:
@@ -429,8 +391,3 @@ def _expand_mixed_ties(category: CategoryMatches, t: int, tp_positions: np.ndarr
     fp_pieces.append(fp[:, done:])
     return np.concatenate(tp_pieces, axis=1), np.concatenate(fp_pieces, axis=1)
 
-
-# --------------------------------------------------------------------------- measurement helpers
-
-
-METHOD = "percentile"

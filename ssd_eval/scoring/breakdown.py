@@ -57,12 +57,11 @@ def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Pat
     """
     import hotcoco
 
-    from ssd_eval.scoring.cocoeval import averaged_category_ids, checked_copies, prepare_ground_truth
+    from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
     from ssd_eval.utils import package_version
 
-    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    category_ids = averaged_category_ids(names, exclude_categories)
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
     if isinstance(detections, (str, Path)):
         results: Any = str(detections)
     else:

@@ -104,11 +104,25 @@ def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> 
     return prepared
 
 
+def prepare_scoring(gt: dict[str, Any], *, crowd_as_ground_truth: bool, exclude_categories: Sequence[str]
+                    ) -> tuple[dict[str, Any], dict[int, str], list[int]]:
+    """What every scoring route starts from: the prepared ground truth (``prepare_ground_truth``), its category
+    names by id (``category_names``) and the category ids a mean runs over (``averaged_category_ids``)."""
+    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
+    names = category_names(prepared)
+    return prepared, names, averaged_category_ids(names, exclude_categories)
+
+
+def category_names(gt: dict[str, Any]) -> dict[int, str]:
+    """Each category's name by its id (the id itself, as text, where a category has no name)."""
+    return {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
+
+
 def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_as_ground_truth: bool) -> dict[str, int]:
     """Each category's ground-truth boxes among ``image_ids``, by category name (every category of the file,
     0 where it has none): the boxes a detection can match, so crowd regions count only with
     ``crowd_as_ground_truth``."""
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
+    names = category_names(gt)
     counts = dict.fromkeys(names.values(), 0)
     evaluated = set(image_ids)
     for ann in gt["annotations"]:

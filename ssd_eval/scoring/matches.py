@@ -1,15 +1,28 @@
-"""The per-detection match table that streaming keeps and the bootstrap reweights."""
+"""The per-detection match table that streaming keeps and the bootstrap reweights.
+
+``PycocotoolsMatcher`` runs pycocotools' own ``COCOeval.evaluate()`` a chunk of images at a time (every
+match is decided within one image and category, so a chunk's matches are those of a run over every image)
+and keeps, of each image / category / area range, only what ``COCOeval.accumulate`` reads: the detection
+scores in evaluateImg's order (at most maxDets[-1] per image and category), whether each detection is a
+true positive or ignored at each IoU threshold (bit-packed), and the number of non-ignored ground-truth
+boxes. From that it gives ``Matches`` (area all, maxDets 100: what a bootstrap reweights) or, in
+``result``, ``accumulate`` (a transcription of pycocotools' own: images concatenated in ascending id
+order, the same mergesort on descending score, the same cumulative sums, divisions and right-to-left
+precision envelope, so the arrays are bit for bit pycocotools') and pycocotools' own ``summarize``.
+``evaluate_matches`` is one such chunk over every image; ``streaming.StreamingScorer`` feeds it chunk by chunk.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ssd_eval.scoring.cocoeval import BACKENDS, averaged_category_ids, checked_copies, prepare_ground_truth
+from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
 
 MAX_DETECTIONS = 100  # pycocotools' maxDets[-1], the one mAP/AP50/AP75 use
 
@@ -45,77 +58,18 @@ def evaluate_matches(
     exclude_categories: Sequence[str] = (),
     source: str = "detections",
 ) -> Matches:
-    """Match ``detections`` to ground truth once with pycocotools, under the harness's scoring conventions."""
-    from pycocotools.cocoeval import Params
-
-    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    category_ids = averaged_category_ids(names, exclude_categories)
+    """Match ``detections`` to ground truth once with pycocotools, under the harness's scoring conventions
+    (all images in one chunk of ``PycocotoolsMatcher``, the detections in their given order)."""
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
     ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
     results = checked_copies(detections, ids, sorted(names), source)
-    params = Params(iouType="bbox")
-    if list(params.maxDets)[-1] != MAX_DETECTIONS or params.areaRngLbl[0] != "all":
-        raise RuntimeError("unexpected pycocotools defaults: maxDets[-1] must be 100 and areaRng[0] 'all'")
-    iou_thresholds = np.asarray(params.iouThrs, dtype=float)
-    recall_thresholds = np.asarray(params.recThrs, dtype=float)
-    if not results:  # pycocotools' loadRes cannot take an empty list: no detection, only ground truth
-        return Matches(ids, [_empty_category(c, _gt_counts(prepared, ids, c), len(iou_thresholds))
-                             for c in category_ids], iou_thresholds, recall_thresholds)
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = BACKENDS["pycocotools"].make_evaluator(prepared, results)
-        evaluator.params.imgIds = ids
-        evaluator.params.catIds = category_ids
-        evaluator.evaluate()
-    p = evaluator.params
-    if list(p.imgIds) != ids or list(p.catIds) != category_ids:
-        raise RuntimeError("pycocotools reordered the image or category ids")
-    n_images, n_areas = len(ids), len(p.areaRng)
-    categories = []
-    for k, category_id in enumerate(category_ids):
-        start = k * n_areas * n_images  # evalImgs: category, then area range (0 = all), then image
-        categories.append(_category_matches(category_id, evaluator.evalImgs[start:start + n_images],
-                                            len(iou_thresholds)))
-    return Matches(ids, categories, iou_thresholds, recall_thresholds)
-
-
-def _gt_counts(prepared: dict[str, Any], ids: list[int], category_id: int) -> np.ndarray:
-    """Non-ignored ground truth per image for area 'all', as pycocotools counts it (no crowd, 0 <= area <= 1e10)."""
-    position = {image_id: i for i, image_id in enumerate(ids)}
-    counts = np.zeros(len(ids), dtype=np.int64)
-    for ann in prepared["annotations"]:
-        i = position.get(ann["image_id"])
-        if i is not None and ann["category_id"] == category_id and not ann["iscrowd"] \
-                and 0 <= ann["area"] <= 1e5 ** 2:
-            counts[i] += 1
-    return counts
-
-
-def _empty_category(category_id: int, gt_count: np.ndarray, thresholds: int) -> CategoryMatches:
-    empty = np.zeros((thresholds, 0), dtype=bool)
-    return CategoryMatches(category_id, np.zeros(0, dtype=np.int64), empty, empty.copy(),
-                           np.zeros(0, dtype=np.int64), gt_count)
-
-
-def _category_matches(category_id: int, entries: list, thresholds: int) -> CategoryMatches:
-    """The accumulate-ordered detections of one category from its per-image evalImgs (area all)."""
-    gt_count = np.zeros(len(entries), dtype=np.int64)
-    scores, images, matched, ignored = [], [], [], []
-    for i, entry in enumerate(entries):
-        if entry is None:
-            continue
-        gt_count[i] = np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0)
-        count = len(entry["dtScores"][:MAX_DETECTIONS])
-        if count:
-            scores.append(np.asarray(entry["dtScores"][:MAX_DETECTIONS], dtype=float))
-            images.append(np.full(count, i, dtype=np.int64))
-            matched.append(np.asarray(entry["dtMatches"])[:, :MAX_DETECTIONS])
-            ignored.append(np.asarray(entry["dtIgnore"])[:, :MAX_DETECTIONS])
-    if not scores:
-        return _empty_category(category_id, gt_count, thresholds)
-    dt_ignore = np.concatenate(ignored, axis=1).astype(bool)
-    true_positive = np.logical_and(np.concatenate(matched, axis=1), ~dt_ignore)
-    return category_matches(category_id, np.concatenate(scores), np.concatenate(images), true_positive, dt_ignore,
-                            gt_count)
+    evaluated = set(ids)
+    images = {int(i["id"]): i for i in prepared["images"] if int(i["id"]) in evaluated}
+    truth = [annotation for annotation in prepared["annotations"] if annotation["image_id"] in evaluated]
+    matcher = PycocotoolsMatcher(prepared["categories"], category_ids, len(ids))
+    matcher.update(ids, [images.get(i, {"id": i}) for i in ids], truth, results, list(range(len(ids))))
+    return matcher.matches(ids)
 
 
 def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarray, true_positive: np.ndarray,
@@ -124,7 +78,9 @@ def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarr
     ``COCOeval.accumulate`` concatenates them (images ascending, each in evaluateImg's order): their
     scores, image indices, true-positive and ignore flags [T, N], and each image's non-ignored ground truth."""
     if scores.size == 0:
-        return _empty_category(category_id, gt_count, true_positive.shape[0])
+        empty = np.zeros((true_positive.shape[0], 0), dtype=bool)
+        return CategoryMatches(category_id, np.zeros(0, dtype=np.int64), empty, empty.copy(),
+                               np.zeros(0, dtype=np.int64), np.asarray(gt_count, dtype=np.int64))
     order = np.argsort(-scores, kind="mergesort")  # exactly accumulate's order
     score = scores[order]
     image_index = image_index[order].astype(np.int64)
@@ -144,3 +100,185 @@ def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarr
     tie_run = tie_run[:keep]
     return CategoryMatches(category_id, image_index, true_positive, dt_ignore, tie_run.astype(np.int64),
                            np.asarray(gt_count, dtype=np.int64))
+
+
+class PycocotoolsMatcher:
+    """pycocotools' evaluate() a chunk of images at a time (``update``), keeping what accumulate() reads:
+    read back as ``Matches`` (``matches``) or accumulated into COCOeval's arrays (``result``, accumulate()
+    transcribed)."""
+
+    def __init__(self, categories: list[dict], category_ids: list[int], image_count: int):
+        from pycocotools.cocoeval import Params
+
+        self.categories = categories
+        self.category_ids = list(category_ids)
+        self.params = Params(iouType="bbox")
+        self.params.catIds = self.category_ids
+        self.T = len(self.params.iouThrs)
+        self.A = len(self.params.areaRng)
+        if max(self.params.maxDets) > 255:
+            raise RuntimeError("unexpected pycocotools maxDets: ranks are kept as uint8")
+        self.image_dtype = np.int32 if image_count < 2**31 else np.int64
+        # Per category: lists of per-chunk arrays (concatenated at the end).
+        self.positions: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # image position per detection
+        self.ranks: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # rank within image and category
+        self.scores: list[list[np.ndarray]] = [[] for _ in self.category_ids]
+        self.flags: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # packed [2 x A x T] bits per detection
+        self.truth = np.zeros((len(self.category_ids), self.A), dtype=np.int64)  # non-ignored ground truth
+        # Per category: (image positions, non-ignored ground truth there) for area all, for bootstrap matches.
+        self.truth_positions: list[list[np.ndarray]] = [[] for _ in self.category_ids]
+        self.truth_counts: list[list[np.ndarray]] = [[] for _ in self.category_ids]
+
+    def update(self, image_ids: list[int], images: list[dict], truth: list[dict], results: list[dict],
+               image_positions: list[int]) -> None:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            ground_truth = COCO()
+            ground_truth.dataset = {"images": images, "annotations": truth, "categories": self.categories}
+            ground_truth.createIndex()
+            if results:
+                detections = ground_truth.loadRes(results)
+            else:  # loadRes cannot take an empty list
+                detections = COCO()
+                detections.dataset = {"images": images, "annotations": [], "categories": self.categories}
+                detections.createIndex()
+            evaluator = COCOeval(ground_truth, detections, "bbox")
+            evaluator.params.imgIds = image_ids
+            evaluator.params.catIds = self.category_ids
+            evaluator.evaluate()
+        if [int(i) for i in evaluator.params.imgIds] != image_ids or list(evaluator.params.catIds) != self.category_ids:
+            raise RuntimeError("pycocotools reordered the image or category ids")
+        count, areas, T = len(image_ids), self.A, self.T
+        entries = evaluator.evalImgs
+        for k in range(len(self.category_ids)):
+            base = k * areas * count  # evalImgs: category, then area range, then image
+            positions, ranks, scores, flags = [], [], [], []
+            truth_positions, truth_counts = [], []
+            for i in range(count):
+                first = entries[base + i]
+                if first is None:  # no ground truth and no detection of this category here
+                    continue
+                for a in range(areas):
+                    self.truth[k, a] += int(np.count_nonzero(entries[base + a * count + i]["gtIgnore"] == 0))
+                truth_here = int(np.count_nonzero(first["gtIgnore"] == 0))
+                if truth_here:
+                    truth_positions.append(image_positions[i])
+                    truth_counts.append(truth_here)
+                detected = len(first["dtScores"])
+                if not detected:
+                    continue
+                bits = np.empty((2, areas, T, detected), dtype=bool)
+                for a in range(areas):
+                    entry = entries[base + a * count + i]
+                    ignored = np.asarray(entry["dtIgnore"], dtype=bool)
+                    bits[0, a] = np.logical_and(entry["dtMatches"], np.logical_not(ignored))
+                    bits[1, a] = ignored
+                positions.append(np.full(detected, image_positions[i], dtype=self.image_dtype))
+                ranks.append(np.arange(detected, dtype=np.uint8))
+                scores.append(np.asarray(first["dtScores"], dtype=np.float64))
+                flags.append(np.packbits(bits.reshape(2 * areas * T, detected), axis=0))
+            if truth_positions:
+                self.truth_positions[k].append(np.asarray(truth_positions, dtype=self.image_dtype))
+                self.truth_counts[k].append(np.asarray(truth_counts, dtype=np.int32))
+            if scores:
+                self.positions[k].append(np.concatenate(positions))
+                self.ranks[k].append(np.concatenate(ranks))
+                self.scores[k].append(np.concatenate(scores))
+                self.flags[k].append(np.concatenate(flags, axis=1))
+        del entries, evaluator
+
+    def retained_bytes(self) -> int:
+        arrays = itertools.chain.from_iterable(itertools.chain(*lists) for lists in
+                                               (self.positions, self.ranks, self.scores, self.flags))
+        return int(sum(a.nbytes for a in arrays)) + self.truth.nbytes
+
+    def matches(self, image_ids: list[int]) -> Any:
+        """The ``Matches`` of every image updated so far (what a bootstrap reweights)."""
+        p = self.params
+        if list(p.maxDets)[-1] != MAX_DETECTIONS or p.areaRngLbl[0] != "all":
+            raise RuntimeError("unexpected pycocotools defaults: maxDets[-1] must be 100 and areaRng[0] 'all'")
+        categories = []
+        for k, category_id in enumerate(self.category_ids):
+            gt_count = np.zeros(len(image_ids), dtype=np.int64)
+            if self.truth_positions[k]:
+                gt_count[np.concatenate(self.truth_positions[k])] = np.concatenate(self.truth_counts[k])
+            positions, _, values, bits = self._detections(k)
+            categories.append(category_matches(category_id, values, positions, bits[0, 0], bits[1, 0], gt_count))
+        return Matches(list(image_ids), categories, np.asarray(p.iouThrs, dtype=float),
+                       np.asarray(p.recThrs, dtype=float))
+
+    def result(self, image_ids: list[int]) -> tuple[list[float], dict[str, np.ndarray], list[int]]:
+        """(stats, precision / recall / scores arrays, category ids) as pycocotools' accumulate() and
+        summarize() give them."""
+        from pycocotools.cocoeval import COCOeval
+
+        p = self.params
+        T, R, K, A, M = len(p.iouThrs), len(p.recThrs), len(self.category_ids), len(p.areaRng), len(p.maxDets)
+        precision = -np.ones((T, R, K, A, M))  # -1 for the precision of absent categories
+        recall = -np.ones((T, K, A, M))
+        scores = -np.ones((T, R, K, A, M))
+        for k in range(K):
+            _, ranks, values, bits = self._detections(k, release=True)
+            self._accumulate_category(k, ranks, values, bits, precision, recall, scores)
+        evaluator = COCOeval(iouType="bbox")
+        evaluator.params.imgIds = list(image_ids)
+        evaluator.params.catIds = list(self.category_ids)
+        evaluator.eval = {"params": evaluator.params, "counts": [T, R, K, A, M], "precision": precision,
+                          "recall": recall, "scores": scores}
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.summarize()
+        arrays = {"precision": precision, "recall": recall, "scores": scores}
+        return [float(s) for s in evaluator.stats], arrays, list(self.category_ids)
+
+    def _detections(self, k: int, release: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's
+        order; an image's detections are kept in one chunk, in that order): image positions, ranks within the
+        image, scores and the true-positive / ignored bits [2, A, T, N]. ``release``: drop the kept chunks."""
+        if not self.scores[k]:
+            return (np.zeros(0, dtype=self.image_dtype), np.zeros(0, dtype=np.uint8), np.zeros(0),
+                    np.zeros((2, self.A, self.T, 0), dtype=bool))
+        positions = np.concatenate(self.positions[k])
+        order = np.argsort(positions, kind="stable")
+        ranks = np.concatenate(self.ranks[k])[order]
+        values = np.concatenate(self.scores[k])[order]
+        packed = np.concatenate(self.flags[k], axis=1)[:, order]
+        if release:
+            self.positions[k], self.ranks[k], self.scores[k], self.flags[k] = [], [], [], []
+        bits = np.unpackbits(packed, axis=0, count=2 * self.A * self.T).astype(bool).reshape(2, self.A, self.T, -1)
+        return positions[order], ranks, values, bits
+
+    def _accumulate_category(self, k: int, ranks: np.ndarray, values: np.ndarray, bits: np.ndarray,
+                             precision: np.ndarray, recall: np.ndarray, scores: np.ndarray) -> None:
+        """COCOeval.accumulate for category ``k``, every area range and maxDets (same operations)."""
+        p = self.params
+        R = len(p.recThrs)
+        for a in range(len(p.areaRng)):
+            npig = int(self.truth[k, a])
+            if npig == 0:  # pycocotools: no evaluated image (E empty) or no non-ignored ground truth
+                continue
+            for m, max_det in enumerate(p.maxDets):
+                kept = ranks < max_det
+                inds = np.argsort(-values[kept], kind="mergesort")
+                dt_scores = values[kept][inds]
+                tps = bits[0, a][:, kept][:, inds]
+                fps = np.logical_and(np.logical_not(tps), np.logical_not(bits[1, a][:, kept][:, inds]))
+                tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
+                fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
+                nd = tp_sum.shape[1]
+                for t, (tp, fp) in enumerate(zip(tp_sum, fp_sum)):
+                    rc = tp / npig
+                    pr = tp / (fp + tp + np.spacing(1))
+                    q = np.zeros((R,))
+                    ss = np.zeros((R,))
+                    recall[t, k, a, m] = rc[-1] if nd else 0
+                    if nd:
+                        pr = np.maximum.accumulate(pr[::-1])[::-1]  # pr[i-1] = max(pr[i-1], pr[i]), right to left
+                        inds = np.searchsorted(rc, p.recThrs, side="left")
+                        inside = inds < nd  # pycocotools stops at the first index past the end
+                        q[inside] = pr[inds[inside]]
+                        ss[inside] = dt_scores[inds[inside]]
+                    precision[t, :, k, a, m] = q
+                    scores[t, :, k, a, m] = ss

@@ -10,13 +10,12 @@ from ssd_eval.scoring.cocoeval import (
     BACKENDS,
     Scores,
     _run_cocoeval,
-    averaged_category_ids,
     checked_copies,
     checked_copy,
     empty_scores,
     ground_truth_counts,
     log,
-    prepare_ground_truth,
+    prepare_scoring,
     scores_from_evaluation,
 )
 
@@ -62,10 +61,9 @@ def _score(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[i
                                 backend=backend, exclude_categories=exclude_categories, source=source,
                                 keep_matches=keep_matches)
         log.info("metrics.backend %s cannot stream: scoring every detection at once", backend)
-    prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
-    all_category_ids = sorted(int(c["id"]) for c in prepared["categories"])
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in prepared["categories"]}
-    category_ids = averaged_category_ids(names, exclude_categories)
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
+    all_category_ids = sorted(names)
     chosen = BACKENDS.get(backend)
     if chosen is None or chosen.mutates_results:
         results = checked_copies(detections, image_ids, all_category_ids, source)
