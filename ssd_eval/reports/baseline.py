@@ -15,7 +15,7 @@ import yaml
 
 from ssd_eval.config.schema import KERNEL_CLASSES, run_name
 from ssd_eval.errors import UserError, print_error, quote
-from ssd_eval.inference.model_info import QUANTIZATION_FORMATS
+from ssd_eval.inference.onnx_graph import QUANTIZATION_FORMATS
 from ssd_eval.loaders import load_yaml
 from ssd_eval.results.compare import FLOAT_SLACK, drop_ratio_pct, parent_for_drop
 from ssd_eval.results.index import ResultIndex, result_subset
