@@ -427,7 +427,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ssd_eval.reports.baseline import update_baselines
+    from ssd_eval.reports.baseline_update import update_baselines
 
     return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
                             abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct, subset=args.subset,
