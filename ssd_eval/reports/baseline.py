@@ -103,19 +103,15 @@ def parse_baseline(text: str, source: str) -> Baseline:
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
             raise UserError(f"{source}: {key}: expected 64 lower-case hex digits or null, got {quote(value)}")
-    quantization = data.get("quantization")
-    if quantization is not None and quantization not in QUANTIZATION_FORMATS:
-        raise UserError(f"{source}: quantization: expected one of {', '.join(QUANTIZATION_FORMATS)} or null, "
-                        f"got {quote(quantization)}")
     require = data.get("require_model_sha256", False)
     if not isinstance(require, bool):
         raise UserError(f"{source}: require_model_sha256: expected true or false, got {quote(require)}")
     if require and data.get("model_sha256") is None:
         raise UserError(f"{source}: require_model_sha256: true needs a model_sha256 to require")
-    int8_path = data.get("int8_path")
-    if int8_path is not None and int8_path not in KERNEL_CLASSES:
-        raise UserError(f"{source}: int8_path: expected one of {', '.join(KERNEL_CLASSES)} or null, "
-                        f"got {quote(int8_path)}")
+    for key, allowed in (("quantization", QUANTIZATION_FORMATS), ("int8_path", KERNEL_CLASSES)):
+        value = data.get(key)
+        if value is not None and value not in allowed:
+            raise UserError(f"{source}: {key}: expected one of {', '.join(allowed)} or null, got {quote(value)}")
     subset = data.get("subset")
     if subset is not None:
         from ssd_eval.data.subsets import subset_path
@@ -182,8 +178,8 @@ def parse_baseline(text: str, source: str) -> Baseline:
                             f"got {quote(max_drop)}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
-                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), int8_path,
-                    subset, detections, quantization, require)
+                    parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), data.get("int8_path"),
+                    subset, detections, data.get("quantization"), require)
 
 
 def load_baseline(path: Path) -> Baseline:

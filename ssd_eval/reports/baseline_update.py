@@ -153,8 +153,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     try:
         existing_files = baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
     except UserError as exc:
-        print_error("baseline", str(exc))
-        return 2
+        return _report_errors([str(exc)])
     index = ResultIndex(results_dir)
     if variants is None:
         errors += [str(exc) for exc in index.errors()]
@@ -165,8 +164,7 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     if errors:
         return _report_errors(errors)
     if not names:
-        print_error("baseline", f"{results_dir}: no */metrics.json found; run `make eval` first")
-        return 2
+        return _report_errors([f"{results_dir}: no */metrics.json found; run `make eval` first"])
 
     planned: list[tuple[Path, str, str]] = []  # (path, old text, new text)
     copies: list[tuple[Path, Path]] = []  # (result's detections.json, the baseline's kept copy)
