@@ -427,7 +427,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ssd_eval.reports.baseline import update_baselines
+    from ssd_eval.reports.baseline_update import update_baselines
 
     return update_baselines(Path(args.baselines), Path(args.results), variants=args.variant,
                             abs_tol=args.abs_tol, max_drop_pct=args.max_drop_pct, subset=args.subset,
@@ -501,7 +501,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from ssd_eval.inference.model_info import inspect_model, render
+    from ssd_eval.inference.model_info import inspect_model
+    from ssd_eval.inference.model_report import render
 
     model = Path(args.model)
     if model.suffix in (".yaml", ".yml") or (model.suffix != ".onnx" and not model.is_file()):  # a config

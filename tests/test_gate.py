@@ -17,14 +17,9 @@ import pytest
 import yaml
 
 from ssd_eval.errors import UserError
-from ssd_eval.reports.baseline import (
-    header_comments,
-    inline_comments,
-    load_baseline,
-    parse_baseline,
-    render_baseline,
-    update_baselines,
-)
+from ssd_eval.reports.baseline import load_baseline, parse_baseline
+from ssd_eval.reports.baseline_render import header_comments, inline_comments, render_baseline
+from ssd_eval.reports.baseline_update import update_baselines
 from ssd_eval.reports.gate import run_gate
 from ssd_eval.utils import sha256_of
 

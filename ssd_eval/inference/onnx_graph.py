@@ -1,0 +1,169 @@
+"""Reading an ONNX model's top-level graph for ``ssd-eval inspect``: the file loaded (external weight data when
+present), element types and shapes, producer / consumer / constant lookups, the quantized op counts and the
+quantization format (none, QOperator, QDQ)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssd_eval.errors import UserError
+
+MS_DOMAIN = "com.microsoft"
+STANDARD_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                      "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+MS_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QAttention", "DynamicQuantizeMatMul",
+                "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "MatMulNBits",
+                "MatMulBnb4", "QuantizeBFP", "DequantizeBFP", "QLinearConvTranspose"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+FLOAT_MATRIX_OPS = {"Conv": (1,), "MatMul": (1, 0), "Gemm": (1, 0)}
+
+
+@dataclass
+class TensorInfo:
+    """A graph input or output: name, element type (e.g. "float", "uint8") and shape (symbolic dims as strings)."""
+
+    name: str
+    type: str
+    shape: list[int | str] | None
+
+
+def type_name(elem_type: int) -> str:
+    from onnx import TensorProto
+
+    try:
+        return TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"type{elem_type}"
+
+
+def shape_of(type_proto: Any) -> list[int | str] | None:
+    tensor = type_proto.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims: list[int | str] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or "?")
+    return dims
+
+
+def load_model(path: Path) -> Any:
+    """The model at ``path`` without its external data; UserError when it is missing, unreadable or not ONNX."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError(f"{path}: inspecting a model needs the onnx package (pip install onnx, "
+                        "or pip install -e '.[dev]')") from None
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends: not a model
+        raise UserError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise UserError(f"{path}: not an ONNX model (no graph, IR version or opset)")
+    return model
+
+
+def load_external_data(model: Any, path: Path, notes: list[str]) -> None:
+    """Load the external weight data beside ``path`` into ``model``; a note in ``notes`` when it is not readable."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        return
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # noqa: BLE001 - a missing or short data file: report the structure without weights
+        notes.append(f"external weight data not readable ({type(exc).__name__}: {exc}); "
+                     "weight ranges of external tensors are unknown")
+
+
+class Graph:
+    """Lookups over the top-level graph: producers, consumers, constants, types and shapes."""
+
+    def __init__(self, model: Any, inferred: Any) -> None:
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.constants: dict[str, Any] = {t.name: t for t in graph.initializer}
+        for node in self.nodes:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                for attr in node.attribute:
+                    if attr.name == "value" and attr.HasField("t"):
+                        self.constants[node.output[0]] = attr.t
+        self.producer = {out: node for node in self.nodes for out in node.output if out}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in self.nodes:
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.graph_outputs = {o.name for o in graph.output}
+        self.types: dict[str, tuple[int, list[int | str] | None]] = {}
+        for value in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+            if value.type.HasField("tensor_type"):
+                self.types[value.name] = (value.type.tensor_type.elem_type, shape_of(value.type))
+        for name, tensor in self.constants.items():
+            self.types[name] = (tensor.data_type, [int(d) for d in tensor.dims])
+
+    def dtype(self, name: str) -> str | None:
+        if name in self.types and self.types[name][0]:
+            return type_name(self.types[name][0])
+        return None
+
+    def shape(self, name: str) -> list[int | str] | None:
+        return self.types.get(name, (0, None))[1]
+
+    @staticmethod
+    def arg(node: Any, index: int) -> str:
+        return node.input[index] if len(node.input) > index else ""
+
+
+def graph_io(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The graph's inputs (initializers listed as inputs left out) and outputs."""
+    def tensors(values: Any) -> list[TensorInfo]:
+        return [TensorInfo(v.name, type_name(v.type.tensor_type.elem_type), shape_of(v.type)) for v in values]
+
+    initializer_names = {t.name for t in model.graph.initializer}
+    return tensors(v for v in model.graph.input if v.name not in initializer_names), tensors(model.graph.output)
+
+
+def quantized_op_counts(model: Any) -> dict[str, int]:
+    """How many of each quantized op the top-level graph holds (contrib ops as ``com.microsoft.<op>``), by name."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if (domain in ("", "ai.onnx") and node.op_type in STANDARD_QUANT_OPS) or \
+                (domain == MS_DOMAIN and (node.op_type in MS_QUANT_OPS
+                                          or node.op_type.startswith(("QLinear", "QOrdered")))):
+            key = node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+QUANTIZATION_FORMATS = ("none", "QOperator", "QDQ")
+"""What quant_format tells a model apart by (provenance.model.quantization, a baseline's ``quantization``)."""
+
+
+def quant_format(graph: Graph, counts: dict[str, int]) -> str:
+    """The model's quantization format (one of QUANTIZATION_FORMATS), from its graph and quantized op counts."""
+    qoperator = [op for op in counts if op.rsplit(".", 1)[-1] not in QDQ_OPS]
+    if qoperator:
+        return "QOperator"
+    for node in graph.nodes:
+        if node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx") and \
+                any(graph.producer.get(name) is not None and graph.producer[name].op_type == "DequantizeLinear"
+                    for name in node.input if name):
+            return "QDQ"
+    for node in graph.nodes:  # Q -> DQ pairs around other ops are still the QDQ format
+        if node.op_type == "DequantizeLinear":
+            source = graph.producer.get(graph.arg(node, 0))
+            if source is not None and source.op_type == "QuantizeLinear":
+                return "QDQ"
+    return "none"

@@ -1,0 +1,230 @@
+"""`ssd-eval baseline --update`: rewrite (or create) baselines/<variant>.yaml from the current results, printing
+each file's diff; a file's comments, metric selection, tolerances and drop rule are kept."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+from ssd_eval.config.schema import run_name
+from ssd_eval.errors import UserError, print_error
+from ssd_eval.inference.onnx_graph import QUANTIZATION_FORMATS
+from ssd_eval.reports.baseline import (
+    CI95_METRICS,
+    SHA256_HEX,
+    TOLERANCES,
+    Baseline,
+    MetricRule,
+    baseline_files,
+    load_baseline,
+    parse_baseline,
+    tolerance_summary,
+)
+from ssd_eval.reports.baseline_render import header_comments, inline_comments, render_baseline
+from ssd_eval.results.compare import FLOAT_SLACK, drop_ratio_pct, parent_for_drop
+from ssd_eval.results.index import ResultIndex, result_subset
+from ssd_eval.utils import atomic_write_text, is_number
+
+EXPECTED_DECIMALS = 6
+
+DEFAULT_METRICS = ("mAP", "AP50", "AP75")
+"""Metrics a newly created baseline gates."""
+
+
+def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index: ResultIndex,
+                      abs_tol: float, max_drop_pct: float, keep_detections: bool = False,
+                      tolerance: str | None = None) -> tuple[Baseline, list[str]]:
+    """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an
+    existing file's choices, except the metrics' tolerance when `tolerance` is given (ci95 only where
+    CI95_METRICS allows it, fixed elsewhere)."""
+    variant = result["variant"]
+    messages: list[str] = []
+    if existing is not None:
+        names = [(r.name, r.abs_tol, r.rel_tol, r.tolerance) for r in existing.metrics]
+        parent, drop_limit = existing.parent, existing.max_drop_pct
+        if result["protocol"] != existing.protocol:
+            messages.append(f"warning: {path}: protocol changes from {existing.protocol} to "
+                            f"{result['protocol']}: {result['_source']} holds a "
+                            f"{result['protocol']} result")
+    else:
+        names = [(name, abs_tol, None, "fixed") for name in DEFAULT_METRICS]
+        parent, drop_limit = result.get("parent"), max_drop_pct
+    rules = []
+    for name, rule_abs, rule_rel, rule_tolerance in names:
+        if result.get(name) is None:
+            raise UserError(f"{result['_source']}: missing key {name} (gated by {path})")
+        if tolerance is not None:
+            rule_tolerance = tolerance if tolerance == "fixed" or name in CI95_METRICS else "fixed"
+        rules.append(MetricRule(name, round(float(result[name]), EXPECTED_DECIMALS),
+                                rule_abs, rule_rel, rule_tolerance))
+    if parent:
+        try:
+            parent_result, note = parent_for_drop(index, result, parent)
+        except UserError as exc:
+            if existing is None:
+                messages.append(f"warning: {path}: not adding a quantized drop rule: {exc}")
+                parent = drop_limit = None
+            else:
+                messages.append(f"warning: {path}: the gate will not be able to check the "
+                                f"drop rule: {exc}")
+        else:
+            messages += [note] if note else []
+            drop = drop_ratio_pct(result["mAP"], parent_result["mAP"])
+            if drop > drop_limit + FLOAT_SLACK:
+                messages.append(f"warning: {path}: current drop vs {parent} is {drop:.2f}%, above "
+                                f"max_drop_pct {drop_limit:.2f}; the gate will fail")
+    annotations = (result["provenance"].get("annotations") or {}).get("sha256")
+    model = result["provenance"]["model"]["sha256"]
+    detections = existing.detections if existing else None
+    if detections is None and keep_detections:
+        detections = f"{variant}.detections.json"
+    quantization = result["provenance"]["model"].get("quantization")
+    baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
+                        tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model),
+                        existing.int8_path if existing else None, result_subset(result), detections,
+                        quantization if quantization in QUANTIZATION_FORMATS else None,
+                        existing.require_model_sha256 if existing else False)
+    return baseline, messages
+
+
+def _sha256_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and SHA256_HEX.fullmatch(value) else None
+
+
+def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> tuple[str, str | None]:
+    """The protocol a new baseline file of `variant` is written for, plus a note when there was a choice.
+
+    The only protocol `variant` has results under; among several, coco (its canonical
+    folder results/<variant>/); several without coco is an error.
+    """
+    protocols = index.protocols(variant)
+    if len(protocols) <= 1:
+        return (protocols or ["coco"])[0], None
+    listed = ", ".join(protocols)
+    if "coco" not in protocols:
+        raise UserError(f"{variant} has results under protocols {listed}; write {path} by hand "
+                        "with the protocol to gate (format: baselines/README.md), then update it")
+    return "coco", (f"note: {variant} has results under protocols {listed}; {path} is created "
+                    f"for coco ({index.results_dir / run_name(variant, 'coco')}/); to gate "
+                    "another protocol, start from a baseline file with that protocol")
+
+
+def _report_errors(errors: list[str]) -> int:
+    """Print each input error as one line; the exit code 2."""
+    for message in errors:
+        print_error("baseline", message)
+    return 2
+
+
+def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
+                     abs_tol: float = 0.002, max_drop_pct: float = 1.0, subset: str | None = None,
+                     keep_detections: bool = False, tolerance: str | None = None) -> int:
+    """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
+
+    Each variant's result is looked up as the gate does (ResultIndex.find): under
+    an existing file's protocol, else under the variant's only protocol (coco
+    when it has several). With `variants=None`, the variants are those named in
+    the results' metrics.json files plus those with a baseline file.
+
+    Existing files keep their comment header, metric selection, tolerances and
+    drop rule; new files gate mAP, AP50 and AP75 with `abs_tol`, and quantized
+    variants with a comparable parent result get `max_drop_pct`. New files are written for results on
+    image subset `subset` (None: the full set); existing files keep theirs. A baseline that keeps its
+    detections (`detections`, or every file with `keep_detections`) gets a copy of the result's
+    detections.json there. `tolerance` (fixed or ci95) is written on every metric of every updated file
+    (ci95 where CI95_METRICS allows it); None keeps each file's (new files: fixed). Prints a unified diff of
+    each changed file and, per file, the tolerance it holds. Returns 0, or 2 on input errors (nothing is
+    written then); errors go to stderr as `ssd-eval baseline: error: ...`.
+    """
+    baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
+    errors: list[str] = []
+    if not is_number(abs_tol) or abs_tol < 0:
+        errors.append(f"abs_tol must be a number >= 0, got {abs_tol!r}")
+    if not is_number(max_drop_pct) or max_drop_pct < 0:
+        errors.append(f"max_drop_pct must be a number >= 0, got {max_drop_pct!r}")
+    if tolerance is not None and tolerance not in TOLERANCES:
+        errors.append(f"tolerance must be one of {', '.join(TOLERANCES)}, got {tolerance!r}")
+    if not results_dir.is_dir():
+        errors.append(f"{results_dir}: results directory not found; run `make eval` first")
+    if errors:
+        return _report_errors(errors)
+
+    try:
+        existing_files = baseline_files(baselines_dir) if baselines_dir.is_dir() else {}
+    except UserError as exc:
+        return _report_errors([str(exc)])
+    index = ResultIndex(results_dir)
+    if variants is None:
+        errors += [str(exc) for exc in index.errors()]
+        names = list(dict.fromkeys(r["variant"] for r in index.results() if result_subset(r) == subset))
+        names += [v for v in existing_files if v not in names]
+    else:
+        names = list(dict.fromkeys(variants))
+    if errors:
+        return _report_errors(errors)
+    if not names:
+        return _report_errors([f"{results_dir}: no */metrics.json found; run `make eval` first"])
+
+    planned: list[tuple[Path, str, str]] = []  # (path, old text, new text)
+    copies: list[tuple[Path, Path]] = []  # (result's detections.json, the baseline's kept copy)
+    for variant in names:
+        path = existing_files.get(variant, baselines_dir / f"{variant}.yaml")
+        messages: list[str] = []
+        try:
+            old_text = ""
+            if path.exists():
+                existing = load_baseline(path)
+                old_text = path.read_text(encoding="utf-8")
+                protocol = existing.protocol
+            else:
+                existing = None
+                protocol, note = _protocol_for_new_baseline(index, variant, path)
+                messages += [note] if note else []
+            result, note = index.find(variant, protocol, f"variant {variant} for {path}",
+                                      existing.subset if existing else subset)
+            messages += [note] if note else []
+            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections,
+                                               tolerance)
+            messages += more
+            new_text = render_baseline(baseline, header_comments(old_text),
+                                       inline_comments(old_text))
+            parse_baseline(new_text, str(path))  # what we write must load back
+        except UserError as exc:
+            errors.append(str(exc))
+            continue
+        for message in messages:
+            print(f"ssd-eval baseline: {message}", file=sys.stderr)
+        planned.append((path, old_text, new_text))
+        if baseline.detections_path is not None:
+            copies.append((Path(result["_source"]).parent / "detections.json", baseline.detections_path))
+    if errors:
+        return _report_errors(errors)
+
+    for source, target in copies:
+        if not source.is_file():
+            errors.append(f"{source}: not found; {target} keeps the detections of the result it is updated from")
+    if errors:
+        return _report_errors(errors)
+
+    baselines_dir.mkdir(parents=True, exist_ok=True)
+    changed = 0
+    for source, target in copies:
+        content = source.read_bytes()
+        if not target.is_file() or target.read_bytes() != content:
+            atomic_write_text(target, content.decode("utf-8"))
+            print(f"baseline: copied {source} to {target}")
+    for path, old_text, new_text in planned:
+        if old_text == new_text:
+            continue
+        diff = difflib.unified_diff(old_text.splitlines(keepends=True),
+                                    new_text.splitlines(keepends=True),
+                                    fromfile=str(path) if old_text else "/dev/null",
+                                    tofile=str(path))
+        print("".join(diff), end="")
+        atomic_write_text(path, new_text)
+        changed += 1
+    for path, _, new_text in planned:
+        print(f"baseline: {path}: {tolerance_summary(parse_baseline(new_text, str(path)))}")
+    print(f"baseline: {changed} file(s) changed, {len(planned) - changed} unchanged")
+    return 0
