@@ -496,7 +496,7 @@ def test_local_source_read_error_is_one_line(tmp_path, monkeypatch):
     def fake_open(path, mode="r", *args, **kwargs):
         return _Unreadable() if Path(path) == src else real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(fetch, "open", fake_open, raising=False)
+    monkeypatch.setattr(fetch.transfer, "open", fake_open, raising=False)
     dest = tmp_path / "out" / "m.onnx"
     with pytest.raises(UserError) as ei:
         download(str(src), dest, config_key="model.path", progress=False)
@@ -559,8 +559,8 @@ def sync_log(monkeypatch):
         replaced.append(src.name)
         return real_replace(src, dst)
 
-    monkeypatch.setattr(fetch.os, "fsync", fake_fsync)
-    monkeypatch.setattr(fetch.os, "replace", fake_replace)
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    monkeypatch.setattr(os, "replace", fake_replace)
     return replaced
 
 
@@ -900,7 +900,7 @@ def test_unextractable_zips_are_refused_and_kept(tmp_path, zip_bytes, problem):
 
 
 def test_zip_total_size_is_capped(tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "ZIP_MAX_TOTAL_BYTES", 10)
+    monkeypatch.setattr(fetch.archive, "ZIP_MAX_TOTAL_BYTES", 10)
     zip_path = tmp_path / "a.zip"
     zip_path.write_bytes(ANN_ZIP)
     ann, images, downloads = _coco_paths(tmp_path)
