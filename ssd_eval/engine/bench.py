@@ -100,21 +100,16 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     if duplicated:
         raise UserError(f"bench: variant {duplicated[0]!r} is given more than once")
 
-    sessions = []
-    labels = []
-    session_configs = []
+    runs = []  # (config, label, session config, session, io), one per model timed
     for config, label, session_config in int8_twins(configs, compare_exact_int8=compare_exact_int8):
         session = create_session(config.model.path, config.runtime, session_config=session_config)
-        io = resolve_io(session, config.model, config.model.path)
-        sessions.append((config, session, io))
-        labels.append(label)
-        session_configs.append(session_config)
+        runs.append((config, label, session_config, session, resolve_io(session, config.model, config.model.path)))
 
     rng = np.random.default_rng(seed)
     height, width = (int(v) for v in configs[0].preprocess.input_size)
     inputs: dict[tuple[int, int], np.ndarray] = {}
     feeds = []
-    for config, _, io in sessions:
+    for config, _, _, _, io in runs:
         size = tuple(int(v) for v in config.preprocess.input_size)
         if size not in inputs:
             inputs[size] = rng.standard_normal((1, 3, *size), dtype=np.float32)
@@ -132,7 +127,7 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     }
     print("== bench: models alone (batch 1, one fixed random input, variants interleaved round-robin)")
     print(f"cpu: {host['cpu']}  cores: {host['cores']}  onnxruntime: {ort.__version__}")
-    for (config, session, _), label, session_config in zip(sessions, labels, session_configs):
+    for config, label, session_config, session, _ in runs:
         entries = ", ".join(f"{k}={v}" for k, v in sorted(session_config.items())) or "none"
         print(f"  {label}: providers {', '.join(session.get_providers())}; "
               f"intra_op_threads {_threads_text(config.runtime.intra_op_threads, per_core=True)}, "
@@ -140,22 +135,22 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
               f"session config {entries}; model {config.model.path}")
     print(f"warmup {warmup} + {iterations} timed runs per model")
 
-    latencies: list[list[float]] = [[] for _ in sessions]
+    latencies: list[list[float]] = [[] for _ in runs]
     for _ in range(warmup):
-        for (_, session, io), feed in zip(sessions, feeds):
+        for (*_, session, io), feed in zip(runs, feeds):
             session.run([io.boxes, io.labels, io.scores], feed)
     with ForeignLoad() as load:
         for round_index in range(iterations):
             # Each round starts with the next variant, so none always follows the same one.
-            for offset in range(len(sessions)):
-                index = (round_index + offset) % len(sessions)
-                (config, session, io), feed = sessions[index], feeds[index]
+            for offset in range(len(runs)):
+                index = (round_index + offset) % len(runs)
+                (*_, session, io), feed = runs[index], feeds[index]
                 started = time.perf_counter()
                 session.run([io.boxes, io.labels, io.scores], feed)
                 latencies[index].append(time.perf_counter() - started)
 
     models = []
-    for (config, session, _), label, session_config, times in zip(sessions, labels, session_configs, latencies):
+    for (config, label, session_config, session, _), times in zip(runs, latencies):
         stats = latency_stats(times)
         models.append({
             "variant": label,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ import numpy as np
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
 from ssd_eval.data.coco import image_fingerprint
+from ssd_eval.engine.folder_lock import lock_file
 from ssd_eval.errors import UserError
 from ssd_eval.inference.postprocess import add_counts
 from ssd_eval.inference.runner import ModelIO
@@ -63,13 +63,7 @@ class DetectionCache:
             self._handle = open(self.path, "ab")
         except OSError as exc:
             raise UserError(f"{self.path}: cannot open the resume cache: {exc.strerror or exc}") from None
-        try:
-            # Two runs appending to one cache would interleave their lines: one at a time.
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.close()
-            raise UserError(f"{self.path}: another run is using this output directory; wait for it to finish "
-                            "or choose another --out") from None
+        lock_file(self._handle, self.path)
         try:
             if fresh and self._handle.tell() > 0:
                 log.info("--fresh: discarding %s", self.path)

@@ -1,4 +1,5 @@
-"""The output-folder lock: one run at a time writes a results folder, from its first file to its last."""
+"""One run at a time: the output-folder lock (a results folder, from its first file to its last) and the
+same refusal on an open resume-cache file."""
 
 from __future__ import annotations
 
@@ -7,9 +8,21 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from ssd_eval.errors import UserError
+
+BUSY = "another run is using this output directory; wait for it to finish or choose another --out"
+
+
+def lock_file(handle: IO[bytes], path: str | Path) -> None:
+    """Lock the open file ``handle`` (``path``) exclusively; close it and raise the one-line UserError at once
+    when another run holds it (two runs appending to one cache would interleave their lines)."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(f"{path}: {BUSY}") from None
 
 
 @contextlib.contextmanager
@@ -31,8 +44,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UserError(f"{folder}: another run is using this output directory; wait for it to finish "
-                                "or choose another --out") from None
+                raise UserError(f"{folder}: {BUSY}") from None
             raise UserError(f"{folder}: cannot lock the output directory: {exc.strerror or exc}") from None
         yield folder
     finally:

@@ -19,7 +19,6 @@ Resources: each task asks Ray for the CPUs of its onnxruntime threads (``launche
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -36,7 +35,7 @@ from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
-from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.engine.folder_lock import folder_lock, lock_file
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.pipeline import ProgressLines, evaluate
 from ssd_eval.engine.shards import SHARD_FILE, shard_dir
@@ -369,12 +368,7 @@ def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, 
     prepare_out_dir(folder)
     path = folder / CACHE_FILE
     handle = open(path, "a+b")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UserError(f"{path}: another run is using this output directory; wait for it to finish or choose "
-                        "another --out") from None
+    lock_file(handle, path)
     handle.seek(0)
     kept = b"" if fresh else handle.read()
     kept = kept[:kept.rfind(b"\n") + 1]
