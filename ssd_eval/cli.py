@@ -382,14 +382,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from ssd_eval.config.schema import TrackingConfig
-    from ssd_eval.engine.shards import merge_shards
+    from ssd_eval.engine.shards import merge_out_dir, merge_shards
     from ssd_eval.reports.tracking import tracker_for
     from ssd_eval.results.summary import render_result
 
     tracking = TrackingConfig(log=list(dict.fromkeys(args.log or [])), uri=args.log_uri,
                               tensorboard_dir=args.log_dir)
-    # Tracking rewrites metrics.json: it runs while merge still holds the output folder's lock.
-    result = merge_shards(args.shards, args.out, on_result=tracker_for(tracking, Path(args.out) if args.out else None))
+    # Tracking rewrites metrics.json: it runs while merge still holds the output folder's lock. Its folder
+    # checks are made against the folder merge writes to (without --out: the shards' config's output folder).
+    on_result = tracker_for(tracking, merge_out_dir(args.shards, args.out) if tracking.log else None)
+    result = merge_shards(args.shards, args.out, on_result=on_result)
     print(render_result(result))
     print(f"results: {result.files['metrics']}  {result.files['detections']}")
     print_tracking(result)

@@ -237,6 +237,22 @@ def test_merge_logs_the_merged_result(tmp_path, mlflow_client):
     assert run.data.tags["provenance.shards"] == '["1/2", "2/2"]'
 
 
+def test_merge_without_out_checks_the_tensorboard_folder_it_will_write(tmp_path, capsys):
+    """Without --out, merge writes to the shards' config's output folder: the TensorBoard folder under it
+    (``<out>/tb``) is checked before the merge, not one under the current folder."""
+    pytest.importorskip("tensorboardX")
+    for index in (1, 2):
+        config = load_config(REPO / "configs" / "sample.yaml", [("output.dir", str(tmp_path / "r"))])
+        ssd_eval.evaluate(config, shard=(index, 2), progress=False)
+    (tmp_path / "r" / "tb").write_text("not a folder")
+    capsys.readouterr()
+    status = main(["merge", str(tmp_path / "r" / "shard-1-of-2"), str(tmp_path / "r" / "shard-2-of-2"),
+                   "--log", "tensorboard"])
+    assert status == 2
+    assert f"--log tensorboard: {tmp_path / 'r' / 'tb'} is a file" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics.json").exists()  # stopped before the merge wrote anything
+
+
 # ---------------------------------------------------------------- a tracker that cannot work (issue 22 item 5)
 
 

@@ -194,6 +194,28 @@ def run_image_ids(config: Config, dataset: data.CocoDataset, shard: tuple[int, i
     return image_ids, opened
 
 
+def shard_config(directory: Path, manifest: dict[str, Any]) -> Config:
+    """The config a shard was run with (``directory``'s manifest), as its merge runs it: partial and named as
+    the shards were, tracking off (a merge is tracked by its caller's ``on_result``)."""
+    provenance = manifest["provenance"]
+    config = config_from_dict(provenance["config"], default_origin=str(directory / SHARD_FILE))
+    config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
+    config.named_by = (provenance.get("name") or {}).get("from")  # and a named one stays named
+    config.tracking.log = []  # the shards' own setting (none): merge is tracked by its caller's on_result
+    return config
+
+
+def merge_out_dir(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> Path | None:
+    """The folder ``merge_shards(shard_dirs, out_dir)`` writes to: ``out_dir``, else the output folder of the
+    first shard's config; None when no shard is named (merge_shards says so)."""
+    if out_dir:
+        return Path(out_dir)
+    if not shard_dirs:
+        return None
+    first_dir = expand_shard_dirs(shard_dirs)[0]
+    return shard_config(first_dir, read_shard(first_dir)[0]).out_dir
+
+
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
                  launch: dict[str, Any] | None = None, on_result: Callable[[EvalResult], Any] | None = None,
                  locked: bool = False, strict: bool = False) -> EvalResult:
@@ -232,11 +254,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         raise UserError(f"merge: shard {missing[0]}/{total} is missing (got {sorted(indices)})")
 
     provenance = first["provenance"]
-    config_data = provenance["config"]
-    config = config_from_dict(config_data, default_origin=str(first_dir / SHARD_FILE))
-    config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
-    config.named_by = (provenance.get("name") or {}).get("from")  # and a named one stays named
-    config.tracking.log = []  # the shards' own setting (none): merge is tracked by its caller's on_result
+    config = shard_config(first_dir, first)
     extras.check(config.needed_extras())
     dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
     if dataset.sha256 != first["identity"]["annotations_sha256"]:
