@@ -533,7 +533,7 @@ def configure_logging(verbosity: int) -> None:
     """Diagnostics to stderr: warnings by default, -v info, -vv debug."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="ssd-eval: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    # A run's start, scoring and end lines (pipeline.progress_log): plain lines on stderr, in logs too.
+    # A run's start, scoring and end lines (engine.progress.progress_log): plain lines on stderr, in logs too.
     progress = logging.getLogger("ssd_eval.progress")
     for handler in list(progress.handlers):
         progress.removeHandler(handler)

@@ -15,7 +15,7 @@ import pytest
 import ssd_eval
 from ssd_eval.config.load import config_from_dict
 from ssd_eval.config.schema import ModelConfig, RuntimeConfig
-from ssd_eval.engine import pipeline
+from ssd_eval.engine import pipeline, prefetch
 from ssd_eval.errors import UserError
 from ssd_eval.inference.runner import Detector
 
@@ -443,12 +443,12 @@ def test_the_error_breakdown_covers_the_runs_images_under_its_switches(tmp_path,
 @pytest.mark.parametrize("cpus, workers", [(None, 1), (1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (16, 8), (17, 8),
                                            (18, 8), (64, 8)])
 def test_default_decode_workers_are_half_the_cores_from_1_to_8(monkeypatch, cpus, workers):
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(prefetch.os, "cpu_count", lambda: cpus)
     config = config_from_dict(config_dict(Path("m.onnx"), Path("a.json"), Path("i"), Path("out"),
                                           pipeline={"workers": 0}))  # 0: the default
-    assert pipeline.default_workers(config) == workers
+    assert prefetch.default_workers(config) == workers
     config.pipeline.workers = 3  # set: taken as it is
-    assert pipeline.default_workers(config) == 3
+    assert prefetch.default_workers(config) == 3
 
 
 @pytest.mark.parametrize("settings, depth", [({"workers": 3}, 6), ({"workers": 3, "prefetch": 5}, 5)],

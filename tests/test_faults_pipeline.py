@@ -16,7 +16,8 @@ import pytest
 
 from ssd_eval.config.load import load_config
 from ssd_eval.engine import cache as cache_module
-from ssd_eval.engine import pipeline
+from ssd_eval.engine import pipeline, prefetch
+from ssd_eval.engine import progress as progress_module
 from ssd_eval.engine.cache import DetectionCache
 from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.engine.shards import merge_shards
@@ -313,7 +314,7 @@ def sample_records_and_params(size_hw=(24, 40)):
     from ssd_eval.data import coco as data
 
     dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
-    params = pipeline.PreprocessParams(size_hw=size_hw, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    params = prefetch.PreprocessParams(size_hw=size_hw, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                        scale=1 / 255, backend="pil")
     return [dataset.images[i] for i in sorted(dataset.images)], params
 
@@ -353,7 +354,7 @@ def test_detections_are_recorded_from_one_thread_in_image_order(tmp_path, monkey
 @pytest.mark.parametrize("reuse_buffers", [False, True])
 def test_a_prefetch_depth_of_one_works_and_zero_is_refused(reuse_buffers):
     records, params = sample_records_and_params()
-    expected = [pipeline.load_and_preprocess(r, params) for r in records]
+    expected = [prefetch.load_and_preprocess(r, params) for r in records]
     got = [(record, array.copy()) for record, array in pipeline.prefetch_images(
         records, params, workers=1, mode="thread", depth=1, reuse_buffers=reuse_buffers)]
     assert [r for r, _ in got] == records
@@ -387,7 +388,7 @@ def test_closing_the_prefetch_early_cancels_what_is_queued_without_waiting(monke
             shutdowns.append({"wait": wait, "cancel_futures": cancel_futures})
             super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
-    monkeypatch.setattr(pipeline.futures, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(prefetch.futures, "ThreadPoolExecutor", Recording)
     records, params = sample_records_and_params()
     images = pipeline.prefetch_images(records, params, workers=1, mode="thread", depth=4)
     next(images)
@@ -411,10 +412,10 @@ def test_process_workers_are_spawned_with_the_parent_watch(monkeypatch):
                         initargs=initargs)
             super().__init__(max_workers=max_workers)
 
-    monkeypatch.setattr(pipeline.futures, "ProcessPoolExecutor", Recording)
+    monkeypatch.setattr(prefetch.futures, "ProcessPoolExecutor", Recording)
     records, params = sample_records_and_params()
     got = list(pipeline.prefetch_images(records, params, workers=3, mode="process", depth=2, reuse_buffers=True))
-    assert made == {"max_workers": 3, "start": "spawn", "initializer": pipeline._process_worker_setup,
+    assert made == {"max_workers": 3, "start": "spawn", "initializer": prefetch._process_worker_setup,
                     "initargs": (os.getpid(),)}
     arrays = [a for _, a in got]
     assert [r for r, _ in got] == records and len(records) > 3
@@ -519,7 +520,7 @@ def progress_lines(total: int, clock: Clock, **options):
     import io
 
     out = io.StringIO()
-    return pipeline.ProgressLines(total, "v", clock=clock, stream=out, **options), out
+    return progress_module.ProgressLines(total, "v", clock=clock, stream=out, **options), out
 
 
 def test_progress_lines_time_from_the_start_not_from_clock_zero():
@@ -534,7 +535,7 @@ def test_progress_lines_time_from_the_start_not_from_clock_zero():
 
 def test_progress_lines_defaults_first_after_2_s_then_every_120_s(capsys):
     clock = Clock(4096.0)  # steps exact in binary: "exactly 2 s" is exact
-    progress = pipeline.ProgressLines(40, "v", clock=clock)  # stream: stderr
+    progress = progress_module.ProgressLines(40, "v", clock=clock)  # stream: stderr
     clock.now += 1.5
     progress.update(10)  # 25 % but under 2 s: nothing
     clock.now += 0.5
@@ -557,7 +558,7 @@ def test_each_progress_line_is_flushed_as_it_is_printed():
             self.flushed = self.getvalue()
 
     clock, out = Clock(), Stream()
-    progress = pipeline.ProgressLines(10, "v", clock=clock, stream=out, min_first_s=0.0)
+    progress = progress_module.ProgressLines(10, "v", clock=clock, stream=out, min_first_s=0.0)
     clock.now += 1.0
     progress.update(5)
     assert out.getvalue() and out.flushed == out.getvalue()
@@ -611,7 +612,7 @@ def test_progress_line_without_any_image_done_says_the_time_left_is_unknown():
 @pytest.mark.parametrize("seconds, text", [(0, "0m00s"), (59.4, "0m59s"), (61, "1m01s"), (3599, "59m59s"),
                                            (3600, "1h00m"), (7200, "2h00m"), (7322, "2h02m")])
 def test_durations_in_progress_lines(seconds, text):
-    assert pipeline._duration(seconds) == text
+    assert progress_module._duration(seconds) == text
 
 
 def test_a_process_worker_ignores_ctrl_c_and_watches_its_parent(monkeypatch):
@@ -629,9 +630,9 @@ def test_a_process_worker_ignores_ctrl_c_and_watches_its_parent(monkeypatch):
 
     monkeypatch.setattr(signal, "signal", lambda *args: handlers.append(args))
     monkeypatch.setattr(threading, "Thread", Recorded)
-    pipeline._process_worker_setup(4242)
+    prefetch._process_worker_setup(4242)
     assert handlers == [(signal.SIGINT, signal.SIG_IGN)]
-    assert threads == [{"target": pipeline._exit_with_parent, "args": (4242,), "name": "exit-with-parent",
+    assert threads == [{"target": prefetch._exit_with_parent, "args": (4242,), "name": "exit-with-parent",
                         "daemon": True, "started": True}]
 
 
@@ -646,9 +647,9 @@ def test_a_process_worker_exits_once_its_parent_is_gone(monkeypatch):
         exits.append(code)
         raise Exited
 
-    monkeypatch.setattr(pipeline.os, "getppid", lambda: next(parents))
-    monkeypatch.setattr(pipeline.time, "sleep", naps.append)
-    monkeypatch.setattr(pipeline.os, "_exit", exit_now)
+    monkeypatch.setattr(prefetch.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(prefetch.time, "sleep", naps.append)
+    monkeypatch.setattr(prefetch.os, "_exit", exit_now)
     with pytest.raises(Exited):
-        pipeline._exit_with_parent(77)
+        prefetch._exit_with_parent(77)
     assert naps == [0.5, 0.5] and exits == [1]

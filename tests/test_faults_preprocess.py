@@ -22,7 +22,7 @@ from PIL import Image
 
 from ssd_eval.config.load import load_config
 from ssd_eval.data.coco import load_annotations
-from ssd_eval.engine.pipeline import PreprocessParams, load_and_preprocess
+from ssd_eval.engine.prefetch import PreprocessParams, load_and_preprocess
 from ssd_eval.inference.preprocess import resize
 from ssd_eval.testing.synthetic import ground_truth_tables, preprocessing_probe, probe_fingerprint
 

@@ -378,7 +378,7 @@ def test_cache_is_not_reused_for_other_images(tmp_path):
 def test_progress_lines_for_logs():
     import io
 
-    from ssd_eval.engine.pipeline import ProgressLines
+    from ssd_eval.engine.progress import ProgressLines
 
     now = [0.0]
     out = io.StringIO()
@@ -400,7 +400,7 @@ def test_progress_lines_for_logs():
 def test_the_first_progress_line_comes_after_10_s_or_5_percent(seconds_per_image, every_s, first_lines):
     import io
 
-    from ssd_eval.engine.pipeline import ProgressLines
+    from ssd_eval.engine.progress import ProgressLines
 
     now = [0.0]
     out = io.StringIO()
@@ -415,7 +415,7 @@ def test_the_first_progress_line_comes_after_10_s_or_5_percent(seconds_per_image
 def test_short_runs_print_no_progress_lines():
     import io
 
-    from ssd_eval.engine.pipeline import ProgressLines
+    from ssd_eval.engine.progress import ProgressLines
 
     out = io.StringIO()
     with ProgressLines(3, "sample", clock=lambda: 0.0, stream=out) as progress:
@@ -747,11 +747,11 @@ def test_prefetch_keeps_no_reference_to_an_image_it_has_yielded():
     import weakref
 
     from ssd_eval.data import coco as data
-    from ssd_eval.engine import pipeline
+    from ssd_eval.engine import pipeline, prefetch
 
     dataset = data.load_annotations(SAMPLE / "annotations.json", SAMPLE / "images")
     config = sample_config("sample", Path("unused"), ("preprocess.input_size", [24, 40]))
-    params = pipeline.PreprocessParams.from_config(config)
+    params = prefetch.PreprocessParams.from_config(config)
     images = pipeline.prefetch_images([dataset.images[i] for i in sorted(dataset.images)], params,
                                       workers=2, mode="thread", depth=3)
     seen = 0
@@ -810,16 +810,16 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     import numpy as np
 
     from ssd_eval.data import coco as data
-    from ssd_eval.engine import pipeline
+    from ssd_eval.engine import pipeline, prefetch
 
     config, records, categories = small_input_run(tmp_path, batch_size, prefetch)
     records = [dataclasses.replace(r) for r in records]  # each repeat its own object: bad ones by position
     config.dataset.on_bad_image = "skip"
-    params = pipeline.PreprocessParams.from_config(config)
-    expected = {r.id: pipeline.load_and_preprocess(r, params) for r in records}
+    params = prefetch.PreprocessParams.from_config(config)
+    expected = {r.id: prefetch.load_and_preprocess(r, params) for r in records}
     unreadable = {id(records[i]) for i in bad}
     buffers: set[int] = set()
-    original = pipeline.load_and_preprocess
+    original = prefetch.load_and_preprocess
 
     def recording(record, params, out=None):
         assert out is not None, "thread mode preprocessed into a new array"
@@ -835,11 +835,11 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
         for tensor in batch:
             np.testing.assert_array_equal(tensor, expected[next(good).id])
 
-    monkeypatch.setattr(pipeline, "load_and_preprocess", recording)
+    monkeypatch.setattr(prefetch, "load_and_preprocess", recording)
     cache = NullCache()
     skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
     assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
-    assert len(buffers) == pipeline.input_ring_size(prefetch) == prefetch + 1
+    assert len(buffers) == prefetch.input_ring_size(prefetch) == prefetch + 1
 
 
 # ------------------------------------------------------------------------ the cache key covers every field (issue 22)

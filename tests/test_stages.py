@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ssd_eval.config.load import load_config
-from ssd_eval.engine import pipeline
+from ssd_eval.engine import pipeline, prefetch
 from ssd_eval.inference.runner import Detector
 from ssd_eval.results.summary import render_result, stages_text
 
@@ -74,13 +74,13 @@ def test_stage_times_exist_are_non_negative_and_account_for_the_wall_time(tmp_pa
 
 
 def test_a_slow_decode_shows_as_decode_time_and_session_run_idle(tmp_path, monkeypatch):
-    real = pipeline.load_and_preprocess
+    real = prefetch.load_and_preprocess
 
     def slow(record, params, out=None):
         time.sleep(0.15)  # waiting, not CPU: wall time only
         return real(record, params, out)
 
-    monkeypatch.setattr(pipeline, "load_and_preprocess", slow)
+    monkeypatch.setattr(prefetch, "load_and_preprocess", slow)
     pipeline.evaluate(sample_config(tmp_path / "run", ("pipeline.workers", 1)), progress=False)
     stages, provenance = stages_of(tmp_path / "run")
     check_well_formed(stages, provenance)

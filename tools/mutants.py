@@ -1,6 +1,6 @@
 """Mutation testing of the core modules with mutmut 3, one module at a time (``make mutants``).
 
-    .venv/bin/python tools/mutants.py                      # the nine core modules (CORE), in that order
+    .venv/bin/python tools/mutants.py                      # the core modules (CORE), in that order
     .venv/bin/python tools/mutants.py preprocess metrics   # only these
     .venv/bin/python tools/mutants.py --list               # the modules and their test files
 
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 PATHS = {"preprocess": "inference/preprocess", "postprocess": "inference/postprocess", "compare": "results/compare",
          "cocoeval": "scoring/cocoeval", "metrics": "scoring/metrics", "result": "results/result",
          "table": "reports/table", "gate": "reports/gate", "cache": "engine/cache", "coco": "data/coco",
-         "runner": "inference/runner", "pipeline": "engine/pipeline"}
+         "runner": "inference/runner", "pipeline": "engine/pipeline", "prefetch": "engine/prefetch"}
 
 # module -> the test files that cover it (paths relative to the repository root). Smallest first.
 MODULES: dict[str, list[str]] = {
@@ -64,10 +64,14 @@ MODULES: dict[str, list[str]] = {
     # test_faults_preprocess.py: the config's preprocessing reaching the workers (PreprocessParams.from_config).
     "pipeline": ["tests/test_pipeline.py", "tests/test_faults_pipeline.py", "tests/test_faults_config.py",
                  "tests/test_faults_scoring.py", "tests/test_faults_preprocess.py"],
+    # The decode pool and input ring left pipeline.py in 0.2 (engine/prefetch.py); the same tests cover it.
+    "prefetch": ["tests/test_pipeline.py", "tests/test_faults_pipeline.py", "tests/test_faults_config.py",
+                 "tests/test_faults_preprocess.py", "tests/test_stages.py"],
 }
 
-# `make mutants` without MODULES: the nine core modules of issue 15 (compare, result and metrics run when named).
-CORE = ["preprocess", "postprocess", "cocoeval", "table", "gate", "cache", "coco", "runner", "pipeline"]
+# `make mutants` without MODULES: the core modules of issue 15, pipeline in two since 0.2
+# (compare, result and metrics run when named).
+CORE = ["preprocess", "postprocess", "cocoeval", "table", "gate", "cache", "coco", "runner", "pipeline", "prefetch"]
 
 # What each work folder holds besides the package (mutmut copies these on into its mutants/ folder).
 # The Makefile: tests/test_gate.py runs `make ci-gate` (in a subprocess, on the work folder's copy).

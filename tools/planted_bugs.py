@@ -82,10 +82,10 @@ BUGS: list[Bug] = [
     Bug("opencv-nearest", "ssd_eval/inference/preprocess.py",
         "interpolation=cv2.INTER_LINEAR", "interpolation=cv2.INTER_NEAREST",
         (f"{KNOWN_RESIZE}[opencv-down-x]", f"{HARNESS_TENSORS}[opencv-non-square]")),
-    Bug("std-reversed", "ssd_eval/engine/pipeline.py",
+    Bug("std-reversed", "ssd_eval/engine/prefetch.py",
         "std=(pre.std[0], pre.std[1], pre.std[2])", "std=(pre.std[2], pre.std[1], pre.std[0])",
         (f"{HARNESS_TENSORS}[pil-non-square]", f"{PROBE}[pil]")),
-    Bug("mean-reversed", "ssd_eval/engine/pipeline.py",
+    Bug("mean-reversed", "ssd_eval/engine/prefetch.py",
         "mean=(pre.mean[0], pre.mean[1], pre.mean[2])", "mean=(pre.mean[2], pre.mean[1], pre.mean[0])",
         (f"{HARNESS_TENSORS}[pil-non-square]", f"{PROBE}[pil]")),
     # ---- config reaching the run

@@ -136,7 +136,7 @@ class PipelineConfig:
     # The lookup that normalizes (preprocess.NORMALIZE_ROUTES; auto: OpenCV's where installed). Every
     # route gives the same bits, so it is not in the cache key; it is here to measure one against another.
     normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"
-    # Seconds between progress lines in logs (stderr not a terminal); the first comes early (pipeline.ProgressLines).
+    # Seconds between progress lines in logs (stderr not a terminal); the first comes early (engine/progress.py).
     progress_interval_s: float = 120.0
 
 

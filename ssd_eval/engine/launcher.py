@@ -40,7 +40,7 @@ from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
-from ssd_eval.engine.pipeline import ProgressLines, progress_log
+from ssd_eval.engine.progress import ProgressLines, progress_log
 from ssd_eval.engine.shards import run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir

@@ -11,16 +11,9 @@ import collections
 import concurrent.futures as futures
 import contextlib
 import logging
-import math
-import multiprocessing
-import os
-import signal
-import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -31,10 +24,13 @@ from ssd_eval.data import coco as data
 from ssd_eval.engine import finish
 from ssd_eval.engine.cache import DetectionCache, cache_key
 from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.engine.prefetch import PreprocessParams, default_workers, pipeline_settings, prefetch_images
+from ssd_eval.engine.progress import ProgressLines, progress_log
 from ssd_eval.engine.provenance import run_provenance
 from ssd_eval.engine.shards import run_image_ids, shard_dir, write_shard_manifest
+from ssd_eval.engine.stages import StageClock, stage_times
 from ssd_eval.errors import UserError
-from ssd_eval.inference import model_info, postprocess, preprocess
+from ssd_eval.inference import model_info, postprocess
 from ssd_eval.inference.runner import Detector
 from ssd_eval.results.result import (
     EvalResult,
@@ -44,270 +40,6 @@ from ssd_eval.results.result import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreprocessParams:
-    """Everything a pool worker needs to turn an image file into a tensor (picklable)."""
-
-    size_hw: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    scale: float
-    backend: str
-    normalize: str | None = None  # preprocess.NORMALIZE_ROUTES; None: preprocess.normalize_route()
-
-    @classmethod
-    def from_config(cls, config: Config) -> "PreprocessParams":
-        """The preprocessing a config asks for, with the protocol's resize backend."""
-        pre = config.preprocess
-        return cls(size_hw=(pre.input_size[0], pre.input_size[1]), mean=(pre.mean[0], pre.mean[1], pre.mean[2]),
-                   std=(pre.std[0], pre.std[1], pre.std[2]), scale=pre.scale, backend=pre.resize_backend,
-                   normalize=None if config.pipeline.normalize == "auto" else config.pipeline.normalize)
-
-
-def default_workers(config: Config) -> int:
-    """Decode/preprocess workers: the config's, else half the CPU cores (1 to 8)."""
-    return config.pipeline.workers or max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def pipeline_settings(config: Config) -> dict[str, Any]:
-    """The decode pool a run used, with what the machine chose (provenance.pipeline): workers (and
-    whether they came from the config or from the CPU cores), mode, prefetch depth, the cores seen, and
-    the lookup normalize used (the same values either way)."""
-    workers = default_workers(config)
-    return {"workers": workers, "workers_from": "config" if config.pipeline.workers else "cores",
-            "mode": config.pipeline.mode,
-            "prefetch": config.pipeline.prefetch or 2 * workers * config.runtime.batch_size,
-            "cores": os.cpu_count(),
-            "normalize": (preprocess.normalize_route() if config.pipeline.normalize == "auto"
-                          else config.pipeline.normalize)}
-
-
-def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
-                        out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one image and make it a model input (runs in a pool worker).
-
-    ``out``: a float32 (3, H, W) buffer to write the input into (and return) instead of a new
-    array; the values are the same either way (``preprocess.preprocess``).
-    """
-    return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
-                                 std=params.std, scale=params.scale, backend=params.backend, out=out,
-                                 route=params.normalize)
-
-
-@dataclass
-class StageClock:
-    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``).
-
-    Written by three kinds of threads, each its own fields: the decode workers' times arrive with
-    their results and are added by the main thread (``decode_*``); the writer thread adds
-    ``post_*``; the main thread the rest. Read once the loop is over.
-    """
-
-    decoded: int = 0  # images whose decode+preprocess times are counted
-    decode_wall_s: float = 0.0  # on the worker, per image summed (workers run beside inference)
-    decode_cpu_s: float = 0.0  # the worker thread's (or process's) own CPU time
-    input_wait_s: float = 0.0  # the main thread waiting for the next input: session.run idle
-    inference_s: float = 0.0  # session.run
-    postprocessed: int = 0
-    post_wall_s: float = 0.0  # writer thread: to_coco_results and the cache line
-    post_cpu_s: float = 0.0
-    post_wait_s: float = 0.0  # the main thread waiting for the writer
-    loop_s: float = 0.0  # the loop's wall time
-    loop_cpu_s: float = 0.0  # this process's CPU time (every thread) during the loop
-    decode_in_process: bool = True  # False: decode ran in other processes (pipeline.mode process)
-
-
-def timed_load(record: data.ImageRecord, params: PreprocessParams,
-               out: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
-    """``load_and_preprocess`` with its wall and CPU seconds (this thread's own CPU time)."""
-    wall, cpu = time.perf_counter(), time.thread_time()
-    array = load_and_preprocess(record, params, out)
-    return array, time.perf_counter() - wall, time.thread_time() - cpu
-
-
-def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
-                scoring_cpu_s: float, output_s: float, wall_s: float) -> dict[str, Any]:
-    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image.
-
-    ``images``: images inferred in this run (decode+preprocess, inference and postprocess are per
-    inferred image; None where there are none); ``evaluated``: images scored (scoring is per scored
-    image). ``seconds`` holds the parts of the main thread's wall time, one after another: setup,
-    waiting for input, session.run, waiting for the writer, scoring, output; ``accounted_share`` is
-    their sum over ``wall_s`` (the rest: the loop's own bookkeeping). Inference CPU is this process's
-    CPU time during the loop less the decode workers' (thread mode) and the writer's: onnxruntime's
-    threads, spinning included.
-    """
-    def per_image(seconds: float, count: int) -> float | None:
-        return round(1000.0 * seconds / count, 3) if count > 0 else None
-
-    decode_cpu = clock.decode_cpu_s if clock.decode_in_process else 0.0
-    inference_cpu = clock.loop_cpu_s - decode_cpu - clock.post_cpu_s
-    seconds = {"setup": setup_s, "input_wait": clock.input_wait_s, "inference": clock.inference_s,
-               "postprocess_wait": clock.post_wait_s, "scoring": scoring_s, "output": output_s}
-    return {
-        "images": images,
-        "decode_preprocess": {"cpu_ms": per_image(clock.decode_cpu_s, clock.decoded),
-                              "wall_ms": per_image(clock.decode_wall_s, clock.decoded),
-                              "wait_ms": per_image(clock.input_wait_s, images)},
-        "inference": {"cpu_ms": per_image(inference_cpu, images), "wall_ms": per_image(clock.inference_s, images)},
-        "postprocess": {"cpu_ms": per_image(clock.post_cpu_s, clock.postprocessed),
-                        "wall_ms": per_image(clock.post_wall_s, clock.postprocessed),
-                        "wait_ms": per_image(clock.post_wait_s, images)},
-        "scoring": {"cpu_ms": per_image(scoring_cpu_s, evaluated), "wall_ms": per_image(scoring_s, evaluated)},
-        "idle_share": round(clock.input_wait_s / clock.loop_s, 4) if clock.loop_s > 0 else None,
-        "loop_s": round(clock.loop_s, 3),
-        "seconds": {name: round(value, 3) for name, value in seconds.items()},
-        "accounted_share": round(sum(seconds.values()) / wall_s, 4) if wall_s > 0 else None,
-    }
-
-
-def input_ring_size(depth: int) -> int:
-    """How many input buffers ``prefetch_images`` allocates with ``reuse_buffers``: ``depth + 1``."""
-    return depth + 1
-
-
-def prefetch_images(
-    records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
-    reuse_buffers: bool = False, clock: StageClock | None = None,
-) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
-    """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
-
-    Asking for image ``i`` submits image ``i + depth``: ``depth`` images are queued or being
-    decoded while the caller works on image ``i``. The generator keeps no reference to an image
-    it has yielded: its array lives as long as the caller holds it.
-
-    ``reuse_buffers`` (thread mode only; ignored for processes, whose results arrive as new arrays):
-    each image is preprocessed straight into one of ``depth + 1`` (3, H, W) buffers allocated once and
-    reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
-    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + 1``, which is
-    submitted when the caller asks for image ``i + 1``: the caller must be done with an array (run
-    or copied it) before it asks for the next one (``_run_images`` is).
-
-    ``clock``: each image's decode+preprocess wall and CPU seconds (on its worker) are added to it.
-
-    Closing the generator early cancels what is queued and does not wait for the pool.
-    Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
-    by SIGTERM or SIGKILL), so none stays blocked writing a result that nobody reads.
-    """
-    if depth < 1:
-        raise ValueError(f"prefetch depth must be at least 1, not {depth}")
-    if mode == "process":
-        # spawn, not fork: forking after onnxruntime started its threads can deadlock.
-        pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_process_worker_setup, initargs=(os.getpid(),))
-        reuse_buffers = False
-    else:
-        pool = futures.ThreadPoolExecutor(max_workers=workers)
-    ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
-    records = iter(records)
-    window: collections.deque = collections.deque()
-    submitted = 0
-
-    def submit_next() -> None:
-        nonlocal submitted
-        record = next(records, None)
-        if record is None:
-            return
-        if ring is None:
-            window.append((record, pool.submit(timed_load, record, params)))
-        else:
-            window.append((record, pool.submit(timed_load, record, params, ring[submitted % len(ring)])))
-        submitted += 1
-
-    def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
-        # The future and its result go out of scope on return: the yielded array is the caller's alone.
-        record, future = window.popleft()
-        submit_next()
-        try:
-            array, wall, cpu = future.result()
-        except data.BadImageError as exc:
-            return record, exc
-        if clock is not None:
-            clock.decoded += 1
-            clock.decode_wall_s += wall
-            clock.decode_cpu_s += cpu
-        return record, array
-
-    try:
-        for _ in range(depth):
-            submit_next()
-        while window:
-            yield take()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _process_worker_setup(parent_pid: int) -> None:
-    """Runs first in each process-pool worker: ignore Ctrl-C, and exit once the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="exit-with-parent", daemon=True).start()
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(1)  # even while the main thread is blocked writing to the dead parent's pipe
-
-
-class ProgressLines:
-    """Progress as an occasional plain line on stderr, for logs where a bar would be one endless line.
-
-    The first line comes early: once ``first_after_s`` seconds have passed or ``first_fraction``
-    of the images are done, whichever comes first (but not within ``min_first_s`` seconds of
-    the start); then a line every ``every_s`` seconds (``pipeline.progress_interval_s``), and
-    one at the end when any was printed before: a run of a few seconds stays silent.
-    """
-
-    def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None,
-                 first_after_s: float = 10.0, first_fraction: float = 0.05, min_first_s: float = 2.0):
-        self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
-        self.first_after_s, self.first_fraction, self.min_first_s = first_after_s, first_fraction, min_first_s
-        self.stream = stream if stream is not None else sys.stderr
-        self.done = 0
-        self.started = self.last_line = clock()
-        self.printed = False
-        self.printed_done = 0  # images done at the last line
-
-    def _due(self, now: float) -> bool:
-        if self.printed and self.printed_done >= self.total:  # the end's line is printed once
-            return False
-        if self.printed:
-            return now - self.last_line >= self.every_s or self.done >= self.total
-        elapsed = now - self.started
-        early = elapsed >= min(self.first_after_s, self.every_s) or self.done >= self.first_fraction * self.total
-        return elapsed >= self.min_first_s and early
-
-    @property
-    def n(self) -> int:
-        """The images counted so far (as tqdm names it)."""
-        return self.done
-
-    def update(self, count: int) -> None:
-        """Count ``count`` more finished images; print a line when one is due."""
-        self.done += count
-        now = self.clock()
-        if self._due(now):
-            self.last_line, self.printed, self.printed_done = now, True, self.done
-            rate = self.done / max(now - self.started, 1e-9)
-            left = (self.total - self.done) / rate if rate > 0 else math.inf
-            print(f"{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f} %), "
-                  f"{rate:.2f} img/s, about {_duration(left)} left", file=self.stream, flush=True)
-
-    def __enter__(self) -> "ProgressLines":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds == math.inf:
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def evaluate(
@@ -420,7 +152,6 @@ def evaluate(
         return finish.write_run_result(config, scores, provenance, intervals, full_set, dataset.gt, out_dir, evaluated,
                                        on_result=on_result)
 
-progress_log = logging.getLogger("ssd_eval.progress")
 """Start, scoring and end lines of a run (the CLI shows them on stderr, as plain lines)."""
 
 

@@ -37,14 +37,14 @@ from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
 from ssd_eval.engine.folder_lock import folder_lock, lock_file
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
-from ssd_eval.engine.pipeline import ProgressLines, evaluate
+from ssd_eval.engine.pipeline import evaluate
+from ssd_eval.engine.progress import ProgressLines, progress_log
 from ssd_eval.engine.shards import SHARD_FILE, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir, tidy_output_dir
 from ssd_eval.utils import atomic_path
 
 log = logging.getLogger(__name__)
-progress_log = logging.getLogger("ssd_eval.progress")
 
 RAY_INSTALL = "pip install -e '.[ray]'"
 MAX_RETRIES = 3

@@ -249,7 +249,8 @@ def bench_throughput(directory: Path, *, images: int, repeats: int = 2, spec: De
     best time of each side over the repeats is compared (other load only ever slows down).
     """
     from ssd_eval.data.coco import load_annotations
-    from ssd_eval.engine.pipeline import PreprocessParams, default_workers, evaluate, load_and_preprocess
+    from ssd_eval.engine.pipeline import evaluate
+    from ssd_eval.engine.prefetch import PreprocessParams, default_workers, load_and_preprocess
     from ssd_eval.inference.runner import create_session, resolve_io
 
     print(f"-- (a) throughput: {images} synthetic images, best of {repeats}; synthetic detector "
@@ -419,7 +420,7 @@ def bench_int8(directory: Path, *, images: int, repeats: int = 2, spec: Detector
     all interleaved; ``ratio_vs_default_bare`` divides by the bare loop without the lever.
     """
     from ssd_eval.data.coco import load_annotations
-    from ssd_eval.engine.pipeline import PreprocessParams, load_and_preprocess
+    from ssd_eval.engine.prefetch import PreprocessParams, load_and_preprocess
     from ssd_eval.inference import model_info
     from ssd_eval.inference.runner import create_session, resolve_io, spinning_entries
 
@@ -627,8 +628,8 @@ def _preprocess_data(folder: Path) -> tuple[Path, Path]:
 
 
 def _decode_workers(config: Config) -> int:
-    """The decode workers a run of ``config`` uses (pipeline.default_workers)."""
-    from ssd_eval.engine.pipeline import default_workers
+    """The decode workers a run of ``config`` uses (prefetch.default_workers)."""
+    from ssd_eval.engine.prefetch import default_workers
 
     return default_workers(config)
 
