@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval.cli import build_parser, eval_overrides, main
+from ssd_eval.cli import main
+from ssd_eval.cli.commands import eval_overrides
+from ssd_eval.cli.parser import build_parser
 from ssd_eval.config.load import config_path, load_config
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult
@@ -36,7 +38,7 @@ def test_protocol_is_short_for_set_protocol(command):
     if command == "eval":
         one, two = (load_config(REPO / "configs" / "sample.yaml", eval_overrides(a)) for a in (short, long))
     else:
-        from ssd_eval.cli import set_overrides
+        from ssd_eval.cli.commands import set_overrides
 
         one, two = (load_config(REPO / "configs" / "sample.yaml", set_overrides(a)) for a in (short, long))
     assert one.protocol == two.protocol == "inc" and one.to_dict() == two.to_dict()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_eval.cli import parse_shard
+from ssd_eval.cli.commands import parse_shard
 from ssd_eval.data.coco import BadImageError, ImageRecord, image_fingerprint, load_annotations, read_image
 from ssd_eval.data.subsets import select_image_ids
 from ssd_eval.errors import UserError

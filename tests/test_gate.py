@@ -1246,7 +1246,7 @@ def test_images_needed_scales_the_lower_half_width_as_one_over_sqrt_n(images, es
 
 def test_the_gate_help_works_the_rule_through_with_the_gates_own_numbers():
     """The worked example in `ssd-eval gate --help` says what images_needed and the rule give."""
-    from ssd_eval.cli import GATE_DESCRIPTION
+    from ssd_eval.cli.parser import GATE_DESCRIPTION
     from ssd_eval.reports.gate import images_needed
 
     assert f"about {images_needed(4, -0.0007, -0.045, 0.002)} images" in " ".join(GATE_DESCRIPTION.split())

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ssd_eval.cli import build_parser, eval_overrides
+from ssd_eval.cli.commands import eval_overrides
+from ssd_eval.cli.parser import build_parser
 from ssd_eval.config.load import load_config
 from ssd_eval.engine.launcher import (
     JobPlan,

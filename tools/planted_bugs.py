@@ -252,7 +252,7 @@ BUGS: list[Bug] = [
         ("tests/test_postprocess.py::test_output_warnings_name_the_likely_cause_and_the_key_that_fixes_it"
          "[pixels-postprocess.box_scale]",
          f"{LABELS}test_boxes_in_pixels_warn_fail_with_strict_and_score_right_with_box_scale")),
-    Bug("strict-not-passed", "ssd_eval/cli.py",
+    Bug("strict-not-passed", "ssd_eval/cli/commands.py",
         "progress=progress,\n                          strict=args.strict, on_result=on_result)",
         "progress=progress,\n                          on_result=on_result)",
         (f"{LABELS}test_boxes_in_pixels_warn_fail_with_strict_and_score_right_with_box_scale",)),
