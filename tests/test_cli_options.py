@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,15 @@ def test_sweep_tracks_each_run_as_eval_does(tmp_path, monkeypatch, capsys):
     checks = [event for event in events if event[0] == "check"]
     assert len(checks) == 2 and events[:2] == checks  # both checked before the first run
     assert [event for event in events if event[0] == "track"] == [("track", "coco"), ("track", "mlperf-ssd")]
+
+
+@pytest.mark.parametrize("argv", [["bench-harness"], ["bench-harness", "--quick", "--only", "int8"],
+                                  ["bench-harness", "--only", "preprocess", "--preprocess-data", "d"]])
+def test_the_deprecated_bench_harness_alias_passes_every_option_through(argv, monkeypatch, capsys):
+    from ssd_eval.cli import commands
+
+    calls = []
+    monkeypatch.setattr(commands.subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(argv) == 0
+    assert calls == [[sys.executable, "-m", "ssd_eval.testing.bench_harness", *argv[1:]]]
+    assert "deprecated" in capsys.readouterr().err
