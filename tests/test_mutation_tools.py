@@ -57,7 +57,7 @@ def test_each_module_runs_with_its_own_settings_and_the_ordering_plugin():
 
 def test_the_core_modules_and_their_test_files_exist():
     assert set(mutants.CORE) <= set(mutants.MODULES)
-    assert len(mutants.CORE) == 9
+    assert len(mutants.CORE) == 10  # issue 15's nine; pipeline split in two (engine/prefetch.py) in 0.2
     for module, tests in mutants.MODULES.items():
         assert (REPO / "ssd_eval" / f"{mutants.PATHS[module]}.py").is_file()
         assert all((REPO / t).is_file() for t in tests), module

@@ -810,16 +810,17 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     import numpy as np
 
     from ssd_eval.data import coco as data
-    from ssd_eval.engine import pipeline, prefetch
+    from ssd_eval.engine import pipeline
+    from ssd_eval.engine import prefetch as prefetch_module
 
     config, records, categories = small_input_run(tmp_path, batch_size, prefetch)
     records = [dataclasses.replace(r) for r in records]  # each repeat its own object: bad ones by position
     config.dataset.on_bad_image = "skip"
-    params = prefetch.PreprocessParams.from_config(config)
-    expected = {r.id: prefetch.load_and_preprocess(r, params) for r in records}
+    params = prefetch_module.PreprocessParams.from_config(config)
+    expected = {r.id: prefetch_module.load_and_preprocess(r, params) for r in records}
     unreadable = {id(records[i]) for i in bad}
     buffers: set[int] = set()
-    original = prefetch.load_and_preprocess
+    original = prefetch_module.load_and_preprocess
 
     def recording(record, params, out=None):
         assert out is not None, "thread mode preprocessed into a new array"
@@ -835,11 +836,11 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
         for tensor in batch:
             np.testing.assert_array_equal(tensor, expected[next(good).id])
 
-    monkeypatch.setattr(prefetch, "load_and_preprocess", recording)
+    monkeypatch.setattr(prefetch_module, "load_and_preprocess", recording)
     cache = NullCache()
     skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
     assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
-    assert len(buffers) == prefetch.input_ring_size(prefetch) == prefetch + 1
+    assert len(buffers) == prefetch_module.input_ring_size(prefetch) == prefetch + 1
 
 
 # ------------------------------------------------------------------------ the cache key covers every field (issue 22)
