@@ -12,6 +12,7 @@ from typing import Sequence
 
 from ssd_eval.cli.commands import cmd_bench_harness
 from ssd_eval.cli.parser import build_parser
+from ssd_eval.engine.progress import progress_log
 from ssd_eval.errors import UserError
 
 
@@ -28,7 +29,7 @@ def configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="ssd-eval: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # A run's start, scoring and end lines (engine.progress.progress_log): plain lines on stderr, in logs too.
-    progress = logging.getLogger("ssd_eval.progress")
+    progress = progress_log
     for handler in list(progress.handlers):
         progress.removeHandler(handler)
     handler = _CurrentStderr()

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import heapq
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -18,6 +17,7 @@ from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
 from ssd_eval.engine.finish import score_run, subset_record, write_run_result
 from ssd_eval.engine.folder_lock import folder_lock
+from ssd_eval.engine.progress import progress_log
 from ssd_eval.errors import UserError
 from ssd_eval.inference import postprocess
 from ssd_eval.results.result import (
@@ -294,7 +294,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     count = sum(m["detections_file"]["count"] for _, m, _ in shards)
     scores, intervals, full_set, bootstrap = score_run(
         config, dataset.gt, detections, image_ids, count=count, source="merged shards", subset=subset,
-        warnings=[*label_notes, *output_warnings], say=logging.getLogger("ssd_eval.progress").info)
+        warnings=[*label_notes, *output_warnings], say=progress_log.info)
     merged = dict(provenance)
     merged.update({
         "images": len(image_ids),
