@@ -1,24 +1,16 @@
-"""mAP regression gate: compare a variant's metrics.json with baselines/<variant>.yaml.
+"""mAP regression gate: compare each variant's metrics.json with baselines/<variant>.yaml (format and rule:
+baselines/README.md).
 
-The result is read from the folder `ssd-eval eval` writes to: results/<variant>/
-for protocol coco, results/<variant>-<protocol>/ otherwise, with @<subset> for a
-baseline on an image subset (ResultIndex.find). A gate is never looser than its
-written tolerance (check_metric); `tolerance: ci95` adds a non-inferiority test on a
-paired bootstrap interval (ssd_eval.results.paired) against the baseline's kept
-detections or the parent's run (check_metric_ci95); every metric line prints an interval.
-
-Exit codes: 0 every check holds, 1 a metric regressed, a quantized drop rule
-broke, the gated model is not of the variant's kind (or, where required, not the
-pinned one) or (--strict) a variant has results but no baseline, 2 the gate could
-not run as asked (input or usage error). The baseline format and the rule are
-documented in baselines/README.md.
+A result is looked up as ResultIndex.find does. A gate is never looser than its written tolerance;
+`tolerance: ci95` adds a non-inferiority test on a paired bootstrap interval (ssd_eval.results.paired).
+Exit codes: 0 every check holds, 1 a check failed, 2 the gate could not run as asked (input or usage error).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import xml.etree.ElementTree as ET
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,8 +30,6 @@ from ssd_eval.results.paired import (
 from ssd_eval.scoring.bootstrap import Interval
 from ssd_eval.utils import atomic_write_text
 
-log = logging.getLogger(__name__)
-
 JUNIT_SUITE = "ssd-eval-gate"
 
 
@@ -56,25 +46,25 @@ class Check:
     notes: tuple[str, ...] = field(default=())
 
 
+def _verdict(variant: str, name: str, failed: bool, text: str, notes: tuple[str, ...] = ()) -> Check:
+    """A PASS or FAIL check whose line reads ``<status> <variant> <name>: <text>``."""
+    status = "FAIL" if failed else "PASS"
+    return Check(variant, name, status, f"{status} {variant} {name}: {text}", notes)
+
+
 def _fmt(value: float) -> str:
     """4 decimals, or 6 when 4 would hide a difference."""
     return f"{value:.4f}" if abs(round(value, 4) - value) < 1e-12 else f"{value:.6f}"
 
 
 def check_metric(variant: str, rule: MetricRule, got: float, interval: str = "") -> Check:
-    """The written tolerance: FAIL when the drop ``expected - got`` exceeds the margin ``allowed`` (rule.allowed);
-    an improvement beyond it adds a note. ``interval`` (e.g. the run's own bootstrap interval, or why ci95 fell
-    back) ends the line."""
-    allowed = rule.allowed
-    regressed = got < rule.expected - allowed - FLOAT_SLACK
-    status = "FAIL" if regressed else "PASS"
-    message = (f"{status} {variant} {rule.name}: expected {_fmt(rule.expected)}, "
-               f"got {_fmt(got)}, allowed {_fmt(allowed)}")
-    message += (f" (regressed by {_fmt(rule.expected - got)}, beyond the margin)" if regressed
-                else " (within the margin)")
-    if interval:
-        message += f"; {interval}"
-    return Check(variant, rule.name, status, message, _improved_note(variant, rule, got))
+    """The written tolerance: FAIL when the drop ``expected - got`` exceeds ``rule.allowed``; ``interval``
+    (the run's own interval, or why ci95 fell back) ends the line."""
+    regressed = got < rule.expected - rule.allowed - FLOAT_SLACK
+    text = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(rule.allowed)} "
+            + (f"(regressed by {_fmt(rule.expected - got)}, beyond the margin)" if regressed else "(within the margin)")
+            + (f"; {interval}" if interval else ""))
+    return _verdict(variant, rule.name, regressed, text, _improved_note(variant, rule, got))
 
 
 def _improved_note(variant: str, rule: MetricRule, got: float) -> tuple[str, ...]:
@@ -86,9 +76,8 @@ def _improved_note(variant: str, rule: MetricRule, got: float) -> tuple[str, ...
 
 
 def images_needed(images: int, estimate: float, low: float, allowed: float) -> int | None:
-    """About how many images would make a paired interval's lower end reach ``-allowed``: its lower half
-    ``estimate - low`` must shrink to ``estimate + allowed``, and the width scales about as 1/sqrt(n).
-    Rounded up to two significant digits; None when the estimate is at the margin or beyond it."""
+    """About how many images would lift a paired interval's lower end to ``-allowed`` (the width scaling as
+    1/sqrt(n)), rounded up to two significant digits; None when the estimate is at the margin or beyond it."""
     room = estimate + allowed
     if room <= FLOAT_SLACK:
         return None
@@ -99,55 +88,47 @@ def images_needed(images: int, estimate: float, low: float, allowed: float) -> i
 
 def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: Interval, expected_difference: float,
                       against: str, images: int) -> Check:
-    """``tolerance: ci95``: the written tolerance first (check_metric's rule, whatever the interval says), then a
-    non-inferiority test on the paired difference ``d = got - reference`` over the run's ``images`` (a bootstrap
-    interval of it, both sides on the same resampled images) against ``expected_difference`` ``e`` (0 against the
-    baseline's own detections; the baselines' gap against a parent). PASS only when the interval's lower end
-    ``low - e >= -allowed``: 95 % sure the drop is at most the margin. A point drop within the margin whose
-    interval reaches below it is FAIL (inconclusive), with about how many images would settle it."""
+    """``tolerance: ci95``: the written tolerance first, then a non-inferiority test on the paired difference
+    ``got - reference`` against ``expected_difference`` (0 against the baseline's detections, the baselines'
+    gap against a parent): PASS only when the interval's lower end is within ``-allowed``. A point drop within
+    the margin whose interval reaches below it is FAIL (inconclusive), with about how many images would settle it."""
     allowed = rule.allowed
-    point, low = difference.estimate - expected_difference, difference.low - expected_difference  # e is the zero
+    point, low = difference.estimate - expected_difference, difference.low - expected_difference
     fixed_drop = rule.expected - got
-    message = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(allowed)}; ci95 vs {against}: "
-               f"difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
-               f"{format_interval(difference, signed=True)}, {difference.replicates} replicates, "
-               f"seed {difference.seed}")
+    text = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(allowed)}; ci95 vs {against}: "
+            f"difference {difference.estimate:+.4f} (expected {expected_difference:+.4f}), "
+            f"{format_interval(difference, signed=True)}, {difference.replicates} replicates, seed {difference.seed}")
     if fixed_drop > allowed + FLOAT_SLACK or -point > allowed + FLOAT_SLACK:
-        status = "FAIL"
-        drop = max(fixed_drop, -point)
-        message += f" (regressed by {_fmt(drop)}, beyond the margin {_fmt(allowed)}, whatever the interval says)"
+        failed = True
+        text += (f" (regressed by {_fmt(max(fixed_drop, -point))}, beyond the margin {_fmt(allowed)}, "
+                 "whatever the interval says)")
     elif low < -allowed - FLOAT_SLACK:
-        status = "FAIL"
+        failed = True
         needed = images_needed(images, point, low, allowed)
         settle = (f"about {needed} images instead of {images} would narrow it enough, the width shrinking about as "
                   "1/sqrt(images)" if needed is not None else "the point drop is at the margin itself: no number of "
                   "images would settle it")
-        message += (f" (inconclusive: the drop {max(-point, 0.0):.4f} is within the margin {_fmt(allowed)} but the "
-                    f"interval's lower end {low:+.4f} is below -{_fmt(allowed)}; {settle})")
+        text += (f" (inconclusive: the drop {max(-point, 0.0):.4f} is within the margin {_fmt(allowed)} but the "
+                 f"interval's lower end {low:+.4f} is below -{_fmt(allowed)}; {settle})")
     else:
-        status = "PASS"
-        message += f" (non-inferior: the interval's lower end {low:+.4f} is within the margin -{_fmt(allowed)})"
+        failed = False
+        text += f" (non-inferior: the interval's lower end {low:+.4f} is within the margin -{_fmt(allowed)})"
     notes = _improved_note(variant, rule, got)
     if difference.low > expected_difference + FLOAT_SLACK:
         why = " (or the parent regressed)" if against.startswith("parent") else ""
         notes += (f"note: {variant} {rule.name} lies above the baseline beyond the interval vs {against}{why}; "
                   f"if that is the new normal, `ssd-eval baseline --update --variant {variant}`",)
-    return Check(variant, rule.name, status, f"{status} {variant} {rule.name}: {message}", notes)
+    return _verdict(variant, rule.name, failed, text, notes)
 
 
 def check_drop(variant: str, parent: str, max_drop_pct: float,
                map_value: float, parent_map: float, interval: str = "") -> Check:
-    """PASS when the drop ratio vs the parent is at most max_drop_pct (a check beside the variant's own metrics,
-    never instead of them); ``interval`` ends the line."""
+    """PASS when the drop ratio vs the parent is at most max_drop_pct; ``interval`` ends the line."""
     drop = drop_ratio_pct(map_value, parent_map)
     broken = drop > max_drop_pct + FLOAT_SLACK
-    status = "FAIL" if broken else "PASS"
-    message = (f"{status} {variant} drop_pct vs {parent}: expected <= {max_drop_pct:.2f}%, "
-               f"got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)}), "
-               f"{'above' if broken else 'within'} the limit")
-    if interval:
-        message += f"; {interval}"
-    return Check(variant, f"drop_pct vs {parent}", status, message)
+    text = (f"expected <= {max_drop_pct:.2f}%, got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)}), "
+            f"{'above' if broken else 'within'} the limit" + (f"; {interval}" if interval else ""))
+    return _verdict(variant, f"drop_pct vs {parent}", broken, text)
 
 
 def own_interval_text(result: dict, metric: str) -> str:
@@ -177,13 +158,13 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
             raise NoPairing(f"{baseline.source} keeps no detections and {variant} has no parent")
         if parent_result is None:
             raise NoPairing(parent_problem or f"no result of the parent {baseline.parent}")
-        parent_rule = next((r for r in parent_baseline.metrics if r.name == rule.name), None) \
-            if parent_baseline is not None else None
-        if parent_rule is None:
+        parent_rules = {r.name: r for r in parent_baseline.metrics} if parent_baseline is not None else {}
+        if rule.name not in parent_rules:
             raise NoPairing(f"no baseline of the parent {baseline.parent} with {rule.name} beside {baseline.source}")
         difference = matcher.paired((result["_source"], parent_result["_source"]), matcher.matches(result),
                                     matcher.matches(parent_result), replicates=replicates, seed=seed)
-        return check_metric_ci95(variant, rule, got, difference[rule.name], rule.expected - parent_rule.expected,
+        return check_metric_ci95(variant, rule, got, difference[rule.name],
+                                 rule.expected - parent_rules[rule.name].expected,
                                  f"parent {baseline.parent} ({parent_result['_source']})", images)
     except NoPairing as exc:
         return check_metric(variant, rule, got, f"ci95 not possible ({exc}): abs/rel tolerance used; "
@@ -193,8 +174,8 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
 
 
 def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, matcher: ResultMatches) -> str:
-    """The paired interval of the drop ratio, when the baseline uses ci95 or both runs have intervals
-    (both small enough for metrics.bootstrap); otherwise why there is none."""
+    """The paired interval of the drop ratio, when the baseline uses ci95 or both runs have intervals;
+    otherwise why there is none."""
     wanted = any(r.tolerance == "ci95" for r in baseline.metrics) or (
         result_interval(result, "mAP") is not None and result_interval(parent_result, "mAP") is not None)
     if not wanted:
@@ -209,25 +190,24 @@ def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, m
 
 def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
                 configs_dir: Path | None, require_model_sha256: bool = False) -> Check:
-    """Which model was gated (sha256, 12 hex digits) and whether it is of the variant's kind. FAIL when its
-    quantization format (provenance.model.quantization) differs from the baseline's ``quantization`` (an fp32
-    model gated as an int8 variant), or a quantized variant's result used its parent's model (e.g. `eval
-    --config <int8 config> --model <fp32 model>`). A model other than the pins, the variant config's
-    `model.sha256` (`<configs_dir>/<variant>.yaml`; not read when `configs_dir` is None) and the baseline's
-    `model_sha256`, is a new model of the variant: gated on its metrics, with a note naming both hashes, or
-    FAIL where the baseline's `require_model_sha256` or ``require_model_sha256`` asks for the pinned model."""
+    """Which model was gated and whether it is of the variant's kind.
+
+    FAIL when its quantization format differs from the baseline's ``quantization``, when it is the model of
+    the parent's result, or when it differs from a pin (the variant config's `model.sha256` in `configs_dir`,
+    None: not read; the baseline's `model_sha256`) and the baseline or ``require_model_sha256`` requires the
+    pinned model. Another model than the pins otherwise passes with a note naming both hashes.
+    """
     variant = baseline.variant
     model = result["provenance"]["model"]
     got = model["sha256"]
     gated = f"gated {got[:12]} ({model.get('path')})"
     quantization = model.get("quantization")
     if baseline.quantization is not None and quantization != baseline.quantization:
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} has quantization "
-                                               f"{quantization or 'unrecorded'} but {baseline.source} quantization "
-                                               f"{baseline.quantization}: not a model of {variant}'s kind")
+        return _verdict(variant, "model", True, f"{gated} has quantization {quantization or 'unrecorded'} but "
+                        f"{baseline.source} quantization {baseline.quantization}: not a model of {variant}'s kind")
     if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated} is the model of its parent "
-                                               f"{baseline.parent} ({parent_result['_source']})")
+        return _verdict(variant, "model", True, f"{gated} is the model of its parent {baseline.parent} "
+                        f"({parent_result['_source']})")
     pins: list[tuple[str, str]] = []  # (sha256, where it is pinned)
     unpinned: list[str] = []
     if configs_dir is not None:
@@ -246,32 +226,30 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
         pins.append((baseline.model_sha256, f"{baseline.source} model_sha256"))
     else:
         unpinned.append(f"{baseline.source} has no model_sha256")
-    required = require_model_sha256 or baseline.require_model_sha256
     changed = [(pinned, where) for pinned, where in pins if pinned != got]
-    if changed and required:
+    if changed and (require_model_sha256 or baseline.require_model_sha256):
         pinned, where = changed[0]
         why = f"{baseline.source} require_model_sha256" if baseline.require_model_sha256 else "--require-model-sha256"
-        return Check(variant, "model", "FAIL", f"FAIL {variant} model: {gated}, expected {pinned[:12]} ({where}; "
-                                               f"{why}): this result is not of {variant}'s pinned model")
+        return _verdict(variant, "model", True, f"{gated}, expected {pinned[:12]} ({where}; {why}): this result is "
+                        f"not of {variant}'s pinned model")
     kind = "" if quantization is None and baseline.quantization is None else \
         f"quantization {quantization}" + (" as the baseline's, " if baseline.quantization else ", ")
     metrics = ", ".join(r.name for r in baseline.metrics)
-    since = ["the baseline" if where.startswith(baseline.source) else where for _, where in changed]
-    notes = tuple(f"note: {variant} model changed since {since[i]}"
-                  f": {pinned[:12]}… -> {got[:12]}…; gated on {metrics}" for i, (pinned, _) in enumerate(changed))
+    notes = tuple(f"note: {variant} model changed since "
+                  f"{'the baseline' if where.startswith(baseline.source) else where}"
+                  f": {pinned[:12]}… -> {got[:12]}…; gated on {metrics}" for pinned, where in changed)
     if changed:
         status = "a new model of the variant (see the note)"
     elif pins:
         status = f"pinned by {', '.join(where for _, where in pins)}"
     else:
         status = f"not pinned ({'; '.join(unpinned)})"
-    return Check(variant, "model", "PASS", f"PASS {variant} model: {gated}, {kind}{status}", notes)
+    return _verdict(variant, "model", False, f"{gated}, {kind}{status}", notes)
 
 
 def int8_path_note(baseline: Baseline, result: dict) -> str | None:
-    """A note when a quantized result ran on another CPU int8 kernel class than the baseline's
-    numbers (``int8_path``): onnxruntime's int8 kernels differ between classes, so a gap may be
-    the CPU's, not the model's."""
+    """A note when a quantized result ran on another CPU int8 kernel class than the baseline's numbers
+    (``int8_path``): onnxruntime's int8 kernels differ between classes, so a gap may be the CPU's."""
     provenance = result.get("provenance", {})
     quantization = (provenance.get("model") or {}).get("quantization")
     capability = (provenance.get("int8") or {}).get("cpu") or {}
@@ -292,12 +270,9 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
                   matcher: ResultMatches | None = None, require_model_sha256: bool = False) -> list[Check]:
     """All checks of one baseline against its result; input problems become ERROR checks.
 
-    `results` is a results directory or a ResultIndex of one (read once per gate run).
-    `configs_dir` holds the variant configs whose model.sha256 pins the variant's model (see
-    check_model; `require_model_sha256`: only the pinned model passes). A note saying which file
-    was used when it is not in its canonical folder rides on the first check. `parent_baseline`
-    (the parent's baseline in the same directory) gives `tolerance: ci95` the expected gap to the
-    parent; `matcher` shares matched detections between variants.
+    `results`: a results directory or its ResultIndex. `configs_dir` and `require_model_sha256`: see
+    check_model. `parent_baseline` gives `tolerance: ci95` the expected gap to the parent; `matcher` shares
+    matched detections between variants. Notes on the result as a whole ride on the first check.
     """
     index = results if isinstance(results, ResultIndex) else ResultIndex(results)
     matcher = matcher or ResultMatches()
@@ -323,7 +298,6 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
                             f"{baseline.source} applies to {baseline.annotations_sha256[:12]}")
     except UserError as exc:
         return [Check(variant, "results", "ERROR", str(exc), tuple(notes))]
-
     checks = []
     parent_result = parent_problem = None  # for ci95: the parent's comparable result
     if baseline.parent:
@@ -334,10 +308,8 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
     for rule in baseline.metrics:
         got = result.get(rule.name)
         if got is None:
-            checks.append(Check(variant, rule.name, "ERROR",
-                                f"{result['_source']}: missing key {rule.name}"))
-            continue
-        if rule.tolerance == "ci95":
+            checks.append(Check(variant, rule.name, "ERROR", f"{result['_source']}: missing key {rule.name}"))
+        elif rule.tolerance == "ci95":
             checks.append(_ci95_check(baseline, rule, result, parent_result, parent_problem, parent_baseline,
                                       matcher))
         else:
@@ -357,9 +329,8 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
     except UserError as exc:
         checks.insert(0, Check(variant, "model", "ERROR", str(exc)))
     cpu_note = int8_path_note(baseline, result)
-    if cpu_note:
-        notes.append(cpu_note)
-    if notes and checks:
+    notes += [cpu_note] if cpu_note else []
+    if notes:
         checks[0] = replace(checks[0], notes=tuple(notes) + checks[0].notes)
     return checks
 
@@ -391,9 +362,48 @@ VERDICTS = {0: "PASS (exit 0): every check holds", 1: "FAIL (exit 1): a check fa
 """The last line of a gate run, per exit code."""
 
 
-def not_gated(index: ResultIndex, baselined: dict[str, Path]) -> list[str]:
-    """The variants with a full run in ``index`` but no baseline file among ``baselined``, in path order."""
-    return list(dict.fromkeys(r["variant"] for r in index.results() if r["variant"] not in baselined))
+def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | None, configs_dir: Path | None,
+                 strict: bool, require_model_sha256: bool) -> tuple[list[Check], list[str]]:
+    """run_gate's checks, and the variants with results but no baseline (only when `variants` is None)."""
+    if not baselines_dir.is_dir():
+        return [Check("gate", "baselines", "ERROR", f"{baselines_dir}: baselines directory not found")], []
+    if not results_dir.is_dir():
+        return [Check("gate", "results", "ERROR",
+                      f"{results_dir}: results directory not found; run `make eval` first")], []
+    try:
+        files = baseline_files(baselines_dir)
+        if not files:
+            raise UserError(f"{baselines_dir}: no baselines (*.yaml) found; "
+                            "create them with `ssd-eval baseline --update`")
+    except UserError as exc:
+        return [Check("gate", "baselines", "ERROR", str(exc))], []
+    selected = list(files) if variants is None else list(dict.fromkeys(variants))
+    if not selected:
+        return [Check("gate", "baselines", "ERROR", "no variants selected")], []
+    index = ResultIndex(results_dir)
+    matcher = ResultMatches()
+    checks: list[Check] = []
+    for variant in selected:
+        if variant not in files:
+            checks.append(Check(variant, "baseline", "ERROR", f"{baselines_dir}: no baseline for variant "
+                                f"{variant!r} (have: {', '.join(files)})"))
+            continue
+        try:
+            baseline = load_baseline(files[variant])
+        except UserError as exc:
+            checks.append(Check(variant, "baseline", "ERROR", str(exc)))
+            continue
+        parent_baseline = None
+        with suppress(UserError):  # reported by the parent's own checks when it is gated; ci95 falls back
+            parent_baseline = load_baseline(files[baseline.parent]) if baseline.parent in files else None
+        checks += check_variant(baseline, index, configs_dir, parent_baseline, matcher, require_model_sha256)
+    if variants is not None:
+        return checks, []
+    unlisted = list(dict.fromkeys(r["variant"] for r in index.results() if r["variant"] not in files))
+    if strict:
+        checks += [_verdict(variant, "baseline", True, f"it has results in {results_dir} but no baseline in "
+                            f"{baselines_dir} (--strict)") for variant in unlisted]
+    return checks, unlisted
 
 
 def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
@@ -401,66 +411,14 @@ def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | No
              require_model_sha256: bool = False) -> int:
     """Check results against baselines; print one line per check, a summary and the verdict; return the exit code.
 
-    0: every check holds. 1: a metric regressed (never looser than its written tolerance; ci95 only
-    stricter: check_metric_ci95), a quantized drop rule broke, the gated model is not of the variant's
-    kind (check_model; `configs_dir` holds the variant configs, None to skip their pins;
-    `require_model_sha256`: only the pinned model passes), or with `strict` a variant has results but no
-    baseline (without `variants` such variants are listed as "not gated" in the summary).
-    2: input or usage error (no baselines, two
-    baselines for one variant, unknown variant, malformed baseline, missing results or
-    metrics.json, several candidate results without a canonical folder, protocol or
-    image-count mismatch, incomparable parent, unwritable `junit` path); reported on
-    stderr as `ssd-eval gate: error: ...`.
+    0: every check holds. 1: a check failed (a metric regressed, a quantized drop rule broke, the gated model is
+    not of the variant's kind: check_model), or with `strict` a variant has results but no baseline (without
+    `variants` such variants are listed as "not gated"). 2: an input or usage error, printed on stderr as
+    `ssd-eval gate: error: ...`. `configs_dir` holds the variant configs pinning models (None: not read).
     With `junit`, also writes a JUnit XML report there (atomically). The last line is the verdict (VERDICTS).
     """
-    baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
-    checks: list[Check] = []
-    unlisted: list[str] = []
-    if not baselines_dir.is_dir():
-        checks.append(Check("gate", "baselines", "ERROR",
-                            f"{baselines_dir}: baselines directory not found"))
-    elif not results_dir.is_dir():
-        checks.append(Check("gate", "results", "ERROR",
-                            f"{results_dir}: results directory not found; run `make eval` first"))
-    else:
-        files: dict[str, Path] = {}
-        try:
-            files = baseline_files(baselines_dir)
-            if not files:
-                raise UserError(f"{baselines_dir}: no baselines (*.yaml) found; "
-                                "create them with `ssd-eval baseline --update`")
-        except UserError as exc:
-            checks.append(Check("gate", "baselines", "ERROR", str(exc)))
-        index = ResultIndex(results_dir)
-        matcher = ResultMatches()
-        selected = list(files) if variants is None else list(dict.fromkeys(variants))
-        if files and not selected:
-            checks.append(Check("gate", "baselines", "ERROR", "no variants selected"))
-        for variant in selected if files else []:
-            if variant not in files:
-                checks.append(Check(variant, "baseline", "ERROR",
-                                    f"{baselines_dir}: no baseline for variant {variant!r} "
-                                    f"(have: {', '.join(files)})"))  # files is not empty here
-                continue
-            try:
-                baseline = load_baseline(files[variant])
-            except UserError as exc:
-                checks.append(Check(variant, "baseline", "ERROR", str(exc)))
-                continue
-            parent_baseline = None
-            if baseline.parent in files:
-                try:
-                    parent_baseline = load_baseline(files[baseline.parent])
-                except UserError:
-                    pass  # reported by the parent's own checks when it is gated; ci95 falls back without it
-            checks += check_variant(baseline, index, configs_dir, parent_baseline, matcher, require_model_sha256)
-        if variants is None and files:
-            unlisted = not_gated(index, files)
-            if strict:
-                checks += [Check(variant, "baseline", "FAIL", f"FAIL {variant} baseline: it has results in "
-                                 f"{results_dir} but no baseline in {baselines_dir} (--strict)")
-                           for variant in unlisted]
-
+    checks, unlisted = _gate_checks(Path(baselines_dir), Path(results_dir), variants, configs_dir, strict,
+                                    require_model_sha256)
     for check in checks:
         if check.status == "ERROR":
             print_error("gate", check.message)
