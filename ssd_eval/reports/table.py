@@ -1,15 +1,12 @@
-"""Comparison table of evaluation results: TABLE.md, table.csv and a terminal view.
-
-Every row names its protocol and image set; rows go by variant, protocol, image set. Quantized variants
-are compared with their fp32 parent only like with like. A cell without a number stays empty, and why it
-is empty goes to the row's note (the terminal and TABLE.md: numbered notes under the table; table.csv:
-the ``*_note`` column beside it). The terminal and TABLE.md show DEFAULT_COLUMNS (at most ~120
-characters wide), or every column with ``--all``; table.csv always holds every column.
-"""
+"""Comparison table of evaluation results: the rows (each names its protocol and image set; a quantized variant
+is compared with its fp32 parent only like with like), written as TABLE.md, table.csv and a terminal view
+(the columns, views and their notes: table_render.py)."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 
 from ssd_eval.config.protocols import protocol_base
@@ -24,13 +21,9 @@ from ssd_eval.results.compare import (
 )
 from ssd_eval.results.index import image_set, load_results, result_subset, table_order
 from ssd_eval.results.paired import ResultMatches, comparison_settings, paired_drop, result_interval
-from ssd_eval.scoring.cocoeval import STAT_NAMES
 from ssd_eval.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-METRIC_NAMES = tuple(STAT_NAMES)
-"""The 12 readable COCOeval.stats names, in pycocotools order."""
 
 AREA_NOT_COMPARABLE = "n/a: inc computes areas from normalized boxes"
 """Why APs/APm/APl are left out under the inc protocol."""
@@ -76,21 +69,13 @@ def int8_path(result: dict) -> str:
     return str(((provenance.get("int8") or {}).get("cpu") or {}).get("kernel_class") or "unknown")
 
 
-def _drop_cell(result: dict, parent: dict | None, reason: str | None) -> str:
-    if not result.get("parent"):
-        return ""
-    if parent is None:
-        return reason or "n/a"
+def _drop_cell(result: dict, parent: dict) -> str:
     if parent["mAP"] <= 0:
         return f"n/a: {parent['variant']} mAP is 0"
     return f"{drop_ratio_pct(result['mAP'], parent['mAP']):.2f}"
 
 
-def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
-    if not result.get("parent"):
-        return ""
-    if parent is None:
-        return reason or "n/a"
+def _speedup_cell(result: dict, parent: dict) -> str:
     speed_reason = speed_mismatch(result, parent)
     if speed_reason:
         return speed_reason
@@ -100,35 +85,33 @@ def _speedup_cell(result: dict, parent: dict | None, reason: str | None) -> str:
     return f"{provenance_value(result, 'images_per_s') / parent_speed:.2f}x"
 
 
-def _level_suffix(level: float) -> str:
-    return "" if abs(level - 0.95) < 1e-12 else f" ({level * 100:g}%)"
-
-
-def interval_cell(point: float, low: float, high: float, level: float, digits: int) -> str:
+def interval_cell(point: float, low: float, high: float, level: float, digits: int,
+                  bound_digits: int | None = None) -> str:
     """``point ± half width`` when [low, high] is centred on the point (as printed to ``digits``), else
-    ``point [low, high]``: a ± never suggests a symmetry a bootstrap interval does not have."""
+    ``point [low, high]`` (bounds to ``bound_digits``, default ``digits``): a ± never suggests a symmetry a
+    bootstrap interval does not have. A level other than 95 % is named."""
     centre, shown = f"{(low + high) / 2:.{digits}f}", f"{point:.{digits}f}"
+    level_text = "" if abs(level - 0.95) < 1e-12 else f" ({level * 100:g}%)"
     if centre == shown:
-        return f"{shown} ± {(high - low) / 2:.{digits}f}{_level_suffix(level)}"
-    return f"{shown} [{low:.{digits}f}, {high:.{digits}f}]{_level_suffix(level)}"
+        return f"{shown} ± {(high - low) / 2:.{digits}f}{level_text}"
+    bound_digits = digits if bound_digits is None else bound_digits
+    return f"{shown} [{low:.{bound_digits}f}, {high:.{bound_digits}f}]{level_text}"
 
 
-def _map_ci_cell(result: dict) -> str:
-    """mAP and the run's own bootstrap interval (metrics.json ``intervals``), as interval_cell writes it."""
+def _map_interval_cells(result: dict) -> dict[str, str]:
+    """The mAP with the run's own bootstrap interval (metrics.json ``intervals``): ``map_ci`` (``--all``) and
+    ``map_interval`` (the default view: off-centre bounds to 3 decimals, the mAP alone without an interval)."""
     interval = result_interval(result, "mAP")
     if interval is None:
-        record = provenance_value(result, "bootstrap")
-        return "n/a: bootstrap off" if isinstance(record, dict) else "n/a: no intervals"
-    return interval_cell(result["mAP"], interval.low, interval.high, interval.level, 4)
+        off = "bootstrap off" if isinstance(provenance_value(result, "bootstrap"), dict) else "no intervals"
+        return {"map_ci": f"n/a: {off}", "map_interval": _stat_text(result["mAP"])}
+    cell = partial(interval_cell, result["mAP"], interval.low, interval.high, interval.level, 4)
+    return {"map_ci": cell(), "map_interval": cell(bound_digits=3)}
 
 
-def _drop_ci_cell(result: dict, parent: dict | None, reason: str | None, matcher: ResultMatches) -> str:
-    """The drop % ± half the width of its paired bootstrap interval (both runs' detections on the same
-    resampled images); computed only when both runs have intervals (both small enough for the bootstrap)."""
-    if not result.get("parent"):
-        return ""
-    if parent is None:
-        return reason or "n/a"
+def _drop_ci_cell(result: dict, parent: dict, matcher: ResultMatches) -> str:
+    """The drop % ± its paired bootstrap interval (both runs' detections on the same resampled images),
+    computed only when both runs have intervals (both small enough for the bootstrap)."""
     if result_interval(result, "mAP") is None or result_interval(parent, "mAP") is None:
         return "n/a: a run without bootstrap"
     if "_source" not in result or "_source" not in parent:
@@ -145,10 +128,9 @@ def _drop_ci_cell(result: dict, parent: dict | None, reason: str | None, matcher
 def _ap_cells(result: dict) -> dict[str, str]:
     """AP50 and AP75, and APs/APm/APl where the protocol makes them comparable: not under inc, whose
     areas come from normalized boxes ("n/a"; the reason in ``area_note``, for table.csv)."""
-    cells = {key: _stat_text(result.get(name)) for key, name in (("ap50", "AP50"), ("ap75", "AP75"))}
     inc = protocol_base(str(result["protocol"])) == "inc"
-    for key, name in (("aps", "APs"), ("apm", "APm"), ("apl", "APl")):
-        cells[key] = "n/a" if inc else _stat_text(result.get(name))
+    cells = {name.lower(): "n/a" if inc and name in ("APs", "APm", "APl") else _stat_text(result.get(name))
+             for name in ("AP50", "AP75", "APs", "APm", "APl")}
     cells["area_note"] = AREA_NOT_COMPARABLE if inc else ""
     return cells
 
@@ -160,34 +142,24 @@ def _stat_text(value) -> str:
     return "n/a: no ground truth" if value < 0 else f"{value:.4f}"
 
 
-def _map_interval_cell(result: dict) -> str:
-    """The default view's mAP: with its interval where the run has one, else alone. As interval_cell
-    writes it, but an off-centre interval's bounds to 3 decimals (``0.1892 [0.171, 0.209]``: the view's width)."""
-    interval = result_interval(result, "mAP")
-    if interval is None:
-        return _stat_text(result["mAP"])
-    cell = interval_cell(result["mAP"], interval.low, interval.high, interval.level, 4)
-    if "[" not in cell:
-        return cell
-    return f"{result['mAP']:.4f} [{interval.low:.3f}, {interval.high:.3f}]{_level_suffix(interval.level)}"
-
-
 def build_rows(results: list[dict]) -> list[dict]:
-    """One display row (all cells strings) per result, keyed by the COLUMNS keys.
+    """One display row (all cells strings) per result, keyed by the COLUMNS keys, in `table_order`.
 
-    Rows go in `table_order` (variant, protocol, image set). Delta (measured - published) is filled only
-    for runs under the variant's published protocol without `--limit`, the way the published numbers
-    were measured, and is empty without a published mAP.
-    Drop % and speedup are filled only for quantized variants (those with a
-    `parent`) against a like-with-like parent result (see accuracy_mismatch and
-    speed_mismatch); otherwise the cell says why it is blank (`n/a: ...`).
-    fp32 rows leave both cells empty. mAP ± ci is the run's own bootstrap interval (metrics.json
-    ``intervals``); drop ± ci the paired interval of the drop, from both runs' detections.json.
+    A cell that does not apply says why (`n/a: ...`): delta only for runs measured as the published mAP was;
+    drop %, drop ± ci and speedup only for quantized variants against a like-with-like parent result
+    (fp32 rows leave them empty).
     """
     rows = []
     matcher = ResultMatches()
     for result in sorted(results, key=table_order):
         parent, reason = find_parent_result(result, results)
+        if not result.get("parent"):
+            versus = dict.fromkeys(("drop_pct", "drop_ci", "speedup"), "")
+        elif parent is None:
+            versus = dict.fromkeys(("drop_pct", "drop_ci", "speedup"), reason or "n/a")
+        else:
+            versus = {"drop_pct": _drop_cell(result, parent), "drop_ci": _drop_ci_cell(result, parent, matcher),
+                      "speedup": _speedup_cell(result, parent)}
         published = result.get("published_map")
         images_per_s = provenance_value(result, "images_per_s")
         rows.append({
@@ -197,16 +169,15 @@ def build_rows(results: list[dict]) -> list[dict]:
             "images": str(provenance_value(result, "images")),
             "subset": result_subset(result) or "",
             "map": _stat_text(result["mAP"]),
-            "map_ci": _map_ci_cell(result),
-            "map_interval": _map_interval_cell(result),
+            **_map_interval_cells(result),
             "published_map": "" if published is None else f"{published:.4f}",
             "delta": _delta_cell(result),
-            "drop_pct": _drop_cell(result, parent, reason),
-            "drop_ci": _drop_ci_cell(result, parent, reason, matcher),
+            "drop_pct": versus["drop_pct"],
+            "drop_ci": versus["drop_ci"],
             **_ap_cells(result),
             "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}"
                             + (" (cached)" if provenance_value(result, "speed_from_cache") else ""),
-            "speedup": _speedup_cell(result, parent, reason),
+            "speedup": versus["speedup"],
             "provider": short_provider_names(provenance_value(result, "runtime.providers", [])),
             "int8_path": int8_path(result),
             "date": str(provenance_value(result, "date", ""))[:10],
@@ -278,22 +249,14 @@ def render_table_markdown_file(rows: list[dict], image_names: list[str], *, all_
     parts = [_TABLE_HEADER, render_markdown(rows, all_columns=all_columns)]
     if image_names:
         parts += ["", "## Pictures (`ssd-eval report`)"]
-        group = None
-        for name in image_names:
-            if str(Path(name).parent) != group:
-                group = str(Path(name).parent)
-                parts += ["", f"### {Path(group).name}", ""]
-            parts.append(f"![{Path(name).stem}]({name})")
+    for group, names in groupby(image_names, key=lambda name: Path(name).parent):
+        parts += ["", f"### {group.name}", ""] + [f"![{Path(name).stem}]({name})" for name in names]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
 def write_table(results_dir: Path, *, quiet: bool = False, all_columns: bool = False) -> list[dict]:
-    """Write `results_dir/TABLE.md` and `results_dir/table.csv`; print the table unless quiet.
-
-    TABLE.md and the printed table show DEFAULT_COLUMNS, or every column with `all_columns`; table.csv
-    holds every column. TABLE.md links the report pictures under results_dir/report/. Returns the rows.
-    Raises UserError when there is no result to tabulate or a metrics.json is malformed.
-    """
+    """Write `results_dir/TABLE.md` (linking the report pictures) and `results_dir/table.csv`, print the table
+    unless quiet, and return the rows; UserError when there is no result or a metrics.json is malformed."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
