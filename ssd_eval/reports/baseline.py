@@ -1,5 +1,4 @@
-"""Baselines: the format of baselines/<variant>.yaml, parsed and checked (format: baselines/README.md); writing
-them is baseline_render.py, `baseline --update` is baseline_update.py."""
+"""The format of baselines/<variant>.yaml (baselines/README.md), parsed and checked."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ssd_eval.config.schema import KERNEL_CLASSES
+from ssd_eval.data.subsets import subset_path
 from ssd_eval.errors import UserError, quote
 from ssd_eval.inference.onnx_graph import QUANTIZATION_FORMATS
 from ssd_eval.loaders import load_yaml
@@ -17,8 +17,7 @@ from ssd_eval.scoring.cocoeval import STAT_NAMES as METRIC_NAMES
 from ssd_eval.utils import is_number
 
 TOLERANCES = ("fixed", "ci95")
-"""How a metric's regression is judged: ``fixed`` (abs_tol / rel_tol), ``ci95`` (a paired 95 % bootstrap
-interval against the baseline's kept detections or the parent; abs_tol / rel_tol when none is possible)."""
+"""How a metric's regression is judged: abs_tol / rel_tol, or also a paired 95 % bootstrap interval."""
 
 CI95_METRICS = ("mAP", "AP50", "AP75")
 """The metrics ``tolerance: ci95`` is available for (those ssd_eval.scoring.bootstrap resamples)."""
@@ -26,7 +25,7 @@ CI95_METRICS = ("mAP", "AP50", "AP75")
 
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric: fails when got < expected - allowed (``tolerance: ci95``: see gate.check_variant)."""
+    """One gated metric: fails when got < expected - allowed (``tolerance: ci95``: see gate.check_metric_ci95)."""
 
     name: str
     expected: float
@@ -68,8 +67,6 @@ class Baseline:
 _TOP_KEYS = ("variant", "protocol", "images", "subset", "annotations_sha256", "model_sha256",
              "require_model_sha256", "quantization", "int8_path", "detections", "metrics", "quantized")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_METRIC_KEYS = ("expected", "abs_tol", "rel_tol", "tolerance")
-_QUANTIZED_KEYS = ("parent", "max_drop_pct")
 
 
 def _check_known_keys(mapping: dict, allowed: tuple[str, ...], prefix: str, source: str) -> None:
@@ -114,8 +111,6 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: {key}: expected one of {', '.join(allowed)} or null, got {quote(value)}")
     subset = data.get("subset")
     if subset is not None:
-        from ssd_eval.data.subsets import subset_path
-
         try:
             subset_path(subset)
         except UserError:
@@ -127,8 +122,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
                         f"got {quote(detections)}")
     stem = Path(source).stem
     if data["variant"] != stem:
-        raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name "
-                        f"(expected {stem!r})")
+        raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name (expected {stem!r})")
 
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
@@ -140,15 +134,13 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: {key}: unknown metric (allowed: {', '.join(METRIC_NAMES)})")
         if not isinstance(spec, dict):
             raise UserError(f"{source}: {key}: expected a mapping with expected, abs_tol, rel_tol")
-        _check_known_keys(spec, _METRIC_KEYS, key, source)
+        _check_known_keys(spec, ("expected", "abs_tol", "rel_tol", "tolerance"), key, source)
         if not is_number(spec.get("expected")):
-            raise UserError(f"{source}: {key}.expected: expected a number, "
-                            f"got {quote(spec.get('expected'))}")
+            raise UserError(f"{source}: {key}.expected: expected a number, got {quote(spec.get('expected'))}")
         for tol in ("abs_tol", "rel_tol"):
             value = spec.get(tol)
             if value is not None and (not is_number(value) or value < 0):
-                raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, "
-                                f"got {quote(value)}")
+                raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, got {quote(value)}")
         if spec.get("abs_tol") is None and spec.get("rel_tol") is None:
             raise UserError(f"{source}: {key}: give abs_tol or rel_tol (or both)"
                             + (" (with tolerance: ci95 they apply where no paired interval is possible)"
@@ -159,23 +151,21 @@ def parse_baseline(text: str, source: str) -> Baseline:
                             f"got {quote(tolerance)}")
         if tolerance == "ci95" and name not in CI95_METRICS:
             raise UserError(f"{source}: {key}.tolerance: ci95 is available for {', '.join(CI95_METRICS)} only")
-        rules.append(MetricRule(name, float(spec["expected"]),
-                                None if spec.get("abs_tol") is None else float(spec["abs_tol"]),
-                                None if spec.get("rel_tol") is None else float(spec["rel_tol"]), tolerance))
+        abs_tol, rel_tol = (None if spec.get(tol) is None else float(spec[tol]) for tol in ("abs_tol", "rel_tol"))
+        rules.append(MetricRule(name, float(spec["expected"]), abs_tol, rel_tol, tolerance))
 
     parent = max_drop = None
     quantized = data.get("quantized")
     if quantized is not None:
         if not isinstance(quantized, dict):
             raise UserError(f"{source}: quantized: expected a mapping with parent, max_drop_pct")
-        _check_known_keys(quantized, _QUANTIZED_KEYS, "quantized", source)
+        _check_known_keys(quantized, ("parent", "max_drop_pct"), "quantized", source)
         parent = quantized.get("parent")
         if not isinstance(parent, str) or not parent:
             raise UserError(f"{source}: quantized.parent: expected a variant name, got {quote(parent)}")
         max_drop = quantized.get("max_drop_pct")
         if not is_number(max_drop) or max_drop < 0:
-            raise UserError(f"{source}: quantized.max_drop_pct: expected a number >= 0, "
-                            f"got {quote(max_drop)}")
+            raise UserError(f"{source}: quantized.max_drop_pct: expected a number >= 0, got {quote(max_drop)}")
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
                     parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), data.get("int8_path"),

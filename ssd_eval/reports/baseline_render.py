@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import takewhile
 
 from ssd_eval.loaders import load_yaml
 from ssd_eval.reports.baseline import Baseline
@@ -30,11 +31,7 @@ def _yaml_float(value: float | None) -> str:
 
 def header_comments(text: str) -> list[str]:
     """The comment block (with blank lines in it) at the top of a baseline file's text."""
-    header = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            break
-        header.append(line)
+    header = list(takewhile(lambda line: not line.strip() or line.lstrip().startswith("#"), text.splitlines()))
     while header and not header[-1].strip():
         header.pop()
     return header
@@ -76,12 +73,8 @@ def inline_comments(text: str) -> dict[str, str]:
 
 def render_baseline(baseline: Baseline, header: list[str] | None = None,
                     comments: dict[str, str] | None = None) -> str:
-    """The YAML text of a baseline, in the documented layout.
-
-    `header`: comment lines to start with (an existing file's, kept by `--update`);
-    when empty or None, a generated two-line header. `comments` (an existing file's
-    `inline_comments`) replace the generated trailing comment of each key line they name.
-    """
+    """The YAML text of a baseline, in the documented layout, starting with `header` (else a generated one);
+    `comments` (an existing file's `inline_comments`) replace the generated trailing comments of their keys."""
     lines = list(header or [
         f"# mAP regression baseline for {baseline.variant}; format: baselines/README.md.",
         "# Refresh with `ssd-eval baseline --update` (keeps tolerances and metric selection).",
@@ -108,9 +101,7 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
     if baseline.detections:
         lines.append(f"detections: {_yaml_string(baseline.detections)}   # the detections the numbers were "
                      "measured from (tolerance: ci95 pairs with them)")
-    lines += [
-        "metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed",
-    ]
+    lines.append("metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed")
     for rule in baseline.metrics:
         tolerance = "" if rule.tolerance == "fixed" else f", tolerance: {rule.tolerance}"
         lines.append(f"  {rule.name}: {{expected: {_yaml_float(rule.expected)}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ssd_eval.config.schema import run_name
@@ -35,29 +36,28 @@ DEFAULT_METRICS = ("mAP", "AP50", "AP75")
 def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index: ResultIndex,
                       abs_tol: float, max_drop_pct: float, keep_detections: bool = False,
                       tolerance: str | None = None) -> tuple[Baseline, list[str]]:
-    """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an
-    existing file's choices, except the metrics' tolerance when `tolerance` is given (ci95 only where
-    CI95_METRICS allows it, fixed elsewhere)."""
+    """The baseline that accepts `result`, plus `warning: ...` / `note: ...` lines; keeps an existing file's
+    choices, except the metrics' tolerance when `tolerance` is given (ci95 only on CI95_METRICS)."""
     variant = result["variant"]
     messages: list[str] = []
     if existing is not None:
-        names = [(r.name, r.abs_tol, r.rel_tol, r.tolerance) for r in existing.metrics]
+        template = existing.metrics
         parent, drop_limit = existing.parent, existing.max_drop_pct
         if result["protocol"] != existing.protocol:
             messages.append(f"warning: {path}: protocol changes from {existing.protocol} to "
-                            f"{result['protocol']}: {result['_source']} holds a "
-                            f"{result['protocol']} result")
+                            f"{result['protocol']}: {result['_source']} holds a {result['protocol']} result")
     else:
-        names = [(name, abs_tol, None, "fixed") for name in DEFAULT_METRICS]
+        template = tuple(MetricRule(name, 0.0, abs_tol, None) for name in DEFAULT_METRICS)
         parent, drop_limit = result.get("parent"), max_drop_pct
     rules = []
-    for name, rule_abs, rule_rel, rule_tolerance in names:
-        if result.get(name) is None:
-            raise UserError(f"{result['_source']}: missing key {name} (gated by {path})")
+    for rule in template:
+        if result.get(rule.name) is None:
+            raise UserError(f"{result['_source']}: missing key {rule.name} (gated by {path})")
+        new_tolerance = rule.tolerance
         if tolerance is not None:
-            rule_tolerance = tolerance if tolerance == "fixed" or name in CI95_METRICS else "fixed"
-        rules.append(MetricRule(name, round(float(result[name]), EXPECTED_DECIMALS),
-                                rule_abs, rule_rel, rule_tolerance))
+            new_tolerance = tolerance if rule.name in CI95_METRICS else "fixed"
+        rules.append(replace(rule, expected=round(float(result[rule.name]), EXPECTED_DECIMALS),
+                             tolerance=new_tolerance))
     if parent:
         try:
             parent_result, note = parent_for_drop(index, result, parent)
@@ -66,23 +66,22 @@ def _updated_baseline(path: Path, existing: Baseline | None, result: dict, index
                 messages.append(f"warning: {path}: not adding a quantized drop rule: {exc}")
                 parent = drop_limit = None
             else:
-                messages.append(f"warning: {path}: the gate will not be able to check the "
-                                f"drop rule: {exc}")
+                messages.append(f"warning: {path}: the gate will not be able to check the drop rule: {exc}")
         else:
             messages += [note] if note else []
             drop = drop_ratio_pct(result["mAP"], parent_result["mAP"])
             if drop > drop_limit + FLOAT_SLACK:
                 messages.append(f"warning: {path}: current drop vs {parent} is {drop:.2f}%, above "
                                 f"max_drop_pct {drop_limit:.2f}; the gate will fail")
-    annotations = (result["provenance"].get("annotations") or {}).get("sha256")
-    model = result["provenance"]["model"]["sha256"]
+    provenance = result["provenance"]
     detections = existing.detections if existing else None
     if detections is None and keep_detections:
         detections = f"{variant}.detections.json"
-    quantization = result["provenance"]["model"].get("quantization")
-    baseline = Baseline(str(path), variant, result["protocol"], result["provenance"]["images"],
-                        tuple(rules), parent, drop_limit, _sha256_or_none(annotations), _sha256_or_none(model),
-                        existing.int8_path if existing else None, result_subset(result), detections,
+    quantization = provenance["model"].get("quantization")
+    baseline = Baseline(str(path), variant, result["protocol"], provenance["images"], tuple(rules), parent,
+                        drop_limit, _sha256_or_none((provenance.get("annotations") or {}).get("sha256")),
+                        _sha256_or_none(provenance["model"]["sha256"]), existing.int8_path if existing else None,
+                        result_subset(result), detections,
                         quantization if quantization in QUANTIZATION_FORMATS else None,
                         existing.require_model_sha256 if existing else False)
     return baseline, messages
@@ -93,11 +92,8 @@ def _sha256_or_none(value: object) -> str | None:
 
 
 def _protocol_for_new_baseline(index: ResultIndex, variant: str, path: Path) -> tuple[str, str | None]:
-    """The protocol a new baseline file of `variant` is written for, plus a note when there was a choice.
-
-    The only protocol `variant` has results under; among several, coco (its canonical
-    folder results/<variant>/); several without coco is an error.
-    """
+    """The protocol a new baseline file of `variant` is written for, plus a note when there was a choice: its
+    only protocol, else coco; several protocols without coco are an error."""
     protocols = index.protocols(variant)
     if len(protocols) <= 1:
         return (protocols or ["coco"])[0], None
@@ -122,20 +118,12 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
                      keep_detections: bool = False, tolerance: str | None = None) -> int:
     """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
 
-    Each variant's result is looked up as the gate does (ResultIndex.find): under
-    an existing file's protocol, else under the variant's only protocol (coco
-    when it has several). With `variants=None`, the variants are those named in
-    the results' metrics.json files plus those with a baseline file.
-
-    Existing files keep their comment header, metric selection, tolerances and
-    drop rule; new files gate mAP, AP50 and AP75 with `abs_tol`, and quantized
-    variants with a comparable parent result get `max_drop_pct`. New files are written for results on
-    image subset `subset` (None: the full set); existing files keep theirs. A baseline that keeps its
-    detections (`detections`, or every file with `keep_detections`) gets a copy of the result's
-    detections.json there. `tolerance` (fixed or ci95) is written on every metric of every updated file
-    (ci95 where CI95_METRICS allows it); None keeps each file's (new files: fixed). Prints a unified diff of
-    each changed file and, per file, the tolerance it holds. Returns 0, or 2 on input errors (nothing is
-    written then); errors go to stderr as `ssd-eval baseline: error: ...`.
+    Results are looked up as the gate does; `variants=None` means every variant with a result (on `subset`)
+    or a baseline file. New files gate DEFAULT_METRICS with `abs_tol` (and `max_drop_pct` against a
+    comparable parent) on image subset `subset`; `keep_detections` keeps a copy of each result's
+    detections.json beside its file; `tolerance` is written on every metric (None: each file's own).
+    Prints each changed file's diff and the tolerance each file holds. Returns 0, or 2 on input errors
+    (then nothing is written), printed on stderr as `ssd-eval baseline: error: ...`.
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
@@ -166,19 +154,17 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     if not names:
         return _report_errors([f"{results_dir}: no */metrics.json found; run `make eval` first"])
 
-    planned: list[tuple[Path, str, str]] = []  # (path, old text, new text)
+    planned: list[tuple[Path, str, str, Baseline]] = []  # (path, old text, new text, as it loads back)
     copies: list[tuple[Path, Path]] = []  # (result's detections.json, the baseline's kept copy)
     for variant in names:
         path = existing_files.get(variant, baselines_dir / f"{variant}.yaml")
         messages: list[str] = []
         try:
-            old_text = ""
-            if path.exists():
-                existing = load_baseline(path)
-                old_text = path.read_text(encoding="utf-8")
+            existing = load_baseline(path) if path.exists() else None
+            old_text = path.read_text(encoding="utf-8") if existing else ""
+            if existing:
                 protocol = existing.protocol
             else:
-                existing = None
                 protocol, note = _protocol_for_new_baseline(index, variant, path)
                 messages += [note] if note else []
             result, note = index.find(variant, protocol, f"variant {variant} for {path}",
@@ -187,23 +173,21 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
             baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections,
                                                tolerance)
             messages += more
-            new_text = render_baseline(baseline, header_comments(old_text),
-                                       inline_comments(old_text))
-            parse_baseline(new_text, str(path))  # what we write must load back
+            new_text = render_baseline(baseline, header_comments(old_text), inline_comments(old_text))
+            written = parse_baseline(new_text, str(path))  # what we write must load back
         except UserError as exc:
             errors.append(str(exc))
             continue
         for message in messages:
             print(f"ssd-eval baseline: {message}", file=sys.stderr)
-        planned.append((path, old_text, new_text))
+        planned.append((path, old_text, new_text, written))
         if baseline.detections_path is not None:
             copies.append((Path(result["_source"]).parent / "detections.json", baseline.detections_path))
     if errors:
         return _report_errors(errors)
 
-    for source, target in copies:
-        if not source.is_file():
-            errors.append(f"{source}: not found; {target} keeps the detections of the result it is updated from")
+    errors += [f"{source}: not found; {target} keeps the detections of the result it is updated from"
+               for source, target in copies if not source.is_file()]
     if errors:
         return _report_errors(errors)
 
@@ -214,17 +198,15 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         if not target.is_file() or target.read_bytes() != content:
             atomic_write_text(target, content.decode("utf-8"))
             print(f"baseline: copied {source} to {target}")
-    for path, old_text, new_text in planned:
+    for path, old_text, new_text, _ in planned:
         if old_text == new_text:
             continue
-        diff = difflib.unified_diff(old_text.splitlines(keepends=True),
-                                    new_text.splitlines(keepends=True),
-                                    fromfile=str(path) if old_text else "/dev/null",
-                                    tofile=str(path))
+        diff = difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+                                    fromfile=str(path) if old_text else "/dev/null", tofile=str(path))
         print("".join(diff), end="")
         atomic_write_text(path, new_text)
         changed += 1
-    for path, _, new_text in planned:
-        print(f"baseline: {path}: {tolerance_summary(parse_baseline(new_text, str(path)))}")
+    for path, _, _, written in planned:
+        print(f"baseline: {path}: {tolerance_summary(written)}")
     print(f"baseline: {changed} file(s) changed, {len(planned) - changed} unchanged")
     return 0

@@ -14,6 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ssd_eval.config.load import load_config
 from ssd_eval.errors import UserError, print_error
 from ssd_eval.reports.baseline import Baseline, MetricRule, baseline_files, load_baseline
 from ssd_eval.results.compare import FLOAT_SLACK, comparable_parent, drop_ratio_pct, parent_for_drop
@@ -215,8 +216,6 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
         if not config_path.is_file():
             unpinned.append(f"no {config_path}")
         else:
-            from ssd_eval.config.load import load_config
-
             pinned = load_config(config_path).model.sha256
             if pinned:
                 pins.append((pinned.lower(), f"{config_path} model.sha256"))

@@ -1,9 +1,6 @@
-"""The comparison table's rows as text: the columns, the views (the default one, ``--all``) with their numbered
-notes, the terminal table, Markdown and CSV (ssd_eval.reports.table builds the rows and writes the files).
-
-A view shows a cell without a number empty and moves why (``n/a: ...``) or what qualifies it (``(cached)``) to the
-row's note; table.csv keeps every column, numbers only in numeric columns and the reasons in ``*_note`` columns.
-"""
+"""The comparison table's rows as text: the columns, the views (default, ``--all``) with their numbered notes,
+the terminal table, Markdown and CSV. A view shows a cell without a number empty and moves why (``n/a: ...``) or
+what qualifies it (``(cached)``) to the row's note; table.csv keeps the reasons in ``*_note`` columns."""
 
 from __future__ import annotations
 
@@ -14,42 +11,20 @@ import re
 from ssd_eval.results.summary import align_columns
 
 COLUMNS = (
-    ("variant", "variant"),
-    ("protocol", "protocol"),
-    ("image_set", "image set"),
-    ("images", "images"),
+    ("variant", "variant"), ("protocol", "protocol"), ("image_set", "image set"), ("images", "images"),
     ("subset", "subset"),
-    ("map", "mAP"),
-    ("map_ci", "mAP ± ci"),
-    ("published_map", "published mAP"),
-    ("delta", "delta"),
-    ("drop_pct", "drop %"),
-    ("drop_ci", "drop ± ci"),
-    ("ap50", "AP50"),
-    ("ap75", "AP75"),
-    ("aps", "APs"),
-    ("apm", "APm"),
-    ("apl", "APl"),
-    ("images_per_s", "images/s"),
-    ("speedup", "speedup"),
-    ("provider", "provider"),
-    ("int8_path", "int8 path"),
-    ("date", "date"),
-    ("model_sha256", "model sha256"),
+    ("map", "mAP"), ("map_ci", "mAP ± ci"), ("published_map", "published mAP"), ("delta", "delta"),
+    ("drop_pct", "drop %"), ("drop_ci", "drop ± ci"),
+    ("ap50", "AP50"), ("ap75", "AP75"), ("aps", "APs"), ("apm", "APm"), ("apl", "APl"),
+    ("images_per_s", "images/s"), ("speedup", "speedup"), ("provider", "provider"), ("int8_path", "int8 path"),
+    ("date", "date"), ("model_sha256", "model sha256"),
 )
 """(row key, display header) for every table column, in order: table.csv and the ``--all`` view."""
 
 DEFAULT_COLUMNS = (
-    ("variant", "variant"),
-    ("protocol", "protocol"),
-    ("image_set", "image set"),
-    ("images", "images"),
-    ("map_interval", "mAP (95% ci)"),
-    ("published_map", "published"),
-    ("delta", "delta"),
-    ("drop_pct", "drop %"),
-    ("images_per_s", "images/s"),
-    ("model_sha", "sha256"),
+    ("variant", "variant"), ("protocol", "protocol"), ("image_set", "image set"), ("images", "images"),
+    ("map_interval", "mAP (95% ci)"), ("published_map", "published"), ("delta", "delta"), ("drop_pct", "drop %"),
+    ("images_per_s", "images/s"), ("model_sha", "sha256"),
 )
 """(row key, display header) of the default terminal and TABLE.md view: the columns a reader compares,
 at most ~120 characters wide with real values (``--all``: COLUMNS)."""
@@ -74,14 +49,8 @@ CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_n
 what qualifies it. ``area_note`` (after apl) is for APs, APm and APl together."""
 
 
-
-def _cells(row: dict) -> list[str]:
-    """A row's cells (a row of build_rows: every COLUMNS key), each on one line: a name holding a newline
-    must not break a table."""
-    return [_one_line(row[key]) for key, _ in COLUMNS]
-
-
 def _one_line(cell) -> str:
+    """A cell on one line: a name holding a newline must not break a table."""
     return " ".join(str(cell).split())
 
 
@@ -153,9 +122,7 @@ def csv_columns() -> list[str]:
     """table.csv's header: the COLUMNS keys, each numeric one followed by its note column (CSV_NOTES)."""
     columns = []
     for key, _ in COLUMNS:
-        columns.append(key)
-        if key in CSV_NOTES:
-            columns.append(CSV_NOTES[key])
+        columns += [key, CSV_NOTES[key]] if key in CSV_NOTES else [key]
     return columns
 
 
@@ -180,30 +147,28 @@ def _split_cell(key: str, cell: str) -> tuple[str, str]:
 
 
 def render_csv(rows: list[dict]) -> str:
-    """build_rows' rows as CSV under a header of row keys (csv_columns): numeric columns (CSV_NUMERIC) hold
-    a number or nothing, and the reason a number is missing or what qualifies it goes to its note
-    column, so a CSV reader gets numeric columns."""
+    """build_rows' rows as CSV under csv_columns(): numeric columns (CSV_NUMERIC) hold a number or nothing, and
+    why a number is missing or what qualifies it goes to the column's note column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_columns())
+    columns = csv_columns()
+    writer.writerow(columns)
     for row in rows:
         record = {}
-        for key, cell in zip((key for key, _ in COLUMNS), _cells(row)):
+        for key, _ in COLUMNS:
+            cell = _one_line(row[key])
             if key in CSV_NUMERIC:
                 cell, note = _split_cell(key, cell)
                 if key == "apl":  # one note for the three area columns
-                    note = " ".join(row["area_note"].split())
+                    note = _one_line(row["area_note"])
                 if key in CSV_NOTES:
                     record[CSV_NOTES[key]] = note
             record[key] = cell
-        writer.writerow([_csv_safe(record[column]) for column in csv_columns()])
+        writer.writerow([_csv_safe(record[column]) for column in columns])
     return buffer.getvalue()
 
 
 def render_terminal(rows: list[dict], *, all_columns: bool = False) -> str:
-    """build_rows' rows as aligned plain text, one line each under a header line (table_view), then the
-    numbered notes, one line each."""
+    """build_rows' rows as aligned plain text under a header line (table_view), then the numbered notes."""
     headers, grid, notes = table_view(rows, all_columns=all_columns)
     return align_columns(headers, grid) + "\n" + "".join(f"{text}\n" for text in notes)
-
-
