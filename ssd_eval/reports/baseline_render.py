@@ -84,23 +84,18 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
         f"protocol: {_yaml_string(baseline.protocol)}   # applies only to results with this protocol",
         f"images: {baseline.images}   # ...and this image count",
     ]
-    if baseline.subset:
-        lines.append(f"subset: {_yaml_string(baseline.subset)}   # ...on this image subset "
-                     f"(subsets/{baseline.subset}.json)")
-    if baseline.annotations_sha256:
-        lines.append(f"annotations_sha256: {baseline.annotations_sha256}   # ...and this annotation file")
-    if baseline.model_sha256:
-        lines.append(f"model_sha256: {baseline.model_sha256}   # the model measured (another one is gated on mAP, "
-                     "with a note)")
-    if baseline.require_model_sha256:
-        lines.append("require_model_sha256: true   # ...and only this model passes")
-    if baseline.quantization:
-        lines.append(f"quantization: {baseline.quantization}   # a model of another quantization format fails")
-    if baseline.int8_path:
-        lines.append(f"int8_path: {baseline.int8_path}   # CPU int8 kernel class the numbers were measured on")
-    if baseline.detections:
-        lines.append(f"detections: {_yaml_string(baseline.detections)}   # the detections the numbers were "
-                     "measured from (tolerance: ci95 pairs with them)")
+    optional = (  # (key, value as YAML or nothing, trailing comment): lines written only for a value
+        ("subset", baseline.subset and _yaml_string(baseline.subset),
+         f"...on this image subset (subsets/{baseline.subset}.json)"),
+        ("annotations_sha256", baseline.annotations_sha256, "...and this annotation file"),
+        ("model_sha256", baseline.model_sha256, "the model measured (another one is gated on mAP, with a note)"),
+        ("require_model_sha256", baseline.require_model_sha256 and "true", "...and only this model passes"),
+        ("quantization", baseline.quantization, "a model of another quantization format fails"),
+        ("int8_path", baseline.int8_path, "CPU int8 kernel class the numbers were measured on"),
+        ("detections", baseline.detections and _yaml_string(baseline.detections),
+         "the detections the numbers were measured from (tolerance: ci95 pairs with them)"),
+    )
+    lines += [f"{key}: {value}   # {comment}" for key, value, comment in optional if value]
     lines.append("metrics:   # allowed = max(abs_tol, rel_tol * expected); fails when got < expected - allowed")
     for rule in baseline.metrics:
         tolerance = "" if rule.tolerance == "fixed" else f", tolerance: {rule.tolerance}"

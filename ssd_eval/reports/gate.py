@@ -1,17 +1,14 @@
-"""mAP regression gate: compare each variant's metrics.json with baselines/<variant>.yaml (format and rule:
-baselines/README.md).
-
-A result is looked up as ResultIndex.find does. A gate is never looser than its written tolerance;
-`tolerance: ci95` adds a non-inferiority test on a paired bootstrap interval (ssd_eval.results.paired).
-Exit codes: 0 every check holds, 1 a check failed, 2 the gate could not run as asked (input or usage error).
-"""
+"""mAP regression gate: each variant's metrics.json against baselines/<variant>.yaml (format and rule:
+baselines/README.md). A gate is never looser than its written tolerance; `tolerance: ci95` adds a
+non-inferiority test on a paired bootstrap interval. Exit codes: 0 every check holds, 1 a check failed,
+2 the gate could not run as asked (input or usage error)."""
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ssd_eval.config.load import load_config
@@ -44,7 +41,7 @@ class Check:
     name: str
     status: str
     message: str
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 def _verdict(variant: str, name: str, failed: bool, text: str, notes: tuple[str, ...] = ()) -> Check:
@@ -89,10 +86,8 @@ def images_needed(images: int, estimate: float, low: float, allowed: float) -> i
 
 def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: Interval, expected_difference: float,
                       against: str, images: int) -> Check:
-    """``tolerance: ci95``: the written tolerance first, then a non-inferiority test on the paired difference
-    ``got - reference`` against ``expected_difference`` (0 against the baseline's detections, the baselines'
-    gap against a parent): PASS only when the interval's lower end is within ``-allowed``. A point drop within
-    the margin whose interval reaches below it is FAIL (inconclusive), with about how many images would settle it."""
+    """``tolerance: ci95``: the written tolerance, then PASS only when the paired difference's interval, less
+    ``expected_difference``, has its lower end within ``-allowed`` (else FAIL, inconclusive or regressed)."""
     allowed = rule.allowed
     point, low = difference.estimate - expected_difference, difference.low - expected_difference
     fixed_drop = rule.expected - got
@@ -191,13 +186,8 @@ def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, m
 
 def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
                 configs_dir: Path | None, require_model_sha256: bool = False) -> Check:
-    """Which model was gated and whether it is of the variant's kind.
-
-    FAIL when its quantization format differs from the baseline's ``quantization``, when it is the model of
-    the parent's result, or when it differs from a pin (the variant config's `model.sha256` in `configs_dir`,
-    None: not read; the baseline's `model_sha256`) and the baseline or ``require_model_sha256`` requires the
-    pinned model. Another model than the pins otherwise passes with a note naming both hashes.
-    """
+    """Which model was gated: FAIL when not of the variant's kind (quantization, the parent's model) or, where
+    required, not the one pinned by `configs_dir`/<variant>.yaml or the baseline; another model passes with a note."""
     variant = baseline.variant
     model = result["provenance"]["model"]
     got = model["sha256"]
@@ -267,12 +257,8 @@ def int8_path_note(baseline: Baseline, result: dict) -> str | None:
 def check_variant(baseline: Baseline, results: Path | ResultIndex,
                   configs_dir: Path | None = None, parent_baseline: Baseline | None = None,
                   matcher: ResultMatches | None = None, require_model_sha256: bool = False) -> list[Check]:
-    """All checks of one baseline against its result; input problems become ERROR checks.
-
-    `results`: a results directory or its ResultIndex. `configs_dir` and `require_model_sha256`: see
-    check_model. `parent_baseline` gives `tolerance: ci95` the expected gap to the parent; `matcher` shares
-    matched detections between variants. Notes on the result as a whole ride on the first check.
-    """
+    """All checks of one baseline against its result (`results`: a results directory or its ResultIndex);
+    input problems become ERROR checks, and notes on the result as a whole ride on the first check."""
     index = results if isinstance(results, ResultIndex) else ResultIndex(results)
     matcher = matcher or ResultMatches()
     variant = baseline.variant
@@ -408,14 +394,9 @@ def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | N
 def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
              junit: Path | None = None, configs_dir: Path | None = None, strict: bool = False,
              require_model_sha256: bool = False) -> int:
-    """Check results against baselines; print one line per check, a summary and the verdict; return the exit code.
-
-    0: every check holds. 1: a check failed (a metric regressed, a quantized drop rule broke, the gated model is
-    not of the variant's kind: check_model), or with `strict` a variant has results but no baseline (without
-    `variants` such variants are listed as "not gated"). 2: an input or usage error, printed on stderr as
-    `ssd-eval gate: error: ...`. `configs_dir` holds the variant configs pinning models (None: not read).
-    With `junit`, also writes a JUnit XML report there (atomically). The last line is the verdict (VERDICTS).
-    """
+    """Check results against baselines, print one line per check, a summary and the verdict (VERDICTS), and
+    return the exit code; with `strict` a variant with results but no baseline fails, with `junit` the checks
+    are also written there as JUnit XML."""
     checks, unlisted = _gate_checks(Path(baselines_dir), Path(results_dir), variants, configs_dir, strict,
                                     require_model_sha256)
     for check in checks:
