@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from itertools import groupby
 from pathlib import Path
 
 from ssd_eval.config.protocols import protocol_base
@@ -187,15 +186,6 @@ def build_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _report_images(results_dir: Path) -> list[str]:
-    """The report pictures under results_dir/report/<group>/, as paths relative to results_dir, group by group."""
-    names: list[str] = []
-    for group in sorted(p for p in (results_dir / REPORT_DIR).glob("*") if p.is_dir()):
-        for pattern in REPORT_IMAGE_PATTERNS:
-            names += sorted(f"{REPORT_DIR}/{group.name}/{p.name}" for p in group.glob(pattern) if p.is_file())
-    return names
-
-
 _TABLE_HEADER = """\
 # SSD-ResNet34 evaluation results
 
@@ -243,14 +233,18 @@ docs/PROTOCOLS.md says what each protocol does and where that was read.
 """
 
 
-def render_table_markdown_file(rows: list[dict], image_names: list[str], *, all_columns: bool = False) -> str:
-    """The full TABLE.md text: header, table (render_markdown), and links to the given report pictures
-    (paths relative to TABLE.md), under a heading per report group folder."""
+def render_table_markdown_file(rows: list[dict], results_dir: Path, *, all_columns: bool = False) -> str:
+    """The full TABLE.md text: header, table (render_markdown), and links to the pictures `ssd-eval report` drew
+    into results_dir/report/<group>/, under a heading per group."""
+    pictures = []
+    for group in sorted(p for p in (results_dir / REPORT_DIR).glob("*") if p.is_dir()):
+        found = [p for pattern in REPORT_IMAGE_PATTERNS for p in sorted(group.glob(pattern)) if p.is_file()]
+        if found:
+            pictures += ["", f"### {group.name}", ""]
+            pictures += [f"![{p.stem}]({REPORT_DIR}/{group.name}/{p.name})" for p in found]
     parts = [_TABLE_HEADER, render_markdown(rows, all_columns=all_columns)]
-    if image_names:
-        parts += ["", "## Pictures (`ssd-eval report`)"]
-    for group, names in groupby(image_names, key=lambda name: Path(name).parent):
-        parts += ["", f"### {group.name}", ""] + [f"![{Path(name).stem}]({name})" for name in names]
+    if pictures:
+        parts += ["", "## Pictures (`ssd-eval report`)"] + pictures
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
@@ -263,7 +257,7 @@ def write_table(results_dir: Path, *, quiet: bool = False, all_columns: bool = F
         raise UserError(f"{results_dir}: no */metrics.json found; run `make eval` first")
     rows = build_rows(results)
     atomic_write_text(results_dir / "TABLE.md",
-                      render_table_markdown_file(rows, _report_images(results_dir), all_columns=all_columns))
+                      render_table_markdown_file(rows, results_dir, all_columns=all_columns))
     atomic_write_text(results_dir / "table.csv", render_csv(rows))
     log.info("wrote %s and %s", results_dir / "TABLE.md", results_dir / "table.csv")
     if not quiet:

@@ -12,9 +12,8 @@ from ssd_eval.results.summary import align_columns
 
 COLUMNS = (
     ("variant", "variant"), ("protocol", "protocol"), ("image_set", "image set"), ("images", "images"),
-    ("subset", "subset"),
-    ("map", "mAP"), ("map_ci", "mAP ± ci"), ("published_map", "published mAP"), ("delta", "delta"),
-    ("drop_pct", "drop %"), ("drop_ci", "drop ± ci"),
+    ("subset", "subset"), ("map", "mAP"), ("map_ci", "mAP ± ci"), ("published_map", "published mAP"),
+    ("delta", "delta"), ("drop_pct", "drop %"), ("drop_ci", "drop ± ci"),
     ("ap50", "AP50"), ("ap75", "AP75"), ("aps", "APs"), ("apm", "APm"), ("apl", "APl"),
     ("images_per_s", "images/s"), ("speedup", "speedup"), ("provider", "provider"), ("int8_path", "int8 path"),
     ("date", "date"), ("model_sha256", "model sha256"),
@@ -30,8 +29,7 @@ DEFAULT_COLUMNS = (
 at most ~120 characters wide with real values (``--all``: COLUMNS)."""
 
 QUALIFIED = ("delta", "images_per_s")
-"""Columns whose cell may carry a qualifier in brackets (``+0.0012 (int8 on x86-avx2; ...)``, ``6.98 (cached)``):
-the views show the number and move the qualifier to the row's note."""
+"""Columns whose cell may carry a qualifier in brackets (``6.98 (cached)``), which the views move to the note."""
 
 QUALIFIER_NOTES = {"cached": "from the resume cache, as measured when its images were inferred"}
 """The note a view gives a qualifier that is too short to explain itself."""
@@ -40,13 +38,11 @@ AREA_KEYS = ("aps", "apm", "apl")
 
 CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
                "apm", "apl", "images_per_s", "speedup")
-"""table.csv columns that hold only a number or nothing (speedup without its "x"; a "± ci" column
-the interval's half width)."""
+"""table.csv columns that hold only a number or nothing (a "± ci" column: the interval's half width)."""
 
 CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_note", "drop_ci": "drop_ci_note",
              "apl": "area_note", "images_per_s": "images_per_s_note", "speedup": "speedup_note"}
-"""The note column table.csv adds after a numeric column: why the number is missing (``n/a: ...``) or
-what qualifies it. ``area_note`` (after apl) is for APs, APm and APl together."""
+"""The note column table.csv adds after a numeric column (``area_note``, after apl: for APs, APm and APl)."""
 
 
 def _one_line(cell) -> str:
@@ -55,9 +51,8 @@ def _one_line(cell) -> str:
 
 
 def _view_cell(row: dict, key: str) -> tuple[str, str]:
-    """What a view shows in a cell, and the reason or qualifier it moves to the row's note: a ``n/a: why``
-    cell is shown empty (why: the note; the inc area cells' reason is ``area_note``), and a QUALIFIED
-    cell's bracketed qualifier goes to the note."""
+    """What a view shows in a cell, and the reason (of an ``n/a`` cell, shown empty) or the qualifier (of a
+    QUALIFIED cell) it moves to the row's note."""
     cell = _one_line(row[key])
     if cell.startswith("n/a"):
         reason = cell.removeprefix("n/a").removeprefix(":").strip()
@@ -72,9 +67,8 @@ def _view_cell(row: dict, key: str) -> tuple[str, str]:
 
 
 def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str], list[list[str]], list[str]]:
-    """(headers, cell rows, notes) of the default view (DEFAULT_COLUMNS) or, with ``all_columns``, of every
-    column: empty cells where a row has no number, and a ``note`` column (only when some row has a note)
-    numbering the reasons, each reason once, listed in ``notes`` as "<columns>: <reason>"."""
+    """(headers, cell rows, notes) of the default view or, with ``all_columns``, of every column; a ``note``
+    column, when some row has one, numbers each reason once, listed in ``notes`` as "<columns>: <reason>"."""
     columns = COLUMNS if all_columns else DEFAULT_COLUMNS
     notes: dict[str, int] = {}
     grid, marks = [], []
