@@ -14,7 +14,7 @@ from ssd_eval.errors import UserError, quote
 from ssd_eval.inference.onnx_graph import QUANTIZATION_FORMATS
 from ssd_eval.loaders import load_yaml
 from ssd_eval.scoring.cocoeval import STAT_NAMES as METRIC_NAMES
-from ssd_eval.utils import is_number
+from ssd_eval.utils import is_int, is_number
 
 TOLERANCES = ("fixed", "ci95")
 """How a metric's regression is judged: abs_tol / rel_tol, or also a paired 95 % bootstrap interval."""
@@ -94,7 +94,7 @@ def parse_baseline(text: str, source: str) -> Baseline:
         if not isinstance(data.get(key), str) or not data[key]:
             raise UserError(f"{source}: {key}: expected a non-empty string, got {quote(data.get(key))}")
     images = data.get("images")
-    if not isinstance(images, int) or isinstance(images, bool) or images <= 0:
+    if not is_int(images) or images <= 0:
         raise UserError(f"{source}: images: expected a positive integer, got {quote(images)}")
     for key in ("annotations_sha256", "model_sha256"):
         value = data.get(key)

@@ -322,20 +322,15 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
 
 def render_junit(checks: list[Check]) -> str:
     """JUnit XML: one testsuite `ssd-eval-gate`, one testcase per check."""
-    suite = ET.Element("testsuite", {
-        "name": JUNIT_SUITE,
-        "tests": str(len(checks)),
-        "failures": str(sum(c.status == "FAIL" for c in checks)),
-        "errors": str(sum(c.status == "ERROR" for c in checks)),
-        "skipped": "0",
-    })
+    suite = ET.Element("testsuite", name=JUNIT_SUITE, tests=str(len(checks)),
+                       failures=str(sum(c.status == "FAIL" for c in checks)),
+                       errors=str(sum(c.status == "ERROR" for c in checks)), skipped="0")
     for check in checks:
-        case = ET.SubElement(suite, "testcase", {
-            "classname": f"{JUNIT_SUITE}.{check.variant}", "name": check.name, "time": "0"})
+        case = ET.SubElement(suite, "testcase", classname=f"{JUNIT_SUITE}.{check.variant}", name=check.name, time="0")
         if check.status == "FAIL":
-            ET.SubElement(case, "failure", {"message": check.message, "type": "regression"}).text = check.message
+            ET.SubElement(case, "failure", message=check.message, type="regression").text = check.message
         elif check.status == "ERROR":
-            ET.SubElement(case, "error", {"message": check.message, "type": "input"}).text = check.message
+            ET.SubElement(case, "error", message=check.message, type="input").text = check.message
         if check.notes:
             ET.SubElement(case, "system-out").text = "\n".join(check.notes)
     ET.indent(suite)
@@ -357,11 +352,11 @@ def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | N
                       f"{results_dir}: results directory not found; run `make eval` first")], []
     try:
         files = baseline_files(baselines_dir)
-        if not files:
-            raise UserError(f"{baselines_dir}: no baselines (*.yaml) found; "
-                            "create them with `ssd-eval baseline --update`")
     except UserError as exc:
         return [Check("gate", "baselines", "ERROR", str(exc))], []
+    if not files:
+        return [Check("gate", "baselines", "ERROR", f"{baselines_dir}: no baselines (*.yaml) found; "
+                      "create them with `ssd-eval baseline --update`")], []
     selected = list(files) if variants is None else list(dict.fromkeys(variants))
     if not selected:
         return [Check("gate", "baselines", "ERROR", "no variants selected")], []
