@@ -87,8 +87,7 @@ def _speedup_cell(result: dict, parent: dict) -> str:
 def interval_cell(point: float, low: float, high: float, level: float, digits: int,
                   bound_digits: int | None = None) -> str:
     """``point ± half width`` when [low, high] is centred on the point (as printed to ``digits``), else
-    ``point [low, high]`` (bounds to ``bound_digits``, default ``digits``): a ± never suggests a symmetry a
-    bootstrap interval does not have. A level other than 95 % is named."""
+    ``point [low, high]`` (bounds to ``bound_digits``, default ``digits``); a level other than 95 % is named."""
     centre, shown = f"{(low + high) / 2:.{digits}f}", f"{point:.{digits}f}"
     level_text = "" if abs(level - 0.95) < 1e-12 else f" ({level * 100:g}%)"
     if centre == shown:
@@ -142,12 +141,8 @@ def _stat_text(value) -> str:
 
 
 def build_rows(results: list[dict]) -> list[dict]:
-    """One display row (all cells strings) per result, keyed by the COLUMNS keys, in `table_order`.
-
-    A cell that does not apply says why (`n/a: ...`): delta only for runs measured as the published mAP was;
-    drop %, drop ± ci and speedup only for quantized variants against a like-with-like parent result
-    (fp32 rows leave them empty).
-    """
+    """One display row (all cells strings) per result, keyed by the COLUMNS keys, in `table_order`; a cell that
+    does not apply says why (`n/a: ...`), and fp32 rows leave the columns against a parent empty."""
     rows = []
     matcher = ResultMatches()
     for result in sorted(results, key=table_order):
