@@ -31,8 +31,6 @@ from ssd_eval.utils import atomic_write_text
 JUNIT_SUITE = "ssd-eval-gate"
 
 
-# --------------------------------------------------------------------------- checking
-
 @dataclass(frozen=True)
 class Check:
     """The outcome of one gate check: status is PASS, FAIL or ERROR."""

@@ -34,8 +34,6 @@ REPORT_DIR = "report"
 """The folder under the results directory that `ssd-eval report` draws into, one subfolder per group."""
 
 
-# --------------------------------------------------------------------------- rows
-
 def _delta_cell(result: dict) -> str:
     """measured - published, only where the run matches how the published value was measured:
     the variant's published protocol over the full set (no `--limit`)."""
