@@ -127,10 +127,9 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     """
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
-    if not is_number(abs_tol) or abs_tol < 0:
-        errors.append(f"abs_tol must be a number >= 0, got {abs_tol!r}")
-    if not is_number(max_drop_pct) or max_drop_pct < 0:
-        errors.append(f"max_drop_pct must be a number >= 0, got {max_drop_pct!r}")
+    for name, value in (("abs_tol", abs_tol), ("max_drop_pct", max_drop_pct)):
+        if not is_number(value) or value < 0:
+            errors.append(f"{name} must be a number >= 0, got {value!r}")
     if tolerance is not None and tolerance not in TOLERANCES:
         errors.append(f"tolerance must be one of {', '.join(TOLERANCES)}, got {tolerance!r}")
     if not results_dir.is_dir():
