@@ -40,15 +40,11 @@ def accuracy_mismatch(result: dict, parent: dict) -> str | None:
     subset, parent_subset = result_subset(result), result_subset(parent)
     if subset != parent_subset:
         return f"n/a: {describe_image_set(subset)} vs {describe_image_set(parent_subset)}"
-    images, parent_images = _both(result, parent, "images")
-    if images != parent_images:
-        return f"n/a: {images} vs {parent_images} images"
-    ids, parent_ids = _both(result, parent, "image_ids_sha256")
-    if ids != parent_ids:
-        return "n/a: different image sets"
-    annotations, parent_annotations = _both(result, parent, "annotations.sha256")
-    if annotations != parent_annotations:
-        return "n/a: different annotation files"
+    for key, reason in (("images", "{} vs {} images"), ("image_ids_sha256", "different image sets"),
+                        ("annotations.sha256", "different annotation files")):
+        mine, theirs = _both(result, parent, key)
+        if mine != theirs:
+            return "n/a: " + reason.format(mine, theirs)
     for section in ("preprocess", "postprocess"):
         mine, theirs = _both(result, parent, f"config.{section}")
         # resize_backend is already part of the protocol label compared above

@@ -12,10 +12,7 @@ from ssd_eval.results.result import log, read_metrics_file
 def load_results(results_dir: Path, *, include_partial: bool = False) -> list[dict]:
     """Every `results_dir/*/metrics.json` (read_metrics_file; a missing folder: none), sorted by path, except
     partial runs (`is_partial`) outside their variant's canonical folder unless `include_partial`."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return []
-    results = [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+    results = [read_metrics_file(p) for p in sorted(Path(results_dir).glob("*/metrics.json"))]
     partial = [r for r in results if is_partial(r) and Path(r["_source"]).parent.name
                != run_name(r["variant"], r["protocol"], result_subset(r))]
     if partial and not include_partial:
@@ -60,8 +57,8 @@ def image_set(result: dict) -> str:
 
 
 def table_order(result: dict) -> tuple:
-    """How the table (and the report) order results: by variant, then protocol, then image set (the full
-    set first, then subsets by name, limits by size, runs on one's own data last)."""
+    """How the table and the report order results: by variant, protocol, then image set (the full set, subsets
+    by name, limits by size, runs on one's own data last)."""
     limit = (result.get("provenance") or {}).get("limit")
     limit = limit if isinstance(limit, int) else 0
     subset = result_subset(result) or ""
@@ -70,16 +67,15 @@ def table_order(result: dict) -> tuple:
 
 
 def comparison_key(result: dict) -> tuple:
-    """What two results must share for the table to compare them (results.compare.accuracy_mismatch checks
-    these first): protocol, image subset, evaluated image ids and annotation file."""
+    """What two results must share for the table to compare them (before compare.accuracy_mismatch): protocol,
+    image subset, evaluated image ids and annotation file."""
     provenance = result.get("provenance") or {}
     return (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
             str((provenance.get("annotations") or {}).get("sha256")))
 
 
 def comparison_groups(results: list[dict]) -> list[list[dict]]:
-    """`results` split by `comparison_key`: the runs the table would compare, each group in `table_order`,
-    the groups in the order of their first result in `table_order`."""
+    """`results` split by `comparison_key` (the runs the table would compare), all in `table_order`."""
     groups: dict[tuple, list[dict]] = {}
     for result in sorted(results, key=table_order):
         groups.setdefault(comparison_key(result), []).append(result)
@@ -100,8 +96,7 @@ class ResultIndex:
                 self.entries[path] = exc  # raised only when this file is the one asked for
 
     def results(self) -> list[dict]:
-        """The readable results of full runs (not `is_partial`), in path order: `find` takes a partial
-        run only from the canonical folder, where only an explicit `--out` can put it."""
+        """The readable results of full runs (not `is_partial`), in path order."""
         return [e for e in self.entries.values() if isinstance(e, dict) and not is_partial(e)]
 
     def errors(self) -> list[UserError]:

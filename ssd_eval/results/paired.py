@@ -114,7 +114,11 @@ class ResultMatches:
                 raise UserError(f"{path}: holds {len(detections)} detections but {source} counts {expected}: "
                                 "it is not the file that run scored")
             matches = self._match(evaluated, detections, str(path))
-            _check_estimates(matches, result, str(path))
+            for name, got in _estimates(matches).items():
+                value = result.get(name)
+                if isinstance(value, (int, float)) and abs(got - value) > ESTIMATE_SLACK:
+                    raise UserError(f"{path}: gives {name} {got:.6f}, but {source} says {value:.6f}: "
+                                    "the detections and the metrics are not of the same run")
             self._matches[source] = matches
         return self._matches[source]
 
@@ -185,15 +189,8 @@ def _read_detections(path: Path) -> list[dict]:
 
 def _estimates(matches: Matches) -> dict[str, float]:
     """mAP, AP50 and AP75 of ``matches`` on their images as they are (no resampling)."""
-    return dict(zip(BOOTSTRAP_METRICS, weighted_ap(matches, np.ones((1, len(matches.image_ids)), dtype=np.int64))[0]))
-
-
-def _check_estimates(matches: Matches, result: dict, source: str) -> None:
-    for name, got in _estimates(matches).items():
-        value = result.get(name)
-        if isinstance(value, (int, float)) and abs(got - value) > ESTIMATE_SLACK:
-            raise UserError(f"{source}: gives {name} {got:.6f}, but {result['_source']} says {value:.6f}: "
-                            "the detections and the metrics are not of the same run")
+    ones = np.ones((1, len(matches.image_ids)), dtype=np.int64)
+    return dict(zip(BOOTSTRAP_METRICS, weighted_ap(matches, ones)[0]))
 
 
 def paired_difference(matches_a: Matches, matches_b: Matches, *, replicates: int, seed: int,

@@ -72,14 +72,11 @@ class EvalResult:
                         pr_curves=dict(document.get("pr_curves") or {}), warnings=list(document.get("warnings") or []),
                         categories_averaged=list(document.get("categories_averaged") or []),
                         per_category_gt=dict(document.get("per_category_gt") or {}))
+        optional = ("parent", "published_map", "published_protocol", "source_map", "published_int8_path",
+                    "intervals", "full_set_intervals", "error_breakdown")
         result = cls(variant=document["variant"], protocol=document["protocol"],
                      protocol_switches=dict(document.get("protocol_switches") or {}), scores=scores,
-                     provenance=document.get("provenance") or {}, parent=document.get("parent"),
-                     published_map=document.get("published_map"),
-                     published_protocol=document.get("published_protocol"), source_map=document.get("source_map"),
-                     published_int8_path=document.get("published_int8_path"), intervals=document.get("intervals"),
-                     full_set_intervals=document.get("full_set_intervals"),
-                     error_breakdown=document.get("error_breakdown"))
+                     provenance=document.get("provenance") or {}, **{key: document.get(key) for key in optional})
         if out_dir is not None:
             result.out_dir = Path(out_dir)
             result.files = {name: result.out_dir / f"{name}.json" for name in ("metrics", "detections")}
