@@ -89,9 +89,8 @@ def _curve(result: dict, key: str) -> list[float]:
 
 
 def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
-    """A Figure with one precision-recall line per result (runs of one comparison group: the title names
-    their protocol and image set), labelled with the variant and its AP at that IoU (AP50 for iou50, AP75
-    for iou75); each line has its own colour, style and marker."""
+    """A Figure with one precision-recall line per result (of one comparison group), labelled with the variant
+    and its AP at that IoU; each line has its own colour, style and marker."""
     figure = figure_class(figsize=(7, 5))
     axes = figure.add_subplot()
     ap_key = "AP" + iou_key.removeprefix("iou")
@@ -204,10 +203,8 @@ def _checked_breakdown(result: dict) -> dict:
 
 
 def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
-    """A Figure of `result`'s TIDE error breakdown: the AP50 each error type would recover if fixed,
-    beside its parent's (hatched bars: the variant), and a second panel with the change (variant
-    minus parent; right: the variant loses more AP to that error). Without a parent breakdown, the
-    variant's bars alone."""
+    """A Figure of `result`'s TIDE error breakdown (the AP50 each error type would recover if fixed) beside its
+    parent's, and a panel of the change (right: the variant loses more AP to it); without one, its bars alone."""
     counts = _checked_breakdown(result)["counts"]
     if parent is not None and isinstance(parent.get("error_breakdown"), dict):
         _checked_breakdown(parent)
@@ -249,11 +246,9 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
 
 
 def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[str, object]]:
-    """(PNG file name, Figure) of every report picture of `results`, runs of one comparison group
-    (results.index.comparison_groups): pr_iou50.png and pr_iou75.png (every result's curve),
-    ap_delta_<variant>.png for each result with a comparable parent result (the table's rule) and
-    errors_<variant>.png for each result with an error breakdown. With `only` (one of `results`), the
-    per-variant pictures of that result alone."""
+    """(PNG file name, Figure) of each picture of `results` (one comparison group): pr_iou50.png, pr_iou75.png,
+    and per result ap_delta_<variant>.png (with a comparable parent) and errors_<variant>.png (with an error
+    breakdown); with `only` (one of `results`), that result's alone."""
     figure_class, _ = _matplotlib()
     label = group_label(results[0]) if results else ""
     figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}\n{label}", figure_class))
@@ -261,17 +256,14 @@ def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[
     taken = {name for name, _ in figures}
     for result in results if only is None else [only]:
         parent, reason = find_parent_result(result, results)
-        if result.get("parent") and parent is None:
-            log.info("no AP-change chart for %s: %s", result["variant"], reason)
-        if parent is not None:
-            changes = category_ap_changes(result, parent)
-            if changes:
-                compared = len(category_ap_changes(result, parent, limit=None, min_change=0.0))
-                figure = ap_delta_figure(result, parent, changes, compared, figure_class)
-                figures.append((_unique_name("ap_delta", result, taken), figure))
-            else:
-                log.info("no AP-change chart for %s: no category's AP changed by %s or more", result["variant"],
-                         ZERO_CHANGE)
+        changes = category_ap_changes(result, parent) if parent is not None else []
+        if changes:
+            compared = len(category_ap_changes(result, parent, limit=None, min_change=0.0))
+            figure = ap_delta_figure(result, parent, changes, compared, figure_class)
+            figures.append((_unique_name("ap_delta", result, taken), figure))
+        elif result.get("parent"):
+            log.info("no AP-change chart for %s: %s", result["variant"],
+                     reason or f"no category's AP changed by {ZERO_CHANGE} or more")
         if isinstance(result.get("error_breakdown"), dict):
             figure = error_breakdown_figure(result, parent, figure_class)
             figures.append((_unique_name("errors", result, taken), figure))
@@ -279,8 +271,7 @@ def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[
 
 
 def _unique_name(prefix: str, result: dict, taken: set[str]) -> str:
-    """<prefix>_<variant>.png, or with the results folder added when the variant has one already
-    (the same variant under another protocol, in another directory)."""
+    """<prefix>_<variant>.png, with the result's folder added when that name is taken (another protocol)."""
     name = f"{prefix}_{_safe_name(result['variant'])}.png"
     if name in taken:
         folder = Path(result.get("_source", "x/x")).parent.name
@@ -313,13 +304,9 @@ def run_pictures(document: dict, out: Path) -> list[Path]:
 
 
 def write_report(results_dir: Path) -> list[Path]:
-    """Draw the report pictures into `results_dir/report/<group>/`, one folder per comparison group
-    (group_folder), and refresh TABLE.md, which links them; return the written paths.
-
-    Pictures of an earlier report that this one did not write (under report/, or beside TABLE.md where
-    reports wrote them before) are removed. Raises UserError without matplotlib, without results, or on a
-    malformed metrics.json.
-    """
+    """Draw the report pictures into `results_dir/report/<group_folder>/`, remove those of an earlier report
+    that this one did not write (also beside TABLE.md, where reports drew them before) and refresh TABLE.md,
+    which links them; return the written paths."""
     _, canvas_class = _matplotlib()
     results_dir = Path(results_dir)
     results = load_results(results_dir)

@@ -1,20 +1,10 @@
-"""Experiment tracking (off by default): a finished run's numbers sent to MLflow and/or TensorBoard.
+"""Experiment tracking (``tracking.log``, ``--log``; off by default): a finished run's numbers (``run_metrics``)
+and report pictures sent to MLflow (one run: config as params, provenance as tags, metrics.json and pictures
+as artifacts) and/or TensorBoard (scalars, provenance as text, pictures as images).
 
-``tracking.log: [mlflow, tensorboard]`` (``ssd-eval eval --log mlflow --log tensorboard``), after metrics.json
-is written, sends the numbers (``run_metrics``: the 12 stats, ``AP/<category>``, images/s, the error breakdown,
-interval bounds; the same names in both) and the run's report pictures (when matplotlib is installed):
-
-- to MLflow (``.[mlflow]``: mlflow-skinny): one run in experiment ``tracking.experiment`` at ``tracking.uri``
-  (``--log-uri``; default the file store ``./mlruns``), with the resolved config as params
-  (``config.<dotted key>``), the provenance as tags (``provenance.<dotted key>``), values cut to MLflow's
-  limits, and metrics.json and the pictures as artifacts;
-- to TensorBoard (``.[tensorboard]``: tensorboardX, no TensorFlow): scalars, the provenance as text and the
-  pictures as images, in ``tracking.tensorboard_dir`` (``--log-dir``; default ``<output dir>/tb``).
-
-Where each run went is added to metrics.json as ``provenance.tracking``. A missing package, an MLflow server
-that does not accept a connection within ``CONNECT_TIMEOUT_S`` or a folder that cannot be written is a
-one-line UserError before any image (``check_trackers``); MLflow's HTTP retries are bounded
-(``MLFLOW_HTTP_DEFAULTS``), so a tracker failing after the run is a one-line UserError within seconds too.
+Where each run went is added to metrics.json as ``provenance.tracking``. A tracker that cannot work is a
+one-line UserError before any image (``check_trackers``), and, MLflow's HTTP retries bounded, within seconds
+when it fails after the run.
 """
 
 from __future__ import annotations
@@ -70,8 +60,8 @@ def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> Non
 
 
 def tracker_for(tracking: TrackingConfig, out_dir: Path | None) -> Callable[[EvalResult], Any] | None:
-    """What sends a finished result to the trackers ``tracking.log`` names (``on_result`` of a run, a merge or
-    ``--jobs``), checked now, before any work (``check_trackers``); None when tracking is off."""
+    """The ``on_result`` step that sends a finished result to the trackers ``tracking.log`` names, checked now
+    (``check_trackers``); None when tracking is off."""
     if not tracking.log:
         return None
     check_trackers(tracking, out_dir)
@@ -207,10 +197,9 @@ def _text(value: Any) -> str:
 
 
 def run_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics.json worth plotting, by their name in both trackers (MLflow metric, TensorBoard
-    scalar tag): the 12 stats by name, ``AP/<category>``, ``images_per_s``, ``dAP/<type>``, ``errors/<type>``,
-    ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``; characters neither accepts as they are (a space,
-    which TensorBoard turns into ``_``) become ``_``: ``AP/stop_sign``."""
+    """The numbers of a metrics.json worth plotting, by their name in both trackers: the 12 stats, ``AP/<category>``,
+    ``images_per_s``, ``dAP/<type>``, ``errors/<type>``, ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``;
+    characters either refuses (a space) become ``_``: ``AP/stop_sign``."""
     numbers: dict[str, Any] = {name: document.get(name) for name in STAT_NAMES}
     for category, ap in (document.get("per_category_ap") or {}).items():
         if _is_number(ap) and ap >= 0:  # -1: no ground truth for this category

@@ -108,13 +108,9 @@ class ResultIndex:
         return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
 
     def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
-        """The result of `variant` under `protocol` on image subset `subset` (None: the full set), plus a note
-        when it is not in its canonical folder (`config.run_name`).
-
-        The canonical folder wins whenever it has a metrics.json (UserError when malformed or of another
-        variant). Without it, the one other result of that variant and protocol is used; several, or none,
-        are a UserError. `role` (e.g. "baselined variant ssd-12") says in errors what it was wanted for.
-        """
+        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder
+        (`config.run_name`), else the only other one, with a note naming it; UserError when malformed, of another
+        variant, missing or ambiguous, saying what it was wanted for (`role`, e.g. "baselined variant ssd-12")."""
         path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
         entry = self.entries.get(path)
         if isinstance(entry, UserError):

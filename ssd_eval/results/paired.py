@@ -1,14 +1,8 @@
-"""How sure a comparison of finished runs is: each run's own intervals (``result_interval``) and paired
-intervals between two runs (gate ``ci95``, table ``drop ± ci``), with ``ssd_eval.scoring.bootstrap``.
+"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; cost: docs/STATISTICS.md).
 
-* ``ResultMatches``: a finished result's detections.json matched once against its annotation file on exactly
-  the images it evaluated (rebuilt from its provenance, checked against ``image_ids_sha256``), and a
-  baseline's kept detections on the same images.
-* ``paired_difference`` and ``paired_drop``: intervals of metric(a) - metric(b) and of the drop ratio
-  ``(parent - quantized) / parent x 100`` when both runs scored the same images, resampling the same images
-  on both sides in each replicate (unlike a single run's interval, not biased upward on a subset).
-
-Cost: see docs/STATISTICS.md.
+``ResultMatches`` matches a finished run's detections.json, or a baseline's kept detections, on exactly the
+images the run evaluated; ``paired_difference`` and ``paired_drop`` resample the same images on both sides
+in each replicate (unlike a single run's interval, not biased upward on a subset).
 """
 
 from __future__ import annotations
@@ -102,8 +96,8 @@ class ResultMatches:
         return self._paired[full_key]
 
     def matches(self, result: dict) -> Matches:
-        """The matches of ``result``'s detections.json on its evaluated images; NoPairing when a file is
-        missing, UserError when the files contradict the result."""
+        """The matches of ``result``'s detections.json on its evaluated images; NoPairing when a file is missing,
+        UserError when the files contradict the result."""
         source = result["_source"]
         if source not in self._matches:
             evaluated = self._evaluated_images(result)
