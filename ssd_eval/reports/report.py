@@ -4,7 +4,7 @@ comparison group (``results.index.comparison_groups``) under ``<results>/report/
 
 Colours are Okabe-Ito (told apart with every common colour-vision deficiency), and every series also differs
 by line style, marker or hatching, for grayscale prints. matplotlib (`pip install -e '.[report]'`) is imported
-only when a picture is drawn, with the Agg canvas (no display, no pyplot global state).
+only when a picture is drawn, and used without pyplot (no display, no global state).
 """
 
 from __future__ import annotations
@@ -51,18 +51,16 @@ def series_style(index: int) -> dict:
             "marker": MARKERS[index % len(MARKERS)]}
 
 
-def _matplotlib():
-    """(Figure, FigureCanvasAgg), or UserError when matplotlib is not installed."""
+def _figure_class():
+    """matplotlib's Figure, or UserError when matplotlib is not installed."""
     extras.require(extras.REPORT)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure, FigureCanvasAgg
+    return Figure
 
 
-def _save_png(figure, canvas_class, path: Path) -> Path:
+def _save_png(figure, path: Path) -> Path:
     """Save `figure` as PNG at `path`, atomically (utils.atomic_path)."""
-    canvas_class(figure)
     with atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=110, bbox_inches="tight")
     log.info("wrote %s", path)
@@ -231,7 +229,7 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
     axes.set_title(f"{result['variant']}: where AP50 is lost (TIDE; error counts in brackets)\n{group_label(result)}",
                    fontsize="medium")
     if change:
-        from matplotlib.ticker import MaxNLocator  # matplotlib is there: _matplotlib() gave the figure class
+        from matplotlib.ticker import MaxNLocator  # matplotlib is there: it gave the figure class
 
         delta_axes = figure.add_subplot(1, 2, 2)
         values = [change[name] for name in ERROR_NAMES]
@@ -249,7 +247,7 @@ def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[
     """(PNG file name, Figure) of each picture of `results` (one comparison group): pr_iou50.png, pr_iou75.png,
     and per result ap_delta_<variant>.png (with a comparable parent) and errors_<variant>.png (with an error
     breakdown); with `only` (one of `results`), that result's alone."""
-    figure_class, _ = _matplotlib()
+    figure_class = _figure_class()
     label = group_label(results[0]) if results else ""
     figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}\n{label}", figure_class))
                for key, iou in (("iou50", "0.50"), ("iou75", "0.75"))]
@@ -288,7 +286,7 @@ def run_pictures(document: dict, out: Path) -> list[Path]:
     """One run's report pictures (a metrics.json document with its ``_source``) drawn into ``out``: the PR
     curves beside its parent's, the AP-change chart and the error breakdown; none without matplotlib."""
     try:
-        _, canvas_class = _matplotlib()
+        _figure_class()
     except UserError:
         log.info("no report pictures for tracking: matplotlib is not installed (pip install -e '.[report]')")
         return []
@@ -300,14 +298,14 @@ def run_pictures(document: dict, out: Path) -> list[Path]:
         others = []
     parent, _ = find_parent_result(document, [document, *others])
     results = [document] + ([parent] if parent is not None else [])
-    return [_save_png(figure, canvas_class, out / name) for name, figure in report_figures(results, only=document)]
+    return [_save_png(figure, out / name) for name, figure in report_figures(results, only=document)]
 
 
 def write_report(results_dir: Path) -> list[Path]:
     """Draw the report pictures into `results_dir/report/<group_folder>/`, remove those of an earlier report
     that this one did not write (also beside TABLE.md, where reports drew them before) and refresh TABLE.md,
     which links them; return the written paths."""
-    _, canvas_class = _matplotlib()
+    extras.require(extras.REPORT)
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
@@ -322,8 +320,7 @@ def write_report(results_dir: Path) -> list[Path]:
         folders[folder] = tuple(r["variant"] for r in group)
         log.info("report group %s: %s", folder, ", ".join(folders[folder]))
         (report_dir / folder).mkdir(parents=True, exist_ok=True)
-        written += [_save_png(figure, canvas_class, report_dir / folder / name)
-                    for name, figure in report_figures(group)]
+        written += [_save_png(figure, report_dir / folder / name) for name, figure in report_figures(group)]
 
     old_layout = [p for pattern in ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "errors_*.png")
                   for p in results_dir.glob(pattern)]
