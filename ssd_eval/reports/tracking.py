@@ -39,9 +39,8 @@ _MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX
 # Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
 CONNECT_TIMEOUT_S = 5.0
 
-# MLflow's HTTP retry settings while logging, where the environment does not set them: MLflow's own
-# defaults (7 retries, backoff factor 2, 120 s timeout) spend minutes on a server that is down. With
-# these a refused connection fails in about 3 s, a server that does not answer in at most about 35 s.
+# MLflow's HTTP retries while logging, where the environment does not set them: its own defaults spend minutes
+# on a server that is down; with these a refused connection fails in about 3 s, a silent server in about 35 s.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 

@@ -39,8 +39,7 @@ class EvalResult:
     published_int8_path: str | None = None
     # Bootstrap intervals of mAP, AP50, AP75 (Interval.as_dict() each), or None (metrics.bootstrap off).
     intervals: dict[str, dict[str, Any]] | None = None
-    # A subset run's intervals for the full annotation file it was drawn from (the small-sample bias
-    # extrapolated, scoring.bootstrap.full_set_intervals), or None (not a subset run, or not possible).
+    # A subset run's intervals extrapolated to the full annotation file (scoring.bootstrap), or None.
     full_set_intervals: dict[str, dict[str, Any]] | None = None
     # TIDE-style error breakdown (ssd_eval.scoring.breakdown), or None (metrics.error_breakdown off).
     error_breakdown: dict[str, Any] | None = None
