@@ -31,8 +31,6 @@ from ssd_eval.utils import flatten_dotted
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MLFLOW_STORE = "mlruns"
-
 # MLflow's limits where mlflow.utils.validation does not say (MlflowClient.log_batch splits batches itself).
 _MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250}
 
@@ -154,7 +152,7 @@ def tensorboard_dir(tracking: TrackingConfig, out_dir: Path | None) -> Path:
 def mlflow_uri(uri: str | None) -> str:
     """The tracking URI to use: ``uri`` when it has a scheme (file:, http:, sqlite:, databricks...),
     a local folder as a file: URI otherwise; default ./mlruns."""
-    uri = uri or DEFAULT_MLFLOW_STORE
+    uri = uri or "mlruns"
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) or uri in ("databricks", "databricks-uc"):
         return uri
     return Path(uri).resolve().as_uri()
