@@ -225,8 +225,8 @@ def test_report_draws_each_comparison_group_apart_with_its_image_set_in_every_ti
         write_metrics(tmp_path, document, folder)
     drawn = {}
     save = report._save_png
-    monkeypatch.setattr(report, "_save_png", lambda figure, canvas, path: drawn.setdefault(
-        str(path.relative_to(tmp_path)), figure) and save(figure, canvas, path))
+    monkeypatch.setattr(report, "_save_png", lambda figure, path: drawn.setdefault(
+        str(path.relative_to(tmp_path)), figure) and save(figure, path))
 
     write_report(tmp_path)
 

@@ -1,16 +1,10 @@
-"""Pictures of the results (`make report`): precision-recall curves, per-category AP changes and
-the TIDE-style error breakdown (ssd_eval.scoring.breakdown) of each variant against its parent.
+"""Pictures of finished results (`make report`): precision-recall curves, per-category AP changes and the
+TIDE-style error breakdown (ssd_eval.scoring.breakdown) of each variant against its parent, one figure set per
+comparison group (``results.index.comparison_groups``) under ``<results>/report/<group>/``.
 
-Only runs the table would compare are drawn together: the results are split into the groups of
-``results.index.comparison_groups`` (same protocol, image set, annotations), one figure set per group
-under ``<results>/report/<group>/``, each title naming the group's protocol and image set.
-
-Colours come from the Okabe-Ito palette (told apart with every common colour-vision deficiency),
-and every series also differs by line style, marker or hatching, so a grayscale print keeps them apart.
-
-matplotlib is an optional extra (`pip install -e '.[report]'`); it is imported
-only when a report is asked for, and drawn with the Agg canvas (no display, no
-pyplot global state).
+Colours are Okabe-Ito (told apart with every common colour-vision deficiency), and every series also differs
+by line style, marker or hatching, for grayscale prints. matplotlib (`pip install -e '.[report]'`) is imported
+only when a picture is drawn, and used without pyplot (no display, no global state).
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from ssd_eval.reports.table import REPORT_DIR, write_table
 from ssd_eval.results.compare import find_parent_result
 from ssd_eval.results.index import comparison_groups, image_set, load_results
 from ssd_eval.scoring.breakdown import ERROR_TYPES, breakdown_change
-from ssd_eval.utils import atomic_path
+from ssd_eval.utils import atomic_path, is_number
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +36,7 @@ LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LOSS_COLOUR, GAIN_COLOUR = "#D55E00", "#0072B2"  # vermillion, blue
 PARENT_HATCH, VARIANT_HATCH = "", "///"
+ERROR_NAMES = [name for name, _ in ERROR_TYPES]
 
 MIN_AXIS_WIDTH = 0.01
 """A bar chart's value axis spans at least this much (an all-zero chart would otherwise get a 1e-5 scale)."""
@@ -56,64 +51,56 @@ def series_style(index: int) -> dict:
             "marker": MARKERS[index % len(MARKERS)]}
 
 
-def _matplotlib():
-    """(Figure, FigureCanvasAgg), or UserError when matplotlib is not installed."""
+def _figure_class():
+    """matplotlib's Figure, or UserError when matplotlib is not installed."""
     extras.require(extras.REPORT)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure, FigureCanvasAgg
+    return Figure
 
 
-def _save_png(figure, canvas_class, path: Path) -> Path:
+def _save_png(figure, path: Path) -> Path:
     """Save `figure` as PNG at `path`, atomically (utils.atomic_path)."""
-    canvas_class(figure)
     with atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=110, bbox_inches="tight")
     log.info("wrote %s", path)
     return path
 
 
+def _source(result: dict) -> str:
+    """Where errors say a result came from: its metrics.json, else its variant."""
+    return result.get("_source", result["variant"])
+
+
 def _curve(result: dict, key: str) -> list[float]:
-    source = result.get("_source", result["variant"])
+    """``pr_curves[key]`` as PR_POINTS floats (a missing recall: evenly spaced), or UserError naming the file."""
     curves = result.get("pr_curves")
     if not isinstance(curves, dict):
-        raise UserError(f"{source}: missing key pr_curves")
+        raise UserError(f"{_source(result)}: missing key pr_curves")
+    if key == "recall" and key not in curves:
+        return [i / (PR_POINTS - 1) for i in range(PR_POINTS)]
     values = curves.get(key)
     if (not isinstance(values, list) or len(values) != PR_POINTS
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise UserError(f"{source}: pr_curves.{key}: expected a list of {PR_POINTS} numbers")
+        raise UserError(f"{_source(result)}: pr_curves.{key}: expected a list of {PR_POINTS} numbers")
     return [float(v) for v in values]
 
 
-def _recall_axis(result: dict) -> list[float]:
-    try:
-        return _curve(result, "recall")
-    except UserError:
-        if isinstance(result.get("pr_curves"), dict) and "recall" not in result["pr_curves"]:
-            return [i / (PR_POINTS - 1) for i in range(PR_POINTS)]
-        raise
-
-
 def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
-    """A Figure with one precision-recall line per result (runs of one comparison group: the title names
-    their protocol and image set), labelled with the variant and its AP at that IoU (AP50 for iou50, AP75
-    for iou75); each line has its own colour, style and marker."""
+    """A Figure with one precision-recall line per result (of one comparison group), labelled with the variant
+    and its AP at that IoU; each line has its own colour, style and marker."""
     figure = figure_class(figsize=(7, 5))
     axes = figure.add_subplot()
     ap_key = "AP" + iou_key.removeprefix("iou")
     for index, result in enumerate(results):
-        recall = _recall_axis(result)
+        recall = _curve(result, "recall")
         # COCOeval marks "no data" with -1; leave those points out of the line.
         precision = [p if p >= 0 else math.nan for p in _curve(result, iou_key)]
         ap = result.get(ap_key)
-        ap_text = f": {ap_key} {ap:.3f}" if isinstance(ap, (int, float)) and not isinstance(ap, bool) else ""
+        ap_text = f": {ap_key} {ap:.3f}" if is_number(ap) else ""
         axes.plot(recall, precision, label=f"{result['variant']}{ap_text}",
                   markevery=(index * 2, 10), markersize=5, linewidth=1.6, **series_style(index))
-    axes.set_xlabel("recall")
-    axes.set_ylabel("precision (mean over categories)")
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1.02)
+    axes.set(xlabel="recall", ylabel="precision (mean over categories)", xlim=(0, 1), ylim=(0, 1.02))
     axes.grid(True, alpha=0.3)
     axes.set_title(title, fontsize="medium")
     axes.legend(loc="upper right", fontsize="small")
@@ -141,46 +128,60 @@ def category_ap_changes(result: dict, parent: dict, limit: int | None = MAX_CATE
                         min_change: float = ZERO_CHANGE) -> list[tuple[str, float]]:
     """(category, AP - parent AP) for categories with AP in both whose AP changed by at least
     `min_change`, largest losses first, limited to the `limit` biggest absolute changes (None: all)."""
-    source = result.get("_source", result["variant"])
     ours, theirs = result.get("per_category_ap"), parent.get("per_category_ap")
-    for data, src in ((ours, source), (theirs, parent.get("_source", parent["variant"]))):
+    for data, side in ((ours, result), (theirs, parent)):
         if not isinstance(data, dict):
-            raise UserError(f"{src}: missing key per_category_ap")
+            raise UserError(f"{_source(side)}: missing key per_category_ap")
     changes = []
     for name, ap in ours.items():
         parent_ap = theirs.get(name)
-        if not isinstance(ap, (int, float)) or not isinstance(parent_ap, (int, float)):
-            continue
-        if ap < 0 or parent_ap < 0:  # -1: no ground truth for this category
-            continue
-        change = float(ap) - float(parent_ap)
-        if abs(change) >= min_change:
-            changes.append((name, change))
+        # AP -1: no ground truth for this category
+        if isinstance(ap, (int, float)) and isinstance(parent_ap, (int, float)) and ap >= 0 and parent_ap >= 0:
+            change = float(ap) - float(parent_ap)
+            if abs(change) >= min_change:
+                changes.append((name, change))
     biggest = sorted(changes, key=lambda item: (-abs(item[1]), item[0]))[:limit]
     return sorted(biggest, key=lambda item: (item[1], item[0]))
 
 
+def _labelled_bars(axes, positions, values: list[float], spec: str, **options) -> None:
+    """Horizontal bars of `values`, each labelled with its value formatted by `spec`."""
+    bars = axes.barh(positions, values, **options)
+    axes.bar_label(bars, labels=[format(v, spec) for v in values], padding=2, fontsize="x-small")
+
+
+def _bar_axes(axes, values: list[float], labels: list[str], xlabel: str, *, zero_line: bool = True) -> None:
+    """A horizontal bar chart's axes: room beside the longest bars for their value labels, one row per
+    label with the first on top, a line at 0 and a grid along the values."""
+    span = max([abs(v) for v in values] + [1e-3])
+    low, high = min(values + [0.0]), max(values + [0.0])
+    left, right = low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span
+    if right - left < MIN_AXIS_WIDTH:  # every value (about) 0: a readable axis, not ticks of 1e-5 and an offset
+        if low < 0:
+            right = left + MIN_AXIS_WIDTH
+        else:
+            right = right if high > 0 else 0.9 * MIN_AXIS_WIDTH
+            left = right - MIN_AXIS_WIDTH
+    axes.set_xlim(left, right)
+    axes.set_yticks(range(len(labels)), labels=labels, fontsize="small")
+    axes.invert_yaxis()
+    if zero_line:
+        axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel(xlabel)
+    axes.grid(True, axis="x", alpha=0.3)
+
+
 def ap_delta_figure(result: dict, parent: dict, changes: list[tuple[str, float]],
                     compared: int, figure_class):
-    """A Figure: horizontal bars of per-category AP change vs the parent, losses on top, each bar
-    labelled with its value; losses vermillion, gains blue (Okabe-Ito).
-
-    `compared` is how many categories had AP in both results (the chart may show fewer: the
-    biggest changes, none under ZERO_CHANGE).
-    """
+    """A Figure: horizontal bars of per-category AP change vs the parent, losses (vermillion) on top, gains
+    blue, each bar labelled with its value. `compared`: how many categories had AP in both results."""
     figure = figure_class(figsize=(7, 1.5 + 0.25 * max(len(changes), 1)))
     axes = figure.add_subplot()
-    names = [name for name, _ in changes]
     values = [value for _, value in changes]
-    positions = list(range(len(changes)))
-    bars = axes.barh(positions, values, color=[LOSS_COLOUR if v < 0 else GAIN_COLOUR for v in values])
-    axes.bar_label(bars, labels=[f"{v:+.3f}" for v in values], padding=2, fontsize="x-small")
-    _widen_for_labels(axes, values)
-    axes.set_yticks(positions, labels=names, fontsize="small")
-    axes.invert_yaxis()  # first (largest loss) on top
-    axes.axvline(0, color="black", linewidth=0.8)
-    axes.set_xlabel(f"AP change vs {parent['variant']} (AP@[0.50:0.95]; loss left, gain right)")
-    axes.grid(True, axis="x", alpha=0.3)
+    _labelled_bars(axes, range(len(changes)), values, "+.3f",
+                   color=[LOSS_COLOUR if v < 0 else GAIN_COLOUR for v in values])
+    _bar_axes(axes, values, [name for name, _ in changes],
+              f"AP change vs {parent['variant']} (AP@[0.50:0.95]; loss left, gain right)")
     axes.set_title(f"{result['variant']} vs {parent['variant']}: per-category AP change\n"
                    f"{group_label(result)}\n({len(changes)} of {compared} "
                    f"categories: the biggest changes, none under {ZERO_CHANGE})", fontsize="medium")
@@ -190,121 +191,85 @@ def ap_delta_figure(result: dict, parent: dict, changes: list[tuple[str, float]]
 def _checked_breakdown(result: dict) -> dict:
     """`result`'s error_breakdown, or UserError naming its file when a number the chart needs is missing."""
     breakdown = result.get("error_breakdown")
-    names = [name for name, _ in ERROR_TYPES]
     number = (int, float)
     if not (isinstance(breakdown, dict) and isinstance(breakdown.get("ap50"), number)
             and all(isinstance(breakdown.get(part), dict) and isinstance(breakdown[part].get(name), number)
-                    for part in ("dAP", "counts") for name in names)):
-        raise UserError(f"{result.get('_source', result['variant'])}: error_breakdown: expected ap50 and dAP and "
-                        f"counts of {', '.join(names)}")
+                    for part in ("dAP", "counts") for name in ERROR_NAMES)):
+        raise UserError(f"{_source(result)}: error_breakdown: expected ap50 and dAP and "
+                        f"counts of {', '.join(ERROR_NAMES)}")
     return breakdown
 
 
-def _widen_for_labels(axes, values: list[float]) -> None:
-    """Room beside the longest bars for their value labels."""
-    span = max([abs(v) for v in values] + [1e-3])
-    low, high = min(values + [0.0]), max(values + [0.0])
-    left, right = low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span
-    if right - left < MIN_AXIS_WIDTH:  # every value (about) 0: a readable axis, not ticks of 1e-5 and an offset
-        left, right = (left if low < 0 else -0.1 * MIN_AXIS_WIDTH), (right if high > 0 else 0.9 * MIN_AXIS_WIDTH)
-        left, right = (left, left + MIN_AXIS_WIDTH) if low < 0 else (right - MIN_AXIS_WIDTH, right)
-    axes.set_xlim(left, right)
-
-
 def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
-    """A Figure of `result`'s TIDE error breakdown: the AP50 each error type would recover if fixed,
-    beside its parent's (hatched bars: the variant), and a second panel with the change (variant
-    minus parent; right: the variant loses more AP to that error). Without a parent breakdown, the
-    variant's bars alone."""
-    breakdown = _checked_breakdown(result)
+    """A Figure of `result`'s TIDE error breakdown (the AP50 each error type would recover if fixed) beside its
+    parent's, and a panel of the change (right: the variant loses more AP to it); without one, its bars alone."""
+    counts = _checked_breakdown(result)["counts"]
     if parent is not None and isinstance(parent.get("error_breakdown"), dict):
         _checked_breakdown(parent)
     change = breakdown_change(result, parent) if parent is not None else None
-    names = [name for name, _ in ERROR_TYPES]
-    positions = list(range(len(names)))
     figure = figure_class(figsize=(11 if change else 6.5, 3.8))
     axes = figure.add_subplot(1, 2 if change else 1, 1)
-    series = [(result, LOSS_COLOUR, VARIANT_HATCH)]
-    if change:
-        series.insert(0, (parent, GAIN_COLOUR, PARENT_HATCH))
+    series = [(parent, GAIN_COLOUR, PARENT_HATCH)] if change else []
+    series.append((result, LOSS_COLOUR, VARIANT_HATCH))
     height = 0.8 / len(series)
     values_shown = []
     for number, (side, colour, hatch) in enumerate(series):
-        values = [float(side["error_breakdown"]["dAP"][name]) for name in names]
+        values = [float(side["error_breakdown"]["dAP"][name]) for name in ERROR_NAMES]
         values_shown += values
-        offsets = [p - 0.4 + height * (number + 0.5) for p in positions]
-        bars = axes.barh(offsets, values, height=height, color=colour, hatch=hatch, edgecolor="black",
-                         linewidth=0.5, label=f"{side['variant']} (AP50 {side['error_breakdown']['ap50']:.3f})")
-        axes.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize="x-small")
-    _widen_for_labels(axes, values_shown)
-    counts = breakdown["counts"]
+        offsets = [p - 0.4 + height * (number + 0.5) for p in range(len(ERROR_NAMES))]
+        _labelled_bars(axes, offsets, values, ".3f", height=height, color=colour, hatch=hatch, edgecolor="black",
+                       linewidth=0.5, label=f"{side['variant']} (AP50 {side['error_breakdown']['ap50']:.3f})")
     if change:
         parent_counts = parent["error_breakdown"]["counts"]
-        labels = [f"{name} ({parent_counts[name]} -> {counts[name]})" for name in names]
+        labels = [f"{name} ({parent_counts[name]} -> {counts[name]})" for name in ERROR_NAMES]
     else:
-        labels = [f"{name} ({counts[name]})" for name in names]
-    axes.set_yticks(positions, labels=labels, fontsize="small")
-    axes.invert_yaxis()
-    axes.set_xlabel("AP50 recovered if fixed (dAP)")
-    axes.grid(True, axis="x", alpha=0.3)
+        labels = [f"{name} ({counts[name]})" for name in ERROR_NAMES]
+    _bar_axes(axes, values_shown, labels, "AP50 recovered if fixed (dAP)", zero_line=False)
     axes.legend(loc="best", fontsize="x-small")
     axes.set_title(f"{result['variant']}: where AP50 is lost (TIDE; error counts in brackets)\n{group_label(result)}",
                    fontsize="medium")
     if change:
-        delta_axes = figure.add_subplot(1, 2, 2)
-        values = [change[name] for name in names]
-        bars = delta_axes.barh(positions, values, color=[LOSS_COLOUR if v > 0 else GAIN_COLOUR for v in values],
-                               hatch=VARIANT_HATCH, edgecolor="black", linewidth=0.5)
-        delta_axes.bar_label(bars, labels=[f"{v:+.3f}" for v in values], padding=2, fontsize="x-small")
-        _widen_for_labels(delta_axes, values)
-        from matplotlib.ticker import MaxNLocator  # matplotlib is there: _matplotlib() gave the figure class
+        from matplotlib.ticker import MaxNLocator  # matplotlib is there: it gave the figure class
 
+        delta_axes = figure.add_subplot(1, 2, 2)
+        values = [change[name] for name in ERROR_NAMES]
+        _labelled_bars(delta_axes, range(len(ERROR_NAMES)), values, "+.3f", hatch=VARIANT_HATCH, edgecolor="black",
+                       linewidth=0.5, color=[LOSS_COLOUR if v > 0 else GAIN_COLOUR for v in values])
         delta_axes.xaxis.set_major_locator(MaxNLocator(nbins=5))  # signed 3-decimal ticks: fewer, so none overlap
-        delta_axes.set_yticks(positions, labels=names, fontsize="small")
-        delta_axes.invert_yaxis()
-        delta_axes.axvline(0, color="black", linewidth=0.8)
-        delta_axes.set_xlabel(f"dAP change vs {parent['variant']} (right: lost more to this error)")
-        delta_axes.grid(True, axis="x", alpha=0.3)
+        _bar_axes(delta_axes, values, ERROR_NAMES,
+                  f"dAP change vs {parent['variant']} (right: lost more to this error)")
         delta_axes.set_title(f"{result['variant']} vs {parent['variant']}", fontsize="medium")
     figure.tight_layout()
     return figure
 
 
 def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[str, object]]:
-    """(PNG file name, Figure) of every report picture of `results`, runs of one comparison group
-    (results.index.comparison_groups): pr_iou50.png and pr_iou75.png (every result's curve),
-    ap_delta_<variant>.png for each result with a comparable parent result (the table's rule) and
-    errors_<variant>.png for each result with an error breakdown. With `only`, the per-variant
-    pictures of that result alone."""
-    figure_class, _ = _matplotlib()
+    """(PNG file name, Figure) of each picture of `results` (one comparison group): pr_iou50.png, pr_iou75.png,
+    and per result ap_delta_<variant>.png (with a comparable parent) and errors_<variant>.png (with an error
+    breakdown); with `only` (one of `results`), that result's alone."""
+    figure_class = _figure_class()
     label = group_label(results[0]) if results else ""
     figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}\n{label}", figure_class))
                for key, iou in (("iou50", "0.50"), ("iou75", "0.75"))]
     taken = {name for name, _ in figures}
-    for result in results:
-        if only is not None and result is not only:
-            continue
+    for result in results if only is None else [only]:
         parent, reason = find_parent_result(result, results)
-        if result.get("parent") and parent is None:
-            log.info("no AP-change chart for %s: %s", result["variant"], reason)
-        if parent is not None:
-            all_changes = category_ap_changes(result, parent, limit=None, min_change=0.0)
-            changes = category_ap_changes(result, parent)
-            if changes:
-                name = _unique_name("ap_delta", result, taken)
-                figures.append((name, ap_delta_figure(result, parent, changes, len(all_changes), figure_class)))
-            else:
-                log.info("no AP-change chart for %s: no category's AP changed by %s or more", result["variant"],
-                         ZERO_CHANGE)
+        changes = category_ap_changes(result, parent) if parent is not None else []
+        if changes:
+            compared = len(category_ap_changes(result, parent, limit=None, min_change=0.0))
+            figure = ap_delta_figure(result, parent, changes, compared, figure_class)
+            figures.append((_unique_name("ap_delta", result, taken), figure))
+        elif result.get("parent"):
+            log.info("no AP-change chart for %s: %s", result["variant"],
+                     reason or f"no category's AP changed by {ZERO_CHANGE} or more")
         if isinstance(result.get("error_breakdown"), dict):
-            name = _unique_name("errors", result, taken)
-            figures.append((name, error_breakdown_figure(result, parent, figure_class)))
+            figure = error_breakdown_figure(result, parent, figure_class)
+            figures.append((_unique_name("errors", result, taken), figure))
     return figures
 
 
 def _unique_name(prefix: str, result: dict, taken: set[str]) -> str:
-    """<prefix>_<variant>.png, or with the results folder added when the variant has one already
-    (the same variant under another protocol, in another directory)."""
+    """<prefix>_<variant>.png, with the result's folder added when that name is taken (another protocol)."""
     name = f"{prefix}_{_safe_name(result['variant'])}.png"
     if name in taken:
         folder = Path(result.get("_source", "x/x")).parent.name
@@ -317,15 +282,30 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def write_report(results_dir: Path) -> list[Path]:
-    """Draw the report pictures into `results_dir/report/<group>/`, one folder per comparison group
-    (group_folder), and refresh TABLE.md, which links them; return the written paths.
+def run_pictures(document: dict, out: Path) -> list[Path]:
+    """One run's report pictures (a metrics.json document with its ``_source``) drawn into ``out``: the PR
+    curves beside its parent's, the AP-change chart and the error breakdown; none without matplotlib."""
+    try:
+        _figure_class()
+    except UserError:
+        log.info("no report pictures for tracking: matplotlib is not installed (pip install -e '.[report]')")
+        return []
+    source = Path(document["_source"]).resolve()
+    try:
+        others = [r for r in load_results(source.parent.parent) if Path(r["_source"]).resolve() != source]
+    except UserError as exc:  # a malformed neighbour: draw this run alone
+        log.info("tracking pictures without the other results: %s", exc)
+        others = []
+    parent, _ = find_parent_result(document, [document, *others])
+    results = [document] + ([parent] if parent is not None else [])
+    return [_save_png(figure, out / name) for name, figure in report_figures(results, only=document)]
 
-    Writes the pictures of `report_figures` for each group's results. Pictures of an earlier report that
-    this one did not write (under report/, or beside TABLE.md where reports wrote them before) are
-    removed. Raises UserError without matplotlib, without results, or on a malformed metrics.json.
-    """
-    _, canvas_class = _matplotlib()
+
+def write_report(results_dir: Path) -> list[Path]:
+    """Draw the report pictures into `results_dir/report/<group_folder>/`, remove those of an earlier report
+    that this one did not write (also beside TABLE.md, where reports drew them before) and refresh TABLE.md,
+    which links them; return the written paths."""
+    extras.require(extras.REPORT)
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
@@ -340,8 +320,7 @@ def write_report(results_dir: Path) -> list[Path]:
         folders[folder] = tuple(r["variant"] for r in group)
         log.info("report group %s: %s", folder, ", ".join(folders[folder]))
         (report_dir / folder).mkdir(parents=True, exist_ok=True)
-        written += [_save_png(figure, canvas_class, report_dir / folder / name)
-                    for name, figure in report_figures(group)]
+        written += [_save_png(figure, report_dir / folder / name) for name, figure in report_figures(group)]
 
     old_layout = [p for pattern in ("pr_iou50.png", "pr_iou75.png", "ap_delta_*.png", "errors_*.png")
                   for p in results_dir.glob(pattern)]

@@ -1,29 +1,10 @@
-"""Experiment tracking: a finished run's numbers sent to MLflow and/or TensorBoard (off by default).
+"""Experiment tracking (``tracking.log``, ``--log``; off by default): a finished run's numbers (``run_metrics``)
+and report pictures sent to MLflow (one run: config as params, provenance as tags, metrics.json and pictures
+as artifacts) and/or TensorBoard (scalars, provenance as text, pictures as images).
 
-``tracking.log: [mlflow, tensorboard]`` (``ssd-eval eval --log mlflow --log tensorboard``) sends,
-after metrics.json is written:
-
-- MLflow (``pip install -e '.[mlflow]'``: mlflow-skinny, the client without the server and its
-  database): one run per evaluation in experiment ``tracking.experiment``, in the tracking URI
-  ``tracking.uri`` (``--log-uri``; default the local file store ``./mlruns``). Metrics: the 12
-  stats, per-category AP (``AP/<category>``), images/s, the error breakdown (``dAP/<type>``) and
-  any bootstrap interval bound; params: the resolved config, flattened (``config.<dotted key>``);
-  tags: the provenance, flattened (``provenance.<dotted key>``), values truncated to MLflow's
-  limits; artifacts: metrics.json and, when matplotlib is installed, the run's report pictures
-  (``report/``: PR curves beside its parent's, per-category AP change, error breakdown).
-- TensorBoard (``pip install -e '.[tensorboard]'``: tensorboardX, which writes event files with
-  protobuf alone: no TensorFlow, no tensorboard server package): the same numbers under the same
-  names as MLflow's metrics (``run_metrics``: ``mAP``, ``AP/<category>``, ``dAP/<type>``...) as
-  scalars, the provenance and config as text, and the same pictures as images, in
-  ``tracking.tensorboard_dir`` (``--log-dir``; default ``<output dir>/tb``): ``tensorboard --logdir
-  results`` shows every run side by side.
-
-Where each run went is added to metrics.json as ``provenance.tracking``. Before any image is evaluated
-(``check_trackers``), a missing package, an MLflow server that does not answer a TCP connect within
-``CONNECT_TIMEOUT_S`` and a file store or TensorBoard folder that cannot be written are each a one-line
-UserError. MLflow's HTTP retries are bounded to seconds (``MLFLOW_HTTP_DEFAULTS``, where the environment
-does not set them), so a tracker that fails after the run is a one-line UserError within seconds too,
-saying the results were kept.
+Where each run went is added to metrics.json as ``provenance.tracking``. A tracker that cannot work is a
+one-line UserError before any image (``check_trackers``), and, MLflow's HTTP retries bounded, within seconds
+when it fails after the run.
 """
 
 from __future__ import annotations
@@ -44,36 +25,28 @@ from typing import Any, Callable, Iterator
 from ssd_eval import extras
 from ssd_eval.config.schema import TrackingConfig
 from ssd_eval.errors import UserError, first_line
-from ssd_eval.results.index import load_results
 from ssd_eval.results.result import EvalResult, write_result
+from ssd_eval.scoring.cocoeval import STAT_NAMES
 from ssd_eval.utils import flatten_dotted
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MLFLOW_STORE = "mlruns"
-
-# MLflow's limits (mlflow.utils.validation), used where that module does not say otherwise.
-# (MlflowClient.log_batch splits a batch to MLflow's batch limits itself.)
+# MLflow's limits where mlflow.utils.validation does not say (MlflowClient.log_batch splits batches itself).
 _MLFLOW_LIMITS = {"MAX_PARAM_VAL_LENGTH": 6000, "MAX_TAG_VAL_LENGTH": 8000, "MAX_ENTITY_KEY_LENGTH": 250}
-
 
 # Seconds to wait for a TCP connect to an MLflow server before the run (check_trackers).
 CONNECT_TIMEOUT_S = 5.0
 
-# MLflow's HTTP retry settings while logging, where the environment does not set them: MLflow's own
-# defaults (7 retries, backoff factor 2, 120 s timeout) spend minutes on a server that is down. With
-# these a refused connection fails in about 3 s, a server that does not answer in at most about 35 s.
+# MLflow's HTTP retries while logging, where the environment does not set them: its own defaults spend minutes
+# on a server that is down; with these a refused connection fails in about 3 s, a silent server in about 35 s.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> None:
-    """UserError (one line) when a tracker of ``tracking.log`` cannot work: its package is not installed
-    (with the pip command), MLflow's HTTP(S) server does not accept a connection within
-    ``CONNECT_TIMEOUT_S``, or its file store or the TensorBoard folder (``tensorboard_dir``; not checked
-    when it depends on an ``out_dir`` not known yet) cannot be written.
-
-    Called before a run starts, so a tracker that cannot work costs nothing."""
+    """UserError (one line) when a tracker of ``tracking.log`` cannot work: its package is missing, MLflow's
+    target fails ``check_mlflow_target``, or the TensorBoard folder cannot be written (not checked while it
+    depends on an ``out_dir`` not known yet). Called before a run, so a tracker that cannot work costs nothing."""
     extras.check(extras.tracker(name) for name in tracking.log)
     for name in dict.fromkeys(tracking.log):
         if name == "mlflow":
@@ -84,8 +57,8 @@ def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> Non
 
 
 def tracker_for(tracking: TrackingConfig, out_dir: Path | None) -> Callable[[EvalResult], Any] | None:
-    """What sends a finished result to the trackers ``tracking.log`` names (``on_result`` of a run, a merge or
-    ``--jobs``), checked now, before any work (``check_trackers``); None when tracking is off."""
+    """The ``on_result`` step that sends a finished result to the trackers ``tracking.log`` names, checked now
+    (``check_trackers``); None when tracking is off."""
     if not tracking.log:
         return None
     check_trackers(tracking, out_dir)
@@ -118,8 +91,7 @@ def check_mlflow_target(uri: str) -> None:
 
 
 def _check_writable(folder: Path, option: str, key: str) -> None:
-    """UserError (one line) when ``folder`` is not a folder, or it (or the folder it would be created in)
-    cannot be written."""
+    """UserError (one line) when ``folder`` is not a folder, or it (or the one it would be made in) is not writable."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -132,8 +104,8 @@ def _check_writable(folder: Path, option: str, key: str) -> None:
 def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
     """Send ``result`` (already written) to every tracker of ``tracking.log``; record where in its
     metrics.json (``provenance.tracking``) and return that record."""
-    if not tracking.log:
-        return {}
+    from ssd_eval.reports.report import run_pictures  # the report's modules only when a run is tracked
+
     kept = f"(the results were kept: {result.files['metrics']})"
     try:
         check_trackers(tracking, result.out_dir)  # checked before the run too, but a server can go away
@@ -174,15 +146,13 @@ def describe(where: dict[str, Any]) -> str:
 
 def tensorboard_dir(tracking: TrackingConfig, out_dir: Path | None) -> Path:
     """Where TensorBoard event files go: ``tracking.tensorboard_dir``, else ``<output dir>/tb``."""
-    if tracking.tensorboard_dir:
-        return Path(tracking.tensorboard_dir)
-    return Path(out_dir or ".") / "tb"
+    return Path(tracking.tensorboard_dir) if tracking.tensorboard_dir else Path(out_dir or ".") / "tb"
 
 
 def mlflow_uri(uri: str | None) -> str:
     """The tracking URI to use: ``uri`` when it has a scheme (file:, http:, sqlite:, databricks...),
     a local folder as a file: URI otherwise; default ./mlruns."""
-    uri = uri or DEFAULT_MLFLOW_STORE
+    uri = uri or "mlruns"
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) or uri in ("databricks", "databricks-uc"):
         return uri
     return Path(uri).resolve().as_uri()
@@ -190,10 +160,9 @@ def mlflow_uri(uri: str | None) -> str:
 
 @contextlib.contextmanager
 def _mlflow_environment(uri: str) -> Iterator[None]:
-    """MLflow's settings while logging, each only where the environment does not set it: the bounded HTTP
-    retries (MLFLOW_HTTP_DEFAULTS); and for file: URIs MLFLOW_ALLOW_FILE_STORE, since MLflow 3 refuses
-    its file store without it ("maintenance mode") and the file store is what works without a database
-    package."""
+    """MLflow's settings while logging, each where the environment does not set it: the bounded HTTP retries
+    (MLFLOW_HTTP_DEFAULTS) and, for file: URIs, MLFLOW_ALLOW_FILE_STORE (MLflow 3 refuses its file store,
+    which works without a database package, without it)."""
     settings = dict(MLFLOW_HTTP_DEFAULTS)
     if uri.startswith("file:"):
         settings["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -206,17 +175,13 @@ def _mlflow_environment(uri: str) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _mlflow_limit(name: str) -> int:
+def _mlflow_limits() -> dict[str, int]:
+    """MLflow's key and value length limits (mlflow.utils.validation, else _MLFLOW_LIMITS)."""
     try:
         from mlflow.utils import validation
     except ImportError:
-        return _MLFLOW_LIMITS[name]
-    return int(getattr(validation, name, _MLFLOW_LIMITS[name]))
-
-
-def mlflow_key(key: str) -> str:
-    """``key`` with only the characters MLflow accepts (alphanumerics, _ - . space : /), within its length limit."""
-    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key)[:_mlflow_limit("MAX_ENTITY_KEY_LENGTH")]
+        validation = None
+    return {name: int(getattr(validation, name, default)) for name, default in _MLFLOW_LIMITS.items()}
 
 
 def truncate(text: str, limit: int) -> str:
@@ -229,31 +194,21 @@ def _text(value: Any) -> str:
 
 
 def run_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics.json worth plotting, by their name in both trackers (MLflow metric, TensorBoard
-    scalar tag): the 12 stats by name, ``AP/<category>``, ``images_per_s``, ``dAP/<type>``, ``errors/<type>``,
-    ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``; characters neither accepts as they are (a space,
-    which TensorBoard turns into ``_``) become ``_``: ``AP/stop_sign``."""
-    from ssd_eval.scoring.cocoeval import STAT_NAMES
-
-    numbers: dict[str, float] = {name: float(document[name]) for name in STAT_NAMES if _is_number(document.get(name))}
+    """The numbers of a metrics.json worth plotting, by their name in both trackers: the 12 stats, ``AP/<category>``,
+    ``images_per_s``, ``dAP/<type>``, ``errors/<type>``, ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``;
+    characters either refuses (a space) become ``_``: ``AP/stop_sign``."""
+    numbers: dict[str, Any] = {name: document.get(name) for name in STAT_NAMES}
     for category, ap in (document.get("per_category_ap") or {}).items():
         if _is_number(ap) and ap >= 0:  # -1: no ground truth for this category
-            numbers[f"AP/{category}"] = float(ap)
-    speed = (document.get("provenance") or {}).get("images_per_s")
-    if _is_number(speed):
-        numbers["images_per_s"] = float(speed)
+            numbers[f"AP/{category}"] = ap
+    numbers["images_per_s"] = (document.get("provenance") or {}).get("images_per_s")
     breakdown = document.get("error_breakdown")
     if isinstance(breakdown, dict):
         for part, prefix in (("dAP", "dAP"), ("counts", "errors"), ("oracles", "dAP_oracle")):
-            for name, value in (breakdown.get(part) or {}).items():
-                if _is_number(value):
-                    numbers[f"{prefix}/{name}"] = float(value)
-    intervals = document.get("intervals")
-    if isinstance(intervals, dict):
-        for key, value in flatten_dotted(intervals).items():
-            if _is_number(value):
-                numbers[f"interval/{key}"] = float(value)
-    return {re.sub(r"[^A-Za-z0-9_\-./]", "_", key): value for key, value in numbers.items()}
+            numbers.update({f"{prefix}/{name}": value for name, value in (breakdown.get(part) or {}).items()})
+    if isinstance(document.get("intervals"), dict):
+        numbers.update({f"interval/{key}": value for key, value in flatten_dotted(document["intervals"]).items()})
+    return {re.sub(r"[^A-Za-z0-9_\-./]", "_", key): float(value) for key, value in numbers.items() if _is_number(value)}
 
 
 def _is_number(value: Any) -> bool:
@@ -284,7 +239,11 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
     from mlflow.tracking import MlflowClient
 
     uri = mlflow_uri(tracking.uri)
-    param_limit, tag_limit = _mlflow_limit("MAX_PARAM_VAL_LENGTH"), _mlflow_limit("MAX_TAG_VAL_LENGTH")
+    limits = _mlflow_limits()
+
+    def key(name: str) -> str:  # only the characters MLflow accepts, within its length limit
+        return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)[:limits["MAX_ENTITY_KEY_LENGTH"]]
+
     with _mlflow_environment(uri):
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.experiment)
@@ -296,12 +255,11 @@ def log_mlflow(document: dict[str, Any], metrics_path: Path, pictures: list[Path
         status = "FAILED"
         try:
             stamp = int(time.time() * 1000)
-            metrics = [Metric(mlflow_key(k), v, stamp, 0) for k, v in run_metrics(document).items()]
-            params = [Param(k, truncate(v, param_limit))
-                      for k, v in {mlflow_key(k): v for k, v in run_params(document).items()}.items()]
-            tags = [RunTag(k, truncate(v, tag_limit))
-                    for k, v in {mlflow_key(k): v for k, v in run_tags(document).items()}.items()]
-            client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+            metrics = [Metric(key(k), v, stamp, 0) for k, v in run_metrics(document).items()]
+            params = {key(k): truncate(v, limits["MAX_PARAM_VAL_LENGTH"]) for k, v in run_params(document).items()}
+            tags = {key(k): truncate(v, limits["MAX_TAG_VAL_LENGTH"]) for k, v in run_tags(document).items()}
+            client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                             tags=[RunTag(k, v) for k, v in tags.items()])
             client.log_artifact(run_id, str(metrics_path))
             for picture in pictures:
                 client.log_artifact(run_id, str(picture), artifact_path="report")
@@ -320,8 +278,8 @@ def log_tensorboard(document: dict[str, Any], pictures: list[Path], log_dir: Pat
     log_dir.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(logdir=str(log_dir))
     try:
-        for key, value in run_metrics(document).items():  # the names MLflow gets (mlflow_key changes none)
-            writer.add_scalar(key, value, global_step=0)
+        for name, value in run_metrics(document).items():  # the names MLflow's metrics get
+            writer.add_scalar(name, value, global_step=0)
         provenance = {k: v for k, v in (document.get("provenance") or {}).items() if k != "tracking"}
         writer.add_text("provenance", "```\n" + json.dumps(provenance, indent=1, sort_keys=True) + "\n```", 0)
         writer.add_text("run", f"{document['variant']} ({document['protocol']}): {document.get('_source')}", 0)
@@ -335,24 +293,3 @@ def log_tensorboard(document: dict[str, Any], pictures: list[Path], log_dir: Pat
         writer.close()
     return {"dir": str(log_dir), "file": str(files[-1]) if files else ""}
 
-
-def run_pictures(document: dict[str, Any], out: Path) -> list[Path]:
-    """The run's report pictures drawn into ``out`` (PR curves beside its parent's, the AP-change
-    chart and the error breakdown), or none when matplotlib is not installed."""
-    from ssd_eval.reports.report import _matplotlib, _save_png, report_figures
-    from ssd_eval.results.compare import find_parent_result
-
-    try:
-        _, canvas_class = _matplotlib()
-    except UserError:
-        log.info("no report pictures for tracking: matplotlib is not installed (pip install -e '.[report]')")
-        return []
-    source = Path(document["_source"]).resolve()
-    try:
-        others = [r for r in load_results(source.parent.parent) if Path(r["_source"]).resolve() != source]
-    except UserError as exc:  # a malformed neighbour: draw this run alone
-        log.info("tracking pictures without the other results: %s", exc)
-        others = []
-    parent, _ = find_parent_result(document, [document, *others])
-    results = [document] + ([parent] if parent is not None else [])
-    return [_save_png(figure, canvas_class, out / name) for name, figure in report_figures(results, only=document)]

@@ -1,7 +1,5 @@
-"""Like with like: when two results' accuracies or speeds may be compared, and the drop ratio.
-
-One home for these rules, read by the table, the gate and `baseline --update`.
-"""
+"""Like with like: when two results' accuracies or speeds may be compared, and the drop ratio (the one home
+of these rules: the table, the gate and `baseline --update` read them)."""
 
 from __future__ import annotations
 
@@ -23,33 +21,32 @@ def provenance_value(result: dict, dotted_key: str, default: Any = None) -> Any:
         return default
 
 
+def _both(result: dict, parent: dict, dotted_key: str, default: Any = None) -> tuple[Any, Any]:
+    """``provenance_value`` of ``result`` and of ``parent``."""
+    return provenance_value(result, dotted_key, default), provenance_value(parent, dotted_key, default)
+
+
 def short_provider_names(providers: list[str]) -> str:
     """'CUDAExecutionProvider','CPUExecutionProvider' -> 'CUDA+CPU'."""
     return "+".join(p.removesuffix("ExecutionProvider") for p in providers) or "none"
 
 
 def accuracy_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' accuracies cannot be compared, or None when they can.
-
-    Comparable means: same protocol, same image subset (`provenance.subset.name`, none for the full
-    set), same number of images, same image set
-    (`provenance.image_ids_sha256`), same annotations (`provenance.annotations.sha256`)
-    and the same pre- and postprocessing settings. The reason reads `n/a: ...`.
-    """
+    """Why the two results' accuracies cannot be compared (`n/a: ...`), or None when they can: same protocol,
+    image subset, number of images, image set (`image_ids_sha256`), annotation file and pre- and
+    postprocessing settings."""
     if result["protocol"] != parent["protocol"]:
         return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
     subset, parent_subset = result_subset(result), result_subset(parent)
     if subset != parent_subset:
         return f"n/a: {describe_image_set(subset)} vs {describe_image_set(parent_subset)}"
-    images, parent_images = provenance_value(result, "images"), provenance_value(parent, "images")
-    if images != parent_images:
-        return f"n/a: {images} vs {parent_images} images"
-    if provenance_value(result, "image_ids_sha256") != provenance_value(parent, "image_ids_sha256"):
-        return "n/a: different image sets"
-    if provenance_value(result, "annotations.sha256") != provenance_value(parent, "annotations.sha256"):
-        return "n/a: different annotation files"
+    for key, reason in (("images", "{} vs {} images"), ("image_ids_sha256", "different image sets"),
+                        ("annotations.sha256", "different annotation files")):
+        mine, theirs = _both(result, parent, key)
+        if mine != theirs:
+            return "n/a: " + reason.format(mine, theirs)
     for section in ("preprocess", "postprocess"):
-        mine, theirs = provenance_value(result, f"config.{section}"), provenance_value(parent, f"config.{section}")
+        mine, theirs = _both(result, parent, f"config.{section}")
         # resize_backend is already part of the protocol label compared above
         differing = sorted(k for k in set(mine or {}) | set(theirs or {})
                            if k != "resize_backend" and mine and theirs and mine.get(k) != theirs.get(k))
@@ -59,15 +56,10 @@ def accuracy_mismatch(result: dict, parent: dict) -> str | None:
 
 
 def speed_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' speeds cannot be compared, or None when they can.
-
-    Needs accuracy comparability plus the same provider list, host cpu and core
-    count, thread settings, batch size, graph optimization, decode pipeline and
-    onnxruntime version, measured images/s on both sides and no resumed or
-    merged (sharded) run; a run served entirely from the cache keeps the speed measured when its
-    images were inferred (`provenance.speed_from_cache`) and is compared. Runs of `eval --jobs N`
-    (`provenance.parallel_jobs`) are compared with runs of the same N only.
-    """
+    """Why the two results' speeds cannot be compared, or None when they can: accuracy comparability, images/s
+    measured on both sides, no resumed run (one served from the cache keeps the speed measured when its images
+    were inferred) and no merge of shards, and the same `eval --jobs N`, providers, host cpu and cores,
+    threads, batch size, onnxruntime version, graph optimization and decode pipeline."""
     reason = accuracy_mismatch(result, parent)
     if reason:
         return reason
@@ -78,29 +70,28 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
             return f"n/a: {side['variant']} run was resumed"
         if provenance_value(side, "shards") and not provenance_value(side, "parallel_jobs"):
             return f"n/a: {side['variant']} merged from shards"
-    jobs, parent_jobs = provenance_value(result, "parallel_jobs") or 1, provenance_value(parent, "parallel_jobs") or 1
+    jobs, parent_jobs = (value or 1 for value in _both(result, parent, "parallel_jobs"))
     if jobs != parent_jobs:  # eval --jobs N: images/s of N jobs side by side (ssd_eval.engine.launcher)
         return f"n/a: {jobs} vs {parent_jobs} parallel jobs"
-    providers = provenance_value(result, "runtime.providers", [])
-    parent_providers = provenance_value(parent, "runtime.providers", [])
+    providers, parent_providers = _both(result, parent, "runtime.providers", [])
     if providers != parent_providers:
-        return (f"n/a: provider {short_provider_names(providers)} vs "
-                f"{short_provider_names(parent_providers)}")
-    if provenance_value(result, "host.cpu") != provenance_value(parent, "host.cpu"):
+        return f"n/a: provider {short_provider_names(providers)} vs {short_provider_names(parent_providers)}"
+    cpu, parent_cpu = _both(result, parent, "host.cpu")
+    if cpu != parent_cpu:
         return "n/a: different host cpu"
-    cores, parent_cores = provenance_value(result, "host.cores"), provenance_value(parent, "host.cores")
+    cores, parent_cores = _both(result, parent, "host.cores")
     if cores != parent_cores:
         return f"n/a: {cores} vs {parent_cores} cores"
-    threads = tuple(provenance_value(result, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
-    parent_threads = tuple(provenance_value(parent, f"runtime.{k}_op_threads") for k in ("intra", "inter"))
-    if threads != parent_threads:
-        return "n/a: threads intra/inter {}/{} vs {}/{}".format(*threads, *parent_threads)
-    batch, parent_batch = provenance_value(result, "runtime.batch_size"), provenance_value(parent, "runtime.batch_size")
+    intra, parent_intra = _both(result, parent, "runtime.intra_op_threads")
+    inter, parent_inter = _both(result, parent, "runtime.inter_op_threads")
+    if (intra, inter) != (parent_intra, parent_inter):
+        return f"n/a: threads intra/inter {intra}/{inter} vs {parent_intra}/{parent_inter}"
+    batch, parent_batch = _both(result, parent, "runtime.batch_size")
     if batch != parent_batch:
         return f"n/a: batch {batch} vs {parent_batch}"
     for key, label in (("runtime.onnxruntime", "onnxruntime"), ("config.runtime.graph_optimization",
                        "graph optimization"), ("config.pipeline", "decode pipeline")):
-        mine, theirs = provenance_value(result, key), provenance_value(parent, key)
+        mine, theirs = _both(result, parent, key)
         if isinstance(mine, dict) and isinstance(theirs, dict):  # how often progress is logged does not count
             mine, theirs = ({k: v for k, v in d.items() if k != "progress_interval_s"} for d in (mine, theirs))
         if mine is not None and theirs is not None and mine != theirs:
@@ -109,13 +100,8 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
 
 
 def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, str | None]:
-    """The parent result to compare `result` with, or (None, reason).
-
-    Returns (None, None) when `result` has no parent. Among several results of
-    the parent variant, an accuracy-comparable one is chosen, preferring one
-    that is also speed-comparable; when none is comparable the reason explains
-    the first candidate's mismatch.
-    """
+    """The parent result to compare `result` with, or (None, reason) ((None, None) without a parent): an
+    accuracy-comparable one, speed-comparable too where one is; else the first candidate's mismatch."""
     parent_name = result.get("parent")
     if not parent_name:
         return None, None

@@ -10,16 +10,9 @@ from ssd_eval.results.result import log, read_metrics_file
 
 
 def load_results(results_dir: Path, *, include_partial: bool = False) -> list[dict]:
-    """Read every `results_dir/*/metrics.json`, sorted by path, except partial runs (`is_partial`)
-    outside their variant's canonical folder (e.g. `results/sample@limit3/`) unless `include_partial`.
-
-    Each dict is the file's content plus `_source` (its path). A malformed file
-    raises UserError naming it. A missing directory gives an empty list.
-    """
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return []
-    results = [read_metrics_file(p) for p in sorted(results_dir.glob("*/metrics.json"))]
+    """Every `results_dir/*/metrics.json` (read_metrics_file; a missing folder: none), sorted by path, except
+    partial runs (`is_partial`) outside their variant's canonical folder unless `include_partial`."""
+    results = [read_metrics_file(p) for p in sorted(Path(results_dir).glob("*/metrics.json"))]
     partial = [r for r in results if is_partial(r) and Path(r["_source"]).parent.name
                != run_name(r["variant"], r["protocol"], result_subset(r))]
     if partial and not include_partial:
@@ -30,9 +23,8 @@ def load_results(results_dir: Path, *, include_partial: bool = False) -> list[di
 
 
 def is_partial(result: dict) -> bool:
-    """Whether a result (metrics.json dict) is of a partial run (`provenance.partial`: a `--limit`,
-    another model, annotation file or image folder than its config file's): the table, the gate
-    and `baseline --update` never take it for the variant's result."""
+    """Whether a result is of a partial run (`provenance.partial`: a `--limit`, another model, annotation file
+    or image folder than its config file's), which is never taken for the variant's result."""
     return bool((result.get("provenance") or {}).get("partial"))
 
 
@@ -49,7 +41,7 @@ def describe_image_set(subset: str | None) -> str:
 
 def own_data(result: dict) -> str | None:
     """`own annotations` or `own images` when the run's annotation file or image folder was not its config
-    file's (``provenance.overridden``: --annotations, --images), else None."""
+    file's (``provenance.overridden``), else None."""
     overridden = (result.get("provenance") or {}).get("overridden") or []
     if "dataset.annotations" in overridden:
         return "own annotations"
@@ -57,17 +49,16 @@ def own_data(result: dict) -> str | None:
 
 
 def image_set(result: dict) -> str:
-    """Which images a result was scored on, as the table's image set column and the report's titles name
-    them: `full set`, the subset's name (`ci-500`), `limit N`, `own annotations` / `own images`, or several
-    of these joined by ", " (`own annotations, limit 50`)."""
+    """Which images a result was scored on, as the table and the report name them: `full set`, the subset's
+    name (`ci-500`), `limit N`, `own annotations` / `own images`, or several joined (`own annotations, limit 50`)."""
     limit = (result.get("provenance") or {}).get("limit")
     parts = [own_data(result), result_subset(result), None if limit is None else f"limit {limit}"]
     return ", ".join(part for part in parts if part) or "full set"
 
 
 def table_order(result: dict) -> tuple:
-    """How the table (and the report) order results: by variant, then protocol, then image set (the full
-    set first, then subsets by name, limits by size, runs on one's own data last)."""
+    """How the table and the report order results: by variant, protocol, then image set (the full set, subsets
+    by name, limits by size, runs on one's own data last)."""
     limit = (result.get("provenance") or {}).get("limit")
     limit = limit if isinstance(limit, int) else 0
     subset = result_subset(result) or ""
@@ -76,16 +67,15 @@ def table_order(result: dict) -> tuple:
 
 
 def comparison_key(result: dict) -> tuple:
-    """What two results must share for the table to compare them (results.compare.accuracy_mismatch checks
-    these first): protocol, image subset, evaluated image ids and annotation file."""
+    """What two results must share for the table to compare them (before compare.accuracy_mismatch): protocol,
+    image subset, evaluated image ids and annotation file."""
     provenance = result.get("provenance") or {}
     return (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
             str((provenance.get("annotations") or {}).get("sha256")))
 
 
 def comparison_groups(results: list[dict]) -> list[list[dict]]:
-    """`results` split by `comparison_key`: the runs the table would compare, each group in `table_order`,
-    the groups in the order of their first result in `table_order`."""
+    """`results` split by `comparison_key` (the runs the table would compare), all in `table_order`."""
     groups: dict[tuple, list[dict]] = {}
     for result in sorted(results, key=table_order):
         groups.setdefault(comparison_key(result), []).append(result)
@@ -93,8 +83,8 @@ def comparison_groups(results: list[dict]) -> list[list[dict]]:
 
 
 class ResultIndex:
-    """Every `results_dir/*/metrics.json`, read and checked once, and the lookup the gate
-    and `baseline --update` share (see `find`)."""
+    """Every `results_dir/*/metrics.json`, read and checked once, and the lookup (`find`) the gate and
+    `baseline --update` share."""
 
     def __init__(self, results_dir: Path):
         self.results_dir = Path(results_dir)
@@ -106,8 +96,7 @@ class ResultIndex:
                 self.entries[path] = exc  # raised only when this file is the one asked for
 
     def results(self) -> list[dict]:
-        """The readable results of full runs (not `is_partial`), in path order: `find` takes a partial
-        run only from the canonical folder, where only an explicit `--out` can put it."""
+        """The readable results of full runs (not `is_partial`), in path order."""
         return [e for e in self.entries.values() if isinstance(e, dict) and not is_partial(e)]
 
     def errors(self) -> list[UserError]:
@@ -119,24 +108,16 @@ class ResultIndex:
         return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
 
     def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
-        """The result of `variant` under `protocol` (on image subset `subset`, None: the full set), plus a
-        note when it is not in its canonical folder.
-
-        The canonical folder (`config.run_name`) wins whenever it has a metrics.json: its
-        content is returned as it is (the caller checks its protocol) unless it is malformed
-        or holds another variant (UserError). Without it, exactly one other result of that
-        variant and protocol is used, with a note naming it; several are an error naming
-        them, none an error naming the missing file. `role` (e.g. "baselined variant
-        ssd-12") says in errors what the result was wanted for.
-        """
+        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder
+        (`config.run_name`), else the only other one, with a note naming it; UserError when malformed, of another
+        variant, missing or ambiguous, saying what it was wanted for (`role`, e.g. "baselined variant ssd-12")."""
         path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
         entry = self.entries.get(path)
         if isinstance(entry, UserError):
             raise entry
         if entry is not None:
             if entry["variant"] != variant:
-                raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} "
-                                f"({role})")
+                raise UserError(f"{path}: holds variant {entry['variant']!r}, not {variant!r} ({role})")
             return entry, None
         others = [r for r in self.results() if r["variant"] == variant and r["protocol"] == protocol
                   and result_subset(r) == subset]

@@ -1,19 +1,8 @@
-"""How sure a number is: bootstrap intervals of a run (``metrics.bootstrap``) and paired intervals between runs.
+"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; cost: docs/STATISTICS.md).
 
-``ssd_eval.scoring.bootstrap`` holds the algorithms; this module applies them to runs and results:
-
-* ``run_bootstrap``: after scoring, the intervals of a run's mAP, AP50 and AP75 (metrics.json ``intervals``),
-  on a subset run also those of the full set it was drawn from (``full_set_intervals``), with the settings
-  in provenance (``provenance.bootstrap``).
-* ``ResultMatches``: a finished result's detections (``detections.json`` beside its metrics.json) matched once
-  against its annotation file on exactly the images it evaluated (reconstructed from its provenance and
-  checked against ``provenance.image_ids_sha256``), and a baseline's kept detections on the same images.
-* ``paired_difference`` and ``paired_drop``: intervals for metric(a) - metric(b) and for the drop ratio
-  ``(parent - quantized) / parent x 100`` when both runs scored the same images, resampling the same images
-  on both sides in each replicate (the module docstring of ``ssd_eval.scoring.bootstrap`` says why a single run's
-  interval is biased upward on a subset while a paired difference is not).
-
-Cost: see docs/STATISTICS.md.
+``ResultMatches`` matches a finished run's detections.json, or a baseline's kept detections, on exactly the
+images the run evaluated; ``paired_difference`` and ``paired_drop`` resample the same images on both sides
+in each replicate (unlike a single run's interval, not biased upward on a subset).
 """
 
 from __future__ import annotations
@@ -30,6 +19,7 @@ from ssd_eval.config.load import config_from_dict
 from ssd_eval.data import coco as data
 from ssd_eval.data import subsets
 from ssd_eval.errors import UserError
+from ssd_eval.results.result import is_detection
 from ssd_eval.scoring.bootstrap import (
     BOOTSTRAP_METRICS,
     METHOD,
@@ -40,8 +30,6 @@ from ssd_eval.scoring.bootstrap import (
 )
 from ssd_eval.scoring.matches import Matches, evaluate_matches
 from ssd_eval.utils import hash_data
-
-"""The interval method runs and comparisons use (``ssd_eval.scoring.bootstrap.METHODS``)."""
 
 DEFAULT_REPLICATES = 1000
 """Replicates of a comparison when the runs themselves had no bootstrap (``metrics.bootstrap.replicates: 0``)."""
@@ -54,9 +42,6 @@ pycocotools may round differently in the last digits)."""
 class NoPairing(UserError):
     """A paired comparison is not possible with what is at hand (a missing file, the runs' settings); the
     caller says so and falls back. Inputs that contradict each other are plain ``UserError``."""
-
-
-# --------------------------------------------------------------------------- one run
 
 
 def result_interval(result: dict, metric: str) -> Interval | None:
@@ -86,9 +71,6 @@ def comparison_settings(result: dict) -> tuple[int, int]:
     return DEFAULT_REPLICATES, 0
 
 
-# --------------------------------------------------------------------------- finished results
-
-
 @dataclass
 class _Evaluated:
     dataset: data.CocoDataset
@@ -114,8 +96,8 @@ class ResultMatches:
         return self._paired[full_key]
 
     def matches(self, result: dict) -> Matches:
-        """The matches of ``result``'s detections.json on its evaluated images; NoPairing when a file is
-        missing, UserError when the files contradict the result."""
+        """The matches of ``result``'s detections.json on its evaluated images; NoPairing when a file is missing,
+        UserError when the files contradict the result."""
         source = result["_source"]
         if source not in self._matches:
             evaluated = self._evaluated_images(result)
@@ -126,7 +108,11 @@ class ResultMatches:
                 raise UserError(f"{path}: holds {len(detections)} detections but {source} counts {expected}: "
                                 "it is not the file that run scored")
             matches = self._match(evaluated, detections, str(path))
-            _check_estimates(matches, result, str(path))
+            for name, got in _estimates(matches).items():
+                value = result.get(name)
+                if isinstance(value, (int, float)) and abs(got - value) > ESTIMATE_SLACK:
+                    raise UserError(f"{path}: gives {name} {got:.6f}, but {source} says {value:.6f}: "
+                                    "the detections and the metrics are not of the same run")
             self._matches[source] = matches
         return self._matches[source]
 
@@ -139,10 +125,9 @@ class ResultMatches:
             if not Path(path).is_file():
                 raise UserError(f"{path}: detections file not found")
             matches = self._match(evaluated, _read_detections(Path(path)), str(path))
-            got = weighted_ap(matches, np.ones((1, len(matches.image_ids)), dtype=np.int64))[0]
-            for k, name in enumerate(BOOTSTRAP_METRICS):
-                if name in expected and abs(got[k] - expected[name]) > ESTIMATE_SLACK:
-                    raise UserError(f"{path}: gives {name} {got[k]:.6f} on the images of {result['_source']}, "
+            for name, got in _estimates(matches).items():
+                if name in expected and abs(got - expected[name]) > ESTIMATE_SLACK:
+                    raise UserError(f"{path}: gives {name} {got:.6f} on the images of {result['_source']}, "
                                     f"not the expected {expected[name]:.6f}: it is not the detections the "
                                     "baseline was measured from (or the image set differs)")
             self._matches[key] = matches
@@ -191,23 +176,15 @@ def _read_detections(path: Path) -> list[dict]:
         raise NoPairing(f"{path}: not found (a paired comparison needs the run's detections)") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"{path}: unreadable detections ({exc})") from None
-    from ssd_eval.results.result import is_detection
-
     if not isinstance(detections, list) or not all(is_detection(d) for d in detections):
         raise UserError(f"{path}: not a list of COCO results (image_id, category_id, bbox, score)")
     return detections
 
 
-def _check_estimates(matches: Matches, result: dict, source: str) -> None:
-    got = weighted_ap(matches, np.ones((1, len(matches.image_ids)), dtype=np.int64))[0]
-    for k, name in enumerate(BOOTSTRAP_METRICS):
-        value = result.get(name)
-        if isinstance(value, (int, float)) and abs(got[k] - value) > ESTIMATE_SLACK:
-            raise UserError(f"{source}: gives {name} {got[k]:.6f}, but {result['_source']} says {value:.6f}: "
-                            "the detections and the metrics are not of the same run")
-
-
-# --------------------------------------------------------------------------- comparisons
+def _estimates(matches: Matches) -> dict[str, float]:
+    """mAP, AP50 and AP75 of ``matches`` on their images as they are (no resampling)."""
+    ones = np.ones((1, len(matches.image_ids)), dtype=np.int64)
+    return dict(zip(BOOTSTRAP_METRICS, weighted_ap(matches, ones)[0]))
 
 
 def paired_difference(matches_a: Matches, matches_b: Matches, *, replicates: int, seed: int,
@@ -222,8 +199,7 @@ def paired_drop(matches_quantized: Matches, matches_parent: Matches, *, replicat
     """Interval of the mAP drop ratio ``(parent - quantized) / parent x 100`` (computed per replicate, both
     sides on the same resampled images); replicates where the parent's mAP is undefined or 0 are left out."""
     _check_pair(matches_quantized, matches_parent)
-    ones = np.ones((1, len(matches_parent.image_ids)), dtype=np.int64)
-    q0, p0 = weighted_ap(matches_quantized, ones)[0, 0], weighted_ap(matches_parent, ones)[0, 0]
+    q0, p0 = _estimates(matches_quantized)["mAP"], _estimates(matches_parent)["mAP"]
     if p0 <= 0:
         raise NoPairing("the parent's mAP is not positive: no drop ratio")
     estimate = (p0 - q0) / p0 * 100

@@ -24,11 +24,8 @@ RESULT_FILES = ("metrics.json", "detections.json", "shard.json")
 
 @dataclass(repr=False)
 class EvalResult:
-    """A finished evaluation: the scores plus everything needed to trust them.
-
-    ``to_document`` writes the metrics.json document and ``from_document`` reads one back: one
-    reader and one writer of the format, both ways.
-    """
+    """A finished evaluation: the scores plus everything needed to trust them; the one reader
+    (``from_document``) and writer (``to_document``) of the metrics.json document."""
 
     variant: str
     protocol: str
@@ -42,8 +39,7 @@ class EvalResult:
     published_int8_path: str | None = None
     # Bootstrap intervals of mAP, AP50, AP75 (Interval.as_dict() each), or None (metrics.bootstrap off).
     intervals: dict[str, dict[str, Any]] | None = None
-    # A subset run's intervals for the full annotation file it was drawn from (uncertainty.full_set_intervals:
-    # the small-sample bias extrapolated to the full set), or None (not a subset run, or not possible).
+    # A subset run's intervals extrapolated to the full annotation file (scoring.bootstrap), or None.
     full_set_intervals: dict[str, dict[str, Any]] | None = None
     # TIDE-style error breakdown (ssd_eval.scoring.breakdown), or None (metrics.error_breakdown off).
     error_breakdown: dict[str, Any] | None = None
@@ -63,9 +59,8 @@ class EvalResult:
 
     @classmethod
     def from_document(cls, document: dict[str, Any], *, out_dir: str | Path | None = None) -> "EvalResult":
-        """The EvalResult a metrics.json document (``to_document``, or ``read_metrics_file``'s
-        dict) describes; ``out_dir`` (default: the folder of its ``_source``) and ``files`` are
-        where it lies."""
+        """The EvalResult of a metrics.json document (``to_document``, or ``read_metrics_file``'s dict);
+        ``out_dir`` (default: the folder of its ``_source``) and ``files`` say where it lies."""
         source = document.get("_source")
         if out_dir is None and source:
             out_dir = Path(source).parent
@@ -76,14 +71,11 @@ class EvalResult:
                         pr_curves=dict(document.get("pr_curves") or {}), warnings=list(document.get("warnings") or []),
                         categories_averaged=list(document.get("categories_averaged") or []),
                         per_category_gt=dict(document.get("per_category_gt") or {}))
+        optional = ("parent", "published_map", "published_protocol", "source_map", "published_int8_path",
+                    "intervals", "full_set_intervals", "error_breakdown")
         result = cls(variant=document["variant"], protocol=document["protocol"],
                      protocol_switches=dict(document.get("protocol_switches") or {}), scores=scores,
-                     provenance=document.get("provenance") or {}, parent=document.get("parent"),
-                     published_map=document.get("published_map"),
-                     published_protocol=document.get("published_protocol"), source_map=document.get("source_map"),
-                     published_int8_path=document.get("published_int8_path"), intervals=document.get("intervals"),
-                     full_set_intervals=document.get("full_set_intervals"),
-                     error_breakdown=document.get("error_breakdown"))
+                     provenance=document.get("provenance") or {}, **{key: document.get(key) for key in optional})
         if out_dir is not None:
             result.out_dir = Path(out_dir)
             result.files = {name: result.out_dir / f"{name}.json" for name in ("metrics", "detections")}
@@ -92,20 +84,13 @@ class EvalResult:
     def to_document(self) -> dict[str, Any]:
         """The metrics.json document (see docs/FORMATS.md)."""
         document: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "variant": self.variant,
-            "parent": self.parent,
-            "published_map": self.published_map,
-            "published_protocol": self.published_protocol,
-            "source_map": self.source_map,
-            "published_int8_path": self.published_int8_path,
-            "protocol": self.protocol,
-            "protocol_switches": self.protocol_switches,
-            "categories_averaged": self.scores.categories_averaged,
-            "stats": self.scores.stats,
+            "schema": SCHEMA_VERSION, "variant": self.variant, "parent": self.parent,
+            "published_map": self.published_map, "published_protocol": self.published_protocol,
+            "source_map": self.source_map, "published_int8_path": self.published_int8_path,
+            "protocol": self.protocol, "protocol_switches": self.protocol_switches,
+            "categories_averaged": self.scores.categories_averaged, "stats": self.scores.stats,
+            **self.scores.named(), "per_category_ap": self.scores.per_category_ap,
         }
-        document.update(self.scores.named())
-        document["per_category_ap"] = self.scores.per_category_ap
         if self.scores.per_category_gt:
             document["per_category_gt"] = self.scores.per_category_gt
         document["pr_curves"] = self.scores.pr_curves
@@ -120,9 +105,9 @@ class EvalResult:
 
 
 def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:
-    """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results``
-    (a run starting afresh), the results of an earlier run, so a failure cannot leave them
-    standing for the gate. Call it only while holding the folder's lock (folder_lock.folder_lock)."""
+    """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results`` (a run starting
+    afresh), an earlier run's results, so a failure cannot leave them standing for the gate. Call it only
+    while holding the folder's lock (folder_lock.folder_lock)."""
     out_dir = Path(out_dir)
     stale = [p for name in RESULT_FILES for p in out_dir.glob(f".{name}.*.tmp")]
     if discard_results:
@@ -157,9 +142,8 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
 
 
 def iter_detections(path: str | Path) -> Iterator[Any]:
-    """The entries of a detections.json one at a time where ``write_detections`` laid it out (a lone
-    "[" line, then one result per line), so a reader need not hold them all; any other JSON file is
-    read whole. Read and JSON errors (OSError, ValueError, RecursionError) reach the caller."""
+    """The entries of a detections.json one at a time where ``write_detections`` laid it out (a lone "["
+    line, then one result per line); any other JSON file is read whole. Read and JSON errors reach the caller."""
     with open(path, "rb") as handle:
         if handle.readline().strip() != b"[":
             handle.seek(0)
@@ -173,8 +157,8 @@ def iter_detections(path: str | Path) -> Iterator[Any]:
 
 
 def prepare_out_dir(out_dir: Path, *, create: bool = True) -> Path:
-    """Create the output directory, or say in one line why it cannot be; with ``create=False``
-    only check that it exists as a folder or could be created (before a run's slow steps)."""
+    """Create the output directory, or say in one line why it cannot be; with ``create=False`` only check
+    that it exists as a folder or could be created (before a run's slow steps)."""
     if not create:
         existing = Path(out_dir)
         while not existing.exists() and existing != existing.parent:
@@ -195,36 +179,21 @@ def prepare_out_dir(out_dir: Path, *, create: bool = True) -> Path:
 
 def result_for(config: "Config", scores: Scores, provenance: dict[str, Any]) -> EvalResult:  # noqa: F821
     """The EvalResult of a run of ``config`` (protocol, parent and published numbers from it)."""
-    return EvalResult(
-        variant=config.variant,
-        protocol=config.protocol_label(),
-        protocol_switches=config.switches(),
-        scores=scores,
-        provenance=provenance,
-        parent=config.model.parent,
-        published_map=config.model.published_map,
-        published_protocol=config.model.published_protocol,
-        source_map=config.model.source_map,
-        published_int8_path=config.model.published_int8_path,
-    )
+    model = config.model
+    return EvalResult(variant=config.variant, protocol=config.protocol_label(), protocol_switches=config.switches(),
+                      scores=scores, provenance=provenance, parent=model.parent, published_map=model.published_map,
+                      published_protocol=model.published_protocol, source_map=model.source_map,
+                      published_int8_path=model.published_int8_path)
 
 
 def write_result(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     """Write metrics.json into ``out_dir`` (beside its detections.json); returns both paths."""
     out_dir = Path(out_dir)
-    files = {
-        "detections": out_dir / "detections.json",
-        "metrics": atomic_write_json(out_dir / "metrics.json", result.to_document()),
-    }
+    metrics = atomic_write_json(out_dir / "metrics.json", result.to_document())
     result.out_dir = out_dir
-    result.files = files
-    return files
+    result.files = {"detections": out_dir / "detections.json", "metrics": metrics}
+    return result.files
 
-
-"""Categories shown at each end of the summary's per-category AP table (``ssd-eval show --all``: every one)."""
-
-
-# --------------------------------------------------------------------------- reading metrics.json
 
 _REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
     # (dotted key, kind)
@@ -255,7 +224,7 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("provenance.resumed_images", "int"),
     ("provenance.limit", "int"),
     ("provenance.subset.name", "str"),
-    # What the table, the gate, the report and `show` read besides (issue 21): a wrong type is one line, exit 2.
+    # What the table, the gate, the report and `show` read besides: a wrong type is one line, exit 2.
     ("stats", "number_list"),
     ("protocol_switches", "dict"),
     ("categories_averaged", "list"),
@@ -293,13 +262,10 @@ _OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
     ("provenance.int8.cpu.kernel_class", "str"),
 )
 
-def read_metrics_file(path: Path) -> dict:
-    """Read and check one metrics.json (docs/FORMATS.md, schema 1).
 
-    Returns the parsed dict with one extra key, `_source` (the file's path as a
-    string). Raises UserError naming the file and key when it is unreadable,
-    not JSON, or lacks a key the table, gate or report needs.
-    """
+def read_metrics_file(path: Path) -> dict:
+    """One metrics.json (docs/FORMATS.md, schema 1), read and checked, plus `_source` (its path as a string).
+    Raises UserError naming the file and key when it is unreadable, not JSON, or lacks a key a reader needs."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -326,5 +292,3 @@ def read_metrics_file(path: Path) -> dict:
                         f"got {quote(data['provenance']['date'])}")
     data["_source"] = str(path)
     return data
-
-

@@ -42,12 +42,10 @@ def stat_text(value: float) -> str:
 
 def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False,
                   error_breakdown: bool = False) -> str:
-    """The terminal summary of one result, after ``eval`` / ``merge`` and by ``ssd-eval show``: what
-    was run (variant, protocol, images, speed, model, harness commit), the 12 COCO stats with
-    what each measures (n/a where pycocotools reports -1: no ground truth), and the per-category AP
-    with each category's ground-truth boxes where metrics.json has them, best first (the ``top`` best
-    and worst, or every category with ``all_categories``); each of the scores' ``warnings`` is a
-    ``warning:`` line. With ``error_breakdown``, the result's error breakdown last, when it has one."""
+    """The terminal summary of one result (after ``eval`` / ``merge``, and ``ssd-eval show``): what was run,
+    a ``warning:`` line per warning, the 12 COCO stats with what each measures, the per-category AP best
+    first (the ``top`` best and worst, or all with ``all_categories``) and, with ``error_breakdown``, the
+    result's error breakdown when it has one."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
     model = provenance.get("model") or {}
     speed = provenance.get("images_per_s")
@@ -85,7 +83,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
     else:
         rows = [row[:-1] for row in rows]
     lines += ["", align_columns(headers, rows)]
-    full_set = (result.full_set_intervals or {}).get("mAP") if isinstance(result.full_set_intervals, dict) else None
+    full_set = (result.full_set_intervals or {}).get("mAP")
     if isinstance(full_set, dict) and all(is_number(full_set.get(k)) for k in ("estimate", "low", "high")):
         lines.append(f"full set ({full_set.get('full_set_images', '?')} images), estimated from this subset: mAP "
                      f"{full_set['estimate']:.4f} [{full_set['low']:.4f}, {full_set['high']:.4f}] "
@@ -123,7 +121,7 @@ def render_result_line(result: EvalResult) -> str:
     """One line for a finished run (``eval --summary line``, ``make ci-gate``): variant, protocol, image set,
     images, mAP with its interval, images/s, warnings, and where metrics.json is."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
-    interval = (result.intervals or {}).get("mAP") if isinstance(result.intervals, dict) else None
+    interval = (result.intervals or {}).get("mAP")
     text = f"{result.variant}  {result.protocol}  {image_set({'provenance': provenance})}  " \
            f"{provenance.get('images', '?')} images  mAP {stat_text(result.map)}"
     if isinstance(interval, dict) and is_number(interval.get("low")) and is_number(interval.get("high")):
@@ -141,7 +139,7 @@ STAGE_LABELS = (("decode_preprocess", "decode+preprocess"), ("inference", "infer
 
 def stages_text(stages: Any) -> str | None:
     """provenance.stages in one line: each stage's CPU / wall ms per image and session.run's idle share;
-    None when the run has no stage times (older results, merges)."""
+    None without stage times (older results, merges)."""
     if not isinstance(stages, dict):
         return None
     parts = []
@@ -157,25 +155,20 @@ def stages_text(stages: Any) -> str | None:
     return "ms per image, CPU/wall: " + ", ".join(parts) + idle_text
 
 
-def _short_commit(provenance: dict[str, Any]) -> str:
-    """provenance.harness_commit as 12 hex digits (plus "+dirty"), or "?" where unknown."""
-
-
 def _harness(provenance: dict[str, Any]) -> str:
     """``harness <commit>``: provenance.harness_commit as 12 hex digits (plus "+dirty"), or ``harness: not a git
     checkout`` where it is unknown (an installed package, a copy without .git)."""
     commit = provenance.get("harness_commit")
     if not isinstance(commit, str) or not commit:
         return "harness: not a git checkout"
-    head, dirty, _ = commit.partition("+")
-    return "harness " + head[:12] + (f"+{_}" if dirty else "")
+    head, plus, suffix = commit.partition("+")
+    return "harness " + head[:12] + plus + suffix
 
 
 def _category_table(per_category: dict[str, float], ground_truth: dict[str, int], *, top: int,
                     all_categories: bool) -> list[str]:
-    """Per-category AP lines, best first, with each category's ground-truth boxes (a column only when
-    ``ground_truth`` has counts: older metrics.json files do not); categories without ground truth
-    (AP -1) listed apart."""
+    """Per-category AP lines, best first, with each category's ground-truth boxes where ``ground_truth`` has
+    counts (older metrics.json files do not); categories without ground truth (AP -1) listed apart."""
     scored = sorted(((name, ap) for name, ap in per_category.items() if ap >= 0), key=lambda item: (-item[1], item[0]))
     absent = sorted(name for name, ap in per_category.items() if ap < 0)
     ranked = [[str(rank), name, f"{ap:.4f}"] for rank, (name, ap) in enumerate(scored, start=1)]
