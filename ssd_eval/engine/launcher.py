@@ -1,27 +1,17 @@
 """The local launcher: ``ssd-eval eval --jobs N`` runs N shards side by side on this machine, then merges.
 
-Each job is a subprocess ``ssd-eval eval --shard i/N`` with the same config and overrides, writing
-into ``<output dir>/shard-i-of-N/`` (its resume cache, detections, manifest and ``job.log``, the
-job's own output). On CPU each job gets ``cores // N`` onnxruntime threads
-(``runtime.intra_op_threads``) and ``cores // (2 N)`` decode workers (``pipeline.workers``), unless
-the config sets them; when ``runtime.providers`` asks for CUDA, each job also sees one GPU
-(``CUDA_VISIBLE_DEVICES``; round robin when there are fewer GPUs than jobs). When all jobs are
-done the shards are merged (``shards.merge_shards``) into the normal results folder:
-metrics.json records ``parallel_jobs`` and the combined images/s, the images inferred by all jobs
-over the wall time of the parallel phase. If a job fails, the others are stopped and the run
-ends with exit status 2 and that job's error line. Killed or interrupted, the jobs' resume
-caches keep every finished image: the same command goes on where they stopped.
-
-``--executor ray`` runs the same shards as Ray tasks instead (ssd_eval.engine.ray_executor), with the
-same per-job threads (``job_overrides``) and the same merge (``merge_jobs``).
-
-The jobs run without progress reports of their own; the launcher shows their aggregate progress as a
-single run shows its own (``_wait``): the images finished across all jobs (their caches' lines) of the
-total, images/s and the time left, as a bar on a terminal and as an occasional plain line in logs.
+Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` with the same config and overrides, writing
+into ``<output dir>/shard-i-of-N/`` (with ``job.log``, its output). Each gets its share of the cores
+(``jobs.job_overrides``) and, when ``runtime.providers`` asks for CUDA, one GPU (``CUDA_VISIBLE_DEVICES``, round
+robin). The launcher shows their aggregate progress (the lines of their resume caches) as a single run shows its
+own, and once all are done merges them (``jobs.merge_jobs``). The first job to fail stops the others and ends the
+run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
+``--executor ray`` runs the same shards as Ray tasks (ssd_eval.engine.ray_executor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -41,7 +31,7 @@ from ssd_eval.data import coco as data
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.progress import ProgressLines, progress_log
-from ssd_eval.engine.shards import run_image_ids, shard_dir
+from ssd_eval.engine.shards import CACHE_FILE, CacheTail, run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir
 
@@ -49,7 +39,6 @@ log = logging.getLogger(__name__)
 
 JOB_LOG = "job.log"
 EXECUTORS = ("local", "ray")
-CACHE_FILE = "cache.jsonl"
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
@@ -136,10 +125,8 @@ def job_command(config_path: str | Path, overrides: Sequence[Any], plan: JobPlan
 
 
 def _stop_with_parent() -> None:  # runs in the child between fork and exec (Linux: PR_SET_PDEATHSIG)
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -148,9 +135,7 @@ class _Job:
     process: subprocess.Popen
     log_path: Path
     log_file: IO[bytes]
-    cache_path: Path
-    cache_offset: int = 0
-    cache_lines: int = 0
+    cache: CacheTail
     resumed: int = 0  # images its cache held before it started (they count as done, not as this run's speed)
 
 
@@ -170,24 +155,14 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
     if shard:
         raise UserError("--jobs and --shard: choose one (--jobs N runs every shard i/N itself)")
     if executor == "ray":
-        from ssd_eval.engine.ray_executor import import_ray
+        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs, import_ray
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
     extras.check(config.needed_extras())  # here, not N times in the jobs
     if executor == "ray":
-        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
-
         return evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
                              download=download, progress=progress, verbose=verbose, strict=strict,
                              on_results=[on_result])[0]
-    return _run_local(config, jobs, overrides, config_path=config_path, fresh=fresh, download=download,
-                      verbose=verbose, progress=progress, strict=strict, on_result=on_result)
-
-
-def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool,
-               download: bool, verbose: int, progress: bool | str, strict: bool,
-               on_result: Callable[[EvalResult], Any] | None) -> EvalResult:
-    """``run_jobs`` with the local executor: ``jobs`` subprocesses ``ssd-eval eval --shard i/N``."""
     if download:  # once, here: N jobs downloading the same file would race
         download_inputs(config)
     out_dir = prepare_out_dir(config.out_dir)
@@ -197,14 +172,14 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
                           cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
         _warn_of_other_splits(out_dir, jobs)
         total = planned_images(config)
-        cached = {plan.index: 0 if fresh else _lines_after_header(shard_dir(out_dir, (plan.index, jobs)) / CACHE_FILE)
-                  for plan in plans}
+        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
+        cached = [0 if fresh else _lines_after_header(directory / CACHE_FILE) for directory in dirs]
         started = time.perf_counter()
-        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose,
-                          resumed=cached[plan.index]) for plan in plans]
+        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose, resumed=resumed)
+                   for plan, resumed in zip(plans, cached)]
         if progress and total is not None:
             progress_log.info("%s: %d images to run in %d jobs, %d from the jobs' caches; writing to %s",
-                              config.variant, total - sum(cached.values()), jobs, sum(cached.values()), out_dir)
+                              config.variant, total - sum(cached), jobs, sum(cached), out_dir)
         try:
             _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
@@ -212,7 +187,6 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
             for job in running:
                 job.log_file.close()
         parallel_s = time.perf_counter() - started
-        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
         devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
         result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
                             launch={"executor": "local", "parallel_devices": devices}, strict=strict, locked=True)
@@ -233,7 +207,7 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, directory / CACHE_FILE, resumed=resumed)
+    return _Job(plan, process, log_path, log_file, CacheTail(directory / CACHE_FILE), resumed=resumed)
 
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
@@ -267,13 +241,14 @@ def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int
 
 def _update(bar: Any, running: list[_Job]) -> None:
     """Bring ``bar`` (a tqdm or ProgressLines) to the images the jobs inferred so far (their caches' lines
-    past those they held before)."""
+    after the header, past those they held before)."""
     done = 0
     for job in running:
-        lines = _count_cached(job)
-        if lines < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
+        job.cache.read()
+        finished = max(0, job.cache.lines - 1)
+        if finished < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
             job.resumed = 0
-        done += lines - job.resumed
+        done += finished - job.resumed
     bar.update(done - bar.n)
 
 
@@ -305,30 +280,13 @@ def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
                     out_dir, jobs, ", ".join(others))
 
 
-def _count_cached(job: _Job) -> int:
-    """Images a job has finished so far: lines of its resume cache after the header (read incrementally)."""
-    try:
-        size = job.cache_path.stat().st_size
-        if size < job.cache_offset:  # started afresh
-            job.cache_offset, job.cache_lines = 0, 0
-        with open(job.cache_path, "rb") as handle:
-            handle.seek(job.cache_offset)
-            chunk = handle.read(size - job.cache_offset)
-    except OSError:
-        return 0
-    end = chunk.rfind(b"\n") + 1  # a line being written is counted once complete
-    job.cache_lines += chunk.count(b"\n", 0, end)
-    job.cache_offset += end
-    return max(0, job.cache_lines - 1)
-
-
 def error_line(log_path: Path) -> str:
     """The job's ``ssd-eval: error:`` line without its prefix, else its last line of output."""
     try:
-        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        text = log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "(no output)"
-    lines = [line for line in lines if line]
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
     errors = [line.removeprefix("ssd-eval: error: ") for line in lines if line.startswith("ssd-eval: error:")]
     return errors[-1] if errors else (lines[-1] if lines else "(no output)")
 
