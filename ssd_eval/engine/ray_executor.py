@@ -1,19 +1,16 @@
 """Shards as Ray tasks: ``ssd-eval eval --executor ray --jobs N`` and ``ssd-eval sweep --executor ray``.
 
-Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, or on a local
-Ray instance when it is unset. A task evaluates its shard with ``pipeline.evaluate(shard=(i, N))``, the code of
-``eval --shard i/N``, in a scratch folder on its own node, and streams what it writes back as Ray objects: the
-new lines of its resume cache as they are flushed (the driver's progress), then its detections.json and
-shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folders and merges each run with the
-launcher's merge (``launcher.merge_jobs``, ``shards.merge_shards``): the same bytes as a single run. Workers
-need no shared results folder; the images and the model must be readable at the same paths on every node.
+Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, or on a local Ray
+instance when it is unset. A task runs ``pipeline.evaluate(shard=(i, N))`` in a scratch folder of its node and
+streams back its resume cache's new lines (the driver's progress) and warnings, then its detections.json and
+shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folders and merges each run
+(``jobs.merge_jobs``): the same bytes as a single run. Workers need no shared results folder; the images and the
+model must be readable at the same paths on every node.
 
-Failures: a task whose worker or node dies is submitted again, up to ``max_retries`` times, with the cache
-lines it returned, so it goes on from its last finished image (Ray's own task retry stays off: it would start
-the shard again from its first image). A task that fails for a user error (a bad image under
-``on_bad_image: error``) is not retried: the other tasks are cancelled and its one-line error is raised.
-Resources: each task asks Ray for the CPUs of its onnxruntime threads (``launcher.job_overrides``, as
-``--jobs`` splits one machine) and for one GPU when ``runtime.providers`` asks for CUDA.
+A task whose worker or node dies is submitted again, up to ``max_retries`` times, from the cache lines it sent (Ray's
+own retry would start it from its first image); a task's user error cancels the others and is raised as one line.
+Each task asks Ray for the CPUs of its onnxruntime threads (``jobs.job_overrides``) and one GPU when
+``runtime.providers`` asks for CUDA.
 """
 
 from __future__ import annotations
@@ -34,12 +31,11 @@ from typing import IO, Any, Callable, Iterator, Sequence
 from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
-from ssd_eval.data import subsets
 from ssd_eval.engine.folder_lock import folder_lock, lock_file
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.engine.progress import ProgressLines, progress_log
-from ssd_eval.engine.shards import SHARD_FILE, shard_dir
+from ssd_eval.engine.shards import CACHE_FILE, SHARD_FILE, CacheTail, run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir, tidy_output_dir
 from ssd_eval.utils import atomic_path
@@ -52,7 +48,6 @@ MAX_RETRIES = 3
 STREAM_EVERY_S = 0.25
 """How often a task sends the cache lines flushed since its last message."""
 POLL_S = 0.2
-CACHE_FILE = "cache.jsonl"
 
 
 def import_ray() -> ModuleType:
@@ -66,8 +61,8 @@ def import_ray() -> ModuleType:
 
 @dataclass
 class RayRun:
-    """One evaluation to run as shards on Ray: its config as loaded, and the config file and overrides each
-    shard's config is loaded from (adding the shard's threads, as ``eval --jobs`` gives each job)."""
+    """One evaluation to run as shards on Ray: its config, and the config file and overrides each shard's config
+    is loaded from (with the shard's threads added)."""
 
     config: Config
     config_path: str
@@ -78,14 +73,13 @@ class RayRun:
 
 
 def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
-    """A Ray task's body (a generator task): evaluate shard ``shard`` of ``config`` as ``eval --shard`` does,
-    in a scratch folder of this node, going on from the resume-cache bytes ``resume``.
+    """A Ray task's body (a generator task): evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a
+    scratch folder of this node, going on from the resume-cache bytes ``resume``; relative paths are read from
+    ``cwd`` (the driver's working directory) where this node has it.
 
-    Yields, as dicts: ``start`` (the node and process it runs on), then every ``STREAM_EVERY_S`` the cache's
-    new complete ``lines`` and the ``logs`` (warnings) since the last message, and last ``done`` (the bytes of
-    detections.json and shard.json) with the remaining lines. Relative paths of the config are read from
-    ``cwd`` (the driver's working directory) where this node has it. A UserError names ``shown_dir`` (the
-    driver's shard folder) instead of the scratch folder.
+    Yields ``start`` (the node and process), then every ``STREAM_EVERY_S`` the cache's new complete ``lines`` and
+    the warnings (``logs``) since the last message, and last ``done`` (detections.json and shard.json) with the
+    remaining lines. Warnings and a UserError name ``shown_dir`` (the driver's shard folder), not the scratch one.
     """
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
@@ -94,15 +88,21 @@ def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, s
     logger = logging.getLogger("ssd_eval")
     logger.addHandler(records)
     previous_cwd = os.getcwd()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            evaluate(config, shard=shard, progress=False, shard_out=folder)
+        except BaseException as exc:  # re-raised below, in the task's own thread
+            failure.append(exc)
+
     try:
         if os.path.isdir(cwd):
             os.chdir(cwd)
         folder.mkdir()
         (folder / CACHE_FILE).write_bytes(resume)
-        tail = _Tail(folder / CACHE_FILE, len(resume))
-        failure: list[BaseException] = []
-        worker = threading.Thread(target=_evaluate_shard, args=(config, shard, folder, failure), daemon=True,
-                                  name=f"shard-{shard[0]}-of-{shard[1]}")
+        tail = CacheTail(folder / CACHE_FILE, len(resume))
+        worker = threading.Thread(target=work, daemon=True, name=f"shard-{shard[0]}-of-{shard[1]}")
         worker.start()
         while worker.is_alive():
             worker.join(STREAM_EVERY_S)
@@ -123,42 +123,12 @@ def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, s
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _evaluate_shard(config: Config, shard: tuple[int, int], folder: Path, failure: list[BaseException]) -> None:
-    try:
-        evaluate(config, shard=shard, progress=False, shard_out=folder)
-    except BaseException as exc:  # re-raised by run_shard, in the task's own thread
-        failure.append(exc)
-
-
 def node_info() -> dict[str, Any]:
     """The Ray node and process this runs in: node id, IP address, host name, process id."""
     import ray
 
     return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
             "hostname": socket.gethostname(), "pid": os.getpid()}
-
-
-class _Tail:
-    """The complete lines appended to a file since the last read (a run's resume cache as it grows)."""
-
-    def __init__(self, path: Path, offset: int):
-        self.path, self.offset = path, offset
-
-    def read(self) -> dict[str, Any]:
-        """``lines``: the new complete lines; ``reset``: the file was started afresh (they are its start)."""
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return {}
-        reset = size < self.offset
-        if reset:
-            self.offset = 0
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read(size - self.offset)
-        end = chunk.rfind(b"\n") + 1  # a line being written is sent once complete
-        self.offset += end
-        return {"lines": chunk[:end], "reset": reset} if end or reset else {}
 
 
 class _Records(logging.Handler):
@@ -224,19 +194,12 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
     ``on_result`` (as ``pipeline.evaluate``'s: tracking), run on its merged result while its folder is locked.
     """
     ray = import_ray()
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
     _check_out_dirs(runs)
-    # Each run's results folder is locked (engine.folder_lock) from its shards' first file to its metrics.json
-    # and the run's on_result (tracking), as the local executor does.
-    held = contextlib.ExitStack()
-    try:
+    name = runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
+    # Each run's results folder is locked from its shards' first file to its metrics.json and on_result (tracking).
+    with contextlib.ExitStack() as held:
         for run in runs:
             held.enter_context(folder_lock(prepare_out_dir(run.config.out_dir)))
-    except BaseException:
-        held.close()
-        raise
-    with held:
         if download:  # once, here, for every run: tasks downloading the same file would race
             for config in {str(r.config.model.path): r.config for r in runs}.values():
                 download_inputs(config)
@@ -249,14 +212,16 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
             remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
             cwd = os.getcwd()
             total = sum(s.images - s.resumed for s in shards)
-            _say(progress, f"{_describe(runs)}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
-                           f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} from the "
-                           f"shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime threads per task")
+            if progress:
+                progress_log.info(f"{name}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
+                                  f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} "
+                                  f"from the shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime "
+                                  "threads per task")
             submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
             for shard in shards:
-                _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
+                _submit(remote, shard, cwd)
             _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
-                    desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
+                    desc=f"{name} (ray, {len(shards)} tasks)")
             results = []
             for index, run in enumerate(runs):
                 mine = [s for s in shards if s.run == index]
@@ -316,10 +281,6 @@ def _resources(nodes: list[dict]) -> str:
     return f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
 
 
-def _describe(runs: Sequence[RayRun]) -> str:
-    return runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
-
-
 def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) -> list[_Shard]:
     """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its cache
     opened and locked; the shard's old results removed)."""
@@ -346,12 +307,9 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) 
             key = (config.dataset.annotations, config.dataset.images)
             if key not in datasets:
                 datasets[key] = data.load_annotations(*key)
-            switches = config.switches()
             out_dir = prepare_out_dir(run.config.out_dir)
             for i in range(1, jobs + 1):
-                images = subsets.select_image_ids(
-                    datasets[key], limit=config.dataset.limit, subset=config.dataset.subset,
-                    skip_images_without_annotations=switches["skip_images_without_annotations"], shard=(i, jobs))
+                images = run_image_ids(config, datasets[key], (i, jobs))[0]
                 shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
                                           resources, fresh=fresh or not config.output.resume))
     except BaseException:
@@ -379,10 +337,11 @@ def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, 
     return _Shard(run, shard, config, folder, images, resources, handle, lines=lines, resumed=max(0, lines - 1))
 
 
-def _submit(remote: Any, shard: _Shard, cwd: str, *, resume: bool) -> None:
-    """Start (or start again) the shard's task, with the cache lines received so far when ``resume``."""
+def _submit(remote: Any, shard: _Shard, cwd: str) -> None:
+    """Start (or start again) the shard's task, with the cache lines received so far (none without
+    ``output.resume``; a fresh run's caches were emptied by ``_plan``)."""
     shard.cache.flush()
-    if not resume:
+    if not shard.config.output.resume:
         shard.cache.truncate(0)
         shard.lines = 0
     shard.cache.seek(0)
@@ -434,12 +393,12 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
 def _retry(remote: Any, shard: _Shard, cwd: str, why: str, max_retries: int) -> None:
     if shard.attempts > max_retries:
         raise UserError(f"{shard.name}: failed {shard.attempts} times, the last time because {why}; its "
-                        f"{max(0, shard.lines - 1)} finished images are kept in {shard.folder / CACHE_FILE}: run the "
+                        f"{shard.finished} finished images are kept in {shard.folder / CACHE_FILE}: run the "
                         "same command to go on")
     where = f" on {shard.node['node_ip']}" if shard.node else ""
     log.warning("%s: its worker%s died (%s); submitting it again (retry %d of %d) from its %d finished images",
-                shard.name, where, why, shard.attempts, max_retries, max(0, shard.lines - 1))
-    _submit(remote, shard, cwd, resume=shard.config.output.resume)
+                shard.name, where, why, shard.attempts, max_retries, shard.finished)
+    _submit(remote, shard, cwd)
 
 
 def _receive(shard: _Shard, message: dict[str, Any]) -> None:
@@ -469,8 +428,3 @@ def _cancel(ray: ModuleType, stream: Any) -> None:
         ray.cancel(stream, force=True)
     except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
         log.debug("cancel: %s", exc)
-
-
-def _say(progress: bool | str, message: str) -> None:
-    if progress:
-        progress_log.info(message)
