@@ -100,28 +100,20 @@ def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
     return plans
 
 
-def set_arguments(overrides: Sequence[Any]) -> list[str]:
-    """``--set KEY=VALUE`` arguments that give a child the same config overrides as this process
-    (values written as JSON, which the config loader reads back as YAML)."""
-    arguments: list[str] = []
-    for item in overrides:
-        if not isinstance(item, str) and len(item) == 3 and item[2] == NAME_OPTION:
-            arguments += [NAME_OPTION, str(item[1])]  # a named run stays named in its jobs (config.load_config)
-            continue
-        text = item if isinstance(item, str) else f"{item[0]}={json.dumps(item[1])}"
-        arguments += ["--set", text]
-    return arguments
-
-
 def job_command(config_path: str | Path, overrides: Sequence[Any], plan: JobPlan, *, fresh: bool,
                 verbose: int = 0) -> list[str]:
-    """The ``ssd-eval eval --shard i/N`` command line of one job."""
+    """The ``ssd-eval eval --shard i/N`` command line of one job: this process's config overrides (values
+    written as JSON, which the config loader reads back as YAML), then the job's own."""
     command = [sys.executable, "-m", "ssd_eval"] + (["-" + "v" * verbose] if verbose else [])
-    command += ["eval", "--config", str(config_path), *set_arguments(overrides)]
-    for extra in plan.overrides:
-        command += ["--set", extra]
-    command += ["--shard", plan.shard, "--no-progress"] + (["--fresh"] if fresh else [])
-    return command
+    command += ["eval", "--config", str(config_path)]
+    for item in [*overrides, *plan.overrides]:
+        if isinstance(item, str):
+            command += ["--set", item]
+        elif len(item) == 3 and item[2] == NAME_OPTION:
+            command += [NAME_OPTION, str(item[1])]  # a named run stays named in its jobs (config.load_config)
+        else:
+            command += ["--set", f"{item[0]}={json.dumps(item[1])}"]
+    return command + ["--shard", plan.shard, "--no-progress"] + (["--fresh"] if fresh else [])
 
 
 def _stop_with_parent() -> None:  # runs in the child between fork and exec (Linux: PR_SET_PDEATHSIG)
@@ -212,10 +204,9 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
           every_s: float = 120.0) -> None:
-    """Wait for every job, showing their aggregate progress as a single run shows its own (``progress``: True a
-    bar, "lines" an occasional line for logs, False none): the images all jobs finished of ``total`` (None:
-    unknown), images/s and the time left; on the first failure raise its error line (the caller stops the
-    others). The images the jobs' caches held before they started count as done, not in images/s."""
+    """Wait for every job, showing the images they finished of ``total`` (None: unknown) as a single run shows
+    its own (``progress``: True a bar, "lines" an occasional line, False none), the images their caches held
+    before they started left out; raise the first failure's error line (the caller stops the others)."""
     from tqdm import tqdm
 
     desc = f"{variant} ({len(running)} jobs)"
@@ -253,8 +244,8 @@ def _update(bar: Any, running: list[_Job]) -> None:
 
 
 def planned_images(config: Config) -> int | None:
-    """How many images the jobs evaluate together (the progress total); None when the annotations cannot be
-    read here (the jobs then say why)."""
+    """How many images the jobs evaluate together; None when the annotations cannot be read here (the jobs
+    then say why)."""
     try:
         dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
         return len(run_image_ids(config, dataset)[0])
@@ -272,8 +263,7 @@ def _lines_after_header(path: Path) -> int:
 
 
 def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
-    """A warning naming the shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: runs of
-    another --jobs / --shard i/M, not part of this one (remove them, or they pile up)."""
+    """Warn of shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: they pile up."""
     others = sorted(str(p) for p in out_dir.glob("shard-*-of-*") if p.is_dir() and not p.name.endswith(f"-of-{jobs}"))
     if others:
         log.warning("%s: shard folders of another split, not part of this --jobs %d run: %s (remove them)",

@@ -42,11 +42,8 @@ from ssd_eval.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-RAY_INSTALL = "pip install -e '.[ray]'"
-MAX_RETRIES = 3
-"""How many times a shard whose worker or node died is submitted again."""
-STREAM_EVERY_S = 0.25
-"""How often a task sends the cache lines flushed since its last message."""
+MAX_RETRIES = 3  # how many times a shard whose worker or node died is submitted again
+STREAM_EVERY_S = 0.25  # how often a task sends the cache lines flushed since its last message
 POLL_S = 0.2
 
 
@@ -55,7 +52,7 @@ def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+        raise UserError("--executor ray needs Ray, which is not installed: pip install -e '.[ray]'") from None
     return ray
 
 
@@ -208,7 +205,7 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
         shards: list[_Shard] = []
         try:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            shards = _plan(runs, jobs, nodes, fresh=fresh)
+            shards = _plan(runs, jobs, nodes, held, fresh=fresh)
             remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
             cwd = os.getcwd()
             total = sum(s.images - s.resumed for s in shards)
@@ -239,8 +236,10 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
         finally:
             for shard in shards:
                 if not shard.done and shard.stream is not None:
-                    _cancel(ray, shard.stream)
-                shard.cache.close()
+                    try:
+                        ray.cancel(shard.stream, force=True)
+                    except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
+                        log.debug("cancel: %s", exc)
             if started_ray:
                 ray.shutdown()
 
@@ -263,11 +262,9 @@ def _connect(ray: ModuleType, verbose: int) -> bool:
         return False
     address = os.environ.get("RAY_ADDRESS") or None
     level = logging.ERROR if verbose == 0 else logging.WARNING if verbose == 1 else logging.INFO
-    options: dict[str, Any] = {"log_to_driver": False, "logging_level": level}  # worker warnings come as messages
-    if address is None:
-        options["include_dashboard"] = False
-    try:
-        ray.init(address=address, **options)
+    local = {} if address else {"include_dashboard": False}
+    try:  # not log_to_driver: the tasks' warnings come as messages
+        ray.init(address=address, log_to_driver=False, logging_level=level, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
         raise UserError(f"--executor ray: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
@@ -281,9 +278,10 @@ def _resources(nodes: list[dict]) -> str:
     return f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
 
 
-def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) -> list[_Shard]:
-    """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its cache
-    opened and locked; the shard's old results removed)."""
+def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib.ExitStack, *,
+          fresh: bool) -> list[_Shard]:
+    """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its old results
+    removed, its cache opened and locked until ``held`` closes)."""
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in nodes] or [1]) or 1
     total_cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes)) or 1
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
@@ -291,41 +289,35 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) 
     cores = max(1, min(node_cpus, total_cpus // jobs)) * jobs
     datasets: dict[tuple[str, str], data.CocoDataset] = {}
     shards: list[_Shard] = []
-    try:
-        for index, run in enumerate(runs):
-            config = load_config(run.config_path, [*run.overrides, *job_overrides(run.config, jobs, cores)])
-            threads = config.runtime.intra_op_threads
-            if threads > node_cpus:
-                log.warning("%s: runtime.intra_op_threads %d but the largest Ray node has %d CPUs: each task asks "
-                            "for %d", run.config_path, threads, node_cpus, node_cpus)
-            resources = {"num_cpus": min(threads, node_cpus), "num_gpus": 0}
-            if CUDA in config.runtime.providers:
-                if not gpus:
-                    raise UserError(f"{run.config_path}: runtime.providers asks for {CUDA} but the Ray cluster has "
-                                    "no GPU")
-                resources["num_gpus"] = 1
-            key = (config.dataset.annotations, config.dataset.images)
-            if key not in datasets:
-                datasets[key] = data.load_annotations(*key)
-            out_dir = prepare_out_dir(run.config.out_dir)
-            for i in range(1, jobs + 1):
-                images = run_image_ids(config, datasets[key], (i, jobs))[0]
-                shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
-                                          resources, fresh=fresh or not config.output.resume))
-    except BaseException:
-        for shard in shards:
-            shard.cache.close()
-        raise
+    for index, run in enumerate(runs):
+        config = load_config(run.config_path, [*run.overrides, *job_overrides(run.config, jobs, cores)])
+        threads = config.runtime.intra_op_threads
+        if threads > node_cpus:
+            log.warning("%s: runtime.intra_op_threads %d but the largest Ray node has %d CPUs: each task asks "
+                        "for %d", run.config_path, threads, node_cpus, node_cpus)
+        cuda = CUDA in config.runtime.providers
+        if cuda and not gpus:
+            raise UserError(f"{run.config_path}: runtime.providers asks for {CUDA} but the Ray cluster has no GPU")
+        resources = {"num_cpus": min(threads, node_cpus), "num_gpus": int(cuda)}
+        key = (config.dataset.annotations, config.dataset.images)
+        if key not in datasets:
+            datasets[key] = data.load_annotations(*key)
+        out_dir = prepare_out_dir(run.config.out_dir)
+        for i in range(1, jobs + 1):
+            images = run_image_ids(config, datasets[key], (i, jobs))[0]
+            shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
+                                      resources, held, fresh=fresh or not config.output.resume))
     return shards
 
 
 def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, images: int,
-                resources: dict[str, Any], *, fresh: bool) -> _Shard:
-    """A shard's folder here, its cache.jsonl locked (one run at a time) and cut to its complete lines (emptied
-    when ``fresh``), its old results removed (a failure cannot leave them standing beside the new cache)."""
+                resources: dict[str, Any], held: contextlib.ExitStack, *, fresh: bool) -> _Shard:
+    """A shard's folder here, its cache.jsonl locked (one run at a time, until ``held`` closes) and cut to its
+    complete lines (emptied when ``fresh``), its old results removed (a failure cannot leave them standing beside
+    the new cache)."""
     prepare_out_dir(folder)
     path = folder / CACHE_FILE
-    handle = open(path, "a+b")
+    handle = held.enter_context(open(path, "a+b"))
     lock_file(handle, path)
     handle.seek(0)
     kept = b"" if fresh else handle.read()
@@ -421,10 +413,3 @@ def _receive(shard: _Shard, message: dict[str, Any]) -> None:
             with atomic_path(shard.folder / name) as temp:
                 temp.write_bytes(content)
         shard.done, shard.done_at = True, time.perf_counter()
-
-
-def _cancel(ray: ModuleType, stream: Any) -> None:
-    try:
-        ray.cancel(stream, force=True)
-    except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
-        log.debug("cancel: %s", exc)
