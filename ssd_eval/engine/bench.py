@@ -43,10 +43,9 @@ def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs
 
 
 def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -> list[tuple[Config, str, dict]]:
-    """(config, label, session config) for each model as ``eval`` runs it (exact int8 where the CPU's
-    u8s8 kernels could saturate); for a quantized model whose exact and native int8 differ (or
-    every quantized model with ``compare_exact_int8``) also the other way, labelled
-    ``<variant> (native int8)`` or ``<variant> (exact int8)``, to show what exactness costs."""
+    """(config, label, session config) for each model as ``eval`` runs it (exact int8 where the CPU's u8s8 kernels
+    could saturate), and for a quantized model whose exact and native int8 differ (every one with
+    ``compare_exact_int8``) the other way too, labelled ``<variant> (native int8)`` or ``(exact int8)``."""
     from ssd_eval.inference import cpu, model_info
 
     capability = cpu.detect_int8_capability()
@@ -166,14 +165,8 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
         raise ValueError("latency_stats needs at least one measurement")
     p50, p90, p99 = (float(v) for v in np.percentile(values * 1000.0, [50, 90, 99]))
     total = float(values.sum())
-    return {
-        "runs": int(values.size),
-        "images_per_s": values.size / total if total > 0 else math.inf,
-        "mean_ms": float(values.mean() * 1000.0),
-        "p50_ms": p50,
-        "p90_ms": p90,
-        "p99_ms": p99,
-    }
+    return {"runs": int(values.size), "images_per_s": values.size / total if total > 0 else math.inf,
+            "mean_ms": float(values.mean() * 1000.0), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
 
 
 def _check_model_files(configs: Sequence[Config]) -> None:

@@ -7,7 +7,7 @@ shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folder
 (``jobs.merge_jobs``): the same bytes as a single run. Workers need no shared results folder; the images and the
 model must be readable at the same paths on every node.
 
-A task whose worker or node dies is submitted again, up to ``max_retries`` times, from the cache lines it sent (Ray's
+A task whose worker or node dies is submitted again, up to ``MAX_RETRIES`` times, from the cache lines it sent (Ray's
 own retry would start it from its first image); a task's user error cancels the others and is raised as one line.
 Each task asks Ray for the CPUs of its onnxruntime threads (``jobs.job_overrides``) and one GPU when
 ``runtime.providers`` asks for CUDA.
@@ -134,15 +134,13 @@ class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.kept: list[tuple[int, str]] = []
-        self.guard = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        with self.guard:
-            self.kept.append((record.levelno, record.getMessage()))
+    def emit(self, record: logging.LogRecord) -> None:  # called holding self.lock (logging.Handler.handle)
+        self.kept.append((record.levelno, record.getMessage()))
 
     def take(self, scratch: str, shown: str) -> list[tuple[int, str]]:
         """The records since the last take, the scratch folder named as ``shown``."""
-        with self.guard:
+        with self.lock:
             taken, self.kept = self.kept, []
         return [(level, text.replace(scratch, shown)) for level, text in taken]
 
@@ -180,8 +178,7 @@ class _Shard:
 
 
 def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
-                  progress: bool | str = True, verbose: int = 0, max_retries: int = MAX_RETRIES,
-                  strict: bool = False,
+                  progress: bool | str = True, verbose: int = 0, strict: bool = False,
                   on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
     """Evaluate each run as ``jobs`` shards, every shard of every run one Ray task submitted at once, then merge
     each run into its results folder; returns the merged results, in the order of ``runs``.
@@ -217,8 +214,7 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
             submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
             for shard in shards:
                 _submit(remote, shard, cwd)
-            _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
-                    desc=f"{name} (ray, {len(shards)} tasks)")
+            _follow(ray, remote, shards, cwd, progress=progress, total=total, desc=f"{name} (ray, {len(shards)} tasks)")
             results = []
             for index, run in enumerate(runs):
                 mine = [s for s in shards if s.run == index]
@@ -344,7 +340,7 @@ def _submit(remote: Any, shard: _Shard, cwd: str) -> None:
 
 
 def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, progress: bool | str, total: int,
-            max_retries: int, desc: str) -> None:
+            desc: str) -> None:
     """Take every task's messages until all are done, showing the images finished across them; submit a task
     whose worker died again; raise a task's user error as one line."""
     from tqdm import tqdm
@@ -353,7 +349,6 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 if progress == "lines" else
                 tqdm(total=total, desc=desc, unit="img", disable=progress is not True, dynamic_ncols=True))
     baseline = sum(s.finished for s in shards)
-    reported = 0
     with bar:
         while not all(s.done for s in shards):
             running = {id(s.stream): s for s in shards if not s.done}
@@ -363,7 +358,7 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 try:
                     message = ray.get(next(stream))
                 except StopIteration:  # ended without its results: as if its worker had died
-                    _retry(remote, shard, cwd, "its task ended without results", max_retries)
+                    _retry(remote, shard, cwd, "its task ended without results")
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, UserError):  # not retried: the same input fails again
@@ -372,24 +367,22 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 except ray.exceptions.TaskCancelledError:
                     raise
                 except ray.exceptions.RayError as exc:  # its worker or node died, or its objects were lost
-                    _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                           max_retries)
+                    _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                     continue
                 _receive(shard, message)
             finished = sum(s.finished for s in shards) - baseline
-            if finished > reported:
-                bar.update(finished - reported)
-                reported = finished
+            if finished > bar.n:
+                bar.update(finished - bar.n)
 
 
-def _retry(remote: Any, shard: _Shard, cwd: str, why: str, max_retries: int) -> None:
-    if shard.attempts > max_retries:
+def _retry(remote: Any, shard: _Shard, cwd: str, why: str) -> None:
+    if shard.attempts > MAX_RETRIES:
         raise UserError(f"{shard.name}: failed {shard.attempts} times, the last time because {why}; its "
                         f"{shard.finished} finished images are kept in {shard.folder / CACHE_FILE}: run the "
                         "same command to go on")
     where = f" on {shard.node['node_ip']}" if shard.node else ""
     log.warning("%s: its worker%s died (%s); submitting it again (retry %d of %d) from its %d finished images",
-                shard.name, where, why, shard.attempts, max_retries, shard.finished)
+                shard.name, where, why, shard.attempts, MAX_RETRIES, shard.finished)
     _submit(remote, shard, cwd)
 
 
