@@ -79,8 +79,6 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
 
     if not configs:
         raise UserError("bench: no models to benchmark")
-    if iterations < 1 or warmup < 0:
-        raise UserError("bench: iterations must be at least 1 and warmup not negative")
     _check_model_files(configs)
     duplicated = sorted(v for v, count in collections.Counter(c.variant for c in configs).items() if count > 1)
     if duplicated:
@@ -205,34 +203,30 @@ def _cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+def _busy_snapshot() -> tuple[float, float, float] | None:
+    """CPU seconds the machine and this process were busy, and the time (None without /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    return busy / os.sysconf("SC_CLK_TCK"), _cpu_seconds(), time.perf_counter()
+
+
 class ForeignLoad:
-    """CPU used by other processes while a ``with`` block runs, in cores, set as ``cores`` on exit (from
-    /proc/stat; None elsewhere). It includes time the hypervisor stole from this machine; the time of this
-    process's finished children is its own."""
+    """CPU used by other processes while a ``with`` block runs, in cores, set as ``cores`` on exit (None without
+    /proc/stat). It includes time the hypervisor stole from this machine; the time of this process's finished
+    children is its own."""
 
-    def __init__(self) -> None:
-        self.cores: float | None = None
-        self._start: tuple[float, float, float] | None = None
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as handle:
-                fields = [int(v) for v in handle.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
-        busy = sum(fields[:3]) + sum(fields[5:8])
-        return busy / os.sysconf("SC_CLK_TCK"), _cpu_seconds(), time.perf_counter()
+    cores: float | None = None
 
     def __enter__(self) -> "ForeignLoad":
-        self._start = self._snapshot()
+        self._start = _busy_snapshot()
         return self
 
     def __exit__(self, *exc) -> None:
-        end = self._snapshot()
-        if self._start is None or end is None:
-            return
-        wall = end[2] - self._start[2]
-        if wall > 0:
-            self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / wall)
+        end = _busy_snapshot()
+        if self._start is not None and end is not None and end[2] > self._start[2]:
+            self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / (end[2] - self._start[2]))

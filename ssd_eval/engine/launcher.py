@@ -38,7 +38,6 @@ from ssd_eval.results.result import EvalResult, prepare_out_dir
 log = logging.getLogger(__name__)
 
 JOB_LOG = "job.log"
-EXECUTORS = ("local", "ray")
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
@@ -140,8 +139,6 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
     result, while the folder is still locked).
 
     ``executor``: ``local``, subprocesses on this machine; ``ray``, Ray tasks (ssd_eval.engine.ray_executor)."""
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:

@@ -154,7 +154,7 @@ class _Shard:
 
     run: int  # index in the runs
     shard: tuple[int, int]
-    config: Config  # the run's config with this task's threads (launcher.job_overrides)
+    config: Config  # the run's config with this task's threads (jobs.job_overrides)
     folder: Path  # <out>/shard-i-of-N here
     images: int  # images of the shard
     resources: dict[str, Any]

@@ -311,8 +311,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     scores, intervals, full_set, bootstrap = score_run(
         config, dataset.gt, detections, image_ids, count=count, source="merged shards", subset=subset,
         warnings=[*label_notes, *output_warnings], say=progress_log.info)
-    merged = dict(provenance)
-    merged.update({
+    merged = {
+        **provenance,
         "images": len(image_ids),
         "image_ids_sha256": hash_data(image_ids),
         "skipped_images": skipped,
@@ -329,8 +329,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "subset": subset,
         "output_counts": output_counts,
         "date": now(),
-    })
-    merged.update(launch or {})
+        **(launch or {}),
+    }
     out_dir = prepare_out_dir(target)
     with contextlib.ExitStack() as held:
         if not locked:
