@@ -65,12 +65,10 @@ def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -
 
 def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0,
                  compare_exact_int8: bool = False) -> dict:
-    """Latency and throughput of each model alone (batch 1, one fixed random input), interleaved.
+    """Latency and throughput of each model alone (batch 1, one fixed random input, ``int8_twins``), interleaved.
 
-    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99 latency in ms, and
-    under ``speedups`` the throughput ratio of every variant over its ``model.parent`` where that ran too,
-    with the same providers and threads. Quantized models run as ``eval`` runs them, next to their
-    native or exact int8 twin where those differ (``int8_twins``).
+    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99 latency in ms, and under
+    ``speedups`` the throughput ratio of every variant over its ``model.parent`` run with the same setup.
     """
     import onnxruntime as ort
 

@@ -134,11 +134,8 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
              download: bool = False, verbose: int = 0, progress: bool | str = True,
              shard: str | None = None, strict: bool = False, executor: str = "local",
              on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult:
-    """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result
-    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards; ``on_result``: as its, on the merged
-    result, while the folder is still locked).
-
-    ``executor``: ``local``, subprocesses on this machine; ``ray``, Ray tasks (ssd_eval.engine.ray_executor)."""
+    """Evaluate ``config`` as ``jobs`` shards side by side (``executor``: ``local`` subprocesses or ``ray`` tasks),
+    merge them and return the merged result; ``strict`` and ``on_result`` as ``pipeline.evaluate``'s."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:

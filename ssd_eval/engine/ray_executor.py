@@ -1,16 +1,11 @@
 """Shards as Ray tasks: ``ssd-eval eval --executor ray --jobs N`` and ``ssd-eval sweep --executor ray``.
 
-Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, or on a local Ray
-instance when it is unset. A task runs ``pipeline.evaluate(shard=(i, N))`` in a scratch folder of its node and
-streams back its resume cache's new lines (the driver's progress) and warnings, then its detections.json and
-shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folders and merges each run
-(``jobs.merge_jobs``): the same bytes as a single run. Workers need no shared results folder; the images and the
-model must be readable at the same paths on every node.
-
-A task whose worker or node dies is submitted again, up to ``MAX_RETRIES`` times, from the cache lines it sent (Ray's
-own retry would start it from its first image); a task's user error cancels the others and is raised as one line.
-Each task asks Ray for the CPUs of its onnxruntime threads (``jobs.job_overrides``) and one GPU when
-``runtime.providers`` asks for CUDA.
+Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, else on a local
+Ray instance. A task evaluates its shard in a scratch folder of its node and streams back its resume cache's new
+lines, its warnings, then its detections.json and shard.json; the driver writes them into the usual
+``<out>/shard-i-of-N/`` folders and merges each run (``jobs.merge_jobs``). The images and the model must be
+readable at the same paths on every node. A task whose worker or node dies is submitted again from the cache
+lines it sent (Ray's own retry would start from its first image); a task's user error is raised as one line.
 """
 
 from __future__ import annotations
@@ -70,13 +65,12 @@ class RayRun:
 
 
 def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
-    """A Ray task's body (a generator task): evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a
-    scratch folder of this node, going on from the resume-cache bytes ``resume``; relative paths are read from
-    ``cwd`` (the driver's working directory) where this node has it.
+    """A Ray generator task: evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a scratch folder,
+    going on from the resume-cache bytes ``resume``, in ``cwd`` (the driver's working directory) where it exists.
 
-    Yields ``start`` (the node and process), then every ``STREAM_EVERY_S`` the cache's new complete ``lines`` and
-    the warnings (``logs``) since the last message, and last ``done`` (detections.json and shard.json) with the
-    remaining lines. Warnings and a UserError name ``shown_dir`` (the driver's shard folder), not the scratch one.
+    Yields ``start`` (node and process), then the cache's new complete ``lines`` and the warnings (``logs``) every
+    ``STREAM_EVERY_S``, and last ``done`` (detections.json and shard.json). Warnings and a UserError name
+    ``shown_dir`` (the driver's shard folder) instead of the scratch folder.
     """
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
@@ -180,12 +174,9 @@ class _Shard:
 def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
                   progress: bool | str = True, verbose: int = 0, strict: bool = False,
                   on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
-    """Evaluate each run as ``jobs`` shards, every shard of every run one Ray task submitted at once, then merge
-    each run into its results folder; returns the merged results, in the order of ``runs``.
-
-    ``fresh``: the shards' resume caches here are discarded (else each task goes on from its shard's cache);
-    ``strict``: as ``pipeline.evaluate``'s, checked on each run's merged shards; ``on_results``: each run's
-    ``on_result`` (as ``pipeline.evaluate``'s: tracking), run on its merged result while its folder is locked.
+    """Evaluate each run as ``jobs`` shards, all of them Ray tasks submitted at once, then merge each run into its
+    results folder; returns the merged results, in the order of ``runs``. ``fresh``, ``strict`` and each of
+    ``on_results``: as ``pipeline.evaluate``'s ``fresh``, ``strict`` and ``on_result``.
     """
     ray = import_ray()
     _check_out_dirs(runs)

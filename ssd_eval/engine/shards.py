@@ -241,10 +241,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
                  locked: bool = False, strict: bool = False) -> EvalResult:
     """Score shard outputs together after checking they cover the image set exactly once.
 
-    ``launch``: provenance entries of ``eval --jobs`` (engine.jobs), applied over the merged ones. The output
-    folder is locked from the removal of its old results until metrics.json is written and ``on_result``
-    (tracking, which rewrites it) has run; ``locked``: the caller holds that lock already. ``strict``: as
-    ``pipeline.evaluate``'s, on the shards' summed output counts."""
+    ``launch``: provenance entries of ``eval --jobs`` (engine.jobs), applied over the merged ones. ``strict`` and
+    ``on_result``: as ``pipeline.evaluate``'s; the output folder is locked until ``on_result`` has run
+    (``locked``: the caller holds that lock already)."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
     shards = [(Path(d), *read_shard(Path(d))) for d in expand_shard_dirs(shard_dirs)]
