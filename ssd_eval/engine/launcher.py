@@ -53,9 +53,8 @@ def available_cores() -> int:
 def visible_cuda_devices(environ: dict[str, str] | None = None) -> list[str] | None:
     """The CUDA devices jobs may be given: CUDA_VISIBLE_DEVICES when set, else one per GPU that
     ``nvidia-smi -L`` lists; None when neither says."""
-    environ = os.environ if environ is None else environ
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None and listed.strip():
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "")
+    if listed.strip():
         return [d.strip() for d in listed.split(",") if d.strip()]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout

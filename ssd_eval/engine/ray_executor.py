@@ -74,7 +74,7 @@ def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, s
     """
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
-    folder = scratch / shard_dir(Path("."), shard).name
+    folder = shard_dir(scratch, shard)
     records = _Records()
     logger = logging.getLogger("ssd_eval")
     logger.addHandler(records)
