@@ -26,9 +26,8 @@ QUIET_LOAD_CORES = 0.25
 
 
 def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs") -> list[Config]:
-    """The configs ``bench`` compares for ``variant`` (default ``sample``), parents first: a quantized
-    variant with its fp32 parent (``model.parent``); an fp32 variant with every variant whose
-    parent it is."""
+    """The configs ``bench`` compares for ``variant`` (default ``sample``), parents first: a quantized variant with
+    its fp32 parent (``model.parent``); an fp32 variant with every variant whose parent it is."""
     name = variant or "sample"
     paths = variant_configs(configs_dir)
     if name not in paths:
@@ -215,8 +214,7 @@ def _busy_snapshot() -> tuple[float, float, float] | None:
 
 class ForeignLoad:
     """CPU used by other processes while a ``with`` block runs, in cores, set as ``cores`` on exit (None without
-    /proc/stat). It includes time the hypervisor stole from this machine; the time of this process's finished
-    children is its own."""
+    /proc/stat); time the hypervisor stole counts, this process's finished children do not."""
 
     cores: float | None = None
 

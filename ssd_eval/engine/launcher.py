@@ -197,9 +197,8 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
           every_s: float = 120.0) -> None:
-    """Wait for every job, showing the images they finished of ``total`` (None: unknown) as a single run shows
-    its own (``progress``: True a bar, "lines" an occasional line, False none), the images their caches held
-    before they started left out; raise the first failure's error line (the caller stops the others)."""
+    """Wait for every job, showing their progress as a single run shows its own (``progress``: True a bar, "lines"
+    an occasional line, False none); raise the first failure's error line (the caller stops the others)."""
     from tqdm import tqdm
 
     desc = f"{variant} ({len(running)} jobs)"
@@ -224,8 +223,7 @@ def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int
 
 
 def _update(bar: Any, running: list[_Job]) -> None:
-    """Bring ``bar`` (a tqdm or ProgressLines) to the images the jobs inferred so far (their caches' lines
-    after the header, past those they held before)."""
+    """Bring ``bar`` to the images the jobs inferred so far: their caches' lines past those they held before."""
     done = 0
     for job in running:
         job.cache.read()
@@ -237,8 +235,7 @@ def _update(bar: Any, running: list[_Job]) -> None:
 
 
 def planned_images(config: Config) -> int | None:
-    """How many images the jobs evaluate together; None when the annotations cannot be read here (the jobs
-    then say why)."""
+    """How many images the jobs evaluate together; None when the annotations cannot be read here."""
     try:
         dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
         return len(run_image_ids(config, dataset)[0])

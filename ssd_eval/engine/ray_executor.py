@@ -67,11 +67,9 @@ class RayRun:
 def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
     """A Ray generator task: evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a scratch folder,
     going on from the resume-cache bytes ``resume``, in ``cwd`` (the driver's working directory) where it exists.
-
     Yields ``start`` (node and process), then the cache's new complete ``lines`` and the warnings (``logs``) every
-    ``STREAM_EVERY_S``, and last ``done`` (detections.json and shard.json). Warnings and a UserError name
-    ``shown_dir`` (the driver's shard folder) instead of the scratch folder.
-    """
+    ``STREAM_EVERY_S``, and last ``done`` (detections.json and shard.json); warnings and a UserError name
+    ``shown_dir`` (the driver's shard folder) instead of the scratch folder."""
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
     folder = shard_dir(scratch, shard)
@@ -243,8 +241,8 @@ def _check_out_dirs(runs: Sequence[RayRun]) -> None:
 
 
 def _connect(ray: ModuleType, verbose: int) -> bool:
-    """Connect to the cluster at RAY_ADDRESS, or start a local Ray instance; False when this process already
-    had Ray initialized (it then stays so), True when this call connected (the caller shuts it down)."""
+    """Connect to the cluster at RAY_ADDRESS, or start a local Ray instance; True when this call did (the caller
+    then shuts Ray down), False when this process already had Ray initialized."""
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or None
@@ -299,9 +297,8 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib
 
 def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, images: int,
                 resources: dict[str, Any], held: contextlib.ExitStack, *, fresh: bool) -> _Shard:
-    """A shard's folder here, its cache.jsonl locked (one run at a time, until ``held`` closes) and cut to its
-    complete lines (emptied when ``fresh``), its old results removed (a failure cannot leave them standing beside
-    the new cache)."""
+    """A shard's folder here: its old results removed, its cache.jsonl locked until ``held`` closes and cut to its
+    complete lines (emptied when ``fresh``)."""
     prepare_out_dir(folder)
     path = folder / CACHE_FILE
     handle = held.enter_context(open(path, "a+b"))
@@ -317,8 +314,7 @@ def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, 
 
 
 def _submit(remote: Any, shard: _Shard, cwd: str) -> None:
-    """Start (or start again) the shard's task, with the cache lines received so far (none without
-    ``output.resume``; a fresh run's caches were emptied by ``_plan``)."""
+    """Start (or start again) the shard's task with the cache lines received so far (none without resume)."""
     shard.cache.flush()
     if not shard.config.output.resume:
         shard.cache.truncate(0)
