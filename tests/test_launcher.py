@@ -28,6 +28,7 @@ from ssd_eval.engine.launcher import (
     run_jobs,
     visible_cuda_devices,
 )
+from ssd_eval.engine.shards import CacheTail
 from ssd_eval.errors import UserError
 from ssd_eval.results.compare import speed_mismatch
 
@@ -92,7 +93,7 @@ def test_the_first_failure_stops_the_other_jobs(tmp_path):
         log_path = tmp_path / f"job{index}.log"
         handle = open(log_path, "wb")
         process = subprocess.Popen([sys.executable, "-c", code], stdout=handle, stderr=subprocess.STDOUT)
-        return _Job(JobPlan(index, 2), process, log_path, handle, tmp_path / f"cache{index}.jsonl")
+        return _Job(JobPlan(index, 2), process, log_path, handle, CacheTail(tmp_path / f"cache{index}.jsonl"))
 
     sleeper = job(1, "import time; time.sleep(120)")
     failing = job(2, "import sys; print('warming up'); print('ssd-eval: error: model.onnx: boom', file=sys.stderr); "
@@ -256,7 +257,7 @@ def test_progress_counts_the_jobs_new_images_not_those_their_caches_held(tmp_pat
     def job(index: int, lines: int, resumed: int) -> _Job:
         cache = tmp_path / f"cache{index}.jsonl"
         cache.write_bytes(b"header\n" + b"image\n" * lines + b"half a line")
-        return _Job(JobPlan(index, 2), None, tmp_path / "log", None, cache, resumed=resumed)
+        return _Job(JobPlan(index, 2), None, tmp_path / "log", None, CacheTail(cache), resumed=resumed)
 
     running = [job(1, 5, 2), job(2, 3, 0)]
     bar = Bar()

@@ -20,6 +20,7 @@ import pytest
 
 from ssd_eval.cli import main
 from ssd_eval.engine import ray_executor
+from ssd_eval.engine.shards import CacheTail
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -216,7 +217,7 @@ def test_executor_ray_without_ray_is_one_line_naming_the_pip_command(at_repo, tm
 def test_tail_sends_complete_lines_once(tmp_path):
     path = tmp_path / "cache.jsonl"
     path.write_bytes(b"header\n")
-    tail = ray_executor._Tail(path, len(b"header\n"))
+    tail = CacheTail(path, len(b"header\n"))
     assert tail.read() == {}
     with open(path, "ab") as handle:
         handle.write(b"one\ntw")

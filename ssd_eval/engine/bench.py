@@ -1,20 +1,13 @@
-"""Benchmarks that back the speed and memory claims with ratios measured side by side.
+"""``ssd-eval bench``: the speed of each model alone, fp32 and its quantized variants interleaved, with the
+speedup of each quantized variant over its fp32 parent measured side by side.
 
-``bench_models``: the model alone (session.run on one fixed input), every variant
-interleaved, with the speedup of each quantized variant over its fp32 parent.
-
-``bench_harness``: the harness itself, on synthetic data generated on the fly:
-(a) end-to-end evaluation throughput against a bare ``session.run`` loop,
-(b) peak memory at a small and a ten-times larger image count: the pipeline alone, and whole runs
-    scoring every detection at once or streaming (ssd_eval.scoring.streaming),
-(c) scoring time of every installed metrics backend, all at once and streaming, against pycocotools,
-    with agreement of the stats.
-
-Numbers are never asserted in tests; they are printed and returned.
+Numbers are printed and returned, never asserted in tests. ``ForeignLoad`` and the small text helpers
+are shared with the harness benchmark (ssd_eval.testing.bench_harness).
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -28,19 +21,13 @@ from ssd_eval.config.schema import Config
 from ssd_eval.errors import UserError
 from ssd_eval.results.summary import align_columns
 
-# The 80 COCO 2017 category ids (1..90 with gaps), from the one list the sample also uses.
-
 # Other processes using more than this many cores make a timing untrustworthy.
 QUIET_LOAD_CORES = 0.25
 
 
-# =========================================================================== model alone
-
-
 def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs") -> list[Config]:
-    """The configs ``bench`` compares for ``variant`` (default ``sample``), parents first: a quantized
-    variant with its fp32 parent (``model.parent``); an fp32 variant with every variant whose
-    parent it is."""
+    """The configs ``bench`` compares for ``variant`` (default ``sample``), parents first: a quantized variant with
+    its fp32 parent (``model.parent``); an fp32 variant with every variant whose parent it is."""
     name = variant or "sample"
     paths = variant_configs(configs_dir)
     if name not in paths:
@@ -55,10 +42,9 @@ def configs_for_bench(variant: str | None, *, configs_dir: str | Path = "configs
 
 
 def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -> list[tuple[Config, str, dict]]:
-    """(config, label, session config) for each model as ``eval`` runs it (exact int8 where the CPU's
-    u8s8 kernels could saturate); for a quantized model whose exact and native int8 differ (or
-    every quantized model with ``compare_exact_int8``) also the other way, labelled
-    ``<variant> (native int8)`` or ``<variant> (exact int8)``, to show what exactness costs."""
+    """(config, label, session config) for each model as ``eval`` runs it (exact int8 where the CPU's u8s8 kernels
+    could saturate), and for a quantized model whose exact and native int8 differ (every one with
+    ``compare_exact_int8``) the other way too, labelled ``<variant> (native int8)`` or ``(exact int8)``."""
     from ssd_eval.inference import cpu, model_info
 
     capability = cpu.detect_int8_capability()
@@ -78,12 +64,10 @@ def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -
 
 def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0,
                  compare_exact_int8: bool = False) -> dict:
-    """Latency and throughput of each model alone (batch 1, one fixed random input), interleaved.
+    """Latency and throughput of each model alone (batch 1, one fixed random input, ``int8_twins``), interleaved.
 
-    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99
-    latency in ms, and under ``speedups`` the throughput ratio of every variant whose
-    ``model.parent`` ran too, over that parent. Quantized models run as ``eval`` runs them,
-    next to their native or exact int8 twin where those differ (see int8_twins).
+    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99 latency in ms, and under
+    ``speedups`` the throughput ratio of every variant over its ``model.parent`` run with the same setup.
     """
     import onnxruntime as ort
 
@@ -92,42 +76,27 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
 
     if not configs:
         raise UserError("bench: no models to benchmark")
-    if iterations < 1 or warmup < 0:
-        raise UserError("bench: iterations must be at least 1 and warmup not negative")
     _check_model_files(configs)
-    variants = [c.variant for c in configs]
-    duplicated = sorted({v for v in variants if variants.count(v) > 1})
+    duplicated = sorted(v for v, count in collections.Counter(c.variant for c in configs).items() if count > 1)
     if duplicated:
         raise UserError(f"bench: variant {duplicated[0]!r} is given more than once")
 
-    runs = []  # (config, label, session config, session, io), one per model timed
+    rng = np.random.default_rng(seed)
+    inputs: dict[tuple[int, ...], np.ndarray] = {}  # one random input per input size
+    runs = []  # (config, label, session config, session, output names, feed), one per model timed
     for config, label, session_config in int8_twins(configs, compare_exact_int8=compare_exact_int8):
         session = create_session(config.model.path, config.runtime, session_config=session_config)
-        runs.append((config, label, session_config, session, resolve_io(session, config.model, config.model.path)))
-
-    rng = np.random.default_rng(seed)
-    height, width = (int(v) for v in configs[0].preprocess.input_size)
-    inputs: dict[tuple[int, int], np.ndarray] = {}
-    feeds = []
-    for config, _, _, _, io in runs:
+        io = resolve_io(session, config.model, config.model.path)
         size = tuple(int(v) for v in config.preprocess.input_size)
         if size not in inputs:
             inputs[size] = rng.standard_normal((1, 3, *size), dtype=np.float32)
-        feeds.append({io.input_name: inputs[size]})
+        runs.append((config, label, session_config, session, [io.boxes, io.labels, io.scores],
+                     {io.input_name: inputs[size]}))
 
     host = host_info()
-    header = {
-        "cpu": host["cpu"],
-        "cores": host["cores"],
-        "onnxruntime": ort.__version__,
-        "warmup": warmup,
-        "iterations": iterations,
-        "seed": seed,
-        "input_shape": [1, 3, height, width],
-    }
     print("== bench: models alone (batch 1, one fixed random input, variants interleaved round-robin)")
     print(f"cpu: {host['cpu']}  cores: {host['cores']}  onnxruntime: {ort.__version__}")
-    for config, label, session_config, session, _ in runs:
+    for config, label, session_config, session, _, _ in runs:
         entries = ", ".join(f"{k}={v}" for k, v in sorted(session_config.items())) or "none"
         print(f"  {label}: providers {', '.join(session.get_providers())}; "
               f"intra_op_threads {_threads_text(config.runtime.intra_op_threads, per_core=True)}, "
@@ -137,49 +106,38 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
 
     latencies: list[list[float]] = [[] for _ in runs]
     for _ in range(warmup):
-        for (*_, session, io), feed in zip(runs, feeds):
-            session.run([io.boxes, io.labels, io.scores], feed)
+        for *_, session, outputs, feed in runs:
+            session.run(outputs, feed)
     with ForeignLoad() as load:
         for round_index in range(iterations):
             # Each round starts with the next variant, so none always follows the same one.
             for offset in range(len(runs)):
                 index = (round_index + offset) % len(runs)
-                (*_, session, io), feed = runs[index], feeds[index]
+                *_, session, outputs, feed = runs[index]
                 started = time.perf_counter()
-                session.run([io.boxes, io.labels, io.scores], feed)
+                session.run(outputs, feed)
                 latencies[index].append(time.perf_counter() - started)
 
-    models = []
-    for (config, label, session_config, session, _), times in zip(runs, latencies):
-        stats = latency_stats(times)
-        models.append({
-            "variant": label,
-            "session_config": session_config,
-            "parent": config.model.parent,
-            "model": str(config.model.path),
-            "providers": list(session.get_providers()),
-            "intra_op_threads": config.runtime.intra_op_threads,
-            "inter_op_threads": config.runtime.inter_op_threads,
-            **stats,
-        })
+    models = [{"variant": label, "session_config": session_config, "parent": config.model.parent,
+               "model": str(config.model.path), "providers": list(session.get_providers()),
+               "intra_op_threads": config.runtime.intra_op_threads,
+               "inter_op_threads": config.runtime.inter_op_threads, **latency_stats(times)}
+              for (config, label, session_config, session, _, _), times in zip(runs, latencies)]
     by_variant = {m["variant"]: m for m in models}
     speedups = {}
-    same_setup = ("providers", "intra_op_threads", "inter_op_threads")
     for model in models:
-        parent = by_variant.get(model["parent"]) if model["parent"] else None
-        if parent is not None and any(parent[k] != model[k] for k in same_setup):
+        parent = by_variant.get(model["parent"])
+        if parent is None:
+            continue
+        if any(parent[k] != model[k] for k in ("providers", "intra_op_threads", "inter_op_threads")):
             print(f"({model['variant']}: no speedup vs {parent['variant']}: providers or threads differ)")
-        elif parent is not None:
-            speedups[model["variant"]] = {
-                "parent": parent["variant"],
-                "speedup": parent["mean_ms"] / model["mean_ms"],
-                "speedup_p50": parent["p50_ms"] / model["p50_ms"],
-            }
+        else:
+            speedups[model["variant"]] = {"parent": parent["variant"], "speedup": parent["mean_ms"] / model["mean_ms"],
+                                          "speedup_p50": parent["p50_ms"] / model["p50_ms"]}
     _print_table(
         ["variant", "images/s", "mean ms", "p50 ms", "p90 ms", "p99 ms", "speedup vs parent"],
-        [[m["variant"], f"{m['images_per_s']:.2f}", f"{m['mean_ms']:.2f}", f"{m['p50_ms']:.2f}",
-          f"{m['p90_ms']:.2f}", f"{m['p99_ms']:.2f}",
-          (f"{speedups[m['variant']]['speedup']:.2f}x vs {m['parent']}" if m["variant"] in speedups else "-")]
+        [[m["variant"], *(f"{m[k]:.2f}" for k in ("images_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms")),
+          f"{speedups[m['variant']]['speedup']:.2f}x vs {m['parent']}" if m["variant"] in speedups else "-"]
          for m in models])
     if any(m["parent"] and m["variant"] not in speedups for m in models):
         print("(a quantized variant's speedup is shown only when its parent is in the same run)")
@@ -189,7 +147,10 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     if speedups:
         print("Model Zoo claim for reference: int8 3.49x faster than fp32 (Xeon Platinum 8280, 4 cores per "
               "instance, batch 1)")
-    return {**header, "foreign_load_cores": load.cores, "models": models, "speedups": speedups}
+    return {"cpu": host["cpu"], "cores": host["cores"], "onnxruntime": ort.__version__, "warmup": warmup,
+            "iterations": iterations, "seed": seed,
+            "input_shape": [1, 3, *(int(v) for v in configs[0].preprocess.input_size)],
+            "foreign_load_cores": load.cores, "models": models, "speedups": speedups}
 
 
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
@@ -199,30 +160,24 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
         raise ValueError("latency_stats needs at least one measurement")
     p50, p90, p99 = (float(v) for v in np.percentile(values * 1000.0, [50, 90, 99]))
     total = float(values.sum())
-    return {
-        "runs": int(values.size),
-        "images_per_s": values.size / total if total > 0 else math.inf,
-        "mean_ms": float(values.mean() * 1000.0),
-        "p50_ms": p50,
-        "p90_ms": p90,
-        "p99_ms": p99,
-    }
+    return {"runs": int(values.size), "images_per_s": values.size / total if total > 0 else math.inf,
+            "mean_ms": float(values.mean() * 1000.0), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
 
 
 def _check_model_files(configs: Sequence[Config]) -> None:
-    missing = [c for c in configs if not Path(c.model.path).is_file()]
-    if not missing:
-        return
-    parts = []
-    for config in missing:
+    missing = []
+    for config in configs:
+        if Path(config.model.path).is_file():
+            continue
         if config.model.url:
             how = f"run 'make models MODEL={config.variant}'"
         elif config.variant.startswith("sample"):
             how = "run 'make sample' to generate it"
         else:
             how = "set model.path to an existing copy"
-        parts.append(f"{config.model.path} ({config.variant}): {how}")
-    raise UserError("bench: model file not found: " + "; ".join(parts))
+        missing.append(f"{config.model.path} ({config.variant}): {how}")
+    if missing:
+        raise UserError("bench: model file not found: " + "; ".join(missing))
 
 
 def _threads_text(count: int, *, per_core: bool) -> str:
@@ -235,49 +190,8 @@ def _print_table(headers: list[str], rows: list[list[str]]) -> None:
     print(align_columns(headers, rows))
 
 
-class ForeignLoad:
-    """CPU used by other processes while a block runs, in cores (from /proc/stat; None elsewhere).
-
-    Use as a context manager; ``cores`` is set on exit. It includes time the hypervisor
-    stole from this machine; the time of this process's finished children (memory probes) is its own.
-    """
-
-    def __init__(self) -> None:
-        self.cores: float | None = None
-        self._start: tuple[float, float, float] | None = None
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as handle:
-                fields = [int(v) for v in handle.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
-        busy = sum(fields[:3]) + sum(fields[5:8])
-        return busy / ticks, _cpu_seconds(), time.perf_counter()
-
-    def __enter__(self) -> "ForeignLoad":
-        self._start = self._snapshot()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        end = self._snapshot()
-        if self._start is None or end is None:
-            return
-        wall = end[2] - self._start[2]
-        if wall > 0:
-            self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / wall)
-
-
-# =========================================================================== harness
-
-
-"""What each memory figure measures: the image pipeline alone (decode, preprocess, inference, resume
-cache, detections.json; the < 10 % target) or a whole run including scoring."""
-"""Whole-run peak RSS growth allowed from the small to the large image count with streaming scoring,
-by detections per image."""
+def _load_text(cores: float | None) -> str:
+    return "?" if cores is None else f"{cores:.2f}"
 
 
 def _cpu_seconds() -> float:
@@ -286,7 +200,29 @@ def _cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _load_text(cores: float | None) -> str:
-    return "?" if cores is None else f"{cores:.2f}"
+def _busy_snapshot() -> tuple[float, float, float] | None:
+    """CPU seconds the machine and this process were busy, and the time (None without /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    return busy / os.sysconf("SC_CLK_TCK"), _cpu_seconds(), time.perf_counter()
 
 
+class ForeignLoad:
+    """CPU used by other processes while a ``with`` block runs, in cores, set as ``cores`` on exit (None without
+    /proc/stat); time the hypervisor stole counts, this process's finished children do not."""
+
+    cores: float | None = None
+
+    def __enter__(self) -> "ForeignLoad":
+        self._start = _busy_snapshot()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _busy_snapshot()
+        if self._start is not None and end is not None and end[2] > self._start[2]:
+            self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / (end[2] - self._start[2]))

@@ -1,27 +1,17 @@
 """The local launcher: ``ssd-eval eval --jobs N`` runs N shards side by side on this machine, then merges.
 
-Each job is a subprocess ``ssd-eval eval --shard i/N`` with the same config and overrides, writing
-into ``<output dir>/shard-i-of-N/`` (its resume cache, detections, manifest and ``job.log``, the
-job's own output). On CPU each job gets ``cores // N`` onnxruntime threads
-(``runtime.intra_op_threads``) and ``cores // (2 N)`` decode workers (``pipeline.workers``), unless
-the config sets them; when ``runtime.providers`` asks for CUDA, each job also sees one GPU
-(``CUDA_VISIBLE_DEVICES``; round robin when there are fewer GPUs than jobs). When all jobs are
-done the shards are merged (``shards.merge_shards``) into the normal results folder:
-metrics.json records ``parallel_jobs`` and the combined images/s, the images inferred by all jobs
-over the wall time of the parallel phase. If a job fails, the others are stopped and the run
-ends with exit status 2 and that job's error line. Killed or interrupted, the jobs' resume
-caches keep every finished image: the same command goes on where they stopped.
-
-``--executor ray`` runs the same shards as Ray tasks instead (ssd_eval.engine.ray_executor), with the
-same per-job threads (``job_overrides``) and the same merge (``merge_jobs``).
-
-The jobs run without progress reports of their own; the launcher shows their aggregate progress as a
-single run shows its own (``_wait``): the images finished across all jobs (their caches' lines) of the
-total, images/s and the time left, as a bar on a terminal and as an occasional plain line in logs.
+Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` with the same config and overrides, writing
+into ``<output dir>/shard-i-of-N/`` (with ``job.log``, its output). Each gets its share of the cores
+(``jobs.job_overrides``) and, when ``runtime.providers`` asks for CUDA, one GPU (``CUDA_VISIBLE_DEVICES``, round
+robin). The launcher shows their aggregate progress (the lines of their resume caches) as a single run shows its
+own, and once all are done merges them (``jobs.merge_jobs``). The first job to fail stops the others and ends the
+run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
+``--executor ray`` runs the same shards as Ray tasks (ssd_eval.engine.ray_executor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -41,15 +31,13 @@ from ssd_eval.data import coco as data
 from ssd_eval.engine.folder_lock import folder_lock
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.progress import ProgressLines, progress_log
-from ssd_eval.engine.shards import run_image_ids, shard_dir
+from ssd_eval.engine.shards import CACHE_FILE, CacheTail, run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir
 
 log = logging.getLogger(__name__)
 
 JOB_LOG = "job.log"
-EXECUTORS = ("local", "ray")
-CACHE_FILE = "cache.jsonl"
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
@@ -65,9 +53,8 @@ def available_cores() -> int:
 def visible_cuda_devices(environ: dict[str, str] | None = None) -> list[str] | None:
     """The CUDA devices jobs may be given: CUDA_VISIBLE_DEVICES when set, else one per GPU that
     ``nvidia-smi -L`` lists; None when neither says."""
-    environ = os.environ if environ is None else environ
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None and listed.strip():
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "")
+    if listed.strip():
         return [d.strip() for d in listed.split(",") if d.strip()]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
@@ -111,35 +98,25 @@ def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
     return plans
 
 
-def set_arguments(overrides: Sequence[Any]) -> list[str]:
-    """``--set KEY=VALUE`` arguments that give a child the same config overrides as this process
-    (values written as JSON, which the config loader reads back as YAML)."""
-    arguments: list[str] = []
-    for item in overrides:
-        if not isinstance(item, str) and len(item) == 3 and item[2] == NAME_OPTION:
-            arguments += [NAME_OPTION, str(item[1])]  # a named run stays named in its jobs (config.load_config)
-            continue
-        text = item if isinstance(item, str) else f"{item[0]}={json.dumps(item[1])}"
-        arguments += ["--set", text]
-    return arguments
-
-
 def job_command(config_path: str | Path, overrides: Sequence[Any], plan: JobPlan, *, fresh: bool,
                 verbose: int = 0) -> list[str]:
-    """The ``ssd-eval eval --shard i/N`` command line of one job."""
+    """The ``ssd-eval eval --shard i/N`` command line of one job: this process's config overrides (values
+    written as JSON, which the config loader reads back as YAML), then the job's own."""
     command = [sys.executable, "-m", "ssd_eval"] + (["-" + "v" * verbose] if verbose else [])
-    command += ["eval", "--config", str(config_path), *set_arguments(overrides)]
-    for extra in plan.overrides:
-        command += ["--set", extra]
-    command += ["--shard", plan.shard, "--no-progress"] + (["--fresh"] if fresh else [])
-    return command
+    command += ["eval", "--config", str(config_path)]
+    for item in [*overrides, *plan.overrides]:
+        if isinstance(item, str):
+            command += ["--set", item]
+        elif len(item) == 3 and item[2] == NAME_OPTION:
+            command += [NAME_OPTION, str(item[1])]  # a named run stays named in its jobs (config.load_config)
+        else:
+            command += ["--set", f"{item[0]}={json.dumps(item[1])}"]
+    return command + ["--shard", plan.shard, "--no-progress"] + (["--fresh"] if fresh else [])
 
 
 def _stop_with_parent() -> None:  # runs in the child between fork and exec (Linux: PR_SET_PDEATHSIG)
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -148,9 +125,7 @@ class _Job:
     process: subprocess.Popen
     log_path: Path
     log_file: IO[bytes]
-    cache_path: Path
-    cache_offset: int = 0
-    cache_lines: int = 0
+    cache: CacheTail
     resumed: int = 0  # images its cache held before it started (they count as done, not as this run's speed)
 
 
@@ -158,36 +133,21 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
              download: bool = False, verbose: int = 0, progress: bool | str = True,
              shard: str | None = None, strict: bool = False, executor: str = "local",
              on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult:
-    """Evaluate ``config`` as ``jobs`` shards side by side, merge them and return the merged result
-    (``strict``: as ``pipeline.evaluate``'s, checked on the merged shards; ``on_result``: as its, on the merged
-    result, while the folder is still locked).
-
-    ``executor``: ``local``, subprocesses on this machine; ``ray``, Ray tasks (ssd_eval.engine.ray_executor)."""
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    """Evaluate ``config`` as ``jobs`` shards side by side (``executor``: ``local`` subprocesses or ``ray`` tasks),
+    merge them and return the merged result; ``strict`` and ``on_result`` as ``pipeline.evaluate``'s."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:
         raise UserError("--jobs and --shard: choose one (--jobs N runs every shard i/N itself)")
     if executor == "ray":
-        from ssd_eval.engine.ray_executor import import_ray
+        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs, import_ray
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
     extras.check(config.needed_extras())  # here, not N times in the jobs
     if executor == "ray":
-        from ssd_eval.engine.ray_executor import RayRun, evaluate_runs
-
         return evaluate_runs([RayRun(config, str(config_path), list(overrides))], jobs, fresh=fresh,
                              download=download, progress=progress, verbose=verbose, strict=strict,
                              on_results=[on_result])[0]
-    return _run_local(config, jobs, overrides, config_path=config_path, fresh=fresh, download=download,
-                      verbose=verbose, progress=progress, strict=strict, on_result=on_result)
-
-
-def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_path: str | Path, fresh: bool,
-               download: bool, verbose: int, progress: bool | str, strict: bool,
-               on_result: Callable[[EvalResult], Any] | None) -> EvalResult:
-    """``run_jobs`` with the local executor: ``jobs`` subprocesses ``ssd-eval eval --shard i/N``."""
     if download:  # once, here: N jobs downloading the same file would race
         download_inputs(config)
     out_dir = prepare_out_dir(config.out_dir)
@@ -197,14 +157,14 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
                           cuda_devices=visible_cuda_devices() if CUDA in config.runtime.providers else None)
         _warn_of_other_splits(out_dir, jobs)
         total = planned_images(config)
-        cached = {plan.index: 0 if fresh else _lines_after_header(shard_dir(out_dir, (plan.index, jobs)) / CACHE_FILE)
-                  for plan in plans}
+        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
+        cached = [0 if fresh else _lines_after_header(directory / CACHE_FILE) for directory in dirs]
         started = time.perf_counter()
-        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose,
-                          resumed=cached[plan.index]) for plan in plans]
+        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose, resumed=resumed)
+                   for plan, resumed in zip(plans, cached)]
         if progress and total is not None:
             progress_log.info("%s: %d images to run in %d jobs, %d from the jobs' caches; writing to %s",
-                              config.variant, total - sum(cached.values()), jobs, sum(cached.values()), out_dir)
+                              config.variant, total - sum(cached), jobs, sum(cached), out_dir)
         try:
             _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
@@ -212,7 +172,6 @@ def _run_local(config: Config, jobs: int, overrides: Sequence[Any], *, config_pa
             for job in running:
                 job.log_file.close()
         parallel_s = time.perf_counter() - started
-        dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
         devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
         result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
                             launch={"executor": "local", "parallel_devices": devices}, strict=strict, locked=True)
@@ -233,15 +192,13 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, directory / CACHE_FILE, resumed=resumed)
+    return _Job(plan, process, log_path, log_file, CacheTail(directory / CACHE_FILE), resumed=resumed)
 
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
           every_s: float = 120.0) -> None:
-    """Wait for every job, showing their aggregate progress as a single run shows its own (``progress``: True a
-    bar, "lines" an occasional line for logs, False none): the images all jobs finished of ``total`` (None:
-    unknown), images/s and the time left; on the first failure raise its error line (the caller stops the
-    others). The images the jobs' caches held before they started count as done, not in images/s."""
+    """Wait for every job, showing their progress as a single run shows its own (``progress``: True a bar, "lines"
+    an occasional line, False none); raise the first failure's error line (the caller stops the others)."""
     from tqdm import tqdm
 
     desc = f"{variant} ({len(running)} jobs)"
@@ -266,20 +223,19 @@ def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int
 
 
 def _update(bar: Any, running: list[_Job]) -> None:
-    """Bring ``bar`` (a tqdm or ProgressLines) to the images the jobs inferred so far (their caches' lines
-    past those they held before)."""
+    """Bring ``bar`` to the images the jobs inferred so far: their caches' lines past those they held before."""
     done = 0
     for job in running:
-        lines = _count_cached(job)
-        if lines < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
+        job.cache.read()
+        finished = max(0, job.cache.lines - 1)
+        if finished < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
             job.resumed = 0
-        done += lines - job.resumed
+        done += finished - job.resumed
     bar.update(done - bar.n)
 
 
 def planned_images(config: Config) -> int | None:
-    """How many images the jobs evaluate together (the progress total); None when the annotations cannot be
-    read here (the jobs then say why)."""
+    """How many images the jobs evaluate together; None when the annotations cannot be read here."""
     try:
         dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
         return len(run_image_ids(config, dataset)[0])
@@ -297,38 +253,20 @@ def _lines_after_header(path: Path) -> int:
 
 
 def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
-    """A warning naming the shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: runs of
-    another --jobs / --shard i/M, not part of this one (remove them, or they pile up)."""
+    """Warn of shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: they pile up."""
     others = sorted(str(p) for p in out_dir.glob("shard-*-of-*") if p.is_dir() and not p.name.endswith(f"-of-{jobs}"))
     if others:
         log.warning("%s: shard folders of another split, not part of this --jobs %d run: %s (remove them)",
                     out_dir, jobs, ", ".join(others))
 
 
-def _count_cached(job: _Job) -> int:
-    """Images a job has finished so far: lines of its resume cache after the header (read incrementally)."""
-    try:
-        size = job.cache_path.stat().st_size
-        if size < job.cache_offset:  # started afresh
-            job.cache_offset, job.cache_lines = 0, 0
-        with open(job.cache_path, "rb") as handle:
-            handle.seek(job.cache_offset)
-            chunk = handle.read(size - job.cache_offset)
-    except OSError:
-        return 0
-    end = chunk.rfind(b"\n") + 1  # a line being written is counted once complete
-    job.cache_lines += chunk.count(b"\n", 0, end)
-    job.cache_offset += end
-    return max(0, job.cache_lines - 1)
-
-
 def error_line(log_path: Path) -> str:
     """The job's ``ssd-eval: error:`` line without its prefix, else its last line of output."""
     try:
-        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        text = log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "(no output)"
-    lines = [line for line in lines if line]
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
     errors = [line.removeprefix("ssd-eval: error: ") for line in lines if line.startswith("ssd-eval: error:")]
     return errors[-1] if errors else (lines[-1] if lines else "(no output)")
 

@@ -1,19 +1,11 @@
 """Shards as Ray tasks: ``ssd-eval eval --executor ray --jobs N`` and ``ssd-eval sweep --executor ray``.
 
-Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, or on a local
-Ray instance when it is unset. A task evaluates its shard with ``pipeline.evaluate(shard=(i, N))``, the code of
-``eval --shard i/N``, in a scratch folder on its own node, and streams what it writes back as Ray objects: the
-new lines of its resume cache as they are flushed (the driver's progress), then its detections.json and
-shard.json. The driver writes them into the usual ``<out>/shard-i-of-N/`` folders and merges each run with the
-launcher's merge (``launcher.merge_jobs``, ``shards.merge_shards``): the same bytes as a single run. Workers
-need no shared results folder; the images and the model must be readable at the same paths on every node.
-
-Failures: a task whose worker or node dies is submitted again, up to ``max_retries`` times, with the cache
-lines it returned, so it goes on from its last finished image (Ray's own task retry stays off: it would start
-the shard again from its first image). A task that fails for a user error (a bad image under
-``on_bad_image: error``) is not retried: the other tasks are cancelled and its one-line error is raised.
-Resources: each task asks Ray for the CPUs of its onnxruntime threads (``launcher.job_overrides``, as
-``--jobs`` splits one machine) and for one GPU when ``runtime.providers`` asks for CUDA.
+Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, else on a local
+Ray instance. A task evaluates its shard in a scratch folder of its node and streams back its resume cache's new
+lines, its warnings, then its detections.json and shard.json; the driver writes them into the usual
+``<out>/shard-i-of-N/`` folders and merges each run (``jobs.merge_jobs``). The images and the model must be
+readable at the same paths on every node. A task whose worker or node dies is submitted again from the cache
+lines it sent (Ray's own retry would start from its first image); a task's user error is raised as one line.
 """
 
 from __future__ import annotations
@@ -34,25 +26,20 @@ from typing import IO, Any, Callable, Iterator, Sequence
 from ssd_eval.config.load import load_config
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
-from ssd_eval.data import subsets
 from ssd_eval.engine.folder_lock import folder_lock, lock_file
 from ssd_eval.engine.jobs import CUDA, download_inputs, job_overrides, merge_jobs
 from ssd_eval.engine.pipeline import evaluate
 from ssd_eval.engine.progress import ProgressLines, progress_log
-from ssd_eval.engine.shards import SHARD_FILE, shard_dir
+from ssd_eval.engine.shards import CACHE_FILE, SHARD_FILE, CacheTail, run_image_ids, shard_dir
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, prepare_out_dir, tidy_output_dir
 from ssd_eval.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-RAY_INSTALL = "pip install -e '.[ray]'"
-MAX_RETRIES = 3
-"""How many times a shard whose worker or node died is submitted again."""
-STREAM_EVERY_S = 0.25
-"""How often a task sends the cache lines flushed since its last message."""
+MAX_RETRIES = 3  # how many times a shard whose worker or node died is submitted again
+STREAM_EVERY_S = 0.25  # how often a task sends the cache lines flushed since its last message
 POLL_S = 0.2
-CACHE_FILE = "cache.jsonl"
 
 
 def import_ray() -> ModuleType:
@@ -60,14 +47,14 @@ def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+        raise UserError("--executor ray needs Ray, which is not installed: pip install -e '.[ray]'") from None
     return ray
 
 
 @dataclass
 class RayRun:
-    """One evaluation to run as shards on Ray: its config as loaded, and the config file and overrides each
-    shard's config is loaded from (adding the shard's threads, as ``eval --jobs`` gives each job)."""
+    """One evaluation to run as shards on Ray: its config, and the config file and overrides each shard's config
+    is loaded from (with the shard's threads added)."""
 
     config: Config
     config_path: str
@@ -78,31 +65,33 @@ class RayRun:
 
 
 def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
-    """A Ray task's body (a generator task): evaluate shard ``shard`` of ``config`` as ``eval --shard`` does,
-    in a scratch folder of this node, going on from the resume-cache bytes ``resume``.
-
-    Yields, as dicts: ``start`` (the node and process it runs on), then every ``STREAM_EVERY_S`` the cache's
-    new complete ``lines`` and the ``logs`` (warnings) since the last message, and last ``done`` (the bytes of
-    detections.json and shard.json) with the remaining lines. Relative paths of the config are read from
-    ``cwd`` (the driver's working directory) where this node has it. A UserError names ``shown_dir`` (the
-    driver's shard folder) instead of the scratch folder.
-    """
+    """A Ray generator task: evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a scratch folder,
+    going on from the resume-cache bytes ``resume``, in ``cwd`` (the driver's working directory) where it exists.
+    Yields ``start`` (node and process), then the cache's new complete ``lines`` and the warnings (``logs``) every
+    ``STREAM_EVERY_S``, and last ``done`` (detections.json and shard.json); warnings and a UserError name
+    ``shown_dir`` (the driver's shard folder) instead of the scratch folder."""
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
-    folder = scratch / shard_dir(Path("."), shard).name
+    folder = shard_dir(scratch, shard)
     records = _Records()
     logger = logging.getLogger("ssd_eval")
     logger.addHandler(records)
     previous_cwd = os.getcwd()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            evaluate(config, shard=shard, progress=False, shard_out=folder)
+        except BaseException as exc:  # re-raised below, in the task's own thread
+            failure.append(exc)
+
     try:
         if os.path.isdir(cwd):
             os.chdir(cwd)
         folder.mkdir()
         (folder / CACHE_FILE).write_bytes(resume)
-        tail = _Tail(folder / CACHE_FILE, len(resume))
-        failure: list[BaseException] = []
-        worker = threading.Thread(target=_evaluate_shard, args=(config, shard, folder, failure), daemon=True,
-                                  name=f"shard-{shard[0]}-of-{shard[1]}")
+        tail = CacheTail(folder / CACHE_FILE, len(resume))
+        worker = threading.Thread(target=work, daemon=True, name=f"shard-{shard[0]}-of-{shard[1]}")
         worker.start()
         while worker.is_alive():
             worker.join(STREAM_EVERY_S)
@@ -123,13 +112,6 @@ def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, s
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _evaluate_shard(config: Config, shard: tuple[int, int], folder: Path, failure: list[BaseException]) -> None:
-    try:
-        evaluate(config, shard=shard, progress=False, shard_out=folder)
-    except BaseException as exc:  # re-raised by run_shard, in the task's own thread
-        failure.append(exc)
-
-
 def node_info() -> dict[str, Any]:
     """The Ray node and process this runs in: node id, IP address, host name, process id."""
     import ray
@@ -138,44 +120,19 @@ def node_info() -> dict[str, Any]:
             "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
-class _Tail:
-    """The complete lines appended to a file since the last read (a run's resume cache as it grows)."""
-
-    def __init__(self, path: Path, offset: int):
-        self.path, self.offset = path, offset
-
-    def read(self) -> dict[str, Any]:
-        """``lines``: the new complete lines; ``reset``: the file was started afresh (they are its start)."""
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return {}
-        reset = size < self.offset
-        if reset:
-            self.offset = 0
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read(size - self.offset)
-        end = chunk.rfind(b"\n") + 1  # a line being written is sent once complete
-        self.offset += end
-        return {"lines": chunk[:end], "reset": reset} if end or reset else {}
-
-
 class _Records(logging.Handler):
     """Warnings logged by the shard's run, kept to be sent to the driver."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.kept: list[tuple[int, str]] = []
-        self.guard = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        with self.guard:
-            self.kept.append((record.levelno, record.getMessage()))
+    def emit(self, record: logging.LogRecord) -> None:  # called holding self.lock (logging.Handler.handle)
+        self.kept.append((record.levelno, record.getMessage()))
 
     def take(self, scratch: str, shown: str) -> list[tuple[int, str]]:
         """The records since the last take, the scratch folder named as ``shown``."""
-        with self.guard:
+        with self.lock:
             taken, self.kept = self.kept, []
         return [(level, text.replace(scratch, shown)) for level, text in taken]
 
@@ -189,7 +146,7 @@ class _Shard:
 
     run: int  # index in the runs
     shard: tuple[int, int]
-    config: Config  # the run's config with this task's threads (launcher.job_overrides)
+    config: Config  # the run's config with this task's threads (jobs.job_overrides)
     folder: Path  # <out>/shard-i-of-N here
     images: int  # images of the shard
     resources: dict[str, Any]
@@ -213,30 +170,19 @@ class _Shard:
 
 
 def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
-                  progress: bool | str = True, verbose: int = 0, max_retries: int = MAX_RETRIES,
-                  strict: bool = False,
+                  progress: bool | str = True, verbose: int = 0, strict: bool = False,
                   on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
-    """Evaluate each run as ``jobs`` shards, every shard of every run one Ray task submitted at once, then merge
-    each run into its results folder; returns the merged results, in the order of ``runs``.
-
-    ``fresh``: the shards' resume caches here are discarded (else each task goes on from its shard's cache);
-    ``strict``: as ``pipeline.evaluate``'s, checked on each run's merged shards; ``on_results``: each run's
-    ``on_result`` (as ``pipeline.evaluate``'s: tracking), run on its merged result while its folder is locked.
+    """Evaluate each run as ``jobs`` shards, all of them Ray tasks submitted at once, then merge each run into its
+    results folder; returns the merged results, in the order of ``runs``. ``fresh``, ``strict`` and each of
+    ``on_results``: as ``pipeline.evaluate``'s ``fresh``, ``strict`` and ``on_result``.
     """
     ray = import_ray()
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
     _check_out_dirs(runs)
-    # Each run's results folder is locked (engine.folder_lock) from its shards' first file to its metrics.json
-    # and the run's on_result (tracking), as the local executor does.
-    held = contextlib.ExitStack()
-    try:
+    name = runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
+    # Each run's results folder is locked from its shards' first file to its metrics.json and on_result (tracking).
+    with contextlib.ExitStack() as held:
         for run in runs:
             held.enter_context(folder_lock(prepare_out_dir(run.config.out_dir)))
-    except BaseException:
-        held.close()
-        raise
-    with held:
         if download:  # once, here, for every run: tasks downloading the same file would race
             for config in {str(r.config.model.path): r.config for r in runs}.values():
                 download_inputs(config)
@@ -245,18 +191,19 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
         shards: list[_Shard] = []
         try:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            shards = _plan(runs, jobs, nodes, fresh=fresh)
+            shards = _plan(runs, jobs, nodes, held, fresh=fresh)
             remote = ray.remote(max_retries=0)(run_shard)  # retried here, from the lines sent back
             cwd = os.getcwd()
             total = sum(s.images - s.resumed for s in shards)
-            _say(progress, f"{_describe(runs)}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
-                           f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} from the "
-                           f"shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime threads per task")
+            if progress:
+                progress_log.info(f"{name}: {len(shards)} shards as Ray tasks on {len(nodes)} node(s) "
+                                  f"({_resources(nodes)}); {total} images to run, {sum(s.resumed for s in shards)} "
+                                  f"from the shards' caches; {shards[0].resources['num_cpus']} CPU(s) and onnxruntime "
+                                  "threads per task")
             submitted = time.perf_counter()  # the parallel phase: from the first task submitted to the last done
             for shard in shards:
-                _submit(remote, shard, cwd, resume=not fresh and shard.config.output.resume)
-            _follow(ray, remote, shards, cwd, progress=progress, total=total, max_retries=max_retries,
-                    desc=f"{_describe(runs)} (ray, {len(shards)} tasks)")
+                _submit(remote, shard, cwd)
+            _follow(ray, remote, shards, cwd, progress=progress, total=total, desc=f"{name} (ray, {len(shards)} tasks)")
             results = []
             for index, run in enumerate(runs):
                 mine = [s for s in shards if s.run == index]
@@ -274,8 +221,10 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
         finally:
             for shard in shards:
                 if not shard.done and shard.stream is not None:
-                    _cancel(ray, shard.stream)
-                shard.cache.close()
+                    try:
+                        ray.cancel(shard.stream, force=True)
+                    except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
+                        log.debug("cancel: %s", exc)
             if started_ray:
                 ray.shutdown()
 
@@ -292,17 +241,15 @@ def _check_out_dirs(runs: Sequence[RayRun]) -> None:
 
 
 def _connect(ray: ModuleType, verbose: int) -> bool:
-    """Connect to the cluster at RAY_ADDRESS, or start a local Ray instance; False when this process already
-    had Ray initialized (it then stays so), True when this call connected (the caller shuts it down)."""
+    """Connect to the cluster at RAY_ADDRESS, or start a local Ray instance; True when this call did (the caller
+    then shuts Ray down), False when this process already had Ray initialized."""
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or None
     level = logging.ERROR if verbose == 0 else logging.WARNING if verbose == 1 else logging.INFO
-    options: dict[str, Any] = {"log_to_driver": False, "logging_level": level}  # worker warnings come as messages
-    if address is None:
-        options["include_dashboard"] = False
-    try:
-        ray.init(address=address, **options)
+    local = {} if address else {"include_dashboard": False}
+    try:  # not log_to_driver: the tasks' warnings come as messages
+        ray.init(address=address, log_to_driver=False, logging_level=level, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
         raise UserError(f"--executor ray: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
@@ -316,13 +263,10 @@ def _resources(nodes: list[dict]) -> str:
     return f"{cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
 
 
-def _describe(runs: Sequence[RayRun]) -> str:
-    return runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
-
-
-def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) -> list[_Shard]:
-    """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its cache
-    opened and locked; the shard's old results removed)."""
+def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib.ExitStack, *,
+          fresh: bool) -> list[_Shard]:
+    """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its old results
+    removed, its cache opened and locked until ``held`` closes)."""
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in nodes] or [1]) or 1
     total_cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes)) or 1
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
@@ -330,44 +274,34 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], *, fresh: bool) 
     cores = max(1, min(node_cpus, total_cpus // jobs)) * jobs
     datasets: dict[tuple[str, str], data.CocoDataset] = {}
     shards: list[_Shard] = []
-    try:
-        for index, run in enumerate(runs):
-            config = load_config(run.config_path, [*run.overrides, *job_overrides(run.config, jobs, cores)])
-            threads = config.runtime.intra_op_threads
-            if threads > node_cpus:
-                log.warning("%s: runtime.intra_op_threads %d but the largest Ray node has %d CPUs: each task asks "
-                            "for %d", run.config_path, threads, node_cpus, node_cpus)
-            resources = {"num_cpus": min(threads, node_cpus), "num_gpus": 0}
-            if CUDA in config.runtime.providers:
-                if not gpus:
-                    raise UserError(f"{run.config_path}: runtime.providers asks for {CUDA} but the Ray cluster has "
-                                    "no GPU")
-                resources["num_gpus"] = 1
-            key = (config.dataset.annotations, config.dataset.images)
-            if key not in datasets:
-                datasets[key] = data.load_annotations(*key)
-            switches = config.switches()
-            out_dir = prepare_out_dir(run.config.out_dir)
-            for i in range(1, jobs + 1):
-                images = subsets.select_image_ids(
-                    datasets[key], limit=config.dataset.limit, subset=config.dataset.subset,
-                    skip_images_without_annotations=switches["skip_images_without_annotations"], shard=(i, jobs))
-                shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
-                                          resources, fresh=fresh or not config.output.resume))
-    except BaseException:
-        for shard in shards:
-            shard.cache.close()
-        raise
+    for index, run in enumerate(runs):
+        config = load_config(run.config_path, [*run.overrides, *job_overrides(run.config, jobs, cores)])
+        threads = config.runtime.intra_op_threads
+        if threads > node_cpus:
+            log.warning("%s: runtime.intra_op_threads %d but the largest Ray node has %d CPUs: each task asks "
+                        "for %d", run.config_path, threads, node_cpus, node_cpus)
+        cuda = CUDA in config.runtime.providers
+        if cuda and not gpus:
+            raise UserError(f"{run.config_path}: runtime.providers asks for {CUDA} but the Ray cluster has no GPU")
+        resources = {"num_cpus": min(threads, node_cpus), "num_gpus": int(cuda)}
+        key = (config.dataset.annotations, config.dataset.images)
+        if key not in datasets:
+            datasets[key] = data.load_annotations(*key)
+        out_dir = prepare_out_dir(run.config.out_dir)
+        for i in range(1, jobs + 1):
+            images = run_image_ids(config, datasets[key], (i, jobs))[0]
+            shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
+                                      resources, held, fresh=fresh or not config.output.resume))
     return shards
 
 
 def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, images: int,
-                resources: dict[str, Any], *, fresh: bool) -> _Shard:
-    """A shard's folder here, its cache.jsonl locked (one run at a time) and cut to its complete lines (emptied
-    when ``fresh``), its old results removed (a failure cannot leave them standing beside the new cache)."""
+                resources: dict[str, Any], held: contextlib.ExitStack, *, fresh: bool) -> _Shard:
+    """A shard's folder here: its old results removed, its cache.jsonl locked until ``held`` closes and cut to its
+    complete lines (emptied when ``fresh``)."""
     prepare_out_dir(folder)
     path = folder / CACHE_FILE
-    handle = open(path, "a+b")
+    handle = held.enter_context(open(path, "a+b"))
     lock_file(handle, path)
     handle.seek(0)
     kept = b"" if fresh else handle.read()
@@ -379,10 +313,10 @@ def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, 
     return _Shard(run, shard, config, folder, images, resources, handle, lines=lines, resumed=max(0, lines - 1))
 
 
-def _submit(remote: Any, shard: _Shard, cwd: str, *, resume: bool) -> None:
-    """Start (or start again) the shard's task, with the cache lines received so far when ``resume``."""
+def _submit(remote: Any, shard: _Shard, cwd: str) -> None:
+    """Start (or start again) the shard's task with the cache lines received so far (none without resume)."""
     shard.cache.flush()
-    if not resume:
+    if not shard.config.output.resume:
         shard.cache.truncate(0)
         shard.lines = 0
     shard.cache.seek(0)
@@ -393,7 +327,7 @@ def _submit(remote: Any, shard: _Shard, cwd: str, *, resume: bool) -> None:
 
 
 def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, progress: bool | str, total: int,
-            max_retries: int, desc: str) -> None:
+            desc: str) -> None:
     """Take every task's messages until all are done, showing the images finished across them; submit a task
     whose worker died again; raise a task's user error as one line."""
     from tqdm import tqdm
@@ -402,7 +336,6 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 if progress == "lines" else
                 tqdm(total=total, desc=desc, unit="img", disable=progress is not True, dynamic_ncols=True))
     baseline = sum(s.finished for s in shards)
-    reported = 0
     with bar:
         while not all(s.done for s in shards):
             running = {id(s.stream): s for s in shards if not s.done}
@@ -412,7 +345,7 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 try:
                     message = ray.get(next(stream))
                 except StopIteration:  # ended without its results: as if its worker had died
-                    _retry(remote, shard, cwd, "its task ended without results", max_retries)
+                    _retry(remote, shard, cwd, "its task ended without results")
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, UserError):  # not retried: the same input fails again
@@ -421,25 +354,23 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                 except ray.exceptions.TaskCancelledError:
                     raise
                 except ray.exceptions.RayError as exc:  # its worker or node died, or its objects were lost
-                    _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                           max_retries)
+                    _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                     continue
                 _receive(shard, message)
             finished = sum(s.finished for s in shards) - baseline
-            if finished > reported:
-                bar.update(finished - reported)
-                reported = finished
+            if finished > bar.n:
+                bar.update(finished - bar.n)
 
 
-def _retry(remote: Any, shard: _Shard, cwd: str, why: str, max_retries: int) -> None:
-    if shard.attempts > max_retries:
+def _retry(remote: Any, shard: _Shard, cwd: str, why: str) -> None:
+    if shard.attempts > MAX_RETRIES:
         raise UserError(f"{shard.name}: failed {shard.attempts} times, the last time because {why}; its "
-                        f"{max(0, shard.lines - 1)} finished images are kept in {shard.folder / CACHE_FILE}: run the "
+                        f"{shard.finished} finished images are kept in {shard.folder / CACHE_FILE}: run the "
                         "same command to go on")
     where = f" on {shard.node['node_ip']}" if shard.node else ""
     log.warning("%s: its worker%s died (%s); submitting it again (retry %d of %d) from its %d finished images",
-                shard.name, where, why, shard.attempts, max_retries, max(0, shard.lines - 1))
-    _submit(remote, shard, cwd, resume=shard.config.output.resume)
+                shard.name, where, why, shard.attempts, MAX_RETRIES, shard.finished)
+    _submit(remote, shard, cwd)
 
 
 def _receive(shard: _Shard, message: dict[str, Any]) -> None:
@@ -462,15 +393,3 @@ def _receive(shard: _Shard, message: dict[str, Any]) -> None:
             with atomic_path(shard.folder / name) as temp:
                 temp.write_bytes(content)
         shard.done, shard.done_at = True, time.perf_counter()
-
-
-def _cancel(ray: ModuleType, stream: Any) -> None:
-    try:
-        ray.cancel(stream, force=True)
-    except Exception as exc:  # noqa: BLE001 - a task that already ended cannot be cancelled
-        log.debug("cancel: %s", exc)
-
-
-def _say(progress: bool | str, message: str) -> None:
-    if progress:
-        progress_log.info(message)

@@ -32,6 +32,8 @@ from ssd_eval.results.result import (
 from ssd_eval.utils import atomic_write_json, flatten_dotted, hash_data, now
 
 SHARD_FILE = "shard.json"
+CACHE_FILE = "cache.jsonl"  # a run's resume cache (engine.cache), in each shard folder too
+SHARD_FOLDER = re.compile(r"shard-(\d+)-of-(\d+)")
 
 
 def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
@@ -39,14 +41,35 @@ def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
     return out_dir / f"shard-{shard[0]}-of-{shard[1]}"
 
 
-SHARD_FOLDER = re.compile(r"shard-(\d+)-of-(\d+)")
+class CacheTail:
+    """The complete lines appended to a resume cache since the last ``read``: a shard's progress as its run
+    writes it (``lines``: how many complete lines were read since the file was last started afresh)."""
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path, self.offset, self.lines = path, offset, 0
+
+    def read(self) -> dict[str, Any]:
+        """``lines``: the new complete lines; ``reset``: the file was started afresh (they are its start);
+        empty when there is neither, or the file cannot be read (yet)."""
+        try:
+            size = self.path.stat().st_size
+            start = 0 if size < self.offset else self.offset  # shorter than what was read: started afresh
+            with open(self.path, "rb") as handle:
+                handle.seek(start)
+                chunk = handle.read(size - start)
+        except OSError:
+            return {}
+        reset = start < self.offset
+        end = chunk.rfind(b"\n") + 1  # a line being written is read once complete
+        self.offset = start + end
+        self.lines = (0 if reset else self.lines) + chunk.count(b"\n", 0, end)
+        return {"lines": chunk[:end], "reset": reset} if end or reset else {}
 
 
 def expand_shard_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """The shard folders ``merge`` is given: each path that is a shard's output (it holds SHARD_FILE) as it is;
-    a folder that is not, such as the ``--out DIR`` of ``eval --shard i/n --out DIR``, stands for the
-    ``shard-i-of-n`` folders in it. UserError (one line) when such a folder holds none, or shards of more than
-    one split (shard-*-of-2 and older shard-*-of-3): each split named, to merge one and remove the other."""
+    """The shard folders ``merge`` is given: a shard's output (it holds SHARD_FILE) as it is; another folder,
+    such as the ``--out DIR`` of ``eval --shard i/n``, stands for the ``shard-i-of-n`` folders in it.
+    UserError when such a folder holds none, or shards of more than one split (each split named)."""
     expanded: list[Path] = []
     for path in map(Path, paths):
         if (path / SHARD_FILE).is_file() or not path.is_dir():
@@ -84,14 +107,12 @@ def write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], 
 
 
 def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
-    """What every shard of one evaluation must share to be merged: model and annotation bytes,
-    and the settings that shape detections or select images (providers, graph optimization and
-    session config entries included; not paths, threads or outputs)."""
+    """What every shard of one evaluation must share to be merged: model and annotation bytes, and the settings
+    that shape detections or select images (as the resume cache key: not paths, threads, batch size or outputs)."""
     settings = config.to_dict()
     runtime = settings.pop("runtime")
     for volatile in ("output", "pipeline", "metrics", "tracking"):
         settings.pop(volatile)
-    # What changes detections, as in the resume cache key: not threads, batch size or caches.
     settings["runtime"] = {"graph_optimization": runtime["graph_optimization"],
                            "session_config": provenance["runtime"].get("session_config", {}),
                            "providers": provenance["runtime"]["providers"]}
@@ -109,10 +130,9 @@ def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]
 
 
 def read_shard(directory: Path) -> tuple[dict[str, Any], Callable[[], Iterator[dict]]]:
-    """A shard's manifest, checked, and a function that reads its detections afresh each call (one at a
-    time: a merge never holds every detection). detections.json is checked in one streamed pass first:
-    it must be the file the manifest pins (sha256, count), hold COCO results of the shard's images
-    only, in ascending image order as ``eval --shard`` writes it."""
+    """A shard's manifest, checked, and a function that streams its detections afresh each call (a merge never
+    holds every detection). detections.json must be the file the manifest pins (sha256, count), holding COCO
+    results of the shard's images only, in ascending image order as ``eval --shard`` writes it."""
     manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
     try:
         manifest = json.loads(manifest_path.read_bytes())
@@ -186,7 +206,7 @@ def _is_shard_manifest(manifest: Any) -> bool:
 def run_image_ids(config: Config, dataset: data.CocoDataset, shard: tuple[int, int] | None = None
                   ) -> tuple[list[int], subsets.Subset | None]:
     """The image ids a run of ``config`` evaluates (of ``shard`` i/n, None: all), with the subset file opened
-    for them (None without ``dataset.subset``): what a run, a merge and ``--jobs``'s progress total count."""
+    for them (None without ``dataset.subset``)."""
     opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
     image_ids = subsets.select_image_ids(
         dataset, limit=config.dataset.limit, subset=opened,
@@ -199,9 +219,9 @@ def shard_config(directory: Path, manifest: dict[str, Any]) -> Config:
     the shards were, tracking off (a merge is tracked by its caller's ``on_result``)."""
     provenance = manifest["provenance"]
     config = config_from_dict(provenance["config"], default_origin=str(directory / SHARD_FILE))
-    config.overridden = tuple(provenance.get("overridden") or ())  # a partial run's merge stays partial
-    config.named_by = (provenance.get("name") or {}).get("from")  # and a named one stays named
-    config.tracking.log = []  # the shards' own setting (none): merge is tracked by its caller's on_result
+    config.overridden = tuple(provenance.get("overridden") or ())
+    config.named_by = (provenance.get("name") or {}).get("from")
+    config.tracking.log = []
     return config
 
 
@@ -221,12 +241,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
                  locked: bool = False, strict: bool = False) -> EvalResult:
     """Score shard outputs together after checking they cover the image set exactly once.
 
-    ``launch``: provenance entries of shards run side by side by ``eval --jobs`` (ssd_eval.engine.launcher:
-    parallel_jobs, the parallel phase's wall time and images/s), applied over the merged ones.
-    The output folder is locked (``folder_lock``) from the removal of its old results until its
-    metrics.json is written and ``on_result`` (e.g. tracking, which rewrites metrics.json) has run on the
-    result; ``locked``: the caller holds that lock already (``eval --jobs``).
-    ``strict``: as ``pipeline.evaluate``'s, on the shards' summed output counts."""
+    ``launch``: provenance entries of ``eval --jobs`` (engine.jobs), applied over the merged ones. ``strict`` and
+    ``on_result``: as ``pipeline.evaluate``'s; the output folder is locked until ``on_result`` has run
+    (``locked``: the caller holds that lock already)."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
     shards = [(Path(d), *read_shard(Path(d))) for d in expand_shard_dirs(shard_dirs)]
@@ -259,7 +276,6 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     dataset = data.load_annotations(provenance["annotations"]["path"], provenance["images_dir"])
     if dataset.sha256 != first["identity"]["annotations_sha256"]:
         raise UserError(f"{dataset.annotations_path}: changed since the shards were made (sha256 differs)")
-    switches = config.switches()
     expected, opened = run_image_ids(config, dataset)
     skipped = [s for _, m, _ in shards for s in m["provenance"]["skipped_images"]]
     covered = set(seen) | {s["image_id"] for s in skipped}
@@ -269,10 +285,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
                         "is missing)")
     image_ids = sorted(seen)
     target = Path(out_dir) if out_dir else config.out_dir
-    if any(Path(target).resolve() == d.resolve() for d, _, _ in shards) or (Path(target) / SHARD_FILE).is_file():
+    if any(target.resolve() == d.resolve() for d, _, _ in shards) or (target / SHARD_FILE).is_file():
         raise UserError(f"{target}: is a shard folder (it holds {SHARD_FILE}); merging into it would replace the "
                         "shard's own output: choose another --out")
-    # The subset record as a run of this config writes it (the file was opened and checked above).
     subset = subset_record(config, dataset, opened)
     if subset is not None and subset["ids_sha256"] != (provenance.get("subset") or {}).get("ids_sha256"):
         raise UserError(f"{first_dir / SHARD_FILE}: was made from another version of subset {subset['name']} "
@@ -284,7 +299,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     output_counts = None
     for _, manifest, _ in shards:
         output_counts = postprocess.add_counts(output_counts, manifest["provenance"].get("output_counts"))
-    output_warnings = postprocess.checked_outputs(output_counts, switches["score_threshold"], strict=strict)
+    output_warnings = postprocess.checked_outputs(output_counts, config.switches()["score_threshold"], strict=strict)
 
     def detections() -> Iterator[dict]:
         # Every shard's detections in ascending image order, read afresh from the files (each is in
@@ -295,8 +310,8 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     scores, intervals, full_set, bootstrap = score_run(
         config, dataset.gt, detections, image_ids, count=count, source="merged shards", subset=subset,
         warnings=[*label_notes, *output_warnings], say=progress_log.info)
-    merged = dict(provenance)
-    merged.update({
+    merged = {
+        **provenance,
         "images": len(image_ids),
         "image_ids_sha256": hash_data(image_ids),
         "skipped_images": skipped,
@@ -313,9 +328,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "subset": subset,
         "output_counts": output_counts,
         "date": now(),
-    })
-    merged.update(launch or {})
-    out_dir = prepare_out_dir(Path(target))
+        **(launch or {}),
+    }
+    out_dir = prepare_out_dir(target)
     with contextlib.ExitStack() as held:
         if not locked:
             held.enter_context(folder_lock(out_dir))
@@ -323,6 +338,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         write_detections(out_dir / "detections.json", detections())
         return write_run_result(config, scores, merged, intervals, full_set, dataset.gt, out_dir, image_ids,
                                 on_result=on_result)
+
 
 def _identity_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     differing = [f"{k} {str(a.get(k))[:12]} vs {str(b.get(k))[:12]}" for k in ("model_sha256", "annotations_sha256")
