@@ -9,12 +9,21 @@ accumulate in int32 and are exact. See /work/shared/REFERENCE.md "Quantized mode
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-X86_FLAGS = ("sse4_1", "avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
-ARM_FLAGS = ("asimddp", "i8mm")
+X86_ARCHES = ("x86_64", "i386", "i686", "x86")
+# Per architecture, best first: (the flag that selects a kernel class, the class, whether its u8s8 sums saturate).
+_KERNEL_CLASSES = {
+    "x86": (("amx_int8", "x86-amx", False), ("avx512_vnni", "x86-vnni", False), ("avx_vnni", "x86-vnni", False),
+            ("avx512bw", "x86-avx512", True), ("avx2", "x86-avx2", True), ("sse4_1", "x86-sse4.1", True),
+            (None, "unknown", None)),  # flags unreadable (or a pre-SSE4.1 CPU): cannot say
+    "aarch64": (("i8mm", "arm64-i8mm", False), ("asimddp", "arm64-dotprod", False),
+                (None, "arm64", False)),  # NEON widening multiply-accumulate into int32: exact
+}
+_UNKNOWN = ((None, "unknown", None),)
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 # ARM "CPU implementer" 0x41 (Arm Ltd) part numbers of common server cores, for a readable name.
@@ -52,28 +61,14 @@ def normalize_arch(machine: str) -> str:
     return _ARCH_ALIASES.get(name, name or "unknown")
 
 
+def _kernel_classes(arch: str) -> tuple:
+    return _KERNEL_CLASSES.get("x86" if arch in X86_ARCHES else arch, _UNKNOWN)
+
+
 def classify(arch: str, flags: set[str] | list[str]) -> tuple[str, bool | None]:
     """The kernel class and whether u8s8 can saturate, from an architecture and its flag names."""
-    present = set(flags)
-    if arch == "x86_64" or arch in ("i386", "i686", "x86"):
-        if "amx_int8" in present:
-            return "x86-amx", False
-        if present & {"avx512_vnni", "avx_vnni"}:
-            return "x86-vnni", False
-        if "avx512bw" in present:
-            return "x86-avx512", True
-        if "avx2" in present:
-            return "x86-avx2", True
-        if "sse4_1" in present:
-            return "x86-sse4.1", True
-        return "unknown", None  # flags unreadable (or a pre-SSE4.1 CPU): cannot say
-    if arch == "aarch64":
-        if "i8mm" in present:
-            return "arm64-i8mm", False
-        if "asimddp" in present:
-            return "arm64-dotprod", False
-        return "arm64", False  # NEON widening multiply-accumulate into int32: exact
-    return "unknown", None
+    return next((kernel_class, saturates) for flag, kernel_class, saturates in _kernel_classes(arch)
+                if flag is None or flag in flags)
 
 
 def _parse_cpuinfo(text: str) -> tuple[str, set[str], str | None]:
@@ -135,22 +130,16 @@ def _darwin(arch: str) -> tuple[str, set[str], str]:
 
 
 def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = None) -> Int8Capability:
-    """This CPU's int8 capability, from /proc/cpuinfo and ``platform.machine()``.
+    """This CPU's int8 capability, from /proc/cpuinfo and ``platform.machine()``; or another CPU's, from the
+    text of its /proc/cpuinfo (``cpuinfo``) and ``machine`` (default: x86_64 for "flags", aarch64 for "Features").
 
-    Pass ``cpuinfo`` (the text of a /proc/cpuinfo) and optionally ``machine`` to describe another
-    CPU: when ``machine`` is omitted the architecture follows the text ("flags" means x86_64,
-    "Features" aarch64). Without /proc/cpuinfo (macOS, Windows) it is best effort: sysctl on macOS,
-    where Apple Silicon counts as ``arm64-dotprod`` (``arm64-i8mm`` where sysctl reports FEAT_I8MM);
-    on Windows only ``platform.processor()`` is known, so x86 gives kernel class "unknown" and
-    ``u8s8_can_saturate`` None, and ARM64 "arm64" (exact).
+    Without /proc/cpuinfo it is best effort: sysctl on macOS (Apple Silicon counts as ``arm64-dotprod`` unless
+    sysctl reports FEAT_I8MM); elsewhere only ``platform.processor()`` is known, so x86 is "unknown".
     """
     source = "simulated" if cpuinfo is not None else "/proc/cpuinfo"
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            cpuinfo = None
+        with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            cpuinfo = handle.read()
     if cpuinfo is not None:
         name, words, guessed = _parse_cpuinfo(cpuinfo)
         arch = normalize_arch(machine) if machine else guessed or normalize_arch(platform.machine())
@@ -160,8 +149,7 @@ def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = Non
             name, words, source = _darwin(arch)
         else:
             name, words, source = platform.processor() or arch, set(), "platform"
-    relevant = X86_FLAGS if arch in ("x86_64", "i386", "i686", "x86") else ARM_FLAGS if arch == "aarch64" else ()
-    flags = sorted(flag for flag in relevant if flag in words)
+    flags = sorted({flag for flag, _, _ in _kernel_classes(arch) if flag in words})
     kernel_class, can_saturate = classify(arch, flags)
     return Int8Capability(cpu=name or arch, arch=arch, flags=flags, kernel_class=kernel_class,
                           u8s8_can_saturate=can_saturate, source=source)
@@ -169,16 +157,9 @@ def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = Non
 
 def describe(capability: Int8Capability) -> str:
     """One short line, e.g. ``AMD EPYC, x86-vnni (avx512_vnni): exact u8s8``."""
-    if capability.kernel_class.startswith("x86-"):
-        key = [f for f in ("amx_int8", "avx512_vnni", "avx_vnni") if f in capability.flags]
-        why = ", ".join(key) if key else "no VNNI"
-    else:
-        key = [f for f in ("i8mm", "asimddp") if f in capability.flags]
-        why = ", ".join(key) if key else capability.arch
-    if capability.u8s8_can_saturate is None:
-        verdict = "u8s8 saturation unknown"
-    elif capability.u8s8_can_saturate:
-        verdict = "u8s8 can saturate (int16 pair sums)"
-    else:
-        verdict = "exact u8s8"
+    x86 = capability.kernel_class.startswith("x86-")
+    exact_flags = ("amx_int8", "avx512_vnni", "avx_vnni") if x86 else ("i8mm", "asimddp")
+    why = ", ".join(f for f in exact_flags if f in capability.flags) or ("no VNNI" if x86 else capability.arch)
+    verdict = {None: "u8s8 saturation unknown", True: "u8s8 can saturate (int16 pair sums)",
+               False: "exact u8s8"}[capability.u8s8_can_saturate]
     return f"{capability.cpu}, {capability.kernel_class} ({why}): {verdict}"
