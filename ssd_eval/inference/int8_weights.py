@@ -45,23 +45,24 @@ class WeightRange:
     outside_safe_range: bool | None
 
 
-def _array(tensor: Any) -> Any:
+def _values(tensor: Any) -> Any:
+    """A constant's values; None where its data is external (not loaded) or in an encoding numpy_helper cannot read."""
     from onnx import TensorProto, numpy_helper
 
-    if tensor.data_location == TensorProto.EXTERNAL:
+    if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
         return None
     try:
         return numpy_helper.to_array(tensor)
     except Exception:  # noqa: BLE001 - an unusual encoding: the range is reported as unknown
         return None
 
+
 def _weight_entry(graph: Graph, node: Any, weight_name: str | None, activation: str | None,
                   int8_kernel: bool, needs_fusion: bool) -> WeightRange:
     weight_dtype = low = high = outside = None
     if weight_name:
         weight_dtype = graph.dtype(weight_name)
-        tensor = graph.constants.get(weight_name)
-        values = _array(tensor) if tensor is not None else None
+        values = _values(graph.constants.get(weight_name))
         if values is not None and values.size:
             low, high = int(values.min()), int(values.max())
             outside = bool(low < SAFE_RANGE[0] or high > SAFE_RANGE[1])
@@ -71,17 +72,6 @@ def _weight_entry(graph: Graph, node: Any, weight_name: str | None, activation: 
                        int8_kernel=int8_kernel, needs_fusion=needs_fusion, outside_safe_range=outside)
 
 
-def _quant_activation_dtype(graph: Graph, node: Any, zp_index: int | None) -> str | None:
-    if node.op_type == "DynamicQuantizeMatMul":
-        return "uint8"  # activations are quantized to uint8 on the fly
-    zero_point = graph.arg(node, zp_index) if zp_index is not None else ""
-    if zero_point:
-        found = graph.dtype(zero_point)
-        if found:
-            return found
-    return graph.dtype(graph.arg(node, 0))
-
-
 def weight_ranges(graph: Graph) -> list[WeightRange]:
     """One entry per quantized Conv/MatMul/Gemm (QOperator ops, and float ops fed by a DequantizeLinear weight)."""
     entries = []
@@ -89,26 +79,29 @@ def weight_ranges(graph: Graph) -> list[WeightRange]:
         if node.op_type in QUANT_MATRIX_OPS and node.domain in ("", "ai.onnx", MS_DOMAIN):
             candidates, zp_index = QUANT_MATRIX_OPS[node.op_type]
             weight = next((graph.arg(node, i) for i in candidates if graph.arg(node, i) in graph.constants), None)
-            activation = _quant_activation_dtype(graph, node, zp_index)
+            if zp_index is None:  # DynamicQuantizeMatMul quantizes its activations to uint8 on the fly
+                activation = "uint8"
+            else:
+                activation = graph.dtype(graph.arg(node, zp_index)) or graph.dtype(graph.arg(node, 0))
             entries.append(_weight_entry(graph, node, weight, activation, int8_kernel=True, needs_fusion=False))
         elif node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx"):
-            dequantized = {}
-            for index in FLOAT_MATRIX_OPS[node.op_type]:
-                source = graph.producer.get(graph.arg(node, index))
+            dq_weight = None
+            for weight_index in FLOAT_MATRIX_OPS[node.op_type]:
+                source = graph.producer.get(graph.arg(node, weight_index))
                 if source is not None and source.op_type == "DequantizeLinear" and \
                         graph.arg(source, 0) in graph.constants:
-                    dequantized[index] = source
-            if not dequantized:
+                    dq_weight = source
+                    break
+            if dq_weight is None:
                 continue
-            index, dq_weight = next(iter(dequantized.items()))
-            activation_name = graph.arg(node, 1 - index)
-            other = graph.producer.get(activation_name)
-            if other is not None and other.op_type == "DequantizeLinear":
-                activation = (graph.dtype(graph.arg(other, 2)) if graph.arg(other, 2) else None) \
-                    or graph.dtype(graph.arg(other, 0)) or "uint8"
+            activation_name = graph.arg(node, 1 - weight_index)
+            int8_kernel = graph.produced_by(activation_name) == "DequantizeLinear"  # activations dequantized too
+            if int8_kernel:
+                dq_activation = graph.producer[activation_name]
+                activation = graph.dtype(graph.arg(dq_activation, 2)) or graph.dtype(graph.arg(dq_activation, 0)) \
+                    or "uint8"
             else:
                 activation = graph.dtype(activation_name)
-            int8_kernel = other is not None and other.op_type == "DequantizeLinear"
             if node.op_type == "Conv":  # onnxruntime fuses DQ -> Conv -> Q only: without the Q it runs float
                 output = node.output[0]
                 users = graph.consumers.get(output, [])

@@ -4,6 +4,7 @@ quantization format (none, QOperator, QDQ)."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class TensorInfo:
 
 
 def type_name(elem_type: int) -> str:
+    """An ONNX element type's name in lower case, e.g. "float", "uint8"."""
     from onnx import TensorProto
 
     try:
@@ -39,16 +41,11 @@ def type_name(elem_type: int) -> str:
 
 
 def shape_of(type_proto: Any) -> list[int | str] | None:
+    """A value's shape: ints, symbolic dims as their name (or "?"); None when unknown."""
     tensor = type_proto.tensor_type
     if not tensor.HasField("shape"):
         return None
-    dims: list[int | str] = []
-    for dim in tensor.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        else:
-            dims.append(dim.dim_param or "?")
-    return dims
+    return [int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param or "?" for dim in tensor.shape.dim]
 
 
 def load_model(path: Path) -> Any:
@@ -99,11 +96,10 @@ class Graph:
                     if attr.name == "value" and attr.HasField("t"):
                         self.constants[node.output[0]] = attr.t
         self.producer = {out: node for node in self.nodes for out in node.output if out}
-        self.consumers: dict[str, list[Any]] = {}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
         for node in self.nodes:
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
+            for name in filter(None, node.input):
+                self.consumers[name].append(node)
         self.graph_outputs = {o.name for o in graph.output}
         self.types: dict[str, tuple[int, list[int | str] | None]] = {}
         for value in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
@@ -113,12 +109,16 @@ class Graph:
             self.types[name] = (tensor.data_type, [int(d) for d in tensor.dims])
 
     def dtype(self, name: str) -> str | None:
-        if name in self.types and self.types[name][0]:
-            return type_name(self.types[name][0])
-        return None
+        elem_type = self.types.get(name, (0, None))[0]
+        return type_name(elem_type) if elem_type else None
 
     def shape(self, name: str) -> list[int | str] | None:
         return self.types.get(name, (0, None))[1]
+
+    def produced_by(self, name: str) -> str | None:
+        """The op type of the node that outputs ``name``; None when no node does."""
+        node = self.producer.get(name)
+        return node.op_type if node is not None else None
 
     @staticmethod
     def arg(node: Any, index: int) -> str:
@@ -136,14 +136,13 @@ def graph_io(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 def quantized_op_counts(model: Any) -> dict[str, int]:
     """How many of each quantized op the top-level graph holds (contrib ops as ``com.microsoft.<op>``), by name."""
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for node in model.graph.node:
-        domain = node.domain or ""
-        if (domain in ("", "ai.onnx") and node.op_type in STANDARD_QUANT_OPS) or \
-                (domain == MS_DOMAIN and (node.op_type in MS_QUANT_OPS
-                                          or node.op_type.startswith(("QLinear", "QOrdered")))):
-            key = node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
-            counts[key] = counts.get(key, 0) + 1
+        if node.domain in ("", "ai.onnx") and node.op_type in STANDARD_QUANT_OPS:
+            counts[node.op_type] += 1
+        elif node.domain == MS_DOMAIN and (node.op_type in MS_QUANT_OPS
+                                           or node.op_type.startswith(("QLinear", "QOrdered"))):
+            counts[f"{MS_DOMAIN}.{node.op_type}"] += 1
     return dict(sorted(counts.items()))
 
 
@@ -153,17 +152,12 @@ QUANTIZATION_FORMATS = ("none", "QOperator", "QDQ")
 
 def quant_format(graph: Graph, counts: dict[str, int]) -> str:
     """The model's quantization format (one of QUANTIZATION_FORMATS), from its graph and quantized op counts."""
-    qoperator = [op for op in counts if op.rsplit(".", 1)[-1] not in QDQ_OPS]
-    if qoperator:
+    if any(op.rsplit(".", 1)[-1] not in QDQ_OPS for op in counts):
         return "QOperator"
-    for node in graph.nodes:
-        if node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx") and \
-                any(graph.producer.get(name) is not None and graph.producer[name].op_type == "DequantizeLinear"
-                    for name in node.input if name):
-            return "QDQ"
-    for node in graph.nodes:  # Q -> DQ pairs around other ops are still the QDQ format
-        if node.op_type == "DequantizeLinear":
-            source = graph.producer.get(graph.arg(node, 0))
-            if source is not None and source.op_type == "QuantizeLinear":
-                return "QDQ"
-    return "none"
+    dequantized_matrix_op = any(
+        node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx")
+        and any(graph.produced_by(name) == "DequantizeLinear" for name in node.input) for node in graph.nodes)
+    quantize_dequantize = any(  # Q -> DQ pairs around other ops are still the QDQ format
+        node.op_type == "DequantizeLinear" and graph.produced_by(graph.arg(node, 0)) == "QuantizeLinear"
+        for node in graph.nodes)
+    return "QDQ" if dequantized_matrix_op or quantize_dequantize else "none"
