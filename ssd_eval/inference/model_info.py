@@ -1,11 +1,5 @@
-"""What an ONNX model is, for ``ssd-eval inspect`` and ``eval``: ``inspect_model`` gathers its I/O, opset,
-quantization format and op counts, int8 weight ranges, sha256 and GFLOPs into a ``ModelInfo``; then whether this
-CPU's int8 path can saturate on it (the verdict, the warning ``eval`` prints, the session config that keeps int8
-exact), and the model's content sha256 with its external data files.
-
-Reading the graph: onnx_graph.py; the weight ranges and why they matter: int8_weights.py; GFLOPs: model_flops.py;
-the text ``inspect`` prints: model_report.py.
-"""
+"""What an ONNX model is (``inspect_model``), whether this CPU's int8 path can saturate on it (the verdict, the
+warning ``eval`` prints, the session config that keeps int8 exact), and its content sha256 with external data."""
 
 from __future__ import annotations
 
@@ -33,6 +27,10 @@ from ssd_eval.utils import sha256_of
 PRECISION_KEY = "session.x64quantprecision"  # onnxruntime: exact u8s8 on x86 CPUs without VNNI
 
 
+def _u8s8(weights: list[WeightRange]) -> list[WeightRange]:
+    return [w for w in weights if w.u8s8 and w.int8_kernel]
+
+
 @dataclass
 class ModelInfo:
     """Everything ``ssd-eval inspect`` reports about one model (``to_dict`` for JSON)."""
@@ -57,19 +55,18 @@ class ModelInfo:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def risky_ops(self) -> list[WeightRange]:
-        """The u8s8 int8-kernel ops whose weights leave [-64, 63]."""
-        return [w for w in self.weight_ranges if w.u8s8 and w.int8_kernel and w.outside_safe_range]
-
-    @property
     def u8s8_ops(self) -> list[WeightRange]:
         """The ops onnxruntime runs with u8s8 int8 kernels."""
-        return [w for w in self.weight_ranges if w.u8s8 and w.int8_kernel]
+        return _u8s8(self.weight_ranges)
+
+    @property
+    def risky_ops(self) -> list[WeightRange]:
+        """The u8s8 int8-kernel ops whose weights leave [-64, 63]."""
+        return [w for w in self.u8s8_ops if w.outside_safe_range]
 
     def to_dict(self) -> dict:
         """A JSON-ready mapping (the capability nested, ``safe_range`` added)."""
         data = asdict(self)
-        data["capability"] = self.capability.to_dict()
         data["safe_range"] = list(SAFE_RANGE)
         data["gflops"] = round(self.gflops, 4)
         return data
@@ -77,13 +74,9 @@ class ModelInfo:
 
 def inspect_model(path: str | Path, capability: Int8Capability | None = None,
                   sha256: str | None = None) -> ModelInfo:
-    """Describe the ONNX model at ``path``; ``capability`` defaults to this CPU's; ``sha256`` is the
-    file's digest when the caller has it already (else it is computed).
-
-    External weight data next to the model is loaded when present (weight ranges of tensors whose
-    data is missing are reported as unknown). A missing, unreadable or non-ONNX file raises
-    UserError naming it. Only the top-level graph is examined (subgraph ops are not counted).
-    """
+    """Describe the ONNX model at ``path`` (its top-level graph, with external weight data where readable) on
+    ``capability`` (default: this CPU's); ``sha256``: the file's digest if known. UserError for a missing,
+    unreadable or non-ONNX file."""
     import onnx
 
     path = Path(path)
@@ -100,14 +93,14 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None,
     counts = quantized_op_counts(model)
     inputs, outputs = graph_io(model)
     weights = weight_ranges(graph)
-    risk = any(w.u8s8 and w.int8_kernel and w.outside_safe_range for w in weights)
-    unknown = sum(1 for w in weights if w.u8s8 and w.int8_kernel and w.outside_safe_range is None)
+    u8s8 = _u8s8(weights)
+    risk = any(w.outside_safe_range for w in u8s8)
+    unknown = sum(w.outside_safe_range is None for w in u8s8)
     if unknown:
         notes.append(f"weight range unknown on {unknown} u8s8 op(s) (not a constant, or data not loaded)")
-    if any(w.u8s8 and w.needs_fusion and w.int8_kernel for w in weights):
+    if any(w.needs_fusion for w in u8s8):
         notes.append("QDQ ops get int8 kernels only when onnxruntime fuses them "
                      "(runtime.graph_optimization extended or all); disable/basic run them in float")
-    can_saturate = (capability.u8s8_can_saturate if risk else False)
     gflops, skipped = count_gflops(graph, inputs)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = " ".join(filter(None, [model.producer_name, model.producer_version]))
@@ -115,8 +108,8 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None,
                      ir_version=int(model.ir_version), producer=producer, inputs=inputs, outputs=outputs,
                      node_count=len(model.graph.node), quantization_format=quant_format(graph, counts),
                      quantized_op_counts=counts, weight_ranges=weights, saturation_risk=risk,
-                     can_saturate_here=can_saturate, capability=capability, gflops=gflops,
-                     gflops_skipped_nodes=skipped, notes=notes)
+                     can_saturate_here=capability.u8s8_can_saturate if risk else False, capability=capability,
+                     gflops=gflops, gflops_skipped_nodes=skipped, notes=notes)
 
 
 SESSION_FIX = ("keep runtime.exact_int8: true (the default) or set runtime.session_config: "
@@ -128,7 +121,7 @@ def verdict(info: ModelInfo) -> str:
     cap = info.capability
     where = f"this CPU ({cap.kernel_class}{', no VNNI' if cap.u8s8_can_saturate else ''})"
     u8s8 = info.u8s8_ops
-    if not info.weight_ranges or not u8s8:
+    if not u8s8:
         if info.quantization_format == "none":
             return "no quantized Conv/MatMul/Gemm: no saturation risk on any CPU"
         return "no u8s8 int8 Conv/MatMul/Gemm kernels: no saturation risk on this CPU"
@@ -150,13 +143,9 @@ def verdict(info: ModelInfo) -> str:
 
 def saturation_warning(info: ModelInfo, session_config: Mapping[str, Any] | None = None,
                        graph_optimization: str | None = None) -> str | None:
-    """The one-line warning ``eval`` prints at start when saturation can apply, else None.
-
-    None when this CPU's u8s8 path is exact or the model has no risky weights; also when
-    ``session_config`` sets ``session.x64quantprecision`` to "1" and ``graph_optimization`` is not
-    "disable" (then the kernels are exact), and for QDQ-only risk when ``graph_optimization`` is
-    "disable" or "basic" (no fusion: the ops run in float).
-    """
+    """The one-line warning ``eval`` prints at start when saturation can apply, else None: not when
+    ``session_config`` sets ``session.x64quantprecision`` to "1" (unless ``graph_optimization`` is "disable"),
+    nor for QDQ-only risk under "disable" or "basic" (no fusion: the ops run in float)."""
     if not info.can_saturate_here:
         return None
     risky = info.risky_ops
@@ -174,10 +163,10 @@ def saturation_warning(info: ModelInfo, session_config: Mapping[str, Any] | None
             f"{len(info.u8s8_ops)} u8s8 ops and this CPU ({cap.kernel_class}, no VNNI) sums u8s8 pairs in "
             f"saturating int16: mAP may be lower than on a VNNI CPU; {fix} for exact int8")
 
+
 def int8_session_config(info: ModelInfo, session_config: Mapping[str, str], *, exact_int8: bool) -> dict[str, str]:
-    """The session config entries to run ``info``'s model with: ``session_config``, plus
-    ``session.x64quantprecision=1`` where ``exact_int8`` holds and this CPU's u8s8 kernels could
-    saturate on the model's weights (an explicit entry in ``session_config`` always wins)."""
+    """``session_config`` plus ``session.x64quantprecision=1`` where ``exact_int8`` holds and this CPU's u8s8
+    kernels could saturate on the model's weights (an explicit entry in ``session_config`` wins)."""
     entries = dict(session_config)
     if exact_int8 and info.can_saturate_here and PRECISION_KEY not in entries:
         entries[PRECISION_KEY] = "1"
@@ -186,7 +175,7 @@ def int8_session_config(info: ModelInfo, session_config: Mapping[str, str], *, e
 
 def external_data_files(path: Path) -> list[str]:
     """The ONNX external-data file names (relative to the model's folder) a model's tensors refer to; none for a
-    file onnx cannot read as a model (what is wrong with it is reported where the model is inspected)."""
+    file onnx cannot read as a model (inspect_model reports what is wrong with it)."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
@@ -200,9 +189,8 @@ def external_data_files(path: Path) -> list[str]:
 
 
 def model_sha256(path: Path, file_sha256: str | None = None) -> str:
-    """A model's sha256: of the .onnx file, or, when it keeps tensors in ONNX external-data files,
-    of the .onnx file's digest and each data file's name and digest together. ``file_sha256`` is
-    the .onnx file's own digest when the caller has it already."""
+    """A model's sha256: of the .onnx file (``file_sha256`` if known), or with external-data files, of that
+    digest and each data file's name and digest together."""
     path = Path(path)
     file_sha256 = file_sha256 or sha256_of(path)
     names = external_data_files(path)
