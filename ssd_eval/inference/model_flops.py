@@ -13,19 +13,17 @@ MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat"
 GEMM_OPS = {"Gemm", "QGemm"}
 
 
+def _known(dims: list[int | str]) -> bool:
+    return all(isinstance(d, int) and d > 0 for d in dims)
+
+
 def _numel(shape: list[int | str] | None) -> int | None:
     """Elements of a shape, a symbolic leading (batch) dim counted as 1; None when unknown."""
     if shape is None:
         return None
-    total = 1
-    for position, dim in enumerate(shape):
-        if isinstance(dim, int) and dim > 0:
-            total *= dim
-        elif position == 0 and len(shape) > 1:
-            continue
-        else:
-            return None
-    return total
+    if len(shape) > 1 and not _known(shape[:1]):
+        shape = shape[1:]
+    return math.prod(shape) if _known(shape) else None
 
 
 def _macs(graph: Graph, node: Any) -> int | None:
@@ -35,11 +33,11 @@ def _macs(graph: Graph, node: Any) -> int | None:
         return None
     if op in CONV_OPS:
         weight = graph.shape(graph.arg(node, 3 if op == "QLinearConv" else 1))
-        if not weight or len(weight) < 3 or not all(isinstance(d, int) and d > 0 for d in weight[1:]):
+        if not weight or len(weight) < 3 or not _known(weight[1:]):
             return None
         return out * math.prod(weight[1:])
     a_shape = graph.shape(graph.arg(node, 0))
-    if not a_shape or not isinstance(a_shape[-1], int) or a_shape[-1] <= 0:
+    if not a_shape or not _known(a_shape[-1:]):
         return None
     if op in GEMM_OPS:
         trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
