@@ -56,10 +56,9 @@ class ModelIO:
 def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
     """The requested providers that are installed, in order; CPU when none of them is."""
     chosen = [p for p in requested if p in available]
-    for provider in requested:
-        if provider not in available:
-            log.warning("execution provider %s is not available here (available: %s); skipping it",
-                        provider, ", ".join(available))
+    for provider in (p for p in requested if p not in available):
+        log.warning("execution provider %s is not available here (available: %s); skipping it",
+                    provider, ", ".join(available))
     if not chosen:
         log.warning("none of the requested providers is available; falling back to CPUExecutionProvider")
         chosen = ["CPUExecutionProvider"]
@@ -67,12 +66,8 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
 
 
 def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: Sequence[str]) -> tuple[Path, dict]:
-    """Where the optimized graph of this model is cached, and what it was made from and with.
-
-    The file is keyed by the source model's sha256, the onnxruntime version, the optimization
-    level, the execution providers and the machine architecture (an optimized graph may
-    only suit them).
-    """
+    """Where the optimized graph of this model is cached, and its key: the source model's sha256, the onnxruntime
+    version, the optimization level, the providers and the machine (an optimized graph may only suit them)."""
     key = {"source_sha256": model_sha256, "onnxruntime": ort.__version__,
            "graph_optimization": runtime.graph_optimization, "providers": list(providers),
            "machine": platform.machine()}
@@ -80,30 +75,27 @@ def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: 
     return Path(runtime.optimized_model_cache) / name, key
 
 
-def _sidecar(cached: Path) -> Path:
-    return cached.with_suffix(".json")
-
-
 def _trusted_optimized_model(cached: Path, key: dict[str, Any]) -> bool:
-    """Whether ``cached`` is the optimized graph its sidecar describes, made under ``key``."""
+    """Whether ``cached`` is the optimized graph its sidecar JSON describes, made under ``key``."""
     if not cached.is_file():
         return False
+    sidecar = cached.with_suffix(".json")
     try:
-        recorded = json.loads(_sidecar(cached).read_text(encoding="utf-8"))
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
         trusted = (isinstance(recorded, dict) and {k: recorded.get(k) for k in key} == key
                    and recorded.get("optimized_sha256") == sha256_of(cached))
     except (OSError, ValueError, RecursionError):
         trusted = False
     if not trusted:
         log.warning("%s: does not match its record %s (replaced, or made by another model or onnxruntime); "
-                    "optimizing the model again", cached, _sidecar(cached))
+                    "optimizing the model again", cached, sidecar)
     return trusted
 
 
 def _record_optimized_model(cached: Path, key: dict[str, Any]) -> None:
     """Write the sidecar that lets later runs trust ``cached`` (best effort: the cache is only a speed-up)."""
     try:
-        atomic_write_json(_sidecar(cached), dict(key, optimized_sha256=sha256_of(cached)))
+        atomic_write_json(cached.with_suffix(".json"), dict(key, optimized_sha256=sha256_of(cached)))
     except (OSError, UserError) as exc:
         log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
 
@@ -122,11 +114,9 @@ SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spin
 
 
 def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
-    """The session config entries for ``runtime.allow_spinning``: true or false as given (an idle
-    onnxruntime thread busy-waits for work, which can take a core from the decode workers sharing the
-    CPU); null: none, onnxruntime's default (spinning on: turning it off did not measurably help on
-    the 2-core VM, docs/PERFORMANCE.md); none either where the config's own session_config sets
-    them. No detection depends on it, so it is not part of the cache key."""
+    """The session config entries for ``runtime.allow_spinning`` (whether idle onnxruntime threads busy-wait,
+    taking cores from the decode workers): none for null (onnxruntime's default, docs/PERFORMANCE.md) or where
+    ``runtime.session_config`` sets them. No detection depends on it, so it is not part of the cache key."""
     if runtime.allow_spinning is None or any(key in runtime.session_config for key in SPINNING_KEYS):
         return {}
     return {key: "1" if runtime.allow_spinning else "0" for key in SPINNING_KEYS}
@@ -134,12 +124,11 @@ def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
 
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
                    session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
-    """An InferenceSession for ``model_path`` with the config's providers, threads, optimization
-    and session config entries (``session_config``, default ``runtime.session_config``).
+    """An InferenceSession for ``model_path`` with the config's providers, threads, optimization and session
+    config entries (``session_config``, default ``runtime.session_config``).
 
-    With ``runtime.optimized_model_cache`` (a directory) and the model's sha256, the
-    optimized graph is saved there on first use, with a sidecar JSON recording what it was
-    made from; later runs load it directly only when the sidecar and the file's sha256 agree.
+    With ``runtime.optimized_model_cache`` and the model's sha256, the optimized graph is saved there with a
+    sidecar JSON; later runs load it directly when the sidecar and the file's sha256 agree.
     """
     check_threads(runtime)
     options = ort.SessionOptions()
@@ -168,7 +157,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
         else:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                for stale in (_sidecar(cached), cached):  # only what this session writes may be recorded
+                for stale in (cached.with_suffix(".json"), cached):  # only what this session writes may be recorded
                     stale.unlink(missing_ok=True)
             except OSError as exc:
                 raise UserError(f"{cached.parent}: cannot create runtime.optimized_model_cache: "
