@@ -1,5 +1,12 @@
-"""What an ONNX model is (``inspect_model``), whether this CPU's int8 path can saturate on it (the verdict, the
-warning ``eval`` prints, the session config that keeps int8 exact), and its content sha256 with external data."""
+"""What an ONNX model is (``inspect_model``): its int8 weight ranges, whether this CPU's int8 path can saturate on
+them (the verdict, the warning ``eval`` prints, the session config that keeps int8 exact), and its content sha256
+with external data.
+
+u8s8 kernels that sum pairs in int16 (cpu.py) clip int8 weights outside [-64, 63] (2 * 255 * 64 fits,
+2 * 255 * 128 does not; what reduce_range / ``session.x64quantprecision`` keep to). QDQ Conv/MatMul/Gemm get int8
+kernels only when onnxruntime fuses them (graph optimization ``extended`` or ``all``; a Conv also needs a
+QuantizeLinear after it); otherwise they run in float.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,13 @@ from typing import Any
 
 from ssd_eval.errors import UserError
 from ssd_eval.inference.cpu import Int8Capability, detect_int8_capability
-from ssd_eval.inference.int8_weights import SAFE_RANGE, WeightRange, weight_ranges
-from ssd_eval.inference.model_flops import gflops as count_gflops
 from ssd_eval.inference.onnx_graph import (
+    FLOAT_MATRIX_OPS,
+    MS_DOMAIN,
+    QUANT_MATRIX_OPS,
     Graph,
     TensorInfo,
+    gflops,
     graph_io,
     load_external_data,
     load_model,
@@ -25,6 +34,96 @@ from ssd_eval.inference.onnx_graph import (
 from ssd_eval.utils import sha256_of
 
 PRECISION_KEY = "session.x64quantprecision"  # onnxruntime: exact u8s8 on x86 CPUs without VNNI
+SAFE_RANGE = (-64, 63)
+
+
+@dataclass
+class WeightRange:
+    """The int8 weight of one quantized Conv/MatMul/Gemm and what it means for u8s8 kernels.
+
+    ``min``/``max`` are None where the weight is not a constant or its data was not loaded.
+    ``int8_kernel``: onnxruntime runs the node with an int8 kernel (QDQ nodes only once fused, see
+    ``needs_fusion``). ``u8s8``: uint8 activations times int8 weights, the case that can saturate.
+    """
+
+    node: str
+    op_type: str
+    weight: str | None
+    weight_dtype: str | None
+    min: int | None
+    max: int | None
+    activation_dtype: str | None
+    u8s8: bool
+    int8_kernel: bool
+    needs_fusion: bool
+    outside_safe_range: bool | None
+
+
+def _values(tensor: Any) -> Any:
+    """A constant's values; None where its data is external (not loaded) or in an encoding numpy_helper cannot read."""
+    from onnx import TensorProto, numpy_helper
+
+    if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception:  # noqa: BLE001 - an unusual encoding: the range is reported as unknown
+        return None
+
+
+def _weight_entry(graph: Graph, node: Any, weight_name: str | None, activation: str | None,
+                  int8_kernel: bool, needs_fusion: bool) -> WeightRange:
+    weight_dtype = low = high = outside = None
+    if weight_name:
+        weight_dtype = graph.dtype(weight_name)
+        values = _values(graph.constants.get(weight_name))
+        if values is not None and values.size:
+            low, high = int(values.min()), int(values.max())
+            outside = bool(low < SAFE_RANGE[0] or high > SAFE_RANGE[1])
+    u8s8 = activation == "uint8" and weight_dtype == "int8"
+    return WeightRange(node=node.name or f"{node.op_type}:{node.output[0]}", op_type=node.op_type, weight=weight_name,
+                       weight_dtype=weight_dtype, min=low, max=high, activation_dtype=activation, u8s8=u8s8,
+                       int8_kernel=int8_kernel, needs_fusion=needs_fusion, outside_safe_range=outside)
+
+
+def weight_ranges(graph: Graph) -> list[WeightRange]:
+    """One entry per quantized Conv/MatMul/Gemm (QOperator ops, and float ops fed by a DequantizeLinear weight)."""
+    entries = []
+    for node in graph.nodes:
+        if node.op_type in QUANT_MATRIX_OPS and node.domain in ("", "ai.onnx", MS_DOMAIN):
+            candidates, zp_index = QUANT_MATRIX_OPS[node.op_type]
+            weight = next((graph.arg(node, i) for i in candidates if graph.arg(node, i) in graph.constants), None)
+            if zp_index is None:  # DynamicQuantizeMatMul quantizes its activations to uint8 on the fly
+                activation = "uint8"
+            else:
+                activation = graph.dtype(graph.arg(node, zp_index)) or graph.dtype(graph.arg(node, 0))
+            entries.append(_weight_entry(graph, node, weight, activation, int8_kernel=True, needs_fusion=False))
+        elif node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx"):
+            dq_weight = None
+            for weight_index in FLOAT_MATRIX_OPS[node.op_type]:
+                source = graph.producer.get(graph.arg(node, weight_index))
+                if source is not None and source.op_type == "DequantizeLinear" and \
+                        graph.arg(source, 0) in graph.constants:
+                    dq_weight = source
+                    break
+            if dq_weight is None:
+                continue
+            activation_name = graph.arg(node, 1 - weight_index)
+            int8_kernel = graph.produced_by(activation_name) == "DequantizeLinear"  # activations dequantized too
+            if int8_kernel:
+                dq_activation = graph.producer[activation_name]
+                activation = graph.dtype(graph.arg(dq_activation, 2)) or graph.dtype(graph.arg(dq_activation, 0)) \
+                    or "uint8"
+            else:
+                activation = graph.dtype(activation_name)
+            if node.op_type == "Conv":  # onnxruntime fuses DQ -> Conv -> Q only: without the Q it runs float
+                output = node.output[0]
+                users = graph.consumers.get(output, [])
+                int8_kernel = int8_kernel and bool(users) and output not in graph.graph_outputs and \
+                    all(user.op_type == "QuantizeLinear" for user in users)
+            entries.append(_weight_entry(graph, node, graph.arg(dq_weight, 0), activation,
+                                         int8_kernel=int8_kernel, needs_fusion=True))
+    return entries
 
 
 def _u8s8(weights: list[WeightRange]) -> list[WeightRange]:
@@ -101,7 +200,7 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None,
     if any(w.needs_fusion for w in u8s8):
         notes.append("QDQ ops get int8 kernels only when onnxruntime fuses them "
                      "(runtime.graph_optimization extended or all); disable/basic run them in float")
-    gflops, skipped = count_gflops(graph, inputs)
+    gflops_per_image, skipped = gflops(graph, inputs)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = " ".join(filter(None, [model.producer_name, model.producer_version]))
     return ModelInfo(path=str(path), sha256=sha256 or sha256_of(path), size=path.stat().st_size, opset=opset,
@@ -109,7 +208,7 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None,
                      node_count=len(model.graph.node), quantization_format=quant_format(graph, counts),
                      quantized_op_counts=counts, weight_ranges=weights, saturation_risk=risk,
                      can_saturate_here=capability.u8s8_can_saturate if risk else False, capability=capability,
-                     gflops=gflops, gflops_skipped_nodes=skipped, notes=notes)
+                     gflops=gflops_per_image, gflops_skipped_nodes=skipped, notes=notes)
 
 
 SESSION_FIX = ("keep runtime.exact_int8: true (the default) or set runtime.session_config: "

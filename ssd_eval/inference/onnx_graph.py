@@ -1,9 +1,10 @@
 """Reading an ONNX model's top-level graph for ``ssd-eval inspect``: the file loaded (external weight data when
-present), element types and shapes, producer / consumer / constant lookups, the quantized op counts and the
-quantization format (none, QOperator, QDQ)."""
+present), element types and shapes, producer / consumer / constant lookups, the quantized op counts, the
+quantization format (none, QOperator, QDQ) and an estimate of the GFLOPs per image."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ MS_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QAttention", "Dy
                 "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "MatMulNBits",
                 "MatMulBnb4", "QuantizeBFP", "DequantizeBFP", "QLinearConvTranspose"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-FLOAT_MATRIX_OPS = {"Conv": (1,), "MatMul": (1, 0), "Gemm": (1, 0)}
+FLOAT_MATRIX_OPS = {"Conv": (1,), "MatMul": (1, 0), "Gemm": (1, 0)}  # op type -> candidate weight inputs
+# Quantized matrix ops: op type -> (candidate weight inputs, activation zero-point input or None).
+QUANT_MATRIX_OPS = {
+    "QLinearConv": ((3,), 2), "ConvInteger": ((1,), 2), "QLinearMatMul": ((3, 0), 2),
+    "MatMulInteger": ((1, 0), 2), "QGemm": ((3, 0), 2), "MatMulIntegerToFloat": ((1, 0), 4),
+    "DynamicQuantizeMatMul": ((1,), None),
+}
+CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+GEMM_OPS = {"Gemm", "QGemm"}
 
 
 @dataclass
@@ -161,3 +170,53 @@ def quant_format(graph: Graph, counts: dict[str, int]) -> str:
         node.op_type == "DequantizeLinear" and graph.produced_by(graph.arg(node, 0)) == "QuantizeLinear"
         for node in graph.nodes)
     return "QDQ" if dequantized_matrix_op or quantize_dequantize else "none"
+
+
+def _known(dims: list[int | str]) -> bool:
+    return all(isinstance(d, int) and d > 0 for d in dims)
+
+
+def _numel(shape: list[int | str] | None) -> int | None:
+    """Elements of a shape, a symbolic leading (batch) dim counted as 1; None when unknown."""
+    if shape is None:
+        return None
+    if len(shape) > 1 and not _known(shape[:1]):
+        shape = shape[1:]
+    return math.prod(shape) if _known(shape) else None
+
+
+def _macs(graph: Graph, node: Any) -> int | None:
+    op = node.op_type
+    out = _numel(graph.shape(node.output[0])) if node.output else None
+    if out is None:
+        return None
+    if op in CONV_OPS:
+        weight = graph.shape(graph.arg(node, 3 if op == "QLinearConv" else 1))
+        if not weight or len(weight) < 3 or not _known(weight[1:]):
+            return None
+        return out * math.prod(weight[1:])
+    a_shape = graph.shape(graph.arg(node, 0))
+    if not a_shape or not _known(a_shape[-1:]):
+        return None
+    if op in GEMM_OPS:
+        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+        if len(a_shape) != 2 or not isinstance(a_shape[0], int):
+            return None
+        return out * (a_shape[0] if trans_a else a_shape[1])
+    return out * a_shape[-1]
+
+
+def gflops(graph: Graph, inputs: list[TensorInfo]) -> tuple[float, int]:
+    """(GFLOPs per image: 2 x the multiply-accumulates of the Conv/MatMul/Gemm nodes, from the inferred shapes and
+    divided by a fixed batch dim; those nodes skipped for unknown shapes)."""
+    total = skipped = 0
+    for node in graph.nodes:
+        if node.op_type in {*FLOAT_MATRIX_OPS, *QUANT_MATRIX_OPS} and node.domain in ("", "ai.onnx", MS_DOMAIN):
+            macs = _macs(graph, node)
+            if macs is None:
+                skipped += 1
+            else:
+                total += macs
+    batch = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+    per_image = 2 * total / (batch if isinstance(batch, int) and batch > 0 else 1)
+    return per_image / 1e9, skipped
