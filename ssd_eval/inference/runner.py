@@ -92,14 +92,6 @@ def _trusted_optimized_model(cached: Path, key: dict[str, Any]) -> bool:
     return trusted
 
 
-def _record_optimized_model(cached: Path, key: dict[str, Any]) -> None:
-    """Write the sidecar that lets later runs trust ``cached`` (best effort: the cache is only a speed-up)."""
-    try:
-        atomic_write_json(cached.with_suffix(".json"), dict(key, optimized_sha256=sha256_of(cached)))
-    except (OSError, UserError) as exc:
-        log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
-
-
 def check_threads(runtime: RuntimeConfig) -> None:
     """Refuse thread counts that are negative or absurdly above the machine's cores."""
     cores = os.cpu_count() or 1
@@ -168,7 +160,10 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line(exc)}") from None
     if cached is not None and load_path != cached and cached.is_file():
-        _record_optimized_model(cached, key)
+        try:  # the sidecar that lets later runs trust the file; best effort: the cache is only a speed-up
+            atomic_write_json(cached.with_suffix(".json"), dict(key, optimized_sha256=sha256_of(cached)))
+        except (OSError, UserError) as exc:
+            log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
     log.info("session providers: %s", session.get_providers())
     return session
 
@@ -202,13 +197,10 @@ def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: st
     if len(shape) != 4:
         raise UserError(f"{model_path}: input {image_input.name!r} has shape {image_input.shape}; "
                         "expected (batch, 3, height, width)")
-    return ModelIO(
-        input_name=image_input.name,
-        input_shape=shape,
-        boxes=find(model.boxes_output, "model.boxes_output"),
-        labels=find(model.labels_output, "model.labels_output"),
-        scores=find(model.scores_output, "model.scores_output"),
-    )
+    return ModelIO(input_name=image_input.name, input_shape=shape,
+                   boxes=find(model.boxes_output, "model.boxes_output"),
+                   labels=find(model.labels_output, "model.labels_output"),
+                   scores=find(model.scores_output, "model.scores_output"))
 
 
 class Detector:
