@@ -84,12 +84,9 @@ def _parse_cpuinfo(text: str) -> tuple[str, set[str], str | None]:
         key, value = key.strip().lower(), value.strip()
         if key == "model name" and not name:
             name = value
-        elif key == "flags" and not words:
+        elif key in ("flags", "features") and not words:
             words = set(value.split())
-            guessed = "x86_64"
-        elif key == "features" and not words:
-            words = set(value.split())
-            guessed = "aarch64"
+            guessed = "x86_64" if key == "flags" else "aarch64"
         elif key in ("hardware", "processor") and not name and not value.isdigit():
             name = value
         elif key == "cpu implementer" and implementer is None:
@@ -113,15 +110,10 @@ def _sysctl(name: str) -> str | None:
 def _darwin(arch: str) -> tuple[str, set[str], str]:
     """Best effort on macOS: sysctl names; Apple Silicon without readable sysctls counts as dotprod."""
     name = _sysctl("machdep.cpu.brand_string") or platform.processor() or arch
-    flags: set[str] = set()
     if arch == "aarch64":
-        readable = False
-        for key, flag in _DARWIN_ARM.items():
-            value = _sysctl(key)
-            readable = readable or value is not None
-            if value == "1":
-                flags.add(flag)
-        if not readable:  # every Apple Silicon core (M1 and later) has the dot product instructions
+        values = {flag: _sysctl(key) for key, flag in _DARWIN_ARM.items()}
+        flags = {flag for flag, value in values.items() if value == "1"}
+        if all(value is None for value in values.values()):  # every Apple Silicon core (M1 and later) has dotprod
             flags.add("asimddp")
         return name, flags, "sysctl"
     words = " ".join(filter(None, [_sysctl("machdep.cpu.features"), _sysctl("machdep.cpu.leaf7_features")]))
