@@ -1,10 +1,9 @@
-"""This CPU's int8 capability: which of onnxruntime's int8 kernel paths it gets, and whether
-that path can saturate u8s8 dot products.
+"""This CPU's int8 capability: which of onnxruntime's int8 kernel paths it gets, and whether that path can
+saturate u8s8 dot products.
 
-onnxruntime (MLAS) picks its int8 GEMM/conv kernels by instruction set. On x86 without VNNI or
-AMX (SSE4.1, AVX2, AVX-512 without VNNI) u8s8 products are summed in pairs in saturating int16
-(``pmaddubsw``), so int8 weights outside [-64, 63] can clip; VNNI/AMX kernels and the ARM64 kernels
-accumulate in int32 and are exact. See /work/shared/REFERENCE.md "Quantized models and CPUs".
+onnxruntime (MLAS) picks its int8 kernels by instruction set. On x86 without VNNI or AMX, u8s8 products are summed
+in pairs in saturating int16 (``pmaddubsw``), so int8 weights outside [-64, 63] can clip; VNNI/AMX and ARM64
+kernels accumulate in int32 and are exact. See /work/shared/REFERENCE.md "Quantized models and CPUs".
 """
 
 from __future__ import annotations
@@ -37,11 +36,7 @@ _DARWIN_ARM = {"hw.optional.arm.FEAT_DotProd": "asimddp", "hw.optional.arm.FEAT_
 
 @dataclass
 class Int8Capability:
-    """What this CPU means for onnxruntime's int8 kernels.
-
-    ``u8s8_can_saturate`` is True on x86 without VNNI/AMX, False where sums are exact (VNNI, AMX,
-    ARM64), and None where the CPU could not be identified (then nobody can say).
-    """
+    """What this CPU means for onnxruntime's int8 kernels (``u8s8_can_saturate`` None: the CPU is unidentified)."""
 
     cpu: str
     arch: str

@@ -39,12 +39,8 @@ SAFE_RANGE = (-64, 63)
 
 @dataclass
 class WeightRange:
-    """The int8 weight of one quantized Conv/MatMul/Gemm and what it means for u8s8 kernels.
-
-    ``min``/``max`` are None where the weight is not a constant or its data was not loaded.
-    ``int8_kernel``: onnxruntime runs the node with an int8 kernel (QDQ nodes only once fused, see
-    ``needs_fusion``). ``u8s8``: uint8 activations times int8 weights, the case that can saturate.
-    """
+    """The int8 weight of one quantized Conv/MatMul/Gemm (``min``/``max`` None where unknown), whether onnxruntime
+    runs it with an int8 kernel (QDQ ones only once fused: ``needs_fusion``), and with u8s8 (the saturating case)."""
 
     node: str
     op_type: str

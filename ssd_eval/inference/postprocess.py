@@ -22,12 +22,9 @@ NOT_SCORED = 0
 
 
 def label_map(category_ids: Sequence[int], explicit: Sequence[int] | None = None) -> np.ndarray:
-    """Lookup table from contiguous label k (1..K) to COCO category id; index 0 is unused.
-
-    Default: label k is the k-th of ``COCO_80_IDS``, or ``NOT_SCORED`` where the file does not list that category
-    (as pycocotools leaves results outside its ``catIds`` unscored). ``explicit`` (``postprocess.label_map``):
-    label k is its k-th id, each one a category of the file.
-    """
+    """Lookup table from contiguous label k (1..K; index 0 unused) to COCO category id: the k-th of ``explicit``
+    (``postprocess.label_map``, each a category of the file), or by default of ``COCO_80_IDS``, ``NOT_SCORED``
+    where the file does not list it (as pycocotools leaves results outside its ``catIds`` unscored)."""
     if explicit is None:
         listed = set(category_ids)
         return np.asarray([0] + [c if c in listed else NOT_SCORED for c in COCO_80_IDS], dtype=np.int64)

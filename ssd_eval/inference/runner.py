@@ -117,11 +117,8 @@ def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
                    session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
     """An InferenceSession for ``model_path`` with the config's providers, threads, optimization and session
-    config entries (``session_config``, default ``runtime.session_config``).
-
-    With ``runtime.optimized_model_cache`` and the model's sha256, the optimized graph is saved there with a
-    sidecar JSON; later runs load it directly when the sidecar and the file's sha256 agree.
-    """
+    config entries (``session_config``, default ``runtime.session_config``). With ``runtime.optimized_model_cache``
+    and ``model_sha256``, the optimized graph is cached there and reused while its sidecar JSON vouches for it."""
     check_threads(runtime)
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
@@ -213,14 +210,13 @@ class Detector:
         self.session_config = dict(runtime.session_config if session_config is None else session_config)
         self.session = create_session(model_path, runtime, model_sha256, self.session_config)
         self.io = resolve_io(self.session, model, model_path)
-        self.batch_size = runtime.batch_size
         self.inference_seconds = 0.0
         expected = (3, int(input_size[0]), int(input_size[1]))
         fixed = self.io.input_shape[1:]
         if any(f is not None and f != e for f, e in zip(fixed, expected)):
             raise UserError(f"{model_path}: input {self.io.input_name!r} expects (3, H, W) = {fixed}, "
                             f"but preprocess.input_size gives {expected[1:]}")
-        if self.batch_size > 1 and not self.io.dynamic_batch:
+        if runtime.batch_size > 1 and not self.io.dynamic_batch:
             raise UserError(f"{model_path}: the model's batch dimension is fixed at {self.io.input_shape[0]}; "
                             "it cannot run runtime.batch_size > 1 (set runtime.batch_size: 1)")
 
