@@ -22,7 +22,6 @@ _KERNEL_CLASSES = {
     "aarch64": (("i8mm", "arm64-i8mm", False), ("asimddp", "arm64-dotprod", False),
                 (None, "arm64", False)),  # NEON widening multiply-accumulate into int32: exact
 }
-_UNKNOWN = ((None, "unknown", None),)
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 # ARM "CPU implementer" 0x41 (Arm Ltd) part numbers of common server cores, for a readable name.
@@ -54,16 +53,6 @@ def normalize_arch(machine: str) -> str:
     """``platform.machine()`` spelled one way per architecture: x86_64, aarch64, or as given (lower case)."""
     name = (machine or "").strip().lower()
     return _ARCH_ALIASES.get(name, name or "unknown")
-
-
-def _kernel_classes(arch: str) -> tuple:
-    return _KERNEL_CLASSES.get("x86" if arch in X86_ARCHES else arch, _UNKNOWN)
-
-
-def classify(arch: str, flags: set[str] | list[str]) -> tuple[str, bool | None]:
-    """The kernel class and whether u8s8 can saturate, from an architecture and its flag names."""
-    return next((kernel_class, saturates) for flag, kernel_class, saturates in _kernel_classes(arch)
-                if flag is None or flag in flags)
 
 
 def _parse_cpuinfo(text: str) -> tuple[str, set[str], str | None]:
@@ -136,8 +125,10 @@ def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = Non
             name, words, source = _darwin(arch)
         else:
             name, words, source = platform.processor() or arch, set(), "platform"
-    flags = sorted({flag for flag, _, _ in _kernel_classes(arch) if flag in words})
-    kernel_class, can_saturate = classify(arch, flags)
+    classes = _KERNEL_CLASSES.get("x86" if arch in X86_ARCHES else arch, ((None, "unknown", None),))
+    flags = sorted({flag for flag, _, _ in classes if flag in words})
+    kernel_class, can_saturate = next((kernel_class, saturates) for flag, kernel_class, saturates in classes
+                                      if flag is None or flag in words)
     return Int8Capability(cpu=name or arch, arch=arch, flags=flags, kernel_class=kernel_class,
                           u8s8_can_saturate=can_saturate, source=source)
 
