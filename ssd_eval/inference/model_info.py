@@ -1,6 +1,6 @@
 """What an ONNX model is (``inspect_model``): its int8 weight ranges, whether this CPU's int8 path can saturate on
 them (the verdict, the warning ``eval`` prints, the session config that keeps int8 exact), and its content sha256
-with external data.
+with external data; and the text ``ssd-eval inspect`` prints (``render``).
 
 u8s8 kernels that sum pairs in int16 (cpu.py) clip int8 weights outside [-64, 63] (2 * 255 * 64 fits,
 2 * 255 * 128 does not; what reduce_range / ``session.x64quantprecision`` keep to). QDQ Conv/MatMul/Gemm get int8
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_eval.errors import UserError
-from ssd_eval.inference.cpu import Int8Capability, detect_int8_capability
+from ssd_eval.inference.cpu import Int8Capability, describe, detect_int8_capability
 from ssd_eval.inference.onnx_graph import (
     FLOAT_MATRIX_OPS,
     MS_DOMAIN,
@@ -55,24 +55,20 @@ class WeightRange:
     outside_safe_range: bool | None
 
 
-def _values(tensor: Any) -> Any:
-    """A constant's values; None where its data is external (not loaded) or in an encoding numpy_helper cannot read."""
-    from onnx import TensorProto, numpy_helper
-
-    if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
-        return None
-    try:
-        return numpy_helper.to_array(tensor)
-    except Exception:  # noqa: BLE001 - an unusual encoding: the range is reported as unknown
-        return None
-
-
 def _weight_entry(graph: Graph, node: Any, weight_name: str | None, activation: str | None,
                   int8_kernel: bool, needs_fusion: bool) -> WeightRange:
+    """The WeightRange of ``node``; its range unknown where the weight's data is external (not loaded) or in an
+    encoding numpy_helper cannot read."""
+    from onnx import TensorProto, numpy_helper
+
     weight_dtype = low = high = outside = None
     if weight_name:
         weight_dtype = graph.dtype(weight_name)
-        values = _values(graph.constants.get(weight_name))
+        tensor = graph.constants[weight_name]  # both callers pick a constant
+        try:
+            values = None if tensor.data_location == TensorProto.EXTERNAL else numpy_helper.to_array(tensor)
+        except Exception:  # noqa: BLE001 - an unusual encoding: the range is reported as unknown
+            values = None
         if values is not None and values.size:
             low, high = int(values.min()), int(values.max())
             outside = bool(low < SAFE_RANGE[0] or high > SAFE_RANGE[1])
@@ -95,15 +91,12 @@ def weight_ranges(graph: Graph) -> list[WeightRange]:
                 activation = graph.dtype(graph.arg(node, zp_index)) or graph.dtype(graph.arg(node, 0))
             entries.append(_weight_entry(graph, node, weight, activation, int8_kernel=True, needs_fusion=False))
         elif node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx"):
-            dq_weight = None
-            for weight_index in FLOAT_MATRIX_OPS[node.op_type]:
-                source = graph.producer.get(graph.arg(node, weight_index))
-                if source is not None and source.op_type == "DequantizeLinear" and \
-                        graph.arg(source, 0) in graph.constants:
-                    dq_weight = source
-                    break
-            if dq_weight is None:
+            weight_index = next((i for i in FLOAT_MATRIX_OPS[node.op_type]
+                                 if graph.produced_by(graph.arg(node, i)) == "DequantizeLinear"
+                                 and graph.arg(graph.producer[graph.arg(node, i)], 0) in graph.constants), None)
+            if weight_index is None:
                 continue
+            dq_weight = graph.producer[graph.arg(node, weight_index)]
             activation_name = graph.arg(node, 1 - weight_index)
             int8_kernel = graph.produced_by(activation_name) == "DequantizeLinear"  # activations dequantized too
             if int8_kernel:
@@ -113,9 +106,8 @@ def weight_ranges(graph: Graph) -> list[WeightRange]:
             else:
                 activation = graph.dtype(activation_name)
             if node.op_type == "Conv":  # onnxruntime fuses DQ -> Conv -> Q only: without the Q it runs float
-                output = node.output[0]
-                users = graph.consumers.get(output, [])
-                int8_kernel = int8_kernel and bool(users) and output not in graph.graph_outputs and \
+                users = graph.consumers.get(node.output[0], [])
+                int8_kernel = int8_kernel and bool(users) and node.output[0] not in graph.graph_outputs and \
                     all(user.op_type == "QuantizeLinear" for user in users)
             entries.append(_weight_entry(graph, node, graph.arg(dq_weight, 0), activation,
                                          int8_kernel=int8_kernel, needs_fusion=True))
@@ -298,3 +290,61 @@ def model_sha256(path: Path, file_sha256: str | None = None) -> str:
             raise UserError(f"{path}: its external data file {data_file} is missing")
         digest.update(f"\n{name}\n{sha256_of(data_file)}".encode())
     return digest.hexdigest()
+
+
+WEIGHT_ROWS = 20
+
+
+def _table(rows: list[list[str]], header: list[str], right: set[int] = frozenset()) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  " + "  ".join(cells).rstrip()
+    return [line(header), *[line(r) for r in rows]]
+
+
+def _dims(shape: list[int | str] | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def render(info: ModelInfo) -> str:
+    """A readable multi-line report of ``info`` (what ``ssd-eval inspect`` prints)."""
+    size = f"{info.size / 1e6:.1f} MB" if info.size >= 1e5 else f"{info.size} bytes"
+    lines = [
+        f"model         {info.path}",
+        f"sha256        {info.sha256}",
+        f"size          {size}",
+        f"format        ONNX IR {info.ir_version}, opset {info.opset}, {info.node_count} nodes"
+        + (f", produced by {info.producer}" if info.producer else ""),
+        f"quantization  {info.quantization_format}",
+        f"GFLOPs/image  {info.gflops:.4g}" + (f" ({info.gflops_skipped_nodes} Conv/MatMul/Gemm nodes with "
+                                                f"unknown shapes not counted)" if info.gflops_skipped_nodes else ""),
+        f"CPU           {describe(info.capability)}",
+        "",
+        "inputs",
+        *_table([[t.name, t.type, _dims(t.shape)] for t in info.inputs], ["name", "type", "shape"]),
+        "outputs",
+        *_table([[t.name, t.type, _dims(t.shape)] for t in info.outputs], ["name", "type", "shape"]),
+    ]
+    if info.quantized_op_counts:
+        lines += ["", "quantized ops",
+                  *_table([[op, str(n)] for op, n in info.quantized_op_counts.items()], ["op", "count"], {1})]
+    if info.weight_ranges:
+        shown = info.weight_ranges[:WEIGHT_ROWS]
+        rows = []
+        for w in shown:
+            span = "?" if w.min is None else f"[{w.min}, {w.max}]"
+            kind = f"{w.activation_dtype or '?'} x {w.weight_dtype or '?'}"
+            kernel = ("int8 (fused)" if w.needs_fusion else "int8") if w.int8_kernel else "float"
+            mark = "outside [-64, 63]" if w.outside_safe_range and w.u8s8 and w.int8_kernel else ""
+            rows.append([w.node, w.op_type, kind, kernel, span, mark])
+        lines += ["", "int8 weight range per op",
+                  *_table(rows, ["node", "op", "act x weight", "kernel", "weight range", ""])]
+        if len(info.weight_ranges) > WEIGHT_ROWS:
+            rest = info.weight_ranges[WEIGHT_ROWS:]
+            risky = sum(1 for w in rest if w.u8s8 and w.int8_kernel and w.outside_safe_range)
+            lines.append(f"  ... {len(rest)} more ({risky} outside [-64, 63])")
+    lines += ["", f"verdict: {verdict(info)}"]
+    lines += [f"note: {note}" for note in info.notes]
+    return "\n".join(lines)

@@ -167,17 +167,13 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
 
 def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: str | Path) -> ModelIO:
     """Find the image input and the boxes/labels/scores outputs by name."""
-    inputs = session.get_inputs()
-    input_names = [i.name for i in inputs]
-    if model.input_name:
-        if model.input_name not in input_names:
-            raise UserError(f"{model_path}: has no input named {model.input_name!r} (model.input_name); "
-                            f"its inputs are {input_names}")
-        image_input = next(i for i in inputs if i.name == model.input_name)
-    elif len(inputs) == 1:
-        image_input = inputs[0]
-    else:
-        raise UserError(f"{model_path}: has inputs {input_names}; set model.input_name to the image input")
+    inputs = {i.name: i for i in session.get_inputs()}
+    if model.input_name and model.input_name not in inputs:
+        raise UserError(f"{model_path}: has no input named {model.input_name!r} (model.input_name); "
+                        f"its inputs are {list(inputs)}")
+    if not model.input_name and len(inputs) != 1:
+        raise UserError(f"{model_path}: has inputs {list(inputs)}; set model.input_name to the image input")
+    image_input = inputs[model.input_name] if model.input_name else next(iter(inputs.values()))
     output_names = [o.name for o in session.get_outputs()]
 
     def find(candidates: list[str], key: str) -> str:
