@@ -233,22 +233,16 @@ def saturation_warning(info: ModelInfo, session_config: Mapping[str, Any] | None
     """The one-line warning ``eval`` prints at start when saturation can apply, else None: not when
     ``session_config`` sets ``session.x64quantprecision`` to "1" (unless ``graph_optimization`` is "disable"),
     nor for QDQ-only risk under "disable" or "basic" (no fusion: the ops run in float)."""
-    if not info.can_saturate_here:
-        return None
-    risky = info.risky_ops
-    if graph_optimization in ("disable", "basic"):
-        risky = [w for w in risky if not w.needs_fusion]
-        if not risky:
-            return None
+    unfused = graph_optimization in ("disable", "basic")
+    risky = [w for w in info.risky_ops if not (unfused and w.needs_fusion)]
     precision = str((session_config or {}).get(PRECISION_KEY, "")).strip()
-    if precision == "1" and graph_optimization != "disable":
+    if not info.can_saturate_here or not risky or (precision == "1" and graph_optimization != "disable"):
         return None
-    cap = info.capability
     fix = SESSION_FIX if graph_optimization != "disable" else \
         f"{SESSION_FIX} with runtime.graph_optimization other than disable"
     return (f"{Path(info.path).name}: int8 weights leave [{SAFE_RANGE[0]}, {SAFE_RANGE[1]}] on {len(risky)} of "
-            f"{len(info.u8s8_ops)} u8s8 ops and this CPU ({cap.kernel_class}, no VNNI) sums u8s8 pairs in "
-            f"saturating int16: mAP may be lower than on a VNNI CPU; {fix} for exact int8")
+            f"{len(info.u8s8_ops)} u8s8 ops and this CPU ({info.capability.kernel_class}, no VNNI) sums u8s8 pairs "
+            f"in saturating int16: mAP may be lower than on a VNNI CPU; {fix} for exact int8")
 
 
 def int8_session_config(info: ModelInfo, session_config: Mapping[str, str], *, exact_int8: bool) -> dict[str, str]:

@@ -209,14 +209,8 @@ def _macs(graph: Graph, node: Any) -> int | None:
 def gflops(graph: Graph, inputs: list[TensorInfo]) -> tuple[float, int]:
     """(GFLOPs per image: 2 x the multiply-accumulates of the Conv/MatMul/Gemm nodes, from the inferred shapes and
     divided by a fixed batch dim; those nodes skipped for unknown shapes)."""
-    total = skipped = 0
-    for node in graph.nodes:
-        if node.op_type in {*FLOAT_MATRIX_OPS, *QUANT_MATRIX_OPS} and node.domain in ("", "ai.onnx", MS_DOMAIN):
-            macs = _macs(graph, node)
-            if macs is None:
-                skipped += 1
-            else:
-                total += macs
+    macs = [_macs(graph, node) for node in graph.nodes
+            if node.op_type in {*FLOAT_MATRIX_OPS, *QUANT_MATRIX_OPS} and node.domain in ("", "ai.onnx", MS_DOMAIN)]
     batch = inputs[0].shape[0] if inputs and inputs[0].shape else 1
-    per_image = 2 * total / (batch if isinstance(batch, int) and batch > 0 else 1)
-    return per_image / 1e9, skipped
+    per_image = 2 * sum(m for m in macs if m is not None) / (batch if isinstance(batch, int) and batch > 0 else 1)
+    return per_image / 1e9, macs.count(None)

@@ -112,14 +112,12 @@ def to_coco_results(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, *
     if clip_boxes:
         selected = np.clip(selected, 0.0, 1.0)
     pixel = selected * np.array([width, height, width, height], dtype=np.float64)
-    x, y = pixel[:, 0], pixel[:, 1]
-    w, h = pixel[:, 2] - x, pixel[:, 3] - y
+    pixel[:, 2:] -= pixel[:, :2]  # x_max, y_max -> width, height
     if not keep_inverted_boxes:
-        w, h = np.maximum(w, 0.0), np.maximum(h, 0.0)
-    columns = zip(categories[labels[order]].tolist(), x.tolist(), y.tolist(), w.tolist(), h.tolist(),
-                  scores[order].tolist())
-    return [{"image_id": int(image_id), "category_id": category, "bbox": [bx, by, bw, bh], "score": score}
-            for category, bx, by, bw, bh, score in columns]
+        pixel[:, 2:] = np.maximum(pixel[:, 2:], 0.0)
+    columns = zip(categories[labels[order]].tolist(), pixel.tolist(), scores[order].tolist())
+    return [{"image_id": int(image_id), "category_id": category, "bbox": bbox, "score": score}
+            for category, bbox, score in columns]
 
 
 MOST = 0.5

@@ -61,8 +61,7 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
                     provider, ", ".join(available))
     if not chosen:
         log.warning("none of the requested providers is available; falling back to CPUExecutionProvider")
-        chosen = ["CPUExecutionProvider"]
-    return chosen
+    return chosen or ["CPUExecutionProvider"]
 
 
 def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: Sequence[str]) -> tuple[Path, dict]:
