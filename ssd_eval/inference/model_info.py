@@ -325,9 +325,8 @@ def render(info: ModelInfo) -> str:
         lines += ["", "quantized ops",
                   *_table([[op, str(n)] for op, n in info.quantized_op_counts.items()], ["op", "count"], {1})]
     if info.weight_ranges:
-        shown = info.weight_ranges[:WEIGHT_ROWS]
         rows = []
-        for w in shown:
+        for w in info.weight_ranges[:WEIGHT_ROWS]:
             span = "?" if w.min is None else f"[{w.min}, {w.max}]"
             kind = f"{w.activation_dtype or '?'} x {w.weight_dtype or '?'}"
             kernel = ("int8 (fused)" if w.needs_fusion else "int8") if w.int8_kernel else "float"

@@ -59,11 +59,8 @@ def shape_of(type_proto: Any) -> list[int | str] | None:
 
 def load_model(path: Path) -> Any:
     """The model at ``path`` without its external data; UserError when it is missing, unreadable or not ONNX."""
-    try:
-        import onnx
-    except ImportError:
-        raise UserError(f"{path}: inspecting a model needs the onnx package (pip install onnx, "
-                        "or pip install -e '.[dev]')") from None
+    import onnx
+
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if not path.is_file():
