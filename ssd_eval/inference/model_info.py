@@ -26,7 +26,6 @@ from ssd_eval.inference.onnx_graph import (
     TensorInfo,
     gflops,
     graph_io,
-    load_external_data,
     load_model,
     quant_format,
     quantized_op_counts,
@@ -164,17 +163,9 @@ def inspect_model(path: str | Path, capability: Int8Capability | None = None,
     """Describe the ONNX model at ``path`` (its top-level graph, with external weight data where readable) on
     ``capability`` (default: this CPU's); ``sha256``: the file's digest if known. UserError for a missing,
     unreadable or non-ONNX file."""
-    import onnx
-
     path = Path(path)
-    model = load_model(path)
     notes: list[str] = []
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:  # noqa: BLE001 - an inference bug must not stop the report
-        notes.append(f"shape inference failed ({type(exc).__name__}); GFLOPs cover only nodes with known shapes")
-        inferred = model
-    load_external_data(model, path, notes)
+    model, inferred = load_model(path, notes)
     graph = Graph(model, inferred)
     capability = capability or detect_int8_capability()
     counts = quantized_op_counts(model)

@@ -1,5 +1,5 @@
 """Reading an ONNX model's top-level graph for ``ssd-eval inspect``: the file loaded (external weight data when
-present), element types and shapes, producer / consumer / constant lookups, the quantized op counts, the
+present, shapes inferred), element types and shapes, producer / consumer / constant lookups, the quantized op counts, the
 quantization format (none, QOperator, QDQ) and an estimate of the GFLOPs per image."""
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ def shape_of(type_proto: Any) -> list[int | str] | None:
     return [int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param or "?" for dim in tensor.shape.dim]
 
 
-def load_model(path: Path) -> Any:
-    """The model at ``path`` without its external data; UserError when it is missing, unreadable or not ONNX."""
+def load_model(path: Path, notes: list[str]) -> tuple[Any, Any]:
+    """The model at ``path``, with its external weight data where readable, and a copy with inferred shapes (the
+    model itself where inference fails); ``notes`` gets what failed. UserError for a missing, unreadable or
+    non-ONNX file."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -73,20 +76,18 @@ def load_model(path: Path) -> Any:
         raise UserError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise UserError(f"{path}: not an ONNX model (no graph, IR version or opset)")
-    return model
-
-
-def load_external_data(model: Any, path: Path, notes: list[str]) -> None:
-    """Load the external weight data beside ``path`` into ``model``; a note in ``notes`` when it is not readable."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-
-    if not any(uses_external_data(t) for t in model.graph.initializer):
-        return
     try:
-        load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:  # noqa: BLE001 - a missing or short data file: report the structure without weights
-        notes.append(f"external weight data not readable ({type(exc).__name__}: {exc}); "
-                     "weight ranges of external tensors are unknown")
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # noqa: BLE001 - an inference bug must not stop the report
+        notes.append(f"shape inference failed ({type(exc).__name__}); GFLOPs cover only nodes with known shapes")
+        inferred = model
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:  # noqa: BLE001 - a missing or short data file: report the structure without weights
+            notes.append(f"external weight data not readable ({type(exc).__name__}: {exc}); "
+                         "weight ranges of external tensors are unknown")
+    return model, inferred
 
 
 class Graph:
