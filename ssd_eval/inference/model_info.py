@@ -56,8 +56,7 @@ class WeightRange:
 
 def _weight_entry(graph: Graph, node: Any, weight_name: str | None, activation: str | None,
                   int8_kernel: bool, needs_fusion: bool) -> WeightRange:
-    """The WeightRange of ``node``; its range unknown where the weight's data is external (not loaded) or in an
-    encoding numpy_helper cannot read."""
+    """The WeightRange of ``node``; min/max None where the weight's data is not loaded or not readable."""
     from onnx import TensorProto, numpy_helper
 
     weight_dtype = low = high = outside = None

@@ -105,8 +105,7 @@ SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spin
 
 
 def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
-    """The session config entries for ``runtime.allow_spinning`` (whether idle onnxruntime threads busy-wait,
-    taking cores from the decode workers): none for null (onnxruntime's default, docs/PERFORMANCE.md) or where
+    """The session config entries for ``runtime.allow_spinning``: none for null (onnxruntime's default) or where
     ``runtime.session_config`` sets them. No detection depends on it, so it is not part of the cache key."""
     if runtime.allow_spinning is None or any(key in runtime.session_config for key in SPINNING_KEYS):
         return {}
@@ -232,7 +231,7 @@ class Detector:
         count = images.shape[0]
         boxes = self._checked(self.io.boxes, np.asarray(boxes, dtype=np.float32), (count, None, 4))
         labels = self._checked(self.io.labels, np.asarray(labels), (count, None))
-        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):  # _checked: finite
             raise UserError(f"{self.model_path}: output {self.io.labels!r} holds non-integer labels")
         labels = labels.astype(np.int64)
         scores = self._checked(self.io.scores, np.asarray(scores, dtype=np.float32), (count, None))
