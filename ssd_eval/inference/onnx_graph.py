@@ -1,6 +1,6 @@
 """Reading an ONNX model's top-level graph for ``ssd-eval inspect``: the file loaded (external weight data when
-present, shapes inferred), element types and shapes, producer / consumer / constant lookups, the quantized op counts, the
-quantization format (none, QOperator, QDQ) and an estimate of the GFLOPs per image."""
+present, shapes inferred), element types and shapes, producer / consumer / constant lookups, the quantized op
+counts, the quantization format (none, QOperator, QDQ) and an estimate of the GFLOPs per image."""
 
 from __future__ import annotations
 
