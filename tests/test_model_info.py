@@ -12,8 +12,7 @@ import pytest
 
 from ssd_eval.errors import UserError
 from ssd_eval.inference.cpu import Int8Capability, detect_int8_capability
-from ssd_eval.inference.model_info import inspect_model, saturation_warning
-from ssd_eval.inference.model_report import render
+from ssd_eval.inference.model_info import inspect_model, render, saturation_warning
 
 from conftest import ROOT, run_cli
 from helpers import int8_conv_model

@@ -271,8 +271,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from ssd_eval.inference.model_info import inspect_model
-    from ssd_eval.inference.model_report import render
+    from ssd_eval.inference.model_info import inspect_model, render
 
     model = Path(args.model)
     if model.suffix in (".yaml", ".yml") or (model.suffix != ".onnx" and not model.is_file()):  # a config

@@ -1,20 +1,27 @@
-"""This CPU's int8 capability: which of onnxruntime's int8 kernel paths it gets, and whether
-that path can saturate u8s8 dot products.
+"""This CPU's int8 capability: which of onnxruntime's int8 kernel paths it gets, and whether that path can
+saturate u8s8 dot products.
 
-onnxruntime (MLAS) picks its int8 GEMM/conv kernels by instruction set. On x86 without VNNI or
-AMX (SSE4.1, AVX2, AVX-512 without VNNI) u8s8 products are summed in pairs in saturating int16
-(``pmaddubsw``), so int8 weights outside [-64, 63] can clip; VNNI/AMX kernels and the ARM64 kernels
-accumulate in int32 and are exact. See /work/shared/REFERENCE.md "Quantized models and CPUs".
+onnxruntime (MLAS) picks its int8 kernels by instruction set. On x86 without VNNI or AMX, u8s8 products are summed
+in pairs in saturating int16 (``pmaddubsw``), so int8 weights outside [-64, 63] can clip; VNNI/AMX and ARM64
+kernels accumulate in int32 and are exact. See /work/shared/REFERENCE.md "Quantized models and CPUs".
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-X86_FLAGS = ("sse4_1", "avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
-ARM_FLAGS = ("asimddp", "i8mm")
+X86_ARCHES = ("x86_64", "i386", "i686", "x86")
+# Per architecture, best first: (the flag that selects a kernel class, the class, whether its u8s8 sums saturate).
+_KERNEL_CLASSES = {
+    "x86": (("amx_int8", "x86-amx", False), ("avx512_vnni", "x86-vnni", False), ("avx_vnni", "x86-vnni", False),
+            ("avx512bw", "x86-avx512", True), ("avx2", "x86-avx2", True), ("sse4_1", "x86-sse4.1", True),
+            (None, "unknown", None)),  # flags unreadable (or a pre-SSE4.1 CPU): cannot say
+    "aarch64": (("i8mm", "arm64-i8mm", False), ("asimddp", "arm64-dotprod", False),
+                (None, "arm64", False)),  # NEON widening multiply-accumulate into int32: exact
+}
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 # ARM "CPU implementer" 0x41 (Arm Ltd) part numbers of common server cores, for a readable name.
@@ -28,11 +35,7 @@ _DARWIN_ARM = {"hw.optional.arm.FEAT_DotProd": "asimddp", "hw.optional.arm.FEAT_
 
 @dataclass
 class Int8Capability:
-    """What this CPU means for onnxruntime's int8 kernels.
-
-    ``u8s8_can_saturate`` is True on x86 without VNNI/AMX, False where sums are exact (VNNI, AMX,
-    ARM64), and None where the CPU could not be identified (then nobody can say).
-    """
+    """What this CPU means for onnxruntime's int8 kernels (``u8s8_can_saturate`` None: the CPU is unidentified)."""
 
     cpu: str
     arch: str
@@ -52,30 +55,6 @@ def normalize_arch(machine: str) -> str:
     return _ARCH_ALIASES.get(name, name or "unknown")
 
 
-def classify(arch: str, flags: set[str] | list[str]) -> tuple[str, bool | None]:
-    """The kernel class and whether u8s8 can saturate, from an architecture and its flag names."""
-    present = set(flags)
-    if arch == "x86_64" or arch in ("i386", "i686", "x86"):
-        if "amx_int8" in present:
-            return "x86-amx", False
-        if present & {"avx512_vnni", "avx_vnni"}:
-            return "x86-vnni", False
-        if "avx512bw" in present:
-            return "x86-avx512", True
-        if "avx2" in present:
-            return "x86-avx2", True
-        if "sse4_1" in present:
-            return "x86-sse4.1", True
-        return "unknown", None  # flags unreadable (or a pre-SSE4.1 CPU): cannot say
-    if arch == "aarch64":
-        if "i8mm" in present:
-            return "arm64-i8mm", False
-        if "asimddp" in present:
-            return "arm64-dotprod", False
-        return "arm64", False  # NEON widening multiply-accumulate into int32: exact
-    return "unknown", None
-
-
 def _parse_cpuinfo(text: str) -> tuple[str, set[str], str | None]:
     """(model name, flag/feature words, arch guessed from the text or None) from /proc/cpuinfo text."""
     name = ""
@@ -89,12 +68,9 @@ def _parse_cpuinfo(text: str) -> tuple[str, set[str], str | None]:
         key, value = key.strip().lower(), value.strip()
         if key == "model name" and not name:
             name = value
-        elif key == "flags" and not words:
+        elif key in ("flags", "features") and not words:
             words = set(value.split())
-            guessed = "x86_64"
-        elif key == "features" and not words:
-            words = set(value.split())
-            guessed = "aarch64"
+            guessed = "x86_64" if key == "flags" else "aarch64"
         elif key in ("hardware", "processor") and not name and not value.isdigit():
             name = value
         elif key == "cpu implementer" and implementer is None:
@@ -118,15 +94,10 @@ def _sysctl(name: str) -> str | None:
 def _darwin(arch: str) -> tuple[str, set[str], str]:
     """Best effort on macOS: sysctl names; Apple Silicon without readable sysctls counts as dotprod."""
     name = _sysctl("machdep.cpu.brand_string") or platform.processor() or arch
-    flags: set[str] = set()
     if arch == "aarch64":
-        readable = False
-        for key, flag in _DARWIN_ARM.items():
-            value = _sysctl(key)
-            readable = readable or value is not None
-            if value == "1":
-                flags.add(flag)
-        if not readable:  # every Apple Silicon core (M1 and later) has the dot product instructions
+        values = {flag: _sysctl(key) for key, flag in _DARWIN_ARM.items()}
+        flags = {flag for flag, value in values.items() if value == "1"}
+        if all(value is None for value in values.values()):  # every Apple Silicon core (M1 and later) has dotprod
             flags.add("asimddp")
         return name, flags, "sysctl"
     words = " ".join(filter(None, [_sysctl("machdep.cpu.features"), _sysctl("machdep.cpu.leaf7_features")]))
@@ -135,22 +106,16 @@ def _darwin(arch: str) -> tuple[str, set[str], str]:
 
 
 def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = None) -> Int8Capability:
-    """This CPU's int8 capability, from /proc/cpuinfo and ``platform.machine()``.
+    """This CPU's int8 capability, from /proc/cpuinfo and ``platform.machine()``; or another CPU's, from the
+    text of its /proc/cpuinfo (``cpuinfo``) and ``machine`` (default: x86_64 for "flags", aarch64 for "Features").
 
-    Pass ``cpuinfo`` (the text of a /proc/cpuinfo) and optionally ``machine`` to describe another
-    CPU: when ``machine`` is omitted the architecture follows the text ("flags" means x86_64,
-    "Features" aarch64). Without /proc/cpuinfo (macOS, Windows) it is best effort: sysctl on macOS,
-    where Apple Silicon counts as ``arm64-dotprod`` (``arm64-i8mm`` where sysctl reports FEAT_I8MM);
-    on Windows only ``platform.processor()`` is known, so x86 gives kernel class "unknown" and
-    ``u8s8_can_saturate`` None, and ARM64 "arm64" (exact).
+    Without /proc/cpuinfo it is best effort: sysctl on macOS (Apple Silicon counts as ``arm64-dotprod`` unless
+    sysctl reports FEAT_I8MM); elsewhere only ``platform.processor()`` is known, so x86 is "unknown".
     """
     source = "simulated" if cpuinfo is not None else "/proc/cpuinfo"
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            cpuinfo = None
+        with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            cpuinfo = handle.read()
     if cpuinfo is not None:
         name, words, guessed = _parse_cpuinfo(cpuinfo)
         arch = normalize_arch(machine) if machine else guessed or normalize_arch(platform.machine())
@@ -160,25 +125,19 @@ def detect_int8_capability(cpuinfo: str | None = None, machine: str | None = Non
             name, words, source = _darwin(arch)
         else:
             name, words, source = platform.processor() or arch, set(), "platform"
-    relevant = X86_FLAGS if arch in ("x86_64", "i386", "i686", "x86") else ARM_FLAGS if arch == "aarch64" else ()
-    flags = sorted(flag for flag in relevant if flag in words)
-    kernel_class, can_saturate = classify(arch, flags)
+    classes = _KERNEL_CLASSES.get("x86" if arch in X86_ARCHES else arch, ((None, "unknown", None),))
+    flags = sorted({flag for flag, _, _ in classes if flag in words})
+    kernel_class, can_saturate = next((kernel_class, saturates) for flag, kernel_class, saturates in classes
+                                      if flag is None or flag in words)
     return Int8Capability(cpu=name or arch, arch=arch, flags=flags, kernel_class=kernel_class,
                           u8s8_can_saturate=can_saturate, source=source)
 
 
 def describe(capability: Int8Capability) -> str:
     """One short line, e.g. ``AMD EPYC, x86-vnni (avx512_vnni): exact u8s8``."""
-    if capability.kernel_class.startswith("x86-"):
-        key = [f for f in ("amx_int8", "avx512_vnni", "avx_vnni") if f in capability.flags]
-        why = ", ".join(key) if key else "no VNNI"
-    else:
-        key = [f for f in ("i8mm", "asimddp") if f in capability.flags]
-        why = ", ".join(key) if key else capability.arch
-    if capability.u8s8_can_saturate is None:
-        verdict = "u8s8 saturation unknown"
-    elif capability.u8s8_can_saturate:
-        verdict = "u8s8 can saturate (int16 pair sums)"
-    else:
-        verdict = "exact u8s8"
+    x86 = capability.kernel_class.startswith("x86-")
+    exact_flags = ("amx_int8", "avx512_vnni", "avx_vnni") if x86 else ("i8mm", "asimddp")
+    why = ", ".join(f for f in exact_flags if f in capability.flags) or ("no VNNI" if x86 else capability.arch)
+    verdict = {None: "u8s8 saturation unknown", True: "u8s8 can saturate (int16 pair sums)",
+               False: "exact u8s8"}[capability.u8s8_can_saturate]
     return f"{capability.cpu}, {capability.kernel_class} ({why}): {verdict}"

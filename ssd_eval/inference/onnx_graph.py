@@ -1,9 +1,11 @@
 """Reading an ONNX model's top-level graph for ``ssd-eval inspect``: the file loaded (external weight data when
-present), element types and shapes, producer / consumer / constant lookups, the quantized op counts and the
-quantization format (none, QOperator, QDQ)."""
+present, shapes inferred), element types and shapes, producer / consumer / constant lookups, the quantized op
+counts, the quantization format (none, QOperator, QDQ) and an estimate of the GFLOPs per image."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,15 @@ MS_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QAttention", "Dy
                 "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "MatMulNBits",
                 "MatMulBnb4", "QuantizeBFP", "DequantizeBFP", "QLinearConvTranspose"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-FLOAT_MATRIX_OPS = {"Conv": (1,), "MatMul": (1, 0), "Gemm": (1, 0)}
+FLOAT_MATRIX_OPS = {"Conv": (1,), "MatMul": (1, 0), "Gemm": (1, 0)}  # op type -> candidate weight inputs
+# Quantized matrix ops: op type -> (candidate weight inputs, activation zero-point input or None).
+QUANT_MATRIX_OPS = {
+    "QLinearConv": ((3,), 2), "ConvInteger": ((1,), 2), "QLinearMatMul": ((3, 0), 2),
+    "MatMulInteger": ((1, 0), 2), "QGemm": ((3, 0), 2), "MatMulIntegerToFloat": ((1, 0), 4),
+    "DynamicQuantizeMatMul": ((1,), None),
+}
+CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+GEMM_OPS = {"Gemm", "QGemm"}
 
 
 @dataclass
@@ -30,6 +40,7 @@ class TensorInfo:
 
 
 def type_name(elem_type: int) -> str:
+    """An ONNX element type's name in lower case, e.g. "float", "uint8"."""
     from onnx import TensorProto
 
     try:
@@ -39,25 +50,20 @@ def type_name(elem_type: int) -> str:
 
 
 def shape_of(type_proto: Any) -> list[int | str] | None:
+    """A value's shape: ints, symbolic dims as their name (or "?"); None when unknown."""
     tensor = type_proto.tensor_type
     if not tensor.HasField("shape"):
         return None
-    dims: list[int | str] = []
-    for dim in tensor.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        else:
-            dims.append(dim.dim_param or "?")
-    return dims
+    return [int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param or "?" for dim in tensor.shape.dim]
 
 
-def load_model(path: Path) -> Any:
-    """The model at ``path`` without its external data; UserError when it is missing, unreadable or not ONNX."""
-    try:
-        import onnx
-    except ImportError:
-        raise UserError(f"{path}: inspecting a model needs the onnx package (pip install onnx, "
-                        "or pip install -e '.[dev]')") from None
+def load_model(path: Path, notes: list[str]) -> tuple[Any, Any]:
+    """The model at ``path``, with its external weight data where readable, and a copy with inferred shapes (the
+    model itself where inference fails); ``notes`` gets what failed. UserError for a missing, unreadable or
+    non-ONNX file."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if not path.is_file():
@@ -70,20 +76,18 @@ def load_model(path: Path) -> Any:
         raise UserError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise UserError(f"{path}: not an ONNX model (no graph, IR version or opset)")
-    return model
-
-
-def load_external_data(model: Any, path: Path, notes: list[str]) -> None:
-    """Load the external weight data beside ``path`` into ``model``; a note in ``notes`` when it is not readable."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-
-    if not any(uses_external_data(t) for t in model.graph.initializer):
-        return
     try:
-        load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:  # noqa: BLE001 - a missing or short data file: report the structure without weights
-        notes.append(f"external weight data not readable ({type(exc).__name__}: {exc}); "
-                     "weight ranges of external tensors are unknown")
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # noqa: BLE001 - an inference bug must not stop the report
+        notes.append(f"shape inference failed ({type(exc).__name__}); GFLOPs cover only nodes with known shapes")
+        inferred = model
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:  # noqa: BLE001 - a missing or short data file: report the structure without weights
+            notes.append(f"external weight data not readable ({type(exc).__name__}: {exc}); "
+                         "weight ranges of external tensors are unknown")
+    return model, inferred
 
 
 class Graph:
@@ -99,11 +103,10 @@ class Graph:
                     if attr.name == "value" and attr.HasField("t"):
                         self.constants[node.output[0]] = attr.t
         self.producer = {out: node for node in self.nodes for out in node.output if out}
-        self.consumers: dict[str, list[Any]] = {}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
         for node in self.nodes:
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
+            for name in filter(None, node.input):
+                self.consumers[name].append(node)
         self.graph_outputs = {o.name for o in graph.output}
         self.types: dict[str, tuple[int, list[int | str] | None]] = {}
         for value in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
@@ -113,12 +116,16 @@ class Graph:
             self.types[name] = (tensor.data_type, [int(d) for d in tensor.dims])
 
     def dtype(self, name: str) -> str | None:
-        if name in self.types and self.types[name][0]:
-            return type_name(self.types[name][0])
-        return None
+        elem_type = self.types.get(name, (0, None))[0]
+        return type_name(elem_type) if elem_type else None
 
     def shape(self, name: str) -> list[int | str] | None:
         return self.types.get(name, (0, None))[1]
+
+    def produced_by(self, name: str) -> str | None:
+        """The op type of the node that outputs ``name``; None when no node does."""
+        node = self.producer.get(name)
+        return node.op_type if node is not None else None
 
     @staticmethod
     def arg(node: Any, index: int) -> str:
@@ -136,14 +143,13 @@ def graph_io(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 def quantized_op_counts(model: Any) -> dict[str, int]:
     """How many of each quantized op the top-level graph holds (contrib ops as ``com.microsoft.<op>``), by name."""
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for node in model.graph.node:
-        domain = node.domain or ""
-        if (domain in ("", "ai.onnx") and node.op_type in STANDARD_QUANT_OPS) or \
-                (domain == MS_DOMAIN and (node.op_type in MS_QUANT_OPS
-                                          or node.op_type.startswith(("QLinear", "QOrdered")))):
-            key = node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
-            counts[key] = counts.get(key, 0) + 1
+        if node.domain in ("", "ai.onnx") and node.op_type in STANDARD_QUANT_OPS:
+            counts[node.op_type] += 1
+        elif node.domain == MS_DOMAIN and (node.op_type in MS_QUANT_OPS
+                                           or node.op_type.startswith(("QLinear", "QOrdered"))):
+            counts[f"{MS_DOMAIN}.{node.op_type}"] += 1
     return dict(sorted(counts.items()))
 
 
@@ -153,17 +159,56 @@ QUANTIZATION_FORMATS = ("none", "QOperator", "QDQ")
 
 def quant_format(graph: Graph, counts: dict[str, int]) -> str:
     """The model's quantization format (one of QUANTIZATION_FORMATS), from its graph and quantized op counts."""
-    qoperator = [op for op in counts if op.rsplit(".", 1)[-1] not in QDQ_OPS]
-    if qoperator:
+    if any(op.rsplit(".", 1)[-1] not in QDQ_OPS for op in counts):
         return "QOperator"
-    for node in graph.nodes:
-        if node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx") and \
-                any(graph.producer.get(name) is not None and graph.producer[name].op_type == "DequantizeLinear"
-                    for name in node.input if name):
-            return "QDQ"
-    for node in graph.nodes:  # Q -> DQ pairs around other ops are still the QDQ format
-        if node.op_type == "DequantizeLinear":
-            source = graph.producer.get(graph.arg(node, 0))
-            if source is not None and source.op_type == "QuantizeLinear":
-                return "QDQ"
-    return "none"
+    dequantized_matrix_op = any(
+        node.op_type in FLOAT_MATRIX_OPS and node.domain in ("", "ai.onnx")
+        and any(graph.produced_by(name) == "DequantizeLinear" for name in node.input) for node in graph.nodes)
+    quantize_dequantize = any(  # Q -> DQ pairs around other ops are still the QDQ format
+        node.op_type == "DequantizeLinear" and graph.produced_by(graph.arg(node, 0)) == "QuantizeLinear"
+        for node in graph.nodes)
+    return "QDQ" if dequantized_matrix_op or quantize_dequantize else "none"
+
+
+def _known(dims: list[int | str]) -> bool:
+    return all(isinstance(d, int) and d > 0 for d in dims)
+
+
+def _numel(shape: list[int | str] | None) -> int | None:
+    """Elements of a shape, a symbolic leading (batch) dim counted as 1; None when unknown."""
+    if shape is None:
+        return None
+    if len(shape) > 1 and not _known(shape[:1]):
+        shape = shape[1:]
+    return math.prod(shape) if _known(shape) else None
+
+
+def _macs(graph: Graph, node: Any) -> int | None:
+    op = node.op_type
+    out = _numel(graph.shape(node.output[0])) if node.output else None
+    if out is None:
+        return None
+    if op in CONV_OPS:
+        weight = graph.shape(graph.arg(node, 3 if op == "QLinearConv" else 1))
+        if not weight or len(weight) < 3 or not _known(weight[1:]):
+            return None
+        return out * math.prod(weight[1:])
+    a_shape = graph.shape(graph.arg(node, 0))
+    if not a_shape or not _known(a_shape[-1:]):
+        return None
+    if op in GEMM_OPS:
+        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+        if len(a_shape) != 2 or not isinstance(a_shape[0], int):
+            return None
+        return out * (a_shape[0] if trans_a else a_shape[1])
+    return out * a_shape[-1]
+
+
+def gflops(graph: Graph, inputs: list[TensorInfo]) -> tuple[float, int]:
+    """(GFLOPs per image: 2 x the multiply-accumulates of the Conv/MatMul/Gemm nodes, from the inferred shapes and
+    divided by a fixed batch dim; those nodes skipped for unknown shapes)."""
+    macs = [_macs(graph, node) for node in graph.nodes
+            if node.op_type in {*FLOAT_MATRIX_OPS, *QUANT_MATRIX_OPS} and node.domain in ("", "ai.onnx", MS_DOMAIN)]
+    batch = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+    per_image = 2 * sum(m for m in macs if m is not None) / (batch if isinstance(batch, int) and batch > 0 else 1)
+    return per_image / 1e9, macs.count(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -21,19 +22,15 @@ NOT_SCORED = 0
 
 
 def label_map(category_ids: Sequence[int], explicit: Sequence[int] | None = None) -> np.ndarray:
-    """Lookup table from contiguous label k (1..K) to COCO category id; index 0 is unused.
-
-    Default: the fixed COCO-80 table (label k is the k-th of ``COCO_80_IDS``), whatever the file
-    lists; a label whose category the file does not list maps to ``NOT_SCORED`` (its detections
-    are dropped, as pycocotools leaves results of categories outside its ``catIds`` unscored).
-    ``explicit`` (``postprocess.label_map``): label k is its k-th id, each one a category of the file.
-    """
+    """Lookup table from contiguous label k (1..K; index 0 unused) to COCO category id: the k-th of ``explicit``
+    (``postprocess.label_map``, each a category of the file), or by default of ``COCO_80_IDS``, ``NOT_SCORED``
+    where the file does not list it (as pycocotools leaves results outside its ``catIds`` unscored)."""
     if explicit is None:
         listed = set(category_ids)
         return np.asarray([0] + [c if c in listed else NOT_SCORED for c in COCO_80_IDS], dtype=np.int64)
     ids = list(explicit)
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate is not None:
         raise UserError(f"postprocess.label_map names category id {duplicate} twice; each label needs its own id")
     unknown = sorted(set(ids) - set(category_ids))
     if unknown:
@@ -43,9 +40,8 @@ def label_map(category_ids: Sequence[int], explicit: Sequence[int] | None = None
 
 
 def label_space_notes(categories: np.ndarray, file_categories: Sequence[dict], *, explicit: bool) -> list[str]:
-    """What a run's summary says about the label map ``categories`` (``label_map``'s table) against
-    the annotation file's ``categories`` entries: how many of the model's categories are scored
-    when the file lists only some, and which of the file's categories no label maps to."""
+    """The summary's notes on the label map ``categories`` against the annotation file's ``categories``: how many
+    of the model's categories are scored when the file lists only some, and which file categories no label maps to."""
     labels = len(categories) - 1
     scored = int(np.count_nonzero(categories[1:] != NOT_SCORED))
     source = "postprocess.label_map" if explicit else "the COCO-80 label table"
@@ -70,11 +66,8 @@ BOX_FORMATS = ("xyxy", "yxyx", "xywh")
 
 def normalized_xyxy(boxes: np.ndarray, box_format: str = "xyxy",
                     box_scale: Sequence[float] | None = None) -> np.ndarray:
-    """A model's boxes (N, 4) as normalized [x_min, y_min, x_max, y_max] (float64).
-
-    ``box_format``: the order of the model's 4 values (``BOX_FORMATS``); ``box_scale``: [width, height]
-    its coordinates are relative to (pixels of the model input, e.g. [1200, 1200]), None: normalized.
-    """
+    """A model's boxes (N, 4) in ``box_format`` order, relative to ``box_scale`` ([width, height]; None: already
+    normalized), as normalized [x_min, y_min, x_max, y_max] (float64)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if box_format == "yxyx":
         boxes = boxes[:, [1, 0, 3, 2]]
@@ -87,30 +80,16 @@ def normalized_xyxy(boxes: np.ndarray, box_format: str = "xyxy",
     return boxes
 
 
-def to_coco_results(
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    *,
-    image_id: int,
-    width: int,
-    height: int,
-    categories: np.ndarray,
-    max_detections: int | str | None = 100,
-    score_threshold: float = 0.0,
-    clip_boxes: bool = True,
-    keep_inverted_boxes: bool = False,
-    box_format: str = "xyxy",
-    box_scale: Sequence[float] | None = None,
-) -> list[dict]:
+def to_coco_results(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, *, image_id: int, width: int,
+                    height: int, categories: np.ndarray, max_detections: int | str | None = 100,
+                    score_threshold: float = 0.0, clip_boxes: bool = True, keep_inverted_boxes: bool = False,
+                    box_format: str = "xyxy", box_scale: Sequence[float] | None = None) -> list[dict]:
     """One image's detections as COCO result dicts, best score first.
 
-    ``boxes`` are normalized [x_min, y_min, x_max, y_max] (else as ``box_format`` and ``box_scale``
-    say: ``normalized_xyxy``), scaled to the image's original pixel size as [x, y, width, height]
-    (clipped to the image first with ``clip_boxes``). An inverted box (x_max < x_min or y_max < y_min)
-    gets width or height 0, or with ``keep_inverted_boxes`` the negative one, as INC and the MLPerf
-    export hand it to pycocotools. ``max_detections`` keeps the best N; ``"all"`` or None keeps every
-    output. Detections of labels ``categories`` maps to ``NOT_SCORED`` are dropped after that cap.
+    Boxes (see ``normalized_xyxy``) become [x, y, width, height] in the image's pixels, clipped to the image first
+    with ``clip_boxes``. An inverted box gets width or height 0, or with ``keep_inverted_boxes`` the negative one
+    (as INC and the MLPerf export hand it to pycocotools). ``max_detections`` keeps the best N ("all" or None:
+    every output); detections of labels ``categories`` maps to ``NOT_SCORED`` are dropped after that cap.
     """
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
@@ -133,21 +112,12 @@ def to_coco_results(
     if clip_boxes:
         selected = np.clip(selected, 0.0, 1.0)
     pixel = selected * np.array([width, height, width, height], dtype=np.float64)
-    x, y = pixel[:, 0], pixel[:, 1]
-    w, h = pixel[:, 2] - x, pixel[:, 3] - y
+    pixel[:, 2:] -= pixel[:, :2]  # x_max, y_max -> width, height
     if not keep_inverted_boxes:
-        w, h = np.maximum(w, 0.0), np.maximum(h, 0.0)
-    category = categories[labels[order]]
-    score = scores[order]
-    return [
-        {
-            "image_id": int(image_id),
-            "category_id": int(category[i]),
-            "bbox": [float(x[i]), float(y[i]), float(w[i]), float(h[i])],
-            "score": float(score[i]),
-        }
-        for i in range(len(order))
-    ]
+        pixel[:, 2:] = np.maximum(pixel[:, 2:], 0.0)
+    columns = zip(categories[labels[order]].tolist(), pixel.tolist(), scores[order].tolist())
+    return [{"image_id": int(image_id), "category_id": category, "bbox": bbox, "score": score}
+            for category, bbox, score in columns]
 
 
 MOST = 0.5
@@ -156,9 +126,8 @@ MOST = 0.5
 
 def output_counts(boxes: np.ndarray, scores: np.ndarray, box_format: str = "xyxy",
                   box_scale: Sequence[float] | None = None) -> dict[str, int]:
-    """What ``output_warnings`` checks in one image's raw outputs (every row, before any threshold):
-    boxes, box coordinates above 1.05 (after ``box_format`` / ``box_scale``), inverted boxes
-    (x_max < x_min or y_max < y_min) and negative scores."""
+    """What ``output_warnings`` checks in one image's raw outputs (every row, before any threshold): boxes,
+    box coordinates above 1.05 (after ``box_format`` / ``box_scale``), inverted boxes and negative scores."""
     xyxy = normalized_xyxy(boxes, box_format, box_scale)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     return {
@@ -171,15 +140,16 @@ def output_counts(boxes: np.ndarray, scores: np.ndarray, box_format: str = "xyxy
 
 def add_counts(total: dict[str, int] | None, counts: dict[str, int] | None) -> dict[str, int] | None:
     """Two ``output_counts`` added key by key (None counts as nothing)."""
-    if total is None or counts is None:
-        return None if total is None and counts is None else dict(counts if total is None else total)
-    return {key: int(total.get(key, 0)) + int(counts.get(key, 0)) for key in set(total) | set(counts)}
+    if total is None and counts is None:
+        return None
+    summed = Counter(total or {})
+    summed.update(counts or {})
+    return dict(summed)
 
 
 def output_warnings(counts: dict[str, int] | None, score_threshold: float = 0.0) -> list[str]:
-    """Warnings about model outputs that are almost certainly read wrongly: most box coordinates
-    above 1.05 (pixels), most boxes inverted (another box order), most scores below 0 (logits). Each
-    names the likely cause and the config key that fixes it; none for no counts or no boxes."""
+    """Warnings about model outputs that are almost certainly read wrongly: most box coordinates above 1.05
+    (pixels), most boxes inverted (another box order), most scores below 0 (logits), each naming the fix."""
     boxes = int((counts or {}).get("boxes", 0))
     if not boxes:
         return []
@@ -203,8 +173,7 @@ def output_warnings(counts: dict[str, int] | None, score_threshold: float = 0.0)
 
 
 def checked_outputs(counts: dict[str, int] | None, score_threshold: float, *, strict: bool) -> list[str]:
-    """``output_warnings`` of a run's summed output counts, logged; with ``strict`` (``eval --strict``)
-    they are a UserError instead."""
+    """``output_warnings`` of a run's summed output counts, logged, or with ``strict`` a UserError."""
     warnings = output_warnings(counts, score_threshold)
     if strict and warnings:
         more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""

@@ -14,12 +14,8 @@ RESIZE_BACKENDS = ("pil", "opencv")
 
 
 def resize(image: Image.Image, size_hw: Sequence[int], backend: str) -> np.ndarray:
-    """Bilinear resize of an RGB image to ``(height, width)``; returns uint8 HWC.
-
-    ``pil`` is PIL's bilinear filter (antialiased when shrinking, as the Model Zoo
-    README does); ``opencv`` is ``cv2.resize(INTER_LINEAR)`` (no antialiasing, as the
-    Intel Neural Compressor and MLPerf scripts do).
-    """
+    """Bilinear resize of an RGB image to ``(height, width)``; returns uint8 HWC. ``pil``: antialiased when
+    shrinking, as the Model Zoo README does; ``opencv``: not, as the Intel Neural Compressor and MLPerf scripts."""
     height, width = int(size_hw[0]), int(size_hw[1])
     if backend == "pil":
         return np.asarray(image.resize((width, height), Image.BILINEAR))
@@ -42,19 +38,14 @@ NORMALIZE_ROUTES = ("opencv-lut", "numpy-take")
 
 def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], scale: float,
               out: np.ndarray | None = None, route: str | None = None) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW: ``(pixels * scale - mean) / std`` per channel, written into
-    ``out`` (a float32 (3, H, W) buffer) when given, else into a new array; returns it.
-
-    ``route``: the lookup to use, one of NORMALIZE_ROUTES (default ``normalize_route()``: OpenCV's
-    where installed); every route gives the same bits."""
-    # A 256-entry table per channel: one gather per pixel instead of a cast and two
-    # arithmetic passes over the 1200x1200x3 tensor: 7.8 ms instead of 16 ms here. With OpenCV
-    # installed, cv2.LUT does the same lookup on each channel plane: the same float32 values, in
-    # half the time again (2.3 vs 4.5 ms of CPU at 1200x1200, docs/PERFORMANCE.md), without the GIL.
+    """uint8 HWC RGB -> float32 CHW: ``(pixels * scale - mean) / std`` per channel, into ``out`` (a float32
+    (3, H, W) buffer) or a new array. ``route``: one of NORMALIZE_ROUTES (default ``normalize_route()``);
+    every route gives the same bits."""
+    # A 256-entry table per channel: one gather per pixel instead of a cast and two arithmetic passes (7.8 vs
+    # 16 ms at 1200x1200); cv2.LUT halves that again without the GIL (docs/PERFORMANCE.md).
     table = normalization_table(mean, std, scale)
-    height, width = pixels.shape[:2]
     if out is None:
-        out = np.empty((3, height, width), dtype=np.float32)
+        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
     if route not in (None, *NORMALIZE_ROUTES):
         raise ValueError(f"normalize route {route!r} is not one of {', '.join(NORMALIZE_ROUTES)}")
     cv2 = _opencv_or_none() if route != "numpy-take" else None
@@ -72,8 +63,7 @@ def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], s
 
 
 def normalize_route() -> str:
-    """Which lookup ``normalize`` uses here: ``"opencv-lut"`` where OpenCV is installed, else ``"numpy-take"``
-    (the same values either way; recorded in provenance.pipeline)."""
+    """Which lookup ``normalize`` uses here: ``"opencv-lut"`` where OpenCV is installed, else ``"numpy-take"``."""
     return "opencv-lut" if _opencv_or_none() is not None else "numpy-take"
 
 
@@ -93,17 +83,7 @@ def normalization_table(mean: Sequence[float], std: Sequence[float], scale: floa
     return ((levels[None, :] - mean64) / std64).astype(np.float32)
 
 
-def preprocess(
-    image: Image.Image,
-    *,
-    size_hw: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    scale: float,
-    backend: str,
-    out: np.ndarray | None = None,
-    route: str | None = None,
-) -> np.ndarray:
-    """An RGB image as the model's float32 (3, H, W) input (written into ``out`` when given;
-    ``route``: normalize's)."""
+def preprocess(image: Image.Image, *, size_hw: Sequence[int], mean: Sequence[float], std: Sequence[float],
+               scale: float, backend: str, out: np.ndarray | None = None, route: str | None = None) -> np.ndarray:
+    """An RGB image as the model's float32 (3, H, W) input (``out`` and ``route``: as ``normalize``'s)."""
     return normalize(resize(image, size_hw, backend), mean, std, scale, out=out, route=route)

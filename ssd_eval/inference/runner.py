@@ -56,23 +56,17 @@ class ModelIO:
 def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
     """The requested providers that are installed, in order; CPU when none of them is."""
     chosen = [p for p in requested if p in available]
-    for provider in requested:
-        if provider not in available:
-            log.warning("execution provider %s is not available here (available: %s); skipping it",
-                        provider, ", ".join(available))
+    for provider in (p for p in requested if p not in available):
+        log.warning("execution provider %s is not available here (available: %s); skipping it",
+                    provider, ", ".join(available))
     if not chosen:
         log.warning("none of the requested providers is available; falling back to CPUExecutionProvider")
-        chosen = ["CPUExecutionProvider"]
-    return chosen
+    return chosen or ["CPUExecutionProvider"]
 
 
 def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: Sequence[str]) -> tuple[Path, dict]:
-    """Where the optimized graph of this model is cached, and what it was made from and with.
-
-    The file is keyed by the source model's sha256, the onnxruntime version, the optimization
-    level, the execution providers and the machine architecture (an optimized graph may
-    only suit them).
-    """
+    """Where the optimized graph of this model is cached, and its key: the source model's sha256, the onnxruntime
+    version, the optimization level, the providers and the machine (an optimized graph may only suit them)."""
     key = {"source_sha256": model_sha256, "onnxruntime": ort.__version__,
            "graph_optimization": runtime.graph_optimization, "providers": list(providers),
            "machine": platform.machine()}
@@ -80,32 +74,21 @@ def optimized_model_entry(model_sha256: str, runtime: RuntimeConfig, providers: 
     return Path(runtime.optimized_model_cache) / name, key
 
 
-def _sidecar(cached: Path) -> Path:
-    return cached.with_suffix(".json")
-
-
 def _trusted_optimized_model(cached: Path, key: dict[str, Any]) -> bool:
-    """Whether ``cached`` is the optimized graph its sidecar describes, made under ``key``."""
+    """Whether ``cached`` is the optimized graph its sidecar JSON describes, made under ``key``."""
     if not cached.is_file():
         return False
+    sidecar = cached.with_suffix(".json")
     try:
-        recorded = json.loads(_sidecar(cached).read_text(encoding="utf-8"))
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
         trusted = (isinstance(recorded, dict) and {k: recorded.get(k) for k in key} == key
                    and recorded.get("optimized_sha256") == sha256_of(cached))
     except (OSError, ValueError, RecursionError):
         trusted = False
     if not trusted:
         log.warning("%s: does not match its record %s (replaced, or made by another model or onnxruntime); "
-                    "optimizing the model again", cached, _sidecar(cached))
+                    "optimizing the model again", cached, sidecar)
     return trusted
-
-
-def _record_optimized_model(cached: Path, key: dict[str, Any]) -> None:
-    """Write the sidecar that lets later runs trust ``cached`` (best effort: the cache is only a speed-up)."""
-    try:
-        atomic_write_json(_sidecar(cached), dict(key, optimized_sha256=sha256_of(cached)))
-    except (OSError, UserError) as exc:
-        log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
 
 
 def check_threads(runtime: RuntimeConfig) -> None:
@@ -122,11 +105,8 @@ SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spin
 
 
 def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
-    """The session config entries for ``runtime.allow_spinning``: true or false as given (an idle
-    onnxruntime thread busy-waits for work, which can take a core from the decode workers sharing the
-    CPU); null: none, onnxruntime's default (spinning on: turning it off did not measurably help on
-    the 2-core VM, docs/PERFORMANCE.md); none either where the config's own session_config sets
-    them. No detection depends on it, so it is not part of the cache key."""
+    """The session config entries for ``runtime.allow_spinning``: none for null (onnxruntime's default) or where
+    ``runtime.session_config`` sets them. No detection depends on it, so it is not part of the cache key."""
     if runtime.allow_spinning is None or any(key in runtime.session_config for key in SPINNING_KEYS):
         return {}
     return {key: "1" if runtime.allow_spinning else "0" for key in SPINNING_KEYS}
@@ -134,13 +114,9 @@ def spinning_entries(runtime: RuntimeConfig) -> dict[str, str]:
 
 def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256: str | None = None,
                    session_config: Mapping[str, str] | None = None) -> ort.InferenceSession:
-    """An InferenceSession for ``model_path`` with the config's providers, threads, optimization
-    and session config entries (``session_config``, default ``runtime.session_config``).
-
-    With ``runtime.optimized_model_cache`` (a directory) and the model's sha256, the
-    optimized graph is saved there on first use, with a sidecar JSON recording what it was
-    made from; later runs load it directly only when the sidecar and the file's sha256 agree.
-    """
+    """An InferenceSession for ``model_path`` with the config's providers, threads, optimization and session
+    config entries (``session_config``, default ``runtime.session_config``). With ``runtime.optimized_model_cache``
+    and ``model_sha256``, the optimized graph is cached there and reused while its sidecar JSON vouches for it."""
     check_threads(runtime)
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
@@ -168,7 +144,7 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
         else:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                for stale in (_sidecar(cached), cached):  # only what this session writes may be recorded
+                for stale in (cached.with_suffix(".json"), cached):  # only what this session writes may be recorded
                     stale.unlink(missing_ok=True)
             except OSError as exc:
                 raise UserError(f"{cached.parent}: cannot create runtime.optimized_model_cache: "
@@ -179,24 +155,23 @@ def create_session(model_path: str | Path, runtime: RuntimeConfig, model_sha256:
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise UserError(f"{model_path}: onnxruntime cannot load this model: {first_line(exc)}") from None
     if cached is not None and load_path != cached and cached.is_file():
-        _record_optimized_model(cached, key)
+        try:  # the sidecar that lets later runs trust the file; best effort: the cache is only a speed-up
+            atomic_write_json(cached.with_suffix(".json"), dict(key, optimized_sha256=sha256_of(cached)))
+        except (OSError, UserError) as exc:
+            log.warning("%s: not recorded, the optimized model will be made again next time (%s)", cached, exc)
     log.info("session providers: %s", session.get_providers())
     return session
 
 
 def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: str | Path) -> ModelIO:
     """Find the image input and the boxes/labels/scores outputs by name."""
-    inputs = session.get_inputs()
-    input_names = [i.name for i in inputs]
-    if model.input_name:
-        if model.input_name not in input_names:
-            raise UserError(f"{model_path}: has no input named {model.input_name!r} (model.input_name); "
-                            f"its inputs are {input_names}")
-        image_input = next(i for i in inputs if i.name == model.input_name)
-    elif len(inputs) == 1:
-        image_input = inputs[0]
-    else:
-        raise UserError(f"{model_path}: has inputs {input_names}; set model.input_name to the image input")
+    inputs = {i.name: i for i in session.get_inputs()}
+    if model.input_name and model.input_name not in inputs:
+        raise UserError(f"{model_path}: has no input named {model.input_name!r} (model.input_name); "
+                        f"its inputs are {list(inputs)}")
+    if not model.input_name and len(inputs) != 1:
+        raise UserError(f"{model_path}: has inputs {list(inputs)}; set model.input_name to the image input")
+    image_input = inputs[model.input_name] if model.input_name else next(iter(inputs.values()))
     output_names = [o.name for o in session.get_outputs()]
 
     def find(candidates: list[str], key: str) -> str:
@@ -213,13 +188,10 @@ def resolve_io(session: ort.InferenceSession, model: ModelConfig, model_path: st
     if len(shape) != 4:
         raise UserError(f"{model_path}: input {image_input.name!r} has shape {image_input.shape}; "
                         "expected (batch, 3, height, width)")
-    return ModelIO(
-        input_name=image_input.name,
-        input_shape=shape,
-        boxes=find(model.boxes_output, "model.boxes_output"),
-        labels=find(model.labels_output, "model.labels_output"),
-        scores=find(model.scores_output, "model.scores_output"),
-    )
+    return ModelIO(input_name=image_input.name, input_shape=shape,
+                   boxes=find(model.boxes_output, "model.boxes_output"),
+                   labels=find(model.labels_output, "model.labels_output"),
+                   scores=find(model.scores_output, "model.scores_output"))
 
 
 class Detector:
@@ -232,14 +204,13 @@ class Detector:
         self.session_config = dict(runtime.session_config if session_config is None else session_config)
         self.session = create_session(model_path, runtime, model_sha256, self.session_config)
         self.io = resolve_io(self.session, model, model_path)
-        self.batch_size = runtime.batch_size
         self.inference_seconds = 0.0
         expected = (3, int(input_size[0]), int(input_size[1]))
         fixed = self.io.input_shape[1:]
         if any(f is not None and f != e for f, e in zip(fixed, expected)):
             raise UserError(f"{model_path}: input {self.io.input_name!r} expects (3, H, W) = {fixed}, "
                             f"but preprocess.input_size gives {expected[1:]}")
-        if self.batch_size > 1 and not self.io.dynamic_batch:
+        if runtime.batch_size > 1 and not self.io.dynamic_batch:
             raise UserError(f"{model_path}: the model's batch dimension is fixed at {self.io.input_shape[0]}; "
                             "it cannot run runtime.batch_size > 1 (set runtime.batch_size: 1)")
 
@@ -260,7 +231,7 @@ class Detector:
         count = images.shape[0]
         boxes = self._checked(self.io.boxes, np.asarray(boxes, dtype=np.float32), (count, None, 4))
         labels = self._checked(self.io.labels, np.asarray(labels), (count, None))
-        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):  # _checked: finite
             raise UserError(f"{self.model_path}: output {self.io.labels!r} holds non-integer labels")
         labels = labels.astype(np.int64)
         scores = self._checked(self.io.scores, np.asarray(scores, dtype=np.float32), (count, None))
