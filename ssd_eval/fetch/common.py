@@ -3,9 +3,9 @@ progress bars and durable renames."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -35,7 +35,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         inner = exc.reason
         return _reason(inner) if isinstance(inner, BaseException) else _one_line(inner)
-    if isinstance(exc, (TimeoutError, socket.timeout)):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return _one_line(exc.strerror)
@@ -55,10 +55,7 @@ def _normalize_sha256(sha256: str | None, config_key: str | None) -> str | None:
 
 
 def _local_source(url: str) -> Path | None:
-    """The local path a ``file://`` URL or plain path names; ``None`` for http(s).
-
-    Raises UserError for any other URL scheme.
-    """
+    """The local path a ``file://`` URL or plain path names; ``None`` for http(s); UserError for other schemes."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
@@ -70,7 +67,6 @@ def _local_source(url: str) -> Path | None:
     if scheme == "" or len(scheme) == 1:  # plain path, or a Windows drive letter
         return Path(url).expanduser()
     raise UserError(f"unsupported URL scheme {parts.scheme!r} in {url}: use http(s)://, file:// or a local path")
-
 
 
 def _mkdir(path: Path) -> None:
@@ -87,29 +83,17 @@ def _progress_bar(total: int | None, initial: int, desc: str, progress: bool) ->
     )
 
 
-
-def _fsync_file(path: Path) -> None:
-    """Flush ``path``'s data to disk, so a rename after it never exposes a truncated file."""
-    with open(path, "ab") as f:  # writable: Windows cannot commit a read-only handle
-        os.fsync(f.fileno())
-
-
 def _fsync_dir(path: Path) -> None:
     """Best effort: make a rename inside ``path`` durable (not possible on every OS)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _replace_durably(src: Path, dst: Path) -> None:
     """``os.replace`` then sync the folder; ``src``'s data must already be synced."""
     os.replace(src, dst)
     _fsync_dir(dst.parent)
-

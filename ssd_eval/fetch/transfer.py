@@ -3,16 +3,18 @@ local copies, size and sha256 checks, and an atomic move into place."""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
+import os
 import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from ssd_eval.errors import UserError
 from ssd_eval.fetch.common import (
-    _fsync_file,
     _key_note,
     _local_source,
     _mkdir,
@@ -31,21 +33,16 @@ _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORE
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     """``(first_byte, total)`` from a Content-Range header; unknown parts are None."""
-    if not value:
-        return None, None
-    m = _CONTENT_RANGE_RE.fullmatch(value.strip())
+    m = _CONTENT_RANGE_RE.fullmatch(value.strip()) if value else None
     if not m:
         return None, None
-    start = int(m.group(1)) if m.group(1) is not None else None
-    total = int(m.group(3)) if m.group(3) != "*" else None
-    return start, total
+    return (int(m[1]) if m[1] else None), (None if m[3] == "*" else int(m[3]))
 
 
 def _content_length(headers) -> int | None:
-    value = headers.get("Content-Length")
     try:
-        return int(value) if value is not None else None
-    except ValueError:
+        return int(headers["Content-Length"])
+    except (TypeError, ValueError):  # absent, or not a number
         return None
 
 
@@ -58,105 +55,77 @@ def _file_matches(path: Path, size: int | None, sha256: str | None) -> bool:
     return sha256 is None or sha256_of(path) == sha256
 
 
-
 def _cannot_download(name: str, url: str, dest: Path, reason: str, config_key: str | None) -> str:
     tail = f", or point {config_key} at an existing copy." if config_key else "."
-    return (
-        f"cannot download {name} from {url} ({reason}). "
-        f"Download it by hand and save it as {dest}{tail}"
-    )
+    return f"cannot download {name} from {url} ({reason}). Download it by hand and save it as {dest}{tail}"
 
 
 def _interrupted(name: str, url: str, dest: Path, got: int, total: int | None, reason: str) -> str:
     of = f" of {total}" if total is not None else ""
-    return (
-        f"download of {name} from {url} was interrupted after {got}{of} bytes ({reason}); "
-        f"run the same command again to resume from {dest.name}.part, "
-        f"or download it by hand and save it as {dest}."
-    )
+    return (f"download of {name} from {url} was interrupted after {got}{of} bytes ({reason}); run the same "
+            f"command again to resume from {dest.name}.part, or download it by hand and save it as {dest}.")
 
 
-
-def _write_sha256_file(dest: Path, digest: str) -> Path:
-    """Write ``<dest>.sha256`` (sha256sum format) atomically; return its path."""
-    side = dest.with_name(dest.name + ".sha256")
-    try:
-        atomic_write_text(side, f"{digest}  {dest.name}\n")
-    except (OSError, UserError) as e:
-        raise UserError(f"cannot write {side} ({_reason(e) if isinstance(e, OSError) else e}); "
-                        f"{dest} itself is complete") from e
-    return side
-
-
-# --------------------------------------------------------------------------- transfer
-
-
-def _verify_part(part: Path, url: str, size: int | None, sha256: str | None,
-                 config_key: str | None) -> str:
+def _verify_part(part: Path, url: str, size: int | None, sha256: str | None, config_key: str | None) -> str:
     """Check a finished transfer; delete it and raise on mismatch. Returns its sha256."""
     got_size = part.stat().st_size
     if size is not None and got_size != size:
         part.unlink(missing_ok=True)
-        raise UserError(
-            f"{url}: size {got_size} bytes does not match expected {size}{_key_note(config_key)}; "
-            "the corrupt download was deleted"
-        )
+        raise UserError(f"{url}: size {got_size} bytes does not match expected {size}{_key_note(config_key)}; "
+                        "the corrupt download was deleted")
     digest = sha256_of(part)
     if sha256 is not None and digest != sha256:
         part.unlink(missing_ok=True)
-        raise UserError(
-            f"{url}: sha256 {digest} does not match expected {sha256}{_key_note(config_key)}; "
-            "the corrupt download was deleted"
-        )
+        raise UserError(f"{url}: sha256 {digest} does not match expected {sha256}{_key_note(config_key)}; "
+                        "the corrupt download was deleted")
     return digest
 
 
-def _copy_local(src: Path, part: Path, *, url: str, dest: Path, config_key: str | None,
-                progress: bool) -> None:
-    """Copy a local source file into ``part`` (from scratch), streaming."""
+def _write_part(read: Callable[[int], bytes], part: Path, *, mode: str, offset: int, total: int | None,
+                desc: str, progress: bool, read_error: Callable[[int, int | None, str], str]) -> int:
+    """Write the chunks ``read`` returns to ``part`` until it returns none; return the bytes written.
+
+    A failed read raises UserError(``read_error(bytes in part, total, reason)``); a failed write says
+    that ``part`` cannot be written.
+    """
+    written = 0
+    try:
+        with open(part, mode) as f, _progress_bar(total, offset, desc, progress) as bar:
+            while True:
+                try:  # an http read1: returns what has arrived, so a stall loses nothing
+                    chunk = read(CHUNK_SIZE)
+                except (OSError, http.client.HTTPException) as e:
+                    raise UserError(read_error(offset + written, total, _reason(e))) from e
+                if not chunk:
+                    return written
+                f.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+    except OSError as e:  # writing failed (disk full, permissions)
+        raise UserError(f"cannot write {part} ({_reason(e)})") from e
+
+
+def _copy_local(src: Path, part: Path, *, url: str, dest: Path, config_key: str | None, progress: bool) -> None:
+    """Copy a local source file into ``part`` (from scratch)."""
     try:
         total = src.stat().st_size
         fin = open(src, "rb")
     except OSError as e:
         raise UserError(_cannot_download(dest.name, url, dest, _reason(e), config_key)) from e
     with fin:
-        try:
-            fout = open(part, "wb")
-        except OSError as e:
-            raise UserError(f"cannot write {part} ({_reason(e)})") from e
-        with fout, _progress_bar(total, 0, dest.name, progress) as bar:
-            while True:
-                try:
-                    chunk = fin.read(CHUNK_SIZE)
-                except OSError as e:
-                    raise UserError(f"cannot read {src} ({_reason(e)}); "
-                                    f"fix the source {url}{_key_note(config_key)}") from e
-                if not chunk:
-                    break
-                try:
-                    fout.write(chunk)
-                except OSError as e:
-                    raise UserError(f"cannot write {part} ({_reason(e)})") from e
-                bar.update(len(chunk))
-
-
-def _open_http(url: str, offset: int, timeout: float):
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        _write_part(fin.read, part, mode="wb", offset=0, total=total, desc=dest.name, progress=progress,
+                    read_error=lambda _got, _total, reason: (f"cannot read {src} ({reason}); "
+                                                             f"fix the source {url}{_key_note(config_key)}"))
 
 
 def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_key: str | None,
                 progress: bool, timeout: float, sha256_known: bool) -> None:
-    """Bring ``part`` to a complete copy of ``url``, resuming an existing ``part``.
+    """Bring ``part`` to a complete copy of ``url``, resuming an existing ``part``; UserError when that fails.
 
-    The file's total length comes from ``size`` or, when the server states it,
-    from Content-Range or offset + Content-Length; a transfer that ends short of
-    it raises (keeping ``part`` to resume). When no length is known at all and the
-    body is not chunked, a connection that closes early cannot be told from the end
-    of the file: only a sha256 can, so without ``sha256_known`` the download is
-    refused before it starts. Does not verify the content; raises UserError when the transfer fails.
+    The file's total length comes from ``size``, Content-Range or offset + Content-Length; a transfer that
+    ends short of it raises and keeps ``part`` to resume. With no length known and no chunked framing, a
+    connection that closes early looks like the end of the file: only a sha256 can tell, so without
+    ``sha256_known`` the download is refused before it starts. The content is not verified here.
     """
     name = dest.name
     for _attempt in range(3):
@@ -173,25 +142,26 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
         else:
             log.info("downloading %s from %s", name, url)
 
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
         try:
-            resp = _open_http(url, offset, timeout)
+            resp = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as e:
             e.close()
-            if e.code == 416 and offset:
-                _, total = _parse_content_range(e.headers.get("Content-Range"))
-                _check_total(total, size, url=url, part=part, config_key=config_key)
-                if total == offset:
-                    log.info("server says %s is complete; verifying it", part)
-                    return
-                if total is None:  # no length to compare with: never trust the part
-                    log.info("server refused to resume %s without saying its length; "
-                             "starting over", name)
-                else:
-                    log.info("server has %d bytes but %s holds %d; starting over",
-                             total, part, offset)
-                part.unlink()
-                continue
-            raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
+            if e.code != 416 or not offset:
+                raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
+            _, total = _parse_content_range(e.headers.get("Content-Range"))
+            _check_total(total, size, url=url, part=part, config_key=config_key)
+            if total == offset:
+                log.info("server says %s is complete; verifying it", part)
+                return
+            if total is None:  # no length to compare with: never trust the part
+                log.info("server refused to resume %s without saying its length; starting over", name)
+            else:
+                log.info("server has %d bytes but %s holds %d; starting over", total, part, offset)
+            part.unlink()
+            continue
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
             raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
 
@@ -204,89 +174,54 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                              "starting over", name, start, offset)
                     part.unlink(missing_ok=True)
                     continue
-                mode = "ab" if offset else "wb"
             else:
                 if offset:
                     log.info("server ignored the Range request (HTTP %d); restarting %s from zero",
                              resp.status, name)
-                offset, mode, total = 0, "wb", None
+                offset, total = 0, None
             if total is None and length is not None:
                 total = offset + length
             _check_total(total, size, url=url, part=part, config_key=config_key)
             if total is None:
                 total = size
-            framed = getattr(resp, "chunked", False)  # chunked framing shows a cut by itself
-            if total is None and not sha256_known and not framed:
-                raise UserError(
-                    f"{url}: the server does not say how long {name} is and no size or sha256 is "
-                    f"configured{_key_note(config_key)}, so a download cut short could not be told "
-                    f"from a complete one; download it by hand and save it as {dest}")
-            if total is None and not framed:
+            if total is None and not getattr(resp, "chunked", False):  # chunked framing shows a cut by itself
+                if not sha256_known:
+                    raise UserError(
+                        f"{url}: the server does not say how long {name} is and no size or sha256 is "
+                        f"configured{_key_note(config_key)}, so a download cut short could not be told "
+                        f"from a complete one; download it by hand and save it as {dest}")
                 log.warning("%s: the server does not say how long %s is; the sha256 check will "
                             "catch a connection that closes early", url, name)
-            received = _stream_to_part(resp, part, mode, offset, total, url=url, dest=dest,
-                                       progress=progress)
+            received = _write_part(resp.read1, part, mode="ab" if offset else "wb", offset=offset, total=total,
+                                   desc=name, progress=progress,
+                                   read_error=functools.partial(_interrupted, name, url, dest))
         got = offset + received
         if total is not None and got > total:
             part.unlink(missing_ok=True)
-            raise UserError(
-                f"{url}: server sent {got} bytes but announced {total}; the download was "
-                f"deleted, run again to retry, or download it by hand and save it as {dest}"
-            )
+            raise UserError(f"{url}: server sent {got} bytes but announced {total}; the download was deleted, "
+                            f"run again to retry, or download it by hand and save it as {dest}")
         if total is not None and got < total:
             raise UserError(_interrupted(name, url, dest, got, total, "connection closed early"))
         return
-    raise UserError(_cannot_download(name, url, dest, "the server does not resume consistently",
-                                     config_key))
+    raise UserError(_cannot_download(name, url, dest, "the server does not resume consistently", config_key))
 
 
-def _check_total(total: int | None, size: int | None, *, url: str, part: Path,
-                 config_key: str | None) -> None:
+def _check_total(total: int | None, size: int | None, *, url: str, part: Path, config_key: str | None) -> None:
     """Raise (deleting ``part``) when the server's stated length contradicts ``size``."""
     if size is not None and total is not None and total != size:
         part.unlink(missing_ok=True)
-        raise UserError(
-            f"{url}: server reports {total} bytes but {size} are expected"
-            f"{_key_note(config_key)}; is the URL right?"
-        )
-
-
-def _stream_to_part(resp, part: Path, mode: str, offset: int, total: int | None, *,
-                    url: str, dest: Path, progress: bool) -> int:
-    """Append (or write) the response body to ``part``; return bytes received."""
-    received = 0
-    try:
-        with open(part, mode) as f, _progress_bar(total, offset, dest.name, progress) as bar:
-            while True:
-                try:  # read1: return what has arrived, so a stall loses nothing
-                    chunk = resp.read1(CHUNK_SIZE)
-                except (OSError, http.client.HTTPException) as e:
-                    raise UserError(_interrupted(dest.name, url, dest, offset + received, total,
-                                                 _reason(e))) from e
-                if not chunk:
-                    break
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    except OSError as e:  # writing failed (disk full, permissions)
-        raise UserError(f"cannot write {part} ({_reason(e)})") from e
-    return received
-
-
-# --------------------------------------------------------------------------- public API
+        raise UserError(f"{url}: server reports {total} bytes but {size} are expected{_key_note(config_key)}; "
+                        "is the URL right?")
 
 
 def download(url: str, dest: Path, *, size: int | None = None, sha256: str | None = None,
              config_key: str | None = None, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Make ``dest`` a verified copy of ``url`` (http(s), ``file://`` or a local path).
+    """Make ``dest`` a verified copy of ``url`` (http(s), ``file://`` or a local path); return ``dest``.
 
-    An existing ``dest`` that matches ``size`` and ``sha256`` is kept as is. An
-    interrupted transfer is resumed from ``<dest>.part`` on the next call. A
-    verified file is moved into place atomically; a file that fails
-    verification is deleted. With ``sha256=None`` only the size is checked and
-    the computed digest is logged and written to ``<dest>.sha256`` for pinning.
-    Failures raise a one-line UserError naming ``url``, ``dest`` and
-    ``config_key``. Returns ``dest``.
+    An existing ``dest`` matching ``size`` and ``sha256`` is kept; an interrupted transfer resumes from
+    ``<dest>.part`` on the next call; a file that fails verification is deleted. With ``sha256=None`` only
+    the size is checked, and the digest is logged and written to ``<dest>.sha256`` for pinning. Failures
+    raise a one-line UserError naming ``url``, ``dest`` and ``config_key``.
     """
     dest = Path(dest)
     want = _normalize_sha256(sha256, config_key)
@@ -308,14 +243,19 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
                     progress=progress, timeout=timeout, sha256_known=want is not None)
     digest = _verify_part(part, url, size, want, config_key)
     try:
-        _fsync_file(part)  # a power loss after the rename must not leave a short dest
+        with open(part, "ab") as f:  # writable: Windows cannot commit a read-only handle
+            os.fsync(f.fileno())  # a power loss after the rename must not leave a short dest
         _replace_durably(part, dest)
     except OSError as e:
         raise UserError(f"cannot move {part} to {dest} ({_reason(e)})") from e
-    if want is None:
-        side = _write_sha256_file(dest, digest)
+    if want is None:  # <dest>.sha256 in sha256sum format, for pinning
+        side = dest.with_name(dest.name + ".sha256")
+        try:
+            atomic_write_text(side, f"{digest}  {dest.name}\n")
+        except (OSError, UserError) as e:
+            raise UserError(f"cannot write {side} ({_reason(e) if isinstance(e, OSError) else e}); "
+                            f"{dest} itself is complete") from e
         log.info("%s: sha256 %s (not pinned; written to %s; pin it in the config%s)",
                  dest, digest, side, _key_note(config_key))
     log.info("saved %s", dest)
     return dest
-
