@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from ssd_eval.errors import UserError
-from ssd_eval.fetch.archive import _extract_file, _extract_tree
+from ssd_eval.fetch.archive import _extract
 from ssd_eval.fetch.common import _local_source, _normalize_sha256
 from ssd_eval.fetch.transfer import download
 from ssd_eval.utils import sha256_of
@@ -128,10 +128,10 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
     if need_ann:
         zip_path, owned = _zip_for(annotations_url, downloads_dir, config_key="dataset.annotations",
                                    progress=progress, size=annotations_zip[0], sha256=annotations_zip[1])
-        _extract_file(zip_path, ANNOTATIONS_MEMBER, annotations, url=annotations_url, owned=owned,
+        _extract(zip_path, ANNOTATIONS_MEMBER, annotations, url=annotations_url, owned=owned,
                       config_key="dataset.annotations", progress=progress)
     if need_img:
         zip_path, owned = _zip_for(images_url, downloads_dir, config_key="dataset.images",
                                    progress=progress, size=images_zip[0], sha256=images_zip[1])
-        _extract_tree(zip_path, IMAGES_PREFIX, images_dir, url=images_url, owned=owned,
+        _extract(zip_path, IMAGES_PREFIX, images_dir, url=images_url, owned=owned,
                       config_key="dataset.images", progress=progress)
