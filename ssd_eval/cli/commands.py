@@ -20,16 +20,16 @@ def set_overrides(args: argparse.Namespace) -> list[Any]:
     return list(args.overrides) + ([args.protocol] if args.protocol else [])
 
 
+def _given(*overrides: tuple[str, Any, str]) -> list[Any]:
+    """The ``(key, value, option)`` overrides whose option was given (value not None)."""
+    return [override for override in overrides if override[1] is not None]
+
+
 def tracking_overrides(args: argparse.Namespace) -> list[Any]:
     """Config overrides from --log, --log-uri and --log-dir."""
-    overrides: list[Any] = []
-    if args.log:
-        overrides.append(("tracking.log", list(dict.fromkeys(args.log)), "--log"))
-    if args.log_uri:
-        overrides.append(("tracking.uri", args.log_uri, "--log-uri"))
-    if args.log_dir:
-        overrides.append(("tracking.tensorboard_dir", args.log_dir, "--log-dir"))
-    return overrides
+    return _given(("tracking.log", list(dict.fromkeys(args.log)) if args.log else None, "--log"),
+                  ("tracking.uri", args.log_uri or None, "--log-uri"),
+                  ("tracking.tensorboard_dir", args.log_dir or None, "--log-dir"))
 
 
 def print_tracking(result: Any) -> None:
@@ -48,18 +48,11 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
     if args.model:
         overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
                       ("model.size", None, "--model"), ("model.sha256", None, "--model")]
-    if args.annotations:
-        overrides.append(("dataset.annotations", args.annotations, "--annotations"))
-    if args.images:
-        overrides.append(("dataset.images", args.images, "--images"))
-    if args.out:
-        overrides.append(("output.dir", args.out, "--out"))
-    if args.limit is not None:
-        overrides.append(("dataset.limit", args.limit, "--limit"))
-    if args.subset is not None:
-        overrides.append(("dataset.subset", args.subset, "--subset"))
-    if args.name is not None:
-        overrides.append(("variant", args.name, NAME_OPTION))
+    # an empty --annotations, --images or --out counts as not given
+    overrides += _given(("dataset.annotations", args.annotations or None, "--annotations"),
+                        ("dataset.images", args.images or None, "--images"), ("output.dir", args.out or None, "--out"),
+                        ("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"),
+                        ("variant", args.name, NAME_OPTION))
     return overrides + tracking_overrides(args)
 
 
@@ -115,11 +108,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
-    common: list[Any] = list(args.overrides) + [("output.dir", str(Path(args.results) / "{run}"), "--results")]
-    if args.limit is not None:
-        common.append(("dataset.limit", args.limit, "--limit"))
-    if args.subset is not None:
-        common.append(("dataset.subset", args.subset, "--subset"))
+    common: list[Any] = [*args.overrides, ("output.dir", str(Path(args.results) / "{run}"), "--results"),
+                         *_given(("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"))]
     runs = []
     for config_path in dict.fromkeys(args.config):
         for protocol in dict.fromkeys(args.protocol or [None]):
