@@ -16,8 +16,6 @@ from tqdm import tqdm
 
 from ssd_eval.errors import UserError
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
 
 def _one_line(text: str) -> str:
     """Collapse whitespace so a message fits on one line."""
@@ -47,10 +45,8 @@ def _normalize_sha256(sha256: str | None, config_key: str | None) -> str | None:
     if sha256 is None:
         return None
     want = str(sha256).strip().lower()
-    if not _SHA256_RE.fullmatch(want):
-        raise UserError(
-            f"invalid sha256 {sha256!r}{_key_note(config_key)}: expected 64 hexadecimal digits"
-        )
+    if not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise UserError(f"invalid sha256 {sha256!r}{_key_note(config_key)}: expected 64 hexadecimal digits")
     return want
 
 
@@ -77,10 +73,8 @@ def _mkdir(path: Path) -> None:
 
 
 def _progress_bar(total: int | None, initial: int, desc: str, progress: bool) -> tqdm:
-    return tqdm(
-        total=total, initial=initial, desc=desc, unit="B", unit_scale=True,
-        unit_divisor=1024, file=sys.stderr, disable=not progress, leave=False,
-    )
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=not progress, leave=False)
 
 
 def _fsync_dir(path: Path) -> None:

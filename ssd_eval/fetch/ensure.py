@@ -95,9 +95,6 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
 
     need_ann = not annotations.is_file()
     need_img = not images_dir.is_dir()
-    if not (need_ann or need_img):
-        return
-
     problems = []
     if need_ann and not (download_missing and annotations_url):
         problems.append(_missing_coco_message(
