@@ -55,14 +55,14 @@ def _file_matches(path: Path, size: int | None, sha256: str | None) -> bool:
     return sha256 is None or sha256_of(path) == sha256
 
 
-def _cannot_download(name: str, url: str, dest: Path, reason: str, config_key: str | None) -> str:
+def _cannot_download(url: str, dest: Path, reason: str, config_key: str | None) -> str:
     tail = f", or point {config_key} at an existing copy." if config_key else "."
-    return f"cannot download {name} from {url} ({reason}). Download it by hand and save it as {dest}{tail}"
+    return f"cannot download {dest.name} from {url} ({reason}). Download it by hand and save it as {dest}{tail}"
 
 
-def _interrupted(name: str, url: str, dest: Path, got: int, total: int | None, reason: str) -> str:
+def _interrupted(url: str, dest: Path, got: int, total: int | None, reason: str) -> str:
     of = f" of {total}" if total is not None else ""
-    return (f"download of {name} from {url} was interrupted after {got}{of} bytes ({reason}); run the same "
+    return (f"download of {dest.name} from {url} was interrupted after {got}{of} bytes ({reason}); run the same "
             f"command again to resume from {dest.name}.part, or download it by hand and save it as {dest}.")
 
 
@@ -111,7 +111,7 @@ def _copy_local(src: Path, part: Path, *, url: str, dest: Path, config_key: str 
         total = src.stat().st_size
         fin = open(src, "rb")
     except OSError as e:
-        raise UserError(_cannot_download(dest.name, url, dest, _reason(e), config_key)) from e
+        raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
     with fin:
         _write_part(fin.read, part, mode="wb", offset=0, total=total, desc=dest.name, progress=progress,
                     read_error=lambda _got, _total, reason: (f"cannot read {src} ({reason}); "
@@ -150,7 +150,7 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
         except urllib.error.HTTPError as e:
             e.close()
             if e.code != 416 or not offset:
-                raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
+                raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
             _, total = _parse_content_range(e.headers.get("Content-Range"))
             _check_total(total, size, url=url, part=part, config_key=config_key)
             if total == offset:
@@ -163,7 +163,7 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
             part.unlink()
             continue
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-            raise UserError(_cannot_download(name, url, dest, _reason(e), config_key)) from e
+            raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
 
         with resp:
             length = _content_length(resp.headers)
@@ -194,16 +194,16 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                             "catch a connection that closes early", url, name)
             received = _write_part(resp.read1, part, mode="ab" if offset else "wb", offset=offset, total=total,
                                    desc=name, progress=progress,
-                                   read_error=functools.partial(_interrupted, name, url, dest))
+                                   read_error=functools.partial(_interrupted, url, dest))
         got = offset + received
         if total is not None and got > total:
             part.unlink(missing_ok=True)
             raise UserError(f"{url}: server sent {got} bytes but announced {total}; the download was deleted, "
                             f"run again to retry, or download it by hand and save it as {dest}")
         if total is not None and got < total:
-            raise UserError(_interrupted(name, url, dest, got, total, "connection closed early"))
+            raise UserError(_interrupted(url, dest, got, total, "connection closed early"))
         return
-    raise UserError(_cannot_download(name, url, dest, "the server does not resume consistently", config_key))
+    raise UserError(_cannot_download(url, dest, "the server does not resume consistently", config_key))
 
 
 def _check_total(total: int | None, size: int | None, *, url: str, part: Path, config_key: str | None) -> None:
