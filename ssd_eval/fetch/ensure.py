@@ -39,23 +39,19 @@ def ensure_model(path: Path, *, url: str | None, size: int | None, sha256: str |
                             f"re-download it, or fix {config_key} (and the pinned sha256)")
         return path
 
-    if download_missing and url:
-        return download(url, path, size=size, sha256=want, config_key=config_key,
-                        progress=progress)
-    if url and variant:
-        raise UserError(f"model file {path} not found; run 'make models MODEL={variant}' to download it "
-                        f"from {url}, or set {config_key} to an existing copy")
-    if url:
-        raise UserError(f"model file {path} not found; download it from {url} and save it as {path}, "
-                        f"or set {config_key} to an existing copy")
-    raise UserError(f"model file {path} not found and no download URL is configured; "
-                    f"set {config_key} to an existing copy")
+    if not url:
+        raise UserError(f"model file {path} not found and no download URL is configured; "
+                        f"set {config_key} to an existing copy")
+    if download_missing:
+        return download(url, path, size=size, sha256=want, config_key=config_key, progress=progress)
+    how = (f"run 'make models MODEL={variant}' to download it from {url}" if variant
+           else f"download it from {url} and save it as {path}")
+    raise UserError(f"model file {path} not found; {how}, or set {config_key} to an existing copy")
 
 
 def _missing_coco_message(what: str, target: Path, url: str | None, extract: str,
                           config_key: str) -> str:
-    source = f"get {url} and {extract} (or run 'make data')" if url else \
-        "no download URL is configured"
+    source = f"get {url} and {extract} (or run 'make data')" if url else "no download URL is configured"
     return f"COCO {what} {target} not found; {source}, or set {config_key} to an existing copy"
 
 
