@@ -41,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench-harness"]:  # argparse's REMAINDER would refuse the options that come first
         configure_logging(0)
         return cmd_bench_harness(argparse.Namespace(arguments=argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)

@@ -234,13 +234,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.what == "models":
-        downloadable = {name: config for name, config in
-                        ((name, load_config(path)) for name, path in variant_configs(CONFIGS_DIR).items())
-                        if config.model.url}
-        unknown = [v for v in args.variant or [] if v not in downloadable]
-        if unknown:
-            raise UserError(f"fetch models: no downloadable variant {unknown[0]!r} in {CONFIGS_DIR}/ "
-                            f"(have: {', '.join(downloadable)})")
+        configs = {name: load_config(path) for name, path in variant_configs(CONFIGS_DIR).items()}
+        downloadable = {name: config for name, config in configs.items() if config.model.url}
+        for variant in args.variant or []:
+            if variant not in downloadable:
+                raise UserError(f"fetch models: no downloadable variant {variant!r} in {CONFIGS_DIR}/ "
+                                f"(have: {', '.join(downloadable)})")
         for variant in args.variant or downloadable:
             config = downloadable[variant]
             path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
