@@ -208,15 +208,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.iterations <= 0 or args.warmup < 0:
         raise UserError("bench: --iterations must be positive and --warmup not negative")
+    overrides = set_overrides(args)
     variant_file = None if args.variant is None else config_path(args.variant, CONFIGS_DIR)
     if args.config or (variant_file and variant_file != CONFIGS_DIR / f"{args.variant}.yaml"):
         # configs named as files, each alone (a variant name brings its fp32 parent or quantized children)
-        configs = [load_config(config_path(text, CONFIGS_DIR), set_overrides(args))
-                   for text in args.config or [args.variant]]
+        configs = [load_config(config_path(text, CONFIGS_DIR), overrides) for text in args.config or [args.variant]]
     else:
         configs = configs_for_bench(args.variant)
-        if set_overrides(args):
-            configs = [load_config(c.source, set_overrides(args)) for c in configs]
+        if overrides:
+            configs = [load_config(c.source, overrides) for c in configs]
     bench_models(configs, warmup=args.warmup, iterations=args.iterations, compare_exact_int8=args.compare_exact_int8)
     return 0
 
@@ -247,13 +247,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                                       variant=variant)
             print(f"{variant}: {path}")
         return 0
-    config = load_config(config_path(args.config, CONFIGS_DIR))
-    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
-                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
-                      download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress,
-                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
-                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
-    print(f"COCO: {config.dataset.annotations}  {config.dataset.images}")
+    dataset = load_config(config_path(args.config, CONFIGS_DIR)).dataset
+    fetch.ensure_coco(Path(dataset.annotations), Path(dataset.images), annotations_url=dataset.annotations_url,
+                      images_url=dataset.images_url, download_missing=True, downloads_dir=Path(dataset.downloads_dir),
+                      progress=progress, annotations_zip=(dataset.annotations_zip_size, dataset.annotations_zip_sha256),
+                      images_zip=(dataset.images_zip_size, dataset.images_zip_sha256))
+    print(f"COCO: {dataset.annotations}  {dataset.images}")
     return 0
 
 
