@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
 from ssd_eval.errors import UserError
-from ssd_eval.fetch.common import _fsync_dir, _mkdir, _progress_bar, _reason, _replace_durably
+from ssd_eval.fetch.transfer import _fsync_dir, _mkdir, _progress_bar, _reason, _replace_durably
 from ssd_eval.utils import CHUNK_SIZE
 
 log = logging.getLogger(__name__)

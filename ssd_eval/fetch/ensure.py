@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 
 from ssd_eval.errors import UserError
 from ssd_eval.fetch.archive import _extract
-from ssd_eval.fetch.common import _local_source, _normalize_sha256
-from ssd_eval.fetch.transfer import download
+from ssd_eval.fetch.transfer import _local_source, _normalize_sha256, download
 from ssd_eval.utils import sha256_of
 
 ANNOTATIONS_MEMBER = "annotations/instances_val2017.json"

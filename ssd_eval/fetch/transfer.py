@@ -1,28 +1,25 @@
 """Download one file, verified and resumable: http(s) with Range resume and retries, ``file://`` or
-local copies, size and sha256 checks, and an atomic move into place."""
+local copies, size and sha256 checks, and an atomic move into place. Also the pieces the other fetch
+modules share: one-line reasons, sha256 and source checks, folders, progress bars and durable renames."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import logging
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
 
 from ssd_eval.errors import UserError
-from ssd_eval.fetch.common import (
-    _key_note,
-    _local_source,
-    _mkdir,
-    _normalize_sha256,
-    _progress_bar,
-    _reason,
-    _replace_durably,
-)
 from ssd_eval.utils import CHUNK_SIZE, atomic_write_text, sha256_of
 
 log = logging.getLogger(__name__)
@@ -31,28 +28,88 @@ USER_AGENT = "ssd_eval-fetch/0.1"
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 
 
+def _one_line(text: str) -> str:
+    """Collapse whitespace so a message fits on one line."""
+    return " ".join(str(text).split())
+
+
+def _key_note(config_key: str | None) -> str:
+    return f" ({config_key})" if config_key else ""
+
+
+def _reason(exc: BaseException) -> str:
+    """A short human reason for a network or file error."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return _one_line(f"HTTP {exc.code} {exc.reason}")
+    if isinstance(exc, urllib.error.URLError):
+        inner = exc.reason
+        return _reason(inner) if isinstance(inner, BaseException) else _one_line(inner)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return _one_line(exc.strerror)
+    return _one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def _normalize_sha256(sha256: str | None, config_key: str | None) -> str | None:
+    """Lower-case and validate an expected sha256; ``None`` stays ``None``."""
+    if sha256 is None:
+        return None
+    want = str(sha256).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise UserError(f"invalid sha256 {sha256!r}{_key_note(config_key)}: expected 64 hexadecimal digits")
+    return want
+
+
+def _local_source(url: str) -> Path | None:
+    """The local path a ``file://`` URL or plain path names; ``None`` for http(s); UserError for other schemes."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UserError(f"unsupported file URL {url}: only local files (file:///path) can be read")
+        return Path(urllib.request.url2pathname(parts.path))
+    if scheme == "" or len(scheme) == 1:  # plain path, or a Windows drive letter
+        return Path(url).expanduser()
+    raise UserError(f"unsupported URL scheme {parts.scheme!r} in {url}: use http(s)://, file:// or a local path")
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create directory {path} ({_reason(e)})") from e
+
+
+def _progress_bar(total: int | None, initial: int, desc: str, progress: bool) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=not progress, leave=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Best effort: make a rename inside ``path`` durable (not possible on every OS)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace_durably(src: Path, dst: Path) -> None:
+    """``os.replace`` then sync the folder; ``src``'s data must already be synced."""
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     """``(first_byte, total)`` from a Content-Range header; unknown parts are None."""
     m = _CONTENT_RANGE_RE.fullmatch(value.strip()) if value else None
     if not m:
         return None, None
     return (int(m[1]) if m[1] else None), (None if m[3] == "*" else int(m[3]))
-
-
-def _content_length(headers) -> int | None:
-    try:
-        return int(headers["Content-Length"])
-    except (TypeError, ValueError):  # absent, or not a number
-        return None
-
-
-def _file_matches(path: Path, size: int | None, sha256: str | None) -> bool:
-    """True when ``path`` is a file of the given size and sha256 (None = not checked)."""
-    if not path.is_file():
-        return False
-    if size is not None and path.stat().st_size != size:
-        return False
-    return sha256 is None or sha256_of(path) == sha256
 
 
 def _cannot_download(url: str, dest: Path, reason: str, config_key: str | None) -> str:
@@ -81,16 +138,14 @@ def _verify_part(part: Path, url: str, size: int | None, sha256: str | None, con
     return digest
 
 
-def _write_part(read: Callable[[int], bytes], part: Path, *, mode: str, offset: int, total: int | None,
-                desc: str, progress: bool, read_error: Callable[[int, int | None, str], str]) -> int:
-    """Write the chunks ``read`` returns to ``part`` until it returns none; return the bytes written.
-
-    A failed read raises UserError(``read_error(bytes in part, total, reason)``); a failed write says
-    that ``part`` cannot be written.
-    """
+def _write_part(read: Callable[[int], bytes], part: Path, *, offset: int, total: int | None, desc: str,
+                progress: bool, read_error: Callable[[int, int | None, str], str]) -> int:
+    """Write the chunks ``read`` returns to ``part`` (appending after ``offset`` bytes, if any) until it returns
+    none; return the bytes written. A failed read raises UserError(``read_error(bytes in part, total, reason)``);
+    a failed write says that ``part`` cannot be written."""
     written = 0
     try:
-        with open(part, mode) as f, _progress_bar(total, offset, desc, progress) as bar:
+        with open(part, "ab" if offset else "wb") as f, _progress_bar(total, offset, desc, progress) as bar:
             while True:
                 try:  # an http read1: returns what has arrived, so a stall loses nothing
                     chunk = read(CHUNK_SIZE)
@@ -103,19 +158,6 @@ def _write_part(read: Callable[[int], bytes], part: Path, *, mode: str, offset: 
                 bar.update(len(chunk))
     except OSError as e:  # writing failed (disk full, permissions)
         raise UserError(f"cannot write {part} ({_reason(e)})") from e
-
-
-def _copy_local(src: Path, part: Path, *, url: str, dest: Path, config_key: str | None, progress: bool) -> None:
-    """Copy a local source file into ``part`` (from scratch)."""
-    try:
-        total = src.stat().st_size
-        fin = open(src, "rb")
-    except OSError as e:
-        raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
-    with fin:
-        _write_part(fin.read, part, mode="wb", offset=0, total=total, desc=dest.name, progress=progress,
-                    read_error=lambda _got, _total, reason: (f"cannot read {src} ({reason}); "
-                                                             f"fix the source {url}{_key_note(config_key)}"))
 
 
 def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_key: str | None,
@@ -134,17 +176,15 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
             log.info("%s is larger than the expected %d bytes; starting over", part, size)
             part.unlink()
             offset = 0
-        if size is not None and offset == size and offset > 0:
+        if offset and offset == size:
             log.info("%s already holds %d bytes; verifying it", part, offset)
             return
-        if offset:
-            log.info("resuming %s at byte %d", name, offset)
-        else:
-            log.info("downloading %s from %s", name, url)
-
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         if offset:
+            log.info("resuming %s at byte %d", name, offset)
             request.add_header("Range", f"bytes={offset}-")
+        else:
+            log.info("downloading %s from %s", name, url)
         try:
             resp = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as e:
@@ -166,7 +206,6 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
             raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
 
         with resp:
-            length = _content_length(resp.headers)
             if resp.status == 206:
                 start, total = _parse_content_range(resp.headers.get("Content-Range"))
                 if start != offset:
@@ -179,8 +218,9 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                     log.info("server ignored the Range request (HTTP %d); restarting %s from zero",
                              resp.status, name)
                 offset, total = 0, None
-            if total is None and length is not None:
-                total = offset + length
+            if total is None:
+                with contextlib.suppress(TypeError, ValueError):  # Content-Length absent, or not a number
+                    total = offset + int(resp.headers["Content-Length"])
             _check_total(total, size, url=url, part=part, config_key=config_key)
             if total is None:
                 total = size
@@ -192,8 +232,7 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                         f"from a complete one; download it by hand and save it as {dest}")
                 log.warning("%s: the server does not say how long %s is; the sha256 check will "
                             "catch a connection that closes early", url, name)
-            received = _write_part(resp.read1, part, mode="ab" if offset else "wb", offset=offset, total=total,
-                                   desc=name, progress=progress,
+            received = _write_part(resp.read1, part, offset=offset, total=total, desc=name, progress=progress,
                                    read_error=functools.partial(_interrupted, url, dest))
         got = offset + received
         if total is not None and got > total:
@@ -228,7 +267,8 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
     if dest.is_dir():
         raise UserError(f"{dest} is a directory, expected a file{_key_note(config_key)}")
     if dest.exists():
-        if _file_matches(dest, size, want):
+        if (dest.is_file() and (size is None or dest.stat().st_size == size)
+                and (want is None or sha256_of(dest) == want)):
             log.debug("%s is present and verified", dest)
             return dest
         log.warning("%s does not match the expected size/sha256; downloading it again", dest)
@@ -236,11 +276,19 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
     source = _local_source(url)
     _mkdir(dest.parent)
     part = dest.with_name(dest.name + ".part")
-    if source is not None:
-        _copy_local(source, part, url=url, dest=dest, config_key=config_key, progress=progress)
-    else:
+    if source is None:
         _fetch_http(url, part, dest=dest, size=size, config_key=config_key,
                     progress=progress, timeout=timeout, sha256_known=want is not None)
+    else:  # a local copy, from scratch
+        try:
+            total = source.stat().st_size
+            fin = open(source, "rb")
+        except OSError as e:
+            raise UserError(_cannot_download(url, dest, _reason(e), config_key)) from e
+        with fin:
+            _write_part(fin.read, part, offset=0, total=total, desc=dest.name, progress=progress,
+                        read_error=lambda _got, _total, reason: (f"cannot read {source} ({reason}); "
+                                                                 f"fix the source {url}{_key_note(config_key)}"))
     digest = _verify_part(part, url, size, want, config_key)
     try:
         with open(part, "ab") as f:  # writable: Windows cannot commit a read-only handle
