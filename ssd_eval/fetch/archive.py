@@ -32,20 +32,40 @@ def _raise_corrupt_zip(zip_path: Path, *, url: str, owned: bool, config_key: str
         action = "it was deleted; run again to download it anew"
     else:
         action = "replace it with a good copy"
-    raise UserError(
-        f"{zip_path} (from {url}) is not a valid zip file ({_reason(exc)}); {action}, "
-        f"or set {config_key} to an existing copy of the extracted data"
-    ) from exc
+    raise UserError(f"{zip_path} (from {url}) is not a valid zip file ({_reason(exc)}); {action}, "
+                    f"or set {config_key} to an existing copy of the extracted data") from exc
 
 
-def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo], *, url: str, config_key: str) -> None:
-    """Refuse encrypted members, unknown compression methods and zip bombs before extracting (keeping the zip:
-    downloading it again would give the same file)."""
+def _members(zf: zipfile.ZipFile, zip_path: Path, member: str, *, url: str,
+             config_key: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """The members to extract with their paths inside the target: ``member`` itself, or when it ends with
+    "/" every file under that folder. Refuses names that would escape it, then encrypted members, unknown
+    compression methods and zip bombs (keeping the zip: downloading it again would give the same file)."""
+    if not member.endswith("/"):
+        try:
+            members = [(zf.getinfo(member), PurePosixPath())]
+        except KeyError:
+            raise UserError(f"{zip_path} (from {url}) has no {member}; "
+                            f"set {config_key} to an existing copy") from None
+    else:
+        members = []
+        for info in zf.infolist():
+            if info.is_dir() or not info.filename.startswith(member):
+                continue
+            rel = PurePosixPath(info.filename[len(member):])
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts or ":" in rel.parts[0]:
+                raise UserError(f"{zip_path} (from {url}) has an unsafe member name "
+                                f"{info.filename!r}; refusing to extract it")
+            members.append((info, rel))
+        if not members:
+            raise UserError(f"{zip_path} (from {url}) has no {member} folder; "
+                            f"set {config_key} to an existing copy")
+
     def refuse(problem: str) -> UserError:
         return UserError(f"{zip_path} (from {url}): {problem}; nothing was extracted and the zip is kept: "
                          f"replace it with a good copy, or set {config_key} to an existing copy of the data")
 
-    for info in infos:
+    for info, _ in members:
         if info.flag_bits & 0x1:
             raise refuse(f"member {info.filename} is encrypted")
         if info.compress_type not in _ZIP_METHODS:
@@ -53,42 +73,10 @@ def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo], *, url: str, co
         if info.file_size > (1 << 20) and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
             raise refuse(f"member {info.filename} would expand {info.compress_size} bytes to {info.file_size} "
                          f"(more than {ZIP_MAX_RATIO}x)")
-    total = sum(info.file_size for info in infos)
+    total = sum(info.file_size for info, _ in members)
     if total > ZIP_MAX_TOTAL_BYTES:
         raise refuse(f"would extract {total} bytes, more than the {ZIP_MAX_TOTAL_BYTES} allowed")
-
-
-def _members(zf: zipfile.ZipFile, zip_path: Path, member: str, *, url: str,
-             config_key: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """The members to extract with their paths inside the target: ``member`` itself, or when it ends with
-    "/" every file under that folder (refusing names that would escape it)."""
-    if not member.endswith("/"):
-        try:
-            return [(zf.getinfo(member), PurePosixPath())]
-        except KeyError:
-            raise UserError(f"{zip_path} (from {url}) has no {member}; "
-                            f"set {config_key} to an existing copy") from None
-    members = []
-    for info in zf.infolist():
-        if info.is_dir() or not info.filename.startswith(member):
-            continue
-        rel = PurePosixPath(info.filename[len(member):])
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts or ":" in rel.parts[0]:
-            raise UserError(f"{zip_path} (from {url}) has an unsafe member name "
-                            f"{info.filename!r}; refusing to extract it")
-        members.append((info, rel))
-    if not members:
-        raise UserError(f"{zip_path} (from {url}) has no {member} folder; "
-                        f"set {config_key} to an existing copy")
     return members
-
-
-def _remove(path: Path) -> None:
-    """Delete a staged file or folder, if there."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _extract(zip_path: Path, member: str, target: Path, *, url: str, owned: bool, config_key: str,
@@ -104,14 +92,12 @@ def _extract(zip_path: Path, member: str, target: Path, *, url: str, owned: bool
         _raise_corrupt_zip(zip_path, url=url, owned=owned, config_key=config_key, exc=e)
     with zf:
         members = _members(zf, zip_path, member, url=url, config_key=config_key)
-        _check_members(zip_path, [info for info, _ in members], url=url, config_key=config_key)
         _mkdir(target.parent)
         if folder:
             if staging.exists():
                 log.info("removing %s left over from an interrupted extraction", staging)
                 shutil.rmtree(staging)
             staging.mkdir()
-        outs: list[Path] = []
         try:
             with _progress_bar(sum(info.file_size for info, _ in members), 0, target.name, progress) as bar:
                 for info, rel in members:
@@ -123,17 +109,18 @@ def _extract(zip_path: Path, member: str, target: Path, *, url: str, owned: bool
                             bar.update(len(chunk))
                         dst.flush()
                         os.fsync(dst.fileno())  # synced before it is renamed into place
-                    outs.append(out)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-            _remove(staging)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            if staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                staging.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise UserError(f"cannot extract {member} to {target} ({_reason(e)})") from e
             zf.close()
             _raise_corrupt_zip(zip_path, url=url, owned=owned, config_key=config_key, exc=e)
-        except OSError as e:
-            _remove(staging)
-            raise UserError(f"cannot extract {member} to {target} ({_reason(e)})") from e
     try:
         if folder:  # the files' directory entries, deepest first, before the folder is published
-            parents = {staging, *(out.parent for out in outs)}
+            parents = {staging, *(staging.joinpath(*rel.parts).parent for _, rel in members)}
             for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
                 _fsync_dir(parent)
         _replace_durably(staging, target)
