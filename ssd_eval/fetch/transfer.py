@@ -28,27 +28,25 @@ USER_AGENT = "ssd_eval-fetch/0.1"
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 
 
-def _one_line(text: str) -> str:
-    """Collapse whitespace so a message fits on one line."""
-    return " ".join(str(text).split())
-
-
 def _key_note(config_key: str | None) -> str:
     return f" ({config_key})" if config_key else ""
 
 
 def _reason(exc: BaseException) -> str:
-    """A short human reason for a network or file error."""
+    """A short human reason for a network or file error, on one line."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return _reason(exc.reason)
     if isinstance(exc, urllib.error.HTTPError):
-        return _one_line(f"HTTP {exc.code} {exc.reason}")
-    if isinstance(exc, urllib.error.URLError):
-        inner = exc.reason
-        return _reason(inner) if isinstance(inner, BaseException) else _one_line(inner)
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return _one_line(exc.strerror)
-    return _one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        text = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, urllib.error.URLError):
+        text = exc.reason
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(str(text).split())
 
 
 def _normalize_sha256(sha256: str | None, config_key: str | None) -> str | None:
