@@ -25,13 +25,6 @@ def _given(*overrides: tuple[str, Any, str]) -> list[Any]:
     return [override for override in overrides if override[1] is not None]
 
 
-def tracking_overrides(args: argparse.Namespace) -> list[Any]:
-    """Config overrides from --log, --log-uri and --log-dir."""
-    return _given(("tracking.log", list(dict.fromkeys(args.log)) if args.log else None, "--log"),
-                  ("tracking.uri", args.log_uri or None, "--log-uri"),
-                  ("tracking.tensorboard_dir", args.log_dir or None, "--log-dir"))
-
-
 def print_tracking(result: Any) -> None:
     """Where the run was logged (MLflow run, TensorBoard folder), when it was."""
     if result.provenance.get("tracking"):
@@ -48,12 +41,15 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
     if args.model:
         overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
                       ("model.size", None, "--model"), ("model.sha256", None, "--model")]
-    # an empty --annotations, --images or --out counts as not given
-    overrides += _given(("dataset.annotations", args.annotations or None, "--annotations"),
-                        ("dataset.images", args.images or None, "--images"), ("output.dir", args.out or None, "--out"),
-                        ("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"),
-                        ("variant", args.name, NAME_OPTION))
-    return overrides + tracking_overrides(args)
+    # an empty --annotations, --images, --out, --log-uri or --log-dir counts as not given
+    return overrides + _given(
+        ("dataset.annotations", args.annotations or None, "--annotations"),
+        ("dataset.images", args.images or None, "--images"), ("output.dir", args.out or None, "--out"),
+        ("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"),
+        ("variant", args.name, NAME_OPTION),
+        ("tracking.log", list(dict.fromkeys(args.log)) if args.log else None, "--log"),
+        ("tracking.uri", args.log_uri or None, "--log-uri"),
+        ("tracking.tensorboard_dir", args.log_dir or None, "--log-dir"))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -66,7 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_variant_name(args.name, CONFIGS_DIR)
     args.config = config_path(args.config, CONFIGS_DIR)
-    config = load_config(args.config, eval_overrides(args))
+    overrides = eval_overrides(args)
+    config = load_config(args.config, overrides)
     shard = parse_shard(args.shard) if args.shard else None
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
     # MLflow / TensorBoard: checked before any work, given the result while its folder is still locked; a
@@ -75,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.jobs != 1 or args.executor != "local":  # N shards side by side, then merged (ssd_eval.engine.launcher)
         from ssd_eval.engine.launcher import run_jobs
 
-        result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
+        result = run_jobs(config, args.jobs, overrides, config_path=args.config, fresh=args.fresh,
                           download=args.download, verbose=args.verbose, progress=progress, shard=args.shard,
                           strict=args.strict, executor=args.executor, on_result=on_result)
     else:
