@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssd_eval.cli.commands import (
-    cmd_baseline,
-    cmd_bench,
-    cmd_bench_harness,
-    cmd_eval,
-    cmd_fetch,
-    cmd_gate,
-    cmd_inspect,
-    cmd_merge,
-    cmd_report,
-    cmd_show,
-    cmd_sweep,
-    cmd_table,
-)
+from ssd_eval.cli import commands
 from ssd_eval.utils import package_version
 
 DEFAULT_CONFIG = "configs/sample.yaml"
@@ -57,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     # "(not installed)" when run from a bare copy, without the package's metadata
     parser.add_argument("--version", action="version",
                         version=f"ssd-eval {package_version('ssd_eval') or '(not installed)'}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler, **kwargs) -> argparse.ArgumentParser:
-        subparser = commands.add_parser(name, **kwargs)
+        subparser = subcommands.add_parser(name, **kwargs)
         subparser.set_defaults(handler=handler)
         return subparser
 
-    run = command("eval", cmd_eval, help="evaluate a model on a COCO-format set")
+    run = command("eval", commands.cmd_eval, help="evaluate a model on a COCO-format set")
     run.add_argument("--config", default=DEFAULT_CONFIG, metavar="VARIANT|PATH",
                      help=f"a variant (configs/VARIANT.yaml) or a YAML config file (default {DEFAULT_CONFIG})")
     run.add_argument("--limit", type=int,
@@ -100,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_option(run)
     add_tracking_options(run)
 
-    sweep = command("sweep", cmd_sweep, help="evaluate several configs under several protocols (with --executor "
-                                             "ray as one Ray job), then write the table")
+    sweep = command("sweep", commands.cmd_sweep,
+                    help="evaluate several configs under several protocols (with --executor ray as one Ray job), "
+                         "then write the table")
     sweep.add_argument("--config", action="append", required=True, help="a variant config (repeatable)")
     sweep.add_argument("--protocol", action="append",
                        help="evaluate every config under this protocol (repeatable; default: each config's own)")
@@ -118,25 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--download", action="store_true", help="download the models and COCO when absent")
     sweep.add_argument("--no-progress", action="store_true", help="no progress report")
 
-    merge = command("merge", cmd_merge, help="score shard outputs together")
+    merge = command("merge", commands.cmd_merge, help="score shard outputs together")
     merge.add_argument("shards", nargs="+", metavar="DIR",
                        help="shard output folders (shard-i-of-n), or the folder holding them (eval --shard's --out)")
     merge.add_argument("--out", help="output directory (default: the config's output.dir)")
     add_tracking_options(merge)
 
-    show = command("show", cmd_show,
+    show = command("show", commands.cmd_show,
                    help="print a result's summary: the 12 stats, per-category AP and the error breakdown")
     show.add_argument("metrics", metavar="METRICS.json", help="a metrics.json (or the results folder holding one)")
     show.add_argument("--all", action="store_true", help="every category's AP, not only the best and worst")
     show.add_argument("--top", type=int, default=5, help="categories shown at each end (default 5)")
 
-    table = command("table", cmd_table, help="write results/TABLE.md and results/table.csv")
+    table = command("table", commands.cmd_table, help="write results/TABLE.md and results/table.csv")
     table.add_argument("--results", default="results", help="results directory (default results)")
     table.add_argument("--all", action="store_true",
                        help="show every column (default: the columns a reader compares, ~120 characters wide); "
                             "table.csv always holds every column")
 
-    gate = command("gate", cmd_gate, help="fail (exit 1) when results regressed against the baselines",
+    gate = command("gate", commands.cmd_gate, help="fail (exit 1) when results regressed against the baselines",
                    description=GATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     gate.add_argument("--baselines", default="baselines", help="baseline directory (default baselines)")
     gate.add_argument("--results", default="results", help="results directory (default results)")
@@ -152,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a model other than the pinned one fails (as a baseline's require_model_sha256: true)")
 
     baseline = command(
-        "baseline", cmd_baseline,
+        "baseline", commands.cmd_baseline,
         help="rewrite baselines/<variant>.yaml from current results (--update), printing each diff",
         description="Write or rewrite baselines/<variant>.yaml from each variant's current result, printing a "
                     "unified diff of every changed file and the tolerance each file holds. --update is required: "
@@ -175,10 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="each updated baseline keeps a copy of its result's detections beside it "
                                "(detections:), which tolerance: ci95 pairs with")
 
-    report = command("report", cmd_report, help="draw PR curves and per-category AP changes as PNG")
+    report = command("report", commands.cmd_report, help="draw PR curves and per-category AP changes as PNG")
     report.add_argument("--results", default="results")
 
-    bench = command("bench", cmd_bench, help="model-alone speed: fp32 and quantized variants side by side")
+    bench = command("bench", commands.cmd_bench, help="model-alone speed: fp32 and quantized variants side by side")
     bench.add_argument("--variant", metavar="VARIANT|PATH",
                        help="ssd-10, ssd-12, ssd-12-int8, ssd-12-qdq or sample (default sample), with its fp32 parent "
                             "or quantized children; a config path is benchmarked alone")
@@ -193,11 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
     add_protocol_option(bench)
 
-    harness = command("bench-harness", cmd_bench_harness,
+    harness = command("bench-harness", commands.cmd_bench_harness,
                       help="deprecated: make bench-harness (python -m ssd_eval.testing.bench_harness)")
     harness.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on")
 
-    fetch = command("fetch", cmd_fetch, help="download models or COCO val2017")
+    fetch = command("fetch", commands.cmd_fetch, help="download models or COCO val2017")
     fetch.add_argument("what", choices=("models", "data"))
     fetch.add_argument("--variant", action="append",
                        help="only this model (repeatable; default: every configs/*.yaml variant with a model.url)")
@@ -205,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a variant or config file naming the COCO locations (data; default configs/ssd-12.yaml)")
     fetch.add_argument("--no-progress", action="store_true")
 
-    inspect = command("inspect", cmd_inspect,
+    inspect = command("inspect", commands.cmd_inspect,
                       help="a model's inputs, quantization, int8 weight ranges, saturation risk")
     inspect.add_argument("model", metavar="MODEL|VARIANT|PATH",
                          help="an ONNX file, or a variant or config file (its model.path)")
