@@ -121,21 +121,6 @@ def _interrupted(url: str, dest: Path, got: int, total: int | None, reason: str)
             f"command again to resume from {dest.name}.part, or download it by hand and save it as {dest}.")
 
 
-def _verify_part(part: Path, url: str, size: int | None, sha256: str | None, config_key: str | None) -> str:
-    """Check a finished transfer; delete it and raise on mismatch. Returns its sha256."""
-    got_size = part.stat().st_size
-    if size is not None and got_size != size:
-        part.unlink(missing_ok=True)
-        raise UserError(f"{url}: size {got_size} bytes does not match expected {size}{_key_note(config_key)}; "
-                        "the corrupt download was deleted")
-    digest = sha256_of(part)
-    if sha256 is not None and digest != sha256:
-        part.unlink(missing_ok=True)
-        raise UserError(f"{url}: sha256 {digest} does not match expected {sha256}{_key_note(config_key)}; "
-                        "the corrupt download was deleted")
-    return digest
-
-
 def _write_part(read: Callable[[int], bytes], part: Path, *, offset: int, total: int | None, desc: str,
                 progress: bool, read_error: Callable[[int, int | None, str], str]) -> int:
     """Write the chunks ``read`` returns to ``part`` (appending after ``offset`` bytes, if any) until it returns
@@ -287,7 +272,16 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
             _write_part(fin.read, part, offset=0, total=total, desc=dest.name, progress=progress,
                         read_error=lambda _got, _total, reason: (f"cannot read {source} ({reason}); "
                                                                  f"fix the source {url}{_key_note(config_key)}"))
-    digest = _verify_part(part, url, size, want, config_key)
+    got_size = part.stat().st_size
+    if size is not None and got_size != size:
+        part.unlink(missing_ok=True)
+        raise UserError(f"{url}: size {got_size} bytes does not match expected {size}{_key_note(config_key)}; "
+                        "the corrupt download was deleted")
+    digest = sha256_of(part)
+    if want is not None and digest != want:
+        part.unlink(missing_ok=True)
+        raise UserError(f"{url}: sha256 {digest} does not match expected {want}{_key_note(config_key)}; "
+                        "the corrupt download was deleted")
     try:
         with open(part, "ab") as f:  # writable: Windows cannot commit a read-only handle
             os.fsync(f.fileno())  # a power loss after the rename must not leave a short dest
