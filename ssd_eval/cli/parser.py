@@ -7,7 +7,6 @@ import argparse
 from ssd_eval.cli import commands
 from ssd_eval.utils import package_version
 
-DEFAULT_CONFIG = "configs/sample.yaml"
 GATE_DESCRIPTION = """\
 Check each variant's metrics.json against baselines/<variant>.yaml (format and rules: baselines/README.md).
 
@@ -52,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         return subparser
 
     run = command("eval", commands.cmd_eval, help="evaluate a model on a COCO-format set")
-    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="VARIANT|PATH",
-                     help=f"a variant (configs/VARIANT.yaml) or a YAML config file (default {DEFAULT_CONFIG})")
+    run.add_argument("--config", default="configs/sample.yaml", metavar="VARIANT|PATH",
+                     help="a variant (configs/VARIANT.yaml) or a YAML config file (default %(default)s)")
     run.add_argument("--limit", type=int,
                      help="evaluate only the first N image ids (a partial run: written to results/<run>@limitN/)")
     run.add_argument("--subset", metavar="NAME",
