@@ -39,8 +39,7 @@ def _raise_corrupt_zip(zip_path: Path, *, url: str, owned: bool, config_key: str
 def _members(zf: zipfile.ZipFile, zip_path: Path, member: str, *, url: str,
              config_key: str) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """The members to extract with their paths inside the target: ``member`` itself, or when it ends with
-    "/" every file under that folder. Refuses names that would escape it, then encrypted members, unknown
-    compression methods and zip bombs (keeping the zip: downloading it again would give the same file)."""
+    "/" every file under that folder; UserError for any unsafe one (the zip is kept: a new download is the same)."""
     if not member.endswith("/"):
         try:
             members = [(zf.getinfo(member), PurePosixPath())]
@@ -81,9 +80,8 @@ def _members(zf: zipfile.ZipFile, zip_path: Path, member: str, *, url: str,
 
 def _extract(zip_path: Path, member: str, target: Path, *, url: str, owned: bool, config_key: str,
              progress: bool) -> None:
-    """Extract the zip member ``member`` to the file ``target``, or, when ``member`` ends with "/", the files
-    under it into the folder ``target``: staged next to ``target``, synced, and renamed into place once complete.
-    ``owned``: we downloaded the zip, so a corrupt one is deleted."""
+    """Extract ``member`` to the file ``target``, or the folder ``member`` (ending with "/") into the folder
+    ``target``. ``owned``: we downloaded the zip, so a corrupt one is deleted."""
     folder = member.endswith("/")
     staging = target.with_name(target.name + ".extracting")
     try:

@@ -75,11 +75,9 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
                 images_zip: tuple[int | None, str | None] = (None, None)) -> None:
     """Make sure the COCO val2017 annotation file and image folder exist.
 
-    When missing and ``download_missing`` is set, the zips are fetched into ``downloads_dir`` (resumable;
-    local paths and ``file://`` zips are read in place) and only the needed part is extracted, atomically.
-    Otherwise a one-line UserError says what is missing, where to get it and which config key
-    (``dataset.annotations``, ``dataset.images``) can point at a copy. ``annotations_zip`` and ``images_zip``
-    are each zip's expected (size, sha256), None where unknown.
+    With ``download_missing``, what is missing is extracted from its zip (a local one read in place, any other
+    downloaded into ``downloads_dir``, checked against ``annotations_zip`` / ``images_zip``: (size, sha256),
+    None where unknown); otherwise a one-line UserError says what is missing and where to get it.
     """
     annotations, images_dir = Path(annotations), Path(images_dir)
     if annotations.is_dir():
