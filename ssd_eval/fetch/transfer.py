@@ -25,7 +25,6 @@ from ssd_eval.utils import CHUNK_SIZE, atomic_write_text, sha256_of
 log = logging.getLogger(__name__)
 
 USER_AGENT = "ssd_eval-fetch/0.1"
-_CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 
 
 def _key_note(config_key: str | None) -> str:
@@ -104,7 +103,7 @@ def _replace_durably(src: Path, dst: Path) -> None:
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     """``(first_byte, total)`` from a Content-Range header; unknown parts are None."""
-    m = _CONTENT_RANGE_RE.fullmatch(value.strip()) if value else None
+    m = re.fullmatch(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", value.strip(), re.IGNORECASE) if value else None
     if not m:
         return None, None
     return (int(m[1]) if m[1] else None), (None if m[3] == "*" else int(m[3]))
@@ -205,8 +204,7 @@ def _fetch_http(url: str, part: Path, *, dest: Path, size: int | None, config_ke
                 with contextlib.suppress(TypeError, ValueError):  # Content-Length absent, or not a number
                     total = offset + int(resp.headers["Content-Length"])
             _check_total(total, size, url=url, part=part, config_key=config_key)
-            if total is None:
-                total = size
+            total = size if total is None else total
             if total is None and not getattr(resp, "chunked", False):  # chunked framing shows a cut by itself
                 if not sha256_known:
                     raise UserError(
