@@ -25,18 +25,14 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def configure_logging(verbosity: int) -> None:
-    """Diagnostics to stderr: warnings by default, -v info, -vv debug."""
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    """Diagnostics to stderr: warnings by default, -v info, -vv debug; a run's progress lines always, plain."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
     logging.basicConfig(level=level, format="ssd-eval: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    # A run's start, scoring and end lines (engine.progress.progress_log): plain lines on stderr, in logs too.
-    progress = progress_log
-    for handler in list(progress.handlers):
-        progress.removeHandler(handler)
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    progress.addHandler(handler)
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
+    progress_log.handlers = [handler]  # replacing the one an earlier call set
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench-harness"]:  # argparse's REMAINDER would refuse the options that come first
         configure_logging(0)
         return cmd_bench_harness(argparse.Namespace(arguments=argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)

@@ -20,16 +20,9 @@ def set_overrides(args: argparse.Namespace) -> list[Any]:
     return list(args.overrides) + ([args.protocol] if args.protocol else [])
 
 
-def tracking_overrides(args: argparse.Namespace) -> list[Any]:
-    """Config overrides from --log, --log-uri and --log-dir."""
-    overrides: list[Any] = []
-    if args.log:
-        overrides.append(("tracking.log", list(dict.fromkeys(args.log)), "--log"))
-    if args.log_uri:
-        overrides.append(("tracking.uri", args.log_uri, "--log-uri"))
-    if args.log_dir:
-        overrides.append(("tracking.tensorboard_dir", args.log_dir, "--log-dir"))
-    return overrides
+def _given(*overrides: tuple[str, Any, str]) -> list[Any]:
+    """The ``(key, value, option)`` overrides whose option was given (value not None)."""
+    return [override for override in overrides if override[1] is not None]
 
 
 def print_tracking(result: Any) -> None:
@@ -48,19 +41,15 @@ def eval_overrides(args: argparse.Namespace) -> list[Any]:
     if args.model:
         overrides += [("model.path", args.model, "--model"), ("model.url", None, "--model"),
                       ("model.size", None, "--model"), ("model.sha256", None, "--model")]
-    if args.annotations:
-        overrides.append(("dataset.annotations", args.annotations, "--annotations"))
-    if args.images:
-        overrides.append(("dataset.images", args.images, "--images"))
-    if args.out:
-        overrides.append(("output.dir", args.out, "--out"))
-    if args.limit is not None:
-        overrides.append(("dataset.limit", args.limit, "--limit"))
-    if args.subset is not None:
-        overrides.append(("dataset.subset", args.subset, "--subset"))
-    if args.name is not None:
-        overrides.append(("variant", args.name, NAME_OPTION))
-    return overrides + tracking_overrides(args)
+    # an empty --annotations, --images, --out, --log-uri or --log-dir counts as not given
+    return overrides + _given(
+        ("dataset.annotations", args.annotations or None, "--annotations"),
+        ("dataset.images", args.images or None, "--images"), ("output.dir", args.out or None, "--out"),
+        ("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"),
+        ("variant", args.name, NAME_OPTION),
+        ("tracking.log", list(dict.fromkeys(args.log)) if args.log else None, "--log"),
+        ("tracking.uri", args.log_uri or None, "--log-uri"),
+        ("tracking.tensorboard_dir", args.log_dir or None, "--log-dir"))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -73,7 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_variant_name(args.name, CONFIGS_DIR)
     args.config = config_path(args.config, CONFIGS_DIR)
-    config = load_config(args.config, eval_overrides(args))
+    overrides = eval_overrides(args)
+    config = load_config(args.config, overrides)
     shard = parse_shard(args.shard) if args.shard else None
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
     # MLflow / TensorBoard: checked before any work, given the result while its folder is still locked; a
@@ -82,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.jobs != 1 or args.executor != "local":  # N shards side by side, then merged (ssd_eval.engine.launcher)
         from ssd_eval.engine.launcher import run_jobs
 
-        result = run_jobs(config, args.jobs, eval_overrides(args), config_path=args.config, fresh=args.fresh,
+        result = run_jobs(config, args.jobs, overrides, config_path=args.config, fresh=args.fresh,
                           download=args.download, verbose=args.verbose, progress=progress, shard=args.shard,
                           strict=args.strict, executor=args.executor, on_result=on_result)
     else:
@@ -115,11 +105,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         import_ray()  # Ray missing: one line naming the pip command, before any work
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
-    common: list[Any] = list(args.overrides) + [("output.dir", str(Path(args.results) / "{run}"), "--results")]
-    if args.limit is not None:
-        common.append(("dataset.limit", args.limit, "--limit"))
-    if args.subset is not None:
-        common.append(("dataset.subset", args.subset, "--subset"))
+    common: list[Any] = [*args.overrides, ("output.dir", str(Path(args.results) / "{run}"), "--results"),
+                         *_given(("dataset.limit", args.limit, "--limit"), ("dataset.subset", args.subset, "--subset"))]
     runs = []
     for config_path in dict.fromkeys(args.config):
         for protocol in dict.fromkeys(args.protocol or [None]):
@@ -218,15 +205,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.iterations <= 0 or args.warmup < 0:
         raise UserError("bench: --iterations must be positive and --warmup not negative")
+    overrides = set_overrides(args)
     variant_file = None if args.variant is None else config_path(args.variant, CONFIGS_DIR)
     if args.config or (variant_file and variant_file != CONFIGS_DIR / f"{args.variant}.yaml"):
         # configs named as files, each alone (a variant name brings its fp32 parent or quantized children)
-        configs = [load_config(config_path(text, CONFIGS_DIR), set_overrides(args))
-                   for text in args.config or [args.variant]]
+        configs = [load_config(config_path(text, CONFIGS_DIR), overrides) for text in args.config or [args.variant]]
     else:
         configs = configs_for_bench(args.variant)
-        if set_overrides(args):
-            configs = [load_config(c.source, set_overrides(args)) for c in configs]
+        if overrides:
+            configs = [load_config(c.source, overrides) for c in configs]
     bench_models(configs, warmup=args.warmup, iterations=args.iterations, compare_exact_int8=args.compare_exact_int8)
     return 0
 
@@ -244,13 +231,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.what == "models":
-        downloadable = {name: config for name, config in
-                        ((name, load_config(path)) for name, path in variant_configs(CONFIGS_DIR).items())
-                        if config.model.url}
-        unknown = [v for v in args.variant or [] if v not in downloadable]
-        if unknown:
-            raise UserError(f"fetch models: no downloadable variant {unknown[0]!r} in {CONFIGS_DIR}/ "
-                            f"(have: {', '.join(downloadable)})")
+        configs = {name: load_config(path) for name, path in variant_configs(CONFIGS_DIR).items()}
+        downloadable = {name: config for name, config in configs.items() if config.model.url}
+        for variant in args.variant or []:
+            if variant not in downloadable:
+                raise UserError(f"fetch models: no downloadable variant {variant!r} in {CONFIGS_DIR}/ "
+                                f"(have: {', '.join(downloadable)})")
         for variant in args.variant or downloadable:
             config = downloadable[variant]
             path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
@@ -258,13 +244,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                                       variant=variant)
             print(f"{variant}: {path}")
         return 0
-    config = load_config(config_path(args.config, CONFIGS_DIR))
-    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
-                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
-                      download_missing=True, downloads_dir=Path(config.dataset.downloads_dir), progress=progress,
-                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
-                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
-    print(f"COCO: {config.dataset.annotations}  {config.dataset.images}")
+    dataset = load_config(config_path(args.config, CONFIGS_DIR)).dataset
+    fetch.ensure_coco(Path(dataset.annotations), Path(dataset.images), annotations_url=dataset.annotations_url,
+                      images_url=dataset.images_url, download_missing=True, downloads_dir=Path(dataset.downloads_dir),
+                      progress=progress, annotations_zip=(dataset.annotations_zip_size, dataset.annotations_zip_sha256),
+                      images_zip=(dataset.images_zip_size, dataset.images_zip_sha256))
+    print(f"COCO: {dataset.annotations}  {dataset.images}")
     return 0
 
 

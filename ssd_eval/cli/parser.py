@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ssd_eval.cli.commands import (
-    cmd_baseline,
-    cmd_bench,
-    cmd_bench_harness,
-    cmd_eval,
-    cmd_fetch,
-    cmd_gate,
-    cmd_inspect,
-    cmd_merge,
-    cmd_report,
-    cmd_show,
-    cmd_sweep,
-    cmd_table,
-)
+from ssd_eval.cli import commands
+from ssd_eval.utils import package_version
 
-DEFAULT_CONFIG = "configs/sample.yaml"
 GATE_DESCRIPTION = """\
 Check each variant's metrics.json against baselines/<variant>.yaml (format and rules: baselines/README.md).
 
@@ -53,12 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="ssd-eval", description="COCO accuracy evaluation of SSD ONNX models")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv: debug)")
-    parser.add_argument("--version", action="version", version=f"ssd-eval {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # "(not installed)" when run from a bare copy, without the package's metadata
+    parser.add_argument("--version", action="version",
+                        version=f"ssd-eval {package_version('ssd_eval') or '(not installed)'}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("eval", help="evaluate a model on a COCO-format set")
-    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="VARIANT|PATH",
-                     help=f"a variant (configs/VARIANT.yaml) or a YAML config file (default {DEFAULT_CONFIG})")
+    def command(name: str, handler, **kwargs) -> argparse.ArgumentParser:
+        subparser = subcommands.add_parser(name, **kwargs)
+        subparser.set_defaults(handler=handler)
+        return subparser
+
+    run = command("eval", commands.cmd_eval, help="evaluate a model on a COCO-format set")
+    run.add_argument("--config", default="configs/sample.yaml", metavar="VARIANT|PATH",
+                     help="a variant (configs/VARIANT.yaml) or a YAML config file (default %(default)s)")
     run.add_argument("--limit", type=int,
                      help="evaluate only the first N image ids (a partial run: written to results/<run>@limitN/)")
     run.add_argument("--subset", metavar="NAME",
@@ -91,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "device each) and merge them into the normal results folder")
     add_executor_option(run)
     add_tracking_options(run)
-    run.set_defaults(handler=cmd_eval)
 
-    sweep = commands.add_parser("sweep", help="evaluate several configs under several protocols (with --executor "
-                                              "ray as one Ray job), then write the table")
+    sweep = command("sweep", commands.cmd_sweep,
+                    help="evaluate several configs under several protocols (with --executor ray as one Ray job), "
+                         "then write the table")
     sweep.add_argument("--config", action="append", required=True, help="a variant config (repeatable)")
     sweep.add_argument("--protocol", action="append",
                        help="evaluate every config under this protocol (repeatable; default: each config's own)")
@@ -110,31 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--fresh", action="store_true", help="ignore and discard the resume caches")
     sweep.add_argument("--download", action="store_true", help="download the models and COCO when absent")
     sweep.add_argument("--no-progress", action="store_true", help="no progress report")
-    sweep.set_defaults(handler=cmd_sweep)
 
-    merge = commands.add_parser("merge", help="score shard outputs together")
+    merge = command("merge", commands.cmd_merge, help="score shard outputs together")
     merge.add_argument("shards", nargs="+", metavar="DIR",
                        help="shard output folders (shard-i-of-n), or the folder holding them (eval --shard's --out)")
     merge.add_argument("--out", help="output directory (default: the config's output.dir)")
     add_tracking_options(merge)
-    merge.set_defaults(handler=cmd_merge)
 
-    show = commands.add_parser("show", help="print a result's summary: the 12 stats, per-category AP and the error "
-                                             "breakdown")
+    show = command("show", commands.cmd_show,
+                   help="print a result's summary: the 12 stats, per-category AP and the error breakdown")
     show.add_argument("metrics", metavar="METRICS.json", help="a metrics.json (or the results folder holding one)")
     show.add_argument("--all", action="store_true", help="every category's AP, not only the best and worst")
     show.add_argument("--top", type=int, default=5, help="categories shown at each end (default 5)")
-    show.set_defaults(handler=cmd_show)
 
-    table = commands.add_parser("table", help="write results/TABLE.md and results/table.csv")
+    table = command("table", commands.cmd_table, help="write results/TABLE.md and results/table.csv")
     table.add_argument("--results", default="results", help="results directory (default results)")
     table.add_argument("--all", action="store_true",
                        help="show every column (default: the columns a reader compares, ~120 characters wide); "
                             "table.csv always holds every column")
-    table.set_defaults(handler=cmd_table)
 
-    gate = commands.add_parser("gate", help="fail (exit 1) when results regressed against the baselines",
-                               description=GATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gate = command("gate", commands.cmd_gate, help="fail (exit 1) when results regressed against the baselines",
+                   description=GATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     gate.add_argument("--baselines", default="baselines", help="baseline directory (default baselines)")
     gate.add_argument("--results", default="results", help="results directory (default results)")
     gate.add_argument("--variant", action="append", help="only this variant (repeatable)")
@@ -147,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "'not gated')")
     gate.add_argument("--require-model-sha256", action="store_true",
                       help="a model other than the pinned one fails (as a baseline's require_model_sha256: true)")
-    gate.set_defaults(handler=cmd_gate)
 
-    baseline = commands.add_parser(
-        "baseline", help="rewrite baselines/<variant>.yaml from current results (--update), printing each diff",
+    baseline = command(
+        "baseline", commands.cmd_baseline,
+        help="rewrite baselines/<variant>.yaml from current results (--update), printing each diff",
         description="Write or rewrite baselines/<variant>.yaml from each variant's current result, printing a "
                     "unified diff of every changed file and the tolerance each file holds. --update is required: "
                     "there is no dry run (the files are in git: review the diff there).")
@@ -171,13 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--keep-detections", action="store_true",
                           help="each updated baseline keeps a copy of its result's detections beside it "
                                "(detections:), which tolerance: ci95 pairs with")
-    baseline.set_defaults(handler=cmd_baseline)
 
-    report = commands.add_parser("report", help="draw PR curves and per-category AP changes as PNG")
+    report = command("report", commands.cmd_report, help="draw PR curves and per-category AP changes as PNG")
     report.add_argument("--results", default="results")
-    report.set_defaults(handler=cmd_report)
 
-    bench = commands.add_parser("bench", help="model-alone speed: fp32 and quantized variants side by side")
+    bench = command("bench", commands.cmd_bench, help="model-alone speed: fp32 and quantized variants side by side")
     bench.add_argument("--variant", metavar="VARIANT|PATH",
                        help="ssd-10, ssd-12, ssd-12-int8, ssd-12-qdq or sample (default sample), with its fp32 parent "
                             "or quantized children; a config path is benchmarked alone")
@@ -191,27 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every benchmarked config, e.g. runtime.intra_op_threads=4")
     add_protocol_option(bench)
-    bench.set_defaults(handler=cmd_bench)
 
-    harness = commands.add_parser("bench-harness", help="deprecated: make bench-harness "
-                                                        "(python -m ssd_eval.testing.bench_harness)")
+    harness = command("bench-harness", commands.cmd_bench_harness,
+                      help="deprecated: make bench-harness (python -m ssd_eval.testing.bench_harness)")
     harness.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on")
-    harness.set_defaults(handler=cmd_bench_harness)
 
-    fetch = commands.add_parser("fetch", help="download models or COCO val2017")
+    fetch = command("fetch", commands.cmd_fetch, help="download models or COCO val2017")
     fetch.add_argument("what", choices=("models", "data"))
     fetch.add_argument("--variant", action="append",
                        help="only this model (repeatable; default: every configs/*.yaml variant with a model.url)")
     fetch.add_argument("--config", default="configs/ssd-12.yaml", metavar="VARIANT|PATH",
                        help="a variant or config file naming the COCO locations (data; default configs/ssd-12.yaml)")
     fetch.add_argument("--no-progress", action="store_true")
-    fetch.set_defaults(handler=cmd_fetch)
 
-    inspect = commands.add_parser("inspect", help="a model's inputs, quantization, int8 weight ranges, saturation risk")
+    inspect = command("inspect", commands.cmd_inspect,
+                      help="a model's inputs, quantization, int8 weight ranges, saturation risk")
     inspect.add_argument("model", metavar="MODEL|VARIANT|PATH",
                          help="an ONNX file, or a variant or config file (its model.path)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of the report")
-    inspect.set_defaults(handler=cmd_inspect)
     return parser
 
 
@@ -222,23 +207,11 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
                              "tasks on the cluster at RAY_ADDRESS or a local Ray instance (pip install -e '.[ray]')")
 
 
-def _version() -> str:
-    """This package's version, from its installed metadata ("(not installed)" when run from a bare copy)."""
-    from ssd_eval.utils import package_version
-
-    return package_version("ssd_eval") or "(not installed)"
-
-
 def add_protocol_option(parser: argparse.ArgumentParser) -> None:
     """--protocol NAME: short for --set protocol=NAME, beside every --set (applied after them)."""
-    parser.add_argument("--protocol", metavar="NAME", type=_protocol_override,
+    parser.add_argument("--protocol", metavar="NAME", type=lambda name: ("protocol", name, "--protocol"),
                         help="evaluate under this protocol: coco, inc, mlperf-ssd or published (the one the "
                              "variant's number was published under); short for --set protocol=NAME")
-    parser.set_defaults(protocol=None)
-
-
-def _protocol_override(name: str) -> tuple[str, str, str]:
-    return ("protocol", name, "--protocol")
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from ssd_eval.errors import UserError
-from ssd_eval.fetch.archive import _extract_file, _extract_tree
-from ssd_eval.fetch.common import _local_source, _normalize_sha256
-from ssd_eval.fetch.transfer import download
+from ssd_eval.fetch.archive import _extract
+from ssd_eval.fetch.transfer import _local_source, _normalize_sha256, download
 from ssd_eval.utils import sha256_of
 
 ANNOTATIONS_MEMBER = "annotations/instances_val2017.json"
@@ -21,11 +20,9 @@ def ensure_model(path: Path, *, url: str | None, size: int | None, sha256: str |
                  progress: bool = True, variant: str | None = None) -> Path:
     """Return ``path`` once it is a model file matching ``size`` and ``sha256``.
 
-    A missing file is downloaded from ``url`` when ``download_missing`` is set;
-    otherwise, or when the existing file does not match, a one-line UserError
-    says what to do. ``variant`` (e.g. ``ssd-12``) names the model zoo variant
-    for the ``make models MODEL=...`` hint; without it the hint says where to
-    save a manual download (``path`` may be any file name).
+    A missing file is downloaded from ``url`` when ``download_missing`` is set; otherwise, or when the
+    existing file does not match, a one-line UserError says what to do. ``variant`` (e.g. ``ssd-12``) names
+    the variant for the ``make models MODEL=...`` hint; without it the hint says where to save the file.
     """
     path = Path(path)
     want = _normalize_sha256(sha256, config_key)
@@ -34,58 +31,42 @@ def ensure_model(path: Path, *, url: str | None, size: int | None, sha256: str |
             raise UserError(f"model file {path} is not a file; fix {config_key}")
         got_size = path.stat().st_size
         if size is not None and got_size != size:
-            raise UserError(
-                f"model file {path} is {got_size} bytes, expected {size}; delete it to "
-                f"re-download it, or fix {config_key} (and the pinned size)"
-            )
-        if want is not None:
-            digest = sha256_of(path)
-            if digest != want:
-                raise UserError(
-                    f"model file {path} has sha256 {digest}, expected {want}; delete it to "
-                    f"re-download it, or fix {config_key} (and the pinned sha256)"
-                )
+            raise UserError(f"model file {path} is {got_size} bytes, expected {size}; delete it to "
+                            f"re-download it, or fix {config_key} (and the pinned size)")
+        if want is not None and (digest := sha256_of(path)) != want:
+            raise UserError(f"model file {path} has sha256 {digest}, expected {want}; delete it to "
+                            f"re-download it, or fix {config_key} (and the pinned sha256)")
         return path
 
-    if download_missing and url:
-        return download(url, path, size=size, sha256=want, config_key=config_key,
-                        progress=progress)
-    if url and variant:
-        raise UserError(
-            f"model file {path} not found; run 'make models MODEL={variant}' to download it "
-            f"from {url}, or set {config_key} to an existing copy"
-        )
-    if url:
-        raise UserError(
-            f"model file {path} not found; download it from {url} and save it as {path}, "
-            f"or set {config_key} to an existing copy"
-        )
-    raise UserError(
-        f"model file {path} not found and no download URL is configured; "
-        f"set {config_key} to an existing copy"
-    )
+    if not url:
+        raise UserError(f"model file {path} not found and no download URL is configured; "
+                        f"set {config_key} to an existing copy")
+    if download_missing:
+        return download(url, path, size=size, sha256=want, config_key=config_key, progress=progress)
+    how = (f"run 'make models MODEL={variant}' to download it from {url}" if variant
+           else f"download it from {url} and save it as {path}")
+    raise UserError(f"model file {path} not found; {how}, or set {config_key} to an existing copy")
 
 
 def _missing_coco_message(what: str, target: Path, url: str | None, extract: str,
                           config_key: str) -> str:
-    source = f"get {url} and {extract} (or run 'make data')" if url else \
-        "no download URL is configured"
+    source = f"get {url} and {extract} (or run 'make data')" if url else "no download URL is configured"
     return f"COCO {what} {target} not found; {source}, or set {config_key} to an existing copy"
 
 
-
-def _zip_for(url: str, downloads_dir: Path, *, config_key: str, progress: bool, size: int | None = None,
-             sha256: str | None = None) -> tuple[Path, bool]:
-    """The local zip for ``url``: ``(path, owned)``; ``owned`` means we downloaded it (checked against
-    ``size`` and ``sha256`` when given)."""
-    local = _local_source(url)
-    if local is not None:
-        if not local.is_file():
-            raise UserError(f"COCO zip {local} not found; fix the URL for {config_key}")
-        return local, False
-    name = PurePosixPath(urlsplit(url).path).name or "download.zip"
-    return download(url, Path(downloads_dir) / name, size=size, sha256=sha256, config_key=config_key,
-                    progress=progress), True
+def _extract_from(url: str, member: str, target: Path, *, downloads_dir: Path, config_key: str, progress: bool,
+                  pinned: tuple[int | None, str | None]) -> None:
+    """Extract ``member`` of the zip at ``url`` to ``target``: a local zip is read in place, any other is
+    downloaded into ``downloads_dir`` first (checked against ``pinned``, its (size, sha256))."""
+    zip_path = _local_source(url)
+    owned = zip_path is None
+    if owned:
+        name = PurePosixPath(urlsplit(url).path).name or "download.zip"
+        zip_path = download(url, Path(downloads_dir) / name, size=pinned[0], sha256=pinned[1],
+                            config_key=config_key, progress=progress)
+    elif not zip_path.is_file():
+        raise UserError(f"COCO zip {zip_path} not found; fix the URL for {config_key}")
+    _extract(zip_path, member, target, url=url, owned=owned, config_key=config_key, progress=progress)
 
 
 def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | None,
@@ -94,12 +75,9 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
                 images_zip: tuple[int | None, str | None] = (None, None)) -> None:
     """Make sure the COCO val2017 annotation file and image folder exist.
 
-    When missing and ``download_missing`` is set, the zips are fetched into
-    ``downloads_dir`` (resumable; local paths and ``file://`` zips are read in
-    place) and only the needed part is extracted, atomically. Otherwise a
-    one-line UserError says what is missing, where to get it and which config
-    key (``dataset.annotations``, ``dataset.images``) can point at a copy.
-    ``annotations_zip`` and ``images_zip`` are each zip's expected (size, sha256), None where unknown.
+    With ``download_missing``, what is missing is extracted from its zip (a local one read in place, any other
+    downloaded into ``downloads_dir``, checked against ``annotations_zip`` / ``images_zip``: (size, sha256),
+    None where unknown); otherwise a one-line UserError says what is missing and where to get it.
     """
     annotations, images_dir = Path(annotations), Path(images_dir)
     if annotations.is_dir():
@@ -110,9 +88,6 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
 
     need_ann = not annotations.is_file()
     need_img = not images_dir.is_dir()
-    if not (need_ann or need_img):
-        return
-
     problems = []
     if need_ann and not (download_missing and annotations_url):
         problems.append(_missing_coco_message(
@@ -126,12 +101,8 @@ def ensure_coco(annotations: Path, images_dir: Path, *, annotations_url: str | N
         raise UserError("; ".join(problems))
 
     if need_ann:
-        zip_path, owned = _zip_for(annotations_url, downloads_dir, config_key="dataset.annotations",
-                                   progress=progress, size=annotations_zip[0], sha256=annotations_zip[1])
-        _extract_file(zip_path, ANNOTATIONS_MEMBER, annotations, url=annotations_url, owned=owned,
-                      config_key="dataset.annotations", progress=progress)
+        _extract_from(annotations_url, ANNOTATIONS_MEMBER, annotations, downloads_dir=downloads_dir,
+                      config_key="dataset.annotations", progress=progress, pinned=annotations_zip)
     if need_img:
-        zip_path, owned = _zip_for(images_url, downloads_dir, config_key="dataset.images",
-                                   progress=progress, size=images_zip[0], sha256=images_zip[1])
-        _extract_tree(zip_path, IMAGES_PREFIX, images_dir, url=images_url, owned=owned,
-                      config_key="dataset.images", progress=progress)
+        _extract_from(images_url, IMAGES_PREFIX, images_dir, downloads_dir=downloads_dir,
+                      config_key="dataset.images", progress=progress, pinned=images_zip)
