@@ -21,18 +21,15 @@ STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"
 
 @dataclass(frozen=True)
 class Backend:
-    """A COCO bbox scoring library: its PyPI name, the extra that installs it, and how to build
-    a COCOeval-like evaluator (evaluate / accumulate / summarize, ``params``, ``eval``, ``stats``)
-    from prepared ground truth and result dicts."""
+    """A COCO bbox scoring library and how to build its COCOeval-like evaluator (evaluate / accumulate /
+    summarize, ``params``, ``eval``, ``stats``) from prepared ground truth and result dicts."""
 
     name: str
     package: str  # on PyPI
     module: str  # to import
     extra: str | None  # pip install -e '.[extra]'
     make_evaluator: Callable[[dict, list[dict]], Any]
-    # Whether the library writes into the result dicts it gets (pycocotools' loadRes adds area, id,
-    # segmentation...): then it gets copies. hotcoco converts them without writing.
-    mutates_results: bool = True
+    mutates_results: bool = True  # writes into the result dicts it gets (pycocotools' loadRes): it gets copies
 
 
 def _pycocotools_evaluator(prepared: dict, results: list[dict]) -> Any:
@@ -69,10 +66,8 @@ class Scores:
     pr_curves: dict[str, list[float]]
     warnings: list[str] = field(default_factory=list)
     categories_averaged: list[str] = field(default_factory=list)  # names the means run over
-    # Each category's ground-truth boxes in the evaluated images (ground_truth_counts), by name; {} when unknown.
-    per_category_gt: dict[str, int] = field(default_factory=dict)
-    # uncertainty.Matches of the scored detections, when streaming scoring kept them (score_detections'
-    # keep_matches): a bootstrap then needs no second matching pass. Never written to metrics.json.
+    per_category_gt: dict[str, int] = field(default_factory=dict)  # ground-truth boxes by name; {}: unknown
+    # matches.Matches kept by streaming scoring (keep_matches), for the bootstrap; never written to metrics.json.
     matches: Any = field(default=None, repr=False, compare=False)
 
     def named(self) -> dict[str, float]:
@@ -83,13 +78,11 @@ class Scores:
 def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> dict[str, Any]:
     """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes.
 
-    When any annotation id is 0 or negative, every annotation gets the internal id ``position + 1``
-    (the file's id of internal id k is ``gt["annotations"][k - 1]["id"]``); otherwise the file's
-    ids are kept, so a file with positive ids is scored exactly as the backends read it.
+    When any annotation id is 0 or negative, every annotation gets the id ``position + 1`` (the backends
+    record a match as the ground truth's id, so a match to id 0 would read as no match); otherwise the
+    file's ids are kept.
     """
     prepared = {k: v for k, v in gt.items() if k != "annotations"}
-    # pycocotools and faster-coco-eval record a detection's match as the ground truth's id: a match
-    # to id 0 reads as no match (a perfect detector scored 0.96 on a file numbered from 0).
     renumber = any(int(ann["id"]) <= 0 for ann in gt["annotations"])
     annotations = []
     for position, ann in enumerate(gt["annotations"]):
@@ -106,8 +99,8 @@ def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> 
 
 def prepare_scoring(gt: dict[str, Any], *, crowd_as_ground_truth: bool, exclude_categories: Sequence[str]
                     ) -> tuple[dict[str, Any], dict[int, str], list[int]]:
-    """What every scoring route starts from: the prepared ground truth (``prepare_ground_truth``), its category
-    names by id (``category_names``) and the category ids a mean runs over (``averaged_category_ids``)."""
+    """What every scoring route starts from: the prepared ground truth, its category names by id and the
+    category ids a mean runs over."""
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
     names = category_names(prepared)
     return prepared, names, averaged_category_ids(names, exclude_categories)
@@ -134,12 +127,11 @@ def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_a
 
 
 def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],
-                   source: str) -> list[dict]:
-    """Copies of the results (pycocotools' loadRes mutates what it gets), each checked to name
-    an evaluated image and a category of the annotation file."""
-    images = set(image_ids)
-    categories = set(category_ids)
-    return [checked_copy(det, images, categories, source) for det in detections]
+                   source: str, *, copy: bool = True) -> list[dict]:
+    """Copies of the results (``copy=False``: the results themselves), each checked to name an evaluated
+    image and a category of the annotation file."""
+    images, categories = set(image_ids), set(category_ids)
+    return [checked_copy(det, images, categories, source, copy=copy) for det in detections]
 
 
 def checked_copy(det: dict, images: set[int], categories: set[int], source: str, *, copy: bool = True) -> dict:
@@ -238,9 +230,8 @@ def _recall_points() -> list[float]:
 
 def _mean_curve(precision: np.ndarray) -> list[float]:
     """Mean precision over categories at each recall point (area all, maxDets 100)."""
-    values = precision[:, :, 0, -1]  # [recall, category]
     curve = []
-    for row in values:
+    for row in precision[:, :, 0, -1]:  # [recall, category]
         valid = row[row > -1]
         curve.append(float(valid.mean()) if valid.size else 0.0)
     return curve

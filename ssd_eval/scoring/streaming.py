@@ -1,23 +1,11 @@
-"""Streaming scoring: detections are matched a chunk of images at a time as they arrive, so scoring
-holds a few bytes per detection instead of every detection.
+"""Streaming scoring: detections are matched a chunk of images at a time as they arrive, so scoring holds a few
+bytes per detection instead of every detection, with the numbers of plain batch scoring.
 
-How it works (and why it equals plain pycocotools):
-
-``StreamingScorer.add(image_id, detections)`` takes one image's detections at a time (the pipeline
-reads them back from its resume cache image by image). Once a few thousand detections are pending
-they are matched, together with those images' ground truth, by the backend:
-
-- ``pycocotools``: ``matches.PycocotoolsMatcher``: its own ``COCOeval.evaluate()`` on just the chunk's
-  images, keeping a few bytes per detection; ``finish()`` then accumulates those bits exactly as
-  pycocotools' ``accumulate`` does and runs pycocotools' own ``summarize`` on the result.
-- ``hotcoco``: its ``StreamingEval`` (``update()`` per chunk, ``finalize()``, then its accumulate
-  and summarize), restricted to the averaged categories through its ``Params``.
-
-``streams`` says which backends stream (both do).
-
-Images are matched in the order they arrive; the result does not depend on it. Evaluated images that
-never received detections are matched at the end with their ground truth alone, as pycocotools
-counts them.
+``StreamingScorer.add(image_id, detections)`` takes one image's detections at a time (as the pipeline reads them
+back from its resume cache); once a few thousand are pending the backend matches them with those images' ground
+truth: pycocotools through ``matches.PycocotoolsMatcher`` (its own ``evaluate`` per chunk, then ``accumulate``
+transcribed and its own ``summarize``), hotcoco through its ``StreamingEval`` restricted to the averaged
+categories. Evaluated images that never received detections are matched at the end with their ground truth alone.
 """
 
 from __future__ import annotations
@@ -57,14 +45,12 @@ def streams(backend: str) -> bool:
 
 
 class StreamingScorer:
-    """COCO bbox metrics of detections fed one image at a time (``add``), equal to
+    """COCO bbox metrics of detections fed one image at a time (``add``, each evaluated image once), equal to
     ``metrics.score_detections`` on all of them at once; ``finish()`` returns the Scores.
 
-    Each evaluated image may be added once; images never added count as images without detections.
-    ``chunks`` counts the batches matched so far, ``peak_pending_detections`` the most detections
-    held unmatched at any time, ``retained_bytes()`` what the matched state holds. With
-    ``keep_matches`` (pycocotools), ``matches`` is then every detection's match as
-    ``matches.evaluate_matches`` gives it, so bootstrap intervals need no second matching pass.
+    ``chunks`` counts the batches matched so far, ``peak_pending_detections`` the most detections held
+    unmatched at any time. With ``keep_matches`` (pycocotools), ``matches`` is then every detection's match
+    as ``matches.evaluate_matches`` gives it, so bootstrap intervals need no second matching pass.
     """
 
     def __init__(self, gt: dict[str, Any], image_ids: Sequence[int], *, crowd_as_ground_truth: bool = False,
@@ -74,16 +60,13 @@ class StreamingScorer:
         if not streams(backend):
             raise UserError(f"metrics.backend {backend!r} cannot stream; streaming backends: "
                             f"{', '.join(STREAMING_BACKENDS)}")
-        chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
-        chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
-        if chunk_detections < 1 or chunk_images < 1:
-            raise ValueError("chunk sizes must be positive")
         self.prepared, self.names, self.category_ids = prepare_scoring(
             gt, crowd_as_ground_truth=crowd_as_ground_truth, exclude_categories=exclude_categories)
         self.image_ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
         self.source = source
         self.backend = backend
-        self.chunk_detections, self.chunk_images = chunk_detections, chunk_images
+        self.chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
+        self.chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
         self._evaluated = set(self.image_ids)
         self._all_categories = set(self.names)
         self._image_entries = {int(i["id"]): i for i in self.prepared["images"] if int(i["id"]) in self._evaluated}
