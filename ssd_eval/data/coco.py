@@ -42,6 +42,15 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = tuple(
 """The real COCO 2017 instance categories, ascending id: (id, name, supercategory)."""
 
 
+_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # Each list's required fields, and those that must be integers (pycocotools compares ids by value: "139" and
+    # 139 are different images to it).
+    "images": (("id", "file_name", "width", "height"), ("id", "width", "height")),
+    "annotations": (("id", "image_id", "category_id", "bbox"), ("id", "image_id", "category_id")),
+    "categories": (("id", "name"), ("id",)),
+}
+
+
 class BadImageError(UserError):
     """An image file that is missing, unreadable, or not the size its annotation says."""
 
@@ -114,25 +123,14 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
             raise UserError(f"{path}: not a COCO annotation file: missing list {key!r}")
     if not gt["categories"]:
         raise UserError(f"{path}: not a COCO annotation file: 'categories' is empty")
-    required = {
-        "images": ("id", "file_name", "width", "height"),
-        "annotations": ("id", "image_id", "category_id", "bbox"),
-        "categories": ("id", "name"),
-    }
-    for key, fields in required.items():
+    for key, (fields, _) in _FIELDS.items():
         for index, entry in enumerate(gt[key]):
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 raise UserError(f"{path}: not a COCO annotation file: {key}[{index}] lacks {missing[0]!r}")
-    # pycocotools compares ids by value: "139" and 139 are different images to it.
-    integer_fields = {
-        "images": ("id", "width", "height"),
-        "annotations": ("id", "image_id", "category_id"),
-        "categories": ("id",),
-    }
-    for key, fields in integer_fields.items():
+    for key, (_, integers) in _FIELDS.items():
         for index, entry in enumerate(gt[key]):
-            for name in fields:
+            for name in integers:
                 if not is_int(entry[name]):
                     raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
                                     f"integer, got {quote(entry[name])}")
@@ -191,11 +189,8 @@ def image_fingerprint(path: str | Path) -> str:
 
 
 def read_image(record: ImageRecord) -> Image.Image:
-    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation).
-
-    16-bit grey images (PNG mode I;16) are scaled to 8 bits (value / 257), not clipped to white;
-    32-bit integer and float images are refused (their value range is unknown).
-    """
+    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation); 16-bit grey is scaled to 8 bits
+    (value / 257), 32-bit integer and float images are refused (their value range is unknown)."""
     try:
         if not stat.S_ISREG(os.stat(record.path).st_mode):  # a FIFO or device would block or never end
             raise BadImageError(f"{record.path}: not a regular file (image id {record.id})")

@@ -14,11 +14,7 @@ The stratified rule (``stratified_subset``, recorded as ``ALGORITHM`` in every s
 Nothing depends on set or dict order, ``hash()`` or floating point: the same file, size and seed give the same
 ids on every machine. ``--algorithm random`` (``random_subset``) draws a seeded simple random sample instead:
 the stratified rule favours images with many categories, so only a random subset's mAP is a fair draw of the
-full set's (``bootstrap.full_set_intervals``).
-
-Subset file (JSON): ``name``, ``annotations_sha256`` (of the annotation file's bytes), ``image_ids``
-(ascending), ``ids_sha256`` (``ids_sha256(image_ids)``), ``algorithm``, ``seed``.
-Make one: ``python -m ssd_eval.data.subsets --annotations FILE --size 500 --name ci-500``.
+full set's (``bootstrap.full_set_intervals``). The file format: docs/FORMATS.md.
 """
 
 from __future__ import annotations
@@ -119,9 +115,7 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
 
 def random_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int]:
     """``size`` image ids (ascending) drawn at random without replacement: the images with the lowest
-    ``sha256("ssd-eval-subset:<seed>:<image id>")`` (the same on every machine). Unlike the stratified
-    subset, its mAP is an unbiased draw of the full set's but for COCO AP's own small-sample bias, which
-    ``bootstrap.full_set_intervals`` corrects; a rare category may be missing."""
+    ``sha256("ssd-eval-subset:<seed>:<image id>")``. A rare category may be missing."""
     drawn = sorted(_image_ids(dataset_gt, size), key=lambda image_id: (_seeded_hash(seed, image_id), image_id))
     return sorted(drawn[:size])
 
@@ -210,9 +204,8 @@ def subset_run_name(spec: str) -> str:
 
 
 def open_subset(spec: str, annotations_sha256: str) -> Subset:
-    """The subset ``dataset.subset`` names (see ``subset_file``), refused unless its ids hash right, it was made
-    from these annotations and its ``name`` equals its file's stem (the name is what results and baselines
-    record)."""
+    """The subset ``dataset.subset`` names, refused unless its ids hash right, it was made from these annotations
+    and its ``name`` (what results and baselines record) equals its file's stem."""
     path = subset_file(spec)
     subset = read_subset(path)  # read once a run: select_image_ids and the run's subset record take this
     check_made_from(path, subset, annotations_sha256)
@@ -272,20 +265,11 @@ def _image_ids(dataset_gt: dict, size: int) -> list[int]:
     return image_ids
 
 
-def select_image_ids(
-    dataset: CocoDataset,
-    *,
-    limit: int | None = None,
-    skip_images_without_annotations: bool = False,
-    shard: tuple[int, int] | None = None,
-    subset: str | Subset | None = None,
-) -> list[int]:
-    """The image ids to evaluate, in ascending id order.
-
-    ``subset`` (``dataset.subset``, or the ``Subset`` ``open_subset`` read) keeps exactly the subset's ids,
-    refused unless it was made from this annotation file; ``limit`` keeps the first N ids;
-    ``shard=(i, n)`` (1-based) then keeps the i-th of n contiguous, deterministic slices.
-    """
+def select_image_ids(dataset: CocoDataset, *, limit: int | None = None, skip_images_without_annotations: bool = False,
+                     shard: tuple[int, int] | None = None, subset: str | Subset | None = None) -> list[int]:
+    """The image ids to evaluate, ascending: exactly the ``subset``'s (``dataset.subset``, or the ``Subset``
+    ``open_subset`` read), else all; ``limit`` keeps the first N; ``shard=(i, n)`` (1-based) then keeps the
+    i-th of n contiguous slices."""
     ids = sorted(dataset.images)
     if subset is not None:
         if isinstance(subset, str):

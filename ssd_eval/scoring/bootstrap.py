@@ -1,22 +1,18 @@
 """Bootstrap confidence intervals for COCO mAP, AP50 and AP75 from a run's own detections (no re-inference).
 
-``matches.evaluate_matches`` matches the detections once with pycocotools and keeps, per category, the area-all /
-maxDets-100 detections in ``COCOeval.accumulate``'s order with their true-positive and ignore flags at each IoU
-threshold, and each image's non-ignored ground truth. A replicate draws the images with replacement: image ``i``
-drawn ``w_i`` times stands for the literal data set holding ``w_i`` copies of it (new ids, right after it).
-``weighted_ap`` re-accumulates every replicate at once with weighted cumulative sums, exactly as ``accumulate``
-does (precision monotone from the right, 101 recall points by ``searchsorted``, -1 where a category has no
-ground truth). Only true-positive positions can set the interpolated precision, so only those are evaluated.
-Counts are integers held exactly in float64: with every weight 1 the stats equal pycocotools' ``stats[0:3]`` up
-to the order of the final mean. A run of same-image, same-score detections that mixes hits and misses (common
-with quantized scores) repeats whole in the duplicated file (``d1 d2 d1' d2'``) and is expanded copy by copy.
-
-Cost on a 2-core CPU: 50,000 detections are matched in 2.7 s and take 0.86 s per 1000 replicates.
+A replicate draws the images with replacement; image ``i`` drawn ``w_i`` times stands for the literal data set
+holding ``w_i`` copies of it. ``weighted_ap`` re-accumulates the matches of ``matches.evaluate_matches`` for
+every replicate at once with weighted cumulative sums, as ``COCOeval.accumulate`` does, evaluating only the
+true-positive positions (only those can set the interpolated precision). Counts are integers held exactly in
+float64, so with every weight 1 the stats equal pycocotools' ``stats[0:3]`` up to the order of the final mean.
+A run of same-image, same-score detections that mixes hits and misses repeats whole in the duplicated file
+(``d1 d2 d1' d2'``) and is expanded copy by copy.
 
 Bias: COCO AP of a small sample lies on average above that of a large one, so the replicates' mean lies above
 the estimate (``Interval.bias`` > 0) and a subset's mAP above the full set's. Verdicts compare runs on the same
-images with ``paired_intervals`` (the bias mostly cancels in a difference); ``method="recentered"`` shifts an
-interval back by its bias; ``full_set_intervals`` extrapolates a random subset's bias to the full set.
+images with ``paired_intervals`` (the bias mostly cancels); ``method="recentered"`` shifts an interval back by
+its bias; ``full_set_intervals`` extrapolates a random subset's bias to the full set. docs/STATISTICS.md: costs
+and the measurements behind this.
 
 Replicates are drawn with numpy's PCG64 from ``seed``: the same seed and numpy version give the same replicates.
 """
@@ -152,11 +148,10 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     drawn from at random, and why a metric has none (None when all have one; None intervals: no metric has one).
 
     The means of ``draws`` random eighths, quarters and halves of the subset fit a power law c * m^-alpha
-    (alpha = log2 of the ratio of the two drops), extrapolated from the subset's size to the full set's. The
-    interval is the percentile interval moved by the bootstrap's own bias plus that extrapolated bias; its
-    ``estimate`` is the subset's value minus the extrapolated bias. An empirical fit for random subsets only:
-    95 % intervals from random 500-of-5000 synthetic subsets covered the full set's mAP 28 times in 30
-    (uncorrected: 0). ``values``: ``bootstrap_values(matches, replicates, seed)`` when already drawn.
+    (alpha = log2 of the ratio of the two drops), extrapolated to the full set's size. The interval is the
+    percentile interval moved by the bootstrap's own bias plus that extrapolated bias, its ``estimate`` the
+    subset's value minus the extrapolated bias: an empirical fit, for random subsets only (docs/STATISTICS.md).
+    ``values``: ``bootstrap_values(matches, replicates, seed)`` when already drawn.
     """
     _check_level(level)
     size = len(matches.image_ids)

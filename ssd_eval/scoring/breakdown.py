@@ -14,13 +14,10 @@ the run's own prepared ground truth, images, categories and crowd handling: its 
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ssd_eval import extras
-
-log = logging.getLogger(__name__)
 
 ERROR_TYPES: tuple[tuple[str, str], ...] = (
     # (name in metrics.json, hotcoco's key)
@@ -77,8 +74,7 @@ def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Pat
 def breakdown_for_run(setting: bool, gt: dict[str, Any], detections: str | Path | list[dict],
                       image_ids: Sequence[int], switches: dict[str, Any]) -> dict[str, Any] | None:
     """The breakdown of a run's detections (its detections.json, or the list), or None when
-    ``metrics.error_breakdown`` is false (the default). Asked for, it needs hotcoco (a UserError with the pip
-    command; a run checks that before it starts) and a failure to compute it is the run's failure."""
+    ``metrics.error_breakdown`` is false (the default); asked for, it needs hotcoco (a UserError otherwise)."""
     if not setting:
         return None
     extras.require(extras.ERROR_BREAKDOWN)

@@ -112,9 +112,8 @@ def category_names(gt: dict[str, Any]) -> dict[int, str]:
 
 
 def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_as_ground_truth: bool) -> dict[str, int]:
-    """Each category's ground-truth boxes among ``image_ids``, by category name (every category of the file,
-    0 where it has none): the boxes a detection can match, so crowd regions count only with
-    ``crowd_as_ground_truth``."""
+    """Each category's ground-truth boxes among ``image_ids`` by name (every category of the file, 0 where it has
+    none): the boxes a detection can match, so crowd regions count only with ``crowd_as_ground_truth``."""
     names = category_names(gt)
     counts = dict.fromkeys(names.values(), 0)
     evaluated = set(image_ids)
@@ -128,15 +127,13 @@ def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_a
 
 def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],
                    source: str, *, copy: bool = True) -> list[dict]:
-    """Copies of the results (``copy=False``: the results themselves), each checked to name an evaluated
-    image and a category of the annotation file."""
+    """``checked_copy`` of every result, against the evaluated images and the annotation file's categories."""
     images, categories = set(image_ids), set(category_ids)
     return [checked_copy(det, images, categories, source, copy=copy) for det in detections]
 
 
 def checked_copy(det: dict, images: set[int], categories: set[int], source: str, *, copy: bool = True) -> dict:
-    """A copy of one result (``copy=False``: the result itself), checked to name one of ``images``
-    and one of ``categories``."""
+    """One result (a copy unless ``copy=False``), checked to name one of ``images`` and one of ``categories``."""
     if det["image_id"] not in images:
         raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
                         "evaluated images of the annotation file")
@@ -167,9 +164,8 @@ def empty_scores(prepared: dict[str, Any], names: dict[int, str], category_ids: 
 def scores_from_evaluation(stats: Sequence[float], precision: np.ndarray, names: dict[int, str],
                            category_ids: Sequence[int], source: str,
                            averaged: Sequence[int] | None = None) -> Scores:
-    """Scores from COCOeval's 12 stats and its precision array [IoU, recall, category, area, maxDets]
-    over ``category_ids`` (the evaluator's catIds; ``averaged``, the categories the means run over,
-    defaults to them)."""
+    """Scores from COCOeval's 12 stats and precision [IoU, recall, category, area, maxDets] over ``category_ids``
+    (the evaluator's catIds); the means run over ``averaged`` (default: those same categories)."""
     warnings = []
     if stats[0] < 0:
         warnings.append(f"{source}: the evaluated images have no ground truth boxes; pycocotools reports -1")

@@ -63,9 +63,8 @@ def evaluate_matches(gt: dict[str, Any], detections: Iterable[dict], image_ids: 
 
 def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarray, true_positive: np.ndarray,
                      ignored: np.ndarray, gt_count: np.ndarray) -> CategoryMatches:
-    """One category's ``CategoryMatches`` from its area-all, maxDets-100 detections in the order
-    ``COCOeval.accumulate`` concatenates them (images ascending, each in evaluateImg's order): their
-    scores, image indices, true-positive and ignore flags [T, N], and each image's non-ignored ground truth."""
+    """One category's ``CategoryMatches`` from its area-all, maxDets-100 detections in the order ``accumulate``
+    concatenates them: their scores, image indices, true-positive and ignore flags [T, N], and gt counts."""
     order = np.argsort(-scores, kind="mergesort")  # exactly accumulate's order
     score = scores[order]
     image_index = image_index[order].astype(np.int64)
@@ -86,9 +85,8 @@ def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarr
 
 
 class PycocotoolsMatcher:
-    """pycocotools' evaluate() a chunk of images at a time (``update``), keeping what accumulate() reads:
-    read back as ``Matches`` (``matches``) or accumulated into COCOeval's arrays (``result``, accumulate()
-    transcribed)."""
+    """pycocotools' evaluate() a chunk of images at a time (``update``), read back as ``Matches`` (``matches``)
+    or as COCOeval's arrays and stats (``result``)."""
 
     def __init__(self, categories: list[dict], category_ids: list[int], image_count: int):
         from pycocotools.cocoeval import Params
@@ -208,9 +206,8 @@ class PycocotoolsMatcher:
 
     def _detections(self, k: int, release: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's
-        order; an image's detections are kept in one chunk, in that order): image positions, ranks within the
-        image, scores and the true-positive / ignored bits [2, A, T, N]. ``release``: drop the kept chunks."""
+        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's order):
+        image positions, ranks within the image, scores and the bits [2, A, T, N]. ``release``: drop the chunks."""
         if not self.kept[k]:
             return (np.zeros(0, dtype=self.image_dtype), np.zeros(0, dtype=np.uint8), np.zeros(0),
                     np.zeros((2, self.A, self.T, 0), dtype=bool))

@@ -23,14 +23,12 @@ def score_detections(gt: dict[str, Any], detections: Iterable[dict], image_ids: 
                      crowd_as_ground_truth: bool = False, backend: str = "pycocotools",
                      exclude_categories: Sequence[str] = (), source: str = "detections", streaming: bool = False,
                      keep_matches: bool = False) -> Scores:
-    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``,
-    averaged over the file's categories except those named in ``exclude_categories``;
-    ``Scores.per_category_gt`` holds each scored category's ground-truth boxes in these images.
+    """COCO bbox metrics of ``detections`` (any iterable, read once) over exactly ``image_ids``, averaged over the
+    file's categories except those named in ``exclude_categories``, with their ground-truth counts.
 
-    ``streaming``: match the detections a chunk of images at a time as they are read (``scoring.streaming``;
-    same numbers); each image's detections must then come together, as the resume cache yields them.
-    Backends that cannot stream score in one batch. ``keep_matches``: when streaming with pycocotools, also
-    keep every detection's match in ``Scores.matches`` (for bootstrap intervals).
+    ``streaming``: match the detections a chunk of images at a time as they are read (same numbers; each
+    image's detections must then come together); backends that cannot stream score in one batch.
+    ``keep_matches``: when streaming with pycocotools, keep every detection's match in ``Scores.matches``.
     """
     from ssd_eval.scoring.streaming import score_stream, streams  # looked up per call: tests replace score_stream
 

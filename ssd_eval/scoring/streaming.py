@@ -46,12 +46,8 @@ def streams(backend: str) -> bool:
 
 class StreamingScorer:
     """COCO bbox metrics of detections fed one image at a time (``add``, each evaluated image once), equal to
-    ``metrics.score_detections`` on all of them at once; ``finish()`` returns the Scores.
-
-    ``chunks`` counts the batches matched so far, ``peak_pending_detections`` the most detections held
-    unmatched at any time. With ``keep_matches`` (pycocotools), ``matches`` is then every detection's match
-    as ``matches.evaluate_matches`` gives it, so bootstrap intervals need no second matching pass.
-    """
+    ``metrics.score_detections`` on all of them at once; ``finish()`` returns the Scores. With ``keep_matches``
+    (pycocotools), ``matches`` is then every detection's match as ``matches.evaluate_matches`` gives it."""
 
     def __init__(self, gt: dict[str, Any], image_ids: Sequence[int], *, crowd_as_ground_truth: bool = False,
                  backend: str = "pycocotools", exclude_categories: Sequence[str] = (),
@@ -163,9 +159,8 @@ def score_stream(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequ
                  crowd_as_ground_truth: bool = False, backend: str = "pycocotools",
                  exclude_categories: Sequence[str] = (), source: str = "detections",
                  keep_matches: bool = False) -> Scores:
-    """``metrics.score_detections`` fed through a ``StreamingScorer``: ``detections`` is read once and each
-    image's detections must come together (as ``DetectionCache.detections`` yields them). With
-    ``keep_matches``, ``Scores.matches`` holds the matches a bootstrap reweights (pycocotools only)."""
+    """``metrics.score_detections`` fed through a ``StreamingScorer``: each image's detections must come together
+    (as ``DetectionCache.detections`` yields them); ``keep_matches`` fills ``Scores.matches`` (pycocotools)."""
     scorer = StreamingScorer(gt, image_ids, crowd_as_ground_truth=crowd_as_ground_truth, backend=backend,
                              exclude_categories=exclude_categories, source=source, keep_matches=keep_matches)
     scorer.add_detections(detections)
