@@ -89,13 +89,11 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
     if not membership[:, -1].any():
         membership = membership[:, :-1]
     strata = membership.shape[1]
-    in_stratum = membership.sum(axis=0)  # n_s
     # Scaled by N: target_s * N = max(size * n_s, N); chosen_s * N; all exact integers.
-    target = np.maximum(size * in_stratum, total)
+    target = np.maximum(size * membership.sum(axis=0), total)
     chosen = np.zeros(strata, dtype=np.int64)
     tiebreak = np.array([_seeded_hash(seed, image_id) for image_id in image_ids], dtype=np.uint64)
     free = np.ones(total, dtype=bool)
-    picked = []
     for _ in range(size):
         deficit = target - chosen * total
         has_free = (membership[free] > 0).any(axis=0)
@@ -109,8 +107,7 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
         choice = int(best[np.argmin(tiebreak[best])])
         free[choice] = False
         chosen += membership[choice]
-        picked.append(image_ids[choice])
-    return sorted(picked)
+    return [image_ids[i] for i in np.flatnonzero(~free)]
 
 
 def random_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int]:

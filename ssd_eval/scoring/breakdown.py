@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ssd_eval import extras
+from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
+from ssd_eval.utils import package_version
 
 ERROR_TYPES: tuple[tuple[str, str], ...] = (
     # (name in metrics.json, hotcoco's key)
@@ -46,9 +48,6 @@ def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Pat
     COCO results, checked like the scores', or the path of a detections.json the run wrote, which hotcoco
     reads itself (faster, and half the memory of a Python list)."""
     import hotcoco
-
-    from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
-    from ssd_eval.utils import package_version
 
     prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
                                                     exclude_categories=exclude_categories)
