@@ -1,20 +1,15 @@
 """Bootstrap confidence intervals for COCO mAP, AP50 and AP75 from a run's own detections (no re-inference).
 
-A replicate draws the images with replacement; image ``i`` drawn ``w_i`` times stands for the literal data set
-holding ``w_i`` copies of it. ``weighted_ap`` re-accumulates the matches of ``matches.evaluate_matches`` for
-every replicate at once with weighted cumulative sums, as ``COCOeval.accumulate`` does, evaluating only the
-true-positive positions (only those can set the interpolated precision). Counts are integers held exactly in
-float64, so with every weight 1 the stats equal pycocotools' ``stats[0:3]`` up to the order of the final mean.
-A run of same-image, same-score detections that mixes hits and misses repeats whole in the duplicated file
-(``d1 d2 d1' d2'``) and is expanded copy by copy.
+A replicate draws the images with replacement; image ``i`` drawn ``w_i`` times stands for the data set holding
+``w_i`` copies of it. ``weighted_ap`` re-accumulates ``matches.evaluate_matches``' matches for every replicate
+at once with weighted cumulative sums, as ``COCOeval.accumulate`` does: with integer weights it equals
+pycocotools on the literally duplicated file (runs of same-image, same-score detections that mix hits and
+misses are expanded copy by copy, ``d1 d2 d1' d2'``, as that file orders them).
 
-Bias: COCO AP of a small sample lies on average above that of a large one, so the replicates' mean lies above
-the estimate (``Interval.bias`` > 0) and a subset's mAP above the full set's. Verdicts compare runs on the same
-images with ``paired_intervals`` (the bias mostly cancels); ``method="recentered"`` shifts an interval back by
-its bias; ``full_set_intervals`` extrapolates a random subset's bias to the full set. docs/STATISTICS.md: costs
-and the measurements behind this.
-
-Replicates are drawn with numpy's PCG64 from ``seed``: the same seed and numpy version give the same replicates.
+A small sample's COCO AP lies on average above a large one's, so replicates lie above the estimate
+(``Interval.bias`` > 0) and a subset's mAP above the full set's: compare runs on the same images
+(``paired_intervals``), shift by the bias (``method="recentered"``) or extrapolate it to the full set
+(``full_set_intervals``); docs/STATISTICS.md. The same seed and numpy version give the same replicates.
 """
 
 from __future__ import annotations
@@ -257,7 +252,8 @@ def _weighted_ap_chunk(matches: Matches, weights: np.ndarray) -> np.ndarray:
 
 def _precision_sum(category: CategoryMatches, t: int, weights: np.ndarray, position_weight: np.ndarray,
                    seen: np.ndarray, npig: np.ndarray, recall_thresholds: np.ndarray) -> np.ndarray:
-    """Per row, the sum over the 101 recall points of interpolated precision at IoU threshold ``t``."""
+    """Per row, the sum over the 101 recall points of interpolated precision at IoU threshold ``t``, taken at the
+    true positives only (a false positive never sets the precision envelope); counts are exact in float64."""
     tp_positions = np.flatnonzero(category.true_positive[t])
     if not tp_positions.size:
         return np.zeros(len(weights))

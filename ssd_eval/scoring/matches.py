@@ -1,11 +1,9 @@
 """The per-detection match table that streaming keeps and the bootstrap reweights.
 
-``PycocotoolsMatcher`` runs pycocotools' own ``COCOeval.evaluate()`` a chunk of images at a time (a match is
-decided within one image and category, so chunks match as one run over every image would) and keeps only what
-``COCOeval.accumulate`` reads: each detection's score and rank, its true-positive / ignored bits at each IoU
-threshold and area range, and the non-ignored ground truth. It gives ``Matches`` (area all, maxDets 100, what a
-bootstrap reweights) or, in ``result``, pycocotools' arrays from a transcription of ``accumulate`` (the same
-order, sums and divisions: bit for bit) and its own ``summarize``. ``evaluate_matches`` is one chunk of every image.
+``PycocotoolsMatcher`` runs pycocotools' ``COCOeval.evaluate()`` a chunk of images at a time (matches never
+cross images) and keeps only what ``accumulate`` reads: scores, ranks, true-positive / ignored bits per IoU
+threshold and area range, and the non-ignored ground truth. It gives ``Matches`` (area all, maxDets 100) or
+pycocotools' arrays and stats, from ``accumulate`` transcribed (bit for bit) and pycocotools' ``summarize``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-"""Streaming scoring: detections are matched a chunk of images at a time as they arrive, so scoring holds a few
-bytes per detection instead of every detection, with the numbers of plain batch scoring.
+"""Streaming scoring: detections matched a chunk of images at a time as they arrive (a few bytes kept per
+detection), with the numbers of batch scoring.
 
-``StreamingScorer.add(image_id, detections)`` takes one image's detections at a time (as the pipeline reads them
-back from its resume cache); once a few thousand are pending the backend matches them with those images' ground
-truth: pycocotools through ``matches.PycocotoolsMatcher`` (its own ``evaluate`` per chunk, then ``accumulate``
-transcribed and its own ``summarize``), hotcoco through its ``StreamingEval`` restricted to the averaged
-categories. Evaluated images that never received detections are matched at the end with their ground truth alone.
+Once a few thousand detections are pending, the backend matches them with those images' ground truth:
+pycocotools through ``matches.PycocotoolsMatcher``, hotcoco through its ``StreamingEval``. Evaluated images
+that never received detections are matched at the end with their ground truth alone.
 """
 
 from __future__ import annotations
