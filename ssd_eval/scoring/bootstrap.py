@@ -99,7 +99,8 @@ def percentile_interval(values: np.ndarray, estimate: float, *, level: float, se
     """The interval of bootstrap ``values`` by ``method`` over the replicates ``defined`` (by default those
     where the metric is not -1, undefined)."""
     _check_level(level)
-    _check_method(method)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     values = np.asarray(values, dtype=float)
     defined = values != -1 if defined is None else defined
     if not defined.any():
@@ -120,8 +121,6 @@ def bootstrap_intervals(matches: Matches, *, replicates: int = 1000, seed: int =
                         method: str = "percentile", values: np.ndarray | None = None) -> dict[str, Interval]:
     """Bootstrap intervals (resampling images) for mAP, AP50 and AP75 of ``evaluate_matches``' matches;
     ``values``: the replicates of ``bootstrap_values`` when already drawn."""
-    _check_level(level)
-    _check_method(method)
     estimate = _estimate(matches)
     if values is None:
         values = bootstrap_values(matches, replicates, seed)
@@ -187,8 +186,6 @@ def paired_intervals(matches_a: Matches, matches_b: Matches, *, replicates: int 
                      level: float = 0.95, method: str = "percentile") -> dict[str, Interval]:
     """Intervals for metric(a) - metric(b) of matches already evaluated on the same images and categories,
     both scored on the same resampled images in each replicate."""
-    _check_level(level)
-    _check_method(method)
     if matches_a.image_ids != matches_b.image_ids:
         raise ValueError("a paired bootstrap needs both sides evaluated on the same image ids")
     if [c.category_id for c in matches_a.categories] != [c.category_id for c in matches_b.categories]:
@@ -209,11 +206,6 @@ def paired_intervals(matches_a: Matches, matches_b: Matches, *, replicates: int 
 def _check_level(level: float) -> None:
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def _estimate(matches: Matches) -> np.ndarray:

@@ -126,7 +126,7 @@ class PycocotoolsMatcher:
             evaluator.evaluate()
         if [int(i) for i in evaluator.params.imgIds] != image_ids or list(evaluator.params.catIds) != self.category_ids:
             raise RuntimeError("pycocotools reordered the image or category ids")
-        count, areas, T = len(image_ids), self.A, self.T
+        count, areas = len(image_ids), self.A
         entries = evaluator.evalImgs
         for k in range(len(self.category_ids)):
             base = k * areas * count  # evalImgs: category, then area range, then image
@@ -145,15 +145,13 @@ class PycocotoolsMatcher:
                 detected = len(first["dtScores"])
                 if not detected:
                     continue
-                bits = np.empty((2, areas, T, detected), dtype=bool)
-                for a, entry in enumerate(per_area):
-                    ignored = np.asarray(entry["dtIgnore"], dtype=bool)
-                    bits[0, a] = np.logical_and(entry["dtMatches"], np.logical_not(ignored))
-                    bits[1, a] = ignored
+                ignored = np.array([entry["dtIgnore"] for entry in per_area], dtype=bool)  # [A, T, detected]
+                matched = np.array([entry["dtMatches"] for entry in per_area], dtype=bool)  # a ground-truth id; 0: none
+                bits = np.stack([matched & ~ignored, ignored])
                 positions.append(np.full(detected, image_positions[i], dtype=self.image_dtype))
                 ranks.append(np.arange(detected, dtype=np.uint8))
                 scores.append(np.asarray(first["dtScores"], dtype=np.float64))
-                flags.append(np.packbits(bits.reshape(2 * areas * T, detected), axis=0))
+                flags.append(np.packbits(bits.reshape(-1, detected), axis=0))
             if truth_positions:
                 self.truth_kept[k].append((np.asarray(truth_positions, dtype=self.image_dtype),
                                            np.asarray(truth_counts, dtype=np.int32)))
