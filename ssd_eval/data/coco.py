@@ -177,7 +177,7 @@ def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
             raise UserError(f"{where}: bbox {quote(bbox)} holds NaN or Infinity")
         if bbox[2] < 0 or bbox[3] < 0:
             raise UserError(f"{where}: bbox {quote(bbox)} has a negative width or height")
-        if "area" in ann and not (is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+        if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
             raise UserError(f"{where}: area must be a finite number >= 0, got {quote(ann['area'])}")
         if "iscrowd" in ann and not (is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
             raise UserError(f"{where}: iscrowd must be 0 or 1, got {quote(ann['iscrowd'])}")
@@ -202,10 +202,8 @@ def read_image(record: ImageRecord) -> Image.Image:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"{record.path}: cannot decode image (image id {record.id}): {exc}") from None
     if rgb.size != (record.width, record.height):
-        raise BadImageError(
-            f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
-            f"{record.width}x{record.height} (image id {record.id})"
-        )
+        raise BadImageError(f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
+                            f"{record.width}x{record.height} (image id {record.id})")
     return rgb
 
 

@@ -157,17 +157,17 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     if values is None:
         values = bootstrap_values(matches, replicates, seed)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))  # not the bootstrap's stream
-    means = {}
+    means = []  # of each metric on an eighth, a quarter and a half of the images
     for part in (8, 4, 2):
         chosen = np.argsort(rng.random((draws, size)), axis=1)[:, : size // part]
         weights = np.zeros((draws, size), dtype=np.int64)
         np.put_along_axis(weights, chosen, 1, axis=1)
         sub = weighted_ap(matches, weights)
-        means[part] = [sub[sub[:, j] != -1, j].mean() if (sub[:, j] != -1).any() else np.nan
-                       for j in range(len(BOOTSTRAP_METRICS))]
+        means.append([sub[sub[:, j] != -1, j].mean() if (sub[:, j] != -1).any() else np.nan
+                      for j in range(len(BOOTSTRAP_METRICS))])
     intervals, refused = {}, []
     for j, name in enumerate(BOOTSTRAP_METRICS):
-        eighth, quarter, half = means[8][j], means[4][j], means[2][j]
+        eighth, quarter, half = (by_part[j] for by_part in means)
         if not eighth - quarter > quarter - half > 0:  # falling, ever more slowly: alpha > 0
             refused.append(f"{name} on an eighth, a quarter and a half of the subset ({eighth:.4f}, {quarter:.4f}, "
                            f"{half:.4f}) does not fall ever more slowly: no power law to extrapolate")
@@ -233,9 +233,7 @@ def _weighted_ap_chunk(matches: Matches, weights: np.ndarray) -> np.ndarray:
         per_threshold = np.stack([_precision_sum(category, t, weights, position_weight, seen, npig.astype(float),
                                                  matches.recall_thresholds) for t in range(thresholds)], axis=1)
         per_threshold[~has_truth] = 0.0
-        sums[:, 0] += per_threshold.sum(axis=1)
-        sums[:, 1] += per_threshold[:, t50]
-        sums[:, 2] += per_threshold[:, t75]
+        sums += np.stack([per_threshold.sum(axis=1), per_threshold[:, t50], per_threshold[:, t75]], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):  # mAP averages over thresholds, AP50 and AP75 over one
         result = sums / (np.array([thresholds, 1, 1]) * recall_points * valid[:, None])
     result[valid == 0] = -1.0
