@@ -43,8 +43,7 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = tuple(
 
 
 _FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # Each list's required fields, and those that must be integers (pycocotools compares ids by value: "139" and
-    # 139 are different images to it).
+    # Each list's required fields, and those that must be integers ("139" and 139 are two ids to pycocotools).
     "images": (("id", "file_name", "width", "height"), ("id", "width", "height")),
     "annotations": (("id", "image_id", "category_id", "bbox"), ("id", "image_id", "category_id")),
     "categories": (("id", "name"), ("id",)),

@@ -156,6 +156,8 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     estimate = _estimate(matches)
     if values is None:
         values = bootstrap_values(matches, replicates, seed)
+    elif values.shape != (replicates, len(BOOTSTRAP_METRICS)):
+        raise ValueError(f"values must be [{replicates}, {len(BOOTSTRAP_METRICS)}], got {values.shape}")
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))  # not the bootstrap's stream
     means = []  # of each metric on an eighth, a quarter and a half of the images
     for part in (8, 4, 2):

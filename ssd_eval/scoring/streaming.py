@@ -54,13 +54,15 @@ class StreamingScorer:
         if not streams(backend):
             raise UserError(f"metrics.backend {backend!r} cannot stream; streaming backends: "
                             f"{', '.join(STREAMING_BACKENDS)}")
+        self.chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
+        self.chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
+        if self.chunk_detections < 1 or self.chunk_images < 1:
+            raise ValueError("chunk sizes must be positive")
         self.prepared, self.names, self.category_ids = prepare_scoring(
             gt, crowd_as_ground_truth=crowd_as_ground_truth, exclude_categories=exclude_categories)
         self.image_ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
         self.source = source
         self.backend = backend
-        self.chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
-        self.chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
         self._evaluated = set(self.image_ids)
         self._all_categories = set(self.names)
         self._image_entries = {int(i["id"]): i for i in self.prepared["images"] if int(i["id"]) in self._evaluated}
