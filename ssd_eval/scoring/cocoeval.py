@@ -152,13 +152,9 @@ def empty_scores(prepared: dict[str, Any], names: dict[int, str], category_ids: 
     zero_curve = [0.0] * 101
     evaluated = set(image_ids)
     with_truth = {a["category_id"] for a in prepared["annotations"] if a["image_id"] in evaluated}
-    return Scores(
-        stats=[0.0] * 12,
-        per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
-        pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
-        warnings=[message],
-        categories_averaged=[names[c] for c in category_ids],
-    )
+    return Scores(stats=[0.0] * 12, per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
+                  pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
+                  warnings=[message], categories_averaged=[names[c] for c in category_ids])
 
 
 def scores_from_evaluation(stats: Sequence[float], precision: np.ndarray, names: dict[int, str],
