@@ -17,89 +17,37 @@ from PIL import Image
 from ssd_eval.errors import UserError, quote
 from ssd_eval.utils import is_int, is_non_finite, is_number, sha256_of
 
-# The real COCO 2017 instance categories: (id, name, supercategory).
-COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
-    (1, "person", "person"),
-    (2, "bicycle", "vehicle"),
-    (3, "car", "vehicle"),
-    (4, "motorcycle", "vehicle"),
-    (5, "airplane", "vehicle"),
-    (6, "bus", "vehicle"),
-    (7, "train", "vehicle"),
-    (8, "truck", "vehicle"),
-    (9, "boat", "vehicle"),
-    (10, "traffic light", "outdoor"),
-    (11, "fire hydrant", "outdoor"),
-    (13, "stop sign", "outdoor"),
-    (14, "parking meter", "outdoor"),
-    (15, "bench", "outdoor"),
-    (16, "bird", "animal"),
-    (17, "cat", "animal"),
-    (18, "dog", "animal"),
-    (19, "horse", "animal"),
-    (20, "sheep", "animal"),
-    (21, "cow", "animal"),
-    (22, "elephant", "animal"),
-    (23, "bear", "animal"),
-    (24, "zebra", "animal"),
-    (25, "giraffe", "animal"),
-    (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"),
-    (31, "handbag", "accessory"),
-    (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"),
-    (34, "frisbee", "sports"),
-    (35, "skis", "sports"),
-    (36, "snowboard", "sports"),
-    (37, "sports ball", "sports"),
-    (38, "kite", "sports"),
-    (39, "baseball bat", "sports"),
-    (40, "baseball glove", "sports"),
-    (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"),
-    (43, "tennis racket", "sports"),
-    (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"),
-    (47, "cup", "kitchen"),
-    (48, "fork", "kitchen"),
-    (49, "knife", "kitchen"),
-    (50, "spoon", "kitchen"),
-    (51, "bowl", "kitchen"),
-    (52, "banana", "food"),
-    (53, "apple", "food"),
-    (54, "sandwich", "food"),
-    (55, "orange", "food"),
-    (56, "broccoli", "food"),
-    (57, "carrot", "food"),
-    (58, "hot dog", "food"),
-    (59, "pizza", "food"),
-    (60, "donut", "food"),
-    (61, "cake", "food"),
-    (62, "chair", "furniture"),
-    (63, "couch", "furniture"),
-    (64, "potted plant", "furniture"),
-    (65, "bed", "furniture"),
-    (67, "dining table", "furniture"),
-    (70, "toilet", "furniture"),
-    (72, "tv", "electronic"),
-    (73, "laptop", "electronic"),
-    (74, "mouse", "electronic"),
-    (75, "remote", "electronic"),
-    (76, "keyboard", "electronic"),
-    (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"),
-    (79, "oven", "appliance"),
-    (80, "toaster", "appliance"),
-    (81, "sink", "appliance"),
-    (82, "refrigerator", "appliance"),
-    (84, "book", "indoor"),
-    (85, "clock", "indoor"),
-    (86, "vase", "indoor"),
-    (87, "scissors", "indoor"),
-    (88, "teddy bear", "indoor"),
-    (89, "hair drier", "indoor"),
-    (90, "toothbrush", "indoor"),
-)
+_CATEGORIES_BY_SUPERCATEGORY: dict[str, dict[int, str]] = {
+    "person": {1: "person"},
+    "vehicle": {2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck", 9: "boat"},
+    "outdoor": {10: "traffic light", 11: "fire hydrant", 13: "stop sign", 14: "parking meter", 15: "bench"},
+    "animal": {16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear",
+               24: "zebra", 25: "giraffe"},
+    "accessory": {27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase"},
+    "sports": {34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat",
+               40: "baseball glove", 41: "skateboard", 42: "surfboard", 43: "tennis racket"},
+    "kitchen": {44: "bottle", 46: "wine glass", 47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl"},
+    "food": {52: "banana", 53: "apple", 54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog",
+             59: "pizza", 60: "donut", 61: "cake"},
+    "furniture": {62: "chair", 63: "couch", 64: "potted plant", 65: "bed", 67: "dining table", 70: "toilet"},
+    "electronic": {72: "tv", 73: "laptop", 74: "mouse", 75: "remote", 76: "keyboard", 77: "cell phone"},
+    "appliance": {78: "microwave", 79: "oven", 80: "toaster", 81: "sink", 82: "refrigerator"},
+    "indoor": {84: "book", 85: "clock", 86: "vase", 87: "scissors", 88: "teddy bear", 89: "hair drier",
+               90: "toothbrush"},
+}
+
+COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = tuple(
+    (category_id, name, supercategory)
+    for supercategory, members in _CATEGORIES_BY_SUPERCATEGORY.items() for category_id, name in members.items())
+"""The real COCO 2017 instance categories, ascending id: (id, name, supercategory)."""
+
+
+_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # Each list's required fields, and those that must be integers ("139" and 139 are two ids to pycocotools).
+    "images": (("id", "file_name", "width", "height"), ("id", "width", "height")),
+    "annotations": (("id", "image_id", "category_id", "bbox"), ("id", "image_id", "category_id")),
+    "categories": (("id", "name"), ("id",)),
+}
 
 
 class BadImageError(UserError):
@@ -150,33 +98,20 @@ def load_annotations(annotations_path: str | Path, images_dir: str | Path) -> Co
     images_dir = Path(images_dir)
     images = {}
     for entry in gt["images"]:
-        record = ImageRecord(
-            id=entry["id"],
-            file_name=entry["file_name"],
-            width=entry["width"],
-            height=entry["height"],
-            path=images_dir / entry["file_name"],
-        )
+        record = ImageRecord(id=entry["id"], file_name=entry["file_name"], width=entry["width"],
+                             height=entry["height"], path=images_dir / entry["file_name"])
         if record.id in images:
             raise UserError(f"{path}: image id {record.id} appears twice in 'images'")
         images[record.id] = record
-    categories = sorted(gt["categories"], key=lambda c: c["id"])
-    category_ids = [c["id"] for c in categories]
+    category_ids = sorted(c["id"] for c in gt["categories"])
     if len(set(category_ids)) != len(category_ids):
         raise UserError(f"{path}: a category id appears twice in 'categories'")
     annotated = frozenset(a["image_id"] for a in gt["annotations"])
     unknown = annotated - images.keys()
     if unknown:
         raise UserError(f"{path}: annotations refer to image id {min(unknown)}, which is not in 'images'")
-    return CocoDataset(
-        annotations_path=path,
-        images_dir=images_dir,
-        gt=gt,
-        images=images,
-        category_ids=category_ids,
-        annotated_image_ids=annotated,
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
+    return CocoDataset(annotations_path=path, images_dir=images_dir, gt=gt, images=images, category_ids=category_ids,
+                       annotated_image_ids=annotated, sha256=hashlib.sha256(raw).hexdigest())
 
 
 def _check_coco_structure(gt: Any, path: Path) -> None:
@@ -187,25 +122,14 @@ def _check_coco_structure(gt: Any, path: Path) -> None:
             raise UserError(f"{path}: not a COCO annotation file: missing list {key!r}")
     if not gt["categories"]:
         raise UserError(f"{path}: not a COCO annotation file: 'categories' is empty")
-    required = {
-        "images": ("id", "file_name", "width", "height"),
-        "annotations": ("id", "image_id", "category_id", "bbox"),
-        "categories": ("id", "name"),
-    }
-    for key, fields in required.items():
+    for key, (fields, _) in _FIELDS.items():
         for index, entry in enumerate(gt[key]):
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 raise UserError(f"{path}: not a COCO annotation file: {key}[{index}] lacks {missing[0]!r}")
-    # pycocotools compares ids by value: "139" and 139 are different images to it.
-    integer_fields = {
-        "images": ("id", "width", "height"),
-        "annotations": ("id", "image_id", "category_id"),
-        "categories": ("id",),
-    }
-    for key, fields in integer_fields.items():
+    for key, (_, integers) in _FIELDS.items():
         for index, entry in enumerate(gt[key]):
-            for name in fields:
+            for name in integers:
                 if not is_int(entry[name]):
                     raise UserError(f"{path}: not a COCO annotation file: {key}[{index}].{name} must be an "
                                     f"integer, got {quote(entry[name])}")
@@ -252,7 +176,7 @@ def _check_coco_values(gt: dict[str, Any], path: Path) -> None:
             raise UserError(f"{where}: bbox {quote(bbox)} holds NaN or Infinity")
         if bbox[2] < 0 or bbox[3] < 0:
             raise UserError(f"{where}: bbox {quote(bbox)} has a negative width or height")
-        if "area" in ann and not (is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+        if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
             raise UserError(f"{where}: area must be a finite number >= 0, got {quote(ann['area'])}")
         if "iscrowd" in ann and not (is_int(ann["iscrowd"]) and ann["iscrowd"] in (0, 1)):
             raise UserError(f"{where}: iscrowd must be 0 or 1, got {quote(ann['iscrowd'])}")
@@ -264,11 +188,8 @@ def image_fingerprint(path: str | Path) -> str:
 
 
 def read_image(record: ImageRecord) -> Image.Image:
-    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation).
-
-    16-bit grey images (PNG mode I;16) are scaled to 8 bits (value / 257), not clipped to white;
-    32-bit integer and float images are refused (their value range is unknown).
-    """
+    """Decode an image as RGB in stored-pixel orientation (no EXIF rotation); 16-bit grey is scaled to 8 bits
+    (value / 257), 32-bit integer and float images are refused (their value range is unknown)."""
     try:
         if not stat.S_ISREG(os.stat(record.path).st_mode):  # a FIFO or device would block or never end
             raise BadImageError(f"{record.path}: not a regular file (image id {record.id})")
@@ -280,10 +201,8 @@ def read_image(record: ImageRecord) -> Image.Image:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"{record.path}: cannot decode image (image id {record.id}): {exc}") from None
     if rgb.size != (record.width, record.height):
-        raise BadImageError(
-            f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
-            f"{record.width}x{record.height} (image id {record.id})"
-        )
+        raise BadImageError(f"{record.path}: image is {rgb.size[0]}x{rgb.size[1]} but the annotation file says "
+                            f"{record.width}x{record.height} (image id {record.id})")
     return rgb
 
 

@@ -1,32 +1,20 @@
-"""Named, versioned, deterministic, stratified image subsets (``subsets/<name>.json``) for CI-sized evaluations.
+"""Named, versioned, deterministic image subsets (``subsets/<name>.json``) for CI-sized evaluations.
 
-The algorithm (``stratified_subset``, recorded as ``ALGORITHM`` in every subset file):
+The stratified rule (``stratified_subset``, recorded as ``ALGORITHM`` in every subset file):
 
-* Strata: each category with at least one annotation (crowd regions included), plus one stratum
-  "no annotations" when the file has unannotated images. An image belongs to the strata of every
-  category it has an annotation of (or to "no annotations").
-* Target of stratum s: ``size * n_s / N`` images, where ``n_s`` counts the file's images in s and
-  ``N`` all images; raised to 1 for strata rarer than that, so every category appears when
-  ``size`` allows. All arithmetic is on integers scaled by ``N`` (exact, no float rounding).
-* ``size`` times: take the stratum with the largest relative deficit ``(target - chosen) / target``
-  among those with unchosen images (ties: the rarer stratum, then the lower category id, "no
-  annotations" last); among its unchosen images take the one whose addition most reduces the total
-  deviation ``sum_s |target_s - chosen_s|``; ties go to the lowest
-  ``sha256("ssd-eval-subset:<seed>:<image id>")``.
+* Strata: each category with at least one annotation (crowd regions included), plus "no annotations" when the
+  file has unannotated images; an image belongs to the stratum of every category it has an annotation of.
+* Target of stratum s: ``size * n_s / N`` images (``n_s`` of the file's ``N`` images are in s), at least 1 so
+  every category appears when ``size`` allows; exact integer arithmetic, scaled by ``N``.
+* ``size`` times: take the stratum with the largest relative deficit ``(target - chosen) / target`` among those
+  with unchosen images (ties: the rarer stratum, then the lower category id, "no annotations" last); among its
+  unchosen images take the one whose addition most reduces ``sum_s |target_s - chosen_s|``; ties go to the
+  lowest ``sha256("ssd-eval-subset:<seed>:<image id>")``.
 
-Nothing depends on set or dict iteration order, ``hash()`` or floating point, so the same file,
-size and seed give the same ids on every machine and Python version.
-
-Subset file (JSON): ``name``, ``annotations_sha256`` (of the annotation file's bytes),
-``image_ids`` (ascending), ``ids_sha256`` (``ids_sha256(image_ids)``), ``algorithm``, ``seed``.
-
-Make one: ``python -m ssd_eval.data.subsets --annotations FILE --size 500 --name ci-500``.
-
-``--algorithm random`` (``random_subset``, ``RANDOM_ALGORITHM``) instead draws a seeded simple random sample.
-The stratified rule favours images with many categories (each fills several strata's deficits at once),
-so its subset's mAP is biased: on the synthetic 5000-image population 500-image stratified subsets scored
-0.183 to 0.191 against the population's 0.216. That does not matter for a gate comparing runs on the same
-subset; a full-set estimate (``uncertainty.full_set_intervals``) is made only for random subsets.
+Nothing depends on set or dict order, ``hash()`` or floating point: the same file, size and seed give the same
+ids on every machine. ``--algorithm random`` (``random_subset``) draws a seeded simple random sample instead:
+the stratified rule favours images with many categories, so only a random subset's mAP is a fair draw of the
+full set's (``bootstrap.full_set_intervals``). The file format: docs/FORMATS.md.
 """
 
 from __future__ import annotations
@@ -44,10 +32,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_eval.data.coco import CocoDataset
+from ssd_eval.data.coco import CocoDataset, load_annotations
 from ssd_eval.errors import UserError
 from ssd_eval.loaders import load_json
-from ssd_eval.utils import atomic_write_text
+from ssd_eval.utils import atomic_write_text, is_int
 
 ALGORITHM = "stratified-greedy-l1/v1"
 """Names (and versions) the selection rule of ``stratified_subset``; stored in every subset file."""
@@ -89,10 +77,8 @@ def ids_sha256(image_ids: Sequence[int]) -> str:
 
 def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int]:
     """``size`` image ids (ascending) of a COCO annotation dict, every category represented in proportion."""
-    image_ids = sorted(int(image["id"]) for image in dataset_gt["images"])
+    image_ids = _image_ids(dataset_gt, size)
     total = len(image_ids)
-    if not 1 <= size <= total:
-        raise UserError(f"subset size must be between 1 and the {total} images of the annotation file, got {size}")
     row = {image_id: r for r, image_id in enumerate(image_ids)}
     category_ids = sorted({int(ann["category_id"]) for ann in dataset_gt["annotations"]})
     column = {category_id: c for c, category_id in enumerate(category_ids)}
@@ -103,13 +89,11 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
     if not membership[:, -1].any():
         membership = membership[:, :-1]
     strata = membership.shape[1]
-    in_stratum = membership.sum(axis=0)  # n_s
     # Scaled by N: target_s * N = max(size * n_s, N); chosen_s * N; all exact integers.
-    target = np.maximum(size * in_stratum, total)
+    target = np.maximum(size * membership.sum(axis=0), total)
     chosen = np.zeros(strata, dtype=np.int64)
     tiebreak = np.array([_seeded_hash(seed, image_id) for image_id in image_ids], dtype=np.uint64)
     free = np.ones(total, dtype=bool)
-    picked = []
     for _ in range(size):
         deficit = target - chosen * total
         has_free = (membership[free] > 0).any(axis=0)
@@ -123,20 +107,14 @@ def stratified_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int
         choice = int(best[np.argmin(tiebreak[best])])
         free[choice] = False
         chosen += membership[choice]
-        picked.append(image_ids[choice])
-    return sorted(picked)
+    return [image_ids[i] for i in np.flatnonzero(~free)]
 
 
 def random_subset(dataset_gt: dict, size: int, *, seed: int = 0) -> list[int]:
     """``size`` image ids (ascending) drawn at random without replacement: the images with the lowest
-    ``sha256("ssd-eval-subset:<seed>:<image id>")`` (the same on every machine). Unlike the stratified
-    subset, its mAP is an unbiased draw of the full set's but for COCO AP's own small-sample bias, which
-    ``uncertainty.full_set_intervals`` corrects; a rare category may be missing."""
-    image_ids = sorted(int(image["id"]) for image in dataset_gt["images"])
-    if not 1 <= size <= len(image_ids):
-        raise UserError(f"subset size must be between 1 and the {len(image_ids)} images of the annotation file, "
-                        f"got {size}")
-    return sorted(sorted(image_ids, key=lambda image_id: (_seeded_hash(seed, image_id), image_id))[:size])
+    ``sha256("ssd-eval-subset:<seed>:<image id>")``. A rare category may be missing."""
+    drawn = sorted(_image_ids(dataset_gt, size), key=lambda image_id: (_seeded_hash(seed, image_id), image_id))
+    return sorted(drawn[:size])
 
 
 def make_subset(annotations_path: str | Path, size: int, *, name: str, seed: int = 0,
@@ -146,8 +124,6 @@ def make_subset(annotations_path: str | Path, size: int, *, name: str, seed: int
     _check_name(name)
     if algorithm not in ALGORITHMS:
         raise UserError(f"subset algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    from ssd_eval.data.coco import load_annotations  # the one reader and checker of annotation files
-
     dataset = load_annotations(annotations_path, Path("."))
     choose = stratified_subset if algorithm == "stratified" else random_subset
     ids = choose(dataset.gt, size, seed=seed)
@@ -187,7 +163,7 @@ def read_subset(path: str | Path) -> Subset:
     if missing:
         raise UserError(f"{path}: not a subset file: lacks {missing[0]!r}")
     ids = data["image_ids"]
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, list) or not ids or not all(is_int(i) for i in ids):
         raise UserError(f"{path}: image_ids must be a non-empty list of integers")
     repeated = next((i for i, n in collections.Counter(ids).items() if n > 1), None)
     if repeated is not None:
@@ -216,9 +192,7 @@ def subset_file(spec: str) -> Path:
     path itself (anything with a ``/`` or ending in ``.json``)."""
     if not isinstance(spec, str) or not spec:
         raise UserError(f"dataset.subset must be a subset name (e.g. ci-500) or a subset file, got {spec!r}")
-    if "/" in spec or spec.endswith(".json"):
-        return Path(spec)
-    return subset_path(spec)
+    return Path(spec) if "/" in spec or spec.endswith(".json") else subset_path(spec)
 
 
 def subset_run_name(spec: str) -> str:
@@ -227,9 +201,8 @@ def subset_run_name(spec: str) -> str:
 
 
 def open_subset(spec: str, annotations_sha256: str) -> Subset:
-    """The subset ``dataset.subset`` names (see ``subset_file``), refused unless its ids hash right, it was made
-    from these annotations and its ``name`` equals its file's stem (the name is what results and baselines
-    record)."""
+    """The subset ``dataset.subset`` names, refused unless its ids hash right, it was made from these annotations
+    and its ``name`` (what results and baselines record) equals its file's stem."""
     path = subset_file(spec)
     subset = read_subset(path)  # read once a run: select_image_ids and the run's subset record take this
     check_made_from(path, subset, annotations_sha256)
@@ -280,25 +253,20 @@ def _seeded_hash(seed: int, image_id: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _image_ids(dataset_gt: dict, size: int) -> list[int]:
+    """The file's image ids, ascending, once ``size`` is checked to be between 1 and their number."""
+    image_ids = sorted(int(image["id"]) for image in dataset_gt["images"])
+    if not 1 <= size <= len(image_ids):
+        raise UserError(f"subset size must be between 1 and the {len(image_ids)} images of the annotation file, "
+                        f"got {size}")
+    return image_ids
 
 
-def select_image_ids(
-    dataset: CocoDataset,
-    *,
-    limit: int | None = None,
-    skip_images_without_annotations: bool = False,
-    shard: tuple[int, int] | None = None,
-    subset: str | Subset | None = None,
-) -> list[int]:
-    """The image ids to evaluate, in ascending id order.
-
-    ``subset`` (``dataset.subset``: a name in subsets/ or a subset file, or the subset ``open_subset`` read
-    from it) keeps exactly the subset's ids,
-    refused unless it was made from this annotation file; ``limit`` keeps the first N ids;
-    ``shard=(i, n)`` (1-based) then keeps the i-th of n contiguous, deterministic slices.
-    """
+def select_image_ids(dataset: CocoDataset, *, limit: int | None = None, skip_images_without_annotations: bool = False,
+                     shard: tuple[int, int] | None = None, subset: str | Subset | None = None) -> list[int]:
+    """The image ids to evaluate, ascending: exactly the ``subset``'s (``dataset.subset``, or the ``Subset``
+    ``open_subset`` read), else all; ``limit`` keeps the first N; ``shard=(i, n)`` (1-based) then keeps the
+    i-th of n contiguous slices."""
     ids = sorted(dataset.images)
     if subset is not None:
         if isinstance(subset, str):
@@ -315,3 +283,7 @@ def select_image_ids(
         index, count = shard
         ids = ids[(index - 1) * len(ids) // count : index * len(ids) // count]
     return ids
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,18 +21,15 @@ STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"
 
 @dataclass(frozen=True)
 class Backend:
-    """A COCO bbox scoring library: its PyPI name, the extra that installs it, and how to build
-    a COCOeval-like evaluator (evaluate / accumulate / summarize, ``params``, ``eval``, ``stats``)
-    from prepared ground truth and result dicts."""
+    """A COCO bbox scoring library and how to build its COCOeval-like evaluator (evaluate / accumulate /
+    summarize, ``params``, ``eval``, ``stats``) from prepared ground truth and result dicts."""
 
     name: str
     package: str  # on PyPI
     module: str  # to import
     extra: str | None  # pip install -e '.[extra]'
     make_evaluator: Callable[[dict, list[dict]], Any]
-    # Whether the library writes into the result dicts it gets (pycocotools' loadRes adds area, id,
-    # segmentation...): then it gets copies. hotcoco converts them without writing.
-    mutates_results: bool = True
+    mutates_results: bool = True  # writes into the result dicts it gets (pycocotools' loadRes): it gets copies
 
 
 def _pycocotools_evaluator(prepared: dict, results: list[dict]) -> Any:
@@ -69,10 +66,8 @@ class Scores:
     pr_curves: dict[str, list[float]]
     warnings: list[str] = field(default_factory=list)
     categories_averaged: list[str] = field(default_factory=list)  # names the means run over
-    # Each category's ground-truth boxes in the evaluated images (ground_truth_counts), by name; {} when unknown.
-    per_category_gt: dict[str, int] = field(default_factory=dict)
-    # uncertainty.Matches of the scored detections, when streaming scoring kept them (score_detections'
-    # keep_matches): a bootstrap then needs no second matching pass. Never written to metrics.json.
+    per_category_gt: dict[str, int] = field(default_factory=dict)  # ground-truth boxes by name; {}: unknown
+    # matches.Matches kept by streaming scoring (keep_matches), for the bootstrap; never written to metrics.json.
     matches: Any = field(default=None, repr=False, compare=False)
 
     def named(self) -> dict[str, float]:
@@ -83,13 +78,11 @@ class Scores:
 def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> dict[str, Any]:
     """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes.
 
-    When any annotation id is 0 or negative, every annotation gets the internal id ``position + 1``
-    (the file's id of internal id k is ``gt["annotations"][k - 1]["id"]``); otherwise the file's
-    ids are kept, so a file with positive ids is scored exactly as the backends read it.
+    When any annotation id is 0 or negative, every annotation gets the id ``position + 1`` (the backends
+    record a match as the ground truth's id, so a match to id 0 would read as no match); otherwise the
+    file's ids are kept.
     """
     prepared = {k: v for k, v in gt.items() if k != "annotations"}
-    # pycocotools and faster-coco-eval record a detection's match as the ground truth's id: a match
-    # to id 0 reads as no match (a perfect detector scored 0.96 on a file numbered from 0).
     renumber = any(int(ann["id"]) <= 0 for ann in gt["annotations"])
     annotations = []
     for position, ann in enumerate(gt["annotations"]):
@@ -106,8 +99,8 @@ def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> 
 
 def prepare_scoring(gt: dict[str, Any], *, crowd_as_ground_truth: bool, exclude_categories: Sequence[str]
                     ) -> tuple[dict[str, Any], dict[int, str], list[int]]:
-    """What every scoring route starts from: the prepared ground truth (``prepare_ground_truth``), its category
-    names by id (``category_names``) and the category ids a mean runs over (``averaged_category_ids``)."""
+    """What every scoring route starts from: the prepared ground truth, its category names by id and the
+    category ids a mean runs over."""
     prepared = prepare_ground_truth(gt, crowd_as_ground_truth=crowd_as_ground_truth)
     names = category_names(prepared)
     return prepared, names, averaged_category_ids(names, exclude_categories)
@@ -119,9 +112,8 @@ def category_names(gt: dict[str, Any]) -> dict[int, str]:
 
 
 def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_as_ground_truth: bool) -> dict[str, int]:
-    """Each category's ground-truth boxes among ``image_ids``, by category name (every category of the file,
-    0 where it has none): the boxes a detection can match, so crowd regions count only with
-    ``crowd_as_ground_truth``."""
+    """Each category's ground-truth boxes among ``image_ids`` by name (every category of the file, 0 where it has
+    none): the boxes a detection can match, so crowd regions count only with ``crowd_as_ground_truth``."""
     names = category_names(gt)
     counts = dict.fromkeys(names.values(), 0)
     evaluated = set(image_ids)
@@ -134,17 +126,14 @@ def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_a
 
 
 def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],
-                   source: str) -> list[dict]:
-    """Copies of the results (pycocotools' loadRes mutates what it gets), each checked to name
-    an evaluated image and a category of the annotation file."""
-    images = set(image_ids)
-    categories = set(category_ids)
-    return [checked_copy(det, images, categories, source) for det in detections]
+                   source: str, *, copy: bool = True) -> list[dict]:
+    """``checked_copy`` of every result, against the evaluated images and the annotation file's categories."""
+    images, categories = set(image_ids), set(category_ids)
+    return [checked_copy(det, images, categories, source, copy=copy) for det in detections]
 
 
 def checked_copy(det: dict, images: set[int], categories: set[int], source: str, *, copy: bool = True) -> dict:
-    """A copy of one result (``copy=False``: the result itself), checked to name one of ``images``
-    and one of ``categories``."""
+    """One result (a copy unless ``copy=False``), checked to name one of ``images`` and one of ``categories``."""
     if det["image_id"] not in images:
         raise UserError(f"{source}: detections name image id {det['image_id']}, which is not among the "
                         "evaluated images of the annotation file")
@@ -163,21 +152,16 @@ def empty_scores(prepared: dict[str, Any], names: dict[int, str], category_ids: 
     zero_curve = [0.0] * 101
     evaluated = set(image_ids)
     with_truth = {a["category_id"] for a in prepared["annotations"] if a["image_id"] in evaluated}
-    return Scores(
-        stats=[0.0] * 12,
-        per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
-        pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
-        warnings=[message],
-        categories_averaged=[names[c] for c in category_ids],
-    )
+    return Scores(stats=[0.0] * 12, per_category_ap={names[c]: 0.0 if c in with_truth else -1.0 for c in category_ids},
+                  pr_curves={"recall": _recall_points(), "iou50": zero_curve, "iou75": list(zero_curve)},
+                  warnings=[message], categories_averaged=[names[c] for c in category_ids])
 
 
 def scores_from_evaluation(stats: Sequence[float], precision: np.ndarray, names: dict[int, str],
                            category_ids: Sequence[int], source: str,
                            averaged: Sequence[int] | None = None) -> Scores:
-    """Scores from COCOeval's 12 stats and its precision array [IoU, recall, category, area, maxDets]
-    over ``category_ids`` (the evaluator's catIds; ``averaged``, the categories the means run over,
-    defaults to them)."""
+    """Scores from COCOeval's 12 stats and precision [IoU, recall, category, area, maxDets] over ``category_ids``
+    (the evaluator's catIds); the means run over ``averaged`` (default: those same categories)."""
     warnings = []
     if stats[0] < 0:
         warnings.append(f"{source}: the evaluated images have no ground truth boxes; pycocotools reports -1")
@@ -238,9 +222,8 @@ def _recall_points() -> list[float]:
 
 def _mean_curve(precision: np.ndarray) -> list[float]:
     """Mean precision over categories at each recall point (area all, maxDets 100)."""
-    values = precision[:, :, 0, -1]  # [recall, category]
     curve = []
-    for row in values:
+    for row in precision[:, :, 0, -1]:  # [recall, category]
         valid = row[row > -1]
         curve.append(float(valid.mean()) if valid.size else 0.0)
     return curve

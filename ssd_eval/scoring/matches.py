@@ -1,22 +1,15 @@
 """The per-detection match table that streaming keeps and the bootstrap reweights.
 
-``PycocotoolsMatcher`` runs pycocotools' own ``COCOeval.evaluate()`` a chunk of images at a time (every
-match is decided within one image and category, so a chunk's matches are those of a run over every image)
-and keeps, of each image / category / area range, only what ``COCOeval.accumulate`` reads: the detection
-scores in evaluateImg's order (at most maxDets[-1] per image and category), whether each detection is a
-true positive or ignored at each IoU threshold (bit-packed), and the number of non-ignored ground-truth
-boxes. From that it gives ``Matches`` (area all, maxDets 100: what a bootstrap reweights) or, in
-``result``, ``accumulate`` (a transcription of pycocotools' own: images concatenated in ascending id
-order, the same mergesort on descending score, the same cumulative sums, divisions and right-to-left
-precision envelope, so the arrays are bit for bit pycocotools') and pycocotools' own ``summarize``.
-``evaluate_matches`` is one such chunk over every image; ``streaming.StreamingScorer`` feeds it chunk by chunk.
+``PycocotoolsMatcher`` runs pycocotools' ``COCOeval.evaluate()`` a chunk of images at a time (matches never
+cross images) and keeps only what ``accumulate`` reads: scores, ranks, true-positive / ignored bits per IoU
+threshold and area range, and the non-ignored ground truth. It gives ``Matches`` (area all, maxDets 100) or
+pycocotools' arrays and stats, from ``accumulate`` transcribed (bit for bit) and pycocotools' ``summarize``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -49,17 +42,11 @@ class Matches:
     recall_thresholds: np.ndarray  # [R]
 
 
-def evaluate_matches(
-    gt: dict[str, Any],
-    detections: Iterable[dict],
-    image_ids: Sequence[int],
-    *,
-    crowd_as_ground_truth: bool = False,
-    exclude_categories: Sequence[str] = (),
-    source: str = "detections",
-) -> Matches:
-    """Match ``detections`` to ground truth once with pycocotools, under the harness's scoring conventions
-    (all images in one chunk of ``PycocotoolsMatcher``, the detections in their given order)."""
+def evaluate_matches(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
+                     crowd_as_ground_truth: bool = False, exclude_categories: Sequence[str] = (),
+                     source: str = "detections") -> Matches:
+    """Match ``detections`` (in their given order) to ground truth once with pycocotools, under the harness's
+    scoring conventions."""
     prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
                                                     exclude_categories=exclude_categories)
     ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
@@ -74,13 +61,8 @@ def evaluate_matches(
 
 def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarray, true_positive: np.ndarray,
                      ignored: np.ndarray, gt_count: np.ndarray) -> CategoryMatches:
-    """One category's ``CategoryMatches`` from its area-all, maxDets-100 detections in the order
-    ``COCOeval.accumulate`` concatenates them (images ascending, each in evaluateImg's order): their
-    scores, image indices, true-positive and ignore flags [T, N], and each image's non-ignored ground truth."""
-    if scores.size == 0:
-        empty = np.zeros((true_positive.shape[0], 0), dtype=bool)
-        return CategoryMatches(category_id, np.zeros(0, dtype=np.int64), empty, empty.copy(),
-                               np.zeros(0, dtype=np.int64), np.asarray(gt_count, dtype=np.int64))
+    """One category's ``CategoryMatches`` from its area-all, maxDets-100 detections in the order ``accumulate``
+    concatenates them: their scores, image indices, true-positive and ignore flags [T, N], and gt counts."""
     order = np.argsort(-scores, kind="mergesort")  # exactly accumulate's order
     score = scores[order]
     image_index = image_index[order].astype(np.int64)
@@ -96,16 +78,13 @@ def category_matches(category_id: int, scores: np.ndarray, image_index: np.ndarr
     # is kept whole, since in the duplicated file its trailing false positives precede the next copy's hits.
     hits = np.flatnonzero(true_positive.any(axis=0))
     keep = int(np.flatnonzero(run_id == run_id[hits[-1]])[-1]) + 1 if hits.size else 0
-    image_index, true_positive, dt_ignore = image_index[:keep], true_positive[:, :keep], dt_ignore[:, :keep]
-    tie_run = tie_run[:keep]
-    return CategoryMatches(category_id, image_index, true_positive, dt_ignore, tie_run.astype(np.int64),
-                           np.asarray(gt_count, dtype=np.int64))
+    return CategoryMatches(category_id, image_index[:keep], true_positive[:, :keep], dt_ignore[:, :keep],
+                           tie_run[:keep].astype(np.int64), np.asarray(gt_count, dtype=np.int64))
 
 
 class PycocotoolsMatcher:
-    """pycocotools' evaluate() a chunk of images at a time (``update``), keeping what accumulate() reads:
-    read back as ``Matches`` (``matches``) or accumulated into COCOeval's arrays (``result``, accumulate()
-    transcribed)."""
+    """pycocotools' evaluate() a chunk of images at a time (``update``), read back as ``Matches`` (``matches``)
+    or as COCOeval's arrays and stats (``result``)."""
 
     def __init__(self, categories: list[dict], category_ids: list[int], image_count: int):
         from pycocotools.cocoeval import Params
@@ -119,15 +98,12 @@ class PycocotoolsMatcher:
         if max(self.params.maxDets) > 255:
             raise RuntimeError("unexpected pycocotools maxDets: ranks are kept as uint8")
         self.image_dtype = np.int32 if image_count < 2**31 else np.int64
-        # Per category: lists of per-chunk arrays (concatenated at the end).
-        self.positions: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # image position per detection
-        self.ranks: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # rank within image and category
-        self.scores: list[list[np.ndarray]] = [[] for _ in self.category_ids]
-        self.flags: list[list[np.ndarray]] = [[] for _ in self.category_ids]  # packed [2 x A x T] bits per detection
+        # Per category, one entry per chunk: each detection's image position, rank within its image and
+        # category, score and packed [2 x A x T] true-positive / ignored bits.
+        self.kept: list[list[tuple[np.ndarray, ...]]] = [[] for _ in self.category_ids]
         self.truth = np.zeros((len(self.category_ids), self.A), dtype=np.int64)  # non-ignored ground truth
-        # Per category: (image positions, non-ignored ground truth there) for area all, for bootstrap matches.
-        self.truth_positions: list[list[np.ndarray]] = [[] for _ in self.category_ids]
-        self.truth_counts: list[list[np.ndarray]] = [[] for _ in self.category_ids]
+        # Per category, one entry per chunk: image positions and their non-ignored ground truth at area all.
+        self.truth_kept: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.category_ids]
 
     def update(self, image_ids: list[int], images: list[dict], truth: list[dict], results: list[dict],
                image_positions: list[int]) -> None:
@@ -150,7 +126,7 @@ class PycocotoolsMatcher:
             evaluator.evaluate()
         if [int(i) for i in evaluator.params.imgIds] != image_ids or list(evaluator.params.catIds) != self.category_ids:
             raise RuntimeError("pycocotools reordered the image or category ids")
-        count, areas, T = len(image_ids), self.A, self.T
+        count, areas = len(image_ids), self.A
         entries = evaluator.evalImgs
         for k in range(len(self.category_ids)):
             base = k * areas * count  # evalImgs: category, then area range, then image
@@ -160,39 +136,31 @@ class PycocotoolsMatcher:
                 first = entries[base + i]
                 if first is None:  # no ground truth and no detection of this category here
                     continue
-                for a in range(areas):
-                    self.truth[k, a] += int(np.count_nonzero(entries[base + a * count + i]["gtIgnore"] == 0))
-                truth_here = int(np.count_nonzero(first["gtIgnore"] == 0))
-                if truth_here:
+                per_area = [entries[base + a * count + i] for a in range(areas)]
+                truth_here = [int(np.count_nonzero(entry["gtIgnore"] == 0)) for entry in per_area]
+                self.truth[k] += truth_here
+                if truth_here[0]:  # area all
                     truth_positions.append(image_positions[i])
-                    truth_counts.append(truth_here)
+                    truth_counts.append(truth_here[0])
                 detected = len(first["dtScores"])
                 if not detected:
                     continue
-                bits = np.empty((2, areas, T, detected), dtype=bool)
-                for a in range(areas):
-                    entry = entries[base + a * count + i]
-                    ignored = np.asarray(entry["dtIgnore"], dtype=bool)
-                    bits[0, a] = np.logical_and(entry["dtMatches"], np.logical_not(ignored))
-                    bits[1, a] = ignored
+                ignored = np.array([entry["dtIgnore"] for entry in per_area], dtype=bool)  # [A, T, detected]
+                matched = np.array([entry["dtMatches"] for entry in per_area], dtype=bool)  # a ground-truth id; 0: none
+                bits = np.stack([matched & ~ignored, ignored])
                 positions.append(np.full(detected, image_positions[i], dtype=self.image_dtype))
                 ranks.append(np.arange(detected, dtype=np.uint8))
                 scores.append(np.asarray(first["dtScores"], dtype=np.float64))
-                flags.append(np.packbits(bits.reshape(2 * areas * T, detected), axis=0))
+                flags.append(np.packbits(bits.reshape(-1, detected), axis=0))
             if truth_positions:
-                self.truth_positions[k].append(np.asarray(truth_positions, dtype=self.image_dtype))
-                self.truth_counts[k].append(np.asarray(truth_counts, dtype=np.int32))
+                self.truth_kept[k].append((np.asarray(truth_positions, dtype=self.image_dtype),
+                                           np.asarray(truth_counts, dtype=np.int32)))
             if scores:
-                self.positions[k].append(np.concatenate(positions))
-                self.ranks[k].append(np.concatenate(ranks))
-                self.scores[k].append(np.concatenate(scores))
-                self.flags[k].append(np.concatenate(flags, axis=1))
-        del entries, evaluator
+                self.kept[k].append((np.concatenate(positions), np.concatenate(ranks), np.concatenate(scores),
+                                     np.concatenate(flags, axis=1)))
 
     def retained_bytes(self) -> int:
-        arrays = itertools.chain.from_iterable(itertools.chain(*lists) for lists in
-                                               (self.positions, self.ranks, self.scores, self.flags))
-        return int(sum(a.nbytes for a in arrays)) + self.truth.nbytes
+        return sum(a.nbytes for chunks in self.kept for chunk in chunks for a in chunk) + self.truth.nbytes
 
     def matches(self, image_ids: list[int]) -> Any:
         """The ``Matches`` of every image updated so far (what a bootstrap reweights)."""
@@ -202,8 +170,8 @@ class PycocotoolsMatcher:
         categories = []
         for k, category_id in enumerate(self.category_ids):
             gt_count = np.zeros(len(image_ids), dtype=np.int64)
-            if self.truth_positions[k]:
-                gt_count[np.concatenate(self.truth_positions[k])] = np.concatenate(self.truth_counts[k])
+            for positions, counts in self.truth_kept[k]:
+                gt_count[positions] = counts
             positions, _, values, bits = self._detections(k)
             categories.append(category_matches(category_id, values, positions, bits[0, 0], bits[1, 0], gt_count))
         return Matches(list(image_ids), categories, np.asarray(p.iouThrs, dtype=float),
@@ -234,21 +202,17 @@ class PycocotoolsMatcher:
 
     def _detections(self, k: int, release: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's
-        order; an image's detections are kept in one chunk, in that order): image positions, ranks within the
-        image, scores and the true-positive / ignored bits [2, A, T, N]. ``release``: drop the kept chunks."""
-        if not self.scores[k]:
+        """Category ``k``'s detections in accumulate's input order (images ascending, each in evaluateImg's order):
+        image positions, ranks within the image, scores and the bits [2, A, T, N]. ``release``: drop the chunks."""
+        if not self.kept[k]:
             return (np.zeros(0, dtype=self.image_dtype), np.zeros(0, dtype=np.uint8), np.zeros(0),
                     np.zeros((2, self.A, self.T, 0), dtype=bool))
-        positions = np.concatenate(self.positions[k])
-        order = np.argsort(positions, kind="stable")
-        ranks = np.concatenate(self.ranks[k])[order]
-        values = np.concatenate(self.scores[k])[order]
-        packed = np.concatenate(self.flags[k], axis=1)[:, order]
+        positions, ranks, values, packed = (np.concatenate(parts, axis=-1) for parts in zip(*self.kept[k]))
         if release:
-            self.positions[k], self.ranks[k], self.scores[k], self.flags[k] = [], [], [], []
-        bits = np.unpackbits(packed, axis=0, count=2 * self.A * self.T).astype(bool).reshape(2, self.A, self.T, -1)
-        return positions[order], ranks, values, bits
+            self.kept[k] = []
+        order = np.argsort(positions, kind="stable")
+        bits = np.unpackbits(packed[:, order], axis=0, count=2 * self.A * self.T).astype(bool)
+        return positions[order], ranks[order], values[order], bits.reshape(2, self.A, self.T, -1)
 
     def _accumulate_category(self, k: int, ranks: np.ndarray, values: np.ndarray, bits: np.ndarray,
                              precision: np.ndarray, recall: np.ndarray, scores: np.ndarray) -> None:

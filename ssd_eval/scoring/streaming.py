@@ -1,23 +1,9 @@
-"""Streaming scoring: detections are matched a chunk of images at a time as they arrive, so scoring
-holds a few bytes per detection instead of every detection.
+"""Streaming scoring: detections matched a chunk of images at a time as they arrive (a few bytes kept per
+detection), with the numbers of batch scoring.
 
-How it works (and why it equals plain pycocotools):
-
-``StreamingScorer.add(image_id, detections)`` takes one image's detections at a time (the pipeline
-reads them back from its resume cache image by image). Once a few thousand detections are pending
-they are matched, together with those images' ground truth, by the backend:
-
-- ``pycocotools``: ``matches.PycocotoolsMatcher``: its own ``COCOeval.evaluate()`` on just the chunk's
-  images, keeping a few bytes per detection; ``finish()`` then accumulates those bits exactly as
-  pycocotools' ``accumulate`` does and runs pycocotools' own ``summarize`` on the result.
-- ``hotcoco``: its ``StreamingEval`` (``update()`` per chunk, ``finalize()``, then its accumulate
-  and summarize), restricted to the averaged categories through its ``Params``.
-
-``streams`` says which backends stream (both do).
-
-Images are matched in the order they arrive; the result does not depend on it. Evaluated images that
-never received detections are matched at the end with their ground truth alone, as pycocotools
-counts them.
+Once a few thousand detections are pending, the backend matches them with those images' ground truth:
+pycocotools through ``matches.PycocotoolsMatcher``, hotcoco through its ``StreamingEval``. Evaluated images
+that never received detections are matched at the end with their ground truth alone.
 """
 
 from __future__ import annotations
@@ -57,15 +43,9 @@ def streams(backend: str) -> bool:
 
 
 class StreamingScorer:
-    """COCO bbox metrics of detections fed one image at a time (``add``), equal to
-    ``metrics.score_detections`` on all of them at once; ``finish()`` returns the Scores.
-
-    Each evaluated image may be added once; images never added count as images without detections.
-    ``chunks`` counts the batches matched so far, ``peak_pending_detections`` the most detections
-    held unmatched at any time, ``retained_bytes()`` what the matched state holds. With
-    ``keep_matches`` (pycocotools), ``matches`` is then every detection's match as
-    ``matches.evaluate_matches`` gives it, so bootstrap intervals need no second matching pass.
-    """
+    """COCO bbox metrics of detections fed one image at a time (``add``, each evaluated image once), equal to
+    ``metrics.score_detections`` on all of them at once; ``finish()`` returns the Scores. With ``keep_matches``
+    (pycocotools), ``matches`` is then every detection's match as ``matches.evaluate_matches`` gives it."""
 
     def __init__(self, gt: dict[str, Any], image_ids: Sequence[int], *, crowd_as_ground_truth: bool = False,
                  backend: str = "pycocotools", exclude_categories: Sequence[str] = (),
@@ -74,16 +54,15 @@ class StreamingScorer:
         if not streams(backend):
             raise UserError(f"metrics.backend {backend!r} cannot stream; streaming backends: "
                             f"{', '.join(STREAMING_BACKENDS)}")
-        chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
-        chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
-        if chunk_detections < 1 or chunk_images < 1:
+        self.chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
+        self.chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
+        if self.chunk_detections < 1 or self.chunk_images < 1:
             raise ValueError("chunk sizes must be positive")
         self.prepared, self.names, self.category_ids = prepare_scoring(
             gt, crowd_as_ground_truth=crowd_as_ground_truth, exclude_categories=exclude_categories)
         self.image_ids = sorted({int(i) for i in image_ids})  # pycocotools evaluates np.unique(imgIds)
         self.source = source
         self.backend = backend
-        self.chunk_detections, self.chunk_images = chunk_detections, chunk_images
         self._evaluated = set(self.image_ids)
         self._all_categories = set(self.names)
         self._image_entries = {int(i["id"]): i for i in self.prepared["images"] if int(i["id"]) in self._evaluated}
@@ -180,9 +159,8 @@ def score_stream(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequ
                  crowd_as_ground_truth: bool = False, backend: str = "pycocotools",
                  exclude_categories: Sequence[str] = (), source: str = "detections",
                  keep_matches: bool = False) -> Scores:
-    """``metrics.score_detections`` fed through a ``StreamingScorer``: ``detections`` is read once and each
-    image's detections must come together (as ``DetectionCache.detections`` yields them). With
-    ``keep_matches``, ``Scores.matches`` holds the matches a bootstrap reweights (pycocotools only)."""
+    """``metrics.score_detections`` fed through a ``StreamingScorer``: each image's detections must come together
+    (as ``DetectionCache.detections`` yields them); ``keep_matches`` fills ``Scores.matches`` (pycocotools)."""
     scorer = StreamingScorer(gt, image_ids, crowd_as_ground_truth=crowd_as_ground_truth, backend=backend,
                              exclude_categories=exclude_categories, source=source, keep_matches=keep_matches)
     scorer.add_detections(detections)
