@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -330,3 +333,15 @@ def test_label_space_notes_say_exactly_what_is_scored_and_what_cannot_be_detecte
     eight = label_space_notes(label_map([1, 3], [1, 3]), file_categories + extra[:7] + [{"id": 200}],
                               explicit=True)
     assert "(thing0, thing1, thing2, thing3, thing4, thing5, thing6, 200):" in eight[0]
+
+
+def test_summed_output_counts_keep_one_key_order_in_every_process():
+    """metrics.json must be the same bytes run after run: summing counts over a run keeps output_counts' key order,
+    whatever the process's string-hash seed (a set of keys would reorder them from run to run)."""
+    code = ("from ssd_eval.inference.postprocess import add_counts, output_counts\n"
+            "import numpy as np\n"
+            "one = output_counts(np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([0.9]))\n"
+            "print(list(add_counts(one, dict(one))))")
+    orders = {subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert orders == {"['boxes', 'coordinates_above_1.05', 'inverted_boxes', 'negative_scores']\n"}
