@@ -1,14 +1,12 @@
 """The one exception type that means "the user's input is wrong", and a bounded quote for its messages."""
 
 import reprlib
+import sys
 
 
 class UserError(Exception):
-    """A mistake in the user's input (config, file, model, data, command line).
-
-    The CLI prints its message as one line and exits with status 2, without a
-    traceback. The message must name the file, key or image at fault.
-    """
+    """A mistake in the user's input (config, file, model, data, command line): the CLI prints its message,
+    which names the file, key or image at fault, as one line and exits with status 2."""
 
 
 QUOTE_LIMIT = 200
@@ -32,6 +30,4 @@ def first_line(exc: BaseException) -> str:
 
 def print_error(command: str, message: str) -> None:
     """Print one ``ssd-eval COMMAND: error: MESSAGE`` line on stderr."""
-    import sys
-
     print(f"ssd-eval {command}: error: {message}", file=sys.stderr)

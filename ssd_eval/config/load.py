@@ -1,10 +1,6 @@
-"""Config files: YAML with extends and --set, built into the dataclasses, values checked, protocol resolved.
-
-A config file may name a parent with ``extends: other.yaml`` (relative to the
-file). Mappings merge key by key, child over parent; anything else replaces.
-``--set a.b=value`` overrides apply last; values are parsed as YAML scalars.
-Relative paths inside a config are resolved against the current directory.
-"""
+"""Config files: YAML with ``extends: parent.yaml`` (relative to the file; mappings merge key by key, child over
+parent, anything else replaces) and ``--set a.b=value`` overrides (YAML values, applied last), built into the
+dataclasses, values checked, protocol resolved. Relative paths in a config are relative to the current directory."""
 
 from __future__ import annotations
 
@@ -26,7 +22,7 @@ from ssd_eval.config.protocols import PROTOCOL_ALIASES, PUBLISHED, SWITCH_KEYS
 from ssd_eval.config.schema import KERNEL_CLASSES, PARTIAL_KEYS, SCORING_BACKENDS, VARIANT_NAME, Config
 from ssd_eval.errors import UserError, quote
 from ssd_eval.loaders import load_yaml
-from ssd_eval.utils import get_dotted, is_int
+from ssd_eval.utils import flatten_dotted, is_int
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +35,15 @@ def overridden_keys(file_data: dict[str, Any], merged: dict[str, Any]) -> tuple[
     compared resolved. A key the files leave unset (a config that leaves the model to ``--model``) is never
     overridden."""
     changed = []
+    file_values, merged_values = flatten_dotted(file_data), flatten_dotted(merged)
     for key in PARTIAL_KEYS:
-        before, after = _dotted_or_none(file_data, key), _dotted_or_none(merged, key)
+        before, after = file_values.get(key), merged_values.get(key)
         if before in (None, "") or before == after:
             continue
         if isinstance(before, str) and isinstance(after, str) and Path(before).resolve() == Path(after).resolve():
             continue
         changed.append(key)
     return tuple(changed)
-
-
-def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
-    try:
-        return get_dotted(data, dotted_key)
-    except KeyError:
-        return None
 
 
 def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
@@ -75,11 +65,8 @@ def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Config:
-    """Load a YAML config (following ``extends``), apply overrides, validate.
-
-    Each override is ``"a.b=value"`` (value parsed as YAML), a ``(key, value)`` pair, or a
-    ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) is named in errors.
-    """
+    """Load a YAML config (following ``extends``), apply overrides, validate. Each override is ``"a.b=value"``,
+    a ``(key, value)`` pair, or a ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) errors name."""
     path = Path(path)
     merged, origins = _load_merged(path, seen=())
     file_data = copy.deepcopy(merged)
@@ -144,11 +131,8 @@ def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
 def config_from_dict(
     data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
 ) -> Config:
-    """Validate a plain mapping into a Config; errors name the offending key and its file.
-
-    A mapping may name a config file to start from with ``extends`` (relative to the current
-    directory); its own keys then apply over that file's, as ``--set`` would.
-    """
+    """Validate a plain mapping into a Config; errors name the offending key and its file. A mapping may name a
+    config file to start from with ``extends`` (relative to the current directory): its keys apply over the file's."""
     if isinstance(data, dict) and "extends" in data:
         return _config_extending_a_file(data, default_origin)
     origins = origins or {}
@@ -169,8 +153,7 @@ def _config_extending_a_file(data: dict[str, Any], origin: str) -> Config:
     own = copy.deepcopy({key: value for key, value in data.items() if key != "extends"})
     merged, origins = _load_merged(path, seen=())
     file_data = copy.deepcopy(merged)
-    _check_unknown_keys(own, Config, prefix="", origin=origin)
-    _deep_merge(merged, own, origin=origin, origins=origins, prefix="")
+    _deep_merge(merged, own, Config, origin=origin, origins=origins)
     return _config_over_file(path, file_data, merged, origins)
 
 
@@ -223,21 +206,25 @@ def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
         if not isinstance(parent_name, str):
             raise UserError(f"{path}: key 'extends' must be a file name")
         merged, origins = _load_merged(path.parent / parent_name, seen + (resolved,))
-    _check_unknown_keys(data, Config, prefix="", origin=str(path))
-    _deep_merge(merged, data, origin=str(path), origins=origins, prefix="")
+    _deep_merge(merged, data, Config, origin=str(path), origins=origins)
     return merged, origins
 
 
-def _deep_merge(base: dict, update: dict, *, origin: str, origins: dict[str, str], prefix: str) -> None:
+def _deep_merge(base: dict, update: dict, cls: Any, *, origin: str, origins: dict[str, str], prefix: str = "") -> None:
+    """Merge ``update`` (from ``origin``) over ``base`` key by key; UserError for a key the dataclass ``cls``
+    lacks (None: inside a mapping field such as runtime.session_config, any key)."""
+    fields = _public_fields(cls) if cls is not None else {}
     for key, value in update.items():
         dotted = f"{prefix}{key}"
+        if cls is not None and key not in fields:
+            raise UserError(f"{origin}: unknown key {dotted!r}{_suggest(str(key), fields)}")
         if value is None and isinstance(base.get(key), dict):
             continue  # a section whose keys are all commented out inherits the parent's
         if isinstance(value, dict):
             if not isinstance(base.get(key), dict):
                 base[key] = {}
                 origins[dotted] = origin
-            _deep_merge(base[key], value, origin=origin, origins=origins, prefix=dotted + ".")
+            _deep_merge(base[key], value, _section(cls, key), origin=origin, origins=origins, prefix=dotted + ".")
         else:
             base[key] = value
             origins[dotted] = origin
@@ -251,8 +238,7 @@ def _set_dotted(data: dict, key: str, value: Any, *, origin: str, origins: dict[
         fields = _public_fields(cls)
         if part not in fields:
             raise UserError(f"{origin}: unknown key {key!r}{_suggest(part, fields)}")
-        hint = typing.get_type_hints(cls)[part]
-        cls = hint if dataclasses.is_dataclass(hint) else None
+        cls = _section(cls, part)
     *parents, last = key.split(".")
     node = data
     for part in parents:
@@ -263,14 +249,10 @@ def _set_dotted(data: dict, key: str, value: Any, *, origin: str, origins: dict[
     origins[key] = origin
 
 
-def _check_unknown_keys(data: dict, cls: type, *, prefix: str, origin: str) -> None:
-    fields = _public_fields(cls)
-    for key, value in data.items():
-        if key not in fields:
-            raise UserError(f"{origin}: unknown key {prefix + str(key)!r}{_suggest(str(key), fields)}")
-        hint = typing.get_type_hints(cls)[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            _check_unknown_keys(value, hint, prefix=f"{prefix}{key}.", origin=origin)
+def _section(cls: Any, key: str) -> Any:
+    """The dataclass of field ``key`` of dataclass ``cls`` (None for any other field, or when ``cls`` is None)."""
+    hint = typing.get_type_hints(cls)[key] if cls is not None else None
+    return hint if dataclasses.is_dataclass(hint) else None
 
 
 def _suggest(name: str, fields: dict) -> str:
