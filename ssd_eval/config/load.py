@@ -199,13 +199,10 @@ def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of keys, not {type(data).__name__}")
-    parent_name = data.pop("extends", None)
-    merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if parent_name is not None:
-        if not isinstance(parent_name, str):
-            raise UserError(f"{path}: key 'extends' must be a file name")
-        merged, origins = _load_merged(path.parent / parent_name, seen + (resolved,))
+    parent = data.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise UserError(f"{path}: key 'extends' must be a file name")
+    merged, origins = ({}, {}) if parent is None else _load_merged(path.parent / parent, seen + (resolved,))
     _deep_merge(merged, data, Config, origin=str(path), origins=origins)
     return merged, origins
 
@@ -266,8 +263,7 @@ def _public_fields(cls: type) -> dict[str, dataclasses.Field]:
 
 def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], default_origin: str) -> Any:
     """An instance of dataclass ``cls`` from mapping ``data``, each value checked against its field's type."""
-    if data is None:  # a section whose keys are all commented out
-        data = {}
+    data = {} if data is None else data  # None: a section whose keys are all commented out
     if not isinstance(data, dict):
         where = origins.get(prefix.rstrip("."), default_origin)
         raise UserError(f"{where}: key {prefix.rstrip('.')!r} must be a mapping")
