@@ -12,14 +12,14 @@ class UserError(Exception):
 QUOTE_LIMIT = 200
 
 
-def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(value)`` cut to at most ``limit`` characters, never building the repr of a huge value."""
+def quote(value: object) -> str:
+    """``repr(value)`` cut to at most QUOTE_LIMIT characters, never building the repr of a huge value."""
     shortener = reprlib.Repr()
     shortener.maxlevel = 3
     shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 8
-    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    shortener.maxstring = shortener.maxother = shortener.maxlong = QUOTE_LIMIT
     text = shortener.repr(value)
-    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
 
 
 def first_line(exc: BaseException) -> str:

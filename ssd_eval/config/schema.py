@@ -41,7 +41,7 @@ class ModelConfig:
     # (e.g. 0.19578 behind ssd-10's 0.195).
     published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
     source_map: Optional[float] = None
-    published_int8_path: Optional[str] = None  # the KERNEL_CLASSES a quantized model's published mAP came from
+    published_int8_path: Optional[str] = None  # the KERNEL_CLASSES entry a quantized published mAP was measured on
     parent: Optional[str] = None
     input_name: Optional[str] = None
     boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
