@@ -271,10 +271,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""
-        data = dataclasses.asdict(self)
-        for internal in ("source", "overridden", "named_by"):
-            data.pop(internal, None)
-        return data
+        internal = {f.name for f in dataclasses.fields(self) if f.metadata.get("internal")}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in internal}
 
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
