@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
@@ -114,11 +114,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (with the usual permissions), on failure removed. A write error naming no file (a full disk) is a UserError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the usual permissions (umask applied)
     try:
-        yield Path(temp)
-        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        yield temp
         with open(temp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temp, path)
@@ -142,18 +141,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path) as handle:
         handle.write(text)
     return Path(path)
-
-
-def _current_umask() -> int:
-    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
