@@ -32,8 +32,7 @@ NAME_OPTION = "--name"
 
 def overridden_keys(file_data: dict[str, Any], merged: dict[str, Any]) -> tuple[str, ...]:
     """The PARTIAL_KEYS whose value in ``merged`` differs from ``file_data`` (the config files alone), paths
-    compared resolved. A key the files leave unset (a config that leaves the model to ``--model``) is never
-    overridden."""
+    compared resolved; never one the files leave unset (a config that leaves the model to ``--model``)."""
     changed = []
     file_values, merged_values = flatten_dotted(file_data), flatten_dotted(merged)
     for key in PARTIAL_KEYS:
@@ -99,9 +98,8 @@ def check_variant_name(name: Any, configs_dir: str | Path | None = None) -> None
 
 
 def config_path(text: str | Path, configs_dir: str | Path = "configs") -> Path:
-    """The config file a command-line argument names: a path as it is (one with a '/' or ending in .yaml or
-    .yml, or any existing file), a bare variant name as ``<configs_dir>/<name>.yaml``. UserError naming the
-    known variants when a name has no config."""
+    """The config file an argument names: a path (with a '/', a .yaml or .yml suffix, or an existing file) as it
+    is, a bare variant name as ``<configs_dir>/<name>.yaml``; UserError listing the variants when it has none."""
     text = str(text)
     path = Path(text)
     if "/" in text or path.suffix in (".yaml", ".yml") or path.is_file():
@@ -326,22 +324,23 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
     def fail(key: str, message: str) -> None:
         raise UserError(f"{origins.get(key, default_origin)}: key {key!r} {message}")
 
-    pre = config.preprocess
+    def positive(*values: float) -> bool:
+        return all(math.isfinite(value) and value > 0 for value in values)
+
+    pre, post, boot, pipe = config.preprocess, config.postprocess, config.metrics.bootstrap, config.pipeline
     if len(pre.input_size) != 2 or min(pre.input_size) <= 0:
         fail("preprocess.input_size", f"must be [height, width] of positive integers, got {pre.input_size}")
-    if len(pre.mean) != 3 or not all(math.isfinite(v) for v in pre.mean):
+    if len(pre.mean) != 3 or not all(map(math.isfinite, pre.mean)):
         fail("preprocess.mean", f"must have 3 values (R, G, B), all finite, got {pre.mean}")
-    if len(pre.std) != 3 or not all(math.isfinite(v) and v > 0 for v in pre.std):
+    if len(pre.std) != 3 or not positive(*pre.std):
         fail("preprocess.std", f"must have 3 finite positive values (R, G, B), got {pre.std}")
-    if not (math.isfinite(pre.scale) and pre.scale > 0):
+    if not positive(pre.scale):
         fail("preprocess.scale", f"must be a finite positive number, got {pre.scale}")
-    post = config.postprocess
     if isinstance(post.max_detections, int) and post.max_detections <= 0:
         fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
     if post.score_threshold is not None and not math.isfinite(post.score_threshold):
         fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
-    if post.box_scale is not None and (len(post.box_scale) != 2
-                                       or not all(math.isfinite(v) and v > 0 for v in post.box_scale)):
+    if post.box_scale is not None and (len(post.box_scale) != 2 or not positive(*post.box_scale)):
         fail("postprocess.box_scale", f"must be [width, height], two finite positive numbers, or null, "
                                       f"got {post.box_scale}")
     if config.model.published_int8_path not in (None, *KERNEL_CLASSES):
@@ -359,7 +358,6 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("dataset.limit", "must be a positive number of images")
     if config.dataset.subset is not None:
         from ssd_eval.data.subsets import subset_file
-
         try:
             subset_file(config.dataset.subset)
         except UserError as exc:
@@ -367,18 +365,16 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         if config.dataset.limit is not None:
             fail("dataset.subset", f"({config.dataset.subset}) and dataset.limit ({config.dataset.limit}) are both "
                                    "set: a subset is a fixed list of images; drop one of them")
-    boot = config.metrics.bootstrap
     if boot.replicates < 0 or boot.seed < 0:
         fail("metrics.bootstrap.replicates", "and metrics.bootstrap.seed must not be negative")
     if not 0 < boot.level < 1:
         fail("metrics.bootstrap.level", f"must be between 0 and 1 (e.g. 0.95), got {boot.level}")
     if boot.max_images is not None and boot.max_images <= 0:
         fail("metrics.bootstrap.max_images", "must be a positive number of images or null")
-    if config.pipeline.workers < 0 or config.pipeline.prefetch < 0:
+    if pipe.workers < 0 or pipe.prefetch < 0:
         fail("pipeline.workers", "and pipeline.prefetch must not be negative")
-    if not (math.isfinite(config.pipeline.progress_interval_s) and config.pipeline.progress_interval_s > 0):
-        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got "
-                                             f"{config.pipeline.progress_interval_s}")
+    if not positive(pipe.progress_interval_s):
+        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got {pipe.progress_interval_s}")
     if not config.runtime.providers:
         fail("runtime.providers", "must name at least one execution provider")
     for key in ("model.sha256", "dataset.annotations_zip_sha256", "dataset.images_zip_sha256"):

@@ -37,8 +37,7 @@ class ModelConfig:
     sha256: Optional[str] = None
     opset: Optional[int] = None
     published_map: Optional[float] = None
-    # The protocol the published mAP was measured under, and the value its source printed where that differs
-    # (e.g. 0.19578 behind ssd-10's 0.195).
+    # published_map's protocol, and the value its source printed where that differs (ssd-10: 0.19578 for 0.195)
     published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
     source_map: Optional[float] = None
     published_int8_path: Optional[str] = None  # the KERNEL_CLASSES entry a quantized published mAP was measured on
@@ -87,14 +86,10 @@ class PostprocessConfig:
     max_detections: Optional[int | Literal["all"]] = None  # per image, best first; "all": every output
     score_threshold: Optional[float] = None
     clip_boxes: Optional[bool] = None  # clip boxes to the image before scoring
-    # An inverted box (x_max < x_min or y_max < y_min) keeps its negative width or height (as INC and the
-    # MLPerf export hand it to pycocotools, which then ignores it) instead of getting 0 (a false positive).
-    keep_inverted_boxes: Optional[bool] = None
+    keep_inverted_boxes: Optional[bool] = None  # true: an inverted box keeps its negative width or height
     label_map: Optional[list[int]] = None  # COCO category id of labels 1..K; null: postprocess.COCO_80_IDS
-    # The order of the 4 box values (postprocess.BOX_FORMATS), and the [width, height] the boxes are relative to
-    # (e.g. [1200, 1200] for boxes in input pixels); null: normalized.
-    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"
-    box_scale: Optional[list[float]] = None
+    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"  # the order of the 4 box values (postprocess.BOX_FORMATS)
+    box_scale: Optional[list[float]] = None  # the [width, height] boxes are relative to; null: normalized
 
 
 @dataclass
@@ -107,14 +102,9 @@ class RuntimeConfig:
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     optimized_model_cache: Optional[str] = None
     batch_size: int = 1
-    # SessionOptions.add_session_config_entry entries, e.g. {session.x64quantprecision: "1"}; in the cache key.
-    session_config: dict[str, str] = field(default_factory=dict)
-    # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
-    # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
-    exact_int8: bool = True
-    # Whether onnxruntime's idle threads busy-wait, taking CPU the decode workers may need
-    # (runner.spinning_entries); null: onnxruntime's default (on). Changes no detection; not in the cache key.
-    allow_spinning: Optional[bool] = None
+    session_config: dict[str, str] = field(default_factory=dict)  # SessionOptions config entries; in the cache key
+    exact_int8: bool = True  # int8 on x86 without VNNI: compute what a VNNI CPU computes (docs/QUANTIZATION.md)
+    allow_spinning: Optional[bool] = None  # runner.spinning_entries; changes no detection: not in the cache key
 
 
 @dataclass
@@ -124,9 +114,7 @@ class PipelineConfig:
     workers: int = 0  # 0: sized to the machine
     mode: Literal["thread", "process"] = "thread"
     prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
-    # The normalizing lookup (preprocess.NORMALIZE_ROUTES; auto: OpenCV's where installed). Every route gives
-    # the same bits, so it is not in the cache key.
-    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"
+    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"  # same bits on every route: not in the cache key
     progress_interval_s: float = 120.0  # between progress lines when stderr is not a terminal
 
 
@@ -137,9 +125,7 @@ class BootstrapConfig:
     replicates: int = 1000  # 0: no intervals
     seed: int = 0
     level: float = 0.95
-    # Only runs of at most this many images get intervals by default (about 4 s at 500 images, 44 s at 5000);
-    # null: every run.
-    max_images: Optional[int] = 2000
+    max_images: Optional[int] = 2000  # larger runs get no intervals (44 s at 5000 images); null: every run
 
 
 @dataclass
@@ -188,10 +174,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
-    # The PARTIAL_KEYS whose value differs from the config file's: they make a run partial (partial_parts).
-    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})
-    # "--name" when the command line named the run: a variant of its own, a full run (partial_parts).
-    named_by: Optional[str] = field(default=None, metadata={"internal": True})
+    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})  # PARTIAL_KEYS set over the file's
+    named_by: Optional[str] = field(default=None, metadata={"internal": True})  # "--name": the run has its own name
 
     @property
     def out_dir(self) -> Path:
@@ -216,16 +200,12 @@ class Config:
 
     def partial_parts(self) -> list[tuple[str, str]]:
         """What makes this a partial run, as (results-folder part, description) pairs: a ``dataset.limit``
-        (``limit3``), then each PARTIAL_KEYS value other than the config file's (``model-<sha12>``,
-        ``annotations-<sha12>``, ``images-<sha12 of its path>``), these only when ``--name`` did not name the
-        run (``named_by``)."""
-        parts = []
-        if self.dataset.limit is not None:
-            parts.append((f"limit{self.dataset.limit}", f"limit {self.dataset.limit}"))
-        if self.named_by:
-            return parts
+        (``limit3``), then, unless ``--name`` named the run, each ``overridden`` key (``model-<sha12>``,
+        ``annotations-<sha12>``, ``images-<sha12 of its path>``)."""
+        limit = self.dataset.limit
+        parts = [] if limit is None else [(f"limit{limit}", f"limit {limit}")]
         for key, label in PARTIAL_KEYS.items():
-            if key in self.overridden:
+            if key in self.overridden and not self.named_by:
                 path = self.value_at(key)
                 if key == "dataset.images":
                     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
@@ -298,7 +278,7 @@ def _file_sha12(path: str) -> str:
     try:
         stat = Path(path).stat()
     except OSError:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(path).name) or "missing"
+        return re.sub(r"[^\w.-]", "_", Path(path).name) or "missing"
     return _sha12_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
