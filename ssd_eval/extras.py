@@ -1,6 +1,5 @@
-"""Optional packages (the extras of pyproject.toml): the module each provides, and the one-line error, with its
-pip command, that a feature needing an absent one stops with. What a config asks for
-(``config.schema.Config.needed_extras``) is checked before a run starts, whatever happens to be installed."""
+"""Optional packages (pyproject.toml's extras): the module each provides, and the one-line error with its pip command
+that a feature needing an absent one stops with; a config's (``Config.needed_extras``) are checked before a run."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The one YAML reader of the project (configs, baselines, ``--set`` values) and the JSON reader of subset
-files: plain data from text, refusing a mapping that names a key twice (a UserError naming the file, the key
-and both lines) instead of silently keeping the last value."""
+"""The project's one YAML reader (configs, baselines, ``--set`` values) and the JSON reader of subset files: a
+mapping that names a key twice is a UserError naming the file, the key and both lines, not the last value kept."""
 
 from __future__ import annotations
 

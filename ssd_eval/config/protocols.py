@@ -44,8 +44,7 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
 
 PROTOCOL_ALIASES = {"reference": "inc"}  # old protocol names and what they mean now
 
-# ``protocol: published`` means the protocol named by the variant's model.published_protocol.
-PUBLISHED = "published"
+PUBLISHED = "published"  # the protocol the variant's model.published_protocol names
 
 
 def protocol_base(label: str) -> str:

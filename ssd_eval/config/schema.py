@@ -199,9 +199,8 @@ class Config:
         return getattr(getattr(self, section), name)
 
     def partial_parts(self) -> list[tuple[str, str]]:
-        """What makes this a partial run, as (results-folder part, description) pairs: a ``dataset.limit``
-        (``limit3``), then, unless ``--name`` named the run, each ``overridden`` key (``model-<sha12>``,
-        ``annotations-<sha12>``, ``images-<sha12 of its path>``)."""
+        """What makes this a partial run, as (folder-name part, description) pairs: ``dataset.limit`` (``limit3``),
+        then, unless ``--name`` named the run, each ``overridden`` key (``model-<sha12>``, ``images-<path sha12>``)."""
         limit = self.dataset.limit
         parts = [] if limit is None else [(f"limit{limit}", f"limit {limit}")]
         for key, label in PARTIAL_KEYS.items():
@@ -264,9 +263,8 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:
-    """A run's name (the results folder ``output.dir: results/{run}`` gives it): the variant, ``-<protocol>``
-    unless coco, ``@<subset>`` on a named image subset, then ``@<part>`` for each of ``Config.partial_parts``,
-    e.g. ``ssd-12-int8@ci-500`` or ``sample@limit3``: only full runs write the canonical folder."""
+    """A run's name (its folder under ``output.dir: results/{run}``): the variant, ``-<protocol>`` unless coco,
+    then ``@<subset>`` and ``@<part>`` per ``Config.partial_parts``, e.g. ``ssd-12-int8@ci-500``, ``sample@limit3``."""
     name = variant if protocol == "coco" else f"{variant}-{protocol}"
     name = name if subset is None else f"{name}@{subset}"
     return "".join([name, *(f"@{part}" for part in partial)])
