@@ -72,10 +72,8 @@ def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Conf
     named_by = None
     for item in overrides:
         if isinstance(item, str):
-            key, value = parse_override(item)
-            origin = "--set"
-        else:
-            key, value, origin = item if len(item) == 3 else (*item, "--set")
+            item = parse_override(item)
+        key, value, origin = item if len(item) == 3 else (*item, "--set")
         if origin == NAME_OPTION:
             check_variant_name(value)
             key, named_by = "variant", NAME_OPTION

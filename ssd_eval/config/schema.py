@@ -22,8 +22,7 @@ KERNEL_CLASSES = ("x86-amx", "x86-vnni", "x86-avx512", "x86-avx2", "x86-sse4.1",
 # The scoring libraries metrics.backend can name, pycocotools (the reference) first; scoring.cocoeval implements them.
 SCORING_BACKENDS = ("pycocotools", "hotcoco")
 
-# The config keys whose value, when it differs from the config file's, makes a run partial, and the name of
-# that part of the results folder's name (Config.partial_parts).
+# The keys that make a run partial when set other than in its config file -> their results-folder name part.
 PARTIAL_KEYS = {"model.path": "model", "dataset.annotations": "annotations", "dataset.images": "images"}
 
 
