@@ -9,7 +9,6 @@ Python API::
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,16 @@ from ssd_eval.config.load import config_from_dict, load_config
 from ssd_eval.config.schema import Config
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult
+from ssd_eval.utils import package_version
 
 __all__ = ["Config", "EvalResult", "UserError", "evaluate", "load_config"]
-try:
-    __version__ = metadata.version("ssd_eval")
-except metadata.PackageNotFoundError:  # run from a source tree without installing
-    __version__ = "unknown"
+__version__ = package_version("ssd_eval") or "unknown"  # "unknown": run from a source tree without installing
 
 
 def evaluate(config: Config | str | Path | dict[str, Any], **options: Any) -> EvalResult:
-    """Evaluate a config (a Config, a YAML path or a plain mapping) and write its results.
-
-    A mapping may start from a config file with ``"extends": "configs/sample.yaml"`` (relative to the
-    current directory); its own keys apply over the file's.
-
-    ``options`` are those of :func:`ssd_eval.engine.pipeline.evaluate` (shard, fresh, download, progress,
-    strict). The result goes to the trackers ``tracking.log`` names (checked before any work), as on the
-    command line; a shard's goes with its merge.
-    """
+    """Evaluate a config (a Config, a YAML path, or a mapping, which may start from a file with ``"extends":
+    "configs/sample.yaml"``) and write its results. ``options`` are those of ``ssd_eval.engine.pipeline.evaluate``;
+    the result goes to the trackers ``tracking.log`` names, as on the command line (a shard's with its merge)."""
     from ssd_eval.engine.pipeline import evaluate as run
     from ssd_eval.reports.tracking import tracker_for
 

@@ -1,27 +1,25 @@
 """The one exception type that means "the user's input is wrong", and a bounded quote for its messages."""
 
 import reprlib
+import sys
 
 
 class UserError(Exception):
-    """A mistake in the user's input (config, file, model, data, command line).
-
-    The CLI prints its message as one line and exits with status 2, without a
-    traceback. The message must name the file, key or image at fault.
-    """
+    """A mistake in the user's input (config, file, model, data, command line): the CLI prints its message,
+    which names the file, key or image at fault, as one line and exits with status 2."""
 
 
 QUOTE_LIMIT = 200
 
 
-def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(value)`` cut to at most ``limit`` characters, never building the repr of a huge value."""
+def quote(value: object) -> str:
+    """``repr(value)`` cut to at most QUOTE_LIMIT characters, never building the repr of a huge value."""
     shortener = reprlib.Repr()
     shortener.maxlevel = 3
     shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 8
-    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    shortener.maxstring = shortener.maxother = shortener.maxlong = QUOTE_LIMIT
     text = shortener.repr(value)
-    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
 
 
 def first_line(exc: BaseException) -> str:
@@ -32,6 +30,4 @@ def first_line(exc: BaseException) -> str:
 
 def print_error(command: str, message: str) -> None:
     """Print one ``ssd-eval COMMAND: error: MESSAGE`` line on stderr."""
-    import sys
-
     print(f"ssd-eval {command}: error: {message}", file=sys.stderr)

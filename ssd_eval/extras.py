@@ -1,7 +1,5 @@
-"""Optional packages (the extras of pyproject.toml): which module each provides, and the one-line error, with
-its pip command, that a feature needing an absent one stops with. Behaviour never depends on what happens to
-be installed: a config either asks for a feature or not (``config.schema.Config.needed_extras``), and what it
-asks for is checked before a run starts (``check``)."""
+"""Optional packages (pyproject.toml's extras): the module each provides, and the one-line error with its pip command
+that a feature needing an absent one stops with; a config's (``Config.needed_extras``) are checked before a run."""
 
 from __future__ import annotations
 
@@ -11,23 +9,14 @@ from typing import Iterable
 
 from ssd_eval.errors import UserError
 
-
-@dataclass(frozen=True)
-class Extra:
-    """An extra of pyproject.toml: its name, the module it provides and the package that brings it."""
-
-    name: str
-    module: str
-    package: str
-
-
-EXTRAS = {extra.name: extra for extra in (
-    Extra("opencv", "cv2", "opencv-python-headless"),
-    Extra("hotcoco", "hotcoco", "hotcoco"),
-    Extra("report", "matplotlib", "matplotlib"),
-    Extra("mlflow", "mlflow", "mlflow-skinny"),
-    Extra("tensorboard", "tensorboardX", "tensorboardX"),
-)}
+# The extras of pyproject.toml: name -> (the module it provides, the package that brings it).
+EXTRAS = {
+    "opencv": ("cv2", "opencv-python-headless"),
+    "hotcoco": ("hotcoco", "hotcoco"),
+    "report": ("matplotlib", "matplotlib"),
+    "mlflow": ("mlflow", "mlflow-skinny"),
+    "tensorboard": ("tensorboardX", "tensorboardX"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,16 +29,14 @@ class Need:
     instead: str = ""
 
 
-# What each optional feature needs, in one place: config.schema.Config.needed_extras (checked before a run) and
-# the code that uses the feature (checked again where it imports the package) name the same line.
+# What each optional feature needs: Config.needed_extras and the code using the feature name the same Need.
 RESIZE_OPENCV = Need("opencv", "preprocess.resize_backend: opencv", "set preprocess.resize_backend: pil")
 ERROR_BREAKDOWN = Need("hotcoco", "metrics.error_breakdown: true", "set metrics.error_breakdown: false")
 REPORT = Need("report", "ssd-eval report (make report)")
 
 
 def scoring_backend(name: str) -> Need:
-    """What ``metrics.backend: NAME`` needs, for a backend other than pycocotools (a core package): its extra,
-    of the same name."""
+    """What ``metrics.backend: NAME`` needs for a backend other than pycocotools: the extra of that name."""
     return Need(name, f"metrics.backend: {name}", "set metrics.backend: pycocotools")
 
 
@@ -58,25 +45,20 @@ def tracker(name: str) -> Need:
     return Need(name, f"--log {name}", "drop --log / tracking.log")
 
 
-def installed(extra: str) -> bool:
-    """Whether the module of ``extra`` can be imported (found, not imported)."""
-    try:
-        return importlib.util.find_spec(EXTRAS[extra].module) is not None
-    except ValueError:  # imported already, without a spec (a stand-in): it is there
-        return True
-
-
 def message(need: Need) -> str:
     """The one line for ``need`` when its extra is absent: the feature, the package and the pip command."""
-    extra = EXTRAS[need.extra]
-    text = f"{need.feature} needs {extra.package}, which is not installed: pip install -e '.[{extra.name}]'"
+    package = EXTRAS[need.extra][1]
+    text = f"{need.feature} needs {package}, which is not installed: pip install -e '.[{need.extra}]'"
     return text + (f" (or {need.instead})" if need.instead else "")
 
 
 def require(need: Need) -> None:
-    """UserError (``message``) when the extra ``need`` names is not installed."""
-    if not installed(need.extra):
-        raise UserError(message(need))
+    """UserError (``message``) when the module of the extra ``need`` names cannot be found."""
+    try:
+        if importlib.util.find_spec(EXTRAS[need.extra][0]) is None:
+            raise UserError(message(need))
+    except ValueError:  # imported already, without a spec (a stand-in): it is there
+        pass
 
 
 def check(needs: Iterable[Need]) -> None:

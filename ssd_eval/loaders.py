@@ -1,6 +1,5 @@
-"""The one YAML reader of the project (configs, baselines, ``--set`` values) and the JSON reader of subset
-files: plain data from text, refusing a mapping that names a key twice (a UserError naming the file, the key
-and both lines) instead of silently keeping the last value."""
+"""The project's one YAML reader (configs, baselines, ``--set`` values) and the JSON reader of subset files: a
+mapping that names a key twice is a UserError naming the file, the key and both lines, not the last value kept."""
 
 from __future__ import annotations
 
@@ -55,15 +54,11 @@ def load_json(text: str, source: str) -> Any:
         if len(mapping) < len(pairs):
             keys = [key for key, _ in pairs]
             key = next(key for number, key in enumerate(keys) if key in keys[:number])
-            lines = _json_key_lines(text, key)
+            pattern = re.compile(re.escape(json.dumps(key)) + r"\s*:")  # the lines where `"key":` occurs
+            lines = [text.count("\n", 0, match.start()) + 1 for match in pattern.finditer(text)]
             where = f" (line {lines[0]} and line {lines[1]})" if len(lines) >= 2 else ""
             raise UserError(f"{source}: duplicate key {key!r}{where}; JSON readers keep only the last, so delete one")
         return mapping
 
     return json.loads(text, object_pairs_hook=unique)
 
-
-def _json_key_lines(text: str, key: str) -> list[int]:
-    """The line numbers (1-based) where ``"key":`` occurs in JSON text."""
-    pattern = re.compile(re.escape(json.dumps(key)) + r"\s*:")
-    return [text.count("\n", 0, match.start()) + 1 for match in pattern.finditer(text)]

@@ -1,6 +1,5 @@
 """Small helpers every layer shares: hashing, dotted keys, atomic writes, file sha256, versions, clock, and checks of
-plain JSON/YAML values.
-"""
+plain JSON/YAML values."""
 
 from __future__ import annotations
 
@@ -10,7 +9,8 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
@@ -34,10 +34,9 @@ def is_non_finite(value: Any) -> bool:
 
 def _is_interval(value: Any) -> bool:
     """An uncertainty.Interval as metrics.json holds it (as_dict), or null (no interval for that metric)."""
-    if value is None:
-        return True
-    return (isinstance(value, dict) and all(is_number(value.get(k)) for k in ("low", "high", "level", "estimate"))
-            and all(is_int(value.get(k)) for k in ("replicates", "seed")))
+    return value is None or (isinstance(value, dict)
+                             and all(is_number(value.get(k)) for k in ("low", "high", "level", "estimate"))
+                             and all(is_int(value.get(k)) for k in ("replicates", "seed")))
 
 
 def _number_list(value: Any) -> bool:
@@ -68,20 +67,18 @@ def check_keys(data: dict, source: str, required: tuple[tuple[str, str], ...],
                optional: tuple[tuple[str, str], ...] = ()) -> None:
     """Check dotted keys of ``data``: each of ``required`` present and of its kind, each of
     ``optional`` missing, null or of its kind; UserError naming ``source`` and the key."""
-    for key, kind in required:
-        try:
-            value = get_dotted(data, key)
-        except KeyError:
-            raise UserError(f"{source}: missing key {key}") from None
-        if not KINDS[kind][1](value):
-            raise UserError(f"{source}: {key}: expected {KINDS[kind][0]}, got {quote(value)}")
-    for key, kind in optional:
-        try:
-            value = get_dotted(data, key)
-        except KeyError:
-            continue
-        if value is not None and not KINDS[kind][1](value):
-            raise UserError(f"{source}: {key}: expected {KINDS[kind][0]} or null, got {quote(value)}")
+    for keys, needed in ((required, True), (optional, False)):
+        for key, kind in keys:
+            try:
+                value = get_dotted(data, key)
+            except KeyError:
+                if needed:
+                    raise UserError(f"{source}: missing key {key}") from None
+                continue
+            description, test = KINDS[kind]
+            if (needed or value is not None) and not test(value):
+                or_null = "" if needed else " or null"
+                raise UserError(f"{source}: {key}: expected {description}{or_null}, got {quote(value)}")
 
 
 def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -113,18 +110,14 @@ def hash_data(data: Any) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` for the block to write; on success it is synced and renamed
-    to ``path`` (with the usual permissions), on failure removed: never a partial file at ``path``.
-
-    A write error that names no file (a full disk) is raised as a UserError naming ``path``.
-    """
+    """A temporary path beside ``path`` for the block to write; on success it is synced and renamed to ``path``
+    (with the usual permissions), on failure removed. A write error naming no file (a full disk) is a UserError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the usual permissions (umask applied)
     try:
-        yield Path(temp)
-        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        yield temp
         with open(temp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temp, path)
@@ -150,21 +143,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def _current_umask() -> int:
-    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
-    """``atomic_write_text`` of ``data`` as JSON."""
-    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """``atomic_write_text`` of ``data`` as JSON (indented by 2)."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 CHUNK_SIZE = 1 << 20
@@ -181,8 +162,6 @@ def sha256_of(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
 
 def package_version(name: str) -> str | None:
     """The installed version of a distribution, or None."""
-    from importlib import metadata
-
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -1,17 +1,16 @@
-"""Config files: YAML with extends and --set, built into the dataclasses, values checked, protocol resolved.
-
-A config file may name a parent with ``extends: other.yaml`` (relative to the
-file). Mappings merge key by key, child over parent; anything else replaces.
-``--set a.b=value`` overrides apply last; values are parsed as YAML scalars.
-Relative paths inside a config are resolved against the current directory.
-"""
+"""Config files: YAML with ``extends: parent.yaml`` (relative to the file; mappings merge key by key, child over
+parent, anything else replaces) and ``--set a.b=value`` overrides (YAML values, applied last), built into the
+dataclasses, values checked, protocol resolved. Relative paths in a config are relative to the current directory."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import difflib
 import logging
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,24 +19,24 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from ssd_eval.config.protocols import PROTOCOL_ALIASES, PUBLISHED, SWITCH_KEYS
-from ssd_eval.config.schema import KERNEL_CLASSES, SCORING_BACKENDS, VARIANT_NAME, Config
+from ssd_eval.config.schema import KERNEL_CLASSES, PARTIAL_KEYS, SCORING_BACKENDS, VARIANT_NAME, Config
 from ssd_eval.errors import UserError, quote
 from ssd_eval.loaders import load_yaml
-from ssd_eval.utils import get_dotted
+from ssd_eval.utils import flatten_dotted, is_int
 
 log = logging.getLogger(__name__)
 
-# Config keys whose value, when it differs from the config file's, makes a run partial.
-PARTIAL_KEYS = ("model.path", "dataset.annotations", "dataset.images")
+NAME_OPTION = "--name"
+"""The origin of an override that names the run (``("variant", NAME, "--name")``): a variant of its own."""
 
 
-def overridden_keys(file_values: dict[str, Any], merged: dict[str, Any]) -> tuple[str, ...]:
-    """The PARTIAL_KEYS whose value in ``merged`` differs from ``file_values`` (their values in the
-    config files alone); paths are compared resolved. A key the files leave unset has nothing to
-    differ from (a config that leaves the model to ``--model``): never overridden."""
+def overridden_keys(file_data: dict[str, Any], merged: dict[str, Any]) -> tuple[str, ...]:
+    """The PARTIAL_KEYS whose value in ``merged`` differs from ``file_data`` (the config files alone), paths
+    compared resolved; never one the files leave unset (a config that leaves the model to ``--model``)."""
     changed = []
+    file_values, merged_values = flatten_dotted(file_data), flatten_dotted(merged)
     for key in PARTIAL_KEYS:
-        before, after = file_values.get(key), _dotted_or_none(merged, key)
+        before, after = file_values.get(key), merged_values.get(key)
         if before in (None, "") or before == after:
             continue
         if isinstance(before, str) and isinstance(after, str) and Path(before).resolve() == Path(after).resolve():
@@ -46,17 +45,9 @@ def overridden_keys(file_values: dict[str, Any], merged: dict[str, Any]) -> tupl
     return tuple(changed)
 
 
-def _dotted_or_none(data: dict[str, Any], dotted_key: str) -> Any:
-    try:
-        return get_dotted(data, dotted_key)
-    except KeyError:
-        return None
-
-
 def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
-    """``config`` with its protocol named plainly (aliases and ``published`` resolved) and every
-    switch set, so each consumer (preprocess, postprocess, metrics, cache key, shards, table)
-    reads the values in force and none can forget one."""
+    """``config`` with its protocol named plainly (aliases and ``published`` resolved) and every switch set,
+    so every consumer reads the values in force."""
     if config.protocol == PUBLISHED:
         if config.model.published_protocol is None:
             raise UserError(f"{origin}: protocol 'published' needs model.published_protocol, which variant "
@@ -73,34 +64,23 @@ def resolve_protocol(config: Config, origin: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path, overrides: Sequence[str | tuple] = ()) -> Config:
-    """Load a YAML config (following ``extends``), apply overrides, validate.
-
-    Each override is ``"a.b=value"`` (value parsed as YAML), a ``(key, value)`` pair, or a
-    ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) is named in errors.
-    """
+    """Load a YAML config (following ``extends``), apply overrides, validate. Each override is ``"a.b=value"``,
+    a ``(key, value)`` pair, or a ``(key, value, origin)`` triple whose origin (e.g. ``"--limit"``) errors name."""
     path = Path(path)
     merged, origins = _load_merged(path, seen=())
-    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
+    file_data = copy.deepcopy(merged)
     named_by = None
     for item in overrides:
         if isinstance(item, str):
-            key, value = parse_override(item)
-            origin = "--set"
-        else:
-            key, value, origin = item if len(item) == 3 else (*item, "--set")
+            item = parse_override(item)
+        key, value, origin = item if len(item) == 3 else (*item, "--set")
         if origin == NAME_OPTION:
             check_variant_name(value)
             key, named_by = "variant", NAME_OPTION
         _set_dotted(merged, key, value, origin=origin, origins=origins)
-    config = config_from_dict(merged, origins=origins, default_origin=str(path))
-    config.source = str(path)
-    config.overridden = overridden_keys(file_values, merged)
+    config = _config_over_file(path, file_data, merged, origins)
     config.named_by = named_by
     return config
-
-
-NAME_OPTION = "--name"
-"""The origin of an override that names the run (``("variant", NAME, "--name")``): a variant of its own."""
 
 
 def check_variant_name(name: Any, configs_dir: str | Path | None = None) -> None:
@@ -116,9 +96,8 @@ def check_variant_name(name: Any, configs_dir: str | Path | None = None) -> None
 
 
 def config_path(text: str | Path, configs_dir: str | Path = "configs") -> Path:
-    """The config file a command-line argument names: a path as it is (one with a '/' or ending in .yaml or
-    .yml, or any existing file), a bare variant name as ``<configs_dir>/<name>.yaml``. UserError naming the
-    known variants when a name has no config."""
+    """The config file an argument names: a path (with a '/', a .yaml or .yml suffix, or an existing file) as it
+    is, a bare variant name as ``<configs_dir>/<name>.yaml``; UserError listing the variants when it has none."""
     text = str(text)
     path = Path(text)
     if "/" in text or path.suffix in (".yaml", ".yml") or path.is_file():
@@ -132,8 +111,8 @@ def config_path(text: str | Path, configs_dir: str | Path = "configs") -> Path:
 
 
 def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
-    """Every variant config of ``configs_dir``: the ``*.yaml`` files whose ``variant`` is their own
-    file name (shared bases such as base.yaml name none), by variant, sorted."""
+    """The ``*.yaml`` files of ``configs_dir`` whose ``variant`` is their own file name (not shared bases such
+    as base.yaml), by variant, sorted."""
     found = {}
     for path in sorted(Path(configs_dir).glob("*.yaml"), key=lambda p: p.stem):
         try:
@@ -148,11 +127,8 @@ def variant_configs(configs_dir: str | Path = "configs") -> dict[str, Path]:
 def config_from_dict(
     data: dict[str, Any], *, origins: dict[str, str] | None = None, default_origin: str = "<dict>"
 ) -> Config:
-    """Validate a plain mapping into a Config; errors name the offending key and its file.
-
-    A mapping may name a config file to start from with ``extends`` (relative to the current
-    directory); its own keys then apply over that file's, as ``--set`` would.
-    """
+    """Validate a plain mapping into a Config; errors name the offending key and its file. A mapping may name a
+    config file to start from with ``extends`` (relative to the current directory): its keys apply over the file's."""
     if isinstance(data, dict) and "extends" in data:
         return _config_extending_a_file(data, default_origin)
     origins = origins or {}
@@ -161,7 +137,8 @@ def config_from_dict(
     return resolve_protocol(config, origins.get("protocol", default_origin))
 
 
-def _config_extends_path(data: dict[str, Any], origin: str) -> Path:
+def _config_extending_a_file(data: dict[str, Any], origin: str) -> Config:
+    """config_from_dict of a mapping with ``extends``: the file's config with the mapping's keys over it."""
     parent = data["extends"]
     if not isinstance(parent, (str, Path)) or not str(parent):
         raise UserError(f"{origin}: key 'extends' must be the path of a config file, got {quote(parent)}")
@@ -169,20 +146,18 @@ def _config_extends_path(data: dict[str, Any], origin: str) -> Path:
     if not path.is_file():
         raise UserError(f"{origin}: extends {str(parent)!r}: config file not found (a mapping's 'extends' is "
                         f"relative to the current directory, {Path.cwd()})")
-    return path
-
-
-def _config_extending_a_file(data: dict[str, Any], origin: str) -> Config:
-    """config_from_dict of a mapping with ``extends``: the file's config with the mapping's keys over it."""
-    path = _config_extends_path(data, origin)
     own = copy.deepcopy({key: value for key, value in data.items() if key != "extends"})
     merged, origins = _load_merged(path, seen=())
-    file_values = {key: _dotted_or_none(merged, key) for key in PARTIAL_KEYS}
-    _check_unknown_keys(own, Config, prefix="", origin=origin)
-    _deep_merge(merged, own, origin=origin, origins=origins, prefix="")
+    file_data = copy.deepcopy(merged)
+    _deep_merge(merged, own, Config, origin=origin, origins=origins)
+    return _config_over_file(path, file_data, merged, origins)
+
+
+def _config_over_file(path: Path, file_data: dict, merged: dict, origins: dict[str, str]) -> Config:
+    """The Config of ``merged``: file ``path``'s keys (``file_data``) with the caller's over them."""
     config = config_from_dict(merged, origins=origins, default_origin=str(path))
     config.source = str(path)
-    config.overridden = overridden_keys(file_values, merged)
+    config.overridden = overridden_keys(file_data, merged)
     return config
 
 
@@ -202,6 +177,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The mapping of config file ``path`` merged over its ``extends`` chain, and the file each key came from."""
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     resolved = path.resolve()
@@ -216,78 +192,63 @@ def _load_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
         raise UserError(f"{path}:{where}: malformed YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read config: {exc}") from None
-    if data is None:
-        data = {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of keys, not {type(data).__name__}")
-    parent_name = data.pop("extends", None)
-    origins: dict[str, str] = {}
-    merged: dict[str, Any] = {}
-    if parent_name is not None:
-        if not isinstance(parent_name, str):
-            raise UserError(f"{path}: key 'extends' must be a file name")
-        merged, origins = _load_merged(path.parent / parent_name, seen + (resolved,))
-    _check_unknown_keys(data, Config, prefix="", origin=str(path))
-    _deep_merge(merged, data, origin=str(path), origins=origins, prefix="")
+    parent = data.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise UserError(f"{path}: key 'extends' must be a file name")
+    merged, origins = ({}, {}) if parent is None else _load_merged(path.parent / parent, seen + (resolved,))
+    _deep_merge(merged, data, Config, origin=str(path), origins=origins)
     return merged, origins
 
 
-def _deep_merge(base: dict, update: dict, *, origin: str, origins: dict[str, str], prefix: str) -> None:
+def _deep_merge(base: dict, update: dict, cls: Any, *, origin: str, origins: dict[str, str], prefix: str = "") -> None:
+    """Merge ``update`` (from ``origin``) over ``base`` key by key; UserError for a key the dataclass ``cls``
+    lacks (None: inside a mapping field such as runtime.session_config, any key)."""
+    fields = _public_fields(cls) if cls is not None else {}
     for key, value in update.items():
         dotted = f"{prefix}{key}"
+        if cls is not None and key not in fields:
+            raise UserError(f"{origin}: unknown key {dotted!r}{_suggest(str(key), fields)}")
         if value is None and isinstance(base.get(key), dict):
             continue  # a section whose keys are all commented out inherits the parent's
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value, origin=origin, origins=origins, prefix=dotted + ".")
+        if isinstance(value, dict):
+            if not isinstance(base.get(key), dict):
+                base[key] = {}
+                origins[dotted] = origin
+            _deep_merge(base[key], value, _section(cls, key), origin=origin, origins=origins, prefix=dotted + ".")
         else:
             base[key] = value
             origins[dotted] = origin
-            if isinstance(value, dict):
-                for sub in _dotted_keys(value, dotted + "."):
-                    origins[sub] = origin
-
-
-def _dotted_keys(data: dict, prefix: str) -> list[str]:
-    keys = []
-    for key, value in data.items():
-        keys.append(prefix + str(key))
-        if isinstance(value, dict):
-            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
-    return keys
 
 
 def _set_dotted(data: dict, key: str, value: Any, *, origin: str, origins: dict[str, str]) -> None:
-    parts = key.split(".")
-    node: Any = data
     cls: Any = Config
-    for i, part in enumerate(parts):
-        fields = _public_fields(cls) if cls is not None else {}
-        if cls is not None and part not in fields:
+    for part in key.split("."):
+        if cls is None:  # inside a mapping field (runtime.session_config): any name
+            break
+        fields = _public_fields(cls)
+        if part not in fields:
             raise UserError(f"{origin}: unknown key {key!r}{_suggest(part, fields)}")
-        hint = _field_type(cls, part) if cls is not None else None
-        cls = hint if dataclasses.is_dataclass(hint) else None
-        if i == len(parts) - 1:
-            node[part] = value
-        else:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
+        cls = _section(cls, part)
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
     origins[key] = origin
 
 
-def _check_unknown_keys(data: dict, cls: type, *, prefix: str, origin: str) -> None:
-    fields = _public_fields(cls)
-    for key, value in data.items():
-        if key not in fields:
-            raise UserError(f"{origin}: unknown key {prefix + str(key)!r}{_suggest(str(key), fields)}")
-        hint = _field_type(cls, key)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            _check_unknown_keys(value, hint, prefix=f"{prefix}{key}.", origin=origin)
+def _section(cls: Any, key: str) -> Any:
+    """The dataclass of field ``key`` of dataclass ``cls`` (None for any other field, or when ``cls`` is None)."""
+    hint = typing.get_type_hints(cls)[key] if cls is not None else None
+    return hint if dataclasses.is_dataclass(hint) else None
 
 
 def _suggest(name: str, fields: dict) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
 
@@ -296,92 +257,56 @@ def _public_fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
 
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
 def _build(cls: type, data: Any, *, prefix: str, origins: dict[str, str], default_origin: str) -> Any:
-    where = origins.get(prefix.rstrip("."), default_origin)
-    if data is None:  # a section whose keys are all commented out
-        data = {}
+    """An instance of dataclass ``cls`` from mapping ``data``, each value checked against its field's type."""
+    data = {} if data is None else data  # None: a section whose keys are all commented out
     if not isinstance(data, dict):
+        where = origins.get(prefix.rstrip("."), default_origin)
         raise UserError(f"{where}: key {prefix.rstrip('.')!r} must be a mapping")
     hints = typing.get_type_hints(cls)
     fields = _public_fields(cls)
     kwargs = {}
     for key, value in data.items():
         dotted = prefix + str(key)
+        where = origins.get(dotted, default_origin)
         if key not in fields:
-            where = origins.get(dotted, default_origin)
             raise UserError(f"{where}: unknown key {dotted!r}{_suggest(str(key), fields)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, prefix=dotted + ".", origins=origins, default_origin=default_origin)
-        else:
-            kwargs[key] = _coerce(value, hint, dotted, origins.get(dotted, default_origin))
+            continue
+        try:
+            kwargs[key] = _match(value, hint)
+        except ValueError:
+            raise UserError(f"{where}: key {dotted!r} must be {_describe(hint)}, got {quote(value)}") from None
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
-    ok, coerced = _match(value, hint)
-    if not ok:
-        raise UserError(f"{origin}: key {key!r} must be {_describe(hint)}, got {quote(value)}")
-    return coerced
-
-
-def _match(value: Any, hint: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+def _match(value: Any, hint: Any) -> Any:
+    """``value`` as a field of type ``hint`` holds it (an int where a float is expected becomes a float);
+    ValueError when it is not of that type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in args:
-            ok, coerced = _match(value, arg)
-            if ok:
-                return True, coerced
-        return False, None
-    if hint is type(None):
-        return value is None, None
-    if origin is Literal:
-        return value in args, value
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            return False, None
-        items = {}
-        for key, item in value.items():
-            ok, coerced = _match(item, args[1])
-            if not ok:
-                return False, None
-            items[key] = coerced
-        return True, items
-    if origin is list:
-        if not isinstance(value, list):
-            return False, None
-        items = []
-        for item in value:
-            ok, coerced = _match(item, args[0])
-            if not ok:
-                return False, None
-            items.append(coerced)
-        return True, items
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
-    if hint is str:
-        return isinstance(value, str), value
-    if hint is Any:
-        return True, value
-    return False, None
+            with contextlib.suppress(ValueError):
+                return _match(value, arg)
+    elif origin is list and isinstance(value, list):
+        return [_match(item, args[0]) for item in value]
+    elif origin is dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _match(item, args[1]) for key, item in value.items()}
+    elif origin is Literal and value in args:
+        return value
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif hint is int and is_int(value) or hint in (bool, str, type(None)) and isinstance(value, hint):
+        return value
+    raise ValueError(value)
 
 
 def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        parts = [_describe(a) for a in args if a is not type(None)]
-        text = " or ".join(parts)
+        text = " or ".join(_describe(a) for a in args if a is not type(None))
         return text + " or null" if type(None) in args else text
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
@@ -393,31 +318,32 @@ def _describe(hint: Any) -> str:
 
 
 def _check_values(config: Config, origins: dict[str, str], default_origin: str) -> None:
+    """UserError naming the key and its origin for a value its type allows but a run cannot use."""
     def fail(key: str, message: str) -> None:
         raise UserError(f"{origins.get(key, default_origin)}: key {key!r} {message}")
 
-    pre = config.preprocess
+    def positive(*values: float) -> bool:
+        return all(math.isfinite(value) and value > 0 for value in values)
+
+    pre, post, boot, pipe = config.preprocess, config.postprocess, config.metrics.bootstrap, config.pipeline
     if len(pre.input_size) != 2 or min(pre.input_size) <= 0:
         fail("preprocess.input_size", f"must be [height, width] of positive integers, got {pre.input_size}")
-    if len(pre.mean) != 3 or not all(math.isfinite(v) for v in pre.mean):
+    if len(pre.mean) != 3 or not all(map(math.isfinite, pre.mean)):
         fail("preprocess.mean", f"must have 3 values (R, G, B), all finite, got {pre.mean}")
-    if len(pre.std) != 3 or not all(math.isfinite(v) and v > 0 for v in pre.std):
+    if len(pre.std) != 3 or not positive(*pre.std):
         fail("preprocess.std", f"must have 3 finite positive values (R, G, B), got {pre.std}")
-    if not (math.isfinite(pre.scale) and pre.scale > 0):
+    if not positive(pre.scale):
         fail("preprocess.scale", f"must be a finite positive number, got {pre.scale}")
-    post = config.postprocess
     if isinstance(post.max_detections, int) and post.max_detections <= 0:
         fail("postprocess.max_detections", "must be a positive number of detections or 'all'")
     if post.score_threshold is not None and not math.isfinite(post.score_threshold):
         fail("postprocess.score_threshold", f"must be a finite number, got {post.score_threshold}")
-    if post.box_scale is not None and (len(post.box_scale) != 2
-                                       or not all(math.isfinite(v) and v > 0 for v in post.box_scale)):
+    if post.box_scale is not None and (len(post.box_scale) != 2 or not positive(*post.box_scale)):
         fail("postprocess.box_scale", f"must be [width, height], two finite positive numbers, or null, "
                                       f"got {post.box_scale}")
     if config.model.published_int8_path not in (None, *KERNEL_CLASSES):
         fail("model.published_int8_path", f"must be one of {', '.join(KERNEL_CLASSES)} or null, "
                                           f"got {quote(config.model.published_int8_path)}")
-
     if config.metrics.backend not in SCORING_BACKENDS:
         fail("metrics.backend", f"must be one of {', '.join(repr(b) for b in SCORING_BACKENDS)}, "
                                 f"got {quote(config.metrics.backend)}")
@@ -430,7 +356,6 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         fail("dataset.limit", "must be a positive number of images")
     if config.dataset.subset is not None:
         from ssd_eval.data.subsets import subset_file
-
         try:
             subset_file(config.dataset.subset)
         except UserError as exc:
@@ -438,28 +363,23 @@ def _check_values(config: Config, origins: dict[str, str], default_origin: str) 
         if config.dataset.limit is not None:
             fail("dataset.subset", f"({config.dataset.subset}) and dataset.limit ({config.dataset.limit}) are both "
                                    "set: a subset is a fixed list of images; drop one of them")
-    boot = config.metrics.bootstrap
     if boot.replicates < 0 or boot.seed < 0:
         fail("metrics.bootstrap.replicates", "and metrics.bootstrap.seed must not be negative")
     if not 0 < boot.level < 1:
         fail("metrics.bootstrap.level", f"must be between 0 and 1 (e.g. 0.95), got {boot.level}")
     if boot.max_images is not None and boot.max_images <= 0:
         fail("metrics.bootstrap.max_images", "must be a positive number of images or null")
-    if config.pipeline.workers < 0 or config.pipeline.prefetch < 0:
+    if pipe.workers < 0 or pipe.prefetch < 0:
         fail("pipeline.workers", "and pipeline.prefetch must not be negative")
-    if not (math.isfinite(config.pipeline.progress_interval_s) and config.pipeline.progress_interval_s > 0):
-        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got "
-                                             f"{config.pipeline.progress_interval_s}")
+    if not positive(pipe.progress_interval_s):
+        fail("pipeline.progress_interval_s", f"must be a positive number of seconds, got {pipe.progress_interval_s}")
     if not config.runtime.providers:
         fail("runtime.providers", "must name at least one execution provider")
-    for key, sha in (("model.sha256", config.model.sha256),
-                     ("dataset.annotations_zip_sha256", config.dataset.annotations_zip_sha256),
-                     ("dataset.images_zip_sha256", config.dataset.images_zip_sha256)):
-        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+    for key in ("model.sha256", "dataset.annotations_zip_sha256", "dataset.images_zip_sha256"):
+        sha = config.value_at(key)
+        if sha is not None and not re.fullmatch("[0-9a-fA-F]{64}", sha):
             fail(key, f"must be 64 hex digits or null, got {quote(sha)}")
-    if not config.model.path:
-        fail("model.path", "must be set (or pass --model PATH)")
-    if not config.dataset.annotations:
-        fail("dataset.annotations", "must be set (or pass --annotations PATH)")
-    if not config.dataset.images:
-        fail("dataset.images", "must be set (or pass --images DIR)")
+    for key, option in (("model.path", "--model PATH"), ("dataset.annotations", "--annotations PATH"),
+                        ("dataset.images", "--images DIR")):
+        if not config.value_at(key):
+            fail(key, f"must be set (or pass {option})")

@@ -9,9 +9,7 @@ from typing import Any
 INC_DROPPED_CATEGORIES = ("stop sign", "umbrella", "suitcase", "frisbee", "spoon", "remote", "cell phone",
                           "microwave", "toaster")
 
-
-# Every protocol switch: its short name -> the config key that holds it. A switch left
-# unset (null) in a config takes the value of the config's protocol.
+# Every protocol switch: its short name -> the config key that holds it; null there: the protocol's value.
 SWITCH_KEYS: dict[str, str] = {
     "resize_backend": "preprocess.resize_backend",
     "skip_images_without_annotations": "dataset.skip_images_without_annotations",
@@ -23,63 +21,36 @@ SWITCH_KEYS: dict[str, str] = {
     "exclude_categories": "metrics.exclude_categories",
 }
 
+SWITCHED_MARK = "+"  # joins a protocol's name and the switches a run changed: ``inc+resize_backend=pil``
 
-SWITCHED_MARK = "+"
-
-
-# What each named protocol sets every switch to; sources per cell in docs/PROTOCOLS.md.
+# What each named protocol sets every switch to; sources per cell in docs/PROTOCOLS.md. coco: the official COCO
+# detection rules; inc: Intel Neural Compressor's ONNX Runtime SSD example (ssd-12, ssd-12-int8, ssd-12-qdq);
+# mlperf-ssd: BowenBao/inference's ONNX export of the MLPerf SSD-ResNet34 reference (ssd-10).
+_PRESET_COLUMNS = ("coco", "inc", "mlperf-ssd")
+_PRESET_ROWS: dict[str, tuple[Any, Any, Any]] = {
+    "resize_backend": ("pil", "opencv", "pil"),
+    "skip_images_without_annotations": (False, True, True),
+    "crowd_as_ground_truth": (False, True, False),
+    "max_detections": (100, "all", "all"),
+    "score_threshold": (0.0, 0.0, 0.0),
+    "clip_boxes": (True, False, False),
+    "keep_inverted_boxes": (False, True, True),
+    "exclude_categories": ([], list(INC_DROPPED_CATEGORIES), []),
+}
 PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
-    # The official COCO detection rules.
-    "coco": {
-        "resize_backend": "pil",
-        "skip_images_without_annotations": False,
-        "crowd_as_ground_truth": False,
-        "max_detections": 100,
-        "score_threshold": 0.0,
-        "clip_boxes": True,
-        "keep_inverted_boxes": False,
-        "exclude_categories": [],
-    },
-    # Intel Neural Compressor's ONNX Runtime SSD example: ssd-12, ssd-12-int8, ssd-12-qdq.
-    "inc": {
-        "resize_backend": "opencv",
-        "skip_images_without_annotations": True,
-        "crowd_as_ground_truth": True,
-        "max_detections": "all",
-        "score_threshold": 0.0,
-        "clip_boxes": False,
-        "keep_inverted_boxes": True,
-        "exclude_categories": list(INC_DROPPED_CATEGORIES),
-    },
-    # BowenBao/inference's ONNX export of the MLPerf SSD-ResNet34 reference: ssd-10.
-    "mlperf-ssd": {
-        "resize_backend": "pil",
-        "skip_images_without_annotations": True,
-        "crowd_as_ground_truth": False,
-        "max_detections": "all",
-        "score_threshold": 0.0,
-        "clip_boxes": False,
-        "keep_inverted_boxes": True,
-        "exclude_categories": [],
-    },
+    protocol: {switch: row[column] for switch, row in _PRESET_ROWS.items()}
+    for column, protocol in enumerate(_PRESET_COLUMNS)
 }
 
+PROTOCOL_ALIASES = {"reference": "inc"}  # old protocol names and what they mean now
 
-# Old protocol names and what they mean now.
-PROTOCOL_ALIASES = {"reference": "inc"}
-
-
-# ``protocol: published`` means the protocol named by the variant's model.published_protocol.
-PUBLISHED = "published"
+PUBLISHED = "published"  # the protocol the variant's model.published_protocol names
 
 
 def protocol_base(label: str) -> str:
-    """The protocol a protocol label (Config.protocol_label) starts from: ``inc`` for ``inc`` and
-    ``inc+resize_backend=pil``."""
+    """The protocol a label (Config.protocol_label) starts from: ``inc`` for ``inc+resize_backend=pil``."""
     return label.split(SWITCHED_MARK, 1)[0]
 
 
 def _label_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ";".join(str(v) for v in value) + "]"
-    return str(value)
+    return "[" + ";".join(str(v) for v in value) + "]" if isinstance(value, list) else str(value)

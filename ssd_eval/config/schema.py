@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,21 +13,17 @@ from typing import Any, Literal, Optional, Sequence
 
 from ssd_eval import extras
 from ssd_eval.config.protocols import PROTOCOL_PRESETS, SWITCH_KEYS, SWITCHED_MARK, _label_value
-from ssd_eval.utils import hash_data
+from ssd_eval.utils import hash_data, sha256_of
 
-log = logging.getLogger(__name__)
-
-
-"""Joins a protocol's name and the switches a run changed in its label: ``inc+resize_backend=pil``."""
-
-# The CPU int8 kernel classes (inference.cpu tells which one this CPU gets), as model.published_int8_path names
-# them.
+# The CPU int8 kernel classes (inference.cpu tells which one this CPU gets), as model.published_int8_path names them.
 KERNEL_CLASSES = ("x86-amx", "x86-vnni", "x86-avx512", "x86-avx2", "x86-sse4.1",
                   "arm64-i8mm", "arm64-dotprod", "arm64", "unknown")
 
-# The scoring libraries metrics.backend can name; scoring.cocoeval.BACKENDS implements each, in this order
-# (pycocotools, the reference, first).
+# The scoring libraries metrics.backend can name, pycocotools (the reference) first; scoring.cocoeval implements them.
 SCORING_BACKENDS = ("pycocotools", "hotcoco")
+
+# The keys that make a run partial when set other than in its config file -> their results-folder name part.
+PARTIAL_KEYS = {"model.path": "model", "dataset.annotations": "annotations", "dataset.images": "images"}
 
 
 @dataclass
@@ -41,12 +36,10 @@ class ModelConfig:
     sha256: Optional[str] = None
     opset: Optional[int] = None
     published_map: Optional[float] = None
-    # The protocol the published mAP was measured under, and the value its source itself printed
-    # or listed where that differs from the published one (e.g. 0.19578 behind ssd-10's 0.195).
+    # published_map's protocol, and the value its source printed where that differs (ssd-10: 0.19578 for 0.195)
     published_protocol: Optional[Literal["coco", "inc", "mlperf-ssd"]] = None
     source_map: Optional[float] = None
-    # The CPU int8 kernel class (KERNEL_CLASSES) a quantized model's published mAP was measured on.
-    published_int8_path: Optional[str] = None
+    published_int8_path: Optional[str] = None  # the KERNEL_CLASSES entry a quantized published mAP was measured on
     parent: Optional[str] = None
     input_name: Optional[str] = None
     boxes_output: list[str] = field(default_factory=lambda: ["bboxes", "detection_bboxes", "boxes"])
@@ -71,8 +64,7 @@ class DatasetConfig:
     limit: Optional[int] = None
     on_bad_image: Literal["error", "skip"] = "error"
     skip_images_without_annotations: Optional[bool] = None
-    # A named image subset: subsets/<name>.json (or a path to a subset file); null: every image.
-    subset: Optional[str] = None
+    subset: Optional[str] = None  # subsets/<name>.json or a subset file's path; null: every image
 
 
 @dataclass
@@ -93,15 +85,10 @@ class PostprocessConfig:
     max_detections: Optional[int | Literal["all"]] = None  # per image, best first; "all": every output
     score_threshold: Optional[float] = None
     clip_boxes: Optional[bool] = None  # clip boxes to the image before scoring
-    # An inverted box (x_max < x_min or y_max < y_min) keeps its negative width or height (as INC and the
-    # MLPerf export hand it to pycocotools, which then ignores it) instead of getting 0 (a false positive).
-    keep_inverted_boxes: Optional[bool] = None
-    # Explicit COCO category id for contiguous labels 1..K; default: the COCO-80 table (postprocess.COCO_80_IDS).
-    label_map: Optional[list[int]] = None
-    # The order of the model's 4 box values (postprocess.BOX_FORMATS), and the [width, height] its box
-    # coordinates are relative to (e.g. the input's [1200, 1200] for boxes in input pixels); null: normalized.
-    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"
-    box_scale: Optional[list[float]] = None
+    keep_inverted_boxes: Optional[bool] = None  # true: an inverted box keeps its negative width or height
+    label_map: Optional[list[int]] = None  # COCO category id of labels 1..K; null: postprocess.COCO_80_IDS
+    box_format: Literal["xyxy", "yxyx", "xywh"] = "xyxy"  # the order of the 4 box values (postprocess.BOX_FORMATS)
+    box_scale: Optional[list[float]] = None  # the [width, height] boxes are relative to; null: normalized
 
 
 @dataclass
@@ -114,16 +101,9 @@ class RuntimeConfig:
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     optimized_model_cache: Optional[str] = None
     batch_size: int = 1
-    # onnxruntime session config entries (SessionOptions.add_session_config_entry), e.g.
-    # {session.x64quantprecision: "1"}; part of the cache key and the provenance.
-    session_config: dict[str, str] = field(default_factory=dict)
-    # Quantized models on x86 CPUs without VNNI: compute what a VNNI CPU computes
-    # (session.x64quantprecision=1, slower) instead of the CPU's saturating u8s8 kernels.
-    exact_int8: bool = True
-    # onnxruntime's idle threads spin (busy-wait) for work by default: CPU the decode workers may need
-    # when they share the cores. null: onnxruntime's default (on); true / false: on / off
-    # (runner.spinning_entries). Changes no detection; not in the cache key.
-    allow_spinning: Optional[bool] = None
+    session_config: dict[str, str] = field(default_factory=dict)  # SessionOptions config entries; in the cache key
+    exact_int8: bool = True  # int8 on x86 without VNNI: compute what a VNNI CPU computes (docs/QUANTIZATION.md)
+    allow_spinning: Optional[bool] = None  # runner.spinning_entries; changes no detection: not in the cache key
 
 
 @dataclass
@@ -133,11 +113,8 @@ class PipelineConfig:
     workers: int = 0  # 0: sized to the machine
     mode: Literal["thread", "process"] = "thread"
     prefetch: int = 0  # images in flight ahead of inference; 0: 2 x workers x batch
-    # The lookup that normalizes (preprocess.NORMALIZE_ROUTES; auto: OpenCV's where installed). Every
-    # route gives the same bits, so it is not in the cache key; it is here to measure one against another.
-    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"
-    # Seconds between progress lines in logs (stderr not a terminal); the first comes early (engine/progress.py).
-    progress_interval_s: float = 120.0
+    normalize: Literal["auto", "opencv-lut", "numpy-take"] = "auto"  # same bits on every route: not in the cache key
+    progress_interval_s: float = 120.0  # between progress lines when stderr is not a terminal
 
 
 @dataclass
@@ -147,26 +124,19 @@ class BootstrapConfig:
     replicates: int = 1000  # 0: no intervals
     seed: int = 0
     level: float = 0.95
-    # Only runs of at most this many images get intervals by default: the cost is one more matching
-    # pass plus the replicates, about 4 s at 500 images and 44 s at 5000 (100 detections each), as
-    # much as pycocotools' whole scoring; null: every run.
-    max_images: Optional[int] = 2000
+    max_images: Optional[int] = 2000  # larger runs get no intervals (44 s at 5000 images); null: every run
 
 
 @dataclass
 class MetricsConfig:
     """How detections are scored."""
 
-    backend: str = "pycocotools"  # a name of metrics.BACKENDS
+    backend: str = "pycocotools"  # one of SCORING_BACKENDS
     crowd_as_ground_truth: Optional[bool] = None
-    # Category names left out of the mean (the mean is over the rest of the file's categories).
-    exclude_categories: Optional[list[str]] = None
-    # Match detections a chunk of images at a time as they are read back, keeping a few bytes per detection
-    # (ssd_eval.scoring.streaming; the same numbers); false: every detection at once.
-    streaming: bool = True
+    exclude_categories: Optional[list[str]] = None  # category names left out of the mean
+    streaming: bool = True  # match detections a chunk of images at a time (ssd_eval.scoring.streaming)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    # TIDE-style error breakdown in metrics.json (ssd_eval.scoring.breakdown); true needs hotcoco (needed_extras).
-    error_breakdown: bool = False
+    error_breakdown: bool = False  # TIDE-style breakdown in metrics.json (ssd_eval.scoring.breakdown; hotcoco)
 
 
 @dataclass
@@ -183,8 +153,7 @@ class TrackingConfig:
 class OutputConfig:
     """Where results go and whether finished images are cached for resume."""
 
-    # {run} is the variant, plus "-<protocol>" when the protocol is not plain coco.
-    dir: str = "results/{run}"
+    dir: str = "results/{run}"  # {run}: run_name
     resume: bool = True
 
 
@@ -204,20 +173,13 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
-    # The keys of PARTIAL_KEYS whose value differs from the config file's (--model, --annotations,
-    # --images, --set, or a dict over the file it extends): they make a run partial (partial_parts).
-    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})
-    # Where the variant name came from when the command line gave it ("--name"): a run of the user's own
-    # model or data under a name of its own, written to results/<name>/ as a full run (partial_parts).
-    named_by: Optional[str] = field(default=None, metadata={"internal": True})
+    overridden: tuple[str, ...] = field(default=(), metadata={"internal": True})  # PARTIAL_KEYS set over the file's
+    named_by: Optional[str] = field(default=None, metadata={"internal": True})  # "--name": the run has its own name
 
     @property
     def out_dir(self) -> Path:
-        """The output directory with ``{run}``, ``{variant}`` and ``{protocol}`` filled in.
-
-        ``{run}`` is ``run_name`` of the variant, protocol, subset and what makes the run partial
-        (``partial_parts``): a partial run never writes to the folder of the full run.
-        """
+        """The output directory with ``{run}`` (run_name), ``{variant}`` and ``{protocol}`` filled in: a partial
+        run never writes to the folder of the full run."""
         protocol = self.protocol_label()
         run = run_name(self.variant, protocol, self.subset_name, [part for part, _ in self.partial_parts()])
         text = self.output.dir.replace("{run}", run).replace("{variant}", self.variant)
@@ -230,38 +192,31 @@ class Config:
 
         return None if self.dataset.subset is None else subset_run_name(self.dataset.subset)
 
+    def value_at(self, key: str) -> Any:
+        """The value of a ``section.name`` key, e.g. ``model.path``."""
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
+
     def partial_parts(self) -> list[tuple[str, str]]:
-        """What makes this a partial run, as (results-folder part, description) pairs: a
-        ``dataset.limit`` (``limit3``), a model other than the config file's (``model-<sha12>``),
-        another annotation file (``annotations-<sha12>``) or image folder (``images-<sha12 of its
-        path>``). Empty for a full run of the config as its file describes it, and for a run named by
-        ``--name`` (``named_by``) whatever its model, annotations and images: that name is a variant of
-        its own (only a limit keeps it partial)."""
-        parts = []
-        if self.dataset.limit is not None:
-            parts.append((f"limit{self.dataset.limit}", f"limit {self.dataset.limit}"))
-        if self.named_by:
-            return parts
-        if "model.path" in self.overridden:
-            parts.append((f"model-{_file_sha12(self.model.path)}", f"model {self.model.path}"))
-        if "dataset.annotations" in self.overridden:
-            parts.append((f"annotations-{_file_sha12(self.dataset.annotations)}",
-                          f"annotations {self.dataset.annotations}"))
-        if "dataset.images" in self.overridden:
-            resolved = str(Path(self.dataset.images).resolve())
-            parts.append((f"images-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}",
-                          f"images {self.dataset.images}"))
+        """What makes this a partial run, as (folder-name part, description) pairs: ``dataset.limit`` (``limit3``),
+        then, unless ``--name`` named the run, each ``overridden`` key (``model-<sha12>``, ``images-<path sha12>``)."""
+        limit = self.dataset.limit
+        parts = [] if limit is None else [(f"limit{limit}", f"limit {limit}")]
+        for key, label in PARTIAL_KEYS.items():
+            if key in self.overridden and not self.named_by:
+                path = self.value_at(key)
+                if key == "dataset.images":
+                    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+                else:
+                    digest = _file_sha12(path)
+                parts.append((f"{label}-{digest}", f"{label} {path}"))
         return parts
 
     def switches(self) -> dict[str, Any]:
         """Every protocol switch in force (explicit values, else the protocol's preset)."""
         preset = PROTOCOL_PRESETS[self.protocol]
-        values = {}
-        for name, key in SWITCH_KEYS.items():
-            section, attribute = key.split(".")
-            value = getattr(getattr(self, section), attribute)
-            values[name] = preset[name] if value is None else value
-        return values
+        values = {name: self.value_at(key) for name, key in SWITCH_KEYS.items()}
+        return {name: preset[name] if value is None else value for name, value in values.items()}
 
     def protocol_label(self) -> str:
         """The protocol's name when the switches match its preset, else e.g. ``inc+resize_backend=pil``."""
@@ -274,9 +229,7 @@ class Config:
         return self.protocol + SWITCHED_MARK + ",".join(differing)
 
     def needed_extras(self) -> list[extras.Need]:
-        """The optional packages this config asks for (ssd_eval.extras), each with the key that asks: a run
-        checks them before it starts (``extras.check``), so no behaviour depends on what happens to be
-        installed."""
+        """The optional packages this config asks for (ssd_eval.extras), checked before a run starts."""
         needs = []
         if self.switches()["resize_backend"] == "opencv":
             needs.append(extras.RESIZE_OPENCV)
@@ -284,25 +237,20 @@ class Config:
             needs.append(extras.scoring_backend(self.metrics.backend))
         if self.metrics.error_breakdown:
             needs.append(extras.ERROR_BREAKDOWN)
-        needs += [extras.tracker(name) for name in dict.fromkeys(self.tracking.log)]
-        return needs
+        return needs + [extras.tracker(name) for name in dict.fromkeys(self.tracking.log)]
 
     def name_record(self) -> Optional[dict[str, Any]]:
-        """provenance.name of a run named on the command line (``named_by``): where the name came from,
-        the config file it started from and the values that file had overridden; None otherwise."""
+        """provenance.name of a run named on the command line (``named_by``): where the name came from, the
+        config file it started from and the values that file had overridden; None otherwise."""
         if not self.named_by:
             return None
-        values = {"model.path": self.model.path, "dataset.annotations": self.dataset.annotations,
-                  "dataset.images": self.dataset.images}
         return {"from": self.named_by, "config_file": self.source,
-                "overridden": {key: values[key] for key in self.overridden if key in values}}
+                "overridden": {key: self.value_at(key) for key in self.overridden if key in PARTIAL_KEYS}}
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (without internal bookkeeping)."""
-        data = dataclasses.asdict(self)
-        for internal in ("source", "overridden", "named_by"):
-            data.pop(internal, None)
-        return data
+        internal = {f.name for f in dataclasses.fields(self) if f.metadata.get("internal")}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in internal}
 
     def sha256(self) -> str:
         """A stable hash of the resolved config."""
@@ -310,16 +258,12 @@ class Config:
 
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-"""What a variant name may be: a results folder's name (results/<name>/) and a baseline file's
-(baselines/<name>.yaml); ``@`` separates a run name's parts (run_name), so it is not allowed."""
+"""What a variant name may be: a results folder's and a baseline file's name; ``@`` separates a run name's parts."""
 
 
 def run_name(variant: str, protocol: str, subset: Optional[str] = None, partial: Sequence[str] = ()) -> str:
-    """A run's name, the results folder `output.dir: results/{run}` gives it: the variant for
-    protocol coco, ``<variant>-<protocol>`` otherwise; ``@<subset>`` appended for a run on a named
-    image subset (``dataset.subset``), e.g. ``ssd-12-int8@ci-500``; then ``@<part>`` for each thing
-    that makes the run partial (``Config.partial_parts``), e.g. ``sample@limit3`` or
-    ``sample@model-1b21e54584bc``: the canonical folder (no partial part) is written only by full runs."""
+    """A run's name (its folder under ``output.dir: results/{run}``): the variant, ``-<protocol>`` unless coco,
+    then ``@<subset>`` and ``@<part>`` per ``Config.partial_parts``, e.g. ``ssd-12-int8@ci-500``, ``sample@limit3``."""
     name = variant if protocol == "coco" else f"{variant}-{protocol}"
     name = name if subset is None else f"{name}@{subset}"
     return "".join([name, *(f"@{part}" for part in partial)])
@@ -331,22 +275,10 @@ def _file_sha12(path: str) -> str:
     try:
         stat = Path(path).stat()
     except OSError:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(path).name) or "missing"
+        return re.sub(r"[^\w.-]", "_", Path(path).name) or "missing"
     return _sha12_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
 def _sha12_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
-# ---------------------------------------------------------------- loading
-
-
-# ---------------------------------------------------------------- validation
-
-
+    return sha256_of(Path(path))[:12]
