@@ -66,19 +66,15 @@ def table_order(result: dict) -> tuple:
     return str(result["variant"]), str(result["protocol"]), own_data(result) or "", kind, subset, limit
 
 
-def comparison_key(result: dict) -> tuple:
-    """What two results must share for the table to compare them (before compare.accuracy_mismatch): protocol,
-    image subset, evaluated image ids and annotation file."""
-    provenance = result.get("provenance") or {}
-    return (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
-            str((provenance.get("annotations") or {}).get("sha256")))
-
-
 def comparison_groups(results: list[dict]) -> list[list[dict]]:
-    """`results` split by `comparison_key` (the runs the table would compare), all in `table_order`."""
+    """`results` split into the runs the table would compare (same protocol, image subset, evaluated image ids
+    and annotation file), all in `table_order`."""
     groups: dict[tuple, list[dict]] = {}
     for result in sorted(results, key=table_order):
-        groups.setdefault(comparison_key(result), []).append(result)
+        provenance = result.get("provenance") or {}
+        key = (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
+               str((provenance.get("annotations") or {}).get("sha256")))
+        groups.setdefault(key, []).append(result)
     return list(groups.values())
 
 

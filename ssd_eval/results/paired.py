@@ -1,8 +1,5 @@
-"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; cost: docs/STATISTICS.md).
-
-``ResultMatches`` matches a finished run's detections.json, or a baseline's kept detections, on exactly the
-images the run evaluated; ``paired_difference`` and ``paired_drop`` resample the same images on both sides
-in each replicate (unlike a single run's interval, not biased upward on a subset).
+"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; docs/STATISTICS.md): both
+sides' detections matched on the images the run evaluated, resampled alike in each replicate.
 """
 
 from __future__ import annotations

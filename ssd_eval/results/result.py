@@ -83,31 +83,25 @@ class EvalResult:
 
     def to_document(self) -> dict[str, Any]:
         """The metrics.json document (see docs/FORMATS.md)."""
+        scores = self.scores
         document: dict[str, Any] = {
             "schema": SCHEMA_VERSION, "variant": self.variant, "parent": self.parent,
             "published_map": self.published_map, "published_protocol": self.published_protocol,
             "source_map": self.source_map, "published_int8_path": self.published_int8_path,
             "protocol": self.protocol, "protocol_switches": self.protocol_switches,
-            "categories_averaged": self.scores.categories_averaged, "stats": self.scores.stats,
-            **self.scores.named(), "per_category_ap": self.scores.per_category_ap,
+            "categories_averaged": scores.categories_averaged, "stats": scores.stats, **scores.named(),
+            "per_category_ap": scores.per_category_ap, "per_category_gt": scores.per_category_gt or None,
+            "pr_curves": scores.pr_curves, "warnings": scores.warnings, "intervals": self.intervals,
+            "full_set_intervals": self.full_set_intervals, "error_breakdown": self.error_breakdown,
+            "provenance": self.provenance,
         }
-        if self.scores.per_category_gt:
-            document["per_category_gt"] = self.scores.per_category_gt
-        document["pr_curves"] = self.scores.pr_curves
-        document["warnings"] = self.scores.warnings
-        document["intervals"] = self.intervals
-        if self.full_set_intervals is not None:
-            document["full_set_intervals"] = self.full_set_intervals
-        if self.error_breakdown is not None:
-            document["error_breakdown"] = self.error_breakdown
-        document["provenance"] = self.provenance
-        return document
+        left_out_when_empty = ("per_category_gt", "full_set_intervals", "error_breakdown")  # intervals: null
+        return {key: value for key, value in document.items() if value is not None or key not in left_out_when_empty}
 
 
 def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:
-    """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results`` (a run starting
-    afresh), an earlier run's results, so a failure cannot leave them standing for the gate. Call it only
-    while holding the folder's lock (folder_lock.folder_lock)."""
+    """Remove a killed run's temporary files from ``out_dir`` and, with ``discard_results``, an earlier run's
+    results (so a failure cannot leave them for the gate); only while holding the folder's lock."""
     out_dir = Path(out_dir)
     stale = [p for name in RESULT_FILES for p in out_dir.glob(f".{name}.*.tmp")]
     if discard_results:
