@@ -128,14 +128,10 @@ def category_ap_changes(result: dict, parent: dict, limit: int | None = MAX_CATE
     for data, side in ((ours, result), (theirs, parent)):
         if not isinstance(data, dict):
             raise UserError(f"{_source(side)}: missing key per_category_ap")
-    changes = []
-    for name, ap in ours.items():
-        parent_ap = theirs.get(name)
-        # AP -1: no ground truth for this category
-        if isinstance(ap, (int, float)) and isinstance(parent_ap, (int, float)) and ap >= 0 and parent_ap >= 0:
-            change = float(ap) - float(parent_ap)
-            if abs(change) >= min_change:
-                changes.append((name, change))
+    # AP -1: no ground truth for the category; read_metrics_file checked that every AP is a number
+    both = [(name, float(ap), float(theirs[name])) for name, ap in ours.items()
+            if ap >= 0 and theirs.get(name, -1) >= 0]
+    changes = [(name, ap - parent_ap) for name, ap, parent_ap in both if abs(ap - parent_ap) >= min_change]
     biggest = sorted(changes, key=lambda item: (-abs(item[1]), item[0]))[:limit]
     return sorted(biggest, key=lambda item: (item[1], item[0]))
 

@@ -23,12 +23,12 @@ def align_columns(headers: list[str], rows: list[list[str]]) -> str:
 
 # What each of the 12 stats is, as pycocotools' summarize() prints it: (AP/AR, IoU, area, maxDets).
 STAT_MEANINGS = {
-    "mAP": ("AP", "0.50:0.95", "all", 100), "AP50": ("AP", "0.50", "all", 100),
-    "AP75": ("AP", "0.75", "all", 100), "APs": ("AP", "0.50:0.95", "small", 100),
-    "APm": ("AP", "0.50:0.95", "medium", 100), "APl": ("AP", "0.50:0.95", "large", 100),
-    "AR1": ("AR", "0.50:0.95", "all", 1), "AR10": ("AR", "0.50:0.95", "all", 10),
-    "AR100": ("AR", "0.50:0.95", "all", 100), "ARs": ("AR", "0.50:0.95", "small", 100),
-    "ARm": ("AR", "0.50:0.95", "medium", 100), "ARl": ("AR", "0.50:0.95", "large", 100),
+    "mAP": ("AP", "0.50:0.95", "all", "100"), "AP50": ("AP", "0.50", "all", "100"),
+    "AP75": ("AP", "0.75", "all", "100"), "APs": ("AP", "0.50:0.95", "small", "100"),
+    "APm": ("AP", "0.50:0.95", "medium", "100"), "APl": ("AP", "0.50:0.95", "large", "100"),
+    "AR1": ("AR", "0.50:0.95", "all", "1"), "AR10": ("AR", "0.50:0.95", "all", "10"),
+    "AR100": ("AR", "0.50:0.95", "all", "100"), "ARs": ("AR", "0.50:0.95", "small", "100"),
+    "ARm": ("AR", "0.50:0.95", "medium", "100"), "ARl": ("AR", "0.50:0.95", "large", "100"),
 }
 
 
@@ -66,11 +66,10 @@ def render_result(result: EvalResult, *, top: int = 5, all_categories: bool = Fa
     intervals = result.intervals if isinstance(result.intervals, dict) else {}
     rows = []
     for name, value in result.scores.named().items():
-        kind, iou, area, max_dets = STAT_MEANINGS[name]
         interval = intervals.get(name) or {}
         bounds = (f"[{interval['low']:.4f}, {interval['high']:.4f}]"
                   if is_number(interval.get("low")) and is_number(interval.get("high")) else "")
-        rows.append([name, stat_text(value), kind, iou, area, str(max_dets), bounds if value >= 0 else ""])
+        rows.append([name, stat_text(value), *STAT_MEANINGS[name], bounds if value >= 0 else ""])
     headers = ["stat", "value", "", "IoU", "area", "maxDets"]
     if any(row[-1] for row in rows):
         level = next((i.get("level") for i in intervals.values() if isinstance(i, dict) and i.get("level")), 0.95)
