@@ -106,10 +106,7 @@ def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, 
     comparable = [c for c in candidates if accuracy_mismatch(result, c) is None]
     if not comparable:
         return None, accuracy_mismatch(result, candidates[0])
-    for candidate in comparable:
-        if speed_mismatch(result, candidate) is None:
-            return candidate, None
-    return comparable[0], None
+    return next((c for c in comparable if speed_mismatch(result, c) is None), comparable[0]), None
 
 
 def drop_ratio_pct(map_value: float, parent_map: float) -> float:

@@ -59,8 +59,7 @@ def image_set(result: dict) -> str:
 def table_order(result: dict) -> tuple:
     """How the table and the report order results: by variant, protocol, then image set (the full set, subsets
     by name, limits by size, runs on one's own data last)."""
-    limit = (result.get("provenance") or {}).get("limit")
-    limit = limit if isinstance(limit, int) else 0
+    limit = (result.get("provenance") or {}).get("limit") or 0  # an int or null (read_metrics_file)
     subset = result_subset(result) or ""
     kind = 1 if subset else 2 if limit else 0
     return str(result["variant"]), str(result["protocol"]), own_data(result) or "", kind, subset, limit
