@@ -23,8 +23,7 @@ def load_results(results_dir: Path, *, include_partial: bool = False) -> list[di
 
 
 def is_partial(result: dict) -> bool:
-    """Whether a result is of a partial run (`provenance.partial`: a `--limit`, another model, annotation file
-    or image folder than its config file's), which is never taken for the variant's result."""
+    """Whether a result is of a partial run (`provenance.partial`), never taken for the variant's result."""
     return bool((result.get("provenance") or {}).get("partial"))
 
 
@@ -40,8 +39,7 @@ def describe_image_set(subset: str | None) -> str:
 
 
 def own_data(result: dict) -> str | None:
-    """`own annotations` or `own images` when the run's annotation file or image folder was not its config
-    file's (``provenance.overridden``), else None."""
+    """`own annotations` or `own images` when the run overrode its config file's (else None)."""
     overridden = (result.get("provenance") or {}).get("overridden") or []
     if "dataset.annotations" in overridden:
         return "own annotations"
@@ -103,9 +101,8 @@ class ResultIndex:
         return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
 
     def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
-        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder
-        (`config.run_name`), else the only other one, with a note naming it; UserError when malformed, of another
-        variant, missing or ambiguous, saying what it was wanted for (`role`, e.g. "baselined variant ssd-12")."""
+        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder,
+        else the only other one with a note; UserError saying why not and what it was wanted for (`role`)."""
         path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
         entry = self.entries.get(path)
         if isinstance(entry, UserError):

@@ -136,8 +136,7 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
 
 
 def iter_detections(path: str | Path) -> Iterator[Any]:
-    """The entries of a detections.json one at a time where ``write_detections`` laid it out (a lone "["
-    line, then one result per line); any other JSON file is read whole. Read and JSON errors reach the caller."""
+    """The entries of a detections.json, streamed where ``write_detections`` laid it out, else read whole."""
     with open(path, "rb") as handle:
         if handle.readline().strip() != b"[":
             handle.seek(0)
