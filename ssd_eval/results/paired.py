@@ -44,11 +44,9 @@ class NoPairing(UserError):
 def result_interval(result: dict, metric: str) -> Interval | None:
     """A metrics.json's own interval of ``metric`` (``intervals``), or None when the run has none."""
     entry = (result.get("intervals") or {}).get(metric)
-    if not isinstance(entry, dict):
-        return None
     try:
-        return Interval(**entry)
-    except TypeError:
+        return Interval(**entry) if isinstance(entry, dict) else None
+    except TypeError:  # fields Interval does not have
         return None
 
 
