@@ -8,7 +8,7 @@ from typing import Any
 from ssd_eval.config.protocols import protocol_base
 from ssd_eval.results.index import image_set
 from ssd_eval.results.result import EvalResult
-from ssd_eval.scoring.breakdown import ERROR_TYPES, ORACLES
+from ssd_eval.scoring.breakdown import ERROR_TYPES
 from ssd_eval.utils import is_number
 
 
@@ -105,9 +105,8 @@ def render_error_breakdown(breakdown: dict[str, Any]) -> list[str]:
     head += f"; AP50 {ap50:.4f})" if is_number(ap50) else ")"
     rows = [[name, number("dAP", name), number("counts", name, None)] for name, _ in ERROR_TYPES]
     lines = [head + ": AP50 recovered if each error were fixed", align_columns(["error", "dAP50", "count"], rows)]
-    oracles = {name: number("oracles", name) for name, _ in ORACLES}
-    return lines + [f"dAP50 with no false positive at all {oracles['all_false_positives']}, with no missed box "
-                    f"{oracles['all_false_negatives']}"]
+    return lines + [f"dAP50 with no false positive at all {number('oracles', 'all_false_positives')}, with no "
+                    f"missed box {number('oracles', 'all_false_negatives')}"]
 
 
 def render_result_line(result: EvalResult) -> str:
