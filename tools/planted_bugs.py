@@ -312,10 +312,10 @@ BUGS: list[Bug] = [
         'data = json.loads(path.read_text(encoding="utf-8"))',
         ("tests/test_loaders.py::test_a_subset_file_with_a_key_twice_is_exit_2_and_one_line",)),
     Bug("metrics-intervals-unchecked", "ssd_eval/results/result.py",
-        '    ("intervals", "interval_map"),\n', "",
+        '("intervals", "interval_map"), ', "",
         ("tests/test_results.py::test_each_malformed_field_a_reader_touches_is_one_line_and_exit_2[intervals=str-gate]",)),
     Bug("metrics-preprocess-unchecked", "ssd_eval/results/result.py",
-        '    ("provenance.config.preprocess", "dict"),\n', "",
+        '("provenance.config.preprocess", "dict"), ', "",
         ("tests/test_results.py::test_each_malformed_field_a_reader_touches_is_one_line_and_exit_2"
          "[provenance.config.preprocess=list0-table]",)),
     Bug("table-plus-minus-for-any-interval", "ssd_eval/reports/table.py",

@@ -1,10 +1,9 @@
 """Pictures of finished results (`make report`): precision-recall curves, per-category AP changes and the
-TIDE-style error breakdown (ssd_eval.scoring.breakdown) of each variant against its parent, one figure set per
-comparison group (``results.index.comparison_groups``) under ``<results>/report/<group>/``.
+TIDE-style error breakdown of each variant against its parent, one set per comparison group under
+``<results>/report/<group>/``.
 
-Colours are Okabe-Ito (told apart with every common colour-vision deficiency), and every series also differs
-by line style, marker or hatching, for grayscale prints. matplotlib (`pip install -e '.[report]'`) is imported
-only when a picture is drawn, and used without pyplot (no display, no global state).
+Colours are Okabe-Ito (safe with colour-vision deficiencies), and every series also differs by line style,
+marker or hatching, for grayscale prints. matplotlib is imported only to draw, and used without pyplot.
 """
 
 from __future__ import annotations
@@ -79,16 +78,14 @@ def _curve(result: dict, key: str) -> list[float]:
         raise UserError(f"{_source(result)}: missing key pr_curves")
     if key == "recall" and key not in curves:
         return [i / (PR_POINTS - 1) for i in range(PR_POINTS)]
-    values = curves.get(key)
-    if (not isinstance(values, list) or len(values) != PR_POINTS
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+    values = curves.get(key)  # read_metrics_file checked the numbers, not how many
+    if not isinstance(values, list) or len(values) != PR_POINTS:
         raise UserError(f"{_source(result)}: pr_curves.{key}: expected a list of {PR_POINTS} numbers")
     return [float(v) for v in values]
 
 
 def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
-    """A Figure with one precision-recall line per result (of one comparison group), labelled with the variant
-    and its AP at that IoU; each line has its own colour, style and marker."""
+    """A Figure with one precision-recall line per result, labelled with the variant and its AP at that IoU."""
     figure = figure_class(figsize=(7, 5))
     axes = figure.add_subplot()
     ap_key = "AP" + iou_key.removeprefix("iou")
@@ -108,8 +105,7 @@ def pr_figure(results: list[dict], iou_key: str, title: str, figure_class):
 
 
 def group_label(result: dict) -> str:
-    """How a figure's title names the comparison group of ``result``: protocol, image set, images and the
-    annotation file (its folder and name)."""
+    """How a figure's title names ``result``'s comparison group: protocol, image set, images, annotation file."""
     provenance = result.get("provenance") or {}
     annotations = Path(str((provenance.get("annotations") or {}).get("path") or "?"))
     short = "/".join(annotations.parts[-2:])
@@ -126,20 +122,16 @@ def group_folder(result: dict) -> str:
 
 def category_ap_changes(result: dict, parent: dict, limit: int | None = MAX_CATEGORY_BARS,
                         min_change: float = ZERO_CHANGE) -> list[tuple[str, float]]:
-    """(category, AP - parent AP) for categories with AP in both whose AP changed by at least
-    `min_change`, largest losses first, limited to the `limit` biggest absolute changes (None: all)."""
+    """(category, AP - parent AP) of the `limit` (None: all) biggest changes of at least `min_change` among
+    categories with AP in both, largest losses first."""
     ours, theirs = result.get("per_category_ap"), parent.get("per_category_ap")
     for data, side in ((ours, result), (theirs, parent)):
         if not isinstance(data, dict):
             raise UserError(f"{_source(side)}: missing key per_category_ap")
-    changes = []
-    for name, ap in ours.items():
-        parent_ap = theirs.get(name)
-        # AP -1: no ground truth for this category
-        if isinstance(ap, (int, float)) and isinstance(parent_ap, (int, float)) and ap >= 0 and parent_ap >= 0:
-            change = float(ap) - float(parent_ap)
-            if abs(change) >= min_change:
-                changes.append((name, change))
+    # AP -1: no ground truth for the category; read_metrics_file checked that every AP is a number
+    both = [(name, float(ap), float(theirs[name])) for name, ap in ours.items()
+            if ap >= 0 and theirs.get(name, -1) >= 0]
+    changes = [(name, ap - parent_ap) for name, ap, parent_ap in both if abs(ap - parent_ap) >= min_change]
     biggest = sorted(changes, key=lambda item: (-abs(item[1]), item[0]))[:limit]
     return sorted(biggest, key=lambda item: (item[1], item[0]))
 
@@ -151,8 +143,7 @@ def _labelled_bars(axes, positions, values: list[float], spec: str, **options) -
 
 
 def _bar_axes(axes, values: list[float], labels: list[str], xlabel: str, *, zero_line: bool = True) -> None:
-    """A horizontal bar chart's axes: room beside the longest bars for their value labels, one row per
-    label with the first on top, a line at 0 and a grid along the values."""
+    """A horizontal bar chart's axes: room for the value labels, first label on top, a line at 0, a grid."""
     span = max([abs(v) for v in values] + [1e-3])
     low, high = min(values + [0.0]), max(values + [0.0])
     left, right = low - (0.3 if low < 0 else 0.02) * span, high + (0.3 if high > 0 else 0.02) * span
@@ -173,8 +164,7 @@ def _bar_axes(axes, values: list[float], labels: list[str], xlabel: str, *, zero
 
 def ap_delta_figure(result: dict, parent: dict, changes: list[tuple[str, float]],
                     compared: int, figure_class):
-    """A Figure: horizontal bars of per-category AP change vs the parent, losses (vermillion) on top, gains
-    blue, each bar labelled with its value. `compared`: how many categories had AP in both results."""
+    """A Figure of per-category AP change vs the parent, losses on top; `compared`: categories with AP in both."""
     figure = figure_class(figsize=(7, 1.5 + 0.25 * max(len(changes), 1)))
     axes = figure.add_subplot()
     values = [value for _, value in changes]
@@ -244,9 +234,8 @@ def error_breakdown_figure(result: dict, parent: dict | None, figure_class):
 
 
 def report_figures(results: list[dict], only: dict | None = None) -> list[tuple[str, object]]:
-    """(PNG file name, Figure) of each picture of `results` (one comparison group): pr_iou50.png, pr_iou75.png,
-    and per result ap_delta_<variant>.png (with a comparable parent) and errors_<variant>.png (with an error
-    breakdown); with `only` (one of `results`), that result's alone."""
+    """(PNG file name, Figure) of each picture of `results` (one comparison group): the PR curves, and per
+    result (only `only`'s when given) its AP-change chart and error breakdown where it has them."""
     figure_class = _figure_class()
     label = group_label(results[0]) if results else ""
     figures = [(f"pr_{key}.png", pr_figure(results, key, f"Precision-recall at IoU {iou}\n{label}", figure_class))
@@ -283,8 +272,8 @@ def _safe_name(text: str) -> str:
 
 
 def run_pictures(document: dict, out: Path) -> list[Path]:
-    """One run's report pictures (a metrics.json document with its ``_source``) drawn into ``out``: the PR
-    curves beside its parent's, the AP-change chart and the error breakdown; none without matplotlib."""
+    """One run's report pictures (a metrics.json document with ``_source``), beside its parent's, drawn into
+    ``out``; none without matplotlib."""
     try:
         _figure_class()
     except UserError:
@@ -302,9 +291,8 @@ def run_pictures(document: dict, out: Path) -> list[Path]:
 
 
 def write_report(results_dir: Path) -> list[Path]:
-    """Draw the report pictures into `results_dir/report/<group_folder>/`, remove those of an earlier report
-    that this one did not write (also beside TABLE.md, where reports drew them before) and refresh TABLE.md,
-    which links them; return the written paths."""
+    """Draw the report pictures into `results_dir/report/<group_folder>/`, remove stale ones of an earlier
+    report and refresh TABLE.md, which links them; return the written paths."""
     extras.require(extras.REPORT)
     results_dir = Path(results_dir)
     results = load_results(results_dir)

@@ -1,10 +1,7 @@
-"""Experiment tracking (``tracking.log``, ``--log``; off by default): a finished run's numbers (``run_metrics``)
-and report pictures sent to MLflow (one run: config as params, provenance as tags, metrics.json and pictures
-as artifacts) and/or TensorBoard (scalars, provenance as text, pictures as images).
-
-Where each run went is added to metrics.json as ``provenance.tracking``. A tracker that cannot work is a
-one-line UserError before any image (``check_trackers``), and, MLflow's HTTP retries bounded, within seconds
-when it fails after the run.
+"""Experiment tracking (``tracking.log``, ``--log``; off by default): a finished run's numbers and report
+pictures sent to MLflow (config as params, provenance as tags, files as artifacts) and/or TensorBoard, and
+where each went recorded as metrics.json's ``provenance.tracking``. A tracker that cannot work is a one-line
+UserError before any image, and within seconds when it fails after the run.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from ssd_eval.config.schema import TrackingConfig
 from ssd_eval.errors import UserError, first_line
 from ssd_eval.results.result import EvalResult, write_result
 from ssd_eval.scoring.cocoeval import STAT_NAMES
-from ssd_eval.utils import flatten_dotted
+from ssd_eval.utils import flatten_dotted, is_number
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +42,7 @@ MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQ
 
 def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> None:
     """UserError (one line) when a tracker of ``tracking.log`` cannot work: its package is missing, MLflow's
-    target fails ``check_mlflow_target``, or the TensorBoard folder cannot be written (not checked while it
-    depends on an ``out_dir`` not known yet). Called before a run, so a tracker that cannot work costs nothing."""
+    target fails ``check_mlflow_target``, or the TensorBoard folder (once known) cannot be written."""
     extras.check(extras.tracker(name) for name in tracking.log)
     for name in dict.fromkeys(tracking.log):
         if name == "mlflow":
@@ -57,8 +53,7 @@ def check_trackers(tracking: TrackingConfig, out_dir: Path | None = None) -> Non
 
 
 def tracker_for(tracking: TrackingConfig, out_dir: Path | None) -> Callable[[EvalResult], Any] | None:
-    """The ``on_result`` step that sends a finished result to the trackers ``tracking.log`` names, checked now
-    (``check_trackers``); None when tracking is off."""
+    """The ``on_result`` step sending a result to ``tracking.log``'s trackers, checked now; None when off."""
     if not tracking.log:
         return None
     check_trackers(tracking, out_dir)
@@ -66,9 +61,8 @@ def tracker_for(tracking: TrackingConfig, out_dir: Path | None) -> Callable[[Eva
 
 
 def check_mlflow_target(uri: str) -> None:
-    """UserError (one line) when the MLflow tracking URI ``uri`` cannot work: an http(s) server that does not
-    accept a TCP connection within ``CONNECT_TIMEOUT_S``, a file store folder that cannot be written. Other
-    schemes (sqlite:, databricks...) are left to MLflow."""
+    """UserError (one line) when the MLflow URI ``uri`` is an http(s) server that does not accept a TCP
+    connection within ``CONNECT_TIMEOUT_S``, or a file store that cannot be written; others are left to MLflow."""
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
@@ -160,9 +154,8 @@ def mlflow_uri(uri: str | None) -> str:
 
 @contextlib.contextmanager
 def _mlflow_environment(uri: str) -> Iterator[None]:
-    """MLflow's settings while logging, each where the environment does not set it: the bounded HTTP retries
-    (MLFLOW_HTTP_DEFAULTS) and, for file: URIs, MLFLOW_ALLOW_FILE_STORE (MLflow 3 refuses its file store,
-    which works without a database package, without it)."""
+    """MLflow's settings while logging, where the environment does not set them: MLFLOW_HTTP_DEFAULTS and,
+    for file: URIs, MLFLOW_ALLOW_FILE_STORE (without it MLflow 3 refuses its file store)."""
     settings = dict(MLFLOW_HTTP_DEFAULTS)
     if uri.startswith("file:"):
         settings["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -194,12 +187,11 @@ def _text(value: Any) -> str:
 
 
 def run_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics.json worth plotting, by their name in both trackers: the 12 stats, ``AP/<category>``,
-    ``images_per_s``, ``dAP/<type>``, ``errors/<type>``, ``dAP_oracle/<oracle>``, ``interval/<stat>.<bound>``;
-    characters either refuses (a space) become ``_``: ``AP/stop_sign``."""
+    """The numbers of a metrics.json worth plotting (the 12 stats, ``AP/<category>``, ``images_per_s``, the error
+    breakdown's, ``interval/<stat>.<bound>``), named alike in both trackers; a refused character becomes ``_``."""
     numbers: dict[str, Any] = {name: document.get(name) for name in STAT_NAMES}
     for category, ap in (document.get("per_category_ap") or {}).items():
-        if _is_number(ap) and ap >= 0:  # -1: no ground truth for this category
+        if is_number(ap) and ap >= 0:  # -1: no ground truth for this category
             numbers[f"AP/{category}"] = ap
     numbers["images_per_s"] = (document.get("provenance") or {}).get("images_per_s")
     breakdown = document.get("error_breakdown")
@@ -208,11 +200,7 @@ def run_metrics(document: dict[str, Any]) -> dict[str, float]:
             numbers.update({f"{prefix}/{name}": value for name, value in (breakdown.get(part) or {}).items()})
     if isinstance(document.get("intervals"), dict):
         numbers.update({f"interval/{key}": value for key, value in flatten_dotted(document["intervals"]).items()})
-    return {re.sub(r"[^A-Za-z0-9_\-./]", "_", key): float(value) for key, value in numbers.items() if _is_number(value)}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+    return {re.sub(r"[^A-Za-z0-9_\-./]", "_", key): float(value) for key, value in numbers.items() if is_number(value)}
 
 
 def run_params(document: dict[str, Any]) -> dict[str, str]:

@@ -32,9 +32,8 @@ def short_provider_names(providers: list[str]) -> str:
 
 
 def accuracy_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' accuracies cannot be compared (`n/a: ...`), or None when they can: same protocol,
-    image subset, number of images, image set (`image_ids_sha256`), annotation file and pre- and
-    postprocessing settings."""
+    """Why the two results' accuracies cannot be compared (`n/a: ...`), or None when they can (same protocol,
+    images, annotation file, pre- and postprocessing)."""
     if result["protocol"] != parent["protocol"]:
         return f"n/a: protocol {result['protocol']} vs {parent['protocol']}"
     subset, parent_subset = result_subset(result), result_subset(parent)
@@ -56,10 +55,8 @@ def accuracy_mismatch(result: dict, parent: dict) -> str | None:
 
 
 def speed_mismatch(result: dict, parent: dict) -> str | None:
-    """Why the two results' speeds cannot be compared, or None when they can: accuracy comparability, images/s
-    measured on both sides, no resumed run (one served from the cache keeps the speed measured when its images
-    were inferred) and no merge of shards, and the same `eval --jobs N`, providers, host cpu and cores,
-    threads, batch size, onnxruntime version, graph optimization and decode pipeline."""
+    """Why the two results' speeds cannot be compared, or None when they can: accuracies comparable, images/s
+    on both sides (no resumed run, no merge of shards), the same jobs, providers, host, threads and runtime."""
     reason = accuracy_mismatch(result, parent)
     if reason:
         return reason
@@ -76,12 +73,10 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
     providers, parent_providers = _both(result, parent, "runtime.providers", [])
     if providers != parent_providers:
         return f"n/a: provider {short_provider_names(providers)} vs {short_provider_names(parent_providers)}"
-    cpu, parent_cpu = _both(result, parent, "host.cpu")
-    if cpu != parent_cpu:
-        return "n/a: different host cpu"
-    cores, parent_cores = _both(result, parent, "host.cores")
-    if cores != parent_cores:
-        return f"n/a: {cores} vs {parent_cores} cores"
+    for key, reason in (("host.cpu", "different host cpu"), ("host.cores", "{} vs {} cores")):
+        mine, theirs = _both(result, parent, key)
+        if mine != theirs:
+            return "n/a: " + reason.format(mine, theirs)
     intra, parent_intra = _both(result, parent, "runtime.intra_op_threads")
     inter, parent_inter = _both(result, parent, "runtime.inter_op_threads")
     if (intra, inter) != (parent_intra, parent_inter):
@@ -100,8 +95,8 @@ def speed_mismatch(result: dict, parent: dict) -> str | None:
 
 
 def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, str | None]:
-    """The parent result to compare `result` with, or (None, reason) ((None, None) without a parent): an
-    accuracy-comparable one, speed-comparable too where one is; else the first candidate's mismatch."""
+    """(the parent result to compare `result` with, None): accuracy-comparable, and speed-comparable where one
+    is; else (None, why not), or (None, None) without a parent."""
     parent_name = result.get("parent")
     if not parent_name:
         return None, None
@@ -111,10 +106,7 @@ def find_parent_result(result: dict, results: list[dict]) -> tuple[dict | None, 
     comparable = [c for c in candidates if accuracy_mismatch(result, c) is None]
     if not comparable:
         return None, accuracy_mismatch(result, candidates[0])
-    for candidate in comparable:
-        if speed_mismatch(result, candidate) is None:
-            return candidate, None
-    return comparable[0], None
+    return next((c for c in comparable if speed_mismatch(result, c) is None), comparable[0]), None
 
 
 def drop_ratio_pct(map_value: float, parent_map: float) -> float:

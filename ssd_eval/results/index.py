@@ -23,8 +23,7 @@ def load_results(results_dir: Path, *, include_partial: bool = False) -> list[di
 
 
 def is_partial(result: dict) -> bool:
-    """Whether a result is of a partial run (`provenance.partial`: a `--limit`, another model, annotation file
-    or image folder than its config file's), which is never taken for the variant's result."""
+    """Whether a result is of a partial run (`provenance.partial`), never taken for the variant's result."""
     return bool((result.get("provenance") or {}).get("partial"))
 
 
@@ -40,8 +39,7 @@ def describe_image_set(subset: str | None) -> str:
 
 
 def own_data(result: dict) -> str | None:
-    """`own annotations` or `own images` when the run's annotation file or image folder was not its config
-    file's (``provenance.overridden``), else None."""
+    """`own annotations` or `own images` when the run overrode its config file's (else None)."""
     overridden = (result.get("provenance") or {}).get("overridden") or []
     if "dataset.annotations" in overridden:
         return "own annotations"
@@ -59,26 +57,21 @@ def image_set(result: dict) -> str:
 def table_order(result: dict) -> tuple:
     """How the table and the report order results: by variant, protocol, then image set (the full set, subsets
     by name, limits by size, runs on one's own data last)."""
-    limit = (result.get("provenance") or {}).get("limit")
-    limit = limit if isinstance(limit, int) else 0
+    limit = (result.get("provenance") or {}).get("limit") or 0  # an int or null (read_metrics_file)
     subset = result_subset(result) or ""
     kind = 1 if subset else 2 if limit else 0
     return str(result["variant"]), str(result["protocol"]), own_data(result) or "", kind, subset, limit
 
 
-def comparison_key(result: dict) -> tuple:
-    """What two results must share for the table to compare them (before compare.accuracy_mismatch): protocol,
-    image subset, evaluated image ids and annotation file."""
-    provenance = result.get("provenance") or {}
-    return (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
-            str((provenance.get("annotations") or {}).get("sha256")))
-
-
 def comparison_groups(results: list[dict]) -> list[list[dict]]:
-    """`results` split by `comparison_key` (the runs the table would compare), all in `table_order`."""
+    """`results` split into the runs the table would compare (same protocol, image subset, evaluated image ids
+    and annotation file), all in `table_order`."""
     groups: dict[tuple, list[dict]] = {}
     for result in sorted(results, key=table_order):
-        groups.setdefault(comparison_key(result), []).append(result)
+        provenance = result.get("provenance") or {}
+        key = (str(result["protocol"]), result_subset(result) or "", str(provenance.get("image_ids_sha256")),
+               str((provenance.get("annotations") or {}).get("sha256")))
+        groups.setdefault(key, []).append(result)
     return list(groups.values())
 
 
@@ -108,9 +101,8 @@ class ResultIndex:
         return list(dict.fromkeys(r["protocol"] for r in self.results() if r["variant"] == variant))
 
     def find(self, variant: str, protocol: str, role: str, subset: str | None = None) -> tuple[dict, str | None]:
-        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder
-        (`config.run_name`), else the only other one, with a note naming it; UserError when malformed, of another
-        variant, missing or ambiguous, saying what it was wanted for (`role`, e.g. "baselined variant ssd-12")."""
+        """The result of `variant` under `protocol` on `subset` (None: the full set) from its canonical folder,
+        else the only other one with a note; UserError saying why not and what it was wanted for (`role`)."""
         path = self.results_dir / run_name(variant, protocol, subset) / "metrics.json"
         entry = self.entries.get(path)
         if isinstance(entry, UserError):

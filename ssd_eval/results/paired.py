@@ -1,17 +1,14 @@
-"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; cost: docs/STATISTICS.md).
-
-``ResultMatches`` matches a finished run's detections.json, or a baseline's kept detections, on exactly the
-images the run evaluated; ``paired_difference`` and ``paired_drop`` resample the same images on both sides
-in each replicate (unlike a single run's interval, not biased upward on a subset).
+"""How sure a comparison of finished runs is (gate ``ci95``, table ``drop ± ci``; docs/STATISTICS.md): both
+sides' detections matched on the images the run evaluated, resampled alike in each replicate.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import numpy as np
 
@@ -47,11 +44,9 @@ class NoPairing(UserError):
 def result_interval(result: dict, metric: str) -> Interval | None:
     """A metrics.json's own interval of ``metric`` (``intervals``), or None when the run has none."""
     entry = (result.get("intervals") or {}).get(metric)
-    if not isinstance(entry, dict):
-        return None
     try:
-        return Interval(**entry)
-    except TypeError:
+        return Interval(**entry) if isinstance(entry, dict) else None
+    except TypeError:  # fields Interval does not have
         return None
 
 
@@ -71,19 +66,12 @@ def comparison_settings(result: dict) -> tuple[int, int]:
     return DEFAULT_REPLICATES, 0
 
 
-@dataclass
-class _Evaluated:
-    dataset: data.CocoDataset
-    image_ids: list[int]
-    switches: dict[str, Any]
-
-
 class ResultMatches:
     """Finished results' detections matched against their annotation files, each result once (by file)."""
 
     def __init__(self) -> None:
         self._datasets: dict[str, data.CocoDataset] = {}
-        self._evaluated: dict[str, _Evaluated] = {}
+        self._matchers: dict[str, Callable[..., Matches]] = {}
         self._matches: dict[str, Matches] = {}
         self._paired: dict[tuple, dict[str, Interval]] = {}
 
@@ -100,14 +88,14 @@ class ResultMatches:
         UserError when the files contradict the result."""
         source = result["_source"]
         if source not in self._matches:
-            evaluated = self._evaluated_images(result)
+            match = self._matcher(result)
             path = Path(source).parent / "detections.json"
             detections = _read_detections(path)
             expected = (result.get("provenance") or {}).get("detections")
             if isinstance(expected, int) and expected != len(detections):
                 raise UserError(f"{path}: holds {len(detections)} detections but {source} counts {expected}: "
                                 "it is not the file that run scored")
-            matches = self._match(evaluated, detections, str(path))
+            matches = match(detections, source=str(path))
             for name, got in _estimates(matches).items():
                 value = result.get(name)
                 if isinstance(value, (int, float)) and abs(got - value) > ESTIMATE_SLACK:
@@ -121,10 +109,10 @@ class ResultMatches:
         reproduces the ``expected`` metrics (what the baseline says it measured)."""
         key = f"{path}\0{result['_source']}"
         if key not in self._matches:
-            evaluated = self._evaluated_images(result)
+            match = self._matcher(result)
             if not Path(path).is_file():
                 raise UserError(f"{path}: detections file not found")
-            matches = self._match(evaluated, _read_detections(Path(path)), str(path))
+            matches = match(_read_detections(Path(path)), source=str(path))
             for name, got in _estimates(matches).items():
                 if name in expected and abs(got - expected[name]) > ESTIMATE_SLACK:
                     raise UserError(f"{path}: gives {name} {got:.6f} on the images of {result['_source']}, "
@@ -133,15 +121,11 @@ class ResultMatches:
             self._matches[key] = matches
         return self._matches[key]
 
-    def _match(self, evaluated: _Evaluated, detections: list[dict], source: str) -> Matches:
-        return evaluate_matches(evaluated.dataset.gt, detections, evaluated.image_ids,
-                                crowd_as_ground_truth=evaluated.switches["crowd_as_ground_truth"],
-                                exclude_categories=evaluated.switches["exclude_categories"], source=source)
-
-    def _evaluated_images(self, result: dict) -> _Evaluated:
+    def _matcher(self, result: dict) -> Callable[..., Matches]:
+        """evaluate_matches on the images ``result`` evaluated, with its settings: (detections, source=...)."""
         source = result["_source"]
-        if source in self._evaluated:
-            return self._evaluated[source]
+        if source in self._matchers:
+            return self._matchers[source]
         provenance = result.get("provenance") or {}
         annotations = provenance.get("annotations") or {}
         path = annotations.get("path")
@@ -165,8 +149,10 @@ class ResultMatches:
         if hash_data(ids) != provenance.get("image_ids_sha256"):
             raise NoPairing(f"{source}: cannot tell which images it evaluated (its settings select another "
                             "image set than image_ids_sha256 records)")
-        self._evaluated[source] = _Evaluated(dataset, ids, switches)
-        return self._evaluated[source]
+        self._matchers[source] = functools.partial(
+            evaluate_matches, dataset.gt, image_ids=ids, crowd_as_ground_truth=switches["crowd_as_ground_truth"],
+            exclude_categories=switches["exclude_categories"])
+        return self._matchers[source]
 
 
 def _read_detections(path: Path) -> list[dict]:

@@ -83,31 +83,25 @@ class EvalResult:
 
     def to_document(self) -> dict[str, Any]:
         """The metrics.json document (see docs/FORMATS.md)."""
+        scores = self.scores
         document: dict[str, Any] = {
             "schema": SCHEMA_VERSION, "variant": self.variant, "parent": self.parent,
             "published_map": self.published_map, "published_protocol": self.published_protocol,
             "source_map": self.source_map, "published_int8_path": self.published_int8_path,
             "protocol": self.protocol, "protocol_switches": self.protocol_switches,
-            "categories_averaged": self.scores.categories_averaged, "stats": self.scores.stats,
-            **self.scores.named(), "per_category_ap": self.scores.per_category_ap,
+            "categories_averaged": scores.categories_averaged, "stats": scores.stats, **scores.named(),
+            "per_category_ap": scores.per_category_ap, "per_category_gt": scores.per_category_gt or None,
+            "pr_curves": scores.pr_curves, "warnings": scores.warnings, "intervals": self.intervals,
+            "full_set_intervals": self.full_set_intervals, "error_breakdown": self.error_breakdown,
+            "provenance": self.provenance,
         }
-        if self.scores.per_category_gt:
-            document["per_category_gt"] = self.scores.per_category_gt
-        document["pr_curves"] = self.scores.pr_curves
-        document["warnings"] = self.scores.warnings
-        document["intervals"] = self.intervals
-        if self.full_set_intervals is not None:
-            document["full_set_intervals"] = self.full_set_intervals
-        if self.error_breakdown is not None:
-            document["error_breakdown"] = self.error_breakdown
-        document["provenance"] = self.provenance
-        return document
+        left_out_when_empty = ("per_category_gt", "full_set_intervals", "error_breakdown")  # intervals: null
+        return {key: value for key, value in document.items() if value is not None or key not in left_out_when_empty}
 
 
 def tidy_output_dir(out_dir: str | Path, *, discard_results: bool) -> None:
-    """Remove temporary files a killed run left in ``out_dir`` and, with ``discard_results`` (a run starting
-    afresh), an earlier run's results, so a failure cannot leave them standing for the gate. Call it only
-    while holding the folder's lock (folder_lock.folder_lock)."""
+    """Remove a killed run's temporary files from ``out_dir`` and, with ``discard_results``, an earlier run's
+    results (so a failure cannot leave them for the gate); only while holding the folder's lock."""
     out_dir = Path(out_dir)
     stale = [p for name in RESULT_FILES for p in out_dir.glob(f".{name}.*.tmp")]
     if discard_results:
@@ -142,8 +136,7 @@ def write_detections(path: str | Path, detections: Iterable[dict]) -> int:
 
 
 def iter_detections(path: str | Path) -> Iterator[Any]:
-    """The entries of a detections.json one at a time where ``write_detections`` laid it out (a lone "["
-    line, then one result per line); any other JSON file is read whole. Read and JSON errors reach the caller."""
+    """The entries of a detections.json, streamed where ``write_detections`` laid it out, else read whole."""
     with open(path, "rb") as handle:
         if handle.readline().strip() != b"[":
             handle.seek(0)
@@ -195,71 +188,34 @@ def write_result(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     return result.files
 
 
-_REQUIRED_KEYS: tuple[tuple[str, str], ...] = (
-    # (dotted key, kind)
-    ("variant", "str"),
-    ("protocol", "str"),
-    ("mAP", "number"),
-    ("provenance.images", "int"),
-    ("provenance.image_ids_sha256", "str"),
-    ("provenance.annotations.sha256", "str"),
-    ("provenance.model.sha256", "str"),
-    ("provenance.runtime.providers", "str_list"),
-    ("provenance.host.cpu", "str"),
-    ("provenance.host.cores", "int"),
-    ("provenance.date", "str"),
+_REQUIRED_KEYS: tuple[tuple[str, str], ...] = (  # (dotted key, kind), one section a line
+    ("variant", "str"), ("protocol", "str"), ("mAP", "number"),
+    ("provenance.images", "int"), ("provenance.image_ids_sha256", "str"), ("provenance.annotations.sha256", "str"),
+    ("provenance.model.sha256", "str"), ("provenance.runtime.providers", "str_list"),
+    ("provenance.host.cpu", "str"), ("provenance.host.cores", "int"), ("provenance.date", "str"),
 )
 
-_OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (
-    # may be missing or null
-    ("parent", "str"),
-    ("published_map", "number"),
-    ("published_protocol", "str"),
-    ("source_map", "number"),
+_OPTIONAL_KEYS: tuple[tuple[str, str], ...] = (  # may be missing or null
+    ("parent", "str"), ("published_map", "number"), ("published_protocol", "str"), ("source_map", "number"),
     ("published_int8_path", "str"),
-    ("provenance.images_per_s", "number"),
-    ("provenance.runtime.intra_op_threads", "int"),
-    ("provenance.runtime.inter_op_threads", "int"),
-    ("provenance.runtime.batch_size", "int"),
-    ("provenance.resumed_images", "int"),
-    ("provenance.limit", "int"),
-    ("provenance.subset.name", "str"),
+    ("provenance.images_per_s", "number"), ("provenance.runtime.intra_op_threads", "int"),
+    ("provenance.runtime.inter_op_threads", "int"), ("provenance.runtime.batch_size", "int"),
+    ("provenance.resumed_images", "int"), ("provenance.limit", "int"), ("provenance.subset.name", "str"),
     # What the table, the gate, the report and `show` read besides: a wrong type is one line, exit 2.
-    ("stats", "number_list"),
-    ("protocol_switches", "dict"),
-    ("categories_averaged", "list"),
-    ("per_category_ap", "number_map"),
-    ("per_category_gt", "number_map"),
-    ("pr_curves", "number_list_map"),
-    ("warnings", "list"),
-    ("intervals", "interval_map"),
-    ("full_set_intervals", "interval_map"),
+    ("stats", "number_list"), ("protocol_switches", "dict"), ("categories_averaged", "list"),
+    ("per_category_ap", "number_map"), ("per_category_gt", "number_map"), ("pr_curves", "number_list_map"),
+    ("warnings", "list"), ("intervals", "interval_map"), ("full_set_intervals", "interval_map"),
     ("error_breakdown", "dict"),
-    ("provenance.model.path", "str"),
-    ("provenance.model.quantization", "str"),
-    ("provenance.annotations.path", "str"),
-    ("provenance.images_dir", "str"),
-    ("provenance.detections", "int"),
-    ("provenance.skipped_images", "list"),
-    ("provenance.partial", "list"),
-    ("provenance.subset", "dict"),
-    ("provenance.speed_from_cache", "bool"),
-    ("provenance.parallel_jobs", "int"),
-    ("provenance.harness_commit", "str"),
-    ("provenance.metrics_backend", "str"),
-    ("provenance.config", "dict"),
-    ("provenance.config.preprocess", "dict"),
-    ("provenance.config.postprocess", "dict"),
-    ("provenance.config.pipeline", "dict"),
-    ("provenance.config.runtime", "dict"),
-    ("provenance.bootstrap", "dict"),
-    ("provenance.bootstrap.replicates", "int"),
-    ("provenance.bootstrap.seed", "int"),
-    ("provenance.runtime.onnxruntime", "str"),
-    ("provenance.runtime.session_config", "dict"),
-    ("provenance.int8", "dict"),
-    ("provenance.int8.cpu", "dict"),
-    ("provenance.int8.cpu.kernel_class", "str"),
+    ("provenance.model.path", "str"), ("provenance.model.quantization", "str"),
+    ("provenance.annotations.path", "str"), ("provenance.images_dir", "str"), ("provenance.detections", "int"),
+    ("provenance.skipped_images", "list"), ("provenance.partial", "list"), ("provenance.subset", "dict"),
+    ("provenance.speed_from_cache", "bool"), ("provenance.parallel_jobs", "int"),
+    ("provenance.harness_commit", "str"), ("provenance.metrics_backend", "str"),
+    ("provenance.config", "dict"), ("provenance.config.preprocess", "dict"), ("provenance.config.postprocess", "dict"),
+    ("provenance.config.pipeline", "dict"), ("provenance.config.runtime", "dict"),
+    ("provenance.bootstrap", "dict"), ("provenance.bootstrap.replicates", "int"), ("provenance.bootstrap.seed", "int"),
+    ("provenance.runtime.onnxruntime", "str"), ("provenance.runtime.session_config", "dict"),
+    ("provenance.int8", "dict"), ("provenance.int8.cpu", "dict"), ("provenance.int8.cpu.kernel_class", "str"),
 )
 
 

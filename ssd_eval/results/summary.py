@@ -8,7 +8,7 @@ from typing import Any
 from ssd_eval.config.protocols import protocol_base
 from ssd_eval.results.index import image_set
 from ssd_eval.results.result import EvalResult
-from ssd_eval.scoring.breakdown import ERROR_TYPES, ORACLES
+from ssd_eval.scoring.breakdown import ERROR_TYPES
 from ssd_eval.utils import is_number
 
 
@@ -23,16 +23,13 @@ def align_columns(headers: list[str], rows: list[list[str]]) -> str:
 
 # What each of the 12 stats is, as pycocotools' summarize() prints it: (AP/AR, IoU, area, maxDets).
 STAT_MEANINGS = {
-    "mAP": ("AP", "0.50:0.95", "all", 100), "AP50": ("AP", "0.50", "all", 100),
-    "AP75": ("AP", "0.75", "all", 100), "APs": ("AP", "0.50:0.95", "small", 100),
-    "APm": ("AP", "0.50:0.95", "medium", 100), "APl": ("AP", "0.50:0.95", "large", 100),
-    "AR1": ("AR", "0.50:0.95", "all", 1), "AR10": ("AR", "0.50:0.95", "all", 10),
-    "AR100": ("AR", "0.50:0.95", "all", 100), "ARs": ("AR", "0.50:0.95", "small", 100),
-    "ARm": ("AR", "0.50:0.95", "medium", 100), "ARl": ("AR", "0.50:0.95", "large", 100),
+    "mAP": ("AP", "0.50:0.95", "all", "100"), "AP50": ("AP", "0.50", "all", "100"),
+    "AP75": ("AP", "0.75", "all", "100"), "APs": ("AP", "0.50:0.95", "small", "100"),
+    "APm": ("AP", "0.50:0.95", "medium", "100"), "APl": ("AP", "0.50:0.95", "large", "100"),
+    "AR1": ("AR", "0.50:0.95", "all", "1"), "AR10": ("AR", "0.50:0.95", "all", "10"),
+    "AR100": ("AR", "0.50:0.95", "all", "100"), "ARs": ("AR", "0.50:0.95", "small", "100"),
+    "ARm": ("AR", "0.50:0.95", "medium", "100"), "ARl": ("AR", "0.50:0.95", "large", "100"),
 }
-
-
-SUMMARY_TOP = 5
 
 
 def stat_text(value: float) -> str:
@@ -40,12 +37,10 @@ def stat_text(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.4f}"
 
 
-def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories: bool = False,
+def render_result(result: EvalResult, *, top: int = 5, all_categories: bool = False,
                   error_breakdown: bool = False) -> str:
-    """The terminal summary of one result (after ``eval`` / ``merge``, and ``ssd-eval show``): what was run,
-    a ``warning:`` line per warning, the 12 COCO stats with what each measures, the per-category AP best
-    first (the ``top`` best and worst, or all with ``all_categories``) and, with ``error_breakdown``, the
-    result's error breakdown when it has one."""
+    """The terminal summary of one result (module docstring); per-category AP shows the ``top`` best and
+    worst unless ``all_categories``."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
     model = provenance.get("model") or {}
     speed = provenance.get("images_per_s")
@@ -71,11 +66,10 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
     intervals = result.intervals if isinstance(result.intervals, dict) else {}
     rows = []
     for name, value in result.scores.named().items():
-        kind, iou, area, max_dets = STAT_MEANINGS[name]
         interval = intervals.get(name) or {}
         bounds = (f"[{interval['low']:.4f}, {interval['high']:.4f}]"
                   if is_number(interval.get("low")) and is_number(interval.get("high")) else "")
-        rows.append([name, stat_text(value), kind, iou, area, str(max_dets), bounds if value >= 0 else ""])
+        rows.append([name, stat_text(value), *STAT_MEANINGS[name], bounds if value >= 0 else ""])
     headers = ["stat", "value", "", "IoU", "area", "maxDets"]
     if any(row[-1] for row in rows):
         level = next((i.get("level") for i in intervals.values() if isinstance(i, dict) and i.get("level")), 0.95)
@@ -98,8 +92,7 @@ def render_result(result: EvalResult, *, top: int = SUMMARY_TOP, all_categories:
 
 
 def render_error_breakdown(breakdown: dict[str, Any]) -> list[str]:
-    """metrics.json's ``error_breakdown`` (scoring.breakdown) as lines: the AP50 each error type would
-    recover if fixed, and how many errors of that type there were; then the two oracles."""
+    """metrics.json's ``error_breakdown`` as lines: each error type's dAP50 and count, then the two oracles."""
     def number(part: str, name: str, digits: int | None = 4) -> str:
         values = breakdown.get(part)
         value = values.get(name) if isinstance(values, dict) else None
@@ -112,14 +105,12 @@ def render_error_breakdown(breakdown: dict[str, Any]) -> list[str]:
     head += f"; AP50 {ap50:.4f})" if is_number(ap50) else ")"
     rows = [[name, number("dAP", name), number("counts", name, None)] for name, _ in ERROR_TYPES]
     lines = [head + ": AP50 recovered if each error were fixed", align_columns(["error", "dAP50", "count"], rows)]
-    oracles = {name: number("oracles", name) for name, _ in ORACLES}
-    return lines + [f"dAP50 with no false positive at all {oracles['all_false_positives']}, with no missed box "
-                    f"{oracles['all_false_negatives']}"]
+    return lines + [f"dAP50 with no false positive at all {number('oracles', 'all_false_positives')}, with no "
+                    f"missed box {number('oracles', 'all_false_negatives')}"]
 
 
 def render_result_line(result: EvalResult) -> str:
-    """One line for a finished run (``eval --summary line``, ``make ci-gate``): variant, protocol, image set,
-    images, mAP with its interval, images/s, warnings, and where metrics.json is."""
+    """One line for a finished run (``eval --summary line``, ``make ci-gate``)."""
     provenance = result.provenance if isinstance(result.provenance, dict) else {}
     interval = (result.intervals or {}).get("mAP")
     text = f"{result.variant}  {result.protocol}  {image_set({'provenance': provenance})}  " \
@@ -138,8 +129,7 @@ STAGE_LABELS = (("decode_preprocess", "decode+preprocess"), ("inference", "infer
 
 
 def stages_text(stages: Any) -> str | None:
-    """provenance.stages in one line: each stage's CPU / wall ms per image and session.run's idle share;
-    None without stage times (older results, merges)."""
+    """provenance.stages in one line (CPU / wall ms per image, session.run's idle share), or None without it."""
     if not isinstance(stages, dict):
         return None
     parts = []
@@ -156,8 +146,7 @@ def stages_text(stages: Any) -> str | None:
 
 
 def _harness(provenance: dict[str, Any]) -> str:
-    """``harness <commit>``: provenance.harness_commit as 12 hex digits (plus "+dirty"), or ``harness: not a git
-    checkout`` where it is unknown (an installed package, a copy without .git)."""
+    """``harness <commit>`` (12 hex digits, plus "+dirty"), or ``harness: not a git checkout``."""
     commit = provenance.get("harness_commit")
     if not isinstance(commit, str) or not commit:
         return "harness: not a git checkout"
@@ -167,8 +156,7 @@ def _harness(provenance: dict[str, Any]) -> str:
 
 def _category_table(per_category: dict[str, float], ground_truth: dict[str, int], *, top: int,
                     all_categories: bool) -> list[str]:
-    """Per-category AP lines, best first, with each category's ground-truth boxes where ``ground_truth`` has
-    counts (older metrics.json files do not); categories without ground truth (AP -1) listed apart."""
+    """Per-category AP lines, best first, with ground-truth boxes where known; AP -1 (no ground truth) apart."""
     scored = sorted(((name, ap) for name, ap in per_category.items() if ap >= 0), key=lambda item: (-item[1], item[0]))
     absent = sorted(name for name, ap in per_category.items() if ap < 0)
     ranked = [[str(rank), name, f"{ap:.4f}"] for rank, (name, ap) in enumerate(scored, start=1)]
