@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssd_eval import fetch
 from ssd_eval.config.schema import Config
+from ssd_eval.engine.pipeline import fetch_inputs
 from ssd_eval.engine.shards import SHARD_FILE, merge_shards
 from ssd_eval.results.result import EvalResult, write_result
 
@@ -55,11 +55,4 @@ def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, starte
 
 def download_inputs(config: Config) -> None:
     """Download the model and COCO when absent, once for every job (N jobs downloading one file would race)."""
-    fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                       sha256=config.model.sha256, download_missing=True, progress=False,
-                       variant=config.variant if config.model.url else None)
-    dataset = config.dataset
-    fetch.ensure_coco(Path(dataset.annotations), Path(dataset.images), annotations_url=dataset.annotations_url,
-                      images_url=dataset.images_url, download_missing=True, downloads_dir=Path(dataset.downloads_dir),
-                      progress=False, annotations_zip=(dataset.annotations_zip_size, dataset.annotations_zip_sha256),
-                      images_zip=(dataset.images_zip_size, dataset.images_zip_sha256))
+    fetch_inputs(config, download=True, progress=False)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 
 @dataclass
 class StageClock:
     """Seconds spent in each stage of the image loop, summed over its images (``_run_images``).
 
-    Written by three kinds of threads, each its own fields: the decode workers' times arrive with
-    their results and are added by the main thread (``decode_*``); the writer thread adds
-    ``post_*``; the main thread the rest. Read once the loop is over.
+    Each field has one writer: the main thread adds the decode workers' times as their results arrive
+    (``decode_*``), the writer thread adds ``post_*``, the main thread the rest. Read once the loop is over.
     """
 
     decoded: int = 0  # images whose decode+preprocess times are counted
@@ -28,18 +29,25 @@ class StageClock:
     loop_cpu_s: float = 0.0  # this process's CPU time (every thread) during the loop
     decode_in_process: bool = True  # False: decode ran in other processes (pipeline.mode process)
 
+    @contextlib.contextmanager
+    def timing_loop(self) -> Iterator[None]:
+        """Add the block's wall and CPU time to ``loop_s`` and ``loop_cpu_s``, also when it fails."""
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.loop_s += time.perf_counter() - started
+            self.loop_cpu_s += time.process_time() - cpu
+
 
 def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
                 scoring_cpu_s: float, output_s: float, wall_s: float) -> dict[str, Any]:
     """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image.
 
-    ``images``: images inferred in this run (decode+preprocess, inference and postprocess are per
-    inferred image; None where there are none); ``evaluated``: images scored (scoring is per scored
-    image). ``seconds`` holds the parts of the main thread's wall time, one after another: setup,
-    waiting for input, session.run, waiting for the writer, scoring, output; ``accounted_share`` is
-    their sum over ``wall_s`` (the rest: the loop's own bookkeeping). Inference CPU is this process's
-    CPU time during the loop less the decode workers' (thread mode) and the writer's: onnxruntime's
-    threads, spinning included.
+    ``images``: images inferred in this run (the per-image unit of decode, inference and postprocess);
+    ``evaluated``: images scored. ``seconds``: the main thread's wall time, part after part;
+    ``accounted_share``: their sum over ``wall_s``. Inference CPU is the loop's process CPU time less the
+    decode workers' (thread mode) and the writer's: onnxruntime's threads, spinning included.
     """
     def per_image(seconds: float, count: int) -> float | None:
         return round(1000.0 * seconds / count, 3) if count > 0 else None
