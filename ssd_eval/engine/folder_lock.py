@@ -28,11 +28,8 @@ def lock_file(handle: IO[bytes], path: str | Path) -> None:
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on the existing folder ``folder`` for the block; a one-line UserError at once
-    when another run (another process, or another block of this one) holds it.
-
-    The lock is ``flock`` on the folder itself, not on a file in it: no lock file is left in a results
-    folder, none has to be deleted (unlinking a lock file lets a third run lock a new one), and a folder a
-    failed run created can still be removed while locked. The kernel releases it when the process dies.
+    when another run (or another block of this one) holds it. ``flock`` on the folder itself, not on a lock
+    file: none is left behind or has to be deleted, and the kernel releases it when the process dies.
     """
     folder = Path(folder)
     try:

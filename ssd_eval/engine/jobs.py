@@ -1,6 +1,5 @@
-"""What every job of a run split into jobs shares, whichever executor runs them (engine.launcher here,
-engine.ray_executor on Ray): threads per job, inputs downloaded once, and the merge of the jobs' shards.
-"""
+"""What the jobs of a split run share, whichever executor runs them (engine.launcher, engine.ray_executor):
+threads per job, inputs downloaded once, and the merge of the jobs' shards."""
 
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ def job_overrides(config: Config, jobs: int, cores: int) -> list[str]:
 def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, started: float,
                launch: dict[str, Any], strict: bool = False, locked: bool = False) -> EvalResult:
     """Merge the shards ``dirs`` that ran side by side for ``parallel_s`` seconds into ``out_dir`` and write the
-    result: provenance adds ``parallel_jobs``, the parallel phase's wall time and images/s, and ``launch``'s
-    entries; its wall time runs from ``started`` (a ``time.perf_counter()``) to the end of the merge.
-    ``strict``: as ``pipeline.evaluate``'s; ``locked``: the caller holds ``out_dir``'s folder lock."""
+    result, its provenance with the parallel phase's figures, ``launch``'s entries and the wall time since
+    ``started`` (a ``time.perf_counter()``). ``locked``: the caller holds ``out_dir``'s folder lock."""
     inferred = 0
     for directory in dirs:
         manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))

@@ -228,6 +228,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         return []
     clock = clock if clock is not None else StageClock()
     clock.decode_in_process = config.pipeline.mode != "process"
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
     params = PreprocessParams.from_config(config)
     workers = default_workers(config)
     batch_size = config.runtime.batch_size
@@ -267,7 +268,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     # one image, one batch buffer each image is copied into as it arrives (so the ring may reuse the
     # image's buffer at once, whatever images are skipped in between).
     stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
-    with clock.timing_loop(), bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
+    with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []
         single: list[np.ndarray] = []  # a batch of one: the input itself, given a batch axis as a view
 
@@ -313,6 +314,8 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         while pending:
             pending.popleft().result()
         clock.post_wait_s += time.perf_counter() - waited
+    clock.loop_s += time.perf_counter() - loop_started
+    clock.loop_cpu_s += time.process_time() - loop_cpu
     return skipped
 
 

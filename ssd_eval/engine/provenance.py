@@ -81,11 +81,9 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
 
 def versions() -> dict[str, str | None]:
     """Versions of Python and the packages that shape a result."""
-    found = {"python": platform.python_version()}
-    packages = ["ssd_eval", "numpy", "onnxruntime", "pillow", "opencv-python-headless"]
-    for name in packages + [backend.package for backend in BACKENDS.values()]:
-        found[name] = package_version(name)
-    return found
+    packages = ["ssd_eval", "numpy", "onnxruntime", "pillow", "opencv-python-headless",
+                *(backend.package for backend in BACKENDS.values())]
+    return {"python": platform.python_version(), **{name: package_version(name) for name in packages}}
 
 
 def host_info() -> dict[str, Any]:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass
 class StageClock:
-    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``).
-
-    Each field has one writer: the main thread adds the decode workers' times as their results arrive
-    (``decode_*``), the writer thread adds ``post_*``, the main thread the rest. Read once the loop is over.
-    """
+    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``). The writer
+    thread adds ``post_*``, the main thread the rest (the decode workers' times arrive with their results)."""
 
     decoded: int = 0  # images whose decode+preprocess times are counted
     decode_wall_s: float = 0.0  # on the worker, per image summed (workers run beside inference)
@@ -28,16 +23,6 @@ class StageClock:
     loop_s: float = 0.0  # the loop's wall time
     loop_cpu_s: float = 0.0  # this process's CPU time (every thread) during the loop
     decode_in_process: bool = True  # False: decode ran in other processes (pipeline.mode process)
-
-    @contextlib.contextmanager
-    def timing_loop(self) -> Iterator[None]:
-        """Add the block's wall and CPU time to ``loop_s`` and ``loop_cpu_s``, also when it fails."""
-        started, cpu = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.loop_s += time.perf_counter() - started
-            self.loop_cpu_s += time.process_time() - cpu
 
 
 def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
