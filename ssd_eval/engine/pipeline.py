@@ -41,11 +41,10 @@ def evaluate(config: Config, *, shard: tuple[int, int] | None = None, fresh: boo
              on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult | None:
     """Evaluate ``config`` and write its results; returns the result (None for a shard).
 
-    ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs), False for none.
-    ``strict``: model outputs that are almost certainly read wrongly (``postprocess.output_warnings``) are a
-    UserError before scoring, not a warning. ``shard_out``: the folder a shard is written to instead of its
-    shard folder (a Ray worker's scratch folder). ``on_result``: run on the result once metrics.json is
-    written, while the output folder is still locked (the caller's tracking).
+    ``progress``: True for a bar, ``"lines"`` for an occasional plain line (logs), False for none. ``strict``:
+    outputs almost certainly read wrongly (``postprocess.output_warnings``) are a UserError, not a warning.
+    ``shard_out``: a shard's folder instead of its own under out_dir (a Ray worker's scratch folder).
+    ``on_result``: run on the result once metrics.json is written, while the folder is still locked.
     """
     started = time.perf_counter()
     extras.check(config.needed_extras())  # an optional package the config asks for and lacks: stop before any work
@@ -236,8 +235,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     skipped: list[dict[str, Any]] = []
     pending: collections.deque[futures.Future] = collections.deque()
     post = config.postprocess
-    # Each image's share of the loop's wall time: the time since the previous batch was recorded,
-    # split over the batch (so the shares add up to the loop's time), kept in its cache line.
+    # Each image's loop_s: the time since the previous batch was recorded, split over the batch.
     last_recorded = time.perf_counter()
 
     def record_batch(records: list[data.ImageRecord], raws, inference_s: float) -> None:  # on the writer thread
@@ -263,10 +261,8 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
     else:
         bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
-    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + 1 buffers,
-    # allocated once; process mode: at most depth results in futures) and, for batches of more than
-    # one image, one batch buffer each image is copied into as it arrives (so the ring may reuse the
-    # image's buffer at once, whatever images are skipped in between).
+    # Inputs alive at once: the prefetch ring's and, for batches of more than one image, one batch buffer
+    # each image is copied into as it arrives (so the ring may reuse the image's buffer at once).
     stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []

@@ -22,18 +22,14 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
                    int8: model_info.ModelInfo, int8_warning: str | None, dataset: data.CocoDataset,
                    detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
                    shard: tuple[int, int] | None, resumed: int, speed: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to trust and reproduce a run's number. ``speed``: the images, loop and inference
-    seconds images/s comes from, and whether the resume cache recorded them (``pipeline._speed``)."""
+    """Everything needed to trust and reproduce a run's number (docs/FORMATS.md); ``speed``: ``pipeline._speed``'s
+    record."""
     return {
         "model": {"path": str(model_path), "sha256": model_sha256, "content_sha256": content_sha256,
                   "size": model_path.stat().st_size, "quantization": int8.quantization_format},
-        "int8": {
-            "cpu": int8.capability.to_dict() if int8.capability else None,
-            "saturation_risk": int8.saturation_risk,
-            "can_saturate_here": int8.can_saturate_here,
-            "exact_int8": config.runtime.exact_int8,
-            "warning": int8_warning,
-        },
+        "int8": {"cpu": int8.capability.to_dict() if int8.capability else None,
+                 "saturation_risk": int8.saturation_risk, "can_saturate_here": int8.can_saturate_here,
+                 "exact_int8": config.runtime.exact_int8, "warning": int8_warning},
         "annotations": {"path": str(dataset.annotations_path), "sha256": dataset.sha256},
         "images_dir": str(dataset.images_dir),
         "config": config.to_dict(),
@@ -44,11 +40,8 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
         "skipped_images": skipped,
         "detections": detection_count,
         "limit": config.dataset.limit,
-        # What makes the run partial (Config.partial_parts; empty for a full run) and which of
-        # model.path, dataset.annotations and dataset.images differ from the config file's.
         "partial": [part for part, _ in config.partial_parts()],
         "overridden": list(config.overridden),
-        # A run named by --name: where the name came from and what it overrode (Config.name_record); else None.
         "name": config.name_record(),
         "shards": None if shard is None else [f"{shard[0]}/{shard[1]}"],
         "runtime": {
@@ -59,14 +52,12 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
             "inter_op_threads": config.runtime.inter_op_threads,
             "batch_size": config.runtime.batch_size,
             "session_config": dict(detector.session_config),
-            # runtime.allow_spinning's session config entries; {}: onnxruntime's default (or session_config's)
             "spinning": spinning_entries(config.runtime),
         },
         "versions": versions(),
         "harness_commit": harness_commit(),
         "host": host_info(),
         "metrics_backend": config.metrics.backend,
-        # Whether scoring streamed (ssd_eval.scoring.streaming); None for a shard, which is scored at merge.
         "metrics_streaming": None if shard is not None else (config.metrics.streaming
                                                              and streams(config.metrics.backend)),
         "resumed_images": resumed,
