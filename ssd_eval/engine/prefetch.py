@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
+import itertools
 import multiprocessing
 import os
 import signal
@@ -101,18 +102,14 @@ def prefetch_images(
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
     ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
+    buffers = itertools.repeat(None) if ring is None else itertools.cycle(ring)  # None: a new array per image
     records = iter(records)
     window: collections.deque = collections.deque()
-    submitted = 0
 
     def submit_next() -> None:
-        nonlocal submitted
         record = next(records, None)
-        if record is None:
-            return
-        out = None if ring is None else ring[submitted % len(ring)]
-        window.append((record, pool.submit(timed_load, record, params, out)))
-        submitted += 1
+        if record is not None:
+            window.append((record, pool.submit(timed_load, record, params, next(buffers))))
 
     def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
         # The future and its result go out of scope on return: the yielded array is the caller's alone.
