@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -26,14 +27,11 @@ CACHE_FORMAT = "ssd_eval detection cache v1"
 
 
 class DetectionCache:
-    """A JSONL file: a header line with the cache key, then one line per finished image.
+    """A JSONL file: a header line with the cache key (another key is refused), then one line per image.
 
-    A cache written under another key (``cache_key``) is refused. With ``images`` (image id -> file),
-    each line records the image file's fingerprint, and on resume an image whose file changed since
-    (or whose line has none) is dropped and evaluated again. A line may record the image's timing and
-    output counts (``add``); older lines without them stay readable. Only each image's line offset,
-    detection count, timing and output counts are kept in memory. ``started_afresh``: the cache was
-    (re)started empty, so results of an earlier run beside it are stale.
+    With ``images`` (image id -> file), each line records the file's fingerprint; on resume an image whose
+    file changed since (or whose line has none) is evaluated again. Only each line's offset, detection count,
+    timing and output counts are kept in memory. ``started_afresh``: the cache was (re)started empty.
     """
 
     def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False,
@@ -44,7 +42,7 @@ class DetectionCache:
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
         self.counts: dict[int, int] = {}  # image id -> number of detections on its line
         self.timings: dict[int, tuple[float, float] | None] = {}  # image id -> (loop_s, inference_s) or None
-        self.output_counts: dict[int, dict[str, int]] = {}  # image id -> postprocess.output_counts, where recorded
+        self.output_counts: dict[int, dict[str, int] | None] = {}  # image id -> postprocess.output_counts or None
         self.started_afresh = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -128,9 +126,7 @@ class DetectionCache:
         self.counts[image_id] = len(entry["detections"])
         self.timings[image_id] = ((float(entry["loop_s"]), float(entry["inference_s"]))
                                   if "loop_s" in entry and "inference_s" in entry else None)
-        self.output_counts.pop(image_id, None)
-        if entry.get("output_counts") is not None:
-            self.output_counts[image_id] = entry["output_counts"]
+        self.output_counts[image_id] = entry.get("output_counts")
 
     def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
         """Forget cached images whose file is gone or changed since (they are evaluated again)."""
@@ -139,8 +135,7 @@ class DetectionCache:
         changed = [i for i in self.offsets if i in self.images
                    and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
         for image_id in changed:
-            del self.offsets[image_id], self.counts[image_id], self.timings[image_id]
-            self.output_counts.pop(image_id, None)
+            del self.offsets[image_id], self.counts[image_id], self.timings[image_id], self.output_counts[image_id]
         if changed:
             log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
                         "evaluating them again", self.path, len(changed), min(changed))
@@ -162,9 +157,8 @@ class DetectionCache:
 
     def add(self, image_id: int, detections: list[dict], *, loop_s: float | None = None,
             inference_s: float | None = None, output_counts: dict[str, int] | None = None) -> None:
-        """Record one finished image, flushed to the OS before returning. ``loop_s``: its share of the
-        image loop's wall time; ``inference_s``: its share of ``session.run`` time (seconds, rounded to
-        1 us); ``output_counts``: what the output checks counted in its raw outputs."""
+        """Record one finished image, flushed to the OS before returning, with its shares of the image loop's
+        and of ``session.run``'s seconds and its ``postprocess.output_counts``."""
         entry: dict[str, Any] = {"image_id": int(image_id)}
         if self.images is not None:
             try:
@@ -186,8 +180,7 @@ class DetectionCache:
         return sum(self.counts[i] for i in image_ids)
 
     def stored_seconds(self, image_ids: Sequence[int]) -> tuple[float, float] | None:
-        """The summed (loop_s, inference_s) recorded for ``image_ids`` (all finished); None when
-        there are none or any has no timing."""
+        """The summed (loop_s, inference_s) of ``image_ids``; None when there are none or any has no timing."""
         timings = [self.timings.get(i) for i in image_ids]
         if not timings or any(t is None for t in timings):
             return None
@@ -195,10 +188,7 @@ class DetectionCache:
 
     def stored_output_counts(self, image_ids: Iterable[int]) -> dict[str, int] | None:
         """The output counts recorded for ``image_ids``, summed key by key; None when none has any."""
-        total: dict[str, int] | None = None
-        for image_id in image_ids:
-            total = add_counts(total, self.output_counts.get(image_id))
-        return total
+        return functools.reduce(add_counts, (self.output_counts.get(i) for i in image_ids), None)
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""
@@ -217,8 +207,7 @@ class DetectionCache:
 
     def items(self) -> Iterator[tuple[int, list[dict]]]:
         """Every finished image and its detections, in ascending image id order."""
-        for image_id in sorted(self.offsets):
-            yield image_id, list(self.detections([image_id]))
+        return ((image_id, list(self.detections([image_id]))) for image_id in sorted(self.offsets))
 
     def close(self) -> None:
         """Close the file (and release its lock)."""
@@ -289,10 +278,9 @@ NOT_IN_CACHE_KEY: dict[str, str] = {
     **{f"dataset.{name}": "which images run, not what one image gives"
        for name in ("limit", "skip_images_without_annotations", "subset")},
     "dataset.on_bad_image": "whether an unreadable image stops the run; such an image is never cached",
-    **{f"runtime.{name}": "speed only" for name in ("intra_op_threads", "inter_op_threads")},
+    **{f"runtime.{name}": "speed only" for name in ("intra_op_threads", "inter_op_threads", "allow_spinning")},
     "runtime.optimized_model_cache": "where the optimized graph is kept; graph_optimization is keyed",
     "runtime.batch_size": "images per session.run; each image's outputs are its own",
-    "runtime.allow_spinning": "whether idle onnxruntime threads busy-wait (speed only)",
     "pipeline.normalize": "which lookup normalizes; every route gives the same float32 bits (tests/test_levers.py)",
     **{f"pipeline.{name}": "decoding ahead of inference (speed only)"
        for name in ("workers", "mode", "prefetch", "progress_interval_s")},
@@ -308,9 +296,7 @@ NOT_IN_CACHE_KEY: dict[str, str] = {
 
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
               providers: Sequence[str], session_config: dict[str, str] | None, io: ModelIO) -> dict[str, Any]:
-    """What determines one image's detections (CACHE_KEY_FIELDS): the model with its external data, the
-    input and outputs read (``io``), data, preprocessing, postprocessing (both with the protocol's switches
-    resolved into them), providers, graph optimization and session config entries."""
+    """What determines one image's detections (CACHE_KEY_FIELDS says which config field goes where)."""
     pre = dataclasses.asdict(config.preprocess)
     post = dict(dataclasses.asdict(config.postprocess), label_map=[int(c) for c in categories[1:]])
     return {

@@ -8,8 +8,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
-from ssd_eval.data import subsets
-from ssd_eval.data.subsets import RANDOM_ALGORITHM, Subset, open_subset, random_subset, subset_file
+from ssd_eval.data.subsets import RANDOM_ALGORITHM, Subset, open_subset, random_subset, select_image_ids, subset_file
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, result_for, write_result
 from ssd_eval.scoring.bootstrap import METHOD, bootstrap_intervals, bootstrap_values, full_set_intervals
@@ -25,14 +24,13 @@ def subset_record(config: Config, dataset: data.CocoDataset, subset: Subset | No
     stands for. ``subset``: the subset file as the run opened it (else it is opened here)."""
     if config.dataset.subset is None:
         return None
-    if subset is None:
-        subset = open_subset(config.dataset.subset, dataset.sha256)
+    subset = subset or open_subset(config.dataset.subset, dataset.sha256)
     if subset.algorithm == RANDOM_ALGORITHM and random_subset(dataset.gt, len(subset.image_ids),
                                                               seed=subset.seed) != subset.image_ids:
         raise UserError(f"{subset_file(config.dataset.subset)}: says {RANDOM_ALGORITHM} with seed {subset.seed}, but "
                         "its ids are not that draw (edited?); make it again with python -m ssd_eval.data.subsets")
-    full_run = subsets.select_image_ids(
-        dataset, skip_images_without_annotations=config.switches()["skip_images_without_annotations"])
+    skip_unannotated = config.switches()["skip_images_without_annotations"]
+    full_run = select_image_ids(dataset, skip_images_without_annotations=skip_unannotated)
     return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids),
             "algorithm": subset.algorithm, "full_set_images": len(full_run)}
 

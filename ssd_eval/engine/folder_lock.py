@@ -16,8 +16,8 @@ BUSY = "another run is using this output directory; wait for it to finish or cho
 
 
 def lock_file(handle: IO[bytes], path: str | Path) -> None:
-    """Lock the open file ``handle`` (``path``) exclusively; close it and raise the one-line UserError at once
-    when another run holds it (two runs appending to one cache would interleave their lines)."""
+    """Lock the open file ``handle`` (``path``) exclusively; close it and raise a UserError when another run
+    holds it."""
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -27,10 +27,8 @@ def lock_file(handle: IO[bytes], path: str | Path) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold an exclusive lock on the existing folder ``folder`` for the block; a one-line UserError at once
-    when another run (or another block of this one) holds it. ``flock`` on the folder itself, not on a lock
-    file: none is left behind or has to be deleted, and the kernel releases it when the process dies.
-    """
+    """Hold an exclusive lock on the existing folder ``folder`` for the block; a UserError when another run
+    (or block) holds it. ``flock`` on the folder itself: no lock file is left behind."""
     folder = Path(folder)
     try:
         descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

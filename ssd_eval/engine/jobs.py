@@ -34,10 +34,8 @@ def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, starte
     """Merge the shards ``dirs`` that ran side by side for ``parallel_s`` seconds into ``out_dir`` and write the
     result, its provenance with the parallel phase's figures, ``launch``'s entries and the wall time since
     ``started`` (a ``time.perf_counter()``). ``locked``: the caller holds ``out_dir``'s folder lock."""
-    inferred = 0
-    for directory in dirs:
-        manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
-        inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
+    shards = [json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))["provenance"] for directory in dirs]
+    inferred = sum(int(shard["images"]) - int(shard.get("resumed_images") or 0) for shard in shards)
     launch = {
         "parallel_jobs": len(dirs),
         "parallel_wall_time_s": round(parallel_s, 3),

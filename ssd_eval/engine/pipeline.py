@@ -108,13 +108,11 @@ def evaluate(config: Config, *, shard: tuple[int, int] | None = None, fresh: boo
         provenance.update(subset=subset, output_counts=output_counts)
         if bootstrap is not None:
             provenance["bootstrap"] = bootstrap
-        provenance["pipeline"] = pipeline_settings(config)
         ended = time.perf_counter()
-        provenance["wall_time_s"] = round(ended - started, 3)
-        provenance["stages"] = stage_times(
+        provenance.update(pipeline=pipeline_settings(config), wall_time_s=round(ended - started, 3), stages=stage_times(
             clock, images=len(todo) - len(skipped), evaluated=len(evaluated), setup_s=loop_started - started,
             scoring_s=scoring_ended - scoring_started, scoring_cpu_s=scoring_cpu,  # a shard: none, about 0
-            output_s=ended - scoring_ended, wall_s=ended - started)
+            output_s=ended - scoring_ended, wall_s=ended - started))
         if shard is not None:
             write_shard_manifest(out_dir, config, shard, evaluated, provenance)
             log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
@@ -145,8 +143,7 @@ def _say(progress: bool | str, message: str) -> None:
 
 
 def _warn_if_partial(config: Config) -> None:
-    """One line, like lm_eval's ``--limit`` warning, when the run is partial (``Config.partial_parts``) and
-    so goes to its own folder; in a folder named by ``--out`` / ``output.dir``, only for a limit."""
+    """A warning when the run is partial (``Config.partial_parts``); under ``--out``, only for a limit."""
     parts = config.partial_parts()
     if not parts:
         return
@@ -172,9 +169,8 @@ def _start_line(config: Config, todo: int, cached: int, detector: Detector, out_
 
 def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
            skipped: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The images, loop seconds and inference seconds images/s is computed from: the cache lines' times
-    of the images inferred in this run, else (``from_cache``) those stored when the cached images were
-    inferred. Where nothing is timed, 0 images: no images/s."""
+    """The images, loop and inference seconds images/s is computed from: the images inferred in this run,
+    else (``from_cache``) those stored when the cached images were inferred; 0 images where none is timed."""
     skipped_ids = {s["image_id"] for s in skipped}
     inferred = [i for i in todo if i not in skipped_ids]
     timed = inferred or list(evaluated)
@@ -186,9 +182,8 @@ def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
 
 
 class _RunFolder:
-    """Creates a run's output folder on entry and holds its lock (``folder_lock``) until exit; when the
-    block fails before any image was recorded (``cache`` holds none), removes the cache file it began and
-    every folder the entry created. A folder that existed before stays, with its files."""
+    """Creates a run's output folder and holds its lock (``folder_lock``); when the block fails before any
+    image was recorded in ``cache``, removes the cache file it began and the (empty) folders it created."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -221,8 +216,7 @@ class _RunFolder:
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
                 cache: DetectionCache, *, progress: bool | str,
                 clock: StageClock | None = None) -> list[dict[str, Any]]:
-    """Infer every image in ``todo`` and record its detections in the cache; returns the skipped images.
-    ``clock``: where the time of each stage goes."""
+    """Infer every image in ``todo`` and record its detections in the cache; returns the skipped images."""
     if not todo:
         return []
     clock = clock if clock is not None else StageClock()
@@ -268,6 +262,12 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         batch_records: list[data.ImageRecord] = []
         single: list[np.ndarray] = []  # a batch of one: the input itself, given a batch axis as a view
 
+        def wait_for_writer(most_pending: int) -> None:
+            waited = time.perf_counter()
+            while pending and (pending[0].done() or len(pending) > most_pending):
+                pending.popleft().result()  # re-raises a postprocessing error here
+            clock.post_wait_s += time.perf_counter() - waited
+
         def flush_batch() -> None:
             batch = single.pop()[np.newaxis] if stacked is None else stacked[:len(batch_records)]
             inference_before = detector.inference_seconds
@@ -280,10 +280,7 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             clock.post_wait_s += time.perf_counter() - waited
             bar.update(len(batch_records))
             batch_records.clear()
-            waited = time.perf_counter()
-            while pending and (pending[0].done() or len(pending) > depth):
-                pending.popleft().result()  # re-raises a postprocessing error here
-            clock.post_wait_s += time.perf_counter() - waited
+            wait_for_writer(depth)
 
         stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
                                                     depth=depth, reuse_buffers=True, clock=clock))
@@ -306,18 +303,14 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                     flush_batch()
         if batch_records:
             flush_batch()
-        waited = time.perf_counter()
-        while pending:
-            pending.popleft().result()
-        clock.post_wait_s += time.perf_counter() - waited
+        wait_for_writer(0)
     clock.loop_s += time.perf_counter() - loop_started
     clock.loop_cpu_s += time.process_time() - loop_cpu
     return skipped
 
 
 def _waited(items: Iterator, clock: StageClock) -> Iterator:
-    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``. Like
-    ``prefetch_images`` it keeps no reference to an item it has yielded once the next is asked for."""
+    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``."""
     while True:
         waited = time.perf_counter()
         item = next(items, None)

@@ -74,23 +74,16 @@ def timed_load(record: data.ImageRecord, params: PreprocessParams,
     return array, time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def input_ring_size(depth: int) -> int:
-    """How many input buffers ``prefetch_images`` allocates with ``reuse_buffers``: ``depth + 1``."""
-    return depth + 1
-
-
 def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
     reuse_buffers: bool = False, clock: StageClock | None = None,
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
     """Preprocessed images (or their BadImageError) in input order, decoded ``depth`` images ahead by a pool;
-    the generator keeps no reference to an image it has yielded.
+    the generator keeps no reference to an image it has yielded, and closing it cancels what is queued.
 
-    ``reuse_buffers`` (thread mode only): each image is preprocessed into one of ``input_ring_size(depth)``
-    buffers allocated once and reused in turn; image ``i``'s buffer is rewritten when the caller asks for
-    image ``i + 1``, so the caller must be done with an array (run or copied it) by then. ``clock``: gets
-    each image's decode+preprocess wall and CPU seconds. Closing the generator early cancels what is queued
-    without waiting; process workers ignore Ctrl-C and exit by themselves when this process dies.
+    ``reuse_buffers`` (thread mode only): images are preprocessed into ``depth + 1`` buffers reused in turn, so
+    the caller must be done with an array (run or copied it) when it asks for the next. ``clock``: gets each
+    image's decode+preprocess seconds.
     """
     if depth < 1:
         raise ValueError(f"prefetch depth must be at least 1, not {depth}")
@@ -101,7 +94,7 @@ def prefetch_images(
         reuse_buffers = False
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
-    ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
+    ring = np.empty((depth + 1, 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
     buffers = itertools.repeat(None) if ring is None else itertools.cycle(ring)  # None: a new array per image
     records = iter(records)
     window: collections.deque = collections.deque()

@@ -12,10 +12,9 @@ progress_log = logging.getLogger("ssd_eval.progress")
 
 
 class ProgressLines:
-    """A tqdm stand-in printing a line now and then: the first once ``FIRST_AFTER_S`` seconds have passed or
-    ``FIRST_FRACTION`` of the images are done (but not within ``min_first_s`` seconds of the start), then
-    one every ``every_s`` seconds, and one at the end when any was printed: a run of a few seconds stays silent.
-    """
+    """A tqdm stand-in printing a line now and then: the first after ``FIRST_AFTER_S`` seconds or
+    ``FIRST_FRACTION`` of the images (not within ``min_first_s``), then every ``every_s`` seconds, and one at
+    the end when any was printed."""
 
     FIRST_AFTER_S = 10.0
     FIRST_FRACTION = 0.05

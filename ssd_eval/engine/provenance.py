@@ -22,8 +22,7 @@ def run_provenance(config: Config, model_path: Path, model_sha256: str, content_
                    int8: model_info.ModelInfo, int8_warning: str | None, dataset: data.CocoDataset,
                    detector: Detector, evaluated: list[int], skipped: list[dict[str, Any]], detection_count: int, *,
                    shard: tuple[int, int] | None, resumed: int, speed: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to trust and reproduce a run's number (docs/FORMATS.md); ``speed``: ``pipeline._speed``'s
-    record."""
+    """A run's provenance (docs/FORMATS.md); ``speed``: ``pipeline._speed``'s record."""
     return {
         "model": {"path": str(model_path), "sha256": model_sha256, "content_sha256": content_sha256,
                   "size": model_path.stat().st_size, "quantization": int8.quantization_format},

@@ -27,13 +27,9 @@ class StageClock:
 
 def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
                 scoring_cpu_s: float, output_s: float, wall_s: float) -> dict[str, Any]:
-    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image.
-
-    ``images``: images inferred in this run (the per-image unit of decode, inference and postprocess);
-    ``evaluated``: images scored. ``seconds``: the main thread's wall time, part after part;
-    ``accounted_share``: their sum over ``wall_s``. Inference CPU is the loop's process CPU time less the
-    decode workers' (thread mode) and the writer's: onnxruntime's threads, spinning included.
-    """
+    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image of ``images`` (inferred
+    in this run) or ``evaluated`` (scored). Inference CPU is the loop's process CPU time less the decode
+    workers' (thread mode) and the writer's: onnxruntime's threads, spinning included."""
     def per_image(seconds: float, count: int) -> float | None:
         return round(1000.0 * seconds / count, 3) if count > 0 else None
 
