@@ -245,8 +245,7 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 CACHE_KEY_FIELDS: dict[str, str] = {
     "model.path": "model_sha256",
     **{f"model.{name}": "io" for name in ("input_name", "boxes_output", "labels_output", "scores_output")},
-    "dataset.annotations": "dataset",  # image sizes (pixel boxes) and categories
-    "dataset.images": "dataset",
+    **{f"dataset.{name}": "dataset" for name in ("annotations", "images")},  # also image sizes and categories
     **{f"preprocess.{name}": "config" for name in ("input_size", "mean", "std", "scale", "resize_backend")},
     **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes",
                                                     "keep_inverted_boxes", "box_format", "box_scale")},
@@ -261,13 +260,12 @@ CACHE_KEY_FIELDS: dict[str, str] = {
 # Every other config field, with why it cannot change an image's detections (so it stays out of the key).
 # tests/test_pipeline.py walks every field of Config: a new one must be put in one of the two lists.
 NOT_IN_CACHE_KEY: dict[str, str] = {
-    "variant": "a name",
+    **{name: "the run's name, and what it was named from (the results folder's name)"
+       for name in ("variant", "named_by", "overridden")},
     "protocol": "a name; its switches are resolved into the fields they set (config.resolve_protocol)",
     "source": "where the config was read from",
-    "overridden": "which keys differ from the config file (the results folder's name)",
-    "named_by": "where the variant name came from (--name): the results folder's name",
-    "model.url": "where to download the model; its bytes are keyed",
-    **{f"model.{name}": "a check of the model file; its bytes are keyed" for name in ("size", "sha256")},
+    **{f"model.{name}": "where to download the model, or a check of it; its bytes are keyed"
+       for name in ("url", "size", "sha256")},
     **{f"model.{name}": "documentation of the model, or what its result is compared with"
        for name in ("opset", "published_map", "published_protocol", "source_map", "published_int8_path", "parent")},
     "dataset.annotations_url": "where to download; the annotation file's bytes are keyed",
