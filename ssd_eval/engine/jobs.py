@@ -17,9 +17,8 @@ CUDA = "CUDAExecutionProvider"
 
 
 def job_overrides(config: Config, jobs: int, cores: int) -> list[str]:
-    """The ``--set`` overrides of each of ``jobs`` jobs sharing ``cores`` cores: ``cores // jobs`` onnxruntime
-    threads and decode workers to match, where the config leaves them to the machine; no tracking (the merged
-    result is tracked once). Also what each Ray task runs with (ssd_eval.engine.ray_executor)."""
+    """The ``--set`` overrides of each of ``jobs`` jobs (or Ray tasks) sharing ``cores`` cores: onnxruntime threads
+    and decode workers to match where the config leaves them to the machine, and no tracking."""
     overrides = []
     if config.runtime.intra_op_threads == 0:
         overrides.append(f"runtime.intra_op_threads={max(1, cores // jobs)}")
@@ -36,13 +35,9 @@ def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, starte
     ``started`` (a ``time.perf_counter()``). ``locked``: the caller holds ``out_dir``'s folder lock."""
     shards = [json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))["provenance"] for directory in dirs]
     inferred = sum(int(shard["images"]) - int(shard.get("resumed_images") or 0) for shard in shards)
-    launch = {
-        "parallel_jobs": len(dirs),
-        "parallel_wall_time_s": round(parallel_s, 3),
-        # the images the jobs inferred together, over the wall time of the parallel phase
-        "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
-        **launch,
-    }
+    # images_per_s: the images the jobs inferred together, over the wall time of the parallel phase
+    launch = {"parallel_jobs": len(dirs), "parallel_wall_time_s": round(parallel_s, 3),
+              "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None, **launch}
     result = merge_shards(dirs, out_dir, launch=launch, locked=locked, strict=strict)
     result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
     write_result(result, out_dir)

@@ -192,10 +192,7 @@ class _RunFolder:
         self._lock = contextlib.ExitStack()
 
     def __enter__(self) -> "_RunFolder":
-        missing = self.out_dir
-        while not missing.exists() and missing != missing.parent:
-            self.created.append(missing)
-            missing = missing.parent
+        self.created = [folder for folder in (self.out_dir, *self.out_dir.parents) if not folder.exists()]
         prepare_out_dir(self.out_dir)
         self._lock.enter_context(folder_lock(self.out_dir))
         return self

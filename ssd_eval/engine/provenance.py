@@ -85,8 +85,7 @@ def host_info() -> dict[str, Any]:
 
 
 def harness_commit() -> str | None:
-    """The git commit of this ssd_eval checkout ("+dirty" when it has uncommitted changes), or None
-    when it does not run from a git checkout."""
+    """The git commit of this ssd_eval checkout ("+dirty" with uncommitted changes); None outside a checkout."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
