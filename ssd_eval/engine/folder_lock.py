@@ -16,8 +16,7 @@ BUSY = "another run is using this output directory; wait for it to finish or cho
 
 
 def lock_file(handle: IO[bytes], path: str | Path) -> None:
-    """Lock the open file ``handle`` (``path``) exclusively; close it and raise a UserError when another run
-    holds it."""
+    """Lock the open file ``handle`` (``path``); close it and raise a UserError when another run holds it."""
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

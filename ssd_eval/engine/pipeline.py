@@ -188,11 +188,10 @@ class _RunFolder:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.cache: DetectionCache | None = None
-        self.created: list[Path] = []
         self._lock = contextlib.ExitStack()
 
     def __enter__(self) -> "_RunFolder":
-        self.created = [folder for folder in (self.out_dir, *self.out_dir.parents) if not folder.exists()]
+        self.created: list[Path] = [folder for folder in (self.out_dir, *self.out_dir.parents) if not folder.exists()]
         prepare_out_dir(self.out_dir)
         self._lock.enter_context(folder_lock(self.out_dir))
         return self
