@@ -27,12 +27,9 @@ CACHE_FORMAT = "ssd_eval detection cache v1"
 
 
 class DetectionCache:
-    """A JSONL file: a header line with the cache key (another key is refused), then one line per image.
-
-    With ``images`` (image id -> file), each line records the file's fingerprint; on resume an image whose
-    file changed since (or whose line has none) is evaluated again. Only each line's offset, detection count,
-    timing and output counts are kept in memory. ``started_afresh``: the cache was (re)started empty.
-    """
+    """A JSONL file: a header line with the cache key (another key is refused), then one line per image,
+    of which only the offset, counts and times are kept in memory. With ``images`` (image id -> file), an image
+    whose file changed since its line was written is evaluated again. ``started_afresh``: begun empty."""
 
     def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False,
                  images: Mapping[int, Path] | None = None):
