@@ -59,8 +59,7 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
                               "unit": "image", "max_images": boot.max_images}
     off = bootstrap_off(config, len(image_ids))
     if off is not None:
-        record["off"] = off
-        return None, None, record
+        return None, None, {**record, "off": off}
     started = time.perf_counter()
     record["matches_from_scoring"] = matches is not None
     if matches is None:
