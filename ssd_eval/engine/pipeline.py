@@ -247,10 +247,8 @@ def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         clock.post_wall_s += time.perf_counter() - post_started
         clock.post_cpu_s += time.thread_time() - post_cpu
 
-    if progress == "lines":
-        bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
-    else:
-        bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
+    bar = (ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s) if progress == "lines"
+           else tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True))
     # Inputs alive at once: the prefetch ring's and, for batches of more than one image, one batch buffer
     # each image is copied into as it arrives (so the ring may reuse the image's buffer at once).
     stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
