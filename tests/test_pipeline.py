@@ -840,7 +840,7 @@ def test_thread_inputs_live_in_a_fixed_ring_and_are_never_overwritten_early(tmp_
     cache = NullCache()
     skipped = pipeline._run_images(records, config, RecordingDetector(check), categories, cache, progress=False)
     assert cache.added == [r.id for r in records if id(r) not in unreadable] and len(skipped) == len(bad)
-    assert len(buffers) == prefetch_module.input_ring_size(prefetch) == prefetch + 1
+    assert len(buffers) == prefetch + 1
 
 
 # ------------------------------------------------------------------------ the cache key covers every field (issue 22)

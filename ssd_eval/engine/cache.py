@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -13,14 +14,11 @@ import numpy as np
 
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
-from ssd_eval.data.coco import image_fingerprint
 from ssd_eval.engine.folder_lock import lock_file
 from ssd_eval.errors import UserError
 from ssd_eval.inference.postprocess import add_counts
 from ssd_eval.inference.runner import ModelIO
-from ssd_eval.results.result import (
-    is_detection,
-)
+from ssd_eval.results.result import is_detection
 from ssd_eval.utils import hash_data, is_int, is_number
 
 log = logging.getLogger(__name__)
@@ -29,24 +27,9 @@ CACHE_FORMAT = "ssd_eval detection cache v1"
 
 
 class DetectionCache:
-    """A JSONL file: a header line with the cache key, then one line per finished image.
-
-    The key holds everything that determines an image's detections (model sha256,
-    preprocessing, postprocessing). A cache written under another key is refused.
-    With ``images`` (image id -> file, the images of this run), each line also records
-    the image file's fingerprint (``data.image_fingerprint``); on resume, an image of
-    ``images`` whose file changed since (or whose line has no fingerprint) is dropped
-    from the cache and evaluated again.
-    A line may also record the image's timing (``add``'s ``loop_s`` and ``inference_s``), so a
-    run served entirely from the cache can report the speed measured when its images were
-    inferred (``stored_seconds``); lines without it (older caches) stay readable. Likewise a line
-    may record what the output checks count in the image's raw model outputs (``add``'s
-    ``output_counts``, summed by ``stored_output_counts``).
-    Only each image's line offset, detection count and timing are kept in memory; detections
-    are read back from the file when needed.
-    ``started_afresh`` says whether the cache was (re)started empty, so results of an
-    earlier run beside it are stale.
-    """
+    """A JSONL file: a header line with the cache key (another key is refused), then one line per image,
+    of which only the offset, counts and times are kept in memory. With ``images`` (image id -> file), an image
+    whose file changed since its line was written is evaluated again. ``started_afresh``: begun empty."""
 
     def __init__(self, path: str | Path, key: dict[str, Any], *, fresh: bool = False,
                  images: Mapping[int, Path] | None = None):
@@ -56,7 +39,7 @@ class DetectionCache:
         self.offsets: dict[int, int] = {}  # image id -> byte offset of its line
         self.counts: dict[int, int] = {}  # image id -> number of detections on its line
         self.timings: dict[int, tuple[float, float] | None] = {}  # image id -> (loop_s, inference_s) or None
-        self.output_counts: dict[int, dict[str, int]] = {}  # image id -> postprocess.output_counts, where recorded
+        self.output_counts: dict[int, dict[str, int] | None] = {}  # image id -> postprocess.output_counts or None
         self.started_afresh = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -99,12 +82,9 @@ class DetectionCache:
                     # A kill during the last write leaves a cut line: drop it, that image runs again.
                     log.warning("%s: dropping a truncated last line (that image will be evaluated again)", self.path)
                     break
-                image_id, fingerprints[image_id], self.counts[image_id], self.timings[image_id], counts = \
-                    self._check_line(line, number)
-                self.output_counts.pop(image_id, None)
-                if counts is not None:
-                    self.output_counts[image_id] = counts
-                self.offsets[image_id] = good_end
+                entry = self._check_line(line, number)
+                fingerprints[entry["image_id"]] = entry.get("fingerprint")
+                self._remember(good_end, entry)
                 good_end += len(line)
         if good_end < os.path.getsize(self.path):
             self._truncate(good_end)
@@ -112,10 +92,8 @@ class DetectionCache:
         log.info("%s: %d finished images found", self.path, len(self.offsets))
         return True
 
-    def _check_line(self, line: bytes, number: int) -> tuple[int, str | None, int, tuple[float, float] | None,
-                                                             dict[str, int] | None]:
-        """The image id, image fingerprint, detection count, timing and output counts (None where the line
-        has none) of one cache line, checked to hold that image's detections."""
+    def _check_line(self, line: bytes, number: int) -> dict[str, Any]:
+        """One cache line's entry, checked to hold that image's detections."""
         try:
             entry = json.loads(line)
             image_id = entry["image_id"]
@@ -128,18 +106,24 @@ class DetectionCache:
             if counts is not None and not (isinstance(counts, dict) and all(
                     isinstance(k, str) and is_int(v) and v >= 0 for k, v in counts.items())):
                 raise TypeError("output_counts not a mapping of counts")
-            for detection in entry["detections"]:
-                if not is_detection(detection):
-                    raise TypeError("malformed detection")
+            if not all(is_detection(detection) for detection in entry["detections"]):
+                raise TypeError("malformed detection")
         except (ValueError, KeyError, TypeError, RecursionError):
             raise UserError(f"{self.path}: line {number} is corrupt; pass --fresh to discard the cache") from None
         foreign = next((d["image_id"] for d in entry["detections"] if d["image_id"] != image_id), None)
         if foreign is not None:
             raise UserError(f"{self.path}: line {number} holds detections of image {foreign} under image {image_id}; "
                             "the cache was edited or mixed up: pass --fresh to discard it")
-        timing = (float(entry["loop_s"]), float(entry["inference_s"])) \
-            if "loop_s" in entry and "inference_s" in entry else None
-        return image_id, entry.get("fingerprint"), len(entry["detections"]), timing, counts
+        return entry
+
+    def _remember(self, offset: int, entry: dict[str, Any]) -> None:
+        """Index one image's line (at byte ``offset``) from its entry."""
+        image_id = entry["image_id"]
+        self.offsets[image_id] = offset
+        self.counts[image_id] = len(entry["detections"])
+        self.timings[image_id] = ((float(entry["loop_s"]), float(entry["inference_s"]))
+                                  if "loop_s" in entry and "inference_s" in entry else None)
+        self.output_counts[image_id] = entry.get("output_counts")
 
     def _verify_images(self, fingerprints: dict[int, str | None]) -> None:
         """Forget cached images whose file is gone or changed since (they are evaluated again)."""
@@ -148,8 +132,7 @@ class DetectionCache:
         changed = [i for i in self.offsets if i in self.images
                    and (fingerprints[i] is None or fingerprints[i] != _fingerprint_or_none(self.images[i]))]
         for image_id in changed:
-            del self.offsets[image_id], self.counts[image_id], self.timings[image_id]
-            self.output_counts.pop(image_id, None)
+            del self.offsets[image_id], self.counts[image_id], self.timings[image_id], self.output_counts[image_id]
         if changed:
             log.warning("%s: %d cached images changed on disk since they were evaluated (e.g. image %d); "
                         "evaluating them again", self.path, len(changed), min(changed))
@@ -171,57 +154,41 @@ class DetectionCache:
 
     def add(self, image_id: int, detections: list[dict], *, loop_s: float | None = None,
             inference_s: float | None = None, output_counts: dict[str, int] | None = None) -> None:
-        """Record one finished image (flushed to the OS before returning), with its timing when given:
-        ``loop_s``, its share of the image loop's wall time (decode, preprocess, inference,
-        postprocess), and ``inference_s``, its share of ``session.run`` time (seconds, rounded to 1 us);
-        and ``output_counts``, what the output checks counted in its raw outputs."""
+        """Record one finished image, flushed to the OS before returning, with its shares of the image loop's
+        and of ``session.run``'s seconds and its ``postprocess.output_counts``."""
         entry: dict[str, Any] = {"image_id": int(image_id)}
         if self.images is not None:
             try:
-                entry["fingerprint"] = image_fingerprint(self.images[image_id])
+                entry["fingerprint"] = data.image_fingerprint(self.images[image_id])
             except OSError as exc:
                 raise UserError(f"{self.images[image_id]}: cannot read image {image_id} again: "
                                 f"{exc.strerror or exc}") from None
-        timing = None
         if loop_s is not None and inference_s is not None:
-            timing = (round(float(loop_s), 6), round(float(inference_s), 6))
-            entry["loop_s"], entry["inference_s"] = timing
+            entry["loop_s"], entry["inference_s"] = round(float(loop_s), 6), round(float(inference_s), 6)
         if output_counts is not None:
             entry["output_counts"] = {key: int(value) for key, value in output_counts.items()}
         entry["detections"] = detections
         offset = self._handle.tell()
         self._write(json.dumps(entry).encode() + b"\n")
-        self.offsets[int(image_id)] = offset
-        self.counts[int(image_id)] = len(detections)
-        self.timings[int(image_id)] = timing
-        self.output_counts.pop(int(image_id), None)
-        if output_counts is not None:
-            self.output_counts[int(image_id)] = dict(entry["output_counts"])
+        self._remember(offset, entry)
 
     def count(self, image_ids: Iterable[int]) -> int:
         """How many detections the finished images ``image_ids`` hold."""
         return sum(self.counts[i] for i in image_ids)
 
     def stored_seconds(self, image_ids: Sequence[int]) -> tuple[float, float] | None:
-        """The summed (loop_s, inference_s) recorded for ``image_ids`` (all finished), in the order
-        given; None when any of them has no timing (a line of an older cache) or there are none."""
+        """The summed (loop_s, inference_s) of ``image_ids``; None when there are none or any has no timing."""
         timings = [self.timings.get(i) for i in image_ids]
         if not timings or any(t is None for t in timings):
             return None
         return sum(t[0] for t in timings), sum(t[1] for t in timings)
 
     def stored_output_counts(self, image_ids: Iterable[int]) -> dict[str, int] | None:
-        """The output counts recorded for ``image_ids``, summed key by key over the images that have
-        them (lines of older caches have none); None when none has."""
-        total: dict[str, int] | None = None
-        for image_id in image_ids:
-            total = add_counts(total, self.output_counts.get(image_id))
-        return total
+        """The output counts recorded for ``image_ids``, summed key by key; None when none has any."""
+        return functools.reduce(add_counts, (self.output_counts.get(i) for i in image_ids), None)
 
     def detections(self, image_ids: Iterable[int]) -> Iterator[dict]:
         """The cached detections of ``image_ids`` (all finished), in the order given."""
-        if not self._handle.closed:
-            self._handle.flush()
         with open(self.path, "rb") as reader:
             for image_id in image_ids:
                 reader.seek(self.offsets[image_id])
@@ -237,11 +204,10 @@ class DetectionCache:
 
     def items(self) -> Iterator[tuple[int, list[dict]]]:
         """Every finished image and its detections, in ascending image id order."""
-        for image_id in sorted(self.offsets):
-            yield image_id, list(self.detections([image_id]))
+        return ((image_id, list(self.detections([image_id]))) for image_id in sorted(self.offsets))
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and release its lock)."""
         self._handle.close()
 
     def __enter__(self) -> "DetectionCache":
@@ -253,18 +219,18 @@ class DetectionCache:
 
 def _fingerprint_or_none(path: Path) -> str | None:
     try:
-        return image_fingerprint(path)
+        return data.image_fingerprint(path)
     except OSError:
         return None
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Which key fields differ between two cache keys, in words."""
-    names = sorted(set(old) | set(new))
-    differing = [n for n in names if old.get(n) != new.get(n)]
+    """Which key fields differ between two cache keys, in words (sha256 values shortened)."""
     parts = []
-    for name in differing:
+    for name in sorted(set(old) | set(new)):
         before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
         if isinstance(before, str) and isinstance(after, str) and len(before) == 64:
             before, after = before[:12], after[:12]
         parts.append(f"{name} {before} vs now {after}")
@@ -272,16 +238,11 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 # Every config field (dotted key) that can change an image's detections, and what of cache_key covers it:
-# "config" where cache_key reads the field itself, else the argument that carries what the field resolves
-# to (the model's bytes, the annotation file's, the outputs read, the session's providers and entries).
+# "config" where cache_key reads the field itself, else the argument that carries what the field resolves to.
 CACHE_KEY_FIELDS: dict[str, str] = {
     "model.path": "model_sha256",
-    "model.input_name": "io",
-    "model.boxes_output": "io",
-    "model.labels_output": "io",
-    "model.scores_output": "io",
-    "dataset.annotations": "dataset",  # image sizes (pixel boxes) and categories
-    "dataset.images": "dataset",
+    **{f"model.{name}": "io" for name in ("input_name", "boxes_output", "labels_output", "scores_output")},
+    **{f"dataset.{name}": "dataset" for name in ("annotations", "images")},  # also image sizes and categories
     **{f"preprocess.{name}": "config" for name in ("input_size", "mean", "std", "scale", "resize_backend")},
     **{f"postprocess.{name}": "config" for name in ("max_detections", "score_threshold", "clip_boxes",
                                                     "keep_inverted_boxes", "box_format", "box_scale")},
@@ -296,36 +257,25 @@ CACHE_KEY_FIELDS: dict[str, str] = {
 # Every other config field, with why it cannot change an image's detections (so it stays out of the key).
 # tests/test_pipeline.py walks every field of Config: a new one must be put in one of the two lists.
 NOT_IN_CACHE_KEY: dict[str, str] = {
-    "variant": "a name",
+    **{name: "the run's name, and what it was named from (the results folder's name)"
+       for name in ("variant", "named_by", "overridden")},
     "protocol": "a name; its switches are resolved into the fields they set (config.resolve_protocol)",
     "source": "where the config was read from",
-    "overridden": "which keys differ from the config file (the results folder's name)",
-    "named_by": "where the variant name came from (--name): the results folder's name",
-    "model.url": "where to download the model; its bytes are keyed",
-    "model.size": "a check of the model file; its bytes are keyed",
-    "model.sha256": "a check of the model file; its bytes are keyed",
-    "model.opset": "documentation of the model",
-    "model.published_map": "the published number to compare with",
-    "model.published_protocol": "the protocol of the published number",
-    "model.source_map": "the number the published one's source printed",
-    "model.published_int8_path": "the CPU kernel class the published number was measured on",
-    "model.parent": "the model this one is compared with",
+    **{f"model.{name}": "where to download the model, or a check of it; its bytes are keyed"
+       for name in ("url", "size", "sha256")},
+    **{f"model.{name}": "documentation of the model, or what its result is compared with"
+       for name in ("opset", "published_map", "published_protocol", "source_map", "published_int8_path", "parent")},
     "dataset.annotations_url": "where to download; the annotation file's bytes are keyed",
     "dataset.images_url": "where to download; the image folder is keyed",
     "dataset.downloads_dir": "where downloads go",
-    "dataset.annotations_zip_size": "a check of a download",
-    "dataset.annotations_zip_sha256": "a check of a download",
-    "dataset.images_zip_size": "a check of a download",
-    "dataset.images_zip_sha256": "a check of a download",
-    "dataset.limit": "which images run, not what one image gives",
+    **{f"dataset.{name}_zip_{check}": "a check of a download"
+       for name in ("annotations", "images") for check in ("size", "sha256")},
+    **{f"dataset.{name}": "which images run, not what one image gives"
+       for name in ("limit", "skip_images_without_annotations", "subset")},
     "dataset.on_bad_image": "whether an unreadable image stops the run; such an image is never cached",
-    "dataset.skip_images_without_annotations": "which images run, not what one image gives",
-    "dataset.subset": "which images run, not what one image gives",
-    "runtime.intra_op_threads": "speed only",
-    "runtime.inter_op_threads": "speed only",
+    **{f"runtime.{name}": "speed only" for name in ("intra_op_threads", "inter_op_threads", "allow_spinning")},
     "runtime.optimized_model_cache": "where the optimized graph is kept; graph_optimization is keyed",
     "runtime.batch_size": "images per session.run; each image's outputs are its own",
-    "runtime.allow_spinning": "whether idle onnxruntime threads busy-wait (speed only)",
     "pipeline.normalize": "which lookup normalizes; every route gives the same float32 bits (tests/test_levers.py)",
     **{f"pipeline.{name}": "decoding ahead of inference (speed only)"
        for name in ("workers", "mode", "prefetch", "progress_interval_s")},
@@ -341,13 +291,7 @@ NOT_IN_CACHE_KEY: dict[str, str] = {
 
 def cache_key(config: Config, model_sha256: str, categories: np.ndarray, dataset: data.CocoDataset,
               providers: Sequence[str], session_config: dict[str, str] | None, io: ModelIO) -> dict[str, Any]:
-    """What determines one image's detections: model (with its external data), the input and outputs
-    read (``io``, the names resolved from model.input_name and model.*_output), data, preprocessing,
-    postprocessing, providers, graph optimization and session config entries (CACHE_KEY_FIELDS).
-
-    The config's protocol is resolved (config.resolve_protocol), so the preprocess and
-    postprocess sections hold every switch in force: a new switch cannot be left out.
-    """
+    """What determines one image's detections (CACHE_KEY_FIELDS says which config field goes where)."""
     pre = dataclasses.asdict(config.preprocess)
     post = dict(dataclasses.asdict(config.postprocess), label_map=[int(c) for c in categories[1:]])
     return {

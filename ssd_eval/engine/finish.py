@@ -1,6 +1,4 @@
-"""The end of a run and of a merge, written once: score, bootstrap, write detections, error breakdown, write the
-result.
-"""
+"""The end of a run and of a merge, written once: score, bootstrap, error breakdown, write the result."""
 
 from __future__ import annotations
 
@@ -10,16 +8,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ssd_eval.config.schema import Config
 from ssd_eval.data import coco as data
-from ssd_eval.data import subsets
-from ssd_eval.data.subsets import RANDOM_ALGORITHM, Subset, open_subset, random_subset, subset_file
+from ssd_eval.data.subsets import RANDOM_ALGORITHM, Subset, open_subset, random_subset, select_image_ids, subset_file
 from ssd_eval.errors import UserError
 from ssd_eval.results.result import EvalResult, result_for, write_result
-from ssd_eval.scoring.bootstrap import (
-    METHOD,
-    bootstrap_intervals,
-    bootstrap_values,
-    full_set_intervals,
-)
+from ssd_eval.scoring.bootstrap import METHOD, bootstrap_intervals, bootstrap_values, full_set_intervals
 from ssd_eval.scoring.breakdown import breakdown_for_run
 from ssd_eval.scoring.cocoeval import Scores
 from ssd_eval.scoring.matches import Matches, evaluate_matches
@@ -28,19 +20,17 @@ from ssd_eval.scoring.metrics import score_detections
 
 def subset_record(config: Config, dataset: data.CocoDataset, subset: Subset | None = None
                   ) -> dict[str, Any] | None:
-    """``provenance.subset`` of a run of ``config``: name, ids_sha256, size and rule of its subset, and the
-    size of the full run it stands for (``full_set_images``), or None. ``subset``: the subset file as the
-    run opened it (else it is opened here)."""
+    """``provenance.subset`` of a run of ``config`` (None without a subset), with the size of the full run it
+    stands for. ``subset``: the subset file as the run opened it (else it is opened here)."""
     if config.dataset.subset is None:
         return None
-    if subset is None:
-        subset = open_subset(config.dataset.subset, dataset.sha256)
+    subset = subset or open_subset(config.dataset.subset, dataset.sha256)
     if subset.algorithm == RANDOM_ALGORITHM and random_subset(dataset.gt, len(subset.image_ids),
                                                               seed=subset.seed) != subset.image_ids:
         raise UserError(f"{subset_file(config.dataset.subset)}: says {RANDOM_ALGORITHM} with seed {subset.seed}, but "
                         "its ids are not that draw (edited?); make it again with python -m ssd_eval.data.subsets")
-    full_run = subsets.select_image_ids(
-        dataset, skip_images_without_annotations=config.switches()["skip_images_without_annotations"])
+    skip_unannotated = config.switches()["skip_images_without_annotations"]
+    full_run = select_image_ids(dataset, skip_images_without_annotations=skip_unannotated)
     return {"name": subset.name, "ids_sha256": subset.ids_sha256, "images": len(subset.image_ids),
             "algorithm": subset.algorithm, "full_set_images": len(full_run)}
 
@@ -61,22 +51,19 @@ def bootstrap_off(config: Config, image_count: int) -> str | None:
 def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int],
                   source: str = "detections", matches: Matches | None = None, subset: dict[str, Any] | None = None
                   ) -> tuple[dict[str, dict] | None, dict[str, dict] | None, dict[str, Any]]:
-    """The intervals of a scored run (metrics.json ``intervals``, or None when off), on a run of a random
-    subset (``subset``: its ``provenance.subset`` record) the intervals for the full set it was drawn
-    from (``full_set_intervals``, or None), and ``provenance.bootstrap`` (the settings, the time taken,
-    or why there are no intervals). ``matches``: the detections' matches kept by streaming scoring
-    (``Scores.matches``); without them the detections are matched once more."""
+    """(metrics.json ``intervals``, ``full_set_intervals``, ``provenance.bootstrap``) of a scored run: each
+    set of intervals None when off (the record says why); the full set's only for a random ``subset`` (its
+    ``provenance.subset``). ``matches``: those kept by scoring, else the detections are matched again."""
     boot = config.metrics.bootstrap
     record: dict[str, Any] = {"replicates": 0, "seed": boot.seed, "level": boot.level, "method": METHOD,
                               "unit": "image", "max_images": boot.max_images}
     off = bootstrap_off(config, len(image_ids))
     if off is not None:
-        record["off"] = off
-        return None, None, record
-    switches = config.switches()
+        return None, None, {**record, "off": off}
     started = time.perf_counter()
     record["matches_from_scoring"] = matches is not None
     if matches is None:
+        switches = config.switches()
         matches = evaluate_matches(gt, detections, image_ids,
                                    crowd_as_ground_truth=switches["crowd_as_ground_truth"],
                                    exclude_categories=switches["exclude_categories"], source=source)
@@ -109,9 +96,9 @@ def run_bootstrap(config: Config, gt: dict[str, Any], detections: Iterable[dict]
 def score_run(config: Config, gt: dict[str, Any], detections: Callable[[], Iterable[dict]], image_ids: Sequence[int],
               *, count: int, source: str, subset: dict[str, Any] | None, warnings: Sequence[str],
               say: Callable[[str], None]) -> tuple[Scores, dict | None, dict | None, dict[str, Any]]:
-    """Score a run's (or a merge's) detections and bootstrap their intervals: (scores, intervals, full-set
-    intervals, ``provenance.bootstrap``). ``detections`` gives them afresh for each pass, streamed (none held);
-    ``warnings`` go before scoring's own; ``say`` gets the progress lines."""
+    """Score a run's (or a merge's) detections and bootstrap their intervals (``run_bootstrap``).
+    ``detections`` gives them afresh for each pass; ``warnings`` go before scoring's own; ``say`` gets
+    the progress lines."""
     switches = config.switches()
     say(f"{config.variant}: scoring {count} detections of {len(image_ids)} images with {config.metrics.backend}")
     started = time.perf_counter()
@@ -120,7 +107,6 @@ def score_run(config: Config, gt: dict[str, Any], detections: Callable[[], Itera
                               source=source, streaming=config.metrics.streaming,
                               keep_matches=bootstrap_off(config, len(image_ids)) is None)  # the bootstrap's
     say(f"{config.variant}: scored in {time.perf_counter() - started:.2f} s")
-    # Bootstrap intervals (metrics.bootstrap) from the matches scoring kept (else one more matching pass).
     intervals, full_set, bootstrap = run_bootstrap(config, gt, detections(), image_ids, source=source,
                                                    matches=scores.matches, subset=subset)
     scores.matches = None  # done with: not kept alive in the result
@@ -131,9 +117,8 @@ def score_run(config: Config, gt: dict[str, Any], detections: Callable[[], Itera
 def write_run_result(config: Config, scores: Scores, provenance: dict[str, Any], intervals: dict | None,
                      full_set: dict | None, gt: dict[str, Any], out_dir: Path, image_ids: Sequence[int], *,
                      on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult:
-    """The result of a scored run with its intervals and error breakdown (from the detections.json already
-    written), written as metrics.json; then ``on_result`` (tracking, which rewrites metrics.json) runs on it
-    while the caller still holds the output folder."""
+    """Write metrics.json of a scored run, with its intervals and error breakdown (from detections.json,
+    already written); then run ``on_result`` (tracking) on the result."""
     result = result_for(config, scores, provenance)
     result.intervals, result.full_set_intervals = intervals, full_set
     result.error_breakdown = breakdown_for_run(config.metrics.error_breakdown, gt, out_dir / "detections.json",

@@ -16,8 +16,7 @@ BUSY = "another run is using this output directory; wait for it to finish or cho
 
 
 def lock_file(handle: IO[bytes], path: str | Path) -> None:
-    """Lock the open file ``handle`` (``path``) exclusively; close it and raise the one-line UserError at once
-    when another run holds it (two runs appending to one cache would interleave their lines)."""
+    """Lock the open file ``handle`` (``path``); close it and raise a UserError when another run holds it."""
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -27,13 +26,8 @@ def lock_file(handle: IO[bytes], path: str | Path) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold an exclusive lock on the existing folder ``folder`` for the block; a one-line UserError at once
-    when another run (another process, or another block of this one) holds it.
-
-    The lock is ``flock`` on the folder itself, not on a file in it: no lock file is left in a results
-    folder, none has to be deleted (unlinking a lock file lets a third run lock a new one), and a folder a
-    failed run created can still be removed while locked. The kernel releases it when the process dies.
-    """
+    """Hold an exclusive lock on the existing folder ``folder`` for the block; a UserError when another run
+    (or block) holds it. ``flock`` on the folder itself: no lock file is left behind."""
     folder = Path(folder)
     try:
         descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

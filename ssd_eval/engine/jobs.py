@@ -1,6 +1,5 @@
-"""What every job of a run split into jobs shares, whichever executor runs them (engine.launcher here,
-engine.ray_executor on Ray): threads per job, inputs downloaded once, and the merge of the jobs' shards.
-"""
+"""What the jobs of a split run share, whichever executor runs them (engine.launcher, engine.ray_executor):
+threads per job, inputs downloaded once, and the merge of the jobs' shards."""
 
 from __future__ import annotations
 
@@ -9,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssd_eval import fetch
 from ssd_eval.config.schema import Config
+from ssd_eval.engine.pipeline import fetch_inputs
 from ssd_eval.engine.shards import SHARD_FILE, merge_shards
 from ssd_eval.results.result import EvalResult, write_result
 
@@ -18,9 +17,8 @@ CUDA = "CUDAExecutionProvider"
 
 
 def job_overrides(config: Config, jobs: int, cores: int) -> list[str]:
-    """The ``--set`` overrides of each of ``jobs`` jobs sharing ``cores`` cores: ``cores // jobs`` onnxruntime
-    threads and decode workers to match, where the config leaves them to the machine; no tracking (the merged
-    result is tracked once). Also what each Ray task runs with (ssd_eval.engine.ray_executor)."""
+    """The ``--set`` overrides of each of ``jobs`` jobs (or Ray tasks) sharing ``cores`` cores: onnxruntime threads
+    and decode workers to match where the config leaves them to the machine, and no tracking."""
     overrides = []
     if config.runtime.intra_op_threads == 0:
         overrides.append(f"runtime.intra_op_threads={max(1, cores // jobs)}")
@@ -33,20 +31,13 @@ def job_overrides(config: Config, jobs: int, cores: int) -> list[str]:
 def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, started: float,
                launch: dict[str, Any], strict: bool = False, locked: bool = False) -> EvalResult:
     """Merge the shards ``dirs`` that ran side by side for ``parallel_s`` seconds into ``out_dir`` and write the
-    result: provenance adds ``parallel_jobs``, the parallel phase's wall time and images/s, and ``launch``'s
-    entries; its wall time runs from ``started`` (a ``time.perf_counter()``) to the end of the merge.
-    ``strict``: as ``pipeline.evaluate``'s; ``locked``: the caller holds ``out_dir``'s folder lock."""
-    inferred = 0
-    for directory in dirs:
-        manifest = json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))
-        inferred += int(manifest["provenance"]["images"]) - int(manifest["provenance"].get("resumed_images") or 0)
-    launch = {
-        "parallel_jobs": len(dirs),
-        "parallel_wall_time_s": round(parallel_s, 3),
-        # the images the jobs inferred together, over the wall time of the parallel phase
-        "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None,
-        **launch,
-    }
+    result, its provenance with the parallel phase's figures, ``launch``'s entries and the wall time since
+    ``started`` (a ``time.perf_counter()``). ``locked``: the caller holds ``out_dir``'s folder lock."""
+    shards = [json.loads((directory / SHARD_FILE).read_text(encoding="utf-8"))["provenance"] for directory in dirs]
+    inferred = sum(int(shard["images"]) - int(shard.get("resumed_images") or 0) for shard in shards)
+    # images_per_s: the images the jobs inferred together, over the wall time of the parallel phase
+    launch = {"parallel_jobs": len(dirs), "parallel_wall_time_s": round(parallel_s, 3),
+              "images_per_s": round(inferred / parallel_s, 3) if inferred > 0 and parallel_s > 0 else None, **launch}
     result = merge_shards(dirs, out_dir, launch=launch, locked=locked, strict=strict)
     result.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)  # launch, jobs, merge, scoring
     write_result(result, out_dir)
@@ -55,11 +46,4 @@ def merge_jobs(dirs: Sequence[Path], out_dir: Path, *, parallel_s: float, starte
 
 def download_inputs(config: Config) -> None:
     """Download the model and COCO when absent, once for every job (N jobs downloading one file would race)."""
-    fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                       sha256=config.model.sha256, download_missing=True, progress=False,
-                       variant=config.variant if config.model.url else None)
-    dataset = config.dataset
-    fetch.ensure_coco(Path(dataset.annotations), Path(dataset.images), annotations_url=dataset.annotations_url,
-                      images_url=dataset.images_url, download_missing=True, downloads_dir=Path(dataset.downloads_dir),
-                      progress=False, annotations_zip=(dataset.annotations_zip_size, dataset.annotations_zip_sha256),
-                      images_zip=(dataset.images_zip_size, dataset.images_zip_sha256))
+    fetch_inputs(config, download=True, progress=False)

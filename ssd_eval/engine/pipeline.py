@@ -1,8 +1,7 @@
 """One evaluation run, end to end: data -> preprocess -> runner -> postprocess -> metrics -> results.
 
-Decoding and preprocessing run ahead of inference in a bounded pool; postprocessing
-and the resume cache are handled by a writer thread, so ``session.run`` is the only
-work on the main thread's critical path.
+Decoding and preprocessing run ahead of inference in a bounded pool; postprocessing and the resume
+cache are handled by a writer thread, so ``session.run`` is the only work on the main thread's critical path.
 """
 
 from __future__ import annotations
@@ -32,49 +31,26 @@ from ssd_eval.engine.stages import StageClock, stage_times
 from ssd_eval.errors import UserError
 from ssd_eval.inference import model_info, postprocess
 from ssd_eval.inference.runner import Detector
-from ssd_eval.results.result import (
-    EvalResult,
-    prepare_out_dir,
-    tidy_output_dir,
-    write_detections,
-)
+from ssd_eval.results.result import EvalResult, prepare_out_dir, tidy_output_dir, write_detections
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(
-    config: Config,
-    *,
-    shard: tuple[int, int] | None = None,
-    fresh: bool = False,
-    download: bool = False,
-    progress: bool | str = True,
-    strict: bool = False,
-    shard_out: Path | None = None,
-    on_result: Callable[[EvalResult], Any] | None = None,
-) -> EvalResult | None:
+def evaluate(config: Config, *, shard: tuple[int, int] | None = None, fresh: bool = False, download: bool = False,
+             progress: bool | str = True, strict: bool = False, shard_out: Path | None = None,
+             on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult | None:
     """Evaluate ``config`` and write its results; returns the result (None for a shard).
 
-    ``progress``: True for a progress bar, ``"lines"`` for an occasional plain line (logs),
-    False for none. ``strict``: model outputs that are almost certainly read wrongly
-    (``postprocess.output_warnings``) are a UserError before scoring, not a warning.
-    ``shard_out``: the folder a shard is written to instead of its shard folder
-    under ``config.out_dir`` (a Ray worker's scratch folder, ssd_eval.engine.ray_executor). ``on_result``: run
-    on the result once metrics.json is written, while the output folder is still locked (the caller's tracking).
+    ``progress``: True for a bar, ``"lines"`` for an occasional plain line (logs), False for none. ``strict``:
+    outputs almost certainly read wrongly (``postprocess.output_warnings``) are a UserError, not a warning.
+    ``shard_out``: a shard's folder instead of its own under out_dir (a Ray worker's scratch folder).
+    ``on_result``: run on the result once metrics.json is written, while the folder is still locked.
     """
     started = time.perf_counter()
     extras.check(config.needed_extras())  # an optional package the config asks for and lacks: stop before any work
     out_dir = config.out_dir if shard is None else Path(shard_out) if shard_out else shard_dir(config.out_dir, shard)
     prepare_out_dir(out_dir, create=False)  # created once the run's inputs are checked (_RunFolder)
-    model_path = fetch.ensure_model(Path(config.model.path), url=config.model.url, size=config.model.size,
-                                    sha256=config.model.sha256, download_missing=download,
-                                    progress=progress is True, variant=config.variant if config.model.url else None)
-    fetch.ensure_coco(Path(config.dataset.annotations), Path(config.dataset.images),
-                      annotations_url=config.dataset.annotations_url, images_url=config.dataset.images_url,
-                      download_missing=download, downloads_dir=Path(config.dataset.downloads_dir),
-                      progress=progress is True,
-                      annotations_zip=(config.dataset.annotations_zip_size, config.dataset.annotations_zip_sha256),
-                      images_zip=(config.dataset.images_zip_size, config.dataset.images_zip_sha256))
+    model_path = fetch_inputs(config, download=download, progress=progress is True)
     dataset = data.load_annotations(config.dataset.annotations, config.dataset.images)
     image_ids, opened = run_image_ids(config, dataset, shard)
     subset = finish.subset_record(config, dataset, opened)
@@ -95,7 +71,6 @@ def evaluate(
         log.warning(int8_warning)
     detector = Detector(model_path, config.model, config.runtime, config.preprocess.input_size, content_sha256,
                         session_config=session_config)
-
     _warn_if_partial(config)
     cache_path = out_dir / "cache.jsonl"
     key = cache_key(config, content_sha256, categories, dataset, detector.providers, session_config, detector.io)
@@ -127,23 +102,17 @@ def evaluate(
                 say=lambda message: _say(progress, message))
         scoring_ended, scoring_cpu = time.perf_counter(), time.process_time() - scoring_cpu
         detection_count = write_detections(out_dir / "detections.json", cache.detections(evaluated))
-
         provenance = run_provenance(config, model_path, model_sha256, content_sha256, int8, int8_warning, dataset,
-                                    detector, evaluated, skipped,
-                                    detection_count, shard=shard, resumed=resumed, inferred=speed["images"],
-                                    loop_seconds=speed["loop_s"], speed_from_cache=speed["from_cache"],
-                                    inference_seconds=speed["inference_s"])
-        provenance["subset"] = subset
-        provenance["output_counts"] = output_counts
+                                    detector, evaluated, skipped, detection_count, shard=shard, resumed=resumed,
+                                    speed=speed)
+        provenance.update(subset=subset, output_counts=output_counts)
         if bootstrap is not None:
             provenance["bootstrap"] = bootstrap
-        provenance["pipeline"] = pipeline_settings(config)
         ended = time.perf_counter()
-        provenance["wall_time_s"] = round(ended - started, 3)
-        provenance["stages"] = stage_times(
+        provenance.update(pipeline=pipeline_settings(config), wall_time_s=round(ended - started, 3), stages=stage_times(
             clock, images=len(todo) - len(skipped), evaluated=len(evaluated), setup_s=loop_started - started,
             scoring_s=scoring_ended - scoring_started, scoring_cpu_s=scoring_cpu,  # a shard: none, about 0
-            output_s=ended - scoring_ended, wall_s=ended - started)
+            output_s=ended - scoring_ended, wall_s=ended - started))
         if shard is not None:
             write_shard_manifest(out_dir, config, shard, evaluated, provenance)
             log.info("shard %d/%d: %d images, %d detections written to %s", shard[0], shard[1], len(evaluated),
@@ -152,18 +121,29 @@ def evaluate(
         return finish.write_run_result(config, scores, provenance, intervals, full_set, dataset.gt, out_dir, evaluated,
                                        on_result=on_result)
 
-"""Start, scoring and end lines of a run (the CLI shows them on stderr, as plain lines)."""
+
+def fetch_inputs(config: Config, *, download: bool, progress: bool) -> Path:
+    """Check the model and COCO files (downloading what is absent with ``download``); returns the model's path."""
+    model, dataset = config.model, config.dataset
+    model_path = fetch.ensure_model(Path(model.path), url=model.url, size=model.size, sha256=model.sha256,
+                                    download_missing=download, progress=progress,
+                                    variant=config.variant if model.url else None)
+    fetch.ensure_coco(Path(dataset.annotations), Path(dataset.images), annotations_url=dataset.annotations_url,
+                      images_url=dataset.images_url, download_missing=download,
+                      downloads_dir=Path(dataset.downloads_dir), progress=progress,
+                      annotations_zip=(dataset.annotations_zip_size, dataset.annotations_zip_sha256),
+                      images_zip=(dataset.images_zip_size, dataset.images_zip_sha256))
+    return model_path
 
 
 def _say(progress: bool | str, message: str) -> None:
-    """A progress line (``progress_log``), unless progress reports are off."""
+    """A start, scoring or end line (``progress_log``), unless progress reports are off."""
     if progress:
         progress_log.info(message)
 
 
 def _warn_if_partial(config: Config) -> None:
-    """One line, like lm_eval's ``--limit`` warning, when the run is partial (``Config.partial_parts``) and
-    so goes to its own folder; in a folder named by ``--out`` / ``output.dir``, only for a limit."""
+    """A warning when the run is partial (``Config.partial_parts``); under ``--out``, only for a limit."""
     parts = config.partial_parts()
     if not parts:
         return
@@ -173,7 +153,7 @@ def _warn_if_partial(config: Config) -> None:
                                                                         config.subset_name)))
         log.warning("partial run (%s): results go to %s/, not to %s/; a partial run is for testing, "
                     "the table and the gate read only full runs", what, config.out_dir, canonical)
-    elif config.dataset.limit is not None:  # an explicit folder: only a limit (like lm_eval's) is worth a warning
+    elif config.dataset.limit is not None:
         log.warning("partial run (limit %d): its metrics are for testing, not the variant's result",
                     config.dataset.limit)
 
@@ -189,13 +169,8 @@ def _start_line(config: Config, todo: int, cached: int, detector: Detector, out_
 
 def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
            skipped: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The images, loop seconds and inference seconds images/s is computed from.
-
-    Images inferred in this run are timed by their cache lines (``_run_images``); when the
-    cache served every image, the times stored when they were inferred give the speed
-    (``from_cache``), so a rerun keeps it. Where nothing is timed (no image, or cache lines without
-    times), 0 images: no images/s.
-    """
+    """The images, loop and inference seconds images/s is computed from: the images inferred in this run,
+    else (``from_cache``) those stored when the cached images were inferred; 0 images where none is timed."""
     skipped_ids = {s["image_id"] for s in skipped}
     inferred = [i for i in todo if i not in skipped_ids]
     timed = inferred or list(evaluated)
@@ -207,64 +182,42 @@ def _speed(cache: DetectionCache, evaluated: Sequence[int], todo: Sequence[int],
 
 
 class _RunFolder:
-    """Creates a run's output folder on entry and holds its lock (``folder_lock``) until exit; when the
-    block fails before any image was recorded (``cache`` holds none), removes the cache file it began and
-    every folder the entry created, so a failed run leaves no empty result folder. A folder that existed
-    before stays, with its files."""
+    """Creates a run's output folder and holds its lock (``folder_lock``); when the block fails before any
+    image was recorded in ``cache``, removes the cache file it began and the (empty) folders it created."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.cache: DetectionCache | None = None
-        self.created: list[Path] = []
         self._lock = contextlib.ExitStack()
 
     def __enter__(self) -> "_RunFolder":
-        missing = self.out_dir
-        while not missing.exists() and missing != missing.parent:
-            self.created.append(missing)
-            missing = missing.parent
+        self.created: list[Path] = [folder for folder in (self.out_dir, *self.out_dir.parents) if not folder.exists()]
         prepare_out_dir(self.out_dir)
         self._lock.enter_context(folder_lock(self.out_dir))
         return self
 
-    def __exit__(self, exc_type, exc, traceback) -> None:
+    def __exit__(self, exc_type, *_) -> None:
         with self._lock:  # released last, after the clean-up
-            self._clean_up(exc_type)
-
-    def _clean_up(self, exc_type) -> None:
-        if exc_type is None or (self.cache is not None and self.cache.offsets):
-            return
-        with contextlib.suppress(OSError):
-            if self.cache is not None and self.cache.started_afresh:  # a cache this run began, still empty
-                self.cache.path.unlink(missing_ok=True)
-            for folder in self.created:  # deepest first; only while empty
-                folder.rmdir()
-            if self.created:
-                log.info("removed %s: the run failed before evaluating any image", self.created[-1])
+            if exc_type is None or (self.cache is not None and self.cache.offsets):
+                return
+            with contextlib.suppress(OSError):
+                if self.cache is not None and self.cache.started_afresh:  # a cache this run began, still empty
+                    self.cache.path.unlink(missing_ok=True)
+                for folder in self.created:  # deepest first; only while empty
+                    folder.rmdir()
+                if self.created:
+                    log.info("removed %s: the run failed before evaluating any image", self.created[-1])
 
 
 def _run_images(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
                 cache: DetectionCache, *, progress: bool | str,
                 clock: StageClock | None = None) -> list[dict[str, Any]]:
-    """Infer every image in ``todo`` and record its detections in the cache; returns skipped images.
-
-    ``clock``: where the time of each stage goes (decode+preprocess, waiting for input, session.run,
-    postprocess, waiting for the writer, the loop's wall and CPU time).
-    """
+    """Infer every image in ``todo`` and record its detections in the cache; returns the skipped images."""
     if not todo:
         return []
     clock = clock if clock is not None else StageClock()
     clock.decode_in_process = config.pipeline.mode != "process"
     loop_started, loop_cpu = time.perf_counter(), time.process_time()
-    try:
-        return _image_loop(todo, config, detector, categories, cache, progress=progress, clock=clock)
-    finally:
-        clock.loop_s += time.perf_counter() - loop_started
-        clock.loop_cpu_s += time.process_time() - loop_cpu
-
-
-def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Detector, categories: np.ndarray,
-                cache: DetectionCache, *, progress: bool | str, clock: StageClock) -> list[dict[str, Any]]:
     params = PreprocessParams.from_config(config)
     workers = default_workers(config)
     batch_size = config.runtime.batch_size
@@ -272,12 +225,11 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
     skipped: list[dict[str, Any]] = []
     pending: collections.deque[futures.Future] = collections.deque()
     post = config.postprocess
+    # Each image's loop_s: the time since the previous batch was recorded, split over the batch.
+    last_recorded = time.perf_counter()
 
-    # Each image's share of the loop's wall time: the time since the previous batch was recorded,
-    # split over the batch (so the shares add up to the loop's time), kept in its cache line.
-    last_recorded = [time.perf_counter()]
-
-    def finish(records: list[data.ImageRecord], raws, inference_s: float) -> None:
+    def record_batch(records: list[data.ImageRecord], raws, inference_s: float) -> None:  # on the writer thread
+        nonlocal last_recorded
         post_started, post_cpu = time.perf_counter(), time.thread_time()
         batch = [postprocess.to_coco_results(
             raw.boxes, raw.labels, raw.scores, image_id=record.id, width=record.width, height=record.height,
@@ -287,7 +239,7 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             box_scale=post.box_scale) for record, raw in zip(records, raws)]
         counts = [postprocess.output_counts(raw.boxes, raw.scores, post.box_format, post.box_scale) for raw in raws]
         now = time.perf_counter()
-        loop_s, last_recorded[0] = (now - last_recorded[0]) / len(records), now
+        loop_s, last_recorded = (now - last_recorded) / len(records), now
         for record, detections, image_counts in zip(records, batch, counts):
             cache.add(record.id, detections, loop_s=loop_s, inference_s=inference_s / len(records),
                       output_counts=image_counts)
@@ -295,18 +247,20 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
         clock.post_wall_s += time.perf_counter() - post_started
         clock.post_cpu_s += time.thread_time() - post_cpu
 
-    if progress == "lines":
-        bar = ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s)
-    else:
-        bar = tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True)
-    # Input arrays alive at once, and no more: the prefetch ring (thread mode: depth + 1 buffers,
-    # allocated once; process mode: at most depth results in futures) and, for batches of more than
-    # one image, one batch buffer each image is copied into as it arrives (so the ring may reuse the
-    # image's buffer at once, whatever images are skipped in between).
+    bar = (ProgressLines(len(todo), config.variant, every_s=config.pipeline.progress_interval_s) if progress == "lines"
+           else tqdm(total=len(todo), desc=config.variant, unit="img", disable=not progress, dynamic_ncols=True))
+    # Inputs alive at once: the prefetch ring's and, for batches of more than one image, one batch buffer
+    # each image is copied into as it arrives (so the ring may reuse the image's buffer at once).
     stacked = np.empty((batch_size, 3, *params.size_hw), dtype=np.float32) if batch_size > 1 else None
     with bar, futures.ThreadPoolExecutor(max_workers=1) as writer:
         batch_records: list[data.ImageRecord] = []
         single: list[np.ndarray] = []  # a batch of one: the input itself, given a batch axis as a view
+
+        def wait_for_writer(most_pending: int) -> None:
+            waited = time.perf_counter()
+            while pending and (pending[0].done() or len(pending) > most_pending):
+                pending.popleft().result()  # re-raises a postprocessing error here
+            clock.post_wait_s += time.perf_counter() - waited
 
         def flush_batch() -> None:
             batch = single.pop()[np.newaxis] if stacked is None else stacked[:len(batch_records)]
@@ -316,14 +270,11 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
             inference_s = detector.inference_seconds - inference_before
             clock.inference_s += inference_s
             waited = time.perf_counter()  # handing the batch to the writer (a GIL hand-off) and waiting for it
-            pending.append(writer.submit(finish, list(batch_records), raws, inference_s))
+            pending.append(writer.submit(record_batch, list(batch_records), raws, inference_s))
             clock.post_wait_s += time.perf_counter() - waited
             bar.update(len(batch_records))
             batch_records.clear()
-            waited = time.perf_counter()
-            while pending and (pending[0].done() or len(pending) > depth):
-                pending.popleft().result()  # re-raises a postprocessing error here
-            clock.post_wait_s += time.perf_counter() - waited
+            wait_for_writer(depth)
 
         stream = contextlib.closing(prefetch_images(todo, params, workers=workers, mode=config.pipeline.mode,
                                                     depth=depth, reuse_buffers=True, clock=clock))
@@ -346,16 +297,14 @@ def _image_loop(todo: Sequence[data.ImageRecord], config: Config, detector: Dete
                     flush_batch()
         if batch_records:
             flush_batch()
-        waited = time.perf_counter()
-        while pending:
-            pending.popleft().result()
-        clock.post_wait_s += time.perf_counter() - waited
+        wait_for_writer(0)
+    clock.loop_s += time.perf_counter() - loop_started
+    clock.loop_cpu_s += time.process_time() - loop_cpu
     return skipped
 
 
 def _waited(items: Iterator, clock: StageClock) -> Iterator:
-    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``. Like
-    ``prefetch_images`` it keeps no reference to an item it has yielded once the next is asked for."""
+    """``items``, adding the time spent waiting for each one to ``clock.input_wait_s``."""
     while True:
         waited = time.perf_counter()
         item = next(items, None)
@@ -364,5 +313,3 @@ def _waited(items: Iterator, clock: StageClock) -> Iterator:
             return
         yield item
         del item  # else the last input stays alive while the next one is awaited
-
-

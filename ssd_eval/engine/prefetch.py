@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
+import itertools
 import multiprocessing
 import os
 import signal
@@ -46,9 +47,7 @@ def default_workers(config: Config) -> int:
 
 
 def pipeline_settings(config: Config) -> dict[str, Any]:
-    """The decode pool a run used, with what the machine chose (provenance.pipeline): workers (and
-    whether they came from the config or from the CPU cores), mode, prefetch depth, the cores seen, and
-    the lookup normalize used (the same values either way)."""
+    """The decode pool a run used, with what the machine chose (provenance.pipeline)."""
     workers = default_workers(config)
     return {"workers": workers, "workers_from": "config" if config.pipeline.workers else "cores",
             "mode": config.pipeline.mode,
@@ -60,11 +59,8 @@ def pipeline_settings(config: Config) -> dict[str, Any]:
 
 def load_and_preprocess(record: data.ImageRecord, params: PreprocessParams,
                         out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one image and make it a model input (runs in a pool worker).
-
-    ``out``: a float32 (3, H, W) buffer to write the input into (and return) instead of a new
-    array; the values are the same either way (``preprocess.preprocess``).
-    """
+    """Decode one image and make it a model input (runs in a pool worker); ``out``: a float32 (3, H, W)
+    buffer to write it into (and return) instead of a new array."""
     return preprocess.preprocess(data.read_image(record), size_hw=params.size_hw, mean=params.mean,
                                  std=params.std, scale=params.scale, backend=params.backend, out=out,
                                  route=params.normalize)
@@ -78,33 +74,16 @@ def timed_load(record: data.ImageRecord, params: PreprocessParams,
     return array, time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def input_ring_size(depth: int) -> int:
-    """How many input buffers ``prefetch_images`` allocates with ``reuse_buffers``: ``depth + 1``."""
-    return depth + 1
-
-
 def prefetch_images(
     records: Iterable[data.ImageRecord], params: PreprocessParams, *, workers: int, mode: str, depth: int,
     reuse_buffers: bool = False, clock: StageClock | None = None,
 ) -> Iterator[tuple[data.ImageRecord, np.ndarray | data.BadImageError]]:
-    """Preprocessed images in input order, computed ``depth`` images ahead by a pool.
+    """Preprocessed images (or their BadImageError) in input order, decoded ``depth`` images ahead by a pool;
+    the generator keeps no reference to an image it has yielded, and closing it cancels what is queued.
 
-    Asking for image ``i`` submits image ``i + depth``: ``depth`` images are queued or being
-    decoded while the caller works on image ``i``. The generator keeps no reference to an image
-    it has yielded: its array lives as long as the caller holds it.
-
-    ``reuse_buffers`` (thread mode only; ignored for processes, whose results arrive as new arrays):
-    each image is preprocessed straight into one of ``depth + 1`` (3, H, W) buffers allocated once and
-    reused in turn, so the input memory is the same at 50 images as at 5000 and no array is
-    allocated per image. Image ``i``'s buffer is rewritten for image ``i + depth + 1``, which is
-    submitted when the caller asks for image ``i + 1``: the caller must be done with an array (run
-    or copied it) before it asks for the next one (``_run_images`` is).
-
-    ``clock``: each image's decode+preprocess wall and CPU seconds (on its worker) are added to it.
-
-    Closing the generator early cancels what is queued and does not wait for the pool.
-    Process workers leave Ctrl-C to this process and exit by themselves when it dies (even
-    by SIGTERM or SIGKILL), so none stays blocked writing a result that nobody reads.
+    ``reuse_buffers`` (thread mode only): images are preprocessed into ``depth + 1`` buffers reused in turn, so
+    the caller must be done with an array (run or copied it) when it asks for the next. ``clock``: gets each
+    image's decode+preprocess seconds.
     """
     if depth < 1:
         raise ValueError(f"prefetch depth must be at least 1, not {depth}")
@@ -115,21 +94,15 @@ def prefetch_images(
         reuse_buffers = False
     else:
         pool = futures.ThreadPoolExecutor(max_workers=workers)
-    ring = np.empty((input_ring_size(depth), 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
+    ring = np.empty((depth + 1, 3, *params.size_hw), dtype=np.float32) if reuse_buffers else None
+    buffers = itertools.repeat(None) if ring is None else itertools.cycle(ring)  # None: a new array per image
     records = iter(records)
     window: collections.deque = collections.deque()
-    submitted = 0
 
     def submit_next() -> None:
-        nonlocal submitted
         record = next(records, None)
-        if record is None:
-            return
-        if ring is None:
-            window.append((record, pool.submit(timed_load, record, params)))
-        else:
-            window.append((record, pool.submit(timed_load, record, params, ring[submitted % len(ring)])))
-        submitted += 1
+        if record is not None:
+            window.append((record, pool.submit(timed_load, record, params, next(buffers))))
 
     def take() -> tuple[data.ImageRecord, np.ndarray | data.BadImageError]:
         # The future and its result go out of scope on return: the yielded array is the caller's alone.

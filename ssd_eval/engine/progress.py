@@ -12,18 +12,16 @@ progress_log = logging.getLogger("ssd_eval.progress")
 
 
 class ProgressLines:
-    """Progress as an occasional plain line on stderr, for logs where a bar would be one endless line.
+    """A tqdm stand-in printing a line now and then: the first after ``FIRST_AFTER_S`` seconds or
+    ``FIRST_FRACTION`` of the images (not within ``min_first_s``), then every ``every_s`` seconds, and one at
+    the end when any was printed."""
 
-    The first line comes early: once ``first_after_s`` seconds have passed or ``first_fraction``
-    of the images are done, whichever comes first (but not within ``min_first_s`` seconds of
-    the start); then a line every ``every_s`` seconds (``pipeline.progress_interval_s``), and
-    one at the end when any was printed before: a run of a few seconds stays silent.
-    """
+    FIRST_AFTER_S = 10.0
+    FIRST_FRACTION = 0.05
 
     def __init__(self, total: int, desc: str, *, every_s: float = 120.0, clock=time.monotonic, stream=None,
-                 first_after_s: float = 10.0, first_fraction: float = 0.05, min_first_s: float = 2.0):
-        self.total, self.desc, self.every_s, self.clock = total, desc, every_s, clock
-        self.first_after_s, self.first_fraction, self.min_first_s = first_after_s, first_fraction, min_first_s
+                 min_first_s: float = 2.0):
+        self.total, self.desc, self.every_s, self.clock, self.min_first_s = total, desc, every_s, clock, min_first_s
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
         self.started = self.last_line = clock()
@@ -31,12 +29,10 @@ class ProgressLines:
         self.printed_done = 0  # images done at the last line
 
     def _due(self, now: float) -> bool:
-        if self.printed and self.printed_done >= self.total:  # the end's line is printed once
-            return False
-        if self.printed:
-            return now - self.last_line >= self.every_s or self.done >= self.total
+        if self.printed:  # the end's line is printed once
+            return self.printed_done < self.total and (now - self.last_line >= self.every_s or self.done >= self.total)
         elapsed = now - self.started
-        early = elapsed >= min(self.first_after_s, self.every_s) or self.done >= self.first_fraction * self.total
+        early = elapsed >= min(self.FIRST_AFTER_S, self.every_s) or self.done >= self.FIRST_FRACTION * self.total
         return elapsed >= self.min_first_s and early
 
     @property

@@ -8,12 +8,8 @@ from typing import Any
 
 @dataclass
 class StageClock:
-    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``).
-
-    Written by three kinds of threads, each its own fields: the decode workers' times arrive with
-    their results and are added by the main thread (``decode_*``); the writer thread adds
-    ``post_*``; the main thread the rest. Read once the loop is over.
-    """
+    """Seconds spent in each stage of the image loop, summed over its images (``_run_images``). The writer
+    thread adds ``post_*``, the main thread the rest (the decode workers' times arrive with their results)."""
 
     decoded: int = 0  # images whose decode+preprocess times are counted
     decode_wall_s: float = 0.0  # on the worker, per image summed (workers run beside inference)
@@ -31,16 +27,9 @@ class StageClock:
 
 def stage_times(clock: StageClock, *, images: int, evaluated: int, setup_s: float, scoring_s: float,
                 scoring_cpu_s: float, output_s: float, wall_s: float) -> dict[str, Any]:
-    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image.
-
-    ``images``: images inferred in this run (decode+preprocess, inference and postprocess are per
-    inferred image; None where there are none); ``evaluated``: images scored (scoring is per scored
-    image). ``seconds`` holds the parts of the main thread's wall time, one after another: setup,
-    waiting for input, session.run, waiting for the writer, scoring, output; ``accounted_share`` is
-    their sum over ``wall_s`` (the rest: the loop's own bookkeeping). Inference CPU is this process's
-    CPU time during the loop less the decode workers' (thread mode) and the writer's: onnxruntime's
-    threads, spinning included.
-    """
+    """Per-stage times of a run for provenance.stages (docs/FORMATS.md), in ms per image of ``images`` (inferred
+    in this run) or ``evaluated`` (scored). Inference CPU is the loop's process CPU time less the decode
+    workers' (thread mode) and the writer's: onnxruntime's threads, spinning included."""
     def per_image(seconds: float, count: int) -> float | None:
         return round(1000.0 * seconds / count, 3) if count > 0 else None
 
