@@ -1,12 +1,9 @@
 """The local launcher: ``ssd-eval eval --jobs N`` runs N shards side by side on this machine, then merges.
 
-Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` with the same config and overrides, writing
-into ``<output dir>/shard-i-of-N/`` (with ``job.log``, its output). Each gets its share of the cores
-(``jobs.job_overrides``) and, when ``runtime.providers`` asks for CUDA, one GPU (``CUDA_VISIBLE_DEVICES``, round
-robin). The launcher shows their aggregate progress (the lines of their resume caches) as a single run shows its
-own, and once all are done merges them (``jobs.merge_jobs``). The first job to fail stops the others and ends the
-run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
-``--executor ray`` runs the same shards as Ray tasks (ssd_eval.engine.ray_executor).
+Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` writing into ``<output dir>/shard-i-of-N/``
+(its output in ``job.log``), with its share of the cores and, when ``runtime.providers`` asks for CUDA, one GPU
+(round robin). Progress is the lines of the jobs' resume caches. The first job to fail stops the others and ends
+the run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
 """
 
 from __future__ import annotations
@@ -158,13 +155,13 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         _warn_of_other_splits(out_dir, jobs)
         total = planned_images(config)
         dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
-        cached = [0 if fresh else _lines_after_header(directory / CACHE_FILE) for directory in dirs]
         started = time.perf_counter()
-        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose, resumed=resumed)
-                   for plan, resumed in zip(plans, cached)]
+        running = [_start(plan, directory, config_path, overrides, fresh=fresh, verbose=verbose)
+                   for plan, directory in zip(plans, dirs)]
+        resumed = sum(job.resumed for job in running)
         if progress and total is not None:
             progress_log.info("%s: %d images to run in %d jobs, %d from the jobs' caches; writing to %s",
-                              config.variant, total - sum(cached), jobs, sum(cached), out_dir)
+                              config.variant, total - resumed, jobs, resumed, out_dir)
         try:
             _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
@@ -180,9 +177,12 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         return result
 
 
-def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out_dir: Path, *, fresh: bool,
-           verbose: int, resumed: int = 0) -> _Job:
-    directory = prepare_out_dir(shard_dir(out_dir, (plan.index, plan.total)))
+def _start(plan: JobPlan, directory: Path, config_path: str | Path, overrides: Sequence[Any], *, fresh: bool,
+           verbose: int) -> _Job:
+    prepare_out_dir(directory)
+    cache = CacheTail(directory / CACHE_FILE)
+    if not fresh:  # the images its cache holds already are resumed, not this run's progress
+        cache.read()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if plan.cuda_device is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan.cuda_device
@@ -192,7 +192,7 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, CacheTail(directory / CACHE_FILE), resumed=resumed)
+    return _Job(plan, process, log_path, log_file, cache, resumed=max(0, cache.lines - 1))
 
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
@@ -241,15 +241,6 @@ def planned_images(config: Config) -> int | None:
         return len(run_image_ids(config, dataset)[0])
     except (UserError, OSError):
         return None
-
-
-def _lines_after_header(path: Path) -> int:
-    """The finished images a resume cache holds (its complete lines after the header); 0 without one."""
-    try:
-        with open(path, "rb") as handle:
-            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1)
-    except OSError:
-        return 0
 
 
 def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
