@@ -122,11 +122,9 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     speedups = {}
     for model in models:
         parent = by_variant.get(model["parent"])
-        if parent is None:
-            continue
-        if any(parent[k] != model[k] for k in ("providers", "intra_op_threads", "inter_op_threads")):
+        if parent and any(parent[k] != model[k] for k in ("providers", "intra_op_threads", "inter_op_threads")):
             print(f"({model['variant']}: no speedup vs {parent['variant']}: providers or threads differ)")
-        else:
+        elif parent:
             speedups[model["variant"]] = {"parent": parent["variant"], "speedup": parent["mean_ms"] / model["mean_ms"],
                                           "speedup_p50": parent["p50_ms"] / model["p50_ms"]}
     _print_table(

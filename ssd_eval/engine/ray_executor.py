@@ -334,7 +334,6 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                     message = ray.get(next(stream))
                 except StopIteration:  # ended without its results: as if its worker had died
                     _retry(remote, shard, cwd, "its task ended without results")
-                    continue
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, UserError):  # not retried: the same input fails again
                         raise UserError(f"{shard.name}: {exc.cause}") from None
@@ -343,8 +342,8 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                     raise
                 except ray.exceptions.RayError as exc:  # its worker or node died, or its objects were lost
                     _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-                    continue
-                _receive(shard, message)
+                else:
+                    _receive(shard, message)
             finished = sum(s.finished for s in shards) - baseline
             if finished > bar.n:
                 bar.update(finished - bar.n)
