@@ -166,8 +166,6 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
             _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
             _stop(running)
-            for job in running:
-                job.log_file.close()
         parallel_s = time.perf_counter() - started
         devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
         result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
@@ -263,7 +261,7 @@ def error_line(log_path: Path) -> str:
 
 
 def _stop(running: list[_Job]) -> None:
-    """Stop the jobs still running: SIGTERM, then SIGKILL after STOP_GRACE_S."""
+    """Stop the jobs still running (SIGTERM, then SIGKILL after STOP_GRACE_S) and close every job's log."""
     alive = [job for job in running if job.process.poll() is None]
     for job in alive:
         job.process.terminate()
@@ -274,3 +272,5 @@ def _stop(running: list[_Job]) -> None:
         except subprocess.TimeoutExpired:
             job.process.kill()
             job.process.wait()
+    for job in running:
+        job.log_file.close()
