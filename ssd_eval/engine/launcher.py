@@ -195,8 +195,8 @@ def _start(plan: JobPlan, directory: Path, config_path: str | Path, overrides: S
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
           every_s: float = 120.0) -> None:
-    """Wait for every job, showing their progress as a single run shows its own (``progress``: True a bar, "lines"
-    an occasional line, False none); raise the first failure's error line (the caller stops the others)."""
+    """Wait for every job, showing their progress as a single run shows its own; raise the first failure's error
+    line (the caller stops the others)."""
     from tqdm import tqdm
 
     desc = f"{variant} ({len(running)} jobs)"

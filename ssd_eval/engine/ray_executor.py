@@ -361,8 +361,7 @@ def _retry(remote: Any, shard: _Shard, cwd: str, why: str) -> None:
 
 
 def _receive(shard: _Shard, message: dict[str, Any]) -> None:
-    """Take one message of a shard's task (``run_shard``): note its node, append its cache lines to the shard's
-    cache here, log its warnings, and write detections.json, then shard.json, when it is done."""
+    """Take one message of a shard's task (``run_shard``) into the shard's cache, log and folder here."""
     if "start" in message:
         shard.node = message["start"]
     if message.get("reset"):

@@ -234,7 +234,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
     ``locked``: the caller holds the output folder's lock (else it is held here until ``on_result`` has run)."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
-    shards = [(Path(d), *read_shard(Path(d))) for d in expand_shard_dirs(shard_dirs)]
+    shards = [(d, *read_shard(d)) for d in expand_shard_dirs(shard_dirs)]
     first_dir, first, _ = shards[0]
     total = first["shard"][1]
     for directory, manifest, _ in shards[1:]:
@@ -302,7 +302,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "image_ids_sha256": hash_data(image_ids),
         "skipped_images": skipped,
         "detections": count,
-        "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
+        "shards": [f"{index}/{total}" for index in range(1, total + 1)],  # each exactly once, checked above
         "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
         "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
         "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
