@@ -297,7 +297,8 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib
             cache.seek(0, os.SEEK_END)
             tidy_output_dir(folder, discard_results=True)
             lines = kept.count(b"\n")
-            shards.append(_Shard(index, shard, config, folder, images, resources, cache, lines, max(0, lines - 1)))
+            shards.append(_Shard(index, shard, config, folder, images, resources, cache, lines=lines,
+                                 resumed=max(0, lines - 1)))
     return shards
 
 
