@@ -39,14 +39,6 @@ POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def visible_cuda_devices(environ: dict[str, str] | None = None) -> list[str] | None:
     """The CUDA devices jobs may be given: CUDA_VISIBLE_DEVICES when set, else one per GPU that
     ``nvidia-smi -L`` lists; None when neither says."""
@@ -77,9 +69,13 @@ class JobPlan:
 
 def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
               cuda_devices: list[str] | None = None) -> list[JobPlan]:
-    """Split this machine among ``jobs`` jobs: threads and decode workers (where the config leaves
+    """Split this machine (or ``cores``) among ``jobs`` jobs: threads and decode workers (where the config leaves
     them to the machine), one CUDA device each when CUDA is asked for."""
-    cores = cores or available_cores()
+    if not cores:
+        try:
+            cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
     if jobs > cores:
         log.warning("--jobs %d on %d cores: the jobs will share cores", jobs, cores)
     plans = [JobPlan(i, jobs, job_overrides(config, jobs, cores)) for i in range(1, jobs + 1)]

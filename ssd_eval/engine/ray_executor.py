@@ -52,8 +52,7 @@ def import_ray() -> ModuleType:
 
 @dataclass
 class RayRun:
-    """One evaluation to run as shards on Ray: its config, and the config file and overrides each shard's config
-    is loaded from (with the shard's threads added)."""
+    """One evaluation to run as shards on Ray: its config, and the config file and overrides its shards load."""
 
     config: Config
     config_path: str
