@@ -18,7 +18,6 @@ from ssd_eval.config.load import load_config
 from ssd_eval.engine.launcher import (
     JobPlan,
     _Job,
-    _lines_after_header,
     _stop,
     _update,
     _wait,
@@ -198,7 +197,7 @@ def test_the_jobs_parent_holds_the_folder_until_its_metrics_json_is_written(tmp_
         evaluate(config, shard=(index, 2), progress=False)
     done = types.SimpleNamespace(poll=lambda: 0)
     monkeypatch.setattr(launcher, "_start", lambda plan, *args, **kwargs: types.SimpleNamespace(
-        process=done, log_file=types.SimpleNamespace(close=lambda: None)))
+        process=done, log_file=types.SimpleNamespace(close=lambda: None), resumed=0))
     monkeypatch.setattr(launcher, "_wait", lambda *args, **kwargs: None)
     refusals = []
 
@@ -266,4 +265,7 @@ def test_progress_counts_the_jobs_new_images_not_those_their_caches_held(tmp_pat
     (tmp_path / "cache1.jsonl").write_bytes(b"header\n" + b"image\n")  # started afresh: none was resumed
     _update(bar, running)
     assert bar.n == 1 + 3 and running[0].resumed == 0
-    assert _lines_after_header(tmp_path / "cache2.jsonl") == 3 and _lines_after_header(tmp_path / "none") == 0
+    held, absent = CacheTail(tmp_path / "cache2.jsonl"), CacheTail(tmp_path / "none")  # as _start counts `resumed`
+    held.read()
+    absent.read()
+    assert held.lines - 1 == 3 and absent.lines == 0

@@ -1,8 +1,6 @@
-"""``ssd-eval bench``: the speed of each model alone, fp32 and its quantized variants interleaved, with the
-speedup of each quantized variant over its fp32 parent measured side by side.
-
-Numbers are printed and returned, never asserted in tests. ``ForeignLoad`` and the small text helpers
-are shared with the harness benchmark (ssd_eval.testing.bench_harness).
+"""``ssd-eval bench``: the speed of each model alone, fp32 and its quantized variants interleaved, and each
+quantized variant's speedup over its fp32 parent. ``ForeignLoad`` and the text helpers serve the harness
+benchmark too (ssd_eval.testing.bench_harness).
 """
 
 from __future__ import annotations
@@ -64,11 +62,8 @@ def int8_twins(configs: Sequence[Config], *, compare_exact_int8: bool = False) -
 
 def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int = 20, seed: int = 0,
                  compare_exact_int8: bool = False) -> dict:
-    """Latency and throughput of each model alone (batch 1, one fixed random input, ``int8_twins``), interleaved.
-
-    Prints a report and returns its numbers: per variant images/s and mean/p50/p90/p99 latency in ms, and under
-    ``speedups`` the throughput ratio of every variant over its ``model.parent`` run with the same setup.
-    """
+    """Latency and throughput of each model alone (batch 1, one fixed random input, ``int8_twins``), interleaved:
+    prints a report and returns its numbers, with ``speedups`` over each ``model.parent`` run with the same setup."""
     import onnxruntime as ort
 
     from ssd_eval.engine.provenance import host_info
@@ -127,11 +122,9 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
     speedups = {}
     for model in models:
         parent = by_variant.get(model["parent"])
-        if parent is None:
-            continue
-        if any(parent[k] != model[k] for k in ("providers", "intra_op_threads", "inter_op_threads")):
+        if parent and any(parent[k] != model[k] for k in ("providers", "intra_op_threads", "inter_op_threads")):
             print(f"({model['variant']}: no speedup vs {parent['variant']}: providers or threads differ)")
-        else:
+        elif parent:
             speedups[model["variant"]] = {"parent": parent["variant"], "speedup": parent["mean_ms"] / model["mean_ms"],
                                           "speedup_p50": parent["p50_ms"] / model["p50_ms"]}
     _print_table(

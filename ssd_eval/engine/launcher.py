@@ -1,12 +1,9 @@
 """The local launcher: ``ssd-eval eval --jobs N`` runs N shards side by side on this machine, then merges.
 
-Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` with the same config and overrides, writing
-into ``<output dir>/shard-i-of-N/`` (with ``job.log``, its output). Each gets its share of the cores
-(``jobs.job_overrides``) and, when ``runtime.providers`` asks for CUDA, one GPU (``CUDA_VISIBLE_DEVICES``, round
-robin). The launcher shows their aggregate progress (the lines of their resume caches) as a single run shows its
-own, and once all are done merges them (``jobs.merge_jobs``). The first job to fail stops the others and ends the
-run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
-``--executor ray`` runs the same shards as Ray tasks (ssd_eval.engine.ray_executor).
+Each job is a subprocess ``ssd-eval eval --shard i/N --no-progress`` writing into ``<output dir>/shard-i-of-N/``
+(its output in ``job.log``), with its share of the cores and, when ``runtime.providers`` asks for CUDA, one GPU
+(round robin). Progress is the lines of the jobs' resume caches. The first job to fail stops the others and ends
+the run with its error line; killed or interrupted, the same command goes on from the jobs' caches.
 """
 
 from __future__ import annotations
@@ -42,14 +39,6 @@ POLL_S = 0.2
 STOP_GRACE_S = 10.0
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def visible_cuda_devices(environ: dict[str, str] | None = None) -> list[str] | None:
     """The CUDA devices jobs may be given: CUDA_VISIBLE_DEVICES when set, else one per GPU that
     ``nvidia-smi -L`` lists; None when neither says."""
@@ -80,9 +69,13 @@ class JobPlan:
 
 def plan_jobs(config: Config, jobs: int, *, cores: int | None = None,
               cuda_devices: list[str] | None = None) -> list[JobPlan]:
-    """Split this machine among ``jobs`` jobs: threads and decode workers (where the config leaves
+    """Split this machine (or ``cores``) among ``jobs`` jobs: threads and decode workers (where the config leaves
     them to the machine), one CUDA device each when CUDA is asked for."""
-    cores = cores or available_cores()
+    if not cores:
+        try:
+            cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
     if jobs > cores:
         log.warning("--jobs %d on %d cores: the jobs will share cores", jobs, cores)
     plans = [JobPlan(i, jobs, job_overrides(config, jobs, cores)) for i in range(1, jobs + 1)]
@@ -158,19 +151,17 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         _warn_of_other_splits(out_dir, jobs)
         total = planned_images(config)
         dirs = [shard_dir(out_dir, (plan.index, jobs)) for plan in plans]
-        cached = [0 if fresh else _lines_after_header(directory / CACHE_FILE) for directory in dirs]
         started = time.perf_counter()
-        running = [_start(plan, config_path, overrides, out_dir, fresh=fresh, verbose=verbose, resumed=resumed)
-                   for plan, resumed in zip(plans, cached)]
+        running = [_start(plan, directory, config_path, overrides, fresh=fresh, verbose=verbose)
+                   for plan, directory in zip(plans, dirs)]
+        resumed = sum(job.resumed for job in running)
         if progress and total is not None:
             progress_log.info("%s: %d images to run in %d jobs, %d from the jobs' caches; writing to %s",
-                              config.variant, total - sum(cached), jobs, sum(cached), out_dir)
+                              config.variant, total - resumed, jobs, resumed, out_dir)
         try:
             _wait(running, config.variant, progress, total=total, every_s=config.pipeline.progress_interval_s)
         finally:
             _stop(running)
-            for job in running:
-                job.log_file.close()
         parallel_s = time.perf_counter() - started
         devices = [p.cuda_device for p in plans] if any(p.cuda_device for p in plans) else None
         result = merge_jobs(dirs, out_dir, parallel_s=parallel_s, started=started,
@@ -180,9 +171,12 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
         return result
 
 
-def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out_dir: Path, *, fresh: bool,
-           verbose: int, resumed: int = 0) -> _Job:
-    directory = prepare_out_dir(shard_dir(out_dir, (plan.index, plan.total)))
+def _start(plan: JobPlan, directory: Path, config_path: str | Path, overrides: Sequence[Any], *, fresh: bool,
+           verbose: int) -> _Job:
+    prepare_out_dir(directory)
+    cache = CacheTail(directory / CACHE_FILE)
+    if not fresh:  # the images its cache holds already are resumed, not this run's progress
+        cache.read()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if plan.cuda_device is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan.cuda_device
@@ -192,13 +186,13 @@ def _start(plan: JobPlan, config_path: str | Path, overrides: Sequence[Any], out
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, CacheTail(directory / CACHE_FILE), resumed=resumed)
+    return _Job(plan, process, log_path, log_file, cache, resumed=max(0, cache.lines - 1))
 
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
           every_s: float = 120.0) -> None:
-    """Wait for every job, showing their progress as a single run shows its own (``progress``: True a bar, "lines"
-    an occasional line, False none); raise the first failure's error line (the caller stops the others)."""
+    """Wait for every job, showing their progress as a single run shows its own; raise the first failure's error
+    line (the caller stops the others)."""
     from tqdm import tqdm
 
     desc = f"{variant} ({len(running)} jobs)"
@@ -243,15 +237,6 @@ def planned_images(config: Config) -> int | None:
         return None
 
 
-def _lines_after_header(path: Path) -> int:
-    """The finished images a resume cache holds (its complete lines after the header); 0 without one."""
-    try:
-        with open(path, "rb") as handle:
-            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1)
-    except OSError:
-        return 0
-
-
 def _warn_of_other_splits(out_dir: Path, jobs: int) -> None:
     """Warn of shard folders of another split (shard-*-of-M, M != jobs) in ``out_dir``: they pile up."""
     others = sorted(str(p) for p in out_dir.glob("shard-*-of-*") if p.is_dir() and not p.name.endswith(f"-of-{jobs}"))
@@ -272,7 +257,7 @@ def error_line(log_path: Path) -> str:
 
 
 def _stop(running: list[_Job]) -> None:
-    """Stop the jobs still running: SIGTERM, then SIGKILL after STOP_GRACE_S."""
+    """Stop the jobs still running (SIGTERM, then SIGKILL after STOP_GRACE_S) and close every job's log."""
     alive = [job for job in running if job.process.poll() is None]
     for job in alive:
         job.process.terminate()
@@ -283,3 +268,5 @@ def _stop(running: list[_Job]) -> None:
         except subprocess.TimeoutExpired:
             job.process.kill()
             job.process.wait()
+    for job in running:
+        job.log_file.close()

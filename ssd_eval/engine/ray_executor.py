@@ -1,11 +1,10 @@
 """Shards as Ray tasks: ``ssd-eval eval --executor ray --jobs N`` and ``ssd-eval sweep --executor ray``.
 
 Every shard i/N of every run is one Ray task (``run_shard``) on the cluster at ``RAY_ADDRESS``, else on a local
-Ray instance. A task evaluates its shard in a scratch folder of its node and streams back its resume cache's new
-lines, its warnings, then its detections.json and shard.json; the driver writes them into the usual
-``<out>/shard-i-of-N/`` folders and merges each run (``jobs.merge_jobs``). The images and the model must be
-readable at the same paths on every node. A task whose worker or node dies is submitted again from the cache
-lines it sent (Ray's own retry would start from its first image); a task's user error is raised as one line.
+Ray instance; it streams back its resume cache's new lines, its warnings, then its detections.json and shard.json,
+which the driver writes into the usual ``<out>/shard-i-of-N/`` folders before merging each run. The images and the
+model must be readable at the same paths on every node. A task whose worker or node dies is submitted again from
+the cache lines it sent (Ray's own retry would start from its first image).
 """
 
 from __future__ import annotations
@@ -53,8 +52,7 @@ def import_ray() -> ModuleType:
 
 @dataclass
 class RayRun:
-    """One evaluation to run as shards on Ray: its config, and the config file and overrides each shard's config
-    is loaded from (with the shard's threads added)."""
+    """One evaluation to run as shards on Ray: its config, and the config file and overrides its shards load."""
 
     config: Config
     config_path: str
@@ -65,11 +63,10 @@ class RayRun:
 
 
 def run_shard(config: Config, shard: tuple[int, int], resume: bytes, cwd: str, shown_dir: str) -> Iterator[dict]:
-    """A Ray generator task: evaluate shard ``shard`` of ``config`` as ``eval --shard`` does, in a scratch folder,
-    going on from the resume-cache bytes ``resume``, in ``cwd`` (the driver's working directory) where it exists.
-    Yields ``start`` (node and process), then the cache's new complete ``lines`` and the warnings (``logs``) every
-    ``STREAM_EVERY_S``, and last ``done`` (detections.json and shard.json); warnings and a UserError name
-    ``shown_dir`` (the driver's shard folder) instead of the scratch folder."""
+    """A Ray generator task: ``eval --shard`` in a scratch folder from the resume-cache bytes ``resume``, in ``cwd``
+    (the driver's) where it exists. Yields ``start`` (node_info), then every ``STREAM_EVERY_S`` the cache's new
+    ``lines`` and the warnings (``logs``), last ``done`` (the output files); its messages name ``shown_dir``, the
+    driver's shard folder, instead of the scratch folder."""
     yield {"start": node_info()}
     scratch = Path(tempfile.mkdtemp(prefix="ssd_eval-shard-"))
     folder = shard_dir(scratch, shard)
@@ -172,10 +169,8 @@ class _Shard:
 def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, download: bool = False,
                   progress: bool | str = True, verbose: int = 0, strict: bool = False,
                   on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
-    """Evaluate each run as ``jobs`` shards, all of them Ray tasks submitted at once, then merge each run into its
-    results folder; returns the merged results, in the order of ``runs``. ``fresh``, ``strict`` and each of
-    ``on_results``: as ``pipeline.evaluate``'s ``fresh``, ``strict`` and ``on_result``.
-    """
+    """Evaluate each run as ``jobs`` shards, all Ray tasks submitted at once, and return each run's merged result;
+    ``fresh``, ``strict`` and each of ``on_results`` as ``pipeline.evaluate``'s ``fresh``, ``strict``, ``on_result``."""
     ray = import_ray()
     _check_out_dirs(runs)
     name = runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"
@@ -266,7 +261,7 @@ def _resources(nodes: list[dict]) -> str:
 def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib.ExitStack, *,
           fresh: bool) -> list[_Shard]:
     """Every run's shard tasks: config with threads, resources, images, and the shard folder here (its old results
-    removed, its cache opened and locked until ``held`` closes)."""
+    removed, its cache.jsonl locked until ``held`` closes, cut to its complete lines or emptied when fresh)."""
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in nodes] or [1]) or 1
     total_cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes)) or 1
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
@@ -288,29 +283,22 @@ def _plan(runs: Sequence[RayRun], jobs: int, nodes: list[dict], held: contextlib
         if key not in datasets:
             datasets[key] = data.load_annotations(*key)
         out_dir = prepare_out_dir(run.config.out_dir)
-        for i in range(1, jobs + 1):
-            images = run_image_ids(config, datasets[key], (i, jobs))[0]
-            shards.append(_open_shard(index, (i, jobs), config, shard_dir(out_dir, (i, jobs)), len(images),
-                                      resources, held, fresh=fresh or not config.output.resume))
+        for shard in [(i, jobs) for i in range(1, jobs + 1)]:
+            images = len(run_image_ids(config, datasets[key], shard)[0])
+            folder = prepare_out_dir(shard_dir(out_dir, shard))
+            path = folder / CACHE_FILE
+            cache = held.enter_context(open(path, "a+b"))
+            lock_file(cache, path)
+            cache.seek(0)
+            kept = b"" if fresh or not config.output.resume else cache.read()
+            kept = kept[:kept.rfind(b"\n") + 1]  # its complete lines
+            cache.truncate(len(kept))
+            cache.seek(0, os.SEEK_END)
+            tidy_output_dir(folder, discard_results=True)
+            lines = kept.count(b"\n")
+            shards.append(_Shard(index, shard, config, folder, images, resources, cache, lines=lines,
+                                 resumed=max(0, lines - 1)))
     return shards
-
-
-def _open_shard(run: int, shard: tuple[int, int], config: Config, folder: Path, images: int,
-                resources: dict[str, Any], held: contextlib.ExitStack, *, fresh: bool) -> _Shard:
-    """A shard's folder here: its old results removed, its cache.jsonl locked until ``held`` closes and cut to its
-    complete lines (emptied when ``fresh``)."""
-    prepare_out_dir(folder)
-    path = folder / CACHE_FILE
-    handle = held.enter_context(open(path, "a+b"))
-    lock_file(handle, path)
-    handle.seek(0)
-    kept = b"" if fresh else handle.read()
-    kept = kept[:kept.rfind(b"\n") + 1]
-    handle.truncate(len(kept))
-    handle.seek(0, os.SEEK_END)
-    tidy_output_dir(folder, discard_results=True)
-    lines = kept.count(b"\n")
-    return _Shard(run, shard, config, folder, images, resources, handle, lines=lines, resumed=max(0, lines - 1))
 
 
 def _submit(remote: Any, shard: _Shard, cwd: str) -> None:
@@ -346,7 +334,6 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                     message = ray.get(next(stream))
                 except StopIteration:  # ended without its results: as if its worker had died
                     _retry(remote, shard, cwd, "its task ended without results")
-                    continue
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, UserError):  # not retried: the same input fails again
                         raise UserError(f"{shard.name}: {exc.cause}") from None
@@ -355,8 +342,8 @@ def _follow(ray: ModuleType, remote: Any, shards: list[_Shard], cwd: str, *, pro
                     raise
                 except ray.exceptions.RayError as exc:  # its worker or node died, or its objects were lost
                     _retry(remote, shard, cwd, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-                    continue
-                _receive(shard, message)
+                else:
+                    _receive(shard, message)
             finished = sum(s.finished for s in shards) - baseline
             if finished > bar.n:
                 bar.update(finished - bar.n)
@@ -374,8 +361,7 @@ def _retry(remote: Any, shard: _Shard, cwd: str, why: str) -> None:
 
 
 def _receive(shard: _Shard, message: dict[str, Any]) -> None:
-    """Take one message of a shard's task (``run_shard``): note its node, append its cache lines to the shard's
-    cache here, log its warnings, and write detections.json, then shard.json, when it is done."""
+    """Take one message of a shard's task (``run_shard``) into the shard's cache, log and folder here."""
     if "start" in message:
         shard.node = message["start"]
     if message.get("reset"):

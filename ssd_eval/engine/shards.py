@@ -42,8 +42,8 @@ def shard_dir(out_dir: Path, shard: tuple[int, int]) -> Path:
 
 
 class CacheTail:
-    """The complete lines appended to a resume cache since the last ``read``: a shard's progress as its run
-    writes it (``lines``: how many complete lines were read since the file was last started afresh)."""
+    """A shard's progress as its run writes its resume cache: the complete lines appended since the last ``read``
+    (``lines``: how many were read since the file was last started afresh)."""
 
     def __init__(self, path: Path, offset: int = 0):
         self.path, self.offset, self.lines = path, offset, 0
@@ -68,8 +68,7 @@ class CacheTail:
 
 def expand_shard_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """The shard folders ``merge`` is given: a shard's output (it holds SHARD_FILE) as it is; another folder,
-    such as the ``--out DIR`` of ``eval --shard i/n``, stands for the ``shard-i-of-n`` folders in it.
-    UserError when such a folder holds none, or shards of more than one split (each split named)."""
+    such as the ``--out DIR`` of ``eval --shard i/n``, stands for the ``shard-i-of-n`` folders of its one split."""
     expanded: list[Path] = []
     for path in map(Path, paths):
         if (path / SHARD_FILE).is_file() or not path.is_dir():
@@ -94,20 +93,8 @@ def expand_shard_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 def write_shard_manifest(out_dir: Path, config: Config, shard: tuple[int, int], image_ids: list[int],
                           provenance: dict[str, Any]) -> None:
-    """Write shard.json last: it names the shard's images and pins its detections.json (count, sha256)."""
-    atomic_write_json(out_dir / SHARD_FILE, {
-        "variant": config.variant,
-        "shard": list(shard),
-        "image_ids": image_ids,
-        "detections_file": {"count": provenance["detections"],
-                            "sha256": utils.sha256_of(out_dir / "detections.json")},
-        "identity": shard_identity(config, provenance),
-        "provenance": provenance,
-    })
-
-
-def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]:
-    """What every shard of one evaluation must share to be merged: model and annotation bytes, and the settings
+    """Write shard.json last: it names the shard's images, pins its detections.json (count, sha256) and holds the
+    identity every shard of one evaluation must share to be merged: model and annotation bytes, and the settings
     that shape detections or select images (as the resume cache key: not paths, threads, batch size or outputs)."""
     settings = config.to_dict()
     runtime = settings.pop("runtime")
@@ -122,17 +109,22 @@ def shard_identity(config: Config, provenance: dict[str, Any]) -> dict[str, Any]
                 "annotations_zip_sha256", "images_zip_size", "images_zip_sha256"):
         settings["dataset"].pop(key)
     settings["switches"] = config.switches()
-    return {
-        "model_sha256": provenance["model"]["sha256"],
-        "annotations_sha256": provenance["annotations"]["sha256"],
-        "settings": flatten_dotted(settings),
-    }
+    atomic_write_json(out_dir / SHARD_FILE, {
+        "variant": config.variant,
+        "shard": list(shard),
+        "image_ids": image_ids,
+        "detections_file": {"count": provenance["detections"],
+                            "sha256": utils.sha256_of(out_dir / "detections.json")},
+        "identity": {"model_sha256": provenance["model"]["sha256"],
+                     "annotations_sha256": provenance["annotations"]["sha256"],
+                     "settings": flatten_dotted(settings)},
+        "provenance": provenance,
+    })
 
 
 def read_shard(directory: Path) -> tuple[dict[str, Any], Callable[[], Iterator[dict]]]:
-    """A shard's manifest, checked, and a function that streams its detections afresh each call (a merge never
-    holds every detection). detections.json must be the file the manifest pins (sha256, count), holding COCO
-    results of the shard's images only, in ascending image order as ``eval --shard`` writes it."""
+    """A shard's manifest, checked with the detections.json it pins, and a function that streams those detections
+    afresh each call (a merge never holds every detection)."""
     manifest_path, detections_path = directory / SHARD_FILE, directory / "detections.json"
     try:
         manifest = json.loads(manifest_path.read_bytes())
@@ -205,8 +197,7 @@ def _is_shard_manifest(manifest: Any) -> bool:
 
 def run_image_ids(config: Config, dataset: data.CocoDataset, shard: tuple[int, int] | None = None
                   ) -> tuple[list[int], subsets.Subset | None]:
-    """The image ids a run of ``config`` evaluates (of ``shard`` i/n, None: all), with the subset file opened
-    for them (None without ``dataset.subset``)."""
+    """The image ids a run of ``config`` evaluates (of ``shard`` i/n, None: all), and its opened subset file."""
     opened = subsets.open_subset(config.dataset.subset, dataset.sha256) if config.dataset.subset else None
     image_ids = subsets.select_image_ids(
         dataset, limit=config.dataset.limit, subset=opened,
@@ -226,8 +217,7 @@ def shard_config(directory: Path, manifest: dict[str, Any]) -> Config:
 
 
 def merge_out_dir(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> Path | None:
-    """The folder ``merge_shards(shard_dirs, out_dir)`` writes to: ``out_dir``, else the output folder of the
-    first shard's config; None when no shard is named (merge_shards says so)."""
+    """The folder ``merge_shards(shard_dirs, out_dir)`` writes to (None when no shard is named)."""
     if out_dir:
         return Path(out_dir)
     if not shard_dirs:
@@ -239,14 +229,12 @@ def merge_out_dir(shard_dirs: Sequence[str | Path], out_dir: str | Path | None =
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *,
                  launch: dict[str, Any] | None = None, on_result: Callable[[EvalResult], Any] | None = None,
                  locked: bool = False, strict: bool = False) -> EvalResult:
-    """Score shard outputs together after checking they cover the image set exactly once.
-
-    ``launch``: provenance entries of ``eval --jobs`` (engine.jobs), applied over the merged ones. ``strict`` and
-    ``on_result``: as ``pipeline.evaluate``'s; the output folder is locked until ``on_result`` has run
-    (``locked``: the caller holds that lock already)."""
+    """Score shard outputs together after checking they cover the image set exactly once. ``launch``: provenance
+    entries of ``eval --jobs`` over the merged ones; ``strict``, ``on_result`` as ``pipeline.evaluate``'s;
+    ``locked``: the caller holds the output folder's lock (else it is held here until ``on_result`` has run)."""
     if not shard_dirs:
         raise UserError("merge: name the shard directories to merge")
-    shards = [(Path(d), *read_shard(Path(d))) for d in expand_shard_dirs(shard_dirs)]
+    shards = [(d, *read_shard(d)) for d in expand_shard_dirs(shard_dirs)]
     first_dir, first, _ = shards[0]
     total = first["shard"][1]
     for directory, manifest, _ in shards[1:]:
@@ -301,9 +289,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         output_counts = postprocess.add_counts(output_counts, manifest["provenance"].get("output_counts"))
     output_warnings = postprocess.checked_outputs(output_counts, config.switches()["score_threshold"], strict=strict)
 
-    def detections() -> Iterator[dict]:
-        # Every shard's detections in ascending image order, read afresh from the files (each is in
-        # that order and the shards' images are disjoint): as a single run lists them, none held.
+    def detections() -> Iterator[dict]:  # in ascending image order, as a single run lists them
         return heapq.merge(*(read() for _, _, read in shards), key=lambda d: d["image_id"])
 
     count = sum(m["detections_file"]["count"] for _, m, _ in shards)
@@ -316,7 +302,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path | None = 
         "image_ids_sha256": hash_data(image_ids),
         "skipped_images": skipped,
         "detections": count,
-        "shards": [f"{m['shard'][0]}/{total}" for _, m, _ in sorted(shards, key=lambda s: s[1]["shard"][0])],
+        "shards": [f"{index}/{total}" for index in range(1, total + 1)],  # each exactly once, checked above
         "resumed_images": sum(m["provenance"]["resumed_images"] for _, m, _ in shards),
         "inference_time_s": round(sum(m["provenance"]["inference_time_s"] for _, m, _ in shards), 3),
         "wall_time_s": round(sum(m["provenance"]["wall_time_s"] for _, m, _ in shards), 3),
