@@ -66,3 +66,21 @@ def test_nothing_in_the_product_imports_its_test_helpers(graph):
     users = {module for module in product if any(imported.startswith("ssd_eval.testing")
                                                  for imported in graph.find_modules_directly_imported_by(module))}
     assert users == set()
+
+
+def test_every_ssd_eval_import_in_tools_and_scripts_resolves():
+    """Scripts outside the package (tools/, including the shell scripts' embedded Python) name modules and
+    functions that moved with the layers: each ``from ssd_eval... import ...`` they hold must import."""
+    import importlib
+    import re
+
+    pattern = re.compile(r"^\s*from (ssd_eval[\w.]*) import ([\w, ]+?)\s*(?:#.*)?$", re.M)
+    found = []
+    for path in sorted((ROOT / "tools").rglob("*")):
+        if path.suffix in (".py", ".sh") and path.is_file():
+            found += [(path.name, module, name.strip()) for module, names in pattern.findall(path.read_text())
+                      for name in names.split(",") if name.strip()]
+    assert found, "no ssd_eval imports found in tools/: the pattern is wrong"
+    missing = [f"{script}: {module}.{name}" for script, module, name in found
+               if not hasattr(importlib.import_module(module), name)]
+    assert not missing

@@ -27,7 +27,7 @@ status=0
 "$PY" - <<'PYTHON' || status=1
 import os, tempfile
 from pathlib import Path
-from ssd_eval.engine.bench import bench_throughput
+from ssd_eval.testing.bench_harness import bench_throughput
 from ssd_eval.testing.synthetic import SSD_LIKE_DETECTOR
 with tempfile.TemporaryDirectory() as folder:
     bench_throughput(Path(folder), images=int(os.environ.get("IMAGES", "48")), repeats=2, spec=SSD_LIKE_DETECTOR,
