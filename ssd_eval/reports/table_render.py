@@ -34,8 +34,6 @@ QUALIFIED = ("delta", "images_per_s")
 QUALIFIER_NOTES = {"cached": "from the resume cache, as measured when its images were inferred"}
 """The note a view gives a qualifier that is too short to explain itself."""
 
-AREA_KEYS = ("aps", "apm", "apl")
-
 CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
                "apm", "apl", "images_per_s", "speedup")
 """table.csv columns that hold only a number or nothing (a "± ci" column: the interval's half width)."""
@@ -43,6 +41,9 @@ CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", 
 CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_note", "drop_ci": "drop_ci_note",
              "apl": "area_note", "images_per_s": "images_per_s_note", "speedup": "speedup_note"}
 """The note column table.csv adds after a numeric column (``area_note``, after apl: for APs, APm and APl)."""
+
+CSV_COLUMNS = tuple(name for key, _ in COLUMNS for name in (key, CSV_NOTES.get(key)) if name)
+"""table.csv's header: the COLUMNS keys, each with a CSV_NOTES column after it."""
 
 
 def _one_line(cell) -> str:
@@ -56,7 +57,7 @@ def _view_cell(row: dict, key: str) -> tuple[str, str]:
     cell = _one_line(row[key])
     if cell.startswith("n/a"):
         reason = cell.removeprefix("n/a").removeprefix(":").strip()
-        if not reason and key in AREA_KEYS:
+        if not reason and key in ("aps", "apm", "apl"):
             reason = _one_line(row.get("area_note", "")).removeprefix("n/a: ")
         return "", reason or "not available"
     if key in QUALIFIED:
@@ -112,14 +113,6 @@ def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def csv_columns() -> list[str]:
-    """table.csv's header: the COLUMNS keys, each numeric one followed by its note column (CSV_NOTES)."""
-    columns = []
-    for key, _ in COLUMNS:
-        columns += [key, CSV_NOTES[key]] if key in CSV_NOTES else [key]
-    return columns
-
-
 _CELL = re.compile(r"(?P<number>[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?:%|x)?(?: ± (?P<half>\d+(?:\.\d+)?))?"
                    r"(?: (?P<bounds>\[(?P<low>[+-]?\d+(?:\.(?P<decimals>\d+))?), (?P<high>[+-]?\d+(?:\.\d+)?)\]))?"
                    r"(?: \((?P<note>.*)\))?")
@@ -141,24 +134,21 @@ def _split_cell(key: str, cell: str) -> tuple[str, str]:
 
 
 def render_csv(rows: list[dict]) -> str:
-    """build_rows' rows as CSV under csv_columns(): numeric columns (CSV_NUMERIC) hold a number or nothing, and
+    """build_rows' rows as CSV under CSV_COLUMNS: numeric columns (CSV_NUMERIC) hold a number or nothing, and
     why a number is missing or what qualifies it goes to the column's note column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = csv_columns()
-    writer.writerow(columns)
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
-        record = {}
+        record = []
         for key, _ in COLUMNS:
-            cell = _one_line(row[key])
+            cell, note = _one_line(row[key]), ""
             if key in CSV_NUMERIC:
                 cell, note = _split_cell(key, cell)
-                if key == "apl":  # one note for the three area columns
-                    note = _one_line(row["area_note"])
-                if key in CSV_NOTES:
-                    record[CSV_NOTES[key]] = note
-            record[key] = cell
-        writer.writerow([_csv_safe(record[column]) for column in columns])
+            if key == "apl":  # one note for the three area columns
+                note = _one_line(row["area_note"])
+            record += [cell, note] if key in CSV_NOTES else [cell]
+        writer.writerow([_csv_safe(cell) for cell in record])
     return buffer.getvalue()
 
 
