@@ -183,21 +183,19 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         return _report_errors(errors)
 
     baselines_dir.mkdir(parents=True, exist_ok=True)
-    changed = 0
     for source, target in copies:
         content = source.read_bytes()
         if not target.is_file() or target.read_bytes() != content:
             atomic_write_text(target, content.decode("utf-8"))
             print(f"baseline: copied {source} to {target}")
     for path, old_text, new_text, _ in planned:
-        if old_text == new_text:
-            continue
-        diff = difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
-                                    fromfile=str(path) if old_text else "/dev/null", tofile=str(path))
-        print("".join(diff), end="")
-        atomic_write_text(path, new_text)
-        changed += 1
+        if old_text != new_text:
+            diff = difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+                                        fromfile=str(path) if old_text else "/dev/null", tofile=str(path))
+            print("".join(diff), end="")
+            atomic_write_text(path, new_text)
     for path, _, _, written in planned:
         print(f"baseline: {path}: {tolerance_summary(written)}")
+    changed = sum(old_text != new_text for _, old_text, new_text, _ in planned)
     print(f"baseline: {changed} file(s) changed, {len(planned) - changed} unchanged")
     return 0

@@ -167,8 +167,7 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
 
 
 def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, matcher: ResultMatches) -> str:
-    """The paired interval of the drop ratio, when the baseline uses ci95 or both runs have intervals;
-    otherwise why there is none."""
+    """The drop ratio's paired interval (when a metric uses ci95 or both runs have intervals), or why none."""
     wanted = any(r.tolerance == "ci95" for r in baseline.metrics) or (
         result_interval(result, "mAP") is not None and result_interval(parent_result, "mAP") is not None)
     if not wanted:
@@ -382,9 +381,8 @@ def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | N
 def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
              junit: Path | None = None, configs_dir: Path | None = None, strict: bool = False,
              require_model_sha256: bool = False) -> int:
-    """Check results against baselines, print one line per check, a summary and the verdict (VERDICTS), and
-    return the exit code; with `strict` a variant with results but no baseline fails, with `junit` the checks
-    are also written there as JUnit XML."""
+    """Print one line per check, a summary and the verdict (VERDICTS); return the exit code. With `strict` a
+    variant with results but no baseline fails; `junit` also gets the checks as JUnit XML."""
     checks, unlisted = _gate_checks(Path(baselines_dir), Path(results_dir), variants, configs_dir, strict,
                                     require_model_sha256)
     for check in checks:

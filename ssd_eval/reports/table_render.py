@@ -100,8 +100,7 @@ def _csv_safe(cell: str) -> str:
 
 
 def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
-    """build_rows' rows as a GitHub-flavoured Markdown table (table_view: display headers, a note column
-    when some row has one), then its numbered notes."""
+    """build_rows' rows as a GitHub-flavoured Markdown table (table_view), then its numbered notes."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
