@@ -156,10 +156,8 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         try:
             existing = load_baseline(path) if path.exists() else None
             old_text = path.read_text(encoding="utf-8") if existing else ""
-            if existing:
-                protocol, protocol_note = existing.protocol, None
-            else:
-                protocol, protocol_note = _protocol_for_new_baseline(index, variant, path)
+            protocol, protocol_note = ((existing.protocol, None) if existing
+                                       else _protocol_for_new_baseline(index, variant, path))
             result, find_note = index.find(variant, protocol, f"variant {variant} for {path}",
                                            existing.subset if existing else subset)
             baseline, messages = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct,

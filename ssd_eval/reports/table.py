@@ -59,10 +59,9 @@ def _delta_cell(result: dict) -> str:
 
 def int8_path(result: dict) -> str:
     """The CPU int8 kernel class a quantized result ran on ("" for fp32 models and old results)."""
-    provenance = result.get("provenance", {})
-    if (provenance.get("model") or {}).get("quantization") in (None, "none"):
+    if provenance_value(result, "model.quantization") in (None, "none"):
         return ""
-    return str(((provenance.get("int8") or {}).get("cpu") or {}).get("kernel_class") or "unknown")
+    return str(provenance_value(result, "int8.cpu.kernel_class") or "unknown")
 
 
 def _drop_cell(result: dict, parent: dict) -> str:
