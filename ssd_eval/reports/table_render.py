@@ -72,7 +72,7 @@ def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str
     column, when some row has one, numbers each reason once, listed in ``notes`` as "<columns>: <reason>"."""
     columns = COLUMNS if all_columns else DEFAULT_COLUMNS
     notes: dict[str, int] = {}
-    grid, marks = [], []
+    grid = []
     for row in rows:
         cells, reasons = [], {}
         for key, header in columns:
@@ -82,12 +82,10 @@ def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str
                 reasons.setdefault(reason, []).append(header)
         numbers = [notes.setdefault(f"{', '.join(headers)}: {reason}", len(notes) + 1)
                    for reason, headers in reasons.items()]
-        grid.append(cells)
-        marks.append(",".join(str(n) for n in numbers))
-    headers = [header for _, header in columns]
-    if notes:
-        headers.append("note")
-        grid = [cells + [mark] for cells, mark in zip(grid, marks)]
+        grid.append(cells + [",".join(str(n) for n in numbers)])
+    headers = [header for _, header in columns] + ["note"]
+    if not notes:  # no row has a note: no note column
+        headers, grid = headers[:-1], [cells[:-1] for cells in grid]
     return headers, grid, [f"{number}. {text}" for text, number in notes.items()]
 
 
