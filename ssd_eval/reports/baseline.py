@@ -75,6 +75,12 @@ def _check_known_keys(mapping: dict, allowed: tuple[str, ...], prefix: str, sour
             raise UserError(f"{source}: {prefix}.{sub}: unknown key (allowed: {', '.join(allowed)})")
 
 
+def _expect(ok: object, source: str, key: str, expected: str, value: object) -> None:
+    """UserError ``<source>: <key>: expected <expected>, got <value>`` unless `ok`."""
+    if not ok:
+        raise UserError(f"{source}: {key}: expected {expected}, got {quote(value)}")
+
+
 def parse_baseline(text: str, source: str) -> Baseline:
     """Parse and check baseline YAML text; UserError names `source` and the key at fault."""
     try:
@@ -91,24 +97,20 @@ def parse_baseline(text: str, source: str) -> Baseline:
         if key not in _TOP_KEYS:
             raise UserError(f"{source}: unknown key {key!r} (allowed: {', '.join(_TOP_KEYS)})")
     for key in ("variant", "protocol"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise UserError(f"{source}: {key}: expected a non-empty string, got {quote(data.get(key))}")
+        _expect(isinstance(data.get(key), str) and data[key], source, key, "a non-empty string", data.get(key))
     images = data.get("images")
-    if not is_int(images) or images <= 0:
-        raise UserError(f"{source}: images: expected a positive integer, got {quote(images)}")
+    _expect(is_int(images) and images > 0, source, "images", "a positive integer", images)
     for key in ("annotations_sha256", "model_sha256"):
         value = data.get(key)
-        if value is not None and not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
-            raise UserError(f"{source}: {key}: expected 64 lower-case hex digits or null, got {quote(value)}")
+        _expect(value is None or (isinstance(value, str) and SHA256_HEX.fullmatch(value)),
+                source, key, "64 lower-case hex digits or null", value)
     require = data.get("require_model_sha256", False)
-    if not isinstance(require, bool):
-        raise UserError(f"{source}: require_model_sha256: expected true or false, got {quote(require)}")
+    _expect(isinstance(require, bool), source, "require_model_sha256", "true or false", require)
     if require and data.get("model_sha256") is None:
         raise UserError(f"{source}: require_model_sha256: true needs a model_sha256 to require")
     for key, allowed in (("quantization", QUANTIZATION_FORMATS), ("int8_path", KERNEL_CLASSES)):
         value = data.get(key)
-        if value is not None and value not in allowed:
-            raise UserError(f"{source}: {key}: expected one of {', '.join(allowed)} or null, got {quote(value)}")
+        _expect(value is None or value in allowed, source, key, f"one of {', '.join(allowed)} or null", value)
     subset = data.get("subset")
     if subset is not None:
         try:
@@ -117,9 +119,8 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: subset: expected a subset name (subsets/<name>.json, e.g. ci-500) or "
                             f"null, got {quote(subset)}") from None
     detections = data.get("detections")
-    if detections is not None and not (isinstance(detections, str) and detections.strip()):
-        raise UserError(f"{source}: detections: expected a file name (relative to the baseline file) or null, "
-                        f"got {quote(detections)}")
+    _expect(detections is None or (isinstance(detections, str) and detections.strip()),
+            source, "detections", "a file name (relative to the baseline file) or null", detections)
     stem = Path(source).stem
     if data["variant"] != stem:
         raise UserError(f"{source}: variant: {data['variant']!r} does not match the file name (expected {stem!r})")
@@ -135,20 +136,17 @@ def parse_baseline(text: str, source: str) -> Baseline:
         if not isinstance(spec, dict):
             raise UserError(f"{source}: {key}: expected a mapping with expected, abs_tol, rel_tol")
         _check_known_keys(spec, ("expected", "abs_tol", "rel_tol", "tolerance"), key, source)
-        if not is_number(spec.get("expected")):
-            raise UserError(f"{source}: {key}.expected: expected a number, got {quote(spec.get('expected'))}")
+        _expect(is_number(spec.get("expected")), source, f"{key}.expected", "a number", spec.get("expected"))
         for tol in ("abs_tol", "rel_tol"):
             value = spec.get(tol)
-            if value is not None and (not is_number(value) or value < 0):
-                raise UserError(f"{source}: {key}.{tol}: expected a number >= 0 or null, got {quote(value)}")
+            _expect(value is None or (is_number(value) and value >= 0),
+                    source, f"{key}.{tol}", "a number >= 0 or null", value)
         if spec.get("abs_tol") is None and spec.get("rel_tol") is None:
             raise UserError(f"{source}: {key}: give abs_tol or rel_tol (or both)"
                             + (" (with tolerance: ci95 they apply where no paired interval is possible)"
                                if spec.get("tolerance") == "ci95" else ""))
         tolerance = spec.get("tolerance", "fixed")
-        if tolerance not in TOLERANCES:
-            raise UserError(f"{source}: {key}.tolerance: expected one of {', '.join(TOLERANCES)}, "
-                            f"got {quote(tolerance)}")
+        _expect(tolerance in TOLERANCES, source, f"{key}.tolerance", f"one of {', '.join(TOLERANCES)}", tolerance)
         if tolerance == "ci95" and name not in CI95_METRICS:
             raise UserError(f"{source}: {key}.tolerance: ci95 is available for {', '.join(CI95_METRICS)} only")
         abs_tol, rel_tol = (None if spec.get(tol) is None else float(spec[tol]) for tol in ("abs_tol", "rel_tol"))
@@ -161,11 +159,9 @@ def parse_baseline(text: str, source: str) -> Baseline:
             raise UserError(f"{source}: quantized: expected a mapping with parent, max_drop_pct")
         _check_known_keys(quantized, ("parent", "max_drop_pct"), "quantized", source)
         parent = quantized.get("parent")
-        if not isinstance(parent, str) or not parent:
-            raise UserError(f"{source}: quantized.parent: expected a variant name, got {quote(parent)}")
+        _expect(isinstance(parent, str) and parent, source, "quantized.parent", "a variant name", parent)
         max_drop = quantized.get("max_drop_pct")
-        if not is_number(max_drop) or max_drop < 0:
-            raise UserError(f"{source}: quantized.max_drop_pct: expected a number >= 0, got {quote(max_drop)}")
+        _expect(is_number(max_drop) and max_drop >= 0, source, "quantized.max_drop_pct", "a number >= 0", max_drop)
         max_drop = float(max_drop)
     return Baseline(source, data["variant"], data["protocol"], images, tuple(rules),
                     parent, max_drop, data.get("annotations_sha256"), data.get("model_sha256"), data.get("int8_path"),

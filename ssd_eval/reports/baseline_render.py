@@ -38,37 +38,23 @@ def header_comments(text: str) -> list[str]:
 
 
 _KEY = re.compile(r"\s*[A-Za-z0-9_]+:")
+# A YAML line's content: quoted strings, other characters but `#`, and `#` after a non-blank (not a comment).
+_CONTENT = re.compile(r"""(?:"(?:\\.|[^"\\])*"|'[^']*'|[^"'#]|(?<=[^ \t])#)*""")
 
 
 def _split_comment(line: str) -> tuple[str, str]:
     """(content, comment) of a YAML line; the comment keeps the spaces before its `#`."""
-    quote = None
-    escaped = False
-    for i, char in enumerate(line):
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote == '"':
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "\"'":
-            quote = char
-        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
-            content = line[:i].rstrip()
-            return content, line[len(content):]
-    return line, ""
+    content = _CONTENT.match(line)[0]
+    if not line.startswith("#", len(content)):  # no comment, or a quote left open
+        return line, ""
+    content = content.rstrip()
+    return content, line[len(content):]
 
 
 def inline_comments(text: str) -> dict[str, str]:
     """Each key line's trailing comment ("" for none) in a baseline file's text, keyed by the
-    indented key (`protocol`, `  mAP`, `  max_drop_pct`, ...)."""
-    comments = {}
-    for line in text.splitlines():
-        match = _KEY.match(line)
-        if match and not line.lstrip().startswith("#"):
-            comments[match.group(0)] = _split_comment(line)[1]
-    return comments
+    indented key (`protocol:`, `  mAP:`, `  max_drop_pct:`, ...)."""
+    return {match.group(0): _split_comment(line)[1] for line in text.splitlines() if (match := _KEY.match(line))}
 
 
 def render_baseline(baseline: Baseline, header: list[str] | None = None,
@@ -108,9 +94,8 @@ def render_baseline(baseline: Baseline, header: list[str] | None = None,
             f"  max_drop_pct: {_yaml_float(baseline.max_drop_pct)}"
             "   # (parent mAP - mAP) / parent mAP x 100, same protocol and images",
         ]
-    if comments:
-        for number, line in enumerate(lines):
-            match = _KEY.match(line)
-            if match and match.group(0) in comments and not line.startswith("#"):
-                lines[number] = _split_comment(line)[0] + comments[match.group(0)]
+    for number, line in enumerate(lines):
+        match = _KEY.match(line)
+        if match and comments and match.group(0) in comments:
+            lines[number] = _split_comment(line)[0] + comments[match.group(0)]
     return "\n".join(lines) + "\n"

@@ -116,15 +116,11 @@ def _report_errors(errors: list[str]) -> int:
 def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
                      abs_tol: float = 0.002, max_drop_pct: float = 1.0, subset: str | None = None,
                      keep_detections: bool = False, tolerance: str | None = None) -> int:
-    """Rewrite (or create) baselines/<variant>.yaml from the current results; return the exit code.
-
-    Results are looked up as the gate does; `variants=None` means every variant with a result (on `subset`)
-    or a baseline file. New files gate DEFAULT_METRICS with `abs_tol` (and `max_drop_pct` against a
-    comparable parent) on image subset `subset`; `keep_detections` keeps a copy of each result's
-    detections.json beside its file; `tolerance` is written on every metric (None: each file's own).
-    Prints each changed file's diff and the tolerance each file holds. Returns 0, or 2 on input errors
-    (then nothing is written), printed on stderr as `ssd-eval baseline: error: ...`.
-    """
+    """Rewrite (or create) the baselines of `variants` (None: every variant with a result on `subset` or a
+    baseline file) from their results, found as the gate finds them; return 0, or 2 on input errors (then
+    nothing is written). New files gate DEFAULT_METRICS with `abs_tol` (and `max_drop_pct` against a
+    comparable parent) on `subset`; `keep_detections` keeps a copy of each result's detections.json beside
+    its file; `tolerance` is written on every metric (None: each file's own)."""
     baselines_dir, results_dir = Path(baselines_dir), Path(results_dir)
     errors: list[str] = []
     for name, value in (("abs_tol", abs_tol), ("max_drop_pct", max_drop_pct)):
@@ -157,27 +153,21 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
     copies: list[tuple[Path, Path]] = []  # (result's detections.json, the baseline's kept copy)
     for variant in names:
         path = existing_files.get(variant, baselines_dir / f"{variant}.yaml")
-        messages: list[str] = []
         try:
             existing = load_baseline(path) if path.exists() else None
             old_text = path.read_text(encoding="utf-8") if existing else ""
-            if existing:
-                protocol = existing.protocol
-            else:
-                protocol, note = _protocol_for_new_baseline(index, variant, path)
-                messages += [note] if note else []
-            result, note = index.find(variant, protocol, f"variant {variant} for {path}",
-                                      existing.subset if existing else subset)
-            messages += [note] if note else []
-            baseline, more = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct, keep_detections,
-                                               tolerance)
-            messages += more
+            protocol, protocol_note = ((existing.protocol, None) if existing
+                                       else _protocol_for_new_baseline(index, variant, path))
+            result, find_note = index.find(variant, protocol, f"variant {variant} for {path}",
+                                           existing.subset if existing else subset)
+            baseline, messages = _updated_baseline(path, existing, result, index, abs_tol, max_drop_pct,
+                                                   keep_detections, tolerance)
             new_text = render_baseline(baseline, header_comments(old_text), inline_comments(old_text))
             written = parse_baseline(new_text, str(path))  # what we write must load back
         except UserError as exc:
             errors.append(str(exc))
             continue
-        for message in messages:
+        for message in filter(None, [protocol_note, find_note, *messages]):
             print(f"ssd-eval baseline: {message}", file=sys.stderr)
         planned.append((path, old_text, new_text, written))
         if baseline.detections_path is not None:
@@ -191,21 +181,19 @@ def update_baselines(baselines_dir: Path, results_dir: Path, *, variants: list[s
         return _report_errors(errors)
 
     baselines_dir.mkdir(parents=True, exist_ok=True)
-    changed = 0
     for source, target in copies:
         content = source.read_bytes()
         if not target.is_file() or target.read_bytes() != content:
             atomic_write_text(target, content.decode("utf-8"))
             print(f"baseline: copied {source} to {target}")
     for path, old_text, new_text, _ in planned:
-        if old_text == new_text:
-            continue
-        diff = difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
-                                    fromfile=str(path) if old_text else "/dev/null", tofile=str(path))
-        print("".join(diff), end="")
-        atomic_write_text(path, new_text)
-        changed += 1
+        if old_text != new_text:
+            diff = difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+                                        fromfile=str(path) if old_text else "/dev/null", tofile=str(path))
+            print("".join(diff), end="")
+            atomic_write_text(path, new_text)
     for path, _, _, written in planned:
         print(f"baseline: {path}: {tolerance_summary(written)}")
+    changed = sum(old_text != new_text for _, old_text, new_text, _ in planned)
     print(f"baseline: {changed} file(s) changed, {len(planned) - changed} unchanged")
     return 0

@@ -1,7 +1,6 @@
 """mAP regression gate: each variant's metrics.json against baselines/<variant>.yaml (format and rule:
 baselines/README.md). A gate is never looser than its written tolerance; `tolerance: ci95` adds a
-non-inferiority test on a paired bootstrap interval. Exit codes: 0 every check holds, 1 a check failed,
-2 the gate could not run as asked (input or usage error)."""
+non-inferiority test on a paired bootstrap interval. Exit codes: VERDICTS."""
 
 from __future__ import annotations
 
@@ -116,13 +115,13 @@ def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: In
 
 
 def check_drop(variant: str, parent: str, max_drop_pct: float,
-               map_value: float, parent_map: float, interval: str = "") -> Check:
+               map_value: float, parent_map: float, interval: str = "", notes: tuple[str, ...] = ()) -> Check:
     """PASS when the drop ratio vs the parent is at most max_drop_pct; ``interval`` ends the line."""
     drop = drop_ratio_pct(map_value, parent_map)
     broken = drop > max_drop_pct + FLOAT_SLACK
     text = (f"expected <= {max_drop_pct:.2f}%, got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)}), "
             f"{'above' if broken else 'within'} the limit" + (f"; {interval}" if interval else ""))
-    return _verdict(variant, f"drop_pct vs {parent}", broken, text)
+    return _verdict(variant, f"drop_pct vs {parent}", broken, text, notes)
 
 
 def own_interval_text(result: dict, metric: str) -> str:
@@ -168,8 +167,7 @@ def _ci95_check(baseline: Baseline, rule: MetricRule, result: dict, parent_resul
 
 
 def _drop_interval_text(baseline: Baseline, result: dict, parent_result: dict, matcher: ResultMatches) -> str:
-    """The paired interval of the drop ratio, when the baseline uses ci95 or both runs have intervals;
-    otherwise why there is none."""
+    """The drop ratio's paired interval (when a metric uses ci95 or both runs have intervals), or why none."""
     wanted = any(r.tolerance == "ci95" for r in baseline.metrics) or (
         result_interval(result, "mAP") is not None and result_interval(parent_result, "mAP") is not None)
     if not wanted:
@@ -201,14 +199,11 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     unpinned: list[str] = []
     if configs_dir is not None:
         config_path = Path(configs_dir) / f"{variant}.yaml"
-        if not config_path.is_file():
-            unpinned.append(f"no {config_path}")
+        pinned = load_config(config_path).model.sha256 if config_path.is_file() else None
+        if pinned:
+            pins.append((pinned.lower(), f"{config_path} model.sha256"))
         else:
-            pinned = load_config(config_path).model.sha256
-            if pinned:
-                pins.append((pinned.lower(), f"{config_path} model.sha256"))
-            else:
-                unpinned.append(f"{config_path} pins no model.sha256")
+            unpinned.append(f"{config_path} pins no model.sha256" if config_path.is_file() else f"no {config_path}")
     if baseline.model_sha256:
         pins.append((baseline.model_sha256, f"{baseline.source} model_sha256"))
     else:
@@ -304,9 +299,8 @@ def check_variant(baseline: Baseline, results: Path | ResultIndex,
         except UserError as exc:
             checks.append(Check(variant, f"drop_pct vs {baseline.parent}", "ERROR", str(exc)))
         else:
-            check = check_drop(variant, baseline.parent, baseline.max_drop_pct,
-                               result["mAP"], parent_result["mAP"], interval)
-            checks.append(replace(check, notes=(parent_note,) if parent_note else ()))
+            checks.append(check_drop(variant, baseline.parent, baseline.max_drop_pct, result["mAP"],
+                                     parent_result["mAP"], interval, (parent_note,) if parent_note else ()))
     try:
         checks.insert(0, check_model(baseline, result, parent_result, configs_dir, require_model_sha256))
     except UserError as exc:
@@ -387,9 +381,8 @@ def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | N
 def run_gate(baselines_dir: Path, results_dir: Path, *, variants: list[str] | None = None,
              junit: Path | None = None, configs_dir: Path | None = None, strict: bool = False,
              require_model_sha256: bool = False) -> int:
-    """Check results against baselines, print one line per check, a summary and the verdict (VERDICTS), and
-    return the exit code; with `strict` a variant with results but no baseline fails, with `junit` the checks
-    are also written there as JUnit XML."""
+    """Print one line per check, a summary and the verdict (VERDICTS); return the exit code. With `strict` a
+    variant with results but no baseline fails; `junit` also gets the checks as JUnit XML."""
     checks, unlisted = _gate_checks(Path(baselines_dir), Path(results_dir), variants, configs_dir, strict,
                                     require_model_sha256)
     for check in checks:

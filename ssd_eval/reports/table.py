@@ -35,8 +35,7 @@ REPORT_DIR = "report"
 
 
 def _delta_cell(result: dict) -> str:
-    """measured - published, only where the run matches how the published value was measured:
-    the variant's published protocol over the full set (no `--limit`)."""
+    """measured - published mAP where the run is measured as the published value was, else why not."""
     published = result.get("published_map")
     if published is None:
         return ""  # the empty published cell says it: no note in every row
@@ -60,10 +59,9 @@ def _delta_cell(result: dict) -> str:
 
 def int8_path(result: dict) -> str:
     """The CPU int8 kernel class a quantized result ran on ("" for fp32 models and old results)."""
-    provenance = result.get("provenance", {})
-    if (provenance.get("model") or {}).get("quantization") in (None, "none"):
+    if provenance_value(result, "model.quantization") in (None, "none"):
         return ""
-    return str(((provenance.get("int8") or {}).get("cpu") or {}).get("kernel_class") or "unknown")
+    return str(provenance_value(result, "int8.cpu.kernel_class") or "unknown")
 
 
 def _drop_cell(result: dict, parent: dict) -> str:
@@ -106,8 +104,7 @@ def _map_interval_cells(result: dict) -> dict[str, str]:
 
 
 def _drop_ci_cell(result: dict, parent: dict, matcher: ResultMatches) -> str:
-    """The drop % ± its paired bootstrap interval (both runs' detections on the same resampled images),
-    computed only when both runs have intervals (both small enough for the bootstrap)."""
+    """The drop % ± its paired bootstrap interval (same resampled images), when both runs have intervals."""
     if result_interval(result, "mAP") is None or result_interval(parent, "mAP") is None:
         return "n/a: a run without bootstrap"
     if "_source" not in result or "_source" not in parent:
@@ -122,8 +119,7 @@ def _drop_ci_cell(result: dict, parent: dict, matcher: ResultMatches) -> str:
 
 
 def _ap_cells(result: dict) -> dict[str, str]:
-    """AP50 and AP75, and APs/APm/APl where the protocol makes them comparable: not under inc, whose
-    areas come from normalized boxes ("n/a"; the reason in ``area_note``, for table.csv)."""
+    """AP50 and AP75, and APs/APm/APl except under inc ("n/a", the reason in ``area_note``)."""
     inc = protocol_base(str(result["protocol"])) == "inc"
     cells = {name.lower(): "n/a" if inc and name in ("APs", "APm", "APl") else _stat_text(result.get(name))
              for name in ("AP50", "AP75", "APs", "APm", "APl")}
@@ -145,10 +141,8 @@ def build_rows(results: list[dict]) -> list[dict]:
     matcher = ResultMatches()
     for result in sorted(results, key=table_order):
         parent, reason = find_parent_result(result, results)
-        if not result.get("parent"):
-            versus = dict.fromkeys(("drop_pct", "drop_ci", "speedup"), "")
-        elif parent is None:
-            versus = dict.fromkeys(("drop_pct", "drop_ci", "speedup"), reason or "n/a")
+        if parent is None:  # no reason: an fp32 result, whose cells against a parent stay empty
+            versus = dict.fromkeys(("drop_pct", "drop_ci", "speedup"), reason or "")
         else:
             versus = {"drop_pct": _drop_cell(result, parent), "drop_ci": _drop_ci_cell(result, parent, matcher),
                       "speedup": _speedup_cell(result, parent)}
@@ -164,12 +158,10 @@ def build_rows(results: list[dict]) -> list[dict]:
             **_map_interval_cells(result),
             "published_map": "" if published is None else f"{published:.4f}",
             "delta": _delta_cell(result),
-            "drop_pct": versus["drop_pct"],
-            "drop_ci": versus["drop_ci"],
+            **versus,
             **_ap_cells(result),
             "images_per_s": "" if images_per_s is None else f"{images_per_s:.2f}"
                             + (" (cached)" if provenance_value(result, "speed_from_cache") else ""),
-            "speedup": versus["speedup"],
             "provider": short_provider_names(provenance_value(result, "runtime.providers", [])),
             "int8_path": int8_path(result),
             "date": str(provenance_value(result, "date", ""))[:10],

@@ -34,8 +34,6 @@ QUALIFIED = ("delta", "images_per_s")
 QUALIFIER_NOTES = {"cached": "from the resume cache, as measured when its images were inferred"}
 """The note a view gives a qualifier that is too short to explain itself."""
 
-AREA_KEYS = ("aps", "apm", "apl")
-
 CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", "drop_ci", "ap50", "ap75", "aps",
                "apm", "apl", "images_per_s", "speedup")
 """table.csv columns that hold only a number or nothing (a "± ci" column: the interval's half width)."""
@@ -43,6 +41,9 @@ CSV_NUMERIC = ("images", "map", "map_ci", "published_map", "delta", "drop_pct", 
 CSV_NOTES = {"map_ci": "map_ci_note", "delta": "delta_note", "drop_pct": "drop_note", "drop_ci": "drop_ci_note",
              "apl": "area_note", "images_per_s": "images_per_s_note", "speedup": "speedup_note"}
 """The note column table.csv adds after a numeric column (``area_note``, after apl: for APs, APm and APl)."""
+
+CSV_COLUMNS = tuple(name for key, _ in COLUMNS for name in (key, CSV_NOTES.get(key)) if name)
+"""table.csv's header: the COLUMNS keys, each with a CSV_NOTES column after it."""
 
 
 def _one_line(cell) -> str:
@@ -56,7 +57,7 @@ def _view_cell(row: dict, key: str) -> tuple[str, str]:
     cell = _one_line(row[key])
     if cell.startswith("n/a"):
         reason = cell.removeprefix("n/a").removeprefix(":").strip()
-        if not reason and key in AREA_KEYS:
+        if not reason and key in ("aps", "apm", "apl"):
             reason = _one_line(row.get("area_note", "")).removeprefix("n/a: ")
         return "", reason or "not available"
     if key in QUALIFIED:
@@ -71,7 +72,7 @@ def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str
     column, when some row has one, numbers each reason once, listed in ``notes`` as "<columns>: <reason>"."""
     columns = COLUMNS if all_columns else DEFAULT_COLUMNS
     notes: dict[str, int] = {}
-    grid, marks = [], []
+    grid = []
     for row in rows:
         cells, reasons = [], {}
         for key, header in columns:
@@ -81,12 +82,10 @@ def table_view(rows: list[dict], *, all_columns: bool = False) -> tuple[list[str
                 reasons.setdefault(reason, []).append(header)
         numbers = [notes.setdefault(f"{', '.join(headers)}: {reason}", len(notes) + 1)
                    for reason, headers in reasons.items()]
-        grid.append(cells)
-        marks.append(",".join(str(n) for n in numbers))
-    headers = [header for _, header in columns]
-    if notes:
-        headers.append("note")
-        grid = [cells + [mark] for cells, mark in zip(grid, marks)]
+        grid.append(cells + [",".join(str(n) for n in numbers)])
+    headers = [header for _, header in columns] + ["note"]
+    if not notes:  # no row has a note: no note column
+        headers, grid = headers[:-1], [cells[:-1] for cells in grid]
     return headers, grid, [f"{number}. {text}" for text, number in notes.items()]
 
 
@@ -99,8 +98,7 @@ def _csv_safe(cell: str) -> str:
 
 
 def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
-    """build_rows' rows as a GitHub-flavoured Markdown table (table_view: display headers, a note column
-    when some row has one), then its numbered notes."""
+    """build_rows' rows as a GitHub-flavoured Markdown table (table_view), then its numbered notes."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -110,14 +108,6 @@ def render_markdown(rows: list[dict], *, all_columns: bool = False) -> str:
     if notes:
         out += ["", "Notes:", ""] + [text.replace("|", "\\|") for text in notes]
     return "\n".join(out) + "\n"
-
-
-def csv_columns() -> list[str]:
-    """table.csv's header: the COLUMNS keys, each numeric one followed by its note column (CSV_NOTES)."""
-    columns = []
-    for key, _ in COLUMNS:
-        columns += [key, CSV_NOTES[key]] if key in CSV_NOTES else [key]
-    return columns
 
 
 _CELL = re.compile(r"(?P<number>[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?:%|x)?(?: ± (?P<half>\d+(?:\.\d+)?))?"
@@ -141,24 +131,21 @@ def _split_cell(key: str, cell: str) -> tuple[str, str]:
 
 
 def render_csv(rows: list[dict]) -> str:
-    """build_rows' rows as CSV under csv_columns(): numeric columns (CSV_NUMERIC) hold a number or nothing, and
+    """build_rows' rows as CSV under CSV_COLUMNS: numeric columns (CSV_NUMERIC) hold a number or nothing, and
     why a number is missing or what qualifies it goes to the column's note column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = csv_columns()
-    writer.writerow(columns)
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
-        record = {}
+        record = []
         for key, _ in COLUMNS:
-            cell = _one_line(row[key])
+            cell, note = _one_line(row[key]), ""
             if key in CSV_NUMERIC:
                 cell, note = _split_cell(key, cell)
-                if key == "apl":  # one note for the three area columns
-                    note = _one_line(row["area_note"])
-                if key in CSV_NOTES:
-                    record[CSV_NOTES[key]] = note
-            record[key] = cell
-        writer.writerow([_csv_safe(record[column]) for column in columns])
+            if key == "apl":  # one note for the three area columns
+                note = _one_line(row["area_note"])
+            record += [cell, note] if key in CSV_NOTES else [cell]
+        writer.writerow([_csv_safe(cell) for cell in record])
     return buffer.getvalue()
 
 
