@@ -193,26 +193,34 @@ def averaged_category_ids(names: dict[int, str], exclude_categories: Sequence[st
     return kept
 
 
-def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], category_ids: list[int],
-                  backend_name: str):
-    backend = BACKENDS.get(backend_name)
-    if backend is None:
-        raise UserError(f"metrics.backend {backend_name!r} is not one of {', '.join(BACKENDS)}")
+def score_batch(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
+                crowd_as_ground_truth: bool, backend: str, exclude_categories: Sequence[str], source: str) -> Scores:
+    """``metrics.score_detections`` without streaming: every detection scored at once by ``backend``."""
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
+    chosen = BACKENDS.get(backend)
+    results = checked_copies(detections, image_ids, sorted(names), source,
+                             copy=chosen is None or chosen.mutates_results)
+    if not results:
+        return empty_scores(prepared, names, category_ids, image_ids, source)
+    if chosen is None:
+        raise UserError(f"metrics.backend {backend!r} is not one of {', '.join(BACKENDS)}")
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         try:
-            evaluator = backend.make_evaluator(prepared, results)
+            evaluator = chosen.make_evaluator(prepared, results)
         except ImportError:
-            if backend.extra is None:  # a core package (requirements.lock): a broken install, not a choice
+            if chosen.extra is None:  # a core package (requirements.lock): a broken install, not a choice
                 raise
-            raise UserError(extras.message(extras.scoring_backend(backend.name))) from None
-        evaluator.params.imgIds = image_ids
+            raise UserError(extras.message(extras.scoring_backend(chosen.name))) from None
+        evaluator.params.imgIds = sorted(image_ids)
         evaluator.params.catIds = category_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     log.debug("COCOeval output:\n%s", captured.getvalue())
-    return evaluator
+    return scores_from_evaluation(evaluator.stats, np.asarray(evaluator.eval["precision"]), names,
+                                  list(evaluator.params.catIds), source, averaged=category_ids)
 
 
 def _recall_points() -> list[float]:
