@@ -18,21 +18,12 @@ import numpy as np
 
 from ssd_eval.scoring.matches import CategoryMatches, Matches
 
-BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")
-"""The stats the bootstrap resamples, in pycocotools' order (stats[0], stats[1], stats[2])."""
+BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")  # pycocotools' stats[0], stats[1], stats[2]
+METHODS = ("percentile", "recentered")  # the replicates' percentiles, or that interval shifted by -bias
+METHOD = "percentile"  # what a run's intervals and paired differences use (metrics.json, gate, table)
 
-METHODS = ("percentile", "recentered")
-"""Interval methods: the replicates' percentiles, or that interval shifted by ``-bias``."""
-
-METHOD = "percentile"
-"""The method a run's intervals and paired differences use (metrics.json ``intervals``, gate, table)."""
-
-MIN_EXTRAPOLATION_IMAGES = 500
-"""Fewest images ``full_set_intervals`` extrapolates from (below, an eighth's mAP is too noisy: docs/STATISTICS.md)."""
-
-EXTRAPOLATION_DRAWS = 1500
-"""Random sub-subsets per size (an eighth, a quarter, a half) in ``full_set_intervals``."""
-
+MIN_EXTRAPOLATION_IMAGES = 500  # fewest for full_set_intervals (below, an eighth's mAP is too noisy)
+EXTRAPOLATION_DRAWS = 1500  # full_set_intervals' random draws of each size (an eighth, a quarter, a half)
 _CHUNK_ELEMENTS = 8_000_000  # replicates x detections held at once per category (64 MB of float64)
 
 
