@@ -1,4 +1,4 @@
-"""Named, versioned, deterministic image subsets (``subsets/<name>.json``) for CI-sized evaluations.
+"""Named, versioned, deterministic image subsets (``subsets/<name>.json``, docs/FORMATS.md) for CI-sized runs.
 
 The stratified rule (``stratified_subset``, recorded as ``ALGORITHM`` in every subset file):
 
@@ -12,9 +12,8 @@ The stratified rule (``stratified_subset``, recorded as ``ALGORITHM`` in every s
   lowest ``sha256("ssd-eval-subset:<seed>:<image id>")``.
 
 Nothing depends on set or dict order, ``hash()`` or floating point: the same file, size and seed give the same
-ids on every machine. ``--algorithm random`` (``random_subset``) draws a seeded simple random sample instead:
-the stratified rule favours images with many categories, so only a random subset's mAP is a fair draw of the
-full set's (``bootstrap.full_set_intervals``). The file format: docs/FORMATS.md.
+ids on every machine. ``random_subset`` (``--algorithm random``) draws a seeded simple random sample instead: the
+stratified rule favours images with many categories, so only a random subset's mAP is a fair draw of the full set's.
 """
 
 from __future__ import annotations
@@ -37,17 +36,12 @@ from ssd_eval.errors import UserError
 from ssd_eval.loaders import load_json
 from ssd_eval.utils import atomic_write_text, is_int
 
-ALGORITHM = "stratified-greedy-l1/v1"
-"""Names (and versions) the selection rule of ``stratified_subset``; stored in every subset file."""
-
-RANDOM_ALGORITHM = "random-sha256/v1"
-"""Names (and versions) the rule of ``random_subset``: a seeded simple random sample of the images."""
-
+# The rules by name and version, as subset files record them; ALGORITHMS: by their ``--algorithm`` choice.
+ALGORITHM = "stratified-greedy-l1/v1"  # stratified_subset
+RANDOM_ALGORITHM = "random-sha256/v1"  # random_subset
 ALGORITHMS = {"stratified": ALGORITHM, "random": RANDOM_ALGORITHM}
-"""``--algorithm`` choices and the rule each writes into the subset file."""
 
-SUBSETS_DIR = Path(__file__).resolve().parents[2] / "subsets"
-"""Where named subsets live: ``subsets/`` at the repository root."""
+SUBSETS_DIR = Path(__file__).resolve().parents[2] / "subsets"  # at the repository root
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FIELDS = ("name", "annotations_sha256", "image_ids", "ids_sha256", "algorithm", "seed")

@@ -1,14 +1,11 @@
 """Bootstrap confidence intervals for COCO mAP, AP50 and AP75 from a run's own detections (no re-inference).
 
-A replicate draws the images with replacement; image ``i`` drawn ``w_i`` times stands for the data set holding
-``w_i`` copies of it. ``weighted_ap`` re-accumulates ``matches.evaluate_matches``' matches for every replicate
-at once with weighted cumulative sums, as ``COCOeval.accumulate`` does: with integer weights it equals
-pycocotools on the literally duplicated file (runs of same-image, same-score detections that mix hits and
-misses are expanded copy by copy, ``d1 d2 d1' d2'``, as that file orders them).
-
-A small sample's COCO AP lies on average above a large one's, so replicates lie above the estimate
-(``Interval.bias`` > 0) and a subset's mAP above the full set's: compare runs on the same images
-(``paired_intervals``), shift by the bias (``method="recentered"``) or extrapolate it to the full set
+A replicate draws the images with replacement; ``weighted_ap`` re-accumulates ``matches.evaluate_matches``'
+matches for every replicate at once with weighted cumulative sums: with integer weights it equals pycocotools on
+the file holding each image as often as drawn (same-image, same-score runs that mix hits and misses expanded
+copy by copy, ``d1 d2 d1' d2'``, as that file orders them). Replicates lie above the estimate on average
+(``Interval.bias`` > 0), as a subset's mAP lies above the full set's: compare runs on the same images
+(``paired_intervals``), shift by the bias (``method="recentered"``) or extrapolate to the full set
 (``full_set_intervals``); docs/STATISTICS.md. The same seed and numpy version give the same replicates.
 """
 
@@ -21,22 +18,12 @@ import numpy as np
 
 from ssd_eval.scoring.matches import CategoryMatches, Matches
 
-BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")
-"""The stats the bootstrap resamples, in pycocotools' order (stats[0], stats[1], stats[2])."""
+BOOTSTRAP_METRICS = ("mAP", "AP50", "AP75")  # pycocotools' stats[0], stats[1], stats[2]
+METHODS = ("percentile", "recentered")  # the replicates' percentiles, or that interval shifted by -bias
+METHOD = "percentile"  # what a run's intervals and paired differences use (metrics.json, gate, table)
 
-METHODS = ("percentile", "recentered")
-"""Interval methods: the replicates' percentiles, or that interval shifted by ``-bias``."""
-
-METHOD = "percentile"
-"""The method a run's intervals and paired differences use (metrics.json ``intervals``, gate, table)."""
-
-MIN_EXTRAPOLATION_IMAGES = 500
-"""Fewest images ``full_set_intervals`` extrapolates from: below, the eighths give too noisy a mAP (95 % intervals
-of 400-image synthetic subsets covered the full set in 60 % of cases, of 500-image ones in 93 %)."""
-
-EXTRAPOLATION_DRAWS = 1500
-"""Random sub-subsets per size (an eighth, a quarter, a half) in ``full_set_intervals`` (400 draws lost coverage)."""
-
+MIN_EXTRAPOLATION_IMAGES = 500  # fewest for full_set_intervals (below, an eighth's mAP is too noisy)
+EXTRAPOLATION_DRAWS = 1500  # full_set_intervals' random draws of each size (an eighth, a quarter, a half)
 _CHUNK_ELEMENTS = 8_000_000  # replicates x detections held at once per category (64 MB of float64)
 
 
@@ -141,10 +128,9 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
     """Intervals for mAP, AP50 and AP75 of the ``full_set_images``-image set that ``matches``' images were
     drawn from at random, and why a metric has none (None when all have one; None intervals: no metric has one).
 
-    The means of ``draws`` random eighths, quarters and halves of the subset fit a power law c * m^-alpha
-    (alpha = log2 of the ratio of the two drops), extrapolated to the full set's size. The interval is the
-    percentile interval moved by the bootstrap's own bias plus that extrapolated bias, its ``estimate`` the
-    subset's value minus the extrapolated bias: an empirical fit, for random subsets only (docs/STATISTICS.md).
+    The means of ``draws`` random eighths, quarters and halves of the subset fit a power law c * m^-alpha,
+    extrapolated to the full set: the percentile interval moves by the bootstrap's bias plus that extrapolated
+    bias, the estimate by the latter; an empirical fit, for random subsets only (docs/STATISTICS.md).
     ``values``: ``bootstrap_values(matches, replicates, seed)`` when already drawn.
     """
     _check_level(level)
@@ -153,11 +139,9 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
         return None, f"{size} images: extrapolating to the full set needs at least {MIN_EXTRAPOLATION_IMAGES}"
     if full_set_images <= size:
         return None, "the run covers the whole annotation file"
-    estimate = _estimate(matches)
-    if values is None:
-        values = bootstrap_values(matches, replicates, seed)
-    elif values.shape != (replicates, len(BOOTSTRAP_METRICS)):
+    if values is not None and values.shape != (replicates, len(BOOTSTRAP_METRICS)):
         raise ValueError(f"values must be [{replicates}, {len(BOOTSTRAP_METRICS)}], got {values.shape}")
+    base = bootstrap_intervals(matches, replicates=replicates, seed=seed, level=level, values=values)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))  # not the bootstrap's stream
     means = []  # of each metric on an eighth, a quarter and a half of the images
     for part in (8, 4, 2):
@@ -176,10 +160,9 @@ def full_set_intervals(matches: Matches, *, full_set_images: int, replicates: in
             continue
         alpha = float(np.log2((eighth - quarter) / (quarter - half)))
         extra = extrapolated_bias(quarter - half, size, full_set_images, alpha)
-        base = percentile_interval(values[:, j], estimate[j], level=level, seed=seed)
-        shift = base.bias + extra
-        intervals[name] = Interval(base.low - shift, base.high - shift, level, replicates, seed,
-                                   float(estimate[j] - extra), "full-set", float(shift),
+        shift = base[name].bias + extra
+        intervals[name] = Interval(base[name].low - shift, base[name].high - shift, level, replicates, seed,
+                                   float(base[name].estimate - extra), "full-set", float(shift),
                                    full_set_images=full_set_images, alpha=alpha)
     return intervals or None, "; ".join(refused) or None
 

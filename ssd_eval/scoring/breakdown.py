@@ -1,24 +1,21 @@
-"""Where a model loses AP: a TIDE-style error breakdown (Bolya et al., ECCV 2020), from hotcoco.
+"""Where a model loses AP: a TIDE-style error breakdown (Bolya et al., ECCV 2020) by hotcoco's
+``COCOeval.tide_errors``, on the run's own ground truth, images, categories and crowd handling.
 
 Every false positive at IoU 0.5 is put in one class: classification (IoU >= 0.5 with a box of another
 category), localization (0.1 <= IoU < 0.5 with a box of its own category), both (0.1 <= IoU < 0.5 with a box
 of another category), duplicate (IoU >= 0.5 with a box of its own category already matched by a higher score)
 or background (IoU < 0.1 with every box); a ground-truth box no detection covers, not even through a
-classification or localization error, is missed. For each class, ``dAP`` is how much AP50 (mean over the
-averaged categories, 0..1) would rise if only those errors were fixed, as TIDE fixes them.
-
-hotcoco's ``COCOeval.tide_errors`` (the ``hotcoco`` extra, only when ``metrics.error_breakdown: true``) runs on
-the run's own prepared ground truth, images, categories and crowd handling: its ``ap50`` equals the run's AP50.
+classification or localization error, is missed. ``dAP`` of a class: how much AP50 would rise if only those
+errors were fixed, as TIDE fixes them.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ssd_eval import extras
-from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
+from ssd_eval.scoring.cocoeval import BACKENDS, checked_copies, prepare_scoring
 from ssd_eval.utils import package_version
 
 ERROR_TYPES: tuple[tuple[str, str], ...] = (
@@ -47,14 +44,11 @@ def compute_breakdown(gt: dict[str, Any], detections: Iterable[dict] | str | Pat
     """The TIDE breakdown of ``detections`` over ``image_ids`` (the metrics.json ``error_breakdown``):
     COCO results, checked like the scores', or the path of a detections.json the run wrote, which hotcoco
     reads itself (faster, and half the memory of a Python list)."""
-    import hotcoco
-
     prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
                                                     exclude_categories=exclude_categories)
     is_path = isinstance(detections, (str, Path))
     results = str(detections) if is_path else checked_copies(detections, image_ids, sorted(names), source)
-    ground_truth = hotcoco.COCO(copy.deepcopy(prepared))
-    evaluator = hotcoco.COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+    evaluator = BACKENDS["hotcoco"].make_evaluator(prepared, results)  # a path: hotcoco reads the file itself
     evaluator.params.imgIds = sorted(image_ids)
     evaluator.params.catIds = category_ids
     evaluator.evaluate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -39,7 +40,13 @@ def _pycocotools_evaluator(prepared: dict, results: list[dict]) -> Any:
     ground_truth = COCO()
     ground_truth.dataset = prepared  # fresh annotation dicts already; pycocotools only reads them
     ground_truth.createIndex()
-    return COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+    if results:
+        detections = ground_truth.loadRes(results)
+    else:  # loadRes cannot take an empty list
+        detections = COCO()
+        detections.dataset = dict(prepared, annotations=[])
+        detections.createIndex()
+    return COCOeval(ground_truth, detections, "bbox")
 
 
 def _hotcoco_evaluator(prepared: dict, results: list[dict]) -> Any:
@@ -76,12 +83,8 @@ class Scores:
 
 
 def prepare_ground_truth(gt: dict[str, Any], *, crowd_as_ground_truth: bool) -> dict[str, Any]:
-    """A copy of the annotation data ready for scoring; optionally crowd regions become ordinary boxes.
-
-    When any annotation id is 0 or negative, every annotation gets the id ``position + 1`` (the backends
-    record a match as the ground truth's id, so a match to id 0 would read as no match); otherwise the
-    file's ids are kept.
-    """
+    """A copy of the annotation data ready for scoring, crowd regions as ordinary boxes with ``crowd_as_ground_truth``.
+    With any annotation id <= 0 every annotation's id becomes ``position + 1`` (a match to id 0 reads as none)."""
     prepared = {k: v for k, v in gt.items() if k != "annotations"}
     renumber = any(int(ann["id"]) <= 0 for ann in gt["annotations"])
     annotations = []
@@ -115,14 +118,10 @@ def ground_truth_counts(gt: dict[str, Any], image_ids: Iterable[int], *, crowd_a
     """Each category's ground-truth boxes among ``image_ids`` by name (every category of the file, 0 where it has
     none): the boxes a detection can match, so crowd regions count only with ``crowd_as_ground_truth``."""
     names = category_names(gt)
-    counts = dict.fromkeys(names.values(), 0)
     evaluated = set(image_ids)
-    for ann in gt["annotations"]:
-        if ann["image_id"] in evaluated and (crowd_as_ground_truth or not int(ann.get("iscrowd", 0))):
-            name = names.get(int(ann["category_id"]))
-            if name is not None:
-                counts[name] += 1
-    return counts
+    counts = Counter(names.get(int(ann["category_id"])) for ann in gt["annotations"]
+                     if ann["image_id"] in evaluated and (crowd_as_ground_truth or not int(ann.get("iscrowd", 0))))
+    return {name: counts[name] for name in names.values()}
 
 
 def checked_copies(detections: Iterable[dict], image_ids: Sequence[int], category_ids: Sequence[int],
@@ -145,8 +144,8 @@ def checked_copy(det: dict, images: set[int], categories: set[int], source: str,
 
 def empty_scores(prepared: dict[str, Any], names: dict[int, str], category_ids: Sequence[int],
                  image_ids: Iterable[int], source: str) -> Scores:
-    """The Scores of no detections at all (pycocotools cannot load an empty result list): every
-    metric 0, a category's AP 0 where the evaluated images hold its ground truth, else -1."""
+    """The Scores of no detections at all: every metric 0, a category's AP 0 where the evaluated images hold
+    its ground truth, else -1."""
     message = f"{source}: no detections to score; every metric is 0"
     log.warning(message)
     zero_curve = [0.0] * 101
@@ -194,26 +193,34 @@ def averaged_category_ids(names: dict[int, str], exclude_categories: Sequence[st
     return kept
 
 
-def _run_cocoeval(prepared: dict, results: list[dict], image_ids: list[int], category_ids: list[int],
-                  backend_name: str):
-    backend = BACKENDS.get(backend_name)
-    if backend is None:
-        raise UserError(f"metrics.backend {backend_name!r} is not one of {', '.join(BACKENDS)}")
+def score_batch(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
+                crowd_as_ground_truth: bool, backend: str, exclude_categories: Sequence[str], source: str) -> Scores:
+    """``metrics.score_detections`` without streaming: every detection scored at once by ``backend``."""
+    prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
+                                                    exclude_categories=exclude_categories)
+    chosen = BACKENDS.get(backend)
+    results = checked_copies(detections, image_ids, sorted(names), source,
+                             copy=chosen is None or chosen.mutates_results)
+    if not results:
+        return empty_scores(prepared, names, category_ids, image_ids, source)
+    if chosen is None:
+        raise UserError(f"metrics.backend {backend!r} is not one of {', '.join(BACKENDS)}")
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         try:
-            evaluator = backend.make_evaluator(prepared, results)
+            evaluator = chosen.make_evaluator(prepared, results)
         except ImportError:
-            if backend.extra is None:  # a core package (requirements.lock): a broken install, not a choice
+            if chosen.extra is None:  # a core package (requirements.lock): a broken install, not a choice
                 raise
-            raise UserError(extras.message(extras.scoring_backend(backend.name))) from None
-        evaluator.params.imgIds = image_ids
+            raise UserError(extras.message(extras.scoring_backend(chosen.name))) from None
+        evaluator.params.imgIds = sorted(image_ids)
         evaluator.params.catIds = category_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     log.debug("COCOeval output:\n%s", captured.getvalue())
-    return evaluator
+    return scores_from_evaluation(evaluator.stats, np.asarray(evaluator.eval["precision"]), names,
+                                  list(evaluator.params.catIds), source, averaged=category_ids)
 
 
 def _recall_points() -> list[float]:

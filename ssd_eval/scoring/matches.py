@@ -1,9 +1,8 @@
 """The per-detection match table that streaming keeps and the bootstrap reweights.
 
 ``PycocotoolsMatcher`` runs pycocotools' ``COCOeval.evaluate()`` a chunk of images at a time (matches never
-cross images) and keeps only what ``accumulate`` reads: scores, ranks, true-positive / ignored bits per IoU
-threshold and area range, and the non-ignored ground truth. It gives ``Matches`` (area all, maxDets 100) or
-pycocotools' arrays and stats, from ``accumulate`` transcribed (bit for bit) and pycocotools' ``summarize``.
+cross images), keeps what ``accumulate`` reads (scores, ranks, true-positive / ignored bits, non-ignored ground
+truth) and gives ``Matches`` or pycocotools' arrays and stats (``accumulate`` transcribed bit for bit).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ssd_eval.scoring.cocoeval import checked_copies, prepare_scoring
+from ssd_eval.scoring.cocoeval import BACKENDS, checked_copies, prepare_scoring
 
 MAX_DETECTIONS = 100  # pycocotools' maxDets[-1], the one mAP/AP50/AP75 use
 
@@ -107,20 +106,9 @@ class PycocotoolsMatcher:
 
     def update(self, image_ids: list[int], images: list[dict], truth: list[dict], results: list[dict],
                image_positions: list[int]) -> None:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
+        chunk = {"images": images, "annotations": truth, "categories": self.categories}
         with contextlib.redirect_stdout(io.StringIO()):
-            ground_truth = COCO()
-            ground_truth.dataset = {"images": images, "annotations": truth, "categories": self.categories}
-            ground_truth.createIndex()
-            if results:
-                detections = ground_truth.loadRes(results)
-            else:  # loadRes cannot take an empty list
-                detections = COCO()
-                detections.dataset = {"images": images, "annotations": [], "categories": self.categories}
-                detections.createIndex()
-            evaluator = COCOeval(ground_truth, detections, "bbox")
+            evaluator = BACKENDS["pycocotools"].make_evaluator(chunk, results)
             evaluator.params.imgIds = image_ids
             evaluator.params.catIds = self.category_ids
             evaluator.evaluate()
@@ -190,15 +178,12 @@ class PycocotoolsMatcher:
         for k in range(K):
             _, ranks, values, bits = self._detections(k, release=True)
             self._accumulate_category(k, ranks, values, bits, precision, recall, scores)
-        evaluator = COCOeval(iouType="bbox")
-        evaluator.params.imgIds = list(image_ids)
-        evaluator.params.catIds = list(self.category_ids)
-        evaluator.eval = {"params": evaluator.params, "counts": [T, R, K, A, M], "precision": precision,
-                          "recall": recall, "scores": scores}
+        evaluator = COCOeval(iouType="bbox")  # only to summarize: it reads params, precision and recall
+        evaluator.params = p
+        evaluator.eval = {"precision": precision, "recall": recall, "scores": scores}
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.summarize()
-        arrays = {"precision": precision, "recall": recall, "scores": scores}
-        return [float(s) for s in evaluator.stats], arrays, list(self.category_ids)
+        return [float(s) for s in evaluator.stats], evaluator.eval, list(self.category_ids)
 
     def _detections(self, k: int, release: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

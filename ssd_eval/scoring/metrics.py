@@ -4,19 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
-from ssd_eval.scoring.cocoeval import (
-    BACKENDS,
-    Scores,
-    _run_cocoeval,
-    checked_copies,
-    empty_scores,
-    ground_truth_counts,
-    log,
-    prepare_scoring,
-    scores_from_evaluation,
-)
+from ssd_eval.scoring.cocoeval import Scores, ground_truth_counts, log, score_batch
 
 
 def score_detections(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
@@ -39,17 +27,8 @@ def score_detections(gt: dict[str, Any], detections: Iterable[dict], image_ids: 
     else:
         if streaming:
             log.info("metrics.backend %s cannot stream: scoring every detection at once", backend)
-        prepared, names, category_ids = prepare_scoring(gt, crowd_as_ground_truth=crowd_as_ground_truth,
-                                                        exclude_categories=exclude_categories)
-        chosen = BACKENDS.get(backend)
-        results = checked_copies(detections, image_ids, sorted(names), source,
-                                 copy=chosen is None or chosen.mutates_results)
-        if results:
-            evaluator = _run_cocoeval(prepared, results, sorted(image_ids), category_ids, backend)
-            scores = scores_from_evaluation(evaluator.stats, np.asarray(evaluator.eval["precision"]), names,
-                                            list(evaluator.params.catIds), source, averaged=category_ids)
-        else:
-            scores = empty_scores(prepared, names, category_ids, image_ids, source)
+        scores = score_batch(gt, detections, image_ids, crowd_as_ground_truth=crowd_as_ground_truth, backend=backend,
+                             exclude_categories=exclude_categories, source=source)
     counts = ground_truth_counts(gt, image_ids, crowd_as_ground_truth=crowd_as_ground_truth)
     scores.per_category_gt = {name: counts.get(name, 0) for name in scores.per_category_ap}
     return scores

@@ -1,10 +1,5 @@
-"""Streaming scoring: detections matched a chunk of images at a time as they arrive (a few bytes kept per
-detection), with the numbers of batch scoring.
-
-Once a few thousand detections are pending, the backend matches them with those images' ground truth:
-pycocotools through ``matches.PycocotoolsMatcher``, hotcoco through its ``StreamingEval``. Evaluated images
-that never received detections are matched at the end with their ground truth alone.
-"""
+"""Streaming scoring: detections matched a chunk of images at a time as they arrive (pycocotools through
+``matches.PycocotoolsMatcher``, hotcoco through its ``StreamingEval``), with the numbers of batch scoring."""
 
 from __future__ import annotations
 
@@ -54,6 +49,7 @@ class StreamingScorer:
         if not streams(backend):
             raise UserError(f"metrics.backend {backend!r} cannot stream; streaming backends: "
                             f"{', '.join(STREAMING_BACKENDS)}")
+        # None: the module's constants at the time of the call (tests lower them)
         self.chunk_detections = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
         self.chunk_images = CHUNK_IMAGES if chunk_images is None else chunk_images
         if self.chunk_detections < 1 or self.chunk_images < 1:
@@ -73,7 +69,6 @@ class StreamingScorer:
         self._position = {image_id: n for n, image_id in enumerate(self.image_ids)}
         self._seen: set[int] = set()
         self._pending: list[tuple[int, list[dict]]] = []
-        self._pending_detections = 0
         self.detections = 0
         self.chunks = 0
         self.peak_pending_detections = 0
@@ -100,18 +95,17 @@ class StreamingScorer:
                             "scores them in any order)")
         copies = []
         for detection in detections:
-            copy = checked_copy(detection, self._evaluated, self._all_categories, self.source,
-                                copy=self._copy)
+            copy = checked_copy(detection, self._evaluated, self._all_categories, self.source, copy=self._copy)
             if copy["image_id"] != image_id:
                 raise UserError(f"{self.source}: a detection of image {copy['image_id']} was given as one of "
                                 f"image {image_id}")
             copies.append(copy)
         self._seen.add(image_id)
         self._pending.append((image_id, copies))
-        self._pending_detections += len(copies)
+        pending = sum(len(image_detections) for _, image_detections in self._pending)
         self.detections += len(copies)
-        self.peak_pending_detections = max(self.peak_pending_detections, self._pending_detections)
-        if self._pending_detections >= self.chunk_detections or len(self._pending) >= self.chunk_images:
+        self.peak_pending_detections = max(self.peak_pending_detections, pending)
+        if pending >= self.chunk_detections or len(self._pending) >= self.chunk_images:
             self._flush()
 
     def add_detections(self, detections: Iterable[dict]) -> None:
@@ -127,7 +121,7 @@ class StreamingScorer:
         images = [self._image_entries.get(i, {"id": i}) for i in image_ids]
         truth = [annotation for i in image_ids for annotation in self._truth.get(i, ())]
         results = [detection for _, detections in pending for detection in detections]
-        self._pending, self._pending_detections = [], 0
+        self._pending = []
         self._engine.update(image_ids, images, truth, results, [self._position[i] for i in image_ids])
         self.chunks += 1
 
