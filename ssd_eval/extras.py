@@ -47,7 +47,7 @@ def tracker(name: str) -> Need:
 
 def message(need: Need) -> str:
     """The one line for ``need`` when its extra is absent: the feature, the package and the pip command."""
-    package = EXTRAS[need.extra][1]
+    _module, package = EXTRAS[need.extra]
     text = f"{need.feature} needs {package}, which is not installed: pip install -e '.[{need.extra}]'"
     return text + (f" (or {need.instead})" if need.instead else "")
 
@@ -55,7 +55,8 @@ def message(need: Need) -> str:
 def require(need: Need) -> None:
     """UserError (``message``) when the module of the extra ``need`` names cannot be found."""
     try:
-        if importlib.util.find_spec(EXTRAS[need.extra][0]) is None:
+        module, _package = EXTRAS[need.extra]
+        if importlib.util.find_spec(module) is None:
             raise UserError(message(need))
     except ValueError:  # imported already, without a spec (a stand-in): it is there
         pass

@@ -44,6 +44,12 @@ def run_model(model_path: Path, image: np.ndarray) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------ bench_models
 
 
+@pytest.mark.parametrize("iterations, warmup", [(0, 1), (5, -1)])
+def test_bench_models_refuses_no_iterations_or_a_negative_warmup(tmp_path, iterations, warmup):
+    with pytest.raises(UserError, match="iterations must be at least 1 and warmup not negative"):
+        bench.bench_models([tiny_config(tmp_path, "tiny")], warmup=warmup, iterations=iterations)
+
+
 def test_bench_models_report_is_well_formed(tmp_path, capsys):
     configs = [
         tiny_config(tmp_path, "tiny"),

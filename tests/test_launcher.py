@@ -166,6 +166,15 @@ def test_jobs_refuses_bad_counts_and_shards():
         run_jobs(config, 0, [], config_path="configs/sample.yaml")
     with pytest.raises(UserError, match="--jobs and --shard"):
         run_jobs(config, 2, [], config_path="configs/sample.yaml", shard="1/2")
+    with pytest.raises(UserError, match="--executor 'Ray': expected one of local, ray"):
+        run_jobs(config, 2, [], config_path="configs/sample.yaml", executor="Ray")  # not run locally instead
+
+
+def test_ray_executor_refuses_a_bad_job_count_before_needing_ray():
+    from ssd_eval.engine.ray_executor import evaluate_runs
+
+    with pytest.raises(UserError, match="at least 1, got 0"):
+        evaluate_runs([], 0)
 
 
 def test_speed_of_parallel_runs_is_compared_only_with_the_same_number_of_jobs():

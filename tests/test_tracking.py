@@ -335,3 +335,13 @@ def test_a_tracking_server_failing_after_the_run_is_given_up_within_seconds(tmp_
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         assert name not in os.environ  # set while logging only
     assert read_metrics_file(tmp_path / "r" / "metrics.json")["mAP"] == pytest.approx(result.map)
+
+
+def test_track_with_no_tracker_named_leaves_the_result_alone(tmp_path):
+    from ssd_eval.config.schema import TrackingConfig
+    from ssd_eval.reports.tracking import track
+
+    result = sample_run("sample", tmp_path / "run")
+    before = result.files["metrics"].read_bytes()
+    assert track(result, TrackingConfig()) == {}
+    assert result.files["metrics"].read_bytes() == before and not (tmp_path / "run" / "report").exists()

@@ -298,7 +298,9 @@ def _match(value: Any, hint: Any) -> Any:
         return value
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif hint is int and is_int(value) or hint in (bool, str, type(None)) and isinstance(value, hint):
+    elif hint is int and is_int(value):
+        return value
+    elif hint in (bool, str, type(None)) and isinstance(value, hint):
         return value
     raise ValueError(value)
 

@@ -71,6 +71,8 @@ def bench_models(configs: Sequence[Config], *, warmup: int = 2, iterations: int 
 
     if not configs:
         raise UserError("bench: no models to benchmark")
+    if iterations < 1 or warmup < 0:
+        raise UserError("bench: iterations must be at least 1 and warmup not negative")
     _check_model_files(configs)
     duplicated = sorted(v for v, count in collections.Counter(c.variant for c in configs).items() if count > 1)
     if duplicated:

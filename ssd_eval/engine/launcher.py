@@ -34,6 +34,7 @@ from ssd_eval.results.result import EvalResult, prepare_out_dir
 
 log = logging.getLogger(__name__)
 
+EXECUTORS = ("local", "ray")
 JOB_LOG = "job.log"
 POLL_S = 0.2
 STOP_GRACE_S = 10.0
@@ -128,6 +129,8 @@ def run_jobs(config: Config, jobs: int, overrides: Sequence[Any], *, config_path
              on_result: Callable[[EvalResult], Any] | None = None) -> EvalResult:
     """Evaluate ``config`` as ``jobs`` shards side by side (``executor``: ``local`` subprocesses or ``ray`` tasks),
     merge them and return the merged result; ``strict`` and ``on_result`` as ``pipeline.evaluate``'s."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if shard:
@@ -186,7 +189,7 @@ def _start(plan: JobPlan, directory: Path, config_path: str | Path, overrides: S
     log.info("job %s: %s", plan.shard, " ".join(command))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    return _Job(plan, process, log_path, log_file, cache, resumed=max(0, cache.lines - 1))
+    return _Job(plan, process, log_path, log_file, cache, resumed=cache.images)
 
 
 def _wait(running: list[_Job], variant: str, progress: bool | str, *, total: int | None = None,
@@ -221,7 +224,7 @@ def _update(bar: Any, running: list[_Job]) -> None:
     done = 0
     for job in running:
         job.cache.read()
-        finished = max(0, job.cache.lines - 1)
+        finished = job.cache.images
         if finished < job.resumed:  # its cache was started afresh (another key): nothing of it was resumed
             job.resumed = 0
         done += finished - job.resumed

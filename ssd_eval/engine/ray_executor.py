@@ -171,6 +171,8 @@ def evaluate_runs(runs: Sequence[RayRun], jobs: int, *, fresh: bool = False, dow
                   on_results: Sequence[Callable[[EvalResult], Any] | None] | None = None) -> list[EvalResult]:
     """Evaluate each run as ``jobs`` shards, all Ray tasks submitted at once, and return each run's merged result;
     ``fresh``, ``strict`` and each of ``on_results`` as ``pipeline.evaluate``'s ``fresh``, ``strict``, ``on_result``."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     ray = import_ray()
     _check_out_dirs(runs)
     name = runs[0].config.variant if len(runs) == 1 else f"{len(runs)} runs"

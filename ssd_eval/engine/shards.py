@@ -48,6 +48,11 @@ class CacheTail:
     def __init__(self, path: Path, offset: int = 0):
         self.path, self.offset, self.lines = path, offset, 0
 
+    @property
+    def images(self) -> int:
+        """Images in the lines read so far (a cache's first line is its header)."""
+        return max(0, self.lines - 1)
+
     def read(self) -> dict[str, Any]:
         """``lines``: the new complete lines; ``reset``: the file was started afresh (they are its start);
         empty when there is neither, or the file cannot be read (yet)."""

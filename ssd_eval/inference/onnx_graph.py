@@ -205,8 +205,8 @@ def _macs(graph: Graph, node: Any) -> int | None:
 
 
 def gflops(graph: Graph, inputs: list[TensorInfo]) -> tuple[float, int]:
-    """(GFLOPs per image: 2 x the multiply-accumulates of the Conv/MatMul/Gemm nodes, from the inferred shapes and
-    divided by a fixed batch dim; those nodes skipped for unknown shapes)."""
+    """(GFLOPs per image, Conv/MatMul/Gemm nodes skipped for unknown shapes): GFLOPs are 2 x the nodes'
+    multiply-accumulates from the inferred shapes, divided by a fixed batch dim."""
     macs = [_macs(graph, node) for node in graph.nodes
             if node.op_type in {*FLOAT_MATRIX_OPS, *QUANT_MATRIX_OPS} and node.domain in ("", "ai.onnx", MS_DOMAIN)]
     batch = inputs[0].shape[0] if inputs and inputs[0].shape else 1

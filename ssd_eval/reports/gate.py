@@ -41,8 +41,8 @@ class Check:
     notes: tuple[str, ...] = ()
 
 
-def _verdict(variant: str, name: str, failed: bool, text: str, notes: tuple[str, ...] = ()) -> Check:
-    """A PASS or FAIL check whose line reads ``<status> <variant> <name>: <text>``."""
+def _verdict(variant: str, name: str, *, failed: bool, text: str, notes: tuple[str, ...] = ()) -> Check:
+    """A FAIL (``failed``) or PASS check whose line reads ``<status> <variant> <name>: <text>``."""
     status = "FAIL" if failed else "PASS"
     return Check(variant, name, status, f"{status} {variant} {name}: {text}", notes)
 
@@ -59,7 +59,7 @@ def check_metric(variant: str, rule: MetricRule, got: float, interval: str = "")
     text = (f"expected {_fmt(rule.expected)}, got {_fmt(got)}, allowed {_fmt(rule.allowed)} "
             + (f"(regressed by {_fmt(rule.expected - got)}, beyond the margin)" if regressed else "(within the margin)")
             + (f"; {interval}" if interval else ""))
-    return _verdict(variant, rule.name, regressed, text, _improved_note(variant, rule, got))
+    return _verdict(variant, rule.name, failed=regressed, text=text, notes=_improved_note(variant, rule, got))
 
 
 def _improved_note(variant: str, rule: MetricRule, got: float) -> tuple[str, ...]:
@@ -111,7 +111,7 @@ def check_metric_ci95(variant: str, rule: MetricRule, got: float, difference: In
         why = " (or the parent regressed)" if against.startswith("parent") else ""
         notes += (f"note: {variant} {rule.name} lies above the baseline beyond the interval vs {against}{why}; "
                   f"if that is the new normal, `ssd-eval baseline --update --variant {variant}`",)
-    return _verdict(variant, rule.name, failed, text, notes)
+    return _verdict(variant, rule.name, failed=failed, text=text, notes=notes)
 
 
 def check_drop(variant: str, parent: str, max_drop_pct: float,
@@ -121,7 +121,7 @@ def check_drop(variant: str, parent: str, max_drop_pct: float,
     broken = drop > max_drop_pct + FLOAT_SLACK
     text = (f"expected <= {max_drop_pct:.2f}%, got {drop:.2f}% (mAP {_fmt(map_value)} vs {_fmt(parent_map)}), "
             f"{'above' if broken else 'within'} the limit" + (f"; {interval}" if interval else ""))
-    return _verdict(variant, f"drop_pct vs {parent}", broken, text, notes)
+    return _verdict(variant, f"drop_pct vs {parent}", failed=broken, text=text, notes=notes)
 
 
 def own_interval_text(result: dict, metric: str) -> str:
@@ -190,10 +190,11 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     gated = f"gated {got[:12]} ({model.get('path')})"
     quantization = model.get("quantization")
     if baseline.quantization is not None and quantization != baseline.quantization:
-        return _verdict(variant, "model", True, f"{gated} has quantization {quantization or 'unrecorded'} but "
-                        f"{baseline.source} quantization {baseline.quantization}: not a model of {variant}'s kind")
+        return _verdict(variant, "model", failed=True,
+                        text=f"{gated} has quantization {quantization or 'unrecorded'} but {baseline.source} "
+                        f"quantization {baseline.quantization}: not a model of {variant}'s kind")
     if parent_result is not None and parent_result["provenance"]["model"]["sha256"] == got:
-        return _verdict(variant, "model", True, f"{gated} is the model of its parent {baseline.parent} "
+        return _verdict(variant, "model", failed=True, text=f"{gated} is the model of its parent {baseline.parent} "
                         f"({parent_result['_source']})")
     pins: list[tuple[str, str]] = []  # (sha256, where it is pinned)
     unpinned: list[str] = []
@@ -212,8 +213,9 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
     if changed and (require_model_sha256 or baseline.require_model_sha256):
         pinned, where = changed[0]
         why = f"{baseline.source} require_model_sha256" if baseline.require_model_sha256 else "--require-model-sha256"
-        return _verdict(variant, "model", True, f"{gated}, expected {pinned[:12]} ({where}; {why}): this result is "
-                        f"not of {variant}'s pinned model")
+        return _verdict(variant, "model", failed=True,
+                        text=f"{gated}, expected {pinned[:12]} ({where}; {why}): this result is not of {variant}'s "
+                        "pinned model")
     kind = "" if quantization is None and baseline.quantization is None else \
         f"quantization {quantization}" + (" as the baseline's, " if baseline.quantization else ", ")
     metrics = ", ".join(r.name for r in baseline.metrics)
@@ -226,7 +228,7 @@ def check_model(baseline: Baseline, result: dict, parent_result: dict | None,
         status = f"pinned by {', '.join(where for _, where in pins)}"
     else:
         status = f"not pinned ({'; '.join(unpinned)})"
-    return _verdict(variant, "model", False, f"{gated}, {kind}{status}", notes)
+    return _verdict(variant, "model", failed=False, text=f"{gated}, {kind}{status}", notes=notes)
 
 
 def int8_path_note(baseline: Baseline, result: dict) -> str | None:
@@ -373,8 +375,8 @@ def _gate_checks(baselines_dir: Path, results_dir: Path, variants: list[str] | N
         return checks, []
     unlisted = list(dict.fromkeys(r["variant"] for r in index.results() if r["variant"] not in files))
     if strict:
-        checks += [_verdict(variant, "baseline", True, f"it has results in {results_dir} but no baseline in "
-                            f"{baselines_dir} (--strict)") for variant in unlisted]
+        checks += [_verdict(variant, "baseline", failed=True, text=f"it has results in {results_dir} but no baseline "
+                            f"in {baselines_dir} (--strict)") for variant in unlisted]
     return checks, unlisted
 
 

@@ -97,7 +97,9 @@ def _check_writable(folder: Path, option: str, key: str) -> None:
 
 def track(result: EvalResult, tracking: TrackingConfig) -> dict[str, Any]:
     """Send ``result`` (already written) to every tracker of ``tracking.log``; record where in its
-    metrics.json (``provenance.tracking``) and return that record."""
+    metrics.json (``provenance.tracking``) and return that record; nothing (``{}``) when it names none."""
+    if not tracking.log:
+        return {}
     from ssd_eval.reports.report import run_pictures  # the report's modules only when a run is tracked
 
     kept = f"(the results were kept: {result.files['metrics']})"
