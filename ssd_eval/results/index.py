@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ssd_eval.config.schema import run_name
 from ssd_eval.errors import UserError
-from ssd_eval.results.result import log, read_metrics_file
+from ssd_eval.results.result import read_metrics_file
+
+log = logging.getLogger(__name__)
 
 
 def load_results(results_dir: Path, *, include_partial: bool = False) -> list[dict]:

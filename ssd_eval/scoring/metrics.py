@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Sequence
 
-from ssd_eval.scoring.cocoeval import Scores, ground_truth_counts, log, score_batch
+from ssd_eval.scoring.cocoeval import Scores, ground_truth_counts, score_batch
+
+log = logging.getLogger(__name__)
 
 
 def score_detections(gt: dict[str, Any], detections: Iterable[dict], image_ids: Sequence[int], *,
